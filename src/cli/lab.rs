@@ -1,0 +1,125 @@
+//! `clawback lab …`: run the emulator, generate scenarios.
+
+use crate::cli::exit;
+use crate::lab::scenario::Scenario;
+use crate::lab::{LabOptions, LabServer};
+use clap::{Args, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Serve the lab on a loopback address until interrupted.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Loopback address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub addr: SocketAddr,
+    /// `demo` or a scenario file (.json or .toml).
+    #[arg(long, default_value = "demo")]
+    pub scenario: String,
+    /// Seed for jitter and fault injection.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Service time of every (sub-)request, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Extra random service time, 0..=N milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub jitter_ms: u64,
+    /// Concurrent service slots per tenant (S).
+    #[arg(long, default_value_t = 256)]
+    pub capacity: usize,
+    /// Lifetime of issued access tokens, in seconds.
+    #[arg(long, default_value_t = 3599)]
+    pub token_ttl: u64,
+    /// Probability (0..1) that a provider request fails with 5xx or a dropped connection.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_rate: f64,
+    /// Write a clawback config pointing at this lab (secrets beside it, mode 0600).
+    #[arg(long)]
+    pub write_config: Option<PathBuf>,
+}
+
+pub fn run(args: LabArgs) -> u8 {
+    match args.command {
+        LabCommand::Serve(a) => serve(a),
+    }
+}
+
+/// Resolves `demo` or a path into a scenario.
+pub fn load_scenario(name: &str, seed: u64) -> Result<Scenario, String> {
+    match name {
+        "demo" => Ok(crate::lab::scenario::demo(seed)),
+        path => Scenario::load(std::path::Path::new(path)).map_err(|e| e.to_string()),
+    }
+}
+
+fn serve(a: ServeArgs) -> u8 {
+    if !(0.0..=1.0).contains(&a.fault_rate) {
+        eprintln!(
+            "clawback lab serve: --fault-rate {} must be between 0 and 1",
+            a.fault_rate
+        );
+        return exit::USAGE;
+    }
+    let started = Instant::now();
+    let scenario = match load_scenario(&a.scenario, a.seed) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("clawback lab serve: {e}");
+            return exit::USAGE;
+        }
+    };
+    let options = LabOptions {
+        latency: Duration::from_millis(a.latency_ms),
+        jitter: Duration::from_millis(a.jitter_ms),
+        capacity: a.capacity.max(1),
+        token_ttl: Duration::from_secs(a.token_ttl.max(1)),
+        fault_rate: a.fault_rate,
+        seed: a.seed,
+        ..Default::default()
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("clawback lab serve: cannot start the async runtime: {e}");
+            return exit::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let server = match LabServer::start(&scenario, options, a.addr).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("clawback lab serve: {e}");
+                return exit::USAGE;
+            }
+        };
+        if let Some(path) = &a.write_config {
+            if let Err(e) = server.write_config(path) {
+                eprintln!("clawback lab serve: {e}");
+                return exit::FAILURE;
+            }
+            println!("wrote config {}", path.display());
+        }
+        println!(
+            "lab listening on {} (scenario {}, ready in {} ms); Ctrl-C to stop",
+            server.base_url(),
+            scenario.name,
+            started.elapsed().as_millis()
+        );
+        let _ = tokio::signal::ctrl_c().await;
+        server.stop().await;
+        exit::OK
+    })
+}

@@ -1,0 +1,63 @@
+//! Command-line front end (clap). Each subcommand parses its arguments here and calls into the
+//! library; exit codes follow DESIGN §8: 0 ok, 1 runtime failure, 2 usage/config error, 3 partial.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+mod lab;
+
+/// Exit codes (DESIGN §8).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const PARTIAL: u8 = 3;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "clawback",
+    version,
+    about = "Post-delivery email retraction for Microsoft 365 and Google Workspace"
+)]
+pub struct Cli {
+    /// Config file (default: $CLAWBACK_CONFIG, then the platform config dir).
+    #[arg(long, global = true, env = "CLAWBACK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory for the store and logs.
+    #[arg(long, global = true, env = "CLAWBACK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The local Microsoft Graph + Gmail + OAuth emulator.
+    Lab(lab::LabArgs),
+}
+
+/// Runs the CLI and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let code = match cli.command {
+        Some(Command::Lab(args)) => lab::run(args),
+        None => {
+            eprintln!("clawback: no command given; try `clawback --help` or `clawback lab serve`");
+            exit::USAGE
+        }
+    };
+    ExitCode::from(code)
+}

@@ -1,0 +1,590 @@
+//! Configuration file (TOML): operator identity, tenants with credentials and base URLs, UI
+//! preferences. Unknown keys are errors (a typo must not silently drop a setting), and every
+//! error names the file and line.
+//!
+//! Precedence: CLI flag > environment variable > config file > default.
+
+use crate::model::{Role, TenantKind};
+use crate::secret::{Secret, SecretError, read_secret_env, read_secret_file};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Environment variable naming the config file.
+pub const CONFIG_ENV: &str = "CLAWBACK_CONFIG";
+/// Environment variable naming the data directory.
+pub const DATA_DIR_ENV: &str = "CLAWBACK_DATA_DIR";
+
+/// Default public endpoints.
+pub mod endpoints {
+    pub const MS_LOGIN: &str = "https://login.microsoftonline.com";
+    pub const MS_GRAPH: &str = "https://graph.microsoft.com";
+    pub const GOOGLE_TOKEN: &str = "https://oauth2.googleapis.com/token";
+    pub const GMAIL: &str = "https://gmail.googleapis.com";
+    pub const GOOGLE_DIRECTORY: &str = "https://admin.googleapis.com";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read config: {source}", path = .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}", path = .path.display())]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: tenant {tenant:?}: {message}", path = .path.display())]
+    Tenant {
+        path: PathBuf,
+        tenant: String,
+        message: String,
+    },
+    #[error("{path}: tenant {tenant:?}: {source}", path = .path.display())]
+    Secret {
+        path: PathBuf,
+        tenant: String,
+        source: SecretError,
+    },
+    #[error(
+        "no config file: pass --config FILE, set {CONFIG_ENV}, or run `clawback init` (try `clawback demo` to see clawback on the lab)"
+    )]
+    Missing,
+    #[error("unknown tenant {given:?}; configured tenants: {known}")]
+    UnknownTenant { given: String, known: String },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub operator: OperatorConfig,
+    /// Data directory (store, logs). Default: the platform data dir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(default, rename = "tenant", skip_serializing_if = "Vec::is_empty")]
+    pub tenants: Vec<TenantConfig>,
+    #[serde(default)]
+    pub ui: UiConfig,
+    #[serde(default)]
+    pub trace: TraceConfig,
+    /// Where the file was loaded from (for error messages and relative paths).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+/// Who is operating: written into every audit entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// Operator name for the audit log (default: the OS user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default = "default_role")]
+    pub role: Role,
+}
+
+fn default_role() -> Role {
+    Role::Responder
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        OperatorConfig {
+            name: None,
+            role: default_role(),
+        }
+    }
+}
+
+/// How a Microsoft tenant authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MicrosoftAuth {
+    #[default]
+    ClientSecret,
+    Certificate,
+    DeviceCode,
+}
+
+/// One provider connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Short name used on the command line and screens (`contoso`).
+    pub name: String,
+    pub kind: TenantKind,
+    /// Managed domains. Empty: discovered from the provider (Graph `/domains`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
+
+    // Microsoft 365
+    /// Directory (tenant) id or primary domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    /// Application (client) id of the app registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub auth: MicrosoftAuth,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_env: Option<String>,
+    /// Inline secret: accepted only when every endpoint is on loopback (the lab).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// PEM certificate (for the `x5t#S256` thumbprint) and its private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_file: Option<PathBuf>,
+
+    // Google Workspace
+    /// Service account JSON key file (mode 0600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_file: Option<PathBuf>,
+    /// Environment variable holding the service account JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_env: Option<String>,
+    /// Admin user impersonated for directory calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_user: Option<String>,
+
+    #[serde(default)]
+    pub endpoints: EndpointConfig,
+    #[serde(default)]
+    pub limits: LimitConfig,
+}
+
+/// Base URLs. Defaults are the public services; the lab overrides them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gmail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<String>,
+}
+
+/// Client-side request limits per tenant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    /// Requests in flight at once for the whole tenant.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Requests in flight per mailbox (Graph allows 4).
+    #[serde(default = "default_per_mailbox")]
+    pub per_mailbox: usize,
+    /// Gmail quota units per user per second (documented: 250).
+    #[serde(default = "default_gmail_units")]
+    pub gmail_units_per_second: u32,
+    /// Attempts per request before giving up as `throttled` / `provider_error`.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_max_in_flight() -> usize {
+    256
+}
+fn default_per_mailbox() -> usize {
+    4
+}
+fn default_gmail_units() -> u32 {
+    250
+}
+fn default_max_attempts() -> u32 {
+    8
+}
+
+impl Default for LimitConfig {
+    fn default() -> Self {
+        LimitConfig {
+            max_in_flight: default_max_in_flight(),
+            per_mailbox: default_per_mailbox(),
+            gmail_units_per_second: default_gmail_units(),
+            max_attempts: default_max_attempts(),
+        }
+    }
+}
+
+/// TUI preferences.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiConfig {
+    /// Theme name (`default`, `high-contrast`, …) or a path to a theme TOML.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub theme: Option<String>,
+    #[serde(default)]
+    pub mouse: bool,
+    /// Per-mode key overrides: `[ui.keys.search] submit = "enter"`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub keys: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// Mail trace settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceConfig {
+    /// Header names that carry a disposition verdict (value = one of the disposition words).
+    #[serde(default = "default_disposition_headers")]
+    pub disposition_headers: Vec<String>,
+}
+
+fn default_disposition_headers() -> Vec<String> {
+    vec!["X-Clawback-Disposition".to_string()]
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        TraceConfig {
+            disposition_headers: default_disposition_headers(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses config text; `path` is used for messages and to resolve relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            line: e.span().map(|span| line_of(text, span.start)).unwrap_or(1),
+            message: e.message().trim().to_string(),
+        })?;
+        config.source = Some(path.to_path_buf());
+        let base = path.parent().unwrap_or(Path::new("."));
+        for tenant in &mut config.tenants {
+            for p in [
+                &mut tenant.client_secret_file,
+                &mut tenant.certificate_file,
+                &mut tenant.private_key_file,
+                &mut tenant.service_account_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.source
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("<config>"))
+    }
+
+    fn tenant_error(&self, tenant: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Tenant {
+            path: self.path(),
+            tenant: tenant.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Structural checks that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for t in &self.tenants {
+            if t.name.trim().is_empty() {
+                return Err(self.tenant_error(&t.name, "name must not be empty"));
+            }
+            if !seen.insert(t.name.as_str()) {
+                return Err(self.tenant_error(&t.name, "defined twice"));
+            }
+            match t.kind {
+                TenantKind::Microsoft365 => {
+                    if t.tenant_id.is_none() {
+                        return Err(
+                            self.tenant_error(&t.name, "tenant_id is required for microsoft365")
+                        );
+                    }
+                    if t.client_id.is_none() {
+                        return Err(
+                            self.tenant_error(&t.name, "client_id is required for microsoft365")
+                        );
+                    }
+                    match t.auth {
+                        MicrosoftAuth::ClientSecret => {
+                            let n = [
+                                t.client_secret_file.is_some(),
+                                t.client_secret_env.is_some(),
+                                t.client_secret.is_some(),
+                            ]
+                            .iter()
+                            .filter(|b| **b)
+                            .count();
+                            if n != 1 {
+                                return Err(self.tenant_error(
+                                    &t.name,
+                                    "auth = \"client_secret\" needs exactly one of client_secret_file, client_secret_env, client_secret",
+                                ));
+                            }
+                            if t.client_secret.is_some() && !t.all_endpoints_loopback() {
+                                return Err(self.tenant_error(
+                                    &t.name,
+                                    "an inline client_secret is only allowed for the lab (loopback endpoints); use client_secret_file or client_secret_env",
+                                ));
+                            }
+                        }
+                        MicrosoftAuth::Certificate => {
+                            if t.certificate_file.is_none() || t.private_key_file.is_none() {
+                                return Err(self.tenant_error(
+                                    &t.name,
+                                    "auth = \"certificate\" needs certificate_file and private_key_file",
+                                ));
+                            }
+                        }
+                        MicrosoftAuth::DeviceCode => {}
+                    }
+                }
+                TenantKind::GoogleWorkspace => {
+                    if t.service_account_file.is_none() && t.service_account_env.is_none() {
+                        return Err(self.tenant_error(
+                            &t.name,
+                            "google_workspace needs service_account_file or service_account_env",
+                        ));
+                    }
+                    if t.admin_user.is_none() {
+                        return Err(self.tenant_error(
+                            &t.name,
+                            "admin_user (an admin to impersonate for directory lookups) is required for google_workspace",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds a tenant by name.
+    pub fn tenant(&self, name: &str) -> Result<&TenantConfig, ConfigError> {
+        self.tenants
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| ConfigError::UnknownTenant {
+                given: name.to_string(),
+                known: self
+                    .tenants
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// Reads a tenant's client secret from wherever the config says it lives.
+    pub fn client_secret(&self, tenant: &TenantConfig) -> Result<Secret, ConfigError> {
+        let wrap = |source| ConfigError::Secret {
+            path: self.path(),
+            tenant: tenant.name.clone(),
+            source,
+        };
+        if let Some(p) = &tenant.client_secret_file {
+            return read_secret_file(p).map_err(wrap);
+        }
+        if let Some(name) = &tenant.client_secret_env {
+            return read_secret_env(name).map_err(wrap);
+        }
+        if let Some(inline) = &tenant.client_secret {
+            return Ok(Secret::new(inline.clone()));
+        }
+        Err(self.tenant_error(&tenant.name, "no client secret configured"))
+    }
+
+    /// Reads a Google tenant's service account JSON (file must be private).
+    pub fn service_account_json(&self, tenant: &TenantConfig) -> Result<Secret, ConfigError> {
+        let wrap = |source| ConfigError::Secret {
+            path: self.path(),
+            tenant: tenant.name.clone(),
+            source,
+        };
+        if let Some(p) = &tenant.service_account_file {
+            return read_secret_file(p).map_err(wrap);
+        }
+        if let Some(name) = &tenant.service_account_env {
+            return read_secret_env(name).map_err(wrap);
+        }
+        Err(self.tenant_error(&tenant.name, "no service account configured"))
+    }
+}
+
+impl TenantConfig {
+    pub fn login_url(&self) -> &str {
+        self.endpoints
+            .login
+            .as_deref()
+            .unwrap_or(endpoints::MS_LOGIN)
+    }
+    pub fn graph_url(&self) -> &str {
+        self.endpoints
+            .graph
+            .as_deref()
+            .unwrap_or(endpoints::MS_GRAPH)
+    }
+    pub fn google_token_url(&self) -> &str {
+        self.endpoints
+            .token
+            .as_deref()
+            .unwrap_or(endpoints::GOOGLE_TOKEN)
+    }
+    pub fn gmail_url(&self) -> &str {
+        self.endpoints.gmail.as_deref().unwrap_or(endpoints::GMAIL)
+    }
+    pub fn directory_url(&self) -> &str {
+        self.endpoints
+            .directory
+            .as_deref()
+            .unwrap_or(endpoints::GOOGLE_DIRECTORY)
+    }
+
+    /// True when every endpoint this tenant uses points at a loopback address (the lab).
+    pub fn all_endpoints_loopback(&self) -> bool {
+        let urls: Vec<&str> = match self.kind {
+            TenantKind::Microsoft365 => vec![self.login_url(), self.graph_url()],
+            TenantKind::GoogleWorkspace => vec![
+                self.google_token_url(),
+                self.gmail_url(),
+                self.directory_url(),
+            ],
+        };
+        urls.iter().all(|u| is_loopback_url(u))
+    }
+}
+
+/// True for `http(s)://127.x.x.x`, `localhost` or `[::1]` URLs.
+pub fn is_loopback_url(url: &str) -> bool {
+    match url::Url::parse(url) {
+        Ok(u) => match u.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            None => false,
+        },
+        Err(_) => false,
+    }
+}
+
+/// 1-based line number of a byte offset.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// Finds the config file: explicit path, then `$CLAWBACK_CONFIG`, then the platform config dir.
+pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_path_buf());
+    }
+    if let Ok(p) = std::env::var(CONFIG_ENV)
+        && !p.is_empty()
+    {
+        return Some(PathBuf::from(p));
+    }
+    let dirs = directories::ProjectDirs::from("", "", "clawback")?;
+    let p = dirs.config_dir().join("config.toml");
+    p.exists().then_some(p)
+}
+
+/// The data directory: explicit flag, `$CLAWBACK_DATA_DIR`, the config's `data_dir`, or the
+/// platform data dir.
+pub fn data_dir(explicit: Option<&Path>, config: Option<&Config>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    if let Ok(p) = std::env::var(DATA_DIR_ENV)
+        && !p.is_empty()
+    {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = config.and_then(|c| c.data_dir.clone()) {
+        return p;
+    }
+    directories::ProjectDirs::from("", "", "clawback")
+        .map(|d| d.data_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from(".clawback"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LAB: &str = r#"
+[operator]
+name = "alice"
+role = "admin"
+
+[[tenant]]
+name = "contoso"
+kind = "microsoft365"
+tenant_id = "contoso.onmicrosoft.com"
+client_id = "app"
+client_secret = "inline"
+endpoints = { login = "http://127.0.0.1:9", graph = "http://127.0.0.1:9" }
+"#;
+
+    #[test]
+    fn parses_lab_config() {
+        let c = Config::parse(LAB, Path::new("lab.toml")).expect("parse");
+        assert_eq!(c.operator.role, Role::Admin);
+        assert_eq!(
+            c.tenant("contoso").expect("tenant").graph_url(),
+            "http://127.0.0.1:9"
+        );
+        let err = c.tenant("nope").unwrap_err().to_string();
+        assert!(
+            err.contains("unknown tenant \"nope\"") && err.contains("contoso"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn typo_key_names_file_and_line() {
+        let text = LAB.replace("client_id = \"app\"", "clientid = \"app\"");
+        let err = Config::parse(&text, Path::new("lab.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("lab.toml:10:"), "{err}");
+        assert!(err.contains("clientid"), "{err}");
+    }
+
+    #[test]
+    fn inline_secret_refused_for_real_endpoints() {
+        let text = LAB.replace(
+            "endpoints = { login = \"http://127.0.0.1:9\", graph = \"http://127.0.0.1:9\" }",
+            "",
+        );
+        let err = Config::parse(&text, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("only allowed for the lab"), "{err}");
+    }
+}

@@ -1,0 +1,398 @@
+//! The lab's in-memory world: tenants, directory objects, mailboxes and the copies in them.
+//!
+//! Both provider faces (Graph and Gmail) read and change this one model, so `/_lab/` can report
+//! where every copy is regardless of which API moved it. Copies keep provider-style ids: a Graph
+//! copy gets a new id on every move (the old one is forgotten, so it 404s); a Gmail copy keeps
+//! its id for life.
+
+use crate::model::{Folder, TenantKind};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Index of a tenant in [`LabState::tenants`].
+pub type TenantIdx = usize;
+
+/// The content of a delivered message, shared by all of its copies.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageContent {
+    /// Bracketed Internet Message-ID.
+    pub internet_message_id: String,
+    /// The full RFC 5322 text.
+    pub raw: String,
+    pub subject: String,
+    /// Header From address.
+    pub from: String,
+    pub from_name: String,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub date: DateTime<Utc>,
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+    /// Conversation key: every message of one conversation shares it.
+    pub conversation_key: String,
+    pub body_text: String,
+    pub has_attachments: bool,
+    /// Attachments as (name, content type, bytes).
+    #[serde(skip)]
+    pub attachments: Vec<Attachment>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub name: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// One copy of a message in one mailbox.
+#[derive(Debug, Clone, Serialize)]
+pub struct Copy {
+    /// Provider id: Graph ids change on move; Gmail ids never change.
+    pub id: String,
+    pub folder: Folder,
+    pub read: bool,
+    /// Extra Gmail labels (user labels, STARRED, categories) beyond folder and UNREAD.
+    pub extra_labels: Vec<String>,
+    #[serde(skip)]
+    pub content: Arc<MessageContent>,
+    pub received: DateTime<Utc>,
+}
+
+/// A user in the directory; `has_mailbox = false` models an account without Exchange/Gmail.
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    /// Directory object id (GUID for Graph, numeric string for Google).
+    pub id: String,
+    pub address: String,
+    pub display_name: String,
+    pub has_mailbox: bool,
+    pub on_hold: bool,
+    pub is_admin: bool,
+}
+
+/// A distribution list / group; members are addresses (users, groups, or external contacts).
+#[derive(Debug, Clone, Serialize)]
+pub struct Group {
+    pub id: String,
+    pub address: String,
+    pub display_name: String,
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Domain {
+    pub name: String,
+    pub verified: bool,
+    /// Whether the app is allowed to act on mailboxes of this domain (an application access
+    /// policy in Microsoft 365, domain-wide delegation scope in Google). Ungranted → 403.
+    pub retract_granted: bool,
+}
+
+/// Credentials the lab accepts for a tenant.
+#[derive(Debug, Clone, Serialize)]
+pub struct Credentials {
+    pub client_id: String,
+    #[serde(skip)]
+    pub client_secret: String,
+    /// PEM public key that verifies client assertions (Microsoft) or service-account JWTs (Google).
+    #[serde(skip)]
+    pub public_key_pem: String,
+    /// DER of the Microsoft app certificate, for `x5t` / `x5t#S256` thumbprints.
+    #[serde(skip)]
+    pub certificate_der: Vec<u8>,
+    /// Service account email (Google).
+    pub client_email: String,
+    /// Graph application roles granted (Microsoft) or delegated scopes (Google).
+    pub granted: Vec<String>,
+}
+
+/// A mailbox: copies by their current provider id.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Mailbox {
+    pub copies: BTreeMap<String, Copy>,
+}
+
+/// One tenant of the lab.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tenant {
+    pub name: String,
+    pub kind: TenantKind,
+    /// Microsoft: the directory id (GUID) also accepted as its primary domain; Google: customer id.
+    pub tenant_id: String,
+    pub domains: Vec<Domain>,
+    pub credentials: Credentials,
+    pub admin_user: Option<String>,
+    /// Users by lowercased address.
+    pub users: BTreeMap<String, User>,
+    /// Groups by lowercased address.
+    pub groups: BTreeMap<String, Group>,
+    /// Mailboxes by lowercased address.
+    pub mailboxes: BTreeMap<String, Mailbox>,
+}
+
+/// A record of one mutating call that reached a copy.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionRecord {
+    pub tenant: String,
+    pub mailbox: String,
+    pub internet_message_id: String,
+    /// e.g. `move:junkemail`, `delete`, `permanentDelete`, `modify`, `trash`, `untrash`.
+    pub action: String,
+    pub from_folder: Folder,
+    pub to_folder: Folder,
+}
+
+/// The whole lab world.
+#[derive(Debug, Default)]
+pub struct LabState {
+    pub tenants: Vec<Tenant>,
+    pub actions: Vec<ActionRecord>,
+    id_counter: u64,
+}
+
+/// What happened when a copy was looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Found,
+    NoSuchMailbox,
+    NoSuchCopy,
+}
+
+impl LabState {
+    pub fn new(tenants: Vec<Tenant>) -> Self {
+        LabState {
+            tenants,
+            actions: Vec::new(),
+            id_counter: 0,
+        }
+    }
+
+    pub fn tenant_index(&self, name_or_id: &str) -> Option<TenantIdx> {
+        self.tenants.iter().position(|t| {
+            t.name.eq_ignore_ascii_case(name_or_id)
+                || t.tenant_id.eq_ignore_ascii_case(name_or_id)
+                || t.domains
+                    .iter()
+                    .any(|d| d.name.eq_ignore_ascii_case(name_or_id))
+        })
+    }
+
+    /// A fresh provider id for a copy. Graph-style ids are long base64url strings, Gmail ids
+    /// 16 hex digits; both are unique across the lab.
+    pub fn next_id(&mut self, kind: TenantKind) -> String {
+        self.id_counter += 1;
+        let digest = Sha256::digest(self.id_counter.to_be_bytes());
+        match kind {
+            TenantKind::Microsoft365 => {
+                use base64::Engine;
+                let mut bytes = vec![0x00, 0x03, 0x24, 0x00];
+                bytes.extend_from_slice(&digest[..24]);
+                bytes.extend_from_slice(&self.id_counter.to_be_bytes());
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+            }
+            TenantKind::GoogleWorkspace => {
+                format!(
+                    "{:04x}{}",
+                    self.id_counter & 0xffff,
+                    &hex::encode(&digest[..6])
+                )
+            }
+        }
+    }
+
+    /// Records a mutating action for `/_lab/actions`.
+    pub fn record(&mut self, t: TenantIdx, mailbox: &str, copy: &Copy, action: &str, from: Folder) {
+        let tenant = self.tenants[t].name.clone();
+        self.actions.push(ActionRecord {
+            tenant,
+            mailbox: mailbox.to_string(),
+            internet_message_id: copy.content.internet_message_id.clone(),
+            action: action.to_string(),
+            from_folder: from,
+            to_folder: copy.folder.clone(),
+        });
+    }
+
+    /// Moves a copy to `folder`. Graph semantics: the copy gets a new id, returned here; the
+    /// old id no longer resolves. Gmail semantics (`keep_id`): the id stays.
+    pub fn move_copy(
+        &mut self,
+        t: TenantIdx,
+        mailbox: &str,
+        id: &str,
+        folder: Folder,
+        action: &str,
+        keep_id: bool,
+    ) -> Result<Copy, Lookup> {
+        let kind = self.tenants[t].kind;
+        let new_id = if keep_id {
+            id.to_string()
+        } else {
+            self.next_id(kind)
+        };
+        let mb = self.tenants[t]
+            .mailboxes
+            .get_mut(&mailbox.to_ascii_lowercase())
+            .ok_or(Lookup::NoSuchMailbox)?;
+        let mut copy = mb.copies.remove(id).ok_or(Lookup::NoSuchCopy)?;
+        let from = copy.folder.clone();
+        copy.folder = folder;
+        copy.id = new_id.clone();
+        mb.copies.insert(new_id, copy.clone());
+        self.record(t, &mailbox.to_ascii_lowercase(), &copy, action, from);
+        Ok(copy)
+    }
+
+    /// The copy with this id in this mailbox.
+    pub fn copy(&self, t: TenantIdx, mailbox: &str, id: &str) -> Result<&Copy, Lookup> {
+        let mb = self.tenants[t]
+            .mailboxes
+            .get(&mailbox.to_ascii_lowercase())
+            .ok_or(Lookup::NoSuchMailbox)?;
+        mb.copies.get(id).ok_or(Lookup::NoSuchCopy)
+    }
+
+    pub fn copy_mut(&mut self, t: TenantIdx, mailbox: &str, id: &str) -> Result<&mut Copy, Lookup> {
+        let mb = self.tenants[t]
+            .mailboxes
+            .get_mut(&mailbox.to_ascii_lowercase())
+            .ok_or(Lookup::NoSuchMailbox)?;
+        mb.copies.get_mut(id).ok_or(Lookup::NoSuchCopy)
+    }
+
+    /// Delivers a new message to the given mailboxes (scenario loading and `/_lab/deliver`).
+    /// Returns the new copies' ids per mailbox; unknown mailboxes are skipped and reported.
+    pub fn deliver(
+        &mut self,
+        t: TenantIdx,
+        content: Arc<MessageContent>,
+        copies: &[(String, Folder, bool)],
+    ) -> (Vec<(String, String)>, Vec<String>) {
+        let kind = self.tenants[t].kind;
+        let mut placed = Vec::new();
+        let mut unknown = Vec::new();
+        for (mailbox, folder, read) in copies {
+            let key = mailbox.to_ascii_lowercase();
+            if !self.tenants[t].mailboxes.contains_key(&key) {
+                unknown.push(mailbox.clone());
+                continue;
+            }
+            let id = self.next_id(kind);
+            let copy = Copy {
+                id: id.clone(),
+                folder: folder.clone(),
+                read: *read,
+                extra_labels: Vec::new(),
+                content: content.clone(),
+                received: content.date,
+            };
+            if let Some(mb) = self.tenants[t].mailboxes.get_mut(&key) {
+                mb.copies.insert(id.clone(), copy);
+            }
+            placed.push((key, id));
+        }
+        (placed, unknown)
+    }
+
+    /// Every copy of a message across the lab: (tenant, mailbox, copy).
+    pub fn copies_of(&self, internet_message_id: &str) -> Vec<(&str, &str, &Copy)> {
+        let mut out = Vec::new();
+        for t in &self.tenants {
+            for (addr, mb) in &t.mailboxes {
+                for c in mb.copies.values() {
+                    if c.content.internet_message_id == internet_message_id {
+                        out.push((t.name.as_str(), addr.as_str(), c));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Tenant {
+    /// Whether the domain of `address` is one of this tenant's domains.
+    pub fn domain_of(&self, address: &str) -> Option<&Domain> {
+        let domain = crate::model::address_domain(address)?;
+        self.domains
+            .iter()
+            .find(|d| d.name.eq_ignore_ascii_case(&domain))
+    }
+
+    /// Whether the app may act on this mailbox (its domain is granted).
+    pub fn mailbox_granted(&self, address: &str) -> bool {
+        self.domain_of(address).is_some_and(|d| d.retract_granted)
+    }
+
+    /// Finds a user by address (case-insensitive) or by directory id.
+    pub fn user(&self, key: &str) -> Option<&User> {
+        self.users
+            .get(&key.to_ascii_lowercase())
+            .or_else(|| self.users.values().find(|u| u.id == key))
+    }
+
+    /// Finds a group by address or directory id.
+    pub fn group(&self, key: &str) -> Option<&Group> {
+        self.groups
+            .get(&key.to_ascii_lowercase())
+            .or_else(|| self.groups.values().find(|g| g.id == key))
+    }
+
+    /// All members of a group, nested groups flattened (each address once, groups included).
+    pub fn transitive_members(&self, group: &Group) -> Vec<String> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        let mut stack: Vec<String> = group.members.iter().rev().cloned().collect();
+        while let Some(m) = stack.pop() {
+            let key = m.to_ascii_lowercase();
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            out.push(key.clone());
+            if let Some(g) = self.groups.get(&key) {
+                stack.extend(g.members.iter().rev().cloned());
+            }
+        }
+        out
+    }
+}
+
+/// A deterministic directory id for an address (GUID-shaped for Graph, digits for Google).
+pub fn directory_id(kind: TenantKind, address: &str) -> String {
+    let d = Sha256::digest(address.to_ascii_lowercase().as_bytes());
+    match kind {
+        TenantKind::Microsoft365 => {
+            let h = hex::encode(&d[..16]);
+            format!(
+                "{}-{}-{}-{}-{}",
+                &h[0..8],
+                &h[8..12],
+                &h[12..16],
+                &h[16..20],
+                &h[20..32]
+            )
+        }
+        TenantKind::GoogleWorkspace => {
+            let n = u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+            format!("1{n:020}")
+        }
+    }
+}
+
+/// Graph `conversationId` for a conversation key (same in every mailbox).
+pub fn graph_conversation_id(key: &str) -> String {
+    use base64::Engine;
+    let d = Sha256::digest(key.as_bytes());
+    let mut bytes = vec![0x00, 0x01, 0x10, 0x00];
+    bytes.extend_from_slice(&d[..16]);
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Gmail `threadId` for a conversation key in one mailbox (thread ids are per mailbox).
+pub fn gmail_thread_id(key: &str, mailbox: &str) -> String {
+    let d = Sha256::digest(format!("{key}\n{}", mailbox.to_ascii_lowercase()).as_bytes());
+    hex::encode(&d[..8])
+}

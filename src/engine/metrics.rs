@@ -1,0 +1,382 @@
+//! Retraction metrics with the exact definitions of DESIGN §2. The TUI cards, `clawback metrics
+//! --json` and the tests all use [`compute`], so the numbers agree everywhere.
+//!
+//! - **Total** = items that reached `succeeded` or `failed` in the window (not skipped, not dry runs).
+//! - **Success %** = succeeded / total; **Fail %** = failed / total, also per reason.
+//! - **Unread / Read** = read state of the copy when it was retracted, over succeeded items.
+//! - **Auto / Manual** = share of total by trigger (auto = every non-manual trigger).
+//! - Dwell time (delivered → retracted) and time to act (detected → retracted) p50/p95 over
+//!   succeeded items, throttling seen, and a per-tenant split.
+
+use crate::model::{FailureReason, Trigger};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// One job item's final state, as the metrics see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemOutcome {
+    pub tenant: String,
+    pub trigger: Trigger,
+    /// `None` while pending/in flight; `Some(Ok(()))` succeeded; `Some(Err(reason))` failed.
+    pub result: Option<Result<(), FailureReason>>,
+    /// Skipped items (nothing to do) never count.
+    pub skipped: bool,
+    pub dry_run: bool,
+    /// Read state of the copy when it was acted on.
+    pub read: bool,
+    /// When the item finished (succeeded or failed).
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When the message was delivered to this mailbox.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// When the message was found bad (job creation for manual, verdict time for auto).
+    pub detected_at: Option<DateTime<Utc>>,
+    /// 429 / rate-limit responses seen for this item, and seconds waited on them.
+    pub throttled: u32,
+    pub waited_secs: f64,
+}
+
+/// A share with its count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Share {
+    pub count: u64,
+    /// Percent of the relevant base, 0–100; 0 when the base is empty.
+    pub pct: f64,
+}
+
+/// Seconds percentiles.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    pub samples: u64,
+    pub p50_secs: Option<f64>,
+    pub p95_secs: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TenantSplit {
+    pub total: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
+/// The metrics over a window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Metrics {
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub total: u64,
+    pub succeeded: Share,
+    pub failed: Share,
+    /// Failed items per reason, percent of total.
+    pub failed_by_reason: BTreeMap<FailureReason, Share>,
+    /// Over succeeded items.
+    pub unread: Share,
+    pub read: Share,
+    /// Over total.
+    pub auto: Share,
+    pub manual: Share,
+    pub dwell: Percentiles,
+    pub time_to_act: Percentiles,
+    pub throttled_responses: u64,
+    pub throttled_wait_secs: f64,
+    pub per_tenant: BTreeMap<String, TenantSplit>,
+    /// Retractions (total) per bucket across the window, oldest first (sparkline).
+    pub series: Vec<u64>,
+}
+
+fn share(count: u64, base: u64) -> Share {
+    Share {
+        count,
+        pct: if base == 0 {
+            0.0
+        } else {
+            count as f64 * 100.0 / base as f64
+        },
+    }
+}
+
+/// Nearest-rank percentile of sorted samples.
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
+fn percentiles(mut samples: Vec<f64>) -> Percentiles {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    Percentiles {
+        samples: samples.len() as u64,
+        p50_secs: percentile(&samples, 50.0),
+        p95_secs: percentile(&samples, 95.0),
+    }
+}
+
+/// Computes the metrics of the items that finished in `[since, until)`; `buckets` sizes the
+/// series (0 = no series).
+pub fn compute<'a>(
+    items: impl IntoIterator<Item = &'a ItemOutcome>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    buckets: usize,
+) -> Metrics {
+    let mut m = Metrics {
+        since,
+        until,
+        ..Default::default()
+    };
+    let (mut succeeded, mut failed, mut read, mut unread, mut auto) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut by_reason: BTreeMap<FailureReason, u64> = BTreeMap::new();
+    let mut dwell = Vec::new();
+    let mut act = Vec::new();
+    let mut finished_times = Vec::new();
+    for item in items {
+        if item.skipped || item.dry_run {
+            continue;
+        }
+        let (Some(result), Some(at)) = (&item.result, item.finished_at) else {
+            continue;
+        };
+        if since.is_some_and(|s| at < s) || until.is_some_and(|u| at >= u) {
+            continue;
+        }
+        m.total += 1;
+        finished_times.push(at);
+        if item.trigger.is_auto() {
+            auto += 1;
+        }
+        m.throttled_responses += u64::from(item.throttled);
+        m.throttled_wait_secs += item.waited_secs;
+        let split = m.per_tenant.entry(item.tenant.clone()).or_default();
+        split.total += 1;
+        match result {
+            Ok(()) => {
+                succeeded += 1;
+                split.succeeded += 1;
+                if item.read {
+                    read += 1;
+                } else {
+                    unread += 1;
+                }
+                if let Some(d) = item.delivered_at {
+                    dwell.push((at - d).num_milliseconds().max(0) as f64 / 1000.0);
+                }
+                if let Some(d) = item.detected_at {
+                    act.push((at - d).num_milliseconds().max(0) as f64 / 1000.0);
+                }
+            }
+            Err(reason) => {
+                failed += 1;
+                split.failed += 1;
+                *by_reason.entry(*reason).or_default() += 1;
+            }
+        }
+    }
+    m.succeeded = share(succeeded, m.total);
+    m.failed = share(failed, m.total);
+    m.failed_by_reason = by_reason
+        .into_iter()
+        .map(|(r, n)| (r, share(n, m.total)))
+        .collect();
+    m.read = share(read, succeeded);
+    m.unread = share(unread, succeeded);
+    m.auto = share(auto, m.total);
+    m.manual = share(m.total - auto, m.total);
+    m.dwell = percentiles(dwell);
+    m.time_to_act = percentiles(act);
+    m.series = series(&finished_times, since, until, buckets);
+    m
+}
+
+fn series(
+    times: &[DateTime<Utc>],
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    buckets: usize,
+) -> Vec<u64> {
+    if buckets == 0 || times.is_empty() {
+        return vec![0; buckets];
+    }
+    let start = since
+        .or_else(|| times.iter().min().copied())
+        .unwrap_or_else(Utc::now);
+    let end = until
+        .or_else(|| {
+            times
+                .iter()
+                .max()
+                .map(|t| *t + chrono::Duration::milliseconds(1))
+        })
+        .unwrap_or_else(Utc::now);
+    let span = (end - start).num_milliseconds().max(1);
+    let mut out = vec![0u64; buckets];
+    for t in times {
+        let offset = (*t - start).num_milliseconds().clamp(0, span - 1);
+        let idx = (offset as i128 * buckets as i128 / span as i128) as usize;
+        if let Some(slot) = out.get_mut(idx.min(buckets - 1)) {
+            *slot += 1;
+        }
+    }
+    out
+}
+
+/// Parses a metrics window bound: RFC 3339, a date (`2026-11-20`), or a relative age
+/// (`24h`, `7d`, `30m`, `2w`) counted back from `now`.
+pub fn parse_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let t = text.trim();
+    if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
+        return Ok(dt.with_timezone(&Utc));
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return d
+            .and_hms_opt(0, 0, 0)
+            .map(|n| n.and_utc())
+            .ok_or_else(|| format!("{t:?}: not a valid date"));
+    }
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: i64 = num.parse().map_err(|_| {
+        format!(
+            "{t:?}: expected a date (2026-11-20), a time (RFC 3339) or an age like 24h, 7d, 30m"
+        )
+    })?;
+    let d = match unit {
+        "s" => chrono::Duration::seconds(n),
+        "m" => chrono::Duration::minutes(n),
+        "h" => chrono::Duration::hours(n),
+        "d" => chrono::Duration::days(n),
+        "w" => chrono::Duration::weeks(n),
+        _ => return Err(format!("{t:?}: unknown unit {unit:?}; use s, m, h, d or w")),
+    };
+    Ok(now - d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).expect("time")
+    }
+
+    fn item(
+        result: Option<Result<(), FailureReason>>,
+        read: bool,
+        trigger: Trigger,
+        finished: i64,
+    ) -> ItemOutcome {
+        ItemOutcome {
+            tenant: "contoso".into(),
+            trigger,
+            result,
+            skipped: false,
+            dry_run: false,
+            read,
+            finished_at: Some(at(finished)),
+            delivered_at: Some(at(finished - 100)),
+            detected_at: Some(at(finished - 10)),
+            throttled: 0,
+            waited_secs: 0.0,
+        }
+    }
+
+    #[test]
+    fn definitions_hold_on_a_known_mix() {
+        let mut items = vec![
+            item(Some(Ok(())), false, Trigger::Manual, 1),
+            item(Some(Ok(())), false, Trigger::Auto, 2),
+            item(Some(Ok(())), true, Trigger::PostDelivery, 3),
+            item(
+                Some(Err(FailureReason::AlreadyGone)),
+                false,
+                Trigger::Manual,
+                4,
+            ),
+            item(
+                Some(Err(FailureReason::NotAuthorized)),
+                true,
+                Trigger::PhishSubmission,
+                5,
+            ),
+            item(None, false, Trigger::Manual, 6),
+        ];
+        let mut skipped = item(Some(Ok(())), false, Trigger::Manual, 7);
+        skipped.skipped = true;
+        let mut dry = item(Some(Ok(())), false, Trigger::Manual, 8);
+        dry.dry_run = true;
+        let mut outside = item(Some(Ok(())), false, Trigger::Manual, 10_000);
+        outside.tenant = "late".into();
+        items.extend([skipped, dry, outside]);
+
+        let m = compute(&items, Some(at(0)), Some(at(1000)), 4);
+        assert_eq!(m.total, 5);
+        assert_eq!(
+            m.succeeded,
+            Share {
+                count: 3,
+                pct: 60.0
+            }
+        );
+        assert_eq!(
+            m.failed,
+            Share {
+                count: 2,
+                pct: 40.0
+            }
+        );
+        assert_eq!(m.failed_by_reason[&FailureReason::AlreadyGone].pct, 20.0);
+        assert_eq!(m.unread.count, 2);
+        assert!((m.unread.pct - 200.0 / 3.0).abs() < 1e-9);
+        assert_eq!(
+            m.auto,
+            Share {
+                count: 3,
+                pct: 60.0
+            }
+        );
+        assert_eq!(
+            m.manual,
+            Share {
+                count: 2,
+                pct: 40.0
+            }
+        );
+        assert_eq!(m.dwell.p50_secs, Some(100.0));
+        assert_eq!(m.time_to_act.p95_secs, Some(10.0));
+        assert!(!m.per_tenant.contains_key("late"));
+        assert_eq!(m.series.iter().sum::<u64>(), 5);
+    }
+
+    #[test]
+    fn empty_window_has_zero_percentages() {
+        let m = compute(&[], None, None, 3);
+        assert_eq!((m.total, m.succeeded.pct, m.series.len()), (0, 0.0, 3));
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let s: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(percentile(&s, 50.0), Some(10.0));
+        assert_eq!(percentile(&s, 95.0), Some(19.0));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    #[test]
+    fn parses_window_bounds() {
+        let now = at(0);
+        assert_eq!(
+            parse_time("24h", now),
+            Ok(now - chrono::Duration::hours(24))
+        );
+        assert_eq!(
+            parse_time("2026-11-20", now).map(|d| d.to_rfc3339()),
+            Ok("2026-11-20T00:00:00+00:00".into())
+        );
+        assert!(
+            parse_time("7y", now)
+                .expect_err("unit")
+                .contains("unknown unit")
+        );
+    }
+}

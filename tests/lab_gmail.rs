@@ -954,3 +954,36 @@ async fn directory_lists_nested_members_for_admins_only() {
     assert_eq!((s, reason(&body)), (403, "insufficientPermissions"));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_wide_batch_on_one_user_hits_the_concurrency_limit() {
+    // With a service time, a batch's parts run at once: the 11th concurrent call for one user
+    // is refused with 429 and a Retry-After, as Gmail does for unchunked batches.
+    let server = start(LabOptions {
+        latency: Duration::from_millis(50),
+        ..Default::default()
+    })
+    .await;
+    let t = token(&server, FULL, Some("carol@fabrikam.test")).await;
+    let parts: Vec<String> = (0..20)
+        .map(|i| format!("Content-Type: application/http\r\nContent-ID: <g{i}>\r\n\r\nGET /gmail/v1/users/me/messages?maxResults=1"))
+        .collect();
+    let (status, answers) = batch(&server, &t, "/batch/gmail/v1", &parts).await;
+    assert_eq!(status, 200);
+    let ok = answers.iter().filter(|a| a.1 == 200).count();
+    let refused: Vec<_> = answers.iter().filter(|a| a.1 == 429).collect();
+    assert_eq!(
+        (ok, refused.len()),
+        (10, 10),
+        "{:?}",
+        answers.iter().map(|a| a.1).collect::<Vec<_>>()
+    );
+    assert!(refused.iter().all(|a| reason(&a.2) == "rateLimitExceeded"));
+    assert_eq!(
+        refused[0].2["error"]["message"],
+        "Too many concurrent requests for user"
+    );
+    let throttled = server.lab.stats.throttled.lock().expect("stats").clone();
+    assert_eq!(throttled.get("gmail_user_concurrency"), Some(&10));
+    server.stop().await;
+}

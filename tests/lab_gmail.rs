@@ -87,10 +87,14 @@ fn assertion(key_pem: &str, scopes: &str, sub: Option<&str>) -> String {
     if let Some(s) = sub {
         claims["sub"] = json!(s);
     }
+    sign(key_pem, &claims)
+}
+
+fn sign(key_pem: &str, claims: &Value) -> String {
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(key_pem.as_bytes()).expect("key");
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
-        &claims,
+        claims,
         &key,
     )
     .expect("sign")
@@ -431,6 +435,35 @@ async fn scopes_signatures_and_delegation_are_enforced() {
     .await;
     assert_eq!((s, body["error"].as_str()), (400, Some("invalid_grant")));
     assert_eq!(body["error_description"], "Invalid JWT Signature.");
+
+    // Wrong audience; a lifetime over one hour; an expired assertion.
+    let now = chrono::Utc::now().timestamp();
+    for (aud, iat, exp) in [
+        ("https://example.com/token", now, now + 600),
+        ("https://oauth2.googleapis.com/token", now, now + 7200),
+        (
+            "https://oauth2.googleapis.com/token",
+            now - 7200,
+            now - 3600,
+        ),
+    ] {
+        let jwt = sign(
+            keys::GOOGLE_SA_PRIVATE_KEY,
+            &json!({"iss": SA, "scope": FULL, "aud": aud, "iat": iat, "exp": exp, "sub": alice}),
+        );
+        let (s, body) = token_response(&server, &jwt).await;
+        assert_eq!(
+            (s, body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{aud} {iat} {exp}"
+        );
+    }
+    // The lab's own token URL is an accepted audience.
+    let jwt = sign(
+        keys::GOOGLE_SA_PRIVATE_KEY,
+        &json!({"iss": SA, "scope": FULL, "aud": format!("{}/token", server.base_url()), "iat": now, "exp": now + 600, "sub": alice}),
+    );
+    assert_eq!(token_response(&server, &jwt).await.0, 200);
 
     // A scope the admin did not delegate.
     let (s, body) = token_response(

@@ -625,7 +625,8 @@ async fn exhausting_a_users_quota_gives_403_user_rate_limit() {
     server.stop().await;
 }
 
-/// Sends a multipart batch; returns the response parts as (headers text, status, json body).
+/// Sends a multipart batch; returns the response parts as (part and response headers, status,
+/// json body).
 async fn batch(
     server: &LabServer,
     token: &str,
@@ -692,7 +693,7 @@ async fn batch(
         } else {
             serde_json::from_str(body).expect("part json")
         };
-        out.push((outer.to_string(), code, json));
+        out.push((format!("{outer}\r\n{head}"), code, json));
     }
     (status, out)
 }
@@ -1012,6 +1013,11 @@ async fn a_wide_batch_on_one_user_hits_the_concurrency_limit() {
         answers.iter().map(|a| a.1).collect::<Vec<_>>()
     );
     assert!(refused.iter().all(|a| reason(&a.2) == "rateLimitExceeded"));
+    assert!(
+        refused.iter().all(|a| a.0.contains("Retry-After: ")),
+        "{}",
+        refused[0].0
+    );
     assert_eq!(
         refused[0].2["error"]["message"],
         "Too many concurrent requests for user"

@@ -921,9 +921,22 @@ fn part_headers(part: &mail_parser::MessagePart<'_>, raw: &[u8]) -> Vec<(String,
                 .filter(|l| !l.is_empty())
                 .collect::<Vec<_>>()
                 .join(" ");
-            (name, unfolded)
+            (name, decode_words(&unfolded))
         })
         .collect()
+}
+
+/// Decodes RFC 2047 encoded words (`=?utf-8?b?…?=`), as Gmail shows header values decoded.
+fn decode_words(value: &str) -> String {
+    if !value.contains("=?") {
+        return value.to_string();
+    }
+    // mail-parser decodes encoded words in unstructured fields such as Subject.
+    let carrier = format!("Subject: {value}\r\n\r\n");
+    mail_parser::MessageParser::default()
+        .parse(carrier.as_bytes())
+        .and_then(|m| m.subject().map(str::to_string))
+        .unwrap_or_else(|| value.to_string())
 }
 
 #[cfg(test)]
@@ -989,6 +1002,10 @@ mod tests {
             .decode(raw["raw"].as_str().expect("raw"))
             .expect("b64");
         assert_eq!(bytes, c.content.raw.as_bytes());
+        assert_eq!(
+            decode_words("=?utf-8?b?R3LDvMOfZQ==?= <a@x>"),
+            "Grüße <a@x>"
+        );
         let full = message_json(&c, "a@x", Format::Full, &[], "1");
         assert_eq!(full["payload"]["mimeType"], "text/plain");
         assert!(full["payload"]["body"]["data"].is_string());

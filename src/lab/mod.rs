@@ -7,9 +7,11 @@
 
 pub mod demo;
 pub mod errors;
+pub mod graph;
 pub mod keys;
 pub mod limits;
 pub mod mime;
+pub mod oauth_ms;
 pub mod scenario;
 pub mod state;
 pub mod tokens;
@@ -147,6 +149,8 @@ impl Lab {
 /// Assembles every route of the lab.
 pub fn router(lab: SharedLab) -> Router {
     Router::new()
+        .merge(oauth_ms::routes())
+        .merge(graph::routes())
         .layer(axum::middleware::from_fn_with_state(
             lab.clone(),
             count_and_inject,

@@ -85,21 +85,32 @@ impl Graph {
         self.send(reqwest::Method::GET, path, None).await
     }
 
-    async fn find(&self, user: &str, message_id: &str) -> Vec<Value> {
-        let filter = format!("internetMessageId eq '{}'", message_id.replace('\'', "''"));
+    /// GET with query parameters that reqwest percent-encodes.
+    async fn query(&self, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
         let resp = self
             .http
-            .get(format!("{}/users/{user}/messages", self.base))
-            .query(&[
-                ("$filter", filter.as_str()),
-                ("$select", "id,parentFolderId,internetMessageId"),
-            ])
+            .get(format!("{}{path}", self.base))
+            .query(params)
             .bearer_auth(&self.token)
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
-        let body: Value = resp.json().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn find(&self, user: &str, message_id: &str) -> Vec<Value> {
+        let filter = format!("internetMessageId eq '{}'", message_id.replace('\'', "''"));
+        let (s, body) = self
+            .query(
+                &format!("/users/{user}/messages"),
+                &[
+                    ("$filter", &filter),
+                    ("$select", "id,parentFolderId,internetMessageId"),
+                ],
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
         body["value"].as_array().unwrap().clone()
     }
 }
@@ -138,19 +149,13 @@ async fn locates_by_internet_message_id_encoded_and_raw() {
         "internetMessageId eq '{}'",
         PHISH_ID.replace('<', "%3C").replace('>', "%3E")
     );
-    let resp = g
-        .http
-        .get(format!("{}/users/bob@contoso.com/messages", g.base))
-        .query(&[
-            ("$filter", double.as_str()),
-            ("$select", "internetMessageHeaders"),
-        ])
-        .bearer_auth(&g.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let body: Value = resp.json().await.unwrap();
+    let (s, body) = g
+        .query(
+            "/users/bob@contoso.com/messages",
+            &[("$filter", &double), ("$select", "internetMessageHeaders")],
+        )
+        .await;
+    assert_eq!(s, 200);
     let headers = body["value"][0]["internetMessageHeaders"]
         .as_array()
         .unwrap();
@@ -170,18 +175,14 @@ async fn locates_by_internet_message_id_encoded_and_raw() {
     assert_eq!(s, 200);
     assert!(msg.get("internetMessageHeaders").is_none());
     let conv = msg["conversationId"].as_str().unwrap().to_string();
-    let resp = g
-        .http
-        .get(format!("{}/users/alice@contoso.com/messages", g.base))
-        .query(&[(
-            "$filter",
-            format!("conversationId eq '{conv}' and receivedDateTime ge 2024-05-10T09:00:00Z"),
-        )])
-        .bearer_auth(&g.token)
-        .send()
-        .await
-        .unwrap();
-    let body: Value = resp.json().await.unwrap();
+    let conversation =
+        format!("conversationId eq '{conv}' and receivedDateTime ge 2024-05-10T09:00:00Z");
+    let (_, body) = g
+        .query(
+            "/users/alice@contoso.com/messages",
+            &[("$filter", &conversation)],
+        )
+        .await;
     assert_eq!(body["value"].as_array().unwrap().len(), 2, "{body}");
 
     // Paging: 12 old + the phish in bob's mailbox, 5 per page.
@@ -214,16 +215,10 @@ async fn locates_by_internet_message_id_encoded_and_raw() {
         "internetMessageId eq '<x@y>' or isRead eq true",
         "receivedDateTime ge yesterday",
     ] {
-        let resp = g
-            .http
-            .get(format!("{}/users/bob@contoso.com/messages", g.base))
-            .query(&[("$filter", bad)])
-            .bearer_auth(&g.token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 400, "{bad}");
-        let body: Value = resp.json().await.unwrap();
+        let (s, body) = g
+            .query("/users/bob@contoso.com/messages", &[("$filter", bad)])
+            .await;
+        assert_eq!(s, 400, "{bad}");
         assert_eq!(error_code(&body), "BadRequest");
         assert!(
             body["error"]["message"]

@@ -66,6 +66,15 @@ fn form(body: &[u8]) -> HashMap<String, String> {
     url::form_urlencoded::parse(body).into_owned().collect()
 }
 
+/// The form fields and the tenant of a token-endpoint request.
+fn form_and_tenant(
+    lab: &Lab,
+    tenant_key: &str,
+    body: &[u8],
+) -> Result<(HashMap<String, String>, Tenant), Response> {
+    Ok((form(body), find_tenant(lab, tenant_key)?))
+}
+
 /// The tenant named in the URL: its name, directory id, or one of its domains.
 fn find_tenant(lab: &Lab, key: &str) -> Result<Tenant, Response> {
     let state = lab.state();
@@ -134,9 +143,8 @@ async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = form(&body);
-    let tenant = match find_tenant(&lab, &tenant_key) {
-        Ok(t) => t,
+    let (params, tenant) = match form_and_tenant(&lab, &tenant_key, &body) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     match params.get("grant_type").map(String::as_str) {
@@ -443,9 +451,8 @@ async fn devicecode(
     Path(tenant_key): Path<String>,
     body: Bytes,
 ) -> Response {
-    let params = form(&body);
-    let tenant = match find_tenant(&lab, &tenant_key) {
-        Ok(t) => t,
+    let (params, tenant) = match form_and_tenant(&lab, &tenant_key, &body) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let Some(client_id) = params.get("client_id") else {

@@ -7,7 +7,7 @@ use super::{
     require_directory, serve,
 };
 use crate::lab::SharedLab;
-use crate::lab::state::directory_id;
+use crate::lab::state::{Tenant, directory_id};
 use crate::model::TenantKind;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -96,44 +96,118 @@ fn check_select(
     Ok(())
 }
 
-/// `GET /users`
-pub async fn list_users(
-    State(lab): State<SharedLab>,
-    RawQuery(raw): RawQuery,
+/// A directory collection served by [`list`] and [`get_one`].
+struct DirectoryKind {
+    /// Segment after `/v1.0` and `@odata.context` fragment.
+    path: &'static str,
+    type_name: &'static str,
+    permissions: &'static [&'static str],
+    filterable: &'static [&'static str],
+    properties: &'static [&'static str],
+    /// Addresses (keys) of the tenant's objects, in order.
+    keys: fn(&Tenant) -> Vec<String>,
+    /// One object by address or directory id, as JSON.
+    render: fn(&Tenant, &str, Option<&[String]>) -> Option<Value>,
+}
+
+const USERS: DirectoryKind = DirectoryKind {
+    path: "users",
+    type_name: "user",
+    permissions: USER_READ,
+    filterable: &["mail", "userprincipalname"],
+    properties: json::USER_PROPERTIES,
+    keys: |t| t.users.keys().cloned().collect(),
+    render: |t, key, select| t.user(key).map(|u| json::user(u, select)),
+};
+
+const GROUPS: DirectoryKind = DirectoryKind {
+    path: "groups",
+    type_name: "group",
+    permissions: GROUP_READ,
+    filterable: &["mail"],
+    properties: json::GROUP_PROPERTIES,
+    keys: |t| t.groups.keys().cloned().collect(),
+    render: |t, key, select| t.group(key).map(|g| json::group(g, select)),
+};
+
+async fn list(
+    lab: SharedLab,
+    raw: Option<String>,
     headers: HeaderMap,
+    kind: &DirectoryKind,
 ) -> Response {
     let query = match parse_query(raw.as_deref()) {
         Ok(q) => q,
         Err(r) => return r,
     };
-    let prepared = equality_filter(query.filter.as_deref(), &["mail", "userprincipalname"])
+    let prepared = equality_filter(query.filter.as_deref(), kind.filterable)
         .and_then(|f| {
-            check_select(query.select.as_deref(), json::USER_PROPERTIES, "user").map(|_| f)
+            check_select(query.select.as_deref(), kind.properties, kind.type_name).map(|_| f)
         })
         .and_then(|f| query.page_size(100, 999).map(|s| (f, s)));
     let (filters, size) = match prepared {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let caller = match begin(&lab, &headers, USER_READ).await {
+    let caller = match begin(&lab, &headers, kind.permissions).await {
         Ok(c) => c,
         Err(r) => return r,
     };
     let (value, next) = {
         let state = lab.state();
-        let users: Vec<_> = state.tenants[caller.t]
-            .users
-            .values()
-            .filter(|u| filters.iter().all(|(_, v)| u.address == *v))
+        let tenant = &state.tenants[caller.t];
+        // mail and userPrincipalName both equal the lowercased address in the lab.
+        let keys: Vec<String> = (kind.keys)(tenant)
+            .into_iter()
+            .filter(|k| filters.iter().all(|(_, v)| k == v))
             .collect();
-        let (range, next) = query.page(&lab, "/users", users.len(), size);
-        let value: Vec<Value> = users[range]
+        let (range, next) = query.page(&lab, &format!("/{}", kind.path), keys.len(), size);
+        let value: Vec<Value> = keys[range]
             .iter()
-            .map(|u| json::user(u, query.select.as_deref()))
+            .filter_map(|k| (kind.render)(tenant, k, query.select.as_deref()))
             .collect();
         (value, next)
     };
-    collection(context(&lab, "users"), value, next)
+    collection(context(&lab, kind.path), value, next)
+}
+
+async fn get_one(
+    lab: SharedLab,
+    key: String,
+    raw: Option<String>,
+    headers: HeaderMap,
+    kind: &DirectoryKind,
+) -> Response {
+    let query = match parse_query(raw.as_deref()) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_select(query.select.as_deref(), kind.properties, kind.type_name) {
+        return r;
+    }
+    let caller = match begin(&lab, &headers, kind.permissions).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let found = (kind.render)(
+        &lab.state().tenants[caller.t],
+        &key,
+        query.select.as_deref(),
+    );
+    let Some(mut body) = found else {
+        return not_found(&key);
+    };
+    body["@odata.context"] = json!(context(&lab, &format!("{}/$entity", kind.path)));
+    ok_json(StatusCode::OK, body)
+}
+
+/// `GET /users`
+pub async fn list_users(
+    State(lab): State<SharedLab>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    list(lab, raw, headers, &USERS).await
 }
 
 /// `GET /users/{id | userPrincipalName}`
@@ -143,24 +217,7 @@ pub async fn get_user(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let query = match parse_query(raw.as_deref()) {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
-    if let Err(r) = check_select(query.select.as_deref(), json::USER_PROPERTIES, "user") {
-        return r;
-    }
-    let caller = match begin(&lab, &headers, USER_READ).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let user = lab.state().tenants[caller.t].user(&key).cloned();
-    let Some(user) = user else {
-        return not_found(&key);
-    };
-    let mut body = json::user(&user, query.select.as_deref());
-    body["@odata.context"] = json!(context(&lab, "users/$entity"));
-    ok_json(StatusCode::OK, body)
+    get_one(lab, key, raw, headers, &USERS).await
 }
 
 /// `GET /groups`
@@ -169,38 +226,7 @@ pub async fn list_groups(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let query = match parse_query(raw.as_deref()) {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
-    let prepared = equality_filter(query.filter.as_deref(), &["mail"])
-        .and_then(|f| {
-            check_select(query.select.as_deref(), json::GROUP_PROPERTIES, "group").map(|_| f)
-        })
-        .and_then(|f| query.page_size(100, 999).map(|s| (f, s)));
-    let (filters, size) = match prepared {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let caller = match begin(&lab, &headers, GROUP_READ).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let (value, next) = {
-        let state = lab.state();
-        let groups: Vec<_> = state.tenants[caller.t]
-            .groups
-            .values()
-            .filter(|g| filters.iter().all(|(_, v)| g.address == *v))
-            .collect();
-        let (range, next) = query.page(&lab, "/groups", groups.len(), size);
-        let value: Vec<Value> = groups[range]
-            .iter()
-            .map(|g| json::group(g, query.select.as_deref()))
-            .collect();
-        (value, next)
-    };
-    collection(context(&lab, "groups"), value, next)
+    list(lab, raw, headers, &GROUPS).await
 }
 
 /// `GET /groups/{id}`
@@ -210,24 +236,7 @@ pub async fn get_group(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let query = match parse_query(raw.as_deref()) {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
-    if let Err(r) = check_select(query.select.as_deref(), json::GROUP_PROPERTIES, "group") {
-        return r;
-    }
-    let caller = match begin(&lab, &headers, GROUP_READ).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let group = lab.state().tenants[caller.t].group(&key).cloned();
-    let Some(group) = group else {
-        return not_found(&key);
-    };
-    let mut body = json::group(&group, query.select.as_deref());
-    body["@odata.context"] = json!(context(&lab, "groups/$entity"));
-    ok_json(StatusCode::OK, body)
+    get_one(lab, key, raw, headers, &GROUPS).await
 }
 
 /// `GET /groups/{id}/transitiveMembers`: users, groups and external contacts (`orgContact`), flattened.

@@ -314,6 +314,21 @@ pub async fn get_folder(
     ok_json(StatusCode::OK, body)
 }
 
+/// Authenticates a read of one message and returns a snapshot of its copy.
+async fn fetch_copy<'a>(
+    lab: &'a SharedLab,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+) -> Result<(MailRequest<'a>, Copy), Response> {
+    let (user, folder, id) = ids(params);
+    let req = begin(lab, headers, &user, false).await?;
+    let copy = {
+        let state = lab.state();
+        visible_copy(&state, req.caller.t, &req.mailbox, folder.as_deref(), &id)?.clone()
+    };
+    Ok((req, copy))
+}
+
 /// `GET …/messages/{id}`
 pub async fn get_message(
     State(lab): State<SharedLab>,
@@ -321,7 +336,7 @@ pub async fn get_message(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let (user, folder, id) = ids(&params);
+    let user = params.get("user").cloned().unwrap_or_default();
     let query = match parse_query(raw.as_deref()) {
         Ok(q) => q,
         Err(r) => return r,
@@ -329,16 +344,9 @@ pub async fn get_message(
     if let Err(r) = check_select(query.select.as_deref()) {
         return r;
     }
-    let req = match begin(&lab, &headers, &user, false).await {
-        Ok(r) => r,
+    let (req, copy) = match fetch_copy(&lab, &headers, &params).await {
+        Ok(x) => x,
         Err(r) => return r,
-    };
-    let copy = {
-        let state = lab.state();
-        match visible_copy(&state, req.caller.t, &req.mailbox, folder.as_deref(), &id) {
-            Ok(c) => c.clone(),
-            Err(r) => return r,
-        }
     };
     let mut body = json::message(&copy, &req.mailbox, query.select.as_deref());
     body["@odata.context"] = json!(context(&lab, &format!("users('{user}')/messages/$entity")));
@@ -526,17 +534,10 @@ pub async fn attachments(
     Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let (user, folder, id) = ids(&params);
-    let req = match begin(&lab, &headers, &user, false).await {
-        Ok(r) => r,
+    let (user, _, id) = ids(&params);
+    let (_req, copy) = match fetch_copy(&lab, &headers, &params).await {
+        Ok(x) => x,
         Err(r) => return r,
-    };
-    let copy = {
-        let state = lab.state();
-        match visible_copy(&state, req.caller.t, &req.mailbox, folder.as_deref(), &id) {
-            Ok(c) => c.clone(),
-            Err(r) => return r,
-        }
     };
     let b64 = base64::engine::general_purpose::STANDARD;
     let value = copy
@@ -575,19 +576,11 @@ pub async fn raw_value(
     Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let (user, folder, id) = ids(&params);
-    let req = match begin(&lab, &headers, &user, false).await {
-        Ok(r) => r,
+    let (_req, copy) = match fetch_copy(&lab, &headers, &params).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
-    let raw = {
-        let state = lab.state();
-        match visible_copy(&state, req.caller.t, &req.mailbox, folder.as_deref(), &id) {
-            Ok(c) => c.content.raw.clone(),
-            Err(r) => return r,
-        }
-    };
-    let mut r = Response::new(axum::body::Body::from(raw));
+    let mut r = Response::new(axum::body::Body::from(copy.content.raw.clone()));
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     r

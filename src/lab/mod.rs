@@ -13,6 +13,8 @@ pub mod keys;
 pub mod limits;
 pub mod mime;
 pub mod oauth_google;
+pub mod graph;
+pub mod oauth_ms;
 pub mod scenario;
 pub mod state;
 pub mod tokens;
@@ -153,6 +155,8 @@ pub fn router(lab: SharedLab) -> Router {
         .merge(oauth_google::routes())
         .merge(gmail::routes())
         .merge(directory::routes())
+        .merge(oauth_ms::routes())
+        .merge(graph::routes())
         .layer(axum::middleware::from_fn_with_state(
             lab.clone(),
             count_and_inject,

@@ -5,8 +5,10 @@
 //! Clients never know they talk to it: only base URLs differ. Everything the lab does is visible
 //! under `/_lab/` so tests verify side effects through the lab, not through our own client.
 
+pub mod control;
 pub mod demo;
 pub mod errors;
+pub mod generate;
 pub mod keys;
 pub mod limits;
 pub mod mime;
@@ -147,6 +149,7 @@ impl Lab {
 /// Assembles every route of the lab.
 pub fn router(lab: SharedLab) -> Router {
     Router::new()
+        .merge(control::routes())
         .layer(axum::middleware::from_fn_with_state(
             lab.clone(),
             count_and_inject,

@@ -1,6 +1,7 @@
 //! `clawback lab …`: run the emulator, generate scenarios.
 
 use crate::cli::exit;
+use crate::lab::generate::{GenerateKind, GenerateOptions, generate};
 use crate::lab::scenario::Scenario;
 use crate::lab::{LabOptions, LabServer};
 use clap::{Args, Subcommand};
@@ -18,6 +19,33 @@ pub struct LabArgs {
 pub enum LabCommand {
     /// Serve the lab on a loopback address until interrupted.
     Serve(ServeArgs),
+    /// Write a scenario file: a generated one with N mailboxes, or the built-in demo.
+    Scenario(ScenarioArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScenarioArgs {
+    /// Mailboxes in total (N).
+    #[arg(long, default_value_t = 10_000)]
+    pub mailboxes: usize,
+    /// Mailboxes that hold the campaign (M ≤ N).
+    #[arg(long, default_value_t = 1_000)]
+    pub campaign_recipients: usize,
+    /// Seed: the same seed gives the same file.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Which tenants: microsoft365, google_workspace, or mixed (2/3 Microsoft, 1/3 Google).
+    #[arg(long, value_enum, default_value = "mixed")]
+    pub kind: GenerateKind,
+    /// Background messages besides the campaign.
+    #[arg(long, default_value_t = 20)]
+    pub background_messages: usize,
+    /// Write the built-in demo scenario instead (the other sizing options are ignored).
+    #[arg(long)]
+    pub demo: bool,
+    /// Output file: `.toml` is TOML, anything else JSON; `-` or absent writes JSON to stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -54,6 +82,7 @@ pub struct ServeArgs {
 pub fn run(args: LabArgs) -> u8 {
     match args.command {
         LabCommand::Serve(a) => serve(a),
+        LabCommand::Scenario(a) => write_scenario(a),
     }
 }
 
@@ -122,4 +151,65 @@ fn serve(a: ServeArgs) -> u8 {
         server.stop().await;
         exit::OK
     })
+}
+
+fn write_scenario(a: ScenarioArgs) -> u8 {
+    let scenario = if a.demo {
+        crate::lab::demo::build(a.seed)
+    } else {
+        match generate(&GenerateOptions {
+            mailboxes: a.mailboxes,
+            campaign_recipients: a.campaign_recipients,
+            seed: a.seed,
+            kind: a.kind,
+            background_messages: a.background_messages,
+        }) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("clawback lab scenario: {e}");
+                return exit::USAGE;
+            }
+        }
+    };
+    let out = a.out.filter(|p| p.as_os_str() != "-");
+    let is_toml = out.as_ref().is_some_and(|p| {
+        p.extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("toml"))
+    });
+    let text = if is_toml {
+        toml::to_string(&scenario).map_err(|e| e.to_string())
+    } else {
+        serde_json::to_string_pretty(&scenario).map_err(|e| e.to_string())
+    };
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("clawback lab scenario: cannot serialize the scenario: {e}");
+            return exit::FAILURE;
+        }
+    };
+    match out {
+        None => {
+            println!("{text}");
+            exit::OK
+        }
+        Some(path) => match std::fs::write(&path, text) {
+            Ok(()) => {
+                let mailboxes: usize = scenario.tenants.iter().map(|t| t.users.len()).sum();
+                eprintln!(
+                    "wrote {} ({} tenants, {mailboxes} users)",
+                    path.display(),
+                    scenario.tenants.len()
+                );
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!(
+                    "clawback lab scenario: {}: cannot write: {e}",
+                    path.display()
+                );
+                exit::USAGE
+            }
+        },
+    }
 }

@@ -5,10 +5,12 @@
 //! Clients never know they talk to it: only base URLs differ. Everything the lab does is visible
 //! under `/_lab/` so tests verify side effects through the lab, not through our own client.
 
+pub mod control;
 pub mod demo;
 pub mod directory;
 pub mod errors;
 pub mod gmail;
+pub mod generate;
 pub mod keys;
 pub mod limits;
 pub mod mime;
@@ -157,6 +159,7 @@ pub fn router(lab: SharedLab) -> Router {
         .merge(directory::routes())
         .merge(oauth_ms::routes())
         .merge(graph::routes())
+        .merge(control::routes())
         .layer(axum::middleware::from_fn_with_state(
             lab.clone(),
             count_and_inject,

@@ -7,4 +7,5 @@ pub mod cli;
 pub mod config;
 pub mod lab;
 pub mod model;
+pub mod provider;
 pub mod secret;

@@ -6,10 +6,13 @@
 //! under `/_lab/` so tests verify side effects through the lab, not through our own client.
 
 pub mod demo;
+pub mod directory;
 pub mod errors;
+pub mod gmail;
 pub mod keys;
 pub mod limits;
 pub mod mime;
+pub mod oauth_google;
 pub mod scenario;
 pub mod state;
 pub mod tokens;
@@ -147,6 +150,9 @@ impl Lab {
 /// Assembles every route of the lab.
 pub fn router(lab: SharedLab) -> Router {
     Router::new()
+        .merge(oauth_google::routes())
+        .merge(gmail::routes())
+        .merge(directory::routes())
         .layer(axum::middleware::from_fn_with_state(
             lab.clone(),
             count_and_inject,

@@ -8,4 +8,5 @@ pub mod config;
 pub mod engine;
 pub mod lab;
 pub mod model;
+pub mod provider;
 pub mod secret;

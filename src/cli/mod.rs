@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod doctor;
+mod init;
 mod lab;
 
 /// Exit codes (DESIGN §8).
@@ -36,6 +38,10 @@ pub struct Cli {
 pub enum Command {
     /// The local Microsoft Graph + Gmail + OAuth emulator.
     Lab(lab::LabArgs),
+    /// Check each tenant: token, permissions, Retract per domain; exit 3 if anything is missing.
+    Doctor,
+    /// Write a fully commented config template.
+    Init(init::InitArgs),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -54,6 +60,8 @@ pub fn main() -> ExitCode {
     };
     let code = match cli.command {
         Some(Command::Lab(args)) => lab::run(args),
+        Some(Command::Doctor) => doctor::run(cli.config.as_deref()),
+        Some(Command::Init(args)) => init::run(args),
         None => {
             eprintln!("clawback: no command given; try `clawback --help` or `clawback lab serve`");
             exit::USAGE

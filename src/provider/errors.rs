@@ -1,0 +1,288 @@
+//! Failure classification: provider responses → [`FailureReason`], keeping the provider's HTTP
+//! status, code and message beside the reason (DESIGN §2 "Failure reasons").
+
+use crate::model::{FailureReason, normalize_message_id};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why one item could not be done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub reason: FailureReason,
+    /// The provider's HTTP status, when a response was received.
+    pub status: Option<u16>,
+    /// The provider's error code (`ErrorItemNotFound`, `insufficientPermissions`, …) or ours.
+    pub code: String,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(
+        reason: FailureReason,
+        status: Option<u16>,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Failure {
+        Failure {
+            reason,
+            status,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.reason)?;
+        if let Some(s) = self.status {
+            write!(f, " (HTTP {s}")?;
+            if !self.code.is_empty() {
+                write!(f, " {}", self.code)?;
+            }
+            f.write_str(")")?;
+        } else if !self.code.is_empty() {
+            write!(f, " ({})", self.code)?;
+        }
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// A failure of our own making (should not happen).
+pub fn internal(message: &str) -> Failure {
+    Failure::new(FailureReason::ProviderError, None, "internal", message)
+}
+
+/// A Message-ID given by a user, normalized, or a one-line error naming it.
+pub fn checked_message_id(raw: &str) -> Result<String, Failure> {
+    normalize_message_id(raw).ok_or_else(|| {
+        Failure::new(
+            FailureReason::ProviderError,
+            None,
+            "invalid_message_id",
+            format!("{raw:?} is not a Message-ID (expected <local@domain>)"),
+        )
+    })
+}
+
+/// The code and message of an error body (Graph OData, Google API or OAuth shapes).
+pub fn error_code_message(body: &serde_json::Value) -> (String, String) {
+    let err = &body["error"];
+    if let Some(obj) = err.as_object() {
+        // Google: the reason of the first entry in `errors` is the useful code.
+        let google_reason = obj
+            .get("errors")
+            .and_then(|e| e.get(0))
+            .and_then(|e| e.get("reason"))
+            .and_then(|r| r.as_str());
+        let code = google_reason
+            .map(str::to_string)
+            .or_else(|| obj.get("code").and_then(|c| c.as_str()).map(str::to_string))
+            .or_else(|| {
+                obj.get("status")
+                    .and_then(|c| c.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        let message = obj
+            .get("message")
+            .and_then(|m| m.as_str())
+            .unwrap_or_default()
+            .to_string();
+        return (code, message);
+    }
+    if let Some(code) = err.as_str() {
+        // OAuth token endpoint.
+        let message = body["error_description"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        return (code.to_string(), message);
+    }
+    (String::new(), String::new())
+}
+
+/// Whether a response is a rate limit that will pass (429, Google 403 rate-limit reasons).
+pub fn is_rate_limited(status: u16, code: &str) -> bool {
+    status == 429
+        || (status == 403
+            && matches!(
+                code,
+                "userRateLimitExceeded" | "rateLimitExceeded" | "dailyLimitExceeded"
+            ))
+}
+
+/// Whether a status is a transient server failure.
+pub fn is_server_error(status: u16) -> bool {
+    matches!(status, 500 | 502 | 503 | 504)
+}
+
+/// What the failing request was, where that changes the classification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Read,
+    Mutate,
+    PermanentDelete,
+    Directory,
+}
+
+/// Classifies a final (non-retryable, or out of retries) provider error response.
+pub fn classify(status: u16, body: &serde_json::Value, op: Operation) -> Failure {
+    let (code, message) = error_code_message(body);
+    let reason = classify_code(status, &code, op);
+    Failure::new(reason, Some(status), code, message)
+}
+
+/// The reason for a status + provider code.
+pub fn classify_code(status: u16, code: &str, op: Operation) -> FailureReason {
+    if is_rate_limited(status, code) {
+        return FailureReason::Throttled;
+    }
+    match (status, code) {
+        (403, _)
+            if op == Operation::PermanentDelete
+                && !code.eq_ignore_ascii_case("Authorization_RequestDenied") =>
+        {
+            FailureReason::OnHold
+        }
+        (_, "ErrorItemNotFound" | "notFound" | "itemNotFound") => FailureReason::AlreadyGone,
+        (_, "MailboxNotEnabledForRESTAPI" | "ResourceNotFound" | "ErrorInvalidUser") => {
+            FailureReason::NotAMailbox
+        }
+        (400, "failedPrecondition") => FailureReason::NotAMailbox,
+        (
+            401 | 403,
+            "ErrorAccessDenied"
+            | "Authorization_RequestDenied"
+            | "insufficientPermissions"
+            | "domainPolicy"
+            | "forbidden"
+            | "accessDenied"
+            | "unauthorized_client"
+            | "authError"
+            | "InvalidAuthenticationToken"
+            | "PERMISSION_DENIED",
+        ) => FailureReason::NotAuthorized,
+        (400 | 401, "unauthorized_client" | "invalid_client" | "invalid_grant") => {
+            FailureReason::NotAuthorized
+        }
+        (401 | 403, _) => FailureReason::NotAuthorized,
+        (404, _) if op == Operation::Directory => FailureReason::NotAMailbox,
+        (404, _) => FailureReason::AlreadyGone,
+        _ => FailureReason::ProviderError,
+    }
+}
+
+/// A failure for a request that never got a response (connection refused/dropped, timeout).
+pub fn transport(message: &str) -> Failure {
+    Failure::new(FailureReason::ProviderError, None, "transport", message)
+}
+
+/// Parses `Retry-After`: seconds, possibly fractional (`2.128`), or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<f64> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then_some(secs.min(3600.0));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some((delta.num_milliseconds().max(0) as f64 / 1000.0).min(3600.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn retry_after_parses_fractions_and_dates() {
+        assert_eq!(parse_retry_after("2.128"), Some(2.128));
+        assert_eq!(parse_retry_after(" 10 "), Some(10.0));
+        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("soon"), None);
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
+        let s = parse_retry_after(&later).expect("date");
+        assert!(s > 25.0 && s <= 30.0, "{s}");
+    }
+
+    #[test]
+    fn graph_codes_classify() {
+        let body = |code: &str| json!({"error": {"code": code, "message": "m"}});
+        let f = classify(404, &body("ErrorItemNotFound"), Operation::Mutate);
+        assert_eq!(f.reason, FailureReason::AlreadyGone);
+        assert_eq!(
+            (f.status, f.code.as_str()),
+            (Some(404), "ErrorItemNotFound")
+        );
+        for code in ["MailboxNotEnabledForRESTAPI", "ResourceNotFound"] {
+            assert_eq!(
+                classify(404, &body(code), Operation::Read).reason,
+                FailureReason::NotAMailbox
+            );
+        }
+        assert_eq!(
+            classify(403, &body("ErrorAccessDenied"), Operation::Read).reason,
+            FailureReason::NotAuthorized
+        );
+        assert_eq!(
+            classify(
+                403,
+                &body("Authorization_RequestDenied"),
+                Operation::Directory
+            )
+            .reason,
+            FailureReason::NotAuthorized
+        );
+        assert_eq!(
+            classify(403, &body("ErrorAccessDenied"), Operation::PermanentDelete).reason,
+            FailureReason::OnHold
+        );
+        assert_eq!(
+            classify(429, &body("ApplicationThrottled"), Operation::Mutate).reason,
+            FailureReason::Throttled
+        );
+        assert_eq!(
+            classify(500, &body("generalException"), Operation::Mutate).reason,
+            FailureReason::ProviderError
+        );
+    }
+
+    #[test]
+    fn google_reasons_classify() {
+        let body = |status: u16, reason: &str| {
+            json!({"error": {"code": status, "message": "m",
+                "errors": [{"domain": "global", "reason": reason, "message": "m"}]}})
+        };
+        assert_eq!(
+            classify(404, &body(404, "notFound"), Operation::Mutate).reason,
+            FailureReason::AlreadyGone
+        );
+        for reason in ["insufficientPermissions", "domainPolicy", "forbidden"] {
+            let f = classify(403, &body(403, reason), Operation::Mutate);
+            assert_eq!(f.reason, FailureReason::NotAuthorized, "{reason}");
+            assert_eq!(f.code, reason);
+        }
+        assert_eq!(
+            classify(403, &body(403, "userRateLimitExceeded"), Operation::Read).reason,
+            FailureReason::Throttled
+        );
+        let oauth =
+            json!({"error": "unauthorized_client", "error_description": "Client is unauthorized"});
+        let f = classify(401, &oauth, Operation::Read);
+        assert_eq!(f.reason, FailureReason::NotAuthorized);
+        assert_eq!(f.message, "Client is unauthorized");
+    }
+
+    #[test]
+    fn message_ids_are_checked() {
+        assert_eq!(checked_message_id("a@b").expect("ok"), "<a@b>");
+        let f = checked_message_id("not an id").unwrap_err();
+        assert!(
+            f.message.contains("\"not an id\" is not a Message-ID"),
+            "{f}"
+        );
+    }
+}

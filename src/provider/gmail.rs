@@ -1,0 +1,916 @@
+//! Gmail API v1 + Admin SDK Directory client (PROVIDER-APIS.md part B), with a service account
+//! impersonating each user (domain-wide delegation).
+
+use super::auth::{Authenticator, DIRECTORY_SCOPES, Flow, GMAIL_SCOPE, ServiceAccount};
+use super::errors::{Failure, Operation, classify, error_code_message};
+use super::graph::token_failure;
+use super::http::{Http, SubRequest, SubResponse, enc};
+use super::multipart;
+use super::scheduler::{Backend, Pacer, Step, Work, call, call_ok, choose, first_error};
+use super::{
+    Applied, DomainRetract, DomainStatus, LocatedCopy, MessageMeta, Permissions, ProviderError,
+    Resolved,
+};
+use crate::config::{Config, LimitConfig, TenantConfig};
+use crate::model::{FailureReason, Folder, RetractAction, address_domain};
+use chrono::{DateTime, TimeZone, Utc};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// Quota units per method (PROVIDER-APIS.md B.4).
+pub mod units {
+    pub const LIST: u32 = 5;
+    pub const GET: u32 = 5;
+    pub const MODIFY: u32 = 5;
+    pub const TRASH: u32 = 5;
+    pub const DELETE: u32 = 10;
+    pub const BATCH_MODIFY: u32 = 50;
+}
+
+/// The Gmail client of one Google Workspace tenant.
+pub struct GmailClient {
+    tenant: TenantConfig,
+    http: Http,
+    auth: Authenticator,
+    gmail: String,
+    directory: String,
+    admin: String,
+    pacer: Pacer,
+    directory_scopes: String,
+}
+
+/// A copy's folder from its labels.
+pub fn folder_of_labels(labels: &[String]) -> Folder {
+    let has = |l: &str| labels.iter().any(|x| x == l);
+    if has("TRASH") {
+        Folder::Trash
+    } else if has("SPAM") {
+        Folder::Junk
+    } else if has("INBOX") {
+        Folder::Inbox
+    } else if has("DRAFT") {
+        Folder::Drafts
+    } else if has("SENT") {
+        Folder::SentItems
+    } else {
+        Folder::Archive
+    }
+}
+
+impl GmailClient {
+    pub fn new(config: &Config, tenant: &TenantConfig) -> Result<GmailClient, ProviderError> {
+        let json = config.service_account_json(tenant)?;
+        let source = tenant
+            .service_account_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .or_else(|| tenant.service_account_env.as_ref().map(|e| format!("${e}")))
+            .unwrap_or_else(|| "service account".into());
+        let account = ServiceAccount::parse(&json, &source)?;
+        let admin = tenant
+            .admin_user
+            .clone()
+            .ok_or_else(|| ProviderError::Tenant {
+                tenant: tenant.name.clone(),
+                problem: "admin_user is required for google_workspace".into(),
+            })?;
+        let http = Http::new()?;
+        Ok(GmailClient {
+            auth: Authenticator::new(
+                http.clone(),
+                Flow::Google {
+                    token_url: tenant.google_token_url().to_string(),
+                    account,
+                },
+            ),
+            http,
+            gmail: tenant.gmail_url().trim_end_matches('/').to_string(),
+            directory: tenant.directory_url().trim_end_matches('/').to_string(),
+            admin,
+            pacer: Pacer::new(&tenant.limits, true),
+            tenant: tenant.clone(),
+            directory_scopes: DIRECTORY_SCOPES.join(" "),
+        })
+    }
+
+    pub fn tenant_name(&self) -> &str {
+        &self.tenant.name
+    }
+
+    /// The service account's client id (entered in Admin console → domain-wide delegation).
+    pub fn delegation_client_id(&self) -> String {
+        match &self.auth.flow {
+            Flow::Google { account, .. } => account.client_id.clone(),
+            Flow::Microsoft { .. } => String::new(),
+        }
+    }
+
+    fn user_path(mailbox: &str) -> String {
+        format!("/gmail/v1/users/{}", enc(mailbox))
+    }
+
+    fn list_request(mailbox: &str, mid: &str) -> SubRequest {
+        SubRequest::get(
+            format!(
+                "{}/messages?q={}&includeSpamTrash=true&maxResults=50",
+                Self::user_path(mailbox),
+                enc(&format!("rfc822msgid:{mid}"))
+            ),
+            mailbox,
+            units::LIST,
+        )
+    }
+
+    fn get_request(mailbox: &str, id: &str) -> SubRequest {
+        SubRequest::get(
+            format!(
+                "{}/messages/{}?format=metadata&metadataHeaders=Message-ID",
+                Self::user_path(mailbox),
+                enc(id)
+            ),
+            mailbox,
+            units::GET,
+        )
+    }
+
+    fn to_copy(mailbox: &str, mid: &str, m: &Value) -> LocatedCopy {
+        let labels: Vec<String> = m["labelIds"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.as_str().map(str::to_string))
+            .collect();
+        LocatedCopy {
+            mailbox: mailbox.to_ascii_lowercase(),
+            id: m["id"].as_str().unwrap_or_default().to_string(),
+            internet_message_id: mid.to_string(),
+            folder: folder_of_labels(&labels),
+            provider_folder: labels.join(","),
+            read: !labels.iter().any(|l| l == "UNREAD"),
+            conversation_id: m["threadId"].as_str().unwrap_or_default().to_string(),
+            received: internal_date(m),
+        }
+    }
+
+    /// Directory call impersonating the admin.
+    async fn directory_get(&self, path: &str) -> Result<SubResponse, Failure> {
+        let token = self.auth.token(&self.admin, &self.directory_scopes).await?;
+        let mut r = self
+            .http
+            .send_sub(
+                &self.directory,
+                &SubRequest::get(path, &self.admin, 0),
+                token.expose(),
+            )
+            .await?;
+        if r.status == 401 {
+            self.auth
+                .invalidate(&self.admin, &self.directory_scopes, &token)
+                .await;
+            let token = self.auth.token(&self.admin, &self.directory_scopes).await?;
+            r = self
+                .http
+                .send_sub(
+                    &self.directory,
+                    &SubRequest::get(path, &self.admin, 0),
+                    token.expose(),
+                )
+                .await?;
+        }
+        Ok(r)
+    }
+
+    fn managed(&self) -> Vec<String> {
+        self.tenant
+            .domains
+            .iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect()
+    }
+
+    pub async fn resolve(&self, address: &str) -> Result<Resolved, Failure> {
+        let address = address.trim().to_ascii_lowercase();
+        if !self.is_internal(&address).await? {
+            return Ok(Resolved::External { address });
+        }
+        let user = self
+            .directory_get(&format!("/admin/directory/v1/users/{}", enc(&address)))
+            .await?;
+        if user.ok() {
+            return Ok(Resolved::Mailbox {
+                id: user.body["id"].as_str().unwrap_or_default().to_string(),
+                display_name: user.body["name"]["fullName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                address,
+            });
+        }
+        if user.status != 404 {
+            return Err(classify(user.status, &user.body, Operation::Directory));
+        }
+        let group = self
+            .directory_get(&format!("/admin/directory/v1/groups/{}", enc(&address)))
+            .await?;
+        if group.status == 404 {
+            return Ok(Resolved::Unknown { address });
+        }
+        if !group.ok() {
+            return Err(classify(group.status, &group.body, Operation::Directory));
+        }
+        let mut member_mailboxes = Vec::new();
+        let mut external_members = Vec::new();
+        let managed = self.managed();
+        let mut page: Option<String> = None;
+        loop {
+            let mut path = format!(
+                "/admin/directory/v1/groups/{}/members?includeDerivedMembership=true&maxResults=200",
+                enc(&address)
+            );
+            if let Some(p) = &page {
+                path.push_str(&format!("&pageToken={}", enc(p)));
+            }
+            let r = self.directory_get(&path).await?;
+            if !r.ok() {
+                return Err(classify(r.status, &r.body, Operation::Directory));
+            }
+            for m in r.body["members"].as_array().into_iter().flatten() {
+                let Some(email) = m["email"].as_str().map(str::to_ascii_lowercase) else {
+                    continue;
+                };
+                let internal = address_domain(&email).is_some_and(|d| managed.contains(&d));
+                match m["type"].as_str().unwrap_or("USER") {
+                    "GROUP" => {}
+                    "USER" if internal => member_mailboxes.push(email),
+                    _ => external_members.push(email),
+                }
+            }
+            page = r.body["nextPageToken"].as_str().map(str::to_string);
+            if page.is_none() {
+                break;
+            }
+        }
+        member_mailboxes.sort();
+        member_mailboxes.dedup();
+        Ok(Resolved::Group {
+            id: group.body["id"].as_str().unwrap_or_default().to_string(),
+            display_name: group.body["name"].as_str().unwrap_or_default().to_string(),
+            address,
+            member_mailboxes,
+            external_members,
+        })
+    }
+
+    pub async fn locate(
+        &self,
+        mailbox: &str,
+        internet_message_id: &str,
+    ) -> Result<Vec<LocatedCopy>, Failure> {
+        let r = call_ok(
+            self,
+            Self::list_request(mailbox, internet_message_id),
+            Operation::Directory,
+        )
+        .await?;
+        let mut out = Vec::new();
+        for m in r.body["messages"].as_array().into_iter().flatten() {
+            let id = m["id"].as_str().unwrap_or_default();
+            let g = call_ok(self, Self::get_request(mailbox, id), Operation::Read).await?;
+            out.push(Self::to_copy(mailbox, internet_message_id, &g.body));
+        }
+        Ok(out)
+    }
+
+    pub async fn conversation(
+        &self,
+        mailbox: &str,
+        thread_id: &str,
+    ) -> Result<Vec<LocatedCopy>, Failure> {
+        let r = call_ok(
+            self,
+            SubRequest::get(
+                format!(
+                    "{}/threads/{}?format=metadata&metadataHeaders=Message-ID",
+                    Self::user_path(mailbox),
+                    enc(thread_id)
+                ),
+                mailbox,
+                10,
+            ),
+            Operation::Read,
+        )
+        .await?;
+        Ok(r.body["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                let mid = header(m, "Message-ID").unwrap_or_default();
+                Self::to_copy(mailbox, &mid, m)
+            })
+            .collect())
+    }
+
+    pub async fn restore(
+        &self,
+        mailbox: &str,
+        internet_message_id: &str,
+        current_id: Option<&str>,
+        original: &Folder,
+    ) -> Result<Applied, Failure> {
+        let copies = self.locate(mailbox, internet_message_id).await?;
+        let copy = copies
+            .iter()
+            .find(|c| Some(c.id.as_str()) == current_id)
+            .or_else(|| copies.iter().find(|c| c.folder.is_gone()))
+            .cloned()
+            .ok_or_else(|| {
+                Failure::new(
+                    FailureReason::AlreadyGone,
+                    None,
+                    "not_found",
+                    format!("no retracted copy of {internet_message_id} in {mailbox} (permanently deleted mail is admin recoverable only)"),
+                )
+            })?;
+        let item = format!("{}/messages/{}", Self::user_path(mailbox), enc(&copy.id));
+        let (req, detail) = match copy.folder {
+            Folder::Trash => (
+                SubRequest::mutate(
+                    Method::POST,
+                    format!("{item}/untrash"),
+                    None,
+                    mailbox,
+                    units::TRASH,
+                ),
+                "untrash",
+            ),
+            _ => {
+                let add = match original {
+                    Folder::Inbox => vec!["INBOX"],
+                    _ => vec![],
+                };
+                (
+                    SubRequest::mutate(
+                        Method::POST,
+                        format!("{item}/modify"),
+                        Some(json!({ "addLabelIds": add, "removeLabelIds": ["SPAM"] })),
+                        mailbox,
+                        units::MODIFY,
+                    ),
+                    "modify: remove SPAM",
+                )
+            }
+        };
+        // Gmail ids are immutable and these calls are idempotent: retrying after a drop is safe.
+        let mut tries = 0;
+        let r = loop {
+            tries += 1;
+            match call(self, req.clone()).await {
+                Err(f) if f.code == "uncertain" && tries < 4 => continue,
+                other => break other?,
+            }
+        };
+        if !r.ok() {
+            return Err(classify(r.status, &r.body, Operation::Mutate));
+        }
+        Ok(Applied {
+            mailbox: mailbox.to_ascii_lowercase(),
+            internet_message_id: internet_message_id.to_string(),
+            old_id: copy.id.clone(),
+            new_id: Some(copy.id.clone()),
+            from: copy.folder.clone(),
+            to: original.clone(),
+            action: RetractAction::NoAction,
+            was_read: copy.read,
+            detail: format!("restored: {detail}"),
+        })
+    }
+
+    pub async fn list_mailboxes(&self) -> Result<Vec<String>, Failure> {
+        let mut out = Vec::new();
+        for domain in self.managed() {
+            let mut page: Option<String> = None;
+            loop {
+                let mut path = format!(
+                    "/admin/directory/v1/users?domain={}&maxResults=500",
+                    enc(&domain)
+                );
+                if let Some(p) = &page {
+                    path.push_str(&format!("&pageToken={}", enc(p)));
+                }
+                let r = self.directory_get(&path).await?;
+                if !r.ok() {
+                    return Err(classify(r.status, &r.body, Operation::Directory));
+                }
+                for u in r.body["users"].as_array().into_iter().flatten() {
+                    if let Some(e) = u["primaryEmail"].as_str() {
+                        out.push(e.to_ascii_lowercase());
+                    }
+                }
+                page = r.body["nextPageToken"].as_str().map(str::to_string);
+                if page.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn list_recent_messages(
+        &self,
+        mailbox: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<MessageMeta>, Failure> {
+        let mut ids = Vec::new();
+        let mut page: Option<String> = None;
+        loop {
+            let mut path = format!(
+                "{}/messages?q={}&includeSpamTrash=true&maxResults=500",
+                Self::user_path(mailbox),
+                enc(&format!("after:{}", since.timestamp()))
+            );
+            if let Some(p) = &page {
+                path.push_str(&format!("&pageToken={}", enc(p)));
+            }
+            let r = call_ok(
+                self,
+                SubRequest::get(path, mailbox, units::LIST),
+                Operation::Read,
+            )
+            .await?;
+            for m in r.body["messages"].as_array().into_iter().flatten() {
+                if let Some(id) = m["id"].as_str() {
+                    ids.push(id.to_string());
+                }
+            }
+            page = r.body["nextPageToken"].as_str().map(str::to_string);
+            if page.is_none() {
+                break;
+            }
+        }
+        let mut out = Vec::new();
+        for id in ids {
+            let r = call_ok(
+                self,
+                SubRequest::get(
+                    format!(
+                        "{}/messages/{}?format=metadata",
+                        Self::user_path(mailbox),
+                        enc(&id)
+                    ),
+                    mailbox,
+                    units::GET,
+                ),
+                Operation::Read,
+            )
+            .await?;
+            let m = &r.body;
+            let headers: Vec<(String, String)> = m["payload"]["headers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|h| {
+                    (
+                        h["name"].as_str().unwrap_or_default().to_string(),
+                        h["value"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect();
+            let mid = header(m, "Message-ID").unwrap_or_default();
+            let copy = Self::to_copy(mailbox, &mid, m);
+            let list = |name: &str| -> Vec<String> {
+                header(m, name)
+                    .map(|v| {
+                        v.split(',')
+                            .filter_map(|a| {
+                                let a = a.trim();
+                                let a = a
+                                    .rsplit_once('<')
+                                    .map(|(_, r)| r.trim_end_matches('>'))
+                                    .unwrap_or(a);
+                                (!a.is_empty()).then(|| a.to_ascii_lowercase())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            out.push(MessageMeta {
+                mailbox: copy.mailbox.clone(),
+                id: copy.id.clone(),
+                internet_message_id: mid,
+                from: list("From").into_iter().next().unwrap_or_default(),
+                to: list("To"),
+                cc: list("Cc"),
+                subject: header(m, "Subject").unwrap_or_default(),
+                date: copy.received,
+                in_reply_to: header(m, "In-Reply-To"),
+                references: header(m, "References")
+                    .map(|r| r.split_whitespace().map(str::to_string).collect())
+                    .unwrap_or_default(),
+                folder: copy.folder.clone(),
+                read: copy.read,
+                conversation_id: copy.conversation_id.clone(),
+                headers,
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn permissions(&self) -> Permissions {
+        let mut needed = vec![GMAIL_SCOPE.to_string()];
+        needed.extend(DIRECTORY_SCOPES.iter().map(|s| s.to_string()));
+        let how_to_grant = format!(
+            "Google Admin console → Security → Access and data control → API controls → Domain-wide delegation → Add new: client ID {} with scopes {}",
+            self.delegation_client_id(),
+            needed.join(",")
+        );
+        let mut granted = Vec::new();
+        let mut token = Ok(());
+        match self.auth.token_and_grants(&self.admin, GMAIL_SCOPE).await {
+            Ok((_, g)) => granted.extend(g),
+            Err(f) => token = Err(f.to_string()),
+        }
+        for scope in DIRECTORY_SCOPES {
+            // One scope per request: the token endpoint refuses a request naming any ungranted scope.
+            if let Ok((_, g)) = self.auth.token_and_grants(&self.admin, scope).await {
+                granted.extend(g);
+            }
+        }
+        granted.sort();
+        granted.dedup();
+        let missing = needed
+            .iter()
+            .filter(|n| !granted.contains(n))
+            .cloned()
+            .collect();
+        Permissions {
+            token,
+            granted,
+            needed,
+            missing,
+            how_to_grant,
+        }
+    }
+
+    pub async fn domains_status(&self) -> Result<Vec<DomainStatus>, Failure> {
+        let mut out = Vec::new();
+        for domain in self.managed() {
+            let r = self
+                .directory_get(&format!(
+                    "/admin/directory/v1/users?domain={}&maxResults=1",
+                    enc(&domain)
+                ))
+                .await?;
+            let (in_tenant, user) = if r.ok() {
+                (
+                    true,
+                    r.body["users"][0]["primaryEmail"]
+                        .as_str()
+                        .map(str::to_string),
+                )
+            } else if matches!(r.status, 400 | 404) || error_code_message(&r.body).0 == "notFound" {
+                (false, None)
+            } else {
+                return Err(classify(r.status, &r.body, Operation::Directory));
+            };
+            let retract = match (in_tenant, user) {
+                (false, _) => DomainRetract::NotInTenant,
+                (true, None) => DomainRetract::Unknown {
+                    detail: "no user in this domain to probe".into(),
+                },
+                (true, Some(user)) => {
+                    let probe = SubRequest::get(
+                        format!("{}/messages?maxResults=1", Self::user_path(&user)),
+                        &user,
+                        units::LIST,
+                    );
+                    match call(self, probe).await {
+                        Ok(r) if r.ok() => DomainRetract::Granted,
+                        Ok(r) if matches!(r.status, 401 | 403) => {
+                            let (code, message) = error_code_message(&r.body);
+                            DomainRetract::Missing {
+                                permission: format!("{GMAIL_SCOPE} (domain-wide delegation)"),
+                                detail: format!("HTTP {} {code}: {message}", r.status),
+                            }
+                        }
+                        Ok(r) => DomainRetract::Unknown {
+                            detail: classify(r.status, &r.body, Operation::Read).to_string(),
+                        },
+                        Err(f) => DomainRetract::Unknown {
+                            detail: f.to_string(),
+                        },
+                    }
+                }
+            };
+            out.push(DomainStatus {
+                domain,
+                configured: true,
+                in_tenant,
+                retract,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn send_batch(&self, requests: &[SubRequest]) -> Vec<Result<SubResponse, Failure>> {
+        let mut tokens = Vec::with_capacity(requests.len());
+        for r in requests {
+            match self.auth.token(&r.mailbox, GMAIL_SCOPE).await {
+                Ok(t) => tokens.push(Ok(t)),
+                Err(f) => tokens.push(Err(token_failure(&f))),
+            }
+        }
+        if requests.len() == 1 {
+            return vec![match &tokens[0] {
+                Ok(t) => {
+                    self.http
+                        .send_sub(&self.gmail, &requests[0], t.expose())
+                        .await
+                }
+                Err(resp) => Ok(resp.clone()),
+            }];
+        }
+        // Only parts with a token go into the batch.
+        let mut out: Vec<Option<Result<SubResponse, Failure>>> = vec![None; requests.len()];
+        let mut index = Vec::new();
+        let mut parts = Vec::new();
+        for (i, (r, t)) in requests.iter().zip(&tokens).enumerate() {
+            match t {
+                Ok(t) => {
+                    index.push(i);
+                    parts.push(multipart::Part {
+                        request: r,
+                        bearer: t.expose(),
+                    });
+                }
+                Err(resp) => out[i] = Some(Ok(resp.clone())),
+            }
+        }
+        if !parts.is_empty() {
+            let boundary = format!("batch_{}", uuid::Uuid::new_v4().simple());
+            let (ct, body) = multipart::build(&parts, &boundary);
+            let url = format!("{}/batch/gmail/v1", self.gmail);
+            match self
+                .http
+                .send(Method::POST, &url, None, Some(&ct), Some(body))
+                .await
+            {
+                Err(f) => {
+                    for &i in &index {
+                        out[i] = Some(Err(f.clone()));
+                    }
+                }
+                Ok(resp) if resp.status != 200 => {
+                    let sub = resp.into_sub();
+                    for &i in &index {
+                        out[i] = Some(Ok(sub.clone()));
+                    }
+                }
+                Ok(resp) => {
+                    let ct = resp
+                        .headers
+                        .get(reqwest::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    match multipart::parse(&ct, &resp.body, parts.len()) {
+                        Ok(answers) => {
+                            for (k, a) in answers.into_iter().enumerate() {
+                                out[index[k]] = Some(a.ok_or_else(|| {
+                                    super::errors::transport("part missing from batch response")
+                                }));
+                            }
+                        }
+                        Err(e) => {
+                            for &i in &index {
+                                out[i] = Some(Err(super::errors::transport(&e.to_string())));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(super::errors::transport("no response"))))
+            .collect()
+    }
+}
+
+fn header(m: &Value, name: &str) -> Option<String> {
+    m["payload"]["headers"]
+        .as_array()?
+        .iter()
+        .find(|h| {
+            h["name"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+        .and_then(|h| h["value"].as_str())
+        .map(str::to_string)
+}
+
+fn internal_date(m: &Value) -> Option<DateTime<Utc>> {
+    let ms = match &m["internalDate"] {
+        Value::String(s) => s.parse::<i64>().ok()?,
+        Value::Number(n) => n.as_i64()?,
+        _ => return None,
+    };
+    Utc.timestamp_millis_opt(ms).single()
+}
+
+fn applied(
+    copy: &LocatedCopy,
+    asked: RetractAction,
+    effective: RetractAction,
+    note: &str,
+) -> Applied {
+    let (to, detail) = match effective {
+        RetractAction::Junk => (Folder::Junk, "modify: add SPAM, remove INBOX".to_string()),
+        RetractAction::HardDelete => (
+            Folder::Purged,
+            "DELETE: permanently deleted (admin can restore for 25 days)".to_string(),
+        ),
+        _ => (Folder::Trash, "trash".to_string()),
+    };
+    let detail = if asked == RetractAction::SoftDelete {
+        format!("soft_delete mapped to trash on Gmail; {detail}")
+    } else {
+        detail
+    };
+    Applied {
+        mailbox: copy.mailbox.clone(),
+        internet_message_id: copy.internet_message_id.clone(),
+        old_id: copy.id.clone(),
+        new_id: (effective != RetractAction::HardDelete).then(|| copy.id.clone()),
+        from: copy.folder.clone(),
+        to,
+        action: effective,
+        was_read: copy.read,
+        detail: format!("{detail}{note}"),
+    }
+}
+
+impl Backend for GmailClient {
+    fn limits(&self) -> &LimitConfig {
+        &self.tenant.limits
+    }
+
+    fn pacer(&self) -> &Pacer {
+        &self.pacer
+    }
+
+    fn batch_max(&self) -> usize {
+        50
+    }
+
+    async fn is_internal(&self, mailbox: &str) -> Result<bool, Failure> {
+        let managed = self.managed();
+        Ok(address_domain(mailbox).is_some_and(|d| managed.contains(&d)))
+    }
+
+    async fn send(&self, requests: &[SubRequest]) -> Vec<Result<SubResponse, Failure>> {
+        self.send_batch(requests).await
+    }
+
+    async fn invalidate(&self, mailbox: &str) {
+        if let Ok(t) = self.auth.token(mailbox, GMAIL_SCOPE).await {
+            self.auth.invalidate(mailbox, GMAIL_SCOPE, &t).await;
+        }
+    }
+
+    fn requests(&self, work: &Work, action: RetractAction) -> Vec<SubRequest> {
+        let mb = work.mailbox.as_str();
+        match &work.step {
+            Step::Locate => vec![Self::list_request(mb, &work.internet_message_id)],
+            Step::Resolve(ids) => ids
+                .iter()
+                .filter_map(|v| v.as_str())
+                .map(|id| Self::get_request(mb, id))
+                .collect(),
+            Step::Act(copy) => {
+                let item = format!("{}/messages/{}", Self::user_path(mb), enc(&copy.id));
+                vec![
+                    match action.effective_for(crate::model::TenantKind::GoogleWorkspace) {
+                        RetractAction::Junk => SubRequest::mutate(
+                            Method::POST,
+                            format!("{item}/modify"),
+                            Some(json!({ "addLabelIds": ["SPAM"], "removeLabelIds": ["INBOX"] })),
+                            mb,
+                            units::MODIFY,
+                        ),
+                        RetractAction::HardDelete => {
+                            SubRequest::mutate(Method::DELETE, item, None, mb, units::DELETE)
+                        }
+                        _ => SubRequest::mutate(
+                            Method::POST,
+                            format!("{item}/trash"),
+                            None,
+                            mb,
+                            units::TRASH,
+                        ),
+                    },
+                ]
+            }
+            Step::Verify(copy) => vec![Self::get_request(mb, &copy.id)],
+            Step::Done(_) => Vec::new(),
+        }
+    }
+
+    fn advance(&self, work: &mut Work, action: RetractAction, responses: &[SubResponse]) {
+        let effective = action.effective_for(crate::model::TenantKind::GoogleWorkspace);
+        let mb = work.mailbox.clone();
+        let mid = work.internet_message_id.clone();
+        let step = std::mem::replace(&mut work.step, Step::Locate);
+        work.step = match step {
+            Step::Locate => match first_error(responses, Operation::Directory) {
+                Some(f) => Step::Done(Err(f)),
+                None => {
+                    let ids: Vec<Value> = responses
+                        .first()
+                        .and_then(|r| r.body["messages"].as_array())
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|m| m["id"].as_str().map(|s| Value::String(s.into())))
+                        .collect();
+                    if ids.is_empty() {
+                        choose(Vec::new(), &mb)
+                    } else {
+                        Step::Resolve(ids)
+                    }
+                }
+            },
+            Step::Resolve(_) => {
+                let copies: Vec<LocatedCopy> = responses
+                    .iter()
+                    .filter(|r| r.ok())
+                    .map(|r| Self::to_copy(&mb, &mid, &r.body))
+                    .collect();
+                match (copies.is_empty(), first_error(responses, Operation::Read)) {
+                    (true, Some(f)) => Step::Done(Err(f)),
+                    _ => choose(copies, &mb),
+                }
+            }
+            Step::Act(copy) => match first_error(responses, Operation::Mutate) {
+                Some(f) => Step::Done(Err(f)),
+                None => Step::Done(Ok(applied(&copy, action, effective, ""))),
+            },
+            Step::Verify(copy) => {
+                let r = responses.first();
+                let note = " (outcome verified after an unanswered request)";
+                match r {
+                    Some(r) if r.status == 404 && effective == RetractAction::HardDelete => {
+                        Step::Done(Ok(applied(&copy, action, effective, note)))
+                    }
+                    Some(r) if r.ok() => {
+                        let now = Self::to_copy(&mb, &mid, &r.body);
+                        let done = match effective {
+                            RetractAction::Junk => now.folder == Folder::Junk,
+                            RetractAction::HardDelete => false,
+                            _ => now.folder == Folder::Trash,
+                        };
+                        if done {
+                            Step::Done(Ok(applied(&copy, action, effective, note)))
+                        } else {
+                            Step::Act(copy)
+                        }
+                    }
+                    Some(r) => Step::Done(Err(classify(r.status, &r.body, Operation::Read))),
+                    None => Step::Done(Err(super::errors::internal("no verify response"))),
+                }
+            }
+            done @ Step::Done(_) => done,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_map_to_folders() {
+        let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(folder_of_labels(&l(&["INBOX", "UNREAD"])), Folder::Inbox);
+        assert_eq!(folder_of_labels(&l(&["SPAM"])), Folder::Junk);
+        assert_eq!(folder_of_labels(&l(&["TRASH", "INBOX"])), Folder::Trash);
+        assert_eq!(folder_of_labels(&l(&["CATEGORY_UPDATES"])), Folder::Archive);
+        let c = GmailClient::to_copy(
+            "A@x.com",
+            "<m@x>",
+            &json!({"id": "17", "threadId": "t", "labelIds": ["INBOX"], "internalDate": "1700000000000"}),
+        );
+        assert!(c.read);
+        assert_eq!(c.mailbox, "a@x.com");
+        assert_eq!(c.received.map(|d| d.timestamp()), Some(1_700_000_000));
+    }
+
+    #[test]
+    fn locate_query_is_encoded() {
+        let r = GmailClient::list_request("a@x.com", "<m+1@x>");
+        assert_eq!(
+            r.path,
+            "/gmail/v1/users/a%40x.com/messages?q=rfc822msgid%3A%3Cm%2B1%40x%3E&includeSpamTrash=true&maxResults=50"
+        );
+        assert_eq!(r.units, units::LIST);
+    }
+}

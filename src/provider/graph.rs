@@ -1,0 +1,1021 @@
+//! Microsoft Graph v1.0 client (PROVIDER-APIS.md part A).
+
+use super::auth::{
+    AssertionAlg, Authenticator, Flow, GRAPH_DEFAULT_SCOPE, MsCredential, load_certificate,
+};
+use super::errors::{Failure, Operation, classify, error_code_message};
+use super::http::{Http, SubRequest, SubResponse, enc};
+use super::scheduler::{Backend, Pacer, Step, Work, call, call_ok, choose, first_error};
+use super::{
+    Applied, DomainRetract, DomainStatus, LocatedCopy, MessageMeta, Permissions, ProviderError,
+    Resolved,
+};
+use crate::config::{Config, LimitConfig, MicrosoftAuth, TenantConfig};
+use crate::model::{FailureReason, Folder, RetractAction, address_domain};
+use chrono::{DateTime, Utc};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Application permissions clawback needs.
+pub const NEEDED_ROLES: &[&str] = &[
+    "Mail.ReadWrite",
+    "User.Read.All",
+    "Domain.Read.All",
+    "GroupMember.Read.All",
+];
+
+/// Well-known folders whose ids we learn per mailbox to name a copy's folder.
+const WELL_KNOWN: &[&str] = &[
+    "inbox",
+    "junkemail",
+    "deleteditems",
+    "sentitems",
+    "drafts",
+    "archive",
+];
+
+const COPY_SELECT: &str =
+    "id,internetMessageId,conversationId,isRead,parentFolderId,receivedDateTime";
+
+/// The Graph client of one Microsoft 365 tenant.
+pub struct GraphClient {
+    tenant: TenantConfig,
+    http: Http,
+    auth: Authenticator,
+    /// `{graph}/v1.0`
+    base: String,
+    pacer: Pacer,
+    domains: tokio::sync::OnceCell<Vec<String>>,
+    /// Per mailbox: folder id → folder.
+    folders: Mutex<HashMap<String, HashMap<String, Folder>>>,
+}
+
+impl GraphClient {
+    pub fn new(config: &Config, tenant: &TenantConfig) -> Result<GraphClient, ProviderError> {
+        let missing = |what: &str| ProviderError::Tenant {
+            tenant: tenant.name.clone(),
+            problem: format!("{what} is required for microsoft365"),
+        };
+        let tenant_id = tenant
+            .tenant_id
+            .clone()
+            .ok_or_else(|| missing("tenant_id"))?;
+        let client_id = tenant
+            .client_id
+            .clone()
+            .ok_or_else(|| missing("client_id"))?;
+        let credential = match tenant.auth {
+            MicrosoftAuth::ClientSecret => MsCredential::Secret(config.client_secret(tenant)?),
+            MicrosoftAuth::Certificate => {
+                let (cert, key) = match (&tenant.certificate_file, &tenant.private_key_file) {
+                    (Some(c), Some(k)) => load_certificate(c, k)?,
+                    _ => return Err(missing("certificate_file and private_key_file")),
+                };
+                MsCredential::Certificate {
+                    key,
+                    certificate_der: cert,
+                    alg: AssertionAlg::Ps256,
+                }
+            }
+            MicrosoftAuth::DeviceCode => MsCredential::DeviceCode,
+        };
+        let login = tenant.login_url().trim_end_matches('/');
+        let http = Http::new()?;
+        let flow = Flow::Microsoft {
+            token_url: format!("{login}/{tenant_id}/oauth2/v2.0/token"),
+            devicecode_url: format!("{login}/{tenant_id}/oauth2/v2.0/devicecode"),
+            client_id,
+            credential,
+        };
+        Ok(GraphClient {
+            base: format!("{}/v1.0", tenant.graph_url().trim_end_matches('/')),
+            auth: Authenticator::new(http.clone(), flow),
+            http,
+            pacer: Pacer::new(&tenant.limits, false),
+            tenant: tenant.clone(),
+            domains: tokio::sync::OnceCell::new(),
+            folders: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Uses RS256 + `x5t` (SHA-1 thumbprint) instead of PS256 + `x5t#S256` for certificate auth.
+    pub fn use_rs256_assertions(&mut self) {
+        if let Flow::Microsoft {
+            credential: MsCredential::Certificate { alg, .. },
+            ..
+        } = &mut self.auth.flow
+        {
+            *alg = AssertionAlg::Rs256;
+        }
+    }
+
+    pub fn tenant_name(&self) -> &str {
+        &self.tenant.name
+    }
+
+    fn scope(&self) -> &'static str {
+        GRAPH_DEFAULT_SCOPE
+    }
+
+    /// The tenant's domains: configured, else Graph `/domains`.
+    async fn managed_domains(&self) -> Result<&Vec<String>, Failure> {
+        self.domains
+            .get_or_try_init(|| async {
+                if !self.tenant.domains.is_empty() {
+                    return Ok(self
+                        .tenant
+                        .domains
+                        .iter()
+                        .map(|d| d.to_ascii_lowercase())
+                        .collect());
+                }
+                self.tenant_domains().await
+            })
+            .await
+    }
+
+    /// Graph `/domains` (ids = domain names).
+    async fn tenant_domains(&self) -> Result<Vec<String>, Failure> {
+        let values = self.get_all("/domains", "").await?;
+        Ok(values
+            .iter()
+            .filter_map(|d| d["id"].as_str().map(|s| s.to_ascii_lowercase()))
+            .collect())
+    }
+
+    /// GET with paging (`@odata.nextLink` followed verbatim).
+    async fn get_all(&self, path: &str, mailbox: &str) -> Result<Vec<Value>, Failure> {
+        let mut out = Vec::new();
+        let mut next = Some(path.to_string());
+        while let Some(p) = next.take() {
+            let r = call_ok(self, SubRequest::get(p, mailbox, 0), Operation::Directory).await?;
+            if let Some(v) = r.body["value"].as_array() {
+                out.extend(v.iter().cloned());
+            }
+            if let Some(link) = r.body["@odata.nextLink"].as_str() {
+                next = Some(link.strip_prefix(&self.base).unwrap_or(link).to_string());
+                if next.as_deref().is_some_and(|n| n.starts_with("http")) {
+                    // A link to another host: follow it only as a relative path of ours.
+                    next = url::Url::parse(link).ok().and_then(|u| {
+                        u.path()
+                            .strip_prefix("/v1.0")
+                            .map(|p| format!("{p}?{}", u.query().unwrap_or_default()))
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn messages_filter(mailbox: &str, filter: &str, folder: Option<&str>) -> String {
+        let folder = folder
+            .map(|f| format!("/mailFolders/{f}"))
+            .unwrap_or_default();
+        format!(
+            "/users/{}{folder}/messages?$filter={}&$select={COPY_SELECT}&$top=50",
+            enc(mailbox),
+            enc(filter)
+        )
+    }
+
+    fn mid_filter(internet_message_id: &str) -> String {
+        format!(
+            "internetMessageId eq '{}'",
+            internet_message_id.replace('\'', "''")
+        )
+    }
+
+    /// A folder name for an opaque `parentFolderId`, if known without asking.
+    fn folder_of(&self, mailbox: &str, folder_id: &str) -> Option<Folder> {
+        let wk = Folder::from_graph_name(folder_id);
+        if !matches!(wk, Folder::Other(_)) {
+            return Some(wk);
+        }
+        let map = self.folders.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&mailbox.to_ascii_lowercase())
+            .and_then(|m| m.get(folder_id))
+            .cloned()
+    }
+
+    fn learn_folders(&self, mailbox: &str, responses: &[SubResponse]) {
+        let mut map = self.folders.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(mailbox.to_ascii_lowercase()).or_default();
+        for (name, r) in WELL_KNOWN.iter().zip(responses) {
+            if r.ok()
+                && let Some(id) = r.body["id"].as_str()
+            {
+                entry.insert(id.to_string(), Folder::from_graph_name(name));
+            }
+        }
+    }
+
+    fn folder_requests(mailbox: &str) -> Vec<SubRequest> {
+        WELL_KNOWN
+            .iter()
+            .map(|n| {
+                SubRequest::get(
+                    format!("/users/{}/mailFolders/{n}?$select=id", enc(mailbox)),
+                    mailbox,
+                    0,
+                )
+            })
+            .collect()
+    }
+
+    fn to_copy(&self, mailbox: &str, m: &Value, folder: Option<Folder>) -> LocatedCopy {
+        let pfid = m["parentFolderId"].as_str().unwrap_or_default();
+        LocatedCopy {
+            mailbox: mailbox.to_ascii_lowercase(),
+            id: m["id"].as_str().unwrap_or_default().to_string(),
+            internet_message_id: m["internetMessageId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            folder: folder
+                .or_else(|| self.folder_of(mailbox, pfid))
+                .unwrap_or_else(|| Folder::Other(pfid.to_string())),
+            provider_folder: pfid.to_string(),
+            read: m["isRead"].as_bool().unwrap_or(false),
+            conversation_id: m["conversationId"].as_str().unwrap_or_default().to_string(),
+            received: m["receivedDateTime"]
+                .as_str()
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|d| d.with_timezone(&Utc)),
+        }
+    }
+
+    /// Copies from list results, learning folder ids first when some are unknown.
+    async fn copies_from(
+        &self,
+        mailbox: &str,
+        values: &[Value],
+    ) -> Result<Vec<LocatedCopy>, Failure> {
+        let unknown = values.iter().any(|m| {
+            self.folder_of(mailbox, m["parentFolderId"].as_str().unwrap_or_default())
+                .is_none()
+        });
+        if unknown {
+            let mut answers = Vec::new();
+            for r in Self::folder_requests(mailbox) {
+                answers.push(call(self, r).await?);
+            }
+            self.learn_folders(mailbox, &answers);
+        }
+        Ok(values
+            .iter()
+            .map(|m| self.to_copy(mailbox, m, None))
+            .collect())
+    }
+
+    pub async fn resolve(&self, address: &str) -> Result<Resolved, Failure> {
+        let address = address.trim().to_ascii_lowercase();
+        if !self.is_internal(&address).await? {
+            return Ok(Resolved::External { address });
+        }
+        let user = call(
+            self,
+            SubRequest::get(
+                format!(
+                    "/users/{}?$select=id,mail,userPrincipalName,displayName",
+                    enc(&address)
+                ),
+                "",
+                0,
+            ),
+        )
+        .await?;
+        if user.ok() {
+            return Ok(Resolved::Mailbox {
+                address,
+                id: user.body["id"].as_str().unwrap_or_default().to_string(),
+                display_name: user.body["displayName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            });
+        }
+        if user.status != 404 {
+            return Err(classify(user.status, &user.body, Operation::Directory));
+        }
+        let groups = self
+            .get_all(
+                &format!(
+                    "/groups?$filter={}&$select=id,mail,displayName",
+                    enc(&format!("mail eq '{}'", address.replace('\'', "''")))
+                ),
+                "",
+            )
+            .await?;
+        let Some(group) = groups.first() else {
+            return Ok(Resolved::Unknown { address });
+        };
+        let id = group["id"].as_str().unwrap_or_default().to_string();
+        let members = self
+            .get_all(
+                &format!(
+                    "/groups/{}/transitiveMembers?$select=id,mail,userPrincipalName",
+                    enc(&id)
+                ),
+                "",
+            )
+            .await?;
+        let domains = self.managed_domains().await?;
+        let mut member_mailboxes = Vec::new();
+        let mut external_members = Vec::new();
+        for m in &members {
+            let kind = m["@odata.type"].as_str().unwrap_or_default();
+            let Some(mail) = m["mail"]
+                .as_str()
+                .or_else(|| m["userPrincipalName"].as_str())
+            else {
+                continue;
+            };
+            let mail = mail.to_ascii_lowercase();
+            let internal = address_domain(&mail).is_some_and(|d| domains.contains(&d));
+            match kind {
+                "#microsoft.graph.user" if internal => member_mailboxes.push(mail),
+                "#microsoft.graph.group" => {}
+                _ if !internal => external_members.push(mail),
+                "#microsoft.graph.orgContact" => external_members.push(mail),
+                _ => {}
+            }
+        }
+        member_mailboxes.sort();
+        member_mailboxes.dedup();
+        Ok(Resolved::Group {
+            address,
+            id,
+            display_name: group["displayName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            member_mailboxes,
+            external_members,
+        })
+    }
+
+    /// Copies in the mailbox, including Recoverable Items\Deletions.
+    pub async fn locate(
+        &self,
+        mailbox: &str,
+        internet_message_id: &str,
+    ) -> Result<Vec<LocatedCopy>, Failure> {
+        let filter = Self::mid_filter(internet_message_id);
+        let r = call_ok(
+            self,
+            SubRequest::get(Self::messages_filter(mailbox, &filter, None), mailbox, 0),
+            Operation::Directory,
+        )
+        .await?;
+        let values = r.body["value"].as_array().cloned().unwrap_or_default();
+        let mut copies = self.copies_from(mailbox, &values).await?;
+        let rec = call(
+            self,
+            SubRequest::get(
+                Self::messages_filter(mailbox, &filter, Some("recoverableitemsdeletions")),
+                mailbox,
+                0,
+            ),
+        )
+        .await?;
+        if rec.ok() {
+            for m in rec.body["value"].as_array().into_iter().flatten() {
+                copies.push(self.to_copy(mailbox, m, Some(Folder::RecoverableDeletions)));
+            }
+        }
+        Ok(copies)
+    }
+
+    pub async fn conversation(
+        &self,
+        mailbox: &str,
+        conversation_id: &str,
+    ) -> Result<Vec<LocatedCopy>, Failure> {
+        let filter = format!(
+            "conversationId eq '{}'",
+            conversation_id.replace('\'', "''")
+        );
+        let values = self
+            .get_all(&Self::messages_filter(mailbox, &filter, None), mailbox)
+            .await?;
+        self.copies_from(mailbox, &values).await
+    }
+
+    pub async fn restore(
+        &self,
+        mailbox: &str,
+        internet_message_id: &str,
+        current_id: Option<&str>,
+        original: &Folder,
+    ) -> Result<Applied, Failure> {
+        if matches!(original, Folder::Purged | Folder::RecoverableDeletions) {
+            return Err(Failure::new(
+                FailureReason::ProviderError,
+                None,
+                "bad_destination",
+                format!("cannot restore into {original}"),
+            ));
+        }
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let copies = self.locate(mailbox, internet_message_id).await?;
+            if copies.iter().any(|c| &c.folder == original) && attempts > 1 {
+                // An earlier attempt's outcome was unknown: it landed.
+                let c = copies.iter().find(|c| &c.folder == original).cloned();
+                return Ok(restored(
+                    c,
+                    mailbox,
+                    internet_message_id,
+                    original,
+                    "move (verified)",
+                ));
+            }
+            let copy = copies
+                .iter()
+                .find(|c| Some(c.id.as_str()) == current_id)
+                .or_else(|| copies.iter().find(|c| c.folder.is_gone()))
+                .cloned();
+            let Some(copy) = copy else {
+                if copies.iter().any(|c| &c.folder == original) {
+                    let c = copies.iter().find(|c| &c.folder == original).cloned();
+                    return Ok(restored(
+                        c,
+                        mailbox,
+                        internet_message_id,
+                        original,
+                        "already there",
+                    ));
+                }
+                return Err(Failure::new(
+                    FailureReason::AlreadyGone,
+                    None,
+                    "not_found",
+                    format!(
+                        "no retracted copy of {internet_message_id} in {mailbox} (purged copies are admin recoverable only)"
+                    ),
+                ));
+            };
+            let req = SubRequest::mutate(
+                Method::POST,
+                format!("/users/{}/messages/{}/move", enc(mailbox), enc(&copy.id)),
+                Some(json!({ "destinationId": original.graph_name() })),
+                mailbox,
+                0,
+            );
+            match call(self, req).await {
+                Ok(r) if r.ok() => {
+                    return Ok(Applied {
+                        mailbox: mailbox.to_ascii_lowercase(),
+                        internet_message_id: internet_message_id.to_string(),
+                        old_id: copy.id.clone(),
+                        new_id: r.body["id"].as_str().map(str::to_string),
+                        from: copy.folder.clone(),
+                        to: original.clone(),
+                        action: RetractAction::NoAction,
+                        was_read: copy.read,
+                        detail: format!("restored: move to {}", original.graph_name()),
+                    });
+                }
+                Ok(r) => return Err(classify(r.status, &r.body, Operation::Mutate)),
+                Err(f) if f.code == "uncertain" && attempts < 4 => continue,
+                Err(f) => return Err(f),
+            }
+        }
+    }
+
+    pub async fn list_mailboxes(&self) -> Result<Vec<String>, Failure> {
+        let users = self
+            .get_all("/users?$select=id,mail,userPrincipalName&$top=999", "")
+            .await?;
+        Ok(users
+            .iter()
+            .filter_map(|u| {
+                u["mail"]
+                    .as_str()
+                    .or_else(|| u["userPrincipalName"].as_str())
+            })
+            .map(|s| s.to_ascii_lowercase())
+            .collect())
+    }
+
+    pub async fn list_recent_messages(
+        &self,
+        mailbox: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<MessageMeta>, Failure> {
+        let filter = format!(
+            "receivedDateTime ge {}",
+            since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        let path = format!(
+            "/users/{}/messages?$filter={}&$select=id,internetMessageId,from,toRecipients,ccRecipients,subject,receivedDateTime,isRead,parentFolderId,conversationId,internetMessageHeaders&$top=100",
+            enc(mailbox),
+            enc(&filter)
+        );
+        let values = self.get_all(&path, mailbox).await?;
+        let copies = self.copies_from(mailbox, &values).await?;
+        Ok(values
+            .iter()
+            .zip(copies)
+            .map(|(m, c)| {
+                let headers: Vec<(String, String)> = m["internetMessageHeaders"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|h| {
+                        (
+                            h["name"].as_str().unwrap_or_default().to_string(),
+                            h["value"].as_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect();
+                let header = |name: &str| {
+                    headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                        .map(|(_, v)| v.clone())
+                };
+                let addrs = |key: &str| -> Vec<String> {
+                    m[key]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|r| r["emailAddress"]["address"].as_str())
+                        .map(|s| s.to_ascii_lowercase())
+                        .collect()
+                };
+                MessageMeta {
+                    mailbox: c.mailbox.clone(),
+                    id: c.id.clone(),
+                    internet_message_id: c.internet_message_id.clone(),
+                    from: m["from"]["emailAddress"]["address"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_ascii_lowercase(),
+                    to: addrs("toRecipients"),
+                    cc: addrs("ccRecipients"),
+                    subject: m["subject"].as_str().unwrap_or_default().to_string(),
+                    date: c.received,
+                    in_reply_to: header("In-Reply-To"),
+                    references: header("References")
+                        .map(|r| r.split_whitespace().map(str::to_string).collect())
+                        .unwrap_or_default(),
+                    folder: c.folder.clone(),
+                    read: c.read,
+                    conversation_id: c.conversation_id.clone(),
+                    headers,
+                }
+            })
+            .collect())
+    }
+
+    pub async fn permissions(&self) -> Permissions {
+        let needed: Vec<String> = NEEDED_ROLES.iter().map(|s| s.to_string()).collect();
+        let how_to_grant = self.admin_consent_url();
+        match self.auth.token_and_grants("", self.scope()).await {
+            Ok((_, granted)) => {
+                let missing = needed
+                    .iter()
+                    .filter(|n| !granted.iter().any(|g| g.eq_ignore_ascii_case(n)))
+                    .cloned()
+                    .collect();
+                Permissions {
+                    token: Ok(()),
+                    granted,
+                    needed,
+                    missing,
+                    how_to_grant,
+                }
+            }
+            Err(f) => Permissions {
+                token: Err(f.to_string()),
+                granted: Vec::new(),
+                missing: needed.clone(),
+                needed,
+                how_to_grant,
+            },
+        }
+    }
+
+    /// `https://login.microsoftonline.com/{tenant}/adminconsent?client_id=…`
+    pub fn admin_consent_url(&self) -> String {
+        format!(
+            "{}/{}/adminconsent?client_id={}",
+            crate::config::endpoints::MS_LOGIN,
+            enc(self.tenant.tenant_id.as_deref().unwrap_or("organizations")),
+            enc(self.tenant.client_id.as_deref().unwrap_or_default())
+        )
+    }
+
+    pub async fn domains_status(&self) -> Result<Vec<DomainStatus>, Failure> {
+        let in_tenant = self.tenant_domains().await?;
+        let users = self.list_mailboxes().await.unwrap_or_default();
+        let mut names: Vec<String> = in_tenant.clone();
+        for d in &self.tenant.domains {
+            let d = d.to_ascii_lowercase();
+            if !names.contains(&d) {
+                names.push(d);
+            }
+        }
+        let mut out = Vec::new();
+        for domain in names {
+            let configured = self.tenant.domains.is_empty()
+                || self
+                    .tenant
+                    .domains
+                    .iter()
+                    .any(|d| d.eq_ignore_ascii_case(&domain));
+            let present = in_tenant.contains(&domain);
+            let retract = if !present {
+                DomainRetract::NotInTenant
+            } else {
+                match users
+                    .iter()
+                    .find(|u| address_domain(u).as_deref() == Some(domain.as_str()))
+                {
+                    None => DomainRetract::Unknown {
+                        detail: "no mailbox in this domain to probe".into(),
+                    },
+                    Some(user) => {
+                        let probe = SubRequest::get(
+                            format!("/users/{}/messages?$top=1&$select=id", enc(user)),
+                            user,
+                            0,
+                        );
+                        match call(self, probe).await {
+                            Ok(r) if r.ok() => DomainRetract::Granted,
+                            Ok(r) if matches!(r.status, 401 | 403) => {
+                                let (code, message) = error_code_message(&r.body);
+                                DomainRetract::Missing {
+                                    permission: "Mail.ReadWrite (application access policy)".into(),
+                                    detail: format!("HTTP {} {code}: {message}", r.status),
+                                }
+                            }
+                            Ok(r) => DomainRetract::Unknown {
+                                detail: classify(r.status, &r.body, Operation::Read).to_string(),
+                            },
+                            Err(f) => DomainRetract::Unknown {
+                                detail: f.to_string(),
+                            },
+                        }
+                    }
+                }
+            };
+            out.push(DomainStatus {
+                domain,
+                configured,
+                in_tenant: present,
+                retract,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn send_batch(&self, requests: &[SubRequest]) -> Vec<Result<SubResponse, Failure>> {
+        let token = match self.auth.token("", self.scope()).await {
+            Ok(t) => t,
+            Err(f) => return vec![Ok(token_failure(&f)); requests.len()],
+        };
+        if requests.len() == 1 {
+            return vec![
+                self.http
+                    .send_sub(&self.base, &requests[0], token.expose())
+                    .await,
+            ];
+        }
+        let body = json!({
+            "requests": requests.iter().enumerate().map(|(i, r)| {
+                let mut v = json!({ "id": (i + 1).to_string(), "method": r.method.as_str(), "url": r.path });
+                if let Some(b) = &r.body {
+                    v["body"] = b.clone();
+                    v["headers"] = json!({ "Content-Type": "application/json" });
+                }
+                v
+            }).collect::<Vec<_>>()
+        });
+        let url = format!("{}/$batch", self.base);
+        let resp = match self
+            .http
+            .send(
+                Method::POST,
+                &url,
+                Some(token.expose()),
+                Some("application/json"),
+                Some(body.to_string().into_bytes()),
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(f) => return vec![Err(f); requests.len()],
+        };
+        let whole = resp.into_sub();
+        if whole.status != 200 {
+            return vec![Ok(whole); requests.len()];
+        }
+        let mut out: Vec<Result<SubResponse, Failure>> =
+            vec![Err(super::errors::transport("missing from $batch response")); requests.len()];
+        for item in whole.body["responses"].as_array().into_iter().flatten() {
+            let id = match &item["id"] {
+                Value::String(s) => s.parse::<usize>().ok(),
+                Value::Number(n) => n.as_u64().map(|n| n as usize),
+                _ => None,
+            };
+            let Some(i) = id.and_then(|i| i.checked_sub(1)).filter(|i| *i < out.len()) else {
+                continue;
+            };
+            let headers = &item["headers"];
+            let retry_after = headers
+                .as_object()
+                .and_then(|h| {
+                    h.iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+                        .map(|(_, v)| v)
+                })
+                .and_then(|v| match v {
+                    Value::String(s) => super::errors::parse_retry_after(s),
+                    Value::Number(n) => n.as_f64(),
+                    _ => None,
+                });
+            out[i] = Ok(SubResponse {
+                status: item["status"].as_u64().unwrap_or(0) as u16,
+                retry_after,
+                body: item["body"].clone(),
+            });
+        }
+        out
+    }
+}
+
+/// A token failure as a response the scheduler understands (401 → one refresh, then final).
+pub(crate) fn token_failure(f: &Failure) -> SubResponse {
+    let status = match f.status {
+        Some(s) if super::errors::is_server_error(s) || s == 429 => s,
+        _ if f.code == "transport" => 503,
+        _ => 401,
+    };
+    SubResponse {
+        status,
+        retry_after: None,
+        body: json!({ "error": { "code": if f.code.is_empty() { "token" } else { f.code.as_str() }, "message": format!("cannot get an access token: {}", f.message) } }),
+    }
+}
+
+fn restored(
+    copy: Option<LocatedCopy>,
+    mailbox: &str,
+    mid: &str,
+    original: &Folder,
+    detail: &str,
+) -> Applied {
+    Applied {
+        mailbox: mailbox.to_ascii_lowercase(),
+        internet_message_id: mid.to_string(),
+        old_id: String::new(),
+        new_id: copy.as_ref().map(|c| c.id.clone()),
+        from: original.clone(),
+        to: original.clone(),
+        action: RetractAction::NoAction,
+        was_read: copy.map(|c| c.read).unwrap_or(false),
+        detail: detail.to_string(),
+    }
+}
+
+impl Backend for GraphClient {
+    fn limits(&self) -> &LimitConfig {
+        &self.tenant.limits
+    }
+
+    fn pacer(&self) -> &Pacer {
+        &self.pacer
+    }
+
+    fn batch_max(&self) -> usize {
+        20
+    }
+
+    async fn is_internal(&self, mailbox: &str) -> Result<bool, Failure> {
+        let domains = self.managed_domains().await?;
+        Ok(address_domain(mailbox).is_some_and(|d| domains.contains(&d)))
+    }
+
+    async fn send(&self, requests: &[SubRequest]) -> Vec<Result<SubResponse, Failure>> {
+        self.send_batch(requests).await
+    }
+
+    async fn invalidate(&self, _mailbox: &str) {
+        if let Ok(t) = self.auth.token("", self.scope()).await {
+            self.auth.invalidate("", self.scope(), &t).await;
+        }
+    }
+
+    fn requests(&self, work: &Work, action: RetractAction) -> Vec<SubRequest> {
+        let mb = work.mailbox.as_str();
+        let filter = Self::mid_filter(&work.internet_message_id);
+        match &work.step {
+            Step::Locate => vec![SubRequest::get(
+                Self::messages_filter(mb, &filter, None),
+                mb,
+                0,
+            )],
+            Step::Resolve(_) => Self::folder_requests(mb),
+            Step::Act(copy) => {
+                let item = format!("/users/{}/messages/{}", enc(mb), enc(&copy.id));
+                vec![match action {
+                    RetractAction::Junk | RetractAction::Trash | RetractAction::NoAction => {
+                        let dest = if action == RetractAction::Junk {
+                            "junkemail"
+                        } else {
+                            "deleteditems"
+                        };
+                        SubRequest::mutate(
+                            Method::POST,
+                            format!("{item}/move"),
+                            Some(json!({ "destinationId": dest })),
+                            mb,
+                            0,
+                        )
+                    }
+                    RetractAction::SoftDelete => {
+                        SubRequest::mutate(Method::DELETE, item, None, mb, 0)
+                    }
+                    RetractAction::HardDelete => SubRequest::mutate(
+                        Method::POST,
+                        format!("{item}/permanentDelete"),
+                        None,
+                        mb,
+                        0,
+                    ),
+                }]
+            }
+            Step::Verify(_) => vec![
+                SubRequest::get(Self::messages_filter(mb, &filter, None), mb, 0),
+                SubRequest::get(
+                    Self::messages_filter(mb, &filter, Some("recoverableitemsdeletions")),
+                    mb,
+                    0,
+                ),
+            ],
+            Step::Done(_) => Vec::new(),
+        }
+    }
+
+    fn advance(&self, work: &mut Work, action: RetractAction, responses: &[SubResponse]) {
+        let mb = work.mailbox.clone();
+        let step = std::mem::replace(&mut work.step, Step::Locate);
+        work.step = match step {
+            Step::Locate => match first_error(responses, Operation::Directory) {
+                Some(f) => Step::Done(Err(f)),
+                None => {
+                    let values = responses
+                        .first()
+                        .and_then(|r| r.body["value"].as_array().cloned())
+                        .unwrap_or_default();
+                    let unknown = values.iter().any(|m| {
+                        self.folder_of(&mb, m["parentFolderId"].as_str().unwrap_or_default())
+                            .is_none()
+                    });
+                    if unknown {
+                        Step::Resolve(values)
+                    } else {
+                        choose(
+                            values.iter().map(|m| self.to_copy(&mb, m, None)).collect(),
+                            &mb,
+                        )
+                    }
+                }
+            },
+            Step::Resolve(values) => {
+                self.learn_folders(&mb, responses);
+                choose(
+                    values.iter().map(|m| self.to_copy(&mb, m, None)).collect(),
+                    &mb,
+                )
+            }
+            Step::Act(copy) => {
+                let op = if action == RetractAction::HardDelete {
+                    Operation::PermanentDelete
+                } else {
+                    Operation::Mutate
+                };
+                match first_error(responses, op) {
+                    Some(f) => Step::Done(Err(f)),
+                    None => {
+                        let new_id = responses
+                            .first()
+                            .and_then(|r| r.body["id"].as_str())
+                            .map(str::to_string);
+                        Step::Done(Ok(applied(&copy, action, new_id, "")))
+                    }
+                }
+            }
+            Step::Verify(copy) => {
+                match first_error(&responses[..1.min(responses.len())], Operation::Read) {
+                    Some(f) => Step::Done(Err(f)),
+                    None => {
+                        let listed = |i: usize| -> Vec<Value> {
+                            responses
+                                .get(i)
+                                .filter(|r| r.ok())
+                                .and_then(|r| r.body["value"].as_array().cloned())
+                                .unwrap_or_default()
+                        };
+                        let visible = listed(0);
+                        let recoverable = listed(1);
+                        if let Some(still) =
+                            visible.iter().find(|m| m["id"].as_str() == Some(&copy.id))
+                        {
+                            // Not done: act again on the copy as it is now.
+                            let mut again = self.to_copy(&mb, still, Some(copy.folder.clone()));
+                            again.folder = copy.folder.clone();
+                            Step::Act(again)
+                        } else {
+                            let moved = visible
+                                .iter()
+                                .find(|m| {
+                                    m["parentFolderId"].as_str() != Some(&copy.provider_folder)
+                                })
+                                .and_then(|m| m["id"].as_str());
+                            let new_id = match action {
+                                RetractAction::SoftDelete => recoverable
+                                    .first()
+                                    .and_then(|m| m["id"].as_str())
+                                    .map(str::to_string),
+                                RetractAction::HardDelete => None,
+                                _ => moved.map(str::to_string),
+                            };
+                            Step::Done(Ok(applied(
+                                &copy,
+                                action,
+                                new_id,
+                                " (outcome verified after an unanswered request)",
+                            )))
+                        }
+                    }
+                }
+            }
+            done @ Step::Done(_) => done,
+        };
+    }
+}
+
+fn applied(
+    copy: &LocatedCopy,
+    action: RetractAction,
+    new_id: Option<String>,
+    note: &str,
+) -> Applied {
+    let (to, detail) = match action {
+        RetractAction::Junk => (Folder::Junk, "move to junkemail"),
+        RetractAction::Trash | RetractAction::NoAction => (Folder::Trash, "move to deleteditems"),
+        RetractAction::SoftDelete => (
+            Folder::RecoverableDeletions,
+            "DELETE: in Recoverable Items\\Deletions (user recoverable)",
+        ),
+        RetractAction::HardDelete => (
+            Folder::Purged,
+            "permanentDelete: in Purges (admin recoverable via eDiscovery)",
+        ),
+    };
+    Applied {
+        mailbox: copy.mailbox.clone(),
+        internet_message_id: copy.internet_message_id.clone(),
+        old_id: copy.id.clone(),
+        new_id,
+        from: copy.folder.clone(),
+        to,
+        action,
+        was_read: copy.read,
+        detail: format!("{detail}{note}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_id_filter_is_quoted_and_encoded() {
+        let path =
+            GraphClient::messages_filter("a@x.com", &GraphClient::mid_filter("<it's+1@x>"), None);
+        assert!(
+            path.starts_with("/users/a%40x.com/messages?$filter=internetMessageId%20eq%20%27%3Cit%27%27s%2B1%40x%3E%27&$select="),
+            "{path}"
+        );
+    }
+
+    #[test]
+    fn token_failures_become_final_or_retryable_responses() {
+        let f = Failure::new(
+            FailureReason::NotAuthorized,
+            Some(400),
+            "unauthorized_client",
+            "no",
+        );
+        assert_eq!(token_failure(&f).status, 401);
+        let t = super::super::errors::transport("cannot connect");
+        assert_eq!(token_failure(&t).status, 503);
+    }
+}

@@ -1,0 +1,359 @@
+//! Provider clients: Microsoft Graph (Microsoft 365) and the Gmail API (Google Workspace) behind
+//! one enum, [`ProviderClient`], over real HTTP (DESIGN §3).
+//!
+//! Every operation is expressed as a small per-item state machine (locate → act → verify) whose
+//! steps are provider sub-requests. The same machine runs one item (`apply`, `restore`) or many
+//! (`retract_many`), where [`scheduler`] batches sub-requests (Graph `$batch` ≤ 20, Gmail HTTP
+//! batch ≤ 50), bounds concurrency per tenant and per mailbox, spends Gmail quota units and honours
+//! `Retry-After`. Mutations whose outcome is unknown (5xx, dropped connection) are never simply
+//! re-sent: the copy is located again first, and if it already sits where the action puts it,
+//! the action succeeded.
+
+pub mod auth;
+pub mod errors;
+pub mod gmail;
+pub mod graph;
+pub mod http;
+pub mod multipart;
+pub mod scheduler;
+
+use crate::config::{Config, ConfigError, TenantConfig};
+use crate::model::{FailureReason, Folder, RetractAction, TenantKind};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::Arc;
+
+pub use errors::Failure;
+
+/// Why a client could not be built (bad credentials material, config).
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{source_name}: {problem}")]
+    Credentials {
+        source_name: String,
+        problem: String,
+    },
+    #[error("tenant {tenant:?}: {problem}")]
+    Tenant { tenant: String, problem: String },
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+}
+
+/// What an address turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Resolved {
+    /// A user with a mailbox in this tenant.
+    Mailbox {
+        address: String,
+        id: String,
+        display_name: String,
+    },
+    /// A group / distribution list (itself `not_a_mailbox`): its nested members' mailboxes are
+    /// retracted separately; members outside the tenant are listed as external.
+    Group {
+        address: String,
+        id: String,
+        display_name: String,
+        member_mailboxes: Vec<String>,
+        external_members: Vec<String>,
+    },
+    /// A mail contact (external recipient known to the directory).
+    Contact { address: String },
+    /// Outside the tenant's domains: never acted on.
+    External { address: String },
+    /// In a tenant domain but unknown to the directory.
+    Unknown { address: String },
+}
+
+impl Resolved {
+    /// The failure reason retracting *this address itself* would have, if any.
+    pub fn failure_reason(&self) -> Option<FailureReason> {
+        match self {
+            Resolved::Mailbox { .. } => None,
+            Resolved::Group { .. } | Resolved::Unknown { .. } => Some(FailureReason::NotAMailbox),
+            Resolved::Contact { .. } | Resolved::External { .. } => Some(FailureReason::External),
+        }
+    }
+}
+
+/// One copy of a message in one mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocatedCopy {
+    pub mailbox: String,
+    /// Provider id (Graph: changes on every move; Gmail: immutable).
+    pub id: String,
+    pub internet_message_id: String,
+    pub folder: Folder,
+    /// Graph `parentFolderId` (opaque) or the Gmail label ids, as the provider gave them.
+    pub provider_folder: String,
+    pub read: bool,
+    /// Graph `conversationId` / Gmail `threadId`.
+    pub conversation_id: String,
+    pub received: Option<DateTime<Utc>>,
+}
+
+/// What an action or restore did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub mailbox: String,
+    pub internet_message_id: String,
+    /// Id before the call.
+    pub old_id: String,
+    /// Id after (Graph move returns a new one; `None` when the copy left the visible mailbox).
+    pub new_id: Option<String>,
+    pub from: Folder,
+    pub to: Folder,
+    /// The action actually performed (soft_delete is trash on Gmail).
+    pub action: RetractAction,
+    /// Read state at the moment of retraction.
+    pub was_read: bool,
+    /// Provider-specific note, e.g. "soft_delete mapped to trash on Gmail".
+    pub detail: String,
+}
+
+/// Trace-ready metadata of one message in one mailbox (for trace sync).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageMeta {
+    pub mailbox: String,
+    pub id: String,
+    pub internet_message_id: String,
+    pub from: String,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub subject: String,
+    pub date: Option<DateTime<Utc>>,
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+    pub folder: Folder,
+    pub read: bool,
+    pub conversation_id: String,
+    /// Every header the provider returned, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Retract status of one domain (doctor).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum DomainRetract {
+    Granted,
+    /// Missing permission: which one, and the provider's words.
+    Missing {
+        permission: String,
+        detail: String,
+    },
+    NotInTenant,
+    /// The probe could not tell (no user to probe, provider error).
+    Unknown {
+        detail: String,
+    },
+}
+
+impl fmt::Display for DomainRetract {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DomainRetract::Granted => f.write_str("Granted"),
+            DomainRetract::Missing { permission, .. } => {
+                write!(f, "Missing permission ({permission})")
+            }
+            DomainRetract::NotInTenant => f.write_str("Not in tenant"),
+            DomainRetract::Unknown { detail } => write!(f, "Unknown ({detail})"),
+        }
+    }
+}
+
+/// One row of the doctor's domain table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainStatus {
+    pub domain: String,
+    pub configured: bool,
+    pub in_tenant: bool,
+    pub retract: DomainRetract,
+}
+
+/// What the credentials may do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permissions {
+    /// Whether a token was obtained, or the exact reason not.
+    pub token: Result<(), String>,
+    pub granted: Vec<String>,
+    pub needed: Vec<String>,
+    pub missing: Vec<String>,
+    /// Microsoft: the admin consent URL. Google: where to enter the DWD client id and scopes.
+    pub how_to_grant: String,
+}
+
+/// One unit of bulk work: retract a message from a mailbox (locating it there first when
+/// `copy` is `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkItem {
+    /// Caller's key (e.g. the job item id), echoed in progress events.
+    pub key: u64,
+    pub mailbox: String,
+    pub internet_message_id: String,
+    pub copy: Option<LocatedCopy>,
+}
+
+/// Progress of a bulk retraction, reported as soon as known.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProgressEvent {
+    /// The mutating call for this item is about to be sent (commit `in_flight` now).
+    InFlight { key: u64, copy: LocatedCopy },
+    /// The item's final outcome.
+    Finished {
+        key: u64,
+        outcome: Result<Applied, Failure>,
+    },
+    /// The client is waiting because the provider throttled it.
+    Throttled { seconds: f64 },
+}
+
+/// A configured provider connection.
+#[derive(Clone)]
+pub enum ProviderClient {
+    Graph(Arc<graph::GraphClient>),
+    Gmail(Arc<gmail::GmailClient>),
+}
+
+impl fmt::Debug for ProviderClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProviderClient::Graph(c) => write!(f, "ProviderClient::Graph({})", c.tenant_name()),
+            ProviderClient::Gmail(c) => write!(f, "ProviderClient::Gmail({})", c.tenant_name()),
+        }
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $c:ident => $e:expr) => {
+        match $self {
+            ProviderClient::Graph($c) => $e,
+            ProviderClient::Gmail($c) => $e,
+        }
+    };
+}
+
+impl ProviderClient {
+    /// Builds the client for one tenant: reads its secret or key material now (so a bad file is
+    /// reported before any work starts); no network traffic until the first call.
+    pub fn new(config: &Config, tenant: &TenantConfig) -> Result<ProviderClient, ProviderError> {
+        Ok(match tenant.kind {
+            TenantKind::Microsoft365 => {
+                ProviderClient::Graph(Arc::new(graph::GraphClient::new(config, tenant)?))
+            }
+            TenantKind::GoogleWorkspace => {
+                ProviderClient::Gmail(Arc::new(gmail::GmailClient::new(config, tenant)?))
+            }
+        })
+    }
+
+    pub fn kind(&self) -> TenantKind {
+        match self {
+            ProviderClient::Graph(_) => TenantKind::Microsoft365,
+            ProviderClient::Gmail(_) => TenantKind::GoogleWorkspace,
+        }
+    }
+
+    pub fn tenant_name(&self) -> &str {
+        dispatch!(self, c => c.tenant_name())
+    }
+
+    /// What an address is: mailbox, group (with its transitive member mailboxes), contact,
+    /// external or unknown.
+    pub async fn resolve(&self, address: &str) -> Result<Resolved, Failure> {
+        dispatch!(self, c => c.resolve(address).await)
+    }
+
+    /// Every copy of an Internet Message-ID in a mailbox (also in Junk/Trash/Spam).
+    pub async fn locate(
+        &self,
+        mailbox: &str,
+        internet_message_id: &str,
+    ) -> Result<Vec<LocatedCopy>, Failure> {
+        let mid = errors::checked_message_id(internet_message_id)?;
+        dispatch!(self, c => c.locate(mailbox, &mid).await)
+    }
+
+    /// The messages of a conversation (Graph `conversationId`) / thread (Gmail `threadId`).
+    pub async fn conversation(
+        &self,
+        mailbox: &str,
+        conversation_id: &str,
+    ) -> Result<Vec<LocatedCopy>, Failure> {
+        dispatch!(self, c => c.conversation(mailbox, conversation_id).await)
+    }
+
+    /// Applies one action to one located copy (per the action table of DESIGN §2).
+    pub async fn apply(
+        &self,
+        copy: &LocatedCopy,
+        action: RetractAction,
+    ) -> Result<Applied, Failure> {
+        let item = BulkItem {
+            key: 0,
+            mailbox: copy.mailbox.clone(),
+            internet_message_id: copy.internet_message_id.clone(),
+            copy: Some(copy.clone()),
+        };
+        let mut out = Err(errors::internal("no outcome"));
+        self.retract_many(vec![item], action, |e| {
+            if let ProgressEvent::Finished { outcome, .. } = e {
+                out = outcome;
+            }
+        })
+        .await;
+        out
+    }
+
+    /// Puts a retracted copy back into `original_folder`. `current_id` is the id recorded after
+    /// the action (if any); when it is gone the copy is located again by Message-ID.
+    pub async fn restore(
+        &self,
+        mailbox: &str,
+        internet_message_id: &str,
+        current_id: Option<&str>,
+        original_folder: &Folder,
+    ) -> Result<Applied, Failure> {
+        let mid = errors::checked_message_id(internet_message_id)?;
+        dispatch!(self, c => c.restore(mailbox, &mid, current_id, original_folder).await)
+    }
+
+    /// Retracts many items through the scheduler with batching. `progress` is called with
+    /// `InFlight` before each mutating call and `Finished` as soon as an item's outcome is known.
+    pub async fn retract_many<F>(&self, items: Vec<BulkItem>, action: RetractAction, progress: F)
+    where
+        F: FnMut(ProgressEvent) + Send,
+    {
+        match self {
+            ProviderClient::Graph(c) => scheduler::run(c.clone(), items, action, progress).await,
+            ProviderClient::Gmail(c) => scheduler::run(c.clone(), items, action, progress).await,
+        }
+    }
+
+    /// Every mailbox of the tenant (addresses).
+    pub async fn list_mailboxes(&self) -> Result<Vec<String>, Failure> {
+        dispatch!(self, c => c.list_mailboxes().await)
+    }
+
+    /// Messages received in a mailbox since `since`, with trace-ready metadata.
+    pub async fn list_recent_messages(
+        &self,
+        mailbox: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<MessageMeta>, Failure> {
+        dispatch!(self, c => c.list_recent_messages(mailbox, since).await)
+    }
+
+    /// Domains of the tenant and whether retraction is granted in each (doctor).
+    pub async fn domains_status(&self) -> Result<Vec<DomainStatus>, Failure> {
+        dispatch!(self, c => c.domains_status().await)
+    }
+
+    /// Token, granted vs needed permissions, and how to grant (doctor).
+    pub async fn permissions(&self) -> Permissions {
+        dispatch!(self, c => c.permissions().await)
+    }
+}

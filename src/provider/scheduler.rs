@@ -1,0 +1,509 @@
+//! The per-tenant scheduler: runs items through locate → act (→ verify) as batched rounds,
+//! within the tenant's limits (DESIGN §3):
+//! - at most `limits.max_in_flight` sub-requests in flight for the tenant,
+//! - at most `limits.per_mailbox` per mailbox (Graph allows 4),
+//! - Gmail quota units per user within `gmail_units_per_second` (token bucket),
+//! - `Retry-After` honoured (fractions too), otherwise exponential backoff with jitter,
+//! - a mutation answered by 5xx or a dropped connection is never re-sent blindly: the copy is
+//!   located again first (Graph ids change on move: the old id gone means the move happened).
+
+use super::errors::{Failure, Operation, classify, is_rate_limited, is_server_error};
+use super::http::{SubRequest, SubResponse, backoff};
+use super::{Applied, BulkItem, LocatedCopy, ProgressEvent};
+use crate::config::LimitConfig;
+use crate::model::{FailureReason, RetractAction, address_domain};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Where an item is in its life.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Find the copies of the Message-ID in the mailbox.
+    Locate,
+    /// Provider-specific follow-up of a locate (Graph folder ids, Gmail message gets).
+    Resolve(Vec<serde_json::Value>),
+    /// Send the action for this copy.
+    Act(LocatedCopy),
+    /// The action's outcome is unknown: look again.
+    Verify(LocatedCopy),
+    Done(Result<Applied, Failure>),
+}
+
+/// One item being worked on.
+#[derive(Debug, Clone)]
+pub struct Work {
+    pub key: u64,
+    pub mailbox: String,
+    pub internet_message_id: String,
+    pub step: Step,
+    pub attempts: u32,
+    pub auth_retried: bool,
+    pub in_flight_sent: bool,
+}
+
+/// What a provider contributes to the scheduler.
+pub trait Backend: Send + Sync + 'static {
+    fn limits(&self) -> &LimitConfig;
+    fn pacer(&self) -> &Pacer;
+    /// Sub-requests per batch (Graph 20, Gmail 50).
+    fn batch_max(&self) -> usize;
+    /// Whether a mailbox address is in one of the tenant's domains.
+    fn is_internal(&self, mailbox: &str) -> impl Future<Output = Result<bool, Failure>> + Send;
+    /// Sends sub-requests (one batch, or one plain request when there is one). A transport
+    /// failure is reported for every sub-request of the batch.
+    fn send(
+        &self,
+        requests: &[SubRequest],
+    ) -> impl Future<Output = Vec<Result<SubResponse, Failure>>> + Send;
+    /// Forgets the token used for this mailbox (after a 401).
+    fn invalidate(&self, mailbox: &str) -> impl Future<Output = ()> + Send;
+    /// The sub-requests of the item's current step.
+    fn requests(&self, work: &Work, action: RetractAction) -> Vec<SubRequest>;
+    /// Moves the item on, given final (non-retryable) responses to those sub-requests.
+    fn advance(&self, work: &mut Work, action: RetractAction, responses: &[SubResponse]);
+}
+
+/// Concurrency and quota gates of one tenant.
+pub struct Pacer {
+    tenant: Arc<Semaphore>,
+    tenant_size: usize,
+    per_mailbox: usize,
+    mailboxes: Mutex<HashMap<String, Arc<Semaphore>>>,
+    units_per_second: Option<f64>,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl Pacer {
+    pub fn new(limits: &LimitConfig, gmail: bool) -> Pacer {
+        let size = limits.max_in_flight.max(1);
+        Pacer {
+            tenant: Arc::new(Semaphore::new(size)),
+            tenant_size: size,
+            per_mailbox: limits.per_mailbox.max(1),
+            mailboxes: Mutex::new(HashMap::new()),
+            units_per_second: gmail.then_some(f64::from(limits.gmail_units_per_second.max(1))),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Holds tenant and mailbox slots for these sub-requests (mailboxes in sorted order, so
+    /// two batches never wait on each other in a cycle), and spends Gmail quota units.
+    pub async fn enter(&self, requests: &[SubRequest]) -> Vec<OwnedSemaphorePermit> {
+        let mut permits = Vec::new();
+        let n = (requests.len() as u32).min(self.tenant_size as u32).max(1);
+        if let Ok(p) = self.tenant.clone().acquire_many_owned(n).await {
+            permits.push(p);
+        }
+        let mut per: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+        for r in requests {
+            let e = per.entry(r.mailbox.to_ascii_lowercase()).or_default();
+            e.0 += 1;
+            e.1 += r.units;
+        }
+        for (mailbox, (count, units)) in per {
+            let sem = {
+                let mut map = self.mailboxes.lock().unwrap_or_else(|p| p.into_inner());
+                map.entry(mailbox.clone())
+                    .or_insert_with(|| Arc::new(Semaphore::new(self.per_mailbox)))
+                    .clone()
+            };
+            let take = count.min(self.per_mailbox as u32);
+            if let Ok(p) = sem.acquire_many_owned(take).await {
+                permits.push(p);
+            }
+            self.spend(&mailbox, units).await;
+        }
+        permits
+    }
+
+    /// Waits until `units` are available in the user's bucket (capacity one second's worth).
+    pub async fn spend(&self, mailbox: &str, units: u32) {
+        let wait = self.reserve(mailbox, units);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Takes `units` from the user's bucket; returns how long to wait before sending.
+    pub fn reserve(&self, mailbox: &str, units: u32) -> Duration {
+        let Some(rate) = self.units_per_second else {
+            return Duration::ZERO;
+        };
+        if units == 0 {
+            return Duration::ZERO;
+        }
+        {
+            let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let (level, last) = map.entry(mailbox.to_string()).or_insert((rate, now));
+            *level = (*level + rate * now.duration_since(*last).as_secs_f64()).min(rate);
+            *last = now;
+            *level -= f64::from(units);
+            if *level >= 0.0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(-*level / rate)
+            }
+        }
+    }
+}
+
+/// First non-gone copy, or `already_gone` (nothing found, or every copy already in
+/// Junk/Trash/Spam/recoverable: no call is made).
+pub fn choose(copies: Vec<LocatedCopy>, mailbox: &str) -> Step {
+    if copies.is_empty() {
+        return Step::Done(Err(Failure::new(
+            FailureReason::AlreadyGone,
+            None,
+            "not_found",
+            format!("no copy in {mailbox}"),
+        )));
+    }
+    match copies.iter().find(|c| !c.folder.is_gone()) {
+        Some(c) => Step::Act(c.clone()),
+        None => Step::Done(Err(Failure::new(
+            FailureReason::AlreadyGone,
+            None,
+            "already_moved",
+            format!("the copy is already in {}", copies[0].folder),
+        ))),
+    }
+}
+
+/// The first non-2xx response classified, if any.
+pub fn first_error(responses: &[SubResponse], op: Operation) -> Option<Failure> {
+    responses
+        .iter()
+        .find(|r| !r.ok())
+        .map(|r| classify(r.status, &r.body, op))
+}
+
+/// Runs items to completion, reporting progress as it happens.
+pub async fn run<B: Backend, F>(
+    backend: Arc<B>,
+    items: Vec<BulkItem>,
+    action: RetractAction,
+    progress: F,
+) where
+    F: FnMut(ProgressEvent) + Send,
+{
+    let progress = Mutex::new(progress);
+    let emit = |e: ProgressEvent| {
+        let mut f = progress.lock().unwrap_or_else(|p| p.into_inner());
+        (*f)(e);
+    };
+    if action == RetractAction::NoAction {
+        for item in items {
+            emit(ProgressEvent::Finished {
+                key: item.key,
+                outcome: Err(Failure::new(
+                    FailureReason::ProviderError,
+                    None,
+                    "no_action",
+                    "no action requested",
+                )),
+            });
+        }
+        return;
+    }
+    let mut works = Vec::with_capacity(items.len());
+    for item in items {
+        let step = match backend.is_internal(&item.mailbox).await {
+            Ok(false) => Step::Done(Err(Failure::new(
+                FailureReason::External,
+                None,
+                "external",
+                format!(
+                    "{} is outside the tenant's domains ({})",
+                    item.mailbox,
+                    address_domain(&item.mailbox).unwrap_or_default()
+                ),
+            ))),
+            Err(f) => Step::Done(Err(f)),
+            Ok(true) => match item.copy {
+                Some(c) => choose(vec![c], &item.mailbox),
+                None => Step::Locate,
+            },
+        };
+        let work = Work {
+            key: item.key,
+            mailbox: item.mailbox,
+            internet_message_id: item.internet_message_id,
+            step,
+            attempts: 0,
+            auth_retried: false,
+            in_flight_sent: false,
+        };
+        if let Step::Done(outcome) = &work.step {
+            emit(ProgressEvent::Finished {
+                key: work.key,
+                outcome: outcome.clone(),
+            });
+        } else {
+            works.push(work);
+        }
+    }
+    let chunk = backend.batch_max().max(1);
+    let mut chunks: Vec<Vec<Work>> = Vec::new();
+    let mut iter = works.into_iter().peekable();
+    while iter.peek().is_some() {
+        chunks.push(iter.by_ref().take(chunk).collect());
+    }
+    let mut running: FuturesUnordered<_> = chunks
+        .into_iter()
+        .map(|c| run_chunk(backend.as_ref(), c, action, &emit))
+        .collect();
+    while running.next().await.is_some() {}
+}
+
+async fn run_chunk<B: Backend>(
+    backend: &B,
+    mut works: Vec<Work>,
+    action: RetractAction,
+    emit: &(impl Fn(ProgressEvent) + Sync),
+) {
+    let max_attempts = backend.limits().max_attempts.max(1);
+    loop {
+        let active: Vec<usize> = (0..works.len())
+            .filter(|&i| !matches!(works[i].step, Step::Done(_)))
+            .collect();
+        if active.is_empty() {
+            return;
+        }
+        // Build this round's sub-requests; `owner[j]` is the work index of request j.
+        let mut requests = Vec::new();
+        let mut owner = Vec::new();
+        for &i in &active {
+            if let Step::Act(copy) = &works[i].step
+                && !works[i].in_flight_sent
+            {
+                let event = ProgressEvent::InFlight {
+                    key: works[i].key,
+                    copy: copy.clone(),
+                };
+                works[i].in_flight_sent = true;
+                emit(event);
+            }
+            for r in backend.requests(&works[i], action) {
+                requests.push(r);
+                owner.push(i);
+            }
+        }
+        let mut results: Vec<Option<Result<SubResponse, Failure>>> = vec![None; requests.len()];
+        let batch = backend.batch_max().max(1);
+        let mut sends = FuturesUnordered::new();
+        for (b, group) in requests.chunks(batch).enumerate() {
+            sends.push(async move {
+                let _permits = backend.pacer().enter(group).await;
+                (b, backend.send(group).await)
+            });
+        }
+        while let Some((b, answers)) = sends.next().await {
+            for (k, a) in answers.into_iter().enumerate() {
+                if let Some(slot) = results.get_mut(b * batch + k) {
+                    *slot = Some(a);
+                }
+            }
+        }
+        // Per item: retry what is safe, verify uncertain mutations, advance the rest.
+        let mut delay = 0f64;
+        for &i in &active {
+            let mine: Vec<Result<SubResponse, Failure>> = owner
+                .iter()
+                .zip(results.iter_mut())
+                .filter(|(o, _)| **o == i)
+                .map(|(_, r)| {
+                    r.take()
+                        .unwrap_or_else(|| Err(super::errors::transport("no response")))
+                })
+                .collect();
+            let work = &mut works[i];
+            let mutating = matches!(work.step, Step::Act(_));
+            let transport_or_5xx = mine.iter().find_map(|r| match r {
+                Err(f) => Some(f.clone()),
+                Ok(r) if is_server_error(r.status) => {
+                    Some(classify(r.status, &r.body, Operation::Read))
+                }
+                Ok(_) => None,
+            });
+            let limited = mine.iter().find_map(|r| match r {
+                Ok(r)
+                    if is_rate_limited(r.status, &super::errors::error_code_message(&r.body).0) =>
+                {
+                    Some(r.clone())
+                }
+                _ => None,
+            });
+            let unauthorized = mine.iter().any(|r| matches!(r, Ok(r) if r.status == 401));
+            if let Some(r) = limited {
+                work.attempts += 1;
+                if work.attempts >= max_attempts {
+                    let mut f = classify(r.status, &r.body, Operation::Read);
+                    f.reason = FailureReason::Throttled;
+                    work.step = Step::Done(Err(f));
+                } else {
+                    let wait = r
+                        .retry_after
+                        .unwrap_or_else(|| backoff(work.attempts).as_secs_f64());
+                    delay = delay.max(wait);
+                }
+            } else if let Some(f) = transport_or_5xx {
+                work.attempts += 1;
+                if work.attempts >= max_attempts {
+                    work.step = Step::Done(Err(f));
+                } else {
+                    if mutating && let Step::Act(copy) = &work.step {
+                        tracing::debug!(mailbox = %work.mailbox, "outcome unknown; locating again");
+                        work.step = Step::Verify(copy.clone());
+                    }
+                    delay = delay.max(backoff(work.attempts).as_secs_f64());
+                }
+            } else if unauthorized && !work.auth_retried {
+                work.auth_retried = true;
+                backend.invalidate(&work.mailbox).await;
+            } else {
+                let ok: Vec<SubResponse> = mine.into_iter().filter_map(Result::ok).collect();
+                backend.advance(work, action, &ok);
+            }
+            if let Step::Done(outcome) = &work.step {
+                emit(ProgressEvent::Finished {
+                    key: work.key,
+                    outcome: outcome.clone(),
+                });
+            }
+        }
+        if delay > 0.0 {
+            emit(ProgressEvent::Throttled { seconds: delay });
+            tokio::time::sleep(Duration::from_secs_f64(delay)).await;
+        }
+    }
+}
+
+/// Sends one sub-request outside a bulk run, with the same rules: 429 / rate limits wait and
+/// retry, 401 refreshes the token once, a read answered by 5xx or a drop is retried. A mutation
+/// answered by 5xx or a drop comes back as `Err` with code `uncertain`: the caller must look
+/// before trying again. Non-2xx final answers come back as `Ok` for the caller to classify.
+pub async fn call<B: Backend>(backend: &B, request: SubRequest) -> Result<SubResponse, Failure> {
+    let max_attempts = backend.limits().max_attempts.max(1);
+    let mut attempts = 0;
+    let mut refreshed = false;
+    loop {
+        attempts += 1;
+        let answer = {
+            let _permits = backend.pacer().enter(std::slice::from_ref(&request)).await;
+            backend
+                .send(std::slice::from_ref(&request))
+                .await
+                .pop()
+                .unwrap_or_else(|| Err(super::errors::transport("no response")))
+        };
+        let uncertain = match &answer {
+            Err(f) => Some(f.clone()),
+            Ok(r) if is_server_error(r.status) => {
+                Some(classify(r.status, &r.body, Operation::Read))
+            }
+            Ok(_) => None,
+        };
+        if let Some(mut f) = uncertain {
+            if request.mutating {
+                f.code = "uncertain".into();
+                return Err(f);
+            }
+            if attempts >= max_attempts {
+                return Err(f);
+            }
+            tokio::time::sleep(backoff(attempts)).await;
+            continue;
+        }
+        let Ok(r) = answer else {
+            return Err(super::errors::internal("unreachable"));
+        };
+        if is_rate_limited(r.status, &super::errors::error_code_message(&r.body).0) {
+            if attempts >= max_attempts {
+                let mut f = classify(r.status, &r.body, Operation::Read);
+                f.reason = FailureReason::Throttled;
+                return Err(f);
+            }
+            let wait = r
+                .retry_after
+                .unwrap_or_else(|| backoff(attempts).as_secs_f64());
+            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+            continue;
+        }
+        if r.status == 401 && !refreshed {
+            refreshed = true;
+            backend.invalidate(&request.mailbox).await;
+            continue;
+        }
+        return Ok(r);
+    }
+}
+
+/// `call`, then classify a non-2xx answer with `op`.
+pub async fn call_ok<B: Backend>(
+    backend: &B,
+    request: SubRequest,
+    op: Operation,
+) -> Result<SubResponse, Failure> {
+    let r = call(backend, request).await?;
+    if r.ok() {
+        Ok(r)
+    } else {
+        Err(classify(r.status, &r.body, op))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Folder;
+
+    fn copy(folder: Folder) -> LocatedCopy {
+        LocatedCopy {
+            mailbox: "a@x.com".into(),
+            id: "1".into(),
+            internet_message_id: "<m@x>".into(),
+            folder,
+            provider_folder: String::new(),
+            read: false,
+            conversation_id: "c".into(),
+            received: None,
+        }
+    }
+
+    #[test]
+    fn copies_already_in_junk_or_trash_are_gone_without_a_call() {
+        match choose(vec![copy(Folder::Trash)], "a@x.com") {
+            Step::Done(Err(f)) => assert_eq!(f.reason, FailureReason::AlreadyGone),
+            other => panic!("{other:?}"),
+        }
+        match choose(vec![copy(Folder::Junk), copy(Folder::Inbox)], "a@x.com") {
+            Step::Act(c) => assert_eq!(c.folder, Folder::Inbox),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(choose(vec![], "a@x.com"), Step::Done(Err(_))));
+    }
+
+    #[test]
+    fn gmail_bucket_spends_units_per_user() {
+        let limits = LimitConfig {
+            gmail_units_per_second: 100,
+            ..Default::default()
+        };
+        let pacer = Pacer::new(&limits, true);
+        assert_eq!(pacer.reserve("u", 100), Duration::ZERO); // the full bucket
+        let wait = pacer.reserve("u", 20); // needs 0.2 s of refill
+        assert!(
+            wait > Duration::from_millis(150) && wait <= Duration::from_millis(200),
+            "{wait:?}"
+        );
+        assert_eq!(pacer.reserve("v", 50), Duration::ZERO); // another user's own bucket
+        let graph = Pacer::new(&limits, false);
+        assert_eq!(graph.reserve("u", 1000), Duration::ZERO);
+    }
+}

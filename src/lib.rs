@@ -8,3 +8,5 @@ pub mod config;
 pub mod lab;
 pub mod model;
 pub mod secret;
+pub mod store;
+pub mod trace;

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod lab;
+mod search;
+mod trace;
 
 /// Exit codes (DESIGN §8).
 pub mod exit {
@@ -36,6 +38,10 @@ pub struct Cli {
 pub enum Command {
     /// The local Microsoft Graph + Gmail + OAuth emulator.
     Lab(lab::LabArgs),
+    /// Fill the mail trace (ingest EML, Maildir, mbox, journal reports, verdict feeds).
+    Trace(trace::TraceArgs),
+    /// Search the mail trace.
+    Search(search::SearchArgs),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -54,6 +60,12 @@ pub fn main() -> ExitCode {
     };
     let code = match cli.command {
         Some(Command::Lab(args)) => lab::run(args),
+        Some(Command::Trace(args)) => {
+            trace::run(args, cli.config.as_deref(), cli.data_dir.as_deref())
+        }
+        Some(Command::Search(args)) => {
+            search::run(args, cli.config.as_deref(), cli.data_dir.as_deref())
+        }
         None => {
             eprintln!("clawback: no command given; try `clawback --help` or `clawback lab serve`");
             exit::USAGE

@@ -358,7 +358,8 @@ impl Store {
     fn fill_details(&self, rec: &mut TraceRecord) -> Result<(), StoreError> {
         let Some(id) = rec.id else { return Ok(()) };
         let mut stmt = self.conn.prepare_cached(
-            "SELECT address, kind FROM trace_recipient WHERE trace_id = ?1 ORDER BY kind, address",
+            "SELECT address, kind FROM trace_recipient WHERE trace_id = ?1 ORDER BY \
+             CASE kind WHEN 'envelope' THEN 0 WHEN 'to' THEN 1 WHEN 'cc' THEN 2 ELSE 3 END, address",
         )?;
         rec.recipients = stmt
             .query_map([id], |r| {

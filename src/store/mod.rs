@@ -49,7 +49,13 @@ pub enum StoreError {
 pub struct Store {
     pub(crate) conn: Connection,
     path: Option<PathBuf>,
+    /// Rows of the newest-first search window (see `Store::search_at`).
+    pub(crate) search_window: usize,
+    /// `((newest id, window rows), (since, id floor))` of the windows computed for the newest id.
+    pub(crate) window_cache: std::cell::RefCell<Vec<WindowCache>>,
 }
+
+pub(crate) type WindowCache = ((i64, usize), Option<(i64, i64)>);
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -102,14 +108,50 @@ impl Store {
     fn prepare(conn: Connection, path: Option<PathBuf>) -> Result<Store, StoreError> {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let mut store = Store { conn, path };
+        let mut store = Store {
+            conn,
+            path,
+            search_window: trace::RECENT_WINDOW,
+            window_cache: std::cell::RefCell::new(Vec::new()),
+        };
         migrations::migrate(&mut store.conn, store.path.as_deref())?;
         Ok(store)
+    }
+
+    /// Sets the newest-first search window (rows; 0 disables it). Results do not depend on it,
+    /// only speed does; tests use a small window to exercise both search strategies.
+    pub fn set_search_window(&mut self, rows: usize) {
+        self.search_window = rows;
     }
 
     /// Where the store lives (`None` for an in-memory store).
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
+    }
+
+    /// Refreshes the planner statistics (`PRAGMA optimize`, which runs ANALYZE where useful) and
+    /// checkpoints the WAL. Call after large ingests.
+    pub fn optimize(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch("PRAGMA optimize=0x10002;")?;
+        if self.path.is_some() {
+            self.conn
+                .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+        }
+        Ok(())
+    }
+
+    /// Bytes on disk: the store file plus its WAL (0 for an in-memory store).
+    pub fn file_size(&self) -> Result<u64, StoreError> {
+        let Some(p) = &self.path else { return Ok(0) };
+        let mut total = 0;
+        for suffix in ["", "-wal"] {
+            let mut f = p.clone().into_os_string();
+            f.push(suffix);
+            if let Ok(m) = std::fs::metadata(&f) {
+                total += m.len();
+            }
+        }
+        Ok(total)
     }
 
     /// The schema version the store is at.

@@ -11,7 +11,7 @@ use crate::trace::query::{AddressFilter, DispositionFilter, Query, Term};
 use crate::trace::{Recipient, RecipientKind};
 use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, Row, Transaction, params, params_from_iter};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 pub use crate::trace::TraceRecord;
 
@@ -86,6 +86,9 @@ CREATE VIRTUAL TABLE trace_fts USING fts5 (
     tokenize = 'unicode61 remove_diacritics 2'
 );
 "#;
+
+/// Rows in the newest-first window a search tries before running unbounded.
+pub const RECENT_WINDOW: usize = 10_000;
 
 /// What storing one record did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,10 +228,7 @@ impl Store {
             .query_row([id], row_to_record)
             .optional()?;
         match rec {
-            Some(mut r) => {
-                self.fill_details(&mut r)?;
-                Ok(Some(r))
-            }
+            Some(r) => Ok(self.with_details(vec![r])?.pop()),
             None => Ok(None),
         }
     }
@@ -241,13 +241,10 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM trace t WHERE t.message_id = ?1 ORDER BY t.tenant"
         ))?;
-        let mut recs = stmt
+        let recs = stmt
             .query_map([id], row_to_record)?
             .collect::<Result<Vec<_>, _>>()?;
-        for r in &mut recs {
-            self.fill_details(r)?;
-        }
-        Ok(recs)
+        self.with_details(recs)
     }
 
     /// Records whose In-Reply-To or References name any of `message_ids` (one step of the
@@ -284,6 +281,13 @@ impl Store {
     }
 
     /// [`Store::search`] with an explicit "now" (Unix seconds) for relative times.
+    ///
+    /// Results are newest first, so the query is first run inside the newest 1/20 of
+    /// [`RECENT_WINDOW`] rows, then inside all of it, with every subquery bounded to the window's
+    /// smallest id (cheap even for words that match most of the trace while ids follow arrival
+    /// order). If a window yields `offset + limit` rows they are the answer (every row outside it
+    /// is older), so the result is exact. Otherwise (a selective query, or one about older mail)
+    /// the query runs unbounded, driven by its indexes.
     pub fn search_at(
         &self,
         query: &Query,
@@ -291,22 +295,134 @@ impl Store {
         offset: usize,
         now: i64,
     ) -> Result<Vec<TraceRecord>, StoreError> {
-        let mut c = Compiler {
-            params: Vec::new(),
-            now,
-        };
+        let want = limit.saturating_add(offset);
+        if want == 0 {
+            return Ok(Vec::new());
+        }
+        for window in [self.search_window / 20, self.search_window] {
+            if window == 0 || want.saturating_mul(2) > window {
+                continue;
+            }
+            let Some((since, floor)) = self.recent_window(window)? else {
+                continue;
+            };
+            let mut c = Compiler::new(now, Some(floor));
+            let cond = c.compile(query);
+            let since = c.bind(since);
+            let recs = self.select(
+                &format!("t.received >= {since} AND ({cond})"),
+                c.params,
+                want,
+                0,
+            )?;
+            if recs.len() >= want {
+                return self.with_details(recs.into_iter().skip(offset).collect());
+            }
+        }
+        let mut c = Compiler::new(now, None);
         let cond = c.compile(query);
+        let recs = self.select(&cond, c.params, limit, offset)?;
+        self.with_details(recs)
+    }
+
+    /// `(received, smallest id)` of the rows at least as new as the window's last row;
+    /// `None` when the trace is smaller than the window.
+    fn recent_window(&self, window: usize) -> Result<Option<(i64, i64)>, StoreError> {
+        // Rows are only ever added (received never changes), so the window is valid as long as
+        // the newest row id and the window size are the same.
+        let newest: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT max(id) FROM trace")?
+            .query_row([], |r| r.get(0))?;
+        let Some(newest) = newest else {
+            return Ok(None);
+        };
+        let key = (newest, window);
+        if let Some((_, w)) = self.window_cache.borrow().iter().find(|(k, _)| *k == key) {
+            return Ok(*w);
+        }
+        let since: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT received FROM trace ORDER BY received DESC LIMIT 1 OFFSET ?1")?
+            .query_row([window as i64 - 1], |r| r.get(0))
+            .optional()?;
+        let found = match since {
+            Some(since) => self
+                .conn
+                .prepare_cached("SELECT min(id) FROM trace WHERE received >= ?1")?
+                .query_row([since], |r| r.get::<_, Option<i64>>(0))?
+                .map(|floor| (since, floor)),
+            None => None,
+        };
+        let mut cache = self.window_cache.borrow_mut();
+        cache.retain(|(k, _)| k.0 == newest);
+        cache.push((key, found));
+        Ok(found)
+    }
+
+    fn select(
+        &self,
+        cond: &str,
+        params: Vec<Value>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<TraceRecord>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM trace t WHERE {cond} ORDER BY t.received DESC, t.id DESC LIMIT {} OFFSET {}",
             limit.min(i64::MAX as usize),
             offset.min(i64::MAX as usize)
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let mut recs = stmt
-            .query_map(params_from_iter(c.params), row_to_record)?
+        let recs = stmt
+            .query_map(params_from_iter(params), row_to_record)?
             .collect::<Result<Vec<_>, _>>()?;
-        for r in &mut recs {
-            self.fill_details(r)?;
+        Ok(recs)
+    }
+
+    /// Loads recipients, URLs and attachments of many records with three queries.
+    fn with_details(&self, mut recs: Vec<TraceRecord>) -> Result<Vec<TraceRecord>, StoreError> {
+        if recs.is_empty() {
+            return Ok(recs);
+        }
+        let mut at: HashMap<i64, usize> = HashMap::with_capacity(recs.len());
+        for (i, r) in recs.iter().enumerate() {
+            if let Some(id) = r.id {
+                at.insert(id, i);
+            }
+        }
+        let ids: Vec<i64> = at.keys().copied().collect();
+        for chunk in ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let mut stmt = self.conn.prepare(&format!(
+                "SELECT trace_id, address, kind FROM trace_recipient WHERE trace_id IN ({marks}) ORDER BY trace_id, \
+                 CASE kind WHEN 'envelope' THEN 0 WHEN 'to' THEN 1 WHEN 'cc' THEN 2 ELSE 3 END, address"
+            ))?;
+            let mut rows = stmt.query(params_from_iter(chunk))?;
+            while let Some(row) = rows.next()? {
+                let kind: String = row.get(2)?;
+                if let Some(&i) = at.get(&row.get::<_, i64>(0)?) {
+                    recs[i].recipients.push(Recipient {
+                        address: row.get(1)?,
+                        kind: RecipientKind::parse(&kind).unwrap_or(RecipientKind::To),
+                    });
+                }
+            }
+            for (table, column) in [("trace_url", "url"), ("trace_attachment", "sha256")] {
+                let mut stmt = self.conn.prepare(&format!(
+                    "SELECT trace_id, {column} FROM {table} WHERE trace_id IN ({marks}) ORDER BY trace_id, {column}"
+                ))?;
+                let mut rows = stmt.query(params_from_iter(chunk))?;
+                while let Some(row) = rows.next()? {
+                    if let Some(&i) = at.get(&row.get::<_, i64>(0)?) {
+                        let v: String = row.get(1)?;
+                        if table == "trace_url" {
+                            recs[i].urls.push(v);
+                        } else {
+                            recs[i].attachments.push(v);
+                        }
+                    }
+                }
+            }
         }
         Ok(recs)
     }
@@ -318,10 +434,7 @@ impl Store {
 
     /// [`Store::count`] with an explicit "now".
     pub fn count_at(&self, query: &Query, now: i64) -> Result<u64, StoreError> {
-        let mut c = Compiler {
-            params: Vec::new(),
-            now,
-        };
+        let mut c = Compiler::new(now, None);
         let cond = c.compile(query);
         let n: i64 = self
             .conn
@@ -340,10 +453,7 @@ impl Store {
 
     /// The SQL plan of a query (for benchmarks and debugging).
     pub fn explain_search(&self, query: &Query) -> Result<Vec<String>, StoreError> {
-        let mut c = Compiler {
-            params: Vec::new(),
-            now: 0,
-        };
+        let mut c = Compiler::new(0, None);
         let cond = c.compile(query);
         let sql = format!(
             "EXPLAIN QUERY PLAN SELECT {COLUMNS} FROM trace t WHERE {cond} ORDER BY t.received DESC, t.id DESC LIMIT 50"
@@ -353,36 +463,6 @@ impl Store {
             .query_map(params_from_iter(c.params), |r| r.get::<_, String>(3))?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
-    }
-
-    fn fill_details(&self, rec: &mut TraceRecord) -> Result<(), StoreError> {
-        let Some(id) = rec.id else { return Ok(()) };
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT address, kind FROM trace_recipient WHERE trace_id = ?1 ORDER BY \
-             CASE kind WHEN 'envelope' THEN 0 WHEN 'to' THEN 1 WHEN 'cc' THEN 2 ELSE 3 END, address",
-        )?;
-        rec.recipients = stmt
-            .query_map([id], |r| {
-                let kind: String = r.get(1)?;
-                Ok(Recipient {
-                    address: r.get(0)?,
-                    kind: RecipientKind::parse(&kind).unwrap_or(RecipientKind::To),
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT url FROM trace_url WHERE trace_id = ?1 ORDER BY url")?;
-        rec.urls = stmt
-            .query_map([id], |r| r.get(0))?
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT sha256 FROM trace_attachment WHERE trace_id = ?1 ORDER BY sha256",
-        )?;
-        rec.attachments = stmt
-            .query_map([id], |r| r.get(0))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(())
     }
 }
 
@@ -559,12 +639,35 @@ fn fts_phrase(text: &str) -> Option<String> {
     })
 }
 
+/// Compiles a [`Query`] to a WHERE condition over `trace t` with positional parameters.
 struct Compiler {
     params: Vec<Value>,
     now: i64,
+    /// Placeholder of the smallest row id that can match (the recent-window strategy); every
+    /// subquery is bounded by it so it only materializes ids inside the window.
+    id_floor: Option<String>,
 }
 
 impl Compiler {
+    fn new(now: i64, id_floor: Option<i64>) -> Compiler {
+        let mut c = Compiler {
+            params: Vec::new(),
+            now,
+            id_floor: None,
+        };
+        if let Some(f) = id_floor {
+            c.id_floor = Some(c.bind(f));
+        }
+        c
+    }
+
+    fn floor(&self, column: &str) -> String {
+        match &self.id_floor {
+            Some(p) => format!(" AND {column} >= {p}"),
+            None => String::new(),
+        }
+    }
+
     fn bind(&mut self, v: impl Into<Value>) -> String {
         self.params.push(v.into());
         format!("?{}", self.params.len())
@@ -588,7 +691,8 @@ impl Compiler {
 
     fn fts_in(&mut self, exprs: &[String]) -> String {
         let m = self.bind(exprs.join(" AND "));
-        format!("t.id IN (SELECT rowid FROM trace_fts WHERE trace_fts MATCH {m})")
+        let floor = self.floor("rowid");
+        format!("t.id IN (SELECT rowid FROM trace_fts WHERE trace_fts MATCH {m}{floor})")
     }
 
     fn compile(&mut self, q: &Query) -> String {
@@ -617,9 +721,29 @@ impl Compiler {
                         _ => rest.push(p),
                     }
                 }
+                // Beside a needle (an exact address, Message-ID or hash) the full-text test is a
+                // per-row check, so a common word is never materialized for a handful of rows.
+                let needle = parts.iter().any(|p| {
+                    matches!(
+                        p,
+                        Query::Term(
+                            Term::MessageId(_)
+                                | Term::Sha256(_)
+                                | Term::From(AddressFilter::Address(_))
+                                | Term::To(AddressFilter::Address(_))
+                        )
+                    )
+                });
                 let mut v = Vec::new();
                 if !fts.is_empty() {
-                    v.push(self.fts_in(&fts));
+                    if needle {
+                        let m = self.bind(fts.join(" AND "));
+                        v.push(format!(
+                            "EXISTS (SELECT 1 FROM trace_fts WHERE trace_fts MATCH {m} AND rowid = t.id)"
+                        ));
+                    } else {
+                        v.push(self.fts_in(&fts));
+                    }
                 }
                 for p in rest {
                     v.push(format!("({})", self.compile(p)));
@@ -642,24 +766,28 @@ impl Compiler {
                 format!("t.sender_domain = {}", self.bind(d.clone()))
             }
             Term::To(AddressFilter::Address(a)) => format!(
-                "t.id IN (SELECT trace_id FROM trace_recipient WHERE address = {})",
-                self.bind(a.clone())
+                "t.id IN (SELECT trace_id FROM trace_recipient WHERE address = {}{})",
+                self.bind(a.clone()),
+                self.floor("trace_id")
             ),
             Term::To(AddressFilter::Domain(d)) => format!(
-                "t.id IN (SELECT trace_id FROM trace_recipient WHERE domain = {})",
-                self.bind(d.clone())
+                "t.id IN (SELECT trace_id FROM trace_recipient WHERE domain = {}{})",
+                self.bind(d.clone()),
+                self.floor("trace_id")
             ),
             Term::MessageId(m) => format!("t.message_id = {}", self.bind(m.clone())),
             Term::Domain(d) => {
                 let p = self.bind(d.clone());
+                let f = self.floor("trace_id");
                 format!(
-                    "(t.sender_domain = {p} OR t.id IN (SELECT trace_id FROM trace_recipient WHERE domain = {p}) \
-                     OR t.id IN (SELECT trace_id FROM trace_url WHERE host = {p}))"
+                    "(t.sender_domain = {p} OR t.id IN (SELECT trace_id FROM trace_recipient WHERE domain = {p}{f}) \
+                     OR t.id IN (SELECT trace_id FROM trace_url WHERE host = {p}{f}))"
                 )
             }
             Term::Sha256(h) => format!(
-                "t.id IN (SELECT trace_id FROM trace_attachment WHERE sha256 = {})",
-                self.bind(h.clone())
+                "t.id IN (SELECT trace_id FROM trace_attachment WHERE sha256 = {}{})",
+                self.bind(h.clone()),
+                self.floor("trace_id")
             ),
             Term::Disposition(DispositionFilter::Is(d)) => {
                 format!("t.disposition = {}", self.bind(d.as_str().to_string()))

@@ -10,3 +10,5 @@ pub mod lab;
 pub mod model;
 pub mod provider;
 pub mod secret;
+pub mod store;
+pub mod trace;

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 mod doctor;
 mod init;
 mod lab;
+mod search;
+mod trace;
 
 /// Exit codes (DESIGN §8).
 pub mod exit {
@@ -42,6 +44,10 @@ pub enum Command {
     Doctor,
     /// Write a fully commented config template.
     Init(init::InitArgs),
+    /// Fill the mail trace (ingest EML, Maildir, mbox, journal reports, verdict feeds).
+    Trace(trace::TraceArgs),
+    /// Search the mail trace.
+    Search(search::SearchArgs),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -62,6 +68,11 @@ pub fn main() -> ExitCode {
         Some(Command::Lab(args)) => lab::run(args),
         Some(Command::Doctor) => doctor::run(cli.config.as_deref()),
         Some(Command::Init(args)) => init::run(args),
+        Some(Command::Trace(args)) => {
+            trace::run(args, cli.config.as_deref(), cli.data_dir.as_deref())
+        }
+        Some(Command::Search(args)) => {
+            search::run(args, cli.config.as_deref(), cli.data_dir.as_deref())
         None => {
             eprintln!("clawback: no command given; try `clawback --help` or `clawback lab serve`");
             exit::USAGE

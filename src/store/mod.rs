@@ -1,0 +1,163 @@
+//! The embedded store (DESIGN §5): one SQLite file in WAL mode under the data directory, with
+//! versioned migrations compiled into the binary. This module tree is the only place that knows
+//! SQL. Each area owns one file (`trace.rs` now; `jobs.rs`, `audit.rs`, `policy.rs` later) and
+//! appends its schema to the ordered [`migrations::MIGRATIONS`] list.
+
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+
+pub mod migrations;
+pub mod trace;
+
+pub use trace::{TraceRecord, UpsertOutcome};
+
+/// File name of the store inside the data directory.
+pub const STORE_FILE: &str = "clawback.sqlite3";
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: cannot create its directory: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("store {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "store {path}: schema version {found} is newer than this clawback knows ({known}); upgrade clawback"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("store migration {version} ({name}): {source}")]
+    Migration {
+        version: i64,
+        name: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error("store: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// A handle on the store. Not `Sync`: open one per thread (WAL lets readers run beside a writer).
+pub struct Store {
+    pub(crate) conn: Connection,
+    path: Option<PathBuf>,
+    /// Rows of the newest-first search window (see `Store::search_at`).
+    pub(crate) search_window: usize,
+    /// `((newest id, window rows), (since, id floor))` of the windows computed for the newest id.
+    pub(crate) window_cache: std::cell::RefCell<Vec<WindowCache>>,
+}
+
+pub(crate) type WindowCache = ((i64, usize), Option<(i64, i64)>);
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// The store file inside a data directory.
+    pub fn path_in(data_dir: &Path) -> PathBuf {
+        data_dir.join(STORE_FILE)
+    }
+
+    /// Opens (creating if needed) the store file at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        Self::prepare(conn, Some(path.to_path_buf()))
+    }
+
+    /// Opens the store of a data directory (`<data_dir>/clawback.sqlite3`).
+    pub fn open_in_dir(data_dir: &Path) -> Result<Store, StoreError> {
+        Self::open(&Self::path_in(data_dir))
+    }
+
+    /// A private in-memory store (tests, the demo).
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
+            path: PathBuf::from(":memory:"),
+            source,
+        })?;
+        Self::prepare(conn, None)
+    }
+
+    fn prepare(conn: Connection, path: Option<PathBuf>) -> Result<Store, StoreError> {
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut store = Store {
+            conn,
+            path,
+            search_window: trace::RECENT_WINDOW,
+            window_cache: std::cell::RefCell::new(Vec::new()),
+        };
+        migrations::migrate(&mut store.conn, store.path.as_deref())?;
+        Ok(store)
+    }
+
+    /// Sets the newest-first search window (rows; 0 disables it). Results do not depend on it,
+    /// only speed does; tests use a small window to exercise both search strategies.
+    pub fn set_search_window(&mut self, rows: usize) {
+        self.search_window = rows;
+    }
+
+    /// Where the store lives (`None` for an in-memory store).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Refreshes the planner statistics (`PRAGMA optimize`, which runs ANALYZE where useful) and
+    /// checkpoints the WAL. Call after large ingests.
+    pub fn optimize(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch("PRAGMA optimize=0x10002;")?;
+        if self.path.is_some() {
+            self.conn
+                .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+        }
+        Ok(())
+    }
+
+    /// Bytes on disk: the store file plus its WAL (0 for an in-memory store).
+    pub fn file_size(&self) -> Result<u64, StoreError> {
+        let Some(p) = &self.path else { return Ok(0) };
+        let mut total = 0;
+        for suffix in ["", "-wal"] {
+            let mut f = p.clone().into_os_string();
+            f.push(suffix);
+            if let Ok(m) = std::fs::metadata(&f) {
+                total += m.len();
+            }
+        }
+        Ok(total)
+    }
+
+    /// The schema version the store is at.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+}

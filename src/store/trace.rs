@@ -1,0 +1,810 @@
+//! Trace tables: one row per (Message-ID, tenant), its recipients, URLs, attachment hashes and
+//! reference edges, plus a contentless FTS5 index over subject, sender, recipients and URLs.
+//! Also the compiler from [`Query`] to SQL.
+//!
+//! The engine records retractions in `trace.retracted_at` / `trace.retraction_state` through
+//! [`Store::set_retraction`]; `retracted:yes|no` reads them.
+
+use super::{Store, StoreError};
+use crate::model::{Disposition, address_domain};
+use crate::trace::query::{AddressFilter, DispositionFilter, Query, Term};
+use crate::trace::{Recipient, RecipientKind};
+use rusqlite::types::Value;
+use rusqlite::{OptionalExtension, Row, Transaction, params, params_from_iter};
+use std::collections::{BTreeSet, HashMap};
+
+pub use crate::trace::TraceRecord;
+
+pub(crate) const SCHEMA: &str = r#"
+CREATE TABLE trace (
+    id                 INTEGER PRIMARY KEY,
+    tenant             TEXT    NOT NULL,
+    message_id         TEXT    NOT NULL,
+    synthetic_id       INTEGER NOT NULL DEFAULT 0,
+    sender             TEXT    NOT NULL,
+    sender_domain      TEXT    NOT NULL,
+    sender_name        TEXT,
+    envelope_sender    TEXT,
+    subject            TEXT    NOT NULL,
+    received           INTEGER NOT NULL,
+    size               INTEGER NOT NULL,
+    in_reply_to        TEXT    NOT NULL DEFAULT '',
+    refs               TEXT    NOT NULL DEFAULT '',
+    thread_index       TEXT,
+    disposition        TEXT,
+    disposition_rank   INTEGER,
+    disposition_source TEXT,
+    -- Written by the engine when a retraction of this message completes (join point for
+    -- `retracted:yes|no`); NULL = never retracted.
+    retracted_at       INTEGER,
+    retraction_state   TEXT,
+    UNIQUE (message_id, tenant)
+);
+CREATE INDEX trace_received ON trace (received);
+CREATE INDEX trace_sender ON trace (sender, received);
+CREATE INDEX trace_sender_domain ON trace (sender_domain, received);
+CREATE INDEX trace_tenant ON trace (tenant, received);
+CREATE INDEX trace_disposition ON trace (disposition, received) WHERE disposition IS NOT NULL;
+CREATE INDEX trace_retracted ON trace (retracted_at) WHERE retracted_at IS NOT NULL;
+
+CREATE TABLE trace_recipient (
+    trace_id INTEGER NOT NULL REFERENCES trace (id) ON DELETE CASCADE,
+    address  TEXT    NOT NULL,
+    kind     TEXT    NOT NULL,
+    domain   TEXT    NOT NULL,
+    PRIMARY KEY (trace_id, address, kind)
+) WITHOUT ROWID;
+CREATE INDEX trace_recipient_address ON trace_recipient (address);
+CREATE INDEX trace_recipient_domain ON trace_recipient (domain);
+
+CREATE TABLE trace_url (
+    trace_id INTEGER NOT NULL REFERENCES trace (id) ON DELETE CASCADE,
+    url      TEXT    NOT NULL,
+    host     TEXT    NOT NULL,
+    PRIMARY KEY (trace_id, url)
+) WITHOUT ROWID;
+CREATE INDEX trace_url_host ON trace_url (host);
+
+CREATE TABLE trace_attachment (
+    trace_id INTEGER NOT NULL REFERENCES trace (id) ON DELETE CASCADE,
+    sha256   TEXT    NOT NULL,
+    PRIMARY KEY (trace_id, sha256)
+) WITHOUT ROWID;
+CREATE INDEX trace_attachment_sha256 ON trace_attachment (sha256);
+
+-- In-Reply-To and References edges: trace_id replies to (or follows) ref_id.
+CREATE TABLE trace_ref (
+    trace_id INTEGER NOT NULL REFERENCES trace (id) ON DELETE CASCADE,
+    ref_id   TEXT    NOT NULL,
+    PRIMARY KEY (trace_id, ref_id)
+) WITHOUT ROWID;
+CREATE INDEX trace_ref_ref ON trace_ref (ref_id);
+
+CREATE VIRTUAL TABLE trace_fts USING fts5 (
+    subject, sender, recipients, urls,
+    content = '', contentless_delete = 1,
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+"#;
+
+/// Rows in the newest-first window a search tries before running unbounded.
+pub const RECENT_WINDOW: usize = 10_000;
+
+/// What storing one record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpsertOutcome {
+    /// A new row.
+    Inserted(i64),
+    /// The row existed; recipients, URLs, attachments or a more severe disposition were added.
+    Merged(i64),
+    /// The row existed with everything this record says.
+    Unchanged(i64),
+}
+
+/// Result of [`Store::set_disposition`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DispositionUpdate {
+    /// Rows with that Message-ID (and tenant, if given).
+    pub matched: usize,
+    /// Rows whose disposition became more severe.
+    pub upgraded: usize,
+}
+
+const COLUMNS: &str = "t.id, t.tenant, t.message_id, t.synthetic_id, t.sender, t.sender_name, \
+    t.envelope_sender, t.subject, t.received, t.size, t.in_reply_to, t.refs, t.thread_index, \
+    t.disposition, t.disposition_source, t.retracted_at, t.retraction_state";
+
+fn split_ids(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_string).collect()
+}
+
+fn row_to_record(r: &Row<'_>) -> rusqlite::Result<TraceRecord> {
+    let disposition: Option<String> = r.get(13)?;
+    Ok(TraceRecord {
+        id: Some(r.get(0)?),
+        tenant: r.get(1)?,
+        message_id: r.get(2)?,
+        synthetic_id: r.get::<_, i64>(3)? != 0,
+        sender: r.get(4)?,
+        sender_name: r.get(5)?,
+        envelope_sender: r.get(6)?,
+        subject: r.get(7)?,
+        received: r.get(8)?,
+        size: r.get::<_, i64>(9)?.max(0) as u64,
+        recipients: Vec::new(),
+        in_reply_to: split_ids(&r.get::<_, String>(10)?),
+        references: split_ids(&r.get::<_, String>(11)?),
+        thread_index: r.get(12)?,
+        urls: Vec::new(),
+        attachments: Vec::new(),
+        disposition: disposition.and_then(|d| d.parse::<Disposition>().ok()),
+        disposition_source: r.get(14)?,
+        retracted_at: r.get(15)?,
+        retraction_state: r.get(16)?,
+    })
+}
+
+fn url_host(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .unwrap_or_default()
+}
+
+fn fts_sender(rec: &TraceRecord) -> String {
+    match &rec.sender_name {
+        Some(n) => format!("{} {n}", rec.sender),
+        None => rec.sender.clone(),
+    }
+}
+
+impl Store {
+    /// Stores records in one transaction: new (Message-ID, tenant) pairs are inserted; existing
+    /// ones gain the record's recipients, URLs, attachments and references, and its disposition
+    /// when it is more severe. Storing the same record twice changes nothing.
+    pub fn upsert_trace(
+        &mut self,
+        records: &[TraceRecord],
+    ) -> Result<Vec<UpsertOutcome>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut out = Vec::with_capacity(records.len());
+        for rec in records {
+            out.push(upsert_one(&tx, rec)?);
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Sets a disposition on every row with this Message-ID (in `tenant`, if given) when it is
+    /// more severe than the current one (never downgrades).
+    pub fn set_disposition(
+        &mut self,
+        tenant: Option<&str>,
+        message_id: &str,
+        disposition: Disposition,
+        source: &str,
+    ) -> Result<DispositionUpdate, StoreError> {
+        let matched: i64 = self.conn.query_row(
+            "SELECT count(*) FROM trace WHERE message_id = ?1 AND (?2 IS NULL OR tenant = ?2)",
+            params![message_id, tenant],
+            |r| r.get(0),
+        )?;
+        let upgraded = self.conn.execute(
+            "UPDATE trace SET disposition = ?3, disposition_rank = ?4, disposition_source = ?5 \
+             WHERE message_id = ?1 AND (?2 IS NULL OR tenant = ?2) \
+             AND (disposition_rank IS NULL OR disposition_rank > ?4)",
+            params![
+                message_id,
+                tenant,
+                disposition.as_str(),
+                disposition.severity(),
+                source
+            ],
+        )?;
+        Ok(DispositionUpdate {
+            matched: matched as usize,
+            upgraded,
+        })
+    }
+
+    /// Records the retraction state of a trace row (engine). `None, None` clears it (restore).
+    pub fn set_retraction(
+        &mut self,
+        id: i64,
+        retracted_at: Option<i64>,
+        state: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE trace SET retracted_at = ?2, retraction_state = ?3 WHERE id = ?1",
+            params![id, retracted_at, state],
+        )? == 1)
+    }
+
+    /// One record by row id, with its recipients, URLs and attachments.
+    pub fn trace_by_id(&self, id: i64) -> Result<Option<TraceRecord>, StoreError> {
+        let rec = self
+            .conn
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM trace t WHERE t.id = ?1"))?
+            .query_row([id], row_to_record)
+            .optional()?;
+        match rec {
+            Some(r) => Ok(self.with_details(vec![r])?.pop()),
+            None => Ok(None),
+        }
+    }
+
+    /// Every record with this Message-ID (one per tenant). The id is normalized first.
+    pub fn trace_by_message_id(&self, message_id: &str) -> Result<Vec<TraceRecord>, StoreError> {
+        let Some(id) = crate::model::normalize_message_id(message_id) else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM trace t WHERE t.message_id = ?1 ORDER BY t.tenant"
+        ))?;
+        let recs = stmt
+            .query_map([id], row_to_record)?
+            .collect::<Result<Vec<_>, _>>()?;
+        self.with_details(recs)
+    }
+
+    /// Records whose In-Reply-To or References name any of `message_ids` (one step of the
+    /// conversation graph; call again with their ids for the next depth).
+    pub fn replies_to(&self, message_ids: &[String]) -> Result<Vec<TraceRecord>, StoreError> {
+        let mut ids = BTreeSet::new();
+        for chunk in message_ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let mut stmt = self.conn.prepare(&format!(
+                "SELECT DISTINCT trace_id FROM trace_ref WHERE ref_id IN ({marks})"
+            ))?;
+            for id in stmt.query_map(params_from_iter(chunk), |r| r.get::<_, i64>(0))? {
+                ids.insert(id?);
+            }
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(r) = self.trace_by_id(id)? {
+                out.push(r);
+            }
+        }
+        out.sort_by(|a, b| b.received.cmp(&a.received).then(b.id.cmp(&a.id)));
+        Ok(out)
+    }
+
+    /// Records matching `query`, newest first; relative times are taken against now.
+    pub fn search(
+        &self,
+        query: &Query,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<TraceRecord>, StoreError> {
+        self.search_at(query, limit, offset, chrono::Utc::now().timestamp())
+    }
+
+    /// [`Store::search`] with an explicit "now" (Unix seconds) for relative times.
+    ///
+    /// Results are newest first, so the query is first run inside the newest 1/20 of
+    /// [`RECENT_WINDOW`] rows, then inside all of it, with every subquery bounded to the window's
+    /// smallest id (cheap even for words that match most of the trace while ids follow arrival
+    /// order). If a window yields `offset + limit` rows they are the answer (every row outside it
+    /// is older), so the result is exact. Otherwise (a selective query, or one about older mail)
+    /// the query runs unbounded, driven by its indexes.
+    pub fn search_at(
+        &self,
+        query: &Query,
+        limit: usize,
+        offset: usize,
+        now: i64,
+    ) -> Result<Vec<TraceRecord>, StoreError> {
+        let want = limit.saturating_add(offset);
+        if want == 0 {
+            return Ok(Vec::new());
+        }
+        for window in [self.search_window / 20, self.search_window] {
+            if window == 0 || want.saturating_mul(2) > window {
+                continue;
+            }
+            let Some((since, floor)) = self.recent_window(window)? else {
+                continue;
+            };
+            let mut c = Compiler::new(now, Some(floor));
+            let cond = c.compile(query);
+            let since = c.bind(since);
+            let recs = self.select(
+                &format!("t.received >= {since} AND ({cond})"),
+                c.params,
+                want,
+                0,
+            )?;
+            if recs.len() >= want {
+                return self.with_details(recs.into_iter().skip(offset).collect());
+            }
+        }
+        let mut c = Compiler::new(now, None);
+        let cond = c.compile(query);
+        let recs = self.select(&cond, c.params, limit, offset)?;
+        self.with_details(recs)
+    }
+
+    /// `(received, smallest id)` of the rows at least as new as the window's last row;
+    /// `None` when the trace is smaller than the window.
+    fn recent_window(&self, window: usize) -> Result<Option<(i64, i64)>, StoreError> {
+        // Rows are only ever added (received never changes), so the window is valid as long as
+        // the newest row id and the window size are the same.
+        let newest: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT max(id) FROM trace")?
+            .query_row([], |r| r.get(0))?;
+        let Some(newest) = newest else {
+            return Ok(None);
+        };
+        let key = (newest, window);
+        if let Some((_, w)) = self.window_cache.borrow().iter().find(|(k, _)| *k == key) {
+            return Ok(*w);
+        }
+        let since: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT received FROM trace ORDER BY received DESC LIMIT 1 OFFSET ?1")?
+            .query_row([window as i64 - 1], |r| r.get(0))
+            .optional()?;
+        let found = match since {
+            Some(since) => self
+                .conn
+                .prepare_cached("SELECT min(id) FROM trace WHERE received >= ?1")?
+                .query_row([since], |r| r.get::<_, Option<i64>>(0))?
+                .map(|floor| (since, floor)),
+            None => None,
+        };
+        let mut cache = self.window_cache.borrow_mut();
+        cache.retain(|(k, _)| k.0 == newest);
+        cache.push((key, found));
+        Ok(found)
+    }
+
+    fn select(
+        &self,
+        cond: &str,
+        params: Vec<Value>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<TraceRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM trace t WHERE {cond} ORDER BY t.received DESC, t.id DESC LIMIT {} OFFSET {}",
+            limit.min(i64::MAX as usize),
+            offset.min(i64::MAX as usize)
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let recs = stmt
+            .query_map(params_from_iter(params), row_to_record)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(recs)
+    }
+
+    /// Loads recipients, URLs and attachments of many records with three queries.
+    fn with_details(&self, mut recs: Vec<TraceRecord>) -> Result<Vec<TraceRecord>, StoreError> {
+        if recs.is_empty() {
+            return Ok(recs);
+        }
+        let mut at: HashMap<i64, usize> = HashMap::with_capacity(recs.len());
+        for (i, r) in recs.iter().enumerate() {
+            if let Some(id) = r.id {
+                at.insert(id, i);
+            }
+        }
+        let ids: Vec<i64> = at.keys().copied().collect();
+        for chunk in ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let mut stmt = self.conn.prepare(&format!(
+                "SELECT trace_id, address, kind FROM trace_recipient WHERE trace_id IN ({marks}) ORDER BY trace_id, \
+                 CASE kind WHEN 'envelope' THEN 0 WHEN 'to' THEN 1 WHEN 'cc' THEN 2 ELSE 3 END, address"
+            ))?;
+            let mut rows = stmt.query(params_from_iter(chunk))?;
+            while let Some(row) = rows.next()? {
+                let kind: String = row.get(2)?;
+                if let Some(&i) = at.get(&row.get::<_, i64>(0)?) {
+                    recs[i].recipients.push(Recipient {
+                        address: row.get(1)?,
+                        kind: RecipientKind::parse(&kind).unwrap_or(RecipientKind::To),
+                    });
+                }
+            }
+            for (table, column) in [("trace_url", "url"), ("trace_attachment", "sha256")] {
+                let mut stmt = self.conn.prepare(&format!(
+                    "SELECT trace_id, {column} FROM {table} WHERE trace_id IN ({marks}) ORDER BY trace_id, {column}"
+                ))?;
+                let mut rows = stmt.query(params_from_iter(chunk))?;
+                while let Some(row) = rows.next()? {
+                    if let Some(&i) = at.get(&row.get::<_, i64>(0)?) {
+                        let v: String = row.get(1)?;
+                        if table == "trace_url" {
+                            recs[i].urls.push(v);
+                        } else {
+                            recs[i].attachments.push(v);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(recs)
+    }
+
+    /// How many records match `query`.
+    pub fn count(&self, query: &Query) -> Result<u64, StoreError> {
+        self.count_at(query, chrono::Utc::now().timestamp())
+    }
+
+    /// [`Store::count`] with an explicit "now".
+    pub fn count_at(&self, query: &Query, now: i64) -> Result<u64, StoreError> {
+        let mut c = Compiler::new(now, None);
+        let cond = c.compile(query);
+        let n: i64 = self
+            .conn
+            .prepare_cached(&format!("SELECT count(*) FROM trace t WHERE {cond}"))?
+            .query_row(params_from_iter(c.params), |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// Total trace rows.
+    pub fn trace_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM trace", [], |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// The SQL plan of a query (for benchmarks and debugging).
+    pub fn explain_search(&self, query: &Query) -> Result<Vec<String>, StoreError> {
+        let mut c = Compiler::new(0, None);
+        let cond = c.compile(query);
+        let sql = format!(
+            "EXPLAIN QUERY PLAN SELECT {COLUMNS} FROM trace t WHERE {cond} ORDER BY t.received DESC, t.id DESC LIMIT 50"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map(params_from_iter(c.params), |r| r.get::<_, String>(3))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}
+
+fn upsert_one(tx: &Transaction<'_>, rec: &TraceRecord) -> Result<UpsertOutcome, StoreError> {
+    let existing: Option<(i64, Option<i64>)> = tx
+        .prepare_cached(
+            "SELECT id, disposition_rank FROM trace WHERE message_id = ?1 AND tenant = ?2",
+        )?
+        .query_row(params![rec.message_id, rec.tenant], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let sender_domain = address_domain(&rec.sender).unwrap_or_default();
+    let (id, inserted) = match existing {
+        Some((id, rank)) => {
+            let mut changed = false;
+            if let Some(d) = rec.disposition
+                && rank.is_none_or(|r| r > i64::from(d.severity()))
+            {
+                tx.prepare_cached(
+                    "UPDATE trace SET disposition = ?2, disposition_rank = ?3, disposition_source = ?4 WHERE id = ?1",
+                )?
+                .execute(params![id, d.as_str(), d.severity(), rec.disposition_source])?;
+                changed = true;
+            }
+            let added = insert_children(tx, id, rec)?;
+            if added.fts_changed {
+                refresh_fts(tx, id)?;
+            }
+            return Ok(if changed || added.any {
+                UpsertOutcome::Merged(id)
+            } else {
+                UpsertOutcome::Unchanged(id)
+            });
+        }
+        None => {
+            tx.prepare_cached(
+                "INSERT INTO trace (tenant, message_id, synthetic_id, sender, sender_domain, sender_name, \
+                 envelope_sender, subject, received, size, in_reply_to, refs, thread_index, disposition, \
+                 disposition_rank, disposition_source, retracted_at, retraction_state) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            )?
+            .execute(params![
+                rec.tenant,
+                rec.message_id,
+                rec.synthetic_id as i64,
+                rec.sender,
+                sender_domain,
+                rec.sender_name,
+                rec.envelope_sender,
+                rec.subject,
+                rec.received,
+                rec.size.min(i64::MAX as u64) as i64,
+                rec.in_reply_to.join(" "),
+                rec.references.join(" "),
+                rec.thread_index,
+                rec.disposition.map(|d| d.as_str()),
+                rec.disposition.map(|d| d.severity()),
+                rec.disposition.and(rec.disposition_source.as_deref()),
+                rec.retracted_at,
+                rec.retraction_state,
+            ])?;
+            (tx.last_insert_rowid(), true)
+        }
+    };
+    insert_children(tx, id, rec)?;
+    let recipients: Vec<&str> = rec.recipients.iter().map(|r| r.address.as_str()).collect();
+    tx.prepare_cached(
+        "INSERT INTO trace_fts (rowid, subject, sender, recipients, urls) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        id,
+        rec.subject,
+        fts_sender(rec),
+        recipients.join(" "),
+        rec.urls.join(" ")
+    ])?;
+    debug_assert!(inserted);
+    Ok(UpsertOutcome::Inserted(id))
+}
+
+struct Added {
+    any: bool,
+    fts_changed: bool,
+}
+
+fn insert_children(tx: &Transaction<'_>, id: i64, rec: &TraceRecord) -> Result<Added, StoreError> {
+    let mut added = Added {
+        any: false,
+        fts_changed: false,
+    };
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO trace_recipient (trace_id, address, kind, domain) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for r in &rec.recipients {
+        let n = stmt.execute(params![
+            id,
+            r.address,
+            r.kind.as_str(),
+            address_domain(&r.address).unwrap_or_default()
+        ])?;
+        if n > 0 {
+            added.any = true;
+            added.fts_changed = true;
+        }
+    }
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO trace_url (trace_id, url, host) VALUES (?1, ?2, ?3)",
+    )?;
+    for u in &rec.urls {
+        if stmt.execute(params![id, u, url_host(u)])? > 0 {
+            added.any = true;
+            added.fts_changed = true;
+        }
+    }
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO trace_attachment (trace_id, sha256) VALUES (?1, ?2)",
+    )?;
+    for h in &rec.attachments {
+        if stmt.execute(params![id, h])? > 0 {
+            added.any = true;
+        }
+    }
+    let mut stmt =
+        tx.prepare_cached("INSERT OR IGNORE INTO trace_ref (trace_id, ref_id) VALUES (?1, ?2)")?;
+    for r in rec.in_reply_to.iter().chain(&rec.references) {
+        stmt.execute(params![id, r])?;
+    }
+    Ok(added)
+}
+
+/// Rewrites a row's FTS entry from the stored row (after recipients or URLs were merged in).
+fn refresh_fts(tx: &Transaction<'_>, id: i64) -> Result<(), StoreError> {
+    let (subject, sender, name): (String, String, Option<String>) = tx.query_row(
+        "SELECT subject, sender, sender_name FROM trace WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let recipients: Vec<String> = tx
+        .prepare_cached("SELECT DISTINCT address FROM trace_recipient WHERE trace_id = ?1")?
+        .query_map([id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let urls: Vec<String> = tx
+        .prepare_cached("SELECT url FROM trace_url WHERE trace_id = ?1")?
+        .query_map([id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    tx.execute("DELETE FROM trace_fts WHERE rowid = ?1", [id])?;
+    let sender = match name {
+        Some(n) => format!("{sender} {n}"),
+        None => sender,
+    };
+    tx.execute(
+        "INSERT INTO trace_fts (rowid, subject, sender, recipients, urls) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, subject, sender, recipients.join(" "), urls.join(" ")],
+    )?;
+    Ok(())
+}
+
+/// An FTS5 phrase for user text: quoted (so no user text is FTS syntax), a trailing `*` kept as
+/// a prefix marker. `None` when the text has no indexable characters.
+fn fts_phrase(text: &str) -> Option<String> {
+    let (body, prefix) = match text.strip_suffix('*') {
+        Some(b) => (b, true),
+        None => (text, false),
+    };
+    if !body.chars().any(char::is_alphanumeric) {
+        return None;
+    }
+    let quoted = format!("\"{}\"", body.replace('"', "\"\""));
+    Some(if prefix {
+        format!("{quoted} *")
+    } else {
+        quoted
+    })
+}
+
+/// Compiles a [`Query`] to a WHERE condition over `trace t` with positional parameters.
+struct Compiler {
+    params: Vec<Value>,
+    now: i64,
+    /// Placeholder of the smallest row id that can match (the recent-window strategy); every
+    /// subquery is bounded by it so it only materializes ids inside the window.
+    id_floor: Option<String>,
+}
+
+impl Compiler {
+    fn new(now: i64, id_floor: Option<i64>) -> Compiler {
+        let mut c = Compiler {
+            params: Vec::new(),
+            now,
+            id_floor: None,
+        };
+        if let Some(f) = id_floor {
+            c.id_floor = Some(c.bind(f));
+        }
+        c
+    }
+
+    fn floor(&self, column: &str) -> String {
+        match &self.id_floor {
+            Some(p) => format!(" AND {column} >= {p}"),
+            None => String::new(),
+        }
+    }
+
+    fn bind(&mut self, v: impl Into<Value>) -> String {
+        self.params.push(v.into());
+        format!("?{}", self.params.len())
+    }
+
+    /// The FTS5 expression of a term, when the term is answered by the full-text index.
+    fn fts_expr(term: &Term) -> Option<Option<String>> {
+        Some(match term {
+            Term::Text { text, .. } => fts_phrase(text),
+            Term::Subject(s) => fts_phrase(s).map(|p| format!("subject : {p}")),
+            Term::Url(u) => fts_phrase(u).map(|p| format!("urls : {p}")),
+            Term::From(AddressFilter::Word(w)) => {
+                fts_phrase(&format!("{w}*")).map(|p| format!("sender : {p}"))
+            }
+            Term::To(AddressFilter::Word(w)) => {
+                fts_phrase(&format!("{w}*")).map(|p| format!("recipients : {p}"))
+            }
+            _ => return None,
+        })
+    }
+
+    fn fts_in(&mut self, exprs: &[String]) -> String {
+        let m = self.bind(exprs.join(" AND "));
+        let floor = self.floor("rowid");
+        format!("t.id IN (SELECT rowid FROM trace_fts WHERE trace_fts MATCH {m}{floor})")
+    }
+
+    fn compile(&mut self, q: &Query) -> String {
+        match q {
+            Query::All => "1".into(),
+            Query::Term(t) => self.term(t),
+            Query::Not(inner) => format!("NOT ifnull(({}), 0)", self.compile(inner)),
+            Query::Or(parts) => {
+                let v: Vec<String> = parts
+                    .iter()
+                    .map(|p| format!("({})", self.compile(p)))
+                    .collect();
+                v.join(" OR ")
+            }
+            Query::And(parts) => {
+                // All positive full-text terms go to FTS5 as one MATCH (it intersects them itself).
+                let mut fts = Vec::new();
+                let mut rest = Vec::new();
+                for p in parts {
+                    match p {
+                        Query::Term(t) => match Self::fts_expr(t) {
+                            Some(Some(e)) => fts.push(e),
+                            Some(None) => return "0".into(),
+                            None => rest.push(p),
+                        },
+                        _ => rest.push(p),
+                    }
+                }
+                // Beside a needle (an exact address, Message-ID or hash) the full-text test is a
+                // per-row check, so a common word is never materialized for a handful of rows.
+                let needle = parts.iter().any(|p| {
+                    matches!(
+                        p,
+                        Query::Term(
+                            Term::MessageId(_)
+                                | Term::Sha256(_)
+                                | Term::From(AddressFilter::Address(_))
+                                | Term::To(AddressFilter::Address(_))
+                        )
+                    )
+                });
+                let mut v = Vec::new();
+                if !fts.is_empty() {
+                    if needle {
+                        let m = self.bind(fts.join(" AND "));
+                        v.push(format!(
+                            "EXISTS (SELECT 1 FROM trace_fts WHERE trace_fts MATCH {m} AND rowid = t.id)"
+                        ));
+                    } else {
+                        v.push(self.fts_in(&fts));
+                    }
+                }
+                for p in rest {
+                    v.push(format!("({})", self.compile(p)));
+                }
+                v.join(" AND ")
+            }
+        }
+    }
+
+    fn term(&mut self, t: &Term) -> String {
+        if let Some(e) = Self::fts_expr(t) {
+            return match e {
+                Some(e) => self.fts_in(&[e]),
+                None => "0".into(),
+            };
+        }
+        match t {
+            Term::From(AddressFilter::Address(a)) => format!("t.sender = {}", self.bind(a.clone())),
+            Term::From(AddressFilter::Domain(d)) => {
+                format!("t.sender_domain = {}", self.bind(d.clone()))
+            }
+            Term::To(AddressFilter::Address(a)) => format!(
+                "t.id IN (SELECT trace_id FROM trace_recipient WHERE address = {}{})",
+                self.bind(a.clone()),
+                self.floor("trace_id")
+            ),
+            Term::To(AddressFilter::Domain(d)) => format!(
+                "t.id IN (SELECT trace_id FROM trace_recipient WHERE domain = {}{})",
+                self.bind(d.clone()),
+                self.floor("trace_id")
+            ),
+            Term::MessageId(m) => format!("t.message_id = {}", self.bind(m.clone())),
+            Term::Domain(d) => {
+                let p = self.bind(d.clone());
+                let f = self.floor("trace_id");
+                format!(
+                    "(t.sender_domain = {p} OR t.id IN (SELECT trace_id FROM trace_recipient WHERE domain = {p}{f}) \
+                     OR t.id IN (SELECT trace_id FROM trace_url WHERE host = {p}{f}))"
+                )
+            }
+            Term::Sha256(h) => format!(
+                "t.id IN (SELECT trace_id FROM trace_attachment WHERE sha256 = {}{})",
+                self.bind(h.clone()),
+                self.floor("trace_id")
+            ),
+            Term::Disposition(DispositionFilter::Is(d)) => {
+                format!("t.disposition = {}", self.bind(d.as_str().to_string()))
+            }
+            Term::Disposition(DispositionFilter::None) => "t.disposition IS NULL".into(),
+            Term::Disposition(DispositionFilter::Any) => "t.disposition IS NOT NULL".into(),
+            Term::Tenant(n) => format!("t.tenant = {}", self.bind(n.clone())),
+            Term::Since(b) => format!("t.received >= {}", self.bind(b.resolve(self.now))),
+            Term::Until(b) => format!("t.received < {}", self.bind(b.resolve(self.now))),
+            Term::Retracted(true) => "t.retracted_at IS NOT NULL".into(),
+            Term::Retracted(false) => "t.retracted_at IS NULL".into(),
+            // Answered by fts_expr above.
+            Term::Text { .. }
+            | Term::Subject(_)
+            | Term::Url(_)
+            | Term::From(AddressFilter::Word(_))
+            | Term::To(AddressFilter::Word(_)) => "0".into(),
+        }
+    }
+}

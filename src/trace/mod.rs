@@ -1,0 +1,127 @@
+//! The mail trace (DESIGN §2, §5): what was delivered to whom. `ingest` reads EML, Maildir, mbox,
+//! Microsoft journal reports and verdict feeds into [`TraceRecord`]s; `query` is the search
+//! language; `search` formats results and groups campaigns. Storage is `crate::store::trace`.
+
+use crate::model::Disposition;
+use serde::{Deserialize, Serialize};
+
+pub mod ingest;
+pub mod query;
+pub mod search;
+
+/// How a recipient is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecipientKind {
+    /// The message was delivered to this mailbox (journal report, `X-Original-To`, `Delivered-To`,
+    /// provider sync). Authoritative for retraction.
+    Envelope,
+    To,
+    Cc,
+    Bcc,
+}
+
+impl RecipientKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecipientKind::Envelope => "envelope",
+            RecipientKind::To => "to",
+            RecipientKind::Cc => "cc",
+            RecipientKind::Bcc => "bcc",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RecipientKind> {
+        Some(match s {
+            "envelope" => RecipientKind::Envelope,
+            "to" => RecipientKind::To,
+            "cc" => RecipientKind::Cc,
+            "bcc" => RecipientKind::Bcc,
+            _ => return None,
+        })
+    }
+}
+
+/// One recipient address (lowercased) and how it is known.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Recipient {
+    pub address: String,
+    pub kind: RecipientKind,
+}
+
+/// A delivered message as the trace knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceRecord {
+    /// Store row id; `None` until stored.
+    pub id: Option<i64>,
+    /// Configured tenant name, or empty when no tenant's domains match.
+    pub tenant: String,
+    /// Normalized Internet Message-ID, `<local@domain>`.
+    pub message_id: String,
+    /// True when the message had no usable Message-ID and `message_id` is a hash of its headers
+    /// (`<sha256-prefix@synthetic.clawback.invalid>`).
+    pub synthetic_id: bool,
+    /// Header From address (Sender when From is absent), lowercased.
+    pub sender: String,
+    pub sender_name: Option<String>,
+    /// Envelope sender (`Return-Path`), lowercased.
+    pub envelope_sender: Option<String>,
+    /// Decoded subject.
+    pub subject: String,
+    /// Received time, Unix seconds (UTC).
+    pub received: i64,
+    /// Size in bytes of the raw message.
+    pub size: u64,
+    pub recipients: Vec<Recipient>,
+    /// Normalized Message-IDs of `In-Reply-To`.
+    pub in_reply_to: Vec<String>,
+    /// Normalized Message-IDs of `References`.
+    pub references: Vec<String>,
+    /// Outlook `Thread-Index`, as given.
+    pub thread_index: Option<String>,
+    pub urls: Vec<String>,
+    /// Lowercase hex SHA-256 of each attachment.
+    pub attachments: Vec<String>,
+    pub disposition: Option<Disposition>,
+    /// Where the disposition came from: `header:NAME`, `feed:SOURCE`, `intel:…`, `report:…`.
+    pub disposition_source: Option<String>,
+    /// Set by the engine when the message was retracted (Unix seconds).
+    pub retracted_at: Option<i64>,
+    /// Retraction state word set by the engine (e.g. `retracted`, `partial`, `restored`).
+    pub retraction_state: Option<String>,
+}
+
+impl TraceRecord {
+    /// The mailboxes the message was delivered to: the envelope recipients when known, otherwise
+    /// the header To/Cc/Bcc addresses. Deduplicated, in stored order.
+    pub fn delivered_to(&self) -> Vec<&str> {
+        let has_envelope = self
+            .recipients
+            .iter()
+            .any(|r| r.kind == RecipientKind::Envelope);
+        let mut out: Vec<&str> = Vec::new();
+        for r in &self.recipients {
+            if (r.kind == RecipientKind::Envelope) == has_envelope
+                && !out.contains(&r.address.as_str())
+            {
+                out.push(&r.address);
+            }
+        }
+        out
+    }
+
+    /// Adds a recipient unless the same (address, kind) is already there.
+    pub fn add_recipient(&mut self, address: &str, kind: RecipientKind) {
+        let address = address.trim().to_ascii_lowercase();
+        if address.is_empty() {
+            return;
+        }
+        if !self
+            .recipients
+            .iter()
+            .any(|r| r.kind == kind && r.address == address)
+        {
+            self.recipients.push(Recipient { address, kind });
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! The query language against a real store (a SQLite file): one example per operator, plus
+//! properties: no input panics, every error points inside the input, and every query that parses
+//! runs.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+use clawback::model::Disposition;
+use clawback::store::Store;
+use clawback::trace::query::parse;
+use clawback::trace::{Recipient, RecipientKind, TraceRecord};
+use proptest::prelude::*;
+
+/// 2026-11-20 00:00:00 UTC.
+const T: i64 = 1_795_132_800;
+const DAY: i64 = 86_400;
+const H1: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+fn rec(id: &str, sender: &str, subject: &str, received: i64, tenant: &str) -> TraceRecord {
+    TraceRecord {
+        tenant: tenant.into(),
+        message_id: id.into(),
+        sender: sender.into(),
+        subject: subject.into(),
+        received,
+        size: 1000,
+        ..TraceRecord::default()
+    }
+}
+
+fn rcpt(address: &str, kind: RecipientKind) -> Recipient {
+    Recipient {
+        address: address.into(),
+        kind,
+    }
+}
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open_in_dir(dir.path()).unwrap();
+    let mut a1 = rec(
+        "<a1@evil.example>",
+        "mallory@evil.example",
+        "Invoice 4411 overdue",
+        T - 3600,
+        "contoso",
+    );
+    a1.sender_name = Some("Mallory Evil".into());
+    a1.recipients = vec![rcpt("alice@contoso.com", RecipientKind::Envelope)];
+    a1.urls = vec!["https://login.evil.example/reset".into()];
+    a1.attachments = vec![H1.into()];
+    a1.disposition = Some(Disposition::Malicious);
+    a1.disposition_source = Some("header:X-Clawback-Disposition".into());
+    let mut a2 = rec(
+        "<a2@evil.example>",
+        "mallory@evil.example",
+        "Invoice 9 overdue — Rechnung überfällig",
+        T - 7200,
+        "contoso",
+    );
+    a2.recipients = vec![rcpt("bob@contoso.com", RecipientKind::To)];
+    let mut b1 = rec(
+        "<b1@partner.example>",
+        "pat@partner.example",
+        "Lunch on Friday",
+        T - 10 * DAY,
+        "contoso",
+    );
+    b1.recipients = vec![
+        rcpt("alice@contoso.com", RecipientKind::To),
+        rcpt("carol@fabrikam.com", RecipientKind::Cc),
+    ];
+    b1.disposition = Some(Disposition::Bulk);
+    let mut c1 = rec(
+        "<c1@fabrikam.com>",
+        "boss@fabrikam.com",
+        "Quarterly results",
+        T - 60,
+        "fabrikam",
+    );
+    c1.recipients = vec![rcpt("dave@fabrikam.com", RecipientKind::To)];
+    c1.urls = vec!["https://intranet.fabrikam.com/q4".into()];
+    let mut d1 = rec(
+        "<d1@evil.example>",
+        "mallory@evil.example",
+        "RE: Invoice 4411 overdue",
+        T - 30 * DAY,
+        "contoso",
+    );
+    d1.disposition = Some(Disposition::Spam);
+    d1.in_reply_to = vec!["<a1@evil.example>".into()];
+    s.upsert_trace(&[a1, a2, b1, c1, d1]).unwrap();
+    let c1_id = s.trace_by_message_id("<c1@fabrikam.com>").unwrap()[0]
+        .id
+        .unwrap();
+    assert!(
+        s.set_retraction(c1_id, Some(T - 30), Some("retracted"))
+            .unwrap()
+    );
+    (dir, s)
+}
+
+fn ids(s: &Store, q: &str) -> Vec<String> {
+    let query = parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+    let got: Vec<String> = s
+        .search_at(&query, 100, 0, T)
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            r.message_id
+                .trim_matches(['<', '>'])
+                .split('@')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        s.count_at(&query, T).unwrap(),
+        got.len() as u64,
+        "count of {q}"
+    );
+    got
+}
+
+#[test]
+fn each_operator() {
+    let (_d, s) = store();
+    let cases: &[(&str, &[&str])] = &[
+        ("", &["c1", "a1", "a2", "b1", "d1"]),
+        ("invoice", &["a1", "a2", "d1"]),
+        ("INVOICE overdue", &["a1", "a2", "d1"]),
+        ("\"invoice 4411\"", &["a1", "d1"]),
+        ("invo*", &["a1", "a2", "d1"]),
+        ("uberfallig", &["a2"]),
+        ("from:mallory@evil.example", &["a1", "a2", "d1"]),
+        ("from:MALLORY@Evil.Example", &["a1", "a2", "d1"]),
+        ("from:evil.example", &["a1", "a2", "d1"]),
+        ("from:@evil.example", &["a1", "a2", "d1"]),
+        ("from:mall", &["a1", "a2", "d1"]),
+        ("from:evil", &["a1", "a2", "d1"]),
+        ("to:alice@contoso.com", &["a1", "b1"]),
+        ("to:fabrikam.com", &["c1", "b1"]),
+        ("to:carol", &["b1"]),
+        ("subject:lunch", &["b1"]),
+        ("subject:\"quarterly results\"", &["c1"]),
+        ("subject:mallory", &[]),
+        ("msgid:<a2@evil.example>", &["a2"]),
+        ("msgid:a2@evil.example", &["a2"]),
+        ("domain:fabrikam.com", &["c1", "b1"]),
+        ("domain:login.evil.example", &["a1"]),
+        ("url:login.evil.example", &["a1"]),
+        ("url:\"https://login.evil.example/reset\"", &["a1"]),
+        ("url:fabrikam", &["c1"]),
+        (&format!("sha256:{}", H1.to_uppercase()), &["a1"]),
+        ("disposition:malicious", &["a1"]),
+        ("disposition:none", &["c1", "a2"]),
+        ("disposition:any", &["a1", "b1", "d1"]),
+        ("tenant:fabrikam", &["c1"]),
+        ("since:2d", &["c1", "a1", "a2"]),
+        ("since:90m", &["c1", "a1"]),
+        ("since:2026-11-10", &["c1", "a1", "a2", "b1"]),
+        ("until:2026-11-10", &["d1"]),
+        ("since:2026-11-19T23:00", &["c1", "a1"]),
+        ("since:2026-11-19T23:00:00Z until:2026-11-19T23:59", &["a1"]),
+        ("retracted:yes", &["c1"]),
+        ("retracted:no", &["a1", "a2", "b1", "d1"]),
+        ("-from:evil.example", &["c1", "b1"]),
+        ("invoice -disposition:spam", &["a1", "a2"]),
+        ("-invoice -lunch", &["c1"]),
+        ("subject:lunch OR subject:quarterly", &["c1", "b1"]),
+        ("(from:evil.example OR tenant:fabrikam) -invoice", &["c1"]),
+        (
+            "from:evil.example (disposition:malicious OR disposition:spam)",
+            &["a1", "d1"],
+        ),
+        ("nonexistentword", &[]),
+        ("\"@@\"", &[]),
+        ("-\"@@\"", &["c1", "a1", "a2", "b1", "d1"]),
+    ];
+    for (q, want) in cases {
+        assert_eq!(ids(&s, q), *want, "query {q:?}");
+    }
+}
+
+#[test]
+fn paging_and_replies() {
+    let (_d, s) = store();
+    let q = parse("from:evil.example").unwrap();
+    let page: Vec<String> = s
+        .search_at(&q, 2, 1, T)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.message_id)
+        .collect();
+    assert_eq!(page, vec!["<a2@evil.example>", "<d1@evil.example>"]);
+    let replies = s.replies_to(&["<a1@evil.example>".to_string()]).unwrap();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].message_id, "<d1@evil.example>");
+    let full = &s
+        .search_at(&parse("msgid:<b1@partner.example>").unwrap(), 1, 0, T)
+        .unwrap()[0];
+    assert_eq!(
+        full.delivered_to(),
+        vec!["alice@contoso.com", "carol@fabrikam.com"]
+    );
+}
+
+#[test]
+fn errors_name_position_and_expectation() {
+    let cases = [
+        ("from:", "query:1:6: expected a value after \"from:\""),
+        (
+            "invoice from: x",
+            "query:1:14: expected a value after \"from:\"",
+        ),
+        ("colour:red", "query:1:1: unknown field \"colour:\""),
+        ("disposition:evil", "query:1:13: expected a disposition"),
+        ("since:soon", "query:1:7: expected a date (2026-11-20)"),
+        ("retracted:maybe", "query:1:11: expected yes or no"),
+        ("msgid:nobody", "query:1:7: expected a Message-ID"),
+        ("(a", "query:1:3: expected \")\""),
+        (
+            "a OR OR b",
+            "query:1:6: expected a search term before \"OR\"",
+        ),
+        ("subject:\"x", "query:1:11: expected a closing quote"),
+    ];
+    for (q, prefix) in cases {
+        let e = parse(q).unwrap_err().to_string();
+        assert!(
+            e.starts_with(prefix),
+            "{q:?}: got {e:?}, want prefix {prefix:?}"
+        );
+    }
+}
+
+thread_local! {
+    static SHARED: (tempfile::TempDir, Store) = store();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn any_input_parses_or_points_inside(s in "\\PC{0,60}") {
+        if let Err(e) = parse(&s) {
+            prop_assert!(e.column >= 1 && e.column <= s.chars().count() + 1, "{} for {:?}", e, s);
+        }
+    }
+
+    #[test]
+    fn every_parsed_query_runs(s in "((from|to|subject|msgid|domain|url|sha256|disposition|tenant|since|until|retracted):(x|a@b|@b.c|\"p q\"|7d|2026-11-20|none|any|spam|yes|<m@x>|[0-9a-f]{64})|-|\\(|\\)| |OR|invoice|\"a b\"|\\*|@@|\u{e9}){0,10}") {
+        if let Ok(q) = parse(&s) {
+            SHARED.with(|(_d, st)| {
+                prop_assert!(st.search_at(&q, 10, 0, T).is_ok(), "{:?} -> {:?}", s, q);
+                prop_assert!(st.count_at(&q, T).is_ok());
+                Ok(())
+            })?;
+        }
+    }
+}
+
+/// Many records with deliberately unordered ids (received is random), so the newest-first window
+/// strategy and the unbounded one must agree on every query, page and negation.
+#[test]
+fn window_strategy_gives_the_same_answers() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open_in_dir(dir.path()).unwrap();
+    let words = ["invoice", "lunch", "wire", "report", "bonus"];
+    let records: Vec<TraceRecord> = (0..600)
+        .map(|i| {
+            let mut r = rec(
+                &format!("<w{i}@x.example>"),
+                &format!("s{}@d{}.example", i % 7, i % 3),
+                &format!("{} {}", words[i % 5], words[(i / 5) % 5]),
+                T - rng.gen_range(0..40) * 3600,
+                ["contoso", "fabrikam"][i % 2],
+            );
+            r.recipients = vec![rcpt(&format!("u{}@contoso.com", i % 11), RecipientKind::To)];
+            if i % 4 == 0 {
+                r.urls = vec![format!("https://h{}.example/p", i % 5)];
+            }
+            if i % 9 == 0 {
+                r.disposition = Some(Disposition::Spam);
+            }
+            r
+        })
+        .collect();
+    s.upsert_trace(&records).unwrap();
+    let queries = [
+        "",
+        "invoice",
+        "-invoice",
+        "to:u3@contoso.com",
+        "-to:contoso.com",
+        "invoice OR bonus",
+        "from:d1.example -disposition:spam",
+        "url:h2.example",
+        "-url:h2.example lunch",
+        "domain:h3.example",
+        "since:10h",
+        "until:30h",
+        "tenant:fabrikam wire",
+        "from:s3",
+    ];
+    for q in queries {
+        let query = parse(q).unwrap();
+        for (limit, offset) in [(1, 0), (2, 1), (5, 0), (5, 3), (50, 0), (2, 7)] {
+            s.set_search_window(0);
+            let plain: Vec<String> = s
+                .search_at(&query, limit, offset, T)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.message_id)
+                .collect();
+            s.set_search_window(100);
+            let windowed: Vec<String> = s
+                .search_at(&query, limit, offset, T)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.message_id)
+                .collect();
+            assert_eq!(plain, windowed, "{q:?} limit {limit} offset {offset}");
+        }
+    }
+}

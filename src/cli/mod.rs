@@ -73,6 +73,7 @@ pub fn main() -> ExitCode {
         }
         Some(Command::Search(args)) => {
             search::run(args, cli.config.as_deref(), cli.data_dir.as_deref())
+        }
         None => {
             eprintln!("clawback: no command given; try `clawback --help` or `clawback lab serve`");
             exit::USAGE

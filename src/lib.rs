@@ -12,3 +12,4 @@ pub mod provider;
 pub mod secret;
 pub mod store;
 pub mod trace;
+pub mod tui;

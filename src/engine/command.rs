@@ -1,0 +1,102 @@
+//! Commands: imperative requests from a front end to the engine task.
+//!
+//! The engine answers every command with one or more [`EngineEvent`](super::event::EngineEvent)s
+//! (or `Denied` when the operator's role does not allow it). Commands that carry a
+//! [`Generation`] are latest-wins: the engine may skip work for a generation that a newer
+//! command of the same kind has superseded, and must echo the generation in its answer.
+
+use super::view::{
+    AuditFilter, Confirmation, Generation, JobId, MessageRef, MetricsWindow, PlanId, PolicyMatrix,
+    RetractRequest,
+};
+use crate::model::FailureReason;
+
+/// A request to the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Run a trace query (`trace::query` language). Answer: `SearchCompleted` or `SearchFailed`
+    /// with the same generation.
+    Search {
+        generation: Generation,
+        query: String,
+        /// Rows to return at most; `total` in the answer counts every match.
+        limit: usize,
+    },
+    /// Recipients (with kind, grant, folder, read state, last outcome) of one message.
+    /// Answer: `RecipientsLoaded`.
+    LoadRecipients {
+        generation: Generation,
+        message: MessageRef,
+    },
+    /// How many copies and mailboxes each depth `0..=depth` adds, for the current selection.
+    /// Answer: `DepthPreviewed`.
+    PreviewDepth {
+        generation: Generation,
+        message: MessageRef,
+        depth: u8,
+        /// Addresses ticked in the checklist.
+        included: Vec<String>,
+        /// Addresses unticked in the checklist (left out at every depth).
+        excluded: Vec<String>,
+    },
+    /// Resolve a request into a plan without acting. Answer: `PlanBuilt` (or `Denied`).
+    BuildPlan(RetractRequest),
+    /// Execute a built plan. Answer: `JobStarted`, `JobProgressed`…, `ItemFailed`…,
+    /// `JobFinished` (or `Denied`, or `EngineFailed` if the confirmation does not match).
+    ApplyPlan {
+        plan_id: PlanId,
+        confirmation: Confirmation,
+    },
+    /// Discard a built plan that was not applied.
+    DiscardPlan { plan_id: PlanId },
+    /// Stop a running job after the items in flight; the rest stay pending (resumable).
+    CancelJob { job: JobId },
+    /// Retry the items of a job that failed with `reason`, as a new job.
+    RetryFailed { job: JobId, reason: FailureReason },
+    /// Undo: put succeeded copies back where they were. `only`: these addresses; empty = all.
+    Restore { job: JobId, only: Vec<String> },
+    /// Metrics over the window ending now. Answer: `MetricsLoaded`.
+    LoadMetrics { window: MetricsWindow },
+    /// Running and past jobs. Answer: `JobsLoaded`.
+    LoadJobs,
+    /// Per-recipient outcomes of one job. Answer: `JobOutcomesLoaded`.
+    LoadJobOutcomes { job: JobId },
+    /// Audit entries matching the filter, newest first. Answer: `AuditLoaded`.
+    LoadAudit { filter: AuditFilter },
+    /// Check the audit hash chain. Answer: `AuditVerified`.
+    VerifyAudit,
+    /// Tenants and the Retract status of their domains. Answer: `TenantsLoaded`.
+    LoadTenants,
+    /// The current auto-retract policy. Answer: `PolicyLoaded`.
+    LoadPolicy,
+    /// Store a new policy version (admin only). Answer: `PolicySaved` or `Denied`.
+    SavePolicy(PolicyMatrix),
+    /// The front end is closing: finish or checkpoint work and stop.
+    Shutdown,
+}
+
+impl Command {
+    /// Short name for logs and the status line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Search { .. } => "search",
+            Command::LoadRecipients { .. } => "load recipients",
+            Command::PreviewDepth { .. } => "preview depth",
+            Command::BuildPlan(_) => "build plan",
+            Command::ApplyPlan { .. } => "apply plan",
+            Command::DiscardPlan { .. } => "discard plan",
+            Command::CancelJob { .. } => "cancel job",
+            Command::RetryFailed { .. } => "retry failed",
+            Command::Restore { .. } => "restore",
+            Command::LoadMetrics { .. } => "load metrics",
+            Command::LoadJobs => "load jobs",
+            Command::LoadJobOutcomes { .. } => "load job outcomes",
+            Command::LoadAudit { .. } => "load audit",
+            Command::VerifyAudit => "verify audit",
+            Command::LoadTenants => "load tenants",
+            Command::LoadPolicy => "load policy",
+            Command::SavePolicy(_) => "save policy",
+            Command::Shutdown => "shutdown",
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Engine events: facts from the engine task, in the past tense. A front end renders state from
+//! them and never assumes an answer arrives (a command may be answered by `Denied` or
+//! `EngineFailed` instead).
+
+use super::view::{
+    AuditEntryView, AuditVerification, DepthCount, Generation, JobId, JobProgress, JobView,
+    MessageRef, MetricsSnapshot, PlanId, PlanSummary, PolicyMatrix, RecipientOutcome, RecipientRow,
+    SearchRow, TenantView,
+};
+use crate::model::{FailureReason, Role};
+
+/// A query the trace parser refused: 1-based character column (`len + 1` = end of input) and
+/// what was expected, as `trace::query::QueryError` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryErrorView {
+    pub column: usize,
+    pub message: String,
+}
+
+/// A fact from the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    SearchCompleted {
+        generation: Generation,
+        /// At most the requested `limit` rows, newest first.
+        rows: Vec<SearchRow>,
+        /// Every match, even beyond `limit`.
+        total: u64,
+    },
+    SearchFailed {
+        generation: Generation,
+        error: QueryErrorView,
+    },
+    RecipientsLoaded {
+        generation: Generation,
+        message: MessageRef,
+        rows: Vec<RecipientRow>,
+    },
+    DepthPreviewed {
+        generation: Generation,
+        /// One entry per depth `0..=depth`, what that depth adds.
+        per_depth: Vec<DepthCount>,
+    },
+    PlanBuilt(PlanSummary),
+    /// Building a plan failed (no copies found, request invalid…); says why.
+    PlanFailed {
+        message: String,
+    },
+    JobStarted {
+        job: JobId,
+        plan_id: Option<PlanId>,
+        total: u64,
+    },
+    JobProgressed(JobProgress),
+    ItemFailed {
+        job: JobId,
+        address: String,
+        reason: FailureReason,
+        /// The provider's own error code beside our reason (`ErrorItemNotFound`).
+        provider_code: Option<String>,
+    },
+    JobFinished {
+        job: JobView,
+        outcomes: Vec<RecipientOutcome>,
+    },
+    JobOutcomesLoaded {
+        job: JobId,
+        outcomes: Vec<RecipientOutcome>,
+    },
+    MetricsLoaded(MetricsSnapshot),
+    JobsLoaded(Vec<JobView>),
+    AuditLoaded(Vec<AuditEntryView>),
+    AuditVerified(AuditVerification),
+    TenantsLoaded(Vec<TenantView>),
+    PolicyLoaded(PolicyMatrix),
+    PolicySaved(PolicyMatrix),
+    /// The operator's role does not allow `action` (a command name); `required` is the least
+    /// role that does.
+    Denied {
+        action: String,
+        role: Role,
+        required: Role,
+    },
+    /// A command failed or the engine task died (a panic is caught and reported here).
+    EngineFailed {
+        message: String,
+    },
+}

@@ -1,0 +1,454 @@
+//! View types: what the engine tells a front end, already shaped for display. They carry no
+//! provider handles and no secrets, so a front end can keep, clone and render them freely.
+//!
+//! Counting rules follow DESIGN §2 exactly, so the TUI, `clawback metrics --json` and the tests
+//! show the same numbers.
+
+use crate::model::{Disposition, FailureReason, Folder, RetractAction, Role, TenantKind, Trigger};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Latest-wins request id. The front end increments it for every search / recipient load /
+/// depth preview; the engine echoes it back and the front end drops answers older than the
+/// newest request it made. Never derived from wall-clock time.
+pub type Generation = u64;
+
+/// A delivered message in the trace: tenant plus normalized Internet Message-ID (`<a@b>`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MessageRef {
+    pub tenant: String,
+    pub message_id: String,
+}
+
+/// Where a message stands with respect to retraction (the results table's last column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetractionState {
+    /// Never retracted.
+    None,
+    /// A job is running on it.
+    InProgress,
+    /// Some copies retracted, some not (failed or excluded).
+    Partial,
+    /// Every actionable copy retracted.
+    Retracted,
+    /// Retracted, then restored.
+    Restored,
+}
+
+impl RetractionState {
+    pub fn label(self) -> &'static str {
+        match self {
+            RetractionState::None => "-",
+            RetractionState::InProgress => "running",
+            RetractionState::Partial => "partial",
+            RetractionState::Retracted => "retracted",
+            RetractionState::Restored => "restored",
+        }
+    }
+}
+
+/// One row of the search results table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchRow {
+    pub message: MessageRef,
+    pub received: DateTime<Utc>,
+    /// Header From address.
+    pub from: String,
+    pub subject: String,
+    /// Copies known to the trace (envelope recipients after expansion).
+    pub copies: u64,
+    pub disposition: Option<Disposition>,
+    pub retraction: RetractionState,
+    /// Campaign key (same sender + normalized subject + URL/attachment fingerprint), used by the
+    /// grouping toggle. `None` when the message belongs to no campaign.
+    pub campaign: Option<String>,
+}
+
+/// What a recipient address is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecipientKind {
+    Mailbox,
+    /// Distribution list / group: its member mailboxes are listed separately.
+    DistributionList,
+    /// Outside the tenant's managed domains: cannot be retracted.
+    External,
+}
+
+impl RecipientKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            RecipientKind::Mailbox => "mailbox",
+            RecipientKind::DistributionList => "DL",
+            RecipientKind::External => "external",
+        }
+    }
+}
+
+/// Retract grant status of a domain (same words as `clawback doctor`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainStatus {
+    Granted,
+    /// The app lacks a permission / scope; `permission` names it (`Mail.ReadWrite`).
+    Missing {
+        permission: String,
+    },
+    NotInTenant,
+}
+
+impl DomainStatus {
+    pub fn label(&self) -> String {
+        match self {
+            DomainStatus::Granted => "Granted".into(),
+            DomainStatus::Missing { permission } => format!("Missing ({permission})"),
+            DomainStatus::NotInTenant => "Not in tenant".into(),
+        }
+    }
+}
+
+/// The outcome of the last action on one copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemOutcome {
+    Pending,
+    InFlight,
+    Succeeded { action: RetractAction },
+    Failed { reason: FailureReason },
+    Skipped { why: String },
+    Restored,
+}
+
+impl ItemOutcome {
+    pub fn label(&self) -> String {
+        match self {
+            ItemOutcome::Pending => "pending".into(),
+            ItemOutcome::InFlight => "in flight".into(),
+            ItemOutcome::Succeeded { action } => format!("ok: {}", action.as_str()),
+            ItemOutcome::Failed { reason } => format!("failed: {}", reason.as_str()),
+            ItemOutcome::Skipped { why } => format!("skipped: {why}"),
+            ItemOutcome::Restored => "restored".into(),
+        }
+    }
+}
+
+/// One line of the recipient checklist for the selected message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecipientRow {
+    pub address: String,
+    pub tenant: String,
+    pub kind: RecipientKind,
+    pub grant: DomainStatus,
+    /// Where the copy is now (`None`: no copy found, e.g. a DL or external address).
+    pub folder: Option<Folder>,
+    /// Read state of the copy (`None`: unknown / no copy).
+    pub read: Option<bool>,
+    pub last_outcome: Option<ItemOutcome>,
+    /// The engine's suggestion for the include box (false for external / DL / not granted).
+    pub included: bool,
+}
+
+/// What one conversation depth adds (DESIGN §2, "Conversation depth").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DepthCount {
+    pub depth: u8,
+    /// Copies added at this depth (not cumulative).
+    pub copies: u64,
+    /// Mailboxes added at this depth (not cumulative).
+    pub mailboxes: u64,
+}
+
+/// A retraction request. Same shape as the engine's plan request (`engine::plan` on the engine
+/// branch) so the two can be unified by a `pub use` when merged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetractRequest {
+    /// Internet Message-IDs of the messages to retract (bracketed).
+    #[serde(default)]
+    pub message_ids: Vec<String>,
+    /// The search query the messages came from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// Only these recipients (addresses); empty = every recipient.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only: Vec<String>,
+    /// Recipients left out (unticked in the checklist).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Conversation depth: 0 = the message itself, n = n levels of replies and forwards.
+    #[serde(default)]
+    pub depth: u8,
+    pub action: RetractAction,
+    pub trigger: Trigger,
+    /// Free text: ticket number, incident, why.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Identifies a built plan until it is applied or discarded.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PlanId(pub String);
+
+/// Identifies a job.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct JobId(pub String);
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Copies per tenant in a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantCount {
+    pub tenant: String,
+    pub kind: TenantKind,
+    pub copies: u64,
+}
+
+/// The plan preview shown before confirmation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanSummary {
+    pub plan_id: PlanId,
+    /// SHA-256 of the canonical plan (hex); shown so a reviewer can match a saved plan file.
+    pub digest: String,
+    /// The action asked for.
+    pub action: RetractAction,
+    pub depth: u8,
+    /// Copies that will be acted on (the number Hard Delete asks to be typed).
+    pub copies_total: u64,
+    pub mailboxes: u64,
+    /// Copies per effective action (Soft Delete on Gmail counts under Trash).
+    pub per_action: Vec<(RetractAction, u64)>,
+    pub per_tenant: Vec<TenantCount>,
+    /// What cannot be acted on, per reason.
+    pub not_actionable: Vec<(FailureReason, u64)>,
+    /// Notes said once per plan, e.g. "Soft Delete becomes Trash on Gmail (12 copies)".
+    pub notes: Vec<String>,
+}
+
+/// What the operator typed to confirm a plan. The engine re-checks it: a Hard Delete whose
+/// `typed_copies` differs from the plan's `copies_total` is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    pub typed_copies: Option<u64>,
+}
+
+/// Live progress of a running job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobProgress {
+    pub job: JobId,
+    pub done: u64,
+    pub failed: u64,
+    pub remaining: u64,
+    pub rate_per_sec: f64,
+    /// `None` until a rate is known.
+    pub eta_secs: Option<u64>,
+    /// Times the job waited on provider throttling (429 / rate-limit 403) so far.
+    pub throttled_waits: u64,
+}
+
+/// Lifecycle of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Running,
+    Finished,
+    Cancelled,
+    /// Interrupted (crash); resumable.
+    Interrupted,
+}
+
+impl JobState {
+    pub fn label(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Finished => "finished",
+            JobState::Cancelled => "cancelled",
+            JobState::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// A job in the jobs list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: JobId,
+    pub started: DateTime<Utc>,
+    pub trigger: Trigger,
+    pub action: RetractAction,
+    pub state: JobState,
+    pub total: u64,
+    pub succeeded: u64,
+    pub failed_by_reason: Vec<(FailureReason, u64)>,
+    pub skipped: u64,
+    /// Succeeded items that can be restored.
+    pub restorable: u64,
+    pub operator: String,
+}
+
+impl JobView {
+    pub fn failed(&self) -> u64 {
+        self.failed_by_reason.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Outcome for one recipient of a job (the table after a job).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientOutcome {
+    pub address: String,
+    pub tenant: String,
+    pub outcome: ItemOutcome,
+    /// Folder before the action (restore target).
+    pub folder_before: Option<Folder>,
+}
+
+/// Metrics windows offered by the console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum MetricsWindow {
+    #[serde(rename = "1h")]
+    Hour,
+    #[serde(rename = "24h")]
+    Day,
+    #[serde(rename = "7d")]
+    Week,
+    #[serde(rename = "30d")]
+    Month,
+}
+
+impl MetricsWindow {
+    pub const ALL: [MetricsWindow; 4] = [
+        MetricsWindow::Hour,
+        MetricsWindow::Day,
+        MetricsWindow::Week,
+        MetricsWindow::Month,
+    ];
+
+    /// The spelling used by `since:` in queries and `--since` on the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricsWindow::Hour => "1h",
+            MetricsWindow::Day => "24h",
+            MetricsWindow::Week => "7d",
+            MetricsWindow::Month => "30d",
+        }
+    }
+
+    pub fn next(self) -> MetricsWindow {
+        let i = Self::ALL.iter().position(|w| *w == self).unwrap_or(0);
+        Self::ALL[(i + 1) % Self::ALL.len()]
+    }
+}
+
+/// Metrics over a window (DESIGN §2): every count comes from job items.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsSnapshot {
+    pub window: MetricsWindow,
+    /// Items that reached `succeeded` or `failed` (not skipped, not dry runs).
+    pub total: u64,
+    pub succeeded: u64,
+    /// Failed items per reason; the sum is `total - succeeded`.
+    pub failed_by_reason: Vec<(FailureReason, u64)>,
+    /// Read state at the moment of retraction, over succeeded items.
+    pub unread: u64,
+    pub read: u64,
+    /// Share of `total` by trigger: auto = every non-manual trigger.
+    pub auto: u64,
+    pub manual: u64,
+    /// Dwell time (delivered → retracted) percentiles, seconds; `None` without data.
+    pub dwell_p50_secs: Option<u64>,
+    pub dwell_p95_secs: Option<u64>,
+    /// Retractions (total) per bucket, oldest first, for the sparkline.
+    pub series: Vec<u64>,
+    pub bucket_secs: u64,
+}
+
+impl MetricsSnapshot {
+    pub fn failed(&self) -> u64 {
+        self.failed_by_reason.iter().map(|(_, n)| n).sum()
+    }
+
+    /// `part / total` in percent; 0 when `total` is 0.
+    pub fn pct(part: u64, total: u64) -> f64 {
+        if total == 0 {
+            0.0
+        } else {
+            part as f64 * 100.0 / total as f64
+        }
+    }
+}
+
+/// Filter for the audit list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditFilter {
+    /// Case-insensitive substring over operator, action and detail.
+    pub text: String,
+}
+
+/// One audit entry for display.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntryView {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    pub os_user: String,
+    pub operator: String,
+    pub role: Role,
+    pub action: String,
+    /// Counts, plan digest prefix, target: one line.
+    pub detail: String,
+    /// First hex digits of the entry hash.
+    pub hash_prefix: String,
+}
+
+/// Result of `audit verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditVerification {
+    pub entries: u64,
+    /// `None` when the chain is intact; otherwise the first broken sequence number and why.
+    pub broken_at: Option<(u64, String)>,
+}
+
+/// A domain and its Retract status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainView {
+    pub domain: String,
+    pub status: DomainStatus,
+}
+
+/// A configured tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantView {
+    pub name: String,
+    pub kind: TenantKind,
+    pub domains: Vec<DomainView>,
+}
+
+/// A Post Delivery / Phish Submission switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseSwitch {
+    pub enabled: bool,
+    /// How often it runs, seconds.
+    pub interval_secs: u64,
+}
+
+/// The auto-retract policy (DESIGN §6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyMatrix {
+    /// Version in the store; the engine refuses a save whose version is stale.
+    pub version: u64,
+    /// One action per disposition; a missing disposition means No Action.
+    pub actions: BTreeMap<Disposition, RetractAction>,
+    pub post_delivery: ResponseSwitch,
+    pub phish_submission: ResponseSwitch,
+}
+
+impl PolicyMatrix {
+    pub fn action_for(&self, disposition: Disposition) -> RetractAction {
+        self.actions
+            .get(&disposition)
+            .copied()
+            .unwrap_or(RetractAction::NoAction)
+    }
+}

@@ -1,0 +1,158 @@
+//! `Action`: what the operator asked for, in the imperative. It is also the keymap vocabulary:
+//! the snake_case serde names are what `[ui.keys.<mode>]` binds; variants that carry data are
+//! internal (`#[serde(skip)]`) and cannot be bound.
+
+use serde::{Deserialize, Serialize};
+
+/// An operator request to the app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    // Global
+    Quit,
+    Help,
+    NextPane,
+    PrevPane,
+    ShowSearch,
+    ShowRecipients,
+    ShowPolicy,
+    ShowMetrics,
+    ShowJobs,
+    ShowAudit,
+    ShowTenants,
+    /// `:` command line.
+    CommandLine,
+    /// `/` filter (the query box on the search pane).
+    Filter,
+    Refresh,
+    ToggleMouse,
+    /// Leave the current input / overlay.
+    Cancel,
+    /// Enter: submit / open / confirm, depending on the pane.
+    Submit,
+
+    // Navigation
+    MoveUp,
+    MoveDown,
+    MoveLeft,
+    MoveRight,
+    PageUp,
+    PageDown,
+    First,
+    Last,
+
+    // Search
+    ToggleGrouping,
+
+    // Recipients
+    ToggleInclude,
+    SelectAll,
+    SelectNone,
+    InvertSelection,
+    DepthIncrease,
+    DepthDecrease,
+    NextRetractAction,
+    PreviewPlan,
+
+    // Jobs
+    CancelJob,
+    RetryFailed,
+    Restore,
+
+    // Policy
+    SetPolicyCell,
+    TogglePostDelivery,
+    TogglePhishSubmission,
+    IntervalIncrease,
+    IntervalDecrease,
+    SavePolicy,
+
+    // Metrics
+    NextWindow,
+    ViewDetails,
+
+    // Audit
+    VerifyAudit,
+
+    // Internal only: not bindable.
+    /// A character typed into the focused text input.
+    #[serde(skip)]
+    InputChar(char),
+    /// Backspace in the focused text input.
+    #[serde(skip)]
+    InputBackspace,
+    /// A periodic tick (debounce, frame pacing).
+    #[serde(skip)]
+    Tick,
+    /// The terminal was resized.
+    #[serde(skip)]
+    Resize(u16, u16),
+}
+
+impl Action {
+    /// The keymap name (`move_down`), or `None` for internal actions.
+    pub fn name(&self) -> Option<String> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(name)) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Parses a keymap name.
+    pub fn from_name(name: &str) -> Option<Action> {
+        serde_json::from_value(serde_json::Value::String(name.to_string())).ok()
+    }
+
+    /// Short description for hints and the help overlay.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Action::Quit => "quit",
+            Action::Help => "help",
+            Action::NextPane => "next pane",
+            Action::PrevPane => "previous pane",
+            Action::ShowSearch => "search",
+            Action::ShowRecipients => "recipients",
+            Action::ShowPolicy => "policy",
+            Action::ShowMetrics => "metrics",
+            Action::ShowJobs => "jobs",
+            Action::ShowAudit => "audit",
+            Action::ShowTenants => "tenants",
+            Action::CommandLine => "command",
+            Action::Filter => "filter",
+            Action::Refresh => "refresh",
+            Action::ToggleMouse => "mouse on/off",
+            Action::Cancel => "back",
+            Action::Submit => "open",
+            Action::MoveUp => "up",
+            Action::MoveDown => "down",
+            Action::MoveLeft => "left",
+            Action::MoveRight => "right",
+            Action::PageUp => "page up",
+            Action::PageDown => "page down",
+            Action::First => "first",
+            Action::Last => "last",
+            Action::ToggleGrouping => "group campaigns",
+            Action::ToggleInclude => "include",
+            Action::SelectAll => "all",
+            Action::SelectNone => "none",
+            Action::InvertSelection => "invert",
+            Action::DepthIncrease => "depth+",
+            Action::DepthDecrease => "depth-",
+            Action::NextRetractAction => "action",
+            Action::PreviewPlan => "plan",
+            Action::CancelJob => "cancel job",
+            Action::RetryFailed => "retry failed",
+            Action::Restore => "restore",
+            Action::SetPolicyCell => "set",
+            Action::TogglePostDelivery => "post delivery",
+            Action::TogglePhishSubmission => "phish submission",
+            Action::IntervalIncrease => "interval+",
+            Action::IntervalDecrease => "interval-",
+            Action::SavePolicy => "save",
+            Action::NextWindow => "window",
+            Action::ViewDetails => "details",
+            Action::VerifyAudit => "verify",
+            Action::InputChar(_) | Action::InputBackspace | Action::Tick | Action::Resize(..) => "",
+        }
+    }
+}

@@ -1,0 +1,1400 @@
+//! The console's state and its one state machine: `App::update(Action) -> Vec<Command>` and
+//! `App::on_engine(EngineEvent) -> Vec<Command>`, both synchronous and free of I/O, so the whole
+//! console can be driven headless by tests.
+
+use super::action::Action;
+use super::keymap::{KeyChord, Keymap, Mode};
+use crate::engine::Command;
+use crate::engine::event::{EngineEvent, QueryErrorView};
+use crate::engine::view::{
+    AuditEntryView, AuditFilter, AuditVerification, Confirmation, DepthCount, Generation, JobId,
+    JobProgress, JobState, JobView, MetricsSnapshot, MetricsWindow, PlanSummary, PolicyMatrix,
+    RecipientOutcome, RecipientRow, RetractRequest, SearchRow, TenantView,
+};
+use crate::model::{Disposition, FailureReason, RetractAction, Role, Trigger};
+use crossterm::event::{KeyEvent, KeyEventKind, MouseEvent, MouseEventKind};
+
+/// Rows asked of a search.
+pub const SEARCH_LIMIT: usize = 100_000;
+/// Ticks of quiet typing before a search is sent (with the loop's 50 ms tick: 150 ms).
+pub const DEBOUNCE_TICKS: u8 = 3;
+/// Deepest conversation depth offered.
+pub const MAX_DEPTH: u8 = 5;
+/// Post Delivery / Phish Submission interval step and bounds, seconds.
+pub const INTERVAL_STEP: u64 = 300;
+pub const INTERVAL_MIN: u64 = 60;
+pub const INTERVAL_MAX: u64 = 86_400;
+/// Actions offered by the recipient pane's selector, in order.
+pub const SELECTOR_ACTIONS: [RetractAction; 4] = [
+    RetractAction::Junk,
+    RetractAction::Trash,
+    RetractAction::SoftDelete,
+    RetractAction::HardDelete,
+];
+
+/// The panes, in tab order (number keys 1..7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pane {
+    Search,
+    Recipients,
+    Policy,
+    Metrics,
+    Jobs,
+    Audit,
+    Tenants,
+}
+
+impl Pane {
+    pub const ALL: [Pane; 7] = [
+        Pane::Search,
+        Pane::Recipients,
+        Pane::Policy,
+        Pane::Metrics,
+        Pane::Jobs,
+        Pane::Audit,
+        Pane::Tenants,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Pane::Search => "Search",
+            Pane::Recipients => "Recipients",
+            Pane::Policy => "Policy",
+            Pane::Metrics => "Metrics",
+            Pane::Jobs => "Jobs",
+            Pane::Audit => "Audit",
+            Pane::Tenants => "Tenants",
+        }
+    }
+
+    pub fn mode(self) -> Mode {
+        match self {
+            Pane::Search => Mode::Search,
+            Pane::Recipients => Mode::Recipients,
+            Pane::Policy => Mode::Policy,
+            Pane::Metrics => Mode::Metrics,
+            Pane::Jobs => Mode::Jobs,
+            Pane::Audit => Mode::Audit,
+            Pane::Tenants => Mode::Tenants,
+        }
+    }
+
+    fn index(self) -> usize {
+        Pane::ALL.iter().position(|p| *p == self).unwrap_or(0)
+    }
+}
+
+/// Data that arrives from the engine: every pane shows each of these states.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Loadable<T> {
+    NotLoaded,
+    Loading,
+    Ready(T),
+    Failed(String),
+}
+
+impl<T> Loadable<T> {
+    pub fn ready(&self) -> Option<&T> {
+        match self {
+            Loadable::Ready(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// One displayed row of the results table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultRow {
+    /// Index into the result rows.
+    Message(usize),
+    /// A campaign (grouping on): its first message, message count and copies.
+    Campaign {
+        first: usize,
+        messages: usize,
+        copies: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchResults {
+    pub rows: Vec<SearchRow>,
+    pub total: u64,
+    /// What the table shows (messages, or campaigns when grouped), computed once per result.
+    pub view: Vec<ResultRow>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchState {
+    pub query: String,
+    pub editing: bool,
+    /// Generation of the newest search sent.
+    pub generation: Generation,
+    /// Ticks left before the typed query is sent.
+    pub debounce: Option<u8>,
+    pub results: Loadable<SearchResults>,
+    pub error: Option<QueryErrorView>,
+    pub selected: usize,
+    pub grouped: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecipientsState {
+    pub message: Option<SearchRow>,
+    pub generation: Generation,
+    pub rows: Loadable<Vec<RecipientRow>>,
+    /// Include boxes, parallel to `rows`.
+    pub included: Vec<bool>,
+    /// Indexes of rows matching the filter.
+    pub visible: Vec<usize>,
+    pub filter: String,
+    /// Position in `visible`.
+    pub selected: usize,
+    pub depth: u8,
+    pub depth_generation: Generation,
+    pub depth_preview: Loadable<Vec<DepthCount>>,
+    pub preview_debounce: Option<u8>,
+    pub action: RetractAction,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanState {
+    pub summary: Loadable<PlanSummary>,
+    /// What the operator typed (Hard Delete: the number of copies).
+    pub typed: String,
+    pub refusal: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobsState {
+    pub list: Loadable<Vec<JobView>>,
+    pub selected: usize,
+    pub progress: Vec<JobProgress>,
+    /// Live failures (job, address, reason), newest last.
+    pub failures: Vec<(JobId, String, FailureReason)>,
+    pub outcomes: Option<(JobId, Vec<RecipientOutcome>)>,
+    /// Index into the selected job's `failed_by_reason` for "retry failed".
+    pub reason_cursor: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyState {
+    pub loaded: Loadable<PolicyMatrix>,
+    pub draft: Option<PolicyMatrix>,
+    /// 0..5 dispositions, 5 = Post Delivery, 6 = Phish Submission.
+    pub row: usize,
+    /// Action column 0..5.
+    pub col: usize,
+    pub saving: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsState {
+    pub window: MetricsWindow,
+    pub snapshot: Loadable<MetricsSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditState {
+    pub entries: Loadable<Vec<AuditEntryView>>,
+    pub filter: String,
+    pub selected: usize,
+    pub verification: Loadable<AuditVerification>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantsState {
+    pub tenants: Loadable<Vec<TenantView>>,
+    pub selected: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptKind {
+    Command,
+    Filter,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    pub kind: PromptKind,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusLine {
+    pub text: String,
+    pub is_error: bool,
+}
+
+/// The whole console state.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub keymap: Keymap,
+    pub role: Role,
+    pub focus: Pane,
+    pub help: bool,
+    pub prompt: Option<Prompt>,
+    pub plan: Option<PlanState>,
+    pub mouse: bool,
+    pub should_quit: bool,
+    /// Something changed since the last frame.
+    pub dirty: bool,
+    pub status: Option<StatusLine>,
+    pub search: SearchState,
+    pub recipients: RecipientsState,
+    pub jobs: JobsState,
+    pub policy: PolicyState,
+    pub metrics: MetricsState,
+    pub audit: AuditState,
+    pub tenants: TenantsState,
+}
+
+fn step(index: usize, len: usize, delta: isize) -> usize {
+    if len == 0 {
+        return 0;
+    }
+    let max = len - 1;
+    if delta < 0 {
+        index.saturating_sub(delta.unsigned_abs())
+    } else {
+        index.saturating_add(delta as usize).min(max)
+    }
+}
+
+/// Rows a page key moves.
+const PAGE: isize = 10;
+
+impl App {
+    pub fn new(keymap: Keymap, role: Role) -> App {
+        App {
+            keymap,
+            role,
+            focus: Pane::Search,
+            help: false,
+            prompt: None,
+            plan: None,
+            mouse: false,
+            should_quit: false,
+            dirty: true,
+            status: None,
+            search: SearchState {
+                query: String::new(),
+                editing: false,
+                generation: 0,
+                debounce: None,
+                results: Loadable::NotLoaded,
+                error: None,
+                selected: 0,
+                grouped: false,
+            },
+            recipients: RecipientsState {
+                message: None,
+                generation: 0,
+                rows: Loadable::NotLoaded,
+                included: Vec::new(),
+                visible: Vec::new(),
+                filter: String::new(),
+                selected: 0,
+                depth: 0,
+                depth_generation: 0,
+                depth_preview: Loadable::NotLoaded,
+                preview_debounce: None,
+                action: RetractAction::Junk,
+            },
+            jobs: JobsState {
+                list: Loadable::NotLoaded,
+                selected: 0,
+                progress: Vec::new(),
+                failures: Vec::new(),
+                outcomes: None,
+                reason_cursor: 0,
+            },
+            policy: PolicyState {
+                loaded: Loadable::NotLoaded,
+                draft: None,
+                row: 0,
+                col: 0,
+                saving: false,
+            },
+            metrics: MetricsState {
+                window: MetricsWindow::Day,
+                snapshot: Loadable::NotLoaded,
+            },
+            audit: AuditState {
+                entries: Loadable::NotLoaded,
+                filter: String::new(),
+                selected: 0,
+                verification: Loadable::NotLoaded,
+            },
+            tenants: TenantsState {
+                tenants: Loadable::NotLoaded,
+                selected: 0,
+            },
+        }
+    }
+
+    /// Commands to send once the first frame is on screen: the newest messages.
+    pub fn startup(&mut self) -> Vec<Command> {
+        vec![self.send_search()]
+    }
+
+    /// The keymap mode that receives keys now.
+    pub fn mode(&self) -> Mode {
+        if self.plan.is_some() {
+            Mode::Plan
+        } else if self.prompt.is_some() {
+            Mode::Prompt
+        } else if self.help {
+            Mode::Global
+        } else if self.focus == Pane::Search && self.search.editing {
+            Mode::Query
+        } else {
+            self.focus.mode()
+        }
+    }
+
+    /// A terminal key event: presses only (release and repeat are ignored).
+    pub fn handle_key(&mut self, key: KeyEvent) -> Vec<Command> {
+        if key.kind != KeyEventKind::Press {
+            return Vec::new();
+        }
+        match self.keymap.resolve(self.mode(), KeyChord::from_event(&key)) {
+            Some(action) => self.update(action),
+            None => Vec::new(),
+        }
+    }
+
+    /// A mouse event (only delivered while mouse capture is on): the wheel scrolls.
+    pub fn handle_mouse(&mut self, mouse: MouseEvent) -> Vec<Command> {
+        match mouse.kind {
+            MouseEventKind::ScrollDown => self.update(Action::MoveDown),
+            MouseEventKind::ScrollUp => self.update(Action::MoveUp),
+            _ => Vec::new(),
+        }
+    }
+
+    fn set_status(&mut self, text: impl Into<String>, is_error: bool) {
+        self.status = Some(StatusLine {
+            text: text.into(),
+            is_error,
+        });
+    }
+
+    /// The single state transition for operator actions.
+    pub fn update(&mut self, action: Action) -> Vec<Command> {
+        if !matches!(action, Action::Tick) {
+            self.dirty = true;
+        }
+        match action {
+            Action::Tick => return self.tick(),
+            Action::Resize(..) => return Vec::new(),
+            Action::Quit => {
+                self.should_quit = true;
+                return vec![Command::Shutdown];
+            }
+            _ => {}
+        }
+        if self.plan.is_some() {
+            return self.update_plan(action);
+        }
+        if self.prompt.is_some() {
+            return self.update_prompt(action);
+        }
+        if self.help {
+            if matches!(action, Action::Help | Action::Cancel) {
+                self.help = false;
+            }
+            return Vec::new();
+        }
+        match action {
+            Action::Help => {
+                self.help = true;
+                Vec::new()
+            }
+            Action::NextPane | Action::PrevPane => {
+                let n = Pane::ALL.len();
+                let i = self.focus.index();
+                let next = if action == Action::NextPane {
+                    (i + 1) % n
+                } else {
+                    (i + n - 1) % n
+                };
+                self.show(Pane::ALL[next])
+            }
+            Action::ShowSearch => self.show(Pane::Search),
+            Action::ShowRecipients => self.show(Pane::Recipients),
+            Action::ShowPolicy => self.show(Pane::Policy),
+            Action::ShowMetrics => self.show(Pane::Metrics),
+            Action::ShowJobs => self.show(Pane::Jobs),
+            Action::ShowAudit => self.show(Pane::Audit),
+            Action::ShowTenants => self.show(Pane::Tenants),
+            Action::CommandLine => {
+                self.search.editing = false;
+                self.prompt = Some(Prompt {
+                    kind: PromptKind::Command,
+                    text: String::new(),
+                });
+                Vec::new()
+            }
+            Action::ToggleMouse => {
+                self.mouse = !self.mouse;
+                self.set_status(if self.mouse { "mouse on" } else { "mouse off" }, false);
+                Vec::new()
+            }
+            Action::Refresh => self.refresh(),
+            _ => match self.focus {
+                Pane::Search => self.update_search(action),
+                Pane::Recipients => self.update_recipients(action),
+                Pane::Policy => self.update_policy(action),
+                Pane::Metrics => self.update_metrics(action),
+                Pane::Jobs => self.update_jobs(action),
+                Pane::Audit => self.update_audit(action),
+                Pane::Tenants => self.update_tenants(action),
+            },
+        }
+    }
+
+    fn tick(&mut self) -> Vec<Command> {
+        let mut commands = Vec::new();
+        if let Some(left) = self.search.debounce {
+            if left <= 1 {
+                self.search.debounce = None;
+                commands.push(self.send_search());
+            } else {
+                self.search.debounce = Some(left - 1);
+            }
+        }
+        if let Some(left) = self.recipients.preview_debounce {
+            if left <= 1 {
+                self.recipients.preview_debounce = None;
+                commands.extend(self.send_depth_preview());
+            } else {
+                self.recipients.preview_debounce = Some(left - 1);
+            }
+        }
+        if !commands.is_empty() {
+            self.dirty = true;
+        }
+        commands
+    }
+
+    /// Focus a pane, loading its data the first time.
+    pub fn show(&mut self, pane: Pane) -> Vec<Command> {
+        self.focus = pane;
+        self.search.editing = false;
+        let not_loaded = match pane {
+            Pane::Search | Pane::Recipients => false,
+            Pane::Policy => self.policy.loaded == Loadable::NotLoaded,
+            Pane::Metrics => self.metrics.snapshot == Loadable::NotLoaded,
+            Pane::Jobs => self.jobs.list == Loadable::NotLoaded,
+            Pane::Audit => self.audit.entries == Loadable::NotLoaded,
+            Pane::Tenants => self.tenants.tenants == Loadable::NotLoaded,
+        };
+        if not_loaded {
+            self.refresh()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn refresh(&mut self) -> Vec<Command> {
+        match self.focus {
+            Pane::Search => vec![self.send_search()],
+            Pane::Recipients => self.load_recipients_again(),
+            Pane::Policy => {
+                self.policy.loaded = Loadable::Loading;
+                vec![Command::LoadPolicy]
+            }
+            Pane::Metrics => {
+                self.metrics.snapshot = Loadable::Loading;
+                vec![Command::LoadMetrics {
+                    window: self.metrics.window,
+                }]
+            }
+            Pane::Jobs => {
+                self.jobs.list = Loadable::Loading;
+                vec![Command::LoadJobs]
+            }
+            Pane::Audit => {
+                self.audit.entries = Loadable::Loading;
+                vec![Command::LoadAudit {
+                    filter: AuditFilter {
+                        text: self.audit.filter.clone(),
+                    },
+                }]
+            }
+            Pane::Tenants => {
+                self.tenants.tenants = Loadable::Loading;
+                vec![Command::LoadTenants]
+            }
+        }
+    }
+
+    // ---- search ----
+
+    fn send_search(&mut self) -> Command {
+        self.search.generation += 1;
+        self.search.debounce = None;
+        self.search.results = Loadable::Loading;
+        Command::Search {
+            generation: self.search.generation,
+            query: self.search.query.clone(),
+            limit: SEARCH_LIMIT,
+        }
+    }
+
+    /// Replace the query and search now (used by "view details" and `:search`).
+    pub fn search_now(&mut self, query: String) -> Vec<Command> {
+        self.search.query = query;
+        self.search.error = None;
+        self.focus = Pane::Search;
+        self.search.editing = false;
+        vec![self.send_search()]
+    }
+
+    fn update_search(&mut self, action: Action) -> Vec<Command> {
+        if self.search.editing {
+            match action {
+                Action::InputChar(c) => {
+                    self.search.query.push(c);
+                    self.search.debounce = Some(DEBOUNCE_TICKS);
+                }
+                Action::InputBackspace => {
+                    self.search.query.pop();
+                    self.search.debounce = Some(DEBOUNCE_TICKS);
+                }
+                Action::Submit => {
+                    self.search.editing = false;
+                    return vec![self.send_search()];
+                }
+                Action::Cancel => self.search.editing = false,
+                Action::MoveDown => self.search.editing = false,
+                _ => {}
+            }
+            return Vec::new();
+        }
+        let len = self
+            .search
+            .results
+            .ready()
+            .map(|r| r.view.len())
+            .unwrap_or(0);
+        match action {
+            Action::Filter => self.search.editing = true,
+            Action::MoveUp => self.search.selected = step(self.search.selected, len, -1),
+            Action::MoveDown => self.search.selected = step(self.search.selected, len, 1),
+            Action::PageUp => self.search.selected = step(self.search.selected, len, -PAGE),
+            Action::PageDown => self.search.selected = step(self.search.selected, len, PAGE),
+            Action::First => self.search.selected = 0,
+            Action::Last => self.search.selected = len.saturating_sub(1),
+            Action::ToggleGrouping => {
+                self.search.grouped = !self.search.grouped;
+                let grouped = self.search.grouped;
+                if let Loadable::Ready(results) = &mut self.search.results {
+                    results.view = build_view(&results.rows, grouped);
+                }
+                self.search.selected = 0;
+            }
+            Action::Submit => return self.open_selected_message(),
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    /// The search row under the cursor (the first message of a campaign when grouped).
+    pub fn selected_search_row(&self) -> Option<&SearchRow> {
+        let results = self.search.results.ready()?;
+        let index = match results.view.get(self.search.selected)? {
+            ResultRow::Message(i) => *i,
+            ResultRow::Campaign { first, .. } => *first,
+        };
+        results.rows.get(index)
+    }
+
+    fn open_selected_message(&mut self) -> Vec<Command> {
+        let Some(row) = self.selected_search_row().cloned() else {
+            return Vec::new();
+        };
+        self.recipients.message = Some(row);
+        self.recipients.depth = 0;
+        self.recipients.filter.clear();
+        self.focus = Pane::Recipients;
+        self.load_recipients_again()
+    }
+
+    // ---- recipients ----
+
+    fn load_recipients_again(&mut self) -> Vec<Command> {
+        let Some(message) = self.recipients.message.as_ref().map(|m| m.message.clone()) else {
+            return Vec::new();
+        };
+        self.recipients.generation += 1;
+        self.recipients.rows = Loadable::Loading;
+        self.recipients.depth_preview = Loadable::NotLoaded;
+        vec![Command::LoadRecipients {
+            generation: self.recipients.generation,
+            message,
+        }]
+    }
+
+    /// Addresses ticked and unticked in the checklist.
+    pub fn selection(&self) -> (Vec<String>, Vec<String>) {
+        let mut included = Vec::new();
+        let mut excluded = Vec::new();
+        if let Some(rows) = self.recipients.rows.ready() {
+            for (row, on) in rows.iter().zip(&self.recipients.included) {
+                if *on {
+                    included.push(row.address.clone());
+                } else {
+                    excluded.push(row.address.clone());
+                }
+            }
+        }
+        (included, excluded)
+    }
+
+    fn send_depth_preview(&mut self) -> Vec<Command> {
+        let Some(message) = self.recipients.message.as_ref().map(|m| m.message.clone()) else {
+            return Vec::new();
+        };
+        if self.recipients.rows.ready().is_none() {
+            return Vec::new();
+        }
+        let (included, excluded) = self.selection();
+        self.recipients.depth_generation += 1;
+        self.recipients.depth_preview = Loadable::Loading;
+        self.recipients.preview_debounce = None;
+        vec![Command::PreviewDepth {
+            generation: self.recipients.depth_generation,
+            message,
+            depth: self.recipients.depth,
+            included,
+            excluded,
+        }]
+    }
+
+    fn refilter_recipients(&mut self) {
+        let needle = self.recipients.filter.to_lowercase();
+        self.recipients.visible = match self.recipients.rows.ready() {
+            Some(rows) => rows
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| needle.is_empty() || r.address.to_lowercase().contains(&needle))
+                .map(|(i, _)| i)
+                .collect(),
+            None => Vec::new(),
+        };
+        self.recipients.selected = self
+            .recipients
+            .selected
+            .min(self.recipients.visible.len().saturating_sub(1));
+    }
+
+    fn update_recipients(&mut self, action: Action) -> Vec<Command> {
+        if self.recipients.rows.ready().is_none() {
+            return Vec::new();
+        }
+        let len = self.recipients.visible.len();
+        let sel = self.recipients.selected;
+        let mut selection_changed = false;
+        match action {
+            Action::MoveUp => self.recipients.selected = step(sel, len, -1),
+            Action::MoveDown => self.recipients.selected = step(sel, len, 1),
+            Action::PageUp => self.recipients.selected = step(sel, len, -PAGE),
+            Action::PageDown => self.recipients.selected = step(sel, len, PAGE),
+            Action::First => self.recipients.selected = 0,
+            Action::Last => self.recipients.selected = len.saturating_sub(1),
+            Action::ToggleInclude => {
+                if let Some(&i) = self.recipients.visible.get(sel)
+                    && let Some(on) = self.recipients.included.get_mut(i)
+                {
+                    *on = !*on;
+                    selection_changed = true;
+                }
+            }
+            Action::SelectAll | Action::SelectNone | Action::InvertSelection => {
+                for &i in &self.recipients.visible {
+                    if let Some(on) = self.recipients.included.get_mut(i) {
+                        *on = match action {
+                            Action::SelectAll => true,
+                            Action::SelectNone => false,
+                            _ => !*on,
+                        };
+                    }
+                }
+                selection_changed = true;
+            }
+            Action::DepthIncrease | Action::DepthDecrease => {
+                let depth = if action == Action::DepthIncrease {
+                    (self.recipients.depth + 1).min(MAX_DEPTH)
+                } else {
+                    self.recipients.depth.saturating_sub(1)
+                };
+                if depth != self.recipients.depth {
+                    self.recipients.depth = depth;
+                    return self.send_depth_preview();
+                }
+            }
+            Action::NextRetractAction => {
+                let i = SELECTOR_ACTIONS
+                    .iter()
+                    .position(|a| *a == self.recipients.action)
+                    .map(|i| (i + 1) % SELECTOR_ACTIONS.len())
+                    .unwrap_or(0);
+                self.recipients.action = SELECTOR_ACTIONS[i];
+            }
+            Action::Filter => {
+                self.prompt = Some(Prompt {
+                    kind: PromptKind::Filter,
+                    text: self.recipients.filter.clone(),
+                });
+            }
+            Action::PreviewPlan | Action::Submit => return self.build_plan(),
+            _ => {}
+        }
+        if selection_changed {
+            self.recipients.preview_debounce = Some(DEBOUNCE_TICKS);
+        }
+        Vec::new()
+    }
+
+    fn build_plan(&mut self) -> Vec<Command> {
+        let Some(message) = self.recipients.message.clone() else {
+            return Vec::new();
+        };
+        let (included, excluded) = self.selection();
+        if included.is_empty() {
+            self.set_status("no recipient included: tick at least one (space)", true);
+            return Vec::new();
+        }
+        self.plan = Some(PlanState {
+            summary: Loadable::Loading,
+            typed: String::new(),
+            refusal: None,
+        });
+        vec![Command::BuildPlan(RetractRequest {
+            message_ids: vec![message.message.message_id],
+            query: Some(self.search.query.clone()),
+            only: Vec::new(),
+            exclude: excluded,
+            depth: self.recipients.depth,
+            action: self.recipients.action,
+            trigger: Trigger::Manual,
+            reason: String::new(),
+        })]
+    }
+
+    // ---- plan overlay ----
+
+    fn update_plan(&mut self, action: Action) -> Vec<Command> {
+        let Some(plan) = self.plan.as_mut() else {
+            return Vec::new();
+        };
+        match action {
+            Action::Cancel => {
+                let discard = plan.summary.ready().map(|s| Command::DiscardPlan {
+                    plan_id: s.plan_id.clone(),
+                });
+                self.plan = None;
+                return discard.into_iter().collect();
+            }
+            Action::InputChar(c)
+                if c.is_ascii_digit()
+                    && plan.typed.len() < 20
+                    && plan
+                        .summary
+                        .ready()
+                        .is_some_and(|s| s.action == RetractAction::HardDelete) =>
+            {
+                plan.typed.push(c);
+                plan.refusal = None;
+            }
+            Action::InputBackspace => {
+                plan.typed.pop();
+            }
+            Action::Submit => {
+                let Some(summary) = plan.summary.ready().cloned() else {
+                    return Vec::new();
+                };
+                let typed_copies = if summary.action == RetractAction::HardDelete {
+                    match plan.typed.parse::<u64>() {
+                        Ok(n) if n == summary.copies_total => Some(n),
+                        _ => {
+                            plan.refusal = Some(format!(
+                                "type {} (the number of copies) to hard delete",
+                                summary.copies_total
+                            ));
+                            return Vec::new();
+                        }
+                    }
+                } else {
+                    None
+                };
+                self.plan = None;
+                self.focus = Pane::Jobs;
+                self.set_status(
+                    format!(
+                        "applying plan {}: {} on {} copies",
+                        short_digest(&summary.digest),
+                        summary.action.label(),
+                        summary.copies_total
+                    ),
+                    false,
+                );
+                return vec![Command::ApplyPlan {
+                    plan_id: summary.plan_id,
+                    confirmation: Confirmation { typed_copies },
+                }];
+            }
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    // ---- prompt ----
+
+    fn update_prompt(&mut self, action: Action) -> Vec<Command> {
+        let Some(prompt) = self.prompt.as_mut() else {
+            return Vec::new();
+        };
+        let live_filter = prompt.kind == PromptKind::Filter && self.focus == Pane::Recipients;
+        match action {
+            Action::InputChar(c) => prompt.text.push(c),
+            Action::InputBackspace => {
+                prompt.text.pop();
+            }
+            Action::Cancel => {
+                self.prompt = None;
+                return Vec::new();
+            }
+            Action::Submit => {
+                let prompt = self.prompt.take();
+                return match prompt {
+                    Some(Prompt {
+                        kind: PromptKind::Command,
+                        text,
+                    }) => self.run_command_line(&text),
+                    Some(Prompt {
+                        kind: PromptKind::Filter,
+                        text,
+                    }) => self.apply_filter(text),
+                    None => Vec::new(),
+                };
+            }
+            _ => return Vec::new(),
+        }
+        if live_filter {
+            let text = prompt.text.clone();
+            self.recipients.filter = text;
+            self.refilter_recipients();
+        }
+        Vec::new()
+    }
+
+    fn apply_filter(&mut self, text: String) -> Vec<Command> {
+        match self.focus {
+            Pane::Recipients => {
+                self.recipients.filter = text;
+                self.refilter_recipients();
+                Vec::new()
+            }
+            Pane::Audit => {
+                self.audit.filter = text;
+                self.refresh()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn run_command_line(&mut self, text: &str) -> Vec<Command> {
+        let text = text.trim();
+        let (word, rest) = text.split_once(' ').unwrap_or((text, ""));
+        let rest = rest.trim();
+        match word {
+            "" => Vec::new(),
+            "q" | "quit" => self.update(Action::Quit),
+            "help" => {
+                self.help = true;
+                Vec::new()
+            }
+            "mouse" => self.update(Action::ToggleMouse),
+            "refresh" => self.refresh(),
+            "search" | "s" => self.search_now(rest.to_string()),
+            "depth" => match rest.parse::<u8>() {
+                Ok(d) if d <= MAX_DEPTH && self.recipients.rows.ready().is_some() => {
+                    self.focus = Pane::Recipients;
+                    self.recipients.depth = d;
+                    self.send_depth_preview()
+                }
+                _ => {
+                    self.set_status(
+                        format!("depth: give 0..{MAX_DEPTH} with a message open"),
+                        true,
+                    );
+                    Vec::new()
+                }
+            },
+            "action" => match rest.parse::<RetractAction>() {
+                Ok(a) if SELECTOR_ACTIONS.contains(&a) => {
+                    self.recipients.action = a;
+                    Vec::new()
+                }
+                _ => {
+                    self.set_status("action: one of junk, trash, soft_delete, hard_delete", true);
+                    Vec::new()
+                }
+            },
+            other => {
+                self.set_status(
+                    format!(
+                        "unknown command {other:?}; try: quit, search QUERY, depth N, action A, mouse, refresh, help"
+                    ),
+                    true,
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    // ---- jobs ----
+
+    /// The job under the cursor.
+    pub fn selected_job(&self) -> Option<&JobView> {
+        self.jobs.list.ready()?.get(self.jobs.selected)
+    }
+
+    /// Live progress of a job, if any arrived.
+    pub fn progress_of(&self, job: &JobId) -> Option<&JobProgress> {
+        self.jobs.progress.iter().find(|p| &p.job == job)
+    }
+
+    fn update_jobs(&mut self, action: Action) -> Vec<Command> {
+        let len = self.jobs.list.ready().map(Vec::len).unwrap_or(0);
+        let sel = self.jobs.selected;
+        match action {
+            Action::MoveUp => self.jobs.selected = step(sel, len, -1),
+            Action::MoveDown => self.jobs.selected = step(sel, len, 1),
+            Action::First => self.jobs.selected = 0,
+            Action::Last => self.jobs.selected = len.saturating_sub(1),
+            Action::MoveLeft => self.jobs.reason_cursor = self.jobs.reason_cursor.saturating_sub(1),
+            Action::MoveRight => {
+                let reasons = self
+                    .selected_job()
+                    .map(|j| j.failed_by_reason.len())
+                    .unwrap_or(0);
+                self.jobs.reason_cursor = step(self.jobs.reason_cursor, reasons, 1);
+            }
+            Action::Submit => {
+                if let Some(job) = self.selected_job() {
+                    return vec![Command::LoadJobOutcomes {
+                        job: job.id.clone(),
+                    }];
+                }
+            }
+            Action::CancelJob => {
+                if let Some(job) = self.selected_job().filter(|j| j.state == JobState::Running) {
+                    return vec![Command::CancelJob {
+                        job: job.id.clone(),
+                    }];
+                }
+            }
+            Action::RetryFailed => {
+                let target = self.selected_job().and_then(|j| {
+                    j.failed_by_reason
+                        .get(self.jobs.reason_cursor)
+                        .filter(|(_, n)| *n > 0)
+                        .map(|(reason, _)| (j.id.clone(), *reason))
+                });
+                if let Some((job, reason)) = target {
+                    return vec![Command::RetryFailed { job, reason }];
+                }
+            }
+            Action::Restore => {
+                let target = self
+                    .selected_job()
+                    .filter(|j| j.restorable > 0 && j.state != JobState::Running)
+                    .map(|j| j.id.clone());
+                if let Some(job) = target {
+                    return vec![Command::Restore {
+                        job,
+                        only: Vec::new(),
+                    }];
+                }
+                self.set_status("nothing to restore on this job", true);
+            }
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    fn upsert_job(&mut self, job: JobView) {
+        match &mut self.jobs.list {
+            Loadable::Ready(list) => match list.iter_mut().find(|j| j.id == job.id) {
+                Some(existing) => *existing = job,
+                None => list.insert(0, job),
+            },
+            other => *other = Loadable::Ready(vec![job]),
+        }
+    }
+
+    // ---- policy ----
+
+    fn update_policy(&mut self, action: Action) -> Vec<Command> {
+        let Some(draft) = self.policy.draft.as_mut() else {
+            return Vec::new();
+        };
+        let rows = Disposition::ALL.len() + 2;
+        let cols = RetractAction::ALL.len();
+        match action {
+            Action::MoveUp => self.policy.row = step(self.policy.row, rows, -1),
+            Action::MoveDown => self.policy.row = step(self.policy.row, rows, 1),
+            Action::First => self.policy.row = 0,
+            Action::Last => self.policy.row = rows - 1,
+            Action::MoveLeft => self.policy.col = step(self.policy.col, cols, -1),
+            Action::MoveRight => self.policy.col = step(self.policy.col, cols, 1),
+            Action::SetPolicyCell | Action::Submit => match self.policy.row {
+                r if r < Disposition::ALL.len() => {
+                    draft
+                        .actions
+                        .insert(Disposition::ALL[r], RetractAction::ALL[self.policy.col]);
+                }
+                5 => draft.post_delivery.enabled = !draft.post_delivery.enabled,
+                _ => draft.phish_submission.enabled = !draft.phish_submission.enabled,
+            },
+            Action::TogglePostDelivery => {
+                draft.post_delivery.enabled = !draft.post_delivery.enabled
+            }
+            Action::TogglePhishSubmission => {
+                draft.phish_submission.enabled = !draft.phish_submission.enabled
+            }
+            Action::IntervalIncrease | Action::IntervalDecrease => {
+                let switch = match self.policy.row {
+                    6 => &mut draft.phish_submission,
+                    _ => &mut draft.post_delivery,
+                };
+                switch.interval_secs = if action == Action::IntervalIncrease {
+                    (switch.interval_secs + INTERVAL_STEP).min(INTERVAL_MAX)
+                } else {
+                    switch
+                        .interval_secs
+                        .saturating_sub(INTERVAL_STEP)
+                        .max(INTERVAL_MIN)
+                };
+            }
+            Action::SavePolicy => {
+                if self.role != Role::Admin {
+                    self.set_status(
+                        format!("saving the policy needs role admin (you are {})", self.role),
+                        true,
+                    );
+                    return Vec::new();
+                }
+                self.policy.saving = true;
+                return vec![Command::SavePolicy(draft.clone())];
+            }
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    /// True when the draft differs from the stored policy.
+    pub fn policy_modified(&self) -> bool {
+        match (&self.policy.draft, self.policy.loaded.ready()) {
+            (Some(draft), Some(loaded)) => draft != loaded,
+            _ => false,
+        }
+    }
+
+    // ---- metrics, audit, tenants ----
+
+    fn update_metrics(&mut self, action: Action) -> Vec<Command> {
+        match action {
+            Action::NextWindow | Action::MoveRight => {
+                self.metrics.window = self.metrics.window.next();
+                self.refresh()
+            }
+            Action::ViewDetails | Action::Submit => self.search_now(format!(
+                "retracted:yes since:{}",
+                self.metrics.window.as_str()
+            )),
+            _ => Vec::new(),
+        }
+    }
+
+    fn update_audit(&mut self, action: Action) -> Vec<Command> {
+        let len = self.audit.entries.ready().map(Vec::len).unwrap_or(0);
+        let sel = self.audit.selected;
+        match action {
+            Action::MoveUp => self.audit.selected = step(sel, len, -1),
+            Action::MoveDown => self.audit.selected = step(sel, len, 1),
+            Action::PageUp => self.audit.selected = step(sel, len, -PAGE),
+            Action::PageDown => self.audit.selected = step(sel, len, PAGE),
+            Action::First => self.audit.selected = 0,
+            Action::Last => self.audit.selected = len.saturating_sub(1),
+            Action::Filter => {
+                self.prompt = Some(Prompt {
+                    kind: PromptKind::Filter,
+                    text: self.audit.filter.clone(),
+                })
+            }
+            Action::VerifyAudit => {
+                self.audit.verification = Loadable::Loading;
+                return vec![Command::VerifyAudit];
+            }
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    fn update_tenants(&mut self, action: Action) -> Vec<Command> {
+        let len = self
+            .tenants
+            .tenants
+            .ready()
+            .map(|t| t.iter().map(|t| t.domains.len().max(1)).sum())
+            .unwrap_or(0);
+        match action {
+            Action::MoveUp => self.tenants.selected = step(self.tenants.selected, len, -1),
+            Action::MoveDown => self.tenants.selected = step(self.tenants.selected, len, 1),
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    // ---- engine events ----
+
+    /// Folds one engine event into the state. Stale answers (older generation) are dropped.
+    pub fn on_engine(&mut self, event: EngineEvent) -> Vec<Command> {
+        self.dirty = true;
+        match event {
+            EngineEvent::SearchCompleted {
+                generation,
+                rows,
+                total,
+            } => {
+                if generation != self.search.generation {
+                    return Vec::new();
+                }
+                let view = build_view(&rows, self.search.grouped);
+                self.search.error = None;
+                self.search.selected = self.search.selected.min(view.len().saturating_sub(1));
+                self.search.results = Loadable::Ready(SearchResults { rows, total, view });
+            }
+            EngineEvent::SearchFailed { generation, error } => {
+                if generation != self.search.generation {
+                    return Vec::new();
+                }
+                self.search.results = Loadable::Failed(error.message.clone());
+                self.search.error = Some(error);
+            }
+            EngineEvent::RecipientsLoaded {
+                generation, rows, ..
+            } => {
+                if generation != self.recipients.generation {
+                    return Vec::new();
+                }
+                self.recipients.included = rows.iter().map(|r| r.included).collect();
+                self.recipients.rows = Loadable::Ready(rows);
+                self.recipients.selected = 0;
+                self.refilter_recipients();
+                return self.send_depth_preview();
+            }
+            EngineEvent::DepthPreviewed {
+                generation,
+                per_depth,
+            } => {
+                if generation != self.recipients.depth_generation {
+                    return Vec::new();
+                }
+                self.recipients.depth_preview = Loadable::Ready(per_depth);
+            }
+            EngineEvent::PlanBuilt(summary) => {
+                if let Some(plan) = self.plan.as_mut() {
+                    plan.summary = Loadable::Ready(summary);
+                    plan.typed.clear();
+                    plan.refusal = None;
+                } else {
+                    // The operator cancelled while it was being built.
+                    return vec![Command::DiscardPlan {
+                        plan_id: summary.plan_id,
+                    }];
+                }
+            }
+            EngineEvent::PlanFailed { message } => {
+                if let Some(plan) = self.plan.as_mut() {
+                    plan.summary = Loadable::Failed(message.clone());
+                }
+                self.set_status(format!("plan failed: {message}"), true);
+            }
+            EngineEvent::JobStarted { job, total, .. } => {
+                self.jobs.progress.retain(|p| p.job != job);
+                self.jobs.progress.push(JobProgress {
+                    job: job.clone(),
+                    done: 0,
+                    failed: 0,
+                    remaining: total,
+                    rate_per_sec: 0.0,
+                    eta_secs: None,
+                    throttled_waits: 0,
+                });
+                self.set_status(format!("job {job} started: {total} items"), false);
+                if self.jobs.list.ready().is_none() {
+                    self.jobs.list = Loadable::Loading;
+                }
+                return vec![Command::LoadJobs];
+            }
+            EngineEvent::JobProgressed(progress) => {
+                match self
+                    .jobs
+                    .progress
+                    .iter_mut()
+                    .find(|p| p.job == progress.job)
+                {
+                    Some(p) => *p = progress,
+                    None => self.jobs.progress.push(progress),
+                }
+            }
+            EngineEvent::ItemFailed {
+                job,
+                address,
+                reason,
+                ..
+            } => self.jobs.failures.push((job, address, reason)),
+            EngineEvent::JobFinished { job, outcomes } => {
+                self.set_status(
+                    format!(
+                        "job {} {}: {} succeeded, {} failed",
+                        job.id,
+                        job.state.label(),
+                        job.succeeded,
+                        job.failed()
+                    ),
+                    job.failed() > 0,
+                );
+                self.jobs.outcomes = Some((job.id.clone(), outcomes));
+                self.upsert_job(job);
+            }
+            EngineEvent::JobOutcomesLoaded { job, outcomes } => {
+                self.jobs.outcomes = Some((job, outcomes));
+            }
+            EngineEvent::MetricsLoaded(snapshot) => {
+                if snapshot.window == self.metrics.window {
+                    self.metrics.snapshot = Loadable::Ready(snapshot);
+                }
+            }
+            EngineEvent::JobsLoaded(jobs) => {
+                self.jobs.selected = self.jobs.selected.min(jobs.len().saturating_sub(1));
+                self.jobs.list = Loadable::Ready(jobs);
+            }
+            EngineEvent::AuditLoaded(entries) => {
+                self.audit.selected = self.audit.selected.min(entries.len().saturating_sub(1));
+                self.audit.entries = Loadable::Ready(entries);
+            }
+            EngineEvent::AuditVerified(result) => {
+                self.audit.verification = Loadable::Ready(result);
+            }
+            EngineEvent::TenantsLoaded(tenants) => {
+                self.tenants.tenants = Loadable::Ready(tenants);
+            }
+            EngineEvent::PolicyLoaded(policy) => {
+                self.policy.draft = Some(policy.clone());
+                self.policy.loaded = Loadable::Ready(policy);
+            }
+            EngineEvent::PolicySaved(policy) => {
+                self.policy.saving = false;
+                self.set_status(format!("policy saved (version {})", policy.version), false);
+                self.policy.draft = Some(policy.clone());
+                self.policy.loaded = Loadable::Ready(policy);
+            }
+            EngineEvent::Denied {
+                action,
+                role,
+                required,
+            } => {
+                if self
+                    .plan
+                    .as_ref()
+                    .is_some_and(|p| p.summary == Loadable::Loading)
+                {
+                    self.plan = None;
+                }
+                self.policy.saving = false;
+                self.set_status(
+                    format!("denied: {action} needs role {required} (you are {role})"),
+                    true,
+                );
+            }
+            EngineEvent::EngineFailed { message } => {
+                self.fail_pending(&message);
+                self.set_status(format!("engine: {message}"), true);
+            }
+        }
+        Vec::new()
+    }
+}
+
+/// Marks every request still waiting as failed: after `EngineFailed` no answer may come. An
+/// answer that does arrive later still replaces the error.
+fn fail<T>(slot: &mut Loadable<T>, message: &str) {
+    if matches!(slot, Loadable::Loading) {
+        *slot = Loadable::Failed(message.to_string());
+    }
+}
+
+impl App {
+    fn fail_pending(&mut self, message: &str) {
+        fail(&mut self.search.results, message);
+        fail(&mut self.recipients.rows, message);
+        fail(&mut self.recipients.depth_preview, message);
+        if let Some(plan) = self.plan.as_mut() {
+            fail(&mut plan.summary, message);
+        }
+        fail(&mut self.jobs.list, message);
+        fail(&mut self.policy.loaded, message);
+        fail(&mut self.metrics.snapshot, message);
+        fail(&mut self.audit.entries, message);
+        fail(&mut self.audit.verification, message);
+        fail(&mut self.tenants.tenants, message);
+        self.policy.saving = false;
+    }
+}
+
+/// Builds the displayed rows: one per message, or one per campaign (messages without a campaign
+/// stay single) in first-seen order.
+pub fn build_view(rows: &[SearchRow], grouped: bool) -> Vec<ResultRow> {
+    if !grouped {
+        return (0..rows.len()).map(ResultRow::Message).collect();
+    }
+    let mut view: Vec<ResultRow> = Vec::new();
+    let mut campaign_index: std::collections::HashMap<&str, usize> =
+        std::collections::HashMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        match row.campaign.as_deref() {
+            Some(key) => match campaign_index.get(key) {
+                Some(&at) => {
+                    if let Some(ResultRow::Campaign {
+                        messages, copies, ..
+                    }) = view.get_mut(at)
+                    {
+                        *messages += 1;
+                        *copies += row.copies;
+                    }
+                }
+                None => {
+                    campaign_index.insert(key, view.len());
+                    view.push(ResultRow::Campaign {
+                        first: i,
+                        messages: 1,
+                        copies: row.copies,
+                    });
+                }
+            },
+            None => view.push(ResultRow::Message(i)),
+        }
+    }
+    view
+}
+
+/// The first 12 hex digits of a digest, for screens.
+pub fn short_digest(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
+}

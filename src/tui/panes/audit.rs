@@ -1,0 +1,108 @@
+//! Audit log: the hash-chained entries (filterable) and the result of verifying the chain.
+
+use crate::tui::action::Action;
+use crate::tui::app::{App, Loadable};
+use crate::tui::theme::Theme;
+use crate::tui::ui::{loadable, pane_block, state_message, thousands, visible_window};
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
+
+pub fn hints(_app: &App) -> Vec<Action> {
+    vec![
+        Action::MoveDown,
+        Action::Filter,
+        Action::VerifyAudit,
+        Action::Refresh,
+    ]
+}
+
+// Layout inside the pane:
+//
+// +-Audit (filter: hard)----------------------------------------------------+
+// | Chain: verified, 1,204 entries intact          (or: BROKEN at #17: ...) |
+// |    Seq  Time              Operator  Role       Action       Detail  Hash |
+// |   1204  2026-11-22 08:41  alice     responder  retract      ...          |
+// +-------------------------------------------------------------------------+
+pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let a = &app.audit;
+    let title = if a.filter.is_empty() {
+        " Audit ".to_string()
+    } else {
+        format!(" Audit (filter: {}) ", a.filter)
+    };
+    let block = pane_block(title, true, theme);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let [verify_area, table_area] =
+        Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(inner);
+    let verify = match &a.verification {
+        Loadable::NotLoaded => Line::from(Span::styled(
+            "Chain: not verified yet (v to verify)",
+            theme.muted,
+        )),
+        Loadable::Loading => Line::from(Span::styled("Chain: verifying...", theme.status_running)),
+        Loadable::Failed(message) => {
+            Line::from(Span::styled(format!("Chain: {message}"), theme.error))
+        }
+        Loadable::Ready(v) => match &v.broken_at {
+            None => Line::from(Span::styled(
+                format!("Chain: verified, {} entries intact", thousands(v.entries)),
+                theme.status_succeeded,
+            )),
+            Some((seq, why)) => Line::from(Span::styled(
+                format!("Chain: BROKEN at #{seq}: {why}"),
+                theme.status_failed,
+            )),
+        },
+    };
+    frame.render_widget(Paragraph::new(verify), verify_area);
+    let Some(entries) = loadable(frame, table_area, &a.entries, "audit log", theme) else {
+        return;
+    };
+    if entries.is_empty() {
+        let text = if a.filter.is_empty() {
+            "The audit log is empty"
+        } else {
+            "No audit entry matches the filter"
+        };
+        state_message(frame, table_area, text, theme.muted);
+        return;
+    }
+    let height = table_area.height.saturating_sub(1) as usize;
+    let (offset, end) = visible_window(a.selected, height, entries.len());
+    let rows = entries[offset..end].iter().map(|e| {
+        Row::new(vec![
+            Cell::from(format!("{:>6}", e.seq)),
+            Cell::from(e.at.format("%Y-%m-%d %H:%M").to_string()).style(theme.muted),
+            Cell::from(e.operator.as_str()),
+            Cell::from(e.role.as_str()),
+            Cell::from(e.action.as_str()),
+            Cell::from(e.detail.as_str()),
+            Cell::from(e.hash_prefix.as_str()).style(theme.muted),
+        ])
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(6),
+            Constraint::Length(16),
+            Constraint::Length(10),
+            Constraint::Length(9),
+            Constraint::Length(12),
+            Constraint::Fill(1),
+            Constraint::Length(8),
+        ],
+    )
+    .header(
+        Row::new([
+            "Seq", "Time", "Operator", "Role", "Action", "Detail", "Hash",
+        ])
+        .style(theme.header),
+    )
+    .style(theme.text)
+    .row_highlight_style(theme.selection);
+    let mut state = TableState::default().with_selected(Some(a.selected.saturating_sub(offset)));
+    frame.render_stateful_widget(table, table_area, &mut state);
+}

@@ -1,0 +1,145 @@
+//! Auto-retract disposition matrix: 5 dispositions x 5 actions, plus the Post Delivery and
+//! Phish Submission Response switches with their intervals.
+
+use crate::model::{Disposition, RetractAction, Role};
+use crate::tui::action::Action;
+use crate::tui::app::App;
+use crate::tui::theme::Theme;
+use crate::tui::ui::{duration, loadable, pane_block};
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+pub fn hints(app: &App) -> Vec<Action> {
+    let mut hints = vec![
+        Action::MoveDown,
+        Action::MoveRight,
+        Action::SetPolicyCell,
+        Action::TogglePostDelivery,
+        Action::TogglePhishSubmission,
+        Action::IntervalIncrease,
+        Action::IntervalDecrease,
+    ];
+    if app.role == Role::Admin {
+        hints.push(Action::SavePolicy);
+    }
+    hints
+}
+
+/// Column width of one action cell.
+const CELL: usize = 12;
+
+fn column_title(action: RetractAction) -> &'static str {
+    match action {
+        RetractAction::NoAction => "No action",
+        RetractAction::Junk => "Junk",
+        RetractAction::Trash => "Trash",
+        RetractAction::SoftDelete => "Soft Del*",
+        RetractAction::HardDelete => "Hard Del",
+    }
+}
+
+// Layout inside the pane:
+//
+// +-Auto-retract policy (version 3, modified)-------------------------------+
+// |               No action    Junk         Trash        Soft Del*    Hard Del |
+// | malicious     ( )          ( )          ( )          (*)          ( )      |
+// | ...five disposition rows...                                              |
+// |                                                                          |
+// | [x] Post Delivery Response       every 15m 0s                            |
+// | [ ] Phish Submission Response    every 5m 0s                             |
+// |                                                                          |
+// | * Microsoft only: on Gmail, Soft Delete becomes Trash.                   |
+// | Saving needs role admin (you are responder).                             |
+// +--------------------------------------------------------------------------+
+pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let p = &app.policy;
+    let title = match (p.loaded.ready(), app.policy_modified()) {
+        (Some(m), true) => format!(" Auto-retract policy (version {}, modified) ", m.version),
+        (Some(m), false) => format!(" Auto-retract policy (version {}) ", m.version),
+        (None, _) => " Auto-retract policy ".to_string(),
+    };
+    let block = pane_block(title, true, theme);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    if loadable(frame, inner, &p.loaded, "policy", theme).is_none() {
+        return;
+    }
+    let Some(draft) = &p.draft else {
+        return;
+    };
+    let mut lines = Vec::new();
+    let mut header = vec![Span::styled(format!("{:<14}", ""), theme.header)];
+    for action in RetractAction::ALL {
+        header.push(Span::styled(
+            format!("{:<CELL$}", column_title(*action)),
+            theme.header,
+        ));
+    }
+    lines.push(Line::from(header));
+    for (r, disposition) in Disposition::ALL.iter().enumerate() {
+        let chosen = draft.action_for(*disposition);
+        let mut spans = vec![Span::styled(
+            format!("{:<14}", disposition.as_str()),
+            if p.row == r { theme.header } else { theme.text },
+        )];
+        for (c, action) in RetractAction::ALL.iter().enumerate() {
+            let active = *action == chosen;
+            let mark = if active { "(*)" } else { "( )" };
+            let style = if p.row == r && p.col == c {
+                theme.selection
+            } else if active {
+                theme.matrix_cell_active
+            } else {
+                theme.matrix_cell
+            };
+            spans.push(Span::styled(mark, style));
+            spans.push(Span::raw(" ".repeat(CELL - 3)));
+        }
+        lines.push(Line::from(spans));
+    }
+    lines.push(Line::from(""));
+    for (i, (name, switch)) in [
+        ("Post Delivery Response", draft.post_delivery),
+        ("Phish Submission Response", draft.phish_submission),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let row = Disposition::ALL.len() + i;
+        let style = if p.row == row {
+            theme.selection
+        } else {
+            theme.text
+        };
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("{} {name:<27}", if switch.enabled { "[x]" } else { "[ ]" }),
+                style,
+            ),
+            Span::styled(
+                format!("every {}", duration(switch.interval_secs)),
+                if switch.enabled {
+                    theme.text
+                } else {
+                    theme.muted
+                },
+            ),
+        ]));
+    }
+    lines.push(Line::from(""));
+    lines.push(Line::from(Span::styled(
+        "* Microsoft only: on Gmail, Soft Delete becomes Trash.",
+        theme.muted,
+    )));
+    if p.saving {
+        lines.push(Line::from(Span::styled("Saving...", theme.status_running)));
+    } else if app.role != Role::Admin {
+        lines.push(Line::from(Span::styled(
+            format!("Read only: saving needs role admin (you are {}).", app.role),
+            theme.status_warning,
+        )));
+    }
+    frame.render_widget(Paragraph::new(lines), inner);
+}

@@ -1,0 +1,227 @@
+//! Recipient checklist for the selected message: include boxes, per-recipient status, the
+//! conversation depth stepper with its live preview, and the action selector.
+
+use crate::engine::view::{DomainStatus, ItemOutcome, RecipientKind};
+use crate::model::RetractAction;
+use crate::tui::action::Action;
+use crate::tui::app::{App, Loadable};
+use crate::tui::theme::Theme;
+use crate::tui::ui::{loadable, pane_block, state_message, thousands, visible_window};
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
+
+pub fn hints(_app: &App) -> Vec<Action> {
+    vec![
+        Action::ToggleInclude,
+        Action::SelectAll,
+        Action::SelectNone,
+        Action::InvertSelection,
+        Action::DepthIncrease,
+        Action::DepthDecrease,
+        Action::NextRetractAction,
+        Action::PreviewPlan,
+        Action::Filter,
+    ]
+}
+
+pub fn grant_style(status: &DomainStatus, theme: &Theme) -> Style {
+    match status {
+        DomainStatus::Granted => theme.status_succeeded,
+        DomainStatus::Missing { .. } => theme.status_failed,
+        DomainStatus::NotInTenant => theme.status_warning,
+    }
+}
+
+pub fn outcome_style(outcome: &ItemOutcome, theme: &Theme) -> Style {
+    match outcome {
+        ItemOutcome::Pending => theme.status_pending,
+        ItemOutcome::InFlight => theme.status_running,
+        ItemOutcome::Succeeded { .. } | ItemOutcome::Restored => theme.status_succeeded,
+        ItemOutcome::Failed { .. } => theme.status_failed,
+        ItemOutcome::Skipped { .. } => theme.muted,
+    }
+}
+
+fn action_label(action: RetractAction) -> String {
+    match action {
+        RetractAction::SoftDelete => "Soft Delete (Microsoft only)".into(),
+        a => a.label().into(),
+    }
+}
+
+// Layout inside the pane:
+//
+// +-Recipients: "Invoice overdue" from a@evil.example------------------------+
+// | Action: [Junk Email]   Depth: 1 (+/-)   Included: 8 of 10   Filter: corp |
+// | depth 0: 10 copies in 10 mailboxes   +1: 4 copies in 3 mailboxes         |
+// | Inc Address               Kind     Retract    Folder   Read  Last outcome |
+// | [x] bob@corp.example      mailbox  Granted    Inbox    no    -            |
+// +--------------------------------------------------------------------------+
+pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let r = &app.recipients;
+    let title = match &r.message {
+        Some(m) => format!(" Recipients: \"{}\" from {} ", m.subject, m.from),
+        None => " Recipients ".to_string(),
+    };
+    let block = pane_block(title, true, theme);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    if r.message.is_none() {
+        state_message(
+            frame,
+            inner,
+            "No message selected: pick one on the Search pane (1) and press enter",
+            theme.muted,
+        );
+        return;
+    }
+    let [controls, preview, table_area] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Fill(1),
+    ])
+    .areas(inner);
+    let Some(rows) = loadable(frame, table_area, &r.rows, "recipients", theme) else {
+        return;
+    };
+    let included = r.included.iter().filter(|on| **on).count();
+    let action_style = if r.action == RetractAction::HardDelete {
+        theme.status_failed
+    } else {
+        theme.selection
+    };
+    let mut spans = vec![
+        Span::styled("Action: ", theme.header),
+        Span::styled(format!("[{}]", action_label(r.action)), action_style),
+        Span::raw("   "),
+        Span::styled("Depth: ", theme.header),
+        Span::styled(format!("{}", r.depth), theme.selection),
+        Span::styled(" (+/-)", theme.muted),
+        Span::raw("   "),
+        Span::styled(
+            format!("Included: {included} of {}", rows.len()),
+            theme.text,
+        ),
+    ];
+    if !r.filter.is_empty() {
+        spans.push(Span::styled(
+            format!("   Filter: {}", r.filter),
+            theme.muted,
+        ));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), controls);
+
+    let preview_line = match &r.depth_preview {
+        Loadable::NotLoaded | Loadable::Loading => {
+            Line::from(Span::styled("counting copies per depth...", theme.muted))
+        }
+        Loadable::Failed(message) => Line::from(Span::styled(message.clone(), theme.error)),
+        Loadable::Ready(per_depth) => {
+            let mut spans = Vec::new();
+            for d in per_depth {
+                if !spans.is_empty() {
+                    spans.push(Span::raw("   "));
+                }
+                let text = if d.depth == 0 {
+                    format!(
+                        "depth 0: {} copies in {} mailboxes",
+                        thousands(d.copies),
+                        thousands(d.mailboxes)
+                    )
+                } else {
+                    format!(
+                        "+{}: {} copies in {} mailboxes",
+                        d.depth,
+                        thousands(d.copies),
+                        thousands(d.mailboxes)
+                    )
+                };
+                spans.push(Span::styled(text, theme.text));
+            }
+            Line::from(spans)
+        }
+    };
+    frame.render_widget(Paragraph::new(preview_line), preview);
+
+    if rows.is_empty() {
+        state_message(
+            frame,
+            table_area,
+            "This message has no recipients",
+            theme.muted,
+        );
+        return;
+    }
+    if r.visible.is_empty() {
+        state_message(
+            frame,
+            table_area,
+            "No recipient matches the filter",
+            theme.muted,
+        );
+        return;
+    }
+    let height = table_area.height.saturating_sub(1) as usize;
+    let (offset, end) = visible_window(r.selected, height, r.visible.len());
+    let table_rows = r.visible[offset..end].iter().filter_map(|&i| {
+        let row = rows.get(i)?;
+        let on = r.included.get(i).copied().unwrap_or(false);
+        let kind_style = match row.kind {
+            RecipientKind::Mailbox => theme.text,
+            RecipientKind::DistributionList => theme.muted,
+            RecipientKind::External => theme.status_warning,
+        };
+        let (last, last_style) = match &row.last_outcome {
+            Some(o) => (o.label(), outcome_style(o, theme)),
+            None => ("-".to_string(), theme.muted),
+        };
+        Some(Row::new(vec![
+            Cell::from(if on { "[x]" } else { "[ ]" }),
+            Cell::from(row.address.as_str()),
+            Cell::from(row.kind.label()).style(kind_style),
+            Cell::from(row.grant.label()).style(grant_style(&row.grant, theme)),
+            Cell::from(
+                row.folder
+                    .as_ref()
+                    .map(|f| f.label().to_string())
+                    .unwrap_or("-".into()),
+            ),
+            Cell::from(match row.read {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "-",
+            }),
+            Cell::from(last).style(last_style),
+        ]))
+    });
+    let header = Row::new([
+        "Inc",
+        "Address",
+        "Kind",
+        "Retract",
+        "Folder",
+        "Read",
+        "Last outcome",
+    ])
+    .style(theme.header);
+    let table = Table::new(
+        table_rows,
+        [
+            Constraint::Length(3),
+            Constraint::Fill(3),
+            Constraint::Length(8),
+            Constraint::Length(13),
+            Constraint::Length(11),
+            Constraint::Length(4),
+            Constraint::Fill(2),
+        ],
+    )
+    .header(header)
+    .style(theme.text)
+    .row_highlight_style(theme.selection);
+    let mut state = TableState::default().with_selected(Some(r.selected.saturating_sub(offset)));
+    frame.render_stateful_widget(table, table_area, &mut state);
+}

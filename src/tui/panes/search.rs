@@ -1,0 +1,212 @@
+//! Message search: the query box (trace query language) and the results table.
+
+use crate::engine::view::{RetractionState, SearchRow};
+use crate::model::Disposition;
+use crate::tui::action::Action;
+use crate::tui::app::{App, Loadable, ResultRow};
+use crate::tui::theme::Theme;
+use crate::tui::ui::{pane_block, state_message, thousands, visible_window};
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
+
+pub fn hints(app: &App) -> Vec<Action> {
+    if app.search.editing {
+        vec![Action::Submit, Action::Cancel, Action::NextPane]
+    } else {
+        vec![
+            Action::Filter,
+            Action::MoveDown,
+            Action::Submit,
+            Action::ToggleGrouping,
+            Action::CommandLine,
+            Action::Quit,
+        ]
+    }
+}
+
+pub fn disposition_style(disposition: Option<Disposition>, theme: &Theme) -> Style {
+    match disposition {
+        Some(Disposition::Malicious) => theme.status_failed,
+        Some(Disposition::Suspicious | Disposition::Spoof) => theme.status_warning,
+        Some(_) => theme.text,
+        None => theme.muted,
+    }
+}
+
+fn retraction_style(state: RetractionState, theme: &Theme) -> Style {
+    match state {
+        RetractionState::None => theme.muted,
+        RetractionState::InProgress => theme.status_running,
+        RetractionState::Partial => theme.status_warning,
+        RetractionState::Retracted => theme.status_succeeded,
+        RetractionState::Restored => theme.status_pending,
+    }
+}
+
+/// The query line; the column of a parse error (1-based, `len + 1` = end) is underlined.
+fn query_line<'a>(app: &'a App, theme: &Theme) -> Line<'a> {
+    let mut spans = vec![Span::styled("Query: ", theme.header)];
+    let query = &app.search.query;
+    let error_col = app.search.error.as_ref().map(|e| e.column);
+    if query.is_empty() && !app.search.editing {
+        spans.push(Span::styled(
+            "(all messages; / to type a query)",
+            theme.muted,
+        ));
+        return Line::from(spans);
+    }
+    let chars: Vec<char> = query.chars().collect();
+    for (i, c) in chars.iter().enumerate() {
+        let style = if error_col == Some(i + 1) {
+            theme.input_error
+        } else {
+            theme.input
+        };
+        spans.push(Span::styled(c.to_string(), style));
+    }
+    if error_col.is_some_and(|c| c > chars.len()) {
+        spans.push(Span::styled("_", theme.input_error));
+    } else if app.search.editing {
+        spans.push(Span::styled(" ", theme.selection));
+    }
+    Line::from(spans)
+}
+
+fn message_cells<'a>(row: &'a SearchRow, theme: &Theme) -> Vec<Cell<'a>> {
+    vec![
+        Cell::from(row.received.format("%Y-%m-%d %H:%M").to_string()).style(theme.muted),
+        Cell::from(row.from.as_str()),
+        Cell::from(row.subject.as_str()),
+        Cell::from(format!("{:>6}", thousands(row.copies))),
+        Cell::from(row.disposition.map(|d| d.as_str()).unwrap_or("-"))
+            .style(disposition_style(row.disposition, theme)),
+        Cell::from(row.retraction.label()).style(retraction_style(row.retraction, theme)),
+    ]
+}
+
+// Layout inside the pane:
+//
+// +-Search (1,234 of 5,000 messages)------------------------------------------+
+// | Query: from:evil.example since:24h                                        |
+// |        ^ col 12: expected a value                     (only on error)     |
+// | Received          From          Subject            Copies Disposit. State |
+// | 2026-11-22 08:41  a@evil.exa..  Invoice overdue         42 malicious  -     |
+// +---------------------------------------------------------------------------+
+pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let title = match &app.search.results {
+        Loadable::Ready(r) => {
+            let unit = if app.search.grouped {
+                format!("{} rows grouped", thousands(r.view.len() as u64))
+            } else {
+                format!("{} messages", thousands(r.rows.len() as u64))
+            };
+            if r.total > r.rows.len() as u64 {
+                format!(" Search ({unit}, {} matches) ", thousands(r.total))
+            } else {
+                format!(" Search ({unit}) ")
+            }
+        }
+        _ => " Search ".to_string(),
+    };
+    let block = pane_block(title, true, theme);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let error_height = u16::from(app.search.error.is_some());
+    let [query_area, error_area, table_area] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(error_height),
+        Constraint::Fill(1),
+    ])
+    .areas(inner);
+    frame.render_widget(Paragraph::new(query_line(app, theme)), query_area);
+    if let Some(error) = &app.search.error {
+        let pad = " ".repeat("Query: ".len() + error.column.saturating_sub(1));
+        let text = format!("{pad}^ col {}: {}", error.column, error.message);
+        frame.render_widget(
+            Paragraph::new(Line::from(Span::styled(text, theme.error))),
+            error_area,
+        );
+    }
+    match &app.search.results {
+        Loadable::NotLoaded => state_message(
+            frame,
+            table_area,
+            "Type a query with / (e.g. from:evil.example since:24h)",
+            theme.muted,
+        ),
+        Loadable::Loading => state_message(frame, table_area, "Searching...", theme.muted),
+        Loadable::Failed(message) => {
+            if app.search.error.is_none() {
+                state_message(
+                    frame,
+                    table_area,
+                    &format!("Search failed: {message}"),
+                    theme.error,
+                );
+            } else {
+                state_message(frame, table_area, "Fix the query above", theme.muted);
+            }
+        }
+        Loadable::Ready(results) if results.view.is_empty() => state_message(
+            frame,
+            table_area,
+            "No messages match this query",
+            theme.muted,
+        ),
+        Loadable::Ready(results) => {
+            // Header takes one line; only the visible window becomes rows.
+            let height = table_area.height.saturating_sub(1) as usize;
+            let (offset, end) = visible_window(app.search.selected, height, results.view.len());
+            let rows = results.view[offset..end]
+                .iter()
+                .filter_map(|item| match *item {
+                    ResultRow::Message(i) => results
+                        .rows
+                        .get(i)
+                        .map(|r| Row::new(message_cells(r, theme))),
+                    ResultRow::Campaign {
+                        first,
+                        messages,
+                        copies,
+                    } => results.rows.get(first).map(|r| {
+                        let mut cells = message_cells(r, theme);
+                        cells[2] = Cell::from(format!("[{messages} msgs] {}", r.subject));
+                        cells[3] = Cell::from(format!("{:>6}", thousands(copies)));
+                        Row::new(cells)
+                    }),
+                });
+            let header = Row::new([
+                "Received",
+                "From",
+                "Subject",
+                "Copies",
+                "Disposition",
+                "State",
+            ])
+            .style(theme.header);
+            let table = Table::new(
+                rows,
+                [
+                    Constraint::Length(16),
+                    Constraint::Fill(2),
+                    Constraint::Fill(3),
+                    Constraint::Length(6),
+                    Constraint::Length(11),
+                    Constraint::Length(9),
+                ],
+            )
+            .header(header)
+            .style(theme.text)
+            .row_highlight_style(if app.search.editing {
+                Style::default()
+            } else {
+                theme.selection
+            });
+            let mut state = TableState::default().with_selected(Some(app.search.selected - offset));
+            frame.render_stateful_widget(table, table_area, &mut state);
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! Pure rendering: `render(frame, &App, &Theme)` draws the screen from state alone (no I/O, no
+//! locks). Each pane lives in `panes/` with its own render function and hints.
+
+use super::action::Action;
+use super::app::{App, Loadable, Pane, PromptKind};
+use super::keymap::Mode;
+use super::panes;
+use super::theme::Theme;
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
+use ratatui::symbols;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
+
+/// Smallest screen the layout supports.
+pub const MIN_WIDTH: u16 = 80;
+pub const MIN_HEIGHT: u16 = 24;
+
+/// ASCII borders (the default: they survive every terminal, font and SSH hop).
+pub const ASCII_BORDER: symbols::border::Set = symbols::border::Set {
+    top_left: "+",
+    top_right: "+",
+    bottom_left: "+",
+    bottom_right: "+",
+    vertical_left: "|",
+    vertical_right: "|",
+    horizontal_top: "-",
+    horizontal_bottom: "-",
+};
+
+/// A pane's bordered block, styled by focus.
+pub fn pane_block<'a>(title: impl Into<Line<'a>>, focused: bool, theme: &Theme) -> Block<'a> {
+    Block::default()
+        .borders(Borders::ALL)
+        .border_set(ASCII_BORDER)
+        .border_style(if focused {
+            theme.border_focused
+        } else {
+            theme.border
+        })
+        .title(title.into().style(theme.title))
+}
+
+/// The Loading / Empty / Error line centred in a pane body.
+pub fn state_message(frame: &mut Frame, area: Rect, text: &str, style: Style) {
+    if area.height == 0 {
+        return;
+    }
+    let y = area.y + area.height / 2;
+    let line = Rect::new(
+        area.x,
+        y.min(area.bottom().saturating_sub(1)),
+        area.width,
+        1,
+    );
+    frame.render_widget(
+        Paragraph::new(Line::from(Span::styled(text.to_string(), style)).centered()),
+        line,
+    );
+}
+
+/// Draws a loadable's non-ready states; returns the data when ready.
+pub fn loadable<'a, T>(
+    frame: &mut Frame,
+    area: Rect,
+    data: &'a Loadable<T>,
+    what: &str,
+    theme: &Theme,
+) -> Option<&'a T> {
+    match data {
+        Loadable::NotLoaded | Loadable::Loading => {
+            state_message(frame, area, &format!("Loading {what}..."), theme.muted);
+            None
+        }
+        Loadable::Failed(message) => {
+            state_message(
+                frame,
+                area,
+                &format!("Could not load {what}: {message}"),
+                theme.error,
+            );
+            None
+        }
+        Loadable::Ready(t) => Some(t),
+    }
+}
+
+/// The window of rows to draw so that `selected` is visible: `(offset, end)`.
+pub fn visible_window(selected: usize, height: usize, len: usize) -> (usize, usize) {
+    if height == 0 || len == 0 {
+        return (0, 0);
+    }
+    let offset = selected
+        .saturating_sub(height - 1)
+        .min(len.saturating_sub(1));
+    (offset, (offset + height).min(len))
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Seconds as `45s`, `4m 10s`, `2h 5m`, `3d 4h`.
+pub fn duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d {}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// Hint spans `key desc` for actions, from the effective keymap (unbound actions are left out).
+pub fn hint_spans(app: &App, mode: Mode, actions: &[Action], theme: &Theme) -> Vec<Span<'static>> {
+    let mut spans = Vec::new();
+    for action in actions {
+        if let Some(key) = app.keymap.first_key(mode, action) {
+            if !spans.is_empty() {
+                spans.push(Span::raw("  "));
+            }
+            spans.push(Span::styled(key, theme.hint_key));
+            spans.push(Span::styled(
+                format!(" {}", action.describe()),
+                theme.hint_text,
+            ));
+        }
+    }
+    spans
+}
+
+// Screen layout:
+//
+//  clawback  1 Search  2 Recipients  3 Policy  4 Metrics  5 Jobs ...    role responder
+// +-Pane title--------------------------------------------------------------------+
+// |                                                                               |
+// |                     focused pane (panes/*.rs)                                 |
+// |                                                                               |
+// +-------------------------------------------------------------------------------+
+//  key hint  key hint  ? help                                          status text
+//
+// Overlays (plan confirmation, help) are drawn centred over the body.
+
+/// Draws one whole frame.
+pub fn render(frame: &mut Frame, app: &App, theme: &Theme) {
+    let area = frame.area();
+    frame.render_widget(Block::default().style(theme.text), area);
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        render_too_small(frame, area, theme);
+        return;
+    }
+    let [header, body, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Fill(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    render_header(frame, header, app, theme);
+    match app.focus {
+        Pane::Search => panes::search::render(frame, body, app, theme),
+        Pane::Recipients => panes::recipients::render(frame, body, app, theme),
+        Pane::Policy => panes::policy::render(frame, body, app, theme),
+        Pane::Metrics => panes::metrics::render(frame, body, app, theme),
+        Pane::Jobs => panes::jobs::render(frame, body, app, theme),
+        Pane::Audit => panes::audit::render(frame, body, app, theme),
+        Pane::Tenants => panes::tenants::render(frame, body, app, theme),
+    }
+    if app.plan.is_some() {
+        panes::plan::render(frame, body, app, theme);
+    }
+    if app.help {
+        render_help(frame, body, app, theme);
+    }
+    render_footer(frame, footer, app, theme);
+}
+
+fn render_too_small(frame: &mut Frame, area: Rect, theme: &Theme) {
+    let text = vec![
+        Line::from(Span::styled(
+            "clawback needs a larger terminal",
+            theme.error,
+        )),
+        Line::from(format!(
+            "at least {MIN_WIDTH}x{MIN_HEIGHT}; this one is {}x{}",
+            area.width, area.height
+        )),
+        Line::from("resize the window, or press q to quit"),
+    ];
+    let height = (text.len() as u16).min(area.height);
+    let y = area.y + area.height.saturating_sub(height) / 2;
+    frame.render_widget(
+        Paragraph::new(text)
+            .centered()
+            .wrap(Wrap { trim: true })
+            .style(theme.text),
+        Rect::new(area.x, y, area.width, height),
+    );
+}
+
+fn render_header(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let mut spans = vec![Span::styled(" clawback ", theme.title)];
+    for (i, pane) in Pane::ALL.iter().enumerate() {
+        let style = if *pane == app.focus {
+            theme.tab_active
+        } else {
+            theme.tab_inactive
+        };
+        spans.push(Span::raw(" "));
+        spans.push(Span::styled(format!("{} {}", i + 1, pane.title()), style));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+    let mut right = format!("role {} ", app.role);
+    if app.mouse {
+        right.insert_str(0, "mouse  ");
+    }
+    frame.render_widget(
+        Paragraph::new(Line::from(Span::styled(right, theme.muted)).right_aligned()),
+        area,
+    );
+}
+
+/// The focused pane's hints (from the effective keymap), then `? help`.
+pub fn footer_hints(app: &App) -> (Mode, Vec<Action>) {
+    let mode = app.mode();
+    let mut actions = if app.plan.is_some() {
+        panes::plan::hints(app)
+    } else if app.prompt.is_some() {
+        vec![Action::Submit, Action::Cancel]
+    } else if app.help {
+        vec![Action::Cancel]
+    } else {
+        match app.focus {
+            Pane::Search => panes::search::hints(app),
+            Pane::Recipients => panes::recipients::hints(app),
+            Pane::Policy => panes::policy::hints(app),
+            Pane::Metrics => panes::metrics::hints(app),
+            Pane::Jobs => panes::jobs::hints(app),
+            Pane::Audit => panes::audit::hints(app),
+            Pane::Tenants => panes::tenants::hints(app),
+        }
+    };
+    if app.plan.is_none() && app.prompt.is_none() && !app.search.editing {
+        actions.push(Action::Help);
+    }
+    (mode, actions)
+}
+
+fn render_footer(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    if let Some(prompt) = &app.prompt {
+        let lead = match prompt.kind {
+            PromptKind::Command => ":",
+            PromptKind::Filter => "/",
+        };
+        let line = Line::from(vec![
+            Span::styled(lead, theme.hint_key),
+            Span::styled(prompt.text.clone(), theme.input),
+            Span::styled(" ", theme.selection),
+        ]);
+        frame.render_widget(Paragraph::new(line), area);
+        return;
+    }
+    let (mode, actions) = footer_hints(app);
+    let mut spans = vec![Span::raw(" ")];
+    spans.extend(hint_spans(app, mode, &actions, theme));
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+    if let Some(status) = &app.status {
+        let style = if status.is_error {
+            theme.error
+        } else {
+            theme.muted
+        };
+        let max = (area.width / 2) as usize;
+        let text: String = status.text.chars().take(max).collect();
+        let width = text.chars().count() as u16 + 1;
+        let rect = Rect::new(
+            area.right().saturating_sub(width),
+            area.y,
+            width.min(area.width),
+            1,
+        );
+        frame.render_widget(Clear, rect);
+        frame.render_widget(
+            Paragraph::new(Line::from(Span::styled(format!("{text} "), style))),
+            rect,
+        );
+    }
+}
+
+/// A centred rectangle of at most `width` x `height` inside `area`.
+pub fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let w = width.min(area.width);
+    let h = height.min(area.height);
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
+}
+
+/// The `?` overlay: every binding of the global mode and the focused pane's mode, grouped.
+pub fn help_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    let pane_mode = app.focus.mode();
+    let mut modes = vec![pane_mode];
+    if app.focus == Pane::Search {
+        modes.push(Mode::Query);
+    }
+    modes.push(Mode::Global);
+    for mode in modes {
+        lines.push(Line::from(Span::styled(
+            format!("{} keys", mode.as_str()),
+            theme.header,
+        )));
+        let bindings = app.keymap.bindings(mode);
+        let pairs: Vec<(String, &str)> = bindings
+            .iter()
+            .filter(|b| !b.keys.is_empty())
+            .map(|b| {
+                (
+                    b.keys
+                        .iter()
+                        .map(|k| k.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    b.action.describe(),
+                )
+            })
+            .collect();
+        // Two columns to fit 80x24.
+        for chunk in pairs.chunks(2) {
+            let mut spans = Vec::new();
+            for (keys, desc) in chunk {
+                spans.push(Span::styled(format!("{keys:>14} "), theme.hint_key));
+                spans.push(Span::styled(format!("{desc:<18}"), theme.hint_text));
+            }
+            lines.push(Line::from(spans));
+        }
+    }
+    lines
+}
+
+fn render_help(frame: &mut Frame, body: Rect, app: &App, theme: &Theme) {
+    let area = centered(body, 76, body.height);
+    frame.render_widget(Clear, area);
+    let block = pane_block(" Help (? or esc to close) ", true, theme).style(theme.overlay);
+    frame.render_widget(Paragraph::new(help_lines(app, theme)).block(block), area);
+}

@@ -1,0 +1,838 @@
+//! Layer 2: the headless console driven by key presses and engine events, no terminal.
+
+mod tui_support;
+
+use clawback::engine::Command;
+use clawback::engine::event::{EngineEvent, QueryErrorView};
+use clawback::engine::view::{Confirmation, MetricsWindow, PlanId};
+use clawback::model::{Disposition, RetractAction, Role};
+use clawback::tui::action::Action;
+use clawback::tui::app::{App, DEBOUNCE_TICKS, Loadable, Pane};
+use clawback::tui::keymap::{KeyChord, Keymap, KeymapError, Mode};
+use crossterm::event::KeyEventKind;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use tui_support::*;
+
+fn ticks(app: &mut App, n: u8) -> Vec<Command> {
+    (0..n).flat_map(|_| app.update(Action::Tick)).collect()
+}
+
+/// An app with results for `n` messages on screen.
+fn app_with_results(n: usize) -> App {
+    let mut app = app();
+    app.startup();
+    let generation = app.search.generation;
+    app.on_engine(EngineEvent::SearchCompleted {
+        generation,
+        rows: search_rows(n),
+        total: n as u64,
+    });
+    app
+}
+
+/// An app on the recipients pane of message 0, recipients loaded.
+fn app_with_recipients() -> App {
+    let mut app = app_with_results(10);
+    let commands = keys(&mut app, &["enter"]);
+    let Some(Command::LoadRecipients {
+        generation,
+        message,
+    }) = commands.first().cloned()
+    else {
+        panic!("expected LoadRecipients, got {commands:?}");
+    };
+    app.on_engine(EngineEvent::RecipientsLoaded {
+        generation,
+        message,
+        rows: recipients(),
+    });
+    app
+}
+
+#[test]
+fn typing_is_debounced_into_exactly_one_search_with_the_latest_generation() {
+    let mut app = app();
+    let first = app.startup();
+    assert!(matches!(
+        first.as_slice(),
+        [Command::Search { generation: 1, .. }]
+    ));
+    assert!(keys(&mut app, &["/"]).is_empty());
+    assert_eq!(app.mode(), Mode::Query);
+    // Typing sends nothing, even with a tick or two between keys.
+    assert!(type_text(&mut app, "from:evil").is_empty());
+    assert!(ticks(&mut app, DEBOUNCE_TICKS - 1).is_empty());
+    assert!(type_text(&mut app, ".example").is_empty());
+    assert!(ticks(&mut app, DEBOUNCE_TICKS - 1).is_empty());
+    let sent = ticks(&mut app, 1 + 10);
+    assert_eq!(
+        sent,
+        vec![Command::Search {
+            generation: 2,
+            query: "from:evil.example".into(),
+            limit: clawback::tui::app::SEARCH_LIMIT,
+        }]
+    );
+    // Typed letters that are global keys elsewhere ("q", "j") type in the query box.
+    assert!(type_text(&mut app, " q").is_empty());
+    assert!(!app.should_quit);
+    assert_eq!(app.search.query, "from:evil.example q");
+}
+
+#[test]
+fn enter_in_the_query_box_searches_at_once_and_cancels_the_debounce() {
+    let mut app = app();
+    app.startup();
+    keys(&mut app, &["/"]);
+    type_text(&mut app, "subject:invoice");
+    let sent = keys(&mut app, &["enter"]);
+    assert!(
+        matches!(sent.as_slice(), [Command::Search { generation: 2, query, .. }] if query == "subject:invoice")
+    );
+    assert!(
+        ticks(&mut app, 10).is_empty(),
+        "the debounced search must not go out too"
+    );
+}
+
+#[test]
+fn a_stale_search_answer_is_dropped() {
+    let mut app = app();
+    app.startup();
+    keys(&mut app, &["/"]);
+    type_text(&mut app, "a");
+    ticks(&mut app, DEBOUNCE_TICKS);
+    assert_eq!(app.search.generation, 2);
+    // The answer to generation 1 arrives late.
+    app.on_engine(EngineEvent::SearchCompleted {
+        generation: 1,
+        rows: search_rows(3),
+        total: 3,
+    });
+    assert_eq!(app.search.results, Loadable::Loading);
+    app.on_engine(EngineEvent::SearchFailed {
+        generation: 1,
+        error: QueryErrorView {
+            column: 1,
+            message: "old".into(),
+        },
+    });
+    assert_eq!(app.search.error, None);
+    app.on_engine(EngineEvent::SearchCompleted {
+        generation: 2,
+        rows: search_rows(5),
+        total: 5,
+    });
+    assert_eq!(app.search.results.ready().map(|r| r.rows.len()), Some(5));
+}
+
+#[test]
+fn selecting_a_row_loads_its_recipients() {
+    let mut app = app_with_results(10);
+    let commands = keys(&mut app, &["j", "j", "enter"]);
+    assert_eq!(
+        commands,
+        vec![Command::LoadRecipients {
+            generation: 1,
+            message: message_ref(2),
+        }]
+    );
+    assert_eq!(app.focus, Pane::Recipients);
+    assert_eq!(app.recipients.rows, Loadable::Loading);
+}
+
+#[test]
+fn recipients_loaded_previews_depth_zero_and_a_stale_load_is_dropped() {
+    let mut app = app_with_results(10);
+    keys(&mut app, &["enter"]);
+    keys(&mut app, &["1", "j", "enter"]); // a second message: generation 2
+    let stale = app.on_engine(EngineEvent::RecipientsLoaded {
+        generation: 1,
+        message: message_ref(0),
+        rows: recipients(),
+    });
+    assert!(stale.is_empty());
+    assert_eq!(app.recipients.rows, Loadable::Loading);
+    let commands = app.on_engine(EngineEvent::RecipientsLoaded {
+        generation: 2,
+        message: message_ref(1),
+        rows: recipients(),
+    });
+    assert!(matches!(
+        commands.as_slice(),
+        [Command::PreviewDepth {
+            depth: 0,
+            generation: 1,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn unticking_two_recipients_then_depth_plus_one_previews_with_the_included_set() {
+    let mut app = app_with_recipients();
+    // Rows: alice, bob, carol, sales (DL, off), dave, partner (external, off).
+    let commands = keys(&mut app, &["space", "j", "space"]);
+    assert!(
+        commands.is_empty(),
+        "toggles are debounced, not sent per key"
+    );
+    let commands = keys(&mut app, &["+"]);
+    assert_eq!(
+        commands,
+        vec![Command::PreviewDepth {
+            generation: 2,
+            message: message_ref(0),
+            depth: 1,
+            included: vec![
+                "carol@contoso.example".into(),
+                "dave@fabrikam.example".into()
+            ],
+            excluded: vec![
+                "alice@contoso.example".into(),
+                "bob@contoso.example".into(),
+                "sales@contoso.example".into(),
+                "partner@outside.example".into(),
+            ],
+        }]
+    );
+    // A stale depth answer is dropped; the current one shows.
+    app.on_engine(EngineEvent::DepthPreviewed {
+        generation: 1,
+        per_depth: depth_counts(0),
+    });
+    assert_eq!(app.recipients.depth_preview, Loadable::Loading);
+    app.on_engine(EngineEvent::DepthPreviewed {
+        generation: 2,
+        per_depth: depth_counts(1),
+    });
+    assert_eq!(
+        app.recipients.depth_preview,
+        Loadable::Ready(depth_counts(1))
+    );
+}
+
+#[test]
+fn choosing_junk_builds_a_plan_with_the_selection_depth_and_action() {
+    let mut app = app_with_recipients();
+    keys(&mut app, &["space", "j", "space", "+"]);
+    // The selector starts on Junk; cycle once round to show it wraps.
+    assert_eq!(app.recipients.action, RetractAction::Junk);
+    keys(&mut app, &["x", "x", "x", "x"]);
+    assert_eq!(app.recipients.action, RetractAction::Junk);
+    let commands = keys(&mut app, &["p"]);
+    let [Command::BuildPlan(request)] = commands.as_slice() else {
+        panic!("expected BuildPlan, got {commands:?}");
+    };
+    assert_eq!(request.message_ids, vec!["<m0@evil.example>".to_string()]);
+    assert_eq!(request.action, RetractAction::Junk);
+    assert_eq!(request.depth, 1);
+    assert_eq!(
+        request.exclude,
+        vec![
+            "alice@contoso.example".to_string(),
+            "bob@contoso.example".into(),
+            "sales@contoso.example".into(),
+            "partner@outside.example".into()
+        ]
+    );
+    assert!(request.only.is_empty());
+    assert_eq!(app.mode(), Mode::Plan);
+}
+
+#[test]
+fn plan_built_opens_the_confirmation_and_enter_applies_it() {
+    let mut app = app_with_recipients();
+    keys(&mut app, &["p"]);
+    // Enter while the plan is still being built does nothing.
+    assert!(keys(&mut app, &["enter"]).is_empty());
+    app.on_engine(EngineEvent::PlanBuilt(plan_summary(
+        RetractAction::Junk,
+        42,
+    )));
+    let commands = keys(&mut app, &["enter"]);
+    assert_eq!(
+        commands,
+        vec![Command::ApplyPlan {
+            plan_id: PlanId("plan-7".into()),
+            confirmation: Confirmation { typed_copies: None },
+        }]
+    );
+    assert!(app.plan.is_none());
+    assert_eq!(app.focus, Pane::Jobs);
+}
+
+#[test]
+fn escape_discards_the_plan() {
+    let mut app = app_with_recipients();
+    keys(&mut app, &["p"]);
+    app.on_engine(EngineEvent::PlanBuilt(plan_summary(
+        RetractAction::Trash,
+        4,
+    )));
+    assert_eq!(
+        keys(&mut app, &["esc"]),
+        vec![Command::DiscardPlan {
+            plan_id: PlanId("plan-7".into())
+        }]
+    );
+    assert!(app.plan.is_none());
+}
+
+#[test]
+fn hard_delete_needs_the_exact_number_of_copies_typed() {
+    let mut app = app_with_recipients();
+    keys(&mut app, &["x", "x", "x"]);
+    assert_eq!(app.recipients.action, RetractAction::HardDelete);
+    keys(&mut app, &["p"]);
+    app.on_engine(EngineEvent::PlanBuilt(plan_summary(
+        RetractAction::HardDelete,
+        1234,
+    )));
+    // Nothing typed: refused.
+    assert!(keys(&mut app, &["enter"]).is_empty());
+    // Wrong count: refused, with a message saying what to type.
+    type_text(&mut app, "123");
+    assert!(keys(&mut app, &["enter"]).is_empty());
+    let refusal = app.plan.as_ref().and_then(|p| p.refusal.clone()).unwrap();
+    assert!(refusal.contains("type 1234"), "{refusal}");
+    // Letters do not type; "q" does not quit from the confirmation.
+    type_text(&mut app, "q");
+    assert!(!app.should_quit);
+    type_text(&mut app, "45");
+    assert!(keys(&mut app, &["enter"]).is_empty(), "12345 is not 1234");
+    keys(&mut app, &["backspace"]);
+    let commands = keys(&mut app, &["enter"]);
+    assert_eq!(
+        commands,
+        vec![Command::ApplyPlan {
+            plan_id: PlanId("plan-7".into()),
+            confirmation: Confirmation {
+                typed_copies: Some(1234)
+            },
+        }]
+    );
+}
+
+#[test]
+fn a_plan_with_nobody_included_is_not_built() {
+    let mut app = app_with_recipients();
+    keys(&mut app, &["n"]);
+    assert!(keys(&mut app, &["p"]).is_empty());
+    assert!(app.plan.is_none());
+    assert!(app.status.as_ref().unwrap().is_error);
+}
+
+#[test]
+fn select_all_none_invert_and_filter_apply_to_the_visible_rows() {
+    let mut app = app_with_recipients();
+    keys(&mut app, &["a"]);
+    assert!(app.recipients.included.iter().all(|on| *on));
+    keys(&mut app, &["/"]);
+    type_text(&mut app, "contoso");
+    keys(&mut app, &["enter"]);
+    assert_eq!(app.recipients.visible.len(), 4);
+    keys(&mut app, &["i"]);
+    assert_eq!(
+        app.recipients.included,
+        vec![false, false, false, false, true, true],
+        "only the 4 contoso rows were inverted"
+    );
+}
+
+#[test]
+fn job_events_fill_the_jobs_pane_and_restore_targets_the_selected_job() {
+    let mut app = app_with_recipients();
+    keys(&mut app, &["p"]);
+    app.on_engine(EngineEvent::PlanBuilt(plan_summary(
+        RetractAction::Junk,
+        1000,
+    )));
+    keys(&mut app, &["enter"]);
+    let commands = app.on_engine(EngineEvent::JobStarted {
+        job: clawback::engine::view::JobId("job-42".into()),
+        plan_id: Some(PlanId("plan-7".into())),
+        total: 1000,
+    });
+    assert_eq!(commands, vec![Command::LoadJobs]);
+    app.on_engine(EngineEvent::JobsLoaded(jobs()));
+    app.on_engine(EngineEvent::JobProgressed(job_progress()));
+    assert_eq!(app.progress_of(&jobs()[0].id), Some(&job_progress()));
+    // Restore is refused while the job runs; cancel is offered.
+    assert!(keys(&mut app, &["u"]).is_empty());
+    assert_eq!(
+        keys(&mut app, &["C"]),
+        vec![Command::CancelJob {
+            job: jobs()[0].id.clone()
+        }]
+    );
+    // Retry failed: the reason under the cursor (right moves to the second reason).
+    assert_eq!(
+        keys(&mut app, &["l", "r"]),
+        vec![Command::RetryFailed {
+            job: jobs()[0].id.clone(),
+            reason: clawback::model::FailureReason::NotAuthorized
+        }]
+    );
+    // The finished job can be restored.
+    assert_eq!(
+        keys(&mut app, &["j", "u"]),
+        vec![Command::Restore {
+            job: jobs()[1].id.clone(),
+            only: vec![]
+        }]
+    );
+}
+
+#[test]
+fn keys_in_the_wrong_state_do_nothing_harmful() {
+    let mut app = app();
+    // Recipients without a message, jobs without jobs, policy not loaded, plan keys without a plan.
+    for pane in ["2", "3", "5", "6", "7"] {
+        keys(&mut app, &[pane]);
+        app.on_engine(EngineEvent::EngineFailed {
+            message: "offline".into(),
+        });
+        let commands = keys(
+            &mut app,
+            &[
+                "space", "a", "n", "i", "+", "-", "x", "p", "u", "r", "C", "w", "enter", "j", "G",
+            ],
+        );
+        assert!(
+            commands.iter().all(|c| !matches!(
+                c,
+                Command::ApplyPlan { .. }
+                    | Command::BuildPlan(_)
+                    | Command::Restore { .. }
+                    | Command::RetryFailed { .. }
+                    | Command::CancelJob { .. }
+                    | Command::SavePolicy(_)
+            )),
+            "pane {pane}: {commands:?}"
+        );
+    }
+    assert!(app.plan.is_none());
+    assert!(!app.should_quit);
+}
+
+#[test]
+fn release_and_repeat_events_are_ignored() {
+    let mut app = app_with_results(10);
+    for kind in [KeyEventKind::Release, KeyEventKind::Repeat] {
+        assert!(app.handle_key(key_with_kind("enter", kind)).is_empty());
+        assert!(app.handle_key(key_with_kind("q", kind)).is_empty());
+    }
+    assert!(!app.should_quit);
+    assert_eq!(app.focus, Pane::Search);
+    assert_eq!(
+        app.handle_key(key_with_kind("q", KeyEventKind::Press)),
+        vec![Command::Shutdown]
+    );
+    assert!(app.should_quit);
+}
+
+#[test]
+fn view_details_searches_the_retracted_messages_of_the_window() {
+    let mut app = app();
+    app.startup();
+    assert_eq!(
+        keys(&mut app, &["4"]),
+        vec![Command::LoadMetrics {
+            window: MetricsWindow::Day
+        }]
+    );
+    assert_eq!(
+        keys(&mut app, &["w"]),
+        vec![Command::LoadMetrics {
+            window: MetricsWindow::Week
+        }]
+    );
+    // An answer for another window is not shown.
+    app.on_engine(EngineEvent::MetricsLoaded(metrics(MetricsWindow::Day, 100)));
+    assert_eq!(app.metrics.snapshot, Loadable::Loading);
+    let commands = keys(&mut app, &["d"]);
+    assert_eq!(
+        commands,
+        vec![Command::Search {
+            generation: 2,
+            query: "retracted:yes since:7d".into(),
+            limit: clawback::tui::app::SEARCH_LIMIT,
+        }]
+    );
+    assert_eq!(app.focus, Pane::Search);
+}
+
+#[test]
+fn the_policy_is_edited_locally_and_saved_only_by_an_admin() {
+    for (mut app, role) in [(app(), Role::Responder), (admin_app(), Role::Admin)] {
+        assert_eq!(keys(&mut app, &["3"]), vec![Command::LoadPolicy]);
+        app.on_engine(EngineEvent::PolicyLoaded(policy(3)));
+        // Bulk (row 4) -> Hard Delete (column 4); Post Delivery interval +5 min; phish on.
+        keys(
+            &mut app,
+            &["G", "k", "k", "l", "l", "l", "l", "space", "j", "+", "s"],
+        );
+        assert!(app.policy_modified());
+        let draft = app.policy.draft.clone().unwrap();
+        assert_eq!(
+            draft.action_for(Disposition::Bulk),
+            RetractAction::HardDelete
+        );
+        assert_eq!(draft.post_delivery.interval_secs, 1200);
+        assert!(draft.phish_submission.enabled);
+        let commands = keys(&mut app, &["w"]);
+        if role == Role::Admin {
+            assert_eq!(commands, vec![Command::SavePolicy(draft)]);
+        } else {
+            assert!(commands.is_empty());
+            assert!(
+                app.status
+                    .as_ref()
+                    .unwrap()
+                    .text
+                    .contains("needs role admin")
+            );
+        }
+    }
+}
+
+#[test]
+fn denied_and_engine_failures_become_messages_not_crashes() {
+    let mut app = app_with_recipients();
+    keys(&mut app, &["p"]);
+    app.on_engine(EngineEvent::Denied {
+        action: "build plan".into(),
+        role: Role::Viewer,
+        required: Role::Responder,
+    });
+    assert!(app.plan.is_none());
+    let status = app.status.clone().unwrap();
+    assert!(
+        status.is_error && status.text.contains("needs role responder"),
+        "{status:?}"
+    );
+    keys(&mut app, &["6"]);
+    app.on_engine(EngineEvent::EngineFailed {
+        message: "engine task panicked: boom".into(),
+    });
+    assert_eq!(
+        app.audit.entries,
+        Loadable::Failed("engine task panicked: boom".into())
+    );
+}
+
+#[test]
+fn the_command_line_searches_sets_depth_and_quits() {
+    let mut app = app_with_recipients();
+    keys(&mut app, &[":"]);
+    type_text(&mut app, "depth 2");
+    let commands = keys(&mut app, &["enter"]);
+    assert!(matches!(
+        commands.as_slice(),
+        [Command::PreviewDepth { depth: 2, .. }]
+    ));
+    keys(&mut app, &[":"]);
+    type_text(&mut app, "bogus");
+    assert!(keys(&mut app, &["enter"]).is_empty());
+    assert!(
+        app.status
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("unknown command")
+    );
+    keys(&mut app, &[":"]);
+    type_text(&mut app, "search from:x");
+    let commands = keys(&mut app, &["enter"]);
+    assert!(matches!(commands.as_slice(), [Command::Search { query, .. }] if query == "from:x"));
+    keys(&mut app, &[":"]);
+    type_text(&mut app, "q");
+    assert_eq!(keys(&mut app, &["enter"]), vec![Command::Shutdown]);
+}
+
+#[test]
+fn grouping_collapses_campaigns() {
+    let mut app = app_with_results(8);
+    keys(&mut app, &["c"]);
+    let view = &app.search.results.ready().unwrap().view;
+    // Rows 3 and 7 have no campaign; the rest split into two campaigns.
+    assert_eq!(view.len(), 4);
+}
+
+#[test]
+fn keymap_duplicates_are_rejected_naming_both_actions() {
+    let mut overrides = BTreeMap::new();
+    overrides.insert(
+        "recipients".to_string(),
+        BTreeMap::from([("select_all".to_string(), "space".to_string())]),
+    );
+    let err = Keymap::with_overrides(&overrides).unwrap_err();
+    assert_eq!(
+        err,
+        KeymapError::Duplicate {
+            mode: "recipients".into(),
+            key: "space".into(),
+            first: "toggle_include".into(),
+            second: "select_all".into(),
+        }
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("toggle_include") && text.contains("select_all"),
+        "{text}"
+    );
+}
+
+#[test]
+fn keymap_overrides_remap_and_bad_entries_say_where() {
+    let mut overrides = BTreeMap::new();
+    overrides.insert(
+        "recipients".to_string(),
+        BTreeMap::from([("toggle_include".to_string(), "t ctrl+t".to_string())]),
+    );
+    let keymap = Keymap::with_overrides(&overrides).unwrap();
+    let mut app = App::new(keymap, Role::Responder);
+    app.startup();
+    app.on_engine(EngineEvent::SearchCompleted {
+        generation: 1,
+        rows: search_rows(2),
+        total: 2,
+    });
+    keys(&mut app, &["enter"]);
+    app.on_engine(EngineEvent::RecipientsLoaded {
+        generation: 1,
+        message: message_ref(0),
+        rows: recipients(),
+    });
+    keys(&mut app, &["t"]);
+    assert!(!app.recipients.included[0]);
+    keys(&mut app, &["space"]);
+    assert!(!app.recipients.included[0], "space no longer toggles");
+
+    let bad = |mode: &str, action: &str, key: &str| {
+        let mut o = BTreeMap::new();
+        o.insert(
+            mode.to_string(),
+            BTreeMap::from([(action.to_string(), key.to_string())]),
+        );
+        Keymap::with_overrides(&o).unwrap_err().to_string()
+    };
+    assert_eq!(
+        bad("serch", "quit", "q"),
+        "[ui.keys.serch]: unknown mode; expected one of: global search query recipients plan policy metrics jobs audit tenants prompt"
+    );
+    assert_eq!(
+        bad("global", "explode", "x"),
+        "[ui.keys.global]: unknown action \"explode\""
+    );
+    assert_eq!(
+        bad("global", "quit", "hyper+q"),
+        "[ui.keys.global] quit = \"hyper+q\": unknown modifier \"hyper\" (use ctrl, alt or shift)"
+    );
+    // Internal actions cannot be bound.
+    assert_eq!(
+        bad("global", "tick", "t"),
+        "[ui.keys.global]: unknown action \"tick\""
+    );
+}
+
+#[test]
+fn no_default_binding_on_keys_terminals_take() {
+    let keymap = Keymap::defaults().unwrap();
+    for mode in Mode::ALL {
+        for binding in keymap.bindings(mode) {
+            for key in &binding.keys {
+                for banned in [
+                    "ctrl+b", "ctrl+a", "ctrl+s", "ctrl+q", "ctrl+h", "ctrl+m", "ctrl+i",
+                ] {
+                    assert_ne!(
+                        *key,
+                        KeyChord::parse(banned).unwrap(),
+                        "{mode:?} {binding:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_bindable_action_has_a_default_key() {
+    let keymap = Keymap::defaults().unwrap();
+    let names = [
+        "quit",
+        "help",
+        "next_pane",
+        "prev_pane",
+        "show_search",
+        "show_recipients",
+        "show_policy",
+        "show_metrics",
+        "show_jobs",
+        "show_audit",
+        "show_tenants",
+        "command_line",
+        "filter",
+        "refresh",
+        "toggle_mouse",
+        "cancel",
+        "submit",
+        "move_up",
+        "move_down",
+        "move_left",
+        "move_right",
+        "page_up",
+        "page_down",
+        "first",
+        "last",
+        "toggle_grouping",
+        "toggle_include",
+        "select_all",
+        "select_none",
+        "invert_selection",
+        "depth_increase",
+        "depth_decrease",
+        "next_retract_action",
+        "preview_plan",
+        "cancel_job",
+        "retry_failed",
+        "restore",
+        "set_policy_cell",
+        "toggle_post_delivery",
+        "toggle_phish_submission",
+        "interval_increase",
+        "interval_decrease",
+        "save_policy",
+        "next_window",
+        "view_details",
+        "verify_audit",
+    ];
+    for name in names {
+        let action = Action::from_name(name).unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(action.name().as_deref(), Some(name));
+        let bound = Mode::ALL.iter().any(|m| {
+            keymap
+                .bindings(*m)
+                .iter()
+                .any(|b| b.action == action && !b.keys.is_empty())
+        });
+        assert!(bound, "{name} has no default key");
+    }
+}
+
+fn any_key() -> impl Strategy<Value = String> {
+    prop::sample::select(vec![
+        "q",
+        "?",
+        "tab",
+        "shift+tab",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+        "7",
+        ":",
+        "/",
+        "ctrl+r",
+        "M",
+        "esc",
+        "enter",
+        "up",
+        "down",
+        "left",
+        "right",
+        "j",
+        "k",
+        "h",
+        "l",
+        "g",
+        "G",
+        "pageup",
+        "pagedown",
+        "c",
+        "space",
+        "a",
+        "n",
+        "i",
+        "+",
+        "-",
+        "x",
+        "p",
+        "C",
+        "r",
+        "u",
+        "s",
+        "w",
+        "d",
+        "v",
+        "backspace",
+        "0",
+        "9",
+        "z",
+    ])
+    .prop_map(str::to_string)
+}
+
+fn any_event() -> impl Strategy<Value = EngineEvent> {
+    prop::sample::select(vec![
+        EngineEvent::SearchCompleted {
+            generation: 1,
+            rows: search_rows(30),
+            total: 30,
+        },
+        query_error(),
+        EngineEvent::RecipientsLoaded {
+            generation: 1,
+            message: message_ref(0),
+            rows: recipients(),
+        },
+        EngineEvent::DepthPreviewed {
+            generation: 1,
+            per_depth: depth_counts(2),
+        },
+        EngineEvent::PlanBuilt(plan_summary(RetractAction::HardDelete, 3)),
+        EngineEvent::JobsLoaded(jobs()),
+        EngineEvent::JobProgressed(job_progress()),
+        EngineEvent::PolicyLoaded(policy(1)),
+        EngineEvent::MetricsLoaded(metrics(MetricsWindow::Day, 500)),
+        EngineEvent::AuditLoaded(audit_entries()),
+        EngineEvent::TenantsLoaded(tenants()),
+        EngineEvent::EngineFailed {
+            message: "x".into(),
+        },
+    ])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// Any interleaving of keys, ticks and engine events keeps the app consistent and drawable,
+    /// and never applies a Hard Delete plan without the typed count.
+    #[test]
+    fn random_keys_and_events_never_break_the_console(
+        steps in prop::collection::vec(prop_oneof![
+            any_key().prop_map(Ok),
+            any_event().prop_map(Err),
+        ], 1..60)
+    ) {
+        let mut app = admin_app();
+        app.startup();
+        let theme = clawback::tui::theme::Theme::default_theme();
+        for step in steps {
+            let commands = match step {
+                Ok(key) => app.handle_key(press(&key)),
+                Err(event) => app.on_engine(event),
+            };
+            app.update(Action::Tick);
+            for c in commands {
+                if let Command::ApplyPlan { confirmation, .. } = c {
+                    prop_assert_eq!(confirmation.typed_copies, Some(3));
+                }
+            }
+            render_buffer(&app, &theme, 80, 24);
+        }
+    }
+}

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 mod doctor;
 mod init;
 mod lab;
+mod report;
+mod retract;
 mod search;
 mod trace;
 
@@ -48,6 +50,20 @@ pub enum Command {
     Trace(trace::TraceArgs),
     /// Search the mail trace.
     Search(search::SearchArgs),
+    /// Plan, confirm and apply a retraction (exit 3 when some items failed).
+    Retract(retract::RetractArgs),
+    /// Build a plan without acting and write it (versioned JSON with a digest).
+    Plan(retract::PlanArgs),
+    /// Apply a saved plan (refused if its digest does not match).
+    Apply(retract::ApplyArgs),
+    /// Jobs: list, show, resume after a crash, cancel, retry failures by reason.
+    Jobs(retract::JobsArgs),
+    /// Undo a retract job: put every retracted copy back where it was.
+    Restore(retract::RestoreArgs),
+    /// Retraction metrics over a window.
+    Metrics(report::MetricsArgs),
+    /// The tamper-evident audit log: list, verify, export.
+    Audit(report::AuditArgs),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -73,6 +89,27 @@ pub fn main() -> ExitCode {
         }
         Some(Command::Search(args)) => {
             search::run(args, cli.config.as_deref(), cli.data_dir.as_deref())
+        }
+        Some(Command::Retract(args)) => {
+            retract::retract(args, cli.config.as_deref(), cli.data_dir.as_deref())
+        }
+        Some(Command::Plan(args)) => {
+            retract::plan(args, cli.config.as_deref(), cli.data_dir.as_deref())
+        }
+        Some(Command::Apply(args)) => {
+            retract::apply(args, cli.config.as_deref(), cli.data_dir.as_deref())
+        }
+        Some(Command::Jobs(args)) => {
+            retract::jobs(args, cli.config.as_deref(), cli.data_dir.as_deref())
+        }
+        Some(Command::Restore(args)) => {
+            retract::restore(args, cli.config.as_deref(), cli.data_dir.as_deref())
+        }
+        Some(Command::Metrics(args)) => {
+            report::metrics(args, cli.config.as_deref(), cli.data_dir.as_deref())
+        }
+        Some(Command::Audit(args)) => {
+            report::audit(args, cli.config.as_deref(), cli.data_dir.as_deref())
         }
         None => {
             eprintln!("clawback: no command given; try `clawback --help` or `clawback lab serve`");

@@ -4,13 +4,17 @@
 
 pub mod audit;
 pub mod command;
+pub mod core;
 pub mod event;
+pub mod execute;
 pub mod metrics;
 pub mod plan;
+pub mod planner;
 pub mod roles;
 pub mod view;
 
 pub use command::Command;
+pub use core::{Engine, EngineError, Operator};
 pub use event::EngineEvent;
 use tokio::sync::mpsc;
 

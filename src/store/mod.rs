@@ -6,6 +6,8 @@
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 
+pub mod audit;
+pub mod jobs;
 pub mod migrations;
 pub mod trace;
 

@@ -1,0 +1,225 @@
+//! `clawback metrics` and `clawback audit`: read-only views of the store.
+
+use crate::cli::exit;
+use crate::cli::trace::open_store;
+use crate::engine::metrics::{self, Metrics};
+use crate::engine::roles::{Capability, authorize};
+use crate::store::Store;
+use chrono::Utc;
+use clap::{Args, Subcommand};
+use std::path::Path;
+
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Start of the window: 2026-11-20, RFC 3339, or an age like 24h, 7d (default: 30d).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// End of the window (default: now).
+    #[arg(long)]
+    pub until: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+    /// Also list the retracted messages of the window ("view details").
+    #[arg(long)]
+    pub details: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Entries, oldest first.
+    List {
+        /// Only this section (retract, job, restore, denied, policy, automation).
+        #[arg(long)]
+        section: Option<String>,
+    },
+    /// Check the hash chain: exit 0 intact, 1 naming the first broken entry.
+    Verify,
+    /// Every entry as JSON Lines.
+    Export,
+}
+
+/// The metrics of a window, from the store (the same numbers the TUI shows).
+pub fn window_metrics(
+    store: &Store,
+    since: Option<chrono::DateTime<Utc>>,
+    until: Option<chrono::DateTime<Utc>>,
+    buckets: usize,
+) -> Result<(Metrics, Vec<String>), crate::store::StoreError> {
+    let rows = store.item_outcomes(since, until)?;
+    let mut messages: Vec<String> = Vec::new();
+    for (o, mid) in &rows {
+        if matches!(o.result, Some(Ok(()))) && !messages.contains(mid) {
+            messages.push(mid.clone());
+        }
+    }
+    let outcomes: Vec<_> = rows.into_iter().map(|(o, _)| o).collect();
+    Ok((
+        metrics::compute(outcomes.iter(), since, until, buckets),
+        messages,
+    ))
+}
+
+pub fn metrics(args: MetricsArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> u8 {
+    let (config, store) = match open_store(config_path, data_dir) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let role = config
+        .map(|c| c.operator.role)
+        .unwrap_or(crate::model::Role::Responder);
+    if let Err(e) = authorize(role, Capability::ViewMetrics) {
+        eprintln!("clawback: {e}");
+        return exit::USAGE;
+    }
+    let now = Utc::now();
+    let parse = |t: &Option<String>, default: Option<chrono::DateTime<Utc>>| match t {
+        Some(t) => metrics::parse_time(t, now).map(Some),
+        None => Ok(default),
+    };
+    let since = match parse(&args.since, Some(now - chrono::Duration::days(30))) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("clawback: --since {e}");
+            return exit::USAGE;
+        }
+    };
+    let until = match parse(&args.until, None) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("clawback: --until {e}");
+            return exit::USAGE;
+        }
+    };
+    let (m, messages) = match window_metrics(&store, since, until, 24) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("clawback: {e}");
+            return exit::FAILURE;
+        }
+    };
+    if args.json {
+        let mut v = serde_json::to_value(&m).unwrap_or_default();
+        if args.details
+            && let Some(obj) = v.as_object_mut()
+        {
+            obj.insert("details".into(), serde_json::json!(messages));
+        }
+        println!("{v}");
+        return exit::OK;
+    }
+    println!("Total retractions  {}", m.total);
+    println!(
+        "Success            {:.1}% ({})",
+        m.succeeded.pct, m.succeeded.count
+    );
+    println!(
+        "Failed             {:.1}% ({})",
+        m.failed.pct, m.failed.count
+    );
+    for (reason, s) in &m.failed_by_reason {
+        println!("  {:<16} {:.1}% ({})", reason.as_str(), s.pct, s.count);
+    }
+    println!(
+        "Unread / Read      {:.1}% / {:.1}%",
+        m.unread.pct, m.read.pct
+    );
+    println!(
+        "Auto / Manual      {:.1}% / {:.1}%",
+        m.auto.pct, m.manual.pct
+    );
+    let secs = |s: Option<f64>| s.map(|v| format!("{v:.0}s")).unwrap_or_else(|| "-".into());
+    println!(
+        "Dwell p50 / p95    {} / {}",
+        secs(m.dwell.p50_secs),
+        secs(m.dwell.p95_secs)
+    );
+    if args.details {
+        println!("Retracted messages:");
+        for mid in messages {
+            println!("  {mid}");
+        }
+    }
+    exit::OK
+}
+
+pub fn audit(args: AuditArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> u8 {
+    let (_, store) = match open_store(config_path, data_dir) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    match args.command.unwrap_or(AuditCommand::List { section: None }) {
+        AuditCommand::Verify => match store.audit_verify() {
+            Ok(Ok(n)) => {
+                println!("audit log intact: {n} entries");
+                exit::OK
+            }
+            Ok(Err(brk)) => {
+                println!("audit log BROKEN: {brk}");
+                exit::FAILURE
+            }
+            Err(e) => {
+                eprintln!("clawback: {e}");
+                exit::FAILURE
+            }
+        },
+        AuditCommand::List { section } => {
+            let entries = match store.audit_entries() {
+                Ok(Ok(e)) => e,
+                Ok(Err(brk)) => {
+                    eprintln!("clawback: {brk}; run `clawback audit verify`");
+                    return exit::FAILURE;
+                }
+                Err(e) => {
+                    eprintln!("clawback: {e}");
+                    return exit::FAILURE;
+                }
+            };
+            for e in entries
+                .iter()
+                .filter(|e| section.as_deref().is_none_or(|s| e.record.section == s))
+            {
+                let counts: Vec<String> = e
+                    .record
+                    .counts
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                println!(
+                    "{:>5} {} {:<10} {:<22} {}({}, {}) job={} {}",
+                    e.seq,
+                    e.record.at.format("%Y-%m-%d %H:%M:%S"),
+                    e.record.section,
+                    e.record.action,
+                    e.record.operator,
+                    e.record.role,
+                    e.record.os_user,
+                    e.record.job_id.as_deref().unwrap_or("-"),
+                    counts.join(" ")
+                );
+            }
+            exit::OK
+        }
+        AuditCommand::Export => match store.audit_entries() {
+            Ok(Ok(entries)) => {
+                for e in entries {
+                    println!("{}", serde_json::to_string(&e).unwrap_or_default());
+                }
+                exit::OK
+            }
+            Ok(Err(brk)) => {
+                eprintln!("clawback: {brk}");
+                exit::FAILURE
+            }
+            Err(e) => {
+                eprintln!("clawback: {e}");
+                exit::FAILURE
+            }
+        },
+    }
+}

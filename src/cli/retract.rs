@@ -1,0 +1,653 @@
+//! `clawback retract | plan | apply | jobs | restore`: thin front ends over the engine.
+
+use crate::cli::exit;
+use crate::cli::trace::open_store;
+use crate::config::Config;
+use crate::engine::execute::{JobEvent, JobReport, RunOptions};
+use crate::engine::plan::{Plan, RetractRequest};
+use crate::engine::{Engine, EngineError};
+use crate::model::{FailureReason, RetractAction, Trigger};
+use crate::store::jobs::ItemState;
+use clap::{Args, Subcommand};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+/// What to retract: shared by `retract` and `plan`.
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// Internet Message-ID of a message to retract (repeatable).
+    #[arg(long = "message-id", value_name = "ID")]
+    pub message_id: Vec<String>,
+    /// Retract every message a trace query matches (up to 500).
+    #[arg(long, value_name = "QUERY", allow_hyphen_values = true)]
+    pub query: Option<String>,
+    /// no_action, junk, trash, soft_delete (Microsoft only; Trash on Gmail) or hard_delete.
+    #[arg(long, default_value = "junk")]
+    pub action: RetractAction,
+    /// Conversation depth: 0 = the message, n = n levels of replies and forwards.
+    #[arg(long, default_value_t = 0)]
+    pub depth: u8,
+    /// Only these recipients at depth 0 (repeatable or comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Leave these recipients out at every depth (repeatable or comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub exclude: Vec<String>,
+    /// Why: ticket, incident (kept in the plan and the audit log).
+    #[arg(long, default_value = "")]
+    pub reason: String,
+}
+
+impl RequestArgs {
+    fn request(&self) -> RetractRequest {
+        RetractRequest {
+            message_ids: self.message_id.clone(),
+            query: self.query.clone(),
+            only: self.only.clone(),
+            exclude: self.exclude.clone(),
+            depth: self.depth,
+            action: self.action,
+            trigger: Trigger::Manual,
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RetractArgs {
+    #[command(flatten)]
+    pub request: RequestArgs,
+    /// Print the plan and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+    /// Act on N mailboxes first, verify, then fan out.
+    #[arg(long, default_value_t = 0)]
+    pub canary: usize,
+    /// Print the plan / outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub request: RequestArgs,
+    /// Write the plan here (versioned JSON with a digest).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A plan written by `clawback plan --out`.
+    pub plan: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub canary: usize,
+    #[arg(long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    #[command(subcommand)]
+    pub command: Option<JobsCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Running and past jobs, newest first.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// One job's items.
+    Show { job: i64 },
+    /// Resume jobs left running by a crash (all, or one).
+    Resume { job: Option<i64> },
+    /// Stop a job; its pending items stay pending (resume later).
+    Cancel { job: i64 },
+    /// Retry the items of a job that failed with one reason, as a new job.
+    Retry {
+        job: i64,
+        #[arg(long)]
+        reason: FailureReason,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The retract job to undo.
+    pub job: i64,
+    /// Only these addresses (repeatable or comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+}
+
+/// Loads config + store and builds the engine; prints the error and returns the exit code.
+pub(crate) fn engine(config_path: Option<&Path>, data_dir: Option<&Path>) -> Result<Engine, u8> {
+    let (config, store) = open_store(config_path, data_dir)?;
+    let Some(config) = config else {
+        eprintln!(
+            "clawback: no config found; pass --config FILE (try `clawback init`, or `clawback lab serve --write-config lab.toml`)"
+        );
+        return Err(exit::USAGE);
+    };
+    build(config, store)
+}
+
+fn build(config: Config, store: crate::store::Store) -> Result<Engine, u8> {
+    Engine::new(config, store).map_err(|e| {
+        eprintln!("clawback: {e}");
+        exit::USAGE
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("clawback: cannot start the runtime: {e}");
+            exit::FAILURE
+        })
+}
+
+fn fail(e: EngineError) -> u8 {
+    eprintln!("clawback: {e}");
+    match e {
+        EngineError::Store(_) | EngineError::Provider(_) => exit::FAILURE,
+        _ => exit::USAGE,
+    }
+}
+
+fn print_plan(plan: &Plan) {
+    let c = plan.counts();
+    println!(
+        "plan {} ({}): {} copies in {} mailboxes, {} messages, depth {}",
+        plan.id, plan.digest, c.copies, c.mailboxes, c.messages, plan.request.depth
+    );
+    for (action, n) in &c.by_action {
+        println!("  action  {:<12} {n}", action.as_str());
+    }
+    for (tenant, n) in &c.by_tenant {
+        println!("  tenant  {tenant:<12} {n}");
+    }
+    if c.mapped > 0 {
+        println!(
+            "  note    {} copies: Soft Delete is not offered by Gmail, performed as Trash",
+            c.mapped
+        );
+    }
+    for (reason, n) in &c.skipped_by_reason {
+        println!("  cannot  {:<14} {n}", reason.as_str());
+    }
+}
+
+/// Asks on the terminal; Hard Delete wants the number of copies typed.
+fn confirm(plan: &Plan) -> Result<bool, u8> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        eprintln!("clawback: not a terminal: pass --yes to confirm, or --dry-run to only plan");
+        return Err(exit::USAGE);
+    }
+    let copies = plan.items.len();
+    let hard = plan.request.action == RetractAction::HardDelete;
+    if hard {
+        eprint!(
+            "Hard Delete is admin-recoverable only. Type the number of copies ({copies}) to proceed: "
+        );
+    } else {
+        eprint!(
+            "Retract {copies} copies to {}? [y/N] ",
+            plan.request.action.label()
+        );
+    }
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    let _ = stdin.lock().read_line(&mut line);
+    let answer = line.trim();
+    Ok(if hard {
+        answer == copies.to_string()
+    } else {
+        matches!(answer, "y" | "Y" | "yes")
+    })
+}
+
+/// A progress line on stderr, at most ~10 times a second.
+struct Progress {
+    total: AtomicU64,
+    done: AtomicU64,
+    failed: AtomicU64,
+    started: Instant,
+    last_ms: AtomicU64,
+    throttled_ms: AtomicU64,
+    tty: bool,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            total: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            throttled_ms: AtomicU64::new(0),
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn on(&self, e: JobEvent) {
+        match e {
+            JobEvent::Started { remaining, .. } => {
+                self.total.store(remaining, Ordering::Relaxed);
+            }
+            JobEvent::ItemSucceeded { .. } => {
+                self.done.fetch_add(1, Ordering::Relaxed);
+            }
+            JobEvent::ItemFailed { .. } => {
+                self.done.fetch_add(1, Ordering::Relaxed);
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            JobEvent::Throttled { seconds, .. } => {
+                self.throttled_ms
+                    .fetch_add((seconds * 1000.0) as u64, Ordering::Relaxed);
+            }
+            JobEvent::Reconciled {
+                succeeded,
+                requeued,
+                ..
+            } => eprintln!(
+                "reconciled after restart: {succeeded} in-flight items settled, {requeued} queued again"
+            ),
+            JobEvent::CanaryPassed { mailboxes, .. } => {
+                eprintln!("canary: {mailboxes} mailboxes verified; fanning out")
+            }
+        }
+        let ms = self.started.elapsed().as_millis() as u64;
+        if ms.saturating_sub(self.last_ms.load(Ordering::Relaxed)) >= 100 {
+            self.last_ms.store(ms, Ordering::Relaxed);
+            self.draw(false);
+        }
+    }
+
+    fn draw(&self, last: bool) {
+        let total = self.total.load(Ordering::Relaxed).max(1);
+        let done = self.done.load(Ordering::Relaxed);
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = done as f64 / secs;
+        let eta = if rate > 0.0 {
+            (total.saturating_sub(done)) as f64 / rate
+        } else {
+            0.0
+        };
+        let width = 30usize;
+        let filled = ((done as f64 / total as f64) * width as f64) as usize;
+        let line = format!(
+            "[{}{}] {done}/{total} failed {} {rate:.0}/s ETA {eta:.0}s throttled {:.1}s",
+            "#".repeat(filled.min(width)),
+            "-".repeat(width - filled.min(width)),
+            self.failed.load(Ordering::Relaxed),
+            self.throttled_ms.load(Ordering::Relaxed) as f64 / 1000.0
+        );
+        if self.tty {
+            eprint!("\r{line}");
+            if last {
+                eprintln!();
+            }
+        } else if last {
+            eprintln!("{line}");
+        }
+    }
+}
+
+fn print_report(r: &JobReport, json: bool) {
+    if json {
+        let v = serde_json::json!({
+            "job": r.job,
+            "state": r.state.as_str(),
+            "succeeded": r.counts.succeeded,
+            "failed": r.counts.failed,
+            "skipped": r.counts.skipped,
+            "remaining": r.counts.remaining(),
+            "failed_by_reason": r.failed_by_reason.iter().map(|(k, v)| (k.as_str(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
+            "throttled_secs": r.throttled_secs,
+            "elapsed_secs": r.elapsed_secs,
+            "stopped": r.stopped,
+        });
+        println!("{v}");
+        return;
+    }
+    println!(
+        "job {} {}: {} succeeded, {} failed, {} skipped, {} remaining in {:.1}s",
+        r.job,
+        r.state.as_str(),
+        r.counts.succeeded,
+        r.counts.failed,
+        r.counts.skipped,
+        r.counts.remaining(),
+        r.elapsed_secs
+    );
+    for (reason, n) in &r.failed_by_reason {
+        println!("  failed  {:<14} {n}", reason.as_str());
+    }
+    if let Some(s) = &r.stopped {
+        println!("  stopped: {s}");
+    }
+    if r.counts.remaining() > 0 {
+        println!("  resume with: clawback jobs resume {}", r.job);
+    }
+}
+
+async fn run_with_progress(
+    engine: &Engine,
+    job: i64,
+    canary: usize,
+    json: bool,
+) -> Result<JobReport, EngineError> {
+    let progress = Progress::new();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    // Ctrl-C: stop after the items in flight; the job stays resumable.
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, Ordering::SeqCst);
+        }
+    });
+    let sink = |e: JobEvent| progress.on(e);
+    let report = engine
+        .run_job(
+            job,
+            &RunOptions {
+                canary,
+                cancel: Some(cancel),
+            },
+            &sink,
+        )
+        .await?;
+    if !json {
+        progress.draw(true);
+    }
+    Ok(report)
+}
+
+pub fn retract(args: RetractArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> u8 {
+    let engine = match engine(config_path, data_dir) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let plan = match engine.build_plan(args.request.request()).await {
+            Ok(p) => p,
+            Err(e) => return fail(e),
+        };
+        if args.json && args.dry_run {
+            println!("{}", plan.to_json_pretty());
+        } else {
+            print_plan(&plan);
+        }
+        if args.dry_run {
+            return exit::OK;
+        }
+        if plan.items.is_empty() {
+            println!("nothing to act on");
+            return if plan.skipped.is_empty() {
+                exit::OK
+            } else {
+                exit::PARTIAL
+            };
+        }
+        if !args.yes {
+            match confirm(&plan) {
+                Ok(true) => {}
+                Ok(false) => {
+                    eprintln!("not confirmed; nothing was done");
+                    return exit::FAILURE;
+                }
+                Err(code) => return code,
+            }
+        }
+        let job = match engine.create_job(&plan, false) {
+            Ok(j) => j,
+            Err(e) => return fail(e),
+        };
+        match run_with_progress(&engine, job, args.canary, args.json).await {
+            Ok(r) => {
+                print_report(&r, args.json);
+                r.exit_code()
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+pub fn plan(args: PlanArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> u8 {
+    let engine = match engine(config_path, data_dir) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let plan = match engine.build_plan(args.request.request()).await {
+            Ok(p) => p,
+            Err(e) => return fail(e),
+        };
+        print_plan(&plan);
+        if let Err(e) = std::fs::write(&args.out, plan.to_json_pretty()) {
+            eprintln!("clawback: cannot write {}: {e}", args.out.display());
+            return exit::FAILURE;
+        }
+        println!("written to {}", args.out.display());
+        exit::OK
+    })
+}
+
+pub fn apply(args: ApplyArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> u8 {
+    let text = match std::fs::read_to_string(&args.plan) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("clawback: cannot read {}: {e}", args.plan.display());
+            return exit::USAGE;
+        }
+    };
+    let plan = match Plan::from_json(&text, &args.plan.display().to_string()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("clawback: {e}");
+            return exit::USAGE;
+        }
+    };
+    let engine = match engine(config_path, data_dir) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    print_plan(&plan);
+    if !args.yes {
+        match confirm(&plan) {
+            Ok(true) => {}
+            Ok(false) => {
+                eprintln!("not confirmed; nothing was done");
+                return exit::FAILURE;
+            }
+            Err(code) => return code,
+        }
+    }
+    let job = match engine.create_job(&plan, false) {
+        Ok(j) => j,
+        Err(e) => return fail(e),
+    };
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        match run_with_progress(&engine, job, args.canary, false).await {
+            Ok(r) => {
+                print_report(&r, false);
+                r.exit_code()
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> u8 {
+    let engine = match engine(config_path, data_dir) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match args.command.unwrap_or(JobsCommand::List { limit: 20 }) {
+        JobsCommand::List { limit } => {
+            let rows = match engine.store().jobs(limit) {
+                Ok(r) => r,
+                Err(e) => return fail(e.into()),
+            };
+            println!(
+                "{:>5}  {:<8} {:<10} {:<12} {:<16} {:>6} {:>6} {:>6} {:>6}  created",
+                "job", "kind", "state", "action", "trigger", "ok", "failed", "skip", "left"
+            );
+            for j in rows {
+                let c = engine.store().item_counts(j.id).unwrap_or_default();
+                println!(
+                    "{:>5}  {:<8} {:<10} {:<12} {:<16} {:>6} {:>6} {:>6} {:>6}  {}",
+                    j.id,
+                    j.kind.as_str(),
+                    j.state.as_str(),
+                    j.action.as_str(),
+                    j.trigger.as_str(),
+                    c.succeeded,
+                    c.failed,
+                    c.skipped,
+                    c.remaining(),
+                    j.created_at.format("%Y-%m-%d %H:%M:%S")
+                );
+            }
+            exit::OK
+        }
+        JobsCommand::Show { job } => {
+            let store = engine.store();
+            let Ok(Some(j)) = store.job(job) else {
+                eprintln!("clawback: job {job} does not exist (see `clawback jobs list`)");
+                return exit::USAGE;
+            };
+            println!(
+                "job {} {} {} {} by {} ({}), reason: {}",
+                j.id,
+                j.kind.as_str(),
+                j.state.as_str(),
+                j.action.as_str(),
+                j.operator,
+                j.role,
+                j.reason
+            );
+            let items = store.job_items(job, None).unwrap_or_default();
+            for it in items {
+                let outcome = match it.state {
+                    ItemState::Succeeded => format!(
+                        "{} -> {}",
+                        it.folder,
+                        it.to_folder.as_ref().map(|f| f.label()).unwrap_or("?")
+                    ),
+                    ItemState::Failed | ItemState::Skipped => format!(
+                        "{} {}",
+                        it.reason.map(|r| r.as_str()).unwrap_or(""),
+                        it.detail.as_deref().unwrap_or("")
+                    ),
+                    _ => String::new(),
+                };
+                println!(
+                    "  {:<10} {:<12} {:<36} {:<40} {}",
+                    it.state.as_str(),
+                    it.tenant,
+                    it.mailbox,
+                    it.message_id,
+                    outcome
+                );
+            }
+            exit::OK
+        }
+        JobsCommand::Resume { job } => {
+            let jobs = match job {
+                Some(j) => vec![j],
+                None => match engine.unfinished_jobs() {
+                    Ok(rows) => rows.into_iter().map(|r| r.id).collect(),
+                    Err(e) => return fail(e),
+                },
+            };
+            if jobs.is_empty() {
+                println!("no unfinished jobs");
+                return exit::OK;
+            }
+            let mut code = exit::OK;
+            for j in jobs {
+                match rt.block_on(run_with_progress(&engine, j, 0, false)) {
+                    Ok(r) => {
+                        print_report(&r, false);
+                        code = code.max(r.exit_code());
+                    }
+                    Err(e) => return fail(e),
+                }
+            }
+            code
+        }
+        JobsCommand::Cancel { job } => match engine.cancel_job(job) {
+            Ok(()) => {
+                println!("job {job} cancelled; `clawback jobs resume {job}` continues it");
+                exit::OK
+            }
+            Err(e) => fail(e),
+        },
+        JobsCommand::Retry { job, reason } => {
+            let new = match engine.retry_failed(job, reason) {
+                Ok(n) => n,
+                Err(e) => return fail(e),
+            };
+            println!("job {new}: retrying the {reason} failures of job {job}");
+            match rt.block_on(run_with_progress(&engine, new, 0, false)) {
+                Ok(r) => {
+                    print_report(&r, false);
+                    r.exit_code()
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+pub fn restore(args: RestoreArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> u8 {
+    let engine = match engine(config_path, data_dir) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let progress = Progress::new();
+    let sink = |e: JobEvent| progress.on(e);
+    match rt.block_on(engine.restore(args.job, &args.only, &sink)) {
+        Ok(r) => {
+            progress.draw(true);
+            print_report(&r, false);
+            r.exit_code()
+        }
+        Err(e) => fail(e),
+    }
+}

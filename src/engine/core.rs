@@ -1,0 +1,153 @@
+//! The engine's working core: one [`Engine`] per process holds the config, the store and one
+//! provider client per tenant. The CLI calls it directly; the TUI reaches it through the engine
+//! task (`engine::service`). Plans are built in `planner`, jobs run in `execute`.
+
+use super::audit::{AuditEntry, AuditRecord, os_user};
+use super::roles::{Capability, Denied, authorize};
+use crate::config::Config;
+use crate::model::Role;
+use crate::provider::{ProviderClient, ProviderError};
+use crate::store::{Store, StoreError};
+use chrono::Utc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Why an engine operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    #[error("unknown tenant {name:?}; configured tenants: {known}")]
+    UnknownTenant { name: String, known: String },
+    #[error("job {0} does not exist (see `clawback jobs list`)")]
+    UnknownJob(i64),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Who is acting, as written into audit entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator {
+    pub name: String,
+    pub role: Role,
+    pub os_user: String,
+}
+
+/// The engine: config, store and provider clients.
+pub struct Engine {
+    pub config: Config,
+    pub operator: Operator,
+    store: Arc<Mutex<Store>>,
+    clients: BTreeMap<String, ProviderClient>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("operator", &self.operator)
+            .field("tenants", &self.clients.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Builds a client per configured tenant (reading secrets now, so a bad file is reported
+    /// before any work) over an opened store.
+    pub fn new(config: Config, store: Store) -> Result<Engine, EngineError> {
+        let mut clients = BTreeMap::new();
+        for tenant in &config.tenants {
+            clients.insert(tenant.name.clone(), ProviderClient::new(&config, tenant)?);
+        }
+        let os_user = os_user();
+        let operator = Operator {
+            name: config
+                .operator
+                .name
+                .clone()
+                .unwrap_or_else(|| os_user.clone()),
+            role: config.operator.role,
+            os_user,
+        };
+        Ok(Engine {
+            config,
+            operator,
+            store: Arc::new(Mutex::new(store)),
+            clients,
+        })
+    }
+
+    /// The store, locked. Hold it only for short synchronous work, never across an `.await`.
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The client of a tenant.
+    pub fn client(&self, tenant: &str) -> Result<&ProviderClient, EngineError> {
+        self.clients
+            .get(tenant)
+            .ok_or_else(|| EngineError::UnknownTenant {
+                name: tenant.to_string(),
+                known: self.tenant_names().join(", "),
+            })
+    }
+
+    /// Configured tenant names.
+    pub fn tenant_names(&self) -> Vec<String> {
+        self.clients.keys().cloned().collect()
+    }
+
+    /// Every client.
+    pub fn clients(&self) -> impl Iterator<Item = &ProviderClient> {
+        self.clients.values()
+    }
+
+    /// Appends an audit entry in the operator's name.
+    pub fn audit(
+        &self,
+        section: &str,
+        action: &str,
+        plan_digest: Option<&str>,
+        job_id: Option<i64>,
+        counts: BTreeMap<String, u64>,
+        detail: serde_json::Value,
+    ) -> Result<AuditEntry, EngineError> {
+        let record = AuditRecord {
+            at: Utc::now(),
+            os_user: self.operator.os_user.clone(),
+            operator: self.operator.name.clone(),
+            role: self.operator.role,
+            section: section.to_string(),
+            action: action.to_string(),
+            plan_digest: plan_digest.map(str::to_string),
+            job_id: job_id.map(|j| j.to_string()),
+            counts,
+            detail,
+        };
+        Ok(self.store().audit_append(record)?)
+    }
+
+    /// Checks the operator's role; a refusal is audited (section `denied`) and returned.
+    pub fn authorize(&self, capability: Capability) -> Result<(), EngineError> {
+        match authorize(self.operator.role, capability) {
+            Ok(()) => Ok(()),
+            Err(denied) => {
+                self.audit(
+                    "denied",
+                    &format!("{}_denied", capability.describe().replace(' ', "_")),
+                    None,
+                    None,
+                    BTreeMap::new(),
+                    serde_json::json!({
+                        "attempted": capability.describe(),
+                        "needed": denied.needed.as_str(),
+                    }),
+                )?;
+                Err(EngineError::Denied(denied))
+            }
+        }
+    }
+}

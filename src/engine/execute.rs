@@ -1,0 +1,871 @@
+//! Running jobs (DESIGN §2, §5): a plan becomes a durable job whose items move
+//! `pending → in_flight → succeeded | failed | skipped`. Every item is committed `in_flight`
+//! before its provider call and settled right after; on resume, `in_flight` items are reconciled
+//! by locating the copy again (already where the action puts it = succeeded), so nothing is
+//! acted on twice and nothing is lost. Canary runs, cancel, retry by reason and restore live here.
+
+use super::core::{Engine, EngineError};
+use super::plan::Plan;
+use super::planner::failure_detail;
+use super::roles::Capability;
+use crate::model::{FailureReason, Folder, RetractAction, Trigger};
+use crate::provider::{BulkItem, ProgressEvent};
+use crate::store::jobs::{ItemCounts, ItemRow, ItemState, JobKind, JobRow, JobState, NewJob};
+use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
+use futures_util::stream::{self, StreamExt};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Items handed to the scheduler per call; cancel is checked between chunks.
+const CHUNK: usize = 2_000;
+/// Restores and reconciliation locates in flight at once.
+const SIDE_CONCURRENCY: usize = 32;
+
+/// What a running job reports as it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobEvent {
+    Started {
+        job: i64,
+        total: u64,
+        remaining: u64,
+    },
+    /// An `in_flight` item found settled (or not) after a crash.
+    Reconciled {
+        job: i64,
+        succeeded: u64,
+        requeued: u64,
+    },
+    ItemSucceeded {
+        job: i64,
+        mailbox: String,
+    },
+    ItemFailed {
+        job: i64,
+        mailbox: String,
+        reason: FailureReason,
+        provider_code: String,
+    },
+    Throttled {
+        job: i64,
+        seconds: f64,
+    },
+    CanaryPassed {
+        job: i64,
+        mailboxes: u64,
+    },
+}
+
+/// How to run a job.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Act on this many mailboxes first, verify each copy moved, then fan out (0 = no canary).
+    pub canary: usize,
+    /// Set to stop after the items in flight (pending items stay pending; resumable).
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// How a job run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobReport {
+    pub job: i64,
+    pub state: JobState,
+    pub counts: ItemCounts,
+    pub failed_by_reason: BTreeMap<FailureReason, u64>,
+    /// Seconds the provider made us wait (Retry-After and backoff).
+    pub throttled_secs: f64,
+    pub elapsed_secs: f64,
+    /// Why the run stopped early (canary failed, cancelled), if it did.
+    pub stopped: Option<String>,
+}
+
+impl JobReport {
+    /// Exit code per DESIGN §8: 0 all done, 3 some items failed or left undone.
+    pub fn exit_code(&self) -> u8 {
+        if self.counts.failed > 0 || self.counts.remaining() > 0 {
+            3
+        } else {
+            0
+        }
+    }
+}
+
+type Sink<'a> = &'a (dyn Fn(JobEvent) + Send + Sync);
+
+/// Where an action puts a copy (`RecoverableDeletions` and `Purged` are invisible to the APIs).
+pub fn target_folder(action: RetractAction) -> Option<Folder> {
+    match action {
+        RetractAction::NoAction => None,
+        RetractAction::Junk => Some(Folder::Junk),
+        RetractAction::Trash => Some(Folder::Trash),
+        RetractAction::SoftDelete => Some(Folder::RecoverableDeletions),
+        RetractAction::HardDelete => Some(Folder::Purged),
+    }
+}
+
+impl Engine {
+    /// Turns a plan into a durable job (plan items pending, skipped ones settled as skipped)
+    /// and audits it. Refused (and audited) when the role does not allow the action, or when
+    /// the plan names a tenant that is not configured.
+    pub fn create_job(&self, plan: &Plan, dry_run: bool) -> Result<i64, EngineError> {
+        self.authorize(Capability::Retract(plan.request.action))?;
+        for item in &plan.items {
+            self.client(&item.tenant)?;
+        }
+        let detected_at = None;
+        let mut delivered: BTreeMap<(String, String), Option<DateTime<Utc>>> = BTreeMap::new();
+        let mut items = Vec::with_capacity(plan.items.len() + plan.skipped.len());
+        {
+            let store = self.store();
+            for p in &plan.items {
+                let key = (p.tenant.clone(), p.internet_message_id.clone());
+                if !delivered.contains_key(&key) {
+                    let at = store
+                        .trace_by_message_id(&p.internet_message_id)?
+                        .into_iter()
+                        .find(|r| r.tenant == p.tenant)
+                        .and_then(|r| DateTime::from_timestamp(r.received, 0));
+                    delivered.insert(key.clone(), at);
+                }
+                let mut row = ItemRow::pending(
+                    &p.tenant,
+                    &p.mailbox,
+                    &p.internet_message_id,
+                    p.folder.clone(),
+                    p.action,
+                    p.effective_action,
+                );
+                row.copy_id = Some(p.copy_id.clone());
+                row.read = p.read;
+                row.depth = p.depth;
+                row.note = p.note.clone();
+                row.delivered_at = delivered.get(&key).copied().flatten();
+                items.push(row);
+            }
+            for s in &plan.skipped {
+                let mut row = ItemRow::pending(
+                    s.tenant.as_deref().unwrap_or_default(),
+                    &s.address,
+                    &s.internet_message_id,
+                    Folder::Inbox,
+                    plan.request.action,
+                    plan.request.action,
+                );
+                row.state = ItemState::Skipped;
+                row.reason = Some(s.reason);
+                row.detail = Some(s.detail.clone());
+                items.push(row);
+            }
+        }
+        let job = {
+            let mut store = self.store();
+            store.insert_plan(
+                &plan.id,
+                &plan.digest,
+                plan.created_at,
+                &plan.to_json_pretty(),
+            )?;
+            store.create_job(
+                &NewJob {
+                    kind: JobKind::Retract,
+                    plan_id: Some(plan.id.clone()),
+                    parent_job: None,
+                    trigger: plan.request.trigger,
+                    action: plan.request.action,
+                    operator: self.operator.name.clone(),
+                    role: self.operator.role,
+                    reason: plan.request.reason.clone(),
+                    dry_run,
+                    detected_at,
+                },
+                &items,
+            )?
+        };
+        let counts = plan.counts();
+        self.audit(
+            "retract",
+            "plan_applied",
+            Some(&plan.digest),
+            Some(job),
+            BTreeMap::from([
+                ("copies".to_string(), counts.copies as u64),
+                ("mailboxes".to_string(), counts.mailboxes as u64),
+                ("messages".to_string(), counts.messages as u64),
+                ("skipped".to_string(), plan.skipped.len() as u64),
+            ]),
+            serde_json::json!({
+                "action": plan.request.action.as_str(),
+                "trigger": plan.request.trigger.as_str(),
+                "depth": plan.request.depth,
+                "reason": plan.request.reason,
+                "message_ids": plan.request.message_ids,
+                "query": plan.request.query,
+            }),
+        )?;
+        Ok(job)
+    }
+
+    /// Runs (or resumes) a retract job to the end, or until cancelled or a canary fails.
+    pub async fn run_job(
+        &self,
+        job: i64,
+        options: &RunOptions,
+        sink: Sink<'_>,
+    ) -> Result<JobReport, EngineError> {
+        let started = Instant::now();
+        let row = self.job_row(job)?;
+        if row.kind == JobKind::Restore {
+            return self.run_restore_items(&row, sink, started).await;
+        }
+        if row.state == JobState::Cancelled {
+            self.store().set_job_state(job, JobState::Running)?;
+        }
+        self.reconcile(&row, sink).await?;
+        let counts = self.store().item_counts(job)?;
+        sink(JobEvent::Started {
+            job,
+            total: counts.total(),
+            remaining: counts.remaining(),
+        });
+        let throttled = Arc::new(std::sync::Mutex::new(0f64));
+        let mut pending = self.store().job_items(job, Some(ItemState::Pending))?;
+        let mut stopped = None;
+
+        if options.canary > 0 && !pending.is_empty() {
+            let mut canary_boxes: BTreeSet<(String, String)> = BTreeSet::new();
+            for it in &pending {
+                if canary_boxes.len() >= options.canary {
+                    break;
+                }
+                canary_boxes.insert((it.tenant.clone(), it.mailbox.clone()));
+            }
+            let (canary, rest): (Vec<ItemRow>, Vec<ItemRow>) = pending
+                .into_iter()
+                .partition(|it| canary_boxes.contains(&(it.tenant.clone(), it.mailbox.clone())));
+            self.act(&row, canary.clone(), sink, &throttled).await;
+            match self.verify_canary(&row, &canary).await {
+                Ok(()) => {
+                    sink(JobEvent::CanaryPassed {
+                        job,
+                        mailboxes: canary_boxes.len() as u64,
+                    });
+                    pending = rest;
+                }
+                Err(why) => {
+                    stopped = Some(format!("canary failed: {why}; the rest was not touched"));
+                    pending = Vec::new();
+                }
+            }
+        }
+
+        for chunk in pending.chunks(CHUNK) {
+            if options
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::SeqCst))
+            {
+                stopped = Some("cancelled by the operator".into());
+                break;
+            }
+            self.act(&row, chunk.to_vec(), sink, &throttled).await;
+        }
+
+        let counts = self.store().item_counts(job)?;
+        let state = if counts.remaining() == 0 {
+            JobState::Finished
+        } else {
+            JobState::Cancelled
+        };
+        self.store().set_job_state(job, state)?;
+        let failed_by_reason = self.failed_by_reason(job)?;
+        self.mark_trace(job)?;
+        let waited = *throttled.lock().unwrap_or_else(|p| p.into_inner());
+        let report = JobReport {
+            job,
+            state,
+            counts,
+            failed_by_reason,
+            throttled_secs: waited,
+            elapsed_secs: started.elapsed().as_secs_f64(),
+            stopped,
+        };
+        self.audit_job_end(&row, &report)?;
+        Ok(report)
+    }
+
+    fn job_row(&self, job: i64) -> Result<JobRow, EngineError> {
+        self.store().job(job)?.ok_or(EngineError::UnknownJob(job))
+    }
+
+    fn failed_by_reason(&self, job: i64) -> Result<BTreeMap<FailureReason, u64>, EngineError> {
+        let mut out = BTreeMap::new();
+        for it in self.store().job_items(job, Some(ItemState::Failed))? {
+            *out.entry(it.reason.unwrap_or(FailureReason::ProviderError))
+                .or_insert(0) += 1;
+        }
+        Ok(out)
+    }
+
+    fn audit_job_end(&self, row: &JobRow, report: &JobReport) -> Result<(), EngineError> {
+        let mut counts = BTreeMap::from([
+            ("succeeded".to_string(), report.counts.succeeded),
+            ("failed".to_string(), report.counts.failed),
+            ("skipped".to_string(), report.counts.skipped),
+            ("remaining".to_string(), report.counts.remaining()),
+        ]);
+        for (reason, n) in &report.failed_by_reason {
+            counts.insert(format!("failed_{}", reason.as_str()), *n);
+        }
+        let section = if row.kind == JobKind::Restore {
+            "restore"
+        } else {
+            "job"
+        };
+        let action = match report.state {
+            JobState::Finished => "job_finished",
+            _ => "job_stopped",
+        };
+        self.audit(
+            section,
+            action,
+            None,
+            Some(row.id),
+            counts,
+            serde_json::json!({
+                "trigger": row.trigger.as_str(),
+                "action": row.action.as_str(),
+                "stopped": report.stopped,
+            }),
+        )?;
+        Ok(())
+    }
+
+    /// Settles `in_flight` items left by a crash: located where the action puts them (or gone,
+    /// for deletes) = succeeded; still where they were = pending again.
+    async fn reconcile(&self, row: &JobRow, sink: Sink<'_>) -> Result<(), EngineError> {
+        let in_flight = self.store().job_items(row.id, Some(ItemState::InFlight))?;
+        if in_flight.is_empty() {
+            return Ok(());
+        }
+        let results: Vec<_> = stream::iter(in_flight.into_iter().map(|it| async move {
+            let located = match self.client(&it.tenant) {
+                Ok(c) => c.locate(&it.mailbox, &it.message_id).await,
+                Err(_) => Ok(Vec::new()),
+            };
+            (it, located)
+        }))
+        .buffer_unordered(SIDE_CONCURRENCY)
+        .collect()
+        .await;
+        let (mut settled, mut requeued) = (0u64, 0u64);
+        let store = self.store();
+        for (it, located) in results {
+            let target = target_folder(it.effective_action);
+            match located {
+                Ok(copies) => {
+                    if let Some(c) = copies.iter().find(|c| Some(&c.folder) == target.as_ref()) {
+                        store.finish_item_succeeded(
+                            it.id,
+                            &it.folder,
+                            it.read,
+                            Some(&c.id),
+                            &c.folder,
+                            "reconciled after restart: found where the action puts it",
+                        )?;
+                        settled += 1;
+                    } else if copies.iter().any(|c| !c.folder.is_gone()) {
+                        store.reset_item_pending(it.id)?;
+                        requeued += 1;
+                    } else if matches!(
+                        it.effective_action,
+                        RetractAction::SoftDelete | RetractAction::HardDelete
+                    ) && copies.is_empty()
+                    {
+                        store.finish_item_succeeded(
+                            it.id,
+                            &it.folder,
+                            it.read,
+                            None,
+                            target.as_ref().unwrap_or(&Folder::Purged),
+                            "reconciled after restart: no longer visible (deleted)",
+                        )?;
+                        settled += 1;
+                    } else {
+                        store.finish_item_failed(
+                            it.id,
+                            FailureReason::AlreadyGone,
+                            "not_found",
+                            "reconciled after restart: the copy is gone",
+                        )?;
+                        settled += 1;
+                    }
+                }
+                Err(f) => {
+                    store.finish_item_failed(it.id, f.reason, &f.code, &failure_detail(&f))?;
+                    settled += 1;
+                }
+            }
+        }
+        sink(JobEvent::Reconciled {
+            job: row.id,
+            succeeded: settled,
+            requeued,
+        });
+        Ok(())
+    }
+
+    /// Sends items through the provider schedulers (one per tenant and action, concurrently),
+    /// committing each item's state as the scheduler reports it.
+    async fn act(
+        &self,
+        row: &JobRow,
+        items: Vec<ItemRow>,
+        sink: Sink<'_>,
+        throttled: &Arc<std::sync::Mutex<f64>>,
+    ) {
+        let mut groups: BTreeMap<(String, RetractAction), Vec<ItemRow>> = BTreeMap::new();
+        for it in items {
+            groups
+                .entry((it.tenant.clone(), it.effective_action))
+                .or_default()
+                .push(it);
+        }
+        let job = row.id;
+        let runs = groups.into_iter().map(|((tenant, action), items)| {
+            let throttled = throttled.clone();
+            async move {
+                let by_key: BTreeMap<u64, ItemRow> =
+                    items.iter().map(|it| (it.id as u64, it.clone())).collect();
+                let client = match self.client(&tenant) {
+                    Ok(c) => c.clone(),
+                    Err(e) => {
+                        let store = self.store();
+                        for it in &items {
+                            let _ = store.finish_item_failed(
+                                it.id,
+                                FailureReason::NotAuthorized,
+                                "unknown_tenant",
+                                &e.to_string(),
+                            );
+                        }
+                        return;
+                    }
+                };
+                let bulk: Vec<BulkItem> = items
+                    .iter()
+                    .map(|it| BulkItem {
+                        key: it.id as u64,
+                        mailbox: it.mailbox.clone(),
+                        internet_message_id: it.message_id.clone(),
+                        copy: None,
+                    })
+                    .collect();
+                client
+                    .retract_many(bulk, action, |event| {
+                        self.on_progress(job, &by_key, event, sink, &throttled)
+                    })
+                    .await;
+            }
+        });
+        join_all(runs).await;
+    }
+
+    fn on_progress(
+        &self,
+        job: i64,
+        by_key: &BTreeMap<u64, ItemRow>,
+        event: ProgressEvent,
+        sink: Sink<'_>,
+        throttled: &std::sync::Mutex<f64>,
+    ) {
+        let store = self.store();
+        match event {
+            ProgressEvent::InFlight { key, copy } => {
+                if let Err(e) = store.mark_in_flight(key as i64, &copy.id) {
+                    tracing::error!(job, item = key, "cannot record in_flight: {e}");
+                }
+            }
+            ProgressEvent::Finished { key, outcome } => {
+                let Some(it) = by_key.get(&key) else { return };
+                let result = match &outcome {
+                    Ok(applied) => store.finish_item_succeeded(
+                        key as i64,
+                        &applied.from,
+                        applied.was_read,
+                        applied.new_id.as_deref(),
+                        &applied.to,
+                        &applied.detail,
+                    ),
+                    Err(f) => {
+                        store.finish_item_failed(key as i64, f.reason, &f.code, &failure_detail(f))
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::error!(job, item = key, "cannot record outcome: {e}");
+                }
+                drop(store);
+                sink(match outcome {
+                    Ok(_) => JobEvent::ItemSucceeded {
+                        job,
+                        mailbox: it.mailbox.clone(),
+                    },
+                    Err(f) => JobEvent::ItemFailed {
+                        job,
+                        mailbox: it.mailbox.clone(),
+                        reason: f.reason,
+                        provider_code: f.code,
+                    },
+                });
+            }
+            ProgressEvent::Throttled { seconds } => {
+                *throttled.lock().unwrap_or_else(|p| p.into_inner()) += seconds;
+                drop(store);
+                sink(JobEvent::Throttled { job, seconds });
+            }
+        }
+    }
+
+    /// Locates every canary copy again: each succeeded item must sit where the action puts it
+    /// (or be invisible, for deletes).
+    async fn verify_canary(&self, row: &JobRow, canary: &[ItemRow]) -> Result<(), String> {
+        let ids: BTreeSet<i64> = canary.iter().map(|c| c.id).collect();
+        let settled: Vec<ItemRow> = self
+            .store()
+            .job_items(row.id, None)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|it| ids.contains(&it.id))
+            .collect();
+        let failed = settled
+            .iter()
+            .filter(|it| it.state == ItemState::Failed)
+            .count();
+        let succeeded: Vec<&ItemRow> = settled
+            .iter()
+            .filter(|it| it.state == ItemState::Succeeded)
+            .collect();
+        if succeeded.is_empty() {
+            return Err(format!(
+                "none of {} canary copies was retracted",
+                canary.len()
+            ));
+        }
+        for it in succeeded {
+            let client = self.client(&it.tenant).map_err(|e| e.to_string())?;
+            let copies = client
+                .locate(&it.mailbox, &it.message_id)
+                .await
+                .map_err(|f| format!("{}: {}", it.mailbox, failure_detail(&f)))?;
+            let target = target_folder(it.effective_action);
+            let ok = copies.iter().all(|c| c.folder.is_gone())
+                && (copies.is_empty() || copies.iter().any(|c| Some(&c.folder) == target.as_ref()));
+            if !ok {
+                return Err(format!(
+                    "{}: the copy is still in {}",
+                    it.mailbox,
+                    copies
+                        .iter()
+                        .map(|c| c.folder.label().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        tracing::info!(job = row.id, failed, "canary verified");
+        Ok(())
+    }
+
+    /// Records the retraction state of the job's messages in the trace.
+    fn mark_trace(&self, job: i64) -> Result<(), EngineError> {
+        let mut store = self.store();
+        let items = store.job_items(job, None)?;
+        let mut per_message: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+        for it in &items {
+            if it.state == ItemState::Skipped && it.tenant.is_empty() {
+                continue;
+            }
+            let e = per_message
+                .entry((it.tenant.clone(), it.message_id.clone()))
+                .or_default();
+            if it.state == ItemState::Succeeded {
+                e.0 += 1;
+            } else if it.state != ItemState::Skipped {
+                e.1 += 1;
+            }
+        }
+        let now = Utc::now().timestamp();
+        for ((tenant, mid), (ok, not_ok)) in per_message {
+            if ok == 0 {
+                continue;
+            }
+            let state = if not_ok == 0 { "retracted" } else { "partial" };
+            for r in store.trace_by_message_id(&mid)? {
+                if r.tenant == tenant
+                    && let Some(id) = r.id
+                {
+                    store.set_retraction(id, Some(now), Some(state))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Jobs left running by a crash or a kill.
+    pub fn unfinished_jobs(&self) -> Result<Vec<JobRow>, EngineError> {
+        Ok(self.store().unfinished_jobs()?)
+    }
+
+    /// Marks a job cancelled (a running process stops after its current chunk when it shares
+    /// the cancel flag; a job from a dead process simply waits for `jobs resume`).
+    pub fn cancel_job(&self, job: i64) -> Result<(), EngineError> {
+        self.job_row(job)?;
+        self.store().set_job_state(job, JobState::Cancelled)?;
+        self.audit(
+            "job",
+            "job_cancelled",
+            None,
+            Some(job),
+            BTreeMap::new(),
+            serde_json::Value::Null,
+        )?;
+        Ok(())
+    }
+
+    /// A new job with the items of `job` that failed with `reason`, located afresh.
+    pub fn retry_failed(&self, job: i64, reason: FailureReason) -> Result<i64, EngineError> {
+        let row = self.job_row(job)?;
+        self.authorize(Capability::Retract(row.action))?;
+        let failed: Vec<ItemRow> = self
+            .store()
+            .job_items(job, Some(ItemState::Failed))?
+            .into_iter()
+            .filter(|it| it.reason == Some(reason))
+            .map(|mut it| {
+                it.state = ItemState::Pending;
+                it.reason = None;
+                it.provider_code = None;
+                it.detail = Some(format!("retry of job {job}"));
+                it.finished_at = None;
+                it
+            })
+            .collect();
+        if failed.is_empty() {
+            return Err(EngineError::Invalid(format!(
+                "job {job} has no items that failed with {reason}"
+            )));
+        }
+        let new = self.store().create_job(
+            &NewJob {
+                kind: JobKind::Retract,
+                plan_id: row.plan_id.clone(),
+                parent_job: Some(job),
+                trigger: row.trigger,
+                action: row.action,
+                operator: self.operator.name.clone(),
+                role: self.operator.role,
+                reason: format!("retry {reason} of job {job}"),
+                dry_run: false,
+                detected_at: row.detected_at,
+            },
+            &failed,
+        )?;
+        self.audit(
+            "retract",
+            "retry_failed",
+            None,
+            Some(new),
+            BTreeMap::from([("items".to_string(), failed.len() as u64)]),
+            serde_json::json!({"of_job": job, "reason": reason.as_str()}),
+        )?;
+        Ok(new)
+    }
+
+    /// Undo: creates a restore job for the succeeded items of `job` (only these addresses when
+    /// `only` is not empty) that are not restored yet, and runs it.
+    pub async fn restore(
+        &self,
+        job: i64,
+        only: &[String],
+        sink: Sink<'_>,
+    ) -> Result<JobReport, EngineError> {
+        self.authorize(Capability::Restore)?;
+        let row = self.job_row(job)?;
+        if row.kind != JobKind::Retract {
+            return Err(EngineError::Invalid(format!(
+                "job {job} is a restore job; restore the retract job it undid"
+            )));
+        }
+        let only: BTreeSet<String> = only.iter().map(|s| s.to_ascii_lowercase()).collect();
+        let unrestored: BTreeSet<i64> = self.store().unrestored_items(job)?;
+        let items: Vec<ItemRow> = self
+            .store()
+            .job_items(job, Some(ItemState::Succeeded))?
+            .into_iter()
+            .filter(|it| only.is_empty() || only.contains(&it.mailbox))
+            .filter(|it| unrestored.contains(&it.id))
+            .map(|it| {
+                let mut r = ItemRow::pending(
+                    &it.tenant,
+                    &it.mailbox,
+                    &it.message_id,
+                    it.folder.clone(),
+                    it.action,
+                    it.effective_action,
+                );
+                r.copy_id = it.new_id.clone();
+                r.read = it.read;
+                r.depth = it.depth;
+                r.to_folder = it.to_folder.clone();
+                r.delivered_at = it.delivered_at;
+                r.source_item = Some(it.id);
+                r
+            })
+            .collect();
+        if items.is_empty() {
+            return Err(EngineError::Invalid(format!(
+                "job {job} has nothing to restore (no succeeded copies{} left unrestored)",
+                if only.is_empty() {
+                    ""
+                } else {
+                    " for those addresses"
+                }
+            )));
+        }
+        let new = self.store().create_job(
+            &NewJob {
+                kind: JobKind::Restore,
+                plan_id: row.plan_id.clone(),
+                parent_job: Some(job),
+                trigger: Trigger::Manual,
+                action: row.action,
+                operator: self.operator.name.clone(),
+                role: self.operator.role,
+                reason: format!("undo job {job}"),
+                dry_run: false,
+                detected_at: None,
+            },
+            &items,
+        )?;
+        self.audit(
+            "restore",
+            "restore_started",
+            None,
+            Some(new),
+            BTreeMap::from([("copies".to_string(), items.len() as u64)]),
+            serde_json::json!({"of_job": job, "only": only}),
+        )?;
+        let new_row = self.job_row(new)?;
+        self.run_restore_items(&new_row, sink, Instant::now()).await
+    }
+
+    async fn run_restore_items(
+        &self,
+        row: &JobRow,
+        sink: Sink<'_>,
+        started: Instant,
+    ) -> Result<JobReport, EngineError> {
+        let job = row.id;
+        // A restore in flight at a crash is simply run again: restoring is idempotent (the
+        // provider call moves the copy back to a recorded folder; a copy already there is left).
+        let mut todo = self.store().job_items(job, Some(ItemState::Pending))?;
+        todo.extend(self.store().job_items(job, Some(ItemState::InFlight))?);
+        let counts = self.store().item_counts(job)?;
+        sink(JobEvent::Started {
+            job,
+            total: counts.total(),
+            remaining: counts.remaining(),
+        });
+        let results: Vec<_> = stream::iter(todo.into_iter().map(|it| async move {
+            let _ = self
+                .store()
+                .mark_in_flight(it.id, it.copy_id.as_deref().unwrap_or_default());
+            let outcome = match self.client(&it.tenant) {
+                Ok(c) => {
+                    c.restore(
+                        &it.mailbox,
+                        &it.message_id,
+                        it.copy_id.as_deref(),
+                        &it.folder,
+                    )
+                    .await
+                }
+                Err(e) => Err(crate::provider::Failure::new(
+                    FailureReason::NotAuthorized,
+                    None,
+                    "unknown_tenant",
+                    e.to_string(),
+                )),
+            };
+            (it, outcome)
+        }))
+        .buffer_unordered(SIDE_CONCURRENCY)
+        .collect()
+        .await;
+        for (it, outcome) in results {
+            let store = self.store();
+            match outcome {
+                Ok(applied) => {
+                    store.finish_item_succeeded(
+                        it.id,
+                        it.to_folder.as_ref().unwrap_or(&applied.from),
+                        it.read,
+                        applied.new_id.as_deref(),
+                        &applied.to,
+                        &applied.detail,
+                    )?;
+                    drop(store);
+                    sink(JobEvent::ItemSucceeded {
+                        job,
+                        mailbox: it.mailbox.clone(),
+                    });
+                }
+                Err(f) => {
+                    store.finish_item_failed(it.id, f.reason, &f.code, &failure_detail(&f))?;
+                    drop(store);
+                    sink(JobEvent::ItemFailed {
+                        job,
+                        mailbox: it.mailbox.clone(),
+                        reason: f.reason,
+                        provider_code: f.code,
+                    });
+                }
+            }
+        }
+        let counts = self.store().item_counts(job)?;
+        let state = if counts.remaining() == 0 {
+            JobState::Finished
+        } else {
+            JobState::Cancelled
+        };
+        self.store().set_job_state(job, state)?;
+        // The trace shows the messages as restored.
+        {
+            let mut store = self.store();
+            let mids: BTreeSet<String> = store
+                .job_items(job, Some(ItemState::Succeeded))?
+                .into_iter()
+                .map(|it| it.message_id)
+                .collect();
+            for mid in mids {
+                for r in store.trace_by_message_id(&mid)? {
+                    if let Some(id) = r.id {
+                        store.set_retraction(id, r.retracted_at, Some("restored"))?;
+                    }
+                }
+            }
+        }
+        let report = JobReport {
+            job,
+            state,
+            counts,
+            failed_by_reason: self.failed_by_reason(job)?,
+            throttled_secs: 0.0,
+            elapsed_secs: started.elapsed().as_secs_f64(),
+            stopped: None,
+        };
+        self.audit_job_end(row, &report)?;
+        Ok(report)
+    }
+}

@@ -1,0 +1,373 @@
+//! Building a plan (DESIGN §2): seed messages (by Message-ID or search), conversation expansion
+//! to the requested depth over the trace's References graph, recipient resolution (groups
+//! expanded to their member mailboxes, externals marked), and locating every copy. What cannot be
+//! acted on is listed with its reason; nothing is changed at any provider.
+
+use super::core::{Engine, EngineError};
+use super::plan::{Plan, PlanItem, RetractRequest, SkippedItem};
+use crate::model::{FailureReason, Folder, TenantKind, normalize_message_id};
+use crate::provider::{Failure, LocatedCopy, ProviderClient, Resolved};
+use crate::trace::TraceRecord;
+use futures_util::stream::{self, StreamExt};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Resolutions and locates in flight at once while planning.
+const PLAN_CONCURRENCY: usize = 32;
+/// Messages a query may seed at most.
+const QUERY_SEED_LIMIT: usize = 500;
+
+/// A located (tenant, mailbox, message) with its depth.
+type Located = (
+    (String, String, String),
+    u8,
+    Result<Vec<LocatedCopy>, Failure>,
+);
+
+/// One message of the plan with the depth it was reached at.
+#[derive(Debug, Clone)]
+pub struct PlannedMessage {
+    pub record: TraceRecord,
+    pub depth: u8,
+}
+
+/// What one depth adds (the TUI's live depth preview).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DepthAdds {
+    pub depth: u8,
+    pub messages: u64,
+    pub copies: u64,
+    pub mailboxes: u64,
+}
+
+fn lower(v: &[String]) -> BTreeSet<String> {
+    v.iter().map(|s| s.trim().to_ascii_lowercase()).collect()
+}
+
+impl Engine {
+    /// The messages a request covers: its seeds, then `depth` levels of replies and forwards.
+    pub fn expand_conversation(
+        &self,
+        request: &RetractRequest,
+    ) -> Result<Vec<PlannedMessage>, EngineError> {
+        let store = self.store();
+        let mut seeds: Vec<TraceRecord> = Vec::new();
+        for raw in &request.message_ids {
+            let Some(mid) = normalize_message_id(raw) else {
+                return Err(EngineError::Invalid(format!(
+                    "{raw:?} is not a Message-ID (expected <local@domain>)"
+                )));
+            };
+            let found = store.trace_by_message_id(&mid)?;
+            if found.is_empty() {
+                return Err(EngineError::Invalid(format!(
+                    "message {mid} is not in the mail trace; run `clawback trace sync` or `trace ingest` first"
+                )));
+            }
+            seeds.extend(found);
+        }
+        if let Some(q) = &request.query {
+            let query = crate::trace::query::parse(q)
+                .map_err(|e| EngineError::Invalid(format!("query {q:?}: {}", e)))?;
+            seeds.extend(store.search(&query, QUERY_SEED_LIMIT, 0)?);
+        }
+        let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut out = Vec::new();
+        let mut frontier: Vec<String> = Vec::new();
+        for r in seeds {
+            if seen.insert((r.tenant.clone(), r.message_id.clone())) {
+                frontier.push(r.message_id.clone());
+                out.push(PlannedMessage {
+                    record: r,
+                    depth: 0,
+                });
+            }
+        }
+        for depth in 1..=request.depth {
+            if frontier.is_empty() {
+                break;
+            }
+            let mut next = Vec::new();
+            for r in store.replies_to(&frontier)? {
+                if seen.insert((r.tenant.clone(), r.message_id.clone())) {
+                    next.push(r.message_id.clone());
+                    out.push(PlannedMessage { record: r, depth });
+                }
+            }
+            frontier = next;
+        }
+        Ok(out)
+    }
+
+    /// Builds and seals a plan. Only reads from the providers.
+    pub async fn build_plan(&self, request: RetractRequest) -> Result<Plan, EngineError> {
+        if request.message_ids.is_empty() && request.query.is_none() {
+            return Err(EngineError::Invalid(
+                "nothing to retract: give a Message-ID or a query".into(),
+            ));
+        }
+        let messages = self.expand_conversation(&request)?;
+        let only = lower(&request.only);
+        let exclude = lower(&request.exclude);
+
+        // (tenant, address, message, depth) candidates.
+        let mut skipped: Vec<SkippedItem> = Vec::new();
+        let mut candidates: Vec<(String, String, String, u8, Option<i64>)> = Vec::new();
+        for m in &messages {
+            let r = &m.record;
+            if r.tenant.is_empty() || self.client(&r.tenant).is_err() {
+                for addr in r.delivered_to() {
+                    skipped.push(SkippedItem {
+                        tenant: None,
+                        address: addr.to_string(),
+                        internet_message_id: r.message_id.clone(),
+                        reason: FailureReason::External,
+                        detail: "the message's recipients are in no configured tenant".into(),
+                    });
+                }
+                continue;
+            }
+            let mut addrs: Vec<String> = r.delivered_to().into_iter().map(String::from).collect();
+            // The sender's own copy (Sent Items) only when the operator names the sender.
+            if only.contains(&r.sender) && !addrs.contains(&r.sender) {
+                addrs.push(r.sender.clone());
+            }
+            for a in addrs {
+                if exclude.contains(&a) || (m.depth == 0 && !only.is_empty() && !only.contains(&a))
+                {
+                    continue;
+                }
+                candidates.push((
+                    r.tenant.clone(),
+                    a,
+                    r.message_id.clone(),
+                    m.depth,
+                    Some(r.received),
+                ));
+            }
+        }
+
+        // Resolve each distinct (tenant, address) once.
+        let distinct: BTreeSet<(String, String)> = candidates
+            .iter()
+            .map(|(t, a, ..)| (t.clone(), a.clone()))
+            .collect();
+        let resolved: BTreeMap<(String, String), Result<Resolved, Failure>> =
+            stream::iter(distinct.into_iter().filter_map(|(t, a)| {
+                let client = self.client(&t).ok()?.clone();
+                Some(async move {
+                    let r = client.resolve(&a).await;
+                    ((t, a), r)
+                })
+            }))
+            .buffer_unordered(PLAN_CONCURRENCY)
+            .collect()
+            .await;
+
+        // Expand to mailboxes to locate in.
+        let mut targets: BTreeMap<(String, String, String), u8> = BTreeMap::new();
+        for (tenant, addr, mid, depth, _) in &candidates {
+            let skip = |reason, detail: String| SkippedItem {
+                tenant: Some(tenant.clone()),
+                address: addr.clone(),
+                internet_message_id: mid.clone(),
+                reason,
+                detail,
+            };
+            match resolved.get(&(tenant.clone(), addr.clone())) {
+                Some(Ok(Resolved::Mailbox { .. })) => {
+                    targets
+                        .entry((tenant.clone(), addr.clone(), mid.clone()))
+                        .or_insert(*depth);
+                }
+                Some(Ok(Resolved::Group {
+                    member_mailboxes,
+                    external_members,
+                    ..
+                })) => {
+                    skipped.push(skip(
+                        FailureReason::NotAMailbox,
+                        format!(
+                            "distribution list: its {} member mailboxes are retracted separately",
+                            member_mailboxes.len()
+                        ),
+                    ));
+                    for member in member_mailboxes {
+                        let member = member.to_ascii_lowercase();
+                        if exclude.contains(&member) {
+                            continue;
+                        }
+                        targets
+                            .entry((tenant.clone(), member, mid.clone()))
+                            .or_insert(*depth);
+                    }
+                    for ext in external_members {
+                        skipped.push(SkippedItem {
+                            tenant: Some(tenant.clone()),
+                            address: ext.clone(),
+                            internet_message_id: mid.clone(),
+                            reason: FailureReason::External,
+                            detail: format!("external member of {addr}"),
+                        });
+                    }
+                }
+                Some(Ok(other)) => {
+                    let reason = other
+                        .failure_reason()
+                        .unwrap_or(FailureReason::ProviderError);
+                    let detail = match other {
+                        Resolved::Contact { .. } => "a mail contact, outside the tenant",
+                        Resolved::External { .. } => "outside the tenant's domains",
+                        _ => "not a mailbox in the directory",
+                    };
+                    skipped.push(skip(reason, detail.to_string()));
+                }
+                Some(Err(f)) => skipped.push(skip(f.reason, failure_detail(f))),
+                None => {}
+            }
+        }
+
+        // Locate every copy.
+        let located: Vec<Located> =
+            stream::iter(targets.into_iter().filter_map(|((t, mb, mid), depth)| {
+                let client: ProviderClient = self.client(&t).ok()?.clone();
+                Some(async move {
+                    let r = client.locate(&mb, &mid).await;
+                    ((t, mb, mid), depth, r)
+                })
+            }))
+            .buffer_unordered(PLAN_CONCURRENCY)
+            .collect()
+            .await;
+
+        let mut items = Vec::new();
+        for ((tenant, mailbox, mid), depth, result) in located {
+            let kind = self
+                .client(&tenant)
+                .map(|c| c.kind())
+                .unwrap_or(TenantKind::Microsoft365);
+            let skip = |reason, detail: String| SkippedItem {
+                tenant: Some(tenant.clone()),
+                address: mailbox.clone(),
+                internet_message_id: mid.clone(),
+                reason,
+                detail,
+            };
+            match result {
+                Err(f) => skipped.push(skip(f.reason, failure_detail(&f))),
+                Ok(copies) => {
+                    let sender = messages
+                        .iter()
+                        .find(|m| m.record.message_id == mid)
+                        .map(|m| m.record.sender.as_str())
+                        .unwrap_or_default();
+                    let copies: Vec<LocatedCopy> = copies
+                        .into_iter()
+                        .filter(|c| {
+                            !matches!(c.folder, Folder::SentItems | Folder::Drafts)
+                                || mailbox == sender
+                        })
+                        .collect();
+                    if copies.is_empty() {
+                        skipped.push(skip(
+                            FailureReason::AlreadyGone,
+                            format!("no copy in {mailbox} (deleted by the user)"),
+                        ));
+                        continue;
+                    }
+                    let live: Vec<&LocatedCopy> =
+                        copies.iter().filter(|c| !c.folder.is_gone()).collect();
+                    if live.is_empty() {
+                        skipped.push(skip(
+                            FailureReason::AlreadyGone,
+                            format!("already in {}", copies[0].folder),
+                        ));
+                        continue;
+                    }
+                    for c in live {
+                        let effective = request.action.effective_for(kind);
+                        items.push(PlanItem {
+                            tenant: tenant.clone(),
+                            kind,
+                            mailbox: mailbox.clone(),
+                            internet_message_id: mid.clone(),
+                            copy_id: c.id.clone(),
+                            folder: c.folder.clone(),
+                            read: c.read,
+                            depth,
+                            action: request.action,
+                            effective_action: effective,
+                            note: (effective != request.action).then(|| {
+                                format!(
+                                    "{} is not offered by Gmail: performed as {}",
+                                    request.action.label(),
+                                    effective.label()
+                                )
+                            }),
+                        });
+                    }
+                }
+            }
+        }
+        items.sort_by(|a, b| {
+            (a.depth, &a.tenant, &a.mailbox, &a.internet_message_id).cmp(&(
+                b.depth,
+                &b.tenant,
+                &b.mailbox,
+                &b.internet_message_id,
+            ))
+        });
+        skipped.sort_by(|a, b| {
+            (&a.tenant, &a.address, &a.internet_message_id).cmp(&(
+                &b.tenant,
+                &b.address,
+                &b.internet_message_id,
+            ))
+        });
+        skipped.dedup();
+        Ok(Plan::new(
+            self.operator.name.clone(),
+            request,
+            items,
+            skipped,
+        ))
+    }
+
+    /// What each depth `0..=depth` adds, from the trace alone (no provider calls): messages,
+    /// delivered copies and new mailboxes. Cheap enough to run on every keypress.
+    pub fn preview_depth(&self, request: &RetractRequest) -> Result<Vec<DepthAdds>, EngineError> {
+        let messages = self.expand_conversation(request)?;
+        let only = lower(&request.only);
+        let exclude = lower(&request.exclude);
+        let mut out: Vec<DepthAdds> = (0..=request.depth)
+            .map(|d| DepthAdds {
+                depth: d,
+                ..Default::default()
+            })
+            .collect();
+        let mut mailboxes: BTreeSet<String> = BTreeSet::new();
+        for m in &messages {
+            let Some(slot) = out.get_mut(usize::from(m.depth)) else {
+                continue;
+            };
+            slot.messages += 1;
+            for a in m.record.delivered_to() {
+                if exclude.contains(a) || (m.depth == 0 && !only.is_empty() && !only.contains(a)) {
+                    continue;
+                }
+                slot.copies += 1;
+                if mailboxes.insert(a.to_string()) {
+                    slot.mailboxes += 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The provider's code beside its message, for plan and job detail columns.
+pub fn failure_detail(f: &Failure) -> String {
+    match f.status {
+        Some(s) => format!("{} {}: {}", s, f.code, f.message),
+        None => format!("{}: {}", f.code, f.message),
+    }
+}

@@ -9,8 +9,10 @@ pub mod event;
 pub mod execute;
 pub mod metrics;
 pub mod plan;
+pub mod policy;
 pub mod planner;
 pub mod roles;
+pub mod service;
 pub mod view;
 
 pub use command::Command;

@@ -160,31 +160,7 @@ pub struct DepthCount {
     pub mailboxes: u64,
 }
 
-/// A retraction request. Same shape as the engine's plan request (`engine::plan` on the engine
-/// branch) so the two can be unified by a `pub use` when merged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RetractRequest {
-    /// Internet Message-IDs of the messages to retract (bracketed).
-    #[serde(default)]
-    pub message_ids: Vec<String>,
-    /// The search query the messages came from, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub query: Option<String>,
-    /// Only these recipients (addresses); empty = every recipient.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub only: Vec<String>,
-    /// Recipients left out (unticked in the checklist).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude: Vec<String>,
-    /// Conversation depth: 0 = the message itself, n = n levels of replies and forwards.
-    #[serde(default)]
-    pub depth: u8,
-    pub action: RetractAction,
-    pub trigger: Trigger,
-    /// Free text: ticket number, incident, why.
-    #[serde(default)]
-    pub reason: String,
-}
+pub use super::plan::RetractRequest;
 
 /// Identifies a built plan until it is applied or discarded.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

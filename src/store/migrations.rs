@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "audit",
         sql: super::audit::SCHEMA,
     },
+    Migration {
+        version: 4,
+        name: "policy",
+        sql: super::policy::SCHEMA,
+    },
 ];
 
 /// The newest version this binary knows.

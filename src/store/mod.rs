@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 pub mod audit;
 pub mod jobs;
 pub mod migrations;
+pub mod policy;
 pub mod trace;
 
 pub use trace::{TraceRecord, UpsertOutcome};

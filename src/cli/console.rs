@@ -1,0 +1,251 @@
+//! `clawback` (the console on the configured tenants) and `clawback demo` (the lab in-process,
+//! its trace synced, the console on it). The TUI owns the screen: logs go to a file in the
+//! data directory.
+
+use crate::cli::exit;
+use crate::config::{self, Config};
+use crate::engine::{Engine, service};
+use crate::lab::{LabOptions, LabServer};
+use crate::store::Store;
+use crate::tui::TuiOptions;
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, Args, Default)]
+pub struct ConsoleArgs {
+    /// Theme: default, high-contrast, midnight, or a path to a theme TOML.
+    #[arg(long, global = true)]
+    pub theme: Option<String>,
+    /// Start with mouse capture on (toggle in the console).
+    #[arg(long, global = true)]
+    pub mouse: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub console: ConsoleArgs,
+    /// Demo scenario seed.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Lab latency per request, milliseconds (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Set up the lab and the trace, print where, and exit without opening the console.
+    #[arg(long)]
+    pub no_tui: bool,
+}
+
+/// Logs to `<data_dir>/clawback.log` (never to the screen the TUI owns). `CLAWBACK_LOG` sets the
+/// filter (default `info`).
+fn init_file_log(data_dir: &Path) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    std::fs::create_dir_all(data_dir).ok()?;
+    let appender = tracing_appender::rolling::never(data_dir, "clawback.log");
+    let (writer, guard) = tracing_appender::non_blocking(appender);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CLAWBACK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(false)
+        .try_init()
+        .ok()?;
+    Some(guard)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("clawback: cannot start the runtime: {e}");
+            exit::FAILURE
+        })
+}
+
+fn tui_options(args: &ConsoleArgs) -> TuiOptions {
+    TuiOptions {
+        theme: args.theme.clone(),
+        mouse: args.mouse.then_some(true),
+        ..Default::default()
+    }
+}
+
+async fn run_console(config: &Config, store: Store, options: TuiOptions) -> u8 {
+    // Validate keymap and theme before the terminal is taken over.
+    if let Err(e) = crate::tui::prepare(config, &options) {
+        eprintln!("clawback: {e}");
+        return exit::USAGE;
+    }
+    let engine = match Engine::new(config.clone(), store) {
+        Ok(e) => Arc::new(e),
+        Err(e) => {
+            eprintln!("clawback: {e}");
+            return exit::USAGE;
+        }
+    };
+    let unfinished = engine.unfinished_jobs().unwrap_or_default();
+    if !unfinished.is_empty() {
+        eprintln!(
+            "clawback: {} job(s) were interrupted; resume with `clawback jobs resume`",
+            unfinished.len()
+        );
+    }
+    let handle = service::spawn(engine);
+    match crate::tui::run(config, handle, options).await {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("clawback: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
+/// `clawback` with no subcommand.
+pub fn console(args: ConsoleArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> u8 {
+    let Some(path) = config::locate(config_path) else {
+        println!(
+            "clawback: no configuration yet.\n\n  Try it on the built-in lab tenant:   cargo run --release -- demo   (or: clawback demo)\n  Connect your own tenants:            clawback init   then   clawback doctor\n"
+        );
+        return exit::USAGE;
+    };
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("clawback: {e}");
+            return exit::USAGE;
+        }
+    };
+    let dir = config::data_dir(data_dir, Some(&config));
+    let _log = init_file_log(&dir);
+    let store = match Store::open_in_dir(&dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("clawback: {e}");
+            return exit::FAILURE;
+        }
+    };
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    rt.block_on(run_console(&config, store, tui_options(&args)))
+}
+
+/// `clawback demo`.
+pub fn demo(args: DemoArgs, data_dir: Option<&Path>) -> u8 {
+    let temp;
+    let dir: PathBuf = match data_dir {
+        Some(d) => d.to_path_buf(),
+        None => match tempfile_dir() {
+            Ok(d) => {
+                temp = d;
+                temp.path().to_path_buf()
+            }
+            Err(e) => {
+                eprintln!("clawback demo: cannot create a temporary directory: {e}");
+                return exit::FAILURE;
+            }
+        },
+    };
+    let _log = init_file_log(&dir);
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let scenario = crate::lab::scenario::demo(args.seed);
+        let options = LabOptions {
+            latency: std::time::Duration::from_millis(args.latency_ms),
+            ..LabOptions::default()
+        };
+        let addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let server = match LabServer::start(&scenario, options, addr).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("clawback demo: cannot start the lab: {e}");
+                return exit::FAILURE;
+            }
+        };
+        let config_path = dir.join("lab.toml");
+        let mut config = match server.write_config(&config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("clawback demo: {e}");
+                return exit::FAILURE;
+            }
+        };
+        config.source = Some(config_path.clone());
+        let mut store = match Store::open_in_dir(&dir) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("clawback demo: {e}");
+                return exit::FAILURE;
+            }
+        };
+        if let Err(e) = sync_trace(&config, &mut store).await {
+            eprintln!("clawback demo: trace sync: {e}");
+            return exit::FAILURE;
+        }
+        if args.no_tui {
+            println!(
+                "lab at {} ; config {} ; data {}",
+                server.base_url(),
+                config_path.display(),
+                dir.display()
+            );
+            return exit::OK;
+        }
+        let code = run_console(&config, store, tui_options(&args.console)).await;
+        server.stop().await;
+        code
+    })
+}
+
+fn tempfile_dir() -> std::io::Result<tempfile_like::TempDir> {
+    tempfile_like::TempDir::new()
+}
+
+/// Fills the trace from the providers (every mailbox's recent mail).
+async fn sync_trace(config: &Config, store: &mut Store) -> Result<(), String> {
+    let clients = config
+        .tenants
+        .iter()
+        .map(|t| crate::provider::ProviderClient::new(config, t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let mut options = crate::trace::sync::SyncOptions::from_config(Some(config));
+    // The demo's mail is dated relative to its seed, not to today: take all of it.
+    options.since = chrono::Utc::now() - chrono::Duration::days(3650);
+    let report = crate::trace::sync::sync(store, &clients, &options, |_| {})
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(?report, "demo trace synced");
+    Ok(())
+}
+
+/// A temporary directory removed on drop (tempfile is a dev-dependency only).
+mod tempfile_like {
+    use std::path::{Path, PathBuf};
+
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new() -> std::io::Result<TempDir> {
+            let dir = std::env::temp_dir().join(format!("clawback-demo-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir)?;
+            Ok(TempDir(dir))
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

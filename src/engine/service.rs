@@ -1,0 +1,897 @@
+//! The engine task: reads [`Command`]s from a front end and answers with [`EngineEvent`]s. All
+//! store and provider I/O happens here, never in the UI. Quick reads (search, metrics, jobs,
+//! audit) are answered in order; provider work (recipients, plans, jobs, restores, tenants) runs
+//! in tasks of its own so the loop stays responsive. A panic in any of them becomes
+//! `EngineFailed`, never a torn screen.
+
+use super::core::{Engine, EngineError};
+use super::execute::{JobEvent, JobReport, RunOptions};
+use super::plan::Plan;
+use super::view::{
+    self, AuditEntryView, AuditVerification, DepthCount, DomainStatus, DomainView, ItemOutcome,
+    JobId, JobProgress, JobView, MessageRef, MetricsSnapshot, MetricsWindow, PlanId, PlanSummary,
+    RecipientKind, RecipientOutcome, RecipientRow, RetractionState, SearchRow, TenantCount,
+    TenantView,
+};
+use super::{Command, EngineEnd, EngineEvent, EngineHandle};
+use crate::engine::event::QueryErrorView;
+use crate::model::{FailureReason, RetractAction};
+use crate::provider::{DomainRetract, Resolved};
+use crate::store::jobs::{ItemRow, ItemState, JobKind, JobRow};
+use crate::trace::TraceRecord;
+use chrono::{Duration, Utc};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Starts the engine task on the current tokio runtime and returns the front end's handle.
+pub fn spawn(engine: Arc<Engine>) -> EngineHandle {
+    let (handle, end) = EngineHandle::pair();
+    let events = end.events.clone();
+    tokio::spawn(async move {
+        let run = tokio::spawn(run(engine, end));
+        if let Err(e) = run.await
+            && e.is_panic()
+        {
+            let _ = events.send(EngineEvent::EngineFailed {
+                message: format!("the engine task panicked: {}", panic_text(e)),
+            });
+        }
+    });
+    handle
+}
+
+fn panic_text(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(p) => p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into()),
+        Err(e) => e.to_string(),
+    }
+}
+
+struct State {
+    engine: Arc<Engine>,
+    events: UnboundedSender<EngineEvent>,
+    plans: Arc<Mutex<HashMap<String, Plan>>>,
+    cancels: Arc<Mutex<HashMap<i64, Arc<AtomicBool>>>>,
+}
+
+impl State {
+    fn send(&self, e: EngineEvent) {
+        let _ = self.events.send(e);
+    }
+
+    /// Runs provider work in its own task; a panic there is reported, not propagated.
+    fn background<F>(&self, what: &'static str, work: F)
+    where
+        F: Future<Output = Vec<EngineEvent>> + Send + 'static,
+    {
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            match tokio::spawn(work).await {
+                Ok(out) => {
+                    for e in out {
+                        let _ = events.send(e);
+                    }
+                }
+                Err(e) => {
+                    let _ = events.send(EngineEvent::EngineFailed {
+                        message: format!("{what} failed: {}", panic_text(e)),
+                    });
+                }
+            }
+        });
+    }
+}
+
+async fn run(engine: Arc<Engine>, mut end: EngineEnd) {
+    let state = State {
+        engine,
+        events: end.events.clone(),
+        plans: Arc::new(Mutex::new(HashMap::new())),
+        cancels: Arc::new(Mutex::new(HashMap::new())),
+    };
+    let mut queue: VecDeque<Command> = VecDeque::new();
+    loop {
+        let command = match queue.pop_front() {
+            Some(c) => c,
+            None => match end.commands.recv().await {
+                Some(c) => c,
+                None => break,
+            },
+        };
+        // Latest wins: take what else is waiting, and skip a search / preview / recipient
+        // load that a newer one of the same kind supersedes.
+        while let Ok(c) = end.commands.try_recv() {
+            queue.push_back(c);
+        }
+        let superseded = queue
+            .iter()
+            .any(|later| std::mem::discriminant(later) == std::mem::discriminant(&command))
+            && matches!(
+                command,
+                Command::Search { .. }
+                    | Command::PreviewDepth { .. }
+                    | Command::LoadRecipients { .. }
+            );
+        if superseded {
+            continue;
+        }
+        if matches!(command, Command::Shutdown) {
+            for flag in lock(&state.cancels).values() {
+                flag.store(true, Ordering::SeqCst);
+            }
+            break;
+        }
+        handle(&state, command);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn failed(e: impl std::fmt::Display) -> EngineEvent {
+    EngineEvent::EngineFailed {
+        message: e.to_string(),
+    }
+}
+
+fn denied_or_failed(e: EngineError) -> EngineEvent {
+    match e {
+        EngineError::Denied(d) => EngineEvent::Denied {
+            action: d.what,
+            role: d.role,
+            required: d.needed,
+        },
+        other => failed(other),
+    }
+}
+
+fn handle(state: &State, command: Command) {
+    let engine = state.engine.clone();
+    match command {
+        Command::Search {
+            generation,
+            query,
+            limit,
+        } => state.send(search(&engine, generation, &query, limit)),
+        Command::LoadRecipients {
+            generation,
+            message,
+        } => state.background("loading recipients", async move {
+            vec![load_recipients(&engine, generation, message).await]
+        }),
+        Command::PreviewDepth {
+            generation,
+            message,
+            depth,
+            included: _,
+            excluded,
+        } => {
+            let request = view::RetractRequest {
+                message_ids: vec![message.message_id],
+                query: None,
+                only: Vec::new(),
+                exclude: excluded,
+                depth,
+                action: RetractAction::Junk,
+                trigger: crate::model::Trigger::Manual,
+                reason: String::new(),
+            };
+            state.send(match engine.preview_depth(&request) {
+                Ok(adds) => EngineEvent::DepthPreviewed {
+                    generation,
+                    per_depth: adds
+                        .into_iter()
+                        .map(|a| DepthCount {
+                            depth: a.depth,
+                            copies: a.copies,
+                            mailboxes: a.mailboxes,
+                        })
+                        .collect(),
+                },
+                Err(e) => failed(e),
+            });
+        }
+        Command::BuildPlan(request) => {
+            let plans = state.plans.clone();
+            state.background("building the plan", async move {
+                match engine.build_plan(request).await {
+                    Ok(plan) => {
+                        let summary = plan_summary(&plan);
+                        lock(&plans).insert(plan.id.clone(), plan);
+                        vec![EngineEvent::PlanBuilt(summary)]
+                    }
+                    Err(e) => vec![EngineEvent::PlanFailed {
+                        message: e.to_string(),
+                    }],
+                }
+            });
+        }
+        Command::ApplyPlan {
+            plan_id,
+            confirmation,
+        } => {
+            let Some(plan) = lock(&state.plans).remove(&plan_id.0) else {
+                state.send(failed(format!(
+                    "plan {} is not known (already applied or discarded)",
+                    plan_id.0
+                )));
+                return;
+            };
+            if plan.request.action == RetractAction::HardDelete
+                && confirmation.typed_copies != Some(plan.items.len() as u64)
+            {
+                state.send(failed(format!(
+                    "Hard Delete not confirmed: {} copies, typed {}",
+                    plan.items.len(),
+                    confirmation
+                        .typed_copies
+                        .map(|n| n.to_string())
+                        .unwrap_or_else(|| "nothing".into())
+                )));
+                return;
+            }
+            match engine.create_job(&plan, false) {
+                Ok(job) => start_job(state, job, Some(PlanId(plan.id.clone()))),
+                Err(e) => state.send(denied_or_failed(e)),
+            }
+        }
+        Command::DiscardPlan { plan_id } => {
+            lock(&state.plans).remove(&plan_id.0);
+        }
+        Command::CancelJob { job } => {
+            if let Some(flag) = parse_job(&job).and_then(|j| lock(&state.cancels).get(&j).cloned())
+            {
+                flag.store(true, Ordering::SeqCst);
+            }
+        }
+        Command::RetryFailed { job, reason } => {
+            let Some(id) = parse_job(&job) else {
+                state.send(failed(format!("no job {job}")));
+                return;
+            };
+            match engine.retry_failed(id, reason) {
+                Ok(new) => start_job(state, new, None),
+                Err(e) => state.send(denied_or_failed(e)),
+            }
+        }
+        Command::Restore { job, only } => {
+            let Some(id) = parse_job(&job) else {
+                state.send(failed(format!("no job {job}")));
+                return;
+            };
+            let events = state.events.clone();
+            state.background("restoring", async move {
+                let sink = progress_sink(events.clone());
+                match engine.restore(id, &only, &sink).await {
+                    Ok(report) => vec![finished(&engine, &report)],
+                    Err(e) => vec![denied_or_failed(e)],
+                }
+            });
+        }
+        Command::LoadMetrics { window } => state.send(metrics(&engine, window)),
+        Command::LoadJobs => state.send(match engine.store().jobs(200) {
+            Ok(rows) => EngineEvent::JobsLoaded(
+                rows.iter()
+                    .filter_map(|r| job_view(&engine, r).ok())
+                    .collect(),
+            ),
+            Err(e) => failed(e),
+        }),
+        Command::LoadJobOutcomes { job } => {
+            let Some(id) = parse_job(&job) else {
+                state.send(failed(format!("no job {job}")));
+                return;
+            };
+            state.send(match engine.store().job_items(id, None) {
+                Ok(items) => EngineEvent::JobOutcomesLoaded {
+                    job,
+                    outcomes: outcomes(&items),
+                },
+                Err(e) => failed(e),
+            });
+        }
+        Command::LoadAudit { filter } => state.send(audit_list(&engine, &filter.text)),
+        Command::VerifyAudit => state.send(match engine.store().audit_verify() {
+            Ok(Ok(n)) => EngineEvent::AuditVerified(AuditVerification {
+                entries: n,
+                broken_at: None,
+            }),
+            Ok(Err(b)) => EngineEvent::AuditVerified(AuditVerification {
+                entries: 0,
+                broken_at: Some((break_seq(&b), b.to_string())),
+            }),
+            Err(e) => failed(e),
+        }),
+        Command::LoadTenants => state.background("loading tenants", async move {
+            vec![load_tenants(&engine).await]
+        }),
+        Command::LoadPolicy => state.send(match engine.load_policy() {
+            Ok(p) => EngineEvent::PolicyLoaded(p),
+            Err(e) => failed(e),
+        }),
+        Command::SavePolicy(policy) => state.send(match engine.save_policy(policy) {
+            Ok((p, _warnings)) => EngineEvent::PolicySaved(p),
+            Err(e) => denied_or_failed(e),
+        }),
+        Command::Shutdown => {}
+    }
+}
+
+fn break_seq(b: &crate::engine::audit::AuditBreak) -> u64 {
+    use crate::engine::audit::AuditBreak;
+    match b {
+        AuditBreak::Edited { seq } | AuditBreak::Sequence { seq, .. } | AuditBreak::Link { seq } => {
+            *seq
+        }
+        AuditBreak::Truncated { last, .. } => last + 1,
+    }
+}
+
+fn parse_job(job: &JobId) -> Option<i64> {
+    job.0.trim().parse().ok()
+}
+
+fn retraction_state(r: &TraceRecord) -> RetractionState {
+    match r.retraction_state.as_deref() {
+        Some("retracted") => RetractionState::Retracted,
+        Some("partial") => RetractionState::Partial,
+        Some("restored") => RetractionState::Restored,
+        Some("running") => RetractionState::InProgress,
+        _ => RetractionState::None,
+    }
+}
+
+fn search(engine: &Engine, generation: u64, query: &str, limit: usize) -> EngineEvent {
+    let q = match crate::trace::query::parse(query) {
+        Ok(q) => q,
+        Err(e) => {
+            return EngineEvent::SearchFailed {
+                generation,
+                error: QueryErrorView {
+                    column: e.column,
+                    message: e.message,
+                },
+            };
+        }
+    };
+    let store = engine.store();
+    let result = store
+        .search(&q, limit, 0)
+        .and_then(|rows| Ok((rows, store.count(&q)?)));
+    match result {
+        Ok((rows, total)) => EngineEvent::SearchCompleted {
+            generation,
+            total,
+            rows: rows
+                .iter()
+                .map(|r| SearchRow {
+                    message: MessageRef {
+                        tenant: r.tenant.clone(),
+                        message_id: r.message_id.clone(),
+                    },
+                    received: chrono::DateTime::from_timestamp(r.received, 0).unwrap_or_default(),
+                    from: r.sender.clone(),
+                    subject: r.subject.clone(),
+                    copies: r.delivered_to().len() as u64,
+                    disposition: r.disposition,
+                    retraction: retraction_state(r),
+                    campaign: Some(format!(
+                        "{}|{}",
+                        r.sender,
+                        crate::trace::search::normalize_subject(&r.subject)
+                    )),
+                })
+                .collect(),
+        },
+        Err(e) => failed(e),
+    }
+}
+
+fn item_outcome(it: &ItemRow, restored: bool) -> ItemOutcome {
+    match it.state {
+        ItemState::Pending => ItemOutcome::Pending,
+        ItemState::InFlight => ItemOutcome::InFlight,
+        ItemState::Succeeded if restored => ItemOutcome::Restored,
+        ItemState::Succeeded => ItemOutcome::Succeeded {
+            action: it.effective_action,
+        },
+        ItemState::Failed => ItemOutcome::Failed {
+            reason: it.reason.unwrap_or(FailureReason::ProviderError),
+        },
+        ItemState::Skipped => ItemOutcome::Skipped {
+            why: it
+                .reason
+                .map(|r| r.as_str().to_string())
+                .unwrap_or_default(),
+        },
+    }
+}
+
+async fn load_recipients(engine: &Engine, generation: u64, message: MessageRef) -> EngineEvent {
+    let record = match engine.store().trace_by_message_id(&message.message_id) {
+        Ok(rs) => rs.into_iter().find(|r| r.tenant == message.tenant),
+        Err(e) => return failed(e),
+    };
+    let Some(record) = record else {
+        return failed(format!("{} is not in the trace", message.message_id));
+    };
+    // Last outcome per mailbox: the newest settled item; a restore item marks it restored.
+    let mut last: BTreeMap<String, ItemOutcome> = BTreeMap::new();
+    if let Ok(items) = engine.store().last_outcomes(&record.message_id) {
+        let restore_jobs: std::collections::BTreeSet<i64> = items
+            .iter()
+            .filter(|it| it.source_item.is_some())
+            .map(|it| it.job_id)
+            .collect();
+        for it in items {
+            let restored = restore_jobs.contains(&it.job_id) && it.state == ItemState::Succeeded;
+            last.insert(it.mailbox.clone(), item_outcome(&it, restored));
+        }
+    }
+    let client = engine.client(&record.tenant).ok().cloned();
+    let mut rows: Vec<RecipientRow> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut push = |rows: &mut Vec<RecipientRow>, row: RecipientRow| {
+        if seen.insert(row.address.clone()) {
+            rows.push(row);
+        }
+    };
+    let addresses: Vec<String> = record.delivered_to().into_iter().map(String::from).collect();
+    for address in addresses {
+        let Some(client) = &client else {
+            push(
+                &mut rows,
+                RecipientRow {
+                    address: address.clone(),
+                    tenant: record.tenant.clone(),
+                    kind: RecipientKind::External,
+                    grant: DomainStatus::NotInTenant,
+                    folder: None,
+                    read: None,
+                    last_outcome: None,
+                    included: false,
+                },
+            );
+            continue;
+        };
+        let mailboxes: Vec<(String, RecipientKind, DomainStatus)> =
+            match client.resolve(&address).await {
+                Ok(Resolved::Mailbox { .. }) => {
+                    vec![(address.clone(), RecipientKind::Mailbox, DomainStatus::Granted)]
+                }
+                Ok(Resolved::Group {
+                    member_mailboxes, ..
+                }) => {
+                    let mut v = vec![(
+                        address.clone(),
+                        RecipientKind::DistributionList,
+                        DomainStatus::Granted,
+                    )];
+                    v.extend(
+                        member_mailboxes
+                            .into_iter()
+                            .map(|m| (m, RecipientKind::Mailbox, DomainStatus::Granted)),
+                    );
+                    v
+                }
+                Ok(Resolved::Unknown { .. }) => vec![(
+                    address.clone(),
+                    RecipientKind::Mailbox,
+                    DomainStatus::Missing {
+                        permission: "unknown to the directory".into(),
+                    },
+                )],
+                Ok(Resolved::External { .. } | Resolved::Contact { .. }) => {
+                    vec![(
+                        address.clone(),
+                        RecipientKind::External,
+                        DomainStatus::NotInTenant,
+                    )]
+                }
+                Err(f) if f.reason == FailureReason::NotAuthorized => vec![(
+                    address.clone(),
+                    RecipientKind::Mailbox,
+                    DomainStatus::Missing {
+                        permission: f.code.clone(),
+                    },
+                )],
+                Err(f) if f.reason == FailureReason::External => vec![(
+                    address.clone(),
+                    RecipientKind::External,
+                    DomainStatus::NotInTenant,
+                )],
+                Err(_) => vec![(
+                    address.clone(),
+                    RecipientKind::Mailbox,
+                    DomainStatus::Granted,
+                )],
+            };
+        for (mailbox, kind, grant) in mailboxes {
+            let (mut folder, mut read) = (None, None);
+            let mut grant = grant;
+            if kind == RecipientKind::Mailbox && grant == DomainStatus::Granted {
+                match client.locate(&mailbox, &record.message_id).await {
+                    Ok(copies) => {
+                        let best = copies
+                            .iter()
+                            .find(|c| !c.folder.is_gone())
+                            .or(copies.first());
+                        folder = best.map(|c| c.folder.clone());
+                        read = best.map(|c| c.read);
+                    }
+                    Err(f) if f.reason == FailureReason::NotAuthorized => {
+                        grant = DomainStatus::Missing {
+                            permission: f.code.clone(),
+                        };
+                    }
+                    Err(_) => {}
+                }
+            }
+            let included = kind == RecipientKind::Mailbox
+                && grant == DomainStatus::Granted
+                && folder.as_ref().is_some_and(|f| !f.is_gone());
+            push(
+                &mut rows,
+                RecipientRow {
+                    last_outcome: last.get(&mailbox).cloned(),
+                    address: mailbox,
+                    tenant: record.tenant.clone(),
+                    kind,
+                    grant,
+                    folder,
+                    read,
+                    included,
+                },
+            );
+        }
+    }
+    EngineEvent::RecipientsLoaded {
+        generation,
+        message,
+        rows,
+    }
+}
+
+fn plan_summary(plan: &Plan) -> PlanSummary {
+    let c = plan.counts();
+    let mut per_action: BTreeMap<RetractAction, u64> = BTreeMap::new();
+    let mut per_tenant: BTreeMap<String, TenantCount> = BTreeMap::new();
+    for it in &plan.items {
+        *per_action.entry(it.effective_action).or_default() += 1;
+        per_tenant
+            .entry(it.tenant.clone())
+            .or_insert_with(|| TenantCount {
+                tenant: it.tenant.clone(),
+                kind: it.kind,
+                copies: 0,
+            })
+            .copies += 1;
+    }
+    let mut notes = Vec::new();
+    if c.mapped > 0 {
+        notes.push(format!(
+            "Soft Delete becomes Trash on Gmail ({} copies)",
+            c.mapped
+        ));
+    }
+    PlanSummary {
+        plan_id: PlanId(plan.id.clone()),
+        digest: plan.digest.trim_start_matches("sha256:").to_string(),
+        action: plan.request.action,
+        depth: plan.request.depth,
+        copies_total: plan.items.len() as u64,
+        mailboxes: c.mailboxes as u64,
+        per_action: per_action.into_iter().collect(),
+        per_tenant: per_tenant.into_values().collect(),
+        not_actionable: c
+            .skipped_by_reason
+            .into_iter()
+            .map(|(r, n)| (r, n as u64))
+            .collect(),
+        notes,
+    }
+}
+
+/// Forwards job progress to the front end, at most ~10 updates a second.
+fn progress_sink(events: UnboundedSender<EngineEvent>) -> impl Fn(JobEvent) + Send + Sync {
+    struct Tally {
+        total: u64,
+        done: u64,
+        failed: u64,
+        throttled: u64,
+        started: Instant,
+        last: Option<Instant>,
+    }
+    let tally = Mutex::new(Tally {
+        total: 0,
+        done: 0,
+        failed: 0,
+        throttled: 0,
+        started: Instant::now(),
+        last: None,
+    });
+    move |e: JobEvent| {
+        let mut t = lock(&tally);
+        let job = match &e {
+            JobEvent::Started { job, remaining, .. } => {
+                t.total = *remaining;
+                *job
+            }
+            JobEvent::ItemSucceeded { job, .. } => {
+                t.done += 1;
+                *job
+            }
+            JobEvent::ItemFailed {
+                job,
+                mailbox,
+                reason,
+                provider_code,
+            } => {
+                t.done += 1;
+                t.failed += 1;
+                let _ = events.send(EngineEvent::ItemFailed {
+                    job: JobId(job.to_string()),
+                    address: mailbox.clone(),
+                    reason: *reason,
+                    provider_code: Some(provider_code.clone()),
+                });
+                *job
+            }
+            JobEvent::Throttled { job, .. } => {
+                t.throttled += 1;
+                *job
+            }
+            JobEvent::Reconciled { job, .. } | JobEvent::CanaryPassed { job, .. } => *job,
+        };
+        let now = Instant::now();
+        if t.last.is_some_and(|l| now.duration_since(l).as_millis() < 100) && t.done < t.total {
+            return;
+        }
+        t.last = Some(now);
+        let secs = t.started.elapsed().as_secs_f64().max(0.001);
+        let rate = t.done as f64 / secs;
+        let remaining = t.total.saturating_sub(t.done);
+        let _ = events.send(EngineEvent::JobProgressed(JobProgress {
+            job: JobId(job.to_string()),
+            done: t.done,
+            failed: t.failed,
+            remaining,
+            rate_per_sec: rate,
+            eta_secs: (rate > 0.0).then(|| (remaining as f64 / rate).ceil() as u64),
+            throttled_waits: t.throttled,
+        }));
+    }
+}
+
+fn start_job(state: &State, job: i64, plan_id: Option<PlanId>) {
+    let engine = state.engine.clone();
+    let total = engine
+        .store()
+        .item_counts(job)
+        .map(|c| c.remaining())
+        .unwrap_or(0);
+    state.send(EngineEvent::JobStarted {
+        job: JobId(job.to_string()),
+        plan_id,
+        total,
+    });
+    let cancel = Arc::new(AtomicBool::new(false));
+    lock(&state.cancels).insert(job, cancel.clone());
+    let cancels = state.cancels.clone();
+    let events = state.events.clone();
+    state.background("running the job", async move {
+        let sink = progress_sink(events);
+        let result = engine
+            .run_job(
+                job,
+                &RunOptions {
+                    canary: 0,
+                    cancel: Some(cancel),
+                },
+                &sink,
+            )
+            .await;
+        lock(&cancels).remove(&job);
+        match result {
+            Ok(report) => vec![finished(&engine, &report)],
+            Err(e) => vec![denied_or_failed(e)],
+        }
+    });
+}
+
+fn outcomes(items: &[ItemRow]) -> Vec<RecipientOutcome> {
+    items
+        .iter()
+        .map(|it| RecipientOutcome {
+            address: it.mailbox.clone(),
+            tenant: it.tenant.clone(),
+            outcome: item_outcome(it, false),
+            folder_before: (it.state != ItemState::Skipped).then(|| it.folder.clone()),
+        })
+        .collect()
+}
+
+fn finished(engine: &Engine, report: &JobReport) -> EngineEvent {
+    let row = engine.store().job(report.job).ok().flatten();
+    let items = engine
+        .store()
+        .job_items(report.job, None)
+        .unwrap_or_default();
+    match row.and_then(|r| job_view(engine, &r).ok()) {
+        Some(view) => EngineEvent::JobFinished {
+            job: view,
+            outcomes: outcomes(&items),
+        },
+        None => failed(format!("job {} vanished from the store", report.job)),
+    }
+}
+
+fn job_view(engine: &Engine, row: &JobRow) -> Result<JobView, EngineError> {
+    let store = engine.store();
+    let counts = store.item_counts(row.id)?;
+    let mut failed: BTreeMap<FailureReason, u64> = BTreeMap::new();
+    for it in store.job_items(row.id, Some(ItemState::Failed))? {
+        *failed
+            .entry(it.reason.unwrap_or(FailureReason::ProviderError))
+            .or_default() += 1;
+    }
+    let restorable = if row.kind == JobKind::Retract {
+        store.unrestored_items(row.id)?.len() as u64
+    } else {
+        0
+    };
+    Ok(JobView {
+        id: JobId(row.id.to_string()),
+        started: row.created_at,
+        trigger: row.trigger,
+        action: row.action,
+        state: match row.state {
+            crate::store::jobs::JobState::Running => view::JobState::Running,
+            crate::store::jobs::JobState::Finished => view::JobState::Finished,
+            crate::store::jobs::JobState::Cancelled => view::JobState::Cancelled,
+        },
+        total: counts.total(),
+        succeeded: counts.succeeded,
+        failed_by_reason: failed.into_iter().collect(),
+        skipped: counts.skipped,
+        restorable,
+        operator: row.operator.clone(),
+    })
+}
+
+fn metrics(engine: &Engine, window: MetricsWindow) -> EngineEvent {
+    let now = Utc::now();
+    let span = match window {
+        MetricsWindow::Hour => Duration::hours(1),
+        MetricsWindow::Day => Duration::hours(24),
+        MetricsWindow::Week => Duration::days(7),
+        MetricsWindow::Month => Duration::days(30),
+    };
+    let buckets = 24usize;
+    let since = now - span;
+    let rows = match engine.store().item_outcomes(Some(since), None) {
+        Ok(r) => r,
+        Err(e) => return failed(e),
+    };
+    let outcomes: Vec<_> = rows.into_iter().map(|(o, _)| o).collect();
+    let m = super::metrics::compute(outcomes.iter(), Some(since), Some(now), buckets);
+    MetricsSnapshot {
+        window,
+        total: m.total,
+        succeeded: m.succeeded.count,
+        failed_by_reason: m
+            .failed_by_reason
+            .iter()
+            .map(|(r, s)| (*r, s.count))
+            .collect(),
+        unread: m.unread.count,
+        read: m.read.count,
+        auto: m.auto.count,
+        manual: m.manual.count,
+        dwell_p50_secs: m.dwell.p50_secs.map(|s| s.round() as u64),
+        dwell_p95_secs: m.dwell.p95_secs.map(|s| s.round() as u64),
+        series: m.series.clone(),
+        bucket_secs: (span.num_seconds().max(1) as u64) / buckets as u64,
+    }
+    .into()
+}
+
+impl From<MetricsSnapshot> for EngineEvent {
+    fn from(m: MetricsSnapshot) -> EngineEvent {
+        EngineEvent::MetricsLoaded(m)
+    }
+}
+
+fn audit_list(engine: &Engine, text: &str) -> EngineEvent {
+    let entries = match engine.store().audit_entries() {
+        Ok(Ok(e)) => e,
+        Ok(Err(b)) => return failed(format!("{b}; verify the audit log")),
+        Err(e) => return failed(e),
+    };
+    let needle = text.to_lowercase();
+    EngineEvent::AuditLoaded(
+        entries
+            .iter()
+            .rev()
+            .map(|e| {
+                let counts: Vec<String> = e
+                    .record
+                    .counts
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                let mut detail = counts.join(" ");
+                if let Some(j) = &e.record.job_id {
+                    detail = format!("job {j} {detail}");
+                }
+                if let Some(d) = &e.record.plan_digest {
+                    detail.push_str(&format!(
+                        " plan {}",
+                        d.trim_start_matches("sha256:").chars().take(12).collect::<String>()
+                    ));
+                }
+                AuditEntryView {
+                    seq: e.seq,
+                    at: e.record.at,
+                    os_user: e.record.os_user.clone(),
+                    operator: e.record.operator.clone(),
+                    role: e.record.role,
+                    action: format!("{}/{}", e.record.section, e.record.action),
+                    detail,
+                    hash_prefix: e.hash.chars().take(12).collect(),
+                }
+            })
+            .filter(|v| {
+                needle.is_empty()
+                    || v.operator.to_lowercase().contains(&needle)
+                    || v.action.to_lowercase().contains(&needle)
+                    || v.detail.to_lowercase().contains(&needle)
+            })
+            .collect(),
+    )
+}
+
+async fn load_tenants(engine: &Engine) -> EngineEvent {
+    let mut out = Vec::new();
+    for client in engine.clients() {
+        let domains = match client.domains_status().await {
+            Ok(ds) => ds
+                .into_iter()
+                .map(|d| DomainView {
+                    domain: d.domain,
+                    status: match d.retract {
+                        DomainRetract::Granted => DomainStatus::Granted,
+                        DomainRetract::Missing { permission, .. } => {
+                            DomainStatus::Missing { permission }
+                        }
+                        DomainRetract::NotInTenant => DomainStatus::NotInTenant,
+                        DomainRetract::Unknown { detail } => {
+                            DomainStatus::Missing { permission: detail }
+                        }
+                    },
+                })
+                .collect(),
+            Err(f) => vec![DomainView {
+                domain: format!("({})", f.code),
+                status: DomainStatus::Missing {
+                    permission: f.message,
+                },
+            }],
+        };
+        out.push(TenantView {
+            name: client.tenant_name().to_string(),
+            kind: client.kind(),
+            domains,
+        });
+    }
+    EngineEvent::TenantsLoaded(out)
+}

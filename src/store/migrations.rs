@@ -15,11 +15,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order. Versions are 1, 2, 3… without gaps.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "trace",
-    sql: super::trace::SCHEMA,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "trace",
+        sql: super::trace::SCHEMA,
+    },
+    Migration {
+        version: 2,
+        name: "sync_cursor",
+        sql: super::sync::SCHEMA,
+    },
+];
 
 /// The newest version this binary knows.
 pub fn latest_version() -> i64 {

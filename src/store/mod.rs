@@ -7,6 +7,7 @@ use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 
 pub mod migrations;
+pub mod sync;
 pub mod trace;
 
 pub use trace::{TraceRecord, UpsertOutcome};

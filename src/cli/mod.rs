@@ -46,7 +46,8 @@ pub enum Command {
     Doctor,
     /// Write a fully commented config template.
     Init(init::InitArgs),
-    /// Fill the mail trace (ingest EML, Maildir, mbox, journal reports, verdict feeds).
+    /// Fill the mail trace (ingest EML, Maildir, mbox, journal reports, verdict feeds; sync from
+    /// the providers).
     Trace(trace::TraceArgs),
     /// Search the mail trace.
     Search(search::SearchArgs),

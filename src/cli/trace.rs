@@ -18,6 +18,27 @@ pub enum TraceCommand {
     /// Index .eml files, directories (recursive; Maildir cur/new), mbox files, Microsoft journal
     /// reports and JSON Lines verdict feeds (*.jsonl, *.ndjson).
     Ingest(IngestArgs),
+    /// Index the recent mail of every mailbox through the provider APIs (resumable: each
+    /// mailbox continues from the newest message synced before). Exit 3 when some mailboxes
+    /// failed.
+    Sync(SyncArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Only this tenant (repeatable; default: every configured tenant).
+    #[arg(long = "tenant", value_name = "T")]
+    pub tenants: Vec<String>,
+    /// How far back to look: an age (24h, 7d, 2w) or a date (2026-03-01). Mailboxes synced
+    /// before continue from their cursor when it is newer.
+    #[arg(long, default_value = "30d")]
+    pub since: String,
+    /// Ignore the stored cursors and list everything since --since again.
+    #[arg(long)]
+    pub full: bool,
+    /// Mailboxes listed at the same time.
+    #[arg(long, default_value_t = crate::trace::sync::DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Args)]
@@ -55,6 +76,138 @@ pub(crate) fn open_store(
 pub fn run(args: TraceArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> u8 {
     match args.command {
         TraceCommand::Ingest(a) => ingest(a, config_path, data_dir),
+        TraceCommand::Sync(a) => sync(a, config_path, data_dir),
+    }
+}
+
+fn sync(args: SyncArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> u8 {
+    use crate::provider::ProviderClient;
+    use crate::trace::sync::{SyncError, SyncOptions, SyncPhase, parse_since, sync};
+    use std::io::IsTerminal;
+
+    let since = match parse_since(&args.since, chrono::Utc::now()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("clawback: trace sync: {e}");
+            return exit::USAGE;
+        }
+    };
+    if config::locate(config_path).is_none() {
+        eprintln!("clawback: trace sync: {}", config::ConfigError::Missing);
+        return exit::USAGE;
+    }
+    let (config, mut store) = match open_store(config_path, data_dir) {
+        Ok((Some(c), s)) => (c, s),
+        Ok((None, _)) => {
+            eprintln!("clawback: trace sync: {}", config::ConfigError::Missing);
+            return exit::USAGE;
+        }
+        Err(code) => return code,
+    };
+    if config.tenants.is_empty() {
+        eprintln!("clawback: trace sync: no tenants configured");
+        return exit::USAGE;
+    }
+    let mut clients = Vec::new();
+    for tenant in &config.tenants {
+        if !args.tenants.is_empty() && !args.tenants.contains(&tenant.name) {
+            continue;
+        }
+        match ProviderClient::new(&config, tenant) {
+            Ok(c) => clients.push(c),
+            Err(e) => {
+                eprintln!("clawback: trace sync: tenant {}: {e}", tenant.name);
+                return exit::USAGE;
+            }
+        }
+    }
+    let mut options = SyncOptions::from_config(Some(&config));
+    options.since = since;
+    options.tenants = args.tenants.clone();
+    options.full = args.full;
+    options.concurrency = args.concurrency.max(1);
+    // Unknown tenant names are checked against the whole config (clients were filtered).
+    for name in &args.tenants {
+        if !config.tenants.iter().any(|t| &t.name == name) {
+            let known: Vec<&str> = config.tenants.iter().map(|t| t.name.as_str()).collect();
+            eprintln!(
+                "clawback: trace sync: {}",
+                SyncError::UnknownTenant {
+                    name: name.clone(),
+                    known: known.join(", ")
+                }
+            );
+            return exit::USAGE;
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("clawback: cannot start the async runtime: {e}");
+            return exit::FAILURE;
+        }
+    };
+    let tty = std::io::stderr().is_terminal();
+    let mut last = std::time::Instant::now();
+    let mut shown = false;
+    let progress = |p: crate::trace::sync::SyncProgress| {
+        let final_ = p.phase == SyncPhase::Done;
+        if !final_
+            && last.elapsed() < std::time::Duration::from_millis(if tty { 100 } else { 1000 })
+        {
+            return;
+        }
+        last = std::time::Instant::now();
+        let line = format!(
+            "sync: mailboxes {}/{}, {} messages listed, {}/{} fetched, {} indexed",
+            p.mailboxes_done,
+            p.mailboxes_total,
+            p.messages_listed,
+            p.fetched,
+            p.to_fetch,
+            p.indexed
+        );
+        if tty {
+            eprint!("\r\x1b[2K{line}");
+            shown = true;
+            if final_ {
+                eprintln!();
+            }
+        } else if !final_ || shown {
+            eprintln!("{line}");
+            shown = true;
+        }
+    };
+    let result = runtime.block_on(sync(&mut store, &clients, &options, progress));
+    match result {
+        Ok(report) => {
+            for f in &report.failed {
+                eprintln!("failed {f}");
+            }
+            for f in &report.skipped {
+                eprintln!("skipped {f}");
+            }
+            for f in report.raw_failed.iter().take(20) {
+                eprintln!("metadata only {f}");
+            }
+            println!("{}", report.summary());
+            if report.complete() {
+                exit::OK
+            } else {
+                exit::PARTIAL
+            }
+        }
+        Err(e @ SyncError::UnknownTenant { .. }) => {
+            eprintln!("clawback: trace sync: {e}");
+            exit::USAGE
+        }
+        Err(e) => {
+            eprintln!("clawback: trace sync: {e}");
+            exit::FAILURE
+        }
     }
 }
 

@@ -516,6 +516,34 @@ impl GmailClient {
         Ok(out)
     }
 
+    /// The raw MIME of one message (`messages.get?format=raw`, base64url-decoded).
+    pub async fn fetch_raw(&self, mailbox: &str, id: &str) -> Result<Vec<u8>, Failure> {
+        use base64::Engine;
+        let path = format!(
+            "{}/messages/{}?format=raw",
+            Self::user_path(mailbox),
+            enc(id)
+        );
+        let r = call_ok(
+            self,
+            SubRequest::get(path, mailbox, units::GET),
+            Operation::Read,
+        )
+        .await?;
+        let Some(raw) = r.body["raw"].as_str() else {
+            return Err(super::errors::internal(&format!(
+                "message {id} in {mailbox}: format=raw answer has no \"raw\" field"
+            )));
+        };
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(raw.trim().trim_end_matches('='))
+            .map_err(|e| {
+                super::errors::internal(&format!(
+                    "message {id} in {mailbox}: \"raw\" is not base64url: {e}"
+                ))
+            })
+    }
+
     pub async fn permissions(&self) -> Permissions {
         let mut needed = vec![GMAIL_SCOPE.to_string()];
         needed.extend(DIRECTORY_SCOPES.iter().map(|s| s.to_string()));

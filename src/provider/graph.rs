@@ -572,6 +572,28 @@ impl GraphClient {
             .collect())
     }
 
+    /// The raw MIME of one message (`GET /users/{mailbox}/messages/{id}/$value`).
+    ///
+    /// The shared HTTP layer hands non-JSON bodies over as text, so 8-bit bytes that are not
+    /// UTF-8 arrive as U+FFFD; headers, URLs and base64 attachments (what the trace indexes)
+    /// are ASCII and unaffected.
+    pub async fn fetch_raw(&self, mailbox: &str, id: &str) -> Result<Vec<u8>, Failure> {
+        let path = format!("/users/{}/messages/{}/$value", enc(mailbox), enc(id));
+        let r = call_ok(self, SubRequest::get(path, mailbox, 0), Operation::Read).await?;
+        match r.body {
+            Value::String(s) => Ok(s.into_bytes()),
+            Value::Null => Ok(Vec::new()),
+            other => Err(super::errors::internal(&format!(
+                "message {id} in {mailbox}: $value answered JSON ({}), not MIME",
+                match other {
+                    Value::Object(_) => "an object",
+                    Value::Array(_) => "an array",
+                    _ => "a scalar",
+                }
+            ))),
+        }
+    }
+
     pub async fn permissions(&self) -> Permissions {
         let needed: Vec<String> = NEEDED_ROLES.iter().map(|s| s.to_string()).collect();
         let how_to_grant = self.admin_consent_url();

@@ -347,6 +347,12 @@ impl ProviderClient {
         dispatch!(self, c => c.list_recent_messages(mailbox, since).await)
     }
 
+    /// The raw MIME of one message copy (Graph `$value`, Gmail `format=raw`), for indexing URLs
+    /// and attachment hashes.
+    pub async fn fetch_raw(&self, mailbox: &str, id: &str) -> Result<Vec<u8>, Failure> {
+        dispatch!(self, c => c.fetch_raw(mailbox, id).await)
+    }
+
     /// Domains of the tenant and whether retraction is granted in each (doctor).
     pub async fn domains_status(&self) -> Result<Vec<DomainStatus>, Failure> {
         dispatch!(self, c => c.domains_status().await)

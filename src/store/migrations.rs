@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "policy",
         sql: super::policy::SCHEMA,
     },
+    Migration {
+        version: 5,
+        name: "sync_cursor",
+        sql: super::sync::SCHEMA,
+    },
 ];
 
 /// The newest version this binary knows.

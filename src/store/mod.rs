@@ -10,6 +10,7 @@ pub mod audit;
 pub mod jobs;
 pub mod migrations;
 pub mod policy;
+pub mod sync;
 pub mod trace;
 
 pub use trace::{TraceRecord, UpsertOutcome};

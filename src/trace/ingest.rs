@@ -634,25 +634,38 @@ fn record_from(msg: &Message<'_>, raw: &[u8], opts: &IngestOptions) -> TraceReco
         }
     }
     collect_body(msg, &mut rec, 0);
-    // Dispositions from the configured headers: the most severe wins.
-    for (name, value) in msg.headers_raw() {
+    if let Some((d, source)) = disposition_from_headers(msg.headers_raw(), opts) {
+        rec.disposition = Some(d);
+        rec.disposition_source = Some(source);
+    }
+    rec
+}
+
+/// The disposition the configured header names give (`X-Clawback-Disposition: malicious`):
+/// the first word of each such header's value; the most severe wins. Returns it with its source
+/// (`header:NAME`). The one rule for ingested and synced mail.
+pub fn disposition_from_headers<'h>(
+    headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+    opts: &IngestOptions,
+) -> Option<(Disposition, String)> {
+    let mut best: Option<(Disposition, String)> = None;
+    for (name, value) in headers {
         if opts
             .disposition_headers
             .iter()
-            .any(|h| h.eq_ignore_ascii_case(name))
+            .any(|h| h.eq_ignore_ascii_case(name.trim()))
             && let Some(d) = value
                 .split_whitespace()
                 .next()
                 .and_then(|w| w.trim_matches(';').parse::<Disposition>().ok())
-            && rec
-                .disposition
-                .is_none_or(|old| d.severity() < old.severity())
+            && best
+                .as_ref()
+                .is_none_or(|(old, _)| d.severity() < old.severity())
         {
-            rec.disposition = Some(d);
-            rec.disposition_source = Some(format!("header:{}", name.trim()));
+            best = Some((d, format!("header:{}", name.trim())));
         }
     }
-    rec
+    best
 }
 
 /// URLs and attachment hashes of a message and the messages nested in it.

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 pub mod ingest;
 pub mod query;
 pub mod search;
+pub mod sync;
 
 /// How a recipient is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -1,0 +1,70 @@
+//! Trace-sync cursors: per (tenant, mailbox), the newest received time already synced, so the
+//! next `trace sync` asks the provider only for newer mail.
+
+use super::{Store, StoreError};
+use rusqlite::{OptionalExtension, params};
+use std::collections::HashMap;
+
+/// Self-contained schema step (one migration; depends on no other table).
+pub(crate) const SCHEMA: &str = r#"
+CREATE TABLE sync_cursor (
+    tenant    TEXT    NOT NULL,
+    mailbox   TEXT    NOT NULL,
+    -- Newest received time (Unix seconds) of the mail synced from this mailbox.
+    received  INTEGER NOT NULL,
+    -- When the cursor last moved (Unix seconds).
+    synced_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, mailbox)
+) WITHOUT ROWID;
+"#;
+
+impl Store {
+    /// Every cursor of a tenant: mailbox → newest received time synced.
+    pub fn sync_cursors(&self, tenant: &str) -> Result<HashMap<String, i64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT mailbox, received FROM sync_cursor WHERE tenant = ?1")?;
+        let rows = stmt
+            .query_map([tenant], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?
+            .collect::<Result<HashMap<_, _>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The cursor of one mailbox.
+    pub fn sync_cursor(&self, tenant: &str, mailbox: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT received FROM sync_cursor WHERE tenant = ?1 AND mailbox = ?2")?
+            .query_row(params![tenant, mailbox], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Moves a mailbox's cursor forward to `received` (never back). Returns whether it moved.
+    pub fn advance_sync_cursor(
+        &mut self,
+        tenant: &str,
+        mailbox: &str,
+        received: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn.prepare_cached(
+            "INSERT INTO sync_cursor (tenant, mailbox, received, synced_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (tenant, mailbox) DO UPDATE SET received = excluded.received, \
+             synced_at = excluded.synced_at WHERE excluded.received > sync_cursor.received",
+        )?
+        .execute(params![tenant, mailbox, received, now])?;
+        Ok(n > 0)
+    }
+
+    /// Whether the trace has a record of this (tenant, normalized Message-ID).
+    pub fn trace_known(&self, tenant: &str, message_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM trace WHERE message_id = ?1 AND tenant = ?2")?
+            .query_row(params![message_id, tenant], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+}

@@ -1,0 +1,613 @@
+//! `trace sync`: fill the trace from the providers themselves. Enumerates each tenant's
+//! mailboxes and their recent messages through the [`ProviderClient`]s (Graph with
+//! `internetMessageHeaders`, Gmail metadata), fetches the raw MIME once per distinct message
+//! (Graph `$value`, Gmail `format=raw`) for URLs and attachment hashes, and stores one trace
+//! record per (tenant, Internet Message-ID) with every mailbox holding a copy as an envelope
+//! recipient.
+//!
+//! Resumable: a per-(tenant, mailbox) cursor (newest received time synced) lives in the store;
+//! the next sync asks only for mail at or after it. Re-listed mail is already known, so nothing
+//! is fetched again and the store does not change. Mailboxes that fail are reported with their
+//! reason and do not stop the sync.
+
+use super::ingest::{IngestOptions, disposition_from_headers, parse_message};
+use super::{RecipientKind, TraceRecord};
+use crate::config::Config;
+use crate::model::{FailureReason, normalize_message_id};
+use crate::provider::{Failure, MessageMeta, ProviderClient};
+use crate::store::{Store, StoreError, UpsertOutcome};
+use chrono::{DateTime, Utc};
+use futures_util::stream::{self, StreamExt};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+/// How far back a first sync looks when no `since` is given.
+pub const DEFAULT_SINCE_DAYS: i64 = 30;
+/// Mailboxes listed (and raw messages fetched) at the same time, across tenants. The clients'
+/// pacers still bound what each tenant and mailbox sees.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+/// Records stored per transaction.
+const STORE_BATCH: usize = 2_000;
+
+/// What to sync.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Oldest received time to ask for (a mailbox with a newer cursor starts at its cursor).
+    pub since: DateTime<Utc>,
+    /// Only these tenants (by configured name); empty = every client given.
+    pub tenants: Vec<String>,
+    /// Ignore the stored cursors and list everything since `since`.
+    pub full: bool,
+    /// Mailboxes (and raw fetches) in flight at once.
+    pub concurrency: usize,
+    /// The disposition header names (`[trace] disposition_headers`).
+    pub disposition_headers: Vec<String>,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            since: Utc::now() - chrono::Duration::days(DEFAULT_SINCE_DAYS),
+            tenants: Vec::new(),
+            full: false,
+            concurrency: DEFAULT_CONCURRENCY,
+            disposition_headers: crate::config::TraceConfig::default().disposition_headers,
+        }
+    }
+}
+
+impl SyncOptions {
+    /// Defaults with the disposition header names of a config.
+    pub fn from_config(config: Option<&Config>) -> SyncOptions {
+        let mut o = SyncOptions::default();
+        if let Some(c) = config {
+            o.disposition_headers = c.trace.disposition_headers.clone();
+        }
+        o
+    }
+}
+
+/// Where a running sync is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPhase {
+    /// Listing mailboxes' recent messages.
+    Listing,
+    /// Fetching raw MIME of messages new to the trace.
+    Fetching,
+    /// Writing the trace.
+    Storing,
+    Done,
+}
+
+/// Progress of a running sync.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncProgress {
+    pub phase: SyncPhase,
+    pub mailboxes_done: usize,
+    pub mailboxes_total: usize,
+    /// Message copies listed so far.
+    pub messages_listed: u64,
+    /// Raw messages fetched so far (of `to_fetch`).
+    pub fetched: u64,
+    pub to_fetch: u64,
+    /// Trace records inserted or merged so far.
+    pub indexed: u64,
+    pub elapsed: Duration,
+}
+
+/// A mailbox (or a tenant's directory, `mailbox: None`) that could not be synced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxFailure {
+    pub tenant: String,
+    /// `None` when listing the tenant's mailboxes failed.
+    pub mailbox: Option<String>,
+    pub failure: Failure,
+}
+
+impl std::fmt::Display for MailboxFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.mailbox {
+            Some(m) => write!(f, "{}/{m}: {}", self.tenant, self.failure),
+            None => write!(
+                f,
+                "{}: cannot list mailboxes: {}",
+                self.tenant, self.failure
+            ),
+        }
+    }
+}
+
+/// What a sync did.
+#[derive(Debug, Clone, Default)]
+pub struct SyncReport {
+    /// Tenants synced, in client order.
+    pub tenants: Vec<String>,
+    /// Mailboxes enumerated.
+    pub mailboxes_total: usize,
+    /// Mailboxes whose recent mail was listed.
+    pub mailboxes_synced: usize,
+    /// Mailboxes (or directories) that failed: not authorized, throttled, provider errors.
+    pub failed: Vec<MailboxFailure>,
+    /// Directory entries that are not mailboxes (users without a mailbox): nothing to sync.
+    pub skipped: Vec<MailboxFailure>,
+    /// Message copies listed.
+    pub messages_listed: u64,
+    /// Distinct (tenant, Message-ID) seen.
+    pub distinct_messages: u64,
+    /// Raw messages fetched (once per message new to the trace).
+    pub raw_fetched: u64,
+    /// Messages new to the trace whose raw MIME could not be fetched or parsed; they are
+    /// indexed from the provider's metadata (no URLs or attachment hashes).
+    pub raw_failed: Vec<MailboxFailure>,
+    /// New trace records.
+    pub inserted: u64,
+    /// Known records that gained a copy (recipient) or a more severe disposition.
+    pub merged: u64,
+    /// Known records with nothing new.
+    pub unchanged: u64,
+    /// Mailboxes whose cursor moved.
+    pub cursors_advanced: usize,
+    pub elapsed: Duration,
+}
+
+impl SyncReport {
+    /// Whether every mailbox was synced.
+    pub fn complete(&self) -> bool {
+        self.failed.is_empty()
+    }
+
+    /// One line for people.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "synced {}/{} mailboxes in {} tenant(s): {} copies listed, {} messages; \
+             indexed {} new, {} merged, {} unchanged; {} raw fetched",
+            self.mailboxes_synced,
+            self.mailboxes_total,
+            self.tenants.len(),
+            self.messages_listed,
+            self.distinct_messages,
+            self.inserted,
+            self.merged,
+            self.unchanged,
+            self.raw_fetched,
+        );
+        if !self.skipped.is_empty() {
+            s.push_str(&format!("; {} not mailboxes", self.skipped.len()));
+        }
+        if !self.failed.is_empty() {
+            s.push_str(&format!("; {} FAILED", self.failed.len()));
+        }
+        if !self.raw_failed.is_empty() {
+            s.push_str(&format!(
+                "; {} indexed from metadata only",
+                self.raw_failed.len()
+            ));
+        }
+        s.push_str(&format!(" ({:.2}s)", self.elapsed.as_secs_f64()));
+        s
+    }
+}
+
+/// Errors that stop a sync (a failing mailbox does not).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("unknown tenant {name:?}; configured tenants: {known}")]
+    UnknownTenant { name: String, known: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One listed copy, with the index of its client.
+struct Listed {
+    client: usize,
+    meta: MessageMeta,
+}
+
+/// Syncs the trace from the providers. See the module documentation.
+pub async fn sync(
+    store: &mut Store,
+    clients: &[ProviderClient],
+    options: &SyncOptions,
+    mut progress: impl FnMut(SyncProgress),
+) -> Result<SyncReport, SyncError> {
+    let started = Instant::now();
+    let conc = options.concurrency.max(1);
+    for name in &options.tenants {
+        if !clients.iter().any(|c| c.tenant_name() == name) {
+            return Err(SyncError::UnknownTenant {
+                name: name.clone(),
+                known: clients
+                    .iter()
+                    .map(|c| c.tenant_name().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
+    let chosen: Vec<usize> = (0..clients.len())
+        .filter(|&i| {
+            options.tenants.is_empty()
+                || options
+                    .tenants
+                    .iter()
+                    .any(|t| t == clients[i].tenant_name())
+        })
+        .collect();
+    let mut report = SyncReport {
+        tenants: chosen
+            .iter()
+            .map(|&i| clients[i].tenant_name().to_string())
+            .collect(),
+        ..SyncReport::default()
+    };
+
+    // 1. Mailboxes of each tenant.
+    let listed = futures_util::future::join_all(
+        chosen
+            .iter()
+            .map(|&i| async move { (i, clients[i].list_mailboxes().await) }),
+    )
+    .await;
+    let mut jobs: Vec<(usize, String, DateTime<Utc>)> = Vec::new();
+    for (i, result) in listed {
+        let tenant = clients[i].tenant_name();
+        match result {
+            Ok(mut mailboxes) => {
+                mailboxes.sort();
+                mailboxes.dedup();
+                let cursors = if options.full {
+                    HashMap::new()
+                } else {
+                    store.sync_cursors(tenant)?
+                };
+                for mb in mailboxes {
+                    let since = cursors
+                        .get(&mb)
+                        .and_then(|&c| DateTime::from_timestamp(c, 0))
+                        .map_or(options.since, |c| c.max(options.since));
+                    jobs.push((i, mb, since));
+                }
+            }
+            Err(failure) => report.failed.push(MailboxFailure {
+                tenant: tenant.to_string(),
+                mailbox: None,
+                failure,
+            }),
+        }
+    }
+    report.mailboxes_total = jobs.len();
+
+    let snapshot = |phase, report: &SyncReport, fetched, to_fetch, done| SyncProgress {
+        phase,
+        mailboxes_done: done,
+        mailboxes_total: report.mailboxes_total,
+        messages_listed: report.messages_listed,
+        fetched,
+        to_fetch,
+        indexed: report.inserted + report.merged,
+        elapsed: started.elapsed(),
+    };
+    progress(snapshot(SyncPhase::Listing, &report, 0, 0, 0));
+
+    // 2. Recent messages of every mailbox, `conc` at a time.
+    let mut copies: Vec<Listed> = Vec::new();
+    // (client, mailbox) → newest received time listed, for the cursors.
+    let mut newest: Vec<(usize, String, Option<i64>)> = Vec::new();
+    let mut done = 0usize;
+    let mut stream = stream::iter(jobs.into_iter().map(|(i, mb, since)| async move {
+        let r = clients[i].list_recent_messages(&mb, since).await;
+        (i, mb, r)
+    }))
+    .buffer_unordered(conc);
+    while let Some((i, mb, result)) = stream.next().await {
+        done += 1;
+        let tenant = clients[i].tenant_name().to_string();
+        match result {
+            Ok(metas) => {
+                report.mailboxes_synced += 1;
+                report.messages_listed += metas.len() as u64;
+                let top = metas
+                    .iter()
+                    .filter_map(|m| m.date)
+                    .map(|d| d.timestamp())
+                    .max();
+                newest.push((i, mb, top));
+                copies.extend(metas.into_iter().map(|meta| Listed { client: i, meta }));
+            }
+            Err(failure) if failure.reason == FailureReason::NotAMailbox => {
+                report.skipped.push(MailboxFailure {
+                    tenant,
+                    mailbox: Some(mb),
+                    failure,
+                })
+            }
+            Err(failure) => report.failed.push(MailboxFailure {
+                tenant,
+                mailbox: Some(mb),
+                failure,
+            }),
+        }
+        progress(snapshot(SyncPhase::Listing, &report, 0, 0, done));
+    }
+    drop(stream);
+
+    // 3. Group copies by (tenant, Message-ID). Copies without a usable Message-ID are their own
+    //    group; their raw MIME gives them a synthetic id that is the same in every copy.
+    let mut groups: BTreeMap<(usize, String), Vec<usize>> = BTreeMap::new();
+    let mut anonymous: Vec<usize> = Vec::new();
+    for (n, c) in copies.iter().enumerate() {
+        match normalize_message_id(&c.meta.internet_message_id) {
+            Some(mid) => groups.entry((c.client, mid)).or_default().push(n),
+            None => anonymous.push(n),
+        }
+    }
+    report.distinct_messages = groups.len() as u64 + anonymous.len() as u64;
+
+    // 4. Raw MIME once per message new to the trace.
+    let parse_opts = IngestOptions {
+        disposition_headers: options.disposition_headers.clone(),
+        tenants: Vec::new(),
+        now: Utc::now().timestamp(),
+    };
+    let mut fetch: Vec<usize> = Vec::new();
+    for ((client, mid), members) in &groups {
+        if !store.trace_known(clients[*client].tenant_name(), mid)? {
+            fetch.push(members[0]);
+        }
+    }
+    fetch.extend(anonymous.iter().copied());
+    let to_fetch = fetch.len() as u64;
+    let mut raw: HashMap<usize, TraceRecord> = HashMap::new();
+    let copies_ref = &copies;
+    let mut stream = stream::iter(fetch.into_iter().map(|n| async move {
+        let c = &copies_ref[n];
+        let r = clients[c.client]
+            .fetch_raw(&c.meta.mailbox, &c.meta.id)
+            .await;
+        (n, r)
+    }))
+    .buffer_unordered(conc);
+    let mut fetched = 0u64;
+    let mut last = Instant::now();
+    progress(snapshot(SyncPhase::Fetching, &report, 0, to_fetch, done));
+    while let Some((n, result)) = stream.next().await {
+        fetched += 1;
+        let c = &copies[n];
+        let failure = match result {
+            Ok(bytes) => match parse_message(&bytes, &parse_opts) {
+                Ok(rec) => {
+                    report.raw_fetched += 1;
+                    raw.insert(n, rec);
+                    None
+                }
+                Err(reason) => Some(Failure::new(
+                    FailureReason::ProviderError,
+                    None,
+                    "unparsable",
+                    format!("raw MIME of {} rejected: {reason}", c.meta.id),
+                )),
+            },
+            Err(f) => Some(f),
+        };
+        if let Some(failure) = failure {
+            report.raw_failed.push(MailboxFailure {
+                tenant: clients[c.client].tenant_name().to_string(),
+                mailbox: Some(c.meta.mailbox.clone()),
+                failure,
+            });
+        }
+        if last.elapsed() >= Duration::from_millis(250) {
+            last = Instant::now();
+            progress(snapshot(
+                SyncPhase::Fetching,
+                &report,
+                fetched,
+                to_fetch,
+                done,
+            ));
+        }
+    }
+    drop(stream);
+
+    // 5. One record per group: the parsed raw message (new) or just the copies (known).
+    let mut records: Vec<TraceRecord> = Vec::with_capacity(groups.len() + anonymous.len());
+    for ((client, mid), members) in &groups {
+        let tenant = clients[*client].tenant_name();
+        let first = members[0];
+        let mut rec = match raw.remove(&first) {
+            Some(mut r) => {
+                // The provider's Message-ID is the key (the raw one normalizes the same).
+                r.message_id = mid.clone();
+                r.synthetic_id = false;
+                r
+            }
+            None if store.trace_known(tenant, mid)? => TraceRecord {
+                message_id: mid.clone(),
+                ..TraceRecord::default()
+            },
+            None => record_from_meta(&copies[first].meta, mid, &parse_opts),
+        };
+        finish(
+            &mut rec,
+            tenant,
+            members.iter().map(|&n| &copies[n].meta),
+            &parse_opts,
+        );
+        records.push(rec);
+    }
+    for &n in &anonymous {
+        let Some(mut rec) = raw.remove(&n) else {
+            // Neither a Message-ID nor a readable raw message: nothing stable to key it by.
+            continue;
+        };
+        let tenant = clients[copies[n].client].tenant_name();
+        finish(
+            &mut rec,
+            tenant,
+            std::iter::once(&copies[n].meta),
+            &parse_opts,
+        );
+        records.push(rec);
+    }
+
+    // 6. Store, then move the cursors of the mailboxes that were listed.
+    progress(snapshot(
+        SyncPhase::Storing,
+        &report,
+        fetched,
+        to_fetch,
+        done,
+    ));
+    for chunk in records.chunks(STORE_BATCH) {
+        for outcome in store.upsert_trace(chunk)? {
+            match outcome {
+                UpsertOutcome::Inserted(_) => report.inserted += 1,
+                UpsertOutcome::Merged(_) => report.merged += 1,
+                UpsertOutcome::Unchanged(_) => report.unchanged += 1,
+            }
+        }
+        progress(snapshot(
+            SyncPhase::Storing,
+            &report,
+            fetched,
+            to_fetch,
+            done,
+        ));
+    }
+    let now = Utc::now().timestamp();
+    for (i, mb, top) in newest {
+        if let Some(top) = top
+            && store.advance_sync_cursor(clients[i].tenant_name(), &mb, top, now)?
+        {
+            report.cursors_advanced += 1;
+        }
+    }
+    report.elapsed = started.elapsed();
+    progress(snapshot(SyncPhase::Done, &report, fetched, to_fetch, done));
+    Ok(report)
+}
+
+/// Tenant, one envelope recipient per mailbox holding a copy, the earliest received time the
+/// provider reports, and the disposition headers the provider returned.
+fn finish<'m>(
+    rec: &mut TraceRecord,
+    tenant: &str,
+    metas: impl Iterator<Item = &'m MessageMeta>,
+    opts: &IngestOptions,
+) {
+    rec.tenant = tenant.to_string();
+    let mut earliest: Option<i64> = None;
+    for m in metas {
+        rec.add_recipient(&m.mailbox, RecipientKind::Envelope);
+        if let Some(d) = m.date {
+            earliest = Some(earliest.map_or(d.timestamp(), |e| e.min(d.timestamp())));
+        }
+        if let Some((d, source)) = disposition_from_headers(
+            m.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            opts,
+        ) && rec
+            .disposition
+            .is_none_or(|old| d.severity() < old.severity())
+        {
+            rec.disposition = Some(d);
+            rec.disposition_source = Some(source);
+        }
+    }
+    if let Some(e) = earliest {
+        rec.received = e;
+    }
+}
+
+/// A record from the provider's metadata alone (no URLs or attachment hashes), for a new
+/// message whose raw MIME could not be had.
+fn record_from_meta(m: &MessageMeta, mid: &str, opts: &IngestOptions) -> TraceRecord {
+    let mut rec = TraceRecord {
+        message_id: mid.to_string(),
+        sender: m.from.trim().to_ascii_lowercase(),
+        subject: m.subject.chars().take(2_000).collect(),
+        received: m.date.map_or(opts.now, |d| d.timestamp()),
+        ..TraceRecord::default()
+    };
+    for a in &m.to {
+        rec.add_recipient(a, RecipientKind::To);
+    }
+    for a in &m.cc {
+        rec.add_recipient(a, RecipientKind::Cc);
+    }
+    rec.in_reply_to = m
+        .in_reply_to
+        .iter()
+        .flat_map(|v| v.split_whitespace())
+        .filter_map(normalize_message_id)
+        .collect();
+    rec.references = m
+        .references
+        .iter()
+        .filter_map(|r| normalize_message_id(r))
+        .collect();
+    rec
+}
+
+/// Parses a `--since` value: a relative age (`30m`, `24h`, `7d`, `2w`) or a date
+/// (`2026-03-01`, RFC 3339). `now` anchors relative ages.
+pub fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let t = text.trim();
+    let bad =
+        || format!("--since {text:?}: expected an age like 24h, 7d, 2w or a date like 2026-03-01");
+    if let Some(unit) = t.chars().last()
+        && unit.is_ascii_alphabetic()
+        && let Ok(n) = t[..t.len() - 1].parse::<i64>()
+    {
+        if n < 0 {
+            return Err(bad());
+        }
+        let secs = match unit {
+            'm' => 60,
+            'h' => 3_600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            _ => return Err(bad()),
+        };
+        let d = n
+            .checked_mul(secs)
+            .and_then(chrono::Duration::try_seconds)
+            .ok_or_else(bad)?;
+        return now.checked_sub_signed(d).ok_or_else(bad);
+    }
+    if let Ok(d) = DateTime::parse_from_rfc3339(t) {
+        return Ok(d.with_timezone(&Utc));
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
+        && let Some(dt) = d.and_hms_opt(0, 0, 0)
+    {
+        return Ok(dt.and_utc());
+    }
+    Err(bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn since_ages_and_dates() {
+        let now = Utc.with_ymd_and_hms(2026, 3, 10, 12, 0, 0).unwrap();
+        assert_eq!(
+            parse_since("7d", now).unwrap(),
+            Utc.with_ymd_and_hms(2026, 3, 3, 12, 0, 0).unwrap()
+        );
+        assert_eq!(
+            parse_since("24h", now).unwrap(),
+            Utc.with_ymd_and_hms(2026, 3, 9, 12, 0, 0).unwrap()
+        );
+        assert_eq!(
+            parse_since("2026-03-01", now).unwrap(),
+            Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap()
+        );
+        for bad in ["", "7", "7y", "-1d", "yesterday", "99999999999999999d"] {
+            let e = parse_since(bad, now).unwrap_err();
+            assert!(e.contains("--since"), "{bad}: {e}");
+        }
+    }
+}

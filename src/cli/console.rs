@@ -25,8 +25,6 @@ pub struct ConsoleArgs {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    #[command(flatten)]
-    pub console: ConsoleArgs,
     /// Demo scenario seed.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
@@ -135,7 +133,7 @@ pub fn console(args: ConsoleArgs, config_path: Option<&Path>, data_dir: Option<&
 }
 
 /// `clawback demo`.
-pub fn demo(args: DemoArgs, data_dir: Option<&Path>) -> u8 {
+pub fn demo(args: DemoArgs, console: ConsoleArgs, data_dir: Option<&Path>) -> u8 {
     let temp;
     let dir: PathBuf = match data_dir {
         Some(d) => d.to_path_buf(),
@@ -198,7 +196,7 @@ pub fn demo(args: DemoArgs, data_dir: Option<&Path>) -> u8 {
             );
             return exit::OK;
         }
-        let code = run_console(&config, store, tui_options(&args.console)).await;
+        let code = run_console(&config, store, tui_options(&console)).await;
         server.stop().await;
         code
     })

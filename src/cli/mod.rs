@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod console;
 mod doctor;
 mod init;
 mod lab;
@@ -34,12 +35,16 @@ pub struct Cli {
     /// Data directory for the store and logs.
     #[arg(long, global = true, env = "CLAWBACK_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub console: console::ConsoleArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The console on the built-in lab tenant: lab in-process, trace synced, nothing to configure.
+    Demo(console::DemoArgs),
     /// The local Microsoft Graph + Gmail + OAuth emulator.
     Lab(lab::LabArgs),
     /// Check each tenant: token, permissions, Retract per domain; exit 3 if anything is missing.
@@ -112,10 +117,8 @@ pub fn main() -> ExitCode {
         Some(Command::Audit(args)) => {
             report::audit(args, cli.config.as_deref(), cli.data_dir.as_deref())
         }
-        None => {
-            eprintln!("clawback: no command given; try `clawback --help` or `clawback lab serve`");
-            exit::USAGE
-        }
+        Some(Command::Demo(args)) => console::demo(args, cli.console, cli.data_dir.as_deref()),
+        None => console::console(cli.console, cli.config.as_deref(), cli.data_dir.as_deref()),
     };
     ExitCode::from(code)
 }

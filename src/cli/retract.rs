@@ -30,6 +30,9 @@ pub struct RequestArgs {
     /// Conversation depth: 0 = the message, n = n levels of replies and forwards.
     #[arg(long, default_value_t = 0)]
     pub depth: u8,
+    /// Only messages in these tenants (repeatable or comma-separated; default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub tenant: Vec<String>,
     /// Only these recipients at depth 0 (repeatable or comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -46,6 +49,7 @@ impl RequestArgs {
         RetractRequest {
             message_ids: self.message_id.clone(),
             query: self.query.clone(),
+            tenants: self.tenant.clone(),
             only: self.only.clone(),
             exclude: self.exclude.clone(),
             depth: self.depth,

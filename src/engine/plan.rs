@@ -21,6 +21,9 @@ pub struct RetractRequest {
     /// The search query the messages came from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
+    /// Only messages delivered in these tenants; empty = every configured tenant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tenants: Vec<String>,
     /// Only these recipients (addresses); empty = every recipient.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub only: Vec<String>,
@@ -275,6 +278,7 @@ mod tests {
         let request = RetractRequest {
             message_ids: vec!["<p@x>".into()],
             query: None,
+            tenants: vec![],
             only: vec![],
             exclude: vec!["ceo@contoso.com".into()],
             depth: 1,

@@ -70,6 +70,12 @@ impl Engine {
                 .map_err(|e| EngineError::Invalid(format!("query {q:?}: {}", e)))?;
             seeds.extend(store.search(&query, QUERY_SEED_LIMIT, 0)?);
         }
+        for t in &request.tenants {
+            self.client(t)?;
+        }
+        let in_scope =
+            |r: &TraceRecord| request.tenants.is_empty() || request.tenants.contains(&r.tenant);
+        seeds.retain(in_scope);
         let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
         let mut out = Vec::new();
         let mut frontier: Vec<String> = Vec::new();
@@ -88,7 +94,7 @@ impl Engine {
             }
             let mut next = Vec::new();
             for r in store.replies_to(&frontier)? {
-                if seen.insert((r.tenant.clone(), r.message_id.clone())) {
+                if in_scope(&r) && seen.insert((r.tenant.clone(), r.message_id.clone())) {
                     next.push(r.message_id.clone());
                     out.push(PlannedMessage { record: r, depth });
                 }

@@ -178,6 +178,7 @@ fn handle(state: &State, command: Command) {
             let request = view::RetractRequest {
                 message_ids: vec![message.message_id],
                 query: None,
+                tenants: vec![message.tenant],
                 only: Vec::new(),
                 exclude: excluded,
                 depth,
@@ -278,14 +279,19 @@ fn handle(state: &State, command: Command) {
             });
         }
         Command::LoadMetrics { window } => state.send(metrics(&engine, window)),
-        Command::LoadJobs => state.send(match engine.store().jobs(200) {
-            Ok(rows) => EngineEvent::JobsLoaded(
-                rows.iter()
-                    .filter_map(|r| job_view(&engine, r).ok())
-                    .collect(),
-            ),
-            Err(e) => failed(e),
-        }),
+        Command::LoadJobs => {
+            // Bind first: a guard in a `match` scrutinee lives through the arms, and
+            // `job_view` locks the store again.
+            let jobs = engine.store().jobs(200);
+            state.send(match jobs {
+                Ok(rows) => EngineEvent::JobsLoaded(
+                    rows.iter()
+                        .filter_map(|r| job_view(&engine, r).ok())
+                        .collect(),
+                ),
+                Err(e) => failed(e),
+            });
+        }
         Command::LoadJobOutcomes { job } => {
             let Some(id) = parse_job(&job) else {
                 state.send(failed(format!("no job {job}")));
@@ -329,9 +335,9 @@ fn handle(state: &State, command: Command) {
 fn break_seq(b: &crate::engine::audit::AuditBreak) -> u64 {
     use crate::engine::audit::AuditBreak;
     match b {
-        AuditBreak::Edited { seq } | AuditBreak::Sequence { seq, .. } | AuditBreak::Link { seq } => {
-            *seq
-        }
+        AuditBreak::Edited { seq }
+        | AuditBreak::Sequence { seq, .. }
+        | AuditBreak::Link { seq } => *seq,
         AuditBreak::Truncated { last, .. } => last + 1,
     }
 }
@@ -426,7 +432,8 @@ async fn load_recipients(engine: &Engine, generation: u64, message: MessageRef) 
     };
     // Last outcome per mailbox: the newest settled item; a restore item marks it restored.
     let mut last: BTreeMap<String, ItemOutcome> = BTreeMap::new();
-    if let Ok(items) = engine.store().last_outcomes(&record.message_id) {
+    let last_items = engine.store().last_outcomes(&record.message_id);
+    if let Ok(items) = last_items {
         let restore_jobs: std::collections::BTreeSet<i64> = items
             .iter()
             .filter(|it| it.source_item.is_some())
@@ -445,7 +452,11 @@ async fn load_recipients(engine: &Engine, generation: u64, message: MessageRef) 
             rows.push(row);
         }
     };
-    let addresses: Vec<String> = record.delivered_to().into_iter().map(String::from).collect();
+    let addresses: Vec<String> = record
+        .delivered_to()
+        .into_iter()
+        .map(String::from)
+        .collect();
     for address in addresses {
         let Some(client) = &client else {
             push(
@@ -466,7 +477,11 @@ async fn load_recipients(engine: &Engine, generation: u64, message: MessageRef) 
         let mailboxes: Vec<(String, RecipientKind, DomainStatus)> =
             match client.resolve(&address).await {
                 Ok(Resolved::Mailbox { .. }) => {
-                    vec![(address.clone(), RecipientKind::Mailbox, DomainStatus::Granted)]
+                    vec![(
+                        address.clone(),
+                        RecipientKind::Mailbox,
+                        DomainStatus::Granted,
+                    )]
                 }
                 Ok(Resolved::Group {
                     member_mailboxes, ..
@@ -653,7 +668,10 @@ fn progress_sink(events: UnboundedSender<EngineEvent>) -> impl Fn(JobEvent) + Se
             JobEvent::Reconciled { job, .. } | JobEvent::CanaryPassed { job, .. } => *job,
         };
         let now = Instant::now();
-        if t.last.is_some_and(|l| now.duration_since(l).as_millis() < 100) && t.done < t.total {
+        if t.last
+            .is_some_and(|l| now.duration_since(l).as_millis() < 100)
+            && t.done < t.total
+        {
             return;
         }
         t.last = Some(now);
@@ -836,7 +854,10 @@ fn audit_list(engine: &Engine, text: &str) -> EngineEvent {
                 if let Some(d) = &e.record.plan_digest {
                     detail.push_str(&format!(
                         " plan {}",
-                        d.trim_start_matches("sha256:").chars().take(12).collect::<String>()
+                        d.trim_start_matches("sha256:")
+                            .chars()
+                            .take(12)
+                            .collect::<String>()
                     ));
                 }
                 AuditEntryView {

@@ -773,7 +773,8 @@ impl App {
         });
         vec![Command::BuildPlan(RetractRequest {
             message_ids: vec![message.message.message_id],
-            query: Some(self.search.query.clone()),
+            query: None,
+            tenants: vec![message.message.tenant],
             only: Vec::new(),
             exclude: excluded,
             depth: self.recipients.depth,

@@ -44,7 +44,8 @@ fn lower(v: &[String]) -> BTreeSet<String> {
 }
 
 impl Engine {
-    /// The messages a request covers: its seeds, then `depth` levels of replies and forwards.
+    /// The messages a request covers: its seeds, then `depth` levels of replies and forwards
+    /// (level n + 1 = messages whose parent is in level n).
     pub fn expand_conversation(
         &self,
         request: &RetractRequest,
@@ -93,8 +94,19 @@ impl Engine {
                 break;
             }
             let mut next = Vec::new();
+            let level: BTreeSet<&String> = frontier.iter().collect();
             for r in store.replies_to(&frontier)? {
-                if in_scope(&r) && seen.insert((r.tenant.clone(), r.message_id.clone())) {
+                // One hop: the message's parent (In-Reply-To, else the last of References) is
+                // in the previous level. References alone name every ancestor, which would
+                // put a whole thread at depth 1. A parent unknown to the trace falls back to
+                // any reference.
+                let parent = r.in_reply_to.first().or(r.references.last());
+                let hop = match parent {
+                    Some(p) if level.contains(p) => true,
+                    Some(p) if store.trace_by_message_id(p)?.is_empty() => true,
+                    _ => false,
+                };
+                if hop && in_scope(&r) && seen.insert((r.tenant.clone(), r.message_id.clone())) {
                     next.push(r.message_id.clone());
                     out.push(PlannedMessage { record: r, depth });
                 }
@@ -132,9 +144,15 @@ impl Engine {
                 }
                 continue;
             }
-            let mut addrs: Vec<String> = r.delivered_to().into_iter().map(String::from).collect();
-            // The sender's own copy (Sent Items) only when the operator names the sender.
-            if only.contains(&r.sender) && !addrs.contains(&r.sender) {
+            // The sender's own copy (Sent Items) only when the operator names the sender: a
+            // provider-synced trace lists the sender's mailbox among those holding a copy.
+            let mut addrs: Vec<String> = r
+                .delivered_to()
+                .into_iter()
+                .filter(|a| *a != r.sender)
+                .map(String::from)
+                .collect();
+            if only.contains(&r.sender) {
                 addrs.push(r.sender.clone());
             }
             for a in addrs {
@@ -357,7 +375,10 @@ impl Engine {
             };
             slot.messages += 1;
             for a in m.record.delivered_to() {
-                if exclude.contains(a) || (m.depth == 0 && !only.is_empty() && !only.contains(a)) {
+                if (a == m.record.sender && !only.contains(a))
+                    || exclude.contains(a)
+                    || (m.depth == 0 && !only.is_empty() && !only.contains(a))
+                {
                     continue;
                 }
                 slot.copies += 1;

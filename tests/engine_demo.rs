@@ -1,0 +1,326 @@
+//! The engine against the lab's demo scenario (issue 5): retract the campaign at depth 0, 1 and 2
+//! and check through the lab's own state that exactly the copies the *scenario* says (not our
+//! plan) moved, once each; then restore after each action puts every copy back where it was.
+
+#![allow(clippy::unwrap_used)]
+
+use clawback::config::Config;
+use clawback::engine::Engine;
+use clawback::engine::execute::{JobEvent, RunOptions};
+use clawback::engine::plan::RetractRequest;
+use clawback::lab::demo::{self, CAMPAIGN_MESSAGE_ID};
+use clawback::lab::scenario::Scenario;
+use clawback::lab::{LabOptions, LabServer};
+use clawback::model::{Folder, RetractAction, TenantKind, Trigger};
+use clawback::provider::ProviderClient;
+use clawback::store::Store;
+use clawback::trace::sync::{SyncOptions, sync};
+use std::collections::{BTreeMap, BTreeSet};
+
+const SEED: u64 = 7;
+
+/// (tenant, mailbox, Message-ID)
+type CopyKey = (String, String, String);
+
+struct World {
+    scenario: Scenario,
+    server: LabServer,
+    engine: Engine,
+    _dir: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let scenario = demo::build(SEED);
+    let server = LabServer::start(
+        &scenario,
+        LabOptions::default(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config: Config = server.write_config(&dir.path().join("lab.toml")).unwrap();
+    let mut store = Store::open_in_dir(&dir.path().join("data")).unwrap();
+    let clients: Vec<ProviderClient> = config
+        .tenants
+        .iter()
+        .map(|t| ProviderClient::new(&config, t).unwrap())
+        .collect();
+    let mut options = SyncOptions::from_config(Some(&config));
+    options.since = chrono::Utc::now() - chrono::Duration::days(30);
+    sync(&mut store, &clients, &options, |_| {}).await.unwrap();
+    let engine = Engine::new(config, store).unwrap();
+    World {
+        scenario,
+        server,
+        engine,
+        _dir: dir,
+    }
+}
+
+/// The messages of the campaign's conversation up to `depth`, from the scenario's own headers.
+fn conversation(scenario: &Scenario, depth: u8) -> BTreeSet<String> {
+    let mut reached: BTreeSet<String> = BTreeSet::from([CAMPAIGN_MESSAGE_ID.to_string()]);
+    let mut frontier = reached.clone();
+    for _ in 0..depth {
+        let mut next = BTreeSet::new();
+        for t in &scenario.tenants {
+            for m in &t.messages {
+                // The parent: In-Reply-To, else the last of References (DESIGN §2 depth,
+                // one hop per level).
+                let parent = m.in_reply_to.as_ref().or(m.references.last());
+                let names_frontier = parent.is_some_and(|p| frontier.contains(p));
+                if names_frontier && !reached.contains(&m.message_id) {
+                    next.insert(m.message_id.clone());
+                }
+            }
+        }
+        reached.extend(next.iter().cloned());
+        frontier = next;
+    }
+    reached
+}
+
+/// What a retraction of the campaign at `depth` must act on, from the scenario alone: every
+/// copy of those messages in a granted domain's mailbox, except the sender's own copy and
+/// copies already gone (Junk, Trash, Recoverable Items) or in Sent Items / Drafts.
+fn expected(scenario: &Scenario, depth: u8) -> BTreeSet<CopyKey> {
+    let messages = conversation(scenario, depth);
+    let mut out = BTreeSet::new();
+    for t in &scenario.tenants {
+        let granted: BTreeSet<String> = t
+            .domains
+            .iter()
+            .filter(|d| d.granted)
+            .map(|d| d.name.to_ascii_lowercase())
+            .collect();
+        let has_mailbox: BTreeSet<String> = t
+            .users
+            .iter()
+            .filter(|u| u.mailbox)
+            .map(|u| u.address.to_ascii_lowercase())
+            .collect();
+        for m in &t.messages {
+            if !messages.contains(&m.message_id) {
+                continue;
+            }
+            for c in &m.copies {
+                let mailbox = c.mailbox.to_ascii_lowercase();
+                let domain = mailbox.rsplit('@').next().unwrap_or_default().to_string();
+                if mailbox == m.from.to_ascii_lowercase()
+                    || !granted.contains(&domain)
+                    || !has_mailbox.contains(&mailbox)
+                    || c.folder.is_gone()
+                    || matches!(c.folder, Folder::SentItems | Folder::Drafts)
+                {
+                    continue;
+                }
+                out.insert((t.name.clone(), mailbox, m.message_id.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Every copy's folder in the lab now.
+fn lab_folders(server: &LabServer) -> BTreeMap<CopyKey, Vec<Folder>> {
+    let state = server.lab.state();
+    let mut out: BTreeMap<CopyKey, Vec<Folder>> = BTreeMap::new();
+    for t in &state.tenants {
+        for (addr, mb) in &t.mailboxes {
+            for c in mb.copies.values() {
+                out.entry((
+                    t.name.clone(),
+                    addr.clone(),
+                    c.content.internet_message_id.clone(),
+                ))
+                .or_default()
+                .push(c.folder.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Mutating calls recorded by the lab per copy since `from` (index into the action log).
+fn lab_actions_since(server: &LabServer, from: usize) -> BTreeMap<CopyKey, usize> {
+    let state = server.lab.state();
+    let mut out = BTreeMap::new();
+    for a in state.actions.iter().skip(from) {
+        *out.entry((
+            a.tenant.clone(),
+            a.mailbox.to_ascii_lowercase(),
+            a.internet_message_id.clone(),
+        ))
+        .or_insert(0) += 1;
+    }
+    out
+}
+
+fn action_log_len(server: &LabServer) -> usize {
+    server.lab.state().actions.len()
+}
+
+fn request(depth: u8, action: RetractAction) -> RetractRequest {
+    RetractRequest {
+        message_ids: vec![CAMPAIGN_MESSAGE_ID.to_string()],
+        query: None,
+        tenants: vec![],
+        only: vec![],
+        exclude: vec![],
+        depth,
+        action,
+        trigger: Trigger::Manual,
+        reason: "engine_demo test".into(),
+    }
+}
+
+fn ignore(_: JobEvent) {}
+
+/// Plans, applies and returns the job id.
+async fn retract(w: &World, depth: u8, action: RetractAction) -> i64 {
+    let plan = w.engine.build_plan(request(depth, action)).await.unwrap();
+    let job = w.engine.create_job(&plan, false).unwrap();
+    let report = w
+        .engine
+        .run_job(job, &RunOptions::default(), &ignore)
+        .await
+        .unwrap();
+    assert_eq!(report.counts.remaining(), 0, "{report:?}");
+    job
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_at_depth_0_1_2_moves_exactly_the_scenarios_copies_once() {
+    let w = world().await;
+    let mut previous = BTreeSet::new();
+    for depth in 0..=2u8 {
+        let want = expected(&w.scenario, depth);
+        let messages = conversation(&w.scenario, depth);
+        eprintln!(
+            "depth {depth}: {} messages, {} copies to act on",
+            messages.len(),
+            want.len()
+        );
+        assert!(
+            depth == 0 || messages.len() > conversation(&w.scenario, depth - 1).len(),
+            "depth {depth} adds messages in the demo scenario"
+        );
+        assert!(want.len() >= previous.len());
+        previous = want.clone();
+        let before = lab_folders(&w.server);
+        let log = action_log_len(&w.server);
+
+        let job = retract(&w, depth, RetractAction::Junk).await;
+
+        let acted = lab_actions_since(&w.server, log);
+        let acted_keys: BTreeSet<CopyKey> = acted.keys().cloned().collect();
+        assert_eq!(
+            acted_keys,
+            want,
+            "depth {depth}: acted on {} copies, scenario says {}; extra {:?}, missing {:?}",
+            acted_keys.len(),
+            want.len(),
+            acted_keys.difference(&want).take(5).collect::<Vec<_>>(),
+            want.difference(&acted_keys).take(5).collect::<Vec<_>>()
+        );
+        assert!(
+            acted.values().all(|n| *n == 1),
+            "depth {depth}: a copy was acted on twice: {:?}",
+            acted.iter().filter(|(_, n)| **n != 1).collect::<Vec<_>>()
+        );
+        let after = lab_folders(&w.server);
+        for key in &want {
+            assert!(
+                after[key].contains(&Folder::Junk),
+                "depth {depth}: {key:?} is in {:?}",
+                after[key]
+            );
+        }
+        for (key, folders) in &before {
+            if !want.contains(key) {
+                assert_eq!(&after[key], folders, "depth {depth}: {key:?} was touched");
+            }
+        }
+
+        // Undo before the next depth, so each depth starts from the scenario's state.
+        let log = action_log_len(&w.server);
+        let report = w.engine.restore(job, &[], &ignore).await.unwrap();
+        assert_eq!(report.counts.failed, 0, "{report:?}");
+        assert_eq!(lab_folders(&w.server), before, "depth {depth}: restore");
+        let restored = lab_actions_since(&w.server, log);
+        assert_eq!(restored.keys().cloned().collect::<BTreeSet<_>>(), want);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_after_each_action_returns_every_copy_to_its_folder() {
+    let w = world().await;
+    let want = expected(&w.scenario, 0);
+    let kinds: BTreeMap<String, TenantKind> = w
+        .scenario
+        .tenants
+        .iter()
+        .map(|t| (t.name.clone(), t.kind))
+        .collect();
+    for action in [
+        RetractAction::Junk,
+        RetractAction::Trash,
+        RetractAction::SoftDelete,
+    ] {
+        let before = lab_folders(&w.server);
+        let job = retract(&w, 0, action).await;
+        let during = lab_folders(&w.server);
+        for key in &want {
+            let target = match (action, kinds[&key.0]) {
+                (RetractAction::Junk, _) => Folder::Junk,
+                (RetractAction::Trash, _) => Folder::Trash,
+                (RetractAction::SoftDelete, TenantKind::Microsoft365) => {
+                    Folder::RecoverableDeletions
+                }
+                (RetractAction::SoftDelete, TenantKind::GoogleWorkspace) => Folder::Trash,
+                _ => unreachable!(),
+            };
+            assert!(
+                during[key].contains(&target),
+                "{action}: {key:?} is in {:?}, expected {target:?}",
+                during[key]
+            );
+        }
+        let report = w.engine.restore(job, &[], &ignore).await.unwrap();
+        assert_eq!(report.counts.failed, 0, "{action}: {report:?}");
+        assert_eq!(lab_folders(&w.server), before, "{action}: restore");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hard_delete_is_refused_on_hold_and_purges_the_rest() {
+    let w = world().await;
+    let want = expected(&w.scenario, 0);
+    let log = action_log_len(&w.server);
+    let job = retract(&w, 0, RetractAction::HardDelete).await;
+    let after = lab_folders(&w.server);
+    let items = w.engine.store().job_items(job, None).unwrap();
+    let hold = demo::DEMO_HOLD_MAILBOX;
+    for key in &want {
+        let item = items
+            .iter()
+            .find(|i| i.mailbox == key.1 && i.message_id == key.2)
+            .unwrap();
+        if key.1 == hold {
+            assert_eq!(
+                item.reason,
+                Some(clawback::model::FailureReason::OnHold),
+                "{item:?}"
+            );
+            assert!(!after[key].contains(&Folder::Purged));
+        } else {
+            assert!(
+                after[key].contains(&Folder::Purged),
+                "{key:?}: {:?}",
+                after[key]
+            );
+        }
+    }
+    assert!(lab_actions_since(&w.server, log).len() >= want.len() - 1);
+}

@@ -636,7 +636,10 @@ impl App {
         }]
     }
 
-    /// Addresses ticked and unticked in the checklist.
+    /// Addresses ticked, and addresses the operator unticked, in the checklist. A row the
+    /// engine did not suggest (its copy is already gone, a DL, external, not granted) and that
+    /// stays unticked is neither: it must not keep that mailbox out at deeper conversation
+    /// depths (a user who deleted the phish may still hold a forward of it).
     pub fn selection(&self) -> (Vec<String>, Vec<String>) {
         let mut included = Vec::new();
         let mut excluded = Vec::new();
@@ -644,7 +647,7 @@ impl App {
             for (row, on) in rows.iter().zip(&self.recipients.included) {
                 if *on {
                     included.push(row.address.clone());
-                } else {
+                } else if row.included {
                     excluded.push(row.address.clone());
                 }
             }

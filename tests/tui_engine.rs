@@ -1,0 +1,301 @@
+//! Layer 2 + 3: the headless console driven by key presses against the real engine task, which
+//! talks to the lab's demo scenario over HTTP. Search → select → untick two recipients →
+//! depth 1 → Junk → confirm; the lab's own state shows exactly the expected copies moved; then
+//! undo puts them back.
+
+#![allow(clippy::unwrap_used)]
+
+mod tui_support;
+
+use clawback::engine::view::{ItemOutcome, JobState};
+use clawback::engine::{Command, Engine, EngineHandle, service};
+use clawback::lab::demo::{self, CAMPAIGN_MESSAGE_ID, CONTOSO};
+use clawback::lab::scenario::Scenario;
+use clawback::lab::{LabOptions, LabServer};
+use clawback::model::{Folder, RetractAction};
+use clawback::provider::ProviderClient;
+use clawback::store::Store;
+use clawback::trace::sync::{SyncOptions, sync};
+use clawback::tui::action::Action;
+use clawback::tui::app::{App, Loadable};
+use clawback::tui::{TuiOptions, prepare};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+use tui_support::{press, type_text};
+
+/// (mailbox, Message-ID) → folders of its copies in contoso.
+type Folders = BTreeMap<(String, String), Vec<Folder>>;
+
+fn contoso_folders(server: &LabServer) -> Folders {
+    let state = server.lab.state();
+    let mut out: Folders = BTreeMap::new();
+    for t in state.tenants.iter().filter(|t| t.name == CONTOSO) {
+        for (addr, mb) in &t.mailboxes {
+            for c in mb.copies.values() {
+                out.entry((addr.clone(), c.content.internet_message_id.clone()))
+                    .or_default()
+                    .push(c.folder.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The copies a depth-1 Junk retraction of the campaign in contoso must move, from the scenario:
+/// the campaign and its direct replies/forwards, in granted mailboxes, not the sender's own copy,
+/// not already gone, not in Sent Items, and not in the mailboxes the operator unticked.
+fn expected(scenario: &Scenario, unticked: &BTreeSet<String>) -> BTreeSet<(String, String)> {
+    let t = scenario.tenants.iter().find(|t| t.name == CONTOSO).unwrap();
+    let granted: BTreeSet<String> = t
+        .domains
+        .iter()
+        .filter(|d| d.granted)
+        .map(|d| d.name.clone())
+        .collect();
+    let mailboxes: BTreeSet<String> = t
+        .users
+        .iter()
+        .filter(|u| u.mailbox)
+        .map(|u| u.address.to_ascii_lowercase())
+        .collect();
+    let mut out = BTreeSet::new();
+    for m in &t.messages {
+        let parent = m.in_reply_to.as_ref().or(m.references.last());
+        let depth1 =
+            m.message_id == CAMPAIGN_MESSAGE_ID || parent.is_some_and(|p| p == CAMPAIGN_MESSAGE_ID);
+        if !depth1 {
+            continue;
+        }
+        for c in &m.copies {
+            let mb = c.mailbox.to_ascii_lowercase();
+            let domain = mb.rsplit('@').next().unwrap_or_default();
+            if mb != m.from.to_ascii_lowercase()
+                && granted.contains(domain)
+                && mailboxes.contains(&mb)
+                && !unticked.contains(&mb)
+                && !c.folder.is_gone()
+                && !matches!(c.folder, Folder::SentItems | Folder::Drafts)
+            {
+                out.insert((mb, m.message_id.clone()));
+            }
+        }
+    }
+    out
+}
+
+struct Console {
+    app: App,
+    engine: EngineHandle,
+}
+
+impl Console {
+    fn send(&self, commands: Vec<Command>) {
+        for c in commands {
+            self.engine.commands.send(c).unwrap();
+        }
+    }
+
+    fn keys(&mut self, keys: &[&str]) {
+        for k in keys {
+            let commands = self.app.handle_key(press(k));
+            self.send(commands);
+        }
+    }
+
+    fn type_text(&mut self, text: &str) {
+        let commands = type_text(&mut self.app, text);
+        self.send(commands);
+    }
+
+    /// Feeds engine events and ticks into the app until `done` holds (or fails after 60 s).
+    async fn until(&mut self, what: &str, done: impl Fn(&App) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done(&self.app) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            match tokio::time::timeout(Duration::from_millis(50), self.engine.events.recv()).await {
+                Ok(Some(event)) => {
+                    let commands = self.app.on_engine(event);
+                    self.send(commands);
+                }
+                Ok(None) => panic!("the engine stopped while waiting for {what}"),
+                Err(_) => {
+                    let commands = self.app.update(Action::Tick);
+                    self.send(commands);
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_select_untick_depth_junk_confirm_then_undo() {
+    let scenario = demo::build(7);
+    let server = LabServer::start(
+        &scenario,
+        LabOptions::default(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = server.write_config(&dir.path().join("lab.toml")).unwrap();
+    let mut store = Store::open_in_dir(&dir.path().join("data")).unwrap();
+    let clients: Vec<ProviderClient> = config
+        .tenants
+        .iter()
+        .map(|t| ProviderClient::new(&config, t).unwrap())
+        .collect();
+    let mut options = SyncOptions::from_config(Some(&config));
+    options.since = chrono::Utc::now() - chrono::Duration::days(30);
+    sync(&mut store, &clients, &options, |_| {}).await.unwrap();
+    let engine = std::sync::Arc::new(Engine::new(config.clone(), store).unwrap());
+    let (app, _theme) = prepare(&config, &TuiOptions::default()).unwrap();
+    let mut console = Console {
+        app,
+        engine: service::spawn(engine),
+    };
+    let startup = console.app.startup();
+    console.send(startup);
+    console
+        .until("the first results", |a| a.search.results.ready().is_some())
+        .await;
+
+    // Search for the campaign in contoso and open it.
+    console.keys(&["/"]);
+    console.type_text(&format!("msgid:{CAMPAIGN_MESSAGE_ID} tenant:contoso"));
+    console.keys(&["enter"]);
+    console
+        .until("the campaign row", |a| {
+            a.search.results.ready().is_some_and(|r| {
+                r.rows.len() == 1 && r.rows[0].message.message_id == CAMPAIGN_MESSAGE_ID
+            })
+        })
+        .await;
+    console.keys(&["enter"]);
+    console
+        .until("the recipients", |a| {
+            matches!(a.recipients.rows, Loadable::Ready(_))
+        })
+        .await;
+
+    // Untick the first two suggested recipients.
+    let rows = console.app.recipients.rows.ready().unwrap().clone();
+    let suggested: Vec<usize> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.included)
+        .map(|(i, _)| i)
+        .take(2)
+        .collect();
+    assert_eq!(suggested.len(), 2, "the campaign has included recipients");
+    let mut unticked = BTreeSet::new();
+    let mut at = console.app.recipients.selected;
+    for i in suggested {
+        while at < i {
+            console.keys(&["j"]);
+            at += 1;
+        }
+        console.keys(&["space"]);
+        unticked.insert(rows[i].address.clone());
+    }
+    assert_eq!(
+        console
+            .app
+            .selection()
+            .1
+            .into_iter()
+            .collect::<BTreeSet<_>>(),
+        unticked
+    );
+
+    // Depth 1, Junk (the default action), plan, confirm.
+    console.keys(&["+"]);
+    assert_eq!(console.app.recipients.depth, 1);
+    assert_eq!(console.app.recipients.action, RetractAction::Junk);
+    console
+        .until("the depth preview", |a| {
+            a.recipients
+                .depth_preview
+                .ready()
+                .is_some_and(|d| d.len() == 2)
+        })
+        .await;
+    let before = contoso_folders(&server);
+    let log_start = server.lab.state().actions.len();
+    console.keys(&["p"]);
+    console
+        .until("the plan", |a| {
+            a.plan.as_ref().is_some_and(|p| p.summary.ready().is_some())
+        })
+        .await;
+    let want = expected(&scenario, &unticked);
+    let copies = console
+        .app
+        .plan
+        .as_ref()
+        .and_then(|p| p.summary.ready())
+        .map(|s| s.copies_total)
+        .unwrap();
+    assert_eq!(copies as usize, want.len(), "the plan preview counts");
+    console.keys(&["enter"]);
+    console
+        .until("the job to finish", |a| {
+            a.jobs.list.ready().is_some_and(|jobs| {
+                jobs.iter()
+                    .any(|j| j.state == JobState::Finished && j.succeeded > 0)
+            })
+        })
+        .await;
+
+    // The lab moved exactly the expected copies, once each, to Junk.
+    let moved: Vec<(String, String)> = server
+        .lab
+        .state()
+        .actions
+        .iter()
+        .skip(log_start)
+        .map(|a| {
+            (
+                a.mailbox.to_ascii_lowercase(),
+                a.internet_message_id.clone(),
+            )
+        })
+        .collect();
+    let moved_set: BTreeSet<_> = moved.iter().cloned().collect();
+    assert_eq!(moved.len(), moved_set.len(), "a copy was acted on twice");
+    assert_eq!(moved_set, want);
+    let after = contoso_folders(&server);
+    for key in &want {
+        assert!(
+            after[key].contains(&Folder::Junk),
+            "{key:?}: {:?}",
+            after[key]
+        );
+    }
+    for mailbox in &unticked {
+        for (key, folders) in &before {
+            if &key.0 == mailbox {
+                assert_eq!(&after[key], folders, "unticked {mailbox} was touched");
+            }
+        }
+    }
+    let outcomes = console.app.jobs.outcomes.clone().unwrap().1;
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o.outcome, ItemOutcome::Succeeded { .. }))
+            .count(),
+        want.len()
+    );
+
+    // Undo from the jobs pane: everything is back where it was.
+    console.keys(&["u"]);
+    console
+        .until("the restore to finish", |a| {
+            a.jobs.list.ready().is_some_and(|jobs| {
+                jobs.len() == 2 && jobs.iter().all(|j| j.state == JobState::Finished)
+            })
+        })
+        .await;
+    assert_eq!(contoso_folders(&server), before);
+}

@@ -257,10 +257,15 @@ impl GraphClient {
                 .is_none()
         });
         if unknown {
-            let mut answers = Vec::new();
-            for r in Self::folder_requests(mailbox) {
-                answers.push(call(self, r).await?);
-            }
+            // Concurrently (the pacer bounds per-mailbox concurrency), answers in request order.
+            let answers = futures_util::future::join_all(
+                Self::folder_requests(mailbox)
+                    .into_iter()
+                    .map(|r| call(self, r)),
+            )
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
             self.learn_folders(mailbox, &answers);
         }
         Ok(values

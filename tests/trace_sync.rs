@@ -1,0 +1,538 @@
+//! `trace sync` against the lab's demo scenario started in-process on 127.0.0.1:0: the real
+//! Graph and Gmail clients over real HTTP, the expectation derived from the lab's own state and
+//! `/_lab/` control API (never from the sync report), then the library search and the real
+//! `clawback search --json` / `clawback trace sync` binaries over the same store.
+
+#![allow(clippy::unwrap_used)]
+
+use clawback::config::Config;
+use clawback::lab::demo::{self, *};
+use clawback::lab::{LabOptions, LabServer};
+use clawback::model::{Disposition, FailureReason, Folder};
+use clawback::provider::ProviderClient;
+use clawback::store::Store;
+use clawback::trace::ingest::{IngestOptions, ingest_paths};
+use clawback::trace::query;
+use clawback::trace::sync::{SyncOptions, SyncReport, sync};
+use clawback::trace::{RecipientKind, TraceRecord};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Output;
+
+struct World {
+    server: LabServer,
+    config: Config,
+    config_path: PathBuf,
+    data_dir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn start() -> World {
+        let server = LabServer::start(
+            &demo::build(7),
+            LabOptions::default(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("lab.toml");
+        let config = server.write_config(&config_path).unwrap();
+        let data_dir = dir.path().join("data");
+        World {
+            server,
+            config,
+            config_path,
+            data_dir,
+            _dir: dir,
+        }
+    }
+
+    fn clients(&self) -> Vec<ProviderClient> {
+        self.config
+            .tenants
+            .iter()
+            .map(|t| ProviderClient::new(&self.config, t).unwrap())
+            .collect()
+    }
+
+    fn store(&self) -> Store {
+        Store::open_in_dir(&self.data_dir).unwrap()
+    }
+
+    async fn sync(&self, tenants: &[&str]) -> SyncReport {
+        let mut store = self.store();
+        let options = SyncOptions {
+            tenants: tenants.iter().map(|t| t.to_string()).collect(),
+            ..SyncOptions::from_config(Some(&self.config))
+        };
+        let mut calls = 0;
+        let report = sync(&mut store, &self.clients(), &options, |_| calls += 1)
+            .await
+            .unwrap();
+        assert!(calls >= 2, "progress is reported");
+        report
+    }
+
+    /// Every (tenant, Message-ID, mailbox) the provider APIs can show: copies in mailboxes the
+    /// app is granted, outside Recoverable Items / purged (which only an admin search sees).
+    fn visible_copies(&self, tenant: Option<&str>) -> BTreeSet<(String, String, String)> {
+        let state = self.server.lab.state();
+        let mut out = BTreeSet::new();
+        for t in &state.tenants {
+            if tenant.is_some_and(|n| n != t.name) {
+                continue;
+            }
+            for (addr, mb) in &t.mailboxes {
+                if !t.mailbox_granted(addr) {
+                    continue;
+                }
+                for c in mb.copies.values() {
+                    if matches!(c.folder, Folder::RecoverableDeletions | Folder::Purged) {
+                        continue;
+                    }
+                    out.insert((
+                        t.name.clone(),
+                        c.content.internet_message_id.clone(),
+                        addr.clone(),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// `/_lab/` over HTTP.
+    async fn lab_get(&self, path: &str) -> Value {
+        let r = reqwest::get(format!("{}{path}", self.server.base_url()))
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        r.json().await.unwrap()
+    }
+
+    async fn stats(&self) -> BTreeMap<String, u64> {
+        let v = self.lab_get("/_lab/stats").await;
+        serde_json::from_value(v["requests"].clone()).unwrap()
+    }
+
+    /// The real binary against this world's config and data directory.
+    async fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_clawback"));
+        cmd.arg("--config")
+            .arg(&self.config_path)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(args)
+            .env_remove("CLAWBACK_DATA_DIR")
+            .env_remove("CLAWBACK_CONFIG");
+        // The lab keeps serving on the runtime's other threads while the binary runs.
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap()
+    }
+}
+
+/// (tenant, Message-ID, envelope mailbox) of every trace record.
+fn indexed_copies(store: &Store) -> BTreeSet<(String, String, String)> {
+    let mut out = BTreeSet::new();
+    for r in all_records(store) {
+        for rc in &r.recipients {
+            if rc.kind == RecipientKind::Envelope {
+                out.insert((r.tenant.clone(), r.message_id.clone(), rc.address.clone()));
+            }
+        }
+    }
+    out
+}
+
+fn all_records(store: &Store) -> Vec<TraceRecord> {
+    store
+        .search(&query::parse("").unwrap(), 1_000_000, 0)
+        .unwrap()
+}
+
+fn search(store: &Store, q: &str) -> Vec<TraceRecord> {
+    store.search(&query::parse(q).unwrap(), 10_000, 0).unwrap()
+}
+
+fn campaign_tenants(records: &[TraceRecord]) -> BTreeSet<String> {
+    records
+        .iter()
+        .filter(|r| r.message_id == CAMPAIGN_MESSAGE_ID)
+        .map(|r| r.tenant.clone())
+        .collect()
+}
+
+fn count_route(stats: &BTreeMap<String, u64>, pred: impl Fn(&str) -> bool) -> u64 {
+    stats.iter().filter(|(k, _)| pred(k)).map(|(_, v)| *v).sum()
+}
+
+fn is_graph_raw(route: &str) -> bool {
+    route.starts_with("GET /v1.0/") && route.ends_with("/$value")
+}
+
+fn is_gmail_get(route: &str) -> bool {
+    route.starts_with("GET /gmail/v1/users/") && route.contains("/messages/{")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_indexes_every_delivered_copy_and_search_finds_the_campaign() {
+    let w = World::start().await;
+    let before = w.stats().await;
+    let report = w.sync(&[]).await;
+
+    // Every copy the providers can show is in the trace, and nothing else is.
+    let expected = w.visible_copies(None);
+    let store = w.store();
+    let got = indexed_copies(&store);
+    let missing: Vec<_> = expected.difference(&got).take(5).collect();
+    let extra: Vec<_> = got.difference(&expected).take(5).collect();
+    assert!(missing.is_empty(), "not indexed: {missing:?}");
+    assert!(extra.is_empty(), "indexed but not in the lab: {extra:?}");
+    // One record per (tenant, Message-ID).
+    let distinct: BTreeSet<(String, String)> = expected
+        .iter()
+        .map(|(t, m, _)| (t.clone(), m.clone()))
+        .collect();
+    assert_eq!(store.trace_count().unwrap(), distinct.len() as u64);
+
+    // The mailboxes the app may not read failed with their reason; they did not stop the sync.
+    let (ungranted, no_mailbox) = {
+        let state = w.server.lab.state();
+        let mut ungranted = BTreeSet::new();
+        let mut no_mailbox = BTreeSet::new();
+        for t in &state.tenants {
+            for addr in t.mailboxes.keys() {
+                if !t.mailbox_granted(addr) {
+                    ungranted.insert((t.name.clone(), addr.clone()));
+                }
+            }
+            for u in t.users.values() {
+                if !u.has_mailbox && t.mailbox_granted(&u.address) {
+                    no_mailbox.insert((t.name.clone(), u.address.clone()));
+                }
+            }
+        }
+        (ungranted, no_mailbox)
+    };
+    assert!(!ungranted.is_empty());
+    let failed: BTreeSet<(String, String)> = report
+        .failed
+        .iter()
+        .map(|f| (f.tenant.clone(), f.mailbox.clone().unwrap()))
+        .collect();
+    assert_eq!(failed, ungranted);
+    assert!(
+        report
+            .failed
+            .iter()
+            .all(|f| f.failure.reason == FailureReason::NotAuthorized),
+        "{:?}",
+        report.failed
+    );
+    let skipped: BTreeSet<(String, String)> = report
+        .skipped
+        .iter()
+        .map(|f| (f.tenant.clone(), f.mailbox.clone().unwrap()))
+        .collect();
+    assert!(skipped.is_subset(&no_mailbox), "{skipped:?}");
+
+    // The raw MIME was fetched once per distinct message, not once per copy (lab counters).
+    let after = w.stats().await;
+    let delta = |pred: fn(&str) -> bool| count_route(&after, pred) - count_route(&before, pred);
+    let distinct_in = |tenant: &str| distinct.iter().filter(|(t, _)| t == tenant).count() as u64;
+    let copies_in = |tenant: &str| expected.iter().filter(|(t, _, _)| t == tenant).count() as u64;
+    assert_eq!(delta(is_graph_raw), distinct_in(CONTOSO));
+    // Gmail: one metadata GET per copy listed, plus one format=raw GET per distinct message.
+    assert_eq!(
+        delta(is_gmail_get),
+        copies_in(FABRIKAM) + distinct_in(FABRIKAM)
+    );
+
+    // The campaign's copies as /_lab/ reports them are the record's delivered-to, per tenant.
+    let v = w
+        .lab_get(&format!(
+            "/_lab/messages?message_id={}",
+            clawback::provider::http::enc(CAMPAIGN_MESSAGE_ID)
+        ))
+        .await;
+    assert_eq!(v["count"], CAMPAIGN_RECIPIENTS);
+    let mut lab_copies: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for c in v["copies"].as_array().unwrap() {
+        let folder = c["folder"].as_str().unwrap_or("other");
+        if c["granted"] == json!(true) && !matches!(folder, "recoverable_deletions" | "purged") {
+            lab_copies
+                .entry(c["tenant"].as_str().unwrap().to_string())
+                .or_default()
+                .insert(c["mailbox"].as_str().unwrap().to_string());
+        }
+    }
+    let records = store.trace_by_message_id(CAMPAIGN_MESSAGE_ID).unwrap();
+    assert_eq!(records.len(), 2, "one record per tenant");
+    for r in &records {
+        let delivered: BTreeSet<String> =
+            r.delivered_to().into_iter().map(str::to_string).collect();
+        assert_eq!(Some(&delivered), lab_copies.get(&r.tenant), "{}", r.tenant);
+        assert_eq!(r.sender, CAMPAIGN_SENDER);
+        assert_eq!(r.subject, CAMPAIGN_SUBJECT);
+        assert!(r.urls.iter().any(|u| u == CAMPAIGN_URL), "{:?}", r.urls);
+        assert_eq!(r.disposition, None, "the campaign got past the filters");
+    }
+
+    // Search finds the campaign in both tenants by msgid:, from:, url: and sha256:.
+    let both: BTreeSet<String> = [CONTOSO, FABRIKAM].map(String::from).into();
+    for q in [
+        format!("msgid:{CAMPAIGN_MESSAGE_ID}"),
+        format!("from:{CAMPAIGN_SENDER}"),
+        format!("url:\"{CAMPAIGN_URL}\""),
+    ] {
+        assert_eq!(campaign_tenants(&search(&store, &q)), both, "{q}");
+    }
+    let attachment_sha = {
+        let state = w.server.lab.state();
+        let t = &state.tenants[state.tenant_index(CONTOSO).unwrap()];
+        let content = t
+            .mailboxes
+            .values()
+            .flat_map(|m| m.copies.values())
+            .find(|c| c.content.internet_message_id == CAMPAIGN_MESSAGE_ID)
+            .map(|c| c.content.clone())
+            .unwrap();
+        let a = content
+            .attachments
+            .iter()
+            .find(|a| a.name == CAMPAIGN_ATTACHMENT)
+            .unwrap();
+        hex::encode(Sha256::digest(&a.bytes))
+    };
+    assert_eq!(
+        campaign_tenants(&search(&store, &format!("sha256:{attachment_sha}"))),
+        both
+    );
+
+    // disposition: the header-marked lure is malicious straight from sync; the campaign is
+    // undispositioned until a verdict says otherwise, then found by disposition:malicious.
+    let malicious = search(&store, "disposition:malicious");
+    assert!(
+        malicious
+            .iter()
+            .any(|r| r.message_id == MALICIOUS_MESSAGE_ID),
+        "header disposition from sync"
+    );
+    assert!(campaign_tenants(&malicious).is_empty());
+    assert_eq!(
+        campaign_tenants(&search(
+            &store,
+            &format!("disposition:none msgid:{CAMPAIGN_MESSAGE_ID}")
+        )),
+        both
+    );
+    let feed = w.data_dir.join("verdicts.jsonl");
+    std::fs::write(
+        &feed,
+        format!(
+            "{}\n",
+            json!({"message_id": CAMPAIGN_MESSAGE_ID, "disposition": "malicious", "source": "intel"})
+        ),
+    )
+    .unwrap();
+    drop(store);
+    let mut store = w.store();
+    ingest_paths(
+        &mut store,
+        &[feed],
+        &IngestOptions::from_config(Some(&w.config)),
+        &mut |_| {},
+    )
+    .unwrap();
+    let malicious = search(&store, "disposition:malicious");
+    assert_eq!(campaign_tenants(&malicious), both);
+    assert!(
+        malicious
+            .iter()
+            .filter(|r| r.message_id == CAMPAIGN_MESSAGE_ID)
+            .all(|r| r.disposition == Some(Disposition::Malicious))
+    );
+    drop(store);
+
+    // The real binary over the same store: `clawback search --json`.
+    for q in [
+        format!("msgid:{CAMPAIGN_MESSAGE_ID}"),
+        format!("from:{CAMPAIGN_SENDER}"),
+        format!("url:\"{CAMPAIGN_URL}\""),
+        format!("disposition:malicious from:{CAMPAIGN_SENDER}"),
+    ] {
+        let out = w.run(&["search", "--json", "--limit", "1000", &q]).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{q}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let tenants: BTreeSet<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["message_id"] == CAMPAIGN_MESSAGE_ID)
+            .map(|r| r["tenant"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(tenants, both, "{q}");
+        let contoso = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["message_id"] == CAMPAIGN_MESSAGE_ID && r["tenant"] == CONTOSO)
+            .unwrap();
+        assert_eq!(
+            contoso["delivered_to"].as_array().unwrap().len(),
+            lab_copies[CONTOSO].len()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn second_sync_adds_nothing_and_new_mail_is_picked_up_from_the_cursor() {
+    let w = World::start().await;
+    let first = w.sync(&[]).await;
+    assert!(first.inserted > 0);
+    let snapshot = all_records(&w.store());
+    let before = w.stats().await;
+
+    // Nothing new: nothing changes in the store and no raw message is fetched again.
+    let second = w.sync(&[]).await;
+    assert_eq!((second.inserted, second.merged), (0, 0), "{second:?}");
+    assert_eq!(all_records(&w.store()), snapshot);
+    let after = w.stats().await;
+    assert_eq!(
+        count_route(&after, is_graph_raw),
+        count_route(&before, is_graph_raw)
+    );
+    // Gmail lists only from each mailbox's cursor: at most the newest message(s) of each synced
+    // mailbox are fetched again (metadata), far fewer than the copies of the first sync.
+    let gmail_again = count_route(&after, is_gmail_get) - count_route(&before, is_gmail_get);
+    let fabrikam_copies = w.visible_copies(Some(FABRIKAM)).len() as u64;
+    assert!(
+        gmail_again <= FABRIKAM_MAILBOXES as u64 && gmail_again < fabrikam_copies / 2,
+        "{gmail_again} Gmail message GETs on a sync with nothing new ({fabrikam_copies} copies)"
+    );
+
+    // New mail in both tenants arrives after the cursors: only it is indexed.
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (contoso_box, fabrikam_box) = {
+        let state = w.server.lab.state();
+        let pick = |name: &str| {
+            let t = &state.tenants[state.tenant_index(name).unwrap()];
+            t.mailboxes
+                .keys()
+                .find(|a| t.mailbox_granted(a))
+                .unwrap()
+                .clone()
+        };
+        (pick(CONTOSO), pick(FABRIKAM))
+    };
+    for (tenant, mailbox, mid) in [
+        (CONTOSO, &contoso_box, "<late-1@evil.example>"),
+        (FABRIKAM, &fabrikam_box, "<late-2@evil.example>"),
+    ] {
+        let r = reqwest::Client::new()
+            .post(format!("{}/_lab/deliver", w.server.base_url()))
+            .json(&json!({"tenant": tenant, "message": {
+                "message_id": mid,
+                "from": "late@evil.example",
+                "to": [mailbox],
+                "subject": "Late arrival",
+                "date": now,
+                "body": "Click https://late.evil.example/x now",
+                "copy": [{"mailbox": mailbox}]
+            }}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+    }
+    let third = w.sync(&[]).await;
+    assert_eq!(third.inserted, 2, "{third:?}");
+    let store = w.store();
+    assert_eq!(store.trace_count().unwrap(), snapshot.len() as u64 + 2);
+    let late = search(&store, "url:\"https://late.evil.example/x\"");
+    let got: BTreeSet<(String, Vec<&str>)> = late
+        .iter()
+        .map(|r| (r.tenant.clone(), r.delivered_to()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (CONTOSO.to_string(), vec![contoso_box.as_str()]),
+            (FABRIKAM.to_string(), vec![fabrikam_box.as_str()]),
+        ]
+        .into()
+    );
+    assert_eq!(indexed_copies(&store), w.visible_copies(None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cli_sync_restricted_by_tenant_touches_only_that_tenant() {
+    let w = World::start().await;
+    let before = w.stats().await;
+    let out = w
+        .run(&["trace", "sync", "--tenant", FABRIKAM, "--since", "30d"])
+        .await;
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    // fabrikam has mailboxes in a domain outside the delegation: partial, exit 3.
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("sync: mailboxes"),
+        "progress line: {stderr}"
+    );
+    assert!(stderr.contains(FABRIKAM_UNGRANTED_DOMAIN), "{stderr}");
+    assert!(stdout.starts_with("synced "), "{stdout}");
+
+    // Only fabrikam is in the trace, and contoso's Graph face saw no request at all.
+    let store = w.store();
+    let tenants: BTreeSet<String> = all_records(&store).into_iter().map(|r| r.tenant).collect();
+    assert_eq!(tenants, [FABRIKAM.to_string()].into());
+    assert_eq!(indexed_copies(&store), w.visible_copies(Some(FABRIKAM)));
+    let after = w.stats().await;
+    let graph = |s: &BTreeMap<String, u64>| count_route(s, |k| k.contains(" /v1.0/"));
+    assert_eq!(graph(&after), graph(&before), "no Graph request");
+    drop(store);
+
+    // A second run adds nothing.
+    let out = w.run(&["trace", "sync", "--tenant", FABRIKAM]).await;
+    assert_eq!(out.status.code(), Some(3));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.contains("indexed 0 new, 0 merged"), "{stdout}");
+
+    // Bad arguments exit 2 naming what is wrong.
+    let out = w.run(&["trace", "sync", "--tenant", "nosuch"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        stderr.contains("\"nosuch\"") && stderr.contains(CONTOSO),
+        "{stderr}"
+    );
+    let out = w.run(&["trace", "sync", "--since", "fortnight"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--since \"fortnight\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn library_sync_refuses_an_unknown_tenant() {
+    let w = World::start().await;
+    let mut store = w.store();
+    let options = SyncOptions {
+        tenants: vec!["nosuch".into()],
+        ..SyncOptions::default()
+    };
+    let e = sync(&mut store, &w.clients(), &options, |_| {})
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("nosuch"), "{e}");
+    assert_eq!(store.trace_count().unwrap(), 0);
+}

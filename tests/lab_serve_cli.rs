@@ -1,0 +1,164 @@
+//! The real `clawback lab serve` binary: it announces where it listens, writes a working config
+//! (secrets mode 0600) and a second `clawback --config …` process talks to it. Readiness time is
+//! measured and printed, never asserted.
+
+#![allow(clippy::unwrap_used)] // test code: unwrap is the assertion
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_clawback");
+
+/// Kills the lab when the test ends, even on a failed assertion.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `lab serve` and returns it with its base URL once it says it listens.
+fn serve(args: &[&str]) -> (Running, String, Duration, Vec<String>) {
+    let started = Instant::now();
+    let mut child = Command::new(BIN)
+        .args(["lab", "serve"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let running = Running(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    loop {
+        // A generous bound so a broken lab fails the test instead of hanging it.
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("lab serve printed no listening line ({e}); saw {lines:?}"));
+        lines.push(line.clone());
+        if let Some(rest) = line.strip_prefix("lab listening on ") {
+            let url = rest.split_whitespace().next().unwrap().to_string();
+            return (running, url, started.elapsed(), lines);
+        }
+    }
+}
+
+#[test]
+fn lab_serve_writes_a_working_config_and_serves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lab.toml");
+    let (_lab, url, ready, lines) = serve(&[
+        "--addr",
+        "127.0.0.1:0",
+        "--scenario",
+        "demo",
+        "--write-config",
+        config.to_str().unwrap(),
+    ]);
+    println!(
+        "lab serve --scenario demo --write-config: ready after {} ms (spawn to listening line)",
+        ready.as_millis()
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == &format!("wrote config {}", config.display())),
+        "{lines:?}"
+    );
+    // Port 0 was replaced by a real port.
+    let port: u16 = url
+        .strip_prefix("http://127.0.0.1:")
+        .unwrap_or_else(|| panic!("{url} is not a loopback URL"))
+        .parse()
+        .unwrap();
+    assert_ne!(port, 0);
+
+    // The config and every secret file beside it are private.
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains(&url), "the config points at {url}:\n{text}");
+    let mut secrets = Vec::new();
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let path = e.unwrap().path();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} has mode {mode:o}", path.display());
+        if path != config {
+            secrets.push(path);
+        }
+    }
+    assert!(
+        secrets
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".contoso.secret")),
+        "{secrets:?}"
+    );
+    let sa = secrets
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with(".service-account.json"))
+        .unwrap_or_else(|| panic!("no service-account key file in {secrets:?}"));
+    let sa: Value = serde_json::from_str(&std::fs::read_to_string(sa).unwrap()).unwrap();
+    assert_eq!(sa["type"], "service_account");
+    assert!(sa["private_key"].as_str().unwrap().contains("PRIVATE KEY"));
+
+    // A second clawback process uses the config: tokens for both tenants from the lab.
+    let doctor = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "doctor"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&doctor.stdout);
+    let err = String::from_utf8_lossy(&doctor.stderr);
+    assert_eq!(
+        out.matches("Token:       obtained").count(),
+        2,
+        "doctor stdout:\n{out}\nstderr:\n{err}"
+    );
+    assert!(
+        out.contains("Tenant contoso") && out.contains("Tenant fabrikam"),
+        "{out}"
+    );
+    // The demo has a domain without a grant: doctor says so and exits 3 (partial).
+    assert_eq!(doctor.status.code(), Some(3), "{out}\n{err}");
+
+    // The lab saw those token requests: the side effect, from the lab's own counters.
+    let stats: Value = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        reqwest::get(format!("{url}/_lab/stats"))
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}/_lab/stats: {e}"))
+            .json()
+            .await
+            .unwrap()
+    });
+    let requests = stats["requests"].as_object().unwrap();
+    let served = |route: &str| requests.get(route).and_then(Value::as_u64).unwrap_or(0);
+    assert!(
+        served("POST /{tenant}/oauth2/v2.0/token") >= 1,
+        "{requests:?}"
+    );
+    assert!(served("POST /token") >= 1, "{requests:?}");
+}
+
+#[test]
+fn lab_serve_refuses_a_non_loopback_address() {
+    let out = Command::new(BIN)
+        .args(["lab", "serve", "--addr", "0.0.0.0:0", "--scenario", "demo"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("loopback only"), "{err}");
+    assert!(err.contains("0.0.0.0:0"), "{err}");
+}

@@ -938,3 +938,11 @@ fn checker_catches_unknown_fields_wrong_types_and_enums() {
     );
     assert_eq!(c.problems.len(), 6, "{:#?}", c.problems);
 }
+
+#[test]
+#[should_panic(
+    expected = "needs the shared reference files beside the crate (../shared/reference)"
+)]
+fn a_missing_reference_file_fails_with_a_clear_message() {
+    read_reference("no-such-spec.openapi.yaml");
+}

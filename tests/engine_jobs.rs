@@ -1,0 +1,264 @@
+//! Job control against the lab's demo scenario: canary runs, cancel and resume, retry of the
+//! items that failed with one reason, partial restore. Side effects are read from the lab.
+
+#![allow(clippy::unwrap_used)]
+
+use clawback::engine::Engine;
+use clawback::engine::execute::{JobEvent, RunOptions};
+use clawback::engine::plan::RetractRequest;
+use clawback::lab::demo::{self, CAMPAIGN_MESSAGE_ID, CONTOSO};
+use clawback::lab::{LabOptions, LabServer};
+use clawback::model::{FailureReason, Folder, RetractAction, Trigger};
+use clawback::provider::ProviderClient;
+use clawback::store::Store;
+use clawback::store::jobs::{ItemState, JobState};
+use clawback::trace::sync::{SyncOptions, sync};
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+struct World {
+    server: LabServer,
+    engine: Engine,
+    _dir: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let server = LabServer::start(
+        &demo::build(7),
+        LabOptions::default(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = server.write_config(&dir.path().join("lab.toml")).unwrap();
+    let mut store = Store::open_in_dir(&dir.path().join("data")).unwrap();
+    let clients: Vec<ProviderClient> = config
+        .tenants
+        .iter()
+        .map(|t| ProviderClient::new(&config, t).unwrap())
+        .collect();
+    let mut options = SyncOptions::from_config(Some(&config));
+    options.since = chrono::Utc::now() - chrono::Duration::days(30);
+    options.tenants = vec![CONTOSO.to_string()];
+    sync(&mut store, &clients, &options, |_| {}).await.unwrap();
+    World {
+        engine: Engine::new(config, store).unwrap(),
+        server,
+        _dir: dir,
+    }
+}
+
+fn request(action: RetractAction) -> RetractRequest {
+    RetractRequest {
+        message_ids: vec![CAMPAIGN_MESSAGE_ID.into()],
+        query: None,
+        tenants: vec![CONTOSO.into()],
+        only: vec![],
+        exclude: vec![],
+        depth: 0,
+        action,
+        trigger: Trigger::Manual,
+        reason: "engine_jobs".into(),
+    }
+}
+
+/// Engine-made actions per mailbox on the campaign (user actions excluded).
+fn engine_actions(server: &LabServer) -> BTreeMap<String, usize> {
+    let state = server.lab.state();
+    let mut out = BTreeMap::new();
+    for a in &state.actions {
+        if a.internet_message_id == CAMPAIGN_MESSAGE_ID && !a.action.starts_with("user") {
+            *out.entry(a.mailbox.to_ascii_lowercase()).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+fn folder_of(server: &LabServer, mailbox: &str) -> Vec<Folder> {
+    server
+        .lab
+        .state()
+        .copies_of(CAMPAIGN_MESSAGE_ID)
+        .into_iter()
+        .filter(|(_, mb, _)| mb.eq_ignore_ascii_case(mailbox))
+        .map(|(_, _, c)| c.folder.clone())
+        .collect()
+}
+
+async fn user_moves(server: &LabServer, mailbox: &str, folder: &str) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/_lab/user-action", server.base_url()))
+        .json(&serde_json::json!({
+            "tenant": CONTOSO, "mailbox": mailbox,
+            "message_id": CAMPAIGN_MESSAGE_ID, "folder": folder,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_acts_on_n_mailboxes_verifies_then_fans_out() {
+    let w = world().await;
+    let plan = w
+        .engine
+        .build_plan(request(RetractAction::Junk))
+        .await
+        .unwrap();
+    let job = w.engine.create_job(&plan, false).unwrap();
+    let events = Mutex::new(Vec::new());
+    let sink = |e: JobEvent| events.lock().unwrap().push(e);
+    let report = w
+        .engine
+        .run_job(
+            job,
+            &RunOptions {
+                canary: 5,
+                cancel: None,
+            },
+            &sink,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.state, JobState::Finished, "{report:?}");
+    let events = events.into_inner().unwrap();
+    // The canary is verified after exactly 5 mailboxes succeeded, before any other item.
+    let canary_at = events
+        .iter()
+        .position(|e| matches!(e, JobEvent::CanaryPassed { mailboxes: 5, .. }))
+        .expect("canary passed");
+    let before = events[..canary_at]
+        .iter()
+        .filter(|e| matches!(e, JobEvent::ItemSucceeded { .. }))
+        .count();
+    assert_eq!(before, 5);
+    let acted = engine_actions(&w.server);
+    assert_eq!(acted.len(), plan.items.len());
+    assert!(acted.values().all(|n| *n == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_leaves_items_pending_and_resume_finishes_them() {
+    let w = world().await;
+    let plan = w
+        .engine
+        .build_plan(request(RetractAction::Trash))
+        .await
+        .unwrap();
+    let job = w.engine.create_job(&plan, false).unwrap();
+    let cancel = Arc::new(AtomicBool::new(true));
+    let report = w
+        .engine
+        .run_job(
+            job,
+            &RunOptions {
+                canary: 0,
+                cancel: Some(cancel),
+            },
+            &|_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.state, JobState::Cancelled);
+    assert_eq!(report.counts.pending as usize, plan.items.len());
+    assert!(engine_actions(&w.server).is_empty(), "nothing was sent");
+    assert_eq!(w.engine.unfinished_jobs().unwrap().len(), 0);
+
+    let report = w
+        .engine
+        .run_job(job, &RunOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.state, JobState::Finished);
+    assert_eq!(report.counts.succeeded as usize, plan.items.len());
+    assert!(engine_actions(&w.server).values().all(|n| *n == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_by_reason_acts_only_on_those_failures_and_partial_restore() {
+    let w = world().await;
+    let plan = w
+        .engine
+        .build_plan(request(RetractAction::Junk))
+        .await
+        .unwrap();
+    // Between plan and apply, three users delete the message themselves.
+    let gone: Vec<String> = plan
+        .items
+        .iter()
+        .take(3)
+        .map(|i| i.mailbox.clone())
+        .collect();
+    for mb in &gone {
+        user_moves(&w.server, mb, "trash").await;
+    }
+    let job = w.engine.create_job(&plan, false).unwrap();
+    let report = w
+        .engine
+        .run_job(job, &RunOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        report.failed_by_reason,
+        BTreeMap::from([(FailureReason::AlreadyGone, 3)])
+    );
+    for mb in &gone {
+        assert_eq!(folder_of(&w.server, mb), vec![Folder::Trash]);
+        assert!(!engine_actions(&w.server).contains_key(mb));
+    }
+
+    // They take it back out of Trash; retrying the already_gone failures acts on exactly them.
+    for mb in &gone {
+        user_moves(&w.server, mb, "inbox").await;
+    }
+    let before = engine_actions(&w.server);
+    let retry = w
+        .engine
+        .retry_failed(job, FailureReason::AlreadyGone)
+        .unwrap();
+    let report = w
+        .engine
+        .run_job(retry, &RunOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.counts.succeeded, 3, "{report:?}");
+    let after = engine_actions(&w.server);
+    for (mb, n) in &after {
+        let was = before.get(mb).copied().unwrap_or(0);
+        if gone.contains(mb) {
+            assert_eq!((was, *n), (0, 1), "{mb}");
+        } else {
+            assert_eq!(was, *n, "{mb} was acted on again");
+        }
+    }
+    assert!(
+        w.engine
+            .retry_failed(job, FailureReason::Throttled)
+            .is_err(),
+        "no throttled failures to retry"
+    );
+
+    // Restore only one address of the first job.
+    let one = plan.items[5].mailbox.clone();
+    let report = w
+        .engine
+        .restore(job, &[one.clone()], &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.counts.succeeded, 1);
+    assert_eq!(
+        folder_of(&w.server, &one),
+        vec![plan.items[5].folder.clone()]
+    );
+    let other = &plan.items[6].mailbox;
+    assert_eq!(folder_of(&w.server, other), vec![Folder::Junk]);
+    let items = w
+        .engine
+        .store()
+        .job_items(job, Some(ItemState::Succeeded))
+        .unwrap();
+    assert_eq!(items.len(), plan.items.len() - 3);
+}

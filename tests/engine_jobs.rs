@@ -245,7 +245,7 @@ async fn retry_by_reason_acts_only_on_those_failures_and_partial_restore() {
     let one = plan.items[5].mailbox.clone();
     let report = w
         .engine
-        .restore(job, &[one.clone()], &|_| {})
+        .restore(job, std::slice::from_ref(&one), &|_| {})
         .await
         .unwrap();
     assert_eq!(report.counts.succeeded, 1);

@@ -85,11 +85,14 @@ async fn run_console(config: &Config, store: Store, options: TuiOptions) -> u8 {
         }
     };
     let unfinished = engine.unfinished_jobs().unwrap_or_default();
+    let mut options = options;
     if !unfinished.is_empty() {
-        eprintln!(
-            "clawback: {} job(s) were interrupted; resume with `clawback jobs resume`",
-            unfinished.len()
-        );
+        let ids: Vec<String> = unfinished.iter().map(|j| j.id.to_string()).collect();
+        options.notice = Some(format!(
+            "{} interrupted job(s) ({}): resume with `clawback jobs resume`",
+            unfinished.len(),
+            ids.join(", ")
+        ));
     }
     let handle = service::spawn(engine);
     match crate::tui::run(config, handle, options).await {

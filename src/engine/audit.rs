@@ -132,8 +132,31 @@ pub fn verify(entries: &[AuditEntry], head: Option<(u64, &str)>) -> Result<(), A
 /// The OS user running this process.
 pub fn os_user() -> String {
     std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
         .or_else(|_| std::env::var("USERNAME"))
-        .unwrap_or_else(|_| "unknown".into())
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(user_from_uid)
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The account name of this process's real uid, from `/proc/self/status` and `/etc/passwd`
+/// (cron, systemd and `su -c` often run without `$USER`).
+fn user_from_uid() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == uid)
+        .map(|f| f[0].to_string())
+        .or(Some(format!("uid:{uid}")))
 }
 
 #[cfg(test)]

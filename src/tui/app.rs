@@ -372,6 +372,11 @@ impl App {
         }
     }
 
+    /// Shows a message in the status line (e.g. interrupted jobs found at start).
+    pub fn notice(&mut self, text: impl Into<String>) {
+        self.set_status(text, false);
+    }
+
     fn set_status(&mut self, text: impl Into<String>, is_error: bool) {
         self.status = Some(StatusLine {
             text: text.into(),

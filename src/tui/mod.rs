@@ -30,6 +30,8 @@ pub struct TuiOptions {
     pub config_dir: Option<PathBuf>,
     /// Force colours off (as `NO_COLOR` does); `None`: follow `NO_COLOR`.
     pub no_color: Option<bool>,
+    /// A message for the status line at start (e.g. interrupted jobs to resume).
+    pub notice: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,9 @@ pub fn prepare(
     }
     let mut app = app::App::new(keymap, config.operator.role);
     app.mouse = options.mouse.unwrap_or(config.ui.mouse);
+    if let Some(text) = &options.notice {
+        app.notice(text.clone());
+    }
     Ok((app, theme))
 }
 

@@ -256,7 +256,9 @@ pub fn normalize_message_id(raw: &str) -> Option<String> {
         || inner
             .chars()
             .any(|c| c.is_whitespace() || c == '<' || c == '>')
-        || !inner.contains('@')
+        || !inner
+            .rsplit_once('@')
+            .is_some_and(|(left, right)| !left.is_empty() && !right.is_empty())
     {
         return None;
     }
@@ -313,6 +315,9 @@ mod tests {
         assert_eq!(normalize_message_id("<a b@c>"), None);
         assert_eq!(normalize_message_id("<>"), None);
         assert_eq!(normalize_message_id("nodomain"), None);
+        // RFC 5322 msg-id: both id-left and id-right are required.
+        assert_eq!(normalize_message_id("<@evil.example>"), None);
+        assert_eq!(normalize_message_id("<phish@>"), None);
     }
 
     #[test]

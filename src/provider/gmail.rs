@@ -653,13 +653,16 @@ impl GmailClient {
     }
 
     async fn send_batch(&self, requests: &[SubRequest]) -> Vec<Result<SubResponse, Failure>> {
-        let mut tokens = Vec::with_capacity(requests.len());
-        for r in requests {
-            match self.auth.token(&r.mailbox, GMAIL_SCOPE).await {
-                Ok(t) => tokens.push(Ok(t)),
-                Err(f) => tokens.push(Err(token_failure(&f))),
-            }
-        }
+        // One token per impersonated user: fetch them concurrently (the cache locks per user, so
+        // a user's token is fetched once even when many parts name that user).
+        let tokens: Vec<Result<_, SubResponse>> =
+            futures_util::future::join_all(requests.iter().map(|r| async {
+                self.auth
+                    .token(&r.mailbox, GMAIL_SCOPE)
+                    .await
+                    .map_err(|f| token_failure(&f))
+            }))
+            .await;
         if requests.len() == 1 {
             return vec![match &tokens[0] {
                 Ok(t) => {
@@ -806,6 +809,17 @@ impl Backend for GmailClient {
     async fn is_internal(&self, mailbox: &str) -> Result<bool, Failure> {
         let managed = self.managed();
         Ok(address_domain(mailbox).is_some_and(|d| managed.contains(&d)))
+    }
+
+    async fn prepare(&self, requests: &[SubRequest]) {
+        // Tokens are fetched before the batch takes its service slots, so slow token requests
+        // never hold the tenant's capacity idle.
+        futures_util::future::join_all(
+            requests
+                .iter()
+                .map(|r| self.auth.token(&r.mailbox, GMAIL_SCOPE)),
+        )
+        .await;
     }
 
     async fn send(&self, requests: &[SubRequest]) -> Vec<Result<SubResponse, Failure>> {

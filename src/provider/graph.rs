@@ -823,6 +823,13 @@ impl Backend for GraphClient {
         20
     }
 
+    fn service_slots(&self, n: usize) -> usize {
+        // "Microsoft Graph sends the Outlook service up to four individual requests from the
+        // batch at a time" (PROVIDER-APIS.md A.5): a batch of 20 keeps four in service, so
+        // counting it as 20 would leave most of the tenant's budget idle.
+        n.min(4)
+    }
+
     async fn is_internal(&self, mailbox: &str) -> Result<bool, Failure> {
         let domains = self.managed_domains().await?;
         Ok(address_domain(mailbox).is_some_and(|d| domains.contains(&d)))

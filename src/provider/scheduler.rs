@@ -60,6 +60,16 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         requests: &[SubRequest],
     ) -> impl Future<Output = Vec<Result<SubResponse, Failure>>> + Send;
+    /// Work that needs no service slot, done before the pacer is entered (Gmail: fetch the
+    /// impersonated users' tokens). Failures surface again in `send`.
+    fn prepare(&self, _requests: &[SubRequest]) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+    /// How many sub-requests of a batch of `n` the service works on at the same time, i.e.
+    /// how many of the tenant's in-flight slots the batch holds while it runs.
+    fn service_slots(&self, n: usize) -> usize {
+        n
+    }
     /// Forgets the token used for this mailbox (after a 401).
     fn invalidate(&self, mailbox: &str) -> impl Future<Output = ()> + Send;
     /// The sub-requests of the item's current step.
@@ -93,9 +103,13 @@ impl Pacer {
 
     /// Holds tenant and mailbox slots for these sub-requests (mailboxes in sorted order, so
     /// two batches never wait on each other in a cycle), and spends Gmail quota units.
-    pub async fn enter(&self, requests: &[SubRequest]) -> Vec<OwnedSemaphorePermit> {
+    /// `slots` is how many of the batch's sub-requests the service works on at once (Graph
+    /// sends Outlook at most four of a batch at a time; Gmail serves a batch's parts together).
+    pub async fn enter(&self, requests: &[SubRequest], slots: usize) -> Vec<OwnedSemaphorePermit> {
         let mut permits = Vec::new();
-        let n = (requests.len() as u32).min(self.tenant_size as u32).max(1);
+        let n = (slots.min(requests.len()) as u32)
+            .min(self.tenant_size as u32)
+            .max(1);
         if let Ok(p) = self.tenant.clone().acquire_many_owned(n).await {
             permits.push(p);
         }
@@ -295,11 +309,19 @@ async fn run_chunk<B: Backend>(
             }
         }
         let mut results: Vec<Option<Result<SubResponse, Failure>>> = vec![None; requests.len()];
-        let batch = backend.batch_max().max(1);
+        // A batch never carries more sub-requests than the tenant may have in flight: the
+        // service counts each sub-request against its capacity, and the pacer can only hold
+        // `max_in_flight` slots for one batch.
+        let batch = backend
+            .batch_max()
+            .min(backend.limits().max_in_flight)
+            .max(1);
         let mut sends = FuturesUnordered::new();
         for (b, group) in requests.chunks(batch).enumerate() {
             sends.push(async move {
-                let _permits = backend.pacer().enter(group).await;
+                backend.prepare(group).await;
+                let slots = backend.service_slots(group.len());
+                let _permits = backend.pacer().enter(group, slots).await;
                 (b, backend.send(group).await)
             });
         }
@@ -395,7 +417,10 @@ pub async fn call<B: Backend>(backend: &B, request: SubRequest) -> Result<SubRes
     loop {
         attempts += 1;
         let answer = {
-            let _permits = backend.pacer().enter(std::slice::from_ref(&request)).await;
+            let _permits = backend
+                .pacer()
+                .enter(std::slice::from_ref(&request), 1)
+                .await;
             backend
                 .send(std::slice::from_ref(&request))
                 .await

@@ -176,7 +176,12 @@ pub async fn batch(State(lab): State<SharedLab>, headers: HeaderMap, body: Bytes
         Ok(r) => r,
         Err(r) => return r,
     };
-    let router = graph_routes().with_state(lab.clone());
+    // Building the route table is costly; build it once per process and only bind the state.
+    static ROUTES: std::sync::OnceLock<axum::Router<SharedLab>> = std::sync::OnceLock::new();
+    let router = ROUTES
+        .get_or_init(graph_routes)
+        .clone()
+        .with_state(lab.clone());
     let auth = headers.get(header::AUTHORIZATION).cloned();
     let mut results: Vec<Option<(u16, Value)>> = vec![None; requests.len()];
     loop {

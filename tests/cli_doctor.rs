@@ -1,0 +1,108 @@
+//! `clawback --config lab.toml doctor` as a real process against the demo scenario served by an
+//! in-process lab: the Retract table must match the scenario's own domain grants, exit code 3.
+
+#![allow(clippy::unwrap_used)] // test code: unwrap is the assertion
+
+use clawback::config::Config;
+use clawback::lab::{LabOptions, LabServer};
+
+const NOT_OURS: &str = "not-ours.example";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_on_the_demo_prints_the_retract_table_and_exits_3() {
+    let scenario = clawback::lab::scenario::demo(1);
+    let server = LabServer::start(
+        &scenario,
+        LabOptions::default(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lab.toml");
+    let mut config: Config = server.write_config(&path).unwrap();
+    // A configured domain the tenant does not have: doctor must say "Not in tenant".
+    config.tenants[0].domains.push(NOT_OURS.into());
+    clawback::secret::write_private_file(
+        &path,
+        toml::to_string_pretty(&config).unwrap().as_bytes(),
+    )
+    .unwrap();
+
+    let bin = env!("CARGO_BIN_EXE_clawback");
+    let p = path.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .arg("--config")
+            .arg(&p)
+            .arg("doctor")
+            .env_remove("CLAWBACK_CONFIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+
+    // Expected rows, derived from the scenario: every tenant domain is Granted or Missing as the
+    // scenario grants it; the extra configured domain is Not in tenant.
+    let sections: Vec<&str> = stdout.split("Tenant ").skip(1).collect();
+    assert_eq!(sections.len(), scenario.tenants.len(), "{stdout}");
+    let mut ungranted_seen = 0;
+    for (t, section) in scenario.tenants.iter().zip(&sections) {
+        assert!(section.starts_with(&t.name), "{section}");
+        assert!(section.contains("Token:       obtained"), "{section}");
+        let row = |domain: &str| -> String {
+            section
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(domain))
+                .unwrap_or_else(|| panic!("no row for {domain} in\n{section}"))
+                .to_string()
+        };
+        for d in &t.domains {
+            let r = row(&d.name);
+            if d.granted {
+                assert!(r.trim_end().ends_with("Granted"), "{r}");
+            } else {
+                ungranted_seen += 1;
+                assert!(r.contains("Missing permission ("), "{r}");
+                assert!(!r.contains("Granted"), "{r}");
+            }
+        }
+        if t.name == config.tenants[0].name {
+            assert!(
+                row(NOT_OURS).trim_end().ends_with("Not in tenant"),
+                "{section}"
+            );
+        } else {
+            assert!(!section.contains(NOT_OURS), "{section}");
+        }
+        let rows = section
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("Domain"))
+            .skip(1)
+            .filter(|l| {
+                l.contains("Granted")
+                    || l.contains("Missing permission")
+                    || l.contains("Not in tenant")
+            })
+            .count();
+        let expected = t.domains.len() + usize::from(t.name == config.tenants[0].name);
+        assert_eq!(rows, expected, "{section}");
+        assert!(section.contains("To grant:"), "{section}");
+    }
+    assert!(
+        ungranted_seen >= 2,
+        "the demo has an ungranted domain per tenant"
+    );
+    // How to grant: the admin consent URL (Microsoft) and the DWD entry (Google).
+    assert!(stdout.contains("adminconsent"), "{stdout}");
+    assert!(stdout.contains("Domain-wide delegation"), "{stdout}");
+    server.stop().await;
+}

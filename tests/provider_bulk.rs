@@ -1,0 +1,201 @@
+//! Bulk retraction through the scheduler (`ProviderClient::retract_many`): one message from
+//! 2,000 generated mailboxes, for Graph and for Gmail, clean and with 5 % faults (5xx and dropped
+//! connections) plus a 5-second token TTL. Every copy must end up moved exactly once — checked
+//! in the lab's own action log and copy state, not in the client's report.
+
+#![allow(clippy::unwrap_used)] // test code: unwrap is the assertion
+
+use clawback::config::Config;
+use clawback::lab::demo::CAMPAIGN_MESSAGE_ID;
+use clawback::lab::generate::{GenerateKind, GenerateOptions, generate};
+use clawback::lab::{LabOptions, LabServer};
+use clawback::model::{Folder, RetractAction};
+use clawback::provider::{BulkItem, ProgressEvent, ProviderClient};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const MAILBOXES: usize = 2_000;
+
+struct Run {
+    server: LabServer,
+    recipients: Vec<String>,
+    ok: usize,
+    failed: Vec<String>,
+    in_flight: usize,
+}
+
+async fn run(kind: GenerateKind, options: LabOptions) -> Run {
+    let capacity = options.capacity;
+    let scenario = generate(&GenerateOptions {
+        mailboxes: MAILBOXES,
+        campaign_recipients: MAILBOXES,
+        seed: 11,
+        kind,
+        background_messages: 4,
+    })
+    .unwrap();
+    let recipients: Vec<String> = scenario.tenants[0]
+        .messages
+        .iter()
+        .find(|m| m.message_id == CAMPAIGN_MESSAGE_ID)
+        .unwrap()
+        .copies
+        .iter()
+        .map(|c| c.mailbox.to_ascii_lowercase())
+        .collect();
+    assert_eq!(recipients.len(), MAILBOXES);
+    let server = LabServer::start(&scenario, options, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config: Config = server.write_config(&dir.path().join("lab.toml")).unwrap();
+    // The operator sizes the client to the service: never more in flight than the lab's S.
+    config.tenants[0].limits.max_in_flight = capacity;
+    let client = ProviderClient::new(&config, &config.tenants[0]).unwrap();
+    let items = recipients
+        .iter()
+        .enumerate()
+        .map(|(i, m)| BulkItem {
+            key: i as u64,
+            mailbox: m.clone(),
+            internet_message_id: CAMPAIGN_MESSAGE_ID.into(),
+            copy: None,
+        })
+        .collect();
+    let (mut ok, mut failed, mut in_flight) = (0, Vec::new(), 0);
+    let mut waited = 0f64;
+    let started = std::time::Instant::now();
+    let mut seen = std::collections::BTreeSet::new();
+    client
+        .retract_many(items, RetractAction::Junk, |e| match e {
+            ProgressEvent::Finished { key, outcome } => {
+                assert!(seen.insert(key), "item {key} finished twice");
+                match outcome {
+                    Ok(_) => ok += 1,
+                    Err(f) => failed.push(format!("{key}: {f:?}")),
+                }
+            }
+            ProgressEvent::InFlight { .. } => in_flight += 1,
+            ProgressEvent::Throttled { seconds } => waited += seconds,
+        })
+        .await;
+    eprintln!(
+        "{kind:?}: {:?}; waited {waited:.1} s in total; throttled {:?}; {:?}",
+        started.elapsed(),
+        server.lab.stats.throttled.lock().unwrap(),
+        server.lab.stats.requests.lock().unwrap()
+    );
+    Run {
+        server,
+        recipients,
+        ok,
+        failed,
+        in_flight,
+    }
+}
+
+/// Every recipient's copy is in Junk, acted on exactly once (lab state and action log).
+fn assert_each_moved_once(r: &Run) {
+    assert!(
+        r.failed.is_empty(),
+        "{} failed: {:?}",
+        r.failed.len(),
+        &r.failed[..r.failed.len().min(5)]
+    );
+    assert_eq!(r.ok, MAILBOXES);
+    assert!(r.in_flight >= MAILBOXES, "{}", r.in_flight);
+    let state = r.server.lab.state();
+    let mut acted: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for a in &state.actions {
+        if a.internet_message_id == CAMPAIGN_MESSAGE_ID {
+            acted.entry(a.mailbox.as_str()).or_default().push(&a.action);
+        }
+    }
+    let mut folders: BTreeMap<&str, Vec<Folder>> = BTreeMap::new();
+    for (_, m, c) in state.copies_of(CAMPAIGN_MESSAGE_ID) {
+        folders.entry(m).or_default().push(c.folder.clone());
+    }
+    assert_eq!(acted.len(), MAILBOXES, "mailboxes acted on");
+    for m in &r.recipients {
+        let a = acted.get(m.as_str()).cloned().unwrap_or_default();
+        assert_eq!(a.len(), 1, "{m}: {a:?}");
+        assert_eq!(folders.get(m.as_str()), Some(&vec![Folder::Junk]), "{m}");
+    }
+}
+
+fn token_requests(server: &LabServer) -> u64 {
+    let requests = server.lab.stats.requests.lock().unwrap();
+    requests
+        .iter()
+        .filter(|(k, _)| k.ends_with("/token"))
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+fn faulty(latency_ms: u64) -> LabOptions {
+    LabOptions {
+        fault_rate: 0.05,
+        seed: 5,
+        token_ttl: Duration::from_secs(5),
+        latency: Duration::from_millis(latency_ms),
+        capacity: 16,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_two_thousand_mailboxes_each_moved_once() {
+    let r = run(GenerateKind::Microsoft365, LabOptions::default()).await;
+    assert_each_moved_once(&r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_two_thousand_mailboxes_with_faults_and_short_tokens() {
+    // 20 ms: long enough that the run outlives a token (refreshed after 4 s), short enough to
+    // stay a test: ~4,000 sub-requests × 20 ms ÷ 16 slots ≈ 5 s of service time.
+    let r = run(GenerateKind::Microsoft365, faulty(20)).await;
+    assert_each_moved_once(&r);
+    let stats = &r.server.lab.stats;
+    let faults =
+        stats.faults_5xx.load(Ordering::Relaxed) + stats.faults_dropped.load(Ordering::Relaxed);
+    assert!(
+        stats.faults_dropped.load(Ordering::Relaxed) > 0,
+        "no dropped connection injected"
+    );
+    assert!(
+        stats.faults_5xx.load(Ordering::Relaxed) > 0,
+        "no 5xx injected"
+    );
+    assert!(faults > 0);
+    // One app token per tenant: more than one means it was refreshed mid-run.
+    assert!(token_requests(&r.server) >= 2, "token never refreshed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gmail_two_thousand_mailboxes_each_moved_once() {
+    let r = run(GenerateKind::GoogleWorkspace, LabOptions::default()).await;
+    assert_each_moved_once(&r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gmail_two_thousand_mailboxes_with_faults_and_short_tokens() {
+    let r = run(GenerateKind::GoogleWorkspace, faulty(5)).await;
+    assert_each_moved_once(&r);
+    let stats = &r.server.lab.stats;
+    assert!(
+        stats.faults_dropped.load(Ordering::Relaxed) > 0,
+        "no dropped connection injected"
+    );
+    assert!(
+        stats.faults_5xx.load(Ordering::Relaxed) > 0,
+        "no 5xx injected"
+    );
+    // Gmail tokens are per impersonated user: more token requests than users means some were
+    // refreshed mid-run.
+    let tokens = token_requests(&r.server);
+    assert!(
+        tokens > MAILBOXES as u64,
+        "{tokens} token requests: none refreshed"
+    );
+}

@@ -403,9 +403,9 @@ async fn audit_chain_detects_every_edit_delete_and_swap() {
                     "audit log ends at entry {} but the recorded head is entry {n}",
                     n - 1
                 ),
-                // The chain breaks at the entry that now follows the gap / comes first.
+                // Entry seq+1 now stands at seq's place: both numbers are named.
                 Tamper::Delete | Tamper::Swap => format!(
-                    "audit entry {}: does not follow the entry before it",
+                    "audit entry {}: found where entry {seq} should be (entry {seq} was removed or moved)",
                     seq + 1
                 ),
             };

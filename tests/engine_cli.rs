@@ -527,6 +527,34 @@ async fn roles_refuse_and_audit_what_they_do_not_allow() {
     let entries = audit_entries(&w, &responder).await;
     assert_eq!(entries[2]["section"], "retract");
     assert_eq!(entries[2]["role"], "responder");
+
+    // viewer: restoring that job is refused too, audited, and puts nothing back.
+    let o = w.run_with(&viewer, &w.data(), &["restore", "1"]).await;
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("denied: role viewer may not restore; it needs role responder"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(w.api_actions().await, 2);
+    let entries = audit_entries(&w, &viewer).await;
+    let last = entries.last().unwrap();
+    assert_eq!(
+        (
+            &last["section"],
+            &last["role"],
+            &last["detail"]["attempted"]
+        ),
+        (
+            &Value::from("denied"),
+            &Value::from("viewer"),
+            &Value::from("restore")
+        )
+    );
+    let now = w.campaign().await;
+    for mb in &targets {
+        assert_eq!(now[mb]["folder"], "junk", "{mb}");
+    }
     let o = w
         .run_with(&responder, &w.data(), &["audit", "verify"])
         .await;

@@ -148,6 +148,18 @@ impl World {
             .collect()
     }
 
+    /// Provider requests the lab served (everything but `/_lab/` control calls).
+    async fn provider_requests(&self) -> u64 {
+        let stats = self.lab("/_lab/stats").await;
+        stats["requests"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(route, _)| !route.contains("/_lab/"))
+            .map(|(_, n)| n.as_u64().unwrap())
+            .sum()
+    }
+
     /// API (not user) actions the lab recorded on the campaign.
     async fn api_actions(&self) -> u64 {
         self.lab(&format!(
@@ -457,8 +469,11 @@ async fn roles_refuse_and_audit_what_they_do_not_allow() {
     let viewer = w.config_with_role("viewer");
     let a = retract("junk");
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let served = w.provider_requests().await;
     let o = w.run_with(&viewer, &w.data(), &a).await;
     assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    // Refused before planning: not even a read reached the providers.
+    assert_eq!(w.provider_requests().await, served);
     let err = stderr(&o);
     assert!(
         err.contains("denied: role viewer may not retract (junk); it needs role responder"),
@@ -504,6 +519,19 @@ async fn roles_refuse_and_audit_what_they_do_not_allow() {
     assert_eq!(entries[1]["role"], "responder");
     assert_eq!(entries[1]["detail"]["needed"], "admin");
     assert_eq!(entries[1]["detail"]["attempted"], "retract (hard_delete)");
+    // Without --yes the refusal comes first: no prompt to type the number of copies for an
+    // action the role may not take.
+    let mut a = retract("hard_delete");
+    a.retain(|x| x != "--yes");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let o = w.run_with(&responder, &w.data(), &a).await;
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("denied: role responder may not retract (hard_delete)")
+            && !stderr(&o).contains("not a terminal"),
+        "{}",
+        stderr(&o)
+    );
     let o = w
         .run_with(
             &responder,
@@ -511,7 +539,7 @@ async fn roles_refuse_and_audit_what_they_do_not_allow() {
             &["audit", "list", "--section", "denied"],
         )
         .await;
-    assert_eq!(stdout(&o).lines().count(), 2, "{}", stdout(&o));
+    assert_eq!(stdout(&o).lines().count(), 3, "{}", stdout(&o));
 
     // responder: junk works, and moved exactly the two copies once each.
     let a = retract("junk");
@@ -525,8 +553,8 @@ async fn roles_refuse_and_audit_what_they_do_not_allow() {
         assert_eq!(now[mb]["actions"], 1, "{mb}");
     }
     let entries = audit_entries(&w, &responder).await;
-    assert_eq!(entries[2]["section"], "retract");
-    assert_eq!(entries[2]["role"], "responder");
+    assert_eq!(entries[3]["section"], "retract");
+    assert_eq!(entries[3]["role"], "responder");
 
     // viewer: restoring that job is refused too, audited, and puts nothing back.
     let o = w.run_with(&viewer, &w.data(), &["restore", "1"]).await;
@@ -621,6 +649,39 @@ async fn plan_files_apply_and_refuse_tampering() {
     assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
     assert!(
         stderr(&o).contains("unknown tenant \"northwind\"; configured tenants: contoso, fabrikam"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A role check comes before the confirmation: a responder applying a Hard Delete plan
+    // (made by an admin) without --yes is refused, not asked to type the number of copies.
+    let hard_path = w.path("hard.json");
+    let o = w
+        .run(&[
+            "plan",
+            "--message-id",
+            CAMPAIGN_MESSAGE_ID,
+            "--only",
+            &targets.join(","),
+            "--action",
+            "hard_delete",
+            "--out",
+            hard_path.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let responder = w.config_with_role("responder");
+    let o = w
+        .run_with(
+            &responder,
+            &w.data(),
+            &["apply", hard_path.to_str().unwrap()],
+        )
+        .await;
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("denied: role responder may not retract (hard_delete)")
+            && !stderr(&o).contains("not a terminal"),
         "{}",
         stderr(&o)
     );

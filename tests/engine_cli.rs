@@ -1120,6 +1120,30 @@ async fn metrics_match_a_hand_built_mix_of_outcomes() {
     assert_eq!(m["until"], Value::Null);
     assert_eq!(m["details"], serde_json::json!([mid]));
 
+    // Undoing job 1 puts its copies back but is no retraction: the figures stay the same.
+    let o = w.run(&["restore", "1"]).await;
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let now = w.campaign().await;
+    for mb in &manual_ok {
+        assert_eq!(now[mb]["folder"], "inbox", "{mb}");
+    }
+    let o = w.run(&["metrics", "--json", "--details"]).await;
+    let after: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    for key in [
+        "total",
+        "succeeded",
+        "failed",
+        "failed_by_reason",
+        "read",
+        "unread",
+        "auto",
+        "manual",
+        "per_tenant",
+        "details",
+    ] {
+        assert_eq!(after[key], m[key], "{key} changed by a restore");
+    }
+
     // A window that ends before anything happened is empty, with zero percentages.
     let o = w
         .run(&[

@@ -5,6 +5,7 @@ use crate::cli::trace::open_store;
 use crate::config::Config;
 use crate::engine::execute::{JobEvent, JobReport, RunOptions};
 use crate::engine::plan::{Plan, RetractRequest};
+use crate::engine::roles::Capability;
 use crate::engine::{Engine, EngineError};
 use crate::model::{FailureReason, RetractAction, Trigger};
 use crate::store::jobs::ItemState;
@@ -390,6 +391,13 @@ pub fn retract(args: RetractArgs, config_path: Option<&Path>, data_dir: Option<&
         Ok(r) => r,
         Err(code) => return code,
     };
+    // Refuse (and audit) before planning and before asking for confirmation: planning only
+    // reads, but an operator should not be asked to confirm what the role does not allow.
+    if !args.dry_run
+        && let Err(e) = engine.authorize(Capability::Retract(args.request.action))
+    {
+        return fail(e);
+    }
     rt.block_on(async {
         let plan = match engine.build_plan(args.request.request()).await {
             Ok(p) => p,
@@ -479,6 +487,9 @@ pub fn apply(args: ApplyArgs, config_path: Option<&Path>, data_dir: Option<&Path
         Err(code) => return code,
     };
     print_plan(&plan);
+    if let Err(e) = engine.authorize(Capability::Retract(plan.request.action)) {
+        return fail(e);
+    }
     if !args.yes {
         match confirm(&plan) {
             Ok(true) => {}

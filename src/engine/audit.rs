@@ -55,7 +55,7 @@ pub enum AuditBreak {
     #[error("audit entry {seq}: content does not match its hash (edited)")]
     Edited { seq: u64 },
     #[error(
-        "audit entry {seq}: expected sequence number {expected} (an entry was removed or moved)"
+        "audit entry {seq}: found where entry {expected} should be (entry {expected} was removed or moved)"
     )]
     Sequence { seq: u64, expected: u64 },
     #[error(
@@ -104,14 +104,16 @@ pub fn verify(entries: &[AuditEntry], head: Option<(u64, &str)>) -> Result<(), A
         if entry_hash(&e.prev_hash, e.seq, &e.record) != e.hash {
             return Err(AuditBreak::Edited { seq: e.seq });
         }
-        if e.prev_hash != prev_hash {
-            return Err(AuditBreak::Link { seq: e.seq });
-        }
+        // Position before link: a removed or moved entry is then named by the number that is
+        // missing at this place, not only by the entry that follows the gap.
         if e.seq != expected {
             return Err(AuditBreak::Sequence {
                 seq: e.seq,
                 expected,
             });
+        }
+        if e.prev_hash != prev_hash {
+            return Err(AuditBreak::Link { seq: e.seq });
         }
         prev_hash = e.hash.clone();
     }
@@ -212,8 +214,21 @@ mod tests {
 
             let mut deleted = entries.clone();
             deleted.remove(i);
-            assert!(
-                verify(&deleted, Some((head.0, &head.1))).is_err(),
+            let seq = i as u64 + 1;
+            let expected = if i + 1 < entries.len() {
+                AuditBreak::Sequence {
+                    seq: seq + 1,
+                    expected: seq,
+                }
+            } else {
+                AuditBreak::Truncated {
+                    last: seq - 1,
+                    head_seq: seq,
+                }
+            };
+            assert_eq!(
+                verify(&deleted, Some((head.0, &head.1))),
+                Err(expected),
                 "delete of {i}"
             );
 

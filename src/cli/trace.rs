@@ -152,7 +152,6 @@ fn sync(args: SyncArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> 
     };
     let tty = std::io::stderr().is_terminal();
     let mut last = std::time::Instant::now();
-    let mut shown = false;
     let progress = |p: crate::trace::sync::SyncProgress| {
         let final_ = p.phase == SyncPhase::Done;
         if !final_
@@ -170,15 +169,15 @@ fn sync(args: SyncArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> 
             p.to_fetch,
             p.indexed
         );
+        // A terminal gets one line redrawn in place; a log gets a line a second and always the
+        // final counts.
         if tty {
             eprint!("\r\x1b[2K{line}");
-            shown = true;
             if final_ {
                 eprintln!();
             }
-        } else if !final_ || shown {
+        } else {
             eprintln!("{line}");
-            shown = true;
         }
     };
     let result = runtime.block_on(sync(&mut store, &clients, &options, progress));

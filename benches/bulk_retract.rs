@@ -1,0 +1,194 @@
+//! Bulk retraction budget (DESIGN §9): one message retracted from N mailboxes (default 10,000)
+//! on the lab (latency 20 ms, capacity S = 256) through `ProviderClient::retract_many`, for
+//! Graph and Gmail. Reports wall time against the lab's ideal bound
+//! `served sub-requests × latency ÷ S`, where the sub-requests are counted by the lab itself
+//! (`/_lab/stats` → `served`). Goal: ≤ 1.25×. Checks afterwards that every copy moved exactly
+//! once (no item lost or doubled).
+//!
+//! `cargo bench --bench bulk_retract` — environment: `BULK_MAILBOXES` (default 10000),
+//! `BULK_PROVIDERS` (`graph,gmail`).
+
+use clawback::lab::demo::CAMPAIGN_MESSAGE_ID;
+use clawback::lab::generate::{GenerateKind, GenerateOptions, generate};
+use clawback::lab::{LabOptions, LabServer};
+use clawback::model::{Folder, RetractAction};
+use clawback::provider::{BulkItem, ProgressEvent, ProviderClient};
+use std::time::{Duration, Instant};
+
+const LATENCY: Duration = Duration::from_millis(20);
+const CAPACITY: usize = 256;
+
+fn main() {
+    let mailboxes: usize = std::env::var("BULK_MAILBOXES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let providers = std::env::var("BULK_PROVIDERS").unwrap_or_else(|_| "graph,gmail".into());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bulk_retract: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!(
+        "bulk_retract: one message from {mailboxes} mailboxes, lab latency {} ms, capacity {CAPACITY}",
+        LATENCY.as_millis()
+    );
+    let mut worst = 0f64;
+    for p in providers.split(',').map(str::trim) {
+        let kind = match p {
+            "graph" => GenerateKind::Microsoft365,
+            "gmail" => GenerateKind::GoogleWorkspace,
+            other => {
+                eprintln!(
+                    "bulk_retract: unknown provider {other:?} in BULK_PROVIDERS (graph, gmail)"
+                );
+                std::process::exit(2);
+            }
+        };
+        match runtime.block_on(run(kind, mailboxes)) {
+            Ok(ratio) => worst = worst.max(ratio),
+            Err(e) => {
+                eprintln!("bulk_retract: {p}: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    println!(
+        "worst ratio {worst:.2}× (goal ≤ 1.25×): {}",
+        if worst <= 1.25 { "met" } else { "MISSED" }
+    );
+}
+
+async fn run(kind: GenerateKind, mailboxes: usize) -> Result<f64, String> {
+    let scenario = generate(&GenerateOptions {
+        mailboxes,
+        campaign_recipients: mailboxes,
+        seed: 1,
+        kind,
+        background_messages: 0,
+    })
+    .map_err(|e| e.to_string())?;
+    let recipients: Vec<String> = scenario.tenants[0]
+        .messages
+        .iter()
+        .find(|m| m.message_id == CAMPAIGN_MESSAGE_ID)
+        .map(|m| {
+            m.copies
+                .iter()
+                .map(|c| c.mailbox.to_ascii_lowercase())
+                .collect()
+        })
+        .unwrap_or_default();
+    let options = LabOptions {
+        latency: LATENCY,
+        capacity: CAPACITY,
+        ..Default::default()
+    };
+    let addr = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
+    let server = LabServer::start(&scenario, options, addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut config = server
+        .write_config(&dir.path().join("lab.toml"))
+        .map_err(|e| e.to_string())?;
+    config.tenants[0].limits.max_in_flight = CAPACITY;
+    let client = ProviderClient::new(&config, &config.tenants[0]).map_err(|e| e.to_string())?;
+    // Warm-up outside the clock: the first token and the tenant's domains.
+    let _ = client.resolve(&recipients[0]).await;
+    let served_before: usize = server.lab.limits.served().iter().sum();
+    let requests_before: u64 = server
+        .lab
+        .stats
+        .requests
+        .lock()
+        .map(|m| m.values().sum())
+        .unwrap_or(0);
+
+    let items = recipients
+        .iter()
+        .enumerate()
+        .map(|(i, m)| BulkItem {
+            key: i as u64,
+            mailbox: m.clone(),
+            internet_message_id: CAMPAIGN_MESSAGE_ID.into(),
+            copy: None,
+        })
+        .collect();
+    let (mut ok, mut failed, mut throttled) = (0usize, 0usize, 0f64);
+    let started = Instant::now();
+    client
+        .retract_many(items, RetractAction::Junk, |e| match e {
+            ProgressEvent::Finished { outcome: Ok(_), .. } => ok += 1,
+            ProgressEvent::Finished {
+                outcome: Err(_), ..
+            } => failed += 1,
+            ProgressEvent::Throttled { seconds } => throttled += seconds,
+            ProgressEvent::InFlight { .. } => {}
+        })
+        .await;
+    let wall = started.elapsed();
+
+    let served = server.lab.limits.served().iter().sum::<usize>() - served_before;
+    let http_requests = server
+        .lab
+        .stats
+        .requests
+        .lock()
+        .map(|m| m.values().sum::<u64>())
+        .unwrap_or(0)
+        - requests_before;
+    let throttled_429: u64 = server
+        .lab
+        .stats
+        .throttled
+        .lock()
+        .map(|m| m.values().sum())
+        .unwrap_or(0);
+    let ideal = Duration::from_secs_f64(served as f64 * LATENCY.as_secs_f64() / CAPACITY as f64);
+    let ratio = wall.as_secs_f64() / ideal.as_secs_f64().max(1e-9);
+
+    // No item lost or doubled: every copy in Junk, one action each.
+    let (mut once, mut wrong) = (0usize, Vec::new());
+    {
+        let state = server.lab.state();
+        let mut acted: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for a in &state.actions {
+            if a.internet_message_id == CAMPAIGN_MESSAGE_ID {
+                *acted.entry(a.mailbox.as_str()).or_default() += 1;
+            }
+        }
+        for (_, m, c) in state.copies_of(CAMPAIGN_MESSAGE_ID) {
+            if c.folder == Folder::Junk && acted.get(m) == Some(&1) {
+                once += 1;
+            } else if wrong.len() < 5 {
+                wrong.push(format!(
+                    "{m}: {} after {:?} actions",
+                    c.folder,
+                    acted.get(m)
+                ));
+            }
+        }
+    }
+    println!(
+        "{kind:?}: {} items ({ok} ok, {failed} failed), {served} sub-requests served in {http_requests} HTTP requests, \
+         wall {:.2} s, ideal {:.2} s, ratio {ratio:.2}×; 429s {throttled_429}, client waited {throttled:.1} s; moved exactly once: {once}/{}",
+        recipients.len(),
+        wall.as_secs_f64(),
+        ideal.as_secs_f64(),
+        recipients.len()
+    );
+    server.stop().await;
+    if once != recipients.len() || failed > 0 {
+        return Err(format!(
+            "{} copies not moved exactly once (e.g. {wrong:?}), {failed} failed",
+            recipients.len() - once
+        ));
+    }
+    Ok(ratio)
+}

@@ -489,9 +489,16 @@ pub fn watch(args: WatchArgs, config_path: Option<&Path>, data_dir: Option<&Path
                     for e in &report.errors {
                         tracing::warn!("{e}");
                     }
+                    if let Some(first) = report.sync_failures.first() {
+                        tracing::warn!(
+                            "{} mailboxes could not be synced (first: {first})",
+                            report.sync_failures.len()
+                        );
+                    }
                     tracing::info!("{} ({:.2}s)", report.summary(), started.elapsed().as_secs_f64());
                     if args.once {
-                        return if report.errors.is_empty() {
+                        let failed = report.jobs.iter().any(|j| j.failed > 0);
+                        return if report.errors.is_empty() && !failed {
                             exit::OK
                         } else {
                             exit::PARTIAL

@@ -91,6 +91,9 @@ pub struct CycleReport {
     pub intel_upgraded: usize,
     /// Problems that did not stop the cycle.
     pub errors: Vec<String>,
+    /// Mailboxes the sync could not read (e.g. not authorized in an ungranted domain): expected
+    /// in real tenants, so reported apart from `errors`.
+    pub sync_failures: Vec<String>,
 }
 
 impl CycleReport {
@@ -104,11 +107,12 @@ impl CycleReport {
             .filter(|d| d.verdict == "malicious")
             .count();
         format!(
-            "cycle: {} jobs ({copies} copies retracted, {failed} failed), {} reports decided ({malicious} malicious), {} upgraded by intel, {} errors{}",
+            "cycle: {} jobs ({copies} copies retracted, {failed} failed), {} reports decided ({malicious} malicious), {} upgraded by intel, {} errors, {} mailboxes not synced{}",
             self.jobs.len(),
             self.decisions.len(),
             self.intel_upgraded,
             self.errors.len(),
+            self.sync_failures.len(),
             self.sync
                 .as_deref()
                 .map(|s| format!("; {s}"))
@@ -127,7 +131,9 @@ pub struct Watcher<'e> {
     journal_seen: BTreeMap<PathBuf, (Option<SystemTime>, u64)>,
     last_post_delivery: Option<Instant>,
     last_phish: Option<Instant>,
-    sync_store: Option<Store>,
+    /// A second connection for the sync (the engine's store is behind a lock that must not be
+    /// held across `.await`); in a Mutex only so the watcher is `Sync`.
+    sync_store: std::sync::Mutex<Option<Store>>,
 }
 
 fn severity_min(a: Option<Disposition>, b: Option<Disposition>) -> Option<Disposition> {
@@ -148,7 +154,7 @@ impl<'e> Watcher<'e> {
             journal_seen: BTreeMap::new(),
             last_post_delivery: None,
             last_phish: None,
-            sync_store: None,
+            sync_store: std::sync::Mutex::new(None),
         }
     }
 
@@ -212,16 +218,17 @@ impl<'e> Watcher<'e> {
         report: &mut CycleReport,
     ) -> Result<(), EngineError> {
         if self.options.sync {
-            if self.sync_store.is_none() {
+            let slot = self.sync_store.get_mut().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
                 let path = self.engine.store().path().map(PathBuf::from);
                 match path {
-                    Some(p) => self.sync_store = Some(Store::open(&p)?),
+                    Some(p) => *slot = Some(Store::open(&p)?),
                     None => report
                         .errors
                         .push("sync needs a store file (in-memory store)".into()),
                 }
             }
-            if let Some(store) = self.sync_store.as_mut() {
+            if let Some(store) = slot.as_mut() {
                 let clients: Vec<ProviderClient> = self.engine.clients().cloned().collect();
                 let mut o = SyncOptions::from_config(Some(&self.engine.config));
                 let lookback = policy
@@ -232,7 +239,7 @@ impl<'e> Watcher<'e> {
                 match sync(store, &clients, &o, |_| {}).await {
                     Ok(r) => {
                         for f in &r.failed {
-                            report.errors.push(format!("sync: {f}"));
+                            report.sync_failures.push(format!("sync: {f}"));
                         }
                         report.sync = Some(r.summary());
                     }

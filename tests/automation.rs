@@ -453,23 +453,24 @@ async fn intel_added_to_the_directory_retracts_exactly_the_matching_mail() {
         "{r:?}"
     );
     // The sender's mail went to Junk (malicious), the subject's to Trash (suspicious).
-    let state = w.server.lab.state();
-    for (tenant, mailbox, mid) in &want {
-        let t = state.tenants.iter().find(|t| &t.name == tenant).unwrap();
-        let folder = t.mailboxes[mailbox]
-            .copies
-            .values()
-            .find(|c| &c.content.internet_message_id == mid)
-            .map(|c| c.folder.clone())
-            .unwrap();
-        let want_folder = if sender_msgs.contains(mid) {
-            Folder::Junk
-        } else {
-            Folder::Trash
-        };
-        assert_eq!(folder, want_folder, "{tenant}/{mailbox} {mid}");
+    {
+        let state = w.server.lab.state();
+        for (tenant, mailbox, mid) in &want {
+            let t = state.tenants.iter().find(|t| &t.name == tenant).unwrap();
+            let folder = t.mailboxes[mailbox]
+                .copies
+                .values()
+                .find(|c| &c.content.internet_message_id == mid)
+                .map(|c| c.folder.clone())
+                .unwrap();
+            let want_folder = if sender_msgs.contains(mid) {
+                Folder::Junk
+            } else {
+                Folder::Trash
+            };
+            assert_eq!(folder, want_folder, "{tenant}/{mailbox} {mid}");
+        }
     }
-    drop(state);
     let rec = engine.store().trace_by_message_id(&sender_msgs[0]).unwrap();
     assert_eq!(rec[0].disposition_source.as_deref(), Some("intel:feed.csv"));
 
@@ -638,13 +639,14 @@ async fn killed_watch_restarts_without_losing_or_repeating_work() {
     for _ in 0..36_000 {
         let n = actions_since(&w.server, from).len();
         if n > 0 {
-            let _ = child.kill();
-            let _ = child.wait();
             killed_at = Some((n, started.elapsed()));
             break;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    // SIGKILL: no chance to clean up.
+    let _ = child.kill();
+    let _ = child.wait();
     let (n_at_kill, t) = killed_at.expect("watch retracted nothing");
     // Let in-flight requests settle before looking.
     std::thread::sleep(Duration::from_millis(300));

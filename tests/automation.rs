@@ -678,4 +678,69 @@ async fn killed_watch_restarts_without_losing_or_repeating_work() {
         .count();
     assert_eq!(decisions, CAMPAIGN_REPORTS + BENIGN_REPORTS, "{audit}");
     assert!(audit.contains("auto_retract"), "{audit}");
+
+    // SIGTERM: a running watch stops cleanly (exit 0, said in the log) and acts on nothing new.
+    let from = log_len(&w.server);
+    let mut child = clawback(&w)
+        .args(["watch", "--interval", "1s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let starts = |text: &str| text.matches("watch: starting").count();
+    let before = starts(&log);
+    // Bounded: 30 s at 20 ms, until the new process logged its start and one cycle.
+    for _ in 0..1500 {
+        let now = std::fs::read_to_string(w.data.join("watch.log")).unwrap_or_default();
+        if starts(&now) > before + 1
+            && now
+                .rsplit("watch: starting")
+                .next()
+                .is_some_and(|t| t.contains("cycle:"))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let mut status = None;
+    for _ in 0..1500 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let status = status.expect("watch did not stop on SIGTERM");
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(w.data.join("watch.log")).unwrap();
+    assert!(log.contains("stopped by signal"), "{log}");
+    assert!(actions_since(&w.server, from).is_empty());
+
+    // Soft Delete with a Google tenant configured: saved, with a warning (Trash on Gmail).
+    let out = clawback(&w)
+        .args(["policy", "set", "suspicious", "soft_delete"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Soft Delete is Microsoft only"), "{err}");
+    let exported = run_ok(&w, &["policy", "export"]);
+    assert!(
+        exported.contains("suspicious = \"soft_delete\""),
+        "{exported}"
+    );
+    // Every policy change is audited.
+    let audit = run_ok(&w, &["audit", "list", "--section", "policy"]);
+    assert_eq!(
+        audit.lines().filter(|l| l.contains("policy_set")).count(),
+        3,
+        "{audit}"
+    );
 }

@@ -744,3 +744,92 @@ async fn killed_watch_restarts_without_losing_or_repeating_work() {
         "{audit}"
     );
 }
+
+/// A journal report / EML dropped into the watched journal directory (no provider sync) is
+/// ingested on the next cycle and its disposition applied: exactly its copies, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_directory_message_with_a_disposition_is_retracted() {
+    let w = world(LabOptions::default()).await;
+    w.set_policy(|p| {
+        p.actions
+            .insert(Disposition::Malicious, RetractAction::Trash);
+    });
+    let journal = w.dir.path().join("journal");
+    std::fs::create_dir_all(&journal).unwrap();
+    let engine = w.engine();
+    let opts = WatchOptions {
+        sync: false,
+        journal_dir: Some(journal.clone()),
+        ..options(None)
+    };
+    let mut watcher = Watcher::new(&engine, opts);
+    let r = watcher.cycle().await.unwrap();
+    assert!(r.jobs.is_empty(), "{r:?}");
+
+    let contoso = w
+        .scenario
+        .tenants
+        .iter()
+        .find(|t| t.name == CONTOSO)
+        .unwrap();
+    let mailboxes: Vec<String> = contoso
+        .users
+        .iter()
+        .filter(|u| {
+            u.mailbox && u.address.ends_with("@contoso.com") && u.address != DEMO_HOLD_MAILBOX
+        })
+        .map(|u| u.address.to_ascii_lowercase())
+        .take(3)
+        .collect();
+    let mid = "<journal-0001@evil-journal.example>";
+    let now = chrono::Utc::now();
+    let body = serde_json::json!({
+        "tenant": CONTOSO,
+        "message": {
+            "message_id": mid, "from": "billing@evil-journal.example", "to": mailboxes,
+            "subject": "Overdue invoice", "date": now.to_rfc3339(), "body": "pay now",
+            "copy": mailboxes.iter().map(|m| serde_json::json!({"mailbox": m})).collect::<Vec<_>>(),
+        }
+    });
+    let resp = reqwest::Client::new()
+        .post(format!("{}/_lab/deliver", w.server.base_url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let eml = format!(
+        "From: billing@evil-journal.example\r\nTo: {}\r\nSubject: Overdue invoice\r\n\
+         Message-ID: {mid}\r\nDate: {}\r\nX-Clawback-Disposition: malicious\r\n\r\npay now\r\n",
+        mailboxes.join(", "),
+        now.to_rfc2822()
+    );
+    std::fs::write(journal.join("lure.eml"), eml).unwrap();
+    let from = log_len(&w.server);
+    let r = watcher.cycle().await.unwrap();
+    assert_eq!(r.journal_files, 1, "{r:?}");
+    let want: BTreeSet<CopyKey> = mailboxes
+        .iter()
+        .map(|m| (CONTOSO.to_string(), m.clone(), mid.to_string()))
+        .collect();
+    assert_exactly_once(&actions_since(&w.server, from), &want, "journal");
+    assert!(r.jobs.iter().all(|j| j.trigger == Trigger::Auto));
+    // Unchanged file, next cycle: not read again, nothing done.
+    let from = log_len(&w.server);
+    let r = watcher.cycle().await.unwrap();
+    assert_eq!(r.journal_files, 0);
+    drop(watcher);
+    // A restarted watcher reads the file again (the trace is unchanged) and does nothing.
+    let r = once(
+        &engine,
+        WatchOptions {
+            sync: false,
+            journal_dir: Some(journal),
+            ..options(None)
+        },
+    )
+    .await;
+    assert_eq!(r.journal_files, 1);
+    assert!(r.jobs.is_empty(), "{r:?}");
+    assert!(actions_since(&w.server, from).is_empty());
+}

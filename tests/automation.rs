@@ -833,3 +833,68 @@ async fn journal_directory_message_with_a_disposition_is_retracted() {
     assert!(r.jobs.is_empty(), "{r:?}");
     assert!(actions_since(&w.server, from).is_empty());
 }
+
+/// Phish Submission decides "malicious" on an intel match too: a benign report's original whose
+/// subject is in the intel directory is retracted (only that message, not other mail matching
+/// the same intel: Post Delivery is off), the other benign reports stay "not malicious".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phish_report_matching_intel_is_malicious_with_one_reporter() {
+    let w = world(LabOptions::default()).await;
+    w.set_policy(|p| {
+        p.actions
+            .insert(Disposition::Malicious, RetractAction::Junk);
+        p.phish_submission.enabled = true;
+    });
+    // The first benign report's original subject, from the scenario.
+    let reports: Vec<String> = w
+        .scenario
+        .tenants
+        .iter()
+        .flat_map(|t| t.messages.iter())
+        .filter_map(|m| m.subject.strip_prefix("Junk: ").map(str::to_string))
+        .collect();
+    assert_eq!(reports.len(), BENIGN_REPORTS);
+    let subject = reports[0].clone();
+    let same = reports.iter().filter(|s| **s == subject).count();
+    let intel = w.dir.path().join("intel");
+    std::fs::create_dir_all(&intel).unwrap();
+    std::fs::write(
+        intel.join("subjects.csv"),
+        format!("subject,\"{}\",malicious\n", subject.replace('"', "\"\"")),
+    )
+    .unwrap();
+    let engine = w.engine();
+    let from = log_len(&w.server);
+    let r = once(&engine, options(Some(intel))).await;
+    let by_intel: Vec<_> = r
+        .decisions
+        .iter()
+        .filter(|d| d.verdict == "malicious" && d.reason.contains("intel:subjects.csv"))
+        .collect();
+    assert_eq!(by_intel.len(), same, "{:?}", r.decisions);
+    let not_malicious = r
+        .decisions
+        .iter()
+        .filter(|d| d.verdict == "not_malicious")
+        .count();
+    assert_eq!(not_malicious, BENIGN_REPORTS - same, "{:?}", r.decisions);
+    let originals: BTreeSet<String> = by_intel.iter().filter_map(|d| d.original.clone()).collect();
+    let mut ids = originals.clone();
+    ids.insert(CAMPAIGN_MESSAGE_ID.to_string());
+    ids.insert(MALICIOUS_MESSAGE_ID.to_string());
+    let want = expected(&w.scenario, &ids);
+    assert_exactly_once(
+        &actions_since(&w.server, from),
+        &want,
+        "intel-decided report",
+    );
+    let rec = engine
+        .store()
+        .trace_by_message_id(originals.iter().next().unwrap())
+        .unwrap();
+    assert_eq!(rec[0].disposition, Some(Disposition::Malicious));
+    assert_eq!(
+        rec[0].disposition_source.as_deref(),
+        Some("intel:subjects.csv")
+    );
+}

@@ -72,6 +72,9 @@ pub struct Config {
     pub ui: UiConfig,
     #[serde(default)]
     pub trace: TraceConfig,
+    /// `clawback watch` settings (intel directory, journal directory, report threshold).
+    #[serde(default)]
+    pub automation: AutomationConfig,
     /// Where the file was loaded from (for error messages and relative paths).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -154,6 +157,10 @@ pub struct TenantConfig {
     /// Admin user impersonated for directory calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_user: Option<String>,
+
+    /// Phish-report mailboxes of this tenant (Phish Submission Response reads them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub report_mailboxes: Vec<String>,
 
     #[serde(default)]
     pub endpoints: EndpointConfig,
@@ -254,6 +261,42 @@ impl Default for TraceConfig {
     }
 }
 
+/// `clawback watch` settings (`[automation]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutomationConfig {
+    /// Directory of indicator files (CSV / plain lists) and STIX 2.1 bundles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intel_dir: Option<PathBuf>,
+    /// Directory watched for journal reports / EML / verdict feeds (ingested each cycle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_dir: Option<PathBuf>,
+    /// Distinct reporters that make a reported message malicious.
+    #[serde(default = "default_reporters")]
+    pub reporters_threshold: usize,
+    /// Seconds between watch cycles (sync + auto-retract).
+    #[serde(default = "default_watch_interval")]
+    pub interval_secs: u64,
+}
+
+fn default_reporters() -> usize {
+    3
+}
+fn default_watch_interval() -> u64 {
+    10
+}
+
+impl Default for AutomationConfig {
+    fn default() -> Self {
+        AutomationConfig {
+            intel_dir: None,
+            journal_dir: None,
+            reporters_threshold: default_reporters(),
+            interval_secs: default_watch_interval(),
+        }
+    }
+}
+
 impl Config {
     /// Parses config text; `path` is used for messages and to resolve relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -264,6 +307,17 @@ impl Config {
         })?;
         config.source = Some(path.to_path_buf());
         let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut config.automation.intel_dir,
+            &mut config.automation.journal_dir,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
         for tenant in &mut config.tenants {
             for p in [
                 &mut tenant.client_secret_file,

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod automation;
 mod console;
 mod doctor;
 mod init;
@@ -70,6 +71,10 @@ pub enum Command {
     Metrics(report::MetricsArgs),
     /// The tamper-evident audit log: list, verify, export.
     Audit(report::AuditArgs),
+    /// The auto-retract policy: show, set DISPOSITION ACTION, export, import (TOML).
+    Policy(automation::PolicyArgs),
+    /// Automation: follow new mail, Post Delivery and Phish Submission Response, auto-retract.
+    Watch(automation::WatchArgs),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -116,6 +121,12 @@ pub fn main() -> ExitCode {
         }
         Some(Command::Audit(args)) => {
             report::audit(args, cli.config.as_deref(), cli.data_dir.as_deref())
+        }
+        Some(Command::Policy(args)) => {
+            automation::policy(args, cli.config.as_deref(), cli.data_dir.as_deref())
+        }
+        Some(Command::Watch(args)) => {
+            automation::watch(args, cli.config.as_deref(), cli.data_dir.as_deref())
         }
         Some(Command::Demo(args)) => console::demo(args, cli.console, cli.data_dir.as_deref()),
         None => console::console(cli.console, cli.config.as_deref(), cli.data_dir.as_deref()),

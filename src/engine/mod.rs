@@ -3,6 +3,7 @@
 //! task; a front end never blocks on it (DESIGN §1).
 
 pub mod audit;
+pub mod automation;
 pub mod command;
 pub mod core;
 pub mod event;

@@ -19,10 +19,12 @@ impl PolicyMatrix {
             post_delivery: ResponseSwitch {
                 enabled: false,
                 interval_secs: DEFAULT_INTERVAL_SECS,
+                lookback_secs: super::view::default_lookback_secs(),
             },
             phish_submission: ResponseSwitch {
                 enabled: false,
                 interval_secs: DEFAULT_INTERVAL_SECS,
+                lookback_secs: super::view::default_lookback_secs(),
             },
         }
     }

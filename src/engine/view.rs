@@ -407,6 +407,14 @@ pub struct ResponseSwitch {
     pub enabled: bool,
     /// How often it runs, seconds.
     pub interval_secs: u64,
+    /// How far back it looks, seconds (default 7 days).
+    #[serde(default = "default_lookback_secs")]
+    pub lookback_secs: u64,
+}
+
+/// Default look-back of the response cycles: 7 days.
+pub fn default_lookback_secs() -> u64 {
+    7 * 86_400
 }
 
 /// The auto-retract policy (DESIGN §6).

@@ -359,6 +359,7 @@ pub fn write_config(lab: &Lab, base_url: &str, path: &Path) -> Result<Config, La
                     service_account_file: None,
                     service_account_env: None,
                     admin_user: None,
+                    report_mailboxes: Vec::new(),
                     endpoints: EndpointConfig {
                         login: Some(base_url.to_string()),
                         graph: Some(base_url.to_string()),
@@ -402,6 +403,7 @@ pub fn write_config(lab: &Lab, base_url: &str, path: &Path) -> Result<Config, La
                             .find(|u| u.is_admin)
                             .map(|u| u.address.clone())
                     }),
+                    report_mailboxes: Vec::new(),
                     endpoints: EndpointConfig {
                         token: Some(format!("{base_url}/token")),
                         gmail: Some(base_url.to_string()),

@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "sync_cursor",
         sql: super::sync::SCHEMA,
     },
+    Migration {
+        version: 6,
+        name: "automation",
+        sql: super::automation::SCHEMA,
+    },
 ];
 
 /// The newest version this binary knows.

@@ -7,6 +7,7 @@ use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 
 pub mod audit;
+pub mod automation;
 pub mod jobs;
 pub mod migrations;
 pub mod policy;

@@ -369,10 +369,12 @@ pub fn policy(version: u64) -> PolicyMatrix {
         post_delivery: ResponseSwitch {
             enabled: true,
             interval_secs: 900,
+            lookback_secs: 7 * 86_400,
         },
         phish_submission: ResponseSwitch {
             enabled: false,
             interval_secs: 300,
+            lookback_secs: 7 * 86_400,
         },
     }
 }

@@ -1,0 +1,563 @@
+//! `clawback policy` (the auto-retract matrix as config-as-code) and `clawback watch` (the
+//! automation loop, DESIGN §6).
+
+use crate::cli::exit;
+use crate::cli::retract::engine;
+use crate::engine::automation::{WatchOptions, Watcher};
+use crate::engine::view::{PolicyMatrix, ResponseSwitch};
+use crate::engine::{Engine, EngineError};
+use crate::model::{Disposition, RetractAction};
+use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    pub command: Option<PolicyCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// The policy in force.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// `set DISPOSITION ACTION`, or `set post_delivery|phish_submission on|off [--interval 15m]
+    /// [--lookback 7d]`.
+    Set {
+        /// A disposition (malicious, suspicious, spoof, spam, bulk) or post_delivery /
+        /// phish_submission.
+        what: String,
+        /// An action (no_action, junk, trash, soft_delete, hard_delete) or on / off.
+        value: String,
+        /// How often the response runs (e.g. 15m, 1h, 900s).
+        #[arg(long)]
+        interval: Option<String>,
+        /// How far back it looks (e.g. 7d, 48h).
+        #[arg(long)]
+        lookback: Option<String>,
+    },
+    /// Print the policy as TOML (or write it to --out).
+    Export {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Replace the policy with a TOML file written by `export`.
+    Import { file: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Run one cycle (sync, phish reports, post delivery, auto-retract) and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Time between cycles (default: `[automation] interval_secs`, 10s).
+    #[arg(long)]
+    pub interval: Option<String>,
+    /// Intel directory: indicator lists (.csv, .txt) and STIX 2.1 bundles (.json).
+    #[arg(long)]
+    pub intel: Option<PathBuf>,
+    /// Journal directory: journal reports, EML, verdict feeds dropped here are ingested.
+    #[arg(long)]
+    pub journal: Option<PathBuf>,
+    /// Do not sync from the providers (journal directory only).
+    #[arg(long)]
+    pub no_sync: bool,
+    /// Distinct reporters that make a reported message malicious.
+    #[arg(long)]
+    pub reporters: Option<usize>,
+}
+
+/// `15m`, `1h`, `7d`, `30s`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (num, unit) = t
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| t.split_at(i))
+        .unwrap_or((t, "s"));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 30s, 15m, 1h, 7d)"))?;
+    let mult = match unit.trim() {
+        "s" | "sec" | "secs" => 1,
+        "m" | "min" | "mins" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: unknown unit (s, m, h, d)")),
+    };
+    Ok(Duration::from_secs(n * mult))
+}
+
+fn format_duration(secs: u64) -> String {
+    if secs > 0 && secs.is_multiple_of(86_400) {
+        format!("{}d", secs / 86_400)
+    } else if secs > 0 && secs.is_multiple_of(3600) {
+        format!("{}h", secs / 3600)
+    } else if secs > 0 && secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// The policy file (`policy export` / `import`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    actions: BTreeMap<Disposition, RetractAction>,
+    #[serde(default)]
+    post_delivery: Option<SwitchFile>,
+    #[serde(default)]
+    phish_submission: Option<SwitchFile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchFile {
+    enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lookback: Option<String>,
+}
+
+fn switch_file(s: &ResponseSwitch) -> SwitchFile {
+    SwitchFile {
+        enabled: s.enabled,
+        interval: Some(format_duration(s.interval_secs)),
+        lookback: Some(format_duration(s.lookback_secs)),
+    }
+}
+
+fn apply_switch(
+    target: &mut ResponseSwitch,
+    enabled: Option<bool>,
+    interval: Option<&str>,
+    lookback: Option<&str>,
+    what: &str,
+) -> Result<(), String> {
+    if let Some(e) = enabled {
+        target.enabled = e;
+    }
+    if let Some(i) = interval {
+        let d = parse_duration(i).map_err(|e| format!("{what}.interval: {e}"))?;
+        if d.as_secs() == 0 {
+            return Err(format!("{what}.interval: must be more than 0"));
+        }
+        target.interval_secs = d.as_secs();
+    }
+    if let Some(l) = lookback {
+        let d = parse_duration(l).map_err(|e| format!("{what}.lookback: {e}"))?;
+        if d.as_secs() == 0 {
+            return Err(format!("{what}.lookback: must be more than 0"));
+        }
+        target.lookback_secs = d.as_secs();
+    }
+    Ok(())
+}
+
+fn export_text(p: &PolicyMatrix) -> String {
+    let file = PolicyFile {
+        actions: Disposition::ALL
+            .iter()
+            .map(|d| (*d, p.action_for(*d)))
+            .collect(),
+        post_delivery: Some(switch_file(&p.post_delivery)),
+        phish_submission: Some(switch_file(&p.phish_submission)),
+    };
+    let body = toml::to_string(&file).unwrap_or_default();
+    format!(
+        "# clawback auto-retract policy (version {}). Import with `clawback policy import FILE`.\n\
+         # actions: no_action, junk, trash, soft_delete (Microsoft only; Trash on Gmail), hard_delete\n{body}",
+        p.version
+    )
+}
+
+/// Parses a policy file over the policy in force (keeps its version for the stale check).
+fn import_text(text: &str, path: &Path, current: &PolicyMatrix) -> Result<PolicyMatrix, String> {
+    let file: PolicyFile = toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+            .unwrap_or(1);
+        format!("{}:{line}: {}", path.display(), e.message().trim())
+    })?;
+    let mut p = current.clone();
+    p.actions = file
+        .actions
+        .into_iter()
+        .filter(|(_, a)| *a != RetractAction::NoAction)
+        .collect();
+    let at = |e: String| format!("{}: {e}", path.display());
+    if let Some(s) = &file.post_delivery {
+        apply_switch(
+            &mut p.post_delivery,
+            Some(s.enabled),
+            s.interval.as_deref(),
+            s.lookback.as_deref(),
+            "post_delivery",
+        )
+        .map_err(at)?;
+    }
+    if let Some(s) = &file.phish_submission {
+        apply_switch(
+            &mut p.phish_submission,
+            Some(s.enabled),
+            s.interval.as_deref(),
+            s.lookback.as_deref(),
+            "phish_submission",
+        )
+        .map_err(at)?;
+    }
+    Ok(p)
+}
+
+fn show(p: &PolicyMatrix) {
+    println!("policy version {}", p.version);
+    for d in Disposition::ALL {
+        println!("  {:<12} {}", d.as_str(), p.action_for(*d).as_str());
+    }
+    for (name, s) in [
+        ("post_delivery", &p.post_delivery),
+        ("phish_submission", &p.phish_submission),
+    ] {
+        println!(
+            "  {name:<17} {} every {} looking back {}",
+            if s.enabled { "on " } else { "off" },
+            format_duration(s.interval_secs),
+            format_duration(s.lookback_secs)
+        );
+    }
+}
+
+fn fail(e: EngineError) -> u8 {
+    eprintln!("clawback: {e}");
+    match e {
+        EngineError::Store(_) | EngineError::Provider(_) => exit::FAILURE,
+        _ => exit::USAGE,
+    }
+}
+
+fn save(engine: &Engine, p: PolicyMatrix) -> u8 {
+    match engine.save_policy(p) {
+        Ok((saved, warnings)) => {
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            println!("saved policy version {}", saved.version);
+            exit::OK
+        }
+        Err(e) => fail(e),
+    }
+}
+
+pub fn policy(args: PolicyArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> u8 {
+    let engine = match engine(config_path, data_dir) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let current = match engine.load_policy() {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    match args.command.unwrap_or(PolicyCommand::Show { json: false }) {
+        PolicyCommand::Show { json } => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&current).unwrap_or_default()
+                );
+            } else {
+                show(&current);
+            }
+            exit::OK
+        }
+        PolicyCommand::Export { out } => {
+            let text = export_text(&current);
+            match out {
+                None => {
+                    print!("{text}");
+                    exit::OK
+                }
+                Some(path) => match std::fs::write(&path, text) {
+                    Ok(()) => {
+                        eprintln!("wrote {}", path.display());
+                        exit::OK
+                    }
+                    Err(e) => {
+                        eprintln!("clawback: {}: {e}", path.display());
+                        exit::FAILURE
+                    }
+                },
+            }
+        }
+        PolicyCommand::Import { file } => {
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("clawback: {}: cannot read: {e}", file.display());
+                    return exit::USAGE;
+                }
+            };
+            match import_text(&text, &file, &current) {
+                Ok(p) => save(&engine, p),
+                Err(e) => {
+                    eprintln!("clawback: {e}");
+                    exit::USAGE
+                }
+            }
+        }
+        PolicyCommand::Set {
+            what,
+            value,
+            interval,
+            lookback,
+        } => {
+            let mut p = current.clone();
+            let key = what.trim().to_ascii_lowercase().replace('-', "_");
+            if key == "post_delivery" || key == "phish_submission" {
+                let enabled = match value.trim().to_ascii_lowercase().as_str() {
+                    "on" | "true" | "yes" | "enabled" => true,
+                    "off" | "false" | "no" | "disabled" => false,
+                    other => {
+                        eprintln!("clawback: {key}: expected on or off, got {other:?}");
+                        return exit::USAGE;
+                    }
+                };
+                let target = if key == "post_delivery" {
+                    &mut p.post_delivery
+                } else {
+                    &mut p.phish_submission
+                };
+                if let Err(e) = apply_switch(
+                    target,
+                    Some(enabled),
+                    interval.as_deref(),
+                    lookback.as_deref(),
+                    &key,
+                ) {
+                    eprintln!("clawback: {e}");
+                    return exit::USAGE;
+                }
+            } else {
+                if interval.is_some() || lookback.is_some() {
+                    eprintln!(
+                        "clawback: --interval and --lookback go with post_delivery or phish_submission"
+                    );
+                    return exit::USAGE;
+                }
+                let d: Disposition = match what.parse() {
+                    Ok(d) => d,
+                    Err(e) => {
+                        eprintln!(
+                            "clawback: {e} (or post_delivery / phish_submission for the responses)"
+                        );
+                        return exit::USAGE;
+                    }
+                };
+                let a: RetractAction = match value.parse() {
+                    Ok(a) => a,
+                    Err(e) => {
+                        eprintln!("clawback: {e}");
+                        return exit::USAGE;
+                    }
+                };
+                if a == RetractAction::NoAction {
+                    p.actions.remove(&d);
+                } else {
+                    p.actions.insert(d, a);
+                }
+            }
+            save(&engine, p)
+        }
+    }
+}
+
+/// Logs to `<data_dir>/watch.log` and stderr; `CLAWBACK_LOG` sets the filter (default info).
+fn init_log(data_dir: &Path) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
+    std::fs::create_dir_all(data_dir).ok()?;
+    let appender = tracing_appender::rolling::never(data_dir, "watch.log");
+    let (writer, guard) = tracing_appender::non_blocking(appender);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CLAWBACK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer.and(std::io::stderr))
+        .with_ansi(false)
+        .try_init()
+        .ok()?;
+    Some(guard)
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub fn watch(args: WatchArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> u8 {
+    let engine = match engine(config_path, data_dir) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let dir = engine
+        .store()
+        .path()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let _guard = init_log(&dir);
+    let interval = match args.interval.as_deref().map(parse_duration) {
+        None => Duration::from_secs(engine.config.automation.interval_secs.max(1)),
+        Some(Ok(d)) if d.as_millis() > 0 => d,
+        Some(Ok(_)) => {
+            eprintln!("clawback: --interval must be more than 0");
+            return exit::USAGE;
+        }
+        Some(Err(e)) => {
+            eprintln!("clawback: --interval: {e}");
+            return exit::USAGE;
+        }
+    };
+    let mut options = WatchOptions::from_config(&engine);
+    if let Some(i) = args.intel {
+        options.intel_dir = Some(i);
+    }
+    if let Some(j) = args.journal {
+        options.journal_dir = Some(j);
+    }
+    if let Some(n) = args.reporters {
+        options.reporters_threshold = n.max(1);
+    }
+    options.sync = !args.no_sync;
+    options.force_responses = args.once;
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("clawback: cannot start the runtime: {e}");
+            return exit::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let mut watcher = Watcher::new(&engine, options);
+        tracing::info!(
+            log = %dir.join("watch.log").display(),
+            interval_secs = interval.as_secs_f64(),
+            once = args.once,
+            "watch: starting"
+        );
+        let stop = shutdown_signal();
+        tokio::pin!(stop);
+        loop {
+            let started = Instant::now();
+            let outcome = tokio::select! {
+                r = watcher.cycle() => Some(r),
+                _ = &mut stop => None,
+            };
+            match outcome {
+                None => {
+                    tracing::info!("watch: stopped by signal mid-cycle; unfinished jobs resume at the next start");
+                    return exit::OK;
+                }
+                Some(Ok(report)) => {
+                    for e in &report.errors {
+                        tracing::warn!("{e}");
+                    }
+                    if let Some(first) = report.sync_failures.first() {
+                        tracing::warn!(
+                            "{} mailboxes could not be synced (first: {first})",
+                            report.sync_failures.len()
+                        );
+                    }
+                    tracing::info!("{} ({:.2}s)", report.summary(), started.elapsed().as_secs_f64());
+                    if args.once {
+                        let failed = report.jobs.iter().any(|j| j.failed > 0);
+                        return if report.errors.is_empty() && !failed {
+                            exit::OK
+                        } else {
+                            exit::PARTIAL
+                        };
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::error!("watch: cycle failed: {e}");
+                    if args.once {
+                        return fail(e);
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = &mut stop => {
+                    tracing::info!("watch: stopped by signal");
+                    return exit::OK;
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("7w").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(format_duration(900), "15m");
+        assert_eq!(format_duration(604_800), "7d");
+    }
+
+    #[test]
+    fn policy_round_trip_and_errors() {
+        let mut p = PolicyMatrix::initial();
+        p.actions
+            .insert(Disposition::Malicious, RetractAction::SoftDelete);
+        p.post_delivery.enabled = true;
+        let text = export_text(&p);
+        let back = import_text(&text, Path::new("p.toml"), &PolicyMatrix::initial());
+        assert_eq!(back, Ok(p.clone()));
+        let bad = "[actions]\nmalicious = \"junk\"\nspam = \"explode\"\n";
+        let e = import_text(bad, Path::new("p.toml"), &p)
+            .err()
+            .unwrap_or_default();
+        assert!(e.starts_with("p.toml:3:"), "{e}");
+        let bad = "[post_delivery]\nenabled = true\ninterval = \"soon\"\n";
+        let e = import_text(bad, Path::new("p.toml"), &p)
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("post_delivery.interval"), "{e}");
+        let bad = "[actions]\nmalicious = \"junk\"\n[typo]\n";
+        assert!(import_text(bad, Path::new("p.toml"), &p).is_err());
+    }
+}

@@ -1,0 +1,775 @@
+//! Automation (DESIGN §6): the `clawback watch` cycle.
+//!
+//! Each cycle: (1) follow new mail — provider sync (cursor based) and a watched journal
+//! directory; (2) Phish Submission Response — read the report mailboxes, decide each reported
+//! original, retract the malicious ones (`phish_submission`); (3) Post Delivery Response —
+//! re-evaluate delivered, not-yet-retracted mail within the look-back against the intel
+//! directory, upgrade dispositions and retract (`post_delivery`); (4) the auto-retract matrix on
+//! every record with a disposition (`auto`).
+//!
+//! Nothing is retracted twice: each plan leaves out the mailboxes where the message was already
+//! retracted by any job (`Store::retracted_mailboxes`), the planner skips copies already in
+//! Junk/Trash, and the store remembers at which disposition and over how many copies the policy
+//! last acted on a message (`auto_handled`). Jobs are created before they run, so a restart
+//! resumes them ([`Watcher::resume`]) instead of planning again; phish reports are recorded once
+//! decided.
+
+use super::core::{Engine, EngineError};
+use super::execute::RunOptions;
+use super::plan::RetractRequest;
+use super::view::PolicyMatrix;
+use crate::intel::{IntelDir, IntelSet};
+use crate::model::{Disposition, RetractAction, Trigger};
+use crate::provider::ProviderClient;
+use crate::store::Store;
+use crate::store::automation::ReportDecision;
+use crate::store::jobs::JobState;
+use crate::trace::TraceRecord;
+use crate::trace::ingest::{IngestOptions, ingest_paths, parse_message};
+use crate::trace::sync::{SyncOptions, sync};
+use chrono::Utc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
+
+/// Where a watch looks and how it decides.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// Sync the trace from the providers every cycle.
+    pub sync: bool,
+    /// Indicator files and STIX bundles.
+    pub intel_dir: Option<PathBuf>,
+    /// Journal reports / EML / verdict feeds dropped here are ingested.
+    pub journal_dir: Option<PathBuf>,
+    /// Distinct reporters that make a reported message malicious.
+    pub reporters_threshold: usize,
+    /// Run Post Delivery and Phish Submission every cycle, ignoring their interval (`--once`).
+    pub force_responses: bool,
+}
+
+impl WatchOptions {
+    /// From the `[automation]` config table.
+    pub fn from_config(engine: &Engine) -> WatchOptions {
+        let a = &engine.config.automation;
+        WatchOptions {
+            sync: true,
+            intel_dir: a.intel_dir.clone(),
+            journal_dir: a.journal_dir.clone(),
+            reporters_threshold: a.reporters_threshold.max(1),
+            force_responses: false,
+        }
+    }
+}
+
+/// One job an automation cycle started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoJob {
+    pub job: i64,
+    pub trigger: Trigger,
+    pub tenant: String,
+    pub message_id: String,
+    pub action: RetractAction,
+    pub copies: usize,
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
+/// What one cycle did.
+#[derive(Debug, Clone, Default)]
+pub struct CycleReport {
+    /// Unfinished automation jobs resumed first.
+    pub resumed: Vec<i64>,
+    pub sync: Option<String>,
+    pub journal_files: usize,
+    pub jobs: Vec<AutoJob>,
+    pub decisions: Vec<ReportDecision>,
+    /// Indicators in force after a reload (and the problems skipped), when reloaded.
+    pub intel_reloaded: Option<(usize, Vec<String>)>,
+    pub post_delivery_ran: bool,
+    pub phish_ran: bool,
+    /// Records whose disposition intel upgraded.
+    pub intel_upgraded: usize,
+    /// Problems that did not stop the cycle.
+    pub errors: Vec<String>,
+    /// Mailboxes the sync could not read (e.g. not authorized in an ungranted domain): expected
+    /// in real tenants, so reported apart from `errors`.
+    pub sync_failures: Vec<String>,
+}
+
+impl CycleReport {
+    /// One line for the log.
+    pub fn summary(&self) -> String {
+        let copies: u64 = self.jobs.iter().map(|j| j.succeeded).sum();
+        let failed: u64 = self.jobs.iter().map(|j| j.failed).sum();
+        let malicious = self
+            .decisions
+            .iter()
+            .filter(|d| d.verdict == "malicious")
+            .count();
+        format!(
+            "cycle: {} jobs ({copies} copies retracted, {failed} failed), {} reports decided ({malicious} malicious), {} upgraded by intel, {} errors, {} mailboxes not synced{}",
+            self.jobs.len(),
+            self.decisions.len(),
+            self.intel_upgraded,
+            self.errors.len(),
+            self.sync_failures.len(),
+            self.sync
+                .as_deref()
+                .map(|s| format!("; {s}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
+/// Runs automation cycles over one engine. Keeps what it must remember between cycles (intel
+/// files' stamps, journal files seen, when each response last ran) in memory; everything that
+/// must survive a restart is in the store.
+pub struct Watcher<'e> {
+    engine: &'e Engine,
+    pub options: WatchOptions,
+    intel: Option<IntelDir>,
+    journal_seen: BTreeMap<PathBuf, (Option<SystemTime>, u64)>,
+    last_post_delivery: Option<Instant>,
+    last_phish: Option<Instant>,
+    /// A second connection for the sync (the engine's store is behind a lock that must not be
+    /// held across `.await`); in a Mutex only so the watcher is `Sync`.
+    sync_store: std::sync::Mutex<Option<Store>>,
+}
+
+fn severity_min(a: Option<Disposition>, b: Option<Disposition>) -> Option<Disposition> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if x.severity() <= y.severity() { x } else { y }),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+impl<'e> Watcher<'e> {
+    pub fn new(engine: &'e Engine, options: WatchOptions) -> Watcher<'e> {
+        let intel = options.intel_dir.clone().map(IntelDir::new);
+        Watcher {
+            engine,
+            options,
+            intel,
+            journal_seen: BTreeMap::new(),
+            last_post_delivery: None,
+            last_phish: None,
+            sync_store: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Finishes automation jobs a previous run left unfinished (crash, kill); `run_job`
+    /// reconciles the items that were in flight, so nothing is lost or done twice.
+    pub async fn resume(&self) -> Result<Vec<i64>, EngineError> {
+        let mut out = Vec::new();
+        for row in self.engine.unfinished_jobs()? {
+            if !row.trigger.is_auto() || row.dry_run || row.state == JobState::Cancelled {
+                continue;
+            }
+            tracing::info!(job = row.id, trigger = %row.trigger, "resuming unfinished automation job");
+            self.engine
+                .run_job(row.id, &RunOptions::default(), &|_| {})
+                .await?;
+            out.push(row.id);
+        }
+        Ok(out)
+    }
+
+    /// One full cycle.
+    pub async fn cycle(&mut self) -> Result<CycleReport, EngineError> {
+        let mut report = CycleReport {
+            resumed: self.resume().await?,
+            ..CycleReport::default()
+        };
+        let policy = self.engine.load_policy()?;
+        self.follow(&policy, &mut report).await?;
+        let intel_changed = self.refresh_intel(&mut report);
+        if policy.phish_submission.enabled
+            && due(
+                self.last_phish,
+                policy.phish_submission.interval_secs,
+                self.options.force_responses,
+            )
+        {
+            self.last_phish = Some(Instant::now());
+            report.phish_ran = true;
+            self.phish_submission(&policy, &mut report).await?;
+        }
+        if policy.post_delivery.enabled
+            && (intel_changed
+                || due(
+                    self.last_post_delivery,
+                    policy.post_delivery.interval_secs,
+                    self.options.force_responses,
+                ))
+        {
+            self.last_post_delivery = Some(Instant::now());
+            report.post_delivery_ran = true;
+            self.post_delivery(&policy, &mut report).await?;
+        }
+        self.auto_retract(&policy, &mut report).await?;
+        Ok(report)
+    }
+
+    /// Provider sync and the journal directory.
+    async fn follow(
+        &mut self,
+        policy: &PolicyMatrix,
+        report: &mut CycleReport,
+    ) -> Result<(), EngineError> {
+        if self.options.sync {
+            let slot = self.sync_store.get_mut().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                let path = self.engine.store().path().map(PathBuf::from);
+                match path {
+                    Some(p) => *slot = Some(Store::open(&p)?),
+                    None => report
+                        .errors
+                        .push("sync needs a store file (in-memory store)".into()),
+                }
+            }
+            if let Some(store) = slot.as_mut() {
+                let clients: Vec<ProviderClient> = self.engine.clients().cloned().collect();
+                let mut o = SyncOptions::from_config(Some(&self.engine.config));
+                let lookback = policy
+                    .post_delivery
+                    .lookback_secs
+                    .max(policy.phish_submission.lookback_secs);
+                o.since = Utc::now() - chrono::Duration::seconds(lookback as i64);
+                match sync(store, &clients, &o, |_| {}).await {
+                    Ok(r) => {
+                        for f in &r.failed {
+                            report.sync_failures.push(format!("sync: {f}"));
+                        }
+                        report.sync = Some(r.summary());
+                    }
+                    Err(e) => report.errors.push(format!("sync: {e}")),
+                }
+            }
+        }
+        if let Some(dir) = self.options.journal_dir.clone() {
+            let mut changed = Vec::new();
+            match std::fs::read_dir(&dir) {
+                Err(e) => report.errors.push(format!(
+                    "{}: cannot read journal directory: {e}",
+                    dir.display()
+                )),
+                Ok(entries) => {
+                    for e in entries.flatten() {
+                        let Ok(meta) = e.metadata() else { continue };
+                        if !meta.is_file() {
+                            continue;
+                        }
+                        let stamp = (meta.modified().ok(), meta.len());
+                        if self.journal_seen.get(&e.path()) != Some(&stamp) {
+                            self.journal_seen.insert(e.path(), stamp);
+                            changed.push(e.path());
+                        }
+                    }
+                }
+            }
+            if !changed.is_empty() {
+                changed.sort();
+                report.journal_files = changed.len();
+                let opts = IngestOptions::from_config(Some(&self.engine.config));
+                let r = ingest_paths(&mut self.engine.store(), &changed, &opts, &mut |_| {});
+                match r {
+                    Ok(r) => tracing::info!("journal: {}", r.summary()),
+                    Err(e) => report.errors.push(format!("journal: {e}")),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-reads the intel directory when it changed; true when it was reloaded.
+    fn refresh_intel(&mut self, report: &mut CycleReport) -> bool {
+        let Some(intel) = self.intel.as_mut() else {
+            return false;
+        };
+        match intel.refresh() {
+            Ok(Some(set)) => {
+                let errors: Vec<String> = set.errors.iter().map(|e| e.to_string()).collect();
+                for e in &errors {
+                    tracing::warn!("intel: {e}");
+                }
+                tracing::info!(
+                    "intel: {} indicators from {} files ({} problems skipped)",
+                    set.indicators.len(),
+                    set.files,
+                    errors.len()
+                );
+                report.intel_reloaded = Some((set.indicators.len(), errors));
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                report.errors.push(e);
+                false
+            }
+        }
+    }
+
+    fn intel_set(&self) -> Option<&IntelSet> {
+        self.intel.as_ref().map(IntelDir::current)
+    }
+
+    /// The auto-retract matrix on every record with a disposition within the look-back.
+    async fn auto_retract(
+        &self,
+        policy: &PolicyMatrix,
+        report: &mut CycleReport,
+    ) -> Result<(), EngineError> {
+        if policy
+            .actions
+            .values()
+            .all(|a| *a == RetractAction::NoAction)
+        {
+            return Ok(());
+        }
+        let since = Utc::now().timestamp() - policy.post_delivery.lookback_secs as i64;
+        let records = self.engine.store().trace_for_automation(since, true)?;
+        for r in records {
+            let Some(d) = r.disposition else { continue };
+            let source = r.disposition_source.clone().unwrap_or_default();
+            if let Some(job) = self
+                .start(policy, &r, d, Trigger::Auto, &source, report)
+                .await?
+            {
+                self.run(job, report).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Post Delivery Response: intel against delivered, not-yet-retracted mail.
+    async fn post_delivery(
+        &self,
+        policy: &PolicyMatrix,
+        report: &mut CycleReport,
+    ) -> Result<(), EngineError> {
+        let Some(intel) = self.intel_set() else {
+            return Ok(());
+        };
+        if intel.indicators.is_empty() {
+            return Ok(());
+        }
+        let since = Utc::now().timestamp() - policy.post_delivery.lookback_secs as i64;
+        let records = self.engine.store().trace_for_automation(since, false)?;
+        for r in records {
+            let matches = intel.matches(&r);
+            let Some(best) = matches
+                .iter()
+                .min_by_key(|i| i.disposition.severity())
+                .copied()
+            else {
+                continue;
+            };
+            let source = format!("intel:{}", best.file);
+            let upd = self.engine.store().set_disposition(
+                Some(&r.tenant),
+                &r.message_id,
+                best.disposition,
+                &source,
+            )?;
+            if upd.upgraded > 0 {
+                report.intel_upgraded += 1;
+                self.engine.audit(
+                    "automation",
+                    "intel_match",
+                    None,
+                    None,
+                    BTreeMap::from([("indicators".to_string(), matches.len() as u64)]),
+                    serde_json::json!({
+                        "tenant": r.tenant,
+                        "message_id": r.message_id,
+                        "previous": r.disposition.map(|d| d.as_str()),
+                        "disposition": best.disposition.as_str(),
+                        "source": source,
+                        "indicators": matches.iter().map(|i| serde_json::json!({
+                            "file": i.file, "type": i.kind.as_str(), "value": i.value,
+                            "disposition": i.disposition.as_str(),
+                        })).collect::<Vec<_>>(),
+                    }),
+                )?;
+            }
+            let Some(effective) = severity_min(r.disposition, Some(best.disposition)) else {
+                continue;
+            };
+            if let Some(job) = self
+                .start(
+                    policy,
+                    &r,
+                    effective,
+                    Trigger::PostDelivery,
+                    &source,
+                    report,
+                )
+                .await?
+            {
+                self.run(job, report).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Phish Submission Response.
+    async fn phish_submission(
+        &self,
+        policy: &PolicyMatrix,
+        report: &mut CycleReport,
+    ) -> Result<(), EngineError> {
+        let since =
+            Utc::now() - chrono::Duration::seconds(policy.phish_submission.lookback_secs as i64);
+        let ingest = IngestOptions::from_config(Some(&self.engine.config));
+        // (tenant, mailbox, report id, reporter, original record)
+        let mut pending: Vec<(String, String, String, String, Option<TraceRecord>)> = Vec::new();
+        for t in &self.engine.config.tenants {
+            if t.report_mailboxes.is_empty() {
+                continue;
+            }
+            let client = self.engine.client(&t.name)?;
+            for mailbox in &t.report_mailboxes {
+                let mailbox = mailbox.trim().to_ascii_lowercase();
+                let mut metas = match client.list_recent_messages(&mailbox, since).await {
+                    Ok(m) => m,
+                    Err(f) => {
+                        report
+                            .errors
+                            .push(format!("{}/{mailbox}: cannot list reports: {f}", t.name));
+                        continue;
+                    }
+                };
+                metas.sort_by(|a, b| (a.date, &a.id).cmp(&(b.date, &b.id)));
+                for meta in metas {
+                    let report_id = if meta.internet_message_id.is_empty() {
+                        meta.id.clone()
+                    } else {
+                        meta.internet_message_id.clone()
+                    };
+                    if self
+                        .engine
+                        .store()
+                        .report_decided(&t.name, &mailbox, &report_id)?
+                    {
+                        continue;
+                    }
+                    let raw = match client.fetch_raw(&mailbox, &meta.id).await {
+                        Ok(r) => r,
+                        Err(f) => {
+                            report.errors.push(format!(
+                                "{}/{mailbox}: cannot fetch report {report_id}: {f}",
+                                t.name
+                            ));
+                            continue;
+                        }
+                    };
+                    let original = attached_original(&raw)
+                        .and_then(|bytes| parse_message(&bytes, &ingest).ok());
+                    pending.push((
+                        t.name.clone(),
+                        mailbox.clone(),
+                        report_id,
+                        meta.from.trim().to_ascii_lowercase(),
+                        original,
+                    ));
+                }
+            }
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let threshold = self.options.reporters_threshold.max(1);
+        // Group by original so all of this cycle's reporters count together.
+        let mut by_original: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut decisions: Vec<Option<ReportDecision>> = vec![None; pending.len()];
+        for (i, (tenant, mailbox, report_id, reporter, original)) in pending.iter().enumerate() {
+            match original {
+                Some(o) => by_original.entry(o.message_id.clone()).or_default().push(i),
+                None => {
+                    decisions[i] = Some(ReportDecision {
+                        tenant: tenant.clone(),
+                        mailbox: mailbox.clone(),
+                        report_id: report_id.clone(),
+                        reporter: reporter.clone(),
+                        original: None,
+                        verdict: "no_original".into(),
+                        reason: "the report carries no message/rfc822 attachment".into(),
+                    })
+                }
+            }
+        }
+        let mut jobs = Vec::new();
+        for (mid, idx) in &by_original {
+            let mut reporters = self.engine.store().reporters_of(mid)?;
+            for &i in idx {
+                reporters.insert(pending[i].3.clone());
+            }
+            let traced = self.engine.store().trace_by_message_id(mid)?;
+            let existing = traced
+                .iter()
+                .fold(None, |acc, r| severity_min(acc, r.disposition));
+            let mut intel_hit = None;
+            if let Some(intel) = self.intel_set() {
+                let parsed = idx.iter().filter_map(|&i| pending[i].4.as_ref());
+                for r in traced.iter().chain(parsed) {
+                    if let Some(best) = intel
+                        .matches(r)
+                        .into_iter()
+                        .min_by_key(|i| i.disposition.severity())
+                    {
+                        intel_hit = Some((best.disposition, format!("intel:{}", best.file)));
+                        break;
+                    }
+                }
+            }
+            let (verdict, reason, source) = if traced.is_empty() {
+                (
+                    "not_found",
+                    format!("{mid} is not in the trace ({} reporters)", reporters.len()),
+                    None,
+                )
+            } else if existing == Some(Disposition::Malicious) {
+                let src = traced
+                    .iter()
+                    .find_map(|r| r.disposition_source.clone())
+                    .unwrap_or_default();
+                (
+                    "malicious",
+                    format!("disposition malicious ({src})"),
+                    Some(src),
+                )
+            } else if let Some((Disposition::Malicious, src)) = &intel_hit {
+                (
+                    "malicious",
+                    format!("intel match ({src})"),
+                    Some(src.clone()),
+                )
+            } else if reporters.len() >= threshold {
+                (
+                    "malicious",
+                    format!(
+                        "{} distinct reporters (threshold {threshold})",
+                        reporters.len()
+                    ),
+                    Some("report:phish_submission".to_string()),
+                )
+            } else {
+                (
+                    "not_malicious",
+                    format!(
+                        "{} of {threshold} distinct reporters; disposition {}; no malicious intel match",
+                        reporters.len(),
+                        existing.map(|d| d.as_str()).unwrap_or("none")
+                    ),
+                    None,
+                )
+            };
+            if verdict == "malicious" {
+                let source = source.unwrap_or_default();
+                self.engine
+                    .store()
+                    .set_disposition(None, mid, Disposition::Malicious, &source)?;
+                for r in &traced {
+                    if let Some(job) = self
+                        .start(
+                            policy,
+                            r,
+                            Disposition::Malicious,
+                            Trigger::PhishSubmission,
+                            &source,
+                            report,
+                        )
+                        .await?
+                    {
+                        jobs.push(job);
+                    }
+                }
+            }
+            for &i in idx {
+                let (tenant, mailbox, report_id, reporter, _) = &pending[i];
+                decisions[i] = Some(ReportDecision {
+                    tenant: tenant.clone(),
+                    mailbox: mailbox.clone(),
+                    report_id: report_id.clone(),
+                    reporter: reporter.clone(),
+                    original: Some(mid.clone()),
+                    verdict: verdict.to_string(),
+                    reason: reason.clone(),
+                });
+            }
+            // Audit inputs once per original as well as per report (below).
+            tracing::info!(original = %mid, verdict, reporters = reporters.len(), "phish submission: {reason}");
+        }
+        for d in decisions.into_iter().flatten() {
+            self.engine.store().record_report(&d)?;
+            let reporters = match &d.original {
+                Some(o) => self.engine.store().reporters_of(o)?.len() as u64,
+                None => 0,
+            };
+            self.engine.audit(
+                "automation",
+                "phish_decision",
+                None,
+                None,
+                BTreeMap::from([("reporters".to_string(), reporters)]),
+                serde_json::json!({
+                    "tenant": d.tenant,
+                    "report_mailbox": d.mailbox,
+                    "report": d.report_id,
+                    "reporter": d.reporter,
+                    "original": d.original,
+                    "verdict": d.verdict,
+                    "reason": d.reason,
+                    "threshold": threshold,
+                }),
+            )?;
+            report.decisions.push(d);
+        }
+        for job in jobs {
+            self.run(job, report).await?;
+        }
+        Ok(())
+    }
+
+    /// Plans and creates the job retracting one message per the matrix, unless there is
+    /// nothing (new) to do. Every decision to act (or that nothing is left) is audited.
+    async fn start(
+        &self,
+        policy: &PolicyMatrix,
+        r: &TraceRecord,
+        disposition: Disposition,
+        trigger: Trigger,
+        source: &str,
+        report: &mut CycleReport,
+    ) -> Result<Option<i64>, EngineError> {
+        let action = policy.action_for(disposition);
+        if action == RetractAction::NoAction || r.tenant.is_empty() {
+            return Ok(None);
+        }
+        if self.engine.client(&r.tenant).is_err() {
+            return Ok(None);
+        }
+        let copies = r
+            .delivered_to()
+            .into_iter()
+            .filter(|a| *a != r.sender)
+            .count() as u64;
+        if let Some((d, c)) = self.engine.store().auto_handled(&r.tenant, &r.message_id)?
+            && c >= copies
+            && d.parse::<Disposition>()
+                .is_ok_and(|d| d.severity() <= disposition.severity())
+        {
+            return Ok(None);
+        }
+        let retracted: BTreeSet<String> = self
+            .engine
+            .store()
+            .retracted_mailboxes(&r.message_id)?
+            .into_iter()
+            .collect();
+        let request = RetractRequest {
+            message_ids: vec![r.message_id.clone()],
+            query: None,
+            tenants: vec![r.tenant.clone()],
+            only: Vec::new(),
+            exclude: retracted.iter().cloned().collect(),
+            depth: 0,
+            action,
+            trigger,
+            reason: format!("{trigger}: {disposition} ({source})"),
+        };
+        let plan = match self.engine.build_plan(request).await {
+            Ok(p) => p,
+            Err(e) => {
+                report
+                    .errors
+                    .push(format!("{} {}: cannot plan: {e}", r.tenant, r.message_id));
+                return Ok(None);
+            }
+        };
+        let job = if plan.items.is_empty() {
+            None
+        } else {
+            Some(self.engine.create_job(&plan, false)?)
+        };
+        self.engine.store().set_auto_handled(
+            &r.tenant,
+            &r.message_id,
+            disposition.as_str(),
+            copies,
+            trigger.as_str(),
+            job,
+        )?;
+        self.engine.audit(
+            "automation",
+            "auto_retract",
+            Some(&plan.digest),
+            job,
+            BTreeMap::from([
+                ("copies".to_string(), plan.items.len() as u64),
+                ("skipped".to_string(), plan.skipped.len() as u64),
+                ("already_retracted".to_string(), retracted.len() as u64),
+            ]),
+            serde_json::json!({
+                "tenant": r.tenant,
+                "message_id": r.message_id,
+                "disposition": disposition.as_str(),
+                "source": source,
+                "action": action.as_str(),
+                "trigger": trigger.as_str(),
+            }),
+        )?;
+        tracing::info!(
+            tenant = %r.tenant, message_id = %r.message_id, %trigger, %action,
+            copies = plan.items.len(), job = ?job, "automation: {disposition} ({source})"
+        );
+        if let Some(job) = job {
+            report.jobs.push(AutoJob {
+                job,
+                trigger,
+                tenant: r.tenant.clone(),
+                message_id: r.message_id.clone(),
+                action,
+                copies: plan.items.len(),
+                succeeded: 0,
+                failed: 0,
+            });
+        }
+        Ok(job)
+    }
+
+    async fn run(&self, job: i64, report: &mut CycleReport) -> Result<(), EngineError> {
+        let r = self
+            .engine
+            .run_job(job, &RunOptions::default(), &|_| {})
+            .await?;
+        if let Some(j) = report.jobs.iter_mut().find(|j| j.job == job) {
+            j.succeeded = r.counts.succeeded;
+            j.failed = r.counts.failed;
+        }
+        tracing::info!(
+            job,
+            succeeded = r.counts.succeeded,
+            failed = r.counts.failed,
+            "automation job finished in {:.2}s",
+            r.elapsed_secs
+        );
+        Ok(())
+    }
+}
+
+fn due(last: Option<Instant>, interval_secs: u64, force: bool) -> bool {
+    force || last.is_none_or(|t| t.elapsed().as_secs() >= interval_secs)
+}
+
+/// The raw bytes of the first `message/rfc822` attachment of a report.
+pub fn attached_original(raw: &[u8]) -> Option<Vec<u8>> {
+    let msg = mail_parser::MessageParser::default().parse(raw)?;
+    for part in msg.attachments() {
+        if let Some(m) = part.message() {
+            return Some(m.raw_message().to_vec());
+        }
+    }
+    None
+}

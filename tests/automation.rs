@@ -1,0 +1,900 @@
+//! Automation (issue 7) against the lab: `watch` retracts new malicious mail per the matrix,
+//! intel added to the intel directory retracts exactly the matching mail on the next cycle, the
+//! demo's phish reports lead to exactly the expected retractions and "not malicious" records, a
+//! killed and restarted `watch` neither loses nor repeats work, and metrics / audit show it.
+//!
+//! Side effects are checked through the lab's own action log, expectations come from the
+//! scenario. Times are measured and printed, never asserted.
+
+#![allow(clippy::unwrap_used)]
+
+use clawback::config::Config;
+use clawback::engine::Engine;
+use clawback::engine::automation::{CycleReport, WatchOptions, Watcher};
+use clawback::lab::demo::{
+    self, BENIGN_REPORTS, CAMPAIGN_MESSAGE_ID, CAMPAIGN_REPORTS, CONTOSO,
+    DEMO_CONTOSO_REPORT_MAILBOX, DEMO_FABRIKAM_REPORT_MAILBOX, DEMO_HOLD_MAILBOX, FABRIKAM,
+    MALICIOUS_MESSAGE_ID,
+};
+use clawback::lab::scenario::Scenario;
+use clawback::lab::{LabOptions, LabServer};
+use clawback::model::{Disposition, Folder, RetractAction, Trigger};
+use clawback::store::Store;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const SEED: u64 = 7;
+
+/// (tenant, mailbox, Message-ID)
+type CopyKey = (String, String, String);
+
+struct World {
+    scenario: Scenario,
+    server: LabServer,
+    config: Config,
+    config_path: PathBuf,
+    data: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+async fn world(options: LabOptions) -> World {
+    let scenario = demo::build(SEED);
+    let server = LabServer::start(&scenario, options, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("lab.toml");
+    let mut config: Config = server.write_config(&config_path).unwrap();
+    for t in &mut config.tenants {
+        t.report_mailboxes = vec![if t.name == CONTOSO {
+            DEMO_CONTOSO_REPORT_MAILBOX.to_string()
+        } else {
+            DEMO_FABRIKAM_REPORT_MAILBOX.to_string()
+        }];
+    }
+    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+    let config = Config::load(&config_path).unwrap();
+    let data = dir.path().join("data");
+    World {
+        scenario,
+        server,
+        config,
+        config_path,
+        data,
+        dir,
+    }
+}
+
+impl World {
+    fn engine(&self) -> Engine {
+        Engine::new(self.config.clone(), Store::open_in_dir(&self.data).unwrap()).unwrap()
+    }
+
+    fn set_policy(&self, f: impl FnOnce(&mut clawback::engine::view::PolicyMatrix)) {
+        let e = self.engine();
+        let mut p = e.load_policy().unwrap();
+        f(&mut p);
+        e.save_policy(p).unwrap();
+    }
+}
+
+/// What retracting `messages` must act on, from the scenario alone: every copy in a granted
+/// domain's mailbox, except the sender's own and copies already gone or in Sent Items / Drafts.
+fn expected(scenario: &Scenario, messages: &BTreeSet<String>) -> BTreeSet<CopyKey> {
+    let mut out = BTreeSet::new();
+    for t in &scenario.tenants {
+        let granted: BTreeSet<String> = t
+            .domains
+            .iter()
+            .filter(|d| d.granted)
+            .map(|d| d.name.to_ascii_lowercase())
+            .collect();
+        let has_mailbox: BTreeSet<String> = t
+            .users
+            .iter()
+            .filter(|u| u.mailbox)
+            .map(|u| u.address.to_ascii_lowercase())
+            .collect();
+        for m in &t.messages {
+            if !messages.contains(&m.message_id) {
+                continue;
+            }
+            for c in &m.copies {
+                let mailbox = c.mailbox.to_ascii_lowercase();
+                let domain = mailbox.rsplit('@').next().unwrap_or_default().to_string();
+                if mailbox == m.from.to_ascii_lowercase()
+                    || !granted.contains(&domain)
+                    || !has_mailbox.contains(&mailbox)
+                    || c.folder.is_gone()
+                    || matches!(c.folder, Folder::SentItems | Folder::Drafts)
+                {
+                    continue;
+                }
+                out.insert((t.name.clone(), mailbox, m.message_id.clone()));
+            }
+        }
+    }
+    out
+}
+
+fn set(ids: &[&str]) -> BTreeSet<String> {
+    ids.iter().map(|s| s.to_string()).collect()
+}
+
+/// API actions per copy recorded by the lab since `from` (index into its action log).
+fn actions_since(server: &LabServer, from: usize) -> BTreeMap<CopyKey, usize> {
+    let state = server.lab.state();
+    let mut out = BTreeMap::new();
+    for a in state.actions.iter().skip(from) {
+        if a.action.starts_with("user:") {
+            continue;
+        }
+        *out.entry((
+            a.tenant.clone(),
+            a.mailbox.to_ascii_lowercase(),
+            a.internet_message_id.clone(),
+        ))
+        .or_insert(0) += 1;
+    }
+    out
+}
+
+fn log_len(server: &LabServer) -> usize {
+    server.lab.state().actions.len()
+}
+
+fn assert_exactly_once(got: &BTreeMap<CopyKey, usize>, want: &BTreeSet<CopyKey>, what: &str) {
+    let keys: BTreeSet<CopyKey> = got.keys().cloned().collect();
+    let missing: Vec<_> = want.difference(&keys).collect();
+    let extra: Vec<_> = keys.difference(want).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{what}: missing {missing:?}, extra {extra:?}"
+    );
+    let twice: Vec<_> = got.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{what}: acted on more than once: {twice:?}"
+    );
+}
+
+fn options(intel: Option<PathBuf>) -> WatchOptions {
+    WatchOptions {
+        sync: true,
+        intel_dir: intel,
+        journal_dir: None,
+        reporters_threshold: 3,
+        force_responses: true,
+    }
+}
+
+async fn once(engine: &Engine, opts: WatchOptions) -> CycleReport {
+    let mut w = Watcher::new(engine, opts);
+    let r = w.cycle().await.unwrap();
+    eprintln!("{}", r.summary());
+    r
+}
+
+/// (i) A new malicious message delivered to 50 mailboxes while the watch loop runs is
+/// retracted per the matrix, each copy once; detection → first retraction time is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_loop_retracts_new_malicious_delivery_in_50_mailboxes() {
+    let w = world(LabOptions::default()).await;
+    w.set_policy(|p| {
+        p.actions
+            .insert(Disposition::Malicious, RetractAction::Junk);
+    });
+    let engine = Arc::new(w.engine());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<CycleReport>();
+    let loop_engine = engine.clone();
+    let loop_stop = stop.clone();
+    let looper = tokio::spawn(async move {
+        let mut watcher = Watcher::new(
+            &loop_engine,
+            WatchOptions {
+                force_responses: false,
+                ..options(None)
+            },
+        );
+        // Bounded: at most 600 cycles of >= 200 ms.
+        for _ in 0..600 {
+            if loop_stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let r = watcher.cycle().await.unwrap();
+            let _ = tx.send(r);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    // The first cycle syncs the demo and retracts its header-malicious lure.
+    let first = tokio::time::timeout(Duration::from_secs(120), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        first
+            .jobs
+            .iter()
+            .any(|j| j.message_id == MALICIOUS_MESSAGE_ID && j.trigger == Trigger::Auto),
+        "{first:?}"
+    );
+
+    let contoso = w
+        .scenario
+        .tenants
+        .iter()
+        .find(|t| t.name == CONTOSO)
+        .unwrap();
+    let mailboxes: Vec<String> = contoso
+        .users
+        .iter()
+        .filter(|u| {
+            u.mailbox
+                && u.address.ends_with("@contoso.com")
+                && u.address != DEMO_HOLD_MAILBOX
+                && u.address != DEMO_CONTOSO_REPORT_MAILBOX
+        })
+        .map(|u| u.address.to_ascii_lowercase())
+        .take(50)
+        .collect();
+    assert_eq!(mailboxes.len(), 50);
+    let mid = "<watch-test-0001@evil-payroll.example>";
+    let body = serde_json::json!({
+        "tenant": CONTOSO,
+        "message": {
+            "message_id": mid,
+            "from": "payroll@evil-payroll.example",
+            "to": mailboxes,
+            "subject": "Your payslip is ready",
+            "date": chrono::Utc::now().to_rfc3339(),
+            "body": "Open https://evil-payroll.example/payslip",
+            "headers": [["X-Clawback-Disposition", "malicious"]],
+            "copy": mailboxes.iter().map(|m| serde_json::json!({"mailbox": m})).collect::<Vec<_>>(),
+        }
+    });
+    let from = log_len(&w.server);
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/_lab/deliver", w.server.base_url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{:?}", resp.text().await);
+    let delivered = Instant::now();
+    let mut first_at = None;
+    let mut all_at = None;
+    // Bounded wait: 120 s at 20 ms.
+    for _ in 0..6000 {
+        let got = actions_since(&w.server, from);
+        let n = got.keys().filter(|k| k.2 == mid).count();
+        if n > 0 && first_at.is_none() {
+            first_at = Some(delivered.elapsed());
+        }
+        if n >= 50 {
+            all_at = Some(delivered.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let first_at = first_at.expect("nothing was retracted");
+    let all_at = all_at.expect("not every copy was retracted");
+    eprintln!(
+        "MEASURED delivery -> first retraction {:.3}s, -> all 50 copies {:.3}s",
+        first_at.as_secs_f64(),
+        all_at.as_secs_f64()
+    );
+    // Let the loop finish its cycle, then check exactly once and the folder.
+    tokio::time::timeout(Duration::from_secs(60), looper)
+        .await
+        .unwrap()
+        .unwrap();
+    let want: BTreeSet<CopyKey> = mailboxes
+        .iter()
+        .map(|m| (CONTOSO.to_string(), m.clone(), mid.to_string()))
+        .collect();
+    let got: BTreeMap<CopyKey, usize> = actions_since(&w.server, from)
+        .into_iter()
+        .filter(|(k, _)| k.2 == mid)
+        .collect();
+    assert_exactly_once(&got, &want, "new malicious delivery");
+    let state = w.server.lab.state();
+    let t = state.tenants.iter().find(|t| t.name == CONTOSO).unwrap();
+    for m in &mailboxes {
+        let folders: Vec<&Folder> = t.mailboxes[m]
+            .copies
+            .values()
+            .filter(|c| c.content.internet_message_id == mid)
+            .map(|c| &c.folder)
+            .collect();
+        assert_eq!(folders, vec![&Folder::Junk], "{m}");
+    }
+    drop(state);
+    // The job is an auto job.
+    let jobs = engine.store().jobs(50).unwrap();
+    assert!(jobs.iter().all(|j| j.trigger == Trigger::Auto), "{jobs:?}");
+}
+
+/// (ii) An indicator file added to the intel directory makes the next cycle retract exactly
+/// the matching delivered messages; broken intel files are reported and skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intel_added_to_the_directory_retracts_exactly_the_matching_mail() {
+    let w = world(LabOptions::default()).await;
+    w.set_policy(|p| {
+        p.actions
+            .insert(Disposition::Malicious, RetractAction::Junk);
+        p.actions
+            .insert(Disposition::Suspicious, RetractAction::Trash);
+        p.post_delivery.enabled = true;
+    });
+    let intel = w.dir.path().join("intel");
+    std::fs::create_dir_all(&intel).unwrap();
+    let engine = w.engine();
+    let baseline = once(&engine, options(Some(intel.clone()))).await;
+    // The baseline cycle applies the matrix to the demo's header dispositions (auto).
+    assert!(
+        baseline.jobs.iter().all(|j| j.trigger == Trigger::Auto),
+        "{baseline:?}"
+    );
+    assert!(baseline.intel_reloaded.is_none());
+
+    // Pick from the scenario: an external sender without any disposition header (several
+    // messages), and another such message by subject.
+    let internal = [
+        "@contoso.com",
+        "@fabrikam.com",
+        "@contoso-labs.com",
+        "@fabrikam.org",
+    ];
+    let mut by_sender: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut subjects: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for t in &w.scenario.tenants {
+        for m in &t.messages {
+            let from = m.from.to_ascii_lowercase();
+            let has_disposition = m
+                .headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("X-Clawback-Disposition"))
+                || m.raw
+                    .as_deref()
+                    .is_some_and(|r| r.to_ascii_lowercase().contains("x-clawback-disposition"));
+            if m.message_id == CAMPAIGN_MESSAGE_ID
+                || has_disposition
+                || m.in_reply_to.is_some()
+                || internal.iter().any(|d| from.ends_with(d))
+            {
+                continue;
+            }
+            by_sender
+                .entry(from.clone())
+                .or_default()
+                .push(m.message_id.clone());
+            subjects.insert(m.message_id.clone(), (from, m.subject.clone()));
+        }
+    }
+    let (sender, sender_msgs) = by_sender
+        .iter()
+        .filter(|(_, v)| v.len() >= 2)
+        .max_by_key(|(s, v)| (v.len(), s.to_string()))
+        .map(|(s, v)| (s.clone(), v.clone()))
+        .unwrap();
+    let (subject_mid, (_, subject)) = subjects
+        .iter()
+        .find(|(_, (f, s))| f != &sender && !s.contains('\''))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .unwrap();
+    // Every message with that subject (any sender) matches the subject indicator.
+    let mut matching: BTreeSet<String> = sender_msgs.iter().cloned().collect();
+    for t in &w.scenario.tenants {
+        for m in &t.messages {
+            if m.subject.eq_ignore_ascii_case(&subject) {
+                matching.insert(m.message_id.clone());
+            }
+        }
+    }
+    eprintln!(
+        "indicators: sender {sender} ({} messages), subject {subject:?} ({subject_mid}); {} messages match",
+        sender_msgs.len(),
+        matching.len()
+    );
+    std::fs::write(
+        intel.join("feed.csv"),
+        format!("type,value,disposition\nsender,{sender},malicious\nnot-a-type,x,malicious\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        intel.join("bundle.json"),
+        serde_json::json!({
+            "type": "bundle", "id": "bundle--1", "objects": [
+                {"type": "indicator", "id": "indicator--s", "pattern_type": "stix",
+                 "indicator_types": ["anomalous-activity"],
+                 "pattern": format!("[email-message:subject = '{subject}']")},
+                {"type": "indicator", "id": "indicator--bad", "pattern": "[process:name = 'x']"}
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        intel.join("broken.json"),
+        "{\"type\": \"bundle\", \"objects\": [",
+    )
+    .unwrap();
+
+    let from = log_len(&w.server);
+    let r = once(&engine, options(Some(intel.clone()))).await;
+    let (indicators, problems) = r.intel_reloaded.clone().unwrap();
+    assert_eq!(indicators, 2, "{problems:?}");
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p.contains("feed.csv: line 3")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("bundle.json: objects[1] (indicator--bad)")),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("broken.json: line 1")),
+        "{problems:?}"
+    );
+    let want = expected(&w.scenario, &matching);
+    assert!(!want.is_empty());
+    assert_exactly_once(&actions_since(&w.server, from), &want, "intel");
+    assert!(
+        r.jobs.iter().all(|j| j.trigger == Trigger::PostDelivery),
+        "{r:?}"
+    );
+    // The sender's mail went to Junk (malicious), the subject's to Trash (suspicious).
+    {
+        let state = w.server.lab.state();
+        for (tenant, mailbox, mid) in &want {
+            let t = state.tenants.iter().find(|t| &t.name == tenant).unwrap();
+            let folder = t.mailboxes[mailbox]
+                .copies
+                .values()
+                .find(|c| &c.content.internet_message_id == mid)
+                .map(|c| c.folder.clone())
+                .unwrap();
+            let want_folder = if sender_msgs.contains(mid) {
+                Folder::Junk
+            } else {
+                Folder::Trash
+            };
+            assert_eq!(folder, want_folder, "{tenant}/{mailbox} {mid}");
+        }
+    }
+    let rec = engine.store().trace_by_message_id(&sender_msgs[0]).unwrap();
+    assert_eq!(rec[0].disposition_source.as_deref(), Some("intel:feed.csv"));
+
+    // Nothing changed: the next cycle does nothing.
+    let from = log_len(&w.server);
+    let r = once(&engine, options(Some(intel))).await;
+    assert!(r.jobs.is_empty(), "{r:?}");
+    assert!(actions_since(&w.server, from).is_empty());
+}
+
+/// (iii) The demo's phish reports: the campaign (reported by CAMPAIGN_REPORTS distinct users)
+/// is retracted everywhere, each benign report is recorded "not malicious", every decision is
+/// audited, and a restarted watcher does not decide again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phish_reports_retract_the_campaign_and_record_benign_as_not_malicious() {
+    let w = world(LabOptions::default()).await;
+    w.set_policy(|p| {
+        p.actions
+            .insert(Disposition::Malicious, RetractAction::Junk);
+        p.phish_submission.enabled = true;
+    });
+    let engine = w.engine();
+    let from = log_len(&w.server);
+    let r = once(&engine, options(None)).await;
+    assert!(r.phish_ran);
+    let malicious: Vec<_> = r
+        .decisions
+        .iter()
+        .filter(|d| d.verdict == "malicious")
+        .collect();
+    let benign: Vec<_> = r
+        .decisions
+        .iter()
+        .filter(|d| d.verdict == "not_malicious")
+        .collect();
+    assert_eq!(
+        r.decisions.len(),
+        CAMPAIGN_REPORTS + BENIGN_REPORTS,
+        "{:?}",
+        r.decisions
+    );
+    assert_eq!(malicious.len(), CAMPAIGN_REPORTS, "{:?}", r.decisions);
+    assert!(
+        malicious
+            .iter()
+            .all(|d| d.original.as_deref() == Some(CAMPAIGN_MESSAGE_ID))
+    );
+    let reporters: BTreeSet<&str> = malicious.iter().map(|d| d.reporter.as_str()).collect();
+    assert_eq!(reporters.len(), CAMPAIGN_REPORTS);
+    assert_eq!(benign.len(), BENIGN_REPORTS, "{:?}", r.decisions);
+    let benign_ids: BTreeSet<String> = benign.iter().filter_map(|d| d.original.clone()).collect();
+    assert!(!benign_ids.contains(CAMPAIGN_MESSAGE_ID));
+
+    // Exactly the campaign's copies (phish submission) and the header-malicious lure (auto).
+    let want = expected(
+        &w.scenario,
+        &set(&[CAMPAIGN_MESSAGE_ID, MALICIOUS_MESSAGE_ID]),
+    );
+    let got = actions_since(&w.server, from);
+    assert_exactly_once(&got, &want, "phish submission");
+    assert!(got.keys().all(|k| !benign_ids.contains(&k.2)));
+    for j in &r.jobs {
+        let want_trigger = if j.message_id == CAMPAIGN_MESSAGE_ID {
+            Trigger::PhishSubmission
+        } else {
+            Trigger::Auto
+        };
+        assert_eq!(j.trigger, want_trigger, "{j:?}");
+    }
+    assert!(
+        r.jobs
+            .iter()
+            .any(|j| j.tenant == FABRIKAM && j.message_id == CAMPAIGN_MESSAGE_ID)
+    );
+
+    // Every decision is in the store and the audit log (section automation).
+    let stored = engine.store().report_decisions().unwrap();
+    assert_eq!(stored.len(), CAMPAIGN_REPORTS + BENIGN_REPORTS);
+    let audited = engine
+        .store()
+        .audit_entries()
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.record.section == "automation" && e.record.action == "phish_decision")
+        .count();
+    assert_eq!(audited, CAMPAIGN_REPORTS + BENIGN_REPORTS);
+
+    // A restarted watcher (fresh engine, same store) neither decides nor retracts again.
+    drop(engine);
+    let engine = w.engine();
+    let from = log_len(&w.server);
+    let r = once(&engine, options(None)).await;
+    assert!(r.decisions.is_empty(), "{:?}", r.decisions);
+    assert!(r.jobs.is_empty(), "{:?}", r.jobs);
+    assert!(actions_since(&w.server, from).is_empty());
+}
+
+fn clawback(w: &World) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_clawback"));
+    c.arg("--config")
+        .arg(&w.config_path)
+        .arg("--data-dir")
+        .arg(&w.data)
+        .env_remove("CLAWBACK_CONFIG")
+        .env_remove("CLAWBACK_DATA_DIR");
+    c
+}
+
+fn run_ok(w: &World, args: &[&str]) -> String {
+    let out = clawback(w).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "clawback {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// (iv) + (v): the real binary. `policy set` configures it; `watch` is killed (SIGKILL) while
+/// it retracts, then `watch --once` resumes: every copy was acted on exactly once. Metrics show
+/// the retractions as auto and the audit shows each decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_watch_restarts_without_losing_or_repeating_work() {
+    let w = world(LabOptions {
+        latency: Duration::from_millis(15),
+        ..LabOptions::default()
+    })
+    .await;
+    run_ok(&w, &["policy", "set", "malicious", "junk"]);
+    run_ok(
+        &w,
+        &[
+            "policy",
+            "set",
+            "phish_submission",
+            "on",
+            "--interval",
+            "1m",
+            "--lookback",
+            "14d",
+        ],
+    );
+    let shown = run_ok(&w, &["policy", "show"]);
+    assert!(shown.contains("malicious    junk"), "{shown}");
+    assert!(
+        shown.contains("phish_submission  on  every 1m looking back 14d"),
+        "{shown}"
+    );
+
+    let want = expected(
+        &w.scenario,
+        &set(&[CAMPAIGN_MESSAGE_ID, MALICIOUS_MESSAGE_ID]),
+    );
+    let from = log_len(&w.server);
+    let mut child = clawback(&w)
+        .args(["watch", "--interval", "1s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut killed_at = None;
+    // Bounded: 180 s at 5 ms.
+    for _ in 0..36_000 {
+        let n = actions_since(&w.server, from).len();
+        if n > 0 {
+            killed_at = Some((n, started.elapsed()));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SIGKILL: no chance to clean up.
+    let _ = child.kill();
+    let _ = child.wait();
+    let (n_at_kill, t) = killed_at.expect("watch retracted nothing");
+    // Let in-flight requests settle before looking.
+    std::thread::sleep(Duration::from_millis(300));
+    let after_kill = actions_since(&w.server, from).len();
+    eprintln!(
+        "MEASURED killed watch after {:.2}s with {n_at_kill} copies acted on ({after_kill} after settling) of {}",
+        t.as_secs_f64(),
+        want.len()
+    );
+    run_ok(&w, &["watch", "--once"]);
+    let got = actions_since(&w.server, from);
+    assert_exactly_once(&got, &want, "kill + restart");
+
+    // The log file in the data dir.
+    let log = std::fs::read_to_string(w.data.join("watch.log")).unwrap();
+    assert!(log.contains("watch: starting"), "{log}");
+
+    // (v) Metrics: every retraction is auto.
+    let m: serde_json::Value = serde_json::from_str(&run_ok(&w, &["metrics", "--json"])).unwrap();
+    let succeeded = m["succeeded"]["count"].as_u64().unwrap();
+    assert_eq!(succeeded as usize, want.len(), "{m}");
+    assert_eq!(m["auto"]["count"], m["total"], "{m}");
+    assert_eq!(m["manual"]["count"].as_u64(), Some(0), "{m}");
+    // The audit shows each decision.
+    let audit = run_ok(&w, &["audit", "list", "--section", "automation"]);
+    let decisions = audit
+        .lines()
+        .filter(|l| l.contains("phish_decision"))
+        .count();
+    assert_eq!(decisions, CAMPAIGN_REPORTS + BENIGN_REPORTS, "{audit}");
+    assert!(audit.contains("auto_retract"), "{audit}");
+
+    // SIGTERM: a running watch stops cleanly (exit 0, said in the log) and acts on nothing new.
+    let from = log_len(&w.server);
+    let mut child = clawback(&w)
+        .args(["watch", "--interval", "1s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let starts = |text: &str| text.matches("watch: starting").count();
+    let before = starts(&log);
+    // Bounded: 30 s at 20 ms, until the new process logged its start and one cycle.
+    for _ in 0..1500 {
+        let now = std::fs::read_to_string(w.data.join("watch.log")).unwrap_or_default();
+        if starts(&now) > before + 1
+            && now
+                .rsplit("watch: starting")
+                .next()
+                .is_some_and(|t| t.contains("cycle:"))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let mut status = None;
+    for _ in 0..1500 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let status = status.expect("watch did not stop on SIGTERM");
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(w.data.join("watch.log")).unwrap();
+    assert!(log.contains("stopped by signal"), "{log}");
+    assert!(actions_since(&w.server, from).is_empty());
+
+    // Soft Delete with a Google tenant configured: saved, with a warning (Trash on Gmail).
+    let out = clawback(&w)
+        .args(["policy", "set", "suspicious", "soft_delete"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Soft Delete is Microsoft only"), "{err}");
+    let exported = run_ok(&w, &["policy", "export"]);
+    assert!(
+        exported.contains("suspicious = \"soft_delete\""),
+        "{exported}"
+    );
+    // Every policy change is audited.
+    let audit = run_ok(&w, &["audit", "list", "--section", "policy"]);
+    assert_eq!(
+        audit.lines().filter(|l| l.contains("policy_set")).count(),
+        3,
+        "{audit}"
+    );
+}
+
+/// A journal report / EML dropped into the watched journal directory (no provider sync) is
+/// ingested on the next cycle and its disposition applied: exactly its copies, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_directory_message_with_a_disposition_is_retracted() {
+    let w = world(LabOptions::default()).await;
+    w.set_policy(|p| {
+        p.actions
+            .insert(Disposition::Malicious, RetractAction::Trash);
+    });
+    let journal = w.dir.path().join("journal");
+    std::fs::create_dir_all(&journal).unwrap();
+    let engine = w.engine();
+    let opts = WatchOptions {
+        sync: false,
+        journal_dir: Some(journal.clone()),
+        ..options(None)
+    };
+    let mut watcher = Watcher::new(&engine, opts);
+    let r = watcher.cycle().await.unwrap();
+    assert!(r.jobs.is_empty(), "{r:?}");
+
+    let contoso = w
+        .scenario
+        .tenants
+        .iter()
+        .find(|t| t.name == CONTOSO)
+        .unwrap();
+    let mailboxes: Vec<String> = contoso
+        .users
+        .iter()
+        .filter(|u| {
+            u.mailbox && u.address.ends_with("@contoso.com") && u.address != DEMO_HOLD_MAILBOX
+        })
+        .map(|u| u.address.to_ascii_lowercase())
+        .take(3)
+        .collect();
+    let mid = "<journal-0001@evil-journal.example>";
+    let now = chrono::Utc::now();
+    let body = serde_json::json!({
+        "tenant": CONTOSO,
+        "message": {
+            "message_id": mid, "from": "billing@evil-journal.example", "to": mailboxes,
+            "subject": "Overdue invoice", "date": now.to_rfc3339(), "body": "pay now",
+            "copy": mailboxes.iter().map(|m| serde_json::json!({"mailbox": m})).collect::<Vec<_>>(),
+        }
+    });
+    let resp = reqwest::Client::new()
+        .post(format!("{}/_lab/deliver", w.server.base_url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let eml = format!(
+        "From: billing@evil-journal.example\r\nTo: {}\r\nSubject: Overdue invoice\r\n\
+         Message-ID: {mid}\r\nDate: {}\r\nX-Clawback-Disposition: malicious\r\n\r\npay now\r\n",
+        mailboxes.join(", "),
+        now.to_rfc2822()
+    );
+    std::fs::write(journal.join("lure.eml"), eml).unwrap();
+    let from = log_len(&w.server);
+    let r = watcher.cycle().await.unwrap();
+    assert_eq!(r.journal_files, 1, "{r:?}");
+    let want: BTreeSet<CopyKey> = mailboxes
+        .iter()
+        .map(|m| (CONTOSO.to_string(), m.clone(), mid.to_string()))
+        .collect();
+    assert_exactly_once(&actions_since(&w.server, from), &want, "journal");
+    assert!(r.jobs.iter().all(|j| j.trigger == Trigger::Auto));
+    // Unchanged file, next cycle: not read again, nothing done.
+    let from = log_len(&w.server);
+    let r = watcher.cycle().await.unwrap();
+    assert_eq!(r.journal_files, 0);
+    drop(watcher);
+    // A restarted watcher reads the file again (the trace is unchanged) and does nothing.
+    let r = once(
+        &engine,
+        WatchOptions {
+            sync: false,
+            journal_dir: Some(journal),
+            ..options(None)
+        },
+    )
+    .await;
+    assert_eq!(r.journal_files, 1);
+    assert!(r.jobs.is_empty(), "{r:?}");
+    assert!(actions_since(&w.server, from).is_empty());
+}
+
+/// Phish Submission decides "malicious" on an intel match too: a benign report's original whose
+/// subject is in the intel directory is retracted (only that message, not other mail matching
+/// the same intel: Post Delivery is off), the other benign reports stay "not malicious".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phish_report_matching_intel_is_malicious_with_one_reporter() {
+    let w = world(LabOptions::default()).await;
+    w.set_policy(|p| {
+        p.actions
+            .insert(Disposition::Malicious, RetractAction::Junk);
+        p.phish_submission.enabled = true;
+    });
+    // The first benign report's original subject, from the scenario.
+    let reports: Vec<String> = w
+        .scenario
+        .tenants
+        .iter()
+        .flat_map(|t| t.messages.iter())
+        .filter_map(|m| m.subject.strip_prefix("Junk: ").map(str::to_string))
+        .collect();
+    assert_eq!(reports.len(), BENIGN_REPORTS);
+    let subject = reports[0].clone();
+    let same = reports.iter().filter(|s| **s == subject).count();
+    let intel = w.dir.path().join("intel");
+    std::fs::create_dir_all(&intel).unwrap();
+    std::fs::write(
+        intel.join("subjects.csv"),
+        format!("subject,\"{}\",malicious\n", subject.replace('"', "\"\"")),
+    )
+    .unwrap();
+    let engine = w.engine();
+    let from = log_len(&w.server);
+    let r = once(&engine, options(Some(intel))).await;
+    let by_intel: Vec<_> = r
+        .decisions
+        .iter()
+        .filter(|d| d.verdict == "malicious" && d.reason.contains("intel:subjects.csv"))
+        .collect();
+    assert_eq!(by_intel.len(), same, "{:?}", r.decisions);
+    let not_malicious = r
+        .decisions
+        .iter()
+        .filter(|d| d.verdict == "not_malicious")
+        .count();
+    assert_eq!(not_malicious, BENIGN_REPORTS - same, "{:?}", r.decisions);
+    let originals: BTreeSet<String> = by_intel.iter().filter_map(|d| d.original.clone()).collect();
+    let mut ids = originals.clone();
+    ids.insert(CAMPAIGN_MESSAGE_ID.to_string());
+    ids.insert(MALICIOUS_MESSAGE_ID.to_string());
+    let want = expected(&w.scenario, &ids);
+    assert_exactly_once(
+        &actions_since(&w.server, from),
+        &want,
+        "intel-decided report",
+    );
+    let rec = engine
+        .store()
+        .trace_by_message_id(originals.iter().next().unwrap())
+        .unwrap();
+    assert_eq!(rec[0].disposition, Some(Disposition::Malicious));
+    assert_eq!(
+        rec[0].disposition_source.as_deref(),
+        Some("intel:subjects.csv")
+    );
+}

@@ -15,14 +15,15 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
 pub fn hints(_app: &App) -> Vec<Action> {
     vec![
+        // Most important first: at 80 columns the last ones give way.
         Action::ToggleInclude,
+        Action::PreviewPlan,
+        Action::NextRetractAction,
+        Action::DepthIncrease,
+        Action::DepthDecrease,
         Action::SelectAll,
         Action::SelectNone,
         Action::InvertSelection,
-        Action::DepthIncrease,
-        Action::DepthDecrease,
-        Action::NextRetractAction,
-        Action::PreviewPlan,
         Action::Filter,
     ]
 }

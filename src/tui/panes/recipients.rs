@@ -214,7 +214,8 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             Constraint::Length(3),
             Constraint::Fill(3),
             Constraint::Length(8),
-            Constraint::Length(13),
+            // Wide screens show the whole grant status (`Missing (Mail.ReadWrite)`).
+            Constraint::Length(if table_area.width >= 120 { 26 } else { 13 }),
             Constraint::Length(11),
             Constraint::Length(4),
             Constraint::Fill(2),

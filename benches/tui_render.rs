@@ -301,8 +301,46 @@ fn clawback_pid(pane_pid: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Spawn → `needle` on screen for `command` in a fresh tmux server at 160x48.
+fn tmux_time_to(tmux: &Tmux, command: &str, needle: &str) -> Option<Duration> {
+    let started = Instant::now();
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "baseline",
+        "-x",
+        &WIDTH.to_string(),
+        "-y",
+        &HEIGHT.to_string(),
+        command,
+    ])?;
+    let deadline = started + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if tmux
+            .run(&["capture-pane", "-p", "-t", "baseline"])?
+            .contains(needle)
+        {
+            let elapsed = started.elapsed();
+            let _ = tmux.run(&["kill-server"]);
+            return Some(elapsed);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
+}
+
 fn demo() {
     let bin = env!("CARGO_BIN_EXE_clawback");
+    // What tmux itself costs (server start, first capture): the same measurement of a command
+    // that prints the header text at once.
+    let baseline = tmux_time_to(
+        &Tmux {
+            socket: format!("clawback-bench-base-{}", std::process::id()),
+        },
+        "printf ' clawback  1 Search\\n'; sleep 5",
+        "1 Search",
+    );
     let data = match tempfile::tempdir() {
         Ok(d) => d,
         Err(e) => {
@@ -354,12 +392,18 @@ fn demo() {
         std::thread::sleep(Duration::from_millis(2));
     }
     match (first_frame, first_results) {
-        (Some(frame), Some(results)) => println!(
-            "clawback demo (release binary, tmux 160x48): first frame {:.0} ms after spawn, search results on screen at {:.0} ms  [goal <= 100 ms: {}]",
-            ms(frame),
-            ms(results),
-            verdict(ms(frame) <= 100.0)
-        ),
+        (Some(frame), Some(results)) => {
+            let base = baseline.unwrap_or(Duration::ZERO);
+            let net = frame.saturating_sub(base);
+            println!(
+                "clawback demo (release binary, tmux 160x48): first frame {:.0} ms after spawn, search results on screen at {:.0} ms; tmux alone (printf) {:.0} ms, so the demo's own start to first frame ~{:.0} ms  [goal <= 100 ms: {}]",
+                ms(frame),
+                ms(results),
+                ms(base),
+                ms(net),
+                verdict(ms(net) <= 100.0)
+            )
+        }
         _ => {
             println!("clawback demo: no console within 60 s; last screen:\n{last}");
             return;

@@ -186,11 +186,11 @@ pub fn demo(args: DemoArgs, console: ConsoleArgs, data_dir: Option<&Path>) -> u8
                 return exit::FAILURE;
             }
         };
-        if let Err(e) = sync_trace(&config, &mut store).await {
-            eprintln!("clawback demo: trace sync: {e}");
-            return exit::FAILURE;
-        }
         if args.no_tui {
+            if let Err(e) = sync_trace(&config, &mut store).await {
+                eprintln!("clawback demo: trace sync: {e}");
+                return exit::FAILURE;
+            }
             println!(
                 "lab at {} ; config {} ; data {}",
                 server.base_url(),
@@ -199,7 +199,29 @@ pub fn demo(args: DemoArgs, console: ConsoleArgs, data_dir: Option<&Path>) -> u8
             );
             return exit::OK;
         }
-        let code = run_console(&config, store, tui_options(&console)).await;
+        // The first frame comes before any network I/O: the trace sync against the lab runs on
+        // the engine task, and the console's first search waits for it there.
+        let options = tui_options(&console);
+        if let Err(e) = crate::tui::prepare(&config, &options) {
+            eprintln!("clawback: {e}");
+            return exit::USAGE;
+        }
+        let engine_config = config.clone();
+        let handle = service::spawn_after(async move {
+            sync_trace(&engine_config, &mut store)
+                .await
+                .map_err(|e| format!("demo trace sync: {e}"))?;
+            Engine::new(engine_config, store)
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        });
+        let code = match crate::tui::run(&config, handle, options).await {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("clawback: {e}");
+                exit::FAILURE
+            }
+        };
         server.stop().await;
         code
     })

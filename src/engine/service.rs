@@ -44,6 +44,35 @@ pub fn spawn(engine: Arc<Engine>) -> EngineHandle {
     handle
 }
 
+/// Like [`spawn`], but the engine is built by `setup` on the engine task (e.g. the demo's trace
+/// sync against the lab), so the front end can draw its first frame at once. Commands sent
+/// meanwhile wait in the channel; if `setup` fails the front end gets `EngineFailed`.
+pub fn spawn_after<F>(setup: F) -> EngineHandle
+where
+    F: Future<Output = Result<Arc<Engine>, String>> + Send + 'static,
+{
+    let (handle, end) = EngineHandle::pair();
+    let events = end.events.clone();
+    tokio::spawn(async move {
+        let engine = match setup.await {
+            Ok(engine) => engine,
+            Err(message) => {
+                let _ = events.send(EngineEvent::EngineFailed { message });
+                return;
+            }
+        };
+        let run = tokio::spawn(run(engine, end));
+        if let Err(e) = run.await
+            && e.is_panic()
+        {
+            let _ = events.send(EngineEvent::EngineFailed {
+                message: format!("the engine task panicked: {}", panic_text(e)),
+            });
+        }
+    });
+    handle
+}
+
 fn panic_text(e: tokio::task::JoinError) -> String {
     match e.try_into_panic() {
         Ok(p) => p

@@ -120,20 +120,73 @@ pub fn duration(secs: u64) -> String {
     }
 }
 
-/// Hint spans `key desc` for actions, from the effective keymap (unbound actions are left out).
-pub fn hint_spans(app: &App, mode: Mode, actions: &[Action], theme: &Theme) -> Vec<Span<'static>> {
+/// What an action does in `mode` right now, for the hint bar. The generic description
+/// (`Action::describe`) is right for the help overlay, but in the hint bar the key is already
+/// shown, so a move action must say what it moves over, and Enter what it does here.
+pub fn hint_label(app: &App, mode: Mode, action: &Action) -> &'static str {
+    let hard_delete = || {
+        app.plan
+            .as_ref()
+            .and_then(|p| p.summary.ready())
+            .is_some_and(|s| s.action == crate::model::RetractAction::HardDelete)
+    };
+    match (mode, action) {
+        (Mode::Plan, Action::Submit) if hard_delete() => "confirm hard delete",
+        (Mode::Plan, Action::Submit) => "apply plan",
+        (Mode::Plan, Action::Cancel) => "cancel",
+        (Mode::Query, Action::Submit) => "search",
+        (Mode::Query, Action::Cancel) => "stop typing",
+        (Mode::Query, Action::NextPane) => "next pane",
+        (Mode::Prompt, Action::Submit) => "run",
+        (Mode::Prompt, Action::Cancel) => "cancel",
+        (Mode::Jobs, Action::Submit) => "outcomes",
+        (Mode::Jobs, Action::MoveRight) => "next reason",
+        (Mode::Policy, Action::MoveDown) => "next row",
+        (Mode::Policy, Action::MoveRight) => "next action",
+        (_, Action::MoveDown | Action::MoveUp) => "select",
+        (_, Action::Cancel) if app.help => "close help",
+        _ => action.describe(),
+    }
+}
+
+/// Hint spans `key label` for actions, from the effective keymap (unbound actions are left out),
+/// fitted into `width` columns: hints that do not fit are dropped from the end, except the last
+/// one (`? help`, which leads to all the others) which is always kept.
+pub fn hint_spans(
+    app: &App,
+    mode: Mode,
+    actions: &[Action],
+    theme: &Theme,
+    width: usize,
+) -> Vec<Span<'static>> {
+    let hints: Vec<(String, String)> = actions
+        .iter()
+        .filter_map(|action| {
+            app.keymap
+                .first_key(mode, action)
+                .map(|key| (key, format!(" {}", hint_label(app, mode, action))))
+        })
+        .collect();
+    let cost = |(key, label): &(String, String)| key.chars().count() + label.chars().count() + 2;
+    let reserved = match (hints.last(), actions.last()) {
+        (Some(last), Some(Action::Help)) => cost(last),
+        _ => 0,
+    };
+    let mut used = reserved;
     let mut spans = Vec::new();
-    for action in actions {
-        if let Some(key) = app.keymap.first_key(mode, action) {
-            if !spans.is_empty() {
-                spans.push(Span::raw("  "));
+    for (i, hint) in hints.iter().enumerate() {
+        let is_reserved = reserved > 0 && i + 1 == hints.len();
+        if !is_reserved {
+            if used + cost(hint) > width {
+                continue;
             }
-            spans.push(Span::styled(key, theme.hint_key));
-            spans.push(Span::styled(
-                format!(" {}", action.describe()),
-                theme.hint_text,
-            ));
+            used += cost(hint);
         }
+        if !spans.is_empty() {
+            spans.push(Span::raw("  "));
+        }
+        spans.push(Span::styled(hint.0.clone(), theme.hint_key));
+        spans.push(Span::styled(hint.1.clone(), theme.hint_text));
     }
     spans
 }
@@ -217,10 +270,16 @@ fn render_header(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         spans.push(Span::raw(" "));
         spans.push(Span::styled(format!("{} {}", i + 1, pane.title()), style));
     }
+    let tabs_width = Line::from(spans.clone()).width();
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
     let mut right = format!("role {} ", app.role);
     if app.mouse {
         right.insert_str(0, "mouse  ");
+    }
+    // At 80 columns the tabs take the line; the role is then left out rather than drawn over
+    // the last tab.
+    if tabs_width + right.len() + 1 > area.width as usize {
+        return;
     }
     frame.render_widget(
         Paragraph::new(Line::from(Span::styled(right, theme.muted)).right_aligned()),
@@ -268,23 +327,34 @@ fn render_footer(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         frame.render_widget(Paragraph::new(line), area);
         return;
     }
-    let (mode, actions) = footer_hints(app);
-    let mut spans = vec![Span::raw(" ")];
-    spans.extend(hint_spans(app, mode, &actions, theme));
-    frame.render_widget(Paragraph::new(Line::from(spans)), area);
-    if let Some(status) = &app.status {
-        let style = if status.is_error {
-            theme.error
-        } else {
-            theme.muted
-        };
+    // The status (at most half the line) is right-aligned; the hints get the rest, so the two
+    // never run into each other.
+    let status = app.status.as_ref().map(|status| {
         let max = (area.width / 2) as usize;
         let text: String = status.text.chars().take(max).collect();
-        let width = text.chars().count() as u16 + 1;
+        (text, status.is_error)
+    });
+    let status_width = status
+        .as_ref()
+        .map(|(text, _)| text.chars().count() as u16 + 1)
+        .unwrap_or(0)
+        .min(area.width);
+    let (mode, actions) = footer_hints(app);
+    let mut spans = vec![Span::raw(" ")];
+    spans.extend(hint_spans(
+        app,
+        mode,
+        &actions,
+        theme,
+        area.width.saturating_sub(status_width + 2) as usize,
+    ));
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+    if let Some((text, is_error)) = status {
+        let style = if is_error { theme.error } else { theme.muted };
         let rect = Rect::new(
-            area.right().saturating_sub(width),
+            area.right().saturating_sub(status_width),
             area.y,
-            width.min(area.width),
+            status_width,
             1,
         );
         frame.render_widget(Clear, rect);
@@ -350,7 +420,9 @@ pub fn help_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
 }
 
 fn render_help(frame: &mut Frame, body: Rect, app: &App, theme: &Theme) {
-    let area = centered(body, 76, body.height);
+    // Narrow screens: the whole body, so no stray pane columns show beside the overlay.
+    let width = if body.width < 90 { body.width } else { 76 };
+    let area = centered(body, width, body.height);
     frame.render_widget(Clear, area);
     let block = pane_block(" Help (? or esc to close) ", true, theme).style(theme.overlay);
     frame.render_widget(Paragraph::new(help_lines(app, theme)).block(block), area);

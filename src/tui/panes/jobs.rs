@@ -91,8 +91,11 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     }
     let height = inner.height.saturating_sub(1) as usize;
     let (offset, end) = visible_window(app.jobs.selected, height, jobs.len());
+    // Job ids are short store ids and the other columns have fixed-width values, so they get
+    // fixed widths; the operator column (shown from 100 columns) takes what is left.
+    let wide = inner.width >= 100;
     let rows = jobs[offset..end].iter().map(|j| {
-        Row::new(vec![
+        let mut cells = vec![
             Cell::from(j.started.format("%Y-%m-%d %H:%M").to_string()).style(theme.muted),
             Cell::from(j.id.0.as_str()),
             Cell::from(j.trigger.as_str()),
@@ -105,29 +108,46 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             } else {
                 theme.muted
             }),
-        ])
+        ];
+        if wide {
+            cells.push(Cell::from(j.operator.as_str()));
+        }
+        Row::new(cells)
     });
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(16),
-            Constraint::Fill(1),
-            Constraint::Length(16),
-            Constraint::Length(11),
-            Constraint::Length(11),
-            Constraint::Length(7),
-            Constraint::Length(7),
-            Constraint::Length(6),
-        ],
-    )
-    .header(
-        Row::new([
-            "Started", "Job", "Trigger", "Action", "State", "Total", "OK", "Failed",
-        ])
-        .style(theme.header),
-    )
-    .style(theme.text)
-    .row_highlight_style(theme.selection);
+    let mut widths = vec![
+        Constraint::Length(16),
+        Constraint::Length(8),
+        Constraint::Length(7),
+        Constraint::Length(11),
+        Constraint::Length(11),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(6),
+    ];
+    let right = |s: &'static str| Cell::from(Line::from(s).right_aligned());
+    let mut header = vec![
+        Cell::from("Started"),
+        Cell::from("Job"),
+        Cell::from("Trigger"),
+        Cell::from("Action"),
+        Cell::from("State"),
+        right("Total"),
+        right("OK"),
+        right("Failed"),
+    ];
+    if wide {
+        // Triggers go up to `phish_submission`.
+        widths[2] = Constraint::Length(16);
+        widths.push(Constraint::Fill(1));
+        header.push(Cell::from("Operator"));
+    } else {
+        // At 80 columns the fixed widths must fit: the job id and trigger give way.
+        widths[1] = Constraint::Min(4);
+    }
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).style(theme.header))
+        .style(theme.text)
+        .row_highlight_style(theme.selection);
     let mut state =
         TableState::default().with_selected(Some(app.jobs.selected.saturating_sub(offset)));
     frame.render_stateful_widget(table, inner, &mut state);
@@ -155,7 +175,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                 p.eta_secs.map(duration).unwrap_or_else(|| "-".into()),
             )));
             spans.push(Span::styled(
-                format!("throttled waits {}", p.throttled_waits),
+                format!("throttled {}", p.throttled_waits),
                 if p.throttled_waits > 0 {
                     theme.status_warning
                 } else {

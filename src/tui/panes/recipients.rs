@@ -15,14 +15,15 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
 pub fn hints(_app: &App) -> Vec<Action> {
     vec![
+        // Most important first: at 80 columns the last ones give way.
         Action::ToggleInclude,
+        Action::PreviewPlan,
+        Action::NextRetractAction,
+        Action::DepthIncrease,
+        Action::DepthDecrease,
         Action::SelectAll,
         Action::SelectNone,
         Action::InvertSelection,
-        Action::DepthIncrease,
-        Action::DepthDecrease,
-        Action::NextRetractAction,
-        Action::PreviewPlan,
         Action::Filter,
     ]
 }
@@ -213,7 +214,8 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             Constraint::Length(3),
             Constraint::Fill(3),
             Constraint::Length(8),
-            Constraint::Length(13),
+            // Wide screens show the whole grant status (`Missing (Mail.ReadWrite)`).
+            Constraint::Length(if table_area.width >= 120 { 26 } else { 13 }),
             Constraint::Length(11),
             Constraint::Length(4),
             Constraint::Fill(2),

@@ -1,0 +1,673 @@
+//! Layer 1: every pane drawn on a `TestBackend` in its loading, empty, populated and error
+//! states at 80x24 and 160x48, snapshotted with insta; plus cell-style asserts where colour
+//! carries meaning, a custom keymap, and each built-in theme.
+//!
+//! The snapshots live in `tests/snapshots/`; the fixtures use fixed times, so they are stable.
+//! To review a change: `INSTA_UPDATE=always cargo test --test tui_snapshots` then `git diff`.
+
+#![allow(clippy::unwrap_used)]
+
+mod tui_support;
+
+use clawback::config::Config;
+use clawback::engine::event::{EngineEvent, QueryErrorView};
+use clawback::engine::view::{AuditVerification, JobId, MetricsWindow, PolicyMatrix};
+use clawback::model::{FailureReason, RetractAction, Role};
+use clawback::tui::TuiOptions;
+use clawback::tui::app::{App, Pane};
+use clawback::tui::theme::Theme;
+use ratatui::buffer::{Buffer, Cell};
+use ratatui::style::{Color, Modifier, Style};
+use std::path::Path;
+use tui_support::*;
+
+const SIZES: [(u16, u16); 2] = [(80, 24), (160, 48)];
+
+fn default_theme() -> Theme {
+    Theme::default_theme()
+}
+
+/// Snapshots `app` at both sizes as text: `<name>@80x24`, `<name>@160x48`.
+fn snap(name: &str, app: &App) {
+    let theme = default_theme();
+    for (w, h) in SIZES {
+        let text = render_text(app, &theme, w, h);
+        insta::assert_snapshot!(format!("{name}@{w}x{h}"), text);
+    }
+}
+
+fn fail_engine(app: &mut App) {
+    app.on_engine(EngineEvent::EngineFailed {
+        message: "store locked by another process".into(),
+    });
+}
+
+// ---- app builders ----
+
+fn with_results(n: usize) -> App {
+    let mut app = app();
+    app.startup();
+    let generation = search_generation(&app);
+    app.on_engine(EngineEvent::SearchCompleted {
+        generation,
+        rows: search_rows(n),
+        total: n as u64,
+    });
+    app
+}
+
+fn with_recipients() -> App {
+    let mut app = with_results(10);
+    keys(&mut app, &["enter"]);
+    let generation = app.recipients.generation;
+    app.on_engine(EngineEvent::RecipientsLoaded {
+        generation,
+        message: message_ref(0),
+        rows: recipients(),
+    });
+    app
+}
+
+/// Recipients at depth 1 with the preview in, the second row unticked.
+fn recipients_populated() -> App {
+    let mut app = with_recipients();
+    keys(&mut app, &["j", "space", "+"]);
+    let generation = app.recipients.depth_generation;
+    app.on_engine(EngineEvent::DepthPreviewed {
+        generation,
+        per_depth: depth_counts(1),
+    });
+    app
+}
+
+fn on_pane(pane_key: &str) -> App {
+    let mut app = app();
+    keys(&mut app, &[pane_key]);
+    app
+}
+
+fn jobs_populated() -> App {
+    let mut app = on_pane("5");
+    app.on_engine(EngineEvent::JobsLoaded(jobs()));
+    app.on_engine(EngineEvent::JobProgressed(job_progress()));
+    for (address, reason) in [
+        ("carol@contoso.example", FailureReason::AlreadyGone),
+        ("dave@fabrikam.example", FailureReason::NotAuthorized),
+    ] {
+        app.on_engine(EngineEvent::ItemFailed {
+            job: JobId("job-42".into()),
+            address: address.into(),
+            reason,
+            provider_code: None,
+        });
+    }
+    app
+}
+
+fn jobs_with_outcomes() -> App {
+    let mut app = jobs_populated();
+    keys(&mut app, &["j", "enter"]);
+    app.on_engine(EngineEvent::JobOutcomesLoaded {
+        job: JobId("job-41".into()),
+        outcomes: outcomes(),
+    });
+    app
+}
+
+fn policy_populated(role: Role) -> App {
+    let mut app = if role == Role::Admin {
+        admin_app()
+    } else {
+        app()
+    };
+    keys(&mut app, &["3"]);
+    app.on_engine(EngineEvent::PolicyLoaded(policy(3)));
+    // Cursor onto malicious / Junk, and change suspicious to Trash: "modified".
+    keys(&mut app, &["l"]);
+    app
+}
+
+fn metrics_populated() -> App {
+    let mut app = on_pane("4");
+    app.on_engine(EngineEvent::MetricsLoaded(metrics(
+        MetricsWindow::Day,
+        4000,
+    )));
+    app
+}
+
+fn audit_populated() -> App {
+    let mut app = on_pane("6");
+    app.on_engine(EngineEvent::AuditLoaded(audit_entries()));
+    app.on_engine(EngineEvent::AuditVerified(AuditVerification {
+        entries: 1204,
+        broken_at: None,
+    }));
+    app
+}
+
+fn tenants_populated() -> App {
+    let mut app = on_pane("7");
+    app.on_engine(EngineEvent::TenantsLoaded(tenants()));
+    app
+}
+
+fn plan_open(action: RetractAction, copies: u64) -> App {
+    let mut app = recipients_populated();
+    let presses = SELECTOR_INDEX
+        .iter()
+        .position(|a| *a == action)
+        .unwrap_or(0);
+    for _ in 0..presses {
+        keys(&mut app, &["x"]);
+    }
+    keys(&mut app, &["p"]);
+    app.on_engine(EngineEvent::PlanBuilt(plan_summary(action, copies)));
+    app
+}
+
+const SELECTOR_INDEX: [RetractAction; 4] = [
+    RetractAction::Junk,
+    RetractAction::Trash,
+    RetractAction::SoftDelete,
+    RetractAction::HardDelete,
+];
+
+// ---- every pane, every state ----
+
+#[test]
+fn search_pane_states() {
+    snap("search_not_loaded", &app());
+    let mut loading = app();
+    loading.startup();
+    snap("search_loading", &loading);
+    snap("search_empty", &with_results(0));
+    let mut populated = with_results(60);
+    keys(&mut populated, &["j", "j", "j"]);
+    snap("search_populated", &populated);
+    let mut grouped = with_results(60);
+    keys(&mut grouped, &["c"]);
+    snap("search_grouped", &grouped);
+    // A query with a parse error, still typing: the column is pointed at.
+    let mut query_error = with_results(60);
+    keys(&mut query_error, &["/"]);
+    type_text(&mut query_error, "from: since:24h");
+    keys(&mut query_error, &["enter"]);
+    let generation = search_generation(&query_error);
+    query_error.on_engine(EngineEvent::SearchFailed {
+        generation,
+        error: QueryErrorView {
+            column: 6,
+            message: "expected a value after \"from:\"".into(),
+        },
+    });
+    snap("search_query_error", &query_error);
+    let mut failed = app();
+    failed.startup();
+    fail_engine(&mut failed);
+    snap("search_engine_error", &failed);
+    let mut editing = with_results(60);
+    keys(&mut editing, &["/"]);
+    type_text(&mut editing, "from:evil.example");
+    snap("search_typing", &editing);
+}
+
+#[test]
+fn recipients_pane_states() {
+    snap("recipients_no_message", &on_pane("2"));
+    let mut loading = with_results(10);
+    keys(&mut loading, &["enter"]);
+    snap("recipients_loading", &loading);
+    let mut empty = with_results(10);
+    keys(&mut empty, &["enter"]);
+    let generation = empty.recipients.generation;
+    empty.on_engine(EngineEvent::RecipientsLoaded {
+        generation,
+        message: message_ref(0),
+        rows: vec![],
+    });
+    snap("recipients_empty", &empty);
+    snap("recipients_populated", &recipients_populated());
+    let mut filtered = recipients_populated();
+    keys(&mut filtered, &["/"]);
+    type_text(&mut filtered, "contoso");
+    snap("recipients_filter_typing", &filtered);
+    let mut failed = with_results(10);
+    keys(&mut failed, &["enter"]);
+    fail_engine(&mut failed);
+    snap("recipients_error", &failed);
+}
+
+#[test]
+fn plan_overlay_states() {
+    let mut loading = recipients_populated();
+    keys(&mut loading, &["p"]);
+    snap("plan_loading", &loading);
+    // Nobody included: no plan is built, the status line says why.
+    let mut empty = recipients_populated();
+    keys(&mut empty, &["n", "p"]);
+    snap("plan_nobody_included", &empty);
+    snap("plan_junk", &plan_open(RetractAction::Junk, 13));
+    let mut hard = plan_open(RetractAction::HardDelete, 1234);
+    keys(&mut hard, &["1", "2"]);
+    snap("plan_hard_delete_typing", &hard);
+    let mut refused = plan_open(RetractAction::HardDelete, 1234);
+    keys(&mut refused, &["1", "2", "enter"]);
+    snap("plan_hard_delete_refused", &refused);
+    let mut failed = recipients_populated();
+    keys(&mut failed, &["p"]);
+    failed.on_engine(EngineEvent::PlanFailed {
+        message: "the trace has no copies of this message".into(),
+    });
+    snap("plan_error", &failed);
+}
+
+#[test]
+fn jobs_pane_states() {
+    snap("jobs_loading", &on_pane("5"));
+    let mut empty = on_pane("5");
+    empty.on_engine(EngineEvent::JobsLoaded(vec![]));
+    snap("jobs_empty", &empty);
+    snap("jobs_running_progress", &jobs_populated());
+    let mut reason = jobs_populated();
+    keys(&mut reason, &["l"]);
+    snap("jobs_failure_reason_selected", &reason);
+    snap("jobs_outcomes", &jobs_with_outcomes());
+    let mut failed = on_pane("5");
+    fail_engine(&mut failed);
+    snap("jobs_error", &failed);
+}
+
+#[test]
+fn policy_pane_states() {
+    snap("policy_loading", &on_pane("3"));
+    let mut empty = on_pane("3");
+    empty.on_engine(EngineEvent::PolicyLoaded(PolicyMatrix {
+        actions: Default::default(),
+        ..policy(1)
+    }));
+    snap("policy_empty", &empty);
+    snap(
+        "policy_populated_responder",
+        &policy_populated(Role::Responder),
+    );
+    let mut modified = policy_populated(Role::Admin);
+    keys(&mut modified, &["j", "l", "space"]);
+    snap("policy_modified_admin", &modified);
+    let mut failed = on_pane("3");
+    fail_engine(&mut failed);
+    snap("policy_error", &failed);
+}
+
+#[test]
+fn metrics_pane_states() {
+    snap("metrics_loading", &on_pane("4"));
+    let mut empty = on_pane("4");
+    empty.on_engine(EngineEvent::MetricsLoaded(metrics(MetricsWindow::Day, 0)));
+    snap("metrics_empty", &empty);
+    snap("metrics_populated", &metrics_populated());
+    let mut failed = on_pane("4");
+    fail_engine(&mut failed);
+    snap("metrics_error", &failed);
+}
+
+#[test]
+fn audit_pane_states() {
+    snap("audit_loading", &on_pane("6"));
+    let mut empty = on_pane("6");
+    empty.on_engine(EngineEvent::AuditLoaded(vec![]));
+    snap("audit_empty", &empty);
+    snap("audit_populated", &audit_populated());
+    let mut broken = audit_populated();
+    broken.on_engine(EngineEvent::AuditVerified(AuditVerification {
+        entries: 1204,
+        broken_at: Some((1202, "hash does not match entry 1201".into())),
+    }));
+    snap("audit_chain_broken", &broken);
+    let mut failed = on_pane("6");
+    fail_engine(&mut failed);
+    snap("audit_error", &failed);
+}
+
+#[test]
+fn tenants_pane_states() {
+    snap("tenants_loading", &on_pane("7"));
+    let mut empty = on_pane("7");
+    empty.on_engine(EngineEvent::TenantsLoaded(vec![]));
+    snap("tenants_empty", &empty);
+    snap("tenants_populated", &tenants_populated());
+    let mut failed = on_pane("7");
+    fail_engine(&mut failed);
+    snap("tenants_error", &failed);
+}
+
+#[test]
+fn help_overlay_and_command_line() {
+    let mut help = with_results(60);
+    keys(&mut help, &["?"]);
+    snap("help_search", &help);
+    let mut help = recipients_populated();
+    keys(&mut help, &["?"]);
+    snap("help_recipients", &help);
+    let mut command = with_results(60);
+    keys(&mut command, &[":"]);
+    type_text(&mut command, "search from:evil.example");
+    snap("command_line", &command);
+    let mut unknown = with_results(60);
+    keys(&mut unknown, &[":"]);
+    type_text(&mut unknown, "frobnicate");
+    keys(&mut unknown, &["enter"]);
+    snap("command_line_unknown", &unknown);
+}
+
+#[test]
+fn too_small_terminal_says_so() {
+    let theme = default_theme();
+    let app = with_results(60);
+    for (w, h) in [(79, 24), (80, 23), (40, 12)] {
+        let text = render_text(&app, &theme, w, h);
+        assert!(text.contains("clawback needs a larger terminal"), "{text}");
+        insta::assert_snapshot!(format!("too_small@{w}x{h}"), text);
+    }
+    // Exactly 80x24 draws the console.
+    let text = render_text(&app, &theme, 80, 24);
+    assert!(!text.contains("larger terminal"), "{text}");
+    assert!(text.contains("Search (60 messages)"), "{text}");
+}
+
+// ---- custom keymap ----
+
+fn config_with_keys() -> Config {
+    let text = r#"
+[ui.keys.global]
+help = "f1"
+move_down = "J"
+filter = "f"
+
+[ui.keys.recipients]
+toggle_include = "t"
+select_all = "A"
+"#;
+    Config::parse(text, Path::new("/nonexistent/config.toml")).unwrap()
+}
+
+#[test]
+fn a_custom_keymap_shows_in_the_hint_bar_and_help() {
+    let config = config_with_keys();
+    let (mut app, theme) = clawback::tui::prepare(
+        &config,
+        &TuiOptions {
+            no_color: Some(false),
+            ..TuiOptions::default()
+        },
+    )
+    .unwrap();
+    app.startup();
+    let generation = search_generation(&app);
+    app.on_engine(EngineEvent::SearchCompleted {
+        generation,
+        rows: search_rows(20),
+        total: 20,
+    });
+    let text = render_text(&app, &theme, 80, 24);
+    let footer = text.lines().nth(23).unwrap_or_default();
+    assert!(footer.contains("f filter"), "{footer}");
+    assert!(footer.contains("J select"), "{footer}");
+    assert!(footer.contains("f1 help"), "{footer}");
+    assert!(
+        !footer.contains("/ filter") && !footer.contains("? help"),
+        "{footer}"
+    );
+    insta::assert_snapshot!("custom_keys_search@80x24", text);
+
+    // The remapped keys work, and the recipients hints and help show them.
+    keys(&mut app, &["J", "enter"]);
+    assert_eq!(app.focus, Pane::Recipients);
+    let generation = app.recipients.generation;
+    app.on_engine(EngineEvent::RecipientsLoaded {
+        generation,
+        message: message_ref(1),
+        rows: recipients(),
+    });
+    let text = render_text(&app, &theme, 80, 24);
+    let footer = text.lines().nth(23).unwrap_or_default();
+    assert!(
+        footer.starts_with(" t include") && footer.contains("A all"),
+        "{footer}"
+    );
+    keys(&mut app, &["f1"]);
+    assert!(app.help);
+    let text = render_text(&app, &theme, 80, 24);
+    assert!(text.contains("t include"), "{text}");
+    assert!(text.contains("f1 help"), "{text}");
+    assert!(text.contains("up k move up"), "{text}");
+    assert!(text.contains("J move down"), "{text}");
+    insta::assert_snapshot!("custom_keys_help@80x24", text);
+}
+
+// ---- themes ----
+
+fn theme(name: &str) -> Theme {
+    Theme::load(name, None).unwrap()
+}
+
+/// A buffer's Debug form lists text and every style run, so a theme snapshot records colours.
+#[test]
+fn each_theme_on_populated_panes() {
+    for name in ["default", "high-contrast", "midnight"] {
+        let theme = theme(name);
+        let mut search = with_results(60);
+        keys(&mut search, &["j"]);
+        insta::assert_snapshot!(
+            format!("theme_{name}_search@80x24"),
+            format!("{:?}", render_buffer(&search, &theme, 80, 24))
+        );
+        insta::assert_snapshot!(
+            format!("theme_{name}_jobs@80x24"),
+            format!("{:?}", render_buffer(&jobs_populated(), &theme, 80, 24))
+        );
+        insta::assert_snapshot!(
+            format!("theme_{name}_policy@80x24"),
+            format!(
+                "{:?}",
+                render_buffer(&policy_populated(Role::Admin), &theme, 80, 24)
+            )
+        );
+    }
+}
+
+// ---- cell styles where colour carries meaning ----
+
+/// True when `cell` shows `style`: every colour the style sets, and all its modifiers.
+fn shows(cell: &Cell, style: Style) -> bool {
+    style.fg.is_none_or(|fg| cell.fg == fg)
+        && style.bg.is_none_or(|bg| cell.bg == bg)
+        && cell.modifier.contains(style.add_modifier)
+}
+
+fn cell_at<'a>(buffer: &'a Buffer, needle: &str) -> &'a Cell {
+    let (x, y) = find(buffer, needle).unwrap_or_else(|| {
+        panic!("{needle:?} not on screen:\n{}", buffer_text(buffer));
+    });
+    &buffer[(x, y)]
+}
+
+fn all_themes() -> Vec<Theme> {
+    ["default", "high-contrast", "midnight"]
+        .into_iter()
+        .map(theme)
+        .collect()
+}
+
+#[test]
+fn failed_counts_and_outcomes_use_status_failed() {
+    for theme in all_themes() {
+        let buffer = render_buffer(&jobs_populated(), &theme, 160, 48);
+        // job-42 failed 6: the Failed column's number (with job-41 selected, so the selection
+        // style does not cover it).
+        let mut other_selected = jobs_populated();
+        keys(&mut other_selected, &["j"]);
+        let list = render_buffer(&other_selected, &theme, 160, 48);
+        let (x, y) = find(&list, "job-42").unwrap();
+        let line: String = (0..160)
+            .map(|i| list[(i, y)].symbol().to_string())
+            .collect();
+        let six = line.find("      6").unwrap() as u16 + 6;
+        assert!(six > x);
+        assert!(
+            shows(&list[(six, y)], theme.status_failed),
+            "{}: failed count {:?} vs {:?}",
+            theme.name,
+            list[(six, y)],
+            theme.status_failed
+        );
+        // A live failure line.
+        assert!(shows(
+            cell_at(&buffer, "carol@contoso.example: failed"),
+            theme.status_failed
+        ));
+        // Finished job without failures: green state; with failures, never green.
+        assert!(shows(cell_at(&buffer, "finished"), theme.status_succeeded));
+        let outcomes = render_buffer(&jobs_with_outcomes(), &theme, 160, 48);
+        assert!(shows(
+            cell_at(&outcomes, "failed: already_gone"),
+            theme.status_failed
+        ));
+        // Malicious messages in the results: status_failed.
+        let search = render_buffer(&with_results(10), &theme, 160, 48);
+        let (x, y) = find(&search, "malicious").unwrap();
+        // Row 0 is selected (selection style wins); look at the next malicious row (index 4).
+        let _ = x;
+        let later = (y + 1..48)
+            .find_map(|yy| {
+                let line: String = (0..160)
+                    .map(|i| search[(i, yy)].symbol().to_string())
+                    .collect();
+                line.find("malicious").map(|xx| (xx as u16, yy))
+            })
+            .unwrap();
+        assert!(shows(&search[later], theme.status_failed), "{}", theme.name);
+    }
+}
+
+#[test]
+fn the_selected_row_uses_the_selection_style() {
+    for theme in all_themes() {
+        let mut app = with_results(60);
+        keys(&mut app, &["j", "j"]);
+        let buffer = render_buffer(&app, &theme, 80, 24);
+        // Rows start under the query line (y=2) and header (y=3): the third row is y=6.
+        let selected_y = 6;
+        assert!(
+            buffer_text(&buffer)
+                .lines()
+                .nth(selected_y)
+                .unwrap()
+                .contains("Quarterly results")
+        );
+        for x in 1..79 {
+            assert!(
+                shows(&buffer[(x, selected_y as u16)], theme.selection),
+                "{} x={x}: {:?}",
+                theme.name,
+                buffer[(x, selected_y as u16)]
+            );
+        }
+        // The row above is not selected.
+        assert!(!shows(&buffer[(20, 5)], theme.selection) || theme.selection == Style::default());
+        // While typing a query, no row is highlighted (the input has the focus).
+        keys(&mut app, &["/"]);
+        let typing = render_buffer(&app, &theme, 80, 24);
+        assert_ne!(
+            typing[(20, selected_y as u16)].modifier & Modifier::REVERSED,
+            Modifier::REVERSED,
+            "{}",
+            theme.name
+        );
+    }
+}
+
+#[test]
+fn the_focused_border_differs_from_the_unfocused_one() {
+    for theme in all_themes() {
+        let buffer = render_buffer(&jobs_populated(), &theme, 80, 24);
+        // The jobs list (focused) starts at y=1; the job detail (not focused) below it.
+        assert!(
+            shows(&buffer[(0, 1)], theme.border_focused),
+            "{}",
+            theme.name
+        );
+        let (_, detail_y) = find(&buffer, "+ Job job-42").unwrap();
+        assert!(
+            shows(&buffer[(0, detail_y)], theme.border),
+            "{}",
+            theme.name
+        );
+        assert_ne!(theme.border, theme.border_focused, "{}", theme.name);
+        // Active tab.
+        assert!(shows(cell_at(&buffer, "5 Jobs"), theme.tab_active));
+    }
+}
+
+#[test]
+fn the_policy_matrix_marks_the_active_cell() {
+    for theme in all_themes() {
+        // Cursor on malicious / Junk; malicious's chosen action (Soft Delete) is not under it.
+        let buffer = render_buffer(&policy_populated(Role::Admin), &theme, 80, 24);
+        let (_, y) = find(&buffer, "malicious").unwrap();
+        let line: String = (0..80)
+            .map(|i| buffer[(i, y)].symbol().to_string())
+            .collect();
+        let active = line.find("(*)").unwrap() as u16;
+        assert!(
+            shows(&buffer[(active, y)], theme.matrix_cell_active),
+            "{}",
+            theme.name
+        );
+        let cells: Vec<u16> = line.match_indices("( )").map(|(i, _)| i as u16).collect();
+        // First "( )" is No action (plain cell), the second Junk under the cursor.
+        assert!(shows(&buffer[(cells[0], y)], theme.matrix_cell));
+        assert!(shows(&buffer[(cells[1], y)], theme.selection));
+        assert_ne!(theme.matrix_cell, theme.matrix_cell_active);
+    }
+}
+
+#[test]
+fn no_color_draws_no_colours_but_keeps_the_meaning() {
+    let config = Config::default();
+    let (_, theme) = clawback::tui::prepare(
+        &config,
+        &TuiOptions {
+            no_color: Some(true),
+            theme: Some("midnight".into()),
+            ..TuiOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        theme,
+        Theme::load("midnight", None).unwrap().without_colours()
+    );
+    for base in all_themes() {
+        let theme = base.without_colours();
+        for app in [
+            with_results(60),
+            jobs_populated(),
+            policy_populated(Role::Admin),
+            recipients_populated(),
+            metrics_populated(),
+        ] {
+            let buffer = render_buffer(&app, &theme, 160, 48);
+            for cell in buffer.content() {
+                assert_eq!(cell.fg, Color::Reset, "{}: {cell:?}", base.name);
+                assert_eq!(cell.bg, Color::Reset, "{}: {cell:?}", base.name);
+            }
+        }
+        // Selection still shows, by modifiers.
+        let mut app = with_results(60);
+        keys(&mut app, &["j"]);
+        let buffer = render_buffer(&app, &theme, 80, 24);
+        assert!(!theme.selection.add_modifier.is_empty(), "{}", base.name);
+        assert!(shows(&buffer[(30, 5)], theme.selection), "{}", base.name);
+    }
+}

@@ -818,6 +818,10 @@ impl Backend for GraphClient {
         20
     }
 
+    fn batch_parallelism(&self) -> usize {
+        4
+    }
+
     async fn is_internal(&self, mailbox: &str) -> Result<bool, Failure> {
         let domains = self.managed_domains().await?;
         Ok(address_domain(mailbox).is_some_and(|d| domains.contains(&d)))

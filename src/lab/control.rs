@@ -10,7 +10,7 @@
 //! | `GET /_lab/messages?message_id=<id>` | every copy of an Internet Message-ID |
 //! | `GET /_lab/mailboxes/{address}` | every copy in one mailbox |
 //! | `GET /_lab/actions[?message_id=][&mailbox=]` | actions per (tenant, mailbox, message) and the records |
-//! | `GET /_lab/stats` | requests per route, 429s by limit, in flight, slots in use, API actions, faults |
+//! | `GET /_lab/stats` | requests per route, (sub-)requests served per tenant, 429s by limit, in flight, slots in use, API actions, faults |
 //! | `POST /_lab/deliver` | `{tenant, message}` → the new copies |
 //! | `POST /_lab/user-action` | `{tenant, mailbox, message_id, folder}` → the moved copy |
 //!
@@ -293,6 +293,11 @@ async fn stats(State(lab): State<SharedLab>) -> Response {
         .map(String::as_str)
         .zip(slots.iter().copied())
         .collect();
+    let served: BTreeMap<&str, usize> = names
+        .iter()
+        .map(String::as_str)
+        .zip(lab.limits.served())
+        .collect();
     let faults_5xx = lab.stats.faults_5xx.load(Ordering::Relaxed);
     let faults_dropped = lab.stats.faults_dropped.load(Ordering::Relaxed);
     Json(json!({
@@ -303,6 +308,9 @@ async fn stats(State(lab): State<SharedLab>) -> Response {
         "in_flight": lab.stats.in_flight.load(Ordering::Acquire),
         "capacity": lab.options.capacity,
         "slots_in_use": slots_in_use,
+        "served": served,
+        "served_total": served.values().sum::<usize>(),
+        "latency_ms": lab.options.latency.as_secs_f64() * 1000.0,
         "actions_total": actions_total,
         "faults": { "5xx": faults_5xx, "dropped": faults_dropped, "total": faults_5xx + faults_dropped },
     }))

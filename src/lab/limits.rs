@@ -81,6 +81,8 @@ struct GmailBucket {
 pub struct Limits {
     pub options: LimitOptions,
     slots: Vec<AtomicUsize>,
+    /// (Sub-)requests served (held a slot for a service time), per tenant.
+    served: Vec<AtomicUsize>,
     mailboxes: Mutex<HashMap<(usize, String), MailboxCounters>>,
     gmail: Mutex<HashMap<(usize, String), GmailBucket>>,
     rng: Mutex<ChaCha8Rng>,
@@ -125,6 +127,7 @@ impl Limits {
         let rng = ChaCha8Rng::seed_from_u64(options.seed ^ 0x6c61_625f_6c69_6d69);
         Limits {
             slots: (0..tenants).map(|_| AtomicUsize::new(0)).collect(),
+            served: (0..tenants).map(|_| AtomicUsize::new(0)).collect(),
             options,
             mailboxes: Mutex::new(HashMap::new()),
             gmail: Mutex::new(HashMap::new()),
@@ -181,11 +184,23 @@ impl Limits {
     /// Holds a slot for one service time: the cost of serving one (sub-)request.
     pub async fn serve(&self, tenant: usize) -> Result<(), Throttle> {
         let _slot = self.take_slot(tenant)?;
+        if let Some(n) = self.served.get(tenant) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
         let t = self.service_time();
         if !t.is_zero() {
             tokio::time::sleep(t).await;
         }
         Ok(())
+    }
+
+    /// (Sub-)requests served so far, per tenant: each held a slot for one service time, so
+    /// `served × latency ÷ capacity` is the least time the tenant could have served them in.
+    pub fn served(&self) -> Vec<usize> {
+        self.served
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// Slots in use now, per tenant.

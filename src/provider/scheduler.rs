@@ -118,9 +118,7 @@ impl Pacer {
             permits.push(p);
         }
         let mut per: BTreeMap<String, (u32, u32)> = BTreeMap::new();
-        // Tenant-level requests (directory lookups) name no mailbox: no mailbox limit applies,
-        // so they are not all funnelled through one "mailbox" of `per_mailbox` slots.
-        for r in requests.iter().filter(|r| !r.mailbox.is_empty()) {
+        for r in requests {
             let e = per.entry(r.mailbox.to_ascii_lowercase()).or_default();
             e.0 += 1;
             e.1 += r.units;

@@ -10,7 +10,7 @@
 //! | `GET /_lab/messages?message_id=<id>` | every copy of an Internet Message-ID |
 //! | `GET /_lab/mailboxes/{address}` | every copy in one mailbox |
 //! | `GET /_lab/actions[?message_id=][&mailbox=]` | actions per (tenant, mailbox, message) and the records |
-//! | `GET /_lab/stats` | requests per route, 429s by limit, in flight, slots in use, sub-requests served per tenant, faults |
+//! | `GET /_lab/stats` | requests per route, (sub-)requests served per tenant, 429s by limit, in flight, slots in use, API actions, faults |
 //! | `POST /_lab/deliver` | `{tenant, message}` → the new copies |
 //! | `POST /_lab/user-action` | `{tenant, mailbox, message_id, folder}` → the moved copy |
 //!
@@ -281,7 +281,13 @@ async fn stats(State(lab): State<SharedLab>) -> Response {
         .map(|m| m.clone())
         .unwrap_or_default();
     let slots = lab.limits.slots_in_use();
-    let names: Vec<String> = lab.state().tenants.iter().map(|t| t.name.clone()).collect();
+    let (names, actions_total): (Vec<String>, usize) = {
+        let state = lab.state();
+        (
+            state.tenants.iter().map(|t| t.name.clone()).collect(),
+            state.actions.iter().filter(|r| !is_user_action(r)).count(),
+        )
+    };
     let slots_in_use: BTreeMap<&str, usize> = names
         .iter()
         .map(String::as_str)
@@ -303,6 +309,9 @@ async fn stats(State(lab): State<SharedLab>) -> Response {
         "capacity": lab.options.capacity,
         "slots_in_use": slots_in_use,
         "served": served,
+        "served_total": served.values().sum::<usize>(),
+        "latency_ms": lab.options.latency.as_secs_f64() * 1000.0,
+        "actions_total": actions_total,
         "faults": { "5xx": faults_5xx, "dropped": faults_dropped, "total": faults_5xx + faults_dropped },
     }))
     .into_response()

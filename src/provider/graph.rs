@@ -5,7 +5,7 @@ use super::auth::{
 };
 use super::errors::{Failure, Operation, classify, error_code_message};
 use super::http::{Http, SubRequest, SubResponse, enc};
-use super::scheduler::{Backend, Pacer, Step, Work, call, call_ok, choose, first_error};
+use super::scheduler::{Backend, Pacer, Step, Work, call, call_all, call_ok, choose, first_error};
 use super::{
     Applied, DomainRetract, DomainStatus, LocatedCopy, MessageMeta, Permissions, ProviderError,
     Resolved,
@@ -187,27 +187,56 @@ impl GraphClient {
         )
     }
 
-    /// A folder name for an opaque `parentFolderId`, if known without asking.
+    /// A folder name for an opaque `parentFolderId`, if known without asking: a well-known name,
+    /// or an id of a mailbox whose well-known folders were learned (any other id is a folder
+    /// of the user's own, `Other`).
     fn folder_of(&self, mailbox: &str, folder_id: &str) -> Option<Folder> {
         let wk = Folder::from_graph_name(folder_id);
         if !matches!(wk, Folder::Other(_)) {
             return Some(wk);
         }
         let map = self.folders.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&mailbox.to_ascii_lowercase())
-            .and_then(|m| m.get(folder_id))
-            .cloned()
+        map.get(&mailbox.to_ascii_lowercase()).map(|m| {
+            m.get(folder_id)
+                .cloned()
+                .unwrap_or_else(|| Folder::Other(folder_id.to_string()))
+        })
     }
 
+    /// Whether the mailbox's well-known folder ids are known.
+    fn folders_learned(&self, mailbox: &str) -> bool {
+        let map = self.folders.lock().unwrap_or_else(|p| p.into_inner());
+        map.contains_key(&mailbox.to_ascii_lowercase())
+    }
+
+    /// Records the answers to [`GraphClient::folder_requests`] (in that order). Nothing is
+    /// recorded when none was answered, so the next locate asks again.
     fn learn_folders(&self, mailbox: &str, responses: &[SubResponse]) {
+        let learned: HashMap<String, Folder> = WELL_KNOWN
+            .iter()
+            .zip(responses)
+            .filter(|(_, r)| r.ok())
+            .filter_map(|(name, r)| {
+                r.body["id"]
+                    .as_str()
+                    .map(|id| (id.to_string(), Folder::from_graph_name(name)))
+            })
+            .collect();
+        if learned.is_empty() {
+            return;
+        }
         let mut map = self.folders.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = map.entry(mailbox.to_ascii_lowercase()).or_default();
-        for (name, r) in WELL_KNOWN.iter().zip(responses) {
-            if r.ok()
-                && let Some(id) = r.body["id"].as_str()
-            {
-                entry.insert(id.to_string(), Folder::from_graph_name(name));
-            }
+        map.entry(mailbox.to_ascii_lowercase())
+            .or_default()
+            .extend(learned);
+    }
+
+    /// The well-known folder lookups, when the mailbox's folders are not known yet.
+    fn folder_requests_if_unknown(&self, mailbox: &str) -> Vec<SubRequest> {
+        if self.folders_learned(mailbox) {
+            Vec::new()
+        } else {
+            Self::folder_requests(mailbox)
         }
     }
 
@@ -257,15 +286,7 @@ impl GraphClient {
                 .is_none()
         });
         if unknown {
-            // Concurrently (the pacer bounds per-mailbox concurrency), answers in request order.
-            let answers = futures_util::future::join_all(
-                Self::folder_requests(mailbox)
-                    .into_iter()
-                    .map(|r| call(self, r)),
-            )
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?;
+            let answers = call_all(self, Self::folder_requests(mailbox)).await?;
             self.learn_folders(mailbox, &answers);
         }
         Ok(values
@@ -367,26 +388,33 @@ impl GraphClient {
         mailbox: &str,
         internet_message_id: &str,
     ) -> Result<Vec<LocatedCopy>, Failure> {
+        // One round: the message list, the recoverable items and (first time in this mailbox)
+        // the well-known folder ids, sent together.
         let filter = Self::mid_filter(internet_message_id);
-        let r = call_ok(
-            self,
+        let mut requests = vec![
             SubRequest::get(Self::messages_filter(mailbox, &filter, None), mailbox, 0),
-            Operation::Directory,
-        )
-        .await?;
-        let values = r.body["value"].as_array().cloned().unwrap_or_default();
-        let mut copies = self.copies_from(mailbox, &values).await?;
-        let rec = call(
-            self,
             SubRequest::get(
                 Self::messages_filter(mailbox, &filter, Some("recoverableitemsdeletions")),
                 mailbox,
                 0,
             ),
-        )
-        .await?;
-        if rec.ok() {
-            for m in rec.body["value"].as_array().into_iter().flatten() {
+        ];
+        requests.extend(self.folder_requests_if_unknown(mailbox));
+        let answers = call_all(self, requests).await?;
+        let (listed, rest) = answers
+            .split_first()
+            .ok_or_else(|| super::errors::transport("no response"))?;
+        if !listed.ok() {
+            return Err(classify(listed.status, &listed.body, Operation::Directory));
+        }
+        let (recoverable, folders) = rest
+            .split_first()
+            .ok_or_else(|| super::errors::transport("no response"))?;
+        self.learn_folders(mailbox, folders);
+        let values = listed.body["value"].as_array().cloned().unwrap_or_default();
+        let mut copies = self.copies_from(mailbox, &values).await?;
+        if recoverable.ok() {
+            for m in recoverable.body["value"].as_array().into_iter().flatten() {
                 copies.push(self.to_copy(mailbox, m, Some(Folder::RecoverableDeletions)));
             }
         }
@@ -849,11 +877,16 @@ impl Backend for GraphClient {
         let mb = work.mailbox.as_str();
         let filter = Self::mid_filter(&work.internet_message_id);
         match &work.step {
-            Step::Locate => vec![SubRequest::get(
-                Self::messages_filter(mb, &filter, None),
-                mb,
-                0,
-            )],
+            Step::Locate => {
+                // The well-known folder ids (first time in this mailbox) in the same round.
+                let mut requests = vec![SubRequest::get(
+                    Self::messages_filter(mb, &filter, None),
+                    mb,
+                    0,
+                )];
+                requests.extend(self.folder_requests_if_unknown(mb));
+                requests
+            }
             Step::Resolve(_) => Self::folder_requests(mb),
             Step::Act(copy) => {
                 let item = format!("/users/{}/messages/{}", enc(mb), enc(&copy.id));
@@ -900,27 +933,30 @@ impl Backend for GraphClient {
         let mb = work.mailbox.clone();
         let step = std::mem::replace(&mut work.step, Step::Locate);
         work.step = match step {
-            Step::Locate => match first_error(responses, Operation::Directory) {
-                Some(f) => Step::Done(Err(f)),
-                None => {
-                    let values = responses
-                        .first()
-                        .and_then(|r| r.body["value"].as_array().cloned())
-                        .unwrap_or_default();
-                    let unknown = values.iter().any(|m| {
-                        self.folder_of(&mb, m["parentFolderId"].as_str().unwrap_or_default())
-                            .is_none()
-                    });
-                    if unknown {
-                        Step::Resolve(values)
-                    } else {
-                        choose(
-                            values.iter().map(|m| self.to_copy(&mb, m, None)).collect(),
-                            &mb,
-                        )
+            Step::Locate => {
+                match first_error(&responses[..1.min(responses.len())], Operation::Directory) {
+                    Some(f) => Step::Done(Err(f)),
+                    None => {
+                        self.learn_folders(&mb, responses.get(1..).unwrap_or_default());
+                        let values = responses
+                            .first()
+                            .and_then(|r| r.body["value"].as_array().cloned())
+                            .unwrap_or_default();
+                        let unknown = values.iter().any(|m| {
+                            self.folder_of(&mb, m["parentFolderId"].as_str().unwrap_or_default())
+                                .is_none()
+                        });
+                        if unknown {
+                            Step::Resolve(values)
+                        } else {
+                            choose(
+                                values.iter().map(|m| self.to_copy(&mb, m, None)).collect(),
+                                &mb,
+                            )
+                        }
                     }
                 }
-            },
+            }
             Step::Resolve(values) => {
                 self.learn_folders(&mb, responses);
                 choose(

@@ -194,6 +194,8 @@ pub struct BulkItem {
     pub key: u64,
     pub mailbox: String,
     pub internet_message_id: String,
+    /// The copy as located earlier (e.g. by a plan): acted on without locating it again. If
+    /// it is gone by then (404: Graph ids change on every move), it is located afresh.
     pub copy: Option<LocatedCopy>,
 }
 

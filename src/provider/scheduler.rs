@@ -44,6 +44,9 @@ pub struct Work {
     pub attempts: u32,
     pub auth_retried: bool,
     pub in_flight_sent: bool,
+    /// Acting on a copy located earlier (by a plan), not by this run: a 404 means it moved
+    /// since, and it is located afresh.
+    pub planned: bool,
 }
 
 /// What a provider contributes to the scheduler.
@@ -101,18 +104,14 @@ impl Pacer {
         }
     }
 
-    /// Holds tenant and mailbox slots for these sub-requests (mailboxes in sorted order, so
-    /// two batches never wait on each other in a cycle), and spends Gmail quota units.
-    /// `slots` is how many of the batch's sub-requests the service works on at once (Graph
-    /// sends Outlook at most four of a batch at a time; Gmail serves a batch's parts together).
+    /// Holds mailbox and tenant slots for these sub-requests, and spends Gmail quota units.
+    /// Mailboxes are entered first, in sorted order (two batches never wait on each other in a
+    /// cycle), the tenant last: a batch waiting for a busy mailbox must not hold the tenant's
+    /// capacity idle meanwhile. `slots` is how many of the batch's sub-requests the service
+    /// works on at once (Graph sends Outlook at most four of a batch at a time; Gmail serves a
+    /// batch's parts together).
     pub async fn enter(&self, requests: &[SubRequest], slots: usize) -> Vec<OwnedSemaphorePermit> {
         let mut permits = Vec::new();
-        let n = (slots.min(requests.len()) as u32)
-            .min(self.tenant_size as u32)
-            .max(1);
-        if let Ok(p) = self.tenant.clone().acquire_many_owned(n).await {
-            permits.push(p);
-        }
         let mut per: BTreeMap<String, (u32, u32)> = BTreeMap::new();
         for r in requests {
             let e = per.entry(r.mailbox.to_ascii_lowercase()).or_default();
@@ -131,6 +130,12 @@ impl Pacer {
                 permits.push(p);
             }
             self.spend(&mailbox, units).await;
+        }
+        let n = (slots.min(requests.len()) as u32)
+            .min(self.tenant_size as u32)
+            .max(1);
+        if let Ok(p) = self.tenant.clone().acquire_many_owned(n).await {
+            permits.push(p);
         }
         permits
     }
@@ -227,6 +232,7 @@ pub async fn run<B: Backend, F>(
     }
     let mut works = Vec::with_capacity(items.len());
     for item in items {
+        let planned = item.copy.is_some();
         let step = match backend.is_internal(&item.mailbox).await {
             Ok(false) => Step::Done(Err(Failure::new(
                 FailureReason::External,
@@ -245,6 +251,7 @@ pub async fn run<B: Backend, F>(
             },
         };
         let work = Work {
+            planned,
             key: item.key,
             mailbox: item.mailbox,
             internet_message_id: item.internet_message_id,
@@ -310,18 +317,32 @@ async fn run_chunk<B: Backend>(
         if active.is_empty() {
             return;
         }
-        // Build this round's sub-requests; `owner[j]` is the work index of request j.
+        // Build this round's sub-requests; `owner[j]` is the work index of request j. An item's
+        // requests go into one batch when they fit (a batch's service slots and mailbox slots
+        // are then not split between batches that wait on each other).
         let mut requests = Vec::new();
         let mut owner = Vec::new();
         let batch = batch_size(backend);
+        let mut batches: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut open = 0..0;
         // `InFlight` events by the batch that carries all of their item's requests; an item
         // whose requests span batches is committed before any batch is sent.
         let mut in_flight: BTreeMap<usize, Vec<ProgressEvent>> = BTreeMap::new();
         for &i in &active {
-            let first = requests.len();
-            for r in backend.requests(&works[i], action) {
+            let mine = backend.requests(&works[i], action);
+            if !open.is_empty() && open.len() + mine.len() > batch {
+                batches.push(open.clone());
+                open = requests.len()..requests.len();
+            }
+            let first_batch = batches.len();
+            for r in mine {
+                if open.len() == batch {
+                    batches.push(open.clone());
+                    open = requests.len()..requests.len();
+                }
                 requests.push(r);
                 owner.push(i);
+                open.end = requests.len();
             }
             if let Step::Act(copy) = &works[i].step
                 && !works[i].in_flight_sent
@@ -331,18 +352,21 @@ async fn run_chunk<B: Backend>(
                     copy: copy.clone(),
                 };
                 works[i].in_flight_sent = true;
-                let last = requests.len().saturating_sub(1).max(first);
-                if first / batch == last / batch {
-                    in_flight.entry(first / batch).or_default().push(event);
+                if batches.len() == first_batch {
+                    in_flight.entry(first_batch).or_default().push(event);
                 } else {
                     emit(event);
                 }
             }
         }
+        if !open.is_empty() {
+            batches.push(open);
+        }
         let mut results: Vec<Option<Result<SubResponse, Failure>>> = vec![None; requests.len()];
         let mut sends = FuturesUnordered::new();
-        for (b, group) in requests.chunks(batch).enumerate() {
+        for (b, range) in batches.into_iter().enumerate() {
             let events = in_flight.remove(&b).unwrap_or_default();
+            let group = &requests[range.clone()];
             sends.push(async move {
                 backend.prepare(group).await;
                 let slots = backend.service_slots(group.len());
@@ -352,12 +376,12 @@ async fn run_chunk<B: Backend>(
                 for e in events {
                     emit(e);
                 }
-                (b, backend.send(group).await)
+                (range.start, backend.send(group).await)
             });
         }
-        while let Some((b, answers)) = sends.next().await {
+        while let Some((start, answers)) = sends.next().await {
             for (k, a) in answers.into_iter().enumerate() {
-                if let Some(slot) = results.get_mut(b * batch + k) {
+                if let Some(slot) = results.get_mut(start + k) {
                     *slot = Some(a);
                 }
             }
@@ -415,6 +439,15 @@ async fn run_chunk<B: Backend>(
                     }
                     delay = delay.max(backoff(work.attempts).as_secs_f64());
                 }
+            } else if work.planned
+                && mutating
+                && mine.iter().any(|r| matches!(r, Ok(r) if r.status == 404))
+            {
+                // The copy moved since it was located (Graph ids change on every move): nothing
+                // was done, so locate it now and act on what is there.
+                work.planned = false;
+                work.in_flight_sent = false;
+                work.step = Step::Locate;
             } else if unauthorized && !work.auth_retried {
                 work.auth_retried = true;
                 backend.invalidate(&work.mailbox).await;
@@ -497,6 +530,92 @@ pub async fn call<B: Backend>(backend: &B, request: SubRequest) -> Result<SubRes
         }
         return Ok(r);
     }
+}
+
+/// Sends independent reads together (in batches where the provider batches) under `call`'s
+/// rules, per sub-request: a rate-limited, 5xx or dropped one is sent again (after
+/// `Retry-After` or a backoff), a 401 refreshes the mailbox's token once. The final answers
+/// come back in request order; non-2xx final answers as `Ok` for the caller to classify.
+pub async fn call_all<B: Backend>(
+    backend: &B,
+    requests: Vec<SubRequest>,
+) -> Result<Vec<SubResponse>, Failure> {
+    if requests.iter().any(|r| r.mutating) {
+        return Err(super::errors::internal(
+            "call_all sends reads only: a mutation must be looked for before it is sent again",
+        ));
+    }
+    let max_attempts = backend.limits().max_attempts.max(1);
+    let batch = batch_size(backend);
+    let mut out: Vec<Option<SubResponse>> = vec![None; requests.len()];
+    let mut pending: Vec<usize> = (0..requests.len()).collect();
+    let mut refreshed: Vec<String> = Vec::new();
+    let mut attempts = 0;
+    while !pending.is_empty() {
+        attempts += 1;
+        let group: Vec<SubRequest> = pending.iter().map(|&i| requests[i].clone()).collect();
+        let answers: Vec<Result<SubResponse, Failure>> =
+            futures_util::future::join_all(group.chunks(batch).map(|part| async move {
+                backend.prepare(part).await;
+                let _permits = backend
+                    .pacer()
+                    .enter(part, backend.service_slots(part.len()))
+                    .await;
+                backend.send(part).await
+            }))
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut again = Vec::new();
+        let mut delay = 0f64;
+        for (i, answer) in pending.into_iter().zip(answers) {
+            let retry_in = match &answer {
+                Err(f) if attempts >= max_attempts => return Err(f.clone()),
+                Err(_) => Some(backoff(attempts).as_secs_f64()),
+                Ok(r) if is_server_error(r.status) => {
+                    if attempts >= max_attempts {
+                        return Err(classify(r.status, &r.body, Operation::Read));
+                    }
+                    Some(backoff(attempts).as_secs_f64())
+                }
+                Ok(r)
+                    if is_rate_limited(r.status, &super::errors::error_code_message(&r.body).0) =>
+                {
+                    if attempts >= max_attempts {
+                        let mut f = classify(r.status, &r.body, Operation::Read);
+                        f.reason = FailureReason::Throttled;
+                        return Err(f);
+                    }
+                    Some(
+                        r.retry_after
+                            .unwrap_or_else(|| backoff(attempts).as_secs_f64()),
+                    )
+                }
+                Ok(r) if r.status == 401 && !refreshed.contains(&requests[i].mailbox) => {
+                    refreshed.push(requests[i].mailbox.clone());
+                    backend.invalidate(&requests[i].mailbox).await;
+                    Some(0.0)
+                }
+                Ok(_) => None,
+            };
+            match (retry_in, answer) {
+                (Some(wait), _) => {
+                    delay = delay.max(wait);
+                    again.push(i);
+                }
+                (None, Ok(r)) => out[i] = Some(r),
+                (None, Err(f)) => return Err(f),
+            }
+        }
+        if delay > 0.0 && !again.is_empty() {
+            tokio::time::sleep(Duration::from_secs_f64(delay)).await;
+        }
+        pending = again;
+    }
+    out.into_iter()
+        .map(|r| r.ok_or_else(|| super::errors::transport("no response")))
+        .collect()
 }
 
 /// `call`, then classify a non-2xx answer with `op`.

@@ -327,3 +327,46 @@ async fn a_distribution_list_in_the_trace_expands_to_its_member_mailboxes() {
         );
     }
 }
+
+/// A job made from a fresh Microsoft 365 plan acts on the copies the plan located: one
+/// sub-request per copy, none to locate them again; a copy the user moved after planning (its
+/// Graph id changed) answers 404 and is located afresh, so it is not acted on twice or wrongly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_plan_is_acted_on_without_locating_again() {
+    let w = world().await;
+    let plan = w
+        .engine
+        .build_plan(request(RetractAction::Junk))
+        .await
+        .unwrap();
+    let copies = plan.items.len();
+    assert!(copies >= 3, "{copies}");
+    let moved = plan.items[0].mailbox.clone();
+    user_moves(&w.server, &moved, "deleteditems").await;
+
+    let served_before: usize = w.server.lab.limits.served().iter().sum();
+    let job = w.engine.create_job(&plan, false).unwrap();
+    let report = w
+        .engine
+        .run_job(job, &RunOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    let served = w.server.lab.limits.served().iter().sum::<usize>() - served_before;
+
+    // The moved copy: a 404 on the planned id, then a locate (the message list; the folder
+    // ids are known from the plan), and no action: it is in Deleted Items already. Every other
+    // copy: exactly its move.
+    assert_eq!(report.counts.succeeded as usize, copies - 1, "{report:?}");
+    assert_eq!(
+        report.failed_by_reason.get(&FailureReason::AlreadyGone),
+        Some(&1),
+        "{report:?}"
+    );
+    assert_eq!(served, copies + 1, "sub-requests the job cost");
+    let actions = engine_actions(&w.server);
+    assert_eq!(actions.get(&moved), None, "{actions:?}");
+    for it in &plan.items[1..] {
+        assert_eq!(actions.get(&it.mailbox), Some(&1), "{}", it.mailbox);
+        assert_eq!(folder_of(&w.server, &it.mailbox), vec![Folder::Junk]);
+    }
+}

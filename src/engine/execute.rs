@@ -9,7 +9,7 @@ use super::plan::Plan;
 use super::planner::failure_detail;
 use super::roles::Capability;
 use crate::model::{FailureReason, Folder, RetractAction, Trigger};
-use crate::provider::{BulkItem, ProgressEvent};
+use crate::provider::{BulkItem, LocatedCopy, ProgressEvent};
 use crate::store::jobs::{ItemCounts, ItemRow, ItemState, JobKind, JobRow, JobState, NewJob};
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
@@ -21,6 +21,11 @@ use std::time::Instant;
 
 /// Items handed to the scheduler per call; cancel is checked between chunks.
 const CHUNK: usize = 2_000;
+/// A Microsoft 365 plan younger than this hands its located copies to the job, which acts on
+/// them without locating them again. Graph ids change on every move, so a copy the user moved
+/// or deleted since answers 404 and is then located afresh. Gmail ids do not change when a
+/// message is moved (labelled), so Gmail copies are always located again.
+const PLANNED_COPY_FRESH: chrono::Duration = chrono::Duration::minutes(10);
 /// Restores and reconciliation locates in flight at once.
 const SIDE_CONCURRENCY: usize = 32;
 
@@ -295,6 +300,18 @@ impl Engine {
         Ok(report)
     }
 
+    /// Whether the job's plan is young enough for its located copies to be acted on directly.
+    fn plan_is_fresh(&self, row: &JobRow) -> bool {
+        if row.kind != JobKind::Retract {
+            return false;
+        }
+        let made = row
+            .plan_id
+            .as_deref()
+            .and_then(|id| self.store().plan_created_at(id).ok().flatten());
+        made.is_some_and(|t| Utc::now().signed_duration_since(t) < PLANNED_COPY_FRESH)
+    }
+
     fn job_row(&self, job: i64) -> Result<JobRow, EngineError> {
         self.store().job(job)?.ok_or(EngineError::UnknownJob(job))
     }
@@ -453,13 +470,15 @@ impl Engine {
                         return;
                     }
                 };
+                let fresh = client.kind() == crate::model::TenantKind::Microsoft365
+                    && self.plan_is_fresh(row);
                 let bulk: Vec<BulkItem> = items
                     .iter()
                     .map(|it| BulkItem {
                         key: it.id as u64,
                         mailbox: it.mailbox.clone(),
                         internet_message_id: it.message_id.clone(),
-                        copy: None,
+                        copy: fresh.then(|| planned_copy(it)).flatten(),
                     })
                     .collect();
                 client
@@ -868,4 +887,19 @@ impl Engine {
         self.audit_job_end(row, &report)?;
         Ok(report)
     }
+}
+
+/// The copy as the plan located it, for a job that acts without locating it again.
+fn planned_copy(it: &ItemRow) -> Option<LocatedCopy> {
+    let id = it.copy_id.as_deref().filter(|id| !id.is_empty())?;
+    Some(LocatedCopy {
+        mailbox: it.mailbox.clone(),
+        id: id.to_string(),
+        internet_message_id: it.message_id.clone(),
+        folder: it.folder.clone(),
+        provider_folder: String::new(),
+        read: it.read,
+        conversation_id: String::new(),
+        received: it.delivered_at,
+    })
 }

@@ -12,7 +12,7 @@ use futures_util::stream::{self, StreamExt};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Resolutions and locates in flight at once while planning.
-const PLAN_CONCURRENCY: usize = 128;
+const PLAN_CONCURRENCY: usize = 512;
 /// Messages a query may seed at most.
 const QUERY_SEED_LIMIT: usize = 500;
 

@@ -370,6 +370,17 @@ impl Store {
             .optional()?)
     }
 
+    /// When a stored plan was made.
+    pub fn plan_created_at(&self, id: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let secs: Option<i64> = self
+            .conn
+            .query_row("SELECT created_at FROM plan WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(secs.and_then(|s| DateTime::from_timestamp(s, 0)))
+    }
+
     /// Creates a job and its items in one transaction; returns the job id.
     pub fn create_job(&mut self, job: &NewJob, items: &[ItemRow]) -> Result<i64, StoreError> {
         let tx = self.conn.transaction()?;

@@ -76,7 +76,7 @@ async fn run(kind: GenerateKind, options: LabOptions) -> Run {
                     Err(f) => failed.push(format!("{key}: {f:?}")),
                 }
             }
-            ProgressEvent::InFlight { .. } => in_flight += 1,
+            ProgressEvent::InFlight { items } => in_flight += items.len(),
             ProgressEvent::Throttled { seconds } => waited += seconds,
         })
         .await;

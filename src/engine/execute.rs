@@ -9,7 +9,7 @@ use super::plan::Plan;
 use super::planner::failure_detail;
 use super::roles::Capability;
 use crate::model::{FailureReason, Folder, RetractAction, Trigger};
-use crate::provider::{BulkItem, LocatedCopy, ProgressEvent};
+use crate::provider::{Applied, BulkItem, Failure, LocatedCopy, ProgressEvent};
 use crate::store::jobs::{ItemCounts, ItemRow, ItemState, JobKind, JobRow, JobState, NewJob};
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
@@ -21,6 +21,11 @@ use std::time::Instant;
 
 /// Items handed to the scheduler per call; cancel is checked between chunks.
 const CHUNK: usize = 2_000;
+/// Outcomes committed per transaction.
+const FINISH_GROUP: usize = 64;
+
+/// Outcomes reported by the scheduler, not committed yet.
+type FinishedBuffer = std::sync::Mutex<Vec<(u64, Result<Applied, Failure>)>>;
 /// A Microsoft 365 plan younger than this hands its located copies to the job, which acts on
 /// them without locating them again. Graph ids change on every move, so a copy the user moved
 /// or deleted since answers 404 and is then located afresh. Gmail ids do not change when a
@@ -265,16 +270,30 @@ impl Engine {
             }
         }
 
-        for chunk in pending.chunks(CHUNK) {
-            if options
+        // Tenants have limits of their own: each goes through its items at its own pace,
+        // checking for a cancel between chunks.
+        let mut by_tenant: BTreeMap<String, Vec<ItemRow>> = BTreeMap::new();
+        for it in pending {
+            by_tenant.entry(it.tenant.clone()).or_default().push(it);
+        }
+        let cancelled = || {
+            options
                 .cancel
                 .as_ref()
                 .is_some_and(|c| c.load(Ordering::SeqCst))
-            {
-                stopped = Some("cancelled by the operator".into());
-                break;
+        };
+        let (row_ref, throttled_ref) = (&row, &throttled);
+        let runs = by_tenant.into_values().map(|items| async move {
+            for chunk in items.chunks(CHUNK) {
+                if cancelled() {
+                    return true;
+                }
+                self.act(row_ref, chunk.to_vec(), sink, throttled_ref).await;
             }
-            self.act(&row, chunk.to_vec(), sink, &throttled).await;
+            false
+        });
+        if join_all(runs).await.into_iter().any(|stopped| stopped) {
+            stopped = Some("cancelled by the operator".into());
         }
 
         let counts = self.store().item_counts(job)?;
@@ -481,16 +500,22 @@ impl Engine {
                         copy: fresh.then(|| planned_copy(it)).flatten(),
                     })
                     .collect();
+                let finished = std::sync::Mutex::new(Vec::new());
                 client
                     .retract_many(bulk, action, |event| {
-                        self.on_progress(job, &by_key, event, sink, &throttled)
+                        self.on_progress(job, &by_key, event, sink, &throttled, &finished)
                     })
                     .await;
+                self.flush_finished(job, &by_key, &finished, sink);
             }
         });
         join_all(runs).await;
     }
 
+    /// Commits what the scheduler reports. `in_flight` is committed at once (one transaction
+    /// per batch, before it is sent); outcomes are committed in groups of [`FINISH_GROUP`]
+    /// (and before the next `in_flight`, and at the end): an outcome lost to a crash leaves its
+    /// item `in_flight`, which a restart reconciles by locating the copy.
     fn on_progress(
         &self,
         job: i64,
@@ -498,19 +523,55 @@ impl Engine {
         event: ProgressEvent,
         sink: Sink<'_>,
         throttled: &std::sync::Mutex<f64>,
+        finished: &FinishedBuffer,
     ) {
-        let store = self.store();
         match event {
-            ProgressEvent::InFlight { key, copy } => {
-                if let Err(e) = store.mark_in_flight(key as i64, &copy.id) {
-                    tracing::error!(job, item = key, "cannot record in_flight: {e}");
+            ProgressEvent::InFlight { items } => {
+                self.flush_finished(job, by_key, finished, sink);
+                let result = self.store().in_transaction(|s| {
+                    items
+                        .iter()
+                        .try_for_each(|(key, copy)| s.mark_in_flight(*key as i64, &copy.id))
+                });
+                if let Err(e) = result {
+                    tracing::error!(job, items = items.len(), "cannot record in_flight: {e}");
                 }
             }
             ProgressEvent::Finished { key, outcome } => {
-                let Some(it) = by_key.get(&key) else { return };
-                let result = match &outcome {
-                    Ok(applied) => store.finish_item_succeeded(
-                        key as i64,
+                let full = {
+                    let mut buffer = finished.lock().unwrap_or_else(|p| p.into_inner());
+                    buffer.push((key, outcome));
+                    buffer.len() >= FINISH_GROUP
+                };
+                if full {
+                    self.flush_finished(job, by_key, finished, sink);
+                }
+            }
+            ProgressEvent::Throttled { seconds } => {
+                *throttled.lock().unwrap_or_else(|p| p.into_inner()) += seconds;
+                sink(JobEvent::Throttled { job, seconds });
+            }
+        }
+    }
+
+    /// Commits the buffered outcomes in one transaction, then reports them.
+    fn flush_finished(
+        &self,
+        job: i64,
+        by_key: &BTreeMap<u64, ItemRow>,
+        finished: &FinishedBuffer,
+        sink: Sink<'_>,
+    ) {
+        let outcomes = std::mem::take(&mut *finished.lock().unwrap_or_else(|p| p.into_inner()));
+        if outcomes.is_empty() {
+            return;
+        }
+        let result = self.store().in_transaction(|s| {
+            outcomes
+                .iter()
+                .try_for_each(|(key, outcome)| match outcome {
+                    Ok(applied) => s.finish_item_succeeded(
+                        *key as i64,
                         &applied.from,
                         applied.was_read,
                         applied.new_id.as_deref(),
@@ -518,31 +579,27 @@ impl Engine {
                         &applied.detail,
                     ),
                     Err(f) => {
-                        store.finish_item_failed(key as i64, f.reason, &f.code, &failure_detail(f))
+                        s.finish_item_failed(*key as i64, f.reason, &f.code, &failure_detail(f))
                     }
-                };
-                if let Err(e) = result {
-                    tracing::error!(job, item = key, "cannot record outcome: {e}");
-                }
-                drop(store);
-                sink(match outcome {
-                    Ok(_) => JobEvent::ItemSucceeded {
-                        job,
-                        mailbox: it.mailbox.clone(),
-                    },
-                    Err(f) => JobEvent::ItemFailed {
-                        job,
-                        mailbox: it.mailbox.clone(),
-                        reason: f.reason,
-                        provider_code: f.code,
-                    },
-                });
-            }
-            ProgressEvent::Throttled { seconds } => {
-                *throttled.lock().unwrap_or_else(|p| p.into_inner()) += seconds;
-                drop(store);
-                sink(JobEvent::Throttled { job, seconds });
-            }
+                })
+        });
+        if let Err(e) = result {
+            tracing::error!(job, items = outcomes.len(), "cannot record outcomes: {e}");
+        }
+        for (key, outcome) in outcomes {
+            let Some(it) = by_key.get(&key) else { continue };
+            sink(match outcome {
+                Ok(_) => JobEvent::ItemSucceeded {
+                    job,
+                    mailbox: it.mailbox.clone(),
+                },
+                Err(f) => JobEvent::ItemFailed {
+                    job,
+                    mailbox: it.mailbox.clone(),
+                    reason: f.reason,
+                    provider_code: f.code,
+                },
+            });
         }
     }
 

@@ -6,10 +6,13 @@
 use super::core::{Engine, EngineError};
 use super::plan::{Plan, PlanItem, RetractRequest, SkippedItem};
 use crate::model::{FailureReason, Folder, TenantKind, normalize_message_id};
-use crate::provider::{Failure, LocatedCopy, ProviderClient, Resolved};
+use crate::provider::{Failure, LocatedCopy, Resolved};
 use crate::trace::TraceRecord;
 use futures_util::stream::{self, StreamExt};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// A (tenant, mailbox, Message-ID) to locate, with the conversation depth it was reached at.
+type Target = ((String, String, String), u8);
 
 /// Resolutions and locates in flight at once while planning.
 const PLAN_CONCURRENCY: usize = 512;
@@ -368,18 +371,48 @@ impl Engine {
         ))
     }
 
-    /// Locates a message in many mailboxes, [`PLAN_CONCURRENCY`] at a time.
+    /// Locates messages in many mailboxes: each tenant in a task of its own (tenants have
+    /// their own limits, and one tenant's queue must not wait behind another's), up to
+    /// [`PLAN_CONCURRENCY`] locates at a time per tenant.
     async fn locate_all(&self, targets: BTreeMap<(String, String, String), u8>) -> Vec<Located> {
-        stream::iter(targets.into_iter().filter_map(|((t, mb, mid), depth)| {
-            let client: ProviderClient = self.client(&t).ok()?.clone();
-            Some(async move {
-                let r = client.locate(&mb, &mid).await;
-                ((t, mb, mid), depth, r)
-            })
-        }))
-        .buffer_unordered(PLAN_CONCURRENCY)
-        .collect()
-        .await
+        let mut by_tenant: BTreeMap<String, Vec<Target>> = BTreeMap::new();
+        for (key, depth) in targets {
+            by_tenant
+                .entry(key.0.clone())
+                .or_default()
+                .push((key, depth));
+        }
+        let mut tasks = Vec::new();
+        for (tenant, targets) in by_tenant {
+            let Ok(client) = self.client(&tenant).cloned() else {
+                continue;
+            };
+            let keys: Vec<Target> = targets.clone();
+            let task = tokio::spawn(async move {
+                stream::iter(targets.into_iter().map(|(key, depth)| {
+                    let client = client.clone();
+                    async move {
+                        let r = client.locate(&key.1, &key.2).await;
+                        (key, depth, r)
+                    }
+                }))
+                .buffer_unordered(PLAN_CONCURRENCY)
+                .collect::<Vec<Located>>()
+                .await
+            });
+            tasks.push((keys, task));
+        }
+        let mut out = Vec::new();
+        for (keys, task) in tasks {
+            match task.await {
+                Ok(located) => out.extend(located),
+                Err(e) => out.extend(keys.into_iter().map(|(key, depth)| {
+                    let f = crate::provider::errors::internal(&format!("locate task: {e}"));
+                    (key, depth, Err(f))
+                })),
+            }
+        }
+        out
     }
 
     /// What each depth `0..=depth` adds, from the trace alone (no provider calls): messages,

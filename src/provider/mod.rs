@@ -202,8 +202,9 @@ pub struct BulkItem {
 /// Progress of a bulk retraction, reported as soon as known.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProgressEvent {
-    /// The mutating call for this item is about to be sent (commit `in_flight` now).
-    InFlight { key: u64, copy: LocatedCopy },
+    /// The mutating calls for these items (one batch) are about to be sent: commit
+    /// `in_flight` now, before this returns.
+    InFlight { items: Vec<(u64, LocatedCopy)> },
     /// The item's final outcome.
     Finished {
         key: u64,

@@ -327,7 +327,7 @@ async fn run_chunk<B: Backend>(
         let mut open = 0..0;
         // `InFlight` events by the batch that carries all of their item's requests; an item
         // whose requests span batches is committed before any batch is sent.
-        let mut in_flight: BTreeMap<usize, Vec<ProgressEvent>> = BTreeMap::new();
+        let mut in_flight: BTreeMap<usize, Vec<(u64, LocatedCopy)>> = BTreeMap::new();
         for &i in &active {
             let mine = backend.requests(&works[i], action);
             if !open.is_empty() && open.len() + mine.len() > batch {
@@ -347,15 +347,12 @@ async fn run_chunk<B: Backend>(
             if let Step::Act(copy) = &works[i].step
                 && !works[i].in_flight_sent
             {
-                let event = ProgressEvent::InFlight {
-                    key: works[i].key,
-                    copy: copy.clone(),
-                };
+                let item = (works[i].key, copy.clone());
                 works[i].in_flight_sent = true;
                 if batches.len() == first_batch {
-                    in_flight.entry(first_batch).or_default().push(event);
+                    in_flight.entry(first_batch).or_default().push(item);
                 } else {
-                    emit(event);
+                    emit(ProgressEvent::InFlight { items: vec![item] });
                 }
             }
         }
@@ -373,8 +370,8 @@ async fn run_chunk<B: Backend>(
                 let _permits = backend.pacer().enter(group, slots).await;
                 // Committed `in_flight` only now, right before the mutation is sent: an item
                 // waiting for a slot is still `pending` (a crash leaves less to reconcile).
-                for e in events {
-                    emit(e);
+                if !events.is_empty() {
+                    emit(ProgressEvent::InFlight { items: events });
                 }
                 (range.start, backend.send(group).await)
             });

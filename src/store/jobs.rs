@@ -508,6 +508,18 @@ impl Store {
         Ok(c)
     }
 
+    /// Runs `f` in one transaction: committed when it returns `Ok`, rolled back otherwise.
+    /// Many small updates (a batch's items) cost one commit instead of one each.
+    pub fn in_transaction<T>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let out = f(self)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
     /// Durability rule, first half: committed before the provider call.
     pub fn mark_in_flight(&self, item: i64, copy_id: &str) -> Result<(), StoreError> {
         self.conn

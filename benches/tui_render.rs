@@ -17,12 +17,14 @@
 //!    from spawn to the first frame and to the first search results on screen (polling
 //!    `capture-pane` every 2 ms, so ±2 ms), then VmRSS / VmHWM of the process from /proc.
 //! 4. A large trace: a store of `--trace-records` synthetic messages is built on disk, then a
-//!    fresh child process opens it, runs the console's search (`SEARCH_LIMIT` rows, as the engine
-//!    task does), loads the rows into the app and draws; it reports its VmRSS / VmHWM.
+//!    fresh child process opens it, runs the console's search (`SEARCH_LIMIT` rows through the
+//!    engine task's own `service::search_rows`), loads the rows into the app and draws; it
+//!    reports its VmRSS / VmHWM, and after each stage.
 
 use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
 use clawback::config::Config;
 use clawback::engine::event::EngineEvent;
+use clawback::engine::service;
 use clawback::engine::view::{MessageRef, RetractionState, SearchRow};
 use clawback::model::Disposition;
 use clawback::store::Store;
@@ -514,28 +516,9 @@ fn child_search(path: &Path) {
         stage("open");
         let started = Instant::now();
         let query = clawback::trace::query::parse("").map_err(|e| e.message)?;
-        let records = store
-            .search(&query, SEARCH_LIMIT, 0)
-            .map_err(|e| e.to_string())?;
-        let total = store.count(&query).map_err(|e| e.to_string())?;
-        // The same mapping the engine task does (engine/service.rs `search`).
-        let rows: Vec<SearchRow> = records
-            .iter()
-            .map(|r| SearchRow {
-                message: MessageRef {
-                    tenant: r.tenant.clone(),
-                    message_id: r.message_id.clone(),
-                },
-                received: DateTime::from_timestamp(r.received, 0).unwrap_or_default(),
-                from: r.sender.clone(),
-                subject: r.subject.clone(),
-                copies: r.delivered_to().len() as u64,
-                disposition: r.disposition,
-                retraction: RetractionState::None,
-                campaign: Some(format!("{}|{}", r.sender, r.subject)),
-            })
-            .collect();
-        drop(records);
+        // The engine task's own search (engine/service.rs), so this measures what the console holds.
+        let (rows, total) =
+            service::search_rows(&store, &query, SEARCH_LIMIT).map_err(|e| e.to_string())?;
         stage("search");
         let n = rows.len();
         let generation = app.search.generation;

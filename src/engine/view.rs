@@ -5,6 +5,7 @@
 //! show the same numbers.
 
 use crate::model::{Disposition, FailureReason, Folder, RetractAction, Role, TenantKind, Trigger};
+use crate::store::trace::TraceSummary;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -38,6 +39,17 @@ pub enum RetractionState {
 }
 
 impl RetractionState {
+    /// From the state word the engine stores on a trace row (`trace.retraction_state`).
+    pub fn from_stored(word: Option<&str>) -> RetractionState {
+        match word {
+            Some("retracted") => RetractionState::Retracted,
+            Some("partial") => RetractionState::Partial,
+            Some("restored") => RetractionState::Restored,
+            Some("running") => RetractionState::InProgress,
+            _ => RetractionState::None,
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             RetractionState::None => "-",
@@ -64,6 +76,30 @@ pub struct SearchRow {
     /// Campaign key (same sender + normalized subject + URL/attachment fingerprint), used by the
     /// grouping toggle. `None` when the message belongs to no campaign.
     pub campaign: Option<String>,
+}
+
+impl SearchRow {
+    /// The row of a stored message (the only place a search result becomes a table row).
+    pub fn from_summary(s: TraceSummary) -> SearchRow {
+        let campaign = Some(format!(
+            "{}|{}",
+            s.sender,
+            crate::trace::search::normalize_subject(&s.subject)
+        ));
+        SearchRow {
+            message: MessageRef {
+                tenant: s.tenant,
+                message_id: s.message_id,
+            },
+            received: DateTime::from_timestamp(s.received, 0).unwrap_or_default(),
+            from: s.sender,
+            subject: s.subject,
+            copies: s.copies,
+            disposition: s.disposition,
+            retraction: RetractionState::from_stored(s.retraction_state.as_deref()),
+            campaign,
+        }
+    }
 }
 
 /// What a recipient address is.

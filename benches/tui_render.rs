@@ -143,7 +143,7 @@ fn search_rows(n: usize) -> Vec<SearchRow> {
             copies: (i as u64 * 37) % 1500 + 1,
             disposition: [Some(Disposition::Malicious), None, Some(Disposition::Spam)][i % 3],
             retraction: [RetractionState::None, RetractionState::Retracted][i % 2],
-            campaign: Some(format!("campaign-{}", i / 4)),
+            campaign: Some(i as u64 / 4),
         })
         .collect()
 }

@@ -73,19 +73,16 @@ pub struct SearchRow {
     pub copies: u64,
     pub disposition: Option<Disposition>,
     pub retraction: RetractionState,
-    /// Campaign key (same sender + normalized subject + URL/attachment fingerprint), used by the
-    /// grouping toggle. `None` when the message belongs to no campaign.
-    pub campaign: Option<String>,
+    /// Campaign key ([`crate::trace::search::campaign_key`]: same sender + normalized subject),
+    /// used by the grouping toggle. A number rather than the text, as the console holds one per
+    /// result row. `None` when the message belongs to no campaign.
+    pub campaign: Option<u64>,
 }
 
 impl SearchRow {
     /// The row of a stored message (the only place a search result becomes a table row).
     pub fn from_summary(s: TraceSummary) -> SearchRow {
-        let campaign = Some(format!(
-            "{}|{}",
-            s.sender,
-            crate::trace::search::normalize_subject(&s.subject)
-        ));
+        let campaign = Some(crate::trace::search::campaign_key(&s.sender, &s.subject));
         SearchRow {
             message: MessageRef {
                 tenant: s.tenant,

@@ -100,7 +100,7 @@ pub fn search_rows(n: usize) -> Vec<SearchRow> {
                 RetractionState::InProgress,
                 RetractionState::None,
             ][i % 5],
-            campaign: (i % 4 != 3).then(|| format!("campaign-{}", i % 2)),
+            campaign: (i % 4 != 3).then_some(i as u64 % 2),
         })
         .collect()
 }

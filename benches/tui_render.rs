@@ -5,6 +5,8 @@
 //! cargo bench --bench tui_render                              # everything, 1,000,000-record trace
 //! cargo bench --bench tui_render -- --trace-records 200000    # a smaller trace
 //! cargo bench --bench tui_render -- --no-demo --no-trace      # in-process numbers only
+//! cargo bench --bench tui_render -- --store /tmp/t.sqlite3    # keep the large trace there (and
+//!                                                             # reuse it when it exists)
 //! ```
 //!
 //! 1. Start → first frame, in process: `clawback::tui::prepare` (keymap, theme) + one draw on a
@@ -15,12 +17,14 @@
 //!    from spawn to the first frame and to the first search results on screen (polling
 //!    `capture-pane` every 2 ms, so ±2 ms), then VmRSS / VmHWM of the process from /proc.
 //! 4. A large trace: a store of `--trace-records` synthetic messages is built on disk, then a
-//!    fresh child process opens it, runs the console's search (`SEARCH_LIMIT` rows, as the engine
-//!    task does), loads the rows into the app and draws; it reports its VmRSS / VmHWM.
+//!    fresh child process opens it, runs the console's search (`SEARCH_LIMIT` rows through the
+//!    engine task's own `service::search_rows`), loads the rows into the app and draws; it
+//!    reports its VmRSS / VmHWM, and after each stage.
 
 use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
 use clawback::config::Config;
 use clawback::engine::event::EngineEvent;
+use clawback::engine::service;
 use clawback::engine::view::{MessageRef, RetractionState, SearchRow};
 use clawback::model::Disposition;
 use clawback::store::Store;
@@ -47,6 +51,8 @@ struct Args {
     trace_records: usize,
     demo: bool,
     trace: bool,
+    /// Where part 4's store lives; kept, and reused when it exists (default: a temp dir).
+    store: Option<PathBuf>,
     /// Internal: the child of part 4.
     child_search: Option<PathBuf>,
 }
@@ -57,6 +63,7 @@ fn args() -> Args {
         trace_records: 1_000_000,
         demo: true,
         trace: true,
+        store: None,
         child_search: None,
     };
     let argv: Vec<String> = std::env::args().collect();
@@ -69,6 +76,10 @@ fn args() -> Args {
             ("--trace-records", Some(n)) => a.trace_records = n.max(1),
             ("--no-demo", _) => a.demo = false,
             ("--no-trace", _) => a.trace = false,
+            ("--store", _) => {
+                a.store = next.map(PathBuf::from);
+                i += 1;
+            }
             ("--child-search", _) => {
                 a.child_search = next.map(PathBuf::from);
                 i += 1;
@@ -127,12 +138,12 @@ fn search_rows(n: usize) -> Vec<SearchRow> {
                 message_id: format!("<m{i}@evil.example>"),
             },
             received: base_time() - ChronoDuration::seconds(i as i64 * 37),
-            from: format!("billing{}@evil{}.example", i % 7, i % 13),
-            subject: format!("{} #{}", subjects[i % subjects.len()], i / 4),
+            from: format!("billing{}@evil{}.example", i % 7, i % 13).into(),
+            subject: format!("{} #{}", subjects[i % subjects.len()], i / 4).into(),
             copies: (i as u64 * 37) % 1500 + 1,
             disposition: [Some(Disposition::Malicious), None, Some(Disposition::Spam)][i % 3],
             retraction: [RetractionState::None, RetractionState::Retracted][i % 2],
-            campaign: Some(format!("campaign-{}", i / 4)),
+            campaign: Some(i as u64 / 4),
         })
         .collect()
 }
@@ -490,35 +501,25 @@ fn build_store(path: &Path, records: usize) -> Result<(), String> {
 }
 
 /// Part 4's child: what the console process holds while showing a search of a large store.
+/// Prints `rows total elapsed_ms rss hwm`, then a line with the memory after each stage.
 fn child_search(path: &Path) {
-    let result = (|| -> Result<(usize, u64, Duration), String> {
+    let mut stages: Vec<String> = Vec::new();
+    let mut stage = |name: &str| {
+        if let Some((rss, hwm)) = memory_mb("self") {
+            stages.push(format!("{name} {rss:.1}/{hwm:.1}"));
+        }
+    };
+    let result = (|| -> Result<(usize, u64, Duration, (f64, f64)), String> {
         let store = Store::open(path).map_err(|e| e.to_string())?;
         let (mut app, theme) = prepared();
         app.startup();
+        stage("open");
         let started = Instant::now();
         let query = clawback::trace::query::parse("").map_err(|e| e.message)?;
-        let records = store
-            .search(&query, SEARCH_LIMIT, 0)
-            .map_err(|e| e.to_string())?;
-        let total = store.count(&query).map_err(|e| e.to_string())?;
-        // The same mapping the engine task does (engine/service.rs `search`).
-        let rows: Vec<SearchRow> = records
-            .iter()
-            .map(|r| SearchRow {
-                message: MessageRef {
-                    tenant: r.tenant.clone(),
-                    message_id: r.message_id.clone(),
-                },
-                received: DateTime::from_timestamp(r.received, 0).unwrap_or_default(),
-                from: r.sender.clone(),
-                subject: r.subject.clone(),
-                copies: r.delivered_to().len() as u64,
-                disposition: r.disposition,
-                retraction: RetractionState::None,
-                campaign: Some(format!("{}|{}", r.sender, r.subject)),
-            })
-            .collect();
-        drop(records);
+        // The engine task's own search (engine/service.rs), so this measures what the console holds.
+        let (rows, total) =
+            service::search_rows(&store, &query, SEARCH_LIMIT).map_err(|e| e.to_string())?;
+        stage("search");
         let n = rows.len();
         let generation = app.search.generation;
         app.on_engine(EngineEvent::SearchCompleted {
@@ -530,18 +531,21 @@ fn child_search(path: &Path) {
         let mut term = terminal();
         term.draw(|f| ui::render(f, &app, &theme))
             .map_err(|e| e.to_string())?;
-        Ok((n, total, elapsed))
+        stage("fold+draw");
+        // Measured here, while the app still holds the rows (they are freed on return).
+        let memory = memory_mb("self").ok_or("no /proc/self/status")?;
+        Ok((n, total, elapsed, memory))
     })();
-    match (result, memory_mb("self")) {
-        (Ok((rows, total, elapsed)), Some((rss, hwm))) => {
-            println!("{rows} {total} {:.1} {rss:.1} {hwm:.1}", ms(elapsed))
+    match result {
+        Ok((rows, total, elapsed, (rss, hwm))) => {
+            println!("{rows} {total} {:.1} {rss:.1} {hwm:.1}", ms(elapsed));
+            println!("{}", stages.join(", "));
         }
-        (Err(e), _) => println!("error {e}"),
-        (_, None) => println!("error no /proc/self/status"),
+        Err(e) => println!("error {e}"),
     }
 }
 
-fn large_trace(records: usize) {
+fn large_trace(records: usize, keep: Option<&Path>) {
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
         Err(e) => {
@@ -549,18 +553,31 @@ fn large_trace(records: usize) {
             return;
         }
     };
-    let path = dir.path().join("trace.sqlite3");
-    let started = Instant::now();
-    if let Err(e) = build_store(&path, records) {
-        println!("large trace: could not build the store: {e}");
-        return;
+    let path = keep
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.path().join("trace.sqlite3"));
+    if path.exists() {
+        let count = Store::open(&path).and_then(|s| s.trace_count());
+        match count {
+            Ok(n) => println!("large trace: reusing {} ({n} messages)", path.display()),
+            Err(e) => {
+                println!("large trace: cannot reuse {}: {e}", path.display());
+                return;
+            }
+        }
+    } else {
+        let started = Instant::now();
+        if let Err(e) = build_store(&path, records) {
+            println!("large trace: could not build the store: {e}");
+            return;
+        }
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "large trace: {records} synthetic messages on disk in {:.1} s ({:.0} MB store)",
+            started.elapsed().as_secs_f64(),
+            size as f64 / 1e6
+        );
     }
-    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    println!(
-        "large trace: {records} synthetic messages on disk in {:.1} s ({:.0} MB store)",
-        started.elapsed().as_secs_f64(),
-        size as f64 / 1e6
-    );
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
@@ -573,7 +590,8 @@ fn large_trace(records: usize) {
         Ok(o) => String::from_utf8_lossy(&o.stdout).trim().to_string(),
         Err(e) => format!("error {e}"),
     };
-    let fields: Vec<&str> = text.split_whitespace().collect();
+    let (first, stages) = text.split_once('\n').unwrap_or((&text, ""));
+    let fields: Vec<&str> = first.split_whitespace().collect();
     match fields.as_slice() {
         [rows, total, elapsed, rss, hwm] if !text.starts_with("error") => {
             let hwm_ok = hwm.parse::<f64>().is_ok_and(|h| h <= 80.0);
@@ -581,6 +599,7 @@ fn large_trace(records: usize) {
                 "large trace RSS: console process searching {total} messages holds {rows} rows (search + fold {elapsed} ms): VmRSS {rss} MB, VmHWM {hwm} MB  [goal <= 80 MB: {}]",
                 verdict(hwm_ok)
             );
+            println!("large trace RSS after each stage (VmRSS/VmHWM MB): {stages}");
         }
         _ => println!("large trace: child said: {text}"),
     }
@@ -599,6 +618,6 @@ fn main() {
         demo();
     }
     if a.trace {
-        large_trace(a.trace_records);
+        large_trace(a.trace_records, a.store.as_deref());
     }
 }

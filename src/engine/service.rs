@@ -10,15 +10,15 @@ use super::plan::Plan;
 use super::view::{
     self, AuditEntryView, AuditVerification, DepthCount, DomainStatus, DomainView, ItemOutcome,
     JobId, JobProgress, JobView, MessageRef, MetricsSnapshot, MetricsWindow, PlanId, PlanSummary,
-    RecipientKind, RecipientOutcome, RecipientRow, RetractionState, SearchRow, TenantCount,
-    TenantView,
+    RecipientKind, RecipientOutcome, RecipientRow, SearchRow, TenantCount, TenantView,
 };
 use super::{Command, EngineEnd, EngineEvent, EngineHandle};
 use crate::engine::event::QueryErrorView;
 use crate::model::{FailureReason, RetractAction};
 use crate::provider::{DomainRetract, Resolved};
 use crate::store::jobs::{ItemRow, ItemState, JobKind, JobRow};
-use crate::trace::TraceRecord;
+use crate::store::{Store, StoreError};
+use crate::trace::query::Query;
 use chrono::{Duration, Utc};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -375,14 +375,16 @@ fn parse_job(job: &JobId) -> Option<i64> {
     job.0.trim().parse().ok()
 }
 
-fn retraction_state(r: &TraceRecord) -> RetractionState {
-    match r.retraction_state.as_deref() {
-        Some("retracted") => RetractionState::Retracted,
-        Some("partial") => RetractionState::Partial,
-        Some("restored") => RetractionState::Restored,
-        Some("running") => RetractionState::InProgress,
-        _ => RetractionState::None,
-    }
+/// The console's search: the first `limit` rows of `query`, newest first, and how many match in
+/// all. Each store row becomes a [`SearchRow`] as it is read (no full records, no second vector).
+/// The engine task answers `Command::Search` with it; benchmarks call it to measure the same path.
+pub fn search_rows(
+    store: &Store,
+    query: &Query,
+    limit: usize,
+) -> Result<(Vec<SearchRow>, u64), StoreError> {
+    let rows = store.search_summaries(query, limit, 0, SearchRow::from_summary)?;
+    Ok((rows, store.count(query)?))
 }
 
 fn search(engine: &Engine, generation: u64, query: &str, limit: usize) -> EngineEvent {
@@ -398,34 +400,11 @@ fn search(engine: &Engine, generation: u64, query: &str, limit: usize) -> Engine
             };
         }
     };
-    let store = engine.store();
-    let result = store
-        .search(&q, limit, 0)
-        .and_then(|rows| Ok((rows, store.count(&q)?)));
-    match result {
+    match search_rows(&engine.store(), &q, limit) {
         Ok((rows, total)) => EngineEvent::SearchCompleted {
             generation,
             total,
-            rows: rows
-                .iter()
-                .map(|r| SearchRow {
-                    message: MessageRef {
-                        tenant: r.tenant.clone(),
-                        message_id: r.message_id.clone(),
-                    },
-                    received: chrono::DateTime::from_timestamp(r.received, 0).unwrap_or_default(),
-                    from: r.sender.clone(),
-                    subject: r.subject.clone(),
-                    copies: r.delivered_to().len() as u64,
-                    disposition: r.disposition,
-                    retraction: retraction_state(r),
-                    campaign: Some(format!(
-                        "{}|{}",
-                        r.sender,
-                        crate::trace::search::normalize_subject(&r.subject)
-                    )),
-                })
-                .collect(),
+            rows,
         },
         Err(e) => failed(e),
     }

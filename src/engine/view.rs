@@ -5,6 +5,7 @@
 //! show the same numbers.
 
 use crate::model::{Disposition, FailureReason, Folder, RetractAction, Role, TenantKind, Trigger};
+use crate::store::trace::TraceSummary;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -38,6 +39,17 @@ pub enum RetractionState {
 }
 
 impl RetractionState {
+    /// From the state word the engine stores on a trace row (`trace.retraction_state`).
+    pub fn from_stored(word: Option<&str>) -> RetractionState {
+        match word {
+            Some("retracted") => RetractionState::Retracted,
+            Some("partial") => RetractionState::Partial,
+            Some("restored") => RetractionState::Restored,
+            Some("running") => RetractionState::InProgress,
+            _ => RetractionState::None,
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             RetractionState::None => "-",
@@ -54,16 +66,37 @@ impl RetractionState {
 pub struct SearchRow {
     pub message: MessageRef,
     pub received: DateTime<Utc>,
-    /// Header From address.
-    pub from: String,
-    pub subject: String,
+    /// Header From address. (`Box<str>` here and in `subject`: the console holds 100,000 rows.)
+    pub from: Box<str>,
+    pub subject: Box<str>,
     /// Copies known to the trace (envelope recipients after expansion).
     pub copies: u64,
     pub disposition: Option<Disposition>,
     pub retraction: RetractionState,
-    /// Campaign key (same sender + normalized subject + URL/attachment fingerprint), used by the
-    /// grouping toggle. `None` when the message belongs to no campaign.
-    pub campaign: Option<String>,
+    /// Campaign key ([`crate::trace::search::campaign_key`]: same sender + normalized subject),
+    /// used by the grouping toggle. A number rather than the text, as the console holds one per
+    /// result row. `None` when the message belongs to no campaign.
+    pub campaign: Option<u64>,
+}
+
+impl SearchRow {
+    /// The row of a stored message (the only place a search result becomes a table row).
+    pub fn from_summary(s: TraceSummary) -> SearchRow {
+        let campaign = Some(crate::trace::search::campaign_key(&s.sender, &s.subject));
+        SearchRow {
+            message: MessageRef {
+                tenant: s.tenant,
+                message_id: s.message_id,
+            },
+            received: DateTime::from_timestamp(s.received, 0).unwrap_or_default(),
+            from: s.sender.into_boxed_str(),
+            subject: s.subject.into_boxed_str(),
+            copies: s.copies,
+            disposition: s.disposition,
+            retraction: RetractionState::from_stored(s.retraction_state.as_deref()),
+            campaign,
+        }
+    }
 }
 
 /// What a recipient address is.

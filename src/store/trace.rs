@@ -144,6 +144,48 @@ fn row_to_record(r: &Row<'_>) -> rusqlite::Result<TraceRecord> {
     })
 }
 
+/// What a results table shows of one record ([`Store::search_summaries`]): no recipients, URLs
+/// or attachments are loaded, only how many mailboxes the message was delivered to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceSummary {
+    pub tenant: String,
+    pub message_id: String,
+    pub sender: String,
+    pub subject: String,
+    /// Unix seconds (UTC).
+    pub received: i64,
+    pub disposition: Option<Disposition>,
+    /// Retraction state word set by the engine (see [`TraceRecord::retraction_state`]).
+    pub retraction_state: Option<String>,
+    /// `delivered_to().len()` of the full record: distinct envelope recipients when the message
+    /// has any, otherwise distinct recipients of any kind.
+    pub copies: u64,
+}
+
+/// Columns of [`TraceSummary`]. The copy count is one pass over the record's `trace_recipient`
+/// rows, read by the prefix of its primary key `(trace_id, address, kind)`. That key makes each
+/// envelope row a distinct envelope address, so only header recipients (one address may be both
+/// To and Cc) need `DISTINCT`. Unknown kinds count as header recipients, as in `with_details`.
+const SUMMARY_COLUMNS: &str = "t.tenant, t.message_id, t.sender, t.subject, t.received, \
+    t.disposition, t.retraction_state, \
+    (SELECT CASE WHEN sum(r.kind = 'envelope') > 0 THEN sum(r.kind = 'envelope') \
+            ELSE count(DISTINCT r.address) END \
+     FROM trace_recipient r WHERE r.trace_id = t.id)";
+
+fn row_to_summary(r: &Row<'_>) -> rusqlite::Result<TraceSummary> {
+    let disposition: Option<String> = r.get(5)?;
+    Ok(TraceSummary {
+        tenant: r.get(0)?,
+        message_id: r.get(1)?,
+        sender: r.get(2)?,
+        subject: r.get(3)?,
+        received: r.get(4)?,
+        disposition: disposition.and_then(|d| d.parse::<Disposition>().ok()),
+        retraction_state: r.get(6)?,
+        copies: r.get::<_, i64>(7)?.max(0) as u64,
+    })
+}
+
 fn url_host(url: &str) -> String {
     url::Url::parse(url)
         .ok()
@@ -280,14 +322,8 @@ impl Store {
         self.search_at(query, limit, offset, chrono::Utc::now().timestamp())
     }
 
-    /// [`Store::search`] with an explicit "now" (Unix seconds) for relative times.
-    ///
-    /// Results are newest first, so the query is first run inside the newest 1/20 of
-    /// [`RECENT_WINDOW`] rows, then inside all of it, with every subquery bounded to the window's
-    /// smallest id (cheap even for words that match most of the trace while ids follow arrival
-    /// order). If a window yields `offset + limit` rows they are the answer (every row outside it
-    /// is older), so the result is exact. Otherwise (a selective query, or one about older mail)
-    /// the query runs unbounded, driven by its indexes.
+    /// [`Store::search`] with an explicit "now" (Unix seconds) for relative times. Newest first,
+    /// through the recent-window strategy of `search_rows`.
     pub fn search_at(
         &self,
         query: &Query,
@@ -295,8 +331,58 @@ impl Store {
         offset: usize,
         now: i64,
     ) -> Result<Vec<TraceRecord>, StoreError> {
+        let recs = self.search_rows(query, limit, offset, now, COLUMNS, row_to_record)?;
+        self.with_details(recs)
+    }
+
+    /// The rows a results table shows for `query`: the same records in the same order as
+    /// [`Store::search`], as [`TraceSummary`]s (no recipient, URL or attachment rows are read).
+    /// Each summary goes through `map` as it is read, so a caller building rows of its own
+    /// never holds two vectors of them (`map` may also see rows of a recent-window attempt that
+    /// falls short and is dropped).
+    pub fn search_summaries<T>(
+        &self,
+        query: &Query,
+        limit: usize,
+        offset: usize,
+        map: impl FnMut(TraceSummary) -> T,
+    ) -> Result<Vec<T>, StoreError> {
+        self.search_summaries_at(query, limit, offset, chrono::Utc::now().timestamp(), map)
+    }
+
+    /// [`Store::search_summaries`] with an explicit "now" (Unix seconds) for relative times.
+    pub fn search_summaries_at<T>(
+        &self,
+        query: &Query,
+        limit: usize,
+        offset: usize,
+        now: i64,
+        mut map: impl FnMut(TraceSummary) -> T,
+    ) -> Result<Vec<T>, StoreError> {
+        self.search_rows(query, limit, offset, now, SUMMARY_COLUMNS, |r| {
+            row_to_summary(r).map(&mut map)
+        })
+    }
+
+    /// Rows of `columns` over `trace t` matching `query`, newest first, each read by `read`.
+    ///
+    /// The query is first run inside the newest 1/20 of [`RECENT_WINDOW`] rows, then inside all
+    /// of it, with every subquery bounded to the window's smallest id (cheap even for words that
+    /// match most of the trace while ids follow arrival order). If a window yields `limit` rows
+    /// after `offset` they are the answer (every row outside it is older), so the result is
+    /// exact. Otherwise (a selective query, or one about older mail) the query runs unbounded,
+    /// driven by its indexes.
+    fn search_rows<T>(
+        &self,
+        query: &Query,
+        limit: usize,
+        offset: usize,
+        now: i64,
+        columns: &str,
+        mut read: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
         let want = limit.saturating_add(offset);
-        if want == 0 {
+        if limit == 0 {
             return Ok(Vec::new());
         }
         for window in [self.search_window / 20, self.search_window] {
@@ -309,20 +395,15 @@ impl Store {
             let mut c = Compiler::new(now, Some(floor));
             let cond = c.compile(query);
             let since = c.bind(since);
-            let recs = self.select(
-                &format!("t.received >= {since} AND ({cond})"),
-                c.params,
-                want,
-                0,
-            )?;
-            if recs.len() >= want {
-                return self.with_details(recs.into_iter().skip(offset).collect());
+            let cond = format!("t.received >= {since} AND ({cond})");
+            let rows = self.select(columns, &cond, c.params, limit, offset, &mut read)?;
+            if rows.len() >= limit {
+                return Ok(rows);
             }
         }
         let mut c = Compiler::new(now, None);
         let cond = c.compile(query);
-        let recs = self.select(&cond, c.params, limit, offset)?;
-        self.with_details(recs)
+        self.select(columns, &cond, c.params, limit, offset, &mut read)
     }
 
     /// `(received, smallest id)` of the rows at least as new as the window's last row;
@@ -360,23 +441,25 @@ impl Store {
         Ok(found)
     }
 
-    fn select(
+    fn select<T>(
         &self,
+        columns: &str,
         cond: &str,
         params: Vec<Value>,
         limit: usize,
         offset: usize,
-    ) -> Result<Vec<TraceRecord>, StoreError> {
+        read: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM trace t WHERE {cond} ORDER BY t.received DESC, t.id DESC LIMIT {} OFFSET {}",
+            "SELECT {columns} FROM trace t WHERE {cond} ORDER BY t.received DESC, t.id DESC LIMIT {} OFFSET {}",
             limit.min(i64::MAX as usize),
             offset.min(i64::MAX as usize)
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let recs = stmt
-            .query_map(params_from_iter(params), row_to_record)?
+        let rows = stmt
+            .query_map(params_from_iter(params), read)?
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(recs)
+        Ok(rows)
     }
 
     /// Loads recipients, URLs and attachments of many records with three queries.
@@ -806,5 +889,133 @@ impl Compiler {
             | Term::From(AddressFilter::Word(_))
             | Term::To(AddressFilter::Word(_)) => "0".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::query::parse;
+
+    const NOW: i64 = 1_795_132_800;
+
+    fn record(i: usize, recipients: &[(&str, RecipientKind)]) -> TraceRecord {
+        TraceRecord {
+            tenant: ["contoso", "fabrikam"][i % 2].into(),
+            message_id: format!("<s{i}@x.example>"),
+            sender: format!("s{}@x.example", i % 3),
+            subject: format!("Invoice {i}"),
+            // Some share a received time, so the id tie-break is exercised too.
+            received: NOW - (i as i64 / 2) * 60,
+            recipients: recipients
+                .iter()
+                .map(|(address, kind)| Recipient {
+                    address: (*address).into(),
+                    kind: *kind,
+                })
+                .collect(),
+            disposition: i.is_multiple_of(4).then_some(Disposition::Malicious),
+            ..TraceRecord::default()
+        }
+    }
+
+    fn summary_of(r: &TraceRecord) -> TraceSummary {
+        TraceSummary {
+            tenant: r.tenant.clone(),
+            message_id: r.message_id.clone(),
+            sender: r.sender.clone(),
+            subject: r.subject.clone(),
+            received: r.received,
+            disposition: r.disposition,
+            retraction_state: r.retraction_state.clone(),
+            copies: r.delivered_to().len() as u64,
+        }
+    }
+
+    #[test]
+    fn summaries_match_full_records_and_delivered_to() {
+        use RecipientKind::{Bcc, Cc, Envelope, To};
+        let shapes: &[&[(&str, RecipientKind)]] = &[
+            // Envelope recipients win over header ones.
+            &[
+                ("a@c.com", Envelope),
+                ("b@c.com", Envelope),
+                ("x@c.com", To),
+            ],
+            // Only header recipients, one address both To and Cc.
+            &[("a@c.com", To), ("b@c.com", Cc), ("a@c.com", Cc)],
+            // An envelope address that is also a header recipient, and a repeated envelope row.
+            &[
+                ("a@c.com", To),
+                ("a@c.com", Envelope),
+                ("a@c.com", Envelope),
+            ],
+            &[("d@c.com", Bcc)],
+            &[],
+        ];
+        let mut store = Store::open_in_memory().unwrap();
+        let records: Vec<TraceRecord> = (0..40)
+            .map(|i| record(i, shapes[i % shapes.len()]))
+            .collect();
+        store.upsert_trace(&records).unwrap();
+        // A later delivery report adds envelope recipients to a message known by its headers.
+        let mut merged = record(1, &[("b@c.com", Envelope), ("e@c.com", Envelope)]);
+        merged.recipients.push(Recipient {
+            address: "e@c.com".into(),
+            kind: Envelope,
+        });
+        store.upsert_trace(&[merged]).unwrap();
+        let id = store.trace_by_message_id("<s2@x.example>").unwrap()[0]
+            .id
+            .unwrap();
+        store
+            .set_retraction(id, Some(NOW), Some("partial"))
+            .unwrap();
+
+        let copies: Vec<u64> = store
+            .search_summaries_at(&parse("").unwrap(), 100, 0, NOW, |s| s)
+            .unwrap()
+            .iter()
+            .filter(|s| {
+                ["<s0@x.example>", "<s1@x.example>", "<s4@x.example>"]
+                    .contains(&s.message_id.as_str())
+            })
+            .map(|s| s.copies)
+            .collect();
+        // Newest first: s1 (merged: envelope b, e), s0 (envelope a, b), s4 (no recipients).
+        assert_eq!(copies, vec![2, 2, 0]);
+
+        for q in [
+            "",
+            "invoice",
+            "-disposition:malicious",
+            "tenant:fabrikam",
+            "to:a@c.com",
+        ] {
+            let query = parse(q).unwrap();
+            for window in [0, 20, RECENT_WINDOW] {
+                store.set_search_window(window);
+                for (limit, offset) in [(100, 0), (1, 0), (3, 2), (10, 5), (0, 3), (5, 38)] {
+                    let full: Vec<TraceSummary> = store
+                        .search_at(&query, limit, offset, NOW)
+                        .unwrap()
+                        .iter()
+                        .map(summary_of)
+                        .collect();
+                    let light = store
+                        .search_summaries_at(&query, limit, offset, NOW, |s| s)
+                        .unwrap();
+                    assert_eq!(
+                        light, full,
+                        "{q:?} window {window} limit {limit} offset {offset}"
+                    );
+                }
+            }
+        }
+        let mapped = store
+            .search_summaries_at(&parse("").unwrap(), 100, 0, NOW, |s| s.copies)
+            .unwrap();
+        assert_eq!(mapped.len(), 40);
+        assert_eq!(mapped.iter().sum::<u64>(), 8 * (2 + 2 + 1 + 1));
     }
 }

@@ -76,6 +76,22 @@ pub fn normalize_subject(subject: &str) -> String {
     t.trim().to_string()
 }
 
+/// A campaign's key as a number: the first 8 bytes of SHA-256 over the sender and the
+/// [normalized subject](normalize_subject), so it is the same in every process and release (a
+/// console keeps one per result row; 64 bits make a collision among 100,000 rows about 1 in 10^9).
+pub fn campaign_key(sender: &str, subject: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(sender.as_bytes())
+        // A separator no address contains, so ("a", "bc") and ("ab", "c") differ.
+        .chain_update([0])
+        .chain_update(normalize_subject(subject).as_bytes())
+        .finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
 /// Messages of one sender with the same normalized subject.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Campaign {
@@ -306,6 +322,17 @@ mod tests {
             "hello world"
         );
         assert_eq!(normalize_subject(""), "");
+    }
+
+    #[test]
+    fn campaign_keys_follow_sender_and_normalized_subject() {
+        let key = campaign_key("m@evil.example", "RE: [EXTERNAL] Invoice 4411 due");
+        assert_eq!(key, campaign_key("m@evil.example", "Invoice 9 due"));
+        assert_ne!(key, campaign_key("n@evil.example", "Invoice 9 due"));
+        assert_ne!(key, campaign_key("m@evil.example", "Invoice paid"));
+        assert_ne!(campaign_key("a", "bc"), campaign_key("ab", "c"));
+        // The same in every process and release (SHA-256, not a seeded hasher).
+        assert_eq!(campaign_key("", ""), 0x6e34_0b9c_ffb3_7a98);
     }
 
     #[test]

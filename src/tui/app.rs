@@ -1374,11 +1374,11 @@ pub fn build_view(rows: &[SearchRow], grouped: bool) -> Vec<ResultRow> {
         return (0..rows.len()).map(ResultRow::Message).collect();
     }
     let mut view: Vec<ResultRow> = Vec::new();
-    let mut campaign_index: std::collections::HashMap<&str, usize> =
+    let mut campaign_index: std::collections::HashMap<u64, usize> =
         std::collections::HashMap::new();
     for (i, row) in rows.iter().enumerate() {
-        match row.campaign.as_deref() {
-            Some(key) => match campaign_index.get(key) {
+        match row.campaign {
+            Some(key) => match campaign_index.get(&key) {
                 Some(&at) => {
                     if let Some(ResultRow::Campaign {
                         messages, copies, ..

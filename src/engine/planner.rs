@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 type Target = ((String, String, String), u8);
 
 /// Resolutions and locates in flight at once while planning.
-const PLAN_CONCURRENCY: usize = 512;
+const PLAN_CONCURRENCY: usize = 256;
 /// Messages a query may seed at most.
 const QUERY_SEED_LIMIT: usize = 500;
 

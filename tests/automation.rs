@@ -8,6 +8,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod lab_support;
+use lab_support::{CopyKey, expected_copies};
+
 use clawback::config::Config;
 use clawback::engine::Engine;
 use clawback::engine::automation::{CycleReport, WatchOptions, Watcher};
@@ -27,9 +30,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const SEED: u64 = 7;
-
-/// (tenant, mailbox, Message-ID)
-type CopyKey = (String, String, String);
 
 struct World {
     scenario: Scenario,
@@ -81,43 +81,9 @@ impl World {
     }
 }
 
-/// What retracting `messages` must act on, from the scenario alone: every copy in a granted
-/// domain's mailbox, except the sender's own and copies already gone or in Sent Items / Drafts.
+/// What retracting `messages` must act on, from the scenario alone.
 fn expected(scenario: &Scenario, messages: &BTreeSet<String>) -> BTreeSet<CopyKey> {
-    let mut out = BTreeSet::new();
-    for t in &scenario.tenants {
-        let granted: BTreeSet<String> = t
-            .domains
-            .iter()
-            .filter(|d| d.granted)
-            .map(|d| d.name.to_ascii_lowercase())
-            .collect();
-        let has_mailbox: BTreeSet<String> = t
-            .users
-            .iter()
-            .filter(|u| u.mailbox)
-            .map(|u| u.address.to_ascii_lowercase())
-            .collect();
-        for m in &t.messages {
-            if !messages.contains(&m.message_id) {
-                continue;
-            }
-            for c in &m.copies {
-                let mailbox = c.mailbox.to_ascii_lowercase();
-                let domain = mailbox.rsplit('@').next().unwrap_or_default().to_string();
-                if mailbox == m.from.to_ascii_lowercase()
-                    || !granted.contains(&domain)
-                    || !has_mailbox.contains(&mailbox)
-                    || c.folder.is_gone()
-                    || matches!(c.folder, Folder::SentItems | Folder::Drafts)
-                {
-                    continue;
-                }
-                out.insert((t.name.clone(), mailbox, m.message_id.clone()));
-            }
-        }
-    }
-    out
+    expected_copies(scenario, messages)
 }
 
 fn set(ids: &[&str]) -> BTreeSet<String> {

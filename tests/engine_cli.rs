@@ -9,6 +9,9 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
+mod lab_support;
+use lab_support::synced_lab;
+
 use clawback::config::Config;
 use clawback::engine::Engine;
 use clawback::engine::execute::RunOptions;
@@ -16,7 +19,6 @@ use clawback::engine::plan::{Plan, PlanItem, RetractRequest};
 use clawback::lab::demo::{CAMPAIGN_MESSAGE_ID, DEMO_HOLD_MAILBOX, DEMO_NO_MAILBOX_USER};
 use clawback::lab::{LabOptions, LabServer};
 use clawback::model::{Folder, RetractAction, TenantKind, Trigger};
-use clawback::provider::ProviderClient;
 use clawback::store::Store;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,29 +38,12 @@ struct World {
 impl World {
     async fn new() -> World {
         let scenario = clawback::lab::scenario::demo(7);
-        let server = LabServer::start(
-            &scenario,
-            LabOptions::default(),
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .await
-        .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let config = server.write_config(&dir.path().join("lab.toml")).unwrap();
-        let mut store = Store::open_in_dir(&dir.path().join("data")).unwrap();
-        let clients: Vec<ProviderClient> = config
-            .tenants
-            .iter()
-            .map(|t| ProviderClient::new(&config, t).unwrap())
-            .collect();
-        let mut options = clawback::trace::sync::SyncOptions::from_config(Some(&config));
-        options.since = chrono::Utc::now() - chrono::Duration::days(3650);
-        clawback::trace::sync::sync(&mut store, &clients, &options, |_| {})
-            .await
-            .unwrap();
+        let lab = synced_lab(&scenario, LabOptions::default(), &[], 3650).await;
+        // The store is closed here: the binary under test opens it.
+        drop(lab.store);
         World {
-            server,
-            dir,
+            server: lab.server,
+            dir: lab.dir,
             http: reqwest::Client::new(),
         }
     }

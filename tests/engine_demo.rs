@@ -4,7 +4,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use clawback::config::Config;
+mod lab_support;
+use lab_support::{CopyKey, expected_copies, synced_lab};
+
 use clawback::engine::Engine;
 use clawback::engine::execute::{JobEvent, RunOptions};
 use clawback::engine::plan::RetractRequest;
@@ -12,15 +14,9 @@ use clawback::lab::demo::{self, CAMPAIGN_MESSAGE_ID};
 use clawback::lab::scenario::Scenario;
 use clawback::lab::{LabOptions, LabServer};
 use clawback::model::{Folder, RetractAction, TenantKind, Trigger};
-use clawback::provider::ProviderClient;
-use clawback::store::Store;
-use clawback::trace::sync::{SyncOptions, sync};
 use std::collections::{BTreeMap, BTreeSet};
 
 const SEED: u64 = 7;
-
-/// (tenant, mailbox, Message-ID)
-type CopyKey = (String, String, String);
 
 struct World {
     scenario: Scenario,
@@ -31,30 +27,12 @@ struct World {
 
 async fn world() -> World {
     let scenario = demo::build(SEED);
-    let server = LabServer::start(
-        &scenario,
-        LabOptions::default(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config: Config = server.write_config(&dir.path().join("lab.toml")).unwrap();
-    let mut store = Store::open_in_dir(&dir.path().join("data")).unwrap();
-    let clients: Vec<ProviderClient> = config
-        .tenants
-        .iter()
-        .map(|t| ProviderClient::new(&config, t).unwrap())
-        .collect();
-    let mut options = SyncOptions::from_config(Some(&config));
-    options.since = chrono::Utc::now() - chrono::Duration::days(30);
-    sync(&mut store, &clients, &options, |_| {}).await.unwrap();
-    let engine = Engine::new(config, store).unwrap();
+    let lab = synced_lab(&scenario, LabOptions::default(), &[], 30).await;
     World {
+        engine: Engine::new(lab.config, lab.store).unwrap(),
         scenario,
-        server,
-        engine,
-        _dir: dir,
+        server: lab.server,
+        _dir: lab.dir,
     }
 }
 
@@ -85,41 +63,7 @@ fn conversation(scenario: &Scenario, depth: u8) -> BTreeSet<String> {
 /// copy of those messages in a granted domain's mailbox, except the sender's own copy and
 /// copies already gone (Junk, Trash, Recoverable Items) or in Sent Items / Drafts.
 fn expected(scenario: &Scenario, depth: u8) -> BTreeSet<CopyKey> {
-    let messages = conversation(scenario, depth);
-    let mut out = BTreeSet::new();
-    for t in &scenario.tenants {
-        let granted: BTreeSet<String> = t
-            .domains
-            .iter()
-            .filter(|d| d.granted)
-            .map(|d| d.name.to_ascii_lowercase())
-            .collect();
-        let has_mailbox: BTreeSet<String> = t
-            .users
-            .iter()
-            .filter(|u| u.mailbox)
-            .map(|u| u.address.to_ascii_lowercase())
-            .collect();
-        for m in &t.messages {
-            if !messages.contains(&m.message_id) {
-                continue;
-            }
-            for c in &m.copies {
-                let mailbox = c.mailbox.to_ascii_lowercase();
-                let domain = mailbox.rsplit('@').next().unwrap_or_default().to_string();
-                if mailbox == m.from.to_ascii_lowercase()
-                    || !granted.contains(&domain)
-                    || !has_mailbox.contains(&mailbox)
-                    || c.folder.is_gone()
-                    || matches!(c.folder, Folder::SentItems | Folder::Drafts)
-                {
-                    continue;
-                }
-                out.insert((t.name.clone(), mailbox, m.message_id.clone()));
-            }
-        }
-    }
-    out
+    expected_copies(scenario, &conversation(scenario, depth))
 }
 
 /// Every copy's folder in the lab now.

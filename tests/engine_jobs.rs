@@ -3,16 +3,16 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod lab_support;
+use lab_support::synced_lab;
+
 use clawback::engine::Engine;
 use clawback::engine::execute::{JobEvent, RunOptions};
 use clawback::engine::plan::RetractRequest;
 use clawback::lab::demo::{self, CAMPAIGN_MESSAGE_ID, CONTOSO};
 use clawback::lab::{LabOptions, LabServer};
 use clawback::model::{FailureReason, Folder, RetractAction, Trigger};
-use clawback::provider::ProviderClient;
-use clawback::store::Store;
 use clawback::store::jobs::{ItemState, JobState};
-use clawback::trace::sync::{SyncOptions, sync};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -24,29 +24,11 @@ struct World {
 }
 
 async fn world() -> World {
-    let server = LabServer::start(
-        &demo::build(7),
-        LabOptions::default(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = server.write_config(&dir.path().join("lab.toml")).unwrap();
-    let mut store = Store::open_in_dir(&dir.path().join("data")).unwrap();
-    let clients: Vec<ProviderClient> = config
-        .tenants
-        .iter()
-        .map(|t| ProviderClient::new(&config, t).unwrap())
-        .collect();
-    let mut options = SyncOptions::from_config(Some(&config));
-    options.since = chrono::Utc::now() - chrono::Duration::days(30);
-    options.tenants = vec![CONTOSO.to_string()];
-    sync(&mut store, &clients, &options, |_| {}).await.unwrap();
+    let lab = synced_lab(&demo::build(7), LabOptions::default(), &[CONTOSO], 30).await;
     World {
-        engine: Engine::new(config, store).unwrap(),
-        server,
-        _dir: dir,
+        engine: Engine::new(lab.config, lab.store).unwrap(),
+        server: lab.server,
+        _dir: lab.dir,
     }
 }
 

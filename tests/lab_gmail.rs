@@ -2,77 +2,27 @@
 //! the HTTP batch endpoint, quota, and the Directory API. Side effects are checked in the lab
 //! state (`server.lab.state()`), never through a client's own report.
 
-use clawback::lab::scenario::Scenario;
+mod lab_support;
+use lab_support::{
+    GMAIL_FULL as FULL, GMAIL_MEMBERS as MEMBERS, GMAIL_MODIFY as MODIFY, GMAIL_PHISH as PHISH,
+    gmail_scenario,
+};
+
 use clawback::lab::{LabOptions, LabServer, keys};
 use clawback::model::Folder;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-const FULL: &str = "https://mail.google.com/";
-const MODIFY: &str = "https://www.googleapis.com/auth/gmail.modify";
-const MEMBERS: &str = "https://www.googleapis.com/auth/admin.directory.group.member.readonly";
-const PHISH: &str = "<phish-1@evil.example>";
 const SA: &str = "clawback@fabrikam-lab.iam.gserviceaccount.com";
 
-/// A compact Google tenant: alice (admin), bob (phish already in Trash), carol (50 bulk
-/// messages), a user without mailbox, an ungranted domain, and nested groups with an external.
-fn scenario() -> Scenario {
-    let mut messages = vec![json!({
-        "message_id": PHISH,
-        "from": "mallory@evil.example",
-        "to": ["all@fabrikam.test"],
-        "subject": "Urgent: invoice overdue",
-        "date": "2026-03-10T12:00:00Z",
-        "body": "Please pay the attached invoice today.",
-        "attachment": [{"name": "invoice.html", "content_type": "text/html", "content": "<b>pay</b>"}],
-        "copy": [
-            {"mailbox": "alice@fabrikam.test"},
-            {"mailbox": "bob@fabrikam.test", "folder": "trash"},
-            {"mailbox": "dave@ungranted.test"}
-        ]
-    })];
-    for i in 0..50 {
-        messages.push(json!({
-            "message_id": format!("<bulk-{i}@evil.example>"),
-            "from": "mallory@evil.example",
-            "to": ["carol@fabrikam.test"],
-            "subject": format!("Bulk {i}"),
-            "date": format!("2026-03-11T10:{:02}:00Z", i),
-            "body": "spam",
-            "copy": [{"mailbox": "carol@fabrikam.test"}]
-        }));
-    }
-    let s = json!({
-        "name": "lab-gmail-test",
-        "tenant": [{
-            "name": "fabrikam",
-            "kind": "google_workspace",
-            "domains": [{"name": "fabrikam.test"}, {"name": "ungranted.test", "granted": false}],
-            "granted": [FULL, MODIFY,
-                "https://www.googleapis.com/auth/admin.directory.user.readonly",
-                "https://www.googleapis.com/auth/admin.directory.group.readonly",
-                MEMBERS],
-            "user": [
-                {"address": "alice@fabrikam.test", "admin": true},
-                {"address": "bob@fabrikam.test"},
-                {"address": "carol@fabrikam.test"},
-                {"address": "nomail@fabrikam.test", "mailbox": false},
-                {"address": "dave@ungranted.test"}
-            ],
-            "group": [
-                {"address": "all@fabrikam.test", "members": ["alice@fabrikam.test", "team@fabrikam.test", "ext@partner.example"]},
-                {"address": "team@fabrikam.test", "members": ["bob@fabrikam.test", "carol@fabrikam.test"]}
-            ],
-            "message": messages
-        }]
-    });
-    Scenario::parse(&s.to_string(), false, "test").expect("scenario parses")
-}
-
 async fn start(options: LabOptions) -> LabServer {
-    LabServer::start(&scenario(), options, "127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("lab starts")
+    LabServer::start(
+        &gmail_scenario(),
+        options,
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("lab starts")
 }
 
 fn assertion(key_pem: &str, scopes: &str, sub: Option<&str>) -> String {

@@ -1,77 +1,22 @@
 //! The Gmail client over real HTTP against the lab's Google face. Side effects are checked in
 //! the lab state, never through the client's own report.
 
+mod lab_support;
+use lab_support::{GMAIL_PHISH as PHISH, gmail_scenario};
+
 use clawback::config::Config;
-use clawback::lab::scenario::Scenario;
 use clawback::lab::{LabOptions, LabServer};
 use clawback::model::{FailureReason, Folder, RetractAction};
 use clawback::provider::{BulkItem, ProgressEvent, ProviderClient, Resolved};
-use serde_json::json;
-
-const FULL: &str = "https://mail.google.com/";
-const MODIFY: &str = "https://www.googleapis.com/auth/gmail.modify";
-const MEMBERS: &str = "https://www.googleapis.com/auth/admin.directory.group.member.readonly";
-const PHISH: &str = "<phish-1@evil.example>";
-
-/// A compact Google tenant: alice (admin), bob (phish already in Trash), carol (50 bulk
-/// messages), a user without mailbox, an ungranted domain, and nested groups with an external.
-fn scenario() -> Scenario {
-    let mut messages = vec![json!({
-        "message_id": PHISH,
-        "from": "mallory@evil.example",
-        "to": ["all@fabrikam.test"],
-        "subject": "Urgent: invoice overdue",
-        "date": "2026-03-10T12:00:00Z",
-        "body": "Please pay the attached invoice today.",
-        "attachment": [{"name": "invoice.html", "content_type": "text/html", "content": "<b>pay</b>"}],
-        "copy": [
-            {"mailbox": "alice@fabrikam.test"},
-            {"mailbox": "bob@fabrikam.test", "folder": "trash"},
-            {"mailbox": "dave@ungranted.test"}
-        ]
-    })];
-    for i in 0..50 {
-        messages.push(json!({
-            "message_id": format!("<bulk-{i}@evil.example>"),
-            "from": "mallory@evil.example",
-            "to": ["carol@fabrikam.test"],
-            "subject": format!("Bulk {i}"),
-            "date": format!("2026-03-11T10:{:02}:00Z", i),
-            "body": "spam",
-            "copy": [{"mailbox": "carol@fabrikam.test"}]
-        }));
-    }
-    let s = json!({
-        "name": "lab-gmail-test",
-        "tenant": [{
-            "name": "fabrikam",
-            "kind": "google_workspace",
-            "domains": [{"name": "fabrikam.test"}, {"name": "ungranted.test", "granted": false}],
-            "granted": [FULL, MODIFY,
-                "https://www.googleapis.com/auth/admin.directory.user.readonly",
-                "https://www.googleapis.com/auth/admin.directory.group.readonly",
-                MEMBERS],
-            "user": [
-                {"address": "alice@fabrikam.test", "admin": true},
-                {"address": "bob@fabrikam.test"},
-                {"address": "carol@fabrikam.test"},
-                {"address": "nomail@fabrikam.test", "mailbox": false},
-                {"address": "dave@ungranted.test"}
-            ],
-            "group": [
-                {"address": "all@fabrikam.test", "members": ["alice@fabrikam.test", "team@fabrikam.test", "ext@partner.example"]},
-                {"address": "team@fabrikam.test", "members": ["bob@fabrikam.test", "carol@fabrikam.test"]}
-            ],
-            "message": messages
-        }]
-    });
-    Scenario::parse(&s.to_string(), false, "test").expect("scenario parses")
-}
 
 async fn lab(options: LabOptions) -> (LabServer, ProviderClient, tempfile::TempDir) {
-    let server = LabServer::start(&scenario(), options, "127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("lab starts");
+    let server = LabServer::start(
+        &gmail_scenario(),
+        options,
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("lab starts");
     let dir = tempfile::tempdir().expect("tmp");
     let config: Config = server
         .write_config(&dir.path().join("lab.toml"))

@@ -7,18 +7,17 @@
 
 mod tui_support;
 
+mod lab_support;
 use clawback::engine::view::{ItemOutcome, JobState};
 use clawback::engine::{Command, Engine, EngineHandle, service};
 use clawback::lab::demo::{self, CAMPAIGN_MESSAGE_ID, CONTOSO};
 use clawback::lab::scenario::Scenario;
 use clawback::lab::{LabOptions, LabServer};
 use clawback::model::{Folder, RetractAction};
-use clawback::provider::ProviderClient;
-use clawback::store::Store;
-use clawback::trace::sync::{SyncOptions, sync};
 use clawback::tui::action::Action;
 use clawback::tui::app::{App, Loadable};
 use clawback::tui::{TuiOptions, prepare};
+use lab_support::synced_lab;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use tui_support::{press, type_text};
@@ -130,24 +129,8 @@ impl Console {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_select_untick_depth_junk_confirm_then_undo() {
     let scenario = demo::build(7);
-    let server = LabServer::start(
-        &scenario,
-        LabOptions::default(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = server.write_config(&dir.path().join("lab.toml")).unwrap();
-    let mut store = Store::open_in_dir(&dir.path().join("data")).unwrap();
-    let clients: Vec<ProviderClient> = config
-        .tenants
-        .iter()
-        .map(|t| ProviderClient::new(&config, t).unwrap())
-        .collect();
-    let mut options = SyncOptions::from_config(Some(&config));
-    options.since = chrono::Utc::now() - chrono::Duration::days(30);
-    sync(&mut store, &clients, &options, |_| {}).await.unwrap();
+    let lab = synced_lab(&scenario, LabOptions::default(), &[], 30).await;
+    let (server, config, store) = (lab.server, lab.config, lab.store);
     let engine = std::sync::Arc::new(Engine::new(config.clone(), store).unwrap());
     let (app, _theme) = prepare(&config, &TuiOptions::default()).unwrap();
     let mut console = Console {

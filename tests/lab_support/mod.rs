@@ -1,0 +1,160 @@
+//! Shared set-up of the engine and provider tests: a lab with a scenario, a config for it and a
+//! store whose trace is synced from it; what a retraction must act on, read from the scenario
+//! alone; and the compact Google tenant of the Gmail tests. Side effects are still checked in
+//! the lab by each test.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use clawback::config::Config;
+use clawback::lab::scenario::Scenario;
+use clawback::lab::{LabOptions, LabServer};
+use clawback::model::Folder;
+use clawback::provider::ProviderClient;
+use clawback::store::Store;
+use clawback::trace::sync::{SyncOptions, sync};
+use serde_json::json;
+use std::collections::BTreeSet;
+
+/// (tenant, mailbox, Message-ID) of one copy.
+pub type CopyKey = (String, String, String);
+
+/// A running lab, the config written for it (`<dir>/lab.toml`) and a store in `<dir>/data`.
+pub struct SyncedLab {
+    pub server: LabServer,
+    pub config: Config,
+    pub store: Store,
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts a lab on a free loopback port and syncs the trace of the last `days` days from it,
+/// for `tenants` (all when empty), through the real clients.
+pub async fn synced_lab(
+    scenario: &Scenario,
+    options: LabOptions,
+    tenants: &[&str],
+    days: i64,
+) -> SyncedLab {
+    let server = LabServer::start(scenario, options, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = server.write_config(&dir.path().join("lab.toml")).unwrap();
+    let mut store = Store::open_in_dir(&dir.path().join("data")).unwrap();
+    let clients: Vec<ProviderClient> = config
+        .tenants
+        .iter()
+        .map(|t| ProviderClient::new(&config, t).unwrap())
+        .collect();
+    let mut sync_options = SyncOptions::from_config(Some(&config));
+    sync_options.since = chrono::Utc::now() - chrono::Duration::days(days);
+    sync_options.tenants = tenants.iter().map(|t| t.to_string()).collect();
+    sync(&mut store, &clients, &sync_options, |_| {})
+        .await
+        .unwrap();
+    SyncedLab {
+        server,
+        config,
+        store,
+        dir,
+    }
+}
+
+/// What retracting `messages` must act on, from the scenario alone: every copy in a granted
+/// domain's mailbox, except the sender's own copy and copies already gone (Junk, Trash,
+/// Recoverable Items) or in Sent Items / Drafts.
+pub fn expected_copies(scenario: &Scenario, messages: &BTreeSet<String>) -> BTreeSet<CopyKey> {
+    let mut out = BTreeSet::new();
+    for t in &scenario.tenants {
+        let granted: BTreeSet<String> = t
+            .domains
+            .iter()
+            .filter(|d| d.granted)
+            .map(|d| d.name.to_ascii_lowercase())
+            .collect();
+        let has_mailbox: BTreeSet<String> = t
+            .users
+            .iter()
+            .filter(|u| u.mailbox)
+            .map(|u| u.address.to_ascii_lowercase())
+            .collect();
+        for m in &t.messages {
+            if !messages.contains(&m.message_id) {
+                continue;
+            }
+            for c in &m.copies {
+                let mailbox = c.mailbox.to_ascii_lowercase();
+                let domain = mailbox.rsplit('@').next().unwrap_or_default().to_string();
+                if mailbox == m.from.to_ascii_lowercase()
+                    || !granted.contains(&domain)
+                    || !has_mailbox.contains(&mailbox)
+                    || c.folder.is_gone()
+                    || matches!(c.folder, Folder::SentItems | Folder::Drafts)
+                {
+                    continue;
+                }
+                out.insert((t.name.clone(), mailbox, m.message_id.clone()));
+            }
+        }
+    }
+    out
+}
+
+pub const GMAIL_FULL: &str = "https://mail.google.com/";
+pub const GMAIL_MODIFY: &str = "https://www.googleapis.com/auth/gmail.modify";
+pub const GMAIL_MEMBERS: &str =
+    "https://www.googleapis.com/auth/admin.directory.group.member.readonly";
+pub const GMAIL_PHISH: &str = "<phish-1@evil.example>";
+
+/// A compact Google tenant: alice (admin), bob (phish already in Trash), carol (50 bulk
+/// messages), a user without mailbox, an ungranted domain, and nested groups with an external.
+pub fn gmail_scenario() -> Scenario {
+    let mut messages = vec![json!({
+        "message_id": GMAIL_PHISH,
+        "from": "mallory@evil.example",
+        "to": ["all@fabrikam.test"],
+        "subject": "Urgent: invoice overdue",
+        "date": "2026-03-10T12:00:00Z",
+        "body": "Please pay the attached invoice today.",
+        "attachment": [{"name": "invoice.html", "content_type": "text/html", "content": "<b>pay</b>"}],
+        "copy": [
+            {"mailbox": "alice@fabrikam.test"},
+            {"mailbox": "bob@fabrikam.test", "folder": "trash"},
+            {"mailbox": "dave@ungranted.test"}
+        ]
+    })];
+    for i in 0..50 {
+        messages.push(json!({
+            "message_id": format!("<bulk-{i}@evil.example>"),
+            "from": "mallory@evil.example",
+            "to": ["carol@fabrikam.test"],
+            "subject": format!("Bulk {i}"),
+            "date": format!("2026-03-11T10:{:02}:00Z", i),
+            "body": "spam",
+            "copy": [{"mailbox": "carol@fabrikam.test"}]
+        }));
+    }
+    let s = json!({
+        "name": "lab-gmail-test",
+        "tenant": [{
+            "name": "fabrikam",
+            "kind": "google_workspace",
+            "domains": [{"name": "fabrikam.test"}, {"name": "ungranted.test", "granted": false}],
+            "granted": [GMAIL_FULL, GMAIL_MODIFY,
+                "https://www.googleapis.com/auth/admin.directory.user.readonly",
+                "https://www.googleapis.com/auth/admin.directory.group.readonly",
+                GMAIL_MEMBERS],
+            "user": [
+                {"address": "alice@fabrikam.test", "admin": true},
+                {"address": "bob@fabrikam.test"},
+                {"address": "carol@fabrikam.test"},
+                {"address": "nomail@fabrikam.test", "mailbox": false},
+                {"address": "dave@ungranted.test"}
+            ],
+            "group": [
+                {"address": "all@fabrikam.test", "members": ["alice@fabrikam.test", "team@fabrikam.test", "ext@partner.example"]},
+                {"address": "team@fabrikam.test", "members": ["bob@fabrikam.test", "carol@fabrikam.test"]}
+            ],
+            "message": messages
+        }]
+    });
+    Scenario::parse(&s.to_string(), false, "test").expect("scenario parses")
+}

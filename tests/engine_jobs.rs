@@ -12,6 +12,7 @@ use clawback::engine::plan::RetractRequest;
 use clawback::lab::demo::{self, CAMPAIGN_MESSAGE_ID, CONTOSO};
 use clawback::lab::{LabOptions, LabServer};
 use clawback::model::{FailureReason, Folder, RetractAction, Trigger};
+use clawback::store::Store;
 use clawback::store::jobs::{ItemState, JobState};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex};
 struct World {
     server: LabServer,
     engine: Engine,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 async fn world() -> World {
@@ -28,7 +29,7 @@ async fn world() -> World {
     World {
         engine: Engine::new(lab.config, lab.store).unwrap(),
         server: lab.server,
-        _dir: lab.dir,
+        dir: lab.dir,
     }
 }
 
@@ -351,4 +352,57 @@ async fn a_fresh_plan_is_acted_on_without_locating_again() {
         assert_eq!(actions.get(&it.mailbox), Some(&1), "{}", it.mailbox);
         assert_eq!(folder_of(&w.server, &it.mailbox), vec![Folder::Junk]);
     }
+}
+
+/// A mutation whose `in_flight` cannot be committed is not sent: could it not be recorded, a
+/// crash right after would leave nothing to reconcile. Here the store refuses the write (a
+/// trigger standing in for a full disk); the job stops with nothing sent and every item still
+/// pending, and once the store accepts writes again a resume acts on each copy exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_sent_when_in_flight_cannot_be_recorded() {
+    let w = world().await;
+    let plan = w
+        .engine
+        .build_plan(request(RetractAction::Junk))
+        .await
+        .unwrap();
+    let job = w.engine.create_job(&plan, false).unwrap();
+    let db = rusqlite::Connection::open(Store::path_in(&w.dir.path().join("data"))).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse_in_flight BEFORE UPDATE OF state ON job_item \
+         WHEN NEW.state = 'in_flight' BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END;",
+    )
+    .unwrap();
+
+    let report = w
+        .engine
+        .run_job(job, &RunOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.state, JobState::Cancelled, "{report:?}");
+    assert!(
+        report
+            .stopped
+            .as_deref()
+            .is_some_and(|s| s.contains("in_flight could not be recorded")),
+        "{report:?}"
+    );
+    assert_eq!(
+        report.counts.pending as usize,
+        plan.items.len(),
+        "{report:?}"
+    );
+    assert!(engine_actions(&w.server).is_empty(), "nothing may be sent");
+
+    db.execute_batch("DROP TRIGGER refuse_in_flight;").unwrap();
+    let report = w
+        .engine
+        .run_job(job, &RunOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.state, JobState::Finished, "{report:?}");
+    assert_eq!(report.counts.succeeded as usize, plan.items.len());
+    let actions = engine_actions(&w.server);
+    assert_eq!(actions.len(), plan.items.len());
+    assert!(actions.values().all(|n| *n == 1), "{actions:?}");
 }

@@ -24,6 +24,23 @@ const CHUNK: usize = 2_000;
 /// Outcomes committed per transaction.
 const FINISH_GROUP: usize = 64;
 
+/// What the parts of one job run share.
+struct RunShared<'a> {
+    /// Seconds the provider made us wait.
+    throttled: std::sync::Mutex<f64>,
+    /// Set when `in_flight` could not be committed: nothing more is sent.
+    unrecorded: AtomicBool,
+    /// The operator's cancel.
+    cancel: Option<&'a AtomicBool>,
+}
+
+impl RunShared<'_> {
+    fn should_stop(&self) -> bool {
+        self.unrecorded.load(Ordering::SeqCst)
+            || self.cancel.is_some_and(|c| c.load(Ordering::SeqCst))
+    }
+}
+
 /// Outcomes reported by the scheduler, not committed yet.
 type FinishedBuffer = std::sync::Mutex<Vec<(u64, Result<Applied, Failure>)>>;
 /// A Microsoft 365 plan younger than this hands its located copies to the job, which acts on
@@ -239,7 +256,11 @@ impl Engine {
             total: counts.total(),
             remaining: counts.remaining(),
         });
-        let throttled = Arc::new(std::sync::Mutex::new(0f64));
+        let shared = RunShared {
+            throttled: std::sync::Mutex::new(0f64),
+            unrecorded: AtomicBool::new(false),
+            cancel: options.cancel.as_deref(),
+        };
         let mut pending = self.store().job_items(job, Some(ItemState::Pending))?;
         let mut stopped = None;
 
@@ -254,7 +275,7 @@ impl Engine {
             let (canary, rest): (Vec<ItemRow>, Vec<ItemRow>) = pending
                 .into_iter()
                 .partition(|it| canary_boxes.contains(&(it.tenant.clone(), it.mailbox.clone())));
-            self.act(&row, canary.clone(), sink, &throttled).await;
+            self.act(&row, canary.clone(), sink, &shared).await;
             match self.verify_canary(&row, &canary).await {
                 Ok(()) => {
                     sink(JobEvent::CanaryPassed {
@@ -270,29 +291,29 @@ impl Engine {
             }
         }
 
-        // Tenants have limits of their own: each goes through its items at its own pace,
-        // checking for a cancel between chunks.
+        // Tenants have limits of their own: each goes through its items at its own pace. A
+        // cancel is seen before every batch (the scheduler asks) and between chunks.
         let mut by_tenant: BTreeMap<String, Vec<ItemRow>> = BTreeMap::new();
         for it in pending {
             by_tenant.entry(it.tenant.clone()).or_default().push(it);
         }
-        let cancelled = || {
-            options
-                .cancel
-                .as_ref()
-                .is_some_and(|c| c.load(Ordering::SeqCst))
-        };
-        let (row_ref, throttled_ref) = (&row, &throttled);
+        let (row_ref, shared_ref) = (&row, &shared);
         let runs = by_tenant.into_values().map(|items| async move {
             for chunk in items.chunks(CHUNK) {
-                if cancelled() {
-                    return true;
+                if shared_ref.should_stop() {
+                    return;
                 }
-                self.act(row_ref, chunk.to_vec(), sink, throttled_ref).await;
+                self.act(row_ref, chunk.to_vec(), sink, shared_ref).await;
             }
-            false
         });
-        if join_all(runs).await.into_iter().any(|stopped| stopped) {
+        join_all(runs).await;
+        if shared.unrecorded.load(Ordering::SeqCst) {
+            stopped = Some(
+                "stopped: in_flight could not be recorded in the store (see the log), so nothing \
+                 more was sent"
+                    .into(),
+            );
+        } else if shared.should_stop() {
             stopped = Some("cancelled by the operator".into());
         }
 
@@ -305,7 +326,7 @@ impl Engine {
         self.store().set_job_state(job, state)?;
         let failed_by_reason = self.failed_by_reason(job)?;
         self.mark_trace(job)?;
-        let waited = *throttled.lock().unwrap_or_else(|p| p.into_inner());
+        let waited = *shared.throttled.lock().unwrap_or_else(|p| p.into_inner());
         let report = JobReport {
             job,
             state,
@@ -454,13 +475,7 @@ impl Engine {
 
     /// Sends items through the provider schedulers (one per tenant and action, concurrently),
     /// committing each item's state as the scheduler reports it.
-    async fn act(
-        &self,
-        row: &JobRow,
-        items: Vec<ItemRow>,
-        sink: Sink<'_>,
-        throttled: &Arc<std::sync::Mutex<f64>>,
-    ) {
+    async fn act(&self, row: &JobRow, items: Vec<ItemRow>, sink: Sink<'_>, shared: &RunShared<'_>) {
         let mut groups: BTreeMap<(String, RetractAction), Vec<ItemRow>> = BTreeMap::new();
         for it in items {
             groups
@@ -469,9 +484,9 @@ impl Engine {
                 .push(it);
         }
         let job = row.id;
-        let runs = groups.into_iter().map(|((tenant, action), items)| {
-            let throttled = throttled.clone();
-            async move {
+        let runs = groups
+            .into_iter()
+            .map(|((tenant, action), items)| async move {
                 let by_key: BTreeMap<u64, ItemRow> =
                     items.iter().map(|it| (it.id as u64, it.clone())).collect();
                 let client = match self.client(&tenant) {
@@ -502,13 +517,12 @@ impl Engine {
                     .collect();
                 let finished = std::sync::Mutex::new(Vec::new());
                 client
-                    .retract_many(bulk, action, |event| {
-                        self.on_progress(job, &by_key, event, sink, &throttled, &finished)
+                    .retract_many_until(bulk, action, &|| shared.should_stop(), |event| {
+                        self.on_progress(job, &by_key, event, sink, shared, &finished)
                     })
                     .await;
                 self.flush_finished(job, &by_key, &finished, sink);
-            }
-        });
+            });
         join_all(runs).await;
     }
 
@@ -522,11 +536,14 @@ impl Engine {
         by_key: &BTreeMap<u64, ItemRow>,
         event: ProgressEvent,
         sink: Sink<'_>,
-        throttled: &std::sync::Mutex<f64>,
+        shared: &RunShared<'_>,
         finished: &FinishedBuffer,
     ) {
         match event {
             ProgressEvent::InFlight { items } => {
+                if shared.unrecorded.load(Ordering::SeqCst) {
+                    return; // Stopped: these will not be sent.
+                }
                 self.flush_finished(job, by_key, finished, sink);
                 let result = self.store().in_transaction(|s| {
                     items
@@ -534,7 +551,9 @@ impl Engine {
                         .try_for_each(|(key, copy)| s.mark_in_flight(*key as i64, &copy.id))
                 });
                 if let Err(e) = result {
+                    // Unrecorded, a mutation could not be reconciled after a crash: stop sending.
                     tracing::error!(job, items = items.len(), "cannot record in_flight: {e}");
+                    shared.unrecorded.store(true, Ordering::SeqCst);
                 }
             }
             ProgressEvent::Finished { key, outcome } => {
@@ -548,7 +567,7 @@ impl Engine {
                 }
             }
             ProgressEvent::Throttled { seconds } => {
-                *throttled.lock().unwrap_or_else(|p| p.into_inner()) += seconds;
+                *shared.throttled.lock().unwrap_or_else(|p| p.into_inner()) += seconds;
                 sink(JobEvent::Throttled { job, seconds });
             }
         }

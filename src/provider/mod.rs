@@ -330,9 +330,30 @@ impl ProviderClient {
     where
         F: FnMut(ProgressEvent) + Send,
     {
+        self.retract_many_until(items, action, &|| false, progress)
+            .await;
+    }
+
+    /// [`ProviderClient::retract_many`] that sends nothing more once `stop` says so: it is asked
+    /// before every batch, after that batch's `InFlight` was reported (so a caller that cannot
+    /// record `in_flight` can still keep the mutation from being sent). Items not finished by
+    /// then get no `Finished` event.
+    pub async fn retract_many_until<F>(
+        &self,
+        items: Vec<BulkItem>,
+        action: RetractAction,
+        stop: &(dyn Fn() -> bool + Sync),
+        progress: F,
+    ) where
+        F: FnMut(ProgressEvent) + Send,
+    {
         match self {
-            ProviderClient::Graph(c) => scheduler::run(c.clone(), items, action, progress).await,
-            ProviderClient::Gmail(c) => scheduler::run(c.clone(), items, action, progress).await,
+            ProviderClient::Graph(c) => {
+                scheduler::run(c.clone(), items, action, stop, progress).await;
+            }
+            ProviderClient::Gmail(c) => {
+                scheduler::run(c.clone(), items, action, stop, progress).await;
+            }
         }
     }
 

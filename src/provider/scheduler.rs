@@ -207,6 +207,7 @@ pub async fn run<B: Backend, F>(
     backend: Arc<B>,
     items: Vec<BulkItem>,
     action: RetractAction,
+    stop: &(dyn Fn() -> bool + Sync),
     progress: F,
 ) where
     F: FnMut(ProgressEvent) + Send,
@@ -287,7 +288,7 @@ pub async fn run<B: Backend, F>(
     futures_util::stream::iter(
         chunks
             .into_iter()
-            .map(|c| run_chunk(backend.as_ref(), c, action, &emit)),
+            .map(|c| run_chunk(backend.as_ref(), c, action, stop, &emit)),
     )
     .buffer_unordered(window)
     .for_each(|()| async {})
@@ -307,10 +308,14 @@ async fn run_chunk<B: Backend>(
     backend: &B,
     mut works: Vec<Work>,
     action: RetractAction,
+    stop: &(dyn Fn() -> bool + Sync),
     emit: &(impl Fn(ProgressEvent) + Sync),
 ) {
     let max_attempts = backend.limits().max_attempts.max(1);
     loop {
+        if stop() {
+            return;
+        }
         let active: Vec<usize> = (0..works.len())
             .filter(|&i| !matches!(works[i].step, Step::Done(_)))
             .collect();
@@ -371,10 +376,18 @@ async fn run_chunk<B: Backend>(
                 if !events.is_empty() {
                     emit(ProgressEvent::InFlight { items: events });
                 }
-                (range.start, backend.send(group).await)
+                if stop() {
+                    return (range.start, None);
+                }
+                (range.start, Some(backend.send(group).await))
             });
         }
+        let mut stopped = false;
         while let Some((start, answers)) = sends.next().await {
+            let Some(answers) = answers else {
+                stopped = true;
+                continue;
+            };
             for (k, a) in answers.into_iter().enumerate() {
                 if let Some(slot) = results.get_mut(start + k) {
                     *slot = Some(a);
@@ -384,6 +397,16 @@ async fn run_chunk<B: Backend>(
         // Per item: retry what is safe, verify uncertain mutations, advance the rest.
         let mut delay = 0f64;
         for &i in &active {
+            // Stopped: an item with a request left unsent stays as it is (no outcome); those
+            // whose requests all went out are settled below as usual.
+            if stopped
+                && owner
+                    .iter()
+                    .zip(&results)
+                    .any(|(o, r)| *o == i && r.is_none())
+            {
+                continue;
+            }
             let mine: Vec<Result<SubResponse, Failure>> = owner
                 .iter()
                 .zip(results.iter_mut())
@@ -456,6 +479,9 @@ async fn run_chunk<B: Backend>(
                     outcome: outcome.clone(),
                 });
             }
+        }
+        if stopped {
+            return;
         }
         if delay > 0.0 {
             emit(ProgressEvent::Throttled { seconds: delay });

@@ -281,9 +281,15 @@ async fn watch_loop_retracts_new_malicious_delivery_in_50_mailboxes() {
         assert_eq!(folders, vec![&Folder::Junk], "{m}");
     }
     drop(state);
-    // The job is an auto job.
+    // The job is an auto job, stamped with when the watcher found the disposition (no later
+    // than the job's creation), so time-to-act counts from the detection.
     let jobs = engine.store().jobs(50).unwrap();
     assert!(jobs.iter().all(|j| j.trigger == Trigger::Auto), "{jobs:?}");
+    assert!(
+        jobs.iter()
+            .all(|j| j.detected_at.is_some_and(|d| d <= j.created_at)),
+        "{jobs:?}"
+    );
 }
 
 /// (ii) An indicator file added to the intel directory makes the next cycle retract exactly

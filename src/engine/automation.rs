@@ -643,6 +643,8 @@ impl<'e> Watcher<'e> {
         source: &str,
         report: &mut CycleReport,
     ) -> Result<Option<i64>, EngineError> {
+        // Found now: time-to-act counts from here (planning and the job included).
+        let detected_at = chrono::Utc::now();
         let action = policy.action_for(disposition);
         if action == RetractAction::NoAction || r.tenant.is_empty() {
             return Ok(None);
@@ -691,7 +693,10 @@ impl<'e> Watcher<'e> {
         let job = if plan.items.is_empty() {
             None
         } else {
-            Some(self.engine.create_job(&plan, false)?)
+            Some(
+                self.engine
+                    .create_job_detected(&plan, false, Some(detected_at))?,
+            )
         };
         self.engine.store().set_auto_handled(
             &r.tenant,

@@ -137,11 +137,22 @@ impl Engine {
     /// and audits it. Refused (and audited) when the role does not allow the action, or when
     /// the plan names a tenant that is not configured.
     pub fn create_job(&self, plan: &Plan, dry_run: bool) -> Result<i64, EngineError> {
+        self.create_job_detected(plan, dry_run, None)
+    }
+
+    /// [`Engine::create_job`] for a job that answers a detection (automation): `detected_at`
+    /// is when the trigger was found, and time-to-act in the metrics counts from it instead
+    /// of from the job's creation.
+    pub fn create_job_detected(
+        &self,
+        plan: &Plan,
+        dry_run: bool,
+        detected_at: Option<DateTime<Utc>>,
+    ) -> Result<i64, EngineError> {
         self.authorize(Capability::Retract(plan.request.action))?;
         for item in &plan.items {
             self.client(&item.tenant)?;
         }
-        let detected_at = None;
         let mut delivered: BTreeMap<(String, String), Option<DateTime<Utc>>> = BTreeMap::new();
         let mut items = Vec::with_capacity(plan.items.len() + plan.skipped.len());
         {

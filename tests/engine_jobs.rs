@@ -8,7 +8,7 @@ use lab_support::synced_lab;
 
 use clawback::engine::Engine;
 use clawback::engine::execute::{JobEvent, RunOptions};
-use clawback::engine::plan::RetractRequest;
+use clawback::engine::plan::{Plan, RetractRequest};
 use clawback::lab::demo::{self, CAMPAIGN_MESSAGE_ID, CONTOSO};
 use clawback::lab::{LabOptions, LabServer};
 use clawback::model::{FailureReason, Folder, RetractAction, Trigger};
@@ -45,6 +45,13 @@ fn request(action: RetractAction) -> RetractRequest {
         trigger: Trigger::Manual,
         reason: "engine_jobs".into(),
     }
+}
+
+/// A plan of the campaign in contoso and the job made from it.
+async fn planned_job(w: &World, action: RetractAction) -> (Plan, i64) {
+    let plan = w.engine.build_plan(request(action)).await.unwrap();
+    let job = w.engine.create_job(&plan, false).unwrap();
+    (plan, job)
 }
 
 /// Engine-made actions per mailbox on the campaign (user actions excluded).
@@ -86,12 +93,7 @@ async fn user_moves(server: &LabServer, mailbox: &str, folder: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_acts_on_n_mailboxes_verifies_then_fans_out() {
     let w = world().await;
-    let plan = w
-        .engine
-        .build_plan(request(RetractAction::Junk))
-        .await
-        .unwrap();
-    let job = w.engine.create_job(&plan, false).unwrap();
+    let (plan, job) = planned_job(&w, RetractAction::Junk).await;
     let events = Mutex::new(Vec::new());
     let sink = |e: JobEvent| events.lock().unwrap().push(e);
     let report = w
@@ -126,12 +128,7 @@ async fn canary_acts_on_n_mailboxes_verifies_then_fans_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_leaves_items_pending_and_resume_finishes_them() {
     let w = world().await;
-    let plan = w
-        .engine
-        .build_plan(request(RetractAction::Trash))
-        .await
-        .unwrap();
-    let job = w.engine.create_job(&plan, false).unwrap();
+    let (plan, job) = planned_job(&w, RetractAction::Trash).await;
     let cancel = Arc::new(AtomicBool::new(true));
     let report = w
         .engine
@@ -361,12 +358,7 @@ async fn a_fresh_plan_is_acted_on_without_locating_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_sent_when_in_flight_cannot_be_recorded() {
     let w = world().await;
-    let plan = w
-        .engine
-        .build_plan(request(RetractAction::Junk))
-        .await
-        .unwrap();
-    let job = w.engine.create_job(&plan, false).unwrap();
+    let (plan, job) = planned_job(&w, RetractAction::Junk).await;
     let db = rusqlite::Connection::open(Store::path_in(&w.dir.path().join("data"))).unwrap();
     db.execute_batch(
         "CREATE TRIGGER refuse_in_flight BEFORE UPDATE OF state ON job_item \

@@ -9,7 +9,7 @@ use lab_support::synced_lab;
 use clawback::engine::Engine;
 use clawback::engine::execute::{JobEvent, RunOptions};
 use clawback::engine::plan::{Plan, RetractRequest};
-use clawback::lab::demo::{self, CAMPAIGN_MESSAGE_ID, CONTOSO};
+use clawback::lab::demo::{self, CAMPAIGN_MESSAGE_ID, CONTOSO, FABRIKAM};
 use clawback::lab::{LabOptions, LabServer};
 use clawback::model::{FailureReason, Folder, RetractAction, Trigger};
 use clawback::store::Store;
@@ -78,10 +78,14 @@ fn folder_of(server: &LabServer, mailbox: &str) -> Vec<Folder> {
 }
 
 async fn user_moves(server: &LabServer, mailbox: &str, folder: &str) {
+    user_moves_in(server, CONTOSO, mailbox, folder).await;
+}
+
+async fn user_moves_in(server: &LabServer, tenant: &str, mailbox: &str, folder: &str) {
     let r = reqwest::Client::new()
         .post(format!("{}/_lab/user-action", server.base_url()))
         .json(&serde_json::json!({
-            "tenant": CONTOSO, "mailbox": mailbox,
+            "tenant": tenant, "mailbox": mailbox,
             "message_id": CAMPAIGN_MESSAGE_ID, "folder": folder,
         }))
         .send()
@@ -396,5 +400,42 @@ async fn nothing_is_sent_when_in_flight_cannot_be_recorded() {
     assert_eq!(report.counts.succeeded as usize, plan.items.len());
     let actions = engine_actions(&w.server);
     assert_eq!(actions.len(), plan.items.len());
+    assert!(actions.values().all(|n| *n == 1), "{actions:?}");
+}
+
+/// The same for Google Workspace, where a planned id proves nothing (Gmail ids survive label
+/// changes): the job reads each planned copy's labels again (one get, no search) and acts on
+/// those still in place; a copy the user junked after planning is seen in Spam and left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_gmail_plan_reads_labels_again_instead_of_searching() {
+    let lab = synced_lab(&demo::build(7), LabOptions::default(), &[FABRIKAM], 30).await;
+    let engine = Engine::new(lab.config, lab.store).unwrap();
+    let mut req = request(RetractAction::Junk);
+    req.tenants = vec![FABRIKAM.into()];
+    let plan = engine.build_plan(req).await.unwrap();
+    let copies = plan.items.len();
+    assert!(copies >= 3, "{copies}");
+    let junked = plan.items[0].mailbox.clone();
+    user_moves_in(&lab.server, FABRIKAM, &junked, "junk").await;
+
+    let served_before: usize = lab.server.lab.limits.served().iter().sum();
+    let job = engine.create_job(&plan, false).unwrap();
+    let report = engine
+        .run_job(job, &RunOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    let served = lab.server.lab.limits.served().iter().sum::<usize>() - served_before;
+
+    assert_eq!(report.counts.succeeded as usize, copies - 1, "{report:?}");
+    assert_eq!(
+        report.failed_by_reason.get(&FailureReason::AlreadyGone),
+        Some(&1),
+        "{report:?}"
+    );
+    // A get per copy, and a modify for each copy still in place.
+    assert_eq!(served, 2 * copies - 1, "sub-requests the job cost");
+    let actions = engine_actions(&lab.server);
+    assert_eq!(actions.get(&junked), None, "{actions:?}");
+    assert_eq!(actions.len(), copies - 1, "{actions:?}");
     assert!(actions.values().all(|n| *n == 1), "{actions:?}");
 }

@@ -43,10 +43,10 @@ impl RunShared<'_> {
 
 /// Outcomes reported by the scheduler, not committed yet.
 type FinishedBuffer = std::sync::Mutex<Vec<(u64, Result<Applied, Failure>)>>;
-/// A Microsoft 365 plan younger than this hands its located copies to the job, which acts on
-/// them without locating them again. Graph ids change on every move, so a copy the user moved
-/// or deleted since answers 404 and is then located afresh. Gmail ids do not change when a
-/// message is moved (labelled), so Gmail copies are always located again.
+/// A plan younger than this hands its located copies to the job, which does not search for
+/// them again. Graph ids change on every move, so a copy the user moved or deleted since
+/// answers 404 and is then located afresh; Gmail ids survive label changes, so a Gmail copy's
+/// labels are read again (one get instead of a search and a get) before it is acted on.
 const PLANNED_COPY_FRESH: chrono::Duration = chrono::Duration::minutes(10);
 /// Restores and reconciliation locates in flight at once.
 const SIDE_CONCURRENCY: usize = 32;
@@ -515,8 +515,7 @@ impl Engine {
                         return;
                     }
                 };
-                let fresh = client.kind() == crate::model::TenantKind::Microsoft365
-                    && self.plan_is_fresh(row);
+                let fresh = self.plan_is_fresh(row);
                 let bulk: Vec<BulkItem> = items
                     .iter()
                     .map(|it| BulkItem {

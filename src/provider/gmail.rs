@@ -864,6 +864,12 @@ impl Backend for GmailClient {
         self.send_batch(requests).await
     }
 
+    fn start(&self, copy: LocatedCopy, _mailbox: &str) -> Step {
+        // A Gmail id survives every label change, so a copy located earlier may have been
+        // junked or trashed since: read its labels again (one get) before acting.
+        Step::Resolve(vec![Value::String(copy.id)])
+    }
+
     async fn invalidate(&self, mailbox: &str) {
         if let Ok(t) = self.auth.token(mailbox, GMAIL_SCOPE).await {
             self.auth.invalidate(mailbox, GMAIL_SCOPE, &t).await;

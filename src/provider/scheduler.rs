@@ -73,6 +73,11 @@ pub trait Backend: Send + Sync + 'static {
     fn service_slots(&self, n: usize) -> usize {
         n
     }
+    /// The first step for a copy located earlier (by a plan): act on it, unless it is already
+    /// gone. Gmail reads the message's labels again first (its ids survive moves).
+    fn start(&self, copy: LocatedCopy, mailbox: &str) -> Step {
+        choose(vec![copy], mailbox)
+    }
     /// Forgets the token used for this mailbox (after a 401).
     fn invalidate(&self, mailbox: &str) -> impl Future<Output = ()> + Send;
     /// The sub-requests of the item's current step.
@@ -247,7 +252,7 @@ pub async fn run<B: Backend, F>(
             ))),
             Err(f) => Step::Done(Err(f)),
             Ok(true) => match item.copy {
-                Some(c) => choose(vec![c], &item.mailbox),
+                Some(c) => backend.start(c, &item.mailbox),
                 None => Step::Locate,
             },
         };

@@ -7,7 +7,7 @@ mod lab_support;
 use lab_support::synced_lab;
 
 use clawback::engine::Engine;
-use clawback::engine::execute::{JobEvent, RunOptions};
+use clawback::engine::execute::{JobEvent, JobReport, RunOptions};
 use clawback::engine::plan::{Plan, RetractRequest};
 use clawback::lab::demo::{self, CAMPAIGN_MESSAGE_ID, CONTOSO, FABRIKAM};
 use clawback::lab::{LabOptions, LabServer};
@@ -52,6 +52,25 @@ async fn planned_job(w: &World, action: RetractAction) -> (Plan, i64) {
     let plan = w.engine.build_plan(request(action)).await.unwrap();
     let job = w.engine.create_job(&plan, false).unwrap();
     (plan, job)
+}
+
+/// Makes the plan's job and runs it; returns its report and the sub-requests the lab served
+/// meanwhile.
+async fn run_counting_served(
+    engine: &Engine,
+    server: &LabServer,
+    plan: &Plan,
+) -> (JobReport, usize) {
+    let before: usize = server.lab.limits.served().iter().sum();
+    let job = engine.create_job(plan, false).unwrap();
+    let report = engine
+        .run_job(job, &RunOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    (
+        report,
+        server.lab.limits.served().iter().sum::<usize>() - before,
+    )
 }
 
 /// Engine-made actions per mailbox on the campaign (user actions excluded).
@@ -328,14 +347,7 @@ async fn a_fresh_plan_is_acted_on_without_locating_again() {
     let moved = plan.items[0].mailbox.clone();
     user_moves(&w.server, &moved, "deleteditems").await;
 
-    let served_before: usize = w.server.lab.limits.served().iter().sum();
-    let job = w.engine.create_job(&plan, false).unwrap();
-    let report = w
-        .engine
-        .run_job(job, &RunOptions::default(), &|_| {})
-        .await
-        .unwrap();
-    let served = w.server.lab.limits.served().iter().sum::<usize>() - served_before;
+    let (report, served) = run_counting_served(&w.engine, &w.server, &plan).await;
 
     // The moved copy: a 404 on the planned id, then a locate (the message list; the folder
     // ids are known from the plan), and no action: it is in Deleted Items already. Every other
@@ -418,13 +430,7 @@ async fn a_fresh_gmail_plan_reads_labels_again_instead_of_searching() {
     let junked = plan.items[0].mailbox.clone();
     user_moves_in(&lab.server, FABRIKAM, &junked, "junk").await;
 
-    let served_before: usize = lab.server.lab.limits.served().iter().sum();
-    let job = engine.create_job(&plan, false).unwrap();
-    let report = engine
-        .run_job(job, &RunOptions::default(), &|_| {})
-        .await
-        .unwrap();
-    let served = lab.server.lab.limits.served().iter().sum::<usize>() - served_before;
+    let (report, served) = run_counting_served(&engine, &lab.server, &plan).await;
 
     assert_eq!(report.counts.succeeded as usize, copies - 1, "{report:?}");
     assert_eq!(

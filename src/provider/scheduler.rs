@@ -341,17 +341,19 @@ async fn run_chunk<B: Backend>(
         // whose requests span batches is committed before any batch is sent.
         let mut in_flight: BTreeMap<usize, Vec<(u64, LocatedCopy)>> = BTreeMap::new();
         for &i in &active {
-            let mine = backend.requests(&works[i], action);
-            let first_batch = batches.len();
-            for r in mine {
+            // The batch (index) of the item's first request.
+            let mut first_batch = None;
+            for r in backend.requests(&works[i], action) {
                 if open.len() == batch {
                     batches.push(open.clone());
                     open = requests.len()..requests.len();
                 }
+                first_batch.get_or_insert(batches.len());
                 requests.push(r);
                 owner.push(i);
                 open.end = requests.len();
             }
+            let first_batch = first_batch.unwrap_or(batches.len());
             if let Step::Act(copy) = &works[i].step
                 && !works[i].in_flight_sent
             {

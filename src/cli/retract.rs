@@ -194,6 +194,15 @@ fn print_plan(plan: &Plan) {
     }
 }
 
+/// Asks for confirmation (unless `yes`), then makes the plan's job; `Err` is the exit code.
+fn confirmed_job(engine: &Engine, plan: &Plan, yes: bool) -> Result<i64, u8> {
+    if !yes && !confirm(plan)? {
+        eprintln!("not confirmed; nothing was done");
+        return Err(exit::FAILURE);
+    }
+    engine.create_job(plan, false).map_err(fail)
+}
+
 /// Asks on the terminal; Hard Delete wants the number of copies typed.
 fn confirm(plan: &Plan) -> Result<bool, u8> {
     let stdin = std::io::stdin();
@@ -435,19 +444,9 @@ pub fn retract(args: RetractArgs, config_path: Option<&Path>, data_dir: Option<&
                 exit::PARTIAL
             };
         }
-        if !args.yes {
-            match confirm(&plan) {
-                Ok(true) => {}
-                Ok(false) => {
-                    eprintln!("not confirmed; nothing was done");
-                    return exit::FAILURE;
-                }
-                Err(code) => return code,
-            }
-        }
-        let job = match engine.create_job(&plan, false) {
+        let job = match confirmed_job(&engine, &plan, args.yes) {
             Ok(j) => j,
-            Err(e) => return fail(e),
+            Err(code) => return code,
         };
         report_code(
             run_with_progress(&engine, job, args.canary, args.json).await,
@@ -499,19 +498,9 @@ pub fn apply(args: ApplyArgs, config_path: Option<&Path>, data_dir: Option<&Path
     if let Err(e) = engine.authorize(Capability::Retract(plan.request.action)) {
         return fail(e);
     }
-    if !args.yes {
-        match confirm(&plan) {
-            Ok(true) => {}
-            Ok(false) => {
-                eprintln!("not confirmed; nothing was done");
-                return exit::FAILURE;
-            }
-            Err(code) => return code,
-        }
-    }
-    let job = match engine.create_job(&plan, false) {
+    let job = match confirmed_job(&engine, &plan, args.yes) {
         Ok(j) => j,
-        Err(e) => return fail(e),
+        Err(code) => return code,
     };
     let rt = match runtime() {
         Ok(r) => r,

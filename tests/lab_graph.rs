@@ -308,7 +308,7 @@ async fn move_gives_a_new_id_and_the_old_one_404s() {
 }
 
 #[tokio::test]
-async fn delete_soft_deletes_and_permanent_delete_purges_unless_on_hold() {
+async fn delete_soft_deletes_and_permanent_delete_purges_also_on_hold() {
     let server = start(LabOptions::default()).await;
     let g = Graph::new(&server).await;
     let id = g.find("bob@contoso.com", PHISH_ID).await[0]["id"]
@@ -369,18 +369,17 @@ async fn delete_soft_deletes_and_permanent_delete_purges_unless_on_hold() {
             None,
         )
         .await;
-    assert_eq!(s, 403);
-    assert_eq!(error_code(&body), "ErrorAccessDenied");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("on hold")
-    );
+    // A hold does not refuse: 204, gone for the user, kept in Purges for admins
+    // (PROVIDER-APIS.md §F.3).
+    assert_eq!(s, 204, "{body}");
     assert_eq!(
         folder_of(&server, "carol@contoso.com", PHISH_ID),
-        vec![Folder::Inbox]
+        vec![Folder::Purged]
     );
+    let (s, _) = g
+        .get(&format!("/users/carol@contoso.com/messages/{id}"))
+        .await;
+    assert_eq!(s, 404);
     let actions: Vec<String> = server
         .lab
         .state()
@@ -388,7 +387,10 @@ async fn delete_soft_deletes_and_permanent_delete_purges_unless_on_hold() {
         .iter()
         .map(|a| a.action.clone())
         .collect();
-    assert_eq!(actions, vec!["delete", "permanentDelete"]);
+    assert_eq!(
+        actions,
+        vec!["delete", "permanentDelete", "permanentDelete"]
+    );
 
     // Attachments and MIME.
     let news = g.find("alice@contoso.com", "<news-7@lists.example>").await[0]["id"]

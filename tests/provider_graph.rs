@@ -247,7 +247,7 @@ async fn failure_reasons_keep_the_provider_code() {
 }
 
 #[tokio::test]
-async fn hard_delete_on_the_held_mailbox_is_on_hold() {
+async fn hard_delete_on_the_held_mailbox_succeeds_and_is_purged() {
     let (server, client, _dir) = lab().await;
     let got = outcomes(
         &client,
@@ -255,23 +255,23 @@ async fn hard_delete_on_the_held_mailbox_is_on_hold() {
         RetractAction::HardDelete,
     )
     .await;
-    let f = got[&0].as_ref().unwrap_err();
-    assert_eq!(f.reason, FailureReason::OnHold, "{f:?}");
-    assert_eq!(
-        (f.status, f.code.as_str()),
-        (Some(403), "ErrorAccessDenied")
-    );
+    // A hold does not refuse permanentDelete (PROVIDER-APIS.md §F.3): 204, like anywhere else.
+    assert!(got[&0].is_ok(), "{:?}", got[&0]);
     assert!(got[&1].is_ok(), "{:?}", got[&1]);
     assert_eq!(
         lab_copy(&server, "carol@contoso.test", PHISH).0,
-        vec![Folder::Inbox]
+        vec![Folder::Purged]
     );
-    assert_eq!(lab_copy(&server, "carol@contoso.test", PHISH).1, 0);
+    assert_eq!(lab_copy(&server, "carol@contoso.test", PHISH).1, 1);
     assert_eq!(
         lab_copy(&server, "alice@contoso.test", PHISH).0,
         vec![Folder::Purged]
     );
-    // The hold only stops purging: a move still works on the held mailbox.
+}
+
+#[tokio::test]
+async fn a_move_on_the_held_mailbox_works_too() {
+    let (server, client, _dir) = lab().await;
     let got = outcomes(&client, &["carol@contoso.test"], RetractAction::Trash).await;
     assert!(got[&0].is_ok(), "{:?}", got[&0]);
     assert_eq!(

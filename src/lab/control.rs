@@ -105,6 +105,8 @@ fn copy_json(state: &LabState, t: &Tenant, mailbox: &str, c: &Copy) -> Value {
         "received": c.received,
         "granted": t.mailbox_granted(mailbox),
         "actions": action_count(state, &t.name, mailbox, &c.content.internet_message_id),
+        "retained_by_hold": c.folder == Folder::Purged
+            && t.users.get(mailbox).is_some_and(|u| u.on_hold),
     });
     if t.kind == TenantKind::GoogleWorkspace
         && let Some(o) = v.as_object_mut()

@@ -142,12 +142,6 @@ pub fn classify_code(status: u16, code: &str, op: Operation) -> FailureReason {
         return FailureReason::Throttled;
     }
     match (status, code) {
-        (403, _)
-            if op == Operation::PermanentDelete
-                && !code.eq_ignore_ascii_case("Authorization_RequestDenied") =>
-        {
-            FailureReason::OnHold
-        }
         (_, "ErrorItemNotFound" | "notFound" | "itemNotFound") => FailureReason::AlreadyGone,
         (_, "MailboxNotEnabledForRESTAPI" | "ResourceNotFound" | "ErrorInvalidUser") => {
             FailureReason::NotAMailbox
@@ -237,8 +231,10 @@ mod tests {
             FailureReason::NotAuthorized
         );
         assert_eq!(
+            // A hold never refuses permanentDelete (it answers 204 and keeps the item for
+            // admins): a 403 there is access denied like anywhere else.
             classify(403, &body("ErrorAccessDenied"), Operation::PermanentDelete).reason,
-            FailureReason::OnHold
+            FailureReason::NotAuthorized
         );
         assert_eq!(
             classify(429, &body("ApplicationThrottled"), Operation::Mutate).reason,

@@ -381,19 +381,9 @@ fn relocate(
             "Object cannot be deleted.",
         ));
     }
-    if action == "permanentDelete" {
-        let held = state.tenants[req.caller.t]
-            .users
-            .get(&req.mailbox)
-            .is_some_and(|u| u.on_hold);
-        if held {
-            return Err(error(
-                StatusCode::FORBIDDEN,
-                "ErrorAccessDenied",
-                "Access is denied. The mailbox is on hold (litigation hold): items cannot be permanently deleted.",
-            ));
-        }
-    }
+    // A mailbox on hold does not refuse `permanentDelete`: Graph answers 204, the item leaves
+    // the user's view and the hold keeps it in Recoverable Items\Purges for eDiscovery
+    // (PROVIDER-APIS.md §F.3). `/_lab/` shows such a copy as `retained_by_hold`.
     state
         .move_copy(req.caller.t, &req.mailbox, id, to, action, false)
         .map_err(|l| match l {

@@ -147,9 +147,14 @@ word_enum!(
         NotAMailbox => "not_a_mailbox",
         NotAuthorized => "not_authorized",
         External => "external",
-        OnHold => "on_hold",
         Throttled => "throttled",
         ProviderError => "provider_error",
+        // Not acted on: another job holds the copy (pending or in flight there, or already
+        // retracted with the same action and not restored).
+        InAnotherJob => "in_another_job",
+        // Restore only: the copy is no longer where the retraction put it (a later job or the
+        // user moved it), so it is left alone.
+        MovedSince => "moved_since",
     }
 );
 

@@ -166,7 +166,10 @@ fn runtime() -> Result<tokio::runtime::Runtime, u8> {
 fn fail(e: EngineError) -> u8 {
     eprintln!("clawback: {e}");
     match e {
-        EngineError::Store(_) | EngineError::Provider(_) => exit::FAILURE,
+        EngineError::Store(crate::store::StoreError::PlanSpent { .. }) => exit::USAGE,
+        EngineError::Store(_) | EngineError::Provider(_) | EngineError::JobLeased { .. } => {
+            exit::FAILURE
+        }
         _ => exit::USAGE,
     }
 }
@@ -187,6 +190,12 @@ fn print_plan(plan: &Plan) {
         println!(
             "  note    {} copies: Soft Delete is not offered by Gmail, performed as Trash",
             c.mapped
+        );
+    }
+    if c.unresolved > 0 {
+        println!(
+            "  unresolved {} copies: not reachable while planning (throttled or provider error); the job locates them again",
+            c.unresolved
         );
     }
     for (reason, n) in &c.skipped_by_reason {
@@ -351,6 +360,7 @@ fn print_report(r: &JobReport, json: bool) {
             "skipped": r.counts.skipped,
             "remaining": r.counts.remaining(),
             "failed_by_reason": r.failed_by_reason.iter().map(|(k, v)| (k.as_str(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
+            "skipped_by_reason": r.skipped_by_reason.iter().map(|(k, v)| (k.as_str(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
             "throttled_secs": r.throttled_secs,
             "elapsed_secs": r.elapsed_secs,
             "stopped": r.stopped,
@@ -370,6 +380,9 @@ fn print_report(r: &JobReport, json: bool) {
     );
     for (reason, n) in &r.failed_by_reason {
         println!("  failed  {:<14} {n}", reason.as_str());
+    }
+    for (reason, n) in &r.skipped_by_reason {
+        println!("  skipped {:<14} {n}", reason.as_str());
     }
     if let Some(s) = &r.stopped {
         println!("  stopped: {s}");
@@ -495,6 +508,19 @@ pub fn apply(args: ApplyArgs, config_path: Option<&Path>, data_dir: Option<&Path
         Err(code) => return code,
     };
     print_plan(&plan);
+    // A plan is spent once (checked again, atomically, when the job is made).
+    match engine.store().job_of_plan(&plan.id) {
+        Ok(Some(job)) => {
+            eprintln!(
+                "clawback: {}: plan {} was already applied as job {job}; `clawback jobs resume {job}` continues it, a new plan retracts again",
+                args.plan.display(),
+                plan.id
+            );
+            return exit::USAGE;
+        }
+        Ok(None) => {}
+        Err(e) => return fail(e.into()),
+    }
     if let Err(e) = engine.authorize(Capability::Retract(plan.request.action)) {
         return fail(e);
     }
@@ -602,11 +628,17 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                 return exit::OK;
             }
             let mut code = exit::OK;
+            let all = job.is_none();
             for j in jobs {
                 match rt.block_on(run_with_progress(&engine, j, 0, false)) {
                     Ok(r) => {
                         print_report(&r, false);
                         code = code.max(r.exit_code());
+                    }
+                    // Resuming every unfinished job: one that another process runs is its.
+                    Err(e @ EngineError::JobLeased { .. }) if all => {
+                        println!("skipped: {e}");
+                        code = code.max(exit::PARTIAL);
                     }
                     Err(e) => return fail(e),
                 }
@@ -614,7 +646,13 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
             code
         }
         JobsCommand::Cancel { job } => match engine.cancel_job(job) {
-            Ok(()) => {
+            Ok(Some(holder)) => {
+                println!(
+                    "job {job} cancel recorded: {holder} stops it before its next batch; `clawback jobs resume {job}` continues it later"
+                );
+                exit::OK
+            }
+            Ok(None) => {
                 println!("job {job} cancelled; `clawback jobs resume {job}` continues it");
                 exit::OK
             }

@@ -167,10 +167,16 @@ impl<'e> Watcher<'e> {
                 continue;
             }
             tracing::info!(job = row.id, trigger = %row.trigger, "resuming unfinished automation job");
-            self.engine
+            match self
+                .engine
                 .run_job(row.id, &RunOptions::default(), &|_| {})
-                .await?;
-            out.push(row.id);
+                .await
+            {
+                Ok(_) => out.push(row.id),
+                // Another live process runs it (a second watcher, a console): its job.
+                Err(e @ EngineError::JobLeased { .. }) => tracing::info!("{e}"),
+                Err(e) => return Err(e),
+            }
         }
         Ok(out)
     }

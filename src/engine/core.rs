@@ -7,6 +7,7 @@ use super::roles::{Capability, Denied, authorize};
 use crate::config::Config;
 use crate::model::Role;
 use crate::provider::{ProviderClient, ProviderError};
+use crate::store::jobs::LeaseHolder;
 use crate::store::{Store, StoreError};
 use chrono::Utc;
 use std::collections::BTreeMap;
@@ -25,6 +26,10 @@ pub enum EngineError {
     UnknownTenant { name: String, known: String },
     #[error("job {0} does not exist (see `clawback jobs list`)")]
     UnknownJob(i64),
+    #[error(
+        "job {job} is being run by {holder}; wait for it to finish, or `clawback jobs cancel {job}` (that process stops before its next batch)"
+    )]
+    JobLeased { job: i64, holder: String },
     #[error("{0}")]
     Invalid(String),
 }
@@ -43,6 +48,8 @@ pub struct Engine {
     pub operator: Operator,
     store: Arc<Mutex<Store>>,
     clients: BTreeMap<String, ProviderClient>,
+    /// This process as the holder of job leases (one process runs a job at a time).
+    pub(crate) lease: LeaseHolder,
 }
 
 impl std::fmt::Debug for Engine {
@@ -77,6 +84,7 @@ impl Engine {
             operator,
             store: Arc::new(Mutex::new(store)),
             clients,
+            lease: LeaseHolder::this_process(),
         })
     }
 

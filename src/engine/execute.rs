@@ -9,8 +9,11 @@ use super::plan::Plan;
 use super::planner::failure_detail;
 use super::roles::Capability;
 use crate::model::{FailureReason, Folder, RetractAction, Trigger};
+use crate::provider::scheduler::UNCERTAIN;
 use crate::provider::{Applied, BulkItem, Failure, LocatedCopy, ProgressEvent};
-use crate::store::jobs::{ItemCounts, ItemRow, ItemState, JobKind, JobRow, JobState, NewJob};
+use crate::store::jobs::{
+    ItemCounts, ItemRow, ItemState, JobKind, JobLease, JobRow, JobState, LeaseTaken, NewJob,
+};
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use futures_util::stream::{self, StreamExt};
@@ -26,20 +29,51 @@ const FINISH_GROUP: usize = 64;
 
 /// What the parts of one job run share.
 struct RunShared<'a> {
+    engine: &'a Engine,
+    job: i64,
     /// Seconds the provider made us wait.
     throttled: std::sync::Mutex<f64>,
     /// Set when `in_flight` could not be committed: nothing more is sent.
     unrecorded: AtomicBool,
-    /// The operator's cancel.
+    /// The operator's cancel in this process.
     cancel: Option<&'a AtomicBool>,
+    /// Set once the store said stop (a cancel from any process, or the lease lost).
+    stopped_by_store: AtomicBool,
 }
 
 impl RunShared<'_> {
+    /// Asked before every batch: this process's cancel, an unrecordable `in_flight`, or the
+    /// store — a cancel written by any process, or a lease taken over — stops the run.
     fn should_stop(&self) -> bool {
-        self.unrecorded.load(Ordering::SeqCst)
+        if self.unrecorded.load(Ordering::SeqCst)
             || self.cancel.is_some_and(|c| c.load(Ordering::SeqCst))
+            || self.stopped_by_store.load(Ordering::SeqCst)
+        {
+            return true;
+        }
+        let go_on = match self
+            .engine
+            .store()
+            .job_run_check(self.job, &self.engine.lease.owner)
+        {
+            Ok((state, ours)) => state == JobState::Running && ours,
+            Err(e) => {
+                tracing::error!(job = self.job, "cannot read the job's state: {e}");
+                false
+            }
+        };
+        if !go_on {
+            self.stopped_by_store.store(true, Ordering::SeqCst);
+        }
+        !go_on
     }
 }
+
+/// A lease whose heartbeat is older than this is taken over (its holder hung or its host is
+/// gone); on the same host a dead holder's lease is taken over at once.
+pub const LEASE_STALE: chrono::Duration = chrono::Duration::seconds(30);
+/// How often a running job renews its lease.
+const LEASE_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Outcomes reported by the scheduler, not committed yet.
 type FinishedBuffer = std::sync::Mutex<Vec<(u64, Result<Applied, Failure>)>>;
@@ -101,6 +135,8 @@ pub struct JobReport {
     pub state: JobState,
     pub counts: ItemCounts,
     pub failed_by_reason: BTreeMap<FailureReason, u64>,
+    /// Items not acted on, by reason (planned that way, or held by another job).
+    pub skipped_by_reason: BTreeMap<FailureReason, u64>,
     /// Seconds the provider made us wait (Retry-After and backoff).
     pub throttled_secs: f64,
     pub elapsed_secs: f64,
@@ -179,6 +215,10 @@ impl Engine {
                 row.read = p.read;
                 row.depth = p.depth;
                 row.note = p.note.clone();
+                row.detail = p
+                    .unresolved
+                    .as_ref()
+                    .map(|why| format!("unresolved when planned ({why}): located when run"));
                 row.delivered_at = delivered.get(&key).copied().flatten();
                 items.push(row);
             }
@@ -232,6 +272,7 @@ impl Engine {
                 ("mailboxes".to_string(), counts.mailboxes as u64),
                 ("messages".to_string(), counts.messages as u64),
                 ("skipped".to_string(), plan.skipped.len() as u64),
+                ("unresolved".to_string(), counts.unresolved as u64),
             ]),
             serde_json::json!({
                 "action": plan.request.action.as_str(),
@@ -245,18 +286,96 @@ impl Engine {
         Ok(job)
     }
 
-    /// Runs (or resumes) a retract job to the end, or until cancelled or a canary fails.
+    /// Runs (or resumes) a job to the end, or until cancelled or a canary fails. The job's
+    /// lease is taken first: a job that another live process runs is refused
+    /// ([`EngineError::JobLeased`]), a dead or silent holder's lease is taken over (audited)
+    /// and its `in_flight` items reconciled. A finished job is not run again.
     pub async fn run_job(
         &self,
         job: i64,
         options: &RunOptions,
         sink: Sink<'_>,
     ) -> Result<JobReport, EngineError> {
-        let started = Instant::now();
         let row = self.job_row(job)?;
-        if row.kind == JobKind::Restore {
-            return self.run_restore_items(&row, sink, started).await;
+        if row.state == JobState::Finished {
+            return Err(EngineError::Invalid(format!(
+                "job {job} is finished: nothing to resume (`clawback jobs show {job}`; `clawback jobs retry {job} --reason R` retries its failures)"
+            )));
         }
+        self.leased(job, async {
+            let started = Instant::now();
+            if row.kind == JobKind::Restore {
+                return self.run_restore_items(&row, sink, started).await;
+            }
+            self.run_retract_leased(row, options, sink, started).await
+        })
+        .await
+    }
+
+    /// Runs `work` holding the lease of `job`, renewing it every [`LEASE_HEARTBEAT`], and
+    /// gives the lease up afterwards.
+    async fn leased<T>(
+        &self,
+        job: i64,
+        work: impl std::future::Future<Output = Result<T, EngineError>>,
+    ) -> Result<T, EngineError> {
+        let taken = self
+            .store()
+            .acquire_job_lease(job, &self.lease, LEASE_STALE)?;
+        match taken {
+            Err(holder) => {
+                return Err(EngineError::JobLeased {
+                    job,
+                    holder: holder.to_string(),
+                });
+            }
+            Ok(LeaseTaken::TakenOver(previous)) => {
+                tracing::warn!(job, "lease of {previous} taken over");
+                self.audit(
+                    "job",
+                    "lease_taken_over",
+                    None,
+                    Some(job),
+                    BTreeMap::new(),
+                    serde_json::json!({
+                        "previous_pid": previous.holder.pid,
+                        "previous_host": previous.holder.host,
+                        "previous_heartbeat": previous.heartbeat,
+                    }),
+                )?;
+            }
+            Ok(LeaseTaken::Free) => {}
+        }
+        let owner = self.lease.owner.as_str();
+        let heartbeat = async {
+            loop {
+                tokio::time::sleep(LEASE_HEARTBEAT).await;
+                match self.store().heartbeat_job_lease(job, owner) {
+                    Ok(true) => {}
+                    // The next batch's check sees it and stops.
+                    Ok(false) => tracing::error!(job, "lease lost to another process"),
+                    Err(e) => tracing::error!(job, "cannot renew the lease: {e}"),
+                }
+            }
+        };
+        let out = tokio::select! {
+            out = work => out,
+            () = heartbeat => unreachable!("the heartbeat loop never ends"),
+        };
+        if let Err(e) = self.store().release_job_lease(job, owner) {
+            tracing::error!(job, "cannot release the lease: {e}");
+        }
+        out
+    }
+
+    async fn run_retract_leased(
+        &self,
+        row: JobRow,
+        options: &RunOptions,
+        sink: Sink<'_>,
+        started: Instant,
+    ) -> Result<JobReport, EngineError> {
+        let job = row.id;
         if row.state == JobState::Cancelled {
             self.store().set_job_state(job, JobState::Running)?;
         }
@@ -268,9 +387,12 @@ impl Engine {
             remaining: counts.remaining(),
         });
         let shared = RunShared {
+            engine: self,
+            job,
             throttled: std::sync::Mutex::new(0f64),
             unrecorded: AtomicBool::new(false),
             cancel: options.cancel.as_deref(),
+            stopped_by_store: AtomicBool::new(false),
         };
         let mut pending = self.store().job_items(job, Some(ItemState::Pending))?;
         let mut stopped = None;
@@ -318,6 +440,21 @@ impl Engine {
             }
         });
         join_all(runs).await;
+        // Items whose mutation's outcome is unknown (answer lost, no read got through) are
+        // still `in_flight`: settle them by evidence now — located where the action puts them
+        // = succeeded (with their from-folder, so undo restores them); still in place = act
+        // again. What still cannot be told stays `in_flight` for `jobs resume`.
+        for _ in 0..2 {
+            if shared.should_stop() || self.store().item_counts(job)?.in_flight == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            self.reconcile(&row, sink).await?;
+            let again = self.store().job_items(job, Some(ItemState::Pending))?;
+            if !again.is_empty() && !shared.should_stop() {
+                self.act(&row, again, sink, &shared).await;
+            }
+        }
         if shared.unrecorded.load(Ordering::SeqCst) {
             stopped = Some(
                 "stopped: in_flight could not be recorded in the store (see the log), so nothing \
@@ -325,16 +462,27 @@ impl Engine {
                     .into(),
             );
         } else if shared.should_stop() {
-            stopped = Some("cancelled by the operator".into());
+            stopped = Some(match self.store().job_run_check(job, &self.lease.owner) {
+                Ok((_, false)) => "stopped: another process took the job's lease over".into(),
+                _ => "cancelled by the operator".into(),
+            });
         }
 
         let counts = self.store().item_counts(job)?;
         let state = if counts.remaining() == 0 {
             JobState::Finished
-        } else {
+        } else if stopped.is_some() {
             JobState::Cancelled
+        } else {
+            // Not stopped, yet unsettled: outcomes nobody could tell. The job stays running
+            // (without a lease) so `jobs resume` and a restarted watcher take it up.
+            stopped = Some(format!(
+                "{} items' outcome is unknown (answers lost, the copy could not be located): `clawback jobs resume {job}` settles them by locating",
+                counts.remaining()
+            ));
+            JobState::Running
         };
-        self.store().set_job_state(job, state)?;
+        self.store().end_job_run(job, &self.lease.owner, state)?;
         let failed_by_reason = self.failed_by_reason(job)?;
         self.mark_trace(job)?;
         let waited = *shared.throttled.lock().unwrap_or_else(|p| p.into_inner());
@@ -343,6 +491,7 @@ impl Engine {
             state,
             counts,
             failed_by_reason,
+            skipped_by_reason: self.skipped_by_reason(job)?,
             throttled_secs: waited,
             elapsed_secs: started.elapsed().as_secs_f64(),
             stopped,
@@ -368,8 +517,20 @@ impl Engine {
     }
 
     fn failed_by_reason(&self, job: i64) -> Result<BTreeMap<FailureReason, u64>, EngineError> {
+        self.count_by_reason(job, ItemState::Failed)
+    }
+
+    fn skipped_by_reason(&self, job: i64) -> Result<BTreeMap<FailureReason, u64>, EngineError> {
+        self.count_by_reason(job, ItemState::Skipped)
+    }
+
+    fn count_by_reason(
+        &self,
+        job: i64,
+        state: ItemState,
+    ) -> Result<BTreeMap<FailureReason, u64>, EngineError> {
         let mut out = BTreeMap::new();
-        for it in self.store().job_items(job, Some(ItemState::Failed))? {
+        for it in self.store().job_items(job, Some(state))? {
             *out.entry(it.reason.unwrap_or(FailureReason::ProviderError))
                 .or_insert(0) += 1;
         }
@@ -470,9 +631,9 @@ impl Engine {
                         settled += 1;
                     }
                 }
+                // Cannot look now: no evidence either way, so the item stays in flight.
                 Err(f) => {
-                    store.finish_item_failed(it.id, f.reason, &f.code, &failure_detail(&f))?;
-                    settled += 1;
+                    tracing::warn!(job = row.id, mailbox = %it.mailbox, "cannot reconcile yet: {}", failure_detail(&f));
                 }
             }
         }
@@ -556,9 +717,9 @@ impl Engine {
                 }
                 self.flush_finished(job, by_key, finished, sink);
                 let result = self.store().in_transaction(|s| {
-                    items
-                        .iter()
-                        .try_for_each(|(key, copy)| s.mark_in_flight(*key as i64, &copy.id))
+                    items.iter().try_for_each(|(key, copy)| {
+                        s.mark_in_flight(*key as i64, &copy.id, &self.lease.owner)
+                    })
                 });
                 if let Err(e) = result {
                     // Unrecorded, a mutation could not be reconciled after a crash: stop sending.
@@ -599,6 +760,8 @@ impl Engine {
             outcomes
                 .iter()
                 .try_for_each(|(key, outcome)| match outcome {
+                    // Unknown: left `in_flight` for reconciliation by locating.
+                    Err(f) if f.code == UNCERTAIN => Ok(()),
                     Ok(applied) => s.finish_item_succeeded(
                         *key as i64,
                         &applied.from,
@@ -617,6 +780,10 @@ impl Engine {
         }
         for (key, outcome) in outcomes {
             let Some(it) = by_key.get(&key) else { continue };
+            if matches!(&outcome, Err(f) if f.code == UNCERTAIN) {
+                tracing::warn!(job, mailbox = %it.mailbox, "outcome unknown: left in flight");
+                continue;
+            }
             sink(match outcome {
                 Ok(_) => JobEvent::ItemSucceeded {
                     job,
@@ -722,20 +889,40 @@ impl Engine {
         Ok(self.store().unfinished_jobs()?)
     }
 
-    /// Marks a job cancelled (a running process stops after its current chunk when it shares
-    /// the cancel flag; a job from a dead process simply waits for `jobs resume`).
-    pub fn cancel_job(&self, job: i64) -> Result<(), EngineError> {
-        self.job_row(job)?;
-        self.store().set_job_state(job, JobState::Cancelled)?;
+    /// Cancels a running job, from any process: the process running it (if any) sees the
+    /// cancel before its next batch and stops; pending items stay pending (`jobs resume`).
+    /// Returns the live holder of the job's lease, if a process is running it. A finished or
+    /// already cancelled job is refused.
+    pub fn cancel_job(&self, job: i64) -> Result<Option<JobLease>, EngineError> {
+        match self.store().request_cancel(job)? {
+            None => return Err(EngineError::UnknownJob(job)),
+            Some(JobState::Running) => {}
+            Some(JobState::Finished) => {
+                return Err(EngineError::Invalid(format!(
+                    "job {job} is finished: there is nothing to cancel"
+                )));
+            }
+            Some(JobState::Cancelled) => {
+                return Err(EngineError::Invalid(format!(
+                    "job {job} is already cancelled (`clawback jobs resume {job}` continues it)"
+                )));
+            }
+        }
+        let holder = self
+            .store()
+            .job_lease(job)?
+            .filter(|l| l.is_live(&self.lease.host, LEASE_STALE));
         self.audit(
             "job",
             "job_cancelled",
             None,
             Some(job),
             BTreeMap::new(),
-            serde_json::Value::Null,
+            serde_json::json!({
+                "running_in": holder.as_ref().map(|h| h.to_string()),
+            }),
         )?;
-        Ok(())
+        Ok(holder)
     }
 
     /// A new job with the items of `job` that failed with `reason`, located afresh.
@@ -788,7 +975,9 @@ impl Engine {
     }
 
     /// Undo: creates a restore job for the succeeded items of `job` (only these addresses when
-    /// `only` is not empty) that are not restored yet, and runs it.
+    /// `only` is not empty) that are not restored or being restored yet, and runs it.
+    /// Hard-deleted copies are not offered (admin recovery only); a copy that was moved since
+    /// the retraction is left alone (`moved_since`); a copy already back is not sent again.
     pub async fn restore(
         &self,
         job: i64,
@@ -804,11 +993,18 @@ impl Engine {
         }
         let only: BTreeSet<String> = only.iter().map(|s| s.to_ascii_lowercase()).collect();
         let unrestored: BTreeSet<i64> = self.store().unrestored_items(job)?;
-        let items: Vec<ItemRow> = self
+        let succeeded: Vec<ItemRow> = self
             .store()
             .job_items(job, Some(ItemState::Succeeded))?
             .into_iter()
             .filter(|it| only.is_empty() || only.contains(&it.mailbox))
+            .collect();
+        let hard_deleted = succeeded
+            .iter()
+            .filter(|it| it.effective_action == RetractAction::HardDelete)
+            .count();
+        let items: Vec<ItemRow> = succeeded
+            .into_iter()
             .filter(|it| unrestored.contains(&it.id))
             .map(|it| {
                 let mut r = ItemRow::pending(
@@ -829,14 +1025,25 @@ impl Engine {
             })
             .collect();
         if items.is_empty() {
-            return Err(EngineError::Invalid(format!(
-                "job {job} has nothing to restore (no succeeded copies{} left unrestored)",
-                if only.is_empty() {
-                    ""
-                } else {
-                    " for those addresses"
-                }
-            )));
+            return Err(EngineError::Invalid(if hard_deleted > 0 {
+                format!(
+                    "job {job} hard-deleted {hard_deleted} copies: they are recoverable by an admin only (eDiscovery / Recoverable Items\\Purges, Google Vault), not by clawback{}",
+                    if only.is_empty() {
+                        ""
+                    } else {
+                        " (for those addresses)"
+                    }
+                )
+            } else {
+                format!(
+                    "job {job} has nothing to restore (no succeeded copies{} left that are not restored or being restored)",
+                    if only.is_empty() {
+                        ""
+                    } else {
+                        " for those addresses"
+                    }
+                )
+            }));
         }
         let new = self.store().create_job(
             &NewJob {
@@ -858,11 +1065,13 @@ impl Engine {
             "restore_started",
             None,
             Some(new),
-            BTreeMap::from([("copies".to_string(), items.len() as u64)]),
+            BTreeMap::from([
+                ("copies".to_string(), items.len() as u64),
+                ("hard_deleted_not_offered".to_string(), hard_deleted as u64),
+            ]),
             serde_json::json!({"of_job": job, "only": only}),
         )?;
-        let new_row = self.job_row(new)?;
-        self.run_restore_items(&new_row, sink, Instant::now()).await
+        self.run_job(new, &RunOptions::default(), sink).await
     }
 
     async fn run_restore_items(
@@ -872,8 +1081,8 @@ impl Engine {
         started: Instant,
     ) -> Result<JobReport, EngineError> {
         let job = row.id;
-        // A restore in flight at a crash is simply run again: restoring is idempotent (the
-        // provider call moves the copy back to a recorded folder; a copy already there is left).
+        // A restore in flight at a crash is simply run again: the copy is located afresh and
+        // moved back only from where the retraction put it (already back = nothing sent).
         let mut todo = self.store().job_items(job, Some(ItemState::Pending))?;
         todo.extend(self.store().job_items(job, Some(ItemState::InFlight))?);
         let counts = self.store().item_counts(job)?;
@@ -882,16 +1091,35 @@ impl Engine {
             total: counts.total(),
             remaining: counts.remaining(),
         });
+        let shared = RunShared {
+            engine: self,
+            job,
+            throttled: std::sync::Mutex::new(0f64),
+            unrecorded: AtomicBool::new(false),
+            cancel: None,
+            stopped_by_store: AtomicBool::new(false),
+        };
+        let shared = &shared;
         let results: Vec<_> = stream::iter(todo.into_iter().map(|it| async move {
-            let _ = self
-                .store()
-                .mark_in_flight(it.id, it.copy_id.as_deref().unwrap_or_default());
+            if shared.should_stop() {
+                return None;
+            }
+            let recorded = self.store().mark_in_flight(
+                it.id,
+                it.copy_id.as_deref().unwrap_or_default(),
+                &self.lease.owner,
+            );
+            if let Err(e) = recorded {
+                tracing::error!(job, item = it.id, "restore not sent: {e}");
+                return None;
+            }
             let outcome = match self.client(&it.tenant) {
                 Ok(c) => {
-                    c.restore(
+                    c.restore_from(
                         &it.mailbox,
                         &it.message_id,
                         it.copy_id.as_deref(),
+                        it.to_folder.as_ref(),
                         &it.folder,
                     )
                     .await
@@ -903,9 +1131,10 @@ impl Engine {
                     e.to_string(),
                 )),
             };
-            (it, outcome)
+            Some((it, outcome))
         }))
         .buffer_unordered(SIDE_CONCURRENCY)
+        .filter_map(|r| async move { r })
         .collect()
         .await;
         for (it, outcome) in results {
@@ -944,31 +1173,38 @@ impl Engine {
         } else {
             JobState::Cancelled
         };
-        self.store().set_job_state(job, state)?;
-        // The trace shows the messages as restored.
+        self.store().end_job_run(job, &self.lease.owner, state)?;
+        // The trace shows the messages as restored — in the tenants this job restored them in.
         {
             let mut store = self.store();
-            let mids: BTreeSet<String> = store
+            let restored: BTreeSet<(String, String)> = store
                 .job_items(job, Some(ItemState::Succeeded))?
                 .into_iter()
-                .map(|it| it.message_id)
+                .map(|it| (it.tenant, it.message_id))
                 .collect();
-            for mid in mids {
+            for (tenant, mid) in restored {
                 for r in store.trace_by_message_id(&mid)? {
-                    if let Some(id) = r.id {
+                    if r.tenant == tenant
+                        && let Some(id) = r.id
+                    {
                         store.set_retraction(id, r.retracted_at, Some("restored"))?;
                     }
                 }
             }
         }
+        let stopped = shared
+            .stopped_by_store
+            .load(Ordering::SeqCst)
+            .then(|| "cancelled, or the lease was taken over".to_string());
         let report = JobReport {
             job,
             state,
             counts,
             failed_by_reason: self.failed_by_reason(job)?,
+            skipped_by_reason: self.skipped_by_reason(job)?,
             throttled_secs: 0.0,
             elapsed_secs: started.elapsed().as_secs_f64(),
-            stopped: None,
+            stopped,
         };
         self.audit_job_end(row, &report)?;
         Ok(report)

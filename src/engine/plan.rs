@@ -62,6 +62,11 @@ pub struct PlanItem {
     /// Said per item when the effective action differs, e.g. Gmail's missing soft delete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Set when planning could not reach the copy (throttled, 5xx, timeout): the item stays in
+    /// the plan and the job locates the copy when it runs (`copy_id` is empty, `folder` is
+    /// not known yet). The provider's answer is kept here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unresolved: Option<String>,
 }
 
 /// A recipient or copy the plan cannot act on, with the reason.
@@ -126,6 +131,8 @@ pub struct PlanCounts {
     pub skipped_by_reason: BTreeMap<FailureReason, usize>,
     /// Items whose effective action differs from the one asked for.
     pub mapped: usize,
+    /// Items planning could not reach (located again when the job runs).
+    pub unresolved: usize,
 }
 
 impl Plan {
@@ -221,6 +228,9 @@ impl Plan {
             if item.effective_action != item.action {
                 c.mapped += 1;
             }
+            if item.unresolved.is_some() {
+                c.unresolved += 1;
+            }
         }
         for s in &self.skipped {
             *c.skipped_by_reason.entry(s.reason).or_default() += 1;
@@ -298,6 +308,7 @@ mod tests {
             action: RetractAction::SoftDelete,
             effective_action: RetractAction::SoftDelete.effective_for(kind),
             note: None,
+            unresolved: None,
         };
         Plan::new(
             "alice",

@@ -272,6 +272,20 @@ impl Engine {
                         };
                         skipped.push(skip(reason, detail.to_string()));
                     }
+                    // The directory could not be asked now either: the address stays in the
+                    // plan as unresolved (the job locates it) instead of being dropped.
+                    Some(Err(f))
+                        if matches!(
+                            f.reason,
+                            FailureReason::Throttled | FailureReason::ProviderError
+                        ) =>
+                    {
+                        let kept = match locate_result {
+                            Err(mine) if mine.reason == FailureReason::Throttled => Err(mine),
+                            _ => Err(f.clone()),
+                        };
+                        located.push(((tenant.clone(), addr.clone(), mid), depth, kept));
+                    }
                     Some(Err(f)) => skipped.push(skip(f.reason, failure_detail(f))),
                 }
             }
@@ -279,11 +293,21 @@ impl Engine {
         located.extend(self.locate_all(second).await);
 
         let mut items = Vec::new();
+        let note_for = |effective: crate::model::RetractAction| {
+            (effective != request.action).then(|| {
+                format!(
+                    "{} is not offered by Gmail: performed as {}",
+                    request.action.label(),
+                    effective.label()
+                )
+            })
+        };
         for ((tenant, mailbox, mid), depth, result) in located {
             let kind = self
                 .client(&tenant)
                 .map(|c| c.kind())
                 .unwrap_or(TenantKind::Microsoft365);
+            let effective = request.action.effective_for(kind);
             let skip = |reason, detail: String| SkippedItem {
                 tenant: Some(tenant.clone()),
                 address: mailbox.clone(),
@@ -292,6 +316,28 @@ impl Engine {
                 detail,
             };
             match result {
+                // Not reached now, maybe reachable later: kept as an item the job locates.
+                Err(f)
+                    if matches!(
+                        f.reason,
+                        FailureReason::Throttled | FailureReason::ProviderError
+                    ) =>
+                {
+                    items.push(PlanItem {
+                        tenant: tenant.clone(),
+                        kind,
+                        mailbox: mailbox.clone(),
+                        internet_message_id: mid.clone(),
+                        copy_id: String::new(),
+                        folder: Folder::Inbox,
+                        read: false,
+                        depth,
+                        action: request.action,
+                        effective_action: effective,
+                        note: note_for(effective),
+                        unresolved: Some(format!("{}: {}", f.reason, failure_detail(&f))),
+                    });
+                }
                 Err(f) => skipped.push(skip(f.reason, failure_detail(&f))),
                 Ok(copies) => {
                     let sender = messages
@@ -323,7 +369,6 @@ impl Engine {
                         continue;
                     }
                     for c in live {
-                        let effective = request.action.effective_for(kind);
                         items.push(PlanItem {
                             tenant: tenant.clone(),
                             kind,
@@ -335,17 +380,35 @@ impl Engine {
                             depth,
                             action: request.action,
                             effective_action: effective,
-                            note: (effective != request.action).then(|| {
-                                format!(
-                                    "{} is not offered by Gmail: performed as {}",
-                                    request.action.label(),
-                                    effective.label()
-                                )
-                            }),
+                            note: note_for(effective),
+                            unresolved: None,
                         });
                     }
                 }
             }
+        }
+        // A copy another job holds is not planned again: shown with that job.
+        {
+            let store = self.store();
+            let mut kept = Vec::with_capacity(items.len());
+            for item in items {
+                match store.copy_claim(
+                    &item.tenant,
+                    &item.mailbox,
+                    &item.internet_message_id,
+                    item.effective_action,
+                )? {
+                    Some(claim) => skipped.push(SkippedItem {
+                        tenant: Some(item.tenant.clone()),
+                        address: item.mailbox.clone(),
+                        internet_message_id: item.internet_message_id.clone(),
+                        reason: FailureReason::InAnotherJob,
+                        detail: claim.detail(),
+                    }),
+                    None => kept.push(item),
+                }
+            }
+            items = kept;
         }
         items.sort_by(|a, b| {
             (a.depth, &a.tenant, &a.mailbox, &a.internet_message_id).cmp(&(

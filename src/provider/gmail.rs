@@ -9,10 +9,10 @@ use super::multipart;
 use super::scheduler::{Backend, Pacer, Step, Work, call, call_ok, choose, first_error};
 use super::{
     Applied, DomainRetract, DomainStatus, LocatedCopy, MessageMeta, Permissions, ProviderError,
-    Resolved,
+    Resolved, RestorePick, pick_restore,
 };
 use crate::config::{Config, LimitConfig, TenantConfig};
-use crate::model::{FailureReason, Folder, RetractAction, address_domain};
+use crate::model::{Folder, RetractAction, address_domain};
 use chrono::{DateTime, TimeZone, Utc};
 use futures_util::StreamExt;
 use reqwest::Method;
@@ -358,22 +358,34 @@ impl GmailClient {
         mailbox: &str,
         internet_message_id: &str,
         current_id: Option<&str>,
+        retracted_to: Option<&Folder>,
         original: &Folder,
     ) -> Result<Applied, Failure> {
         let copies = self.locate(mailbox, internet_message_id).await?;
-        let copy = copies
-            .iter()
-            .find(|c| Some(c.id.as_str()) == current_id)
-            .or_else(|| copies.iter().find(|c| c.folder.is_gone()))
-            .cloned()
-            .ok_or_else(|| {
-                Failure::new(
-                    FailureReason::AlreadyGone,
-                    None,
-                    "not_found",
-                    format!("no retracted copy of {internet_message_id} in {mailbox} (permanently deleted mail is admin recoverable only)"),
-                )
-            })?;
+        let copy = match pick_restore(
+            &copies,
+            mailbox,
+            internet_message_id,
+            current_id,
+            retracted_to,
+            original,
+        )? {
+            RestorePick::Act(copy) => copy,
+            RestorePick::AlreadyBack(c) => {
+                // Nothing to send: a no-op modify would still count as an action.
+                return Ok(Applied {
+                    mailbox: mailbox.to_ascii_lowercase(),
+                    internet_message_id: internet_message_id.to_string(),
+                    old_id: c.id.clone(),
+                    new_id: Some(c.id.clone()),
+                    from: original.clone(),
+                    to: original.clone(),
+                    action: RetractAction::NoAction,
+                    was_read: c.read,
+                    detail: "already back: nothing sent".into(),
+                });
+            }
+        };
         let item = format!("{}/messages/{}", Self::user_path(mailbox), enc(&copy.id));
         let (req, detail) = match copy.folder {
             Folder::Trash => (

@@ -8,7 +8,7 @@ use super::http::{Http, SubRequest, SubResponse, enc};
 use super::scheduler::{Backend, Pacer, Step, Work, call, call_all, call_ok, choose, first_error};
 use super::{
     Applied, DomainRetract, DomainStatus, LocatedCopy, MessageMeta, Permissions, ProviderError,
-    Resolved,
+    Resolved, RestorePick, pick_restore,
 };
 use crate::config::{Config, LimitConfig, MicrosoftAuth, TenantConfig};
 use crate::model::{FailureReason, Folder, RetractAction, address_domain};
@@ -441,6 +441,7 @@ impl GraphClient {
         mailbox: &str,
         internet_message_id: &str,
         current_id: Option<&str>,
+        retracted_to: Option<&Folder>,
         original: &Folder,
     ) -> Result<Applied, Failure> {
         if matches!(original, Folder::Purged | Folder::RecoverableDeletions) {
@@ -466,30 +467,24 @@ impl GraphClient {
                     "move (verified)",
                 ));
             }
-            let copy = copies
-                .iter()
-                .find(|c| Some(c.id.as_str()) == current_id)
-                .or_else(|| copies.iter().find(|c| c.folder.is_gone()))
-                .cloned();
-            let Some(copy) = copy else {
-                if copies.iter().any(|c| &c.folder == original) {
-                    let c = copies.iter().find(|c| &c.folder == original).cloned();
+            let copy = match pick_restore(
+                &copies,
+                mailbox,
+                internet_message_id,
+                current_id,
+                retracted_to,
+                original,
+            )? {
+                RestorePick::Act(copy) => copy,
+                RestorePick::AlreadyBack(c) => {
                     return Ok(restored(
-                        c,
+                        Some(c),
                         mailbox,
                         internet_message_id,
                         original,
-                        "already there",
+                        "already back: nothing sent",
                     ));
                 }
-                return Err(Failure::new(
-                    FailureReason::AlreadyGone,
-                    None,
-                    "not_found",
-                    format!(
-                        "no retracted copy of {internet_message_id} in {mailbox} (purged copies are admin recoverable only)"
-                    ),
-                ));
             };
             let req = SubRequest::mutate(
                 Method::POST,

@@ -312,7 +312,9 @@ impl ProviderClient {
     }
 
     /// Puts a retracted copy back into `original_folder`. `current_id` is the id recorded after
-    /// the action (if any); when it is gone the copy is located again by Message-ID.
+    /// the action (if any); when it is gone the copy is located again by Message-ID. Any copy
+    /// in a retracted folder (Junk, Trash, Recoverable Items) counts: see
+    /// [`ProviderClient::restore_from`] for the exact form a job uses.
     pub async fn restore(
         &self,
         mailbox: &str,
@@ -320,8 +322,30 @@ impl ProviderClient {
         current_id: Option<&str>,
         original_folder: &Folder,
     ) -> Result<Applied, Failure> {
+        self.restore_from(
+            mailbox,
+            internet_message_id,
+            current_id,
+            None,
+            original_folder,
+        )
+        .await
+    }
+
+    /// Puts a copy back from `retracted_to` (where the retraction put it) into
+    /// `original_folder` — only from there: a copy found elsewhere was moved since (by a later
+    /// job or the user) and is left alone (`moved_since`); a copy already back in
+    /// `original_folder` succeeds without a request ("already back").
+    pub async fn restore_from(
+        &self,
+        mailbox: &str,
+        internet_message_id: &str,
+        current_id: Option<&str>,
+        retracted_to: Option<&Folder>,
+        original_folder: &Folder,
+    ) -> Result<Applied, Failure> {
         let mid = errors::checked_message_id(internet_message_id)?;
-        dispatch!(self, c => c.restore(mailbox, &mid, current_id, original_folder).await)
+        dispatch!(self, c => c.restore(mailbox, &mid, current_id, retracted_to, original_folder).await)
     }
 
     /// Retracts many items through the scheduler with batching. `progress` is called with
@@ -386,4 +410,61 @@ impl ProviderClient {
     pub async fn permissions(&self) -> Permissions {
         dispatch!(self, c => c.permissions().await)
     }
+}
+
+/// Which copy a restore acts on, decided from a fresh locate.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RestorePick {
+    /// Still where the retraction put it: move it back.
+    Act(LocatedCopy),
+    /// Already in the original folder: nothing to send.
+    AlreadyBack(LocatedCopy),
+}
+
+/// The restore rule shared by both providers (see [`ProviderClient::restore_from`]).
+pub(crate) fn pick_restore(
+    copies: &[LocatedCopy],
+    mailbox: &str,
+    internet_message_id: &str,
+    current_id: Option<&str>,
+    retracted_to: Option<&Folder>,
+    original: &Folder,
+) -> Result<RestorePick, Failure> {
+    let in_place = |c: &&LocatedCopy| match retracted_to {
+        Some(f) => &c.folder == f,
+        None => c.folder.is_gone(),
+    };
+    let placed = copies
+        .iter()
+        .filter(in_place)
+        .find(|c| Some(c.id.as_str()) == current_id)
+        .or_else(|| copies.iter().find(in_place));
+    if let Some(c) = placed {
+        return Ok(RestorePick::Act(c.clone()));
+    }
+    if let Some(c) = copies.iter().find(|c| &c.folder == original) {
+        return Ok(RestorePick::AlreadyBack(c.clone()));
+    }
+    if let Some(c) = copies.first() {
+        return Err(Failure::new(
+            FailureReason::MovedSince,
+            None,
+            "moved_since",
+            format!(
+                "the copy of {internet_message_id} in {mailbox} is now in {}, not in {} where the retraction put it: left alone",
+                c.folder,
+                retracted_to
+                    .map(Folder::label)
+                    .unwrap_or("a retracted folder")
+            ),
+        ));
+    }
+    Err(Failure::new(
+        FailureReason::AlreadyGone,
+        None,
+        "not_found",
+        format!(
+            "no copy of {internet_message_id} in {mailbox} any more (permanently deleted mail is admin recoverable only)"
+        ),
+    ))
 }

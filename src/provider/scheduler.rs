@@ -207,6 +207,11 @@ pub fn first_error(responses: &[SubResponse], op: Operation) -> Option<Failure> 
         .map(|r| classify(r.status, &r.body, op))
 }
 
+/// The provider code of an outcome that is not known: a mutation was sent, its answer was
+/// lost, and no read could tell whether it landed. Such an item is neither succeeded nor
+/// failed: the job leaves it `in_flight`, to be reconciled by locating the copy.
+pub const UNCERTAIN: &str = "uncertain";
+
 /// Runs items to completion, reporting progress as it happens.
 pub async fn run<B: Backend, F>(
     backend: Arc<B>,
@@ -441,11 +446,18 @@ async fn run_chunk<B: Backend>(
                 _ => None,
             });
             let unauthorized = mine.iter().any(|r| matches!(r, Ok(r) if r.status == 401));
+            // Out of attempts while a mutation's outcome is unknown (its answer was lost, and
+            // the read that would tell did not get through): not a failure but an unknown,
+            // which the caller must leave `in_flight` for a later reconciliation by locating.
+            let verifying = matches!(work.step, Step::Verify(_));
             if let Some(r) = limited {
                 work.attempts += 1;
                 if work.attempts >= max_attempts {
                     let mut f = classify(r.status, &r.body, Operation::Read);
                     f.reason = FailureReason::Throttled;
+                    if verifying {
+                        f.code = UNCERTAIN.into();
+                    }
                     work.step = Step::Done(Err(f));
                 } else {
                     let wait = r
@@ -453,9 +465,12 @@ async fn run_chunk<B: Backend>(
                         .unwrap_or_else(|| backoff(work.attempts).as_secs_f64());
                     delay = delay.max(wait);
                 }
-            } else if let Some(f) = transport_or_5xx {
+            } else if let Some(mut f) = transport_or_5xx {
                 work.attempts += 1;
                 if work.attempts >= max_attempts {
+                    if mutating || verifying {
+                        f.code = UNCERTAIN.into();
+                    }
                     work.step = Step::Done(Err(f));
                 } else {
                     if mutating && let Step::Act(copy) = &work.step {

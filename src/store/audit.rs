@@ -29,7 +29,12 @@ impl Store {
     /// Chains `record` after the newest entry and stores it with the new head, in one
     /// transaction.
     pub fn audit_append(&mut self, record: AuditRecord) -> Result<AuditEntry, StoreError> {
-        let tx = self.conn.transaction()?;
+        // Immediate: another process appending at the same time waits for the write lock
+        // instead of both reading the same head (a deferred read-then-write fails with
+        // SQLITE_BUSY instead of waiting).
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let last: Option<(i64, String, String, String)> = tx
             .query_row(
                 "SELECT seq, record, prev_hash, hash FROM audit ORDER BY pos DESC LIMIT 1",

@@ -6,7 +6,8 @@ use super::{Store, StoreError};
 use crate::engine::metrics::ItemOutcome;
 use crate::model::{FailureReason, Folder, RetractAction, Role, Trigger};
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
+use std::path::Path;
 use std::str::FromStr;
 
 pub(crate) const SCHEMA: &str = r#"
@@ -59,6 +60,132 @@ CREATE INDEX job_item_job ON job_item(job_id, state);
 CREATE INDEX job_item_finished ON job_item(finished_at);
 CREATE INDEX job_item_message ON job_item(message_id, mailbox);
 "#;
+
+/// Migration 7: the job lease (one process runs a job at a time, DESIGN §5), indexes for the
+/// copy claims and spent plans, and the retired `on_hold` reason (a hold never refuses a
+/// permanent delete: PROVIDER-APIS.md §F.3; the lab's old 403 was an access denial).
+pub(crate) const LEASE_SCHEMA: &str = r#"
+ALTER TABLE job ADD COLUMN lease_owner TEXT;
+ALTER TABLE job ADD COLUMN lease_pid INTEGER;
+ALTER TABLE job ADD COLUMN lease_host TEXT;
+ALTER TABLE job ADD COLUMN lease_heartbeat INTEGER;
+CREATE INDEX job_item_source ON job_item(source_item);
+CREATE INDEX job_plan ON job(plan_id);
+UPDATE job_item SET reason = 'not_authorized' WHERE reason = 'on_hold';
+"#;
+
+/// A process that may hold job leases: a random owner token per process, its pid and host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseHolder {
+    pub owner: String,
+    pub pid: u32,
+    pub host: String,
+}
+
+impl LeaseHolder {
+    /// This process (a fresh owner token each call: one per engine).
+    pub fn this_process() -> LeaseHolder {
+        LeaseHolder {
+            owner: uuid::Uuid::new_v4().to_string(),
+            pid: std::process::id(),
+            host: host_name(),
+        }
+    }
+}
+
+/// The machine's name (`/proc/sys/kernel/hostname`, `$HOSTNAME`, or "localhost").
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Whether a process of this host is alive, when that can be told (`None`: no `/proc`).
+fn pid_alive(pid: u32) -> Option<bool> {
+    if !Path::new("/proc/self/stat").exists() {
+        return None;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (comm) S ...": a zombie (`Z`) or dead (`X`) process holds nothing.
+        Ok(stat) => Some(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_none_or(|state| !matches!(state, "Z" | "X")),
+        ),
+        Err(_) => Some(false),
+    }
+}
+
+/// A job's lease as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobLease {
+    pub holder: LeaseHolder,
+    pub heartbeat: DateTime<Utc>,
+}
+
+impl JobLease {
+    /// Whether the holder still counts: its heartbeat is younger than `stale_after` and, on
+    /// this host, its process is alive.
+    pub fn is_live(&self, here: &str, stale_after: chrono::Duration) -> bool {
+        if Utc::now().signed_duration_since(self.heartbeat) > stale_after {
+            return false;
+        }
+        if self.holder.host == here {
+            return pid_alive(self.holder.pid).unwrap_or(true);
+        }
+        true
+    }
+}
+
+impl std::fmt::Display for JobLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ago = Utc::now()
+            .signed_duration_since(self.heartbeat)
+            .num_seconds()
+            .max(0);
+        write!(
+            f,
+            "pid {} on {} (heartbeat {ago}s ago)",
+            self.holder.pid, self.holder.host
+        )
+    }
+}
+
+/// What taking a lease found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseTaken {
+    /// Nobody held it (or this process did already).
+    Free,
+    /// A dead or silent holder's lease was taken over.
+    TakenOver(JobLease),
+}
+
+/// Who holds a copy: a job that will act on it, or has already done so with the same action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyClaim {
+    pub job: i64,
+    pub state: ItemState,
+}
+
+impl CopyClaim {
+    /// What a plan or job item says about the claim.
+    pub fn detail(&self) -> String {
+        match self.state {
+            ItemState::Succeeded => format!(
+                "already retracted with this action by job {} (not restored); not acted on again",
+                self.job
+            ),
+            _ => format!(
+                "held by job {} ({}); not acted on by this job",
+                self.job,
+                self.state.as_str()
+            ),
+        }
+    }
+}
 
 /// What a job does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,6 +473,84 @@ fn row_to_item(r: &Row<'_>) -> rusqlite::Result<ItemRow> {
     })
 }
 
+/// `lease_owner, lease_pid, lease_host, lease_heartbeat` as stored.
+type LeaseColumns = (Option<String>, Option<i64>, Option<String>, Option<i64>);
+
+fn lease_of(conn: &rusqlite::Connection, job: i64) -> Result<Option<JobLease>, StoreError> {
+    let row: Option<LeaseColumns> = conn
+        .prepare_cached(
+            "SELECT lease_owner, lease_pid, lease_host, lease_heartbeat FROM job WHERE id = ?1",
+        )?
+        .query_row([job], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    Ok(match row {
+        Some((Some(owner), pid, host, beat)) => Some(JobLease {
+            holder: LeaseHolder {
+                owner,
+                pid: pid.and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+                host: host.unwrap_or_default(),
+            },
+            heartbeat: ts(beat).unwrap_or_default(),
+        }),
+        _ => None,
+    })
+}
+
+/// The live claim on a copy against a new retract job (`except` = that job's id).
+fn claim_on(
+    conn: &rusqlite::Connection,
+    tenant: &str,
+    mailbox: &str,
+    message_id: &str,
+    effective_action: RetractAction,
+    except: i64,
+) -> Result<Option<CopyClaim>, StoreError> {
+    let row: Option<(i64, String)> = conn
+        .prepare_cached(
+            "SELECT i.job_id, i.state FROM job_item i JOIN job j ON j.id = i.job_id \
+             WHERE i.message_id = ?1 AND i.mailbox = ?2 AND i.tenant = ?3 AND i.job_id != ?5 \
+             AND j.kind = 'retract' AND j.dry_run = 0 \
+             AND (i.state IN ('pending', 'in_flight') \
+                  OR (i.state = 'succeeded' AND i.effective_action = ?4 \
+                      AND NOT EXISTS (SELECT 1 FROM job_item r WHERE r.source_item = i.id \
+                                      AND r.state = 'succeeded'))) \
+             ORDER BY i.state = 'succeeded', i.id DESC LIMIT 1",
+        )?
+        .query_row(
+            params![
+                message_id,
+                mailbox,
+                tenant,
+                effective_action.as_str(),
+                except
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(row.map(|(job, state)| CopyClaim {
+        job,
+        state: ItemState::parse(&state),
+    }))
+}
+
+/// The restore item that already undoes (or is undoing) retract item `source`, if any.
+fn restore_claim_on(
+    conn: &rusqlite::Connection,
+    source: i64,
+) -> Result<Option<CopyClaim>, StoreError> {
+    let row: Option<(i64, String)> = conn
+        .prepare_cached(
+            "SELECT job_id, state FROM job_item WHERE source_item = ?1 \
+             AND state IN ('pending', 'in_flight', 'succeeded') ORDER BY id LIMIT 1",
+        )?
+        .query_row([source], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(row.map(|(job, state)| CopyClaim {
+        job,
+        state: ItemState::parse(&state),
+    }))
+}
+
 impl Store {
     /// Keeps a plan (its JSON and digest) so a job can name it.
     pub fn insert_plan(
@@ -382,8 +587,37 @@ impl Store {
     }
 
     /// Creates a job and its items in one transaction; returns the job id.
+    ///
+    /// Under the store's write lock (so another process creating a job at the same moment
+    /// waits and then sees this one):
+    /// - a plan is spent once: a second retract job from the same plan is refused
+    ///   ([`StoreError::PlanSpent`]); retries and restores name the plan as their parent's;
+    /// - a copy is claimed by one job at a time: a pending retract item whose copy another job
+    ///   holds ([`Store::copy_claim`]) is stored `skipped` with reason `in_another_job`; a
+    ///   restore item whose retraction is already being (or was) restored likewise.
     pub fn create_job(&mut self, job: &NewJob, items: &[ItemRow]) -> Result<i64, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if job.kind == JobKind::Retract
+            && job.parent_job.is_none()
+            && let Some(plan) = &job.plan_id
+        {
+            let spent: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM job WHERE plan_id = ?1 AND kind = 'retract' \
+                     AND parent_job IS NULL ORDER BY id LIMIT 1",
+                    [plan],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(existing) = spent {
+                return Err(StoreError::PlanSpent {
+                    plan: plan.clone(),
+                    job: existing,
+                });
+            }
+        }
         tx.execute(
             "INSERT INTO job (kind, plan_id, parent_job, trigger, action, state, operator, role, \
              reason, dry_run, created_at, detected_at) \
@@ -407,11 +641,42 @@ impl Store {
             let mut stmt = tx.prepare(
                 "INSERT INTO job_item (job_id, tenant, mailbox, message_id, copy_id, folder, read, \
                  depth, action, effective_action, note, state, reason, provider_code, detail, \
-                 delivered_at, finished_at, source_item) \
+                 delivered_at, finished_at, source_item, to_folder) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-                 ?17, ?18)",
+                 ?17, ?18, ?19)",
             )?;
             for it in items {
+                let mut it = std::borrow::Cow::Borrowed(it);
+                if it.state == ItemState::Pending && !job.dry_run {
+                    let claim = match job.kind {
+                        JobKind::Retract => claim_on(
+                            &tx,
+                            &it.tenant,
+                            &it.mailbox,
+                            &it.message_id,
+                            it.effective_action,
+                            job_id,
+                        )?,
+                        JobKind::Restore => match it.source_item {
+                            Some(source) => restore_claim_on(&tx, source)?,
+                            None => None,
+                        },
+                    };
+                    if let Some(claim) = claim {
+                        let owned = it.to_mut();
+                        owned.state = ItemState::Skipped;
+                        owned.reason = Some(FailureReason::InAnotherJob);
+                        owned.detail = Some(match job.kind {
+                            JobKind::Retract => claim.detail(),
+                            JobKind::Restore => format!(
+                                "restored by job {} ({}); not restored twice",
+                                claim.job,
+                                claim.state.as_str()
+                            ),
+                        });
+                        owned.finished_at = Some(Utc::now());
+                    }
+                }
                 stmt.execute(params![
                     job_id,
                     it.tenant,
@@ -431,11 +696,122 @@ impl Store {
                     it.delivered_at.map(|t| t.timestamp()),
                     it.finished_at.map(|t| t.timestamp()),
                     it.source_item,
+                    // A restore item keeps where the retraction put the copy: it acts only there.
+                    it.to_folder.as_ref().map(folder_text),
                 ])?;
             }
         }
         tx.commit()?;
         Ok(job_id)
+    }
+
+    /// Who holds a copy against a new retract job with `effective_action`, if anyone: an item
+    /// of another retract job that is pending or in flight (any action), or that succeeded
+    /// with the same action and has not been restored since.
+    pub fn copy_claim(
+        &self,
+        tenant: &str,
+        mailbox: &str,
+        message_id: &str,
+        effective_action: RetractAction,
+    ) -> Result<Option<CopyClaim>, StoreError> {
+        claim_on(&self.conn, tenant, mailbox, message_id, effective_action, 0)
+    }
+
+    /// Takes the lease of `job` for `me`: free, already ours, or held by a holder that is no
+    /// longer live (see [`JobLease::is_live`]) — then it is taken over. Otherwise the current
+    /// holder is returned as `Err`.
+    pub fn acquire_job_lease(
+        &self,
+        job: i64,
+        me: &LeaseHolder,
+        stale_after: chrono::Duration,
+    ) -> Result<Result<LeaseTaken, JobLease>, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        // Take the write lock first, so the read below cannot go stale before the update.
+        tx.execute("UPDATE job SET id = id WHERE id = ?1", [job])?;
+        let current = lease_of(&tx, job)?;
+        let taken = match current {
+            None => LeaseTaken::Free,
+            Some(l) if l.holder.owner == me.owner => LeaseTaken::Free,
+            Some(l) if !l.is_live(&me.host, stale_after) => LeaseTaken::TakenOver(l),
+            Some(l) => return Ok(Err(l)),
+        };
+        tx.execute(
+            "UPDATE job SET lease_owner = ?2, lease_pid = ?3, lease_host = ?4, \
+             lease_heartbeat = ?5 WHERE id = ?1",
+            params![job, me.owner, me.pid, me.host, Utc::now().timestamp()],
+        )?;
+        tx.commit()?;
+        Ok(Ok(taken))
+    }
+
+    /// Renews the lease; `false` when this holder no longer has it (taken over).
+    pub fn heartbeat_job_lease(&self, job: i64, owner: &str) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE job SET lease_heartbeat = ?3 WHERE id = ?1 AND lease_owner = ?2",
+            params![job, owner, Utc::now().timestamp()],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Gives the lease up (only if this holder has it).
+    pub fn release_job_lease(&self, job: i64, owner: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE job SET lease_owner = NULL, lease_pid = NULL, lease_host = NULL, \
+             lease_heartbeat = NULL WHERE id = ?1 AND lease_owner = ?2",
+            params![job, owner],
+        )?;
+        Ok(())
+    }
+
+    /// The lease of a job, if one is recorded (live or not).
+    pub fn job_lease(&self, job: i64) -> Result<Option<JobLease>, StoreError> {
+        lease_of(&self.conn, job)
+    }
+
+    /// A job's state and whether `owner` still holds its lease: what a running job checks
+    /// before every batch (a cancel or a takeover by another process stops it).
+    pub fn job_run_check(&self, job: i64, owner: &str) -> Result<(JobState, bool), StoreError> {
+        let (state, lease): (String, Option<String>) = self
+            .conn
+            .prepare_cached("SELECT state, lease_owner FROM job WHERE id = ?1")?
+            .query_row([job], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok((JobState::parse(&state), lease.as_deref() == Some(owner)))
+    }
+
+    /// Records a cancel: only a running job can be cancelled. Returns the state the job was
+    /// in (`Running` when this call cancelled it).
+    pub fn request_cancel(&self, job: i64) -> Result<Option<JobState>, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let n = tx.execute(
+            "UPDATE job SET state = 'cancelled' WHERE id = ?1 AND state = 'running'",
+            [job],
+        )?;
+        let out = if n == 1 {
+            Some(JobState::Running)
+        } else {
+            tx.query_row("SELECT state FROM job WHERE id = ?1", [job], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+            .map(|s| JobState::parse(&s))
+        };
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// The retract job made from a plan, if the plan was applied (a plan is spent once).
+    pub fn job_of_plan(&self, plan_id: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id FROM job WHERE plan_id = ?1 AND kind = 'retract' \
+                 AND parent_job IS NULL ORDER BY id LIMIT 1",
+                [plan_id],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     /// One job.
@@ -520,14 +896,27 @@ impl Store {
         Ok(out)
     }
 
-    /// Durability rule, first half: committed before the provider call.
-    pub fn mark_in_flight(&self, item: i64, copy_id: &str) -> Result<(), StoreError> {
-        self.conn
+    /// Durability rule, first half: committed before the provider call — and only while
+    /// `lease_owner` holds the item's job (a process whose lease was taken over must not act).
+    /// Fails with [`StoreError::NotLeased`] when the item is settled or the lease is not ours.
+    pub fn mark_in_flight(
+        &self,
+        item: i64,
+        copy_id: &str,
+        lease_owner: &str,
+    ) -> Result<(), StoreError> {
+        let n = self
+            .conn
             .prepare_cached(
                 "UPDATE job_item SET state = 'in_flight', copy_id = ?2 \
-                 WHERE id = ?1 AND state IN ('pending', 'in_flight')",
+                 WHERE id = ?1 AND state IN ('pending', 'in_flight') \
+                 AND EXISTS (SELECT 1 FROM job WHERE job.id = job_item.job_id \
+                             AND job.lease_owner = ?3)",
             )?
-            .execute(params![item, copy_id])?;
+            .execute(params![item, copy_id, lease_owner])?;
+        if n != 1 {
+            return Err(StoreError::NotLeased { item });
+        }
         Ok(())
     }
 
@@ -545,7 +934,7 @@ impl Store {
             .prepare_cached(
                 "UPDATE job_item SET state = 'succeeded', folder = ?2, read = ?3, new_id = ?4, \
                  to_folder = ?5, detail = ?6, finished_at = ?7, reason = NULL, \
-                 provider_code = NULL WHERE id = ?1",
+                 provider_code = NULL WHERE id = ?1 AND state IN ('pending', 'in_flight')",
             )?
             .execute(params![
                 item,
@@ -570,7 +959,7 @@ impl Store {
         self.conn
             .prepare_cached(
                 "UPDATE job_item SET state = 'failed', reason = ?2, provider_code = ?3, \
-                 detail = ?4, finished_at = ?5 WHERE id = ?1",
+                 detail = ?4, finished_at = ?5 WHERE id = ?1 AND state IN ('pending', 'in_flight')",
             )?
             .execute(params![
                 item,
@@ -585,10 +974,21 @@ impl Store {
     /// Back to pending (a reconciled in-flight item whose copy has not moved).
     pub fn reset_item_pending(&self, item: i64) -> Result<(), StoreError> {
         self.conn.execute(
-            "UPDATE job_item SET state = 'pending' WHERE id = ?1",
+            "UPDATE job_item SET state = 'pending' WHERE id = ?1 AND state = 'in_flight'",
             [item],
         )?;
         Ok(())
+    }
+
+    /// Sets the state a run ends in, only while `owner` holds the job's lease (a process
+    /// whose lease was taken over leaves the state to the new holder). `false` if not held.
+    pub fn end_job_run(&self, job: i64, owner: &str, state: JobState) -> Result<bool, StoreError> {
+        let finished = (state == JobState::Finished).then(|| Utc::now().timestamp());
+        let n = self.conn.execute(
+            "UPDATE job SET state = ?3, finished_at = ?4 WHERE id = ?1 AND lease_owner = ?2",
+            params![job, owner, state.as_str(), finished],
+        )?;
+        Ok(n == 1)
     }
 
     /// Sets a job's state (and its finish time when finished).
@@ -629,15 +1029,17 @@ impl Store {
         Ok(rows)
     }
 
-    /// Succeeded items of a retract job that no succeeded restore item has undone yet.
+    /// Restorable items of a retract job: succeeded, not hard-deleted (admin recovery only),
+    /// and not undone or being undone by a restore item (pending, in flight or succeeded).
     pub fn unrestored_items(
         &self,
         job: i64,
     ) -> Result<std::collections::BTreeSet<i64>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT i.id FROM job_item i WHERE i.job_id = ?1 AND i.state = 'succeeded' \
+             AND i.effective_action != 'hard_delete' \
              AND NOT EXISTS (SELECT 1 FROM job_item r WHERE r.source_item = i.id \
-                             AND r.state = 'succeeded')",
+                             AND r.state IN ('pending', 'in_flight', 'succeeded'))",
         )?;
         let rows = stmt
             .query_map([job], |r| r.get(0))?

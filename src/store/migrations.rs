@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "automation",
         sql: super::automation::SCHEMA,
     },
+    Migration {
+        version: 7,
+        name: "job_lease",
+        sql: super::jobs::LEASE_SCHEMA,
+    },
 ];
 
 /// The newest version this binary knows.
@@ -70,7 +75,17 @@ pub(super) fn migrate(conn: &mut Connection, path: Option<&Path>) -> Result<(), 
             name: m.name,
             source,
         };
-        let tx = conn.transaction().map_err(err)?;
+        // Two processes may open a fresh store at once: the write lock is taken first and the
+        // version read again under it, so each migration runs exactly once.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let now: i64 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        if now >= m.version {
+            continue;
+        }
         tx.execute_batch(m.sql).map_err(err)?;
         tx.pragma_update(None, "user_version", m.version)
             .map_err(err)?;

@@ -16,6 +16,9 @@ pub mod trace;
 
 pub use trace::{TraceRecord, UpsertOutcome};
 
+/// How long a statement waits for another process's write transaction.
+pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// File name of the store inside the data directory.
 pub const STORE_FILE: &str = "clawback.sqlite3";
 
@@ -48,6 +51,12 @@ pub enum StoreError {
     },
     #[error("store: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error(
+        "plan {plan} was already applied as job {job}; `clawback jobs resume {job}` continues it, a new plan retracts again"
+    )]
+    PlanSpent { plan: String, job: i64 },
+    #[error("job item {item} is settled or its job's lease is held by another process")]
+    NotLeased { item: i64 },
 }
 
 /// A handle on the store. Not `Sync`: open one per thread (WAL lets readers run beside a writer).
@@ -89,6 +98,7 @@ impl Store {
             source,
         };
         let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
@@ -112,7 +122,9 @@ impl Store {
 
     fn prepare(conn: Connection, path: Option<PathBuf>) -> Result<Store, StoreError> {
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Several processes share one store (console, a second terminal, `watch`): a writer
+        // waits for another's transaction instead of failing with "database is locked".
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         let mut store = Store {
             conn,
             path,

@@ -844,3 +844,130 @@ async fn throttled_planning_keeps_every_copy_and_retry_finishes_the_job() {
         assert_eq!(now[&(t.clone(), m.clone())], "junk", "{t}/{m}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_dropped_after_the_provider_acted_end_succeeded_and_undo_restores_them() {
+    let w = world(LabOptions::default()).await;
+    let original = w.folders().await;
+    // Now the faults: 5xx before acting and connections dropped after acting, with few
+    // attempts per request, so some outcomes are only known by looking.
+    let lab = w.server.lab.clone();
+    lab.set_fault_rate(0.3);
+    let flaky = w.config_limited("flaky.toml", 256, 2);
+    let before = w.acted().await;
+    let o = w
+        .run_with(
+            &flaky,
+            &[
+                "retract",
+                "--message-id",
+                CAMPAIGN_MESSAGE_ID,
+                "--action",
+                "junk",
+                "--yes",
+            ],
+        )
+        .await;
+    assert!([0, 3].contains(&code(&o)), "{}{}", stdout(&o), stderr(&o));
+    let job = w.newest_job();
+    let mut current = job;
+    // Settle what is left the way the report says: resume unknown outcomes, retry failures.
+    for _ in 0..20 {
+        let store = w.store();
+        let c = store.item_counts(current).unwrap();
+        let failed = store.job_items(current, Some(ItemState::Failed)).unwrap();
+        drop(store);
+        let id = current.to_string();
+        let o = if c.remaining() > 0 {
+            w.run_with(&flaky, &["jobs", "resume", &id]).await
+        } else if let Some(reason) = failed
+            .iter()
+            .filter_map(|it| it.reason)
+            .find(|r| matches!(r.as_str(), "provider_error" | "throttled"))
+        {
+            w.run_with(&flaky, &["jobs", "retry", &id, "--reason", reason.as_str()])
+                .await
+        } else {
+            break;
+        };
+        assert!([0, 3].contains(&code(&o)), "{}{}", stdout(&o), stderr(&o));
+        current = w.newest_job();
+    }
+    assert!(
+        lab.faults_dropped() > 0,
+        "no answer was dropped after the lab acted"
+    );
+    if std::env::var_os("DEBUG_DROPS").is_some() {
+        let delta = w.delta(&before).await;
+        let acted = w.acted().await;
+        let store = w.store();
+        for (key, n) in delta.iter().filter(|(_, n)| **n != 1) {
+            eprintln!("{key:?}: {n} actions {:?}", acted.get(key));
+            for j in store.jobs(100).unwrap() {
+                for it in store.job_items(j.id, None).unwrap() {
+                    if it.mailbox == key.1 {
+                        eprintln!(
+                            "  job {} {:?} {:?} {:?} {:?}",
+                            j.id, it.state, it.reason, it.provider_code, it.detail
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // Every expected copy was acted on exactly once, and its item (in the first job or a
+    // retry) says succeeded — none was recorded already_gone by its own job's move.
+    w.each_acted_on(&before, 1, "with dropped answers").await;
+    let store = w.store();
+    let mut ok: BTreeMap<(String, String), i64> = BTreeMap::new();
+    let mut gone = Vec::new();
+    let mut known_by_looking = 0;
+    for j in store.jobs(100).unwrap().into_iter().filter(|j| j.id >= job) {
+        for it in store.job_items(j.id, None).unwrap() {
+            let key = (it.tenant.clone(), it.mailbox.clone());
+            match (it.state, it.reason.map(|r| r.as_str())) {
+                (ItemState::Succeeded, _) => {
+                    let detail = it.detail.as_deref().unwrap_or_default();
+                    if detail.contains("verified") || detail.contains("reconciled") {
+                        known_by_looking += 1;
+                    }
+                    ok.insert(key, j.id);
+                }
+                (ItemState::Failed, Some("already_gone"))
+                    if w.expected.contains(&(
+                        key.0.clone(),
+                        key.1.clone(),
+                        CAMPAIGN_MESSAGE_ID.to_string(),
+                    )) =>
+                {
+                    gone.push(key)
+                }
+                _ => {}
+            }
+        }
+    }
+    drop(store);
+    assert!(
+        gone.is_empty(),
+        "moved by us, recorded already_gone: {gone:?}"
+    );
+    assert!(
+        known_by_looking > 0,
+        "no success was established by looking after a lost answer"
+    );
+    for (t, m, _) in &w.expected {
+        assert!(
+            ok.contains_key(&(t.clone(), m.clone())),
+            "{t}/{m} not succeeded"
+        );
+    }
+
+    // Undo, job by job, until every succeeded copy is back (restore retries its own drops).
+    let jobs: BTreeSet<i64> = ok.values().copied().collect();
+    lab.set_fault_rate(0.0);
+    for j in jobs {
+        let o = w.run(&["restore", &j.to_string()]).await;
+        assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    }
+    assert_eq!(w.folders().await, original, "every copy back where it was");
+}

@@ -19,12 +19,11 @@ const PLAN_CONCURRENCY: usize = 256;
 /// Messages a query may seed at most.
 const QUERY_SEED_LIMIT: usize = 500;
 
+/// What locating one (tenant, mailbox, message) answered.
+type LocateResult = Result<Vec<LocatedCopy>, Failure>;
+
 /// A located (tenant, mailbox, message) with its depth.
-type Located = (
-    (String, String, String),
-    u8,
-    Result<Vec<LocatedCopy>, Failure>,
-);
+type Located = ((String, String, String), u8, LocateResult);
 
 /// One message of the plan with the depth it was reached at.
 #[derive(Debug, Clone)]
@@ -155,6 +154,18 @@ impl Engine {
                 .filter(|a| *a != r.sender)
                 .map(String::from)
                 .collect();
+            // Every recipient the headers name is accounted for too, also when the envelope is
+            // known: a list (not a mailbox; its members are expanded), a mailbox the app may
+            // not read (not authorized: its copy never reached a per-mailbox sync), an outside
+            // address. An address of another configured tenant is that tenant's record's.
+            for a in r.named_recipients() {
+                if a != r.sender
+                    && !addrs.iter().any(|x| x == a)
+                    && !self.belongs_to_other_tenant(a, &r.tenant)
+                {
+                    addrs.push(a.to_string());
+                }
+            }
             if only.contains(&r.sender) {
                 addrs.push(r.sender.clone());
             }
@@ -187,11 +198,13 @@ impl Engine {
         let mut unresolved: BTreeMap<(String, String), Vec<Located>> = BTreeMap::new();
         for entry in self.locate_all(first).await {
             match &entry.2 {
+                // Google refuses a token for an address that is no user ("invalid_grant:
+                // Invalid email or User ID"): a group or a contact, for the directory to say.
                 Err(f)
                     if !matches!(
                         f.reason,
                         FailureReason::NotAuthorized | FailureReason::Throttled
-                    ) =>
+                    ) || f.code == "invalid_grant" =>
                 {
                     let key = (entry.0.0.clone(), entry.0.1.clone());
                     unresolved.entry(key).or_default().push(entry);
@@ -291,6 +304,27 @@ impl Engine {
             }
         }
         located.extend(self.locate_all(second).await);
+        // One entry per (tenant, mailbox, message): an address can be reached twice — its
+        // own locate failed (kept, e.g. as unresolved) and a list it is in located it again.
+        // A located answer wins over a failure; two items for one copy would act twice.
+        let mut best: BTreeMap<(String, String, String), (u8, LocateResult)> = BTreeMap::new();
+        for (key, depth, result) in located {
+            match best.get_mut(&key) {
+                Some(slot) => {
+                    slot.0 = slot.0.min(depth);
+                    if slot.1.is_err() && result.is_ok() {
+                        slot.1 = result;
+                    }
+                }
+                None => {
+                    best.insert(key, (depth, result));
+                }
+            }
+        }
+        let located: Vec<Located> = best
+            .into_iter()
+            .map(|(key, (depth, result))| (key, depth, result))
+            .collect();
 
         let mut items = Vec::new();
         let note_for = |effective: crate::model::RetractAction| {
@@ -510,6 +544,19 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+}
+
+impl Engine {
+    /// Whether `address` is in the managed domains of a configured tenant other than `tenant`.
+    fn belongs_to_other_tenant(&self, address: &str, tenant: &str) -> bool {
+        let Some(domain) = crate::model::address_domain(address) else {
+            return false;
+        };
+        self.config
+            .tenants
+            .iter()
+            .any(|t| t.name != tenant && t.domains.iter().any(|d| d.eq_ignore_ascii_case(&domain)))
     }
 }
 

@@ -66,6 +66,8 @@ pub const DEMO_NESTED_DL: &str = "finance-emea@contoso.com";
 pub const DEMO_NESTED_DL_2: &str = "finance-americas@contoso.com";
 /// An external contact that is a member of [`DEMO_DL`].
 pub const DEMO_EXTERNAL_MEMBER: &str = "auditor@northwind-audit.com";
+/// The fabrikam list the campaign was addressed to.
+pub const FABRIKAM_SALES_DL: &str = "sales@fabrikam.com";
 /// fabrikam's nested group (`everyone` ⊃ `sales`, `engineering`).
 pub const FABRIKAM_DL: &str = "everyone@fabrikam.com";
 pub const DEMO_CONTOSO_REPORT_MAILBOX: &str = "phish-report@contoso.com";
@@ -620,13 +622,13 @@ impl World {
                 address: FABRIKAM_DL.into(),
                 name: Some("Everyone".into()),
                 members: vec![
-                    "sales@fabrikam.com".into(),
+                    FABRIKAM_SALES_DL.into(),
                     "engineering@fabrikam.com".into(),
                     DEMO_FABRIKAM_ADMIN.into(),
                 ],
             },
             ScenarioGroup {
-                address: "sales@fabrikam.com".into(),
+                address: FABRIKAM_SALES_DL.into(),
                 name: Some("Sales".into()),
                 members: sales,
             },
@@ -740,7 +742,7 @@ impl World {
         to.push("patti.fernandez@contoso.com".into());
         to.push(DEMO_HOLD_MAILBOX.into());
         let ungranted = self.pick(&contoso.ungranted, 8);
-        to.extend(ungranted);
+        to.extend(ungranted.iter().cloned());
         let others: Vec<String> = contoso
             .primary
             .iter()
@@ -750,6 +752,9 @@ impl World {
         let need = CAMPAIGN_RECIPIENTS_CONTOSO - to.len();
         to.extend(self.pick(&others, need));
         let mut m = self.campaign_message(date, CONTOSO_DOMAIN);
+        // Addressed to the list, with the ungranted-domain recipients in Cc: every copy's
+        // headers name them, although the app may not read their mailboxes.
+        m.cc = ungranted;
         let (copies, inbox) = self.campaign_copies(
             &to,
             &[
@@ -764,9 +769,9 @@ impl World {
         self.campaign_inbox[0] = inbox;
 
         // fabrikam: all of sales, 5 in the ungranted domain, others up to 50.
-        let mut to = fabrikam.members_of("sales@fabrikam.com");
+        let mut to = fabrikam.members_of(FABRIKAM_SALES_DL);
         let ungranted = self.pick(&fabrikam.ungranted, 5);
-        to.extend(ungranted);
+        to.extend(ungranted.iter().cloned());
         let others: Vec<String> = fabrikam
             .primary
             .iter()
@@ -776,6 +781,8 @@ impl World {
         let need = CAMPAIGN_RECIPIENTS_FABRIKAM - to.len();
         to.extend(self.pick(&others, need));
         let mut m = self.campaign_message(date, FABRIKAM_DOMAIN);
+        m.to = vec![FABRIKAM_SALES_DL.into()];
+        m.cc = ungranted;
         let (copies, inbox) =
             self.campaign_copies(&to, &[(Folder::Trash, 4), (Folder::Junk, 2)], &[]);
         m.copies = copies;

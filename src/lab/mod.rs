@@ -91,6 +91,9 @@ pub struct Lab {
     pub stats: Stats,
     pub scenario_name: String,
     base_url: OnceLock<String>,
+    /// The fault rate in force (`f64` bits): starts at `options.fault_rate`, changeable while
+    /// the lab runs (a test syncs a clean trace, then turns faults on).
+    fault_rate: AtomicU64,
 }
 
 /// The lab as handlers share it.
@@ -118,8 +121,25 @@ impl Lab {
             stats: Stats::default(),
             scenario_name: scenario.name.clone(),
             base_url: OnceLock::new(),
+            fault_rate: AtomicU64::new(options.fault_rate.to_bits()),
             options,
         })
+    }
+
+    /// The fault rate in force (see [`LabOptions::fault_rate`]).
+    pub fn fault_rate(&self) -> f64 {
+        f64::from_bits(self.fault_rate.load(Ordering::Relaxed))
+    }
+
+    /// Changes the fault rate from now on.
+    pub fn set_fault_rate(&self, rate: f64) {
+        self.fault_rate
+            .store(rate.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+    }
+
+    /// Connections dropped after the handler ran (the provider acted; the client cannot know).
+    pub fn faults_dropped(&self) -> u64 {
+        self.stats.faults_dropped.load(Ordering::Relaxed)
     }
 
     /// Locks the world. A poisoned lock (a handler panicked) is recovered: the state is plain
@@ -182,7 +202,7 @@ async fn count_and_inject(State(lab): State<SharedLab>, request: Request, next: 
     }
     let provider_route =
         !route.starts_with("/_lab") && !route.contains("token") && !route.contains("devicecode");
-    if provider_route && lab.limits.chance(lab.options.fault_rate / 2.0) {
+    if provider_route && lab.limits.chance(lab.fault_rate() / 2.0) {
         lab.stats.faults_5xx.fetch_add(1, Ordering::Relaxed);
         return if route.starts_with("/v1.0") {
             errors::graph(
@@ -202,7 +222,7 @@ async fn count_and_inject(State(lab): State<SharedLab>, request: Request, next: 
     lab.stats.in_flight.fetch_add(1, Ordering::AcqRel);
     let response = next.run(request).await;
     lab.stats.in_flight.fetch_sub(1, Ordering::AcqRel);
-    if provider_route && lab.limits.chance(lab.options.fault_rate / 2.0) {
+    if provider_route && lab.limits.chance(lab.fault_rate() / 2.0) {
         lab.stats.faults_dropped.fetch_add(1, Ordering::Relaxed);
         return dropped_connection(response);
     }

@@ -111,6 +111,19 @@ impl TraceRecord {
         out
     }
 
+    /// The addresses the headers name (To, Cc, Bcc), deduplicated, in stored order: lists,
+    /// mailboxes and outside addresses alike (what `delivered_to` leaves out when the envelope
+    /// is known).
+    pub fn named_recipients(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for r in &self.recipients {
+            if r.kind != RecipientKind::Envelope && !out.contains(&r.address.as_str()) {
+                out.push(&r.address);
+            }
+        }
+        out
+    }
+
     /// Adds a recipient unless the same (address, kind) is already there.
     pub fn add_recipient(&mut self, address: &str, kind: RecipientKind) {
         let address = address.trim().to_ascii_lowercase();

@@ -162,6 +162,13 @@ pub struct TenantConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub report_mailboxes: Vec<String>,
 
+    /// Mailboxes on litigation hold / single item recovery (Exchange `LitigationHoldEnabled`,
+    /// which Graph does not expose; export it with `Get-Mailbox -ResultSize Unlimited |
+    /// ? LitigationHoldEnabled`). A Hard Delete there succeeds for the user and the hold keeps
+    /// the item for admins: plans and outcomes say `retained_by_hold`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_mailboxes: Vec<String>,
+
     #[serde(default)]
     pub endpoints: EndpointConfig,
     #[serde(default)]

@@ -885,6 +885,18 @@ async fn metrics_match_a_hand_built_mix_of_outcomes() {
         ])
         .await;
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    // The plan said so beforehand, the outcome says so after.
+    assert!(
+        stdout(&o).contains("1 copies retained_by_hold"),
+        "{}",
+        stdout(&o)
+    );
+    let shown = w.run(&["jobs", "show", "2"]).await;
+    assert!(
+        stdout(&shown).contains("succeeded") && stdout(&shown).contains("[retained_by_hold:"),
+        "{}",
+        stdout(&shown)
+    );
 
     // Auto job 3 through the library on the same data dir: two successes and one copy the
     // user junks between plan and run.
@@ -1070,6 +1082,12 @@ async fn metrics_match_a_hand_built_mix_of_outcomes() {
         share(&m["failed_by_reason"][reason], n, total, reason);
     }
     share(&m["read"], read, succeeded, "read");
+    share(
+        &m["retained_by_hold"],
+        hard_ok.len() as u64,
+        succeeded,
+        "retained_by_hold",
+    );
     share(&m["unread"], unread, succeeded, "unread");
     share(&m["auto"], auto, total, "auto");
     share(&m["manual"], total - auto, total, "manual");

@@ -8,7 +8,7 @@ use crate::engine::plan::{Plan, RetractRequest};
 use crate::engine::roles::Capability;
 use crate::engine::{Engine, EngineError};
 use crate::model::{FailureReason, RetractAction, Trigger};
-use crate::store::jobs::ItemState;
+use crate::store::jobs::{ItemState, JobKind};
 use clap::{Args, Subcommand};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -190,6 +190,12 @@ fn print_plan(plan: &Plan) {
         println!(
             "  note    {} copies: Soft Delete is not offered by Gmail, performed as Trash",
             c.mapped
+        );
+    }
+    if c.retained_by_hold > 0 {
+        println!(
+            "  note    {} copies retained_by_hold: mailboxes on hold; Hard Delete purges them for the user, the hold keeps them for admins (eDiscovery)",
+            c.retained_by_hold
         );
     }
     if c.unresolved > 0 {
@@ -562,7 +568,10 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                     j.id,
                     j.kind.as_str(),
                     j.state.as_str(),
-                    j.action.as_str(),
+                    match j.kind {
+                        JobKind::Retract => j.action.as_str().to_string(),
+                        JobKind::Restore => format!("undo:{}", j.action.as_str()),
+                    },
                     j.trigger.as_str(),
                     c.succeeded,
                     c.failed,
@@ -579,12 +588,19 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                 eprintln!("clawback: job {job} does not exist (see `clawback jobs list`)");
                 return exit::USAGE;
             };
+            let what = match j.kind {
+                JobKind::Retract => j.action.as_str().to_string(),
+                JobKind::Restore => format!(
+                    "undoing {} of job {}",
+                    j.action.as_str(),
+                    j.parent_job.unwrap_or_default()
+                ),
+            };
             println!(
-                "job {} {} {} {} by {} ({}), reason: {}",
+                "job {} {} {} {what} by {} ({}), reason: {}",
                 j.id,
                 j.kind.as_str(),
                 j.state.as_str(),
-                j.action.as_str(),
                 j.operator,
                 j.role,
                 j.reason
@@ -604,13 +620,16 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                     ),
                     _ => String::new(),
                 };
+                let note = match it.note.as_deref() {
+                    Some(n) => format!("  [{n}]"),
+                    None => String::new(),
+                };
                 println!(
-                    "  {:<10} {:<12} {:<36} {:<40} {}",
+                    "  {:<10} {:<12} {:<36} {:<40} {outcome}{note}",
                     it.state.as_str(),
                     it.tenant,
                     it.mailbox,
                     it.message_id,
-                    outcome
                 );
             }
             exit::OK

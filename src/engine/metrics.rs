@@ -34,6 +34,8 @@ pub struct ItemOutcome {
     /// 429 / rate-limit responses seen for this item, and seconds waited on them.
     pub throttled: u32,
     pub waited_secs: f64,
+    /// A Hard Delete in a mailbox on hold: succeeded for the user, kept for admins.
+    pub retained_by_hold: bool,
 }
 
 /// A share with its count.
@@ -72,6 +74,9 @@ pub struct Metrics {
     /// Over succeeded items.
     pub unread: Share,
     pub read: Share,
+    /// Succeeded Hard Deletes in mailboxes on hold (kept for admins by the hold), over
+    /// succeeded items: a success, never a failure.
+    pub retained_by_hold: Share,
     /// Over total.
     pub auto: Share,
     pub manual: Share,
@@ -128,6 +133,7 @@ pub fn compute<'a>(
     };
     let (mut succeeded, mut failed, mut read, mut unread, mut auto) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut held = 0u64;
     let mut by_reason: BTreeMap<FailureReason, u64> = BTreeMap::new();
     let mut dwell = Vec::new();
     let mut act = Vec::new();
@@ -155,6 +161,9 @@ pub fn compute<'a>(
             Ok(()) => {
                 succeeded += 1;
                 split.succeeded += 1;
+                if item.retained_by_hold {
+                    held += 1;
+                }
                 if item.read {
                     read += 1;
                 } else {
@@ -182,6 +191,7 @@ pub fn compute<'a>(
         .collect();
     m.read = share(read, succeeded);
     m.unread = share(unread, succeeded);
+    m.retained_by_hold = share(held, succeeded);
     m.auto = share(auto, m.total);
     m.manual = share(m.total - auto, m.total);
     m.dwell = percentiles(dwell);
@@ -278,6 +288,7 @@ mod tests {
             detected_at: Some(at(finished - 10)),
             throttled: 0,
             waited_secs: 0.0,
+            retained_by_hold: false,
         }
     }
 

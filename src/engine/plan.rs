@@ -133,6 +133,8 @@ pub struct PlanCounts {
     pub mapped: usize,
     /// Items planning could not reach (located again when the job runs).
     pub unresolved: usize,
+    /// Hard Delete items in mailboxes on hold (succeed for the user, kept for admins).
+    pub retained_by_hold: usize,
 }
 
 impl Plan {
@@ -230,6 +232,13 @@ impl Plan {
             }
             if item.unresolved.is_some() {
                 c.unresolved += 1;
+            }
+            if item
+                .note
+                .as_deref()
+                .is_some_and(|n| n.starts_with(super::planner::RETAINED_BY_HOLD))
+            {
+                c.retained_by_hold += 1;
             }
         }
         for s in &self.skipped {

@@ -5,7 +5,7 @@
 
 use super::core::{Engine, EngineError};
 use super::plan::{Plan, PlanItem, RetractRequest, SkippedItem};
-use crate::model::{FailureReason, Folder, TenantKind, normalize_message_id};
+use crate::model::{FailureReason, Folder, RetractAction, TenantKind, normalize_message_id};
 use crate::provider::{Failure, LocatedCopy, Resolved};
 use crate::trace::TraceRecord;
 use futures_util::stream::{self, StreamExt};
@@ -327,7 +327,12 @@ impl Engine {
             .collect();
 
         let mut items = Vec::new();
-        let note_for = |effective: crate::model::RetractAction| {
+        let note_for = |tenant: &str, mailbox: &str, effective: RetractAction| {
+            if effective == RetractAction::HardDelete && self.is_held(tenant, mailbox) {
+                return Some(format!(
+                    "{RETAINED_BY_HOLD}: the mailbox is on hold; Hard Delete purges it for the user and the hold keeps it for admins (eDiscovery)"
+                ));
+            }
             (effective != request.action).then(|| {
                 format!(
                     "{} is not offered by Gmail: performed as {}",
@@ -368,7 +373,7 @@ impl Engine {
                         depth,
                         action: request.action,
                         effective_action: effective,
-                        note: note_for(effective),
+                        note: note_for(&tenant, &mailbox, effective),
                         unresolved: Some(format!("{}: {}", f.reason, failure_detail(&f))),
                     });
                 }
@@ -414,7 +419,7 @@ impl Engine {
                             depth,
                             action: request.action,
                             effective_action: effective,
-                            note: note_for(effective),
+                            note: note_for(&tenant, &mailbox, effective),
                             unresolved: None,
                         });
                     }
@@ -547,7 +552,20 @@ impl Engine {
     }
 }
 
+/// The note on a Hard Delete item in a mailbox on hold (plan, outcome, metrics).
+pub const RETAINED_BY_HOLD: &str = "retained_by_hold";
+
 impl Engine {
+    /// Whether the tenant's config lists `mailbox` as on hold.
+    fn is_held(&self, tenant: &str, mailbox: &str) -> bool {
+        self.config.tenants.iter().any(|t| {
+            t.name == tenant
+                && t.held_mailboxes
+                    .iter()
+                    .any(|m| m.trim().eq_ignore_ascii_case(mailbox))
+        })
+    }
+
     /// Whether `address` is in the managed domains of a configured tenant other than `tenant`.
     fn belongs_to_other_tenant(&self, address: &str, tenant: &str) -> bool {
         let Some(domain) = crate::model::address_domain(address) else {

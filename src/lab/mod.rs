@@ -356,6 +356,13 @@ pub fn write_config(lab: &Lab, base_url: &str, path: &Path) -> Result<Config, La
     let state = lab.state();
     for t in &state.tenants {
         let domains: Vec<String> = t.domains.iter().map(|d| d.name.clone()).collect();
+        // What an admin exports from Exchange (`LitigationHoldEnabled`): the lab knows it.
+        let held: Vec<String> = t
+            .users
+            .values()
+            .filter(|u| u.on_hold)
+            .map(|u| u.address.clone())
+            .collect();
         match t.kind {
             TenantKind::Microsoft365 => {
                 let secret_path = dir.join(format!("{stem}.{}.secret", t.name));
@@ -380,6 +387,7 @@ pub fn write_config(lab: &Lab, base_url: &str, path: &Path) -> Result<Config, La
                     service_account_env: None,
                     admin_user: None,
                     report_mailboxes: Vec::new(),
+                    held_mailboxes: held.clone(),
                     endpoints: EndpointConfig {
                         login: Some(base_url.to_string()),
                         graph: Some(base_url.to_string()),
@@ -424,6 +432,7 @@ pub fn write_config(lab: &Lab, base_url: &str, path: &Path) -> Result<Config, La
                             .map(|u| u.address.clone())
                     }),
                     report_mailboxes: Vec::new(),
+                    held_mailboxes: held.clone(),
                     endpoints: EndpointConfig {
                         token: Some(format!("{base_url}/token")),
                         gmail: Some(base_url.to_string()),

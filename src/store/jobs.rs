@@ -1055,7 +1055,8 @@ impl Store {
     ) -> Result<Vec<(ItemOutcome, String)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT i.tenant, j.trigger, i.state, i.reason, j.dry_run, i.read, i.finished_at, \
-             i.delivered_at, COALESCE(j.detected_at, j.created_at), i.message_id \
+             i.delivered_at, COALESCE(j.detected_at, j.created_at), i.message_id, \
+             i.note LIKE 'retained_by_hold%' \
              FROM job_item i JOIN job j ON j.id = i.job_id \
              WHERE j.kind = 'retract' AND i.state IN ('succeeded', 'failed') \
              AND (?1 IS NULL OR i.finished_at >= ?1) AND (?2 IS NULL OR i.finished_at < ?2) \
@@ -1088,6 +1089,7 @@ impl Store {
                             detected_at: ts(r.get(8)?),
                             throttled: 0,
                             waited_secs: 0.0,
+                            retained_by_hold: r.get::<_, Option<bool>>(10)?.unwrap_or(false),
                         },
                         r.get::<_, String>(9)?,
                     ))

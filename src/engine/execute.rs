@@ -304,6 +304,10 @@ impl Engine {
         }
         self.leased(job, async {
             let started = Instant::now();
+            // A resumed job runs again (its cancel was read by whoever ran it then).
+            if row.state == JobState::Cancelled {
+                self.store().set_job_state(job, JobState::Running)?;
+            }
             if row.kind == JobKind::Restore {
                 return self.run_restore_items(&row, sink, started).await;
             }
@@ -376,9 +380,6 @@ impl Engine {
         started: Instant,
     ) -> Result<JobReport, EngineError> {
         let job = row.id;
-        if row.state == JobState::Cancelled {
-            self.store().set_job_state(job, JobState::Running)?;
-        }
         self.reconcile(&row, sink).await?;
         let counts = self.store().item_counts(job)?;
         sink(JobEvent::Started {
@@ -1084,7 +1085,16 @@ impl Engine {
         // A restore in flight at a crash is simply run again: the copy is located afresh and
         // moved back only from where the retraction put it (already back = nothing sent).
         let mut todo = self.store().job_items(job, Some(ItemState::Pending))?;
-        todo.extend(self.store().job_items(job, Some(ItemState::InFlight))?);
+        let interrupted: BTreeSet<i64> = self
+            .store()
+            .job_items(job, Some(ItemState::InFlight))?
+            .into_iter()
+            .map(|it| {
+                let id = it.id;
+                todo.push(it);
+                id
+            })
+            .collect();
         let counts = self.store().item_counts(job)?;
         sink(JobEvent::Started {
             job,
@@ -1141,13 +1151,43 @@ impl Engine {
             let store = self.store();
             match outcome {
                 Ok(applied) => {
+                    // Back in place after an interrupted attempt: that attempt landed.
+                    let detail = if interrupted.contains(&it.id)
+                        && applied.detail.starts_with("already back")
+                    {
+                        "back in place: the interrupted attempt landed (verified)".to_string()
+                    } else {
+                        applied.detail.clone()
+                    };
                     store.finish_item_succeeded(
                         it.id,
                         it.to_folder.as_ref().unwrap_or(&applied.from),
                         it.read,
                         applied.new_id.as_deref(),
                         &applied.to,
-                        &applied.detail,
+                        &detail,
+                    )?;
+                    drop(store);
+                    sink(JobEvent::ItemSucceeded {
+                        job,
+                        mailbox: it.mailbox.clone(),
+                    });
+                }
+                // Interrupted (in flight when its process stopped) and the copy has left the
+                // place the retraction put it: the interrupted request landed, and the user or
+                // a later job moved the copy on. Not "moved since" — that would leave a restore
+                // that happened unclaimed.
+                Err(f) if f.reason == FailureReason::MovedSince && interrupted.contains(&it.id) => {
+                    store.finish_item_succeeded(
+                        it.id,
+                        it.to_folder.as_ref().unwrap_or(&it.folder),
+                        it.read,
+                        it.copy_id.as_deref(),
+                        &it.folder,
+                        &format!(
+                            "the interrupted restore landed; the copy was moved on since ({})",
+                            f.message
+                        ),
                     )?;
                     drop(store);
                     sink(JobEvent::ItemSucceeded {

@@ -431,12 +431,7 @@ impl Engine {
             let store = self.store();
             let mut kept = Vec::with_capacity(items.len());
             for item in items {
-                match store.copy_claim(
-                    &item.tenant,
-                    &item.mailbox,
-                    &item.internet_message_id,
-                    item.effective_action,
-                )? {
+                match store.copy_claim(&item.tenant, &item.mailbox, &item.internet_message_id)? {
                     Some(claim) => skipped.push(SkippedItem {
                         tenant: Some(item.tenant.clone()),
                         address: item.mailbox.clone(),

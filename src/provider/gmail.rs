@@ -415,16 +415,28 @@ impl GmailClient {
                 )
             }
         };
-        // Gmail ids are immutable and these calls are idempotent: retrying after a drop is safe.
+        // After a lost answer the copy is read again (Gmail ids are immutable) before anything
+        // is sent again: a restore that landed is not repeated as a second, no-op mutation.
         let mut tries = 0;
-        let r = loop {
+        let (r, detail) = loop {
             tries += 1;
             match call(self, req.clone()).await {
-                Err(f) if f.code == "uncertain" && tries < 4 => continue,
-                other => break other?,
+                Err(f) if f.code == "uncertain" && tries < 4 => {
+                    let now = call_ok(self, Self::get_request(mailbox, &copy.id), Operation::Read)
+                        .await
+                        .map(|g| Self::to_copy(mailbox, internet_message_id, &g.body))?;
+                    // Out of the place the retraction put it: the unanswered request landed
+                    // (a user may have moved it on since).
+                    if now.folder != copy.folder {
+                        break (None, "verified after an unanswered request");
+                    }
+                }
+                other => break (Some(other?), detail),
             }
         };
-        if !r.ok() {
+        if let Some(r) = &r
+            && !r.ok()
+        {
             return Err(classify(r.status, &r.body, Operation::Mutate));
         }
         Ok(Applied {

@@ -456,9 +456,18 @@ impl GraphClient {
         loop {
             attempts += 1;
             let copies = self.locate(mailbox, internet_message_id).await?;
-            if copies.iter().any(|c| &c.folder == original) && attempts > 1 {
-                // An earlier attempt's outcome was unknown: it landed.
-                let c = copies.iter().find(|c| &c.folder == original).cloned();
+            let in_retracted_place = |c: &LocatedCopy| match retracted_to {
+                Some(f) => &c.folder == f,
+                None => c.folder.is_gone(),
+            };
+            if attempts > 1 && !copies.iter().any(in_retracted_place) {
+                // An earlier attempt's outcome was unknown and the copy has left the place the
+                // retraction put it: that attempt landed (a user may have moved it on since).
+                let c = copies
+                    .iter()
+                    .find(|c| &c.folder == original)
+                    .or(copies.first())
+                    .cloned();
                 return Ok(restored(
                     c,
                     mailbox,

@@ -168,6 +168,8 @@ pub enum LeaseTaken {
 pub struct CopyClaim {
     pub job: i64,
     pub state: ItemState,
+    /// The action that job performs (or performed) on the copy.
+    pub action: RetractAction,
 }
 
 impl CopyClaim {
@@ -175,12 +177,14 @@ impl CopyClaim {
     pub fn detail(&self) -> String {
         match self.state {
             ItemState::Succeeded => format!(
-                "already retracted with this action by job {} (not restored); not acted on again",
+                "already retracted ({}) by job {} and not restored; not acted on again (restore that job first to act anew)",
+                self.action.as_str(),
                 self.job
             ),
             _ => format!(
-                "held by job {} ({}); not acted on by this job",
+                "held by job {} ({}, {}); not acted on by this job",
                 self.job,
+                self.action.as_str(),
                 self.state.as_str()
             ),
         }
@@ -502,35 +506,32 @@ fn claim_on(
     tenant: &str,
     mailbox: &str,
     message_id: &str,
-    effective_action: RetractAction,
     except: i64,
 ) -> Result<Option<CopyClaim>, StoreError> {
-    let row: Option<(i64, String)> = conn
+    let row: Option<(i64, String, String)> = conn
         .prepare_cached(
-            "SELECT i.job_id, i.state FROM job_item i JOIN job j ON j.id = i.job_id \
-             WHERE i.message_id = ?1 AND i.mailbox = ?2 AND i.tenant = ?3 AND i.job_id != ?5 \
+            "SELECT i.job_id, i.state, i.effective_action FROM job_item i \
+             JOIN job j ON j.id = i.job_id \
+             WHERE i.message_id = ?1 AND i.mailbox = ?2 AND i.tenant = ?3 AND i.job_id != ?4 \
              AND j.kind = 'retract' AND j.dry_run = 0 \
              AND (i.state IN ('pending', 'in_flight') \
-                  OR (i.state = 'succeeded' AND i.effective_action = ?4 \
+                  OR (i.state = 'succeeded' \
                       AND NOT EXISTS (SELECT 1 FROM job_item r WHERE r.source_item = i.id \
                                       AND r.state = 'succeeded'))) \
              ORDER BY i.state = 'succeeded', i.id DESC LIMIT 1",
         )?
-        .query_row(
-            params![
-                message_id,
-                mailbox,
-                tenant,
-                effective_action.as_str(),
-                except
-            ],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .query_row(params![message_id, mailbox, tenant, except], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?;
-    Ok(row.map(|(job, state)| CopyClaim {
-        job,
-        state: ItemState::parse(&state),
-    }))
+    Ok(match row {
+        Some((job, state, action)) => Some(CopyClaim {
+            job,
+            state: ItemState::parse(&state),
+            action: word(action, 2)?,
+        }),
+        None => None,
+    })
 }
 
 /// The restore item that already undoes (or is undoing) retract item `source`, if any.
@@ -538,17 +539,21 @@ fn restore_claim_on(
     conn: &rusqlite::Connection,
     source: i64,
 ) -> Result<Option<CopyClaim>, StoreError> {
-    let row: Option<(i64, String)> = conn
+    let row: Option<(i64, String, String)> = conn
         .prepare_cached(
-            "SELECT job_id, state FROM job_item WHERE source_item = ?1 \
+            "SELECT job_id, state, effective_action FROM job_item WHERE source_item = ?1 \
              AND state IN ('pending', 'in_flight', 'succeeded') ORDER BY id LIMIT 1",
         )?
-        .query_row([source], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([source], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    Ok(row.map(|(job, state)| CopyClaim {
-        job,
-        state: ItemState::parse(&state),
-    }))
+    Ok(match row {
+        Some((job, state, action)) => Some(CopyClaim {
+            job,
+            state: ItemState::parse(&state),
+            action: word(action, 2)?,
+        }),
+        None => None,
+    })
 }
 
 impl Store {
@@ -649,14 +654,9 @@ impl Store {
                 let mut it = std::borrow::Cow::Borrowed(it);
                 if it.state == ItemState::Pending && !job.dry_run {
                     let claim = match job.kind {
-                        JobKind::Retract => claim_on(
-                            &tx,
-                            &it.tenant,
-                            &it.mailbox,
-                            &it.message_id,
-                            it.effective_action,
-                            job_id,
-                        )?,
+                        JobKind::Retract => {
+                            claim_on(&tx, &it.tenant, &it.mailbox, &it.message_id, job_id)?
+                        }
                         JobKind::Restore => match it.source_item {
                             Some(source) => restore_claim_on(&tx, source)?,
                             None => None,
@@ -705,17 +705,16 @@ impl Store {
         Ok(job_id)
     }
 
-    /// Who holds a copy against a new retract job with `effective_action`, if anyone: an item
-    /// of another retract job that is pending or in flight (any action), or that succeeded
-    /// with the same action and has not been restored since.
+    /// Who holds a copy against a new retract job, if anyone: an item of another retract job
+    /// that is pending or in flight, or that succeeded and has not been restored since (a copy
+    /// is retracted by one job at a time; to act on it anew, restore that job first).
     pub fn copy_claim(
         &self,
         tenant: &str,
         mailbox: &str,
         message_id: &str,
-        effective_action: RetractAction,
     ) -> Result<Option<CopyClaim>, StoreError> {
-        claim_on(&self.conn, tenant, mailbox, message_id, effective_action, 0)
+        claim_on(&self.conn, tenant, mailbox, message_id, 0)
     }
 
     /// Takes the lease of `job` for `me`: free, already ours, or held by a holder that is no

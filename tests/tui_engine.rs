@@ -8,7 +8,7 @@
 mod tui_support;
 
 mod lab_support;
-use clawback::engine::view::{ItemOutcome, JobState};
+use clawback::engine::view::{CopyOutcome, JobPhase};
 use clawback::engine::{Command, Engine, EngineHandle, service};
 use clawback::lab::demo::{self, CAMPAIGN_MESSAGE_ID, CONTOSO};
 use clawback::lab::scenario::Scenario;
@@ -225,7 +225,7 @@ async fn search_select_untick_depth_junk_confirm_then_undo() {
         .until("the job to finish", |a| {
             a.jobs.list.ready().is_some_and(|jobs| {
                 jobs.iter()
-                    .any(|j| j.state == JobState::Finished && j.succeeded > 0)
+                    .any(|j| j.state == JobPhase::Finished && j.succeeded > 0)
             })
         })
         .await;
@@ -266,7 +266,7 @@ async fn search_select_untick_depth_junk_confirm_then_undo() {
     assert_eq!(
         outcomes
             .iter()
-            .filter(|o| matches!(o.outcome, ItemOutcome::Succeeded { .. }))
+            .filter(|o| matches!(o.outcome, CopyOutcome::Succeeded { .. }))
             .count(),
         want.len()
     );
@@ -276,7 +276,7 @@ async fn search_select_untick_depth_junk_confirm_then_undo() {
     console
         .until("the restore to finish", |a| {
             a.jobs.list.ready().is_some_and(|jobs| {
-                jobs.len() == 2 && jobs.iter().all(|j| j.state == JobState::Finished)
+                jobs.len() == 2 && jobs.iter().all(|j| j.state == JobPhase::Finished)
             })
         })
         .await;

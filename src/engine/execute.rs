@@ -9,6 +9,7 @@ use super::plan::Plan;
 use super::planner::failure_detail;
 use super::roles::Capability;
 use crate::model::{FailureReason, Folder, RetractAction, Trigger};
+use crate::provider::MAY_HAVE_LANDED;
 use crate::provider::scheduler::UNCERTAIN;
 use crate::provider::{Applied, BulkItem, Failure, LocatedCopy, ProgressEvent};
 use crate::store::jobs::{
@@ -1152,12 +1153,18 @@ impl Engine {
             match outcome {
                 Ok(applied) => {
                     // Back in place after an interrupted attempt: that attempt landed.
-                    let detail = if interrupted.contains(&it.id)
-                        && applied.detail.starts_with("already back")
-                    {
+                    // An interrupted item sent again, with the copy still where the
+                    // retraction put it: the interrupted attempt did not land, or landed and
+                    // was undone by a user in between; the record says it was sent again.
+                    let detail = if !interrupted.contains(&it.id) {
+                        applied.detail.clone()
+                    } else if applied.detail.starts_with("already back") {
                         "back in place: the interrupted attempt landed (verified)".to_string()
                     } else {
-                        applied.detail.clone()
+                        format!(
+                            "{} (sent again after an interrupted attempt)",
+                            applied.detail
+                        )
                     };
                     store.finish_item_succeeded(
                         it.id,
@@ -1174,25 +1181,20 @@ impl Engine {
                     });
                 }
                 // Interrupted (in flight when its process stopped) and the copy has left the
-                // place the retraction put it: the interrupted request landed, and the user or
-                // a later job moved the copy on. Not "moved since" — that would leave a restore
-                // that happened unclaimed.
-                Err(f) if f.reason == FailureReason::MovedSince && interrupted.contains(&it.id) => {
-                    store.finish_item_succeeded(
-                        it.id,
-                        it.to_folder.as_ref().unwrap_or(&it.folder),
-                        it.read,
-                        it.copy_id.as_deref(),
-                        &it.folder,
-                        &format!(
-                            "the interrupted restore landed; the copy was moved on since ({})",
-                            f.message
-                        ),
-                    )?;
+                // place the retraction put it for another one: whether the interrupted request
+                // landed before a user or a later job moved the copy on, or never went out,
+                // cannot be told. Left alone as moved_since, and the record says so.
+                Err(mut f)
+                    if f.reason == FailureReason::MovedSince && interrupted.contains(&it.id) =>
+                {
+                    f.message = format!("{} {MAY_HAVE_LANDED}", f.message);
+                    store.finish_item_failed(it.id, f.reason, &f.code, &failure_detail(&f))?;
                     drop(store);
-                    sink(JobEvent::ItemSucceeded {
+                    sink(JobEvent::ItemFailed {
                         job,
                         mailbox: it.mailbox.clone(),
+                        reason: f.reason,
+                        provider_code: f.code,
                     });
                 }
                 Err(f) => {

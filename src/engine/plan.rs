@@ -3,6 +3,7 @@
 //! SHA-256 digest over their canonical form, so a saved plan can be reviewed, attached to a
 //! ticket and applied later — and a plan edited after review is refused.
 
+pub use crate::model::canonical_json;
 use crate::model::{FailureReason, Folder, RetractAction, TenantKind, Trigger};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -247,45 +248,6 @@ impl Plan {
         c.mailboxes = mailboxes.len();
         c.messages = messages.len();
         c
-    }
-}
-
-/// Serializes JSON with object keys sorted at every level and no insignificant whitespace.
-pub fn canonical_json(value: &serde_json::Value) -> String {
-    let mut out = String::new();
-    write_canonical(value, &mut out);
-    out
-}
-
-fn write_canonical(value: &serde_json::Value, out: &mut String) {
-    match value {
-        serde_json::Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&serde_json::Value::String((*k).clone()).to_string());
-                out.push(':');
-                if let Some(v) = map.get(*k) {
-                    write_canonical(v, out);
-                }
-            }
-            out.push('}');
-        }
-        serde_json::Value::Array(items) => {
-            out.push('[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(v, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
     }
 }
 

@@ -8,9 +8,9 @@ use super::core::{Engine, EngineError};
 use super::execute::{JobEvent, JobReport, RunOptions};
 use super::plan::Plan;
 use super::view::{
-    self, AuditEntryView, AuditVerification, DepthCount, DomainStatus, DomainView, ItemOutcome,
-    JobId, JobProgress, JobView, MessageRef, MetricsSnapshot, MetricsWindow, PlanId, PlanSummary,
-    RecipientKind, RecipientOutcome, RecipientRow, SearchRow, TenantCount, TenantView,
+    self, AddressKind, AuditEntryView, AuditVerification, CopyOutcome, DepthCount, DomainView,
+    GrantStatus, JobId, JobProgress, JobView, MessageRef, MetricsSnapshot, MetricsWindow, PlanId,
+    PlanSummary, RecipientOutcome, RecipientRow, SearchRow, TenantCount, TenantView,
 };
 use super::{Command, EngineEnd, EngineEvent, EngineHandle};
 use crate::engine::event::QueryErrorView;
@@ -410,18 +410,18 @@ fn search(engine: &Engine, generation: u64, query: &str, limit: usize) -> Engine
     }
 }
 
-fn item_outcome(it: &ItemRow, restored: bool) -> ItemOutcome {
+fn item_outcome(it: &ItemRow, restored: bool) -> CopyOutcome {
     match it.state {
-        ItemState::Pending => ItemOutcome::Pending,
-        ItemState::InFlight => ItemOutcome::InFlight,
-        ItemState::Succeeded if restored => ItemOutcome::Restored,
-        ItemState::Succeeded => ItemOutcome::Succeeded {
+        ItemState::Pending => CopyOutcome::Pending,
+        ItemState::InFlight => CopyOutcome::InFlight,
+        ItemState::Succeeded if restored => CopyOutcome::Restored,
+        ItemState::Succeeded => CopyOutcome::Succeeded {
             action: it.effective_action,
         },
-        ItemState::Failed => ItemOutcome::Failed {
+        ItemState::Failed => CopyOutcome::Failed {
             reason: it.reason.unwrap_or(FailureReason::ProviderError),
         },
-        ItemState::Skipped => ItemOutcome::Skipped {
+        ItemState::Skipped => CopyOutcome::Skipped {
             why: it
                 .reason
                 .map(|r| r.as_str().to_string())
@@ -439,7 +439,7 @@ async fn load_recipients(engine: &Engine, generation: u64, message: MessageRef) 
         return failed(format!("{} is not in the trace", message.message_id));
     };
     // Last outcome per mailbox: the newest settled item; a restore item marks it restored.
-    let mut last: BTreeMap<String, ItemOutcome> = BTreeMap::new();
+    let mut last: BTreeMap<String, CopyOutcome> = BTreeMap::new();
     let last_items = engine.store().last_outcomes(&record.message_id);
     if let Ok(items) = last_items {
         let restore_jobs: std::collections::BTreeSet<i64> = items
@@ -472,8 +472,8 @@ async fn load_recipients(engine: &Engine, generation: u64, message: MessageRef) 
                 RecipientRow {
                     address: address.clone(),
                     tenant: record.tenant.clone(),
-                    kind: RecipientKind::External,
-                    grant: DomainStatus::NotInTenant,
+                    kind: AddressKind::External,
+                    grant: GrantStatus::NotInTenant,
                     folder: None,
                     read: None,
                     last_outcome: None,
@@ -482,66 +482,58 @@ async fn load_recipients(engine: &Engine, generation: u64, message: MessageRef) 
             );
             continue;
         };
-        let mailboxes: Vec<(String, RecipientKind, DomainStatus)> =
+        let mailboxes: Vec<(String, AddressKind, GrantStatus)> =
             match client.resolve(&address).await {
                 Ok(Resolved::Mailbox { .. }) => {
-                    vec![(
-                        address.clone(),
-                        RecipientKind::Mailbox,
-                        DomainStatus::Granted,
-                    )]
+                    vec![(address.clone(), AddressKind::Mailbox, GrantStatus::Granted)]
                 }
                 Ok(Resolved::Group {
                     member_mailboxes, ..
                 }) => {
                     let mut v = vec![(
                         address.clone(),
-                        RecipientKind::DistributionList,
-                        DomainStatus::Granted,
+                        AddressKind::DistributionList,
+                        GrantStatus::Granted,
                     )];
                     v.extend(
                         member_mailboxes
                             .into_iter()
-                            .map(|m| (m, RecipientKind::Mailbox, DomainStatus::Granted)),
+                            .map(|m| (m, AddressKind::Mailbox, GrantStatus::Granted)),
                     );
                     v
                 }
                 Ok(Resolved::Unknown { .. }) => vec![(
                     address.clone(),
-                    RecipientKind::Mailbox,
-                    DomainStatus::Missing {
+                    AddressKind::Mailbox,
+                    GrantStatus::Missing {
                         permission: "unknown to the directory".into(),
                     },
                 )],
                 Ok(Resolved::External { .. } | Resolved::Contact { .. }) => {
                     vec![(
                         address.clone(),
-                        RecipientKind::External,
-                        DomainStatus::NotInTenant,
+                        AddressKind::External,
+                        GrantStatus::NotInTenant,
                     )]
                 }
                 Err(f) if f.reason == FailureReason::NotAuthorized => vec![(
                     address.clone(),
-                    RecipientKind::Mailbox,
-                    DomainStatus::Missing {
+                    AddressKind::Mailbox,
+                    GrantStatus::Missing {
                         permission: f.code.clone(),
                     },
                 )],
                 Err(f) if f.reason == FailureReason::External => vec![(
                     address.clone(),
-                    RecipientKind::External,
-                    DomainStatus::NotInTenant,
+                    AddressKind::External,
+                    GrantStatus::NotInTenant,
                 )],
-                Err(_) => vec![(
-                    address.clone(),
-                    RecipientKind::Mailbox,
-                    DomainStatus::Granted,
-                )],
+                Err(_) => vec![(address.clone(), AddressKind::Mailbox, GrantStatus::Granted)],
             };
         for (mailbox, kind, grant) in mailboxes {
             let (mut folder, mut read) = (None, None);
             let mut grant = grant;
-            if kind == RecipientKind::Mailbox && grant == DomainStatus::Granted {
+            if kind == AddressKind::Mailbox && grant == GrantStatus::Granted {
                 match client.locate(&mailbox, &record.message_id).await {
                     Ok(copies) => {
                         let best = copies
@@ -552,15 +544,15 @@ async fn load_recipients(engine: &Engine, generation: u64, message: MessageRef) 
                         read = best.map(|c| c.read);
                     }
                     Err(f) if f.reason == FailureReason::NotAuthorized => {
-                        grant = DomainStatus::Missing {
+                        grant = GrantStatus::Missing {
                             permission: f.code.clone(),
                         };
                     }
                     Err(_) => {}
                 }
             }
-            let included = kind == RecipientKind::Mailbox
-                && grant == DomainStatus::Granted
+            let included = kind == AddressKind::Mailbox
+                && grant == GrantStatus::Granted
                 && folder.as_ref().is_some_and(|f| !f.is_gone());
             push(
                 &mut rows,
@@ -781,9 +773,9 @@ fn job_view(engine: &Engine, row: &JobRow) -> Result<JobView, EngineError> {
         trigger: row.trigger,
         action: row.action,
         state: match row.state {
-            crate::store::jobs::JobState::Running => view::JobState::Running,
-            crate::store::jobs::JobState::Finished => view::JobState::Finished,
-            crate::store::jobs::JobState::Cancelled => view::JobState::Cancelled,
+            crate::store::jobs::JobState::Running => view::JobPhase::Running,
+            crate::store::jobs::JobState::Finished => view::JobPhase::Finished,
+            crate::store::jobs::JobState::Cancelled => view::JobPhase::Cancelled,
         },
         total: counts.total(),
         succeeded: counts.succeeded,
@@ -898,20 +890,20 @@ async fn load_tenants(engine: &Engine) -> EngineEvent {
                 .map(|d| DomainView {
                     domain: d.domain,
                     status: match d.retract {
-                        DomainRetract::Granted => DomainStatus::Granted,
+                        DomainRetract::Granted => GrantStatus::Granted,
                         DomainRetract::Missing { permission, .. } => {
-                            DomainStatus::Missing { permission }
+                            GrantStatus::Missing { permission }
                         }
-                        DomainRetract::NotInTenant => DomainStatus::NotInTenant,
+                        DomainRetract::NotInTenant => GrantStatus::NotInTenant,
                         DomainRetract::Unknown { detail } => {
-                            DomainStatus::Missing { permission: detail }
+                            GrantStatus::Missing { permission: detail }
                         }
                     },
                 })
                 .collect(),
             Err(f) => vec![DomainView {
                 domain: format!("({})", f.code),
-                status: DomainStatus::Missing {
+                status: GrantStatus::Missing {
                     permission: f.message,
                 },
             }],

@@ -102,7 +102,7 @@ impl SearchRow {
 /// What a recipient address is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RecipientKind {
+pub enum AddressKind {
     Mailbox,
     /// Distribution list / group: its member mailboxes are listed separately.
     DistributionList,
@@ -110,12 +110,12 @@ pub enum RecipientKind {
     External,
 }
 
-impl RecipientKind {
+impl AddressKind {
     pub fn label(self) -> &'static str {
         match self {
-            RecipientKind::Mailbox => "mailbox",
-            RecipientKind::DistributionList => "DL",
-            RecipientKind::External => "external",
+            AddressKind::Mailbox => "mailbox",
+            AddressKind::DistributionList => "DL",
+            AddressKind::External => "external",
         }
     }
 }
@@ -123,7 +123,7 @@ impl RecipientKind {
 /// Retract grant status of a domain (same words as `clawback doctor`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum DomainStatus {
+pub enum GrantStatus {
     Granted,
     /// The app lacks a permission / scope; `permission` names it (`Mail.ReadWrite`).
     Missing {
@@ -132,12 +132,12 @@ pub enum DomainStatus {
     NotInTenant,
 }
 
-impl DomainStatus {
+impl GrantStatus {
     pub fn label(&self) -> String {
         match self {
-            DomainStatus::Granted => "Granted".into(),
-            DomainStatus::Missing { permission } => format!("Missing ({permission})"),
-            DomainStatus::NotInTenant => "Not in tenant".into(),
+            GrantStatus::Granted => "Granted".into(),
+            GrantStatus::Missing { permission } => format!("Missing ({permission})"),
+            GrantStatus::NotInTenant => "Not in tenant".into(),
         }
     }
 }
@@ -145,7 +145,7 @@ impl DomainStatus {
 /// The outcome of the last action on one copy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ItemOutcome {
+pub enum CopyOutcome {
     Pending,
     InFlight,
     Succeeded { action: RetractAction },
@@ -154,15 +154,15 @@ pub enum ItemOutcome {
     Restored,
 }
 
-impl ItemOutcome {
+impl CopyOutcome {
     pub fn label(&self) -> String {
         match self {
-            ItemOutcome::Pending => "pending".into(),
-            ItemOutcome::InFlight => "in flight".into(),
-            ItemOutcome::Succeeded { action } => format!("ok: {}", action.as_str()),
-            ItemOutcome::Failed { reason } => format!("failed: {}", reason.as_str()),
-            ItemOutcome::Skipped { why } => format!("skipped: {why}"),
-            ItemOutcome::Restored => "restored".into(),
+            CopyOutcome::Pending => "pending".into(),
+            CopyOutcome::InFlight => "in flight".into(),
+            CopyOutcome::Succeeded { action } => format!("ok: {}", action.as_str()),
+            CopyOutcome::Failed { reason } => format!("failed: {}", reason.as_str()),
+            CopyOutcome::Skipped { why } => format!("skipped: {why}"),
+            CopyOutcome::Restored => "restored".into(),
         }
     }
 }
@@ -172,13 +172,13 @@ impl ItemOutcome {
 pub struct RecipientRow {
     pub address: String,
     pub tenant: String,
-    pub kind: RecipientKind,
-    pub grant: DomainStatus,
+    pub kind: AddressKind,
+    pub grant: GrantStatus,
     /// Where the copy is now (`None`: no copy found, e.g. a DL or external address).
     pub folder: Option<Folder>,
     /// Read state of the copy (`None`: unknown / no copy).
     pub read: Option<bool>,
-    pub last_outcome: Option<ItemOutcome>,
+    pub last_outcome: Option<CopyOutcome>,
     /// The engine's suggestion for the include box (false for external / DL / not granted).
     pub included: bool,
 }
@@ -262,7 +262,7 @@ pub struct JobProgress {
 /// Lifecycle of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum JobState {
+pub enum JobPhase {
     Running,
     Finished,
     Cancelled,
@@ -270,13 +270,13 @@ pub enum JobState {
     Interrupted,
 }
 
-impl JobState {
+impl JobPhase {
     pub fn label(self) -> &'static str {
         match self {
-            JobState::Running => "running",
-            JobState::Finished => "finished",
-            JobState::Cancelled => "cancelled",
-            JobState::Interrupted => "interrupted",
+            JobPhase::Running => "running",
+            JobPhase::Finished => "finished",
+            JobPhase::Cancelled => "cancelled",
+            JobPhase::Interrupted => "interrupted",
         }
     }
 }
@@ -288,7 +288,7 @@ pub struct JobView {
     pub started: DateTime<Utc>,
     pub trigger: Trigger,
     pub action: RetractAction,
-    pub state: JobState,
+    pub state: JobPhase,
     pub total: u64,
     pub succeeded: u64,
     pub failed_by_reason: Vec<(FailureReason, u64)>,
@@ -309,7 +309,7 @@ impl JobView {
 pub struct RecipientOutcome {
     pub address: String,
     pub tenant: String,
-    pub outcome: ItemOutcome,
+    pub outcome: CopyOutcome,
     /// Folder before the action (restore target).
     pub folder_before: Option<Folder>,
 }
@@ -423,7 +423,7 @@ pub struct AuditVerification {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainView {
     pub domain: String,
-    pub status: DomainStatus,
+    pub status: GrantStatus,
 }
 
 /// A configured tenant.

@@ -8,11 +8,11 @@ use super::http::{Http, SubRequest, SubResponse, enc};
 use super::multipart;
 use super::scheduler::{Backend, Pacer, Step, Work, call, call_ok, choose, first_error};
 use super::{
-    Applied, DomainRetract, DomainStatus, LocatedCopy, MessageMeta, Permissions, ProviderError,
-    Resolved, RestorePick, pick_restore,
+    AFTER_UNANSWERED, Applied, DomainRetract, DomainStatus, LocatedCopy, MAY_HAVE_LANDED,
+    MessageMeta, Permissions, ProviderError, Resolved, RestorePick, pick_restore,
 };
 use crate::config::{Config, LimitConfig, TenantConfig};
-use crate::model::{Folder, RetractAction, address_domain};
+use crate::model::{FailureReason, Folder, RetractAction, address_domain};
 use chrono::{DateTime, TimeZone, Utc};
 use futures_util::StreamExt;
 use reqwest::Method;
@@ -425,10 +425,19 @@ impl GmailClient {
                     let now = call_ok(self, Self::get_request(mailbox, &copy.id), Operation::Read)
                         .await
                         .map(|g| Self::to_copy(mailbox, internet_message_id, &g.body))?;
-                    // Out of the place the retraction put it: the unanswered request landed
-                    // (a user may have moved it on since).
-                    if now.folder != copy.folder {
+                    if now.folder == *original {
                         break (None, "verified after an unanswered request");
+                    }
+                    if now.folder != copy.folder {
+                        return Err(Failure::new(
+                            FailureReason::MovedSince,
+                            None,
+                            "moved_since",
+                            format!(
+                                "the copy of {internet_message_id} in {mailbox} is now in {}: left alone {MAY_HAVE_LANDED}",
+                                now.folder
+                            ),
+                        ));
                     }
                 }
                 other => break (Some(other?), detail),
@@ -448,7 +457,10 @@ impl GmailClient {
             to: original.clone(),
             action: RetractAction::NoAction,
             was_read: copy.read,
-            detail: format!("restored: {detail}"),
+            detail: format!(
+                "restored: {detail}{}",
+                if tries > 1 { AFTER_UNANSWERED } else { "" }
+            ),
         })
     }
 

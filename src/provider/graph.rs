@@ -7,8 +7,8 @@ use super::errors::{Failure, Operation, classify, error_code_message};
 use super::http::{Http, SubRequest, SubResponse, enc};
 use super::scheduler::{Backend, Pacer, Step, Work, call, call_all, call_ok, choose, first_error};
 use super::{
-    Applied, DomainRetract, DomainStatus, LocatedCopy, MessageMeta, Permissions, ProviderError,
-    Resolved, RestorePick, pick_restore,
+    AFTER_UNANSWERED, Applied, DomainRetract, DomainStatus, LocatedCopy, MAY_HAVE_LANDED,
+    MessageMeta, Permissions, ProviderError, Resolved, RestorePick, pick_restore,
 };
 use crate::config::{Config, LimitConfig, MicrosoftAuth, TenantConfig};
 use crate::model::{FailureReason, Folder, RetractAction, address_domain};
@@ -456,18 +456,9 @@ impl GraphClient {
         loop {
             attempts += 1;
             let copies = self.locate(mailbox, internet_message_id).await?;
-            let in_retracted_place = |c: &LocatedCopy| match retracted_to {
-                Some(f) => &c.folder == f,
-                None => c.folder.is_gone(),
-            };
-            if attempts > 1 && !copies.iter().any(in_retracted_place) {
-                // An earlier attempt's outcome was unknown and the copy has left the place the
-                // retraction put it: that attempt landed (a user may have moved it on since).
-                let c = copies
-                    .iter()
-                    .find(|c| &c.folder == original)
-                    .or(copies.first())
-                    .cloned();
+            if copies.iter().any(|c| &c.folder == original) && attempts > 1 {
+                // An earlier attempt's outcome was unknown: it landed.
+                let c = copies.iter().find(|c| &c.folder == original).cloned();
                 return Ok(restored(
                     c,
                     mailbox,
@@ -476,14 +467,22 @@ impl GraphClient {
                     "move (verified)",
                 ));
             }
-            let copy = match pick_restore(
+            let picked = pick_restore(
                 &copies,
                 mailbox,
                 internet_message_id,
                 current_id,
                 retracted_to,
                 original,
-            )? {
+            );
+            let copy = match picked {
+                Err(mut f) if attempts > 1 && f.reason == FailureReason::MovedSince => {
+                    f.message = format!("{} {MAY_HAVE_LANDED}", f.message);
+                    return Err(f);
+                }
+                other => other?,
+            };
+            let copy = match copy {
                 RestorePick::Act(copy) => copy,
                 RestorePick::AlreadyBack(c) => {
                     return Ok(restored(
@@ -513,7 +512,11 @@ impl GraphClient {
                         to: original.clone(),
                         action: RetractAction::NoAction,
                         was_read: copy.read,
-                        detail: format!("restored: move to {}", original.graph_name()),
+                        detail: format!(
+                            "restored: move to {}{}",
+                            original.graph_name(),
+                            if attempts > 1 { AFTER_UNANSWERED } else { "" }
+                        ),
                     });
                 }
                 Ok(r) => return Err(classify(r.status, &r.body, Operation::Mutate)),

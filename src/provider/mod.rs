@@ -412,6 +412,16 @@ impl ProviderClient {
     }
 }
 
+/// Said of a restore whose earlier attempt's answer was lost when the copy is now neither
+/// where the retraction put it nor back: that attempt may have landed before the copy was
+/// moved on, or never went out; nobody can tell.
+pub const MAY_HAVE_LANDED: &str =
+    "(an earlier attempt's answer was lost: it may have landed before the copy was moved on)";
+/// Said of a restore sent again after an unanswered attempt, with the copy still where the
+/// retraction put it: the earlier attempt did not land — or landed and a user moved the copy
+/// back in between, which nobody can tell apart.
+pub const AFTER_UNANSWERED: &str = " (sent again after an unanswered attempt)";
+
 /// Which copy a restore acts on, decided from a fresh locate.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum RestorePick {

@@ -1,8 +1,8 @@
 //! The audit log's storage: append-only rows in chain order, plus the separately kept head
-//! `(seq, hash)` that catches removal from the end. The chain arithmetic is `engine::audit`.
+//! `(seq, hash)` that catches removal from the end. The chain arithmetic is `store::chain`.
 
+use super::chain::{self as audit, AuditBreak, AuditEntry, AuditRecord};
 use super::{Store, StoreError};
-use crate::engine::audit::{self, AuditBreak, AuditEntry, AuditRecord};
 use rusqlite::{OptionalExtension, params};
 
 pub(crate) const SCHEMA: &str = r#"

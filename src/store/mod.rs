@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 pub mod audit;
 pub mod automation;
+pub mod chain;
 pub mod jobs;
 pub mod migrations;
 pub mod policy;

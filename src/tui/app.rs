@@ -8,7 +8,7 @@ use crate::engine::Command;
 use crate::engine::event::{EngineEvent, QueryErrorView};
 use crate::engine::view::{
     AuditEntryView, AuditFilter, AuditVerification, Confirmation, DepthCount, Generation, JobId,
-    JobProgress, JobState, JobView, MetricsSnapshot, MetricsWindow, PlanSummary, PolicyMatrix,
+    JobPhase, JobProgress, JobView, MetricsSnapshot, MetricsWindow, PlanSummary, PolicyMatrix,
     RecipientOutcome, RecipientRow, RetractRequest, SearchRow, TenantView,
 };
 use crate::model::{Disposition, FailureReason, RetractAction, Role, Trigger};
@@ -1000,7 +1000,7 @@ impl App {
                 }
             }
             Action::CancelJob => {
-                if let Some(job) = self.selected_job().filter(|j| j.state == JobState::Running) {
+                if let Some(job) = self.selected_job().filter(|j| j.state == JobPhase::Running) {
                     return vec![Command::CancelJob {
                         job: job.id.clone(),
                     }];
@@ -1020,7 +1020,7 @@ impl App {
             Action::Restore => {
                 let target = self
                     .selected_job()
-                    .filter(|j| j.restorable > 0 && j.state != JobState::Running)
+                    .filter(|j| j.restorable > 0 && j.state != JobPhase::Running)
                     .map(|j| j.id.clone());
                 if let Some(job) = target {
                     return vec![Command::Restore {

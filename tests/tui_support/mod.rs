@@ -107,11 +107,11 @@ pub fn search_rows(n: usize) -> Vec<SearchRow> {
 
 pub fn recipients() -> Vec<RecipientRow> {
     let row = |address: &str,
-               kind: RecipientKind,
-               grant: DomainStatus,
+               kind: AddressKind,
+               grant: GrantStatus,
                folder: Option<Folder>,
                read: Option<bool>,
-               last: Option<ItemOutcome>,
+               last: Option<CopyOutcome>,
                included: bool| RecipientRow {
         address: address.into(),
         tenant: "contoso".into(),
@@ -125,8 +125,8 @@ pub fn recipients() -> Vec<RecipientRow> {
     vec![
         row(
             "alice@contoso.example",
-            RecipientKind::Mailbox,
-            DomainStatus::Granted,
+            AddressKind::Mailbox,
+            GrantStatus::Granted,
             Some(Folder::Inbox),
             Some(false),
             None,
@@ -134,30 +134,30 @@ pub fn recipients() -> Vec<RecipientRow> {
         ),
         row(
             "bob@contoso.example",
-            RecipientKind::Mailbox,
-            DomainStatus::Granted,
+            AddressKind::Mailbox,
+            GrantStatus::Granted,
             Some(Folder::Inbox),
             Some(true),
-            Some(ItemOutcome::Succeeded {
+            Some(CopyOutcome::Succeeded {
                 action: RetractAction::Junk,
             }),
             true,
         ),
         row(
             "carol@contoso.example",
-            RecipientKind::Mailbox,
-            DomainStatus::Granted,
+            AddressKind::Mailbox,
+            GrantStatus::Granted,
             Some(Folder::Trash),
             Some(true),
-            Some(ItemOutcome::Failed {
+            Some(CopyOutcome::Failed {
                 reason: FailureReason::AlreadyGone,
             }),
             true,
         ),
         row(
             "sales@contoso.example",
-            RecipientKind::DistributionList,
-            DomainStatus::Granted,
+            AddressKind::DistributionList,
+            GrantStatus::Granted,
             None,
             None,
             None,
@@ -165,8 +165,8 @@ pub fn recipients() -> Vec<RecipientRow> {
         ),
         row(
             "dave@fabrikam.example",
-            RecipientKind::Mailbox,
-            DomainStatus::Missing {
+            AddressKind::Mailbox,
+            GrantStatus::Missing {
                 permission: "Mail.ReadWrite".into(),
             },
             Some(Folder::Inbox),
@@ -176,8 +176,8 @@ pub fn recipients() -> Vec<RecipientRow> {
         ),
         row(
             "partner@outside.example",
-            RecipientKind::External,
-            DomainStatus::NotInTenant,
+            AddressKind::External,
+            GrantStatus::NotInTenant,
             None,
             None,
             None,
@@ -225,7 +225,7 @@ pub fn jobs() -> Vec<JobView> {
             started: base_time(),
             trigger: Trigger::Manual,
             action: RetractAction::Junk,
-            state: JobState::Running,
+            state: JobPhase::Running,
             total: 1000,
             succeeded: 497,
             failed_by_reason: vec![
@@ -241,7 +241,7 @@ pub fn jobs() -> Vec<JobView> {
             started: base_time() - Duration::hours(3),
             trigger: Trigger::Auto,
             action: RetractAction::Trash,
-            state: JobState::Finished,
+            state: JobPhase::Finished,
             total: 12,
             succeeded: 12,
             failed_by_reason: vec![],
@@ -269,7 +269,7 @@ pub fn outcomes() -> Vec<RecipientOutcome> {
         RecipientOutcome {
             address: "alice@contoso.example".into(),
             tenant: "contoso".into(),
-            outcome: ItemOutcome::Succeeded {
+            outcome: CopyOutcome::Succeeded {
                 action: RetractAction::Junk,
             },
             folder_before: Some(Folder::Inbox),
@@ -277,7 +277,7 @@ pub fn outcomes() -> Vec<RecipientOutcome> {
         RecipientOutcome {
             address: "carol@contoso.example".into(),
             tenant: "contoso".into(),
-            outcome: ItemOutcome::Failed {
+            outcome: CopyOutcome::Failed {
                 reason: FailureReason::AlreadyGone,
             },
             folder_before: Some(Folder::Trash),
@@ -337,11 +337,11 @@ pub fn tenants() -> Vec<TenantView> {
             domains: vec![
                 DomainView {
                     domain: "contoso.example".into(),
-                    status: DomainStatus::Granted,
+                    status: GrantStatus::Granted,
                 },
                 DomainView {
                     domain: "fabrikam.example".into(),
-                    status: DomainStatus::Missing {
+                    status: GrantStatus::Missing {
                         permission: "Mail.ReadWrite".into(),
                     },
                 },
@@ -352,7 +352,7 @@ pub fn tenants() -> Vec<TenantView> {
             kind: TenantKind::GoogleWorkspace,
             domains: vec![DomainView {
                 domain: "northwind.example".into(),
-                status: DomainStatus::NotInTenant,
+                status: GrantStatus::NotInTenant,
             }],
         },
     ]

@@ -1,7 +1,7 @@
 //! Jobs: running and past jobs; the selected job's progress (gauge, rate, ETA, throttling),
 //! failures by reason (retry one reason), outcome per recipient, and restore.
 
-use crate::engine::view::JobState;
+use crate::engine::view::JobPhase;
 use crate::tui::action::Action;
 use crate::tui::app::App;
 use crate::tui::panes::recipients::outcome_style;
@@ -24,13 +24,13 @@ pub fn hints(_app: &App) -> Vec<Action> {
     ]
 }
 
-fn state_style(state: JobState, failed: u64, theme: &Theme) -> ratatui::style::Style {
+fn state_style(state: JobPhase, failed: u64, theme: &Theme) -> ratatui::style::Style {
     match state {
-        JobState::Running => theme.status_running,
-        JobState::Finished if failed > 0 => theme.status_warning,
-        JobState::Finished => theme.status_succeeded,
-        JobState::Cancelled => theme.muted,
-        JobState::Interrupted => theme.status_failed,
+        JobPhase::Running => theme.status_running,
+        JobPhase::Finished if failed > 0 => theme.status_warning,
+        JobPhase::Finished => theme.status_succeeded,
+        JobPhase::Cancelled => theme.muted,
+        JobPhase::Interrupted => theme.status_failed,
     }
 }
 
@@ -163,7 +163,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     .areas(detail);
     let mut spans = Vec::new();
     match app.progress_of(&job.id) {
-        Some(p) if job.state == JobState::Running || job.succeeded + job.failed() < p.done => {
+        Some(p) if job.state == JobPhase::Running || job.succeeded + job.failed() < p.done => {
             let total = p.done + p.remaining;
             spans.push(Span::styled(ascii_gauge(p.done, total, 22), theme.gauge));
             spans.push(Span::raw(format!(

@@ -1,7 +1,7 @@
 //! Recipient checklist for the selected message: include boxes, per-recipient status, the
 //! conversation depth stepper with its live preview, and the action selector.
 
-use crate::engine::view::{DomainStatus, ItemOutcome, RecipientKind};
+use crate::engine::view::{AddressKind, CopyOutcome, GrantStatus};
 use crate::model::RetractAction;
 use crate::tui::action::Action;
 use crate::tui::app::{App, Loadable};
@@ -28,21 +28,21 @@ pub fn hints(_app: &App) -> Vec<Action> {
     ]
 }
 
-pub fn grant_style(status: &DomainStatus, theme: &Theme) -> Style {
+pub fn grant_style(status: &GrantStatus, theme: &Theme) -> Style {
     match status {
-        DomainStatus::Granted => theme.status_succeeded,
-        DomainStatus::Missing { .. } => theme.status_failed,
-        DomainStatus::NotInTenant => theme.status_warning,
+        GrantStatus::Granted => theme.status_succeeded,
+        GrantStatus::Missing { .. } => theme.status_failed,
+        GrantStatus::NotInTenant => theme.status_warning,
     }
 }
 
-pub fn outcome_style(outcome: &ItemOutcome, theme: &Theme) -> Style {
+pub fn outcome_style(outcome: &CopyOutcome, theme: &Theme) -> Style {
     match outcome {
-        ItemOutcome::Pending => theme.status_pending,
-        ItemOutcome::InFlight => theme.status_running,
-        ItemOutcome::Succeeded { .. } | ItemOutcome::Restored => theme.status_succeeded,
-        ItemOutcome::Failed { .. } => theme.status_failed,
-        ItemOutcome::Skipped { .. } => theme.muted,
+        CopyOutcome::Pending => theme.status_pending,
+        CopyOutcome::InFlight => theme.status_running,
+        CopyOutcome::Succeeded { .. } | CopyOutcome::Restored => theme.status_succeeded,
+        CopyOutcome::Failed { .. } => theme.status_failed,
+        CopyOutcome::Skipped { .. } => theme.muted,
     }
 }
 
@@ -171,9 +171,9 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         let row = rows.get(i)?;
         let on = r.included.get(i).copied().unwrap_or(false);
         let kind_style = match row.kind {
-            RecipientKind::Mailbox => theme.text,
-            RecipientKind::DistributionList => theme.muted,
-            RecipientKind::External => theme.status_warning,
+            AddressKind::Mailbox => theme.text,
+            AddressKind::DistributionList => theme.muted,
+            AddressKind::External => theme.status_warning,
         };
         let (last, last_style) = match &row.last_outcome {
             Some(o) => (o.label(), outcome_style(o, theme)),

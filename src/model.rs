@@ -280,6 +280,31 @@ pub fn address_domain(address: &str) -> Option<String> {
     }
 }
 
+/// One job item's final state, as the metrics see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemOutcome {
+    pub tenant: String,
+    pub trigger: Trigger,
+    /// `None` while pending/in flight; `Some(Ok(()))` succeeded; `Some(Err(reason))` failed.
+    pub result: Option<Result<(), FailureReason>>,
+    /// Skipped items (nothing to do) never count.
+    pub skipped: bool,
+    pub dry_run: bool,
+    /// Read state of the copy when it was acted on.
+    pub read: bool,
+    /// When the item finished (succeeded or failed).
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the message was delivered to this mailbox.
+    pub delivered_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the message was found bad (job creation for manual, verdict time for auto).
+    pub detected_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// 429 / rate-limit responses seen for this item, and seconds waited on them.
+    pub throttled: u32,
+    pub waited_secs: f64,
+    /// A Hard Delete in a mailbox on hold: succeeded for the user, kept for admins.
+    pub retained_by_hold: bool,
+}
+
 /// Serializes JSON with object keys sorted at every level and no insignificant whitespace.
 pub fn canonical_json(value: &serde_json::Value) -> String {
     let mut out = String::new();

@@ -39,11 +39,11 @@ pub struct Cli {
     #[command(flatten)]
     pub console: console::ConsoleArgs,
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub command: Option<CliCommand>,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub enum CliCommand {
     /// The console on the built-in lab tenant: lab in-process, trace synced, nothing to configure.
     Demo(console::DemoArgs),
     /// The local Microsoft Graph + Gmail + OAuth emulator.
@@ -92,43 +92,43 @@ pub fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
-        Some(Command::Lab(args)) => lab::run(args),
-        Some(Command::Doctor) => doctor::run(cli.config.as_deref()),
-        Some(Command::Init(args)) => init::run(args),
-        Some(Command::Trace(args)) => {
+        Some(CliCommand::Lab(args)) => lab::run(args),
+        Some(CliCommand::Doctor) => doctor::run(cli.config.as_deref()),
+        Some(CliCommand::Init(args)) => init::run(args),
+        Some(CliCommand::Trace(args)) => {
             trace::run(args, cli.config.as_deref(), cli.data_dir.as_deref())
         }
-        Some(Command::Search(args)) => {
+        Some(CliCommand::Search(args)) => {
             search::run(args, cli.config.as_deref(), cli.data_dir.as_deref())
         }
-        Some(Command::Retract(args)) => {
+        Some(CliCommand::Retract(args)) => {
             retract::retract(args, cli.config.as_deref(), cli.data_dir.as_deref())
         }
-        Some(Command::Plan(args)) => {
+        Some(CliCommand::Plan(args)) => {
             retract::plan(args, cli.config.as_deref(), cli.data_dir.as_deref())
         }
-        Some(Command::Apply(args)) => {
+        Some(CliCommand::Apply(args)) => {
             retract::apply(args, cli.config.as_deref(), cli.data_dir.as_deref())
         }
-        Some(Command::Jobs(args)) => {
+        Some(CliCommand::Jobs(args)) => {
             retract::jobs(args, cli.config.as_deref(), cli.data_dir.as_deref())
         }
-        Some(Command::Restore(args)) => {
+        Some(CliCommand::Restore(args)) => {
             retract::restore(args, cli.config.as_deref(), cli.data_dir.as_deref())
         }
-        Some(Command::Metrics(args)) => {
+        Some(CliCommand::Metrics(args)) => {
             report::metrics(args, cli.config.as_deref(), cli.data_dir.as_deref())
         }
-        Some(Command::Audit(args)) => {
+        Some(CliCommand::Audit(args)) => {
             report::audit(args, cli.config.as_deref(), cli.data_dir.as_deref())
         }
-        Some(Command::Policy(args)) => {
+        Some(CliCommand::Policy(args)) => {
             automation::policy(args, cli.config.as_deref(), cli.data_dir.as_deref())
         }
-        Some(Command::Watch(args)) => {
+        Some(CliCommand::Watch(args)) => {
             automation::watch(args, cli.config.as_deref(), cli.data_dir.as_deref())
         }
-        Some(Command::Demo(args)) => console::demo(args, cli.console, cli.data_dir.as_deref()),
+        Some(CliCommand::Demo(args)) => console::demo(args, cli.console, cli.data_dir.as_deref()),
         None => console::console(cli.console, cli.config.as_deref(), cli.data_dir.as_deref()),
     };
     ExitCode::from(code)

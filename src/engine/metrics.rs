@@ -8,35 +8,11 @@
 //! - Dwell time (delivered → retracted) and time to act (detected → retracted) p50/p95 over
 //!   succeeded items, throttling seen, and a per-tenant split.
 
-use crate::model::{FailureReason, Trigger};
+use crate::model::FailureReason;
+pub use crate::model::ItemOutcome;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
-
-/// One job item's final state, as the metrics see it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ItemOutcome {
-    pub tenant: String,
-    pub trigger: Trigger,
-    /// `None` while pending/in flight; `Some(Ok(()))` succeeded; `Some(Err(reason))` failed.
-    pub result: Option<Result<(), FailureReason>>,
-    /// Skipped items (nothing to do) never count.
-    pub skipped: bool,
-    pub dry_run: bool,
-    /// Read state of the copy when it was acted on.
-    pub read: bool,
-    /// When the item finished (succeeded or failed).
-    pub finished_at: Option<DateTime<Utc>>,
-    /// When the message was delivered to this mailbox.
-    pub delivered_at: Option<DateTime<Utc>>,
-    /// When the message was found bad (job creation for manual, verdict time for auto).
-    pub detected_at: Option<DateTime<Utc>>,
-    /// 429 / rate-limit responses seen for this item, and seconds waited on them.
-    pub throttled: u32,
-    pub waited_secs: f64,
-    /// A Hard Delete in a mailbox on hold: succeeded for the user, kept for admins.
-    pub retained_by_hold: bool,
-}
 
 /// A share with its count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -265,6 +241,7 @@ pub fn parse_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Trigger;
 
     fn at(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + secs, 0).expect("time")

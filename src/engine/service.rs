@@ -278,9 +278,17 @@ fn handle(state: &State, command: Command) {
             lock(&state.plans).remove(&plan_id.0);
         }
         Command::CancelJob { job } => {
-            if let Some(flag) = parse_job(&job).and_then(|j| lock(&state.cancels).get(&j).cloned())
-            {
+            let Some(id) = parse_job(&job) else {
+                state.send(failed(format!("no job {job}")));
+                return;
+            };
+            if let Some(flag) = lock(&state.cancels).get(&id).cloned() {
                 flag.store(true, Ordering::SeqCst);
+            }
+            // Recorded in the store too: a job another process runs stops before its next
+            // batch; a finished job is not cancelled.
+            if let Err(e) = engine.cancel_job(id) {
+                state.send(denied_or_failed(e));
             }
         }
         Command::RetryFailed { job, reason } => {

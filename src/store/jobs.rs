@@ -3,8 +3,7 @@
 //! crash leaves every item either settled or `in_flight` (to be reconciled by locating it again).
 
 use super::{Store, StoreError};
-use crate::engine::metrics::ItemOutcome;
-use crate::model::{FailureReason, Folder, RetractAction, Role, Trigger};
+use crate::model::{FailureReason, Folder, ItemOutcome, RetractAction, Role, Trigger};
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 use std::path::Path;

@@ -429,9 +429,19 @@ impl Engine {
         // A copy another job holds is not planned again: shown with that job.
         {
             let store = self.store();
+            let mut claims: BTreeMap<String, BTreeMap<(String, String), _>> = BTreeMap::new();
+            for mid in items.iter().map(|i| &i.internet_message_id) {
+                if !claims.contains_key(mid) {
+                    claims.insert(mid.clone(), store.copy_claims(mid)?);
+                }
+            }
             let mut kept = Vec::with_capacity(items.len());
             for item in items {
-                match store.copy_claim(&item.tenant, &item.mailbox, &item.internet_message_id)? {
+                let claim = claims
+                    .get(&item.internet_message_id)
+                    .and_then(|m| m.get(&(item.tenant.clone(), item.mailbox.clone())))
+                    .cloned();
+                match claim {
                     Some(claim) => skipped.push(SkippedItem {
                         tenant: Some(item.tenant.clone()),
                         address: item.mailbox.clone(),

@@ -6,6 +6,7 @@ use super::{Store, StoreError};
 use crate::model::{FailureReason, Folder, ItemOutcome, RetractAction, Role, Trigger};
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -162,7 +163,7 @@ pub enum LeaseTaken {
     TakenOver(JobLease),
 }
 
-/// Who holds a copy: a job that will act on it, or has already done so with the same action.
+/// Who holds a copy: a job that will act on it, or has retracted it and not been restored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyClaim {
     pub job: i64,
@@ -499,38 +500,56 @@ fn lease_of(conn: &rusqlite::Connection, job: i64) -> Result<Option<JobLease>, S
     })
 }
 
-/// The live claim on a copy against a new retract job (`except` = that job's id).
-fn claim_on(
+/// The live claims on the copies of one message against a new retract job (`except` = that
+/// job's id), by (tenant, mailbox): items of other retract jobs that are pending or in flight,
+/// or that succeeded and were not restored since. One query per message, not per copy.
+fn claims_on_message(
     conn: &rusqlite::Connection,
-    tenant: &str,
-    mailbox: &str,
     message_id: &str,
     except: i64,
-) -> Result<Option<CopyClaim>, StoreError> {
-    let row: Option<(i64, String, String)> = conn
-        .prepare_cached(
-            "SELECT i.job_id, i.state, i.effective_action FROM job_item i \
-             JOIN job j ON j.id = i.job_id \
-             WHERE i.message_id = ?1 AND i.mailbox = ?2 AND i.tenant = ?3 AND i.job_id != ?4 \
-             AND j.kind = 'retract' AND j.dry_run = 0 \
-             AND (i.state IN ('pending', 'in_flight') \
-                  OR (i.state = 'succeeded' \
-                      AND NOT EXISTS (SELECT 1 FROM job_item r WHERE r.source_item = i.id \
-                                      AND r.state = 'succeeded'))) \
-             ORDER BY i.state = 'succeeded', i.id DESC LIMIT 1",
-        )?
-        .query_row(params![message_id, mailbox, tenant, except], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .optional()?;
-    Ok(match row {
-        Some((job, state, action)) => Some(CopyClaim {
+) -> Result<BTreeMap<(String, String), CopyClaim>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT i.tenant, i.mailbox, i.job_id, i.state, i.effective_action FROM job_item i \
+         JOIN job j ON j.id = i.job_id \
+         WHERE i.message_id = ?1 AND i.job_id != ?2 \
+         AND j.kind = 'retract' AND j.dry_run = 0 \
+         AND (i.state IN ('pending', 'in_flight') \
+              OR (i.state = 'succeeded' \
+                  AND NOT EXISTS (SELECT 1 FROM job_item r WHERE r.source_item = i.id \
+                                  AND r.state = 'succeeded'))) \
+         ORDER BY i.id",
+    )?;
+    let rows = stmt.query_map(params![message_id, except], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+        ))
+    })?;
+    let mut out: BTreeMap<(String, String), CopyClaim> = BTreeMap::new();
+    for row in rows {
+        let (tenant, mailbox, job, state, action) = row?;
+        let claim = CopyClaim {
             job,
             state: ItemState::parse(&state),
-            action: word(action, 2)?,
-        }),
-        None => None,
-    })
+            action: word(action, 4)?,
+        };
+        // A job that will act (pending, in flight) is named before one that has acted.
+        let entry = out.entry((tenant, mailbox));
+        match entry {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(claim);
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                if o.get().state == ItemState::Succeeded || claim.state != ItemState::Succeeded {
+                    o.insert(claim);
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The restore item that already undoes (or is undoing) retract item `source`, if any.
@@ -649,12 +668,21 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
                  ?17, ?18, ?19)",
             )?;
+            let mut claims: BTreeMap<String, BTreeMap<(String, String), CopyClaim>> =
+                BTreeMap::new();
             for it in items {
                 let mut it = std::borrow::Cow::Borrowed(it);
                 if it.state == ItemState::Pending && !job.dry_run {
                     let claim = match job.kind {
                         JobKind::Retract => {
-                            claim_on(&tx, &it.tenant, &it.mailbox, &it.message_id, job_id)?
+                            if !claims.contains_key(&it.message_id) {
+                                let found = claims_on_message(&tx, &it.message_id, job_id)?;
+                                claims.insert(it.message_id.clone(), found);
+                            }
+                            claims
+                                .get(&it.message_id)
+                                .and_then(|m| m.get(&(it.tenant.clone(), it.mailbox.clone())))
+                                .cloned()
                         }
                         JobKind::Restore => match it.source_item {
                             Some(source) => restore_claim_on(&tx, source)?,
@@ -704,16 +732,15 @@ impl Store {
         Ok(job_id)
     }
 
-    /// Who holds a copy against a new retract job, if anyone: an item of another retract job
-    /// that is pending or in flight, or that succeeded and has not been restored since (a copy
-    /// is retracted by one job at a time; to act on it anew, restore that job first).
-    pub fn copy_claim(
+    /// Who holds the copies of a message against a new retract job, by (tenant, mailbox): an
+    /// item of another retract job that is pending or in flight, or that succeeded and has not
+    /// been restored since (a copy is retracted by one job at a time; to act on it anew,
+    /// restore that job first).
+    pub fn copy_claims(
         &self,
-        tenant: &str,
-        mailbox: &str,
         message_id: &str,
-    ) -> Result<Option<CopyClaim>, StoreError> {
-        claim_on(&self.conn, tenant, mailbox, message_id, 0)
+    ) -> Result<BTreeMap<(String, String), CopyClaim>, StoreError> {
+        claims_on_message(&self.conn, message_id, 0)
     }
 
     /// Takes the lease of `job` for `me`: free, already ours, or held by a holder that is no

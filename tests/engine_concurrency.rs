@@ -547,6 +547,19 @@ async fn a_cancel_from_another_process_stops_the_job_before_its_next_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spent_plans_second_restores_and_hard_delete_restores_are_refused() {
     let w = world(LabOptions::default()).await;
+    // The text plan prints one line per reason with its count.
+    let o = w
+        .run(&["retract", "--message-id", CAMPAIGN_MESSAGE_ID, "--dry-run"])
+        .await;
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    for line in [
+        "cannot  not_authorized 13",
+        "cannot  not_a_mailbox  2",
+        "cannot  external       1",
+        "cannot  already_gone",
+    ] {
+        assert!(stdout(&o).contains(line), "{line:?} in\n{}", stdout(&o));
+    }
     let plan = w.plan("plan.json", "junk", &[]).await;
     let o = w.run(&["apply", plan.to_str().unwrap(), "--yes"]).await;
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));

@@ -120,10 +120,7 @@ impl World {
     }
 
     async fn lab(&self, path: &str) -> Value {
-        let url = format!("{}{path}", self.server.base_url());
-        let r = self.http.get(&url).send().await.unwrap();
-        assert!(r.status().is_success(), "GET {url}: {}", r.status());
-        r.json().await.unwrap()
+        lab_support::lab_get(&self.http, &self.server.base_url(), path).await
     }
 
     /// API actions (not user actions) the lab recorded on the campaign, per mailbox.
@@ -187,19 +184,16 @@ impl World {
     }
 
     async fn user_action(&self, tenant: &str, mailbox: &str, folder: &str) {
-        let r = self
-            .http
-            .post(format!("{}/_lab/user-action", self.server.base_url()))
-            .json(&serde_json::json!({
-                "tenant": tenant,
-                "mailbox": mailbox,
-                "message_id": CAMPAIGN_MESSAGE_ID,
-                "folder": folder,
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "user-action {mailbox}");
+        let base = self.server.base_url();
+        lab_support::lab_user_action(
+            &self.http,
+            &base,
+            tenant,
+            mailbox,
+            CAMPAIGN_MESSAGE_ID,
+            folder,
+        )
+        .await;
     }
 
     /// API actions per expected copy since `before`; asserts nothing else was acted on.

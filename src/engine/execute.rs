@@ -1180,24 +1180,14 @@ impl Engine {
                         mailbox: it.mailbox.clone(),
                     });
                 }
-                // Interrupted (in flight when its process stopped) and the copy has left the
-                // place the retraction put it for another one: whether the interrupted request
-                // landed before a user or a later job moved the copy on, or never went out,
-                // cannot be told. Left alone as moved_since, and the record says so.
-                Err(mut f)
-                    if f.reason == FailureReason::MovedSince && interrupted.contains(&it.id) =>
-                {
-                    f.message = format!("{} {MAY_HAVE_LANDED}", f.message);
-                    store.finish_item_failed(it.id, f.reason, &f.code, &failure_detail(&f))?;
-                    drop(store);
-                    sink(JobEvent::ItemFailed {
-                        job,
-                        mailbox: it.mailbox.clone(),
-                        reason: f.reason,
-                        provider_code: f.code,
-                    });
-                }
-                Err(f) => {
+                Err(mut f) => {
+                    // Interrupted (in flight when its process stopped) and the copy has left
+                    // the place the retraction put it for another one: whether the interrupted
+                    // request landed before a user or a later job moved the copy on, or never
+                    // went out, cannot be told. Left alone as moved_since, and the record says so.
+                    if f.reason == FailureReason::MovedSince && interrupted.contains(&it.id) {
+                        f.message = format!("{} {MAY_HAVE_LANDED}", f.message);
+                    }
                     store.finish_item_failed(it.id, f.reason, &f.code, &failure_detail(&f))?;
                     drop(store);
                     sink(JobEvent::ItemFailed {

@@ -98,6 +98,37 @@ pub fn expected_copies(scenario: &Scenario, messages: &BTreeSet<String>) -> BTre
     out
 }
 
+/// GETs a `/_lab/` control path as JSON (the request must succeed).
+pub async fn lab_get(http: &reqwest::Client, base: &str, path: &str) -> serde_json::Value {
+    let url = format!("{base}{path}");
+    let r = http.get(&url).send().await.unwrap();
+    assert!(r.status().is_success(), "GET {url}: {}", r.status());
+    r.json().await.unwrap()
+}
+
+/// A simulated user moving their copy of a message (`/_lab/user-action`).
+pub async fn lab_user_action(
+    http: &reqwest::Client,
+    base: &str,
+    tenant: &str,
+    mailbox: &str,
+    message_id: &str,
+    folder: &str,
+) {
+    let r = http
+        .post(format!("{base}/_lab/user-action"))
+        .json(&json!({
+            "tenant": tenant,
+            "mailbox": mailbox,
+            "message_id": message_id,
+            "folder": folder,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "user-action {mailbox}");
+}
+
 pub const GMAIL_FULL: &str = "https://mail.google.com/";
 pub const GMAIL_MODIFY: &str = "https://www.googleapis.com/auth/gmail.modify";
 pub const GMAIL_MEMBERS: &str =

@@ -1180,6 +1180,12 @@ impl Engine {
                         mailbox: it.mailbox.clone(),
                     });
                 }
+                // Unknown (an answer lost and no look possible): left in flight for a resume
+                // to settle by locating.
+                Err(f) if f.code == UNCERTAIN => {
+                    drop(store);
+                    tracing::warn!(job, mailbox = %it.mailbox, "restore outcome unknown: left in flight");
+                }
                 Err(mut f) => {
                     // Interrupted (in flight when its process stopped) and the copy has left
                     // the place the retraction put it for another one: whether the interrupted
@@ -1200,10 +1206,14 @@ impl Engine {
             }
         }
         let counts = self.store().item_counts(job)?;
+        let stopped_by_store = shared.stopped_by_store.load(Ordering::SeqCst);
         let state = if counts.remaining() == 0 {
             JobState::Finished
-        } else {
+        } else if stopped_by_store {
             JobState::Cancelled
+        } else {
+            // Outcomes nobody could tell: the job stays running for `jobs resume`.
+            JobState::Running
         };
         self.store().end_job_run(job, &self.lease.owner, state)?;
         // The trace shows the messages as restored — in the tenants this job restored them in.
@@ -1224,10 +1234,16 @@ impl Engine {
                 }
             }
         }
-        let stopped = shared
-            .stopped_by_store
-            .load(Ordering::SeqCst)
-            .then(|| "cancelled, or the lease was taken over".to_string());
+        let stopped = if stopped_by_store {
+            Some("cancelled, or the lease was taken over".to_string())
+        } else if counts.remaining() > 0 {
+            Some(format!(
+                "{} restores' outcome is unknown (answers lost, the copy could not be located): `clawback jobs resume {job}` settles them by locating",
+                counts.remaining()
+            ))
+        } else {
+            None
+        };
         let report = JobReport {
             job,
             state,

@@ -6,7 +6,7 @@ use super::errors::{Failure, Operation, classify, error_code_message};
 use super::graph::token_failure;
 use super::http::{Http, SubRequest, SubResponse, enc};
 use super::multipart;
-use super::scheduler::{Backend, Pacer, Step, Work, call, call_ok, choose, first_error};
+use super::scheduler::{Backend, Pacer, Step, UNCERTAIN, Work, call, call_ok, choose, first_error};
 use super::{
     AFTER_UNANSWERED, Applied, DomainRetract, DomainStatus, LocatedCopy, MAY_HAVE_LANDED,
     MessageMeta, Permissions, ProviderError, Resolved, RestorePick, pick_restore,
@@ -422,9 +422,14 @@ impl GmailClient {
             tries += 1;
             match call(self, req.clone()).await {
                 Err(f) if f.code == "uncertain" && tries < 4 => {
+                    // Not being able to look leaves the outcome unknown, never a failure.
                     let now = call_ok(self, Self::get_request(mailbox, &copy.id), Operation::Read)
                         .await
-                        .map(|g| Self::to_copy(mailbox, internet_message_id, &g.body))?;
+                        .map(|g| Self::to_copy(mailbox, internet_message_id, &g.body))
+                        .map_err(|mut f| {
+                            f.code = UNCERTAIN.into();
+                            f
+                        })?;
                     if now.folder == *original {
                         break (None, "verified after an unanswered request");
                     }

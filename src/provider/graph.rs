@@ -5,7 +5,9 @@ use super::auth::{
 };
 use super::errors::{Failure, Operation, classify, error_code_message};
 use super::http::{Http, SubRequest, SubResponse, enc};
-use super::scheduler::{Backend, Pacer, Step, Work, call, call_all, call_ok, choose, first_error};
+use super::scheduler::{
+    Backend, Pacer, Step, UNCERTAIN, Work, call, call_all, call_ok, choose, first_error,
+};
 use super::{
     AFTER_UNANSWERED, Applied, DomainRetract, DomainStatus, LocatedCopy, MAY_HAVE_LANDED,
     MessageMeta, Permissions, ProviderError, Resolved, RestorePick, pick_restore,
@@ -455,7 +457,16 @@ impl GraphClient {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let copies = self.locate(mailbox, internet_message_id).await?;
+            let copies = match self.locate(mailbox, internet_message_id).await {
+                Ok(copies) => copies,
+                // After an unanswered move, not being able to look leaves the outcome unknown:
+                // never a failure that would hide a restore that landed.
+                Err(mut f) if attempts > 1 => {
+                    f.code = UNCERTAIN.into();
+                    return Err(f);
+                }
+                Err(f) => return Err(f),
+            };
             if copies.iter().any(|c| &c.folder == original) && attempts > 1 {
                 // An earlier attempt's outcome was unknown: it landed.
                 let c = copies.iter().find(|c| &c.folder == original).cloned();
@@ -924,14 +935,19 @@ impl Backend for GraphClient {
                     ),
                 }]
             }
-            Step::Verify(_) => vec![
-                SubRequest::get(Self::messages_filter(mb, &filter, None), mb, 0),
-                SubRequest::get(
-                    Self::messages_filter(mb, &filter, Some("recoverableitemsdeletions")),
-                    mb,
-                    0,
-                ),
-            ],
+            Step::Verify(_) => {
+                let mut requests = vec![
+                    SubRequest::get(Self::messages_filter(mb, &filter, None), mb, 0),
+                    SubRequest::get(
+                        Self::messages_filter(mb, &filter, Some("recoverableitemsdeletions")),
+                        mb,
+                        0,
+                    ),
+                ];
+                // Where each copy is must be told by folder, not by id: the folder ids.
+                requests.extend(self.folder_requests_if_unknown(mb));
+                requests
+            }
             Step::Done(_) => Vec::new(),
         }
     }
@@ -1001,33 +1017,57 @@ impl Backend for GraphClient {
                         };
                         let visible = listed(0);
                         let recoverable = listed(1);
-                        if let Some(still) =
-                            visible.iter().find(|m| m["id"].as_str() == Some(&copy.id))
+                        self.learn_folders(&mb, responses.get(2..).unwrap_or_default());
+                        let folder_of = |m: &Value| {
+                            self.folder_of(&mb, m["parentFolderId"].as_str().unwrap_or_default())
+                                .unwrap_or_else(|| Folder::Other(String::new()))
+                        };
+                        let target = match action {
+                            RetractAction::Junk => Some(Folder::Junk),
+                            RetractAction::Trash | RetractAction::NoAction => Some(Folder::Trash),
+                            RetractAction::SoftDelete | RetractAction::HardDelete => None,
+                        };
+                        // Decided by where the copies are now, not by id (a planned id may be
+                        // stale; with immutable ids a moved copy keeps it).
+                        let landed = visible
+                            .iter()
+                            .find(|m| target.as_ref() == Some(&folder_of(m)));
+                        let live: Vec<&Value> =
+                            visible.iter().filter(|m| !folder_of(m).is_gone()).collect();
+                        let note = " (outcome verified after an unanswered request)";
+                        if let Some(m) = landed {
+                            let new_id = m["id"].as_str().map(str::to_string);
+                            Step::Done(Ok(applied(&copy, action, new_id, note)))
+                        } else if let Some(still) = live
+                            .iter()
+                            .find(|m| m["id"].as_str() == Some(&copy.id))
+                            .or(live.first())
                         {
                             // Not done: act again on the copy as it is now.
                             let mut again = self.to_copy(&mb, still, Some(copy.folder.clone()));
                             again.folder = copy.folder.clone();
                             Step::Act(again)
+                        } else if action == RetractAction::HardDelete
+                            || (action == RetractAction::SoftDelete && !recoverable.is_empty())
+                        {
+                            let new_id = recoverable
+                                .first()
+                                .filter(|_| action == RetractAction::SoftDelete)
+                                .and_then(|m| m["id"].as_str())
+                                .map(str::to_string);
+                            Step::Done(Ok(applied(&copy, action, new_id, note)))
                         } else {
-                            let moved = visible
-                                .iter()
-                                .find(|m| {
-                                    m["parentFolderId"].as_str() != Some(&copy.provider_folder)
-                                })
-                                .and_then(|m| m["id"].as_str());
-                            let new_id = match action {
-                                RetractAction::SoftDelete => recoverable
-                                    .first()
-                                    .and_then(|m| m["id"].as_str())
-                                    .map(str::to_string),
-                                RetractAction::HardDelete => None,
-                                _ => moved.map(str::to_string),
-                            };
-                            Step::Done(Ok(applied(
-                                &copy,
-                                action,
-                                new_id,
-                                " (outcome verified after an unanswered request)",
+                            // Gone elsewhere (another retracted folder, or no copy): not where
+                            // this action puts it, so not this job's doing.
+                            let now = visible
+                                .first()
+                                .map(|m| folder_of(m).label().to_string())
+                                .unwrap_or_else(|| "no folder (deleted)".into());
+                            Step::Done(Err(Failure::new(
+                                FailureReason::AlreadyGone,
+                                None,
+                                "already_moved",
+                                format!("the copy is in {now}, not where this action puts it"),
                             )))
                         }
                     }

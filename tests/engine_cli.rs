@@ -706,6 +706,129 @@ async fn plan_files_apply_and_refuse_tampering() {
     );
 }
 
+/// The attack of issue 11: a responder turns a Junk plan into Hard Delete by editing every
+/// item's action and recomputing the (public) digest. The store's seal and the item/request
+/// check refuse it, for an admin too; the refusal is audited; the lab saw no permanentDelete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_plan_is_refused_and_audited() {
+    let w = World::new().await;
+    let copies = w.campaign().await;
+    let targets = pick(&copies, "contoso", false, 2);
+    let responder = w.config_with_role("responder");
+    let plan_path = w.path("junk.json");
+    let o = w
+        .run_with(
+            &responder,
+            &w.data(),
+            &[
+                "plan",
+                "--message-id",
+                CAMPAIGN_MESSAGE_ID,
+                "--only",
+                &targets.join(","),
+                "--action",
+                "junk",
+                "--out",
+                plan_path.to_str().unwrap(),
+            ],
+        )
+        .await;
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let text = std::fs::read_to_string(&plan_path).unwrap();
+    let plan: Plan = serde_json::from_str(&text).unwrap();
+    assert!(plan.seal.starts_with("hmac-sha256:"), "{}", plan.seal);
+
+    let write = |name: &str, plan: &Plan| {
+        let path = w.path(name);
+        std::fs::write(&path, plan.to_json_pretty()).unwrap();
+        path
+    };
+    // (a) items say hard_delete under a junk request, digest recomputed.
+    let mut items_only = plan.clone();
+    for item in &mut items_only.items {
+        item.action = RetractAction::HardDelete;
+        item.effective_action = RetractAction::HardDelete;
+    }
+    items_only.digest = items_only.compute_digest();
+    let a = write("a.json", &items_only);
+    // (b) the request says hard_delete too, digest recomputed.
+    let mut everything = items_only.clone();
+    everything.request.action = RetractAction::HardDelete;
+    everything.digest = everything.compute_digest();
+    let b = write("b.json", &everything);
+
+    let admin = w.config();
+    for (config, path, role) in [
+        (&responder, &a, "responder"),
+        (&responder, &b, "responder"),
+        (&admin, &a, "admin"),
+    ] {
+        let o = w
+            .run_with(
+                config,
+                &w.data(),
+                &["apply", path.to_str().unwrap(), "--yes"],
+            )
+            .await;
+        assert_eq!(code(&o), 2, "{role} {path:?}: {}{}", stdout(&o), stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("plan {} refused:", plan.id))
+                && err.contains("its seal does not match"),
+            "{role} {path:?}: {err}"
+        );
+        let entries = audit_entries(&w, config).await;
+        let last = entries.last().unwrap();
+        assert_eq!(last["action"], "plan_refused", "{last}");
+        assert_eq!(last["role"], role, "{last}");
+        assert!(
+            last["detail"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("its seal does not match"),
+            "{last}"
+        );
+    }
+    // The mismatch itself is named (here for (a): items against their request).
+    let entries = audit_entries(&w, &admin).await;
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["detail"]["reason"].as_str().is_some_and(
+                |r| r.contains("2 items: hard_delete (effective hard_delete) under a junk request")
+            )),
+        "{entries:?}"
+    );
+    // Nothing was deleted, nothing was made into a job.
+    assert_eq!(w.api_actions().await, 0, "a refused plan moved something");
+    // No API action on any message of any tenant (a permanentDelete would be one).
+    assert_eq!(w.lab("/_lab/actions").await["total"], 0);
+    let now = w.campaign().await;
+    for mb in &targets {
+        assert_eq!(now[mb]["folder"], "inbox", "{mb}");
+    }
+    let jobs: i64 = open_sqlite(&w.data())
+        .query_row("SELECT count(*) FROM job", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(jobs, 0);
+
+    // The plan as made applies for the responder: exactly its two copies go to Junk.
+    let o = w
+        .run_with(
+            &responder,
+            &w.data(),
+            &["apply", plan_path.to_str().unwrap(), "--yes"],
+        )
+        .await;
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let now = w.campaign().await;
+    for mb in &targets {
+        assert_eq!(now[mb]["folder"], "junk", "{mb}");
+    }
+    let o = w.run(&["audit", "verify"]).await;
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Metrics
 // ---------------------------------------------------------------------------------------------
@@ -854,7 +977,8 @@ async fn metrics_match_a_hand_built_mix_of_outcomes() {
         .push(stale(&ungranted_mb, ungranted["id"].as_str().unwrap()));
     plan.items.push(stale(DEMO_NO_MAILBOX_USER, "AAMkAGone"));
     plan.items.push(stale(external, "AAMkAExternal"));
-    plan.digest = plan.compute_digest();
+    let key = Store::open_in_dir(&w.data()).unwrap().plan_key().unwrap();
+    plan.seal_with(&key);
     std::fs::write(&plan_path, plan.to_json_pretty()).unwrap();
     w.user_action("contoso", &gone_c, "deleteditems").await;
     w.user_action("fabrikam", &gone_f, "junk").await;

@@ -527,7 +527,14 @@ pub fn apply(args: ApplyArgs, config_path: Option<&Path>, data_dir: Option<&Path
         Ok(None) => {}
         Err(e) => return fail(e.into()),
     }
-    if let Err(e) = engine.authorize(Capability::Retract(plan.request.action)) {
+    // Sealed by this store, items matching the request, every action allowed to this role
+    // (refusals audited) — before any confirmation.
+    for item in &plan.items {
+        if let Err(e) = engine.client(&item.tenant) {
+            return fail(e);
+        }
+    }
+    if let Err(e) = engine.check_plan(&plan) {
         return fail(e);
     }
     let job = match confirmed_job(&engine, &plan, args.yes) {

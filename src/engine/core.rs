@@ -30,6 +30,8 @@ pub enum EngineError {
         "job {job} is being run by {holder}; wait for it to finish, or `clawback jobs cancel {job}` (that process stops before its next batch)"
     )]
     JobLeased { job: i64, holder: String },
+    #[error("plan {plan} refused: {reason}; make a new plan with `clawback plan`")]
+    PlanRefused { plan: String, reason: String },
     #[error("{0}")]
     Invalid(String),
 }

@@ -186,10 +186,10 @@ impl Engine {
         dry_run: bool,
         detected_at: Option<DateTime<Utc>>,
     ) -> Result<i64, EngineError> {
-        self.authorize(Capability::Retract(plan.request.action))?;
         for item in &plan.items {
             self.client(&item.tenant)?;
         }
+        self.check_plan(plan)?;
         let mut delivered: BTreeMap<(String, String), Option<DateTime<Utc>>> = BTreeMap::new();
         let mut items = Vec::with_capacity(plan.items.len() + plan.skipped.len());
         {

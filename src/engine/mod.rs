@@ -13,6 +13,7 @@ pub mod plan;
 pub mod planner;
 pub mod policy;
 pub mod roles;
+pub mod seal;
 pub mod service;
 pub mod view;
 

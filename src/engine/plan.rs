@@ -6,6 +6,7 @@
 pub use crate::model::canonical_json;
 use crate::model::{FailureReason, Folder, RetractAction, TenantKind, Trigger};
 use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -93,8 +94,13 @@ pub struct Plan {
     pub request: RetractRequest,
     pub items: Vec<PlanItem>,
     pub skipped: Vec<SkippedItem>,
-    /// `sha256:<hex>` over the canonical JSON of every other field.
+    /// `sha256:<hex>` over the canonical JSON of every other field (but the seal).
     pub digest: String,
+    /// `hmac-sha256:<hex>` of the digest under the store's plan key ([`Plan::seal_with`]): only
+    /// clawback with access to the store that made the plan can seal it, so a plan edited
+    /// elsewhere (even with its digest recomputed) is refused when applied. Empty until sealed.
+    #[serde(default)]
+    pub seal: String,
 }
 
 /// Why a plan file was refused.
@@ -155,23 +161,62 @@ impl Plan {
             items,
             skipped,
             digest: String::new(),
+            seal: String::new(),
         };
         plan.digest = plan.compute_digest();
         plan
     }
 
     /// `sha256:<hex>` of the canonical JSON (sorted keys, no whitespace) of all fields but the
-    /// digest itself.
+    /// digest and the seal.
     pub fn compute_digest(&self) -> String {
         let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
         if let Some(obj) = value.as_object_mut() {
             obj.remove("digest");
+            obj.remove("seal");
         }
         let canonical = canonical_json(&value);
         format!(
             "sha256:{}",
             hex::encode(Sha256::digest(canonical.as_bytes()))
         )
+    }
+
+    /// The seal of this plan's digest under `key`.
+    fn seal_for(&self, key: &[u8]) -> String {
+        let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
+            Ok(m) => m,
+            // HMAC takes keys of any length; this arm is unreachable in practice.
+            Err(_) => return String::new(),
+        };
+        mac.update(self.digest.as_bytes());
+        format!("hmac-sha256:{}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    /// Recomputes the digest and seals it under `key` (the store's plan key).
+    pub fn seal_with(&mut self, key: &[u8]) {
+        self.digest = self.compute_digest();
+        self.seal = self.seal_for(key);
+    }
+
+    /// Whether the digest matches the content and the seal matches the digest under `key`
+    /// (compared in constant time).
+    pub fn seal_matches(&self, key: &[u8]) -> bool {
+        if self.digest != self.compute_digest() || self.seal.is_empty() {
+            return false;
+        }
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+            return false;
+        };
+        mac.update(self.digest.as_bytes());
+        let Some(given) = self
+            .seal
+            .strip_prefix("hmac-sha256:")
+            .and_then(|h| hex::decode(h).ok())
+        else {
+            return false;
+        };
+        mac.verify_slice(&given).is_ok()
     }
 
     /// Parses a plan file and checks its version and digest.
@@ -316,6 +361,25 @@ mod tests {
             .replace("a@contoso.com", "ceo@contoso.com");
         let err = Plan::from_json(&text, "plan.json").expect_err("edited");
         assert!(err.to_string().contains("digest does not match"), "{err}");
+    }
+
+    #[test]
+    fn a_seal_binds_the_content_to_the_key() {
+        let key = [7u8; 32];
+        let mut plan = sample();
+        assert!(!plan.seal_matches(&key), "an unsealed plan passed");
+        plan.seal_with(&key);
+        assert!(plan.seal.starts_with("hmac-sha256:"), "{}", plan.seal);
+        assert!(plan.seal_matches(&key));
+        assert!(!plan.seal_matches(&[8u8; 32]), "another store's key passed");
+        // Edited with the digest recomputed (anyone can): the seal no longer matches.
+        let mut forged = plan.clone();
+        forged.items[0].action = RetractAction::HardDelete;
+        forged.digest = forged.compute_digest();
+        assert!(!forged.seal_matches(&key));
+        // The seal survives the file round trip and is not part of the digest.
+        let back = Plan::from_json(&plan.to_json_pretty(), "p.json").expect("valid");
+        assert!(back.seal_matches(&key));
     }
 
     #[test]

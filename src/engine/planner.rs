@@ -470,12 +470,9 @@ impl Engine {
             ))
         });
         skipped.dedup();
-        Ok(Plan::new(
-            self.operator.name.clone(),
-            request,
-            items,
-            skipped,
-        ))
+        let mut plan = Plan::new(self.operator.name.clone(), request, items, skipped);
+        self.seal_plan(&mut plan)?;
+        Ok(plan)
     }
 
     /// Locates messages in many mailboxes: each tenant in a task of its own (tenants have

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod automation;
 pub mod chain;
 pub mod jobs;
+pub mod keys;
 pub mod migrations;
 pub mod policy;
 pub mod sync;

@@ -25,8 +25,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-/// The OS user the binary sees (audit entries record it).
-const OS_USER: &str = "soc-night-shift";
+/// What `$USER` says in the binary's environment: a lie the audit must not repeat.
+const FAKE_USER: &str = "soc-night-shift";
+
+/// The account of this process's uid, as `id -un` reports it (the audit records this).
+fn os_user() -> String {
+    let out = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
 
 /// A lab with the demo scenario, a config for it and a data directory whose trace is synced.
 struct World {
@@ -83,7 +92,7 @@ impl World {
             .args(args)
             .env_remove("CLAWBACK_DATA_DIR")
             .env_remove("CLAWBACK_CONFIG")
-            .env("USER", OS_USER)
+            .env("USER", FAKE_USER)
             .stdin(std::process::Stdio::null())
             .output()
             .await
@@ -335,7 +344,7 @@ async fn audit_chain_detects_every_edit_delete_and_swap() {
         prev = e["hash"].as_str().unwrap().to_string();
         assert_eq!(e["operator"], "lab-operator");
         assert_eq!(e["role"], "admin");
-        assert_eq!(e["os_user"], OS_USER);
+        assert_eq!(e["os_user"], os_user());
     }
     assert_eq!(entries[0]["counts"]["copies"], 2);
     assert_eq!(entries[0]["detail"]["reason"], "INC-7");
@@ -359,10 +368,8 @@ async fn audit_chain_detects_every_edit_delete_and_swap() {
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(lines[0].trim_start().starts_with("1 "), "{lines:?}");
     assert!(lines[1].trim_start().starts_with("5 "), "{lines:?}");
-    assert!(
-        lines.iter().all(|l| l.contains("plan_applied")
-            && l.contains(&format!("lab-operator(admin, {OS_USER})")))
-    );
+    assert!(lines.iter().all(|l| l.contains("plan_applied")
+        && l.contains(&format!("lab-operator(admin, {})", os_user()))));
     let o = w.run(&["audit", "list", "--section", "restore"]).await;
     assert_eq!(stdout(&o).lines().count(), 2, "{}", stdout(&o));
     let o = w.run(&["audit", "list", "--section", "denied"]).await;
@@ -463,7 +470,8 @@ async fn roles_refuse_and_audit_what_they_do_not_allow() {
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["section"], "denied");
     assert_eq!(entries[0]["role"], "viewer");
-    assert_eq!(entries[0]["os_user"], OS_USER);
+    assert_eq!(entries[0]["os_user"], os_user());
+    assert_ne!(entries[0]["os_user"], FAKE_USER, "the audit took $USER");
     assert_eq!(entries[0]["detail"]["needed"], "responder");
     assert_eq!(entries[0]["detail"]["attempted"], "retract (junk)");
     // No job was created for the refused attempt.
@@ -566,6 +574,220 @@ async fn roles_refuse_and_audit_what_they_do_not_allow() {
         .run_with(&responder, &w.data(), &["audit", "verify"])
         .await;
     assert_eq!(code(&o), 0, "{}", stdout(&o));
+}
+
+/// The role matrix of issue 11: every state-changing CLI command × viewer / responder / admin.
+/// A refusal exits 2 naming the role needed and is audited in the role's name; an allowed
+/// command may still fail for its own reasons (a finished job), but never on the role. The
+/// read-only commands stay open to a viewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_state_changing_command_checks_the_role() {
+    let w = World::new().await;
+    let copies = w.campaign().await;
+    let targets = pick(&copies, "contoso", false, 8);
+    // Job 1 (admin): two copies junked, to resume, cancel, retry and restore below.
+    let o = w
+        .run(&[
+            "retract",
+            "--message-id",
+            CAMPAIGN_MESSAGE_ID,
+            "--only",
+            &targets[..2].join(","),
+            "--action",
+            "junk",
+            "--yes",
+        ])
+        .await;
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let plan_path = w.path("matrix-plan.json");
+    let o = w
+        .run(&[
+            "plan",
+            "--message-id",
+            CAMPAIGN_MESSAGE_ID,
+            "--only",
+            &targets[2],
+            "--action",
+            "trash",
+            "--out",
+            plan_path.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let policy_path = w.path("policy.toml");
+    let o = w
+        .run(&["policy", "export", "--out", policy_path.to_str().unwrap()])
+        .await;
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let eml = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eml/bcc-copy.eml");
+    let out = w.path("viewer-plan.json");
+
+    let roles = ["viewer", "responder", "admin"];
+    let configs: BTreeMap<&str, PathBuf> = roles
+        .iter()
+        .map(|r| {
+            let c = if *r == "admin" {
+                w.config()
+            } else {
+                w.config_with_role(r)
+            };
+            (*r, c)
+        })
+        .collect();
+    let rank = |r: &str| roles.iter().position(|x| *x == r).unwrap();
+    let retract_one = |mailbox: &str, action: &str| {
+        vec![
+            "retract".to_string(),
+            "--message-id".into(),
+            CAMPAIGN_MESSAGE_ID.into(),
+            "--only".into(),
+            mailbox.into(),
+            "--action".into(),
+            action.into(),
+            "--yes".into(),
+        ]
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    // (command, least role, what a refusal names); per role, so each acts on its own copy.
+    let matrix = |role: &str| -> Vec<(Vec<String>, &'static str, &'static str)> {
+        let i = rank(role);
+        vec![
+            (
+                s(&["trace", "sync", "--tenant", "contoso"]),
+                "responder",
+                "update the trace",
+            ),
+            (
+                s(&["trace", "ingest", eml.to_str().unwrap()]),
+                "responder",
+                "update the trace",
+            ),
+            (
+                s(&[
+                    "plan",
+                    "--message-id",
+                    CAMPAIGN_MESSAGE_ID,
+                    "--only",
+                    &targets[3],
+                    "--action",
+                    "junk",
+                    "--out",
+                    out.to_str().unwrap(),
+                ]),
+                "responder",
+                "plan a retraction",
+            ),
+            (
+                retract_one(&targets[4 + i], "junk"),
+                "responder",
+                "retract (junk)",
+            ),
+            (
+                retract_one(&targets[7], "hard_delete"),
+                "admin",
+                "retract (hard_delete)",
+            ),
+            (
+                s(&["apply", plan_path.to_str().unwrap(), "--yes"]),
+                "responder",
+                "retract (trash)",
+            ),
+            (s(&["jobs", "resume", "1"]), "responder", "retract (junk)"),
+            (s(&["jobs", "cancel", "1"]), "responder", "cancel a job"),
+            (
+                s(&["jobs", "retry", "1", "--reason", "already_gone"]),
+                "responder",
+                "retract (junk)",
+            ),
+            (
+                s(&["restore", "1", "--only", &targets[0]]),
+                "responder",
+                "restore",
+            ),
+            (s(&["watch", "--once"]), "responder", "run the automation"),
+            (
+                s(&["policy", "set", "spam", "junk"]),
+                "admin",
+                "change the auto-retract policy",
+            ),
+            (
+                s(&["policy", "import", policy_path.to_str().unwrap()]),
+                "admin",
+                "change the auto-retract policy",
+            ),
+        ]
+    };
+    for role in roles {
+        let config = &configs[role];
+        let before = w.api_actions().await;
+        for (args, least, what) in matrix(role) {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            let o = w.run_with(config, &w.data(), &a).await;
+            let err = stderr(&o);
+            if rank(role) < rank(least) {
+                assert_eq!(code(&o), 2, "{role} {a:?}: {}{err}", stdout(&o));
+                assert!(
+                    err.contains(&format!(
+                        "denied: role {role} may not {what}; it needs role {least}"
+                    )),
+                    "{role} {a:?}: {err}"
+                );
+                let entries = audit_entries(&w, config).await;
+                let last = entries.last().unwrap();
+                assert_eq!(
+                    (
+                        last["section"].as_str(),
+                        last["role"].as_str(),
+                        last["detail"]["attempted"].as_str()
+                    ),
+                    (Some("denied"), Some(role), Some(what)),
+                    "{role} {a:?}"
+                );
+            } else {
+                assert!(!err.contains("denied:"), "{role} {a:?}: {err}");
+            }
+        }
+        if role == "viewer" {
+            assert_eq!(w.api_actions().await, before, "a viewer moved something");
+        }
+    }
+    // What the responder and admin did reached the lab: their junk, the plan's trash, the
+    // restore; the Hard Delete only from the admin.
+    let now = w.campaign().await;
+    assert_eq!(now[&targets[0]]["folder"], "inbox", "restored");
+    assert_eq!(now[&targets[2]]["folder"], "trash", "the applied plan");
+    assert_eq!(now[&targets[4]]["folder"], "inbox", "the viewer's retract");
+    assert_eq!(
+        now[&targets[5]]["folder"], "junk",
+        "the responder's retract"
+    );
+    assert_eq!(now[&targets[6]]["folder"], "junk", "the admin's retract");
+    // Purged: gone from the user's view (the lab keeps the copy, marked purged).
+    assert!(
+        now.get(&targets[7]).is_none_or(|c| c["folder"] == "purged"),
+        "the admin's Hard Delete: {:?}",
+        now.get(&targets[7])
+    );
+    assert_eq!(
+        w.lab(&format!("/_lab/actions?mailbox={}", enc(&targets[7])))
+            .await["total"],
+        1
+    );
+
+    // Reading stays open to a viewer.
+    for args in [
+        vec!["search", "subject:invoice"],
+        vec!["jobs", "list"],
+        vec!["jobs", "show", "1"],
+        vec!["metrics"],
+        vec!["audit", "verify"],
+        vec!["audit", "export"],
+        vec!["policy", "show"],
+        vec!["policy", "export"],
+    ] {
+        let o = w.run_with(&configs["viewer"], &w.data(), &args).await;
+        assert_eq!(code(&o), 0, "viewer {args:?}: {}", stderr(&o));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

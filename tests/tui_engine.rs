@@ -8,12 +8,14 @@
 mod tui_support;
 
 mod lab_support;
-use clawback::engine::view::{CopyOutcome, JobPhase};
-use clawback::engine::{Command, Engine, EngineHandle, service};
+use clawback::engine::plan::RetractRequest;
+use clawback::engine::view::{Confirmation, CopyOutcome, JobId, JobPhase};
+use clawback::engine::{Command, Engine, EngineEvent, EngineHandle, service};
 use clawback::lab::demo::{self, CAMPAIGN_MESSAGE_ID, CONTOSO};
 use clawback::lab::scenario::Scenario;
 use clawback::lab::{LabOptions, LabServer};
-use clawback::model::{Folder, RetractAction};
+use clawback::model::{FailureReason, Folder, RetractAction, Role, Trigger};
+use clawback::store::Store;
 use clawback::tui::action::Action;
 use clawback::tui::app::{App, Loadable};
 use clawback::tui::{TuiOptions, prepare};
@@ -281,4 +283,270 @@ async fn search_select_untick_depth_junk_confirm_then_undo() {
         })
         .await;
     assert_eq!(contoso_folders(&server), before);
+}
+
+/// Sends one command and collects the engine's events until one that answers it.
+async fn answer(engine: &mut EngineHandle, command: Command) -> Vec<EngineEvent> {
+    engine.commands.send(command).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "no answer; got {out:?}");
+        let Ok(Some(e)) =
+            tokio::time::timeout(Duration::from_millis(200), engine.events.recv()).await
+        else {
+            continue;
+        };
+        let last = matches!(
+            e,
+            EngineEvent::Denied { .. }
+                | EngineEvent::EngineFailed { .. }
+                | EngineEvent::PlanBuilt(_)
+                | EngineEvent::PlanFailed { .. }
+                | EngineEvent::JobFinished { .. }
+                | EngineEvent::PolicySaved(_)
+                | EngineEvent::PolicyLoaded(_)
+        );
+        out.push(e);
+        if last {
+            return out;
+        }
+    }
+}
+
+fn denied(events: &[EngineEvent]) -> Option<(String, Role)> {
+    events.iter().find_map(|e| match e {
+        EngineEvent::Denied {
+            action, required, ..
+        } => Some((action.clone(), *required)),
+        _ => None,
+    })
+}
+
+/// Every state-changing console action × viewer / responder / admin (issue 11): the engine
+/// answers `Denied` (and audits it) for what the role does not allow, and nothing moves at the
+/// lab for a refused action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_actions_are_checked_against_the_role() {
+    let scenario = demo::build(7);
+    let lab = synced_lab(&scenario, LabOptions::default(), &[], 30).await;
+    let store_path = lab.store.path().unwrap().to_path_buf();
+    let http = reqwest::Client::new();
+    let base = lab.server.base_url();
+    let actions = || async {
+        lab_support::lab_get(&http, &base, "/_lab/actions").await["total"]
+            .as_u64()
+            .unwrap()
+    };
+    let engine_as = |role: Role| {
+        let mut config = lab.config.clone();
+        config.operator.role = role;
+        let store = Store::open(&store_path).unwrap();
+        service::spawn(std::sync::Arc::new(Engine::new(config, store).unwrap()))
+    };
+    let enc = percent_encoding::utf8_percent_encode(
+        CAMPAIGN_MESSAGE_ID,
+        percent_encoding::NON_ALPHANUMERIC,
+    );
+    let campaign =
+        lab_support::lab_get(&http, &base, &format!("/_lab/messages?message_id={enc}")).await;
+    let copies: Vec<String> = campaign["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["tenant"] == CONTOSO
+                && c["folder"] == "inbox"
+                && c["granted"] == true
+                && c["mailbox"] != clawback::lab::demo::DEMO_HOLD_MAILBOX
+        })
+        .map(|c| c["mailbox"].as_str().unwrap().to_string())
+        .take(6)
+        .collect();
+    assert_eq!(copies.len(), 6);
+    let request = |action: RetractAction, only: &[String]| {
+        Command::BuildPlan(RetractRequest {
+            message_ids: vec![CAMPAIGN_MESSAGE_ID.into()],
+            query: None,
+            tenants: vec![CONTOSO.into()],
+            only: only.to_vec(),
+            exclude: vec![],
+            depth: 0,
+            action,
+            trigger: Trigger::Manual,
+            reason: "role matrix".into(),
+        })
+    };
+    let built = |events: &[EngineEvent]| {
+        events.iter().find_map(|e| match e {
+            EngineEvent::PlanBuilt(p) => Some((p.plan_id.clone(), p.copies_total)),
+            _ => None,
+        })
+    };
+
+    // The admin retracts two copies: job 1, to restore and cancel below.
+    let mut admin = engine_as(Role::Admin);
+    let e = answer(&mut admin, request(RetractAction::Junk, &copies[..2])).await;
+    let (plan, _) = built(&e).unwrap_or_else(|| panic!("{e:?}"));
+    let e = answer(
+        &mut admin,
+        Command::ApplyPlan {
+            plan_id: plan,
+            confirmation: Confirmation { typed_copies: None },
+        },
+    )
+    .await;
+    assert!(
+        matches!(e.last(), Some(EngineEvent::JobFinished { .. })),
+        "{e:?}"
+    );
+    let job = JobId("1".into());
+    let e = answer(&mut admin, Command::LoadPolicy).await;
+    let Some(EngineEvent::PolicyLoaded(policy)) = e.last().cloned() else {
+        panic!("{e:?}")
+    };
+
+    for role in [Role::Viewer, Role::Responder] {
+        let before = actions().await;
+        let mut console = engine_as(role);
+        let slice = if role == Role::Viewer {
+            &copies[2..4]
+        } else {
+            &copies[4..6]
+        };
+        // Plan (and then apply) Junk: responder yes, viewer no.
+        let e = answer(&mut console, request(RetractAction::Junk, slice)).await;
+        match role {
+            Role::Viewer => assert_eq!(
+                denied(&e),
+                Some(("plan a retraction".into(), Role::Responder)),
+                "{e:?}"
+            ),
+            _ => {
+                let (plan, _) = built(&e).unwrap_or_else(|| panic!("{e:?}"));
+                let e = answer(
+                    &mut console,
+                    Command::ApplyPlan {
+                        plan_id: plan,
+                        confirmation: Confirmation { typed_copies: None },
+                    },
+                )
+                .await;
+                assert_eq!(denied(&e), None, "{e:?}");
+                assert!(
+                    matches!(e.last(), Some(EngineEvent::JobFinished { .. })),
+                    "{e:?}"
+                );
+            }
+        }
+        // Hard Delete: only an admin. The responder may plan it but not apply it.
+        if role == Role::Responder {
+            let e = answer(
+                &mut console,
+                request(RetractAction::HardDelete, &copies[2..3]),
+            )
+            .await;
+            let (plan, n) = built(&e).unwrap_or_else(|| panic!("{e:?}"));
+            let e = answer(
+                &mut console,
+                Command::ApplyPlan {
+                    plan_id: plan,
+                    confirmation: Confirmation {
+                        typed_copies: Some(n),
+                    },
+                },
+            )
+            .await;
+            assert_eq!(
+                denied(&e),
+                Some(("retract (hard_delete)".into(), Role::Admin)),
+                "{e:?}"
+            );
+        }
+        // Cancel, retry, restore job 1: responder allowed (cancel/retry then fail on the job's
+        // state, not on the role), viewer denied.
+        for (command, what) in [
+            (Command::CancelJob { job: job.clone() }, "cancel a job"),
+            (
+                Command::RetryFailed {
+                    job: job.clone(),
+                    reason: FailureReason::AlreadyGone,
+                },
+                "retract (junk)",
+            ),
+            (
+                Command::Restore {
+                    job: job.clone(),
+                    only: vec![copies[0].clone()],
+                },
+                "restore",
+            ),
+        ] {
+            let e = answer(&mut console, command).await;
+            match role {
+                Role::Viewer => assert_eq!(
+                    denied(&e),
+                    Some((what.to_string(), Role::Responder)),
+                    "{what}: {e:?}"
+                ),
+                _ => assert_eq!(denied(&e), None, "{what}: {e:?}"),
+            }
+        }
+        // The policy: admin only.
+        let e = answer(&mut console, Command::SavePolicy(policy.clone())).await;
+        assert_eq!(
+            denied(&e),
+            Some(("change the auto-retract policy".into(), Role::Admin)),
+            "{e:?}"
+        );
+        let moved = actions().await - before;
+        match role {
+            // Nothing at all for the viewer.
+            Role::Viewer => assert_eq!(moved, 0),
+            // Two junked, one restored; the Hard Delete never reached the lab.
+            _ => assert_eq!(moved, 3),
+        }
+    }
+    let folders = contoso_folders(&lab.server);
+    let folder = |mb: &String| folders[&(mb.clone(), CAMPAIGN_MESSAGE_ID.to_string())].clone();
+    assert_eq!(
+        folder(&copies[0]),
+        vec![Folder::Inbox],
+        "restored by the responder"
+    );
+    assert_eq!(folder(&copies[1]), vec![Folder::Junk]);
+    assert_eq!(
+        folder(&copies[2]),
+        vec![Folder::Inbox],
+        "no hard delete, no viewer junk"
+    );
+    assert_eq!(folder(&copies[3]), vec![Folder::Inbox]);
+    assert_eq!(folder(&copies[4]), vec![Folder::Junk]);
+
+    // Every refusal is in the audit log, in the role's name.
+    let store = Store::open(&store_path).unwrap();
+    let entries = store.audit_entries().unwrap().unwrap();
+    let refusals: Vec<(String, String)> = entries
+        .iter()
+        .filter(|e| e.record.section == "denied")
+        .map(|e| {
+            (
+                e.record.role.as_str().to_string(),
+                e.record.detail["attempted"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refusals,
+        [
+            ("viewer", "plan a retraction"),
+            ("viewer", "cancel a job"),
+            ("viewer", "retract (junk)"),
+            ("viewer", "restore"),
+            ("viewer", "change the auto-retract policy"),
+            ("responder", "retract (hard_delete)"),
+            ("responder", "change the auto-retract policy"),
+        ]
+        .map(|(r, w)| (r.to_string(), w.to_string()))
+    );
 }

@@ -423,6 +423,10 @@ pub fn watch(args: WatchArgs, config_path: Option<&Path>, data_dir: Option<&Path
         Ok(e) => e,
         Err(code) => return code,
     };
+    if let Err(e) = engine.authorize(crate::engine::roles::Capability::Automate) {
+        eprintln!("clawback: {e}");
+        return exit::USAGE;
+    }
     let dir = engine
         .store()
         .path()

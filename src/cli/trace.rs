@@ -2,6 +2,8 @@
 
 use crate::cli::exit;
 use crate::config::{self, Config};
+use crate::engine::Operator;
+use crate::engine::roles::Capability;
 use crate::store::Store;
 use crate::trace::ingest::{IngestOptions, Progress, ingest_paths};
 use clap::{Args, Subcommand};
@@ -73,6 +75,19 @@ pub(crate) fn open_store(
     }
 }
 
+/// Filling the trace needs the responder role (verdict feeds and synced mail decide what the
+/// automation acts on); a refusal is audited.
+fn authorize_update(config: Option<&Config>, store: &mut Store) -> Result<(), u8> {
+    let default = Config::default();
+    let operator = Operator::from_config(config.unwrap_or(&default));
+    operator
+        .authorize(store, Capability::UpdateTrace)
+        .map_err(|e| {
+            eprintln!("clawback: {e}");
+            exit::USAGE
+        })
+}
+
 pub fn run(args: TraceArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> u8 {
     match args.command {
         TraceCommand::Ingest(a) => ingest(a, config_path, data_dir),
@@ -104,6 +119,9 @@ fn sync(args: SyncArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> 
         }
         Err(code) => return code,
     };
+    if let Err(code) = authorize_update(Some(&config), &mut store) {
+        return code;
+    }
     if config.tenants.is_empty() {
         eprintln!("clawback: trace sync: no tenants configured");
         return exit::USAGE;
@@ -215,6 +233,9 @@ fn ingest(args: IngestArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
         Ok(x) => x,
         Err(code) => return code,
     };
+    if let Err(code) = authorize_update(config.as_ref(), &mut store) {
+        return code;
+    }
     let opts = IngestOptions::from_config(config.as_ref());
     let mut shown = false;
     let mut progress = |p: Progress| {

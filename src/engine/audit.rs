@@ -5,32 +5,33 @@ pub use crate::store::chain::{
     AuditBreak, AuditEntry, AuditRecord, GENESIS, chain, entry_hash, verify,
 };
 
-/// The OS user running this process.
+/// The OS account running this process: the name of its real uid (`getpwuid`, so LDAP and
+/// other NSS accounts resolve too), never `$USER`, which anyone can set. `uid:N` when the uid
+/// has no account name.
 pub fn os_user() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .or_else(|_| std::env::var("USERNAME"))
-        .ok()
-        .filter(|u| !u.is_empty())
-        .or_else(user_from_uid)
-        .unwrap_or_else(|| "unknown".into())
+    let uid = nix::unistd::getuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(user)) if !user.name.is_empty() => user.name,
+        _ => format!("uid:{uid}"),
+    }
 }
 
-/// The account name of this process's real uid, from `/proc/self/status` and `/etc/passwd`
-/// (cron, systemd and `su -c` often run without `$USER`).
-fn user_from_uid() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .next()?
-        .to_string();
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() > 2 && f[2] == uid)
-        .map(|f| f[0].to_string())
-        .or(Some(format!("uid:{uid}")))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_os_user_comes_from_the_uid_not_the_environment() {
+        // Whatever $USER says, the uid's account name (as /etc/passwd has it) is recorded.
+        let name = os_user();
+        assert!(!name.is_empty());
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let uid = nix::unistd::getuid().as_raw().to_string();
+        if let Some(line) = passwd
+            .lines()
+            .find(|l| l.split(':').nth(2) == Some(uid.as_str()))
+        {
+            assert_eq!(Some(name.as_str()), line.split(':').next(), "{line}");
+        }
+    }
 }

@@ -44,6 +44,58 @@ pub struct Operator {
     pub os_user: String,
 }
 
+impl Operator {
+    /// The operator a config names (its role), with the OS account of this process.
+    pub fn from_config(config: &Config) -> Operator {
+        let os_user = os_user();
+        Operator {
+            name: config
+                .operator
+                .name
+                .clone()
+                .unwrap_or_else(|| os_user.clone()),
+            role: config.operator.role,
+            os_user,
+        }
+    }
+
+    /// An audit record in this operator's name, stamped now (counts and detail empty).
+    pub fn record(&self, section: &str, action: &str) -> AuditRecord {
+        AuditRecord {
+            at: Utc::now(),
+            os_user: self.os_user.clone(),
+            operator: self.name.clone(),
+            role: self.role,
+            section: section.to_string(),
+            action: action.to_string(),
+            plan_digest: None,
+            job_id: None,
+            counts: BTreeMap::new(),
+            detail: serde_json::Value::Null,
+        }
+    }
+
+    /// Checks this operator's role; a refusal is audited in `store` (section `denied`) and
+    /// returned. For front ends that work on the store without an [`Engine`].
+    pub fn authorize(&self, store: &mut Store, capability: Capability) -> Result<(), EngineError> {
+        match authorize(self.role, capability) {
+            Ok(()) => Ok(()),
+            Err(denied) => {
+                let mut record = self.record(
+                    "denied",
+                    &format!("{}_denied", capability.describe().replace(' ', "_")),
+                );
+                record.detail = serde_json::json!({
+                    "attempted": capability.describe(),
+                    "needed": denied.needed.as_str(),
+                });
+                store.audit_append(record)?;
+                Err(EngineError::Denied(denied))
+            }
+        }
+    }
+}
+
 /// The engine: config, store and provider clients.
 pub struct Engine {
     pub config: Config,
@@ -71,16 +123,7 @@ impl Engine {
         for tenant in &config.tenants {
             clients.insert(tenant.name.clone(), ProviderClient::new(&config, tenant)?);
         }
-        let os_user = os_user();
-        let operator = Operator {
-            name: config
-                .operator
-                .name
-                .clone()
-                .unwrap_or_else(|| os_user.clone()),
-            role: config.operator.role,
-            os_user,
-        };
+        let operator = Operator::from_config(&config);
         Ok(Engine {
             config,
             operator,
@@ -125,39 +168,16 @@ impl Engine {
         counts: BTreeMap<String, u64>,
         detail: serde_json::Value,
     ) -> Result<AuditEntry, EngineError> {
-        let record = AuditRecord {
-            at: Utc::now(),
-            os_user: self.operator.os_user.clone(),
-            operator: self.operator.name.clone(),
-            role: self.operator.role,
-            section: section.to_string(),
-            action: action.to_string(),
-            plan_digest: plan_digest.map(str::to_string),
-            job_id: job_id.map(|j| j.to_string()),
-            counts,
-            detail,
-        };
+        let mut record = self.operator.record(section, action);
+        record.plan_digest = plan_digest.map(str::to_string);
+        record.job_id = job_id.map(|j| j.to_string());
+        record.counts = counts;
+        record.detail = detail;
         Ok(self.store().audit_append(record)?)
     }
 
     /// Checks the operator's role; a refusal is audited (section `denied`) and returned.
     pub fn authorize(&self, capability: Capability) -> Result<(), EngineError> {
-        match authorize(self.operator.role, capability) {
-            Ok(()) => Ok(()),
-            Err(denied) => {
-                self.audit(
-                    "denied",
-                    &format!("{}_denied", capability.describe().replace(' ', "_")),
-                    None,
-                    None,
-                    BTreeMap::new(),
-                    serde_json::json!({
-                        "attempted": capability.describe(),
-                        "needed": denied.needed.as_str(),
-                    }),
-                )?;
-                Err(EngineError::Denied(denied))
-            }
-        }
+        self.operator.authorize(&mut self.store(), capability)
     }
 }

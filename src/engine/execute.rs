@@ -298,6 +298,10 @@ impl Engine {
         sink: Sink<'_>,
     ) -> Result<JobReport, EngineError> {
         let row = self.job_row(job)?;
+        self.authorize(match row.kind {
+            JobKind::Retract => Capability::Retract(row.action),
+            JobKind::Restore => Capability::Restore,
+        })?;
         if row.state == JobState::Finished {
             return Err(EngineError::Invalid(format!(
                 "job {job} is finished: nothing to resume (`clawback jobs show {job}`; `clawback jobs retry {job} --reason R` retries its failures)"
@@ -896,6 +900,7 @@ impl Engine {
     /// Returns the live holder of the job's lease, if a process is running it. A finished or
     /// already cancelled job is refused.
     pub fn cancel_job(&self, job: i64) -> Result<Option<JobLease>, EngineError> {
+        self.authorize(Capability::CancelJob)?;
         match self.store().request_cancel(job)? {
             None => return Err(EngineError::UnknownJob(job)),
             Some(JobState::Running) => {}

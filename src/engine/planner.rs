@@ -5,6 +5,7 @@
 
 use super::core::{Engine, EngineError};
 use super::plan::{Plan, PlanItem, RetractRequest, SkippedItem};
+use super::roles::Capability;
 use crate::model::{FailureReason, Folder, RetractAction, TenantKind, normalize_message_id};
 use crate::provider::{Failure, LocatedCopy, Resolved};
 use crate::trace::TraceRecord;
@@ -120,6 +121,7 @@ impl Engine {
 
     /// Builds and seals a plan. Only reads from the providers.
     pub async fn build_plan(&self, request: RetractRequest) -> Result<Plan, EngineError> {
+        self.authorize(Capability::Plan)?;
         if request.message_ids.is_empty() && request.query.is_none() {
             return Err(EngineError::Invalid(
                 "nothing to retract: give a Message-ID or a query".into(),

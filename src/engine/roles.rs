@@ -1,6 +1,12 @@
-//! Operator roles (issue 5): `viewer` searches and reads metrics; `responder` also retracts
-//! (except Hard Delete) and restores; `admin` may do everything, including Hard Delete and policy
-//! changes. A refused attempt is answered with [`Denied`] and audited by the caller.
+//! Operator roles (issues 5 and 11): `viewer` searches, views and exports (trace, jobs, metrics,
+//! audit, policy); `responder` also fills the trace, plans, applies, resumes, cancels, retries,
+//! restores and runs `watch` — except Hard Delete; `admin` may do everything, including Hard
+//! Delete and policy changes. A refused attempt is answered with [`Denied`] and audited by the
+//! caller.
+//!
+//! Roles guard against mistakes within a team that shares one config: they are read from the
+//! config file the operator runs with. The security boundary is who can read the credentials
+//! (the secret files and the store), not the role.
 
 use crate::model::{RetractAction, Role};
 
@@ -9,8 +15,16 @@ use crate::model::{RetractAction, Role};
 pub enum Capability {
     Search,
     ViewMetrics,
+    /// Fill the mail trace (ingest files, sync from the providers).
+    UpdateTrace,
+    /// Build a plan (reads every mailbox a message reached).
+    Plan,
     Retract(RetractAction),
     Restore,
+    /// Stop a running job (its pending items stay pending).
+    CancelJob,
+    /// Run the automation (`watch`): its jobs are checked against their actions as well.
+    Automate,
     EditPolicy,
 }
 
@@ -20,7 +34,12 @@ impl Capability {
         match self {
             Capability::Search | Capability::ViewMetrics => Role::Viewer,
             Capability::Retract(RetractAction::HardDelete) | Capability::EditPolicy => Role::Admin,
-            Capability::Retract(_) | Capability::Restore => Role::Responder,
+            Capability::UpdateTrace
+            | Capability::Plan
+            | Capability::Retract(_)
+            | Capability::Restore
+            | Capability::CancelJob
+            | Capability::Automate => Role::Responder,
         }
     }
 
@@ -30,7 +49,11 @@ impl Capability {
             Capability::Search => "search".into(),
             Capability::ViewMetrics => "view metrics".into(),
             Capability::Retract(a) => format!("retract ({})", a.as_str()),
+            Capability::UpdateTrace => "update the trace".into(),
+            Capability::Plan => "plan a retraction".into(),
             Capability::Restore => "restore".into(),
+            Capability::CancelJob => "cancel a job".into(),
+            Capability::Automate => "run the automation".into(),
             Capability::EditPolicy => "change the auto-retract policy".into(),
         }
     }

@@ -239,6 +239,7 @@ fn handle(state: &State, command: Command) {
                         lock(&plans).insert(plan.id.clone(), plan);
                         vec![EngineEvent::PlanBuilt(summary)]
                     }
+                    Err(e @ EngineError::Denied(_)) => vec![denied_or_failed(e)],
                     Err(e) => vec![EngineEvent::PlanFailed {
                         message: e.to_string(),
                     }],
@@ -282,13 +283,15 @@ fn handle(state: &State, command: Command) {
                 state.send(failed(format!("no job {job}")));
                 return;
             };
-            if let Some(flag) = lock(&state.cancels).get(&id).cloned() {
-                flag.store(true, Ordering::SeqCst);
-            }
-            // Recorded in the store too: a job another process runs stops before its next
-            // batch; a finished job is not cancelled.
-            if let Err(e) = engine.cancel_job(id) {
-                state.send(denied_or_failed(e));
+            // Recorded in the store (role checked first): a job another process runs stops
+            // before its next batch; a finished job is not cancelled.
+            match engine.cancel_job(id) {
+                Ok(_) => {
+                    if let Some(flag) = lock(&state.cancels).get(&id).cloned() {
+                        flag.store(true, Ordering::SeqCst);
+                    }
+                }
+                Err(e) => state.send(denied_or_failed(e)),
             }
         }
         Command::RetryFailed { job, reason } => {

@@ -75,9 +75,29 @@ pub struct Config {
     /// `clawback watch` settings (intel directory, journal directory, report threshold).
     #[serde(default)]
     pub automation: AutomationConfig,
+    /// The audit log's head kept outside the store.
+    #[serde(default, skip_serializing_if = "AuditConfig::is_unset")]
+    pub audit: AuditConfig,
     /// Where the file was loaded from (for error messages and relative paths).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// `[audit]`: where the audit log's head is kept outside the store.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Each new head (`SEQ sha256:HEX`) is appended to this file, e.g. on another mount or one
+    /// shipped by syslog; `clawback audit verify` checks the log against every line of it.
+    /// Relative to the config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_file: Option<PathBuf>,
+}
+
+impl AuditConfig {
+    fn is_unset(&self) -> bool {
+        self.head_file.is_none()
+    }
 }
 
 /// Who is operating: written into every audit entry.
@@ -317,6 +337,7 @@ impl Config {
         for p in [
             &mut config.automation.intel_dir,
             &mut config.automation.journal_dir,
+            &mut config.audit.head_file,
         ]
         .into_iter()
         .flatten()

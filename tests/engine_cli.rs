@@ -790,6 +790,202 @@ async fn every_state_changing_command_checks_the_role() {
     }
 }
 
+/// A copy of the store in a fresh data dir (the binary has exited: the WAL is checkpointed or
+/// copied along).
+fn store_copy(src: &Path, dst: &Path) -> rusqlite::Connection {
+    std::fs::create_dir_all(dst).unwrap();
+    for suffix in ["", "-wal"] {
+        let from = src.join(format!("{}{suffix}", clawback::store::STORE_FILE));
+        if from.exists() {
+            std::fs::copy(
+                &from,
+                dst.join(format!("{}{suffix}", clawback::store::STORE_FILE)),
+            )
+            .unwrap();
+        }
+    }
+    open_sqlite(dst)
+}
+
+/// Issue 11: the audit head kept outside the store (a job summary, `audit head`, the head
+/// file) catches what the chain and its in-store head cannot: the tail cut and the stored head
+/// fixed, every row wiped, an old row edited with every later hash recomputed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_head_kept_outside_catches_truncation_wipe_and_rewrite() {
+    let w = World::new().await;
+    let copies = w.campaign().await;
+    let targets = pick(&copies, "contoso", false, 2);
+    // The config appends every head to a file outside the data dir.
+    let heads_path = w.path("heads.log");
+    let with_file = w.path("with-head-file.toml");
+    std::fs::write(
+        &with_file,
+        format!(
+            "{}\n[audit]\nhead_file = \"heads.log\"\n",
+            std::fs::read_to_string(w.config()).unwrap()
+        ),
+    )
+    .unwrap();
+    let o = w
+        .run_with(
+            &with_file,
+            &w.data(),
+            &[
+                "retract",
+                "--message-id",
+                CAMPAIGN_MESSAGE_ID,
+                "--only",
+                &targets.join(","),
+                "--action",
+                "junk",
+                "--yes",
+            ],
+        )
+        .await;
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    // The job summary carries the head after it; `audit head` says the same.
+    let out = stdout(&o);
+    let line = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("audit head: "))
+        .unwrap_or_else(|| panic!("no audit head in the job summary: {out}"));
+    let head = line.split("  ").next().unwrap().to_string();
+    let (seq, hash) = head.split_once(" sha256:").unwrap();
+    let seq: u64 = seq.parse().unwrap();
+    assert!(seq >= 2, "{head}");
+    let o = w.run(&["audit", "head"]).await;
+    assert_eq!(stdout(&o).trim(), head);
+    let o = w.run(&["jobs", "show", "1"]).await;
+    assert!(
+        stdout(&o).contains(&format!("audit head after it: {head}")),
+        "{}",
+        stdout(&o)
+    );
+    // The head file has one line per entry, the last one the head.
+    let lines: Vec<String> = std::fs::read_to_string(&heads_path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines.len() as u64, seq, "{lines:?}");
+    assert_eq!(lines.last().unwrap(), &head);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&heads_path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "head file mode {mode:o}");
+    }
+    let arg = format!("{seq}:sha256:{hash}");
+
+    // The untouched log passes, with the head given and with the head file.
+    let o = w.run(&["audit", "verify", "--head", &arg]).await;
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let o = w
+        .run_with(&with_file, &w.data(), &["audit", "verify"])
+        .await;
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("matching {seq} heads in {}", heads_path.display())),
+        "{}",
+        stdout(&o)
+    );
+
+    type AuditRow = (i64, i64, String, String);
+    type Tampering = fn(&rusqlite::Connection, &[AuditRow]);
+    let rows = |conn: &rusqlite::Connection| -> Vec<AuditRow> {
+        let mut stmt = conn
+            .prepare("SELECT pos, seq, record, prev_hash FROM audit ORDER BY pos")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let cases: [(&str, Tampering); 3] = [
+        ("tail cut, stored head fixed", |conn, rows| {
+            let keep = rows.len() - 1;
+            conn.execute("DELETE FROM audit WHERE pos > ?1", [rows[keep - 1].0])
+                .unwrap();
+            conn.execute(
+                "UPDATE audit_head SET seq = (SELECT seq FROM audit ORDER BY pos DESC LIMIT 1), \
+                 hash = (SELECT hash FROM audit ORDER BY pos DESC LIMIT 1)",
+                [],
+            )
+            .unwrap();
+        }),
+        ("every row wiped", |conn, _| {
+            conn.execute_batch("DELETE FROM audit; DELETE FROM audit_head;")
+                .unwrap();
+        }),
+        (
+            "entry 1 edited, every later hash recomputed",
+            |conn, rows| {
+                let mut prev = clawback::engine::audit::GENESIS.to_string();
+                for (i, (pos, seq, record, _)) in rows.iter().enumerate() {
+                    let mut rec: clawback::engine::audit::AuditRecord =
+                        serde_json::from_str(record).unwrap();
+                    if i == 0 {
+                        rec.operator = "mallory".into();
+                    }
+                    let hash = clawback::engine::audit::entry_hash(&prev, *seq as u64, &rec);
+                    conn.execute(
+                        "UPDATE audit SET record = ?2, prev_hash = ?3, hash = ?4 WHERE pos = ?1",
+                        rusqlite::params![pos, serde_json::to_string(&rec).unwrap(), prev, hash],
+                    )
+                    .unwrap();
+                    prev = hash;
+                }
+                conn.execute("UPDATE audit_head SET hash = ?1", [&prev])
+                    .unwrap();
+            },
+        ),
+    ];
+    for (i, (what, tamper)) in cases.into_iter().enumerate() {
+        let data = w.path(&format!("tampered-{i}"));
+        let conn = store_copy(&w.data(), &data);
+        let before = rows(&conn);
+        tamper(&conn, &before);
+        drop(conn);
+        // The chain and its in-store head alone are fooled …
+        let o = w.run_with(&w.config(), &data, &["audit", "verify"]).await;
+        assert_eq!(
+            code(&o),
+            0,
+            "{what}: plain verify {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        // … the head recorded outside is not.
+        let o = w
+            .run_with(&w.config(), &data, &["audit", "verify", "--head", &arg])
+            .await;
+        assert_eq!(code(&o), 1, "{what}: {}{}", stdout(&o), stderr(&o));
+        assert!(
+            stdout(&o).contains(&format!("audit entry {seq}:"))
+                && stdout(&o).contains("recorded outside the store"),
+            "{what}: {}",
+            stdout(&o)
+        );
+        // Nor is the head file.
+        let o = w.run_with(&with_file, &data, &["audit", "verify"]).await;
+        assert_eq!(
+            code(&o),
+            1,
+            "{what} (head file): {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+    }
+    // A malformed --head is a usage error that says what is expected.
+    let o = w.run(&["audit", "verify", "--head", "12:nope"]).await;
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("expected SEQ:sha256:HEX"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Plan files
 // ---------------------------------------------------------------------------------------------

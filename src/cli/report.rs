@@ -38,8 +38,17 @@ pub enum AuditCommand {
         #[arg(long)]
         section: Option<String>,
     },
-    /// Check the hash chain: exit 0 intact, 1 naming the first broken entry.
-    Verify,
+    /// Check the hash chain: exit 0 intact, 1 naming the first broken entry. Also checks every
+    /// head given with --head and every line of the configured [audit] head_file: a log that
+    /// no longer contains entry SEQ with that hash (truncated, wiped, rewritten) is broken.
+    Verify {
+        /// A head recorded earlier, `SEQ:sha256:HEX` (repeatable).
+        #[arg(long = "head", value_name = "SEQ:sha256:HEX")]
+        heads: Vec<crate::store::chain::AuditHead>,
+    },
+    /// Print the newest entry as `SEQ sha256:HEX`: keep it outside the data directory (a
+    /// ticket, a log shipper) and check with `audit verify --head`.
+    Head,
     /// Every entry as JSON Lines.
     Export,
 }
@@ -149,25 +158,72 @@ pub fn metrics(args: MetricsArgs, config_path: Option<&Path>, data_dir: Option<&
 }
 
 pub fn audit(args: AuditArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> u8 {
-    let (_, store) = match open_store(config_path, data_dir) {
+    let (config, store) = match open_store(config_path, data_dir) {
         Ok(x) => x,
         Err(code) => return code,
     };
     match args.command.unwrap_or(AuditCommand::List { section: None }) {
-        AuditCommand::Verify => match store.audit_verify() {
-            Ok(Ok(n)) => {
-                println!("audit log intact: {n} entries");
+        AuditCommand::Head => match store.audit_head() {
+            Ok(Some(head)) => {
+                println!("{head}");
                 exit::OK
             }
-            Ok(Err(brk)) => {
-                println!("audit log BROKEN: {brk}");
-                exit::FAILURE
+            Ok(None) => {
+                println!("0 (the audit log is empty)");
+                exit::OK
             }
             Err(e) => {
                 eprintln!("clawback: {e}");
                 exit::FAILURE
             }
         },
+        AuditCommand::Verify { mut heads } => {
+            let given = heads.len();
+            let head_file = config.as_ref().and_then(|c| c.audit.head_file.clone());
+            if let Some(path) = &head_file
+                && path.exists()
+            {
+                match crate::store::audit::read_head_file(path) {
+                    Ok(h) => heads.extend(h),
+                    Err(e) => {
+                        eprintln!("clawback: {e}");
+                        return exit::FAILURE;
+                    }
+                }
+            }
+            match store.audit_verify_heads(&heads) {
+                Ok(Ok(n)) => {
+                    let mut against = Vec::new();
+                    if given > 0 {
+                        against.push(format!("{given} given heads"));
+                    }
+                    if let Some(path) = &head_file {
+                        against.push(format!(
+                            "{} heads in {}",
+                            heads.len() - given,
+                            path.display()
+                        ));
+                    }
+                    if against.is_empty() {
+                        println!("audit log intact: {n} entries");
+                    } else {
+                        println!(
+                            "audit log intact: {n} entries, matching {}",
+                            against.join(" and ")
+                        );
+                    }
+                    exit::OK
+                }
+                Ok(Err(brk)) => {
+                    println!("audit log BROKEN: {brk}");
+                    exit::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("clawback: {e}");
+                    exit::FAILURE
+                }
+            }
+        }
         AuditCommand::List { section } => {
             let entries = match store.audit_entries() {
                 Ok(Ok(e)) => e,

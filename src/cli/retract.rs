@@ -370,6 +370,7 @@ fn print_report(r: &JobReport, json: bool) {
             "throttled_secs": r.throttled_secs,
             "elapsed_secs": r.elapsed_secs,
             "stopped": r.stopped,
+            "audit_head": r.audit_head.as_ref().map(|h| h.to_string()),
         });
         println!("{v}");
         return;
@@ -395,6 +396,12 @@ fn print_report(r: &JobReport, json: bool) {
     }
     if r.counts.remaining() > 0 {
         println!("  resume with: clawback jobs resume {}", r.job);
+    }
+    if let Some(h) = &r.audit_head {
+        println!(
+            "  audit head: {h}  (keep it outside this machine; `clawback audit verify --head {}:sha256:{}`)",
+            h.seq, h.hash
+        );
     }
 }
 
@@ -612,6 +619,9 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                 j.role,
                 j.reason
             );
+            if let Some(h) = &j.audit_head {
+                println!("audit head after it: {h}");
+            }
             let items = store.job_items(job, None).unwrap_or_default();
             for it in items {
                 let outcome = match it.state {

@@ -67,7 +67,10 @@ pub(crate) fn open_store(
     };
     let dir = config::data_dir(data_dir, config.as_ref());
     match Store::open_in_dir(&dir) {
-        Ok(s) => Ok((config, s)),
+        Ok(mut s) => {
+            s.set_head_file(config.as_ref().and_then(|c| c.audit.head_file.clone()));
+            Ok((config, s))
+        }
         Err(e) => {
             eprintln!("clawback: {e}");
             Err(exit::FAILURE)

@@ -763,6 +763,7 @@ impl<'e> Watcher<'e> {
             job,
             succeeded = r.counts.succeeded,
             failed = r.counts.failed,
+            audit_head = %r.audit_head.as_ref().map(|h| h.to_string()).unwrap_or_default(),
             "automation job finished in {:.2}s",
             r.elapsed_secs
         );

@@ -118,7 +118,10 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Builds a client per configured tenant (reading secrets now, so a bad file is reported
     /// before any work) over an opened store.
-    pub fn new(config: Config, store: Store) -> Result<Engine, EngineError> {
+    pub fn new(config: Config, mut store: Store) -> Result<Engine, EngineError> {
+        if config.audit.head_file.is_some() {
+            store.set_head_file(config.audit.head_file.clone());
+        }
         let mut clients = BTreeMap::new();
         for tenant in &config.tenants {
             clients.insert(tenant.name.clone(), ProviderClient::new(&config, tenant)?);
@@ -174,6 +177,19 @@ impl Engine {
         record.counts = counts;
         record.detail = detail;
         Ok(self.store().audit_append(record)?)
+    }
+
+    /// Verifies the audit chain, against the configured head file too (`[audit] head_file`).
+    pub fn verify_audit(
+        &self,
+    ) -> Result<Result<u64, crate::store::chain::AuditBreak>, EngineError> {
+        let heads = match &self.config.audit.head_file {
+            Some(path) if path.exists() => {
+                crate::store::audit::read_head_file(path).map_err(EngineError::Invalid)?
+            }
+            _ => Vec::new(),
+        };
+        Ok(self.store().audit_verify_heads(&heads)?)
     }
 
     /// Checks the operator's role; a refusal is audited (section `denied`) and returned.

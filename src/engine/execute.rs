@@ -12,6 +12,7 @@ use crate::model::{FailureReason, Folder, RetractAction, Trigger};
 use crate::provider::MAY_HAVE_LANDED;
 use crate::provider::scheduler::UNCERTAIN;
 use crate::provider::{Applied, BulkItem, Failure, LocatedCopy, ProgressEvent};
+use crate::store::chain::AuditHead;
 use crate::store::jobs::{
     ItemCounts, ItemRow, ItemState, JobKind, JobLease, JobRow, JobState, LeaseTaken, NewJob,
 };
@@ -143,6 +144,9 @@ pub struct JobReport {
     pub elapsed_secs: f64,
     /// Why the run stopped early (canary failed, cancelled), if it did.
     pub stopped: Option<String>,
+    /// The audit head right after this run's end was audited: keep it outside the store and
+    /// check it later with `clawback audit verify --head`.
+    pub audit_head: Option<AuditHead>,
 }
 
 impl JobReport {
@@ -492,7 +496,7 @@ impl Engine {
         let failed_by_reason = self.failed_by_reason(job)?;
         self.mark_trace(job)?;
         let waited = *shared.throttled.lock().unwrap_or_else(|p| p.into_inner());
-        let report = JobReport {
+        let mut report = JobReport {
             job,
             state,
             counts,
@@ -501,8 +505,9 @@ impl Engine {
             throttled_secs: waited,
             elapsed_secs: started.elapsed().as_secs_f64(),
             stopped,
+            audit_head: None,
         };
-        self.audit_job_end(&row, &report)?;
+        self.audit_job_end(&row, &mut report)?;
         Ok(report)
     }
 
@@ -543,7 +548,7 @@ impl Engine {
         Ok(out)
     }
 
-    fn audit_job_end(&self, row: &JobRow, report: &JobReport) -> Result<(), EngineError> {
+    fn audit_job_end(&self, row: &JobRow, report: &mut JobReport) -> Result<(), EngineError> {
         let mut counts = BTreeMap::from([
             ("succeeded".to_string(), report.counts.succeeded),
             ("failed".to_string(), report.counts.failed),
@@ -562,7 +567,7 @@ impl Engine {
             JobState::Finished => "job_finished",
             _ => "job_stopped",
         };
-        self.audit(
+        let entry = self.audit(
             section,
             action,
             None,
@@ -574,6 +579,12 @@ impl Engine {
                 "stopped": report.stopped,
             }),
         )?;
+        let head = AuditHead {
+            seq: entry.seq,
+            hash: entry.hash,
+        };
+        self.store().set_job_audit_head(row.id, &head.to_string())?;
+        report.audit_head = Some(head);
         Ok(())
     }
 
@@ -1249,7 +1260,7 @@ impl Engine {
         } else {
             None
         };
-        let report = JobReport {
+        let mut report = JobReport {
             job,
             state,
             counts,
@@ -1258,8 +1269,9 @@ impl Engine {
             throttled_secs: 0.0,
             elapsed_secs: started.elapsed().as_secs_f64(),
             stopped,
+            audit_head: None,
         };
-        self.audit_job_end(row, &report)?;
+        self.audit_job_end(row, &mut report)?;
         Ok(report)
     }
 }

@@ -346,7 +346,7 @@ fn handle(state: &State, command: Command) {
             });
         }
         Command::LoadAudit { filter } => state.send(audit_list(&engine, &filter.text)),
-        Command::VerifyAudit => state.send(match engine.store().audit_verify() {
+        Command::VerifyAudit => state.send(match engine.verify_audit() {
             Ok(Ok(n)) => EngineEvent::AuditVerified(AuditVerification {
                 entries: n,
                 broken_at: None,
@@ -377,7 +377,8 @@ fn break_seq(b: &crate::engine::audit::AuditBreak) -> u64 {
     match b {
         AuditBreak::Edited { seq }
         | AuditBreak::Sequence { seq, .. }
-        | AuditBreak::Link { seq } => *seq,
+        | AuditBreak::Link { seq }
+        | AuditBreak::Anchor { seq, .. } => *seq,
         AuditBreak::Truncated { last, .. } => last + 1,
     }
 }
@@ -794,6 +795,7 @@ fn job_view(engine: &Engine, row: &JobRow) -> Result<JobView, EngineError> {
         skipped: counts.skipped,
         restorable,
         operator: row.operator.clone(),
+        audit_head: row.audit_head.clone(),
     })
 }
 

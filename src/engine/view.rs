@@ -296,6 +296,9 @@ pub struct JobView {
     /// Succeeded items that can be restored.
     pub restorable: u64,
     pub operator: String,
+    /// The audit head after the job's last run (`SEQ sha256:HEX`), to keep outside the store.
+    #[serde(default)]
+    pub audit_head: Option<String>,
 }
 
 impl JobView {

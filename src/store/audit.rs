@@ -1,9 +1,10 @@
 //! The audit log's storage: append-only rows in chain order, plus the separately kept head
 //! `(seq, hash)` that catches removal from the end. The chain arithmetic is `store::chain`.
 
-use super::chain::{self as audit, AuditBreak, AuditEntry, AuditRecord};
+use super::chain::{self as audit, AuditBreak, AuditEntry, AuditHead, AuditRecord};
 use super::{Store, StoreError};
 use rusqlite::{OptionalExtension, params};
+use std::io::Write;
 
 pub(crate) const SCHEMA: &str = r#"
 CREATE TABLE audit (
@@ -63,7 +64,43 @@ impl Store {
             params![entry.seq as i64, entry.hash],
         )?;
         tx.commit()?;
+        if let Some(path) = &self.head_file {
+            append_head(
+                path,
+                &AuditHead {
+                    seq: entry.seq,
+                    hash: entry.hash.clone(),
+                },
+            )
+            .map_err(|source| StoreError::HeadFile {
+                path: path.clone(),
+                source,
+            })?;
+        }
         Ok(entry)
+    }
+
+    /// Appends every new head to `path` too (`[audit] head_file`): a file outside the data
+    /// directory (another mount, or one shipped by syslog) that `audit verify` checks against.
+    pub fn set_head_file(&mut self, path: Option<std::path::PathBuf>) {
+        self.head_file = path;
+    }
+
+    /// The newest entry as `(seq, hash)`, or `None` for an empty log.
+    pub fn audit_head(&self) -> Result<Option<AuditHead>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY pos DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(AuditHead {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        hash: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?)
     }
 
     /// Every entry in stored order; a row whose record no longer parses is reported by `seq`.
@@ -97,19 +134,63 @@ impl Store {
         Ok(Ok(out))
     }
 
-    /// Checks the whole chain against the recorded head.
-    pub fn audit_verify(&self) -> Result<Result<u64, AuditBreak>, StoreError> {
+    /// Checks the whole chain against the recorded head, and against heads recorded outside
+    /// the store (`audit verify --head`, the head file).
+    pub fn audit_verify_heads(
+        &self,
+        heads: &[AuditHead],
+    ) -> Result<Result<u64, AuditBreak>, StoreError> {
         let entries = match self.audit_entries()? {
             Ok(e) => e,
             Err(b) => return Ok(Err(b)),
         };
-        let head: Option<(i64, String)> = self
+        // Outside heads first: a wiped or truncated log is named by the head it lost.
+        if let Err(b) = audit::verify_heads(&entries, heads) {
+            return Ok(Err(b));
+        }
+        let head = self.stored_head()?;
+        let head_ref = head.as_ref().map(|(s, h)| (*s as u64, h.as_str()));
+        Ok(audit::verify(&entries, head_ref).map(|()| entries.len() as u64))
+    }
+
+    fn stored_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+        Ok(self
             .conn
             .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
-            .optional()?;
-        let head_ref = head.as_ref().map(|(s, h)| (*s as u64, h.as_str()));
-        Ok(audit::verify(&entries, head_ref).map(|()| entries.len() as u64))
+            .optional()?)
     }
+
+    /// Checks the whole chain against the recorded head.
+    pub fn audit_verify(&self) -> Result<Result<u64, AuditBreak>, StoreError> {
+        self.audit_verify_heads(&[])
+    }
+}
+
+/// Appends `head` as one line to a private file (created 0600).
+fn append_head(path: &std::path::Path, head: &AuditHead) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    writeln!(f, "{head}")
+}
+
+/// Reads the heads a head file recorded (one `SEQ sha256:HEX` per line; blank lines skipped).
+pub fn read_head_file(path: &std::path::Path) -> Result<Vec<AuditHead>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("audit head file {}: {e}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            l.parse()
+                .map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))
+        })
+        .collect()
 }

@@ -66,6 +66,86 @@ pub enum AuditBreak {
         "audit log ends at entry {last} but the recorded head is entry {head_seq}: entries were removed from the end"
     )]
     Truncated { last: u64, head_seq: u64 },
+    /// A head recorded outside the store (`audit head`, a job summary, `watch.log`, the
+    /// head file) that the log no longer contains: truncated, wiped, or rewritten before it.
+    #[error(
+        "audit entry {seq}: {found}, but {head} was recorded outside the store: the log was truncated, wiped or rewritten"
+    )]
+    Anchor {
+        seq: u64,
+        head: AuditHead,
+        found: String,
+    },
+}
+
+/// The newest entry of the log as `SEQ sha256:HEX`: printed by `audit head` and after every
+/// job, kept outside the store, and checked by `audit verify --head`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    pub seq: u64,
+    /// Hex SHA-256 of the entry (as stored, without the `sha256:` prefix).
+    pub hash: String,
+}
+
+impl std::fmt::Display for AuditHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} sha256:{}", self.seq, self.hash)
+    }
+}
+
+impl std::str::FromStr for AuditHead {
+    type Err = String;
+
+    /// `SEQ:sha256:HEX`, `SEQ sha256:HEX` or `SEQ:HEX`.
+    fn from_str(s: &str) -> Result<AuditHead, String> {
+        let bad = || {
+            format!(
+                "{s:?} is not an audit head: expected SEQ:sha256:HEX (as `clawback audit head` prints it, e.g. 42:sha256:9f86…)"
+            )
+        };
+        let s = s.trim();
+        let (seq, hash) = s.split_once([':', ' ']).ok_or_else(bad)?;
+        let seq: u64 = seq.trim().parse().map_err(|_| bad())?;
+        let hash = hash.trim();
+        let hash = hash
+            .strip_prefix("sha256:")
+            .unwrap_or(hash)
+            .to_ascii_lowercase();
+        if seq == 0 || hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        Ok(AuditHead { seq, hash })
+    }
+}
+
+/// Checks heads recorded outside the store against the entries (already verified as a chain):
+/// each must still be in the log with the same hash. Because every hash covers all before it,
+/// this catches removal from the end, a wipe, and a rewrite with recomputed hashes before it.
+pub fn verify_heads(entries: &[AuditEntry], heads: &[AuditHead]) -> Result<(), AuditBreak> {
+    for head in heads {
+        let at = usize::try_from(head.seq - 1)
+            .ok()
+            .and_then(|i| entries.get(i))
+            .filter(|e| e.seq == head.seq);
+        match at {
+            Some(e) if e.hash == head.hash => {}
+            Some(e) => {
+                return Err(AuditBreak::Anchor {
+                    seq: head.seq,
+                    head: head.clone(),
+                    found: format!("hash is sha256:{}", e.hash),
+                });
+            }
+            None => {
+                return Err(AuditBreak::Anchor {
+                    seq: head.seq,
+                    head: head.clone(),
+                    found: format!("missing (the log has {} entries)", entries.len()),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The hash of an entry's content chained to its predecessor.
@@ -211,6 +291,47 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn heads_kept_outside_catch_truncation_wipe_and_rewrite() {
+        let entries = log(6);
+        let head = AuditHead {
+            seq: 4,
+            hash: entries[3].hash.clone(),
+        };
+        let text = head.to_string();
+        assert_eq!(text, format!("4 sha256:{}", entries[3].hash));
+        assert_eq!(text.parse::<AuditHead>(), Ok(head.clone()));
+        assert_eq!(
+            format!("4:sha256:{}", entries[3].hash).parse::<AuditHead>(),
+            Ok(head.clone())
+        );
+        assert!("4:sha256:xyz".parse::<AuditHead>().is_err());
+        assert!("0:sha256:".parse::<AuditHead>().is_err());
+        assert_eq!(verify_heads(&entries, std::slice::from_ref(&head)), Ok(()));
+        // Truncated to 3 entries (a consistent chain, head row fixed): caught.
+        assert!(matches!(
+            verify_heads(&entries[..3], std::slice::from_ref(&head)),
+            Err(AuditBreak::Anchor { seq: 4, .. })
+        ));
+        // Wiped.
+        assert!(verify_heads(&[], std::slice::from_ref(&head)).is_err());
+        // Entry 2 edited and every later hash recomputed: the chain verifies, the head does not.
+        let mut rewritten: Vec<AuditEntry> = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let mut record = e.record.clone();
+            if i == 1 {
+                record.operator = "mallory".into();
+            }
+            let next = chain(rewritten.last(), record);
+            rewritten.push(next);
+        }
+        assert_eq!(verify(&rewritten, None), Ok(()));
+        assert!(matches!(
+            verify_heads(&rewritten, std::slice::from_ref(&head)),
+            Err(AuditBreak::Anchor { seq: 4, .. })
+        ));
     }
 
     #[test]

@@ -74,6 +74,12 @@ CREATE INDEX job_plan ON job(plan_id);
 UPDATE job_item SET reason = 'not_authorized' WHERE reason = 'on_hold';
 "#;
 
+/// The audit head written right after a job's run ended (`SEQ sha256:HEX`), shown with the
+/// job so an operator can keep it outside the store.
+pub(crate) const AUDIT_HEAD_SCHEMA: &str = r#"
+ALTER TABLE job ADD COLUMN audit_head TEXT;
+"#;
+
 /// A process that may hold job leases: a random owner token per process, its pid and host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseHolder {
@@ -290,6 +296,8 @@ pub struct JobRow {
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub detected_at: Option<DateTime<Utc>>,
+    /// The audit head after the job's last run ended (`SEQ sha256:HEX`).
+    pub audit_head: Option<String>,
 }
 
 /// A new job's header.
@@ -416,7 +424,7 @@ fn word<T: FromStr>(s: String, col: usize) -> rusqlite::Result<T> {
 }
 
 const JOB_COLUMNS: &str = "id, kind, plan_id, parent_job, trigger, action, state, operator, role, \
-     reason, dry_run, created_at, finished_at, detected_at";
+     reason, dry_run, created_at, finished_at, detected_at, audit_head";
 
 fn row_to_job(r: &Row<'_>) -> rusqlite::Result<JobRow> {
     let kind: String = r.get(1)?;
@@ -439,6 +447,7 @@ fn row_to_job(r: &Row<'_>) -> rusqlite::Result<JobRow> {
         created_at: ts(Some(r.get(11)?)).unwrap_or_default(),
         finished_at: ts(r.get(12)?),
         detected_at: ts(r.get(13)?),
+        audit_head: r.get(14)?,
     })
 }
 
@@ -1001,6 +1010,15 @@ impl Store {
         self.conn.execute(
             "UPDATE job_item SET state = 'pending' WHERE id = ?1 AND state = 'in_flight'",
             [item],
+        )?;
+        Ok(())
+    }
+
+    /// Records the audit head written after a run of `job` ended.
+    pub fn set_job_audit_head(&self, job: i64, head: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE job SET audit_head = ?2 WHERE id = ?1",
+            rusqlite::params![job, head],
         )?;
         Ok(())
     }

@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "store_key",
         sql: super::keys::SCHEMA,
     },
+    Migration {
+        version: 9,
+        name: "job_audit_head",
+        sql: super::jobs::AUDIT_HEAD_SCHEMA,
+    },
 ];
 
 /// The newest version this binary knows.

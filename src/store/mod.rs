@@ -57,6 +57,11 @@ pub enum StoreError {
         "plan {plan} was already applied as job {job}; `clawback jobs resume {job}` continues it, a new plan retracts again"
     )]
     PlanSpent { plan: String, job: i64 },
+    #[error("audit head file {path}: {source} (the entry is in the store; fix [audit] head_file)")]
+    HeadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("job item {item} is settled or its job's lease is held by another process")]
     NotLeased { item: i64 },
 }
@@ -69,6 +74,8 @@ pub struct Store {
     pub(crate) search_window: usize,
     /// `((newest id, window rows), (since, id floor))` of the windows computed for the newest id.
     pub(crate) window_cache: std::cell::RefCell<Vec<WindowCache>>,
+    /// Where each new audit head is appended too (`[audit] head_file`).
+    pub(crate) head_file: Option<PathBuf>,
 }
 
 pub(crate) type WindowCache = ((i64, usize), Option<(i64, i64)>);
@@ -132,6 +139,7 @@ impl Store {
             path,
             search_window: trace::RECENT_WINDOW,
             window_cache: std::cell::RefCell::new(Vec::new()),
+            head_file: None,
         };
         migrations::migrate(&mut store.conn, store.path.as_deref())?;
         Ok(store)

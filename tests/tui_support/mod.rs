@@ -235,6 +235,7 @@ pub fn jobs() -> Vec<JobView> {
             skipped: 0,
             restorable: 497,
             operator: "alice".into(),
+            audit_head: None,
         },
         JobView {
             id: JobId("job-41".into()),
@@ -248,6 +249,9 @@ pub fn jobs() -> Vec<JobView> {
             skipped: 1,
             restorable: 12,
             operator: "policy".into(),
+            audit_head: Some(
+                "57 sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+            ),
         },
     ]
 }

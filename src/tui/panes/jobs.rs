@@ -196,6 +196,20 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                 thousands(job.total),
                 thousands(job.restorable)
             )));
+            // The audit head after the job, to note outside the store (full text: `clawback
+            // jobs show ID` or `clawback audit head`).
+            if let Some(head) = &job.audit_head {
+                let short: String = head
+                    .chars()
+                    .take(head.find(':').map_or(0, |i| i + 13))
+                    .collect();
+                // Shown only where it fits whole (a cut-off head is worse than none).
+                let text = format!("  audit head {short}…");
+                let used: usize = spans.iter().map(|s| s.width()).sum();
+                if used + text.chars().count() <= progress_area.width as usize {
+                    spans.push(Span::styled(text, theme.muted));
+                }
+            }
         }
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), progress_area);

@@ -870,3 +870,86 @@ async fn phish_report_matching_intel_is_malicious_with_one_reporter() {
         Some("intel:subjects.csv")
     );
 }
+
+/// Look-back and interval are bounded (90 days, 1 day): `policy set` and `policy import` refuse
+/// more with the key named, the policy is unchanged; a policy stored before the bound does not
+/// crash `watch`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_look_back_or_interval_is_refused_at_policy_set_and_import() {
+    let w = world(LabOptions::default()).await;
+    let refused = |args: &[&str]| {
+        let out = clawback(&w).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        err
+    };
+    let err = refused(&[
+        "policy",
+        "set",
+        "post_delivery",
+        "on",
+        "--lookback",
+        "99999999999d",
+    ]);
+    assert_eq!(
+        err.trim(),
+        "clawback: post_delivery.lookback: 99999999999d is out of range: more than 0 and at most 90d (90 days)"
+    );
+    let err = refused(&[
+        "policy",
+        "set",
+        "phish_submission",
+        "on",
+        "--interval",
+        "2d",
+    ]);
+    assert!(
+        err.contains("phish_submission.interval: 2d is out of range") && err.contains("at most 1d"),
+        "{err}"
+    );
+    let err = refused(&[
+        "policy",
+        "set",
+        "post_delivery",
+        "on",
+        "--lookback",
+        "99999999999999999999999d",
+    ]);
+    assert!(err.contains("too long a duration"), "{err}");
+    let file = w.dir.path().join("policy.toml");
+    std::fs::write(
+        &file,
+        "[post_delivery]\nenabled = true\ninterval = \"15m\"\nlookback = \"91d\"\n",
+    )
+    .unwrap();
+    let err = refused(&["policy", "import", file.to_str().unwrap()]);
+    assert!(
+        err.starts_with(&format!(
+            "clawback: {}: post_delivery.lookback: 91d is out of range",
+            file.display()
+        )),
+        "{err}"
+    );
+    assert!(run_ok(&w, &["policy", "show"]).contains("policy version 0"));
+    run_ok(
+        &w,
+        &["policy", "set", "post_delivery", "on", "--lookback", "90d"],
+    );
+    // The engine refuses it too (the console saves through it).
+    let engine = w.engine();
+    let mut p = engine.load_policy().unwrap();
+    p.phish_submission.lookback_secs = u64::MAX;
+    let e = engine.save_policy(p).unwrap_err().to_string();
+    assert!(e.contains("phish_submission.lookback"), "{e}");
+    // A policy stored before the bound: read as 90 days, the cycle runs.
+    let mut p = engine.load_policy().unwrap();
+    p.post_delivery.lookback_secs = 99_999_999_999 * 86_400;
+    p.version += 1;
+    engine
+        .store()
+        .policy_insert(p.version, &serde_json::to_string(&p).unwrap(), "old")
+        .unwrap();
+    let r = once(&engine, options(None)).await;
+    assert!(r.errors.is_empty(), "{r:?}");
+}

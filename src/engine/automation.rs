@@ -239,9 +239,9 @@ impl<'e> Watcher<'e> {
                 let mut o = SyncOptions::from_config(Some(&self.engine.config));
                 let lookback = policy
                     .post_delivery
-                    .lookback_secs
-                    .max(policy.phish_submission.lookback_secs);
-                o.since = Utc::now() - chrono::Duration::seconds(lookback as i64);
+                    .effective_lookback_secs()
+                    .max(policy.phish_submission.effective_lookback_secs());
+                o.since = Utc::now() - chrono::Duration::seconds(lookback);
                 match sync(store, &clients, &o, |_| {}).await {
                     Ok(r) => {
                         for f in &r.failed {
@@ -333,7 +333,7 @@ impl<'e> Watcher<'e> {
         {
             return Ok(());
         }
-        let since = Utc::now().timestamp() - policy.post_delivery.lookback_secs as i64;
+        let since = Utc::now().timestamp() - policy.post_delivery.effective_lookback_secs();
         let records = self.engine.store().trace_for_automation(since, true)?;
         for r in records {
             let Some(d) = r.disposition else { continue };
@@ -360,7 +360,7 @@ impl<'e> Watcher<'e> {
         if intel.indicators.is_empty() {
             return Ok(());
         }
-        let since = Utc::now().timestamp() - policy.post_delivery.lookback_secs as i64;
+        let since = Utc::now().timestamp() - policy.post_delivery.effective_lookback_secs();
         let records = self.engine.store().trace_for_automation(since, false)?;
         for r in records {
             let matches = intel.matches(&r);
@@ -425,8 +425,8 @@ impl<'e> Watcher<'e> {
         policy: &PolicyMatrix,
         report: &mut CycleReport,
     ) -> Result<(), EngineError> {
-        let since =
-            Utc::now() - chrono::Duration::seconds(policy.phish_submission.lookback_secs as i64);
+        let since = Utc::now()
+            - chrono::Duration::seconds(policy.phish_submission.effective_lookback_secs());
         let ingest = IngestOptions::from_config(Some(&self.engine.config));
         // (tenant, mailbox, report id, reporter, original record)
         let mut pending: Vec<(String, String, String, String, Option<TraceRecord>)> = Vec::new();

@@ -8,6 +8,7 @@ use crate::engine::policy::{MAX_INTERVAL_SECS, MAX_LOOKBACK_SECS, format_duratio
 use crate::engine::view::{PolicyMatrix, ResponseSwitch};
 use crate::engine::{Engine, EngineError};
 use crate::model::{Disposition, RetractAction};
+use crate::store::automation::{HeldMatch, HoldState};
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -49,6 +50,19 @@ pub enum PolicyCommand {
     },
     /// Replace the policy with a TOML file written by `export`.
     Import { file: PathBuf },
+    /// Intel matches the automation guard held instead of retracting (open ones; --all for
+    /// released and expired too).
+    Holds {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release a held match (admin): the next `watch` cycle retracts it per the policy.
+    Confirm {
+        /// The hold's id, as `policy holds` and the `watch` log show it.
+        id: i64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -238,6 +252,47 @@ fn show(p: &PolicyMatrix) {
     }
 }
 
+/// One line per hold, and how to release it.
+fn show_holds(holds: &[HeldMatch], all: bool) {
+    if holds.is_empty() {
+        println!(
+            "{}",
+            if all {
+                "no matches were ever held by the automation guard"
+            } else {
+                "no matches held for confirmation"
+            }
+        );
+        return;
+    }
+    println!(
+        "{:>5}  {:<18}  {:>7}  {:>8}  {:<16}  indicator",
+        "id", "state", "copies", "messages", "held"
+    );
+    for h in holds {
+        println!(
+            "{:>5}  {:<18}  {:>7}  {:>8}  {:<16}  {}",
+            h.id,
+            h.state.as_str(),
+            h.copies,
+            h.messages,
+            h.created_at.format("%Y-%m-%d %H:%M"),
+            h.indicator
+        );
+        match h.state {
+            HoldState::NeedsConfirmation => println!(
+                "       {}; release with `clawback policy confirm {}`",
+                h.reason, h.id
+            ),
+            HoldState::Confirmed => println!(
+                "       confirmed by {}; the next `clawback watch` cycle retracts it",
+                h.confirmed_by.as_deref().unwrap_or("?")
+            ),
+            HoldState::Released | HoldState::Expired => {}
+        }
+    }
+}
+
 fn fail(e: EngineError) -> u8 {
     eprintln!("clawback: {e}");
     match e {
@@ -269,6 +324,30 @@ pub fn policy(args: PolicyArgs, config_path: Option<&Path>, data_dir: Option<&Pa
         Err(e) => return fail(e),
     };
     match args.command.unwrap_or(PolicyCommand::Show { json: false }) {
+        PolicyCommand::Holds { all, json } => match engine.automation_holds(all) {
+            Ok(holds) => {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&holds).unwrap_or_default()
+                    );
+                } else {
+                    show_holds(&holds, all);
+                }
+                exit::OK
+            }
+            Err(e) => fail(e),
+        },
+        PolicyCommand::Confirm { id } => match engine.confirm_hold(id) {
+            Ok(h) => {
+                println!(
+                    "confirmed hold {}: {} ({} copies in {} messages); the next `clawback watch` cycle retracts them per the policy",
+                    h.id, h.indicator, h.copies, h.messages
+                );
+                exit::OK
+            }
+            Err(e) => fail(e),
+        },
         PolicyCommand::Show { json } => {
             if json {
                 println!(

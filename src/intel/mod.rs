@@ -15,9 +15,13 @@
 //! Lines starting with `#` and blank lines are ignored. A bad row, a bad pattern or a file that
 //! is not JSON is reported with the file and its position and skipped; the rest still applies.
 //! A subject value with `*` or `?` is a glob; otherwise subjects compare equal ignoring case.
+//!
+//! A match held by the automation guard remembers its indicator ([`IndicatorKey`]: file, type,
+//! value, disposition).
 
 use crate::model::Disposition;
 use crate::trace::TraceRecord;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -64,6 +68,39 @@ pub struct Indicator {
     pub disposition: Disposition,
     /// File name it came from (for `intel:FILE` sources).
     pub file: String,
+}
+
+/// What identifies an indicator across reloads of the intel directory: the file it came from,
+/// its type, its (normalized) value and its disposition. Held matches carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct IndicatorKey {
+    pub file: String,
+    /// `url`, `domain`, `sender`, `sha256` or `subject`.
+    pub kind: String,
+    pub value: String,
+    pub disposition: Disposition,
+}
+
+impl std::fmt::Display for IndicatorKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {:?} ({}, {})",
+            self.kind, self.value, self.file, self.disposition
+        )
+    }
+}
+
+impl Indicator {
+    /// Its identity across reloads.
+    pub fn key(&self) -> IndicatorKey {
+        IndicatorKey {
+            file: self.file.clone(),
+            kind: self.kind.as_str().to_string(),
+            value: self.value.clone(),
+            disposition: self.disposition,
+        }
+    }
 }
 
 /// A problem in an intel file: file and position, what.

@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "job_lease",
         sql: super::jobs::LEASE_SCHEMA,
     },
+    Migration {
+        version: 8,
+        name: "automation_guard",
+        sql: super::automation::GUARD_SCHEMA,
+    },
 ];
 
 /// The newest version this binary knows.

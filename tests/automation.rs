@@ -4,8 +4,8 @@
 //! killed and restarted `watch` neither loses nor repeats work, and metrics / audit show it.
 //!
 //! The automation guard (issue 11): an indicator over the copy cap or the share-of-trace cap is
-//! held (the lab sees nothing) until `policy confirm`; an absurd look-back is refused at
-//! `policy set` / `import`.
+//! held (the lab sees nothing) until `policy confirm`; removing an indicator expires its
+//! verdicts; an absurd look-back is refused at `policy set` / `import`.
 //!
 //! Side effects are checked through the lab's own action log, expectations come from the
 //! scenario. Times are measured and printed, never asserted.
@@ -930,6 +930,23 @@ fn audited(engine: &Engine, action: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+fn folders_of(w: &World, copies: &BTreeSet<CopyKey>) -> BTreeMap<CopyKey, Folder> {
+    let state = w.server.lab.state();
+    copies
+        .iter()
+        .map(|(tenant, mailbox, mid)| {
+            let t = state.tenants.iter().find(|t| &t.name == tenant).unwrap();
+            let folder = t.mailboxes[mailbox]
+                .copies
+                .values()
+                .find(|c| &c.content.internet_message_id == mid)
+                .map(|c| c.folder.clone())
+                .unwrap();
+            ((tenant.clone(), mailbox.clone(), mid.clone()), folder)
+        })
+        .collect()
+}
+
 /// The issue's intel row `subject,"*"`: over `[watch] max_copies_per_cycle` (default 500) it is
 /// held, not retracted — the lab sees no action, no verdict is written, the next cycle does not
 /// hold it twice — and `policy holds` / the `watch` log show it. A responder may not confirm;
@@ -1118,6 +1135,120 @@ async fn indicator_matching_too_much_of_the_trace_is_held_while_others_act() {
         &want,
         "the other indicator",
     );
+}
+
+/// Verdicts carry their indicator and expire when it leaves the intel directory: the messages
+/// get back the disposition they had (none), copies already retracted stay where they are, the
+/// matrix no longer acts on the expired verdicts, and new mail from the removed sender is left
+/// alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_an_indicator_expires_its_verdicts_and_retracted_copies_stay() {
+    let w = world(LabOptions::default()).await;
+    w.set_policy(|p| {
+        p.actions
+            .insert(Disposition::Malicious, RetractAction::Junk);
+        p.post_delivery.enabled = true;
+    });
+    let intel = w.dir.path().join("intel");
+    std::fs::create_dir_all(&intel).unwrap();
+    let engine = w.engine();
+    once(&engine, options(Some(intel.clone()))).await;
+    let senders = plain_external_senders(&w.scenario);
+    let (bad, bad_msgs) = busiest(&senders, 0);
+    let (odd, odd_msgs) = busiest(&senders, 1);
+    std::fs::write(
+        intel.join("feed.csv"),
+        format!("sender,{bad},malicious\nsender,{odd},suspicious\n"),
+    )
+    .unwrap();
+    let from = log_len(&w.server);
+    let r = once(&engine, options(Some(intel.clone()))).await;
+    let retracted = expected(&w.scenario, &bad_msgs.iter().cloned().collect());
+    assert_exactly_once(&actions_since(&w.server, from), &retracted, "intel");
+    assert!(r.held.is_empty(), "{r:?}");
+    let verdicts = engine.store().intel_verdicts_active().unwrap();
+    assert!(!verdicts.is_empty());
+    let rec = engine.store().trace_by_message_id(&odd_msgs[0]).unwrap();
+    assert_eq!(rec[0].disposition, Some(Disposition::Suspicious));
+
+    // The indicators leave: every verdict expires, the dispositions go back to none.
+    std::fs::remove_file(intel.join("feed.csv")).unwrap();
+    let from = log_len(&w.server);
+    let r = once(&engine, options(Some(intel.clone()))).await;
+    assert_eq!(r.verdicts_expired, verdicts.len(), "{r:?}");
+    assert!(engine.store().intel_verdicts_active().unwrap().is_empty());
+    for mid in bad_msgs.iter().chain(&odd_msgs) {
+        for rec in engine.store().trace_by_message_id(mid).unwrap() {
+            assert_eq!(rec.disposition, None, "{rec:?}");
+            assert_eq!(rec.disposition_source, None, "{rec:?}");
+        }
+    }
+    let expired = audited(&engine, "intel_verdict_expired");
+    assert_eq!(expired.len(), 2, "{expired:?}");
+    // Already retracted copies stay retracted: no action, still in Junk.
+    assert!(actions_since(&w.server, from).is_empty());
+    assert!(
+        folders_of(&w, &retracted)
+            .values()
+            .all(|f| *f == Folder::Junk)
+    );
+
+    // The matrix no longer acts on what the expired verdicts said (it does on the demo's own
+    // `suspicious` headers)…
+    w.set_policy(|p| {
+        p.actions
+            .insert(Disposition::Suspicious, RetractAction::Trash);
+    });
+    // …and new mail from the removed sender is not retracted either.
+    let contoso = w
+        .scenario
+        .tenants
+        .iter()
+        .find(|t| t.name == CONTOSO)
+        .unwrap();
+    let mailboxes: Vec<String> = contoso
+        .users
+        .iter()
+        .filter(|u| {
+            u.mailbox && u.address.ends_with("@contoso.com") && u.address != DEMO_HOLD_MAILBOX
+        })
+        .map(|u| u.address.to_ascii_lowercase())
+        .take(3)
+        .collect();
+    let mid = "<after-expiry-0001@guard.example>";
+    let resp = reqwest::Client::new()
+        .post(format!("{}/_lab/deliver", w.server.base_url()))
+        .json(&serde_json::json!({
+            "tenant": CONTOSO,
+            "message": {
+                "message_id": mid, "from": bad, "to": mailboxes,
+                "subject": "Another one", "date": chrono::Utc::now().to_rfc3339(),
+                "body": "hello",
+                "copy": mailboxes.iter().map(|m| serde_json::json!({"mailbox": m})).collect::<Vec<_>>(),
+            }
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let from = log_len(&w.server);
+    let r = once(&engine, options(Some(intel))).await;
+    assert!(
+        !r.jobs.is_empty() && r.jobs.iter().all(|j| j.trigger == Trigger::Auto),
+        "{r:?}"
+    );
+    let untouched: BTreeSet<&str> = bad_msgs
+        .iter()
+        .chain(&odd_msgs)
+        .map(String::as_str)
+        .chain([mid])
+        .collect();
+    let acted: Vec<CopyKey> = actions_since(&w.server, from)
+        .into_keys()
+        .filter(|k| untouched.contains(k.2.as_str()))
+        .collect();
+    assert!(acted.is_empty(), "{acted:?}");
+    assert_eq!(engine.store().trace_by_message_id(mid).unwrap().len(), 1);
 }
 
 /// Look-back and interval are bounded (90 days, 1 day): `policy set` and `policy import` refuse

@@ -9,7 +9,8 @@
 //!
 //! The automation guard ([`super::guard`]) bounds what one intel indicator may do in a cycle:
 //! over its limits the match is held as `needs_confirmation` instead of retracted, and
-//! `clawback policy confirm ID` releases it to the next cycle.
+//! `clawback policy confirm ID` releases it to the next cycle. Verdicts an indicator wrote
+//! expire when it leaves the intel directory.
 //!
 //! Nothing is retracted twice: each plan leaves out the mailboxes where the message was already
 //! retracted by any job (`Store::retracted_mailboxes`), the planner skips copies already in
@@ -27,7 +28,9 @@ use crate::intel::{Indicator, IndicatorKey, IntelDir, IntelSet};
 use crate::model::{Disposition, RetractAction, Trigger};
 use crate::provider::ProviderClient;
 use crate::store::Store;
-use crate::store::automation::{HeldMatch, HeldMessage, HoldChange, HoldState, ReportDecision};
+use crate::store::automation::{
+    HeldMatch, HeldMessage, HoldChange, HoldState, IntelVerdict, ReportDecision,
+};
 use crate::store::jobs::JobState;
 use crate::trace::TraceRecord;
 use crate::trace::ingest::{IngestOptions, ingest_paths, parse_message};
@@ -119,6 +122,10 @@ pub struct CycleReport {
     pub holds_waiting: usize,
     /// Confirmed holds this cycle released (verdicts written, retracted per the policy).
     pub released: Vec<i64>,
+    /// Intel verdicts expired: their indicator left the intel directory.
+    pub verdicts_expired: usize,
+    /// Open holds expired for the same reason.
+    pub holds_expired: Vec<i64>,
 }
 
 impl CycleReport {
@@ -140,6 +147,13 @@ impl CycleReport {
         }
         if !self.released.is_empty() {
             guard.push_str(&format!(", {} holds released", self.released.len()));
+        }
+        if self.verdicts_expired > 0 || !self.holds_expired.is_empty() {
+            guard.push_str(&format!(
+                ", {} intel verdicts and {} holds expired",
+                self.verdicts_expired,
+                self.holds_expired.len()
+            ));
         }
         format!(
             "cycle: {} jobs ({copies} copies retracted, {failed} failed), {} reports decided ({malicious} malicious), {} upgraded by intel, {} errors, {} mailboxes not synced{guard}{}",
@@ -166,6 +180,8 @@ pub struct Watcher<'e> {
     journal_seen: BTreeMap<PathBuf, (Option<SystemTime>, u64)>,
     last_post_delivery: Option<Instant>,
     last_phish: Option<Instant>,
+    /// Verdicts were checked against the intel directory once (then again on each reload).
+    intel_checked: bool,
     /// A second connection for the sync (the engine's store is behind a lock that must not be
     /// held across `.await`); in a Mutex only so the watcher is `Sync`.
     sync_store: std::sync::Mutex<Option<Store>>,
@@ -189,6 +205,7 @@ impl<'e> Watcher<'e> {
             journal_seen: BTreeMap::new(),
             last_post_delivery: None,
             last_phish: None,
+            intel_checked: false,
             sync_store: std::sync::Mutex::new(None),
         }
     }
@@ -225,6 +242,7 @@ impl<'e> Watcher<'e> {
         let policy = self.engine.load_policy()?;
         self.follow(&policy, &mut report).await?;
         let intel_changed = self.refresh_intel(&mut report);
+        self.expire_intel(intel_changed, &mut report)?;
         self.release_confirmed(&policy, &mut report).await?;
         if policy.phish_submission.enabled
             && due(
@@ -428,10 +446,10 @@ impl<'e> Watcher<'e> {
                 continue;
             };
             let source = format!("intel:{}", best.file);
-            let upd = self.engine.store().set_disposition(
-                Some(&r.tenant),
+            let upd = self.engine.store().set_intel_disposition(
+                &r.tenant,
                 &r.message_id,
-                best.disposition,
+                &best.key(),
                 &source,
             )?;
             if upd.upgraded > 0 {
@@ -647,6 +665,92 @@ impl<'e> Watcher<'e> {
         )
     }
 
+    /// Expires the verdicts (and open holds) of indicators that left the intel directory:
+    /// checked on the first cycle that read the directory and after each reload. Copies
+    /// already retracted stay retracted; a file that could not be read expires nothing.
+    fn expire_intel(&mut self, changed: bool, report: &mut CycleReport) -> Result<(), EngineError> {
+        let Some(intel) = self.intel.as_ref() else {
+            return Ok(());
+        };
+        if !intel.loaded() || (self.intel_checked && !changed) {
+            return Ok(());
+        }
+        let set = intel.current();
+        let live: BTreeSet<IndicatorKey> = set.indicators.iter().map(Indicator::key).collect();
+        let gone = |k: &IndicatorKey| !live.contains(k) && !set.unreadable.contains(&k.file);
+        let mut by_indicator: BTreeMap<IndicatorKey, Vec<IntelVerdict>> = BTreeMap::new();
+        for v in self.engine.store().intel_verdicts_active()? {
+            if gone(&v.indicator) {
+                by_indicator.entry(v.indicator.clone()).or_default().push(v);
+            }
+        }
+        for (key, verdicts) in by_indicator {
+            let mut reverted = 0u64;
+            for v in &verdicts {
+                if self
+                    .engine
+                    .store()
+                    .expire_intel_verdict(&v.tenant, &v.message_id)?
+                    == Some(true)
+                {
+                    reverted += 1;
+                }
+            }
+            report.verdicts_expired += verdicts.len();
+            self.engine.audit(
+                "automation",
+                "intel_verdict_expired",
+                None,
+                None,
+                BTreeMap::from([
+                    ("verdicts".to_string(), verdicts.len() as u64),
+                    ("reverted".to_string(), reverted),
+                ]),
+                serde_json::json!({
+                    "indicator": key,
+                    "why": "the indicator is no longer in the intel directory",
+                    "messages": verdicts.iter().map(|v| serde_json::json!({
+                        "tenant": v.tenant, "message_id": v.message_id,
+                    })).collect::<Vec<_>>(),
+                }),
+            )?;
+            tracing::info!(
+                verdicts = verdicts.len(),
+                reverted,
+                "intel: {key} is gone; its verdicts expired (retracted copies stay retracted)"
+            );
+        }
+        let open: Vec<HeldMatch> = self.engine.store().holds(true)?;
+        for h in open.into_iter().filter(|h| gone(&h.indicator)) {
+            if self
+                .engine
+                .store()
+                .hold_transition(h.id, h.state, HoldState::Expired, None)?
+            {
+                self.engine.audit(
+                    "automation",
+                    "hold_expired",
+                    None,
+                    None,
+                    BTreeMap::from([
+                        ("copies".to_string(), h.copies),
+                        ("messages".to_string(), h.messages),
+                    ]),
+                    serde_json::json!({
+                        "hold": h.id,
+                        "was": h.state,
+                        "indicator": h.indicator,
+                        "why": "the indicator is no longer in the intel directory",
+                    }),
+                )?;
+                tracing::info!(hold = h.id, "intel: {} is gone; hold expired", h.indicator);
+                report.holds_expired.push(h.id);
+            }
+        }
+        self.intel_checked = true;
+        Ok(())
+    }
+
     /// Releases the holds an admin confirmed: writes their verdicts (first, in the store, so
     /// should this process stop, the matrix retracts them next cycle), then retracts per the
     /// policy (`post_delivery`). Every cycle, whatever the Post Delivery interval.
@@ -668,10 +772,10 @@ impl<'e> Watcher<'e> {
             let mut records = Vec::new();
             let mut upgraded = 0u64;
             for m in &messages {
-                let upd = self.engine.store().set_disposition(
-                    Some(&m.tenant),
+                let upd = self.engine.store().set_intel_disposition(
+                    &m.tenant,
                     &m.message_id,
-                    h.indicator.disposition,
+                    &h.indicator,
                     &source,
                 )?;
                 upgraded += upd.upgraded as u64;
@@ -835,7 +939,8 @@ impl<'e> Watcher<'e> {
                         .into_iter()
                         .min_by_key(|i| i.disposition.severity())
                     {
-                        intel_hit = Some((best.disposition, format!("intel:{}", best.file)));
+                        intel_hit =
+                            Some((best.disposition, format!("intel:{}", best.file), best.key()));
                         break;
                     }
                 }
@@ -856,7 +961,7 @@ impl<'e> Watcher<'e> {
                     format!("disposition malicious ({src})"),
                     Some(src),
                 )
-            } else if let Some((Disposition::Malicious, src)) = &intel_hit {
+            } else if let Some((Disposition::Malicious, src, _)) = &intel_hit {
                 (
                     "malicious",
                     format!("intel match ({src})"),
@@ -884,9 +989,27 @@ impl<'e> Watcher<'e> {
             };
             if verdict == "malicious" {
                 let source = source.unwrap_or_default();
-                self.engine
-                    .store()
-                    .set_disposition(None, mid, Disposition::Malicious, &source)?;
+                match &intel_hit {
+                    // An intel verdict remembers its indicator, so it can expire.
+                    Some((Disposition::Malicious, src, key)) if *src == source => {
+                        for r in &traced {
+                            self.engine.store().set_intel_disposition(
+                                &r.tenant,
+                                &r.message_id,
+                                key,
+                                &source,
+                            )?;
+                        }
+                    }
+                    _ => {
+                        self.engine.store().set_disposition(
+                            None,
+                            mid,
+                            Disposition::Malicious,
+                            &source,
+                        )?;
+                    }
+                }
                 for r in &traced {
                     if let Some(job) = self
                         .start(

@@ -8,6 +8,10 @@
 //! on later cycles), audited, logged by `watch` and listed by `clawback policy holds` and the
 //! console's Policy and Jobs panes. `clawback policy confirm ID` (admin) confirms it, and the
 //! next `watch` cycle writes the verdicts and retracts per the policy matrix.
+//!
+//! Verdicts written from an indicator remember it; when a reload of the intel directory no
+//! longer has the indicator, its verdicts expire (the messages get back the disposition they
+//! had before; copies already retracted stay retracted) and its open holds expire too.
 
 use super::core::{Engine, EngineError};
 use super::roles::Capability;

@@ -16,8 +16,8 @@
 //! is not JSON is reported with the file and its position and skipped; the rest still applies.
 //! A subject value with `*` or `?` is a glob; otherwise subjects compare equal ignoring case.
 //!
-//! A match held by the automation guard remembers its indicator ([`IndicatorKey`]: file, type,
-//! value, disposition).
+//! A verdict written from an indicator remembers it ([`IndicatorKey`]: file, type, value,
+//! disposition); when a reload no longer has that indicator, the watcher expires the verdict.
 
 use crate::model::Disposition;
 use crate::trace::TraceRecord;
@@ -71,7 +71,8 @@ pub struct Indicator {
 }
 
 /// What identifies an indicator across reloads of the intel directory: the file it came from,
-/// its type, its (normalized) value and its disposition. Held matches carry it.
+/// its type, its (normalized) value and its disposition. Verdicts and held matches carry it; a
+/// reload without it expires them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct IndicatorKey {
     pub file: String,
@@ -131,6 +132,9 @@ pub struct IntelSet {
     pub errors: Vec<IntelError>,
     /// Files read.
     pub files: usize,
+    /// Files (labels, as in [`Indicator::file`]) that could not be read this time: their
+    /// indicators are unknown, not gone, so their verdicts do not expire.
+    pub unreadable: Vec<String>,
 }
 
 impl IntelSet {
@@ -558,6 +562,8 @@ pub struct IntelDir {
     pub dir: PathBuf,
     stamp: Stamp,
     current: IntelSet,
+    /// The directory was read at least once: `current` is what it holds (not a placeholder).
+    loaded: bool,
 }
 
 impl IntelDir {
@@ -566,6 +572,7 @@ impl IntelDir {
             dir,
             stamp: Stamp::new(),
             current: IntelSet::default(),
+            loaded: false,
         }
     }
 
@@ -588,6 +595,7 @@ impl IntelDir {
     /// (errors inside are per file), `None` when nothing changed.
     pub fn refresh(&mut self) -> Result<Option<&IntelSet>, String> {
         let stamp = self.scan()?;
+        self.loaded = true;
         if stamp == self.stamp && !stamp.is_empty() {
             return Ok(None);
         }
@@ -602,6 +610,7 @@ impl IntelDir {
                         position: "file".into(),
                         message: format!("cannot read: {e}"),
                     });
+                    set.unreadable.push(file_label(path));
                     continue;
                 }
             };
@@ -622,6 +631,12 @@ impl IntelDir {
     /// The indicators in force.
     pub fn current(&self) -> &IntelSet {
         &self.current
+    }
+
+    /// Whether the directory was read at least once (so an indicator missing from
+    /// [`IntelDir::current`] is really gone).
+    pub fn loaded(&self) -> bool {
+        self.loaded
     }
 }
 

@@ -1,8 +1,9 @@
 //! What `clawback watch` has already done (DESIGN §6), so a restart neither loses nor repeats
 //! work: the messages the auto-retract policy acted on (at which disposition, over how many
 //! delivered copies) and every phish report decided; and the automation guard's state (issue
-//! 11): matches held for confirmation.
+//! 11): matches held for confirmation and the verdicts intel wrote, so they can expire.
 
+use super::trace::DispositionUpdate;
 use super::{Store, StoreError};
 use crate::intel::IndicatorKey;
 use crate::model::Disposition;
@@ -194,7 +195,8 @@ impl Store {
     }
 }
 
-/// The automation guard (issue 11): matches held for confirmation.
+/// The automation guard (issue 11): matches held for confirmation, and the verdicts intel
+/// wrote (with what the message had before, so a verdict can expire).
 pub(crate) const GUARD_SCHEMA: &str = r#"
 CREATE TABLE automation_hold (
     id              INTEGER PRIMARY KEY,
@@ -222,6 +224,21 @@ CREATE TABLE automation_hold_message (
     copies     INTEGER NOT NULL,
     PRIMARY KEY (hold_id, tenant, message_id)
 ) WITHOUT ROWID;
+CREATE TABLE intel_verdict (
+    tenant           TEXT NOT NULL,
+    message_id       TEXT NOT NULL,
+    indicator_file   TEXT NOT NULL,
+    indicator_kind   TEXT NOT NULL,
+    indicator_value  TEXT NOT NULL,
+    disposition      TEXT NOT NULL,
+    source           TEXT NOT NULL,
+    base_disposition TEXT,
+    base_source      TEXT,
+    at               INTEGER NOT NULL,
+    expired_at       INTEGER,
+    PRIMARY KEY (tenant, message_id)
+);
+CREATE INDEX intel_verdict_active ON intel_verdict (indicator_file) WHERE expired_at IS NULL;
 "#;
 
 /// Where a held match stands.
@@ -308,6 +325,16 @@ pub enum HoldChange {
     Extended { added: u64 },
     /// The indicator's open hold already had every message: nothing written.
     Unchanged,
+}
+
+/// A verdict written by an intel indicator, still in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntelVerdict {
+    pub tenant: String,
+    pub message_id: String,
+    pub indicator: IndicatorKey,
+    /// The `disposition_source` it wrote (`intel:FILE`).
+    pub source: String,
 }
 
 const HOLD_COLUMNS: &str = "id, state, indicator_file, indicator_kind, indicator_value, \
@@ -502,5 +529,246 @@ impl Store {
             params![id, from.as_str(), to.as_str(), now, by],
         )?;
         Ok(n == 1)
+    }
+
+    /// Sets a disposition from an intel indicator on a message of a tenant, when it is an
+    /// upgrade, and remembers the indicator and what the message had before any intel verdict
+    /// (so [`Store::expire_intel_verdict`] can put it back).
+    pub fn set_intel_disposition(
+        &mut self,
+        tenant: &str,
+        message_id: &str,
+        indicator: &IndicatorKey,
+        source: &str,
+    ) -> Result<DispositionUpdate, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let before: Vec<(Option<String>, Option<String>)> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT disposition, disposition_source FROM trace \
+                 WHERE message_id = ?1 AND tenant = ?2",
+            )?;
+            stmt.query_map(params![message_id, tenant], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        let matched = before.len();
+        let disposition = indicator.disposition;
+        let upgraded = tx.execute(
+            "UPDATE trace SET disposition = ?3, disposition_rank = ?4, disposition_source = ?5 \
+             WHERE message_id = ?1 AND tenant = ?2 \
+             AND (disposition_rank IS NULL OR disposition_rank > ?4)",
+            params![
+                message_id,
+                tenant,
+                disposition.as_str(),
+                disposition.severity(),
+                source
+            ],
+        )?;
+        if upgraded > 0 {
+            let (base, base_source) = before.into_iter().next().unwrap_or_default();
+            // An active verdict keeps the base it recorded (what the message had before intel
+            // touched it); an expired one (or none) takes the message's disposition now.
+            tx.execute(
+                "INSERT INTO intel_verdict (tenant, message_id, indicator_file, indicator_kind, \
+                 indicator_value, disposition, source, base_disposition, base_source, at, \
+                 expired_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL) \
+                 ON CONFLICT (tenant, message_id) DO UPDATE SET \
+                 indicator_file = ?3, indicator_kind = ?4, indicator_value = ?5, \
+                 disposition = ?6, source = ?7, at = ?10, \
+                 base_disposition = CASE WHEN expired_at IS NULL THEN base_disposition ELSE ?8 END, \
+                 base_source = CASE WHEN expired_at IS NULL THEN base_source ELSE ?9 END, \
+                 expired_at = NULL",
+                params![
+                    tenant,
+                    message_id,
+                    indicator.file,
+                    indicator.kind,
+                    indicator.value,
+                    disposition.as_str(),
+                    source,
+                    base,
+                    base_source,
+                    Utc::now().timestamp()
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(DispositionUpdate { matched, upgraded })
+    }
+
+    /// Intel verdicts in force.
+    pub fn intel_verdicts_active(&self) -> Result<Vec<IntelVerdict>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT tenant, message_id, indicator_file, indicator_kind, indicator_value, \
+             disposition, source FROM intel_verdict WHERE expired_at IS NULL \
+             ORDER BY tenant, message_id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                let d: String = r.get(5)?;
+                Ok(IntelVerdict {
+                    tenant: r.get(0)?,
+                    message_id: r.get(1)?,
+                    indicator: IndicatorKey {
+                        file: r.get(2)?,
+                        kind: r.get(3)?,
+                        value: r.get(4)?,
+                        disposition: d.parse().unwrap_or(Disposition::Malicious),
+                    },
+                    source: r.get(6)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Expires the intel verdict of a message: its disposition goes back to what it was
+    /// before intel set it — unless something else (a header, a phish report) has set it since,
+    /// in which case that stands. Retraction state is not touched: copies already retracted
+    /// stay retracted. Returns whether the disposition was put back (`None`: no verdict in
+    /// force).
+    pub fn expire_intel_verdict(
+        &mut self,
+        tenant: &str,
+        message_id: &str,
+    ) -> Result<Option<bool>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row: Option<(String, String, Option<String>, Option<String>)> = tx
+            .query_row(
+                "SELECT disposition, source, base_disposition, base_source FROM intel_verdict \
+                 WHERE tenant = ?1 AND message_id = ?2 AND expired_at IS NULL",
+                params![tenant, message_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let Some((disposition, source, base, base_source)) = row else {
+            return Ok(None);
+        };
+        let base_rank = base
+            .as_deref()
+            .and_then(|d| d.parse::<Disposition>().ok())
+            .map(|d| d.severity());
+        let reverted = tx.execute(
+            "UPDATE trace SET disposition = ?5, disposition_rank = ?6, disposition_source = ?7 \
+             WHERE message_id = ?1 AND tenant = ?2 AND disposition = ?3 \
+             AND disposition_source = ?4",
+            params![
+                message_id,
+                tenant,
+                disposition,
+                source,
+                base_rank.and(base.as_deref()),
+                base_rank,
+                base_rank.and(base_source.as_deref())
+            ],
+        )?;
+        tx.execute(
+            "UPDATE intel_verdict SET expired_at = ?3 WHERE tenant = ?1 AND message_id = ?2",
+            params![tenant, message_id, Utc::now().timestamp()],
+        )?;
+        tx.commit()?;
+        Ok(Some(reverted > 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(value: &str, disposition: Disposition) -> IndicatorKey {
+        IndicatorKey {
+            file: "feed.csv".into(),
+            kind: "sender".into(),
+            value: value.into(),
+            disposition,
+        }
+    }
+
+    fn stored(s: &Store, mid: &str) -> (Option<Disposition>, Option<String>) {
+        let r = s.trace_by_message_id(mid).unwrap();
+        (r[0].disposition, r[0].disposition_source.clone())
+    }
+
+    #[test]
+    fn an_intel_verdict_expires_to_what_the_message_had_before_intel() {
+        let mut s = Store::open_in_memory().unwrap();
+        let rec = |mid: &str, d: Option<Disposition>| TraceRecord {
+            tenant: "contoso".into(),
+            message_id: mid.into(),
+            sender: "a@evil.example".into(),
+            subject: "x".into(),
+            received: 1,
+            disposition: d,
+            disposition_source: d.map(|_| "header:X-Clawback-Disposition".to_string()),
+            ..TraceRecord::default()
+        };
+        s.upsert_trace(&[rec("<a@x>", Some(Disposition::Spam)), rec("<b@x>", None)])
+            .unwrap();
+        // Two intel upgrades in a row keep the first base (spam, from the header).
+        let sus = key("a@evil.example", Disposition::Suspicious);
+        let upd = s
+            .set_intel_disposition("contoso", "<a@x>", &sus, "intel:feed.csv")
+            .unwrap();
+        assert_eq!((upd.matched, upd.upgraded), (1, 1));
+        let mal = key("evil.example", Disposition::Malicious);
+        s.set_intel_disposition("contoso", "<a@x>", &mal, "intel:other.csv")
+            .unwrap();
+        // Not an upgrade: no verdict recorded for it.
+        let upd = s
+            .set_intel_disposition("contoso", "<a@x>", &sus, "intel:feed.csv")
+            .unwrap();
+        assert_eq!(upd.upgraded, 0);
+        let active = s.intel_verdicts_active().unwrap();
+        assert_eq!(active.len(), 1);
+        assert_eq!(active[0].indicator, mal);
+        assert_eq!(
+            s.expire_intel_verdict("contoso", "<a@x>").unwrap(),
+            Some(true)
+        );
+        assert_eq!(
+            stored(&s, "<a@x>"),
+            (
+                Some(Disposition::Spam),
+                Some("header:X-Clawback-Disposition".into())
+            )
+        );
+        assert_eq!(s.expire_intel_verdict("contoso", "<a@x>").unwrap(), None);
+
+        // Something else set it since (a phish report): that stands, the verdict still expires.
+        s.set_intel_disposition("contoso", "<b@x>", &sus, "intel:feed.csv")
+            .unwrap();
+        s.set_disposition(
+            Some("contoso"),
+            "<b@x>",
+            Disposition::Malicious,
+            "report:phish_submission",
+        )
+        .unwrap();
+        assert_eq!(
+            s.expire_intel_verdict("contoso", "<b@x>").unwrap(),
+            Some(false)
+        );
+        assert_eq!(
+            stored(&s, "<b@x>"),
+            (
+                Some(Disposition::Malicious),
+                Some("report:phish_submission".into())
+            )
+        );
+        assert!(s.intel_verdicts_active().unwrap().is_empty());
+        // After expiry a new verdict takes the message's disposition then as its base.
+        s.set_intel_disposition(
+            "contoso",
+            "<a@x>",
+            &key("x", Disposition::Suspicious),
+            "intel:feed.csv",
+        )
+        .unwrap();
+        s.expire_intel_verdict("contoso", "<a@x>").unwrap();
+        assert_eq!(stored(&s, "<a@x>").0, Some(Disposition::Spam));
     }
 }

@@ -78,6 +78,10 @@ pub struct Config {
     /// The audit log's head kept outside the store.
     #[serde(default, skip_serializing_if = "AuditConfig::is_unset")]
     pub audit: AuditConfig,
+    /// `clawback watch` blast-radius guard (`[watch]`): how much one intel indicator may
+    /// retract in one cycle before it waits for `clawback policy confirm`.
+    #[serde(default)]
+    pub watch: WatchConfig,
     /// Where the file was loaded from (for error messages and relative paths).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -320,6 +324,90 @@ impl Default for AutomationConfig {
             journal_dir: None,
             reporters_threshold: default_reporters(),
             interval_secs: default_watch_interval(),
+        }
+    }
+}
+
+/// The automation guard (`[watch]`): per cycle and per intel indicator, how far Post Delivery
+/// Response may go on its own. An indicator over either limit is not acted on: its match is
+/// held as `needs_confirmation` (audited, listed by `clawback policy holds`, the console's
+/// Policy and Jobs panes and the `watch` log) until `clawback policy confirm ID` releases it.
+/// Ranges are checked when the config is loaded; an error names the file, line and key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// Copies one indicator may retract in one cycle (default 500, 1 to 1,000,000). A row
+    /// like `subject,"*"` that would retract more is held instead.
+    #[serde(
+        default = "default_max_copies_per_cycle",
+        deserialize_with = "de_max_copies_per_cycle"
+    )]
+    pub max_copies_per_cycle: u64,
+    /// Share of the messages traced in the look-back window one indicator may match (default
+    /// 0.05 = 5%; more than 0, at most 1). An indicator matching more is held.
+    #[serde(
+        default = "default_max_trace_share",
+        deserialize_with = "de_max_trace_share"
+    )]
+    pub max_trace_share: f64,
+    /// The share rule applies from this many matched messages (default 20, at least 1), so
+    /// a handful of messages in a quiet window is not mistaken for a blast.
+    #[serde(
+        default = "default_trace_share_min_messages",
+        deserialize_with = "de_trace_share_min_messages"
+    )]
+    pub trace_share_min_messages: u64,
+}
+
+/// Largest accepted `[watch] max_copies_per_cycle`.
+pub const MAX_COPIES_PER_CYCLE_LIMIT: u64 = 1_000_000;
+
+fn default_max_copies_per_cycle() -> u64 {
+    500
+}
+fn default_max_trace_share() -> f64 {
+    0.05
+}
+fn default_trace_share_min_messages() -> u64 {
+    20
+}
+
+fn de_max_copies_per_cycle<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = i64::deserialize(d)?;
+    if !(1..=MAX_COPIES_PER_CYCLE_LIMIT as i64).contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "[watch] max_copies_per_cycle = {v}: must be from 1 to {MAX_COPIES_PER_CYCLE_LIMIT}"
+        )));
+    }
+    Ok(v as u64)
+}
+
+fn de_max_trace_share<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = f64::deserialize(d)?;
+    if !(v > 0.0 && v <= 1.0) {
+        return Err(serde::de::Error::custom(format!(
+            "[watch] max_trace_share = {v}: must be more than 0 and at most 1 (0.05 = 5% of the traced messages)"
+        )));
+    }
+    Ok(v)
+}
+
+fn de_trace_share_min_messages<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = i64::deserialize(d)?;
+    if v < 1 {
+        return Err(serde::de::Error::custom(format!(
+            "[watch] trace_share_min_messages = {v}: must be at least 1"
+        )));
+    }
+    Ok(v as u64)
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            max_copies_per_cycle: default_max_copies_per_cycle(),
+            max_trace_share: default_max_trace_share(),
+            trace_share_min_messages: default_trace_share_min_messages(),
         }
     }
 }
@@ -656,6 +744,51 @@ endpoints = { login = "http://127.0.0.1:9", graph = "http://127.0.0.1:9" }
             .to_string();
         assert!(err.starts_with("lab.toml:10:"), "{err}");
         assert!(err.contains("clientid"), "{err}");
+    }
+
+    #[test]
+    fn watch_guard_defaults_and_ranges_name_file_line_and_key() {
+        let c = Config::parse(LAB, Path::new("lab.toml")).expect("parse");
+        assert_eq!(c.watch, WatchConfig::default());
+        assert_eq!(c.watch.max_copies_per_cycle, 500);
+        let ok = format!("{LAB}\n[watch]\nmax_copies_per_cycle = 20\nmax_trace_share = 1\n");
+        let c = Config::parse(&ok, Path::new("lab.toml")).expect("parse");
+        assert_eq!(c.watch.max_copies_per_cycle, 20);
+        assert_eq!(c.watch.max_trace_share, 1.0);
+        for (line, key) in [
+            (
+                "max_copies_per_cycle = 0",
+                "max_copies_per_cycle = 0: must be from 1 to",
+            ),
+            (
+                "max_copies_per_cycle = -5",
+                "max_copies_per_cycle = -5: must be from 1",
+            ),
+            (
+                "max_trace_share = 1.5",
+                "max_trace_share = 1.5: must be more than 0 and at most 1",
+            ),
+            (
+                "max_trace_share = 0.0",
+                "max_trace_share = 0: must be more than 0",
+            ),
+            (
+                "max_trace_share = nan",
+                "max_trace_share = NaN: must be more than 0",
+            ),
+            (
+                "trace_share_min_messages = 0",
+                "trace_share_min_messages = 0: must be at least 1",
+            ),
+        ] {
+            let text = format!("{LAB}\n[watch]\n{line}\n");
+            let err = Config::parse(&text, Path::new("lab.toml"))
+                .unwrap_err()
+                .to_string();
+            let want_line = text.lines().count();
+            assert!(err.starts_with(&format!("lab.toml:{want_line}: ")), "{err}");
+            assert!(err.contains(&format!("[watch] {key}")), "{err}");
+        }
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! demo's phish reports lead to exactly the expected retractions and "not malicious" records, a
 //! killed and restarted `watch` neither loses nor repeats work, and metrics / audit show it.
 //!
+//! The automation guard (issue 11): an indicator over the copy cap or the share-of-trace cap is
+//! held (the lab sees nothing) until `policy confirm`; removing an indicator expires its
+//! verdicts; an absurd look-back is refused at `policy set` / `import`.
+//!
 //! Side effects are checked through the lab's own action log, expectations come from the
 //! scenario. Times are measured and printed, never asserted.
 
@@ -11,9 +15,9 @@
 mod lab_support;
 use lab_support::{CopyKey, expected_copies};
 
-use clawback::config::Config;
-use clawback::engine::Engine;
+use clawback::config::{Config, WatchConfig};
 use clawback::engine::automation::{CycleReport, WatchOptions, Watcher};
+use clawback::engine::{Engine, EngineError};
 use clawback::lab::demo::{
     self, BENIGN_REPORTS, CAMPAIGN_MESSAGE_ID, CAMPAIGN_REPORTS, CONTOSO,
     DEMO_CONTOSO_REPORT_MAILBOX, DEMO_FABRIKAM_REPORT_MAILBOX, DEMO_HOLD_MAILBOX, FABRIKAM,
@@ -21,8 +25,9 @@ use clawback::lab::demo::{
 };
 use clawback::lab::scenario::Scenario;
 use clawback::lab::{LabOptions, LabServer};
-use clawback::model::{Disposition, Folder, RetractAction, Trigger};
+use clawback::model::{Disposition, Folder, RetractAction, Role, Trigger};
 use clawback::store::Store;
+use clawback::store::automation::{HoldChange, HoldState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -349,12 +354,7 @@ async fn intel_added_to_the_directory_retracts_exactly_the_matching_mail() {
             subjects.insert(m.message_id.clone(), (from, m.subject.clone()));
         }
     }
-    let (sender, sender_msgs) = by_sender
-        .iter()
-        .filter(|(_, v)| v.len() >= 2)
-        .max_by_key(|(s, v)| (v.len(), s.to_string()))
-        .map(|(s, v)| (s.clone(), v.clone()))
-        .unwrap();
+    let (sender, sender_msgs) = busiest(&by_sender, 0);
     let (subject_mid, (_, subject)) = subjects
         .iter()
         .find(|(_, (f, s))| f != &sender && !s.contains('\''))
@@ -869,4 +869,467 @@ async fn phish_report_matching_intel_is_malicious_with_one_reporter() {
         rec[0].disposition_source.as_deref(),
         Some("intel:subjects.csv")
     );
+}
+
+/// External senders of the scenario whose mail carries no disposition header and is not the
+/// campaign or a reply: sender → their Message-IDs.
+fn plain_external_senders(scenario: &Scenario) -> BTreeMap<String, Vec<String>> {
+    let internal = [
+        "@contoso.com",
+        "@fabrikam.com",
+        "@contoso-labs.com",
+        "@fabrikam.org",
+    ];
+    let mut by_sender: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for t in &scenario.tenants {
+        for m in &t.messages {
+            let from = m.from.to_ascii_lowercase();
+            let has_disposition = m
+                .headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("X-Clawback-Disposition"))
+                || m.raw
+                    .as_deref()
+                    .is_some_and(|r| r.to_ascii_lowercase().contains("x-clawback-disposition"));
+            if m.message_id == CAMPAIGN_MESSAGE_ID
+                || has_disposition
+                || m.in_reply_to.is_some()
+                || internal.iter().any(|d| from.ends_with(d))
+            {
+                continue;
+            }
+            by_sender
+                .entry(from)
+                .or_default()
+                .push(m.message_id.clone());
+        }
+    }
+    by_sender
+}
+
+/// The `rank`-th busiest sender (0 = the busiest) with at least two messages.
+fn busiest(by_sender: &BTreeMap<String, Vec<String>>, rank: usize) -> (String, Vec<String>) {
+    let mut senders: Vec<(&String, &Vec<String>)> =
+        by_sender.iter().filter(|(_, v)| v.len() >= 2).collect();
+    senders.sort_by_key(|(s, v)| std::cmp::Reverse((v.len(), s.to_string())));
+    senders
+        .get(rank)
+        .map(|(s, v)| (s.to_string(), v.to_vec()))
+        .unwrap()
+}
+
+fn audited(engine: &Engine, action: &str) -> Vec<serde_json::Value> {
+    engine
+        .store()
+        .audit_entries()
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.record.section == "automation" && e.record.action == action)
+        .map(|e| serde_json::to_value(&e.record).unwrap())
+        .collect()
+}
+
+fn folders_of(w: &World, copies: &BTreeSet<CopyKey>) -> BTreeMap<CopyKey, Folder> {
+    let state = w.server.lab.state();
+    copies
+        .iter()
+        .map(|(tenant, mailbox, mid)| {
+            let t = state.tenants.iter().find(|t| &t.name == tenant).unwrap();
+            let folder = t.mailboxes[mailbox]
+                .copies
+                .values()
+                .find(|c| &c.content.internet_message_id == mid)
+                .map(|c| c.folder.clone())
+                .unwrap();
+            ((tenant.clone(), mailbox.clone(), mid.clone()), folder)
+        })
+        .collect()
+}
+
+/// The issue's intel row `subject,"*"`: over `[watch] max_copies_per_cycle` (default 500) it is
+/// held, not retracted — the lab sees no action, no verdict is written, the next cycle does not
+/// hold it twice — and `policy holds` / the `watch` log show it. A responder may not confirm;
+/// after an admin's `policy confirm ID` the next cycle retracts exactly its copies, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indicator_over_the_copy_cap_is_held_until_policy_confirm() {
+    let w = world(LabOptions::default()).await;
+    w.set_policy(|p| {
+        p.actions
+            .insert(Disposition::Malicious, RetractAction::Junk);
+        p.post_delivery.enabled = true;
+    });
+    let intel = w.dir.path().join("intel");
+    std::fs::create_dir_all(&intel).unwrap();
+    let engine = w.engine();
+    once(&engine, options(Some(intel.clone()))).await;
+
+    std::fs::write(intel.join("feed.csv"), "type,value\nsubject,\"*\"\n").unwrap();
+    let from = log_len(&w.server);
+    let r = once(&engine, options(Some(intel.clone()))).await;
+    assert_eq!(r.held.len(), 1, "{r:?}");
+    let held = r.held[0].clone();
+    assert_eq!(held.change, HoldChange::New);
+    assert_eq!(held.indicator.kind, "subject");
+    assert_eq!(held.indicator.value, "*");
+    assert!(held.copies > 500, "{held:?}");
+    assert!(
+        held.reason.contains("max_copies_per_cycle = 500"),
+        "{held:?}"
+    );
+    assert!(r.jobs.is_empty(), "{r:?}");
+    assert_eq!(r.intel_upgraded, 0);
+    assert_eq!(r.holds_waiting, 1);
+    assert!(
+        r.summary().contains("1 held for confirmation"),
+        "{}",
+        r.summary()
+    );
+    assert!(
+        actions_since(&w.server, from).is_empty(),
+        "the lab saw actions for a held match"
+    );
+    let campaign = engine
+        .store()
+        .trace_by_message_id(CAMPAIGN_MESSAGE_ID)
+        .unwrap();
+    assert!(
+        campaign.iter().all(|t| t.disposition.is_none()),
+        "a held match wrote a verdict: {campaign:?}"
+    );
+
+    // The next cycle sees the same match: the same hold, not a second one, still nothing done.
+    let r = once(&engine, options(Some(intel.clone()))).await;
+    assert_eq!(r.held.len(), 1, "{r:?}");
+    assert_eq!(r.held[0].id, held.id);
+    assert_eq!(r.held[0].change, HoldChange::Unchanged);
+    assert_eq!(engine.automation_holds(true).unwrap().len(), 1);
+    assert_eq!(engine.automation_holds(false).unwrap().len(), 1);
+    assert!(actions_since(&w.server, from).is_empty());
+    let notes = audited(&engine, "needs_confirmation");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0]["counts"]["copies"], held.copies, "{}", notes[0]);
+
+    // `watch` logs it with the command that releases it; `policy holds` lists it.
+    run_ok(&w, &["watch", "--once", "--intel", intel.to_str().unwrap()]);
+    let log = std::fs::read_to_string(w.data.join("watch.log")).unwrap();
+    let release = format!("clawback policy confirm {}", held.id);
+    assert!(log.contains(&release), "{log}");
+    assert!(log.contains("1 held for confirmation"), "{log}");
+    let listed = run_ok(&w, &["policy", "holds"]);
+    assert!(listed.contains(&release), "{listed}");
+    assert!(listed.contains("needs_confirmation"), "{listed}");
+    assert!(actions_since(&w.server, from).is_empty());
+
+    // A responder may not confirm (denied, audited); unknown ids are refused.
+    let mut config = w.config.clone();
+    config.operator.role = Role::Responder;
+    let responder = Engine::new(config, Store::open_in_dir(&w.data).unwrap()).unwrap();
+    let denied = responder.confirm_hold(held.id).unwrap_err();
+    assert!(matches!(denied, EngineError::Denied(_)), "{denied}");
+    drop(responder);
+    let out = clawback(&w)
+        .args(["policy", "confirm", "999"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no held match 999"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // An admin confirms; the next cycle retracts exactly the held messages' copies, once.
+    let out = run_ok(&w, &["policy", "confirm", &held.id.to_string()]);
+    assert!(
+        out.contains(&format!("confirmed hold {}", held.id)),
+        "{out}"
+    );
+    let again = clawback(&w)
+        .args(["policy", "confirm", &held.id.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    let messages: BTreeSet<String> = engine
+        .automation_hold_messages(held.id)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.message_id)
+        .collect();
+    assert!(messages.contains(CAMPAIGN_MESSAGE_ID));
+    assert!(!messages.contains(MALICIOUS_MESSAGE_ID));
+    let from = log_len(&w.server);
+    let r = once(&engine, options(Some(intel.clone()))).await;
+    assert_eq!(r.released, vec![held.id], "{r:?}");
+    assert!(r.held.is_empty(), "{r:?}");
+    assert!(
+        r.jobs.iter().all(|j| j.trigger == Trigger::PostDelivery),
+        "{r:?}"
+    );
+    let want = expected(&w.scenario, &messages);
+    assert_exactly_once(&actions_since(&w.server, from), &want, "released hold");
+    let open = engine.automation_holds(false).unwrap();
+    assert!(open.is_empty(), "{open:?}");
+    let all = engine.automation_holds(true).unwrap();
+    assert_eq!(all[0].state, HoldState::Released);
+    assert_eq!(all[0].confirmed_by.as_deref(), Some("lab-operator"));
+    assert_eq!(audited(&engine, "hold_confirmed").len(), 1);
+    assert_eq!(audited(&engine, "hold_released").len(), 1);
+    let campaign = engine
+        .store()
+        .trace_by_message_id(CAMPAIGN_MESSAGE_ID)
+        .unwrap();
+    assert!(
+        campaign
+            .iter()
+            .all(|t| t.disposition_source.as_deref() == Some("intel:feed.csv")),
+        "{campaign:?}"
+    );
+
+    // Done: the next cycle neither holds nor retracts anything.
+    let from = log_len(&w.server);
+    let r = once(&engine, options(Some(intel))).await;
+    assert!(r.held.is_empty() && r.jobs.is_empty(), "{r:?}");
+    assert!(actions_since(&w.server, from).is_empty());
+}
+
+/// `[watch] max_trace_share`: an indicator matching more than that share of the traced messages
+/// is held (whatever its copy count), while another indicator in the same cycle still retracts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indicator_matching_too_much_of_the_trace_is_held_while_others_act() {
+    let mut w = world(LabOptions::default()).await;
+    w.config.watch = WatchConfig {
+        max_copies_per_cycle: 1_000_000,
+        max_trace_share: 0.05,
+        trace_share_min_messages: 5,
+    };
+    w.set_policy(|p| {
+        p.actions
+            .insert(Disposition::Malicious, RetractAction::Junk);
+        p.post_delivery.enabled = true;
+    });
+    let intel = w.dir.path().join("intel");
+    std::fs::create_dir_all(&intel).unwrap();
+    let engine = w.engine();
+    once(&engine, options(Some(intel.clone()))).await;
+    let (sender, sender_msgs) = busiest(&plain_external_senders(&w.scenario), 0);
+    std::fs::write(
+        intel.join("feed.csv"),
+        format!("domain,contoso.com\nsender,{sender}\n"),
+    )
+    .unwrap();
+    let from = log_len(&w.server);
+    let r = once(&engine, options(Some(intel))).await;
+    assert_eq!(r.held.len(), 1, "{r:?}");
+    let held = &r.held[0];
+    assert_eq!(
+        (held.indicator.kind.as_str(), held.indicator.value.as_str()),
+        ("domain", "contoso.com")
+    );
+    assert!(held.reason.contains("max_trace_share = 0.05"), "{held:?}");
+    let traced = engine.store().trace_messages_since(0).unwrap();
+    assert!(held.messages * 20 > traced, "{held:?} of {traced}");
+    let want = expected(&w.scenario, &sender_msgs.iter().cloned().collect());
+    assert_exactly_once(
+        &actions_since(&w.server, from),
+        &want,
+        "the other indicator",
+    );
+}
+
+/// Verdicts carry their indicator and expire when it leaves the intel directory: the messages
+/// get back the disposition they had (none), copies already retracted stay where they are, the
+/// matrix no longer acts on the expired verdicts, and new mail from the removed sender is left
+/// alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_an_indicator_expires_its_verdicts_and_retracted_copies_stay() {
+    let w = world(LabOptions::default()).await;
+    w.set_policy(|p| {
+        p.actions
+            .insert(Disposition::Malicious, RetractAction::Junk);
+        p.post_delivery.enabled = true;
+    });
+    let intel = w.dir.path().join("intel");
+    std::fs::create_dir_all(&intel).unwrap();
+    let engine = w.engine();
+    once(&engine, options(Some(intel.clone()))).await;
+    let senders = plain_external_senders(&w.scenario);
+    let (bad, bad_msgs) = busiest(&senders, 0);
+    let (odd, odd_msgs) = busiest(&senders, 1);
+    std::fs::write(
+        intel.join("feed.csv"),
+        format!("sender,{bad},malicious\nsender,{odd},suspicious\n"),
+    )
+    .unwrap();
+    let from = log_len(&w.server);
+    let r = once(&engine, options(Some(intel.clone()))).await;
+    let retracted = expected(&w.scenario, &bad_msgs.iter().cloned().collect());
+    assert_exactly_once(&actions_since(&w.server, from), &retracted, "intel");
+    assert!(r.held.is_empty(), "{r:?}");
+    let verdicts = engine.store().intel_verdicts_active().unwrap();
+    assert!(!verdicts.is_empty());
+    let rec = engine.store().trace_by_message_id(&odd_msgs[0]).unwrap();
+    assert_eq!(rec[0].disposition, Some(Disposition::Suspicious));
+
+    // The indicators leave: every verdict expires, the dispositions go back to none.
+    std::fs::remove_file(intel.join("feed.csv")).unwrap();
+    let from = log_len(&w.server);
+    let r = once(&engine, options(Some(intel.clone()))).await;
+    assert_eq!(r.verdicts_expired, verdicts.len(), "{r:?}");
+    assert!(engine.store().intel_verdicts_active().unwrap().is_empty());
+    for mid in bad_msgs.iter().chain(&odd_msgs) {
+        for rec in engine.store().trace_by_message_id(mid).unwrap() {
+            assert_eq!(rec.disposition, None, "{rec:?}");
+            assert_eq!(rec.disposition_source, None, "{rec:?}");
+        }
+    }
+    let expired = audited(&engine, "intel_verdict_expired");
+    assert_eq!(expired.len(), 2, "{expired:?}");
+    // Already retracted copies stay retracted: no action, still in Junk.
+    assert!(actions_since(&w.server, from).is_empty());
+    assert!(
+        folders_of(&w, &retracted)
+            .values()
+            .all(|f| *f == Folder::Junk)
+    );
+
+    // The matrix no longer acts on what the expired verdicts said (it does on the demo's own
+    // `suspicious` headers)…
+    w.set_policy(|p| {
+        p.actions
+            .insert(Disposition::Suspicious, RetractAction::Trash);
+    });
+    // …and new mail from the removed sender is not retracted either.
+    let contoso = w
+        .scenario
+        .tenants
+        .iter()
+        .find(|t| t.name == CONTOSO)
+        .unwrap();
+    let mailboxes: Vec<String> = contoso
+        .users
+        .iter()
+        .filter(|u| {
+            u.mailbox && u.address.ends_with("@contoso.com") && u.address != DEMO_HOLD_MAILBOX
+        })
+        .map(|u| u.address.to_ascii_lowercase())
+        .take(3)
+        .collect();
+    let mid = "<after-expiry-0001@guard.example>";
+    let resp = reqwest::Client::new()
+        .post(format!("{}/_lab/deliver", w.server.base_url()))
+        .json(&serde_json::json!({
+            "tenant": CONTOSO,
+            "message": {
+                "message_id": mid, "from": bad, "to": mailboxes,
+                "subject": "Another one", "date": chrono::Utc::now().to_rfc3339(),
+                "body": "hello",
+                "copy": mailboxes.iter().map(|m| serde_json::json!({"mailbox": m})).collect::<Vec<_>>(),
+            }
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let from = log_len(&w.server);
+    let r = once(&engine, options(Some(intel))).await;
+    assert!(
+        !r.jobs.is_empty() && r.jobs.iter().all(|j| j.trigger == Trigger::Auto),
+        "{r:?}"
+    );
+    let untouched: BTreeSet<&str> = bad_msgs
+        .iter()
+        .chain(&odd_msgs)
+        .map(String::as_str)
+        .chain([mid])
+        .collect();
+    let acted: Vec<CopyKey> = actions_since(&w.server, from)
+        .into_keys()
+        .filter(|k| untouched.contains(k.2.as_str()))
+        .collect();
+    assert!(acted.is_empty(), "{acted:?}");
+    assert_eq!(engine.store().trace_by_message_id(mid).unwrap().len(), 1);
+}
+
+/// Look-back and interval are bounded (90 days, 1 day): `policy set` and `policy import` refuse
+/// more with the key named, the policy is unchanged; a policy stored before the bound does not
+/// crash `watch`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_look_back_or_interval_is_refused_at_policy_set_and_import() {
+    let w = world(LabOptions::default()).await;
+    let refused = |args: &[&str]| {
+        let out = clawback(&w).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        err
+    };
+    let err = refused(&[
+        "policy",
+        "set",
+        "post_delivery",
+        "on",
+        "--lookback",
+        "99999999999d",
+    ]);
+    assert_eq!(
+        err.trim(),
+        "clawback: post_delivery.lookback: 99999999999d is out of range: more than 0 and at most 90d (90 days)"
+    );
+    let err = refused(&[
+        "policy",
+        "set",
+        "phish_submission",
+        "on",
+        "--interval",
+        "2d",
+    ]);
+    assert!(
+        err.contains("phish_submission.interval: 2d is out of range") && err.contains("at most 1d"),
+        "{err}"
+    );
+    let err = refused(&[
+        "policy",
+        "set",
+        "post_delivery",
+        "on",
+        "--lookback",
+        "99999999999999999999999d",
+    ]);
+    assert!(err.contains("too long a duration"), "{err}");
+    let file = w.dir.path().join("policy.toml");
+    std::fs::write(
+        &file,
+        "[post_delivery]\nenabled = true\ninterval = \"15m\"\nlookback = \"91d\"\n",
+    )
+    .unwrap();
+    let err = refused(&["policy", "import", file.to_str().unwrap()]);
+    assert!(
+        err.starts_with(&format!(
+            "clawback: {}: post_delivery.lookback: 91d is out of range",
+            file.display()
+        )),
+        "{err}"
+    );
+    assert!(run_ok(&w, &["policy", "show"]).contains("policy version 0"));
+    run_ok(
+        &w,
+        &["policy", "set", "post_delivery", "on", "--lookback", "90d"],
+    );
+    // The engine refuses it too (the console saves through it).
+    let engine = w.engine();
+    let mut p = engine.load_policy().unwrap();
+    p.phish_submission.lookback_secs = u64::MAX;
+    let e = engine.save_policy(p).unwrap_err().to_string();
+    assert!(e.contains("phish_submission.lookback"), "{e}");
+    // A policy stored before the bound: read as 90 days, the cycle runs.
+    let mut p = engine.load_policy().unwrap();
+    p.post_delivery.lookback_secs = 99_999_999_999 * 86_400;
+    p.version += 1;
+    engine
+        .store()
+        .policy_insert(p.version, &serde_json::to_string(&p).unwrap(), "old")
+        .unwrap();
+    let r = once(&engine, options(None)).await;
+    assert!(r.errors.is_empty(), "{r:?}");
 }

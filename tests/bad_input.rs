@@ -169,3 +169,18 @@ async fn malformed_message_ids_are_refused_before_any_request() {
         "a malformed Message-ID must not reach the provider"
     );
 }
+
+#[test]
+fn an_out_of_range_watch_guard_limit_names_file_line_key_and_range() {
+    let (_d, dir) = stage(&["watch-share.toml"]);
+    let cfg = dir.join("watch-share.toml");
+    let (code, stderr) = doctor(&cfg);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(
+        one_line(&stderr),
+        format!(
+            "clawback: {}:11: [watch] max_trace_share = 5: must be more than 0 and at most 1 (0.05 = 5% of the traced messages)",
+            cfg.display()
+        )
+    );
+}

@@ -550,3 +550,44 @@ async fn console_actions_are_checked_against_the_role() {
         .map(|(r, w)| (r.to_string(), w.to_string()))
     );
 }
+
+/// The engine task answers LoadPolicy and LoadJobs with the automation guard's open holds too,
+/// and the console keeps them for the Policy and Jobs panes (issue 11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_matches_reach_the_console_with_the_policy_and_the_jobs() {
+    use clawback::intel::IndicatorKey;
+    use clawback::model::Disposition;
+    use clawback::store::Store;
+    use clawback::store::automation::HeldMessage;
+    let mut store = Store::open_in_memory().unwrap();
+    let key = IndicatorKey {
+        file: "feed.csv".into(),
+        kind: "subject".into(),
+        value: "*".into(),
+        disposition: Disposition::Malicious,
+    };
+    let message = HeldMessage {
+        tenant: CONTOSO.into(),
+        message_id: CAMPAIGN_MESSAGE_ID.into(),
+        copies: 900,
+    };
+    let (hold, _) = store
+        .hold_record(&key, "over the cap", 300, &[message])
+        .unwrap();
+    let config = clawback::config::Config::default();
+    let engine = std::sync::Arc::new(Engine::new(config.clone(), store).unwrap());
+    let (app, _theme) = prepare(&config, &TuiOptions::default()).unwrap();
+    let mut console = Console {
+        app,
+        engine: service::spawn(engine),
+    };
+    for command in [Command::LoadPolicy, Command::LoadJobs] {
+        console.app.policy.held.clear();
+        console.send(vec![command]);
+        console
+            .until("the holds", |app| !app.policy.held.is_empty())
+            .await;
+        assert_eq!(console.app.policy.held[0].id, hold.id);
+        assert_eq!(console.app.policy.held[0].copies, 900);
+    }
+}

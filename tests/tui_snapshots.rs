@@ -671,3 +671,54 @@ fn no_color_draws_no_colours_but_keeps_the_meaning() {
         assert!(shows(&buffer[(30, 5)], theme.selection), "{}", base.name);
     }
 }
+
+/// Matches the automation guard holds (issue 11): id, indicator, copy count and the command
+/// that releases them.
+fn held() -> Vec<clawback::engine::view::HeldMatch> {
+    use clawback::engine::view::{HeldMatch, HoldState};
+    use clawback::intel::IndicatorKey;
+    use clawback::model::Disposition;
+    let hold = |id: i64, kind: &str, value: &str, copies: u64, messages: u64| HeldMatch {
+        id,
+        state: HoldState::NeedsConfirmation,
+        indicator: IndicatorKey {
+            file: "feed.csv".into(),
+            kind: kind.into(),
+            value: value.into(),
+            disposition: Disposition::Malicious,
+        },
+        reason: format!(
+            "{copies} copies in {messages} messages is more than [watch] max_copies_per_cycle = 500"
+        ),
+        messages,
+        copies,
+        trace_messages: 328,
+        created_at: base_time(),
+        updated_at: base_time(),
+        confirmed_by: None,
+        confirmed_at: None,
+        closed_at: None,
+    };
+    vec![
+        hold(3, "subject", "*", 1_470, 273),
+        hold(2, "domain", "contoso.com", 880, 41),
+    ]
+}
+
+#[test]
+fn held_matches_show_in_the_policy_and_jobs_panes() {
+    let mut policy = policy_populated(Role::Admin);
+    policy.on_engine(EngineEvent::HoldsLoaded(held()));
+    snap("policy_held", &policy);
+    let mut jobs = jobs_populated();
+    jobs.on_engine(EngineEvent::HoldsLoaded(held()));
+    snap("jobs_held", &jobs);
+    let text = render_text(&jobs, &default_theme(), 160, 48);
+    assert!(
+        text.contains("Held: #3 (1,470 copies): clawback policy confirm 3; subject \"*\" (feed.csv, malicious) in 273 messages (+1 more: clawback policy holds)"),
+        "{text}"
+    );
+    // Released or gone: the lines leave with the holds.
+    jobs.on_engine(EngineEvent::HoldsLoaded(vec![]));
+    assert!(!render_text(&jobs, &default_theme(), 160, 48).contains("Held:"));
+}

@@ -4,9 +4,11 @@
 use crate::cli::exit;
 use crate::cli::retract::engine;
 use crate::engine::automation::{WatchOptions, Watcher};
+use crate::engine::policy::{MAX_INTERVAL_SECS, MAX_LOOKBACK_SECS, format_duration};
 use crate::engine::view::{PolicyMatrix, ResponseSwitch};
 use crate::engine::{Engine, EngineError};
 use crate::model::{Disposition, RetractAction};
+use crate::store::automation::{HeldMatch, HoldState};
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -48,6 +50,19 @@ pub enum PolicyCommand {
     },
     /// Replace the policy with a TOML file written by `export`.
     Import { file: PathBuf },
+    /// Intel matches the automation guard held instead of retracting (open ones; --all for
+    /// released and expired too).
+    Holds {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release a held match (admin): the next `watch` cycle retracts it per the policy.
+    Confirm {
+        /// The hold's id, as `policy holds` and the `watch` log show it.
+        id: i64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -79,9 +94,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit())
         .map(|i| t.split_at(i))
         .unwrap_or((t, "s"));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 30s, 15m, 1h, 7d)"))?;
+    let too_long = || format!("{text:?} is too long a duration");
+    let n: u64 = num.parse().map_err(|e: std::num::ParseIntError| {
+        if matches!(e.kind(), std::num::IntErrorKind::PosOverflow) {
+            too_long()
+        } else {
+            format!("{text:?} is not a duration (e.g. 30s, 15m, 1h, 7d)")
+        }
+    })?;
     let mult = match unit.trim() {
         "s" | "sec" | "secs" => 1,
         "m" | "min" | "mins" => 60,
@@ -89,19 +109,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" => 86_400,
         _ => return Err(format!("{text:?}: unknown unit (s, m, h, d)")),
     };
-    Ok(Duration::from_secs(n * mult))
-}
-
-fn format_duration(secs: u64) -> String {
-    if secs > 0 && secs.is_multiple_of(86_400) {
-        format!("{}d", secs / 86_400)
-    } else if secs > 0 && secs.is_multiple_of(3600) {
-        format!("{}h", secs / 3600)
-    } else if secs > 0 && secs.is_multiple_of(60) {
-        format!("{}m", secs / 60)
-    } else {
-        format!("{secs}s")
-    }
+    n.checked_mul(mult)
+        .map(Duration::from_secs)
+        .ok_or_else(too_long)
 }
 
 /// The policy file (`policy export` / `import`).
@@ -146,19 +156,26 @@ fn apply_switch(
     }
     if let Some(i) = interval {
         let d = parse_duration(i).map_err(|e| format!("{what}.interval: {e}"))?;
-        if d.as_secs() == 0 {
-            return Err(format!("{what}.interval: must be more than 0"));
+        if d.as_secs() == 0 || d.as_secs() > MAX_INTERVAL_SECS {
+            return Err(format!(
+                "{what}.interval: {i} is out of range: more than 0 and at most {} (1 day)",
+                format_duration(MAX_INTERVAL_SECS)
+            ));
         }
         target.interval_secs = d.as_secs();
     }
     if let Some(l) = lookback {
         let d = parse_duration(l).map_err(|e| format!("{what}.lookback: {e}"))?;
-        if d.as_secs() == 0 {
-            return Err(format!("{what}.lookback: must be more than 0"));
+        if d.as_secs() == 0 || d.as_secs() > MAX_LOOKBACK_SECS {
+            return Err(format!(
+                "{what}.lookback: {l} is out of range: more than 0 and at most {} (90 days)",
+                format_duration(MAX_LOOKBACK_SECS)
+            ));
         }
         target.lookback_secs = d.as_secs();
     }
-    Ok(())
+    // A stored value from before the bounds (or one left out of the file) is checked too.
+    target.check(what)
 }
 
 fn export_text(p: &PolicyMatrix) -> String {
@@ -235,6 +252,47 @@ fn show(p: &PolicyMatrix) {
     }
 }
 
+/// One line per hold, and how to release it.
+fn show_holds(holds: &[HeldMatch], all: bool) {
+    if holds.is_empty() {
+        println!(
+            "{}",
+            if all {
+                "no matches were ever held by the automation guard"
+            } else {
+                "no matches held for confirmation"
+            }
+        );
+        return;
+    }
+    println!(
+        "{:>5}  {:<18}  {:>7}  {:>8}  {:<16}  indicator",
+        "id", "state", "copies", "messages", "held"
+    );
+    for h in holds {
+        println!(
+            "{:>5}  {:<18}  {:>7}  {:>8}  {:<16}  {}",
+            h.id,
+            h.state.as_str(),
+            h.copies,
+            h.messages,
+            h.created_at.format("%Y-%m-%d %H:%M"),
+            h.indicator
+        );
+        match h.state {
+            HoldState::NeedsConfirmation => println!(
+                "       {}; release with `clawback policy confirm {}`",
+                h.reason, h.id
+            ),
+            HoldState::Confirmed => println!(
+                "       confirmed by {}; the next `clawback watch` cycle retracts it",
+                h.confirmed_by.as_deref().unwrap_or("?")
+            ),
+            HoldState::Released | HoldState::Expired => {}
+        }
+    }
+}
+
 fn fail(e: EngineError) -> u8 {
     eprintln!("clawback: {e}");
     match e {
@@ -266,6 +324,30 @@ pub fn policy(args: PolicyArgs, config_path: Option<&Path>, data_dir: Option<&Pa
         Err(e) => return fail(e),
     };
     match args.command.unwrap_or(PolicyCommand::Show { json: false }) {
+        PolicyCommand::Holds { all, json } => match engine.automation_holds(all) {
+            Ok(holds) => {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&holds).unwrap_or_default()
+                    );
+                } else {
+                    show_holds(&holds, all);
+                }
+                exit::OK
+            }
+            Err(e) => fail(e),
+        },
+        PolicyCommand::Confirm { id } => match engine.confirm_hold(id) {
+            Ok(h) => {
+                println!(
+                    "confirmed hold {}: {} ({} copies in {} messages); the next `clawback watch` cycle retracts them per the policy",
+                    h.id, h.indicator, h.copies, h.messages
+                );
+                exit::OK
+            }
+            Err(e) => fail(e),
+        },
         PolicyCommand::Show { json } => {
             if json {
                 println!(
@@ -538,6 +620,12 @@ mod tests {
         assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
         assert!(parse_duration("7w").is_err());
         assert!(parse_duration("soon").is_err());
+        // Too long for a u64 of seconds: an error, not an overflow.
+        assert_eq!(
+            parse_duration("99999999999999999999d"),
+            Err("\"99999999999999999999d\" is too long a duration".to_string())
+        );
+        assert!(parse_duration("999999999999999999d").is_err());
         assert_eq!(format_duration(900), "15m");
         assert_eq!(format_duration(604_800), "7d");
     }
@@ -561,6 +649,14 @@ mod tests {
             .err()
             .unwrap_or_default();
         assert!(e.contains("post_delivery.interval"), "{e}");
+        let bad = "[phish_submission]\nenabled = true\nlookback = \"99999999999d\"\n";
+        let e = import_text(bad, Path::new("p.toml"), &p)
+            .err()
+            .unwrap_or_default();
+        assert_eq!(
+            e,
+            "p.toml: phish_submission.lookback: 99999999999d is out of range: more than 0 and at most 90d (90 days)"
+        );
         let bad = "[actions]\nmalicious = \"junk\"\n[typo]\n";
         assert!(import_text(bad, Path::new("p.toml"), &p).is_err());
     }

@@ -7,6 +7,11 @@
 //! directory, upgrade dispositions and retract (`post_delivery`); (4) the auto-retract matrix on
 //! every record with a disposition (`auto`).
 //!
+//! The automation guard ([`super::guard`]) bounds what one intel indicator may do in a cycle:
+//! over its limits the match is held as `needs_confirmation` instead of retracted, and
+//! `clawback policy confirm ID` releases it to the next cycle. Verdicts an indicator wrote
+//! expire when it leaves the intel directory.
+//!
 //! Nothing is retracted twice: each plan leaves out the mailboxes where the message was already
 //! retracted by any job (`Store::retracted_mailboxes`), the planner skips copies already in
 //! Junk/Trash, and the store remembers at which disposition and over how many copies the policy
@@ -16,13 +21,16 @@
 
 use super::core::{Engine, EngineError};
 use super::execute::RunOptions;
+use super::guard::over_limits;
 use super::plan::RetractRequest;
 use super::view::PolicyMatrix;
-use crate::intel::{IntelDir, IntelSet};
+use crate::intel::{Indicator, IndicatorKey, IntelDir, IntelSet};
 use crate::model::{Disposition, RetractAction, Trigger};
 use crate::provider::ProviderClient;
 use crate::store::Store;
-use crate::store::automation::ReportDecision;
+use crate::store::automation::{
+    HeldMatch, HeldMessage, HoldChange, HoldState, IntelVerdict, ReportDecision,
+};
 use crate::store::jobs::JobState;
 use crate::trace::TraceRecord;
 use crate::trace::ingest::{IngestOptions, ingest_paths, parse_message};
@@ -74,6 +82,20 @@ pub struct AutoJob {
     pub failed: u64,
 }
 
+/// An indicator the guard held this cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldNotice {
+    /// The hold's id (`clawback policy confirm ID`).
+    pub id: i64,
+    pub indicator: IndicatorKey,
+    /// The whole hold, after this cycle.
+    pub messages: u64,
+    pub copies: u64,
+    /// New, grown, or already held with these messages.
+    pub change: HoldChange,
+    pub reason: String,
+}
+
 /// What one cycle did.
 #[derive(Debug, Clone, Default)]
 pub struct CycleReport {
@@ -94,6 +116,16 @@ pub struct CycleReport {
     /// Mailboxes the sync could not read (e.g. not authorized in an ungranted domain): expected
     /// in real tenants, so reported apart from `errors`.
     pub sync_failures: Vec<String>,
+    /// Indicators the guard held this cycle instead of retracting (Post Delivery).
+    pub held: Vec<HoldNotice>,
+    /// Holds waiting for `clawback policy confirm` after this cycle.
+    pub holds_waiting: usize,
+    /// Confirmed holds this cycle released (verdicts written, retracted per the policy).
+    pub released: Vec<i64>,
+    /// Intel verdicts expired: their indicator left the intel directory.
+    pub verdicts_expired: usize,
+    /// Open holds expired for the same reason.
+    pub holds_expired: Vec<i64>,
 }
 
 impl CycleReport {
@@ -106,8 +138,25 @@ impl CycleReport {
             .iter()
             .filter(|d| d.verdict == "malicious")
             .count();
+        let mut guard = String::new();
+        if self.holds_waiting > 0 {
+            guard.push_str(&format!(
+                ", {} held for confirmation (`clawback policy holds`)",
+                self.holds_waiting
+            ));
+        }
+        if !self.released.is_empty() {
+            guard.push_str(&format!(", {} holds released", self.released.len()));
+        }
+        if self.verdicts_expired > 0 || !self.holds_expired.is_empty() {
+            guard.push_str(&format!(
+                ", {} intel verdicts and {} holds expired",
+                self.verdicts_expired,
+                self.holds_expired.len()
+            ));
+        }
         format!(
-            "cycle: {} jobs ({copies} copies retracted, {failed} failed), {} reports decided ({malicious} malicious), {} upgraded by intel, {} errors, {} mailboxes not synced{}",
+            "cycle: {} jobs ({copies} copies retracted, {failed} failed), {} reports decided ({malicious} malicious), {} upgraded by intel, {} errors, {} mailboxes not synced{guard}{}",
             self.jobs.len(),
             self.decisions.len(),
             self.intel_upgraded,
@@ -131,6 +180,8 @@ pub struct Watcher<'e> {
     journal_seen: BTreeMap<PathBuf, (Option<SystemTime>, u64)>,
     last_post_delivery: Option<Instant>,
     last_phish: Option<Instant>,
+    /// Verdicts were checked against the intel directory once (then again on each reload).
+    intel_checked: bool,
     /// A second connection for the sync (the engine's store is behind a lock that must not be
     /// held across `.await`); in a Mutex only so the watcher is `Sync`.
     sync_store: std::sync::Mutex<Option<Store>>,
@@ -154,6 +205,7 @@ impl<'e> Watcher<'e> {
             journal_seen: BTreeMap::new(),
             last_post_delivery: None,
             last_phish: None,
+            intel_checked: false,
             sync_store: std::sync::Mutex::new(None),
         }
     }
@@ -190,6 +242,8 @@ impl<'e> Watcher<'e> {
         let policy = self.engine.load_policy()?;
         self.follow(&policy, &mut report).await?;
         let intel_changed = self.refresh_intel(&mut report);
+        self.expire_intel(intel_changed, &mut report)?;
+        self.release_confirmed(&policy, &mut report).await?;
         if policy.phish_submission.enabled
             && due(
                 self.last_phish,
@@ -214,6 +268,13 @@ impl<'e> Watcher<'e> {
             self.post_delivery(&policy, &mut report).await?;
         }
         self.auto_retract(&policy, &mut report).await?;
+        report.holds_waiting = self
+            .engine
+            .store()
+            .holds(true)?
+            .iter()
+            .filter(|h| h.state == HoldState::NeedsConfirmation)
+            .count();
         Ok(report)
     }
 
@@ -239,9 +300,9 @@ impl<'e> Watcher<'e> {
                 let mut o = SyncOptions::from_config(Some(&self.engine.config));
                 let lookback = policy
                     .post_delivery
-                    .lookback_secs
-                    .max(policy.phish_submission.lookback_secs);
-                o.since = Utc::now() - chrono::Duration::seconds(lookback as i64);
+                    .effective_lookback_secs()
+                    .max(policy.phish_submission.effective_lookback_secs());
+                o.since = Utc::now() - chrono::Duration::seconds(lookback);
                 match sync(store, &clients, &o, |_| {}).await {
                     Ok(r) => {
                         for f in &r.failed {
@@ -333,7 +394,7 @@ impl<'e> Watcher<'e> {
         {
             return Ok(());
         }
-        let since = Utc::now().timestamp() - policy.post_delivery.lookback_secs as i64;
+        let since = Utc::now().timestamp() - policy.post_delivery.effective_lookback_secs();
         let records = self.engine.store().trace_for_automation(since, true)?;
         for r in records {
             let Some(d) = r.disposition else { continue };
@@ -348,7 +409,9 @@ impl<'e> Watcher<'e> {
         Ok(())
     }
 
-    /// Post Delivery Response: intel against delivered, not-yet-retracted mail.
+    /// Post Delivery Response: intel against delivered, not-yet-retracted mail. Indicators over
+    /// the guard's limits are held first; a record acts on the most severe of its other
+    /// matches (none left: it is left alone, no verdict written).
     async fn post_delivery(
         &self,
         policy: &PolicyMatrix,
@@ -360,10 +423,21 @@ impl<'e> Watcher<'e> {
         if intel.indicators.is_empty() {
             return Ok(());
         }
-        let since = Utc::now().timestamp() - policy.post_delivery.lookback_secs as i64;
+        let since = Utc::now().timestamp() - policy.post_delivery.effective_lookback_secs();
         let records = self.engine.store().trace_for_automation(since, false)?;
-        for r in records {
-            let matches = intel.matches(&r);
+        let matched: Vec<(TraceRecord, Vec<&Indicator>)> = records
+            .into_iter()
+            .filter_map(|r| {
+                let m = intel.matches(&r);
+                (!m.is_empty()).then_some((r, m))
+            })
+            .collect();
+        let held = self.guard(policy, since, &matched, report)?;
+        for (r, all) in matched {
+            let matches: Vec<&Indicator> = all
+                .into_iter()
+                .filter(|i| !held.contains(&i.key()))
+                .collect();
             let Some(best) = matches
                 .iter()
                 .min_by_key(|i| i.disposition.severity())
@@ -372,10 +446,10 @@ impl<'e> Watcher<'e> {
                 continue;
             };
             let source = format!("intel:{}", best.file);
-            let upd = self.engine.store().set_disposition(
-                Some(&r.tenant),
+            let upd = self.engine.store().set_intel_disposition(
+                &r.tenant,
                 &r.message_id,
-                best.disposition,
+                &best.key(),
                 &source,
             )?;
             if upd.upgraded > 0 {
@@ -419,14 +493,355 @@ impl<'e> Watcher<'e> {
         Ok(())
     }
 
+    /// The guard over one Post Delivery pass: tallies, per indicator, the messages and copies
+    /// it would newly act on (leaving out what is already handled and what a confirmed hold
+    /// releases), holds every indicator over the limits (idempotently: one open hold per
+    /// indicator, grown with new messages) and returns the held indicators.
+    fn guard(
+        &self,
+        policy: &PolicyMatrix,
+        since: i64,
+        matched: &[(TraceRecord, Vec<&Indicator>)],
+        report: &mut CycleReport,
+    ) -> Result<BTreeSet<IndicatorKey>, EngineError> {
+        let limits = &self.engine.config.watch;
+        // Messages of confirmed holds are released by this cycle, never held again.
+        let mut confirmed: BTreeMap<IndicatorKey, BTreeSet<(String, String)>> = BTreeMap::new();
+        let open = self.engine.store().holds(true)?;
+        for h in open.iter().filter(|h| h.state == HoldState::Confirmed) {
+            let messages = self.engine.store().hold_messages(h.id)?;
+            confirmed
+                .entry(h.indicator.clone())
+                .or_default()
+                .extend(messages.into_iter().map(|m| (m.tenant, m.message_id)));
+        }
+        let mut tally: BTreeMap<IndicatorKey, Vec<HeldMessage>> = BTreeMap::new();
+        for (r, indicators) in matched {
+            let mut copies = None;
+            for i in indicators {
+                let key = i.key();
+                if confirmed
+                    .get(&key)
+                    .is_some_and(|s| s.contains(&(r.tenant.clone(), r.message_id.clone())))
+                    || !self.would_act(policy, r, i.disposition)?
+                {
+                    continue;
+                }
+                let c = match copies {
+                    Some(c) => c,
+                    None => *copies.insert(self.pending_copies(r)?),
+                };
+                tally.entry(key).or_default().push(HeldMessage {
+                    tenant: r.tenant.clone(),
+                    message_id: r.message_id.clone(),
+                    copies: c,
+                });
+            }
+        }
+        let mut held = BTreeSet::new();
+        if tally.is_empty() {
+            return Ok(held);
+        }
+        let trace_messages = self.engine.store().trace_messages_since(since)?;
+        for (key, messages) in tally {
+            let copies: u64 = messages.iter().map(|m| m.copies).sum();
+            let Some(reason) = over_limits(copies, messages.len() as u64, trace_messages, limits)
+            else {
+                continue;
+            };
+            let (hold, change) =
+                self.engine
+                    .store()
+                    .hold_record(&key, &reason, trace_messages, &messages)?;
+            let action = match change {
+                HoldChange::New => Some("needs_confirmation"),
+                HoldChange::Extended { .. } => Some("needs_confirmation_extended"),
+                HoldChange::Unchanged => None,
+            };
+            if let Some(action) = action {
+                self.engine.audit(
+                    "automation",
+                    action,
+                    None,
+                    None,
+                    BTreeMap::from([
+                        ("copies".to_string(), hold.copies),
+                        ("messages".to_string(), hold.messages),
+                        ("trace_messages".to_string(), trace_messages),
+                    ]),
+                    serde_json::json!({
+                        "hold": hold.id,
+                        "indicator": key,
+                        "reason": reason,
+                        "max_copies_per_cycle": limits.max_copies_per_cycle,
+                        "max_trace_share": limits.max_trace_share,
+                        "trace_share_min_messages": limits.trace_share_min_messages,
+                        "messages": messages.iter().map(|m| serde_json::json!({
+                            "tenant": m.tenant, "message_id": m.message_id, "copies": m.copies,
+                        })).collect::<Vec<_>>(),
+                    }),
+                )?;
+            }
+            tracing::warn!(
+                hold = hold.id,
+                copies = hold.copies,
+                messages = hold.messages,
+                "automation guard: held {key} instead of retracting: {reason}; release it with `clawback policy confirm {}`",
+                hold.id
+            );
+            report.held.push(HoldNotice {
+                id: hold.id,
+                indicator: key.clone(),
+                messages: hold.messages,
+                copies: hold.copies,
+                change,
+                reason,
+            });
+            held.insert(key);
+        }
+        Ok(held)
+    }
+
+    /// Whether an indicator of `disposition` would change something on `r`: a more severe
+    /// verdict, or a retraction the policy has not made yet.
+    fn would_act(
+        &self,
+        policy: &PolicyMatrix,
+        r: &TraceRecord,
+        disposition: Disposition,
+    ) -> Result<bool, EngineError> {
+        if r.disposition
+            .is_none_or(|d| d.severity() > disposition.severity())
+        {
+            return Ok(true);
+        }
+        let Some(effective) = severity_min(r.disposition, Some(disposition)) else {
+            return Ok(false);
+        };
+        if policy.action_for(effective) == RetractAction::NoAction
+            || r.tenant.is_empty()
+            || self.engine.client(&r.tenant).is_err()
+        {
+            return Ok(false);
+        }
+        Ok(!self.already_handled(r, effective)?)
+    }
+
+    /// Delivered copies of `r` (not the sender's) not yet retracted by any job.
+    fn pending_copies(&self, r: &TraceRecord) -> Result<u64, EngineError> {
+        let retracted: BTreeSet<String> = self
+            .engine
+            .store()
+            .retracted_mailboxes(&r.message_id)?
+            .into_iter()
+            .collect();
+        Ok(r.delivered_to()
+            .into_iter()
+            .filter(|a| *a != r.sender && !retracted.contains(*a))
+            .count() as u64)
+    }
+
+    /// Whether the policy already acted on `r` at `disposition` (or worse) over all of its
+    /// delivered copies.
+    fn already_handled(
+        &self,
+        r: &TraceRecord,
+        disposition: Disposition,
+    ) -> Result<bool, EngineError> {
+        let copies = r
+            .delivered_to()
+            .into_iter()
+            .filter(|a| *a != r.sender)
+            .count() as u64;
+        Ok(
+            match self.engine.store().auto_handled(&r.tenant, &r.message_id)? {
+                Some((d, c)) => {
+                    c >= copies
+                        && d.parse::<Disposition>()
+                            .is_ok_and(|d| d.severity() <= disposition.severity())
+                }
+                None => false,
+            },
+        )
+    }
+
+    /// Expires the verdicts (and open holds) of indicators that left the intel directory:
+    /// checked on the first cycle that read the directory and after each reload. Copies
+    /// already retracted stay retracted; a file that could not be read expires nothing.
+    fn expire_intel(&mut self, changed: bool, report: &mut CycleReport) -> Result<(), EngineError> {
+        let Some(intel) = self.intel.as_ref() else {
+            return Ok(());
+        };
+        if !intel.loaded() || (self.intel_checked && !changed) {
+            return Ok(());
+        }
+        let set = intel.current();
+        let live: BTreeSet<IndicatorKey> = set.indicators.iter().map(Indicator::key).collect();
+        let gone = |k: &IndicatorKey| !live.contains(k) && !set.unreadable.contains(&k.file);
+        let mut by_indicator: BTreeMap<IndicatorKey, Vec<IntelVerdict>> = BTreeMap::new();
+        for v in self.engine.store().intel_verdicts_active()? {
+            if gone(&v.indicator) {
+                by_indicator.entry(v.indicator.clone()).or_default().push(v);
+            }
+        }
+        for (key, verdicts) in by_indicator {
+            let mut reverted = 0u64;
+            for v in &verdicts {
+                if self
+                    .engine
+                    .store()
+                    .expire_intel_verdict(&v.tenant, &v.message_id)?
+                    == Some(true)
+                {
+                    reverted += 1;
+                }
+            }
+            report.verdicts_expired += verdicts.len();
+            self.engine.audit(
+                "automation",
+                "intel_verdict_expired",
+                None,
+                None,
+                BTreeMap::from([
+                    ("verdicts".to_string(), verdicts.len() as u64),
+                    ("reverted".to_string(), reverted),
+                ]),
+                serde_json::json!({
+                    "indicator": key,
+                    "why": "the indicator is no longer in the intel directory",
+                    "messages": verdicts.iter().map(|v| serde_json::json!({
+                        "tenant": v.tenant, "message_id": v.message_id,
+                    })).collect::<Vec<_>>(),
+                }),
+            )?;
+            tracing::info!(
+                verdicts = verdicts.len(),
+                reverted,
+                "intel: {key} is gone; its verdicts expired (retracted copies stay retracted)"
+            );
+        }
+        let open: Vec<HeldMatch> = self.engine.store().holds(true)?;
+        for h in open.into_iter().filter(|h| gone(&h.indicator)) {
+            if self
+                .engine
+                .store()
+                .hold_transition(h.id, h.state, HoldState::Expired, None)?
+            {
+                self.engine.audit(
+                    "automation",
+                    "hold_expired",
+                    None,
+                    None,
+                    BTreeMap::from([
+                        ("copies".to_string(), h.copies),
+                        ("messages".to_string(), h.messages),
+                    ]),
+                    serde_json::json!({
+                        "hold": h.id,
+                        "was": h.state,
+                        "indicator": h.indicator,
+                        "why": "the indicator is no longer in the intel directory",
+                    }),
+                )?;
+                tracing::info!(hold = h.id, "intel: {} is gone; hold expired", h.indicator);
+                report.holds_expired.push(h.id);
+            }
+        }
+        self.intel_checked = true;
+        Ok(())
+    }
+
+    /// Releases the holds an admin confirmed: writes their verdicts (first, in the store, so
+    /// should this process stop, the matrix retracts them next cycle), then retracts per the
+    /// policy (`post_delivery`). Every cycle, whatever the Post Delivery interval.
+    async fn release_confirmed(
+        &self,
+        policy: &PolicyMatrix,
+        report: &mut CycleReport,
+    ) -> Result<(), EngineError> {
+        let confirmed: Vec<HeldMatch> = self
+            .engine
+            .store()
+            .holds(true)?
+            .into_iter()
+            .filter(|h| h.state == HoldState::Confirmed)
+            .collect();
+        for h in confirmed {
+            let messages = self.engine.store().hold_messages(h.id)?;
+            let source = format!("intel:{}", h.indicator.file);
+            let mut records = Vec::new();
+            let mut upgraded = 0u64;
+            for m in &messages {
+                let upd = self.engine.store().set_intel_disposition(
+                    &m.tenant,
+                    &m.message_id,
+                    &h.indicator,
+                    &source,
+                )?;
+                upgraded += upd.upgraded as u64;
+                let traced = self.engine.store().trace_by_message_id(&m.message_id)?;
+                records.extend(traced.into_iter().filter(|r| r.tenant == m.tenant));
+            }
+            // Another watcher may release it at the same time: one of them does.
+            if !self.engine.store().hold_transition(
+                h.id,
+                HoldState::Confirmed,
+                HoldState::Released,
+                None,
+            )? {
+                continue;
+            }
+            report.intel_upgraded += upgraded as usize;
+            let mut jobs = Vec::new();
+            for r in &records {
+                let effective = r.disposition.unwrap_or(h.indicator.disposition);
+                if let Some(job) = self
+                    .start(policy, r, effective, Trigger::PostDelivery, &source, report)
+                    .await?
+                {
+                    jobs.push(job);
+                }
+            }
+            self.engine.audit(
+                "automation",
+                "hold_released",
+                None,
+                None,
+                BTreeMap::from([
+                    ("messages".to_string(), messages.len() as u64),
+                    ("upgraded".to_string(), upgraded),
+                    ("jobs".to_string(), jobs.len() as u64),
+                ]),
+                serde_json::json!({
+                    "hold": h.id,
+                    "indicator": h.indicator,
+                    "confirmed_by": h.confirmed_by,
+                    "jobs": jobs,
+                }),
+            )?;
+            tracing::info!(
+                hold = h.id,
+                messages = messages.len(),
+                jobs = jobs.len(),
+                "automation guard: released confirmed hold of {}",
+                h.indicator
+            );
+            report.released.push(h.id);
+            for job in jobs {
+                self.run(job, report).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Phish Submission Response.
     async fn phish_submission(
         &self,
         policy: &PolicyMatrix,
         report: &mut CycleReport,
     ) -> Result<(), EngineError> {
-        let since =
-            Utc::now() - chrono::Duration::seconds(policy.phish_submission.lookback_secs as i64);
+        let since = Utc::now()
+            - chrono::Duration::seconds(policy.phish_submission.effective_lookback_secs());
         let ingest = IngestOptions::from_config(Some(&self.engine.config));
         // (tenant, mailbox, report id, reporter, original record)
         let mut pending: Vec<(String, String, String, String, Option<TraceRecord>)> = Vec::new();
@@ -524,7 +939,8 @@ impl<'e> Watcher<'e> {
                         .into_iter()
                         .min_by_key(|i| i.disposition.severity())
                     {
-                        intel_hit = Some((best.disposition, format!("intel:{}", best.file)));
+                        intel_hit =
+                            Some((best.disposition, format!("intel:{}", best.file), best.key()));
                         break;
                     }
                 }
@@ -545,7 +961,7 @@ impl<'e> Watcher<'e> {
                     format!("disposition malicious ({src})"),
                     Some(src),
                 )
-            } else if let Some((Disposition::Malicious, src)) = &intel_hit {
+            } else if let Some((Disposition::Malicious, src, _)) = &intel_hit {
                 (
                     "malicious",
                     format!("intel match ({src})"),
@@ -573,9 +989,27 @@ impl<'e> Watcher<'e> {
             };
             if verdict == "malicious" {
                 let source = source.unwrap_or_default();
-                self.engine
-                    .store()
-                    .set_disposition(None, mid, Disposition::Malicious, &source)?;
+                match &intel_hit {
+                    // An intel verdict remembers its indicator, so it can expire.
+                    Some((Disposition::Malicious, src, key)) if *src == source => {
+                        for r in &traced {
+                            self.engine.store().set_intel_disposition(
+                                &r.tenant,
+                                &r.message_id,
+                                key,
+                                &source,
+                            )?;
+                        }
+                    }
+                    _ => {
+                        self.engine.store().set_disposition(
+                            None,
+                            mid,
+                            Disposition::Malicious,
+                            &source,
+                        )?;
+                    }
+                }
                 for r in &traced {
                     if let Some(job) = self
                         .start(
@@ -663,11 +1097,7 @@ impl<'e> Watcher<'e> {
             .into_iter()
             .filter(|a| *a != r.sender)
             .count() as u64;
-        if let Some((d, c)) = self.engine.store().auto_handled(&r.tenant, &r.message_id)?
-            && c >= copies
-            && d.parse::<Disposition>()
-                .is_ok_and(|d| d.severity() <= disposition.severity())
-        {
+        if self.already_handled(r, disposition)? {
             return Ok(None);
         }
         let retracted: BTreeSet<String> = self

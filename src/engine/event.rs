@@ -3,9 +3,9 @@
 //! `EngineFailed` instead).
 
 use super::view::{
-    AuditEntryView, AuditVerification, DepthCount, Generation, JobId, JobProgress, JobView,
-    MessageRef, MetricsSnapshot, PlanId, PlanSummary, PolicyMatrix, RecipientOutcome, RecipientRow,
-    SearchRow, TenantView,
+    AuditEntryView, AuditVerification, DepthCount, Generation, HeldMatch, JobId, JobProgress,
+    JobView, MessageRef, MetricsSnapshot, PlanId, PlanSummary, PolicyMatrix, RecipientOutcome,
+    RecipientRow, SearchRow, TenantView,
 };
 use crate::model::{FailureReason, Role};
 
@@ -74,6 +74,10 @@ pub enum EngineEvent {
     TenantsLoaded(Vec<TenantView>),
     PolicyLoaded(PolicyMatrix),
     PolicySaved(PolicyMatrix),
+    /// Intel matches the automation guard holds open (waiting for `clawback policy confirm`
+    /// or for the next `watch` cycle to release them), newest first. Sent after `PolicyLoaded`
+    /// and `JobsLoaded`.
+    HoldsLoaded(Vec<HeldMatch>),
     /// The operator's role does not allow `action` (a command name); `required` is the least
     /// role that does.
     Denied {

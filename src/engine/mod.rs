@@ -8,6 +8,7 @@ pub mod command;
 pub mod core;
 pub mod event;
 pub mod execute;
+pub mod guard;
 pub mod metrics;
 pub mod plan;
 pub mod planner;

@@ -9,6 +9,52 @@ use std::collections::BTreeMap;
 
 /// Default interval of the response cycles (15 minutes).
 pub const DEFAULT_INTERVAL_SECS: u64 = 900;
+/// Longest look-back of a response (90 days): the trace a watch cycle re-reads, and the window
+/// of the guard's share-of-trace limit. Longer is refused at `policy set` / `import`.
+pub const MAX_LOOKBACK_SECS: u64 = 90 * 86_400;
+/// Longest interval of a response (1 day, as in the console).
+pub const MAX_INTERVAL_SECS: u64 = 86_400;
+
+/// `90d`, `24h`, `15m`, `45s`.
+pub fn format_duration(secs: u64) -> String {
+    if secs > 0 && secs.is_multiple_of(86_400) {
+        format!("{}d", secs / 86_400)
+    } else if secs > 0 && secs.is_multiple_of(3600) {
+        format!("{}h", secs / 3600)
+    } else if secs > 0 && secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+impl ResponseSwitch {
+    /// Checks the interval and look-back against their bounds; `name` is `post_delivery` or
+    /// `phish_submission`, as in the policy file.
+    pub fn check(&self, name: &str) -> Result<(), String> {
+        if self.interval_secs == 0 || self.interval_secs > MAX_INTERVAL_SECS {
+            return Err(format!(
+                "{name}.interval: {} is out of range: more than 0 and at most {} (1 day)",
+                format_duration(self.interval_secs),
+                format_duration(MAX_INTERVAL_SECS)
+            ));
+        }
+        if self.lookback_secs == 0 || self.lookback_secs > MAX_LOOKBACK_SECS {
+            return Err(format!(
+                "{name}.lookback: {} is out of range: more than 0 and at most {} (90 days)",
+                format_duration(self.lookback_secs),
+                format_duration(MAX_LOOKBACK_SECS)
+            ));
+        }
+        Ok(())
+    }
+
+    /// The look-back to use, in seconds: a policy stored before the bound existed may hold
+    /// more, which is read as the bound (never overflowing a date).
+    pub fn effective_lookback_secs(&self) -> i64 {
+        self.lookback_secs.min(MAX_LOOKBACK_SECS) as i64
+    }
+}
 
 impl PolicyMatrix {
     /// Version 0: every disposition No Action, both responses off.
@@ -60,6 +106,12 @@ impl Engine {
                 current.version, policy.version
             )));
         }
+        for (name, switch) in [
+            ("post_delivery", &policy.post_delivery),
+            ("phish_submission", &policy.phish_submission),
+        ] {
+            switch.check(name).map_err(EngineError::Invalid)?;
+        }
         let mut warnings = Vec::new();
         let google = self
             .clients()
@@ -95,5 +147,31 @@ impl Engine {
             }),
         )?;
         Ok((policy, warnings))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_bounds() {
+        let mut s = PolicyMatrix::initial().post_delivery;
+        assert_eq!(s.check("post_delivery"), Ok(()));
+        s.lookback_secs = 99_999_999_999 * 86_400;
+        let e = s.check("post_delivery").unwrap_err();
+        assert!(
+            e.starts_with("post_delivery.lookback: 99999999999d is out of range")
+                && e.contains("at most 90d"),
+            "{e}"
+        );
+        assert_eq!(s.effective_lookback_secs(), MAX_LOOKBACK_SECS as i64);
+        s.lookback_secs = MAX_LOOKBACK_SECS;
+        assert_eq!(s.check("post_delivery"), Ok(()));
+        s.interval_secs = MAX_INTERVAL_SECS + 1;
+        let e = s.check("phish_submission").unwrap_err();
+        assert!(e.starts_with("phish_submission.interval: "), "{e}");
+        s.interval_secs = 0;
+        assert!(s.check("x").is_err());
     }
 }

@@ -331,6 +331,7 @@ fn handle(state: &State, command: Command) {
                 ),
                 Err(e) => failed(e),
             });
+            state.send(holds(&engine));
         }
         Command::LoadJobOutcomes { job } => {
             let Some(id) = parse_job(&job) else {
@@ -360,15 +361,26 @@ fn handle(state: &State, command: Command) {
         Command::LoadTenants => state.background("loading tenants", async move {
             vec![load_tenants(&engine).await]
         }),
-        Command::LoadPolicy => state.send(match engine.load_policy() {
-            Ok(p) => EngineEvent::PolicyLoaded(p),
-            Err(e) => failed(e),
-        }),
+        Command::LoadPolicy => {
+            state.send(match engine.load_policy() {
+                Ok(p) => EngineEvent::PolicyLoaded(p),
+                Err(e) => failed(e),
+            });
+            state.send(holds(&engine));
+        }
         Command::SavePolicy(policy) => state.send(match engine.save_policy(policy) {
             Ok((p, _warnings)) => EngineEvent::PolicySaved(p),
             Err(e) => denied_or_failed(e),
         }),
         Command::Shutdown => {}
+    }
+}
+
+/// The automation guard's open holds, for the Policy and Jobs panes.
+fn holds(engine: &Engine) -> EngineEvent {
+    match engine.automation_holds(false) {
+        Ok(h) => EngineEvent::HoldsLoaded(h),
+        Err(e) => failed(e),
     }
 }
 

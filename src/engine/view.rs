@@ -194,6 +194,8 @@ pub struct DepthCount {
 }
 
 pub use super::plan::RetractRequest;
+/// A match held by the automation guard (issue 11), as stored: plain data.
+pub use crate::store::automation::{HeldMatch, HoldState};
 
 /// Identifies a built plan until it is applied or discarded.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

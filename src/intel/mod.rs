@@ -15,9 +15,13 @@
 //! Lines starting with `#` and blank lines are ignored. A bad row, a bad pattern or a file that
 //! is not JSON is reported with the file and its position and skipped; the rest still applies.
 //! A subject value with `*` or `?` is a glob; otherwise subjects compare equal ignoring case.
+//!
+//! A verdict written from an indicator remembers it ([`IndicatorKey`]: file, type, value,
+//! disposition); when a reload no longer has that indicator, the watcher expires the verdict.
 
 use crate::model::Disposition;
 use crate::trace::TraceRecord;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -66,6 +70,40 @@ pub struct Indicator {
     pub file: String,
 }
 
+/// What identifies an indicator across reloads of the intel directory: the file it came from,
+/// its type, its (normalized) value and its disposition. Verdicts and held matches carry it; a
+/// reload without it expires them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct IndicatorKey {
+    pub file: String,
+    /// `url`, `domain`, `sender`, `sha256` or `subject`.
+    pub kind: String,
+    pub value: String,
+    pub disposition: Disposition,
+}
+
+impl std::fmt::Display for IndicatorKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {:?} ({}, {})",
+            self.kind, self.value, self.file, self.disposition
+        )
+    }
+}
+
+impl Indicator {
+    /// Its identity across reloads.
+    pub fn key(&self) -> IndicatorKey {
+        IndicatorKey {
+            file: self.file.clone(),
+            kind: self.kind.as_str().to_string(),
+            value: self.value.clone(),
+            disposition: self.disposition,
+        }
+    }
+}
+
 /// A problem in an intel file: file and position, what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IntelError {
@@ -94,6 +132,9 @@ pub struct IntelSet {
     pub errors: Vec<IntelError>,
     /// Files read.
     pub files: usize,
+    /// Files (labels, as in [`Indicator::file`]) that could not be read this time: their
+    /// indicators are unknown, not gone, so their verdicts do not expire.
+    pub unreadable: Vec<String>,
 }
 
 impl IntelSet {
@@ -521,6 +562,8 @@ pub struct IntelDir {
     pub dir: PathBuf,
     stamp: Stamp,
     current: IntelSet,
+    /// The directory was read at least once: `current` is what it holds (not a placeholder).
+    loaded: bool,
 }
 
 impl IntelDir {
@@ -529,6 +572,7 @@ impl IntelDir {
             dir,
             stamp: Stamp::new(),
             current: IntelSet::default(),
+            loaded: false,
         }
     }
 
@@ -551,6 +595,7 @@ impl IntelDir {
     /// (errors inside are per file), `None` when nothing changed.
     pub fn refresh(&mut self) -> Result<Option<&IntelSet>, String> {
         let stamp = self.scan()?;
+        self.loaded = true;
         if stamp == self.stamp && !stamp.is_empty() {
             return Ok(None);
         }
@@ -565,6 +610,7 @@ impl IntelDir {
                         position: "file".into(),
                         message: format!("cannot read: {e}"),
                     });
+                    set.unreadable.push(file_label(path));
                     continue;
                 }
             };
@@ -585,6 +631,12 @@ impl IntelDir {
     /// The indicators in force.
     pub fn current(&self) -> &IntelSet {
         &self.current
+    }
+
+    /// Whether the directory was read at least once (so an indicator missing from
+    /// [`IntelDir::current`] is really gone).
+    pub fn loaded(&self) -> bool {
+        self.loaded
     }
 }
 

@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "job_audit_head",
         sql: super::jobs::AUDIT_HEAD_SCHEMA,
     },
+    Migration {
+        version: 10,
+        name: "automation_guard",
+        sql: super::automation::GUARD_SCHEMA,
+    },
 ];
 
 /// The newest version this binary knows.

@@ -7,9 +7,9 @@ use super::keymap::{KeyChord, Keymap, Mode};
 use crate::engine::Command;
 use crate::engine::event::{EngineEvent, QueryErrorView};
 use crate::engine::view::{
-    AuditEntryView, AuditFilter, AuditVerification, Confirmation, DepthCount, Generation, JobId,
-    JobPhase, JobProgress, JobView, MetricsSnapshot, MetricsWindow, PlanSummary, PolicyMatrix,
-    RecipientOutcome, RecipientRow, RetractRequest, SearchRow, TenantView,
+    AuditEntryView, AuditFilter, AuditVerification, Confirmation, DepthCount, Generation,
+    HeldMatch, JobId, JobPhase, JobProgress, JobView, MetricsSnapshot, MetricsWindow, PlanSummary,
+    PolicyMatrix, RecipientOutcome, RecipientRow, RetractRequest, SearchRow, TenantView,
 };
 use crate::model::{Disposition, FailureReason, RetractAction, Role, Trigger};
 use crossterm::event::{KeyEvent, KeyEventKind, MouseEvent, MouseEventKind};
@@ -185,6 +185,8 @@ pub struct PolicyState {
     /// Action column 0..5.
     pub col: usize,
     pub saving: bool,
+    /// Matches the automation guard holds open (shown here and in the Jobs pane).
+    pub held: Vec<HeldMatch>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -314,6 +316,7 @@ impl App {
                 row: 0,
                 col: 0,
                 saving: false,
+                held: Vec::new(),
             },
             metrics: MetricsState {
                 window: MetricsWindow::Day,
@@ -1307,6 +1310,9 @@ impl App {
             EngineEvent::PolicyLoaded(policy) => {
                 self.policy.draft = Some(policy.clone());
                 self.policy.loaded = Loadable::Ready(policy);
+            }
+            EngineEvent::HoldsLoaded(held) => {
+                self.policy.held = held;
             }
             EngineEvent::PolicySaved(policy) => {
                 self.policy.saving = false;

@@ -4,6 +4,7 @@
 use crate::engine::view::JobPhase;
 use crate::tui::action::Action;
 use crate::tui::app::App;
+use crate::tui::panes::policy::hold_line;
 use crate::tui::panes::recipients::outcome_style;
 use crate::tui::theme::Theme;
 use crate::tui::ui::{duration, loadable, pane_block, state_message, thousands, visible_window};
@@ -48,6 +49,7 @@ pub fn ascii_gauge(done: u64, total: u64, width: usize) -> String {
 // Layout inside the pane:
 //
 // +-Jobs (3)-------------------------------------------------------------------+
+// | Held: #3 (1,470 copies): clawback policy confirm 3; subject "*" (fe... |  (only with holds)
 // | Started           Job        Trigger  Action       State     Total   OK  Fail |
 // | 2026-11-22 08:41  job-42     manual   junk         running   1,000  500     3 |
 // +-Job job-42------------------------------------------------------------------+
@@ -67,6 +69,26 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let block = pane_block(title, true, theme);
     let inner = block.inner(list_area);
     frame.render_widget(block, list_area);
+    // Matches the automation guard holds: one line above the list, the newest first.
+    let inner = match app.policy.held.first() {
+        None => inner,
+        Some(h) => {
+            let [held_area, rest] =
+                Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(inner);
+            let more = match app.policy.held.len() {
+                1 => String::new(),
+                n => format!(" (+{} more: clawback policy holds)", n - 1),
+            };
+            frame.render_widget(
+                Paragraph::new(Line::from(Span::styled(
+                    format!("Held: {}{more}", hold_line(h)),
+                    theme.status_warning,
+                ))),
+                held_area,
+            );
+            rest
+        }
+    };
     let detail_block = pane_block(
         match app.selected_job() {
             Some(j) => format!(" Job {} ({}) ", j.id, j.state.label()),

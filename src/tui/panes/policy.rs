@@ -1,11 +1,12 @@
 //! Auto-retract disposition matrix: 5 dispositions x 5 actions, plus the Post Delivery and
 //! Phish Submission Response switches with their intervals.
 
+use crate::engine::view::{HeldMatch, HoldState};
 use crate::model::{Disposition, RetractAction, Role};
 use crate::tui::action::Action;
 use crate::tui::app::App;
 use crate::tui::theme::Theme;
-use crate::tui::ui::{duration, loadable, pane_block};
+use crate::tui::ui::{duration, loadable, pane_block, thousands};
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
@@ -52,6 +53,10 @@ fn column_title(action: RetractAction) -> &'static str {
 // |                                                                          |
 // | * Microsoft only: on Gmail, Soft Delete becomes Trash.                   |
 // | Saving needs role admin (you are responder).                             |
+// |                                                                          |
+// | Held by the automation guard (over its limits, nothing done):            |
+// |  #3 subject "*" (feed.csv, malicious)         (only when there are holds) |
+// |     1,470 copies in 273 messages; clawback policy confirm 3              |
 // +--------------------------------------------------------------------------+
 pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let p = &app.policy;
@@ -141,5 +146,61 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             theme.status_warning,
         )));
     }
+    if !app.policy.held.is_empty() {
+        lines.push(Line::from(""));
+        lines.push(Line::from(Span::styled(
+            "Held by the automation guard (over its limits, nothing done):",
+            theme.status_warning,
+        )));
+        for h in app.policy.held.iter().take(HELD_SHOWN) {
+            lines.push(Line::from(Span::styled(
+                format!(" #{} {}", h.id, h.indicator),
+                theme.text,
+            )));
+            lines.push(Line::from(Span::styled(
+                format!(
+                    "    {} copies in {} messages; {}",
+                    thousands(h.copies),
+                    thousands(h.messages),
+                    hold_next(h)
+                ),
+                theme.text,
+            )));
+        }
+        if app.policy.held.len() > HELD_SHOWN {
+            lines.push(Line::from(Span::styled(
+                format!(
+                    " and {} more: clawback policy holds",
+                    app.policy.held.len() - HELD_SHOWN
+                ),
+                theme.muted,
+            )));
+        }
+    }
     frame.render_widget(Paragraph::new(lines), inner);
+}
+
+/// Holds listed in the pane (the rest: `clawback policy holds`).
+const HELD_SHOWN: usize = 2;
+
+/// What releases a held match (or where it stands once confirmed).
+pub fn hold_next(h: &HeldMatch) -> String {
+    match h.state {
+        HoldState::NeedsConfirmation => format!("clawback policy confirm {}", h.id),
+        HoldState::Confirmed => "confirmed: the next watch cycle retracts it".to_string(),
+        HoldState::Released | HoldState::Expired => h.state.as_str().to_string(),
+    }
+}
+
+/// One held match on one line, the id, copy count and command first so that 80 columns
+/// show them (the Jobs pane's line).
+pub fn hold_line(h: &HeldMatch) -> String {
+    format!(
+        "#{} ({} copies): {}; {} in {} messages",
+        h.id,
+        thousands(h.copies),
+        hold_next(h),
+        h.indicator,
+        thousands(h.messages)
+    )
 }

@@ -715,6 +715,12 @@ async fn every_state_changing_command_checks_the_role() {
                 "admin",
                 "change the auto-retract policy",
             ),
+            // The automation guard's release (no hold here: the admin gets "no held match").
+            (
+                s(&["policy", "confirm", "1"]),
+                "admin",
+                "change the auto-retract policy",
+            ),
         ]
     };
     for role in roles {
@@ -784,6 +790,8 @@ async fn every_state_changing_command_checks_the_role() {
         vec!["audit", "export"],
         vec!["policy", "show"],
         vec!["policy", "export"],
+        vec!["policy", "holds"],
+        vec!["audit", "head"],
     ] {
         let o = w.run_with(&configs["viewer"], &w.data(), &args).await;
         assert_eq!(code(&o), 0, "viewer {args:?}: {}", stderr(&o));

@@ -49,6 +49,8 @@ pub enum ConfigError {
         tenant: String,
         source: SecretError,
     },
+    #[error("{path}: {problem}", path = .path.display())]
+    Unsafe { path: PathBuf, problem: String },
     #[error(
         "no config file: pass --config FILE, set {CONFIG_ENV}, or run `clawback init` (try `clawback demo` to see clawback on the lab)"
     )]
@@ -193,6 +195,11 @@ pub struct TenantConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held_mailboxes: Vec<String>,
 
+    /// Accept `http://` endpoints on hosts other than loopback (a test proxy). Tokens, secrets
+    /// and mail then cross the network in cleartext: warned on every run. Default off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_insecure_http: bool,
+
     #[serde(default)]
     pub endpoints: EndpointConfig,
     #[serde(default)]
@@ -213,6 +220,52 @@ pub struct EndpointConfig {
     pub gmail: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub directory: Option<String>,
+}
+
+impl EndpointConfig {
+    /// The endpoints the config sets, by key.
+    pub fn set(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("login", &self.login),
+            ("graph", &self.graph),
+            ("token", &self.token),
+            ("gmail", &self.gmail),
+            ("directory", &self.directory),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+        .collect()
+    }
+}
+
+/// How an endpoint would be reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    Https,
+    /// `http://` on loopback (the lab).
+    Loopback,
+    /// `http://` to another host.
+    Cleartext,
+    Invalid(String),
+}
+
+/// Classifies an endpoint URL.
+pub fn endpoint_transport(url: &str) -> Transport {
+    match url::Url::parse(url) {
+        Ok(u) if u.scheme() == "https" => Transport::Https,
+        Ok(u) if u.scheme() == "http" => {
+            if is_loopback_url(url) {
+                Transport::Loopback
+            } else {
+                Transport::Cleartext
+            }
+        }
+        Ok(u) => Transport::Invalid(format!(
+            "scheme {:?} is not supported (https://, or http:// on loopback)",
+            u.scheme()
+        )),
+        Err(e) => Transport::Invalid(format!("not a URL: {e}")),
+    }
 }
 
 /// Client-side request limits per tenant.
@@ -455,6 +508,7 @@ impl Config {
 
     /// Reads and parses a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        check_config_file(path)?;
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -482,6 +536,25 @@ impl Config {
         for t in &self.tenants {
             if t.name.trim().is_empty() {
                 return Err(self.tenant_error(&t.name, "name must not be empty"));
+            }
+            for (key, url) in t.endpoints.set() {
+                match endpoint_transport(url) {
+                    Transport::Https | Transport::Loopback => {}
+                    Transport::Cleartext if t.allow_insecure_http => {}
+                    Transport::Cleartext => {
+                        return Err(self.tenant_error(
+                            &t.name,
+                            format!(
+                                "endpoints.{key} = {url:?} is plain http:// to a host that is not loopback: tokens, secrets and mail would cross the network in cleartext; use https:// (or set allow_insecure_http = true for a test proxy, warned on every run)"
+                            ),
+                        ));
+                    }
+                    Transport::Invalid(why) => {
+                        return Err(
+                            self.tenant_error(&t.name, format!("endpoints.{key} = {url:?}: {why}"))
+                        );
+                    }
+                }
             }
             if !seen.insert(t.name.as_str()) {
                 return Err(self.tenant_error(&t.name, "defined twice"));
@@ -549,6 +622,22 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Warnings to show on every run: tenants that send credentials over plain http.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for t in &self.tenants {
+            for (key, url) in t.endpoints.set() {
+                if endpoint_transport(url) == Transport::Cleartext {
+                    out.push(format!(
+                        "warning: tenant {:?}: endpoints.{key} = {url} is plain http:// (allow_insecure_http = true): tokens, secrets and mail cross the network in cleartext",
+                        t.name
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// Finds a tenant by name.
@@ -644,6 +733,39 @@ impl TenantConfig {
         };
         urls.iter().all(|u| is_loopback_url(u))
     }
+}
+
+/// Refuses a config another user could change (group- or world-writable: it names the secret
+/// files, the endpoints and the operator's role) and anything but a regular file.
+fn check_config_file(path: &Path) -> Result<(), ConfigError> {
+    let meta = crate::secret::regular_file(path).map_err(|e| match e {
+        crate::secret::SecretError::Read { path, source } => ConfigError::Read { path, source },
+        crate::secret::SecretError::NotAFile { path, kind } => ConfigError::Unsafe {
+            path,
+            problem: format!("a config must be a regular file, this is a {kind}"),
+        },
+        other => ConfigError::Unsafe {
+            path: path.to_path_buf(),
+            problem: other.to_string(),
+        },
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o022 != 0 {
+            return Err(ConfigError::Unsafe {
+                path: path.to_path_buf(),
+                problem: format!(
+                    "config file is writable by others (mode {mode:04o}): anyone who can write it chooses the secrets, endpoints and role clawback uses; run `chmod go-w {}`",
+                    path.display()
+                ),
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    Ok(())
 }
 
 /// True for `http(s)://127.x.x.x`, `localhost` or `[::1]` URLs.

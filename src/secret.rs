@@ -50,6 +50,11 @@ pub enum SecretError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "{path}: a secret must be a regular file, this is a {kind}; point the config at the file itself",
+        path = .path.display()
+    )]
+    NotAFile { path: PathBuf, kind: &'static str },
     #[error("{path}: secret file is empty", path = .path.display())]
     Empty { path: PathBuf },
     #[error("environment variable {name} is not set (or not UTF-8)")]
@@ -84,10 +89,7 @@ pub fn read_secret_env(name: &str) -> Result<Secret, SecretError> {
 
 /// Fails when the file's mode grants any access to group or others.
 pub fn check_private(path: &Path) -> Result<(), SecretError> {
-    let meta = std::fs::metadata(path).map_err(|source| SecretError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let meta = regular_file(path)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -102,6 +104,44 @@ pub fn check_private(path: &Path) -> Result<(), SecretError> {
     #[cfg(not(unix))]
     let _ = meta;
     Ok(())
+}
+
+/// The metadata of `path` if it is a regular file (after symlinks). A FIFO would hang a
+/// read and a device would stream forever, so anything else is refused before it is opened.
+pub fn regular_file(path: &Path) -> Result<std::fs::Metadata, SecretError> {
+    let meta = std::fs::metadata(path).map_err(|source| SecretError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(SecretError::NotAFile {
+            path: path.to_path_buf(),
+            kind: file_kind(&meta),
+        });
+    }
+    Ok(meta)
+}
+
+/// What a non-regular path is, for messages.
+pub fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_dir() {
+        return "directory";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "FIFO (named pipe)";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "device";
+        }
+        if t.is_socket() {
+            return "socket";
+        }
+    }
+    "special file"
 }
 
 /// Writes a file readable by its owner only (mode 0600), replacing any existing file.
@@ -133,6 +173,23 @@ mod tests {
         let s = Secret::new("hunter2");
         assert!(!format!("{s:?} {s}").contains("hunter2"));
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_or_a_directory_is_refused_without_reading_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("secret.fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        // Would block forever if it were opened: the check comes first.
+        let err = read_secret_file(&fifo).expect_err("fifo").to_string();
+        assert!(err.contains("FIFO (named pipe)"), "{err}");
+        let err = read_secret_file(dir.path()).expect_err("dir").to_string();
+        assert!(err.contains("regular file, this is a directory"), "{err}");
     }
 
     #[cfg(unix)]

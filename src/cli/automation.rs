@@ -366,7 +366,7 @@ pub fn policy(args: PolicyArgs, config_path: Option<&Path>, data_dir: Option<&Pa
                     print!("{text}");
                     exit::OK
                 }
-                Some(path) => match std::fs::write(&path, text) {
+                Some(path) => match crate::secret::write_private_file(&path, text.as_bytes()) {
                     Ok(()) => {
                         eprintln!("wrote {}", path.display());
                         exit::OK

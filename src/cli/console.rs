@@ -119,6 +119,9 @@ pub fn console(args: ConsoleArgs, config_path: Option<&Path>, data_dir: Option<&
             return exit::USAGE;
         }
     };
+    for w in config.warnings() {
+        eprintln!("clawback: {w}");
+    }
     let dir = config::data_dir(data_dir, Some(&config));
     let _log = init_file_log(&dir);
     let store = match Store::open_in_dir(&dir) {

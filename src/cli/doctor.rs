@@ -22,6 +22,9 @@ pub fn run(config_path: Option<&Path>) -> u8 {
             return exit::USAGE;
         }
     };
+    for w in config.warnings() {
+        eprintln!("clawback: {w}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -79,6 +79,9 @@ pub enum CliCommand {
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> ExitCode {
+    // Everything clawback writes (store, WAL, logs, plans, exports, head file) is private:
+    // created 0600, directories 0700 (DESIGN §5).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

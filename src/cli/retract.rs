@@ -492,7 +492,9 @@ pub fn plan(args: PlanArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
             Err(e) => return fail(e),
         };
         print_plan(&plan);
-        if let Err(e) = std::fs::write(&args.out, plan.to_json_pretty()) {
+        if let Err(e) =
+            crate::secret::write_private_file(&args.out, plan.to_json_pretty().as_bytes())
+        {
             eprintln!("clawback: cannot write {}: {e}", args.out.display());
             return exit::FAILURE;
         }

@@ -57,7 +57,12 @@ pub(crate) fn open_store(
 ) -> Result<(Option<Config>, Store), u8> {
     let config = match config::locate(config_path) {
         Some(p) => match Config::load(&p) {
-            Ok(c) => Some(c),
+            Ok(c) => {
+                for w in c.warnings() {
+                    eprintln!("clawback: {w}");
+                }
+                Some(c)
+            }
             Err(e) => {
                 eprintln!("clawback: {e}");
                 return Err(exit::USAGE);

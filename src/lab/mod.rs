@@ -388,6 +388,7 @@ pub fn write_config(lab: &Lab, base_url: &str, path: &Path) -> Result<Config, La
                     admin_user: None,
                     report_mailboxes: Vec::new(),
                     held_mailboxes: held.clone(),
+                    allow_insecure_http: false,
                     endpoints: EndpointConfig {
                         login: Some(base_url.to_string()),
                         graph: Some(base_url.to_string()),
@@ -433,6 +434,7 @@ pub fn write_config(lab: &Lab, base_url: &str, path: &Path) -> Result<Config, La
                     }),
                     report_mailboxes: Vec::new(),
                     held_mailboxes: held.clone(),
+                    allow_insecure_http: false,
                     endpoints: EndpointConfig {
                         token: Some(format!("{base_url}/token")),
                         gmail: Some(base_url.to_string()),

@@ -151,6 +151,10 @@ pub fn load_certificate(
     certificate_file: &std::path::Path,
     private_key_file: &std::path::Path,
 ) -> Result<(Vec<u8>, EncodingKey), ProviderError> {
+    crate::secret::regular_file(certificate_file).map_err(|e| ProviderError::Credentials {
+        source_name: certificate_file.display().to_string(),
+        problem: e.to_string(),
+    })?;
     let cert_text =
         std::fs::read_to_string(certificate_file).map_err(|e| ProviderError::Credentials {
             source_name: certificate_file.display().to_string(),

@@ -243,6 +243,14 @@ impl ProviderClient {
     /// Builds the client for one tenant: reads its secret or key material now (so a bad file is
     /// reported before any work starts); no network traffic until the first call.
     pub fn new(config: &Config, tenant: &TenantConfig) -> Result<ProviderClient, ProviderError> {
+        for (key, url) in tenant.endpoints.set() {
+            if crate::config::endpoint_transport(url) == crate::config::Transport::Cleartext {
+                tracing::warn!(
+                    tenant = %tenant.name,
+                    "endpoints.{key} = {url} is plain http:// (allow_insecure_http): credentials and mail cross the network in cleartext"
+                );
+            }
+        }
         Ok(match tenant.kind {
             TenantKind::Microsoft365 => {
                 ProviderClient::Graph(Arc::new(graph::GraphClient::new(config, tenant)?))

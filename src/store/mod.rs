@@ -32,6 +32,11 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("store {path}: cannot make it private (file 0600, directory 0700): {source}")]
+    Private {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("store {path}: {source}")]
     Open {
         path: PathBuf,
@@ -64,6 +69,40 @@ pub enum StoreError {
     },
     #[error("job item {item} is settled or its job's lease is held by another process")]
     NotLeased { item: i64 },
+}
+
+/// The store holds the whole trace and the audit: its directory is made 0700 and the file
+/// 0600 before SQLite opens it (SQLite gives the WAL and shared-memory files the database
+/// file's mode). An existing looser store — from an older clawback — is tightened.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))?;
+            }
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut f = path.as_os_str().to_owned();
+            f.push(suffix);
+            if let Ok(meta) = std::fs::metadata(&f)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// A handle on the store. Not `Sync`: open one per thread (WAL lets readers run beside a writer).
@@ -102,6 +141,10 @@ impl Store {
                 source,
             })?;
         }
+        make_private(path).map_err(|source| StoreError::Private {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let open_err = |source| StoreError::Open {
             path: path.to_path_buf(),
             source,

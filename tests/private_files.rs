@@ -218,10 +218,7 @@ async fn plain_http_to_a_real_host_is_refused_before_any_connection() {
     let (_server, dir) = lab_config().await;
     let config = dir.path().join("lab.toml");
     let text_before = std::fs::read_to_string(&config).unwrap();
-    let listener = match non_loopback_ip() {
-        Some(ip) => Some(std::net::TcpListener::bind((ip, 0)).unwrap()),
-        None => None,
-    };
+    let listener = non_loopback_ip().map(|ip| std::net::TcpListener::bind((ip, 0)).unwrap());
     let host = match &listener {
         Some(l) => l.local_addr().unwrap().to_string(),
         None => "graph.example.net".to_string(),

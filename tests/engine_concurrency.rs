@@ -482,6 +482,19 @@ async fn a_cancel_from_another_process_stops_the_job_before_its_next_batch() {
         .unwrap();
     wait_for_actions(&w, start + 10).await;
     let job = w.newest_job().to_string();
+    // A second terminal sees which process runs it.
+    let pid = apply.id().unwrap();
+    let o = w.run(&["jobs", "list"]).await;
+    let line = stdout(&o)
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(job.as_str()))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(
+        line.contains("running") && line.contains(&format!("pid {pid} on ")),
+        "{}",
+        stdout(&o)
+    );
     let o = w.run(&["jobs", "cancel", &job]).await;
     let at_cancel = w.actions_total().await;
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));

@@ -8,7 +8,7 @@ use crate::engine::plan::{Plan, RetractRequest};
 use crate::engine::roles::Capability;
 use crate::engine::{Engine, EngineError};
 use crate::model::{FailureReason, RetractAction, Trigger};
-use crate::store::jobs::{ItemState, JobKind};
+use crate::store::jobs::{ItemState, JobKind, JobState};
 use clap::{Args, Subcommand};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -574,13 +574,37 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                 Err(e) => return fail(e.into()),
             };
             println!(
-                "{:>5}  {:<8} {:<10} {:<12} {:<16} {:>6} {:>6} {:>6} {:>6}  created",
-                "job", "kind", "state", "action", "trigger", "ok", "failed", "skip", "left"
+                "{:>5}  {:<8} {:<10} {:<12} {:<16} {:>6} {:>6} {:>6} {:>6}  {:<19}  run by",
+                "job",
+                "kind",
+                "state",
+                "action",
+                "trigger",
+                "ok",
+                "failed",
+                "skip",
+                "left",
+                "created"
             );
+            let here = crate::store::jobs::LeaseHolder::this_process().host;
             for j in rows {
                 let c = engine.store().item_counts(j.id).unwrap_or_default();
+                // Which process runs it now (a live lease), so a second terminal knows.
+                let holder = match engine.store().job_lease(j.id) {
+                    Ok(Some(l)) if j.state == JobState::Running => {
+                        if l.is_live(&here, crate::engine::execute::LEASE_STALE) {
+                            l.to_string()
+                        } else {
+                            format!("nobody (last {l}; `clawback jobs resume {}`)", j.id)
+                        }
+                    }
+                    Ok(None) if j.state == JobState::Running => {
+                        format!("nobody (`clawback jobs resume {}`)", j.id)
+                    }
+                    _ => "-".to_string(),
+                };
                 println!(
-                    "{:>5}  {:<8} {:<10} {:<12} {:<16} {:>6} {:>6} {:>6} {:>6}  {}",
+                    "{:>5}  {:<8} {:<10} {:<12} {:<16} {:>6} {:>6} {:>6} {:>6}  {:<19}  {holder}",
                     j.id,
                     j.kind.as_str(),
                     j.state.as_str(),

@@ -91,7 +91,12 @@ impl World {
                     continue;
                 }
                 for c in mb.copies.values() {
-                    if matches!(c.folder, Folder::RecoverableDeletions | Folder::Purged) {
+                    // Purged copies are invisible; Recoverable Items are listed on a Microsoft
+                    // mailbox's first sync (soft-deleted before clawback looked).
+                    if c.folder == Folder::Purged
+                        || (c.folder == Folder::RecoverableDeletions
+                            && t.kind != clawback::model::TenantKind::Microsoft365)
+                    {
                         continue;
                     }
                     out.insert((
@@ -264,7 +269,13 @@ async fn sync_indexes_every_delivered_copy_and_search_finds_the_campaign() {
     let mut lab_copies: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for c in v["copies"].as_array().unwrap() {
         let folder = c["folder"].as_str().unwrap_or("other");
-        if c["granted"] == json!(true) && !matches!(folder, "recoverable_deletions" | "purged") {
+        // As the sync sees them: Recoverable Items on Microsoft's first sync, never Purges.
+        let seen = match folder {
+            "purged" => false,
+            "recoverable_deletions" => c["kind"] == json!("microsoft365"),
+            _ => true,
+        };
+        if c["granted"] == json!(true) && seen {
             lab_copies
                 .entry(c["tenant"].as_str().unwrap().to_string())
                 .or_default()

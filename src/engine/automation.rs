@@ -852,7 +852,7 @@ impl<'e> Watcher<'e> {
             let client = self.engine.client(&t.name)?;
             for mailbox in &t.report_mailboxes {
                 let mailbox = mailbox.trim().to_ascii_lowercase();
-                let mut metas = match client.list_recent_messages(&mailbox, since).await {
+                let mut metas = match client.list_recent_messages(&mailbox, since, false).await {
                     Ok(m) => m,
                     Err(f) => {
                         report

@@ -556,18 +556,34 @@ impl GraphClient {
         &self,
         mailbox: &str,
         since: DateTime<Utc>,
+        soft_deleted: bool,
     ) -> Result<Vec<MessageMeta>, Failure> {
         let filter = format!(
             "receivedDateTime ge {}",
             since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
-        let path = format!(
-            "/users/{}/messages?$filter={}&$select=id,internetMessageId,from,toRecipients,ccRecipients,subject,receivedDateTime,isRead,parentFolderId,conversationId,internetMessageHeaders&$top=100",
-            enc(mailbox),
-            enc(&filter)
-        );
-        let values = self.get_all(&path, mailbox).await?;
-        let copies = self.copies_from(mailbox, &values).await?;
+        let list = |scope: &str| {
+            format!(
+                "/users/{}{scope}/messages?$filter={}&$select=id,internetMessageId,from,toRecipients,ccRecipients,subject,receivedDateTime,isRead,parentFolderId,conversationId,internetMessageHeaders&$top=100",
+                enc(mailbox),
+                enc(&filter)
+            )
+        };
+        let mut values = self.get_all(&list(""), mailbox).await?;
+        let mut copies = self.copies_from(mailbox, &values).await?;
+        // `/messages` does not reach Recoverable Items: a copy the user soft-deleted before this
+        // mailbox was first synced would be unknown to the trace (and to every plan). One more
+        // listing, on the first sync of a mailbox only.
+        if soft_deleted {
+            let gone = self
+                .get_all(&list("/mailFolders/recoverableitemsdeletions"), mailbox)
+                .await?;
+            copies.extend(
+                gone.iter()
+                    .map(|m| self.to_copy(mailbox, m, Some(Folder::RecoverableDeletions))),
+            );
+            values.extend(gone);
+        }
         Ok(values
             .iter()
             .zip(copies)

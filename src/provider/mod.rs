@@ -394,13 +394,19 @@ impl ProviderClient {
         dispatch!(self, c => c.list_mailboxes().await)
     }
 
-    /// Messages received in a mailbox since `since`, with trace-ready metadata.
+    /// Messages received in a mailbox since `since`, with trace-ready metadata. With
+    /// `first_sync`, Microsoft mailboxes also list Recoverable Items (copies soft-deleted before
+    /// clawback first looked; Gmail's Trash is listed anyway).
     pub async fn list_recent_messages(
         &self,
         mailbox: &str,
         since: DateTime<Utc>,
+        first_sync: bool,
     ) -> Result<Vec<MessageMeta>, Failure> {
-        dispatch!(self, c => c.list_recent_messages(mailbox, since).await)
+        match self {
+            ProviderClient::Graph(c) => c.list_recent_messages(mailbox, since, first_sync).await,
+            ProviderClient::Gmail(c) => c.list_recent_messages(mailbox, since).await,
+        }
     }
 
     /// The raw MIME of one message copy (Graph `$value`, Gmail `format=raw`), for indexing URLs

@@ -248,7 +248,7 @@ pub async fn sync(
             .map(|&i| async move { (i, clients[i].list_mailboxes().await) }),
     )
     .await;
-    let mut jobs: Vec<(usize, String, DateTime<Utc>)> = Vec::new();
+    let mut jobs: Vec<(usize, String, DateTime<Utc>, bool)> = Vec::new();
     for (i, result) in listed {
         let tenant = clients[i].tenant_name();
         match result {
@@ -261,11 +261,12 @@ pub async fn sync(
                     store.sync_cursors(tenant)?
                 };
                 for mb in mailboxes {
-                    let since = cursors
-                        .get(&mb)
-                        .and_then(|&c| DateTime::from_timestamp(c, 0))
+                    let cursor = cursors.get(&mb).copied();
+                    let since = cursor
+                        .and_then(|c| DateTime::from_timestamp(c, 0))
                         .map_or(options.since, |c| c.max(options.since));
-                    jobs.push((i, mb, since));
+                    // No cursor: clawback has never listed this mailbox (or --full).
+                    jobs.push((i, mb, since, cursor.is_none()));
                 }
             }
             Err(failure) => report.failed.push(MailboxFailure {
@@ -294,8 +295,8 @@ pub async fn sync(
     // (client, mailbox) → newest received time listed, for the cursors.
     let mut newest: Vec<(usize, String, Option<i64>)> = Vec::new();
     let mut done = 0usize;
-    let mut stream = stream::iter(jobs.into_iter().map(|(i, mb, since)| async move {
-        let r = clients[i].list_recent_messages(&mb, since).await;
+    let mut stream = stream::iter(jobs.into_iter().map(|(i, mb, since, first)| async move {
+        let r = clients[i].list_recent_messages(&mb, since, first).await;
         (i, mb, r)
     }))
     .buffer_unordered(conc);

@@ -2,6 +2,7 @@
 //! automation loop, DESIGN §6).
 
 use crate::cli::exit;
+use crate::cli::out::{out, outln};
 use crate::cli::retract::engine;
 use crate::engine::automation::{WatchOptions, Watcher};
 use crate::engine::view::{PolicyMatrix, ResponseSwitch};
@@ -218,15 +219,15 @@ fn import_text(text: &str, path: &Path, current: &PolicyMatrix) -> Result<Policy
 }
 
 fn show(p: &PolicyMatrix) {
-    println!("policy version {}", p.version);
+    outln!("policy version {}", p.version);
     for d in Disposition::ALL {
-        println!("  {:<12} {}", d.as_str(), p.action_for(*d).as_str());
+        outln!("  {:<12} {}", d.as_str(), p.action_for(*d).as_str());
     }
     for (name, s) in [
         ("post_delivery", &p.post_delivery),
         ("phish_submission", &p.phish_submission),
     ] {
-        println!(
+        outln!(
             "  {name:<17} {} every {} looking back {}",
             if s.enabled { "on " } else { "off" },
             format_duration(s.interval_secs),
@@ -249,7 +250,7 @@ fn save(engine: &Engine, p: PolicyMatrix) -> u8 {
             for w in &warnings {
                 eprintln!("warning: {w}");
             }
-            println!("saved policy version {}", saved.version);
+            outln!("saved policy version {}", saved.version);
             exit::OK
         }
         Err(e) => fail(e),
@@ -268,7 +269,7 @@ pub fn policy(args: PolicyArgs, config_path: Option<&Path>, data_dir: Option<&Pa
     match args.command.unwrap_or(PolicyCommand::Show { json: false }) {
         PolicyCommand::Show { json } => {
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&current).unwrap_or_default()
                 );
@@ -281,7 +282,7 @@ pub fn policy(args: PolicyArgs, config_path: Option<&Path>, data_dir: Option<&Pa
             let text = export_text(&current);
             match out {
                 None => {
-                    print!("{text}");
+                    out!("{text}");
                     exit::OK
                 }
                 Some(path) => match std::fs::write(&path, text) {

@@ -3,6 +3,7 @@
 //! data directory.
 
 use crate::cli::exit;
+use crate::cli::out::outln;
 use crate::config::{self, Config};
 use crate::engine::{Engine, service};
 use crate::lab::{LabOptions, LabServer};
@@ -107,7 +108,7 @@ async fn run_console(config: &Config, store: Store, options: TuiOptions) -> u8 {
 /// `clawback` with no subcommand.
 pub fn console(args: ConsoleArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> u8 {
     let Some(path) = config::locate(config_path) else {
-        println!(
+        outln!(
             "clawback: no configuration yet.\n\n  Try it on the built-in lab tenant:   cargo run --release -- demo   (or: clawback demo)\n  Connect your own tenants:            clawback init   then   clawback doctor\n"
         );
         return exit::USAGE;
@@ -191,7 +192,7 @@ pub fn demo(args: DemoArgs, console: ConsoleArgs, data_dir: Option<&Path>) -> u8
                 eprintln!("clawback demo: trace sync: {e}");
                 return exit::FAILURE;
             }
-            println!(
+            outln!(
                 "lab at {} ; config {} ; data {}",
                 server.base_url(),
                 config_path.display(),

@@ -4,6 +4,7 @@
 //! Exit 0 when everything needed is granted, 3 otherwise, 2 for config errors.
 
 use crate::cli::exit;
+use crate::cli::out::out;
 use crate::config::{self, Config};
 use crate::provider::{DomainRetract, ProviderClient};
 use std::fmt::Write as _;
@@ -39,7 +40,7 @@ pub fn run(config_path: Option<&Path>) -> u8 {
             return exit::USAGE;
         }
     };
-    print!("{text}");
+    out!("{text}");
     if all_granted { exit::OK } else { exit::PARTIAL }
 }
 

@@ -1,6 +1,7 @@
 //! `clawback init [--out FILE] [--force]`: writes a fully commented config template.
 
 use crate::cli::exit;
+use crate::cli::out::outln;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -45,7 +46,7 @@ pub fn run(args: InitArgs) -> u8 {
         eprintln!("clawback: {}: cannot write: {e}", path.display());
         return exit::FAILURE;
     }
-    println!(
+    outln!(
         "Wrote {}. Fill in the <placeholders>, then run `clawback --config {} doctor`.",
         path.display(),
         path.display()

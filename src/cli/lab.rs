@@ -1,6 +1,7 @@
 //! `clawback lab …`: run the emulator, generate scenarios.
 
 use crate::cli::exit;
+use crate::cli::out::outln;
 use crate::lab::generate::{GenerateKind, GenerateOptions, generate};
 use crate::lab::scenario::Scenario;
 use crate::lab::{LabOptions, LabServer};
@@ -139,9 +140,9 @@ fn serve(a: ServeArgs) -> u8 {
                 eprintln!("clawback lab serve: {e}");
                 return exit::FAILURE;
             }
-            println!("wrote config {}", path.display());
+            outln!("wrote config {}", path.display());
         }
-        println!(
+        outln!(
             "lab listening on {} (scenario {}, ready in {} ms); Ctrl-C to stop",
             server.base_url(),
             scenario.name,
@@ -190,7 +191,7 @@ fn write_scenario(a: ScenarioArgs) -> u8 {
     };
     match out {
         None => {
-            println!("{text}");
+            outln!("{text}");
             exit::OK
         }
         Some(path) => match std::fs::write(&path, text) {

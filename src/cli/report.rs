@@ -1,6 +1,7 @@
 //! `clawback metrics` and `clawback audit`: read-only views of the store.
 
 use crate::cli::exit;
+use crate::cli::out::outln;
 use crate::cli::trace::open_store;
 use crate::engine::metrics::{self, Metrics};
 use crate::engine::roles::{Capability, authorize};
@@ -110,39 +111,45 @@ pub fn metrics(args: MetricsArgs, config_path: Option<&Path>, data_dir: Option<&
         {
             obj.insert("details".into(), serde_json::json!(messages));
         }
-        println!("{v}");
+        outln!("{v}");
         return exit::OK;
     }
-    println!("Total retractions  {}", m.total);
-    println!(
+    outln!("Total retractions  {}", m.total);
+    outln!(
         "Success            {:.1}% ({})",
-        m.succeeded.pct, m.succeeded.count
+        m.succeeded.pct,
+        m.succeeded.count
     );
-    println!(
+    outln!(
         "Failed             {:.1}% ({})",
-        m.failed.pct, m.failed.count
+        m.failed.pct,
+        m.failed.count
     );
     for (reason, s) in &m.failed_by_reason {
-        println!("  {:<16} {:.1}% ({})", reason.as_str(), s.pct, s.count);
+        outln!("  {:<16} {:.1}% ({})", reason.as_str(), s.pct, s.count);
     }
-    println!(
+    outln!(
         "Unread / Read      {:.1}% / {:.1}%",
-        m.unread.pct, m.read.pct
+        m.unread.pct,
+        m.read.pct
     );
-    println!(
+    outln!(
         "Auto / Manual      {:.1}% / {:.1}%",
-        m.auto.pct, m.manual.pct
+        m.auto.pct,
+        m.manual.pct
     );
     let secs = |s: Option<f64>| s.map(|v| format!("{v:.0}s")).unwrap_or_else(|| "-".into());
-    println!(
+    outln!(
         "Dwell p50 / p95    {} / {}",
         secs(m.dwell.p50_secs),
         secs(m.dwell.p95_secs)
     );
     if args.details {
-        println!("Retracted messages:");
+        outln!("Retracted messages:");
         for mid in messages {
-            println!("  {mid}");
+            if !outln!("  {mid}") {
+                break;
+            }
         }
     }
     exit::OK
@@ -156,11 +163,11 @@ pub fn audit(args: AuditArgs, config_path: Option<&Path>, data_dir: Option<&Path
     match args.command.unwrap_or(AuditCommand::List { section: None }) {
         AuditCommand::Verify => match store.audit_verify() {
             Ok(Ok(n)) => {
-                println!("audit log intact: {n} entries");
+                outln!("audit log intact: {n} entries");
                 exit::OK
             }
             Ok(Err(brk)) => {
-                println!("audit log BROKEN: {brk}");
+                outln!("audit log BROKEN: {brk}");
                 exit::FAILURE
             }
             Err(e) => {
@@ -190,7 +197,7 @@ pub fn audit(args: AuditArgs, config_path: Option<&Path>, data_dir: Option<&Path
                     .iter()
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect();
-                println!(
+                let written = outln!(
                     "{:>5} {} {:<10} {:<22} {}({}, {}) job={} {}",
                     e.seq,
                     e.record.at.format("%Y-%m-%d %H:%M:%S"),
@@ -202,13 +209,18 @@ pub fn audit(args: AuditArgs, config_path: Option<&Path>, data_dir: Option<&Path
                     e.record.job_id.as_deref().unwrap_or("-"),
                     counts.join(" ")
                 );
+                if !written {
+                    break;
+                }
             }
             exit::OK
         }
         AuditCommand::Export => match store.audit_entries() {
             Ok(Ok(entries)) => {
                 for e in entries {
-                    println!("{}", serde_json::to_string(&e).unwrap_or_default());
+                    if !outln!("{}", serde_json::to_string(&e).unwrap_or_default()) {
+                        break;
+                    }
                 }
                 exit::OK
             }

@@ -1,6 +1,7 @@
 //! `clawback retract | plan | apply | jobs | restore`: thin front ends over the engine.
 
 use crate::cli::exit;
+use crate::cli::out::outln;
 use crate::cli::trace::open_store;
 use crate::config::Config;
 use crate::engine::execute::{JobEvent, JobReport, RunOptions};
@@ -176,36 +177,41 @@ fn fail(e: EngineError) -> u8 {
 
 fn print_plan(plan: &Plan) {
     let c = plan.counts();
-    println!(
+    outln!(
         "plan {} ({}): {} copies in {} mailboxes, {} messages, depth {}",
-        plan.id, plan.digest, c.copies, c.mailboxes, c.messages, plan.request.depth
+        plan.id,
+        plan.digest,
+        c.copies,
+        c.mailboxes,
+        c.messages,
+        plan.request.depth
     );
     for (action, n) in &c.by_action {
-        println!("  action  {:<12} {n}", action.as_str());
+        outln!("  action  {:<12} {n}", action.as_str());
     }
     for (tenant, n) in &c.by_tenant {
-        println!("  tenant  {tenant:<12} {n}");
+        outln!("  tenant  {tenant:<12} {n}");
     }
     if c.mapped > 0 {
-        println!(
+        outln!(
             "  note    {} copies: Soft Delete is not offered by Gmail, performed as Trash",
             c.mapped
         );
     }
     if c.retained_by_hold > 0 {
-        println!(
+        outln!(
             "  note    {} copies retained_by_hold: mailboxes on hold; Hard Delete purges them for the user, the hold keeps them for admins (eDiscovery)",
             c.retained_by_hold
         );
     }
     if c.unresolved > 0 {
-        println!(
+        outln!(
             "  unresolved {} copies: not reachable while planning (throttled or provider error); the job locates them again",
             c.unresolved
         );
     }
     for (reason, n) in &c.skipped_by_reason {
-        println!("  cannot  {:<14} {n}", reason.as_str());
+        outln!("  cannot  {:<14} {n}", reason.as_str());
     }
 }
 
@@ -371,10 +377,10 @@ fn print_report(r: &JobReport, json: bool) {
             "elapsed_secs": r.elapsed_secs,
             "stopped": r.stopped,
         });
-        println!("{v}");
+        outln!("{v}");
         return;
     }
-    println!(
+    outln!(
         "job {} {}: {} succeeded, {} failed, {} skipped, {} remaining in {:.1}s",
         r.job,
         r.state.as_str(),
@@ -385,16 +391,16 @@ fn print_report(r: &JobReport, json: bool) {
         r.elapsed_secs
     );
     for (reason, n) in &r.failed_by_reason {
-        println!("  failed  {:<14} {n}", reason.as_str());
+        outln!("  failed  {:<14} {n}", reason.as_str());
     }
     for (reason, n) in &r.skipped_by_reason {
-        println!("  skipped {:<14} {n}", reason.as_str());
+        outln!("  skipped {:<14} {n}", reason.as_str());
     }
     if let Some(s) = &r.stopped {
-        println!("  stopped: {s}");
+        outln!("  stopped: {s}");
     }
     if r.counts.remaining() > 0 {
-        println!("  resume with: clawback jobs resume {}", r.job);
+        outln!("  resume with: clawback jobs resume {}", r.job);
     }
 }
 
@@ -448,7 +454,7 @@ pub fn retract(args: RetractArgs, config_path: Option<&Path>, data_dir: Option<&
             Err(e) => return fail(e),
         };
         if args.json && args.dry_run {
-            println!("{}", plan.to_json_pretty());
+            outln!("{}", plan.to_json_pretty());
         } else {
             print_plan(&plan);
         }
@@ -456,7 +462,7 @@ pub fn retract(args: RetractArgs, config_path: Option<&Path>, data_dir: Option<&
             return exit::OK;
         }
         if plan.items.is_empty() {
-            println!("nothing to act on");
+            outln!("nothing to act on");
             return if plan.skipped.is_empty() {
                 exit::OK
             } else {
@@ -489,7 +495,7 @@ pub fn plan(args: PlanArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
             eprintln!("clawback: cannot write {}: {e}", args.out.display());
             return exit::FAILURE;
         }
-        println!("written to {}", args.out.display());
+        outln!("written to {}", args.out.display());
         exit::OK
     })
 }
@@ -557,13 +563,21 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                 Ok(r) => r,
                 Err(e) => return fail(e.into()),
             };
-            println!(
+            outln!(
                 "{:>5}  {:<8} {:<10} {:<12} {:<16} {:>6} {:>6} {:>6} {:>6}  created",
-                "job", "kind", "state", "action", "trigger", "ok", "failed", "skip", "left"
+                "job",
+                "kind",
+                "state",
+                "action",
+                "trigger",
+                "ok",
+                "failed",
+                "skip",
+                "left"
             );
             for j in rows {
                 let c = engine.store().item_counts(j.id).unwrap_or_default();
-                println!(
+                let written = outln!(
                     "{:>5}  {:<8} {:<10} {:<12} {:<16} {:>6} {:>6} {:>6} {:>6}  {}",
                     j.id,
                     j.kind.as_str(),
@@ -579,6 +593,9 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                     c.remaining(),
                     j.created_at.format("%Y-%m-%d %H:%M:%S")
                 );
+                if !written {
+                    break;
+                }
             }
             exit::OK
         }
@@ -596,7 +613,7 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                     j.parent_job.unwrap_or_default()
                 ),
             };
-            println!(
+            outln!(
                 "job {} {} {} {what} by {} ({}), reason: {}",
                 j.id,
                 j.kind.as_str(),
@@ -624,13 +641,16 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                     Some(n) => format!("  [{n}]"),
                     None => String::new(),
                 };
-                println!(
+                let written = outln!(
                     "  {:<10} {:<12} {:<36} {:<40} {outcome}{note}",
                     it.state.as_str(),
                     it.tenant,
                     it.mailbox,
                     it.message_id,
                 );
+                if !written {
+                    break;
+                }
             }
             exit::OK
         }
@@ -643,7 +663,7 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                 },
             };
             if jobs.is_empty() {
-                println!("no unfinished jobs");
+                outln!("no unfinished jobs");
                 return exit::OK;
             }
             let mut code = exit::OK;
@@ -656,7 +676,7 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                     }
                     // Resuming every unfinished job: one that another process runs is its.
                     Err(e @ EngineError::JobLeased { .. }) if all => {
-                        println!("skipped: {e}");
+                        outln!("skipped: {e}");
                         code = code.max(exit::PARTIAL);
                     }
                     Err(e) => return fail(e),
@@ -666,13 +686,13 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
         }
         JobsCommand::Cancel { job } => match engine.cancel_job(job) {
             Ok(Some(holder)) => {
-                println!(
+                outln!(
                     "job {job} cancel recorded: {holder} stops it before its next batch; `clawback jobs resume {job}` continues it later"
                 );
                 exit::OK
             }
             Ok(None) => {
-                println!("job {job} cancelled; `clawback jobs resume {job}` continues it");
+                outln!("job {job} cancelled; `clawback jobs resume {job}` continues it");
                 exit::OK
             }
             Err(e) => fail(e),
@@ -682,7 +702,7 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                 Ok(n) => n,
                 Err(e) => return fail(e),
             };
-            println!("job {new}: retrying the {reason} failures of job {job}");
+            outln!("job {new}: retrying the {reason} failures of job {job}");
             report_code(
                 rt.block_on(run_with_progress(&engine, new, 0, false)),
                 false,

@@ -1,6 +1,7 @@
 //! `clawback trace …`: fill the mail trace.
 
 use crate::cli::exit;
+use crate::cli::out::outln;
 use crate::config::{self, Config};
 use crate::store::Store;
 use crate::trace::ingest::{IngestOptions, Progress, ingest_paths};
@@ -192,7 +193,7 @@ fn sync(args: SyncArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> 
             for f in report.raw_failed.iter().take(20) {
                 eprintln!("metadata only {f}");
             }
-            println!("{}", report.summary());
+            outln!("{}", report.summary());
             if report.complete() {
                 exit::OK
             } else {
@@ -240,7 +241,7 @@ fn ingest(args: IngestArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                     report.rejected_total() as usize - report.rejections.len()
                 );
             }
-            println!("{}", report.summary());
+            outln!("{}", report.summary());
             exit::OK
         }
         Err(e) => {

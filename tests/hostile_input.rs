@@ -2,7 +2,9 @@
 //!
 //! - a reader that goes away (`clawback audit export | head`): every bulk printer of the real
 //!   binary ends quietly with its own exit code, never a panic (exit 101);
-//! - a full disk under `> file` is reported once and exits 1.
+//! - a full disk under `> file` is reported once and exits 1;
+//! - a query of 12,000 nested parentheses is a usage error pointing at the first one too deep
+//!   (the parser's side is in tests/trace_query.rs).
 
 #![allow(clippy::unwrap_used)] // test code: unwrap is the assertion
 
@@ -195,4 +197,25 @@ fn a_full_disk_under_stdout_is_reported_and_exits_1() {
         stderr.lines().collect::<Vec<_>>(),
         vec!["clawback: cannot write to standard output: No space left on device (os error 28)"],
     );
+}
+
+#[test]
+fn a_deeply_nested_query_is_a_usage_error_not_a_stack_overflow() {
+    let bulk = Bulk::new();
+    let q = format!("{}a{}", "(".repeat(12_000), ")".repeat(12_000));
+    let out = bulk.command(&["search", &q]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        &stderr[..stderr.len().min(300)]
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines[0],
+        "error: query:1:65: \"(\" nested more than 64 deep (parentheses and \"-\" count); write the query flatter"
+    );
+    // The caret sits under column 65.
+    assert_eq!(lines[2], format!("  {}^", " ".repeat(64)));
 }

@@ -4,11 +4,18 @@
 //!   binary ends quietly with its own exit code, never a panic (exit 101);
 //! - a full disk under `> file` is reported once and exits 1;
 //! - a query of 12,000 nested parentheses is a usage error pointing at the first one too deep
-//!   (the parser's side is in tests/trace_query.rs).
+//!   (the parser's side is in tests/trace_query.rs);
+//! - every numeric setting outside its range is refused at load with file, line, key and range;
+//!   limits set in code to the largest (or smallest) values still retract, clamped.
 
 #![allow(clippy::unwrap_used)] // test code: unwrap is the assertion
 
+use clawback::config::{Config, LimitConfig};
+use clawback::lab::demo::CAMPAIGN_MESSAGE_ID;
+use clawback::lab::generate::{GenerateKind, GenerateOptions, generate};
+use clawback::lab::{LabOptions, LabServer};
 use clawback::model::{Folder, RetractAction, Role, Trigger};
+use clawback::provider::{BulkItem, ProgressEvent, ProviderClient};
 use clawback::store::Store;
 use clawback::store::chain::AuditRecord;
 use clawback::store::jobs::{ItemRow, JobKind, NewJob};
@@ -218,4 +225,177 @@ fn a_deeply_nested_query_is_a_usage_error_not_a_stack_overflow() {
     );
     // The caret sits under column 65.
     assert_eq!(lines[2], format!("  {}^", " ".repeat(64)));
+}
+
+/// A lab config with one Microsoft tenant; `limits` and `automation` are appended as given.
+const CONFIG: &str = r#"[operator]
+role = "admin"
+
+[[tenant]]
+name = "contoso"
+kind = "microsoft365"
+tenant_id = "contoso.onmicrosoft.com"
+client_id = "app"
+client_secret = "inline"
+endpoints = { login = "http://127.0.0.1:9", graph = "http://127.0.0.1:9" }
+"#;
+
+#[test]
+fn numeric_settings_out_of_range_name_file_line_key_and_range() {
+    let huge = "4611686018427387904"; // 2^62: a semaphore of that size panicked
+    let cases: Vec<(String, String)> = [
+        ("limits", "max_in_flight", "1 to 10000"),
+        ("limits", "per_mailbox", "1 to 100"),
+        ("limits", "gmail_units_per_second", "1 to 100000"),
+        ("limits", "max_attempts", "1 to 100"),
+        ("automation", "reporters_threshold", "1 to 10000"),
+        ("automation", "interval_secs", "1 to 86400"),
+    ]
+    .iter()
+    .flat_map(|(table, key, range)| {
+        [huge, "0", "-1"].map(|v| {
+            let header = if *table == "limits" {
+                "[tenant.limits]"
+            } else {
+                "[automation]"
+            };
+            (
+                format!("{CONFIG}\n{header}\n{key} = {v}\n"),
+                format!("c.toml:13: {table}.{key} must be from {range}, got {v}"),
+            )
+        })
+    })
+    .collect();
+    for (text, want) in &cases {
+        let e = Config::parse(text, Path::new("c.toml")).unwrap_err();
+        assert_eq!(&e.to_string(), want);
+    }
+    // In range: taken as written (the bounds themselves included).
+    let text = format!(
+        "{CONFIG}\n[tenant.limits]\nmax_in_flight = 10000\nper_mailbox = 1\nmax_attempts = 100\n[automation]\ninterval_secs = 86400\n"
+    );
+    let c = Config::parse(&text, Path::new("c.toml")).unwrap();
+    let l = &c.tenants[0].limits;
+    assert_eq!(
+        (l.max_in_flight, l.per_mailbox, l.max_attempts),
+        (10_000, 1, 100)
+    );
+    assert_eq!(c.automation.interval_secs, 86_400);
+
+    // The real binary: one line, exit 2.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.toml");
+    std::fs::write(
+        &path,
+        format!("{CONFIG}\n[tenant.limits]\nmax_in_flight = {huge}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_clawback"))
+        .arg("--config")
+        .arg(&path)
+        .arg("doctor")
+        .env_remove("CLAWBACK_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        [format!(
+            "clawback: {}:13: limits.max_in_flight must be from 1 to 10000, got {huge}",
+            path.display()
+        )]
+    );
+}
+
+/// Limits set in code (no file, so no load check) at the extremes of their types: the clients
+/// clamp them, and a bulk retraction still moves every copy exactly once (checked in the lab).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_set_in_code_to_extremes_are_clamped_not_a_panic() {
+    let extremes = [
+        LimitConfig {
+            max_in_flight: usize::MAX,
+            per_mailbox: usize::MAX,
+            gmail_units_per_second: u32::MAX,
+            max_attempts: u32::MAX,
+        },
+        // (Not gmail_units_per_second = 0: clamped to 1 unit a second, it is merely slow.)
+        LimitConfig {
+            max_in_flight: 0,
+            per_mailbox: 0,
+            max_attempts: 0,
+            ..LimitConfig::default()
+        },
+    ];
+    for kind in [GenerateKind::Microsoft365, GenerateKind::GoogleWorkspace] {
+        for limits in &extremes {
+            let scenario = generate(&GenerateOptions {
+                mailboxes: 20,
+                campaign_recipients: 20,
+                seed: 5,
+                kind,
+                background_messages: 1,
+            })
+            .unwrap();
+            let server = LabServer::start(
+                &scenario,
+                LabOptions::default(),
+                "127.0.0.1:0".parse().unwrap(),
+            )
+            .await
+            .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = server.write_config(&dir.path().join("lab.toml")).unwrap();
+            config.tenants[0].limits = limits.clone();
+            let client = ProviderClient::new(&config, &config.tenants[0]).unwrap();
+            let mailboxes: Vec<String> = scenario.tenants[0]
+                .messages
+                .iter()
+                .find(|m| m.message_id == CAMPAIGN_MESSAGE_ID)
+                .unwrap()
+                .copies
+                .iter()
+                .map(|c| c.mailbox.to_ascii_lowercase())
+                .collect();
+            let items = mailboxes
+                .iter()
+                .enumerate()
+                .map(|(i, m)| BulkItem {
+                    key: i as u64,
+                    mailbox: m.clone(),
+                    internet_message_id: CAMPAIGN_MESSAGE_ID.into(),
+                    copy: None,
+                })
+                .collect();
+            let mut ok = 0;
+            client
+                .retract_many(items, RetractAction::Junk, |e| {
+                    if let ProgressEvent::Finished { outcome, .. } = e {
+                        assert!(outcome.is_ok(), "{kind:?} {limits:?}: {outcome:?}");
+                        ok += 1;
+                    }
+                })
+                .await;
+            assert_eq!(ok, mailboxes.len(), "{kind:?} {limits:?}");
+            // The lab's word: each copy moved once, to Junk.
+            {
+                let state = server.lab.state();
+                let mut acted: Vec<&str> = state
+                    .actions
+                    .iter()
+                    .filter(|a| a.internet_message_id == CAMPAIGN_MESSAGE_ID)
+                    .map(|a| a.mailbox.as_str())
+                    .collect();
+                acted.sort();
+                let mut want: Vec<&str> = mailboxes.iter().map(String::as_str).collect();
+                want.sort();
+                assert_eq!(acted, want, "{kind:?} {limits:?}");
+                for (_, m, c) in state.copies_of(CAMPAIGN_MESSAGE_ID) {
+                    assert_eq!(c.folder, Folder::Junk, "{m}");
+                }
+            }
+            server.stop().await;
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! and JSON Lines verdict feeds. Parsing runs on all cores; records are stored in batches, one
 //! transaction each. Every input is either indexed or rejected with a [`RejectReason`].
 
-use super::{RecipientKind, TraceRecord};
+use super::{RecipientKind, TraceRecord, message_id_list};
 use crate::config::Config;
 use crate::model::{Disposition, address_domain, normalize_message_id};
 use crate::store::{Store, StoreError, UpsertOutcome};
@@ -552,22 +552,11 @@ fn clean_text(s: &str, max: usize) -> String {
 }
 
 fn message_ids(v: &HeaderValue<'_>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut add = |s: &str| {
-        for part in s.split_whitespace() {
-            if let Some(id) = normalize_message_id(part)
-                && !out.contains(&id)
-            {
-                out.push(id);
-            }
-        }
-    };
     match v {
-        HeaderValue::Text(t) => add(t),
-        HeaderValue::TextList(l) => l.iter().for_each(|t| add(t)),
-        _ => {}
+        HeaderValue::Text(t) => message_id_list([t.as_ref()]),
+        HeaderValue::TextList(l) => message_id_list(l.iter().map(|t| t.as_ref())),
+        _ => Vec::new(),
     }
-    out
 }
 
 /// Builds the record from a parsed message (no tenant, no envelope yet).

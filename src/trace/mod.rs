@@ -2,8 +2,10 @@
 //! Microsoft journal reports and verdict feeds into [`TraceRecord`]s; `query` is the search
 //! language; `search` formats results and groups campaigns. Storage is `crate::store::trace`.
 
-use crate::model::Disposition;
+use crate::model::{Disposition, normalize_message_id};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::hash::Hash;
 
 pub mod ingest;
 pub mod query;
@@ -138,4 +140,27 @@ impl TraceRecord {
             self.recipients.push(Recipient { address, kind });
         }
     }
+}
+
+/// `items` in their first-seen order, each once. Linear: a set remembers what was seen (one hash
+/// and at most a few comparisons per item), where `Vec::contains` compared each new item with
+/// every kept one and made a `References` of 200,000 ids take minutes.
+pub fn unique_in_order<T: Eq + Hash + Clone>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut seen: HashSet<T> = HashSet::new();
+    items
+        .into_iter()
+        .filter(|item| seen.insert(item.clone()))
+        .collect()
+}
+
+/// The Message-IDs of `In-Reply-To` / `References` values: whitespace-separated, normalized
+/// (`<id@host>`), the unusable ones dropped, in order, each once. The one rule for ingested and
+/// synced mail, linear in the input.
+pub fn message_id_list<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    unique_in_order(
+        values
+            .into_iter()
+            .flat_map(str::split_whitespace)
+            .filter_map(normalize_message_id),
+    )
 }

@@ -11,7 +11,7 @@
 //! reason and do not stop the sync.
 
 use super::ingest::{IngestOptions, disposition_from_headers, parse_message};
-use super::{RecipientKind, TraceRecord};
+use super::{RecipientKind, TraceRecord, message_id_list};
 use crate::config::Config;
 use crate::model::{FailureReason, normalize_message_id};
 use crate::provider::{Failure, MessageMeta, ProviderClient};
@@ -534,17 +534,8 @@ fn record_from_meta(m: &MessageMeta, mid: &str, opts: &IngestOptions) -> TraceRe
     for a in &m.cc {
         rec.add_recipient(a, RecipientKind::Cc);
     }
-    rec.in_reply_to = m
-        .in_reply_to
-        .iter()
-        .flat_map(|v| v.split_whitespace())
-        .filter_map(normalize_message_id)
-        .collect();
-    rec.references = m
-        .references
-        .iter()
-        .filter_map(|r| normalize_message_id(r))
-        .collect();
+    rec.in_reply_to = message_id_list(m.in_reply_to.iter().map(String::as_str));
+    rec.references = message_id_list(m.references.iter().map(String::as_str));
     rec
 }
 

@@ -8,13 +8,16 @@
 //! - every numeric setting outside its range is refused at load with file, line, key and range;
 //!   limits set in code to the largest (or smallest) values still retract, clamped;
 //! - a References header of 200,000 ids is deduplicated with linear work (counted, not timed:
-//!   `cargo bench --bench trace -- --references 200000` gives the time).
+//!   `cargo bench --bench trace -- --references 200000` gives the time);
+//! - NUL bytes in the first 4 KB of an EML: `trace ingest` indexes it exactly as `trace sync`
+//!   indexes the same message served by the lab.
 
 #![allow(clippy::unwrap_used)] // test code: unwrap is the assertion
 
 use clawback::config::{Config, LimitConfig};
 use clawback::lab::demo::CAMPAIGN_MESSAGE_ID;
 use clawback::lab::generate::{GenerateKind, GenerateOptions, generate};
+use clawback::lab::scenario::{ScenarioCopy, ScenarioMessage};
 use clawback::lab::{LabOptions, LabServer};
 use clawback::model::{Folder, RetractAction, Role, Trigger};
 use clawback::provider::{BulkItem, ProgressEvent, ProviderClient};
@@ -22,6 +25,7 @@ use clawback::store::Store;
 use clawback::store::chain::AuditRecord;
 use clawback::store::jobs::{ItemRow, JobKind, NewJob};
 use clawback::trace::ingest::{IngestOptions, ingest_paths, parse_message};
+use clawback::trace::sync::{SyncOptions, sync};
 use clawback::trace::{TraceRecord, message_id_list, unique_in_order};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
@@ -486,5 +490,165 @@ fn a_references_header_of_200000_ids_is_indexed() {
         let replies = store.replies_to(&[ids[probe].clone()]).unwrap();
         assert_eq!(replies.len(), 1, "{}", ids[probe]);
         assert_eq!(replies[0].message_id, "<refs@evil.example>");
+    }
+}
+
+/// A message with NUL bytes in a header, in its text part and between parts, all in the first
+/// 4 KB (`\0` in the text below), addressed to `to`.
+fn nul_message(to: &[&str]) -> String {
+    format!(
+        "From: Billing <billing@nul.evil.example>\r\n\
+         To: {}\r\n\
+         Subject: Invoice\0 overdue\r\n\
+         Message-ID: <nul@nul.evil.example>\r\n\
+         Date: Thu, 19 Nov 2026 10:00:00 +0000\r\n\
+         References: <root@nul.evil.example>\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b1\"\r\n\
+         \r\n\
+         \0\0preamble\r\n\
+         --b1\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         \r\n\
+         Pay now\0 at https://pay.nul.evil.example/invoice?id=7 today\0\r\n\
+         --b1\r\n\
+         Content-Type: application/octet-stream; name=\"inv.bin\"\r\n\
+         Content-Disposition: attachment; filename=\"inv.bin\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\
+         \r\n\
+         aW52b2ljZSBwYXlsb2Fk\r\n\
+         --b1--\r\n",
+        to.join(", ")
+    )
+}
+
+/// Issue 11: one NUL byte in the first 4 KB made `trace ingest` reject the whole file as
+/// binary, while `trace sync` took the same message. Now the real binary indexes the file, and
+/// the record is the one sync makes from the lab's copy: sender, subject, header recipients,
+/// references, URL and attachment hash alike (sync adds the mailboxes as envelope recipients).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eml_with_nul_bytes_is_indexed_as_sync_indexes_it() {
+    for kind in [GenerateKind::Microsoft365, GenerateKind::GoogleWorkspace] {
+        let mut scenario = generate(&GenerateOptions {
+            mailboxes: 3,
+            campaign_recipients: 0,
+            seed: 3,
+            kind,
+            background_messages: 0,
+        })
+        .unwrap();
+        let tenant = &mut scenario.tenants[0];
+        let to: Vec<String> = tenant.users[1..]
+            .iter()
+            .map(|u| u.address.clone())
+            .collect();
+        let to: Vec<&str> = to.iter().map(String::as_str).collect();
+        let raw = nul_message(&to);
+        assert!(raw[..4096.min(raw.len())].contains('\0'));
+        tenant.messages.push(ScenarioMessage {
+            message_id: "<nul@nul.evil.example>".into(),
+            raw: Some(raw.clone()),
+            from: "billing@nul.evil.example".into(),
+            from_name: Some("Billing".into()),
+            to: to.iter().map(|a| a.to_string()).collect(),
+            cc: vec![],
+            subject: "Invoice overdue".into(),
+            date: "2026-11-19T10:00:00Z".parse().unwrap(),
+            body: String::new(),
+            html: None,
+            in_reply_to: None,
+            references: vec!["<root@nul.evil.example>".into()],
+            headers: vec![],
+            attachments: vec![],
+            conversation: None,
+            copies: to
+                .iter()
+                .map(|a| ScenarioCopy {
+                    mailbox: a.to_string(),
+                    folder: Folder::Inbox,
+                    read: false,
+                })
+                .collect(),
+        });
+
+        // trace ingest, through the real binary.
+        let dir = tempfile::tempdir().unwrap();
+        let eml = dir.path().join("nul.eml");
+        std::fs::write(&eml, &raw).unwrap();
+        let ingested_dir = dir.path().join("ingested");
+        let out = Command::new(env!("CARGO_BIN_EXE_clawback"))
+            .arg("--data-dir")
+            .arg(&ingested_dir)
+            .args(["trace", "ingest"])
+            .arg(&eml)
+            .env_remove("CLAWBACK_CONFIG")
+            .env("HOME", dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert_eq!(stderr, "");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "indexed 1, merged 0, duplicate 0, rejected 0\n"
+        );
+        let ingested = Store::open_in_dir(&ingested_dir)
+            .unwrap()
+            .trace_by_message_id("<nul@nul.evil.example>")
+            .unwrap();
+        assert_eq!(ingested.len(), 1);
+        let ingested = &ingested[0];
+
+        // trace sync of the same message from the lab.
+        let server = LabServer::start(
+            &scenario,
+            LabOptions::default(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let config = server.write_config(&dir.path().join("lab.toml")).unwrap();
+        let clients: Vec<ProviderClient> = config
+            .tenants
+            .iter()
+            .map(|t| ProviderClient::new(&config, t).unwrap())
+            .collect();
+        let mut store = Store::open_in_dir(&dir.path().join("synced")).unwrap();
+        let mut options = SyncOptions::from_config(Some(&config));
+        options.since = chrono::Utc::now() - chrono::Duration::days(3650);
+        let report = sync(&mut store, &clients, &options, |_| {}).await.unwrap();
+        assert!(
+            report.raw_failed.is_empty(),
+            "{kind:?}: {:?}",
+            report.raw_failed
+        );
+        let synced = store.trace_by_message_id("<nul@nul.evil.example>").unwrap();
+        assert_eq!(synced.len(), 1, "{kind:?}");
+        let synced = &synced[0];
+        server.stop().await;
+
+        assert_eq!(ingested.subject, "Invoice overdue");
+        assert_eq!(ingested.sender, "billing@nul.evil.example");
+        assert_eq!(
+            ingested.urls,
+            ["https://pay.nul.evil.example/invoice?id=7"],
+            "{kind:?}"
+        );
+        assert_eq!(ingested.attachments.len(), 1);
+        assert_eq!(ingested.named_recipients(), to);
+        let same = |r: &TraceRecord| {
+            (
+                r.sender.clone(),
+                r.sender_name.clone(),
+                r.subject.clone(),
+                r.named_recipients().join(","),
+                r.references.clone(),
+                r.urls.clone(),
+                r.attachments.clone(),
+                r.size,
+            )
+        };
+        assert_eq!(same(synced), same(ingested), "{kind:?}");
+        assert_eq!(synced.delivered_to(), to, "{kind:?}");
     }
 }

@@ -30,7 +30,7 @@ const MAX_NESTING: usize = 4;
 pub enum RejectReason {
     /// Zero bytes or only whitespace.
     Empty,
-    /// Contains NUL bytes or mostly control bytes: not a text message.
+    /// Mostly control bytes (NUL among them) in the first 4 KB: not a text message.
     Binary,
     /// Text, but it does not start with RFC 5322 header fields.
     NotAMessage,
@@ -456,12 +456,17 @@ pub fn parse_message(raw: &[u8], opts: &IngestOptions) -> Result<TraceRecord, Re
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err(RejectReason::Empty);
     }
+    // A file is binary when more than a tenth of its first 4 KB are control bytes. A NUL is
+    // one of them, not a verdict by itself: mail does carry stray NULs (a body pasted from a
+    // binary, a broken gateway), the provider sync takes such a message, and a file must be
+    // indexed the same way. The parser reads NUL as an ordinary byte; text fields drop it with
+    // the other control characters.
     let head = &raw[..raw.len().min(4096)];
     let controls = head
         .iter()
         .filter(|&&b| b < 0x20 && !matches!(b, b'\r' | b'\n' | b'\t' | 0x0c))
         .count();
-    if head.contains(&0) || controls * 10 > head.len() {
+    if controls * 10 > head.len() {
         return Err(RejectReason::Binary);
     }
     if !starts_with_header_field(raw) {

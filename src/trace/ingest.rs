@@ -494,9 +494,7 @@ pub fn parse_message(raw: &[u8], opts: &IngestOptions) -> Result<TraceRecord, Re
     for name in ["X-Original-To", "Delivered-To"] {
         for (n, v) in msg.headers_raw() {
             if n.eq_ignore_ascii_case(name) {
-                for a in split_addresses(v) {
-                    rec.add_recipient(&a, RecipientKind::Envelope);
-                }
+                rec.add_recipients(split_addresses(v), RecipientKind::Envelope);
             }
         }
     }
@@ -592,21 +590,10 @@ fn record_from(msg: &Message<'_>, raw: &[u8], opts: &IngestOptions) -> TraceReco
         .subject()
         .map(|s| clean_text(s, MAX_SUBJECT_CHARS))
         .unwrap_or_default();
-    for a in msg.all_to() {
-        for (x, _) in addresses(Some(a)) {
-            rec.add_recipient(&x, RecipientKind::To);
-        }
-    }
-    for a in msg.all_cc() {
-        for (x, _) in addresses(Some(a)) {
-            rec.add_recipient(&x, RecipientKind::Cc);
-        }
-    }
-    for a in msg.all_bcc() {
-        for (x, _) in addresses(Some(a)) {
-            rec.add_recipient(&x, RecipientKind::Bcc);
-        }
-    }
+    let all = |a: &Address<'_>| addresses(Some(a)).into_iter().map(|(x, _)| x);
+    rec.add_recipients(msg.all_to().flat_map(all), RecipientKind::To);
+    rec.add_recipients(msg.all_cc().flat_map(all), RecipientKind::Cc);
+    rec.add_recipients(msg.all_bcc().flat_map(all), RecipientKind::Bcc);
     rec.in_reply_to = message_ids(msg.in_reply_to());
     rec.references = message_ids(msg.references());
     rec.thread_index = msg
@@ -787,6 +774,7 @@ fn from_journal(
     let mut report_id = None;
     let mut report_subject = None;
     let mut report_sender = None;
+    let mut envelope = Vec::new();
     for line in j.text.lines() {
         let Some((key, value)) = line.split_once(':') else {
             continue;
@@ -794,17 +782,14 @@ fn from_journal(
         let key = key.trim().to_ascii_lowercase();
         let first = value.split(',').next().unwrap_or("").trim();
         match key.as_str() {
-            "recipient" | "to" | "cc" | "bcc" => {
-                for a in split_addresses(first) {
-                    rec.add_recipient(&a, RecipientKind::Envelope);
-                }
-            }
+            "recipient" | "to" | "cc" | "bcc" => envelope.extend(split_addresses(first)),
             "sender" => report_sender = split_addresses(first).into_iter().next(),
             "message-id" => report_id = normalize_message_id(value.trim()),
             "subject" => report_subject = Some(clean_text(value, MAX_SUBJECT_CHARS)),
             _ => {}
         }
     }
+    rec.add_recipients(envelope, RecipientKind::Envelope);
     if j.original.is_none() {
         if let Some(id) = report_id {
             rec.message_id = id;

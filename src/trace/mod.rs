@@ -102,31 +102,50 @@ impl TraceRecord {
             .recipients
             .iter()
             .any(|r| r.kind == RecipientKind::Envelope);
-        let mut out: Vec<&str> = Vec::new();
-        for r in &self.recipients {
-            if (r.kind == RecipientKind::Envelope) == has_envelope
-                && !out.contains(&r.address.as_str())
-            {
-                out.push(&r.address);
-            }
-        }
-        out
+        unique_in_order(
+            self.recipients
+                .iter()
+                .filter(|r| (r.kind == RecipientKind::Envelope) == has_envelope)
+                .map(|r| r.address.as_str()),
+        )
     }
 
     /// The addresses the headers name (To, Cc, Bcc), deduplicated, in stored order: lists,
     /// mailboxes and outside addresses alike (what `delivered_to` leaves out when the envelope
     /// is known).
     pub fn named_recipients(&self) -> Vec<&str> {
-        let mut out: Vec<&str> = Vec::new();
-        for r in &self.recipients {
-            if r.kind != RecipientKind::Envelope && !out.contains(&r.address.as_str()) {
-                out.push(&r.address);
-            }
-        }
-        out
+        unique_in_order(
+            self.recipients
+                .iter()
+                .filter(|r| r.kind != RecipientKind::Envelope)
+                .map(|r| r.address.as_str()),
+        )
     }
 
-    /// Adds a recipient unless the same (address, kind) is already there.
+    /// Adds recipients of one kind, in order, skipping every (address, kind) already there.
+    /// Linear in the recipients old and new: a header or journal report naming 50,000 addresses
+    /// took 20 s one [`TraceRecord::add_recipient`] at a time.
+    pub fn add_recipients<S: AsRef<str>>(
+        &mut self,
+        addresses: impl IntoIterator<Item = S>,
+        kind: RecipientKind,
+    ) {
+        let mut seen: HashSet<String> = self
+            .recipients
+            .iter()
+            .filter(|r| r.kind == kind)
+            .map(|r| r.address.clone())
+            .collect();
+        for address in addresses {
+            let address = address.as_ref().trim().to_ascii_lowercase();
+            if !address.is_empty() && seen.insert(address.clone()) {
+                self.recipients.push(Recipient { address, kind });
+            }
+        }
+    }
+
+    /// Adds a recipient unless the same (address, kind) is already there (one scan: use
+    /// [`TraceRecord::add_recipients`] for many).
     pub fn add_recipient(&mut self, address: &str, kind: RecipientKind) {
         let address = address.trim().to_ascii_lowercase();
         if address.is_empty() {

@@ -6,7 +6,8 @@
 //! - a query of 12,000 nested parentheses is a usage error pointing at the first one too deep
 //!   (the parser's side is in tests/trace_query.rs);
 //! - every numeric setting outside its range is refused at load with file, line, key and range;
-//!   limits set in code to the largest (or smallest) values still retract, clamped;
+//!   limits set in code to the largest (or smallest) values still retract, clamped; a huge
+//!   `lab scenario` size is a usage error;
 //! - a References header of 200,000 ids is deduplicated with linear work (counted, not timed:
 //!   `cargo bench --bench trace -- --references 200000` gives the time);
 //! - so are 100,000 recipients in one To header (the same quadratic dedupe);
@@ -315,6 +316,31 @@ fn numeric_settings_out_of_range_name_file_line_key_and_range() {
             path.display()
         )]
     );
+}
+
+/// `clawback lab scenario` with a huge size panicked allocating it; now it is a usage error.
+#[test]
+fn a_huge_generated_scenario_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for (option, value) in [
+        ("--mailboxes", "4611686018427387904"),
+        ("--background-messages", "18446744073709551615"),
+        ("--mailboxes", "1000001"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_clawback"))
+            .args(["lab", "scenario", option, value, "--out"])
+            .arg(dir.path().join("s.json"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert_eq!(
+            stderr,
+            format!(
+                "clawback lab scenario: {option} {value} is more than 1000000, the most a generated scenario holds\n"
+            )
+        );
+    }
 }
 
 /// Limits set in code (no file, so no load check) at the extremes of their types: the clients

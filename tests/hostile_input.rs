@@ -1,7 +1,7 @@
 //! Issue 11, "no panics on input or pipes": one hostile input per panic or hang that was found.
 //!
-//! - a reader that goes away (`clawback audit export | head`): every bulk printer of the real
-//!   binary ends quietly with its own exit code, never a panic (exit 101);
+//! - a reader that goes away (`clawback audit export | head`, also `2>&1 | head`): every bulk
+//!   printer of the real binary ends quietly with its own exit code, never a panic (exit 101);
 //! - a full disk under `> file` is reported once and exits 1;
 //! - a query of 12,000 nested parentheses is a usage error pointing at the first one too deep
 //!   (the parser's side is in tests/trace_query.rs);
@@ -191,6 +191,35 @@ fn a_closed_stdout_ends_every_listing_quietly() {
             assert_eq!(code, Some(0), "{args:?} after {lines} lines: {stderr}");
             assert_eq!(stderr, "", "{args:?} after {lines} lines: quiet");
         }
+    }
+}
+
+/// `2>&1 | head`: stdout and stderr are one pipe, closed here before the command even starts.
+/// Messages, progress and errors on stderr are dropped quietly too; the exit code is the
+/// command's own.
+#[test]
+fn a_closed_pipe_on_stdout_and_stderr_is_quiet_too() {
+    let bulk = Bulk::new();
+    let eml = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eml");
+    let eml = eml.to_str().unwrap();
+    let cases: &[(&[&str], i32)] = &[
+        (&["trace", "ingest", eml], 0),       // rejections on stderr
+        (&["search", "", "--limit", "1"], 0), // "showing 1–1 of N" on stderr
+        (&["search", "nothing-matches-this"], 0),
+        (&["search", "((("], 2),
+        (&["jobs", "show", "99999999"], 2),
+        (&["audit", "export"], 0),
+    ];
+    for (args, want) in cases {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let status = bulk
+            .command(args)
+            .stdout(writer.try_clone().unwrap())
+            .stderr(writer)
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(*want), "{args:?}");
     }
 }
 

@@ -2,7 +2,7 @@
 //! automation loop, DESIGN §6).
 
 use crate::cli::exit;
-use crate::cli::out::{out, outln};
+use crate::cli::out::{errln, out, outln};
 use crate::cli::retract::engine;
 use crate::engine::automation::{WatchOptions, Watcher};
 use crate::engine::view::{PolicyMatrix, ResponseSwitch};
@@ -237,7 +237,7 @@ fn show(p: &PolicyMatrix) {
 }
 
 fn fail(e: EngineError) -> u8 {
-    eprintln!("clawback: {e}");
+    errln!("clawback: {e}");
     match e {
         EngineError::Store(_) | EngineError::Provider(_) => exit::FAILURE,
         _ => exit::USAGE,
@@ -248,7 +248,7 @@ fn save(engine: &Engine, p: PolicyMatrix) -> u8 {
     match engine.save_policy(p) {
         Ok((saved, warnings)) => {
             for w in &warnings {
-                eprintln!("warning: {w}");
+                errln!("warning: {w}");
             }
             outln!("saved policy version {}", saved.version);
             exit::OK
@@ -287,11 +287,11 @@ pub fn policy(args: PolicyArgs, config_path: Option<&Path>, data_dir: Option<&Pa
                 }
                 Some(path) => match std::fs::write(&path, text) {
                     Ok(()) => {
-                        eprintln!("wrote {}", path.display());
+                        errln!("wrote {}", path.display());
                         exit::OK
                     }
                     Err(e) => {
-                        eprintln!("clawback: {}: {e}", path.display());
+                        errln!("clawback: {}: {e}", path.display());
                         exit::FAILURE
                     }
                 },
@@ -301,14 +301,14 @@ pub fn policy(args: PolicyArgs, config_path: Option<&Path>, data_dir: Option<&Pa
             let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
                 Err(e) => {
-                    eprintln!("clawback: {}: cannot read: {e}", file.display());
+                    errln!("clawback: {}: cannot read: {e}", file.display());
                     return exit::USAGE;
                 }
             };
             match import_text(&text, &file, &current) {
                 Ok(p) => save(&engine, p),
                 Err(e) => {
-                    eprintln!("clawback: {e}");
+                    errln!("clawback: {e}");
                     exit::USAGE
                 }
             }
@@ -326,7 +326,7 @@ pub fn policy(args: PolicyArgs, config_path: Option<&Path>, data_dir: Option<&Pa
                     "on" | "true" | "yes" | "enabled" => true,
                     "off" | "false" | "no" | "disabled" => false,
                     other => {
-                        eprintln!("clawback: {key}: expected on or off, got {other:?}");
+                        errln!("clawback: {key}: expected on or off, got {other:?}");
                         return exit::USAGE;
                     }
                 };
@@ -342,12 +342,12 @@ pub fn policy(args: PolicyArgs, config_path: Option<&Path>, data_dir: Option<&Pa
                     lookback.as_deref(),
                     &key,
                 ) {
-                    eprintln!("clawback: {e}");
+                    errln!("clawback: {e}");
                     return exit::USAGE;
                 }
             } else {
                 if interval.is_some() || lookback.is_some() {
-                    eprintln!(
+                    errln!(
                         "clawback: --interval and --lookback go with post_delivery or phish_submission"
                     );
                     return exit::USAGE;
@@ -355,7 +355,7 @@ pub fn policy(args: PolicyArgs, config_path: Option<&Path>, data_dir: Option<&Pa
                 let d: Disposition = match what.parse() {
                     Ok(d) => d,
                     Err(e) => {
-                        eprintln!(
+                        errln!(
                             "clawback: {e} (or post_delivery / phish_submission for the responses)"
                         );
                         return exit::USAGE;
@@ -364,7 +364,7 @@ pub fn policy(args: PolicyArgs, config_path: Option<&Path>, data_dir: Option<&Pa
                 let a: RetractAction = match value.parse() {
                     Ok(a) => a,
                     Err(e) => {
-                        eprintln!("clawback: {e}");
+                        errln!("clawback: {e}");
                         return exit::USAGE;
                     }
                 };
@@ -435,11 +435,11 @@ pub fn watch(args: WatchArgs, config_path: Option<&Path>, data_dir: Option<&Path
         None => Duration::from_secs(engine.config.automation.interval_secs.max(1)),
         Some(Ok(d)) if d.as_millis() > 0 => d,
         Some(Ok(_)) => {
-            eprintln!("clawback: --interval must be more than 0");
+            errln!("clawback: --interval must be more than 0");
             return exit::USAGE;
         }
         Some(Err(e)) => {
-            eprintln!("clawback: --interval: {e}");
+            errln!("clawback: --interval: {e}");
             return exit::USAGE;
         }
     };
@@ -461,7 +461,7 @@ pub fn watch(args: WatchArgs, config_path: Option<&Path>, data_dir: Option<&Path
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("clawback: cannot start the runtime: {e}");
+            errln!("clawback: cannot start the runtime: {e}");
             return exit::FAILURE;
         }
     };

@@ -3,7 +3,7 @@
 //! data directory.
 
 use crate::cli::exit;
-use crate::cli::out::outln;
+use crate::cli::out::{errln, outln};
 use crate::config::{self, Config};
 use crate::engine::{Engine, service};
 use crate::lab::{LabOptions, LabServer};
@@ -59,7 +59,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, u8> {
         .enable_all()
         .build()
         .map_err(|e| {
-            eprintln!("clawback: cannot start the runtime: {e}");
+            errln!("clawback: cannot start the runtime: {e}");
             exit::FAILURE
         })
 }
@@ -75,13 +75,13 @@ fn tui_options(args: &ConsoleArgs) -> TuiOptions {
 async fn run_console(config: &Config, store: Store, options: TuiOptions) -> u8 {
     // Validate keymap and theme before the terminal is taken over.
     if let Err(e) = crate::tui::prepare(config, &options) {
-        eprintln!("clawback: {e}");
+        errln!("clawback: {e}");
         return exit::USAGE;
     }
     let engine = match Engine::new(config.clone(), store) {
         Ok(e) => Arc::new(e),
         Err(e) => {
-            eprintln!("clawback: {e}");
+            errln!("clawback: {e}");
             return exit::USAGE;
         }
     };
@@ -99,7 +99,7 @@ async fn run_console(config: &Config, store: Store, options: TuiOptions) -> u8 {
     match crate::tui::run(config, handle, options).await {
         Ok(()) => exit::OK,
         Err(e) => {
-            eprintln!("clawback: {e}");
+            errln!("clawback: {e}");
             exit::FAILURE
         }
     }
@@ -116,7 +116,7 @@ pub fn console(args: ConsoleArgs, config_path: Option<&Path>, data_dir: Option<&
     let config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("clawback: {e}");
+            errln!("clawback: {e}");
             return exit::USAGE;
         }
     };
@@ -125,7 +125,7 @@ pub fn console(args: ConsoleArgs, config_path: Option<&Path>, data_dir: Option<&
     let store = match Store::open_in_dir(&dir) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("clawback: {e}");
+            errln!("clawback: {e}");
             return exit::FAILURE;
         }
     };
@@ -147,7 +147,7 @@ pub fn demo(args: DemoArgs, console: ConsoleArgs, data_dir: Option<&Path>) -> u8
                 temp.path().to_path_buf()
             }
             Err(e) => {
-                eprintln!("clawback demo: cannot create a temporary directory: {e}");
+                errln!("clawback demo: cannot create a temporary directory: {e}");
                 return exit::FAILURE;
             }
         },
@@ -167,7 +167,7 @@ pub fn demo(args: DemoArgs, console: ConsoleArgs, data_dir: Option<&Path>) -> u8
         let server = match LabServer::start(&scenario, options, addr).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("clawback demo: cannot start the lab: {e}");
+                errln!("clawback demo: cannot start the lab: {e}");
                 return exit::FAILURE;
             }
         };
@@ -175,7 +175,7 @@ pub fn demo(args: DemoArgs, console: ConsoleArgs, data_dir: Option<&Path>) -> u8
         let mut config = match server.write_config(&config_path) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("clawback demo: {e}");
+                errln!("clawback demo: {e}");
                 return exit::FAILURE;
             }
         };
@@ -183,13 +183,13 @@ pub fn demo(args: DemoArgs, console: ConsoleArgs, data_dir: Option<&Path>) -> u8
         let mut store = match Store::open_in_dir(&dir) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("clawback demo: {e}");
+                errln!("clawback demo: {e}");
                 return exit::FAILURE;
             }
         };
         if args.no_tui {
             if let Err(e) = sync_trace(&config, &mut store).await {
-                eprintln!("clawback demo: trace sync: {e}");
+                errln!("clawback demo: trace sync: {e}");
                 return exit::FAILURE;
             }
             outln!(
@@ -204,7 +204,7 @@ pub fn demo(args: DemoArgs, console: ConsoleArgs, data_dir: Option<&Path>) -> u8
         // the engine task, and the console's first search waits for it there.
         let options = tui_options(&console);
         if let Err(e) = crate::tui::prepare(&config, &options) {
-            eprintln!("clawback: {e}");
+            errln!("clawback: {e}");
             return exit::USAGE;
         }
         let engine_config = config.clone();
@@ -219,7 +219,7 @@ pub fn demo(args: DemoArgs, console: ConsoleArgs, data_dir: Option<&Path>) -> u8
         let code = match crate::tui::run(&config, handle, options).await {
             Ok(()) => exit::OK,
             Err(e) => {
-                eprintln!("clawback: {e}");
+                errln!("clawback: {e}");
                 exit::FAILURE
             }
         };

@@ -4,7 +4,7 @@
 //! Exit 0 when everything needed is granted, 3 otherwise, 2 for config errors.
 
 use crate::cli::exit;
-use crate::cli::out::out;
+use crate::cli::out::{errln, out};
 use crate::config::{self, Config};
 use crate::provider::{DomainRetract, ProviderClient};
 use std::fmt::Write as _;
@@ -13,13 +13,13 @@ use std::path::Path;
 /// Runs doctor for every configured tenant.
 pub fn run(config_path: Option<&Path>) -> u8 {
     let Some(path) = config::locate(config_path) else {
-        eprintln!("clawback: {}", config::ConfigError::Missing);
+        errln!("clawback: {}", config::ConfigError::Missing);
         return exit::USAGE;
     };
     let config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("clawback: {e}");
+            errln!("clawback: {e}");
             return exit::USAGE;
         }
     };
@@ -29,14 +29,14 @@ pub fn run(config_path: Option<&Path>) -> u8 {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("clawback: cannot start the async runtime: {e}");
+            errln!("clawback: cannot start the async runtime: {e}");
             return exit::FAILURE;
         }
     };
     let (text, all_granted) = match runtime.block_on(report(&config)) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("clawback: {e}");
+            errln!("clawback: {e}");
             return exit::USAGE;
         }
     };

@@ -1,7 +1,7 @@
 //! `clawback lab …`: run the emulator, generate scenarios.
 
 use crate::cli::exit;
-use crate::cli::out::outln;
+use crate::cli::out::{errln, outln};
 use crate::lab::generate::{GenerateKind, GenerateOptions, generate};
 use crate::lab::scenario::Scenario;
 use crate::lab::{LabOptions, LabServer};
@@ -97,7 +97,7 @@ pub fn load_scenario(name: &str, seed: u64) -> Result<Scenario, String> {
 
 fn serve(a: ServeArgs) -> u8 {
     if !(0.0..=1.0).contains(&a.fault_rate) {
-        eprintln!(
+        errln!(
             "clawback lab serve: --fault-rate {} must be between 0 and 1",
             a.fault_rate
         );
@@ -107,7 +107,7 @@ fn serve(a: ServeArgs) -> u8 {
     let scenario = match load_scenario(&a.scenario, a.seed) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("clawback lab serve: {e}");
+            errln!("clawback lab serve: {e}");
             return exit::USAGE;
         }
     };
@@ -123,7 +123,7 @@ fn serve(a: ServeArgs) -> u8 {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("clawback lab serve: cannot start the async runtime: {e}");
+            errln!("clawback lab serve: cannot start the async runtime: {e}");
             return exit::FAILURE;
         }
     };
@@ -131,13 +131,13 @@ fn serve(a: ServeArgs) -> u8 {
         let server = match LabServer::start(&scenario, options, a.addr).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("clawback lab serve: {e}");
+                errln!("clawback lab serve: {e}");
                 return exit::USAGE;
             }
         };
         if let Some(path) = &a.write_config {
             if let Err(e) = server.write_config(path) {
-                eprintln!("clawback lab serve: {e}");
+                errln!("clawback lab serve: {e}");
                 return exit::FAILURE;
             }
             outln!("wrote config {}", path.display());
@@ -167,7 +167,7 @@ fn write_scenario(a: ScenarioArgs) -> u8 {
         }) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("clawback lab scenario: {e}");
+                errln!("clawback lab scenario: {e}");
                 return exit::USAGE;
             }
         }
@@ -185,7 +185,7 @@ fn write_scenario(a: ScenarioArgs) -> u8 {
     let text = match text {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("clawback lab scenario: cannot serialize the scenario: {e}");
+            errln!("clawback lab scenario: cannot serialize the scenario: {e}");
             return exit::FAILURE;
         }
     };
@@ -197,7 +197,7 @@ fn write_scenario(a: ScenarioArgs) -> u8 {
         Some(path) => match std::fs::write(&path, text) {
             Ok(()) => {
                 let mailboxes: usize = scenario.tenants.iter().map(|t| t.users.len()).sum();
-                eprintln!(
+                errln!(
                     "wrote {} ({} tenants, {mailboxes} users)",
                     path.display(),
                     scenario.tenants.len()
@@ -205,7 +205,7 @@ fn write_scenario(a: ScenarioArgs) -> u8 {
                 exit::OK
             }
             Err(e) => {
-                eprintln!(
+                errln!(
                     "clawback lab scenario: {}: cannot write: {e}",
                     path.display()
                 );

@@ -10,6 +10,10 @@
 //! After the first failed write every later one is skipped. Listings stop when the macros return
 //! `false`; commands that act (retract, restore, resume) keep going: losing the reader must not
 //! interrupt work in progress.
+//!
+//! Messages go through [`errln!`] and [`err!`] instead of `eprintln!`, which panics just the same
+//! when stderr is the closed pipe (`clawback trace ingest DIR 2>&1 | head`). A message that
+//! cannot be written is dropped: there is nowhere else to say it.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -50,6 +54,11 @@ fn lost(e: &io::Error) {
     }
 }
 
+/// Writes to stderr; a failure is ignored (see the module doc).
+pub(crate) fn write_err(args: std::fmt::Arguments<'_>) {
+    let _ = io::stderr().lock().write_fmt(args);
+}
+
 /// Flushes stdout at exit and returns the exit code: `code`, or 1 if it was 0 and output was
 /// lost to an error other than a closed pipe.
 pub(crate) fn finish(code: u8) -> u8 {
@@ -67,6 +76,9 @@ pub(crate) fn finish(code: u8) -> u8 {
 
 /// `println!` that survives a closed stdout; evaluates to `false` once stdout is gone.
 macro_rules! outln {
+    () => {
+        $crate::cli::out::write(format_args!("\n"))
+    };
     ($($arg:tt)*) => {
         $crate::cli::out::write(format_args!("{}\n", format_args!($($arg)*)))
     };
@@ -79,4 +91,21 @@ macro_rules! out {
     };
 }
 
-pub(crate) use {out, outln};
+/// `eprintln!` that survives a closed stderr.
+macro_rules! errln {
+    () => {
+        $crate::cli::out::write_err(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::out::write_err(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `eprint!` that survives a closed stderr.
+macro_rules! err {
+    ($($arg:tt)*) => {
+        $crate::cli::out::write_err(format_args!($($arg)*))
+    };
+}
+
+pub(crate) use {err, errln, out, outln};

@@ -1,7 +1,7 @@
 //! `clawback metrics` and `clawback audit`: read-only views of the store.
 
 use crate::cli::exit;
-use crate::cli::out::outln;
+use crate::cli::out::{errln, outln};
 use crate::cli::trace::open_store;
 use crate::engine::metrics::{self, Metrics};
 use crate::engine::roles::{Capability, authorize};
@@ -75,7 +75,7 @@ pub fn metrics(args: MetricsArgs, config_path: Option<&Path>, data_dir: Option<&
         .map(|c| c.operator.role)
         .unwrap_or(crate::model::Role::Responder);
     if let Err(e) = authorize(role, Capability::ViewMetrics) {
-        eprintln!("clawback: {e}");
+        errln!("clawback: {e}");
         return exit::USAGE;
     }
     let now = Utc::now();
@@ -86,21 +86,21 @@ pub fn metrics(args: MetricsArgs, config_path: Option<&Path>, data_dir: Option<&
     let since = match parse(&args.since, Some(now - chrono::Duration::days(30))) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("clawback: --since {e}");
+            errln!("clawback: --since {e}");
             return exit::USAGE;
         }
     };
     let until = match parse(&args.until, None) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("clawback: --until {e}");
+            errln!("clawback: --until {e}");
             return exit::USAGE;
         }
     };
     let (m, messages) = match window_metrics(&store, since, until, 24) {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("clawback: {e}");
+            errln!("clawback: {e}");
             return exit::FAILURE;
         }
     };
@@ -171,7 +171,7 @@ pub fn audit(args: AuditArgs, config_path: Option<&Path>, data_dir: Option<&Path
                 exit::FAILURE
             }
             Err(e) => {
-                eprintln!("clawback: {e}");
+                errln!("clawback: {e}");
                 exit::FAILURE
             }
         },
@@ -179,11 +179,11 @@ pub fn audit(args: AuditArgs, config_path: Option<&Path>, data_dir: Option<&Path
             let entries = match store.audit_entries() {
                 Ok(Ok(e)) => e,
                 Ok(Err(brk)) => {
-                    eprintln!("clawback: {brk}; run `clawback audit verify`");
+                    errln!("clawback: {brk}; run `clawback audit verify`");
                     return exit::FAILURE;
                 }
                 Err(e) => {
-                    eprintln!("clawback: {e}");
+                    errln!("clawback: {e}");
                     return exit::FAILURE;
                 }
             };
@@ -225,11 +225,11 @@ pub fn audit(args: AuditArgs, config_path: Option<&Path>, data_dir: Option<&Path
                 exit::OK
             }
             Ok(Err(brk)) => {
-                eprintln!("clawback: {brk}");
+                errln!("clawback: {brk}");
                 exit::FAILURE
             }
             Err(e) => {
-                eprintln!("clawback: {e}");
+                errln!("clawback: {e}");
                 exit::FAILURE
             }
         },

@@ -1,7 +1,7 @@
 //! `clawback retract | plan | apply | jobs | restore`: thin front ends over the engine.
 
 use crate::cli::exit;
-use crate::cli::out::outln;
+use crate::cli::out::{err, errln, outln};
 use crate::cli::trace::open_store;
 use crate::config::Config;
 use crate::engine::execute::{JobEvent, JobReport, RunOptions};
@@ -139,7 +139,7 @@ pub struct RestoreArgs {
 pub(crate) fn engine(config_path: Option<&Path>, data_dir: Option<&Path>) -> Result<Engine, u8> {
     let (config, store) = open_store(config_path, data_dir)?;
     let Some(config) = config else {
-        eprintln!(
+        errln!(
             "clawback: no config found; pass --config FILE (try `clawback init`, or `clawback lab serve --write-config lab.toml`)"
         );
         return Err(exit::USAGE);
@@ -149,7 +149,7 @@ pub(crate) fn engine(config_path: Option<&Path>, data_dir: Option<&Path>) -> Res
 
 fn build(config: Config, store: crate::store::Store) -> Result<Engine, u8> {
     Engine::new(config, store).map_err(|e| {
-        eprintln!("clawback: {e}");
+        errln!("clawback: {e}");
         exit::USAGE
     })
 }
@@ -159,13 +159,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, u8> {
         .enable_all()
         .build()
         .map_err(|e| {
-            eprintln!("clawback: cannot start the runtime: {e}");
+            errln!("clawback: cannot start the runtime: {e}");
             exit::FAILURE
         })
 }
 
 fn fail(e: EngineError) -> u8 {
-    eprintln!("clawback: {e}");
+    errln!("clawback: {e}");
     match e {
         EngineError::Store(crate::store::StoreError::PlanSpent { .. }) => exit::USAGE,
         EngineError::Store(_) | EngineError::Provider(_) | EngineError::JobLeased { .. } => {
@@ -218,7 +218,7 @@ fn print_plan(plan: &Plan) {
 /// Asks for confirmation (unless `yes`), then makes the plan's job; `Err` is the exit code.
 fn confirmed_job(engine: &Engine, plan: &Plan, yes: bool) -> Result<i64, u8> {
     if !yes && !confirm(plan)? {
-        eprintln!("not confirmed; nothing was done");
+        errln!("not confirmed; nothing was done");
         return Err(exit::FAILURE);
     }
     engine.create_job(plan, false).map_err(fail)
@@ -228,17 +228,17 @@ fn confirmed_job(engine: &Engine, plan: &Plan, yes: bool) -> Result<i64, u8> {
 fn confirm(plan: &Plan) -> Result<bool, u8> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
-        eprintln!("clawback: not a terminal: pass --yes to confirm, or --dry-run to only plan");
+        errln!("clawback: not a terminal: pass --yes to confirm, or --dry-run to only plan");
         return Err(exit::USAGE);
     }
     let copies = plan.items.len();
     let hard = plan.request.action == RetractAction::HardDelete;
     if hard {
-        eprint!(
+        err!(
             "Hard Delete is admin-recoverable only. Type the number of copies ({copies}) to proceed: "
         );
     } else {
-        eprint!(
+        err!(
             "Retract {copies} copies to {}? [y/N] ",
             plan.request.action.label()
         );
@@ -298,11 +298,11 @@ impl Progress {
                 succeeded,
                 requeued,
                 ..
-            } => eprintln!(
+            } => errln!(
                 "reconciled after restart: {succeeded} in-flight items settled, {requeued} queued again"
             ),
             JobEvent::CanaryPassed { mailboxes, .. } => {
-                eprintln!("canary: {mailboxes} mailboxes verified; fanning out")
+                errln!("canary: {mailboxes} mailboxes verified; fanning out")
             }
         }
         let ms = self.started.elapsed().as_millis() as u64;
@@ -332,12 +332,12 @@ impl Progress {
             self.throttled_ms.load(Ordering::Relaxed) as f64 / 1000.0
         );
         if self.tty {
-            eprint!("\r{line}");
+            err!("\r{line}");
             if last {
-                eprintln!();
+                errln!();
             }
         } else if last {
-            eprintln!("{line}");
+            errln!("{line}");
         }
     }
 }
@@ -492,7 +492,7 @@ pub fn plan(args: PlanArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
         };
         print_plan(&plan);
         if let Err(e) = std::fs::write(&args.out, plan.to_json_pretty()) {
-            eprintln!("clawback: cannot write {}: {e}", args.out.display());
+            errln!("clawback: cannot write {}: {e}", args.out.display());
             return exit::FAILURE;
         }
         outln!("written to {}", args.out.display());
@@ -504,14 +504,14 @@ pub fn apply(args: ApplyArgs, config_path: Option<&Path>, data_dir: Option<&Path
     let text = match std::fs::read_to_string(&args.plan) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("clawback: cannot read {}: {e}", args.plan.display());
+            errln!("clawback: cannot read {}: {e}", args.plan.display());
             return exit::USAGE;
         }
     };
     let plan = match Plan::from_json(&text, &args.plan.display().to_string()) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("clawback: {e}");
+            errln!("clawback: {e}");
             return exit::USAGE;
         }
     };
@@ -523,7 +523,7 @@ pub fn apply(args: ApplyArgs, config_path: Option<&Path>, data_dir: Option<&Path
     // A plan is spent once (checked again, atomically, when the job is made).
     match engine.store().job_of_plan(&plan.id) {
         Ok(Some(job)) => {
-            eprintln!(
+            errln!(
                 "clawback: {}: plan {} was already applied as job {job}; `clawback jobs resume {job}` continues it, a new plan retracts again",
                 args.plan.display(),
                 plan.id
@@ -602,7 +602,7 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
         JobsCommand::Show { job } => {
             let store = engine.store();
             let Ok(Some(j)) = store.job(job) else {
-                eprintln!("clawback: job {job} does not exist (see `clawback jobs list`)");
+                errln!("clawback: job {job} does not exist (see `clawback jobs list`)");
                 return exit::USAGE;
             };
             let what = match j.kind {

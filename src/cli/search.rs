@@ -1,7 +1,7 @@
 //! `clawback search QUERY`: search the mail trace (language in `trace::query`).
 
 use crate::cli::exit;
-use crate::cli::out::{out, outln};
+use crate::cli::out::{errln, out, outln};
 use crate::cli::trace::open_store;
 use crate::trace::query;
 use crate::trace::search::{
@@ -47,7 +47,7 @@ pub fn run(args: SearchArgs, config_path: Option<&Path>, data_dir: Option<&Path>
     let q = match query::parse(&args.query) {
         Ok(q) => q,
         Err(e) => {
-            eprintln!("{}", render_query_error(&args.query, &e));
+            errln!("{}", render_query_error(&args.query, &e));
             return exit::USAGE;
         }
     };
@@ -58,7 +58,7 @@ pub fn run(args: SearchArgs, config_path: Option<&Path>, data_dir: Option<&Path>
     let records = match store.search(&q, args.limit, args.offset) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("clawback: search: {e}");
+            errln!("clawback: search: {e}");
             return exit::FAILURE;
         }
     };
@@ -70,7 +70,7 @@ pub fn run(args: SearchArgs, config_path: Option<&Path>, data_dir: Option<&Path>
                     outln!("{s}");
                 }
                 Err(e) => {
-                    eprintln!("clawback: search: {e}");
+                    errln!("clawback: search: {e}");
                     return exit::FAILURE;
                 }
             }
@@ -84,7 +84,7 @@ pub fn run(args: SearchArgs, config_path: Option<&Path>, data_dir: Option<&Path>
                 outln!("{s}");
             }
             Err(e) => {
-                eprintln!("clawback: search: {e}");
+                errln!("clawback: search: {e}");
                 return exit::FAILURE;
             }
         }
@@ -93,15 +93,15 @@ pub fn run(args: SearchArgs, config_path: Option<&Path>, data_dir: Option<&Path>
     } else {
         out!("{}", render_table(&records));
         if records.is_empty() {
-            eprintln!("no matching messages");
+            errln!("no matching messages");
         } else if records.len() == args.limit {
             match store.count(&q) {
-                Ok(total) => eprintln!(
+                Ok(total) => errln!(
                     "showing {}–{} of {total}; use --limit/--offset for more",
                     args.offset + 1,
                     args.offset + records.len()
                 ),
-                Err(e) => eprintln!("clawback: search: count: {e}"),
+                Err(e) => errln!("clawback: search: count: {e}"),
             }
         }
     }

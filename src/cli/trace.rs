@@ -1,7 +1,7 @@
 //! `clawback trace …`: fill the mail trace.
 
 use crate::cli::exit;
-use crate::cli::out::outln;
+use crate::cli::out::{err, errln, outln};
 use crate::config::{self, Config};
 use crate::store::Store;
 use crate::trace::ingest::{IngestOptions, Progress, ingest_paths};
@@ -58,7 +58,7 @@ pub(crate) fn open_store(
         Some(p) => match Config::load(&p) {
             Ok(c) => Some(c),
             Err(e) => {
-                eprintln!("clawback: {e}");
+                errln!("clawback: {e}");
                 return Err(exit::USAGE);
             }
         },
@@ -68,7 +68,7 @@ pub(crate) fn open_store(
     match Store::open_in_dir(&dir) {
         Ok(s) => Ok((config, s)),
         Err(e) => {
-            eprintln!("clawback: {e}");
+            errln!("clawback: {e}");
             Err(exit::FAILURE)
         }
     }
@@ -89,24 +89,24 @@ fn sync(args: SyncArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> 
     let since = match parse_since(&args.since, chrono::Utc::now()) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("clawback: trace sync: {e}");
+            errln!("clawback: trace sync: {e}");
             return exit::USAGE;
         }
     };
     if config::locate(config_path).is_none() {
-        eprintln!("clawback: trace sync: {}", config::ConfigError::Missing);
+        errln!("clawback: trace sync: {}", config::ConfigError::Missing);
         return exit::USAGE;
     }
     let (config, mut store) = match open_store(config_path, data_dir) {
         Ok((Some(c), s)) => (c, s),
         Ok((None, _)) => {
-            eprintln!("clawback: trace sync: {}", config::ConfigError::Missing);
+            errln!("clawback: trace sync: {}", config::ConfigError::Missing);
             return exit::USAGE;
         }
         Err(code) => return code,
     };
     if config.tenants.is_empty() {
-        eprintln!("clawback: trace sync: no tenants configured");
+        errln!("clawback: trace sync: no tenants configured");
         return exit::USAGE;
     }
     let mut clients = Vec::new();
@@ -117,7 +117,7 @@ fn sync(args: SyncArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> 
         match ProviderClient::new(&config, tenant) {
             Ok(c) => clients.push(c),
             Err(e) => {
-                eprintln!("clawback: trace sync: tenant {}: {e}", tenant.name);
+                errln!("clawback: trace sync: tenant {}: {e}", tenant.name);
                 return exit::USAGE;
             }
         }
@@ -131,7 +131,7 @@ fn sync(args: SyncArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> 
     for name in &args.tenants {
         if !config.tenants.iter().any(|t| &t.name == name) {
             let known: Vec<&str> = config.tenants.iter().map(|t| t.name.as_str()).collect();
-            eprintln!(
+            errln!(
                 "clawback: trace sync: {}",
                 SyncError::UnknownTenant {
                     name: name.clone(),
@@ -147,7 +147,7 @@ fn sync(args: SyncArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> 
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("clawback: cannot start the async runtime: {e}");
+            errln!("clawback: cannot start the async runtime: {e}");
             return exit::FAILURE;
         }
     };
@@ -173,25 +173,25 @@ fn sync(args: SyncArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> 
         // A terminal gets one line redrawn in place; a log gets a line a second and always the
         // final counts.
         if tty {
-            eprint!("\r\x1b[2K{line}");
+            err!("\r\x1b[2K{line}");
             if final_ {
-                eprintln!();
+                errln!();
             }
         } else {
-            eprintln!("{line}");
+            errln!("{line}");
         }
     };
     let result = runtime.block_on(sync(&mut store, &clients, &options, progress));
     match result {
         Ok(report) => {
             for f in &report.failed {
-                eprintln!("failed {f}");
+                errln!("failed {f}");
             }
             for f in &report.skipped {
-                eprintln!("skipped {f}");
+                errln!("skipped {f}");
             }
             for f in report.raw_failed.iter().take(20) {
-                eprintln!("metadata only {f}");
+                errln!("metadata only {f}");
             }
             outln!("{}", report.summary());
             if report.complete() {
@@ -201,11 +201,11 @@ fn sync(args: SyncArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> 
             }
         }
         Err(e @ SyncError::UnknownTenant { .. }) => {
-            eprintln!("clawback: trace sync: {e}");
+            errln!("clawback: trace sync: {e}");
             exit::USAGE
         }
         Err(e) => {
-            eprintln!("clawback: trace sync: {e}");
+            errln!("clawback: trace sync: {e}");
             exit::FAILURE
         }
     }
@@ -222,7 +222,7 @@ fn ingest(args: IngestArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
         // Only long ingests get a progress line; short ones just print the summary.
         if p.elapsed.as_secs_f64() >= 1.0 {
             shown = true;
-            eprintln!(
+            errln!(
                 "ingest: {} messages in {:.1}s ({:.0}/s)",
                 p.messages,
                 p.elapsed.as_secs_f64(),
@@ -233,10 +233,10 @@ fn ingest(args: IngestArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
     match ingest_paths(&mut store, &args.paths, &opts, &mut progress) {
         Ok(report) => {
             for (at, reason) in &report.rejections {
-                eprintln!("rejected {at}: {reason}");
+                errln!("rejected {at}: {reason}");
             }
             if report.rejected_total() as usize > report.rejections.len() {
-                eprintln!(
+                errln!(
                     "… and {} more rejections",
                     report.rejected_total() as usize - report.rejections.len()
                 );
@@ -245,7 +245,7 @@ fn ingest(args: IngestArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
             exit::OK
         }
         Err(e) => {
-            eprintln!("clawback: trace ingest: {e}");
+            errln!("clawback: trace ingest: {e}");
             exit::FAILURE
         }
     }

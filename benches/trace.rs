@@ -5,12 +5,15 @@
 //! cargo bench --bench trace                           # 200,000 records, 20,000 EML (~1 min)
 //! cargo bench --bench trace -- --records 1000000      # the DESIGN target size
 //! cargo bench --bench trace -- --records 1000000 --eml 50000 --runs 30
+//! cargo bench --bench trace -- --records 1000 --eml 100 --references 400000
 //! ```
+//! The last part parses and stores one message whose References holds `--references` ids
+//! (default 200,000; issue 11: it took 30 s when the ids were deduplicated quadratically).
 //! Goals (DESIGN §9): search p95 ≤ 25 ms on 1,000,000 messages; ingest ≥ 5,000 EML/s.
 
 use clawback::model::Disposition;
 use clawback::store::Store;
-use clawback::trace::ingest::{IngestOptions, ingest_paths};
+use clawback::trace::ingest::{IngestOptions, ingest_paths, parse_message};
 use clawback::trace::query::parse;
 use clawback::trace::{Recipient, RecipientKind, TraceRecord};
 use rand::{Rng, SeedableRng};
@@ -72,6 +75,7 @@ struct Args {
     records: usize,
     eml: usize,
     runs: usize,
+    references: usize,
 }
 
 fn args() -> Args {
@@ -79,6 +83,7 @@ fn args() -> Args {
         records: 200_000,
         eml: 20_000,
         runs: 20,
+        references: 200_000,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -90,6 +95,7 @@ fn args() -> Args {
             ("--records", Some(n)) => a.records = n,
             ("--eml", Some(n)) => a.eml = n,
             ("--runs", Some(n)) => a.runs = n.max(1),
+            ("--references", Some(n)) => a.references = n,
             _ => {
                 i += 1;
                 continue;
@@ -371,5 +377,30 @@ fn main() {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
+    );
+
+    // 4. One message with a huge References header.
+    let ids: Vec<String> = (0..a.references)
+        .map(|i| format!("<r{i}@thread.example>"))
+        .collect();
+    let folded: Vec<String> = ids.chunks(20).map(|c| c.join(" ")).collect();
+    let raw = format!(
+        "From: a@evil.example\r\nTo: b@contoso.example\r\nSubject: long thread\r\n\
+         Message-ID: <refs@bench.example>\r\nDate: Fri, 20 Nov 2026 08:00:00 +0000\r\n\
+         References: {}\r\n\r\nbody\r\n",
+        folded.join("\r\n ")
+    );
+    let t = Instant::now();
+    let rec = parse_message(raw.as_bytes(), &IngestOptions::default()).expect("parse");
+    let parsed = t.elapsed();
+    assert_eq!(rec.references.len(), a.references);
+    let t = Instant::now();
+    store.upsert_trace(&[rec]).expect("store");
+    println!(
+        "\nreferences: {} ids ({:.1} MB header) parsed in {:.1} ms, stored in {:.1} ms",
+        a.references,
+        raw.len() as f64 / 1e6,
+        ms(parsed),
+        ms(t.elapsed())
     );
 }

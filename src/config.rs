@@ -268,21 +268,122 @@ pub fn endpoint_transport(url: &str) -> Transport {
     }
 }
 
+/// The allowed range of every numeric setting, checked when the file is loaded (a value outside
+/// is refused with the file, line, key and range). Code that builds a [`Config`] without a file
+/// gets the same bounds from the clients, which clamp to them.
+pub mod ranges {
+    use std::ops::RangeInclusive;
+
+    /// `[tenant.limits] max_in_flight`: far beyond any tenant's service limits, far below what
+    /// a semaphore or a buffer of that size would choke on.
+    pub const MAX_IN_FLIGHT: RangeInclusive<u64> = 1..=10_000;
+    /// `[tenant.limits] per_mailbox` (Graph allows 4).
+    pub const PER_MAILBOX: RangeInclusive<u64> = 1..=100;
+    /// `[tenant.limits] gmail_units_per_second` (Google documents 250).
+    pub const GMAIL_UNITS_PER_SECOND: RangeInclusive<u64> = 1..=100_000;
+    /// `[tenant.limits] max_attempts`.
+    pub const MAX_ATTEMPTS: RangeInclusive<u64> = 1..=100;
+    /// `[automation] reporters_threshold`.
+    pub const REPORTERS_THRESHOLD: RangeInclusive<u64> = 1..=10_000;
+    /// `[automation] interval_secs`: a second to a day.
+    pub const INTERVAL_SECS: RangeInclusive<u64> = 1..=86_400;
+
+    /// `value` moved into `range` (for settings that did not come through a file).
+    pub fn clamp<T>(value: T, range: &RangeInclusive<u64>) -> T
+    where
+        T: Copy + TryFrom<u64> + TryInto<u64>,
+    {
+        let wide: u64 = value.try_into().unwrap_or(u64::MAX);
+        T::try_from(wide.clamp(*range.start(), *range.end())).unwrap_or(value)
+    }
+}
+
+/// Deserializes an integer setting and refuses it outside `range`, naming `key` and the range
+/// (toml puts the error on the value's line). Any TOML integer gets this message, not a bare
+/// "expected u32".
+fn ranged<'de, D, T>(d: D, key: &str, range: &std::ops::RangeInclusive<u64>) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    let v = i64::deserialize(d)?;
+    u64::try_from(v)
+        .ok()
+        .filter(|v| range.contains(v))
+        .and_then(|v| T::try_from(v).ok())
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{key} must be from {} to {}, got {v}",
+                range.start(),
+                range.end()
+            ))
+        })
+}
+
+/// A `deserialize_with` function for one ranged key.
+macro_rules! ranged_key {
+    ($fn_name:ident, $ty:ty, $key:literal, $range:expr) => {
+        fn $fn_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+            ranged(d, $key, &$range)
+        }
+    };
+}
+
+ranged_key!(
+    de_max_in_flight,
+    usize,
+    "limits.max_in_flight",
+    ranges::MAX_IN_FLIGHT
+);
+ranged_key!(
+    de_per_mailbox,
+    usize,
+    "limits.per_mailbox",
+    ranges::PER_MAILBOX
+);
+ranged_key!(
+    de_gmail_units,
+    u32,
+    "limits.gmail_units_per_second",
+    ranges::GMAIL_UNITS_PER_SECOND
+);
+ranged_key!(
+    de_max_attempts,
+    u32,
+    "limits.max_attempts",
+    ranges::MAX_ATTEMPTS
+);
+ranged_key!(
+    de_reporters_threshold,
+    usize,
+    "automation.reporters_threshold",
+    ranges::REPORTERS_THRESHOLD
+);
+ranged_key!(
+    de_interval_secs,
+    u64,
+    "automation.interval_secs",
+    ranges::INTERVAL_SECS
+);
+
 /// Client-side request limits per tenant.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitConfig {
     /// Requests in flight at once for the whole tenant.
-    #[serde(default = "default_max_in_flight")]
+    #[serde(
+        default = "default_max_in_flight",
+        deserialize_with = "de_max_in_flight"
+    )]
     pub max_in_flight: usize,
     /// Requests in flight per mailbox (Graph allows 4).
-    #[serde(default = "default_per_mailbox")]
+    #[serde(default = "default_per_mailbox", deserialize_with = "de_per_mailbox")]
     pub per_mailbox: usize,
     /// Gmail quota units per user per second (documented: 250).
-    #[serde(default = "default_gmail_units")]
+    #[serde(default = "default_gmail_units", deserialize_with = "de_gmail_units")]
     pub gmail_units_per_second: u32,
     /// Attempts per request before giving up as `throttled` / `provider_error`.
-    #[serde(default = "default_max_attempts")]
+    #[serde(default = "default_max_attempts", deserialize_with = "de_max_attempts")]
     pub max_attempts: u32,
 }
 
@@ -297,6 +398,23 @@ fn default_gmail_units() -> u32 {
 }
 fn default_max_attempts() -> u32 {
     8
+}
+
+impl LimitConfig {
+    /// These limits moved into their allowed [`ranges`]. A file is checked when it is loaded;
+    /// this covers a `Config` built in code, so that a huge `max_in_flight` never reaches a
+    /// semaphore (which panics past `usize::MAX >> 3` permits) or the scheduler's arithmetic.
+    pub fn clamped(&self) -> LimitConfig {
+        LimitConfig {
+            max_in_flight: ranges::clamp(self.max_in_flight, &ranges::MAX_IN_FLIGHT),
+            per_mailbox: ranges::clamp(self.per_mailbox, &ranges::PER_MAILBOX),
+            gmail_units_per_second: ranges::clamp(
+                self.gmail_units_per_second,
+                &ranges::GMAIL_UNITS_PER_SECOND,
+            ),
+            max_attempts: ranges::clamp(self.max_attempts, &ranges::MAX_ATTEMPTS),
+        }
+    }
 }
 
 impl Default for LimitConfig {
@@ -356,10 +474,16 @@ pub struct AutomationConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal_dir: Option<PathBuf>,
     /// Distinct reporters that make a reported message malicious.
-    #[serde(default = "default_reporters")]
+    #[serde(
+        default = "default_reporters",
+        deserialize_with = "de_reporters_threshold"
+    )]
     pub reporters_threshold: usize,
     /// Seconds between watch cycles (sync + auto-retract).
-    #[serde(default = "default_watch_interval")]
+    #[serde(
+        default = "default_watch_interval",
+        deserialize_with = "de_interval_secs"
+    )]
     pub interval_secs: u64,
 }
 
@@ -911,6 +1035,44 @@ endpoints = { login = "http://127.0.0.1:9", graph = "http://127.0.0.1:9" }
             assert!(err.starts_with(&format!("lab.toml:{want_line}: ")), "{err}");
             assert!(err.contains(&format!("[watch] {key}")), "{err}");
         }
+    }
+
+    #[test]
+    fn limits_built_in_code_clamp_into_their_ranges() {
+        let huge = LimitConfig {
+            max_in_flight: usize::MAX,
+            per_mailbox: usize::MAX,
+            gmail_units_per_second: u32::MAX,
+            max_attempts: u32::MAX,
+        }
+        .clamped();
+        assert_eq!(
+            (
+                huge.max_in_flight,
+                huge.per_mailbox,
+                huge.gmail_units_per_second,
+                huge.max_attempts
+            ),
+            (10_000, 100, 100_000, 100)
+        );
+        let zero = LimitConfig {
+            max_in_flight: 0,
+            per_mailbox: 0,
+            gmail_units_per_second: 0,
+            max_attempts: 0,
+        }
+        .clamped();
+        assert_eq!(
+            (
+                zero.max_in_flight,
+                zero.per_mailbox,
+                zero.gmail_units_per_second,
+                zero.max_attempts
+            ),
+            (1, 1, 1, 1)
+        );
+        let default = LimitConfig::default().clamped();
+        assert_eq!(default.max_in_flight, default_max_in_flight());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use clawback::model::Disposition;
 use clawback::store::Store;
-use clawback::trace::query::parse;
+use clawback::trace::query::{MAX_DEPTH, parse};
 use clawback::trace::{Recipient, RecipientKind, TraceRecord};
 use proptest::prelude::*;
 
@@ -231,6 +231,80 @@ fn errors_name_position_and_expectation() {
             e.starts_with(prefix),
             "{q:?}: got {e:?}, want prefix {prefix:?}"
         );
+    }
+}
+
+/// Issue 11: 12,000 nested parentheses overflowed the stack. Nesting stops at `MAX_DEPTH` with
+/// the column of the first `(` or `-` too deep; up to it, every shape parses and runs in SQLite
+/// (whose own expression depth limit is 1000) with the right answer.
+#[test]
+fn nesting_is_bounded_with_a_positioned_error() {
+    let too_deep = MAX_DEPTH + 1;
+    for (opener, q) in [
+        (
+            "(",
+            format!("{}a{}", "(".repeat(12_000), ")".repeat(12_000)),
+        ),
+        ("-", format!("{}a", "-".repeat(12_000))),
+        ("-", format!("{}a", "-(".repeat(6_000))),
+        ("(", format!("{}a", "x (".repeat(6_000))),
+    ] {
+        let e = parse(&q).unwrap_err();
+        let column = q
+            .char_indices()
+            .filter(|(_, c)| *c == '(' || *c == '-')
+            .nth(too_deep - 1)
+            .map(|(i, _)| i + 1)
+            .unwrap();
+        assert_eq!(e.column, column, "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "query:1:{column}: \"{opener}\" nested more than {MAX_DEPTH} deep (parentheses and \"-\" count); write the query flatter"
+            )
+        );
+    }
+    let (_d, s) = store();
+    let from = "from:mallory@evil.example";
+    let want = ids(&s, from);
+    assert_eq!(want, ["a1", "a2", "d1"]);
+    let all = ids(&s, "");
+    assert_eq!(all, ["c1", "a1", "a2", "b1", "d1"]);
+    // (`invoice` matches the same three; `-(invoice X)` alternates between the other two and
+    // everything, so an even depth gives everything.)
+    let deepest = [
+        (
+            format!("{}{from}{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH)),
+            &want,
+        ),
+        (format!("{}{from}", "-".repeat(MAX_DEPTH)), &want),
+        (
+            format!(
+                "{}{from}{}",
+                "-(".repeat(MAX_DEPTH / 2),
+                ")".repeat(MAX_DEPTH / 2)
+            ),
+            &want,
+        ),
+        (
+            format!(
+                "{}{from}{}",
+                "-(invoice ".repeat(MAX_DEPTH / 2),
+                ")".repeat(MAX_DEPTH / 2)
+            ),
+            &all,
+        ),
+        (
+            format!(
+                "{}{from}{}",
+                "invoice OR (".repeat(MAX_DEPTH),
+                ")".repeat(MAX_DEPTH)
+            ),
+            &want,
+        ),
+    ];
+    for (q, expected) in &deepest {
+        assert_eq!(&ids(&s, q), *expected, "{q}");
     }
 }
 

@@ -2,6 +2,7 @@
 //! automation loop, DESIGN §6).
 
 use crate::cli::exit;
+use crate::cli::out::{errln, out, outln};
 use crate::cli::retract::engine;
 use crate::engine::automation::{WatchOptions, Watcher};
 use crate::engine::policy::{MAX_INTERVAL_SECS, MAX_LOOKBACK_SECS, format_duration};
@@ -235,15 +236,15 @@ fn import_text(text: &str, path: &Path, current: &PolicyMatrix) -> Result<Policy
 }
 
 fn show(p: &PolicyMatrix) {
-    println!("policy version {}", p.version);
+    outln!("policy version {}", p.version);
     for d in Disposition::ALL {
-        println!("  {:<12} {}", d.as_str(), p.action_for(*d).as_str());
+        outln!("  {:<12} {}", d.as_str(), p.action_for(*d).as_str());
     }
     for (name, s) in [
         ("post_delivery", &p.post_delivery),
         ("phish_submission", &p.phish_submission),
     ] {
-        println!(
+        outln!(
             "  {name:<17} {} every {} looking back {}",
             if s.enabled { "on " } else { "off" },
             format_duration(s.interval_secs),
@@ -255,7 +256,7 @@ fn show(p: &PolicyMatrix) {
 /// One line per hold, and how to release it.
 fn show_holds(holds: &[HeldMatch], all: bool) {
     if holds.is_empty() {
-        println!(
+        outln!(
             "{}",
             if all {
                 "no matches were ever held by the automation guard"
@@ -265,12 +266,16 @@ fn show_holds(holds: &[HeldMatch], all: bool) {
         );
         return;
     }
-    println!(
+    outln!(
         "{:>5}  {:<18}  {:>7}  {:>8}  {:<16}  indicator",
-        "id", "state", "copies", "messages", "held"
+        "id",
+        "state",
+        "copies",
+        "messages",
+        "held"
     );
     for h in holds {
-        println!(
+        outln!(
             "{:>5}  {:<18}  {:>7}  {:>8}  {:<16}  {}",
             h.id,
             h.state.as_str(),
@@ -280,21 +285,26 @@ fn show_holds(holds: &[HeldMatch], all: bool) {
             h.indicator
         );
         match h.state {
-            HoldState::NeedsConfirmation => println!(
-                "       {}; release with `clawback policy confirm {}`",
-                h.reason, h.id
-            ),
-            HoldState::Confirmed => println!(
-                "       confirmed by {}; the next `clawback watch` cycle retracts it",
-                h.confirmed_by.as_deref().unwrap_or("?")
-            ),
+            HoldState::NeedsConfirmation => {
+                outln!(
+                    "       {}; release with `clawback policy confirm {}`",
+                    h.reason,
+                    h.id
+                );
+            }
+            HoldState::Confirmed => {
+                outln!(
+                    "       confirmed by {}; the next `clawback watch` cycle retracts it",
+                    h.confirmed_by.as_deref().unwrap_or("?")
+                );
+            }
             HoldState::Released | HoldState::Expired => {}
         }
     }
 }
 
 fn fail(e: EngineError) -> u8 {
-    eprintln!("clawback: {e}");
+    errln!("clawback: {e}");
     match e {
         EngineError::Store(_) | EngineError::Provider(_) => exit::FAILURE,
         _ => exit::USAGE,
@@ -305,9 +315,9 @@ fn save(engine: &Engine, p: PolicyMatrix) -> u8 {
     match engine.save_policy(p) {
         Ok((saved, warnings)) => {
             for w in &warnings {
-                eprintln!("warning: {w}");
+                errln!("warning: {w}");
             }
-            println!("saved policy version {}", saved.version);
+            outln!("saved policy version {}", saved.version);
             exit::OK
         }
         Err(e) => fail(e),
@@ -327,7 +337,7 @@ pub fn policy(args: PolicyArgs, config_path: Option<&Path>, data_dir: Option<&Pa
         PolicyCommand::Holds { all, json } => match engine.automation_holds(all) {
             Ok(holds) => {
                 if json {
-                    println!(
+                    outln!(
                         "{}",
                         serde_json::to_string_pretty(&holds).unwrap_or_default()
                     );
@@ -340,9 +350,12 @@ pub fn policy(args: PolicyArgs, config_path: Option<&Path>, data_dir: Option<&Pa
         },
         PolicyCommand::Confirm { id } => match engine.confirm_hold(id) {
             Ok(h) => {
-                println!(
+                outln!(
                     "confirmed hold {}: {} ({} copies in {} messages); the next `clawback watch` cycle retracts them per the policy",
-                    h.id, h.indicator, h.copies, h.messages
+                    h.id,
+                    h.indicator,
+                    h.copies,
+                    h.messages
                 );
                 exit::OK
             }
@@ -350,7 +363,7 @@ pub fn policy(args: PolicyArgs, config_path: Option<&Path>, data_dir: Option<&Pa
         },
         PolicyCommand::Show { json } => {
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&current).unwrap_or_default()
                 );
@@ -363,16 +376,16 @@ pub fn policy(args: PolicyArgs, config_path: Option<&Path>, data_dir: Option<&Pa
             let text = export_text(&current);
             match out {
                 None => {
-                    print!("{text}");
+                    out!("{text}");
                     exit::OK
                 }
                 Some(path) => match crate::secret::write_private_file(&path, text.as_bytes()) {
                     Ok(()) => {
-                        eprintln!("wrote {}", path.display());
+                        errln!("wrote {}", path.display());
                         exit::OK
                     }
                     Err(e) => {
-                        eprintln!("clawback: {}: {e}", path.display());
+                        errln!("clawback: {}: {e}", path.display());
                         exit::FAILURE
                     }
                 },
@@ -382,14 +395,14 @@ pub fn policy(args: PolicyArgs, config_path: Option<&Path>, data_dir: Option<&Pa
             let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
                 Err(e) => {
-                    eprintln!("clawback: {}: cannot read: {e}", file.display());
+                    errln!("clawback: {}: cannot read: {e}", file.display());
                     return exit::USAGE;
                 }
             };
             match import_text(&text, &file, &current) {
                 Ok(p) => save(&engine, p),
                 Err(e) => {
-                    eprintln!("clawback: {e}");
+                    errln!("clawback: {e}");
                     exit::USAGE
                 }
             }
@@ -407,7 +420,7 @@ pub fn policy(args: PolicyArgs, config_path: Option<&Path>, data_dir: Option<&Pa
                     "on" | "true" | "yes" | "enabled" => true,
                     "off" | "false" | "no" | "disabled" => false,
                     other => {
-                        eprintln!("clawback: {key}: expected on or off, got {other:?}");
+                        errln!("clawback: {key}: expected on or off, got {other:?}");
                         return exit::USAGE;
                     }
                 };
@@ -423,12 +436,12 @@ pub fn policy(args: PolicyArgs, config_path: Option<&Path>, data_dir: Option<&Pa
                     lookback.as_deref(),
                     &key,
                 ) {
-                    eprintln!("clawback: {e}");
+                    errln!("clawback: {e}");
                     return exit::USAGE;
                 }
             } else {
                 if interval.is_some() || lookback.is_some() {
-                    eprintln!(
+                    errln!(
                         "clawback: --interval and --lookback go with post_delivery or phish_submission"
                     );
                     return exit::USAGE;
@@ -436,7 +449,7 @@ pub fn policy(args: PolicyArgs, config_path: Option<&Path>, data_dir: Option<&Pa
                 let d: Disposition = match what.parse() {
                     Ok(d) => d,
                     Err(e) => {
-                        eprintln!(
+                        errln!(
                             "clawback: {e} (or post_delivery / phish_submission for the responses)"
                         );
                         return exit::USAGE;
@@ -445,7 +458,7 @@ pub fn policy(args: PolicyArgs, config_path: Option<&Path>, data_dir: Option<&Pa
                 let a: RetractAction = match value.parse() {
                     Ok(a) => a,
                     Err(e) => {
-                        eprintln!("clawback: {e}");
+                        errln!("clawback: {e}");
                         return exit::USAGE;
                     }
                 };
@@ -506,7 +519,7 @@ pub fn watch(args: WatchArgs, config_path: Option<&Path>, data_dir: Option<&Path
         Err(code) => return code,
     };
     if let Err(e) = engine.authorize(crate::engine::roles::Capability::Automate) {
-        eprintln!("clawback: {e}");
+        errln!("clawback: {e}");
         return exit::USAGE;
     }
     let dir = engine
@@ -520,11 +533,11 @@ pub fn watch(args: WatchArgs, config_path: Option<&Path>, data_dir: Option<&Path
         None => Duration::from_secs(engine.config.automation.interval_secs.max(1)),
         Some(Ok(d)) if d.as_millis() > 0 => d,
         Some(Ok(_)) => {
-            eprintln!("clawback: --interval must be more than 0");
+            errln!("clawback: --interval must be more than 0");
             return exit::USAGE;
         }
         Some(Err(e)) => {
-            eprintln!("clawback: --interval: {e}");
+            errln!("clawback: --interval: {e}");
             return exit::USAGE;
         }
     };
@@ -546,7 +559,7 @@ pub fn watch(args: WatchArgs, config_path: Option<&Path>, data_dir: Option<&Path
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("clawback: cannot start the runtime: {e}");
+            errln!("clawback: cannot start the runtime: {e}");
             return exit::FAILURE;
         }
     };

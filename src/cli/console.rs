@@ -3,6 +3,7 @@
 //! data directory.
 
 use crate::cli::exit;
+use crate::cli::out::{errln, outln};
 use crate::config::{self, Config};
 use crate::engine::{Engine, service};
 use crate::lab::{LabOptions, LabServer};
@@ -58,7 +59,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, u8> {
         .enable_all()
         .build()
         .map_err(|e| {
-            eprintln!("clawback: cannot start the runtime: {e}");
+            errln!("clawback: cannot start the runtime: {e}");
             exit::FAILURE
         })
 }
@@ -74,13 +75,13 @@ fn tui_options(args: &ConsoleArgs) -> TuiOptions {
 async fn run_console(config: &Config, store: Store, options: TuiOptions) -> u8 {
     // Validate keymap and theme before the terminal is taken over.
     if let Err(e) = crate::tui::prepare(config, &options) {
-        eprintln!("clawback: {e}");
+        errln!("clawback: {e}");
         return exit::USAGE;
     }
     let engine = match Engine::new(config.clone(), store) {
         Ok(e) => Arc::new(e),
         Err(e) => {
-            eprintln!("clawback: {e}");
+            errln!("clawback: {e}");
             return exit::USAGE;
         }
     };
@@ -98,7 +99,7 @@ async fn run_console(config: &Config, store: Store, options: TuiOptions) -> u8 {
     match crate::tui::run(config, handle, options).await {
         Ok(()) => exit::OK,
         Err(e) => {
-            eprintln!("clawback: {e}");
+            errln!("clawback: {e}");
             exit::FAILURE
         }
     }
@@ -107,7 +108,7 @@ async fn run_console(config: &Config, store: Store, options: TuiOptions) -> u8 {
 /// `clawback` with no subcommand.
 pub fn console(args: ConsoleArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> u8 {
     let Some(path) = config::locate(config_path) else {
-        println!(
+        outln!(
             "clawback: no configuration yet.\n\n  Try it on the built-in lab tenant:   cargo run --release -- demo   (or: clawback demo)\n  Connect your own tenants:            clawback init   then   clawback doctor\n"
         );
         return exit::USAGE;
@@ -115,19 +116,19 @@ pub fn console(args: ConsoleArgs, config_path: Option<&Path>, data_dir: Option<&
     let config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("clawback: {e}");
+            errln!("clawback: {e}");
             return exit::USAGE;
         }
     };
     for w in config.warnings() {
-        eprintln!("clawback: {w}");
+        errln!("clawback: {w}");
     }
     let dir = config::data_dir(data_dir, Some(&config));
     let _log = init_file_log(&dir);
     let store = match Store::open_in_dir(&dir) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("clawback: {e}");
+            errln!("clawback: {e}");
             return exit::FAILURE;
         }
     };
@@ -149,7 +150,7 @@ pub fn demo(args: DemoArgs, console: ConsoleArgs, data_dir: Option<&Path>) -> u8
                 temp.path().to_path_buf()
             }
             Err(e) => {
-                eprintln!("clawback demo: cannot create a temporary directory: {e}");
+                errln!("clawback demo: cannot create a temporary directory: {e}");
                 return exit::FAILURE;
             }
         },
@@ -169,7 +170,7 @@ pub fn demo(args: DemoArgs, console: ConsoleArgs, data_dir: Option<&Path>) -> u8
         let server = match LabServer::start(&scenario, options, addr).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("clawback demo: cannot start the lab: {e}");
+                errln!("clawback demo: cannot start the lab: {e}");
                 return exit::FAILURE;
             }
         };
@@ -177,7 +178,7 @@ pub fn demo(args: DemoArgs, console: ConsoleArgs, data_dir: Option<&Path>) -> u8
         let mut config = match server.write_config(&config_path) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("clawback demo: {e}");
+                errln!("clawback demo: {e}");
                 return exit::FAILURE;
             }
         };
@@ -185,16 +186,16 @@ pub fn demo(args: DemoArgs, console: ConsoleArgs, data_dir: Option<&Path>) -> u8
         let mut store = match Store::open_in_dir(&dir) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("clawback demo: {e}");
+                errln!("clawback demo: {e}");
                 return exit::FAILURE;
             }
         };
         if args.no_tui {
             if let Err(e) = sync_trace(&config, &mut store).await {
-                eprintln!("clawback demo: trace sync: {e}");
+                errln!("clawback demo: trace sync: {e}");
                 return exit::FAILURE;
             }
-            println!(
+            outln!(
                 "lab at {} ; config {} ; data {}",
                 server.base_url(),
                 config_path.display(),
@@ -206,7 +207,7 @@ pub fn demo(args: DemoArgs, console: ConsoleArgs, data_dir: Option<&Path>) -> u8
         // the engine task, and the console's first search waits for it there.
         let options = tui_options(&console);
         if let Err(e) = crate::tui::prepare(&config, &options) {
-            eprintln!("clawback: {e}");
+            errln!("clawback: {e}");
             return exit::USAGE;
         }
         let engine_config = config.clone();
@@ -221,7 +222,7 @@ pub fn demo(args: DemoArgs, console: ConsoleArgs, data_dir: Option<&Path>) -> u8
         let code = match crate::tui::run(&config, handle, options).await {
             Ok(()) => exit::OK,
             Err(e) => {
-                eprintln!("clawback: {e}");
+                errln!("clawback: {e}");
                 exit::FAILURE
             }
         };

@@ -4,6 +4,7 @@
 //! Exit 0 when everything needed is granted, 3 otherwise, 2 for config errors.
 
 use crate::cli::exit;
+use crate::cli::out::{errln, out};
 use crate::config::{self, Config};
 use crate::provider::{DomainRetract, ProviderClient};
 use std::fmt::Write as _;
@@ -12,18 +13,18 @@ use std::path::Path;
 /// Runs doctor for every configured tenant.
 pub fn run(config_path: Option<&Path>) -> u8 {
     let Some(path) = config::locate(config_path) else {
-        eprintln!("clawback: {}", config::ConfigError::Missing);
+        errln!("clawback: {}", config::ConfigError::Missing);
         return exit::USAGE;
     };
     let config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("clawback: {e}");
+            errln!("clawback: {e}");
             return exit::USAGE;
         }
     };
     for w in config.warnings() {
-        eprintln!("clawback: {w}");
+        errln!("clawback: {w}");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -31,18 +32,18 @@ pub fn run(config_path: Option<&Path>) -> u8 {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("clawback: cannot start the async runtime: {e}");
+            errln!("clawback: cannot start the async runtime: {e}");
             return exit::FAILURE;
         }
     };
     let (text, all_granted) = match runtime.block_on(report(&config)) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("clawback: {e}");
+            errln!("clawback: {e}");
             return exit::USAGE;
         }
     };
-    print!("{text}");
+    out!("{text}");
     if all_granted { exit::OK } else { exit::PARTIAL }
 }
 

@@ -1,6 +1,7 @@
 //! `clawback init [--out FILE] [--force]`: writes a fully commented config template.
 
 use crate::cli::exit;
+use crate::cli::out::{errln, outln};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -24,12 +25,12 @@ pub fn run(args: InitArgs) -> u8 {
     }) {
         Some(p) => p,
         None => {
-            eprintln!("clawback: no config directory on this platform; pass --out FILE");
+            errln!("clawback: no config directory on this platform; pass --out FILE");
             return exit::USAGE;
         }
     };
     if path.exists() && !args.force {
-        eprintln!(
+        errln!(
             "clawback: {} already exists; pass --force to overwrite it",
             path.display()
         );
@@ -38,14 +39,14 @@ pub fn run(args: InitArgs) -> u8 {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && let Err(e) = std::fs::create_dir_all(dir)
     {
-        eprintln!("clawback: {}: cannot create directory: {e}", dir.display());
+        errln!("clawback: {}: cannot create directory: {e}", dir.display());
         return exit::FAILURE;
     }
     if let Err(e) = crate::secret::write_private_file(&path, TEMPLATE.as_bytes()) {
-        eprintln!("clawback: {}: cannot write: {e}", path.display());
+        errln!("clawback: {}: cannot write: {e}", path.display());
         return exit::FAILURE;
     }
-    println!(
+    outln!(
         "Wrote {}. Fill in the <placeholders>, then run `clawback --config {} doctor`.",
         path.display(),
         path.display()

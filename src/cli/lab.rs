@@ -1,6 +1,7 @@
 //! `clawback lab …`: run the emulator, generate scenarios.
 
 use crate::cli::exit;
+use crate::cli::out::{errln, outln};
 use crate::lab::generate::{GenerateKind, GenerateOptions, generate};
 use crate::lab::scenario::Scenario;
 use crate::lab::{LabOptions, LabServer};
@@ -96,7 +97,7 @@ pub fn load_scenario(name: &str, seed: u64) -> Result<Scenario, String> {
 
 fn serve(a: ServeArgs) -> u8 {
     if !(0.0..=1.0).contains(&a.fault_rate) {
-        eprintln!(
+        errln!(
             "clawback lab serve: --fault-rate {} must be between 0 and 1",
             a.fault_rate
         );
@@ -106,7 +107,7 @@ fn serve(a: ServeArgs) -> u8 {
     let scenario = match load_scenario(&a.scenario, a.seed) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("clawback lab serve: {e}");
+            errln!("clawback lab serve: {e}");
             return exit::USAGE;
         }
     };
@@ -122,7 +123,7 @@ fn serve(a: ServeArgs) -> u8 {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("clawback lab serve: cannot start the async runtime: {e}");
+            errln!("clawback lab serve: cannot start the async runtime: {e}");
             return exit::FAILURE;
         }
     };
@@ -130,18 +131,18 @@ fn serve(a: ServeArgs) -> u8 {
         let server = match LabServer::start(&scenario, options, a.addr).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("clawback lab serve: {e}");
+                errln!("clawback lab serve: {e}");
                 return exit::USAGE;
             }
         };
         if let Some(path) = &a.write_config {
             if let Err(e) = server.write_config(path) {
-                eprintln!("clawback lab serve: {e}");
+                errln!("clawback lab serve: {e}");
                 return exit::FAILURE;
             }
-            println!("wrote config {}", path.display());
+            outln!("wrote config {}", path.display());
         }
-        println!(
+        outln!(
             "lab listening on {} (scenario {}, ready in {} ms); Ctrl-C to stop",
             server.base_url(),
             scenario.name,
@@ -166,7 +167,7 @@ fn write_scenario(a: ScenarioArgs) -> u8 {
         }) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("clawback lab scenario: {e}");
+                errln!("clawback lab scenario: {e}");
                 return exit::USAGE;
             }
         }
@@ -184,19 +185,19 @@ fn write_scenario(a: ScenarioArgs) -> u8 {
     let text = match text {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("clawback lab scenario: cannot serialize the scenario: {e}");
+            errln!("clawback lab scenario: cannot serialize the scenario: {e}");
             return exit::FAILURE;
         }
     };
     match out {
         None => {
-            println!("{text}");
+            outln!("{text}");
             exit::OK
         }
         Some(path) => match std::fs::write(&path, text) {
             Ok(()) => {
                 let mailboxes: usize = scenario.tenants.iter().map(|t| t.users.len()).sum();
-                eprintln!(
+                errln!(
                     "wrote {} ({} tenants, {mailboxes} users)",
                     path.display(),
                     scenario.tenants.len()
@@ -204,7 +205,7 @@ fn write_scenario(a: ScenarioArgs) -> u8 {
                 exit::OK
             }
             Err(e) => {
-                eprintln!(
+                errln!(
                     "clawback lab scenario: {}: cannot write: {e}",
                     path.display()
                 );

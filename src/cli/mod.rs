@@ -10,6 +10,7 @@ mod console;
 mod doctor;
 mod init;
 mod lab;
+mod out;
 mod report;
 mod retract;
 mod search;
@@ -134,5 +135,5 @@ pub fn main() -> ExitCode {
         Some(CliCommand::Demo(args)) => console::demo(args, cli.console, cli.data_dir.as_deref()),
         None => console::console(cli.console, cli.config.as_deref(), cli.data_dir.as_deref()),
     };
-    ExitCode::from(code)
+    ExitCode::from(out::finish(code))
 }

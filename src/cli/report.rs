@@ -1,6 +1,7 @@
 //! `clawback metrics` and `clawback audit`: read-only views of the store.
 
 use crate::cli::exit;
+use crate::cli::out::{errln, outln};
 use crate::cli::trace::open_store;
 use crate::engine::metrics::{self, Metrics};
 use crate::engine::roles::{Capability, authorize};
@@ -83,7 +84,7 @@ pub fn metrics(args: MetricsArgs, config_path: Option<&Path>, data_dir: Option<&
         .map(|c| c.operator.role)
         .unwrap_or(crate::model::Role::Responder);
     if let Err(e) = authorize(role, Capability::ViewMetrics) {
-        eprintln!("clawback: {e}");
+        errln!("clawback: {e}");
         return exit::USAGE;
     }
     let now = Utc::now();
@@ -94,21 +95,21 @@ pub fn metrics(args: MetricsArgs, config_path: Option<&Path>, data_dir: Option<&
     let since = match parse(&args.since, Some(now - chrono::Duration::days(30))) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("clawback: --since {e}");
+            errln!("clawback: --since {e}");
             return exit::USAGE;
         }
     };
     let until = match parse(&args.until, None) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("clawback: --until {e}");
+            errln!("clawback: --until {e}");
             return exit::USAGE;
         }
     };
     let (m, messages) = match window_metrics(&store, since, until, 24) {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("clawback: {e}");
+            errln!("clawback: {e}");
             return exit::FAILURE;
         }
     };
@@ -119,39 +120,45 @@ pub fn metrics(args: MetricsArgs, config_path: Option<&Path>, data_dir: Option<&
         {
             obj.insert("details".into(), serde_json::json!(messages));
         }
-        println!("{v}");
+        outln!("{v}");
         return exit::OK;
     }
-    println!("Total retractions  {}", m.total);
-    println!(
+    outln!("Total retractions  {}", m.total);
+    outln!(
         "Success            {:.1}% ({})",
-        m.succeeded.pct, m.succeeded.count
+        m.succeeded.pct,
+        m.succeeded.count
     );
-    println!(
+    outln!(
         "Failed             {:.1}% ({})",
-        m.failed.pct, m.failed.count
+        m.failed.pct,
+        m.failed.count
     );
     for (reason, s) in &m.failed_by_reason {
-        println!("  {:<16} {:.1}% ({})", reason.as_str(), s.pct, s.count);
+        outln!("  {:<16} {:.1}% ({})", reason.as_str(), s.pct, s.count);
     }
-    println!(
+    outln!(
         "Unread / Read      {:.1}% / {:.1}%",
-        m.unread.pct, m.read.pct
+        m.unread.pct,
+        m.read.pct
     );
-    println!(
+    outln!(
         "Auto / Manual      {:.1}% / {:.1}%",
-        m.auto.pct, m.manual.pct
+        m.auto.pct,
+        m.manual.pct
     );
     let secs = |s: Option<f64>| s.map(|v| format!("{v:.0}s")).unwrap_or_else(|| "-".into());
-    println!(
+    outln!(
         "Dwell p50 / p95    {} / {}",
         secs(m.dwell.p50_secs),
         secs(m.dwell.p95_secs)
     );
     if args.details {
-        println!("Retracted messages:");
+        outln!("Retracted messages:");
         for mid in messages {
-            println!("  {mid}");
+            if !outln!("  {mid}") {
+                break;
+            }
         }
     }
     exit::OK
@@ -165,15 +172,15 @@ pub fn audit(args: AuditArgs, config_path: Option<&Path>, data_dir: Option<&Path
     match args.command.unwrap_or(AuditCommand::List { section: None }) {
         AuditCommand::Head => match store.audit_head() {
             Ok(Some(head)) => {
-                println!("{head}");
+                outln!("{head}");
                 exit::OK
             }
             Ok(None) => {
-                println!("0 (the audit log is empty)");
+                outln!("0 (the audit log is empty)");
                 exit::OK
             }
             Err(e) => {
-                eprintln!("clawback: {e}");
+                errln!("clawback: {e}");
                 exit::FAILURE
             }
         },
@@ -186,7 +193,7 @@ pub fn audit(args: AuditArgs, config_path: Option<&Path>, data_dir: Option<&Path
                 match crate::store::audit::read_head_file(path) {
                     Ok(h) => heads.extend(h),
                     Err(e) => {
-                        eprintln!("clawback: {e}");
+                        errln!("clawback: {e}");
                         return exit::FAILURE;
                     }
                 }
@@ -205,9 +212,9 @@ pub fn audit(args: AuditArgs, config_path: Option<&Path>, data_dir: Option<&Path
                         ));
                     }
                     if against.is_empty() {
-                        println!("audit log intact: {n} entries");
+                        outln!("audit log intact: {n} entries");
                     } else {
-                        println!(
+                        outln!(
                             "audit log intact: {n} entries, matching {}",
                             against.join(" and ")
                         );
@@ -215,11 +222,11 @@ pub fn audit(args: AuditArgs, config_path: Option<&Path>, data_dir: Option<&Path
                     exit::OK
                 }
                 Ok(Err(brk)) => {
-                    println!("audit log BROKEN: {brk}");
+                    outln!("audit log BROKEN: {brk}");
                     exit::FAILURE
                 }
                 Err(e) => {
-                    eprintln!("clawback: {e}");
+                    errln!("clawback: {e}");
                     exit::FAILURE
                 }
             }
@@ -228,11 +235,11 @@ pub fn audit(args: AuditArgs, config_path: Option<&Path>, data_dir: Option<&Path
             let entries = match store.audit_entries() {
                 Ok(Ok(e)) => e,
                 Ok(Err(brk)) => {
-                    eprintln!("clawback: {brk}; run `clawback audit verify`");
+                    errln!("clawback: {brk}; run `clawback audit verify`");
                     return exit::FAILURE;
                 }
                 Err(e) => {
-                    eprintln!("clawback: {e}");
+                    errln!("clawback: {e}");
                     return exit::FAILURE;
                 }
             };
@@ -246,7 +253,7 @@ pub fn audit(args: AuditArgs, config_path: Option<&Path>, data_dir: Option<&Path
                     .iter()
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect();
-                println!(
+                let written = outln!(
                     "{:>5} {} {:<10} {:<22} {}({}, {}) job={} {}",
                     e.seq,
                     e.record.at.format("%Y-%m-%d %H:%M:%S"),
@@ -258,22 +265,27 @@ pub fn audit(args: AuditArgs, config_path: Option<&Path>, data_dir: Option<&Path
                     e.record.job_id.as_deref().unwrap_or("-"),
                     counts.join(" ")
                 );
+                if !written {
+                    break;
+                }
             }
             exit::OK
         }
         AuditCommand::Export => match store.audit_entries() {
             Ok(Ok(entries)) => {
                 for e in entries {
-                    println!("{}", serde_json::to_string(&e).unwrap_or_default());
+                    if !outln!("{}", serde_json::to_string(&e).unwrap_or_default()) {
+                        break;
+                    }
                 }
                 exit::OK
             }
             Ok(Err(brk)) => {
-                eprintln!("clawback: {brk}");
+                errln!("clawback: {brk}");
                 exit::FAILURE
             }
             Err(e) => {
-                eprintln!("clawback: {e}");
+                errln!("clawback: {e}");
                 exit::FAILURE
             }
         },

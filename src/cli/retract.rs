@@ -1,6 +1,7 @@
 //! `clawback retract | plan | apply | jobs | restore`: thin front ends over the engine.
 
 use crate::cli::exit;
+use crate::cli::out::{err, errln, outln};
 use crate::cli::trace::open_store;
 use crate::config::Config;
 use crate::engine::execute::{JobEvent, JobReport, RunOptions};
@@ -138,7 +139,7 @@ pub struct RestoreArgs {
 pub(crate) fn engine(config_path: Option<&Path>, data_dir: Option<&Path>) -> Result<Engine, u8> {
     let (config, store) = open_store(config_path, data_dir)?;
     let Some(config) = config else {
-        eprintln!(
+        errln!(
             "clawback: no config found; pass --config FILE (try `clawback init`, or `clawback lab serve --write-config lab.toml`)"
         );
         return Err(exit::USAGE);
@@ -148,7 +149,7 @@ pub(crate) fn engine(config_path: Option<&Path>, data_dir: Option<&Path>) -> Res
 
 fn build(config: Config, store: crate::store::Store) -> Result<Engine, u8> {
     Engine::new(config, store).map_err(|e| {
-        eprintln!("clawback: {e}");
+        errln!("clawback: {e}");
         exit::USAGE
     })
 }
@@ -158,13 +159,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, u8> {
         .enable_all()
         .build()
         .map_err(|e| {
-            eprintln!("clawback: cannot start the runtime: {e}");
+            errln!("clawback: cannot start the runtime: {e}");
             exit::FAILURE
         })
 }
 
 fn fail(e: EngineError) -> u8 {
-    eprintln!("clawback: {e}");
+    errln!("clawback: {e}");
     match e {
         EngineError::Store(crate::store::StoreError::PlanSpent { .. }) => exit::USAGE,
         EngineError::Store(_) | EngineError::Provider(_) | EngineError::JobLeased { .. } => {
@@ -176,43 +177,48 @@ fn fail(e: EngineError) -> u8 {
 
 fn print_plan(plan: &Plan) {
     let c = plan.counts();
-    println!(
+    outln!(
         "plan {} ({}): {} copies in {} mailboxes, {} messages, depth {}",
-        plan.id, plan.digest, c.copies, c.mailboxes, c.messages, plan.request.depth
+        plan.id,
+        plan.digest,
+        c.copies,
+        c.mailboxes,
+        c.messages,
+        plan.request.depth
     );
     for (action, n) in &c.by_action {
-        println!("  action  {:<12} {n}", action.as_str());
+        outln!("  action  {:<12} {n}", action.as_str());
     }
     for (tenant, n) in &c.by_tenant {
-        println!("  tenant  {tenant:<12} {n}");
+        outln!("  tenant  {tenant:<12} {n}");
     }
     if c.mapped > 0 {
-        println!(
+        outln!(
             "  note    {} copies: Soft Delete is not offered by Gmail, performed as Trash",
             c.mapped
         );
     }
     if c.retained_by_hold > 0 {
-        println!(
+        outln!(
             "  note    {} copies retained_by_hold: mailboxes on hold; Hard Delete purges them for the user, the hold keeps them for admins (eDiscovery)",
             c.retained_by_hold
         );
     }
     if c.unresolved > 0 {
-        println!(
+        outln!(
             "  unresolved {} copies: not reachable while planning (throttled or provider error); the job locates them again",
             c.unresolved
         );
     }
     for (reason, n) in &c.skipped_by_reason {
-        println!("  cannot  {:<14} {n}", reason.as_str());
+        outln!("  cannot  {:<14} {n}", reason.as_str());
     }
 }
 
 /// Asks for confirmation (unless `yes`), then makes the plan's job; `Err` is the exit code.
 fn confirmed_job(engine: &Engine, plan: &Plan, yes: bool) -> Result<i64, u8> {
     if !yes && !confirm(plan)? {
-        eprintln!("not confirmed; nothing was done");
+        errln!("not confirmed; nothing was done");
         return Err(exit::FAILURE);
     }
     engine.create_job(plan, false).map_err(fail)
@@ -222,17 +228,17 @@ fn confirmed_job(engine: &Engine, plan: &Plan, yes: bool) -> Result<i64, u8> {
 fn confirm(plan: &Plan) -> Result<bool, u8> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
-        eprintln!("clawback: not a terminal: pass --yes to confirm, or --dry-run to only plan");
+        errln!("clawback: not a terminal: pass --yes to confirm, or --dry-run to only plan");
         return Err(exit::USAGE);
     }
     let copies = plan.items.len();
     let hard = plan.request.action == RetractAction::HardDelete;
     if hard {
-        eprint!(
+        err!(
             "Hard Delete is admin-recoverable only. Type the number of copies ({copies}) to proceed: "
         );
     } else {
-        eprint!(
+        err!(
             "Retract {copies} copies to {}? [y/N] ",
             plan.request.action.label()
         );
@@ -292,11 +298,11 @@ impl Progress {
                 succeeded,
                 requeued,
                 ..
-            } => eprintln!(
+            } => errln!(
                 "reconciled after restart: {succeeded} in-flight items settled, {requeued} queued again"
             ),
             JobEvent::CanaryPassed { mailboxes, .. } => {
-                eprintln!("canary: {mailboxes} mailboxes verified; fanning out")
+                errln!("canary: {mailboxes} mailboxes verified; fanning out")
             }
         }
         let ms = self.started.elapsed().as_millis() as u64;
@@ -326,12 +332,12 @@ impl Progress {
             self.throttled_ms.load(Ordering::Relaxed) as f64 / 1000.0
         );
         if self.tty {
-            eprint!("\r{line}");
+            err!("\r{line}");
             if last {
-                eprintln!();
+                errln!();
             }
         } else if last {
-            eprintln!("{line}");
+            errln!("{line}");
         }
     }
 }
@@ -372,10 +378,10 @@ fn print_report(r: &JobReport, json: bool) {
             "stopped": r.stopped,
             "audit_head": r.audit_head.as_ref().map(|h| h.to_string()),
         });
-        println!("{v}");
+        outln!("{v}");
         return;
     }
-    println!(
+    outln!(
         "job {} {}: {} succeeded, {} failed, {} skipped, {} remaining in {:.1}s",
         r.job,
         r.state.as_str(),
@@ -386,21 +392,22 @@ fn print_report(r: &JobReport, json: bool) {
         r.elapsed_secs
     );
     for (reason, n) in &r.failed_by_reason {
-        println!("  failed  {:<14} {n}", reason.as_str());
+        outln!("  failed  {:<14} {n}", reason.as_str());
     }
     for (reason, n) in &r.skipped_by_reason {
-        println!("  skipped {:<14} {n}", reason.as_str());
+        outln!("  skipped {:<14} {n}", reason.as_str());
     }
     if let Some(s) = &r.stopped {
-        println!("  stopped: {s}");
+        outln!("  stopped: {s}");
     }
     if r.counts.remaining() > 0 {
-        println!("  resume with: clawback jobs resume {}", r.job);
+        outln!("  resume with: clawback jobs resume {}", r.job);
     }
     if let Some(h) = &r.audit_head {
-        println!(
+        outln!(
             "  audit head: {h}  (keep it outside this machine; `clawback audit verify --head {}:sha256:{}`)",
-            h.seq, h.hash
+            h.seq,
+            h.hash
         );
     }
 }
@@ -455,7 +462,7 @@ pub fn retract(args: RetractArgs, config_path: Option<&Path>, data_dir: Option<&
             Err(e) => return fail(e),
         };
         if args.json && args.dry_run {
-            println!("{}", plan.to_json_pretty());
+            outln!("{}", plan.to_json_pretty());
         } else {
             print_plan(&plan);
         }
@@ -463,7 +470,7 @@ pub fn retract(args: RetractArgs, config_path: Option<&Path>, data_dir: Option<&
             return exit::OK;
         }
         if plan.items.is_empty() {
-            println!("nothing to act on");
+            outln!("nothing to act on");
             return if plan.skipped.is_empty() {
                 exit::OK
             } else {
@@ -495,10 +502,10 @@ pub fn plan(args: PlanArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
         if let Err(e) =
             crate::secret::write_private_file(&args.out, plan.to_json_pretty().as_bytes())
         {
-            eprintln!("clawback: cannot write {}: {e}", args.out.display());
+            errln!("clawback: cannot write {}: {e}", args.out.display());
             return exit::FAILURE;
         }
-        println!("written to {}", args.out.display());
+        outln!("written to {}", args.out.display());
         exit::OK
     })
 }
@@ -507,14 +514,14 @@ pub fn apply(args: ApplyArgs, config_path: Option<&Path>, data_dir: Option<&Path
     let text = match std::fs::read_to_string(&args.plan) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("clawback: cannot read {}: {e}", args.plan.display());
+            errln!("clawback: cannot read {}: {e}", args.plan.display());
             return exit::USAGE;
         }
     };
     let plan = match Plan::from_json(&text, &args.plan.display().to_string()) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("clawback: {e}");
+            errln!("clawback: {e}");
             return exit::USAGE;
         }
     };
@@ -526,7 +533,7 @@ pub fn apply(args: ApplyArgs, config_path: Option<&Path>, data_dir: Option<&Path
     // A plan is spent once (checked again, atomically, when the job is made).
     match engine.store().job_of_plan(&plan.id) {
         Ok(Some(job)) => {
-            eprintln!(
+            errln!(
                 "clawback: {}: plan {} was already applied as job {job}; `clawback jobs resume {job}` continues it, a new plan retracts again",
                 args.plan.display(),
                 plan.id
@@ -573,7 +580,7 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                 Ok(r) => r,
                 Err(e) => return fail(e.into()),
             };
-            println!(
+            outln!(
                 "{:>5}  {:<8} {:<10} {:<12} {:<16} {:>6} {:>6} {:>6} {:>6}  {:<19}  run by",
                 "job",
                 "kind",
@@ -603,7 +610,7 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                     }
                     _ => "-".to_string(),
                 };
-                println!(
+                let written = outln!(
                     "{:>5}  {:<8} {:<10} {:<12} {:<16} {:>6} {:>6} {:>6} {:>6}  {:<19}  {holder}",
                     j.id,
                     j.kind.as_str(),
@@ -619,13 +626,16 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                     c.remaining(),
                     j.created_at.format("%Y-%m-%d %H:%M:%S")
                 );
+                if !written {
+                    break;
+                }
             }
             exit::OK
         }
         JobsCommand::Show { job } => {
             let store = engine.store();
             let Ok(Some(j)) = store.job(job) else {
-                eprintln!("clawback: job {job} does not exist (see `clawback jobs list`)");
+                errln!("clawback: job {job} does not exist (see `clawback jobs list`)");
                 return exit::USAGE;
             };
             let what = match j.kind {
@@ -636,7 +646,7 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                     j.parent_job.unwrap_or_default()
                 ),
             };
-            println!(
+            outln!(
                 "job {} {} {} {what} by {} ({}), reason: {}",
                 j.id,
                 j.kind.as_str(),
@@ -646,7 +656,7 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                 j.reason
             );
             if let Some(h) = &j.audit_head {
-                println!("audit head after it: {h}");
+                outln!("audit head after it: {h}");
             }
             let items = store.job_items(job, None).unwrap_or_default();
             for it in items {
@@ -667,13 +677,16 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                     Some(n) => format!("  [{n}]"),
                     None => String::new(),
                 };
-                println!(
+                let written = outln!(
                     "  {:<10} {:<12} {:<36} {:<40} {outcome}{note}",
                     it.state.as_str(),
                     it.tenant,
                     it.mailbox,
                     it.message_id,
                 );
+                if !written {
+                    break;
+                }
             }
             exit::OK
         }
@@ -686,7 +699,7 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                 },
             };
             if jobs.is_empty() {
-                println!("no unfinished jobs");
+                outln!("no unfinished jobs");
                 return exit::OK;
             }
             let mut code = exit::OK;
@@ -699,7 +712,7 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                     }
                     // Resuming every unfinished job: one that another process runs is its.
                     Err(e @ EngineError::JobLeased { .. }) if all => {
-                        println!("skipped: {e}");
+                        outln!("skipped: {e}");
                         code = code.max(exit::PARTIAL);
                     }
                     Err(e) => return fail(e),
@@ -709,13 +722,13 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
         }
         JobsCommand::Cancel { job } => match engine.cancel_job(job) {
             Ok(Some(holder)) => {
-                println!(
+                outln!(
                     "job {job} cancel recorded: {holder} stops it before its next batch; `clawback jobs resume {job}` continues it later"
                 );
                 exit::OK
             }
             Ok(None) => {
-                println!("job {job} cancelled; `clawback jobs resume {job}` continues it");
+                outln!("job {job} cancelled; `clawback jobs resume {job}` continues it");
                 exit::OK
             }
             Err(e) => fail(e),
@@ -725,7 +738,7 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                 Ok(n) => n,
                 Err(e) => return fail(e),
             };
-            println!("job {new}: retrying the {reason} failures of job {job}");
+            outln!("job {new}: retrying the {reason} failures of job {job}");
             report_code(
                 rt.block_on(run_with_progress(&engine, new, 0, false)),
                 false,

@@ -1,6 +1,7 @@
 //! `clawback search QUERY`: search the mail trace (language in `trace::query`).
 
 use crate::cli::exit;
+use crate::cli::out::{errln, out, outln};
 use crate::cli::trace::open_store;
 use crate::trace::query;
 use crate::trace::search::{
@@ -46,7 +47,7 @@ pub fn run(args: SearchArgs, config_path: Option<&Path>, data_dir: Option<&Path>
     let q = match query::parse(&args.query) {
         Ok(q) => q,
         Err(e) => {
-            eprintln!("{}", render_query_error(&args.query, &e));
+            errln!("{}", render_query_error(&args.query, &e));
             return exit::USAGE;
         }
     };
@@ -57,7 +58,7 @@ pub fn run(args: SearchArgs, config_path: Option<&Path>, data_dir: Option<&Path>
     let records = match store.search(&q, args.limit, args.offset) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("clawback: search: {e}");
+            errln!("clawback: search: {e}");
             return exit::FAILURE;
         }
     };
@@ -65,38 +66,42 @@ pub fn run(args: SearchArgs, config_path: Option<&Path>, data_dir: Option<&Path>
         let campaigns = group_campaigns(&records);
         if args.json {
             match serde_json::to_string_pretty(&campaigns) {
-                Ok(s) => println!("{s}"),
+                Ok(s) => {
+                    outln!("{s}");
+                }
                 Err(e) => {
-                    eprintln!("clawback: search: {e}");
+                    errln!("clawback: search: {e}");
                     return exit::FAILURE;
                 }
             }
         } else {
-            print!("{}", render_campaigns(&campaigns));
+            out!("{}", render_campaigns(&campaigns));
         }
     } else if args.json {
         let v: Vec<serde_json::Value> = records.iter().map(record_json).collect();
         match serde_json::to_string_pretty(&v) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => {
+                outln!("{s}");
+            }
             Err(e) => {
-                eprintln!("clawback: search: {e}");
+                errln!("clawback: search: {e}");
                 return exit::FAILURE;
             }
         }
     } else if args.csv {
-        print!("{}", render_csv(&records));
+        out!("{}", render_csv(&records));
     } else {
-        print!("{}", render_table(&records));
+        out!("{}", render_table(&records));
         if records.is_empty() {
-            eprintln!("no matching messages");
+            errln!("no matching messages");
         } else if records.len() == args.limit {
             match store.count(&q) {
-                Ok(total) => eprintln!(
+                Ok(total) => errln!(
                     "showing {}–{} of {total}; use --limit/--offset for more",
                     args.offset + 1,
                     args.offset + records.len()
                 ),
-                Err(e) => eprintln!("clawback: search: count: {e}"),
+                Err(e) => errln!("clawback: search: count: {e}"),
             }
         }
     }

@@ -1,6 +1,7 @@
 //! `clawback trace …`: fill the mail trace.
 
 use crate::cli::exit;
+use crate::cli::out::{err, errln, outln};
 use crate::config::{self, Config};
 use crate::engine::Operator;
 use crate::engine::roles::Capability;
@@ -59,12 +60,12 @@ pub(crate) fn open_store(
         Some(p) => match Config::load(&p) {
             Ok(c) => {
                 for w in c.warnings() {
-                    eprintln!("clawback: {w}");
+                    errln!("clawback: {w}");
                 }
                 Some(c)
             }
             Err(e) => {
-                eprintln!("clawback: {e}");
+                errln!("clawback: {e}");
                 return Err(exit::USAGE);
             }
         },
@@ -77,7 +78,7 @@ pub(crate) fn open_store(
             Ok((config, s))
         }
         Err(e) => {
-            eprintln!("clawback: {e}");
+            errln!("clawback: {e}");
             Err(exit::FAILURE)
         }
     }
@@ -91,7 +92,7 @@ fn authorize_update(config: Option<&Config>, store: &mut Store) -> Result<(), u8
     operator
         .authorize(store, Capability::UpdateTrace)
         .map_err(|e| {
-            eprintln!("clawback: {e}");
+            errln!("clawback: {e}");
             exit::USAGE
         })
 }
@@ -111,18 +112,18 @@ fn sync(args: SyncArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> 
     let since = match parse_since(&args.since, chrono::Utc::now()) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("clawback: trace sync: {e}");
+            errln!("clawback: trace sync: {e}");
             return exit::USAGE;
         }
     };
     if config::locate(config_path).is_none() {
-        eprintln!("clawback: trace sync: {}", config::ConfigError::Missing);
+        errln!("clawback: trace sync: {}", config::ConfigError::Missing);
         return exit::USAGE;
     }
     let (config, mut store) = match open_store(config_path, data_dir) {
         Ok((Some(c), s)) => (c, s),
         Ok((None, _)) => {
-            eprintln!("clawback: trace sync: {}", config::ConfigError::Missing);
+            errln!("clawback: trace sync: {}", config::ConfigError::Missing);
             return exit::USAGE;
         }
         Err(code) => return code,
@@ -131,7 +132,7 @@ fn sync(args: SyncArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> 
         return code;
     }
     if config.tenants.is_empty() {
-        eprintln!("clawback: trace sync: no tenants configured");
+        errln!("clawback: trace sync: no tenants configured");
         return exit::USAGE;
     }
     let mut clients = Vec::new();
@@ -142,7 +143,7 @@ fn sync(args: SyncArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> 
         match ProviderClient::new(&config, tenant) {
             Ok(c) => clients.push(c),
             Err(e) => {
-                eprintln!("clawback: trace sync: tenant {}: {e}", tenant.name);
+                errln!("clawback: trace sync: tenant {}: {e}", tenant.name);
                 return exit::USAGE;
             }
         }
@@ -156,7 +157,7 @@ fn sync(args: SyncArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> 
     for name in &args.tenants {
         if !config.tenants.iter().any(|t| &t.name == name) {
             let known: Vec<&str> = config.tenants.iter().map(|t| t.name.as_str()).collect();
-            eprintln!(
+            errln!(
                 "clawback: trace sync: {}",
                 SyncError::UnknownTenant {
                     name: name.clone(),
@@ -172,7 +173,7 @@ fn sync(args: SyncArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> 
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("clawback: cannot start the async runtime: {e}");
+            errln!("clawback: cannot start the async runtime: {e}");
             return exit::FAILURE;
         }
     };
@@ -198,27 +199,27 @@ fn sync(args: SyncArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> 
         // A terminal gets one line redrawn in place; a log gets a line a second and always the
         // final counts.
         if tty {
-            eprint!("\r\x1b[2K{line}");
+            err!("\r\x1b[2K{line}");
             if final_ {
-                eprintln!();
+                errln!();
             }
         } else {
-            eprintln!("{line}");
+            errln!("{line}");
         }
     };
     let result = runtime.block_on(sync(&mut store, &clients, &options, progress));
     match result {
         Ok(report) => {
             for f in &report.failed {
-                eprintln!("failed {f}");
+                errln!("failed {f}");
             }
             for f in &report.skipped {
-                eprintln!("skipped {f}");
+                errln!("skipped {f}");
             }
             for f in report.raw_failed.iter().take(20) {
-                eprintln!("metadata only {f}");
+                errln!("metadata only {f}");
             }
-            println!("{}", report.summary());
+            outln!("{}", report.summary());
             if report.complete() {
                 exit::OK
             } else {
@@ -226,11 +227,11 @@ fn sync(args: SyncArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> 
             }
         }
         Err(e @ SyncError::UnknownTenant { .. }) => {
-            eprintln!("clawback: trace sync: {e}");
+            errln!("clawback: trace sync: {e}");
             exit::USAGE
         }
         Err(e) => {
-            eprintln!("clawback: trace sync: {e}");
+            errln!("clawback: trace sync: {e}");
             exit::FAILURE
         }
     }
@@ -250,7 +251,7 @@ fn ingest(args: IngestArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
         // Only long ingests get a progress line; short ones just print the summary.
         if p.elapsed.as_secs_f64() >= 1.0 {
             shown = true;
-            eprintln!(
+            errln!(
                 "ingest: {} messages in {:.1}s ({:.0}/s)",
                 p.messages,
                 p.elapsed.as_secs_f64(),
@@ -261,19 +262,19 @@ fn ingest(args: IngestArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
     match ingest_paths(&mut store, &args.paths, &opts, &mut progress) {
         Ok(report) => {
             for (at, reason) in &report.rejections {
-                eprintln!("rejected {at}: {reason}");
+                errln!("rejected {at}: {reason}");
             }
             if report.rejected_total() as usize > report.rejections.len() {
-                eprintln!(
+                errln!(
                     "… and {} more rejections",
                     report.rejected_total() as usize - report.rejections.len()
                 );
             }
-            println!("{}", report.summary());
+            outln!("{}", report.summary());
             exit::OK
         }
         Err(e) => {
-            eprintln!("clawback: trace ingest: {e}");
+            errln!("clawback: trace ingest: {e}");
             exit::FAILURE
         }
     }

@@ -62,11 +62,19 @@ impl Default for GenerateOptions {
 pub enum GenerateError {
     #[error("--mailboxes must be at least 1")]
     NoMailboxes,
+    /// More than the generator builds in memory (a huge number made it panic on allocation).
+    #[error("--{option} {given} is more than {MAX_GENERATED}, the most a generated scenario holds")]
+    TooLarge { option: &'static str, given: usize },
     #[error(
         "--campaign-recipients {recipients} is more than --mailboxes {mailboxes}; the campaign can reach at most every mailbox"
     )]
     TooManyRecipients { recipients: usize, mailboxes: usize },
 }
+
+/// The most mailboxes, and the most background messages, a generated scenario holds: the whole
+/// scenario is built in memory (and served from it), so a bigger number only ends in an
+/// allocation failure.
+pub const MAX_GENERATED: usize = 1_000_000;
 
 /// The fixed date generated scenarios are relative to (2025-01-06T09:00:00Z).
 pub const GENERATED_ANCHOR: i64 = 1_736_154_000;
@@ -81,6 +89,14 @@ fn anchor() -> DateTime<Utc> {
 pub fn generate(opts: &GenerateOptions) -> Result<Scenario, GenerateError> {
     if opts.mailboxes == 0 {
         return Err(GenerateError::NoMailboxes);
+    }
+    for (option, given) in [
+        ("mailboxes", opts.mailboxes),
+        ("background-messages", opts.background_messages),
+    ] {
+        if given > MAX_GENERATED {
+            return Err(GenerateError::TooLarge { option, given });
+        }
     }
     if opts.campaign_recipients > opts.mailboxes {
         return Err(GenerateError::TooManyRecipients {

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -472,8 +473,10 @@ impl Authenticator {
         let expires_in = body["expires_in"].as_u64().unwrap_or(900);
         let deadline = Instant::now() + Duration::from_secs(expires_in);
         // The operator reads this on the terminal (stderr): the user code is not a secret
-        // credential by itself, but it is not logged either.
-        eprintln!(
+        // credential by itself, but it is not logged either. Not `eprintln!`, which panics
+        // when stderr is a closed pipe.
+        let _ = writeln!(
+            std::io::stderr(),
             "To sign in, open {uri} and enter the code {user_code} (expires in {expires_in} s)."
         );
         loop {

@@ -98,7 +98,11 @@ impl GmailClient {
             admin,
             pacer: Pacer::new(&tenant.limits, true),
             directory_gate: tokio::sync::Semaphore::new(DIRECTORY_IN_FLIGHT),
-            tenant: tenant.clone(),
+            // Within their allowed ranges even when the config was built in code.
+            tenant: TenantConfig {
+                limits: tenant.limits.clamped(),
+                ..tenant.clone()
+            },
             directory_scopes: DIRECTORY_SCOPES.join(" "),
         })
     }

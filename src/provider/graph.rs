@@ -96,7 +96,11 @@ impl GraphClient {
             auth: Authenticator::new(http.clone(), flow),
             http,
             pacer: Pacer::new(&tenant.limits, false),
-            tenant: tenant.clone(),
+            // Within their allowed ranges even when the config was built in code.
+            tenant: TenantConfig {
+                limits: tenant.limits.clamped(),
+                ..tenant.clone()
+            },
             domains: tokio::sync::OnceCell::new(),
             folders: Mutex::new(HashMap::new()),
         })

@@ -98,7 +98,8 @@ pub struct Pacer {
 
 impl Pacer {
     pub fn new(limits: &LimitConfig, gmail: bool) -> Pacer {
-        let size = limits.max_in_flight.max(1);
+        let limits = limits.clamped();
+        let size = limits.max_in_flight;
         Pacer {
             tenant: Arc::new(Semaphore::new(size)),
             tenant_size: size,

@@ -3,7 +3,7 @@
 //! and JSON Lines verdict feeds. Parsing runs on all cores; records are stored in batches, one
 //! transaction each. Every input is either indexed or rejected with a [`RejectReason`].
 
-use super::{RecipientKind, TraceRecord};
+use super::{RecipientKind, TraceRecord, message_id_list};
 use crate::config::Config;
 use crate::model::{Disposition, address_domain, normalize_message_id};
 use crate::store::{Store, StoreError, UpsertOutcome};
@@ -30,7 +30,7 @@ const MAX_NESTING: usize = 4;
 pub enum RejectReason {
     /// Zero bytes or only whitespace.
     Empty,
-    /// Contains NUL bytes or mostly control bytes: not a text message.
+    /// Mostly control bytes (NUL among them) in the first 4 KB: not a text message.
     Binary,
     /// Text, but it does not start with RFC 5322 header fields.
     NotAMessage,
@@ -456,12 +456,17 @@ pub fn parse_message(raw: &[u8], opts: &IngestOptions) -> Result<TraceRecord, Re
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err(RejectReason::Empty);
     }
+    // A file is binary when more than a tenth of its first 4 KB are control bytes. A NUL is
+    // one of them, not a verdict by itself: mail does carry stray NULs (a body pasted from a
+    // binary, a broken gateway), the provider sync takes such a message, and a file must be
+    // indexed the same way. The parser reads NUL as an ordinary byte; text fields drop it with
+    // the other control characters.
     let head = &raw[..raw.len().min(4096)];
     let controls = head
         .iter()
         .filter(|&&b| b < 0x20 && !matches!(b, b'\r' | b'\n' | b'\t' | 0x0c))
         .count();
-    if head.contains(&0) || controls * 10 > head.len() {
+    if controls * 10 > head.len() {
         return Err(RejectReason::Binary);
     }
     if !starts_with_header_field(raw) {
@@ -489,9 +494,7 @@ pub fn parse_message(raw: &[u8], opts: &IngestOptions) -> Result<TraceRecord, Re
     for name in ["X-Original-To", "Delivered-To"] {
         for (n, v) in msg.headers_raw() {
             if n.eq_ignore_ascii_case(name) {
-                for a in split_addresses(v) {
-                    rec.add_recipient(&a, RecipientKind::Envelope);
-                }
+                rec.add_recipients(split_addresses(v), RecipientKind::Envelope);
             }
         }
     }
@@ -552,22 +555,11 @@ fn clean_text(s: &str, max: usize) -> String {
 }
 
 fn message_ids(v: &HeaderValue<'_>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut add = |s: &str| {
-        for part in s.split_whitespace() {
-            if let Some(id) = normalize_message_id(part)
-                && !out.contains(&id)
-            {
-                out.push(id);
-            }
-        }
-    };
     match v {
-        HeaderValue::Text(t) => add(t),
-        HeaderValue::TextList(l) => l.iter().for_each(|t| add(t)),
-        _ => {}
+        HeaderValue::Text(t) => message_id_list([t.as_ref()]),
+        HeaderValue::TextList(l) => message_id_list(l.iter().map(|t| t.as_ref())),
+        _ => Vec::new(),
     }
-    out
 }
 
 /// Builds the record from a parsed message (no tenant, no envelope yet).
@@ -598,21 +590,10 @@ fn record_from(msg: &Message<'_>, raw: &[u8], opts: &IngestOptions) -> TraceReco
         .subject()
         .map(|s| clean_text(s, MAX_SUBJECT_CHARS))
         .unwrap_or_default();
-    for a in msg.all_to() {
-        for (x, _) in addresses(Some(a)) {
-            rec.add_recipient(&x, RecipientKind::To);
-        }
-    }
-    for a in msg.all_cc() {
-        for (x, _) in addresses(Some(a)) {
-            rec.add_recipient(&x, RecipientKind::Cc);
-        }
-    }
-    for a in msg.all_bcc() {
-        for (x, _) in addresses(Some(a)) {
-            rec.add_recipient(&x, RecipientKind::Bcc);
-        }
-    }
+    let all = |a: &Address<'_>| addresses(Some(a)).into_iter().map(|(x, _)| x);
+    rec.add_recipients(msg.all_to().flat_map(all), RecipientKind::To);
+    rec.add_recipients(msg.all_cc().flat_map(all), RecipientKind::Cc);
+    rec.add_recipients(msg.all_bcc().flat_map(all), RecipientKind::Bcc);
     rec.in_reply_to = message_ids(msg.in_reply_to());
     rec.references = message_ids(msg.references());
     rec.thread_index = msg
@@ -793,6 +774,7 @@ fn from_journal(
     let mut report_id = None;
     let mut report_subject = None;
     let mut report_sender = None;
+    let mut envelope = Vec::new();
     for line in j.text.lines() {
         let Some((key, value)) = line.split_once(':') else {
             continue;
@@ -800,17 +782,14 @@ fn from_journal(
         let key = key.trim().to_ascii_lowercase();
         let first = value.split(',').next().unwrap_or("").trim();
         match key.as_str() {
-            "recipient" | "to" | "cc" | "bcc" => {
-                for a in split_addresses(first) {
-                    rec.add_recipient(&a, RecipientKind::Envelope);
-                }
-            }
+            "recipient" | "to" | "cc" | "bcc" => envelope.extend(split_addresses(first)),
             "sender" => report_sender = split_addresses(first).into_iter().next(),
             "message-id" => report_id = normalize_message_id(value.trim()),
             "subject" => report_subject = Some(clean_text(value, MAX_SUBJECT_CHARS)),
             _ => {}
         }
     }
+    rec.add_recipients(envelope, RecipientKind::Envelope);
     if j.original.is_none() {
         if let Some(id) = report_id {
             rec.message_id = id;

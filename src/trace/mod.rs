@@ -2,8 +2,10 @@
 //! Microsoft journal reports and verdict feeds into [`TraceRecord`]s; `query` is the search
 //! language; `search` formats results and groups campaigns. Storage is `crate::store::trace`.
 
-use crate::model::Disposition;
+use crate::model::{Disposition, normalize_message_id};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::hash::Hash;
 
 pub mod ingest;
 pub mod query;
@@ -100,31 +102,50 @@ impl TraceRecord {
             .recipients
             .iter()
             .any(|r| r.kind == RecipientKind::Envelope);
-        let mut out: Vec<&str> = Vec::new();
-        for r in &self.recipients {
-            if (r.kind == RecipientKind::Envelope) == has_envelope
-                && !out.contains(&r.address.as_str())
-            {
-                out.push(&r.address);
-            }
-        }
-        out
+        unique_in_order(
+            self.recipients
+                .iter()
+                .filter(|r| (r.kind == RecipientKind::Envelope) == has_envelope)
+                .map(|r| r.address.as_str()),
+        )
     }
 
     /// The addresses the headers name (To, Cc, Bcc), deduplicated, in stored order: lists,
     /// mailboxes and outside addresses alike (what `delivered_to` leaves out when the envelope
     /// is known).
     pub fn named_recipients(&self) -> Vec<&str> {
-        let mut out: Vec<&str> = Vec::new();
-        for r in &self.recipients {
-            if r.kind != RecipientKind::Envelope && !out.contains(&r.address.as_str()) {
-                out.push(&r.address);
-            }
-        }
-        out
+        unique_in_order(
+            self.recipients
+                .iter()
+                .filter(|r| r.kind != RecipientKind::Envelope)
+                .map(|r| r.address.as_str()),
+        )
     }
 
-    /// Adds a recipient unless the same (address, kind) is already there.
+    /// Adds recipients of one kind, in order, skipping every (address, kind) already there.
+    /// Linear in the recipients old and new: a header or journal report naming 50,000 addresses
+    /// took 20 s one [`TraceRecord::add_recipient`] at a time.
+    pub fn add_recipients<S: AsRef<str>>(
+        &mut self,
+        addresses: impl IntoIterator<Item = S>,
+        kind: RecipientKind,
+    ) {
+        let mut seen: HashSet<String> = self
+            .recipients
+            .iter()
+            .filter(|r| r.kind == kind)
+            .map(|r| r.address.clone())
+            .collect();
+        for address in addresses {
+            let address = address.as_ref().trim().to_ascii_lowercase();
+            if !address.is_empty() && seen.insert(address.clone()) {
+                self.recipients.push(Recipient { address, kind });
+            }
+        }
+    }
+
+    /// Adds a recipient unless the same (address, kind) is already there (one scan: use
+    /// [`TraceRecord::add_recipients`] for many).
     pub fn add_recipient(&mut self, address: &str, kind: RecipientKind) {
         let address = address.trim().to_ascii_lowercase();
         if address.is_empty() {
@@ -138,4 +159,27 @@ impl TraceRecord {
             self.recipients.push(Recipient { address, kind });
         }
     }
+}
+
+/// `items` in their first-seen order, each once. Linear: a set remembers what was seen (one hash
+/// and at most a few comparisons per item), where `Vec::contains` compared each new item with
+/// every kept one and made a `References` of 200,000 ids take minutes.
+pub fn unique_in_order<T: Eq + Hash + Clone>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut seen: HashSet<T> = HashSet::new();
+    items
+        .into_iter()
+        .filter(|item| seen.insert(item.clone()))
+        .collect()
+}
+
+/// The Message-IDs of `In-Reply-To` / `References` values: whitespace-separated, normalized
+/// (`<id@host>`), the unusable ones dropped, in order, each once. The one rule for ingested and
+/// synced mail, linear in the input.
+pub fn message_id_list<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    unique_in_order(
+        values
+            .into_iter()
+            .flat_map(str::split_whitespace)
+            .filter_map(normalize_message_id),
+    )
 }

@@ -11,7 +11,7 @@
 //! reason and do not stop the sync.
 
 use super::ingest::{IngestOptions, disposition_from_headers, parse_message};
-use super::{RecipientKind, TraceRecord};
+use super::{RecipientKind, TraceRecord, message_id_list};
 use crate::config::Config;
 use crate::model::{FailureReason, normalize_message_id};
 use crate::provider::{Failure, MessageMeta, ProviderClient};
@@ -498,8 +498,9 @@ fn finish<'m>(
 ) {
     rec.tenant = tenant.to_string();
     let mut earliest: Option<i64> = None;
+    let mut mailboxes = Vec::new();
     for m in metas {
-        rec.add_recipient(&m.mailbox, RecipientKind::Envelope);
+        mailboxes.push(m.mailbox.as_str());
         if let Some(d) = m.date {
             earliest = Some(earliest.map_or(d.timestamp(), |e| e.min(d.timestamp())));
         }
@@ -514,6 +515,7 @@ fn finish<'m>(
             rec.disposition_source = Some(source);
         }
     }
+    rec.add_recipients(mailboxes, RecipientKind::Envelope);
     if let Some(e) = earliest {
         rec.received = e;
     }
@@ -529,23 +531,10 @@ fn record_from_meta(m: &MessageMeta, mid: &str, opts: &IngestOptions) -> TraceRe
         received: m.date.map_or(opts.now, |d| d.timestamp()),
         ..TraceRecord::default()
     };
-    for a in &m.to {
-        rec.add_recipient(a, RecipientKind::To);
-    }
-    for a in &m.cc {
-        rec.add_recipient(a, RecipientKind::Cc);
-    }
-    rec.in_reply_to = m
-        .in_reply_to
-        .iter()
-        .flat_map(|v| v.split_whitespace())
-        .filter_map(normalize_message_id)
-        .collect();
-    rec.references = m
-        .references
-        .iter()
-        .filter_map(|r| normalize_message_id(r))
-        .collect();
+    rec.add_recipients(&m.to, RecipientKind::To);
+    rec.add_recipients(&m.cc, RecipientKind::Cc);
+    rec.in_reply_to = message_id_list(m.in_reply_to.iter().map(String::as_str));
+    rec.references = message_id_list(m.references.iter().map(String::as_str));
     rec
 }
 

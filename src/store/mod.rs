@@ -84,12 +84,19 @@ fn make_private(path: &Path) -> std::io::Result<()> {
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))?;
             }
         }
-        std::fs::OpenOptions::new()
+        // Never open an existing store file here: closing any descriptor of it drops every
+        // POSIX lock this process holds on it, under another connection's feet (SQLite's
+        // documented way to corrupt a database). Create it only when it is new; chmod by path.
+        match std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(false)
+            .create_new(true)
             .mode(0o600)
-            .open(path)?;
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
         for suffix in ["", "-wal", "-shm"] {
             let mut f = path.as_os_str().to_owned();
             f.push(suffix);

@@ -77,6 +77,9 @@ pub struct Stats {
     pub requests: Mutex<BTreeMap<String, u64>>,
     /// 429 (and Gmail 403 rate-limit) responses issued, by which limit.
     pub throttled: Mutex<BTreeMap<String, u64>>,
+    /// Graph mail requests (`$batch` steps each) by the id type they asked for: `immutable`
+    /// (`Prefer: IdType="ImmutableId"`) or `regular`.
+    pub graph_id_types: Mutex<BTreeMap<String, u64>>,
     pub in_flight: AtomicUsize,
     pub faults_5xx: AtomicU64,
     pub faults_dropped: AtomicU64,
@@ -154,6 +157,14 @@ impl Lab {
             .get()
             .map(String::as_str)
             .unwrap_or("http://127.0.0.1")
+    }
+
+    /// Counts a Graph mail request by the id type it asked for.
+    pub fn note_id_type(&self, immutable: bool) {
+        let key = if immutable { "immutable" } else { "regular" };
+        if let Ok(mut m) = self.stats.graph_id_types.lock() {
+            *m.entry(key.to_string()).or_default() += 1;
+        }
     }
 
     /// Counts a throttling response.

@@ -948,6 +948,7 @@ mod tests {
         let date = chrono::Utc::now();
         Copy {
             id: "abc".into(),
+            immutable_id: "abc".into(),
             folder,
             read,
             extra_labels: vec!["STARRED".into()],

@@ -1,7 +1,9 @@
 //! `POST /v1.0/$batch` (PROVIDER-APIS.md A.5): up to 20 sub-requests, each dispatched through
 //! the same Graph router with the outer `Authorization`, at most four at a time; `dependsOn`
 //! orders them and a failed dependency gives 424. Responses come back in a seeded order that is
-//! not the request order, each with its own status, headers (incl. `Retry-After`) and body.
+//! not the request order, each with its own status, headers (incl. `Retry-After` and
+//! `Preference-Applied`) and body. Each step carries its own headers (`Prefer` included); only
+//! the outer `Authorization` is shared.
 
 use super::{authenticate, bad_request, graph_routes, ok_json};
 use crate::lab::SharedLab;

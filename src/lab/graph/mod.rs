@@ -5,6 +5,11 @@
 //! Every request is checked like the real service does it: bearer token (audience, expiry), the
 //! token's tenant, application roles (or delegated scopes), the mailbox (exists, is a mailbox,
 //! its domain is granted to the app), the Outlook per-mailbox limits and the tenant's capacity.
+//!
+//! Mail requests may ask for immutable ids (`Prefer: IdType="ImmutableId"`, each request for
+//! itself, also inside `$batch`): the ids they see then survive moves within the mailbox, and
+//! the response says `Preference-Applied: IdType="ImmutableId"`. Either kind of id addresses a
+//! message.
 
 // Handlers return ready HTTP responses as their error type, the axum way; boxing them would
 // only add noise.
@@ -23,10 +28,15 @@ use super::state::TenantIdx;
 use super::tokens::{AccessClaims, GRAPH_AUDIENCE, TokenProblem};
 use super::{Lab, SharedLab};
 use axum::Router;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
 use base64::Engine;
+
+/// The `Prefer` preference that asks for immutable ids, also the `Preference-Applied` answer.
+pub const IMMUTABLE_ID_PREFERENCE: &str = "IdType=\"ImmutableId\"";
 
 /// Every Graph route the lab serves, as (method, path template below `/v1.0`), in the
 /// spec's spelling of parameters. The conformance test checks each against the reference spec.
@@ -88,9 +98,7 @@ pub fn routes() -> Router<SharedLab> {
 fn graph_routes() -> Router<SharedLab> {
     let msg = "/users/{user}/messages/{id}";
     let fmsg = "/users/{user}/mailFolders/{folder}/messages/{id}";
-    Router::new()
-        .route("/users", get(directory::list_users))
-        .route("/users/{user}", get(directory::get_user))
+    let mail = Router::new()
         .route("/users/{user}/messages", get(mail::list_messages))
         .route(
             "/users/{user}/mailFolders/{folder}/messages",
@@ -105,6 +113,11 @@ fn graph_routes() -> Router<SharedLab> {
         .route(&format!("{fmsg}/attachments"), get(mail::attachments))
         .route(&format!("{msg}/$value"), get(mail::raw_value))
         .route(&format!("{fmsg}/$value"), get(mail::raw_value))
+        .route_layer(axum::middleware::from_fn(id_preference));
+    Router::new()
+        .merge(mail)
+        .route("/users", get(directory::list_users))
+        .route("/users/{user}", get(directory::get_user))
         .route("/groups", get(directory::list_groups))
         .route("/groups/{group}", get(directory::get_group))
         .route(
@@ -113,6 +126,37 @@ fn graph_routes() -> Router<SharedLab> {
         )
         .route("/domains", get(directory::list_domains))
         .route("/$batch", post(batch::batch))
+}
+
+/// Whether a request asks for immutable ids: `Prefer: IdType="ImmutableId"`, alone or among
+/// other preferences (`outlook.body-content-type="text", IdType="ImmutableId"`).
+pub fn wants_immutable_ids(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|p| p.split_once('='))
+        .any(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("IdType")
+                && value
+                    .trim()
+                    .trim_matches('"')
+                    .eq_ignore_ascii_case("ImmutableId")
+        })
+}
+
+/// Answers `Preference-Applied: IdType="ImmutableId"` on a mail response that honoured it.
+async fn id_preference(request: Request, next: Next) -> Response {
+    let immutable = wants_immutable_ids(request.headers());
+    let mut response = next.run(request).await;
+    if immutable && response.status().is_success() {
+        response.headers_mut().insert(
+            "preference-applied",
+            HeaderValue::from_static(IMMUTABLE_ID_PREFERENCE),
+        );
+    }
+    response
 }
 
 /// An authenticated caller.

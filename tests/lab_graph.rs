@@ -1126,3 +1126,64 @@ async fn immutable_ids_survive_moves_when_asked_for() {
     assert!(immutables.contains(&id) && immutables.contains(&bob_immutable));
     server.stop().await;
 }
+
+/// Whole-second `Retry-After` (PROVIDER-APIS.md §F.3; Graph's throttling doc sample says 10):
+/// at least 1, an integer an official SDK can parse, both on a plain 429 and inside `$batch`.
+#[tokio::test]
+async fn throttling_says_retry_after_in_whole_seconds() {
+    let server = start(LabOptions {
+        latency: Duration::from_millis(300),
+        capacity: 1,
+        ..Default::default()
+    })
+    .await;
+    let g = Graph::new(&server).await;
+    let calls = ["alice", "bob"].map(|u| {
+        let req = g
+            .http
+            .get(format!("{}/users/{u}@contoso.com/messages?$top=1", g.base))
+            .bearer_auth(&g.token);
+        async move { req.send().await.unwrap() }
+    });
+    let responses = futures_util::future::join_all(calls).await;
+    let throttled: Vec<_> = responses.iter().filter(|r| r.status() == 429).collect();
+    assert_eq!(throttled.len(), 1, "one of two on a capacity of 1");
+    let text = throttled[0].headers()["retry-after"].to_str().unwrap();
+    let secs: u64 = text
+        .parse()
+        .unwrap_or_else(|_| panic!("Retry-After {text:?} is not whole seconds"));
+    assert!(secs >= 1, "{text}");
+
+    // Inside `$batch`: a throttled step carries the same advice in its own headers.
+    let server = start(LabOptions {
+        latency: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    let g = Graph::new(&server).await;
+    let step = |n: usize| json!({"id": n.to_string(), "method": "GET", "url": "/users/alice@contoso.com/messages?$top=1"});
+    let batch = |ids: std::ops::Range<usize>| {
+        let req = g
+            .http
+            .post(format!("{}/$batch", g.base))
+            .bearer_auth(&g.token)
+            .json(&json!({ "requests": ids.map(step).collect::<Vec<_>>() }));
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    // Two batches of four at once: eight concurrent on alice's mailbox, four over the limit.
+    let (a, b) = futures_util::join!(batch(0..4), batch(4..8));
+    let limited: Vec<Value> = [a, b]
+        .iter()
+        .flat_map(|r| r["responses"].as_array().unwrap().clone())
+        .filter(|r| r["status"] == 429)
+        .collect();
+    assert!(!limited.is_empty(), "no step was throttled");
+    for r in &limited {
+        let text = r["headers"]["Retry-After"].as_str().unwrap();
+        assert!(
+            text.parse::<u64>().is_ok_and(|s| s >= 1),
+            "step Retry-After {text:?}"
+        );
+    }
+    server.stop().await;
+}

@@ -162,3 +162,111 @@ fn lab_serve_refuses_a_non_loopback_address() {
     assert!(err.contains("loopback only"), "{err}");
     assert!(err.contains("0.0.0.0:0"), "{err}");
 }
+
+/// `--retry-after`: the lab's 429s say whole seconds (at least 1) unless `sub-second` is asked
+/// for (experiments and fast tests only: no real service answers like that).
+#[test]
+fn retry_after_knob_is_whole_seconds_unless_sub_second_is_asked_for() {
+    for (knob, whole) in [
+        (None, true),
+        (Some("whole-seconds"), true),
+        (Some("sub-second"), false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("lab.toml");
+        let mut args = vec![
+            "--scenario",
+            "demo",
+            "--capacity",
+            "1",
+            "--latency-ms",
+            "300",
+            "--write-config",
+            config.to_str().unwrap(),
+        ];
+        if let Some(k) = knob {
+            args.extend(["--retry-after", k]);
+        }
+        let (_lab, url, _, _) = serve(&args);
+        let text = std::fs::read_to_string(&config).unwrap();
+        let config: toml::Value = toml::from_str(&text).unwrap();
+        let contoso = config["tenant"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["kind"].as_str() == Some("microsoft365"))
+            .unwrap()
+            .clone();
+        let secret = std::fs::read_to_string(
+            dir.path()
+                .join(contoso["client_secret_file"].as_str().unwrap()),
+        )
+        .unwrap();
+        let retry_after = tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let http = reqwest::Client::new();
+            let token: Value = http
+                .post(format!(
+                    "{url}/{}/oauth2/v2.0/token",
+                    contoso["tenant_id"].as_str().unwrap()
+                ))
+                .form(&[
+                    ("client_id", contoso["client_id"].as_str().unwrap()),
+                    ("client_secret", secret.trim()),
+                    ("scope", "https://graph.microsoft.com/.default"),
+                    ("grant_type", "client_credentials"),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let token = token["access_token"].as_str().unwrap().to_string();
+            // Two granted contoso mailboxes holding the campaign, from the lab's own view.
+            let copies: Value = http
+                .get(format!("{url}/_lab/messages"))
+                .query(&[("message_id", clawback::lab::demo::CAMPAIGN_MESSAGE_ID)])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let mailboxes: Vec<String> = copies["copies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["tenant"] == "contoso" && c["granted"] == true)
+                .map(|c| c["mailbox"].as_str().unwrap().to_string())
+                .take(2)
+                .collect();
+            assert_eq!(mailboxes.len(), 2, "{copies}");
+            // Two mailboxes at once on a capacity of one: one is throttled.
+            let calls = mailboxes.iter().map(|mail| {
+                let req = http
+                    .get(format!("{url}/v1.0/users/{mail}/messages?$top=1"))
+                    .bearer_auth(&token);
+                async move { req.send().await.unwrap() }
+            });
+            let answers = futures_util::future::join_all(calls).await;
+            let limited: Vec<_> = answers.iter().filter(|r| r.status() == 429).collect();
+            assert_eq!(limited.len(), 1, "{knob:?}");
+            limited[0].headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .to_string()
+        });
+        let secs: f64 = retry_after.parse().unwrap();
+        if whole {
+            assert!(
+                retry_after.parse::<u64>().is_ok() && secs >= 1.0,
+                "{knob:?}: Retry-After {retry_after:?}"
+            );
+        } else {
+            assert!(
+                secs < 1.0 && secs > 0.0,
+                "{knob:?}: Retry-After {retry_after:?}"
+            );
+        }
+    }
+}

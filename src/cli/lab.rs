@@ -3,7 +3,7 @@
 use crate::cli::exit;
 use crate::lab::generate::{GenerateKind, GenerateOptions, generate};
 use crate::lab::scenario::Scenario;
-use crate::lab::{LabOptions, LabServer};
+use crate::lab::{LabOptions, LabServer, RetryAdvice};
 use clap::{Args, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// Probability (0..1) that a provider request fails with 5xx or a dropped connection.
     #[arg(long, default_value_t = 0.0)]
     pub fault_rate: f64,
+    /// How 429s say when to retry: whole seconds like the real services, or the lab's own
+    /// sub-second pace (for experiments; no real service answers like that).
+    #[arg(long, value_enum, default_value = "whole-seconds")]
+    pub retry_after: RetryAdvice,
     /// Write a clawback config pointing at this lab (secrets beside it, mode 0600).
     #[arg(long)]
     pub write_config: Option<PathBuf>,
@@ -117,6 +121,7 @@ fn serve(a: ServeArgs) -> u8 {
         token_ttl: Duration::from_secs(a.token_ttl.max(1)),
         fault_rate: a.fault_rate,
         seed: a.seed,
+        retry_advice: a.retry_after,
         ..Default::default()
     };
     let runtime = match tokio::runtime::Runtime::new() {

@@ -28,6 +28,7 @@ use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+pub use limits::RetryAdvice;
 use limits::{LimitOptions, Limits, Throttle, ThrottleKind};
 use scenario::Scenario;
 use state::LabState;
@@ -54,6 +55,9 @@ pub struct LabOptions {
     pub seed: u64,
     /// Gmail quota units per user per second.
     pub gmail_units_per_sec: f64,
+    /// How `Retry-After` is worded: whole seconds like the real services (default), or the
+    /// lab's sub-second pace for experiments and tests that throttle on purpose.
+    pub retry_advice: RetryAdvice,
 }
 
 impl Default for LabOptions {
@@ -66,6 +70,7 @@ impl Default for LabOptions {
             fault_rate: 0.0,
             seed: 1,
             gmail_units_per_sec: 250.0,
+            retry_advice: RetryAdvice::WholeSeconds,
         }
     }
 }
@@ -116,6 +121,7 @@ impl Lab {
                     capacity: options.capacity,
                     gmail_units_per_sec: options.gmail_units_per_sec,
                     seed: options.seed,
+                    retry_advice: options.retry_advice,
                 },
                 tenants,
             ),

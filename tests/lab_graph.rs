@@ -1187,3 +1187,72 @@ async fn throttling_says_retry_after_in_whole_seconds() {
     }
     server.stop().await;
 }
+
+/// A path Graph has no resource for is `400 BadRequest` "Resource not found for the segment
+/// '…'" (PROVIDER-APIS.md §F.3), naming the segment, not a bodiless 404 a client would read as
+/// "already gone"; a `$batch` step with an absolute url gets the same.
+#[tokio::test]
+async fn unknown_segments_are_400_bad_request_naming_the_segment() {
+    let server = start(LabOptions::default()).await;
+    let g = Graph::new(&server).await;
+    for (path, segment) in [
+        ("/me/messages", "me"),
+        ("/users/alice@contoso.com/bogus", "bogus"),
+        (
+            "/users/alice@contoso.com/messages/AAMkX/frobnicate",
+            "frobnicate",
+        ),
+        ("/users/alice@contoso.com/messages/AAMkX/move", "move"),
+        ("/v1.0/users", "v1.0"),
+        (
+            "/users/alice@contoso.com/mailFolders/inbox/childFolders",
+            "childFolders",
+        ),
+    ] {
+        let (s, body) = g.get(path).await;
+        assert_eq!(s, 400, "{path}: {body}");
+        assert_eq!(error_code(&body), "BadRequest", "{path}");
+        assert_eq!(
+            body["error"]["message"],
+            format!("Resource not found for the segment '{segment}'."),
+            "{path}"
+        );
+        assert!(
+            body["error"]["innerError"]["request-id"].is_string(),
+            "{body}"
+        );
+    }
+    let (s, body) = g
+        .send(
+            reqwest::Method::POST,
+            "/$batch",
+            Some(json!({ "requests": [
+                {"id": "abs", "method": "GET", "url": "https://graph.microsoft.com/v1.0/users"},
+                {"id": "unknown", "method": "GET", "url": "/users/alice@contoso.com/nothing"},
+                {"id": "ok", "method": "GET", "url": "/users/alice@contoso.com/messages?$top=1"},
+            ]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let by_id = |id: &str| {
+        body["responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    for (id, segment) in [("abs", "https:"), ("unknown", "nothing")] {
+        let r = by_id(id);
+        assert_eq!(r["status"], 400, "{r}");
+        assert_eq!(r["body"]["error"]["code"], "BadRequest", "{r}");
+        assert_eq!(
+            r["body"]["error"]["message"],
+            format!("Resource not found for the segment '{segment}'."),
+            "{r}"
+        );
+    }
+    assert_eq!(by_id("ok")["status"], 200);
+    server.stop().await;
+}

@@ -1,7 +1,7 @@
 //! `clawback lab …`: run the emulator, generate scenarios.
 
 use crate::cli::exit;
-use crate::lab::generate::{GenerateKind, GenerateOptions, generate};
+use crate::lab::generate::{GenerateKind, GenerateOptions, generate, generate_at};
 use crate::lab::scenario::Scenario;
 use crate::lab::{LabOptions, LabServer, RetryAdvice};
 use clap::{Args, Subcommand};
@@ -31,9 +31,14 @@ pub struct ScenarioArgs {
     /// Mailboxes that hold the campaign (M ≤ N).
     #[arg(long, default_value_t = 1_000)]
     pub campaign_recipients: usize,
-    /// Seed: the same seed gives the same file.
+    /// Seed: the same seed (and anchor) gives the same file.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Date the mail before this instant (RFC 3339, e.g. 2026-03-01T09:00:00Z); the campaign
+    /// is one hour older. Default: the start of the current UTC hour, so `trace sync` with its
+    /// default look-back finds everything.
+    #[arg(long)]
+    pub anchor: Option<chrono::DateTime<chrono::Utc>>,
     /// Which tenants: microsoft365, google_workspace, or mixed (2/3 Microsoft, 1/3 Google).
     #[arg(long, value_enum, default_value = "mixed")]
     pub kind: GenerateKind,
@@ -160,15 +165,22 @@ fn serve(a: ServeArgs) -> u8 {
 
 fn write_scenario(a: ScenarioArgs) -> u8 {
     let scenario = if a.demo {
-        crate::lab::demo::build(a.seed)
+        match a.anchor {
+            Some(at) => crate::lab::demo::build_at(a.seed, at),
+            None => crate::lab::demo::build(a.seed),
+        }
     } else {
-        match generate(&GenerateOptions {
+        let opts = GenerateOptions {
             mailboxes: a.mailboxes,
             campaign_recipients: a.campaign_recipients,
             seed: a.seed,
             kind: a.kind,
             background_messages: a.background_messages,
-        }) {
+        };
+        match a
+            .anchor
+            .map_or_else(|| generate(&opts), |at| generate_at(&opts, at))
+        {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("clawback lab scenario: {e}");

@@ -83,7 +83,8 @@ pub struct ServeArgs {
     /// sub-second pace (for experiments; no real service answers like that).
     #[arg(long, value_enum, default_value = "whole-seconds")]
     pub retry_after: RetryAdvice,
-    /// Write a clawback config pointing at this lab (secrets beside it, mode 0600).
+    /// Write a clawback config pointing at this lab (secrets beside it, mode 0600; the client
+    /// limits fit --capacity).
     #[arg(long)]
     pub write_config: Option<PathBuf>,
 }

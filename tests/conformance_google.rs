@@ -377,6 +377,8 @@ async fn emitted_json_fields_are_schema_properties() {
     // Errors: 401, 403, 404, 400 from both APIs.
     let errors = [
         ("GET", format!("{u}/messages/ffffffffffffffff")),
+        // A malformed id: 400 invalidArgument "Invalid id value" (PROVIDER-APIS.md §F.3).
+        ("GET", format!("{u}/messages/AAMkAGI2THVSAAA%3D")),
         ("GET", format!("{u}/messages?q=subject%3A%22open")),
         (
             "GET",

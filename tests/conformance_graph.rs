@@ -846,6 +846,9 @@ async fn emitted_graph_json_fields_are_schema_properties() {
             "Request_ResourceNotFound",
         ),
         (format!("/users/{a}/messages?$top=0"), 400, "BadRequest"),
+        // A path with no resource: Graph's 400 naming the segment (PROVIDER-APIS.md §F.3).
+        (format!("/users/{a}/bogus"), 400, "BadRequest"),
+        ("/me/messages".to_string(), 400, "BadRequest"),
     ];
     for (path, status, code) in errors {
         let (s, text) = send("GET", path.clone(), None).await;

@@ -976,3 +976,118 @@ async fn a_wide_batch_on_one_user_hits_the_concurrency_limit() {
     assert_eq!(throttled.get("gmail_user_concurrency"), Some(&10));
     server.stop().await;
 }
+
+/// A malformed message or thread id (not 1–16 hex digits: a Graph id, a cut or padded Gmail
+/// id) is `400 invalidArgument` "Invalid id value"; only a well-formed id of no message is
+/// `404 notFound` (PROVIDER-APIS.md §F.3), which a client reads as "already gone". Inside an HTTP
+/// batch the part gets the same. `batchModify` over 1000 ids says Gmail's own words.
+#[tokio::test]
+async fn malformed_ids_are_invalid_arguments_and_unknown_ones_not_found() {
+    // Many calls on one user: a quota that is not what this test is about.
+    let server = start(LabOptions {
+        gmail_units_per_sec: 100_000.0,
+        ..LabOptions::default()
+    })
+    .await;
+    let alice = "alice@fabrikam.test";
+    let t = token(&server, FULL, Some(alice)).await;
+    let base = "/gmail/v1/users/me/messages";
+    let (_, listed) = call(
+        &server,
+        reqwest::Method::GET,
+        &format!("{base}?q={}", q(&format!("rfc822msgid:{PHISH}"))),
+        &t,
+        None,
+    )
+    .await;
+    let id = listed["messages"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert_eq!(id.len(), 16, "{id}");
+    let graph_id = "AAMkAGI2THVSAAA=";
+    let malformed = [
+        graph_id.to_string(),
+        format!("{id}0"),      // padded: more than 64 bits
+        "18c5f-2".to_string(), // cut and garbled
+        "not-an-id".to_string(),
+    ];
+    for bad in &malformed {
+        let enc = q(bad);
+        for (method, path, body) in [
+            (reqwest::Method::GET, format!("{base}/{enc}"), None),
+            (
+                reqwest::Method::POST,
+                format!("{base}/{enc}/modify"),
+                Some(json!({"addLabelIds": ["SPAM"]})),
+            ),
+            (reqwest::Method::POST, format!("{base}/{enc}/trash"), None),
+            (reqwest::Method::POST, format!("{base}/{enc}/untrash"), None),
+            (reqwest::Method::DELETE, format!("{base}/{enc}"), None),
+            (
+                reqwest::Method::GET,
+                format!("/gmail/v1/users/me/threads/{enc}"),
+                None,
+            ),
+        ] {
+            let (s, body) = call(&server, method.clone(), &path, &t, body).await;
+            assert_eq!(
+                (s, reason(&body)),
+                (400, "invalidArgument"),
+                "{method} {path}: {body}"
+            );
+            assert_eq!(body["error"]["message"], "Invalid id value", "{path}");
+            assert_eq!(body["error"]["status"], "INVALID_ARGUMENT", "{path}");
+        }
+    }
+    // Well-formed, but no such message or thread: 404 notFound.
+    for path in [
+        format!("{base}/ffffffffffffffff"),
+        format!("{base}/{}", &id[..8]),
+        "/gmail/v1/users/me/threads/0123456789abcdef".to_string(),
+    ] {
+        let (s, body) = call(&server, reqwest::Method::GET, &path, &t, None).await;
+        assert_eq!((s, reason(&body)), (404, "notFound"), "{path}: {body}");
+    }
+    assert!(actions(&server, "modify").is_empty() && actions(&server, "trash").is_empty());
+
+    // The same inside an HTTP batch.
+    let parts = vec![
+        format!("Content-Type: application/http\r\nContent-ID: <a>\r\n\r\nGET {base}/{graph_id}"),
+        format!(
+            "Content-Type: application/http\r\nContent-ID: <b>\r\n\r\nGET {base}/ffffffffffffffff"
+        ),
+    ];
+    let (status, answers) = batch(&server, &t, "/batch", &parts).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (answers[0].1, reason(&answers[0].2)),
+        (400, "invalidArgument")
+    );
+    assert_eq!((answers[1].1, reason(&answers[1].2)), (404, "notFound"));
+
+    // batchModify over 1000 ids.
+    let too_many: Vec<String> = (0..1001).map(|i| format!("{i:016x}")).collect();
+    for (method, request) in [
+        (
+            "batchModify",
+            json!({"ids": too_many, "addLabelIds": ["SPAM"]}),
+        ),
+        ("batchDelete", json!({"ids": too_many})),
+    ] {
+        let (s, body) = call(
+            &server,
+            reqwest::Method::POST,
+            &format!("{base}/{method}"),
+            &t,
+            Some(request),
+        )
+        .await;
+        assert_eq!((s, reason(&body)), (400, "invalidArgument"), "{method}");
+        assert_eq!(
+            body["error"]["message"], "Number of ids cannot exceed 1000",
+            "{method}"
+        );
+    }
+    server.stop().await;
+}

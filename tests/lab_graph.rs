@@ -919,3 +919,340 @@ async fn device_code_is_pending_then_signs_in_the_admin() {
     assert_eq!(s, 400);
     server.stop().await;
 }
+
+/// `Prefer: IdType="ImmutableId"` (PROVIDER-APIS.md §F.3): the ids a request asks for survive
+/// moves within the mailbox (to Junk, Deleted Items, Recoverable Items), the response says
+/// `Preference-Applied`, and each `$batch` step asks for itself. Without the header the same
+/// copy shows its regular id, which changes on every move and then 404s; both kinds address it.
+#[tokio::test]
+async fn immutable_ids_survive_moves_when_asked_for() {
+    let server = start(LabOptions::default()).await;
+    let g = Graph::new(&server).await;
+    let prefer = "IdType=\"ImmutableId\"";
+    let immutable = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let mut req = g
+            .http
+            .request(method, format!("{}{path}", g.base))
+            .bearer_auth(&g.token)
+            .header(
+                "Prefer",
+                format!("outlook.body-content-type=\"text\", {prefer}"),
+            );
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let applied = resp
+                .headers()
+                .get("preference-applied")
+                .map(|v| v.to_str().unwrap().to_string());
+            (
+                status,
+                applied,
+                resp.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let filter = url::form_urlencoded::byte_serialize(
+        format!("internetMessageId eq '{PHISH_ID}'").as_bytes(),
+    )
+    .collect::<String>();
+    let list =
+        format!("/users/alice@contoso.com/messages?$filter={filter}&$select=id,parentFolderId");
+    let (s, applied, body) = immutable(reqwest::Method::GET, list.clone(), None).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(applied.as_deref(), Some(prefer), "Preference-Applied");
+    let id = body["value"][0]["id"].as_str().unwrap().to_string();
+    let regular = g.find("alice@contoso.com", PHISH_ID).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(id, regular, "the two kinds of id differ");
+    // Without the header: no Preference-Applied.
+    let resp = g
+        .http
+        .get(format!("{}{list}", g.base))
+        .bearer_auth(&g.token)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().get("preference-applied").is_none());
+
+    // Moved to Junk, then Deleted Items: the same id each time, and it still addresses the copy.
+    for (dest, folder) in [("junkemail", Folder::Junk), ("deleteditems", Folder::Trash)] {
+        let (s, applied, moved) = immutable(
+            reqwest::Method::POST,
+            format!("/users/alice@contoso.com/messages/{id}/move"),
+            Some(json!({ "destinationId": dest })),
+        )
+        .await;
+        assert_eq!(s, 201, "{moved}");
+        assert_eq!(applied.as_deref(), Some(prefer));
+        assert_eq!(
+            moved["id"],
+            id.as_str(),
+            "move to {dest} keeps the immutable id"
+        );
+        assert_eq!(
+            folder_of(&server, "alice@contoso.com", PHISH_ID),
+            vec![folder]
+        );
+        let (s, _, got) = immutable(
+            reqwest::Method::GET,
+            format!("/users/alice@contoso.com/messages/{id}"),
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{got}");
+        assert_eq!(got["id"], id.as_str());
+    }
+    // The regular id from before the moves is stale; a fresh regular id addresses it too.
+    let (s, body) = g
+        .get(&format!("/users/alice@contoso.com/messages/{regular}"))
+        .await;
+    assert_eq!((s, error_code(&body)), (404, "ErrorItemNotFound"));
+    let now_regular = g.find("alice@contoso.com", PHISH_ID).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(now_regular, regular);
+    let (s, got) = g
+        .get(&format!("/users/alice@contoso.com/messages/{id}"))
+        .await;
+    assert_eq!(
+        s, 200,
+        "an immutable id addresses the copy without the header too"
+    );
+    assert_eq!(
+        got["id"],
+        now_regular.as_str(),
+        "shown under its regular id"
+    );
+    // Soft-deleted into Recoverable Items (same mailbox): still the same id.
+    let resp = g
+        .http
+        .delete(format!("{}/users/alice@contoso.com/messages/{id}", g.base))
+        .bearer_auth(&g.token)
+        .header("Prefer", prefer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let (s, _, got) = immutable(
+        reqwest::Method::GET,
+        format!("/users/alice@contoso.com/mailFolders/recoverableitemsdeletions/messages/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{got}");
+    assert_eq!(got["id"], id.as_str());
+
+    // Inside $batch each step asks for itself: the same message of bob, with and without.
+    let bob = g.find("bob@contoso.com", PHISH_ID).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let step_url = format!("/users/bob@contoso.com/messages/{bob}?$select=id");
+    let (s, body) = g
+        .send(
+            reqwest::Method::POST,
+            "/$batch",
+            Some(json!({ "requests": [
+                {"id": "asks", "method": "GET", "url": step_url, "headers": {"Prefer": prefer}},
+                {"id": "plain", "method": "GET", "url": step_url},
+            ]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let by_id = |id: &str| {
+        body["responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let asks = by_id("asks");
+    let plain = by_id("plain");
+    assert_eq!(
+        (asks["status"].as_u64(), plain["status"].as_u64()),
+        (Some(200), Some(200))
+    );
+    assert_eq!(asks["headers"]["Preference-Applied"], prefer, "{asks}");
+    assert!(
+        plain["headers"].get("Preference-Applied").is_none(),
+        "{plain}"
+    );
+    assert_eq!(plain["body"]["id"], bob.as_str());
+    let bob_immutable = asks["body"]["id"].as_str().unwrap().to_string();
+    assert_ne!(bob_immutable, bob);
+    let (s, body) = g
+        .send(
+            reqwest::Method::POST,
+            "/$batch",
+            Some(json!({ "requests": [
+                {"id": "1", "method": "POST", "url": format!("/users/bob@contoso.com/messages/{bob_immutable}/move"),
+                 "headers": {"Content-Type": "application/json", "Prefer": prefer},
+                 "body": {"destinationId": "junkemail"}},
+            ]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["responses"][0]["status"], 201, "{body}");
+    assert_eq!(body["responses"][0]["body"]["id"], bob_immutable.as_str());
+    assert_eq!(
+        folder_of(&server, "bob@contoso.com", PHISH_ID),
+        vec![Folder::Junk]
+    );
+    // The lab's own view carries both ids; a copy of another mailbox has its own.
+    let (immutables, copies) = {
+        let state = server.lab.state();
+        let copies = state.copies_of(PHISH_ID);
+        let ids: std::collections::BTreeSet<String> = copies
+            .iter()
+            .map(|(_, _, c)| {
+                serde_json::to_value(c).unwrap()["immutable_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        (ids, copies.len())
+    };
+    assert_eq!(immutables.len(), copies, "one immutable id per copy");
+    assert!(immutables.contains(&id) && immutables.contains(&bob_immutable));
+    server.stop().await;
+}
+
+/// Whole-second `Retry-After` (PROVIDER-APIS.md §F.3; Graph's throttling doc sample says 10):
+/// at least 1, an integer an official SDK can parse, both on a plain 429 and inside `$batch`.
+#[tokio::test]
+async fn throttling_says_retry_after_in_whole_seconds() {
+    let server = start(LabOptions {
+        latency: Duration::from_millis(300),
+        capacity: 1,
+        ..Default::default()
+    })
+    .await;
+    let g = Graph::new(&server).await;
+    let calls = ["alice", "bob"].map(|u| {
+        let req = g
+            .http
+            .get(format!("{}/users/{u}@contoso.com/messages?$top=1", g.base))
+            .bearer_auth(&g.token);
+        async move { req.send().await.unwrap() }
+    });
+    let responses = futures_util::future::join_all(calls).await;
+    let throttled: Vec<_> = responses.iter().filter(|r| r.status() == 429).collect();
+    assert_eq!(throttled.len(), 1, "one of two on a capacity of 1");
+    let text = throttled[0].headers()["retry-after"].to_str().unwrap();
+    let secs: u64 = text
+        .parse()
+        .unwrap_or_else(|_| panic!("Retry-After {text:?} is not whole seconds"));
+    assert!(secs >= 1, "{text}");
+
+    // Inside `$batch`: a throttled step carries the same advice in its own headers.
+    let server = start(LabOptions {
+        latency: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    let g = Graph::new(&server).await;
+    let step = |n: usize| json!({"id": n.to_string(), "method": "GET", "url": "/users/alice@contoso.com/messages?$top=1"});
+    let batch = |ids: std::ops::Range<usize>| {
+        let req = g
+            .http
+            .post(format!("{}/$batch", g.base))
+            .bearer_auth(&g.token)
+            .json(&json!({ "requests": ids.map(step).collect::<Vec<_>>() }));
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    // Two batches of four at once: eight concurrent on alice's mailbox, four over the limit.
+    let (a, b) = futures_util::join!(batch(0..4), batch(4..8));
+    let limited: Vec<Value> = [a, b]
+        .iter()
+        .flat_map(|r| r["responses"].as_array().unwrap().clone())
+        .filter(|r| r["status"] == 429)
+        .collect();
+    assert!(!limited.is_empty(), "no step was throttled");
+    for r in &limited {
+        let text = r["headers"]["Retry-After"].as_str().unwrap();
+        assert!(
+            text.parse::<u64>().is_ok_and(|s| s >= 1),
+            "step Retry-After {text:?}"
+        );
+    }
+    server.stop().await;
+}
+
+/// A path Graph has no resource for is `400 BadRequest` "Resource not found for the segment
+/// '…'" (PROVIDER-APIS.md §F.3), naming the segment, not a bodiless 404 a client would read as
+/// "already gone"; a `$batch` step with an absolute url gets the same.
+#[tokio::test]
+async fn unknown_segments_are_400_bad_request_naming_the_segment() {
+    let server = start(LabOptions::default()).await;
+    let g = Graph::new(&server).await;
+    for (path, segment) in [
+        ("/me/messages", "me"),
+        ("/users/alice@contoso.com/bogus", "bogus"),
+        (
+            "/users/alice@contoso.com/messages/AAMkX/frobnicate",
+            "frobnicate",
+        ),
+        ("/users/alice@contoso.com/messages/AAMkX/move", "move"),
+        ("/v1.0/users", "v1.0"),
+        (
+            "/users/alice@contoso.com/mailFolders/inbox/childFolders",
+            "childFolders",
+        ),
+    ] {
+        let (s, body) = g.get(path).await;
+        assert_eq!(s, 400, "{path}: {body}");
+        assert_eq!(error_code(&body), "BadRequest", "{path}");
+        assert_eq!(
+            body["error"]["message"],
+            format!("Resource not found for the segment '{segment}'."),
+            "{path}"
+        );
+        assert!(
+            body["error"]["innerError"]["request-id"].is_string(),
+            "{body}"
+        );
+    }
+    let (s, body) = g
+        .send(
+            reqwest::Method::POST,
+            "/$batch",
+            Some(json!({ "requests": [
+                {"id": "abs", "method": "GET", "url": "https://graph.microsoft.com/v1.0/users"},
+                {"id": "unknown", "method": "GET", "url": "/users/alice@contoso.com/nothing"},
+                {"id": "ok", "method": "GET", "url": "/users/alice@contoso.com/messages?$top=1"},
+            ]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let by_id = |id: &str| {
+        body["responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    for (id, segment) in [("abs", "https:"), ("unknown", "nothing")] {
+        let r = by_id(id);
+        assert_eq!(r["status"], 400, "{r}");
+        assert_eq!(r["body"]["error"]["code"], "BadRequest", "{r}");
+        assert_eq!(
+            r["body"]["error"]["message"],
+            format!("Resource not found for the segment '{segment}'."),
+            "{r}"
+        );
+    }
+    assert_eq!(by_id("ok")["status"], 200);
+    server.stop().await;
+}

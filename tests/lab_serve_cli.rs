@@ -162,3 +162,249 @@ fn lab_serve_refuses_a_non_loopback_address() {
     assert!(err.contains("loopback only"), "{err}");
     assert!(err.contains("0.0.0.0:0"), "{err}");
 }
+
+/// `lab serve` with an absolute-path-free start: it runs where its arguments are relative.
+fn serve_in(cwd: &std::path::Path, args: &[&str]) -> (Running, String) {
+    let mut child = Command::new(BIN)
+        .current_dir(cwd)
+        .args(["lab", "serve"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let running = Running(child);
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        lines.push(line.clone());
+        if let Some(rest) = line.strip_prefix("lab listening on ") {
+            return (running, rest.split_whitespace().next().unwrap().to_string());
+        }
+    }
+    panic!("lab serve printed no listening line; saw {lines:?}");
+}
+
+/// Issue 14 point 6, end to end with relative paths as an operator types them: a scenario from
+/// `lab scenario` (dated before the current hour, so inside `trace sync`'s default 30 days),
+/// served with `--capacity 4 --write-config sub/lab.toml`. The config names its secrets
+/// relative to itself (not `sub/sub/…`), sizes the client to the capacity (no stream of 429s)
+/// and gives the Google tenant no Microsoft `auth`; a plain `trace sync` then indexes the
+/// campaign from every mailbox.
+#[test]
+fn relative_write_config_fits_the_capacity_and_a_fresh_scenario_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    std::fs::create_dir(cwd.join("sub")).unwrap();
+    let out = Command::new(BIN)
+        .current_dir(cwd)
+        .args([
+            "lab",
+            "scenario",
+            "--mailboxes",
+            "24",
+            "--campaign-recipients",
+            "24",
+            "--background-messages",
+            "4",
+            "--out",
+            "scenario.json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (_lab, url) = serve_in(
+        cwd,
+        &[
+            "--scenario",
+            "scenario.json",
+            "--capacity",
+            "4",
+            "--latency-ms",
+            "5",
+            "--write-config",
+            "sub/lab.toml",
+        ],
+    );
+    let text = std::fs::read_to_string(cwd.join("sub/lab.toml")).unwrap();
+    assert!(text.contains(&url), "{text}");
+    let config: toml::Value = toml::from_str(&text).unwrap();
+    let tenants = config["tenant"].as_array().unwrap();
+    assert_eq!(tenants.len(), 2, "{text}");
+    for t in tenants {
+        let name = t["name"].as_str().unwrap();
+        assert_eq!(
+            t["limits"]["max_in_flight"].as_integer(),
+            Some(4),
+            "{name}: never more in flight than the lab's capacity\n{text}"
+        );
+        let secret = t
+            .get("client_secret_file")
+            .or_else(|| t.get("service_account_file"))
+            .and_then(toml::Value::as_str)
+            .unwrap_or_else(|| panic!("{name}: no secret file\n{text}"));
+        assert!(
+            !secret.contains('/'),
+            "{name}: {secret:?} must be relative to the config file"
+        );
+        assert!(cwd.join("sub").join(secret).is_file(), "{secret}");
+        if t["kind"].as_str() == Some("google_workspace") {
+            assert!(
+                t.get("auth").is_none(),
+                "{name}: auth beside a service account\n{text}"
+            );
+        }
+    }
+
+    // Relative paths resolved once: the config works from where it was written.
+    let clawback = |args: &[&str]| {
+        Command::new(BIN)
+            .current_dir(cwd)
+            .args(["--config", "sub/lab.toml", "--data-dir", "data"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let doctor = clawback(&["doctor"]);
+    let out = String::from_utf8_lossy(&doctor.stdout);
+    assert_eq!(
+        out.matches("Token:       obtained").count(),
+        2,
+        "doctor:\n{out}\n{}",
+        String::from_utf8_lossy(&doctor.stderr)
+    );
+
+    // The default look-back finds the generated mail; no mailbox is throttled into failure.
+    let sync = clawback(&["trace", "sync"]);
+    let out = String::from_utf8_lossy(&sync.stdout);
+    let err = String::from_utf8_lossy(&sync.stderr);
+    assert_eq!(sync.status.code(), Some(0), "{out}\n{err}");
+    assert!(out.contains("synced 24/24 mailboxes"), "{out}");
+    assert!(!out.contains("indexed 0 new"), "nothing indexed: {out}");
+    let search = clawback(&[
+        "search",
+        &format!("msgid:{}", clawback::lab::demo::CAMPAIGN_MESSAGE_ID),
+        "--json",
+    ]);
+    let rows: Value = serde_json::from_slice(&search.stdout).unwrap();
+    assert_eq!(
+        rows.as_array().map(Vec::len),
+        Some(2),
+        "one record per tenant: {rows}"
+    );
+}
+
+/// `--retry-after`: the lab's 429s say whole seconds (at least 1) unless `sub-second` is asked
+/// for (experiments and fast tests only: no real service answers like that).
+#[test]
+fn retry_after_knob_is_whole_seconds_unless_sub_second_is_asked_for() {
+    for (knob, whole) in [
+        (None, true),
+        (Some("whole-seconds"), true),
+        (Some("sub-second"), false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("lab.toml");
+        let mut args = vec![
+            "--scenario",
+            "demo",
+            "--capacity",
+            "1",
+            "--latency-ms",
+            "300",
+            "--write-config",
+            config.to_str().unwrap(),
+        ];
+        if let Some(k) = knob {
+            args.extend(["--retry-after", k]);
+        }
+        let (_lab, url, _, _) = serve(&args);
+        let text = std::fs::read_to_string(&config).unwrap();
+        let config: toml::Value = toml::from_str(&text).unwrap();
+        let contoso = config["tenant"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["kind"].as_str() == Some("microsoft365"))
+            .unwrap()
+            .clone();
+        let secret = std::fs::read_to_string(
+            dir.path()
+                .join(contoso["client_secret_file"].as_str().unwrap()),
+        )
+        .unwrap();
+        let retry_after = tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let http = reqwest::Client::new();
+            let token: Value = http
+                .post(format!(
+                    "{url}/{}/oauth2/v2.0/token",
+                    contoso["tenant_id"].as_str().unwrap()
+                ))
+                .form(&[
+                    ("client_id", contoso["client_id"].as_str().unwrap()),
+                    ("client_secret", secret.trim()),
+                    ("scope", "https://graph.microsoft.com/.default"),
+                    ("grant_type", "client_credentials"),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let token = token["access_token"].as_str().unwrap().to_string();
+            // Two granted contoso mailboxes holding the campaign, from the lab's own view.
+            let copies: Value = http
+                .get(format!("{url}/_lab/messages"))
+                .query(&[("message_id", clawback::lab::demo::CAMPAIGN_MESSAGE_ID)])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let mailboxes: Vec<String> = copies["copies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["tenant"] == "contoso" && c["granted"] == true)
+                .map(|c| c["mailbox"].as_str().unwrap().to_string())
+                .take(2)
+                .collect();
+            assert_eq!(mailboxes.len(), 2, "{copies}");
+            // Two mailboxes at once on a capacity of one: one is throttled.
+            let calls = mailboxes.iter().map(|mail| {
+                let req = http
+                    .get(format!("{url}/v1.0/users/{mail}/messages?$top=1"))
+                    .bearer_auth(&token);
+                async move { req.send().await.unwrap() }
+            });
+            let answers = futures_util::future::join_all(calls).await;
+            let limited: Vec<_> = answers.iter().filter(|r| r.status() == 429).collect();
+            assert_eq!(limited.len(), 1, "{knob:?}");
+            limited[0].headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .to_string()
+        });
+        let secs: f64 = retry_after.parse().unwrap();
+        if whole {
+            assert!(
+                retry_after.parse::<u64>().is_ok() && secs >= 1.0,
+                "{knob:?}: Retry-After {retry_after:?}"
+            );
+        } else {
+            assert!(
+                secs < 1.0 && secs > 0.0,
+                "{knob:?}: Retry-After {retry_after:?}"
+            );
+        }
+    }
+}

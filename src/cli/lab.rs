@@ -2,9 +2,9 @@
 
 use crate::cli::exit;
 use crate::cli::out::{errln, outln};
-use crate::lab::generate::{GenerateKind, GenerateOptions, generate};
+use crate::lab::generate::{GenerateKind, GenerateOptions, generate, generate_at};
 use crate::lab::scenario::Scenario;
-use crate::lab::{LabOptions, LabServer};
+use crate::lab::{LabOptions, LabServer, RetryAdvice};
 use clap::{Args, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,9 +32,14 @@ pub struct ScenarioArgs {
     /// Mailboxes that hold the campaign (M ≤ N).
     #[arg(long, default_value_t = 1_000)]
     pub campaign_recipients: usize,
-    /// Seed: the same seed gives the same file.
+    /// Seed: the same seed (and anchor) gives the same file.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Date the mail before this instant (RFC 3339, e.g. 2026-03-01T09:00:00Z); the campaign
+    /// is one hour older. Default: the start of the current UTC hour, so `trace sync` with its
+    /// default look-back finds everything.
+    #[arg(long)]
+    pub anchor: Option<chrono::DateTime<chrono::Utc>>,
     /// Which tenants: microsoft365, google_workspace, or mixed (2/3 Microsoft, 1/3 Google).
     #[arg(long, value_enum, default_value = "mixed")]
     pub kind: GenerateKind,
@@ -75,7 +80,12 @@ pub struct ServeArgs {
     /// Probability (0..1) that a provider request fails with 5xx or a dropped connection.
     #[arg(long, default_value_t = 0.0)]
     pub fault_rate: f64,
-    /// Write a clawback config pointing at this lab (secrets beside it, mode 0600).
+    /// How 429s say when to retry: whole seconds like the real services, or the lab's own
+    /// sub-second pace (for experiments; no real service answers like that).
+    #[arg(long, value_enum, default_value = "whole-seconds")]
+    pub retry_after: RetryAdvice,
+    /// Write a clawback config pointing at this lab (secrets beside it, mode 0600; the client
+    /// limits fit --capacity).
     #[arg(long)]
     pub write_config: Option<PathBuf>,
 }
@@ -118,6 +128,7 @@ fn serve(a: ServeArgs) -> u8 {
         token_ttl: Duration::from_secs(a.token_ttl.max(1)),
         fault_rate: a.fault_rate,
         seed: a.seed,
+        retry_advice: a.retry_after,
         ..Default::default()
     };
     let runtime = match tokio::runtime::Runtime::new() {
@@ -156,15 +167,22 @@ fn serve(a: ServeArgs) -> u8 {
 
 fn write_scenario(a: ScenarioArgs) -> u8 {
     let scenario = if a.demo {
-        crate::lab::demo::build(a.seed)
+        match a.anchor {
+            Some(at) => crate::lab::demo::build_at(a.seed, at),
+            None => crate::lab::demo::build(a.seed),
+        }
     } else {
-        match generate(&GenerateOptions {
+        let opts = GenerateOptions {
             mailboxes: a.mailboxes,
             campaign_recipients: a.campaign_recipients,
             seed: a.seed,
             kind: a.kind,
             background_messages: a.background_messages,
-        }) {
+        };
+        match a
+            .anchor
+            .map_or_else(|| generate(&opts), |at| generate_at(&opts, at))
+        {
             Ok(s) => s,
             Err(e) => {
                 errln!("clawback lab scenario: {e}");

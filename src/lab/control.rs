@@ -108,10 +108,16 @@ fn copy_json(state: &LabState, t: &Tenant, mailbox: &str, c: &Copy) -> Value {
         "retained_by_hold": c.folder == Folder::Purged
             && t.users.get(mailbox).is_some_and(|u| u.on_hold),
     });
-    if t.kind == TenantKind::GoogleWorkspace
-        && let Some(o) = v.as_object_mut()
-    {
-        o.insert("labels".into(), json!(gmail_labels(c)));
+    if let Some(o) = v.as_object_mut() {
+        match t.kind {
+            TenantKind::GoogleWorkspace => {
+                o.insert("labels".into(), json!(gmail_labels(c)));
+            }
+            // The id Graph shows with `Prefer: IdType="ImmutableId"`: kept across moves.
+            TenantKind::Microsoft365 => {
+                o.insert("immutable_id".into(), json!(c.immutable_id));
+            }
+        }
     }
     v
 }
@@ -282,6 +288,12 @@ async fn stats(State(lab): State<SharedLab>) -> Response {
         .lock()
         .map(|m| m.clone())
         .unwrap_or_default();
+    let id_types = lab
+        .stats
+        .graph_id_types
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
     let slots = lab.limits.slots_in_use();
     let (names, actions_total): (Vec<String>, usize) = {
         let state = lab.state();
@@ -315,6 +327,7 @@ async fn stats(State(lab): State<SharedLab>) -> Response {
         "latency_ms": lab.options.latency.as_secs_f64() * 1000.0,
         "actions_total": actions_total,
         "faults": { "5xx": faults_5xx, "dropped": faults_dropped, "total": faults_5xx + faults_dropped },
+        "graph_id_types": id_types,
     }))
     .into_response()
 }

@@ -1,9 +1,12 @@
 //! Large scenarios for benchmarks and scale tests: N mailboxes split over a Microsoft 365 and a
 //! Google Workspace tenant, one campaign with exactly M copies, a few background messages.
 //!
-//! Everything is a function of the options (no clock): the campaign is dated
-//! [`GENERATED_ANCHOR`] minus one hour. The campaign uses the demo's Message-ID and sender
-//! ([`super::demo::CAMPAIGN_MESSAGE_ID`]), so tools and tests treat both alike.
+//! Dates lie before an anchor, as in the demo: [`generate`] anchors at the start of the current
+//! UTC hour, so the mail is recent enough for `trace sync`'s default look-back (30 days) to
+//! find it; [`generate_at`] takes the anchor, and the same (options, anchor) always gives the
+//! same scenario. The campaign is dated one hour before the anchor and uses the demo's
+//! Message-ID and sender ([`super::demo::CAMPAIGN_MESSAGE_ID`]), so tools and tests treat both
+//! alike.
 
 use super::demo::{
     CAMPAIGN_MESSAGE_ID, CAMPAIGN_SENDER, CAMPAIGN_SENDER_NAME, CAMPAIGN_SUBJECT, CAMPAIGN_URL,
@@ -13,7 +16,7 @@ use super::scenario::{
     Scenario, ScenarioCopy, ScenarioDomain, ScenarioMessage, ScenarioTenant, ScenarioUser,
 };
 use crate::model::{Folder, TenantKind};
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -76,17 +79,17 @@ pub enum GenerateError {
 /// allocation failure.
 pub const MAX_GENERATED: usize = 1_000_000;
 
-/// The fixed date generated scenarios are relative to (2025-01-06T09:00:00Z).
-pub const GENERATED_ANCHOR: i64 = 1_736_154_000;
-
-fn anchor() -> DateTime<Utc> {
-    Utc.timestamp_opt(GENERATED_ANCHOR, 0)
-        .single()
-        .unwrap_or_default()
+/// Generates a scenario anchored at the start of the current UTC hour.
+pub fn generate(opts: &GenerateOptions) -> Result<Scenario, GenerateError> {
+    let now = Utc::now();
+    generate_at(opts, now.duration_trunc(Duration::hours(1)).unwrap_or(now))
 }
 
-/// Generates a scenario.
-pub fn generate(opts: &GenerateOptions) -> Result<Scenario, GenerateError> {
+/// Generates a scenario with every date before `anchor` (the campaign one hour before it).
+pub fn generate_at(
+    opts: &GenerateOptions,
+    anchor: DateTime<Utc>,
+) -> Result<Scenario, GenerateError> {
     if opts.mailboxes == 0 {
         return Err(GenerateError::NoMailboxes);
     }
@@ -156,7 +159,12 @@ pub fn generate(opts: &GenerateOptions) -> Result<Scenario, GenerateError> {
             background_each / 2
         };
         tenants.push(tenant(
-            &mut rng, name, domain, kind, size, recipients, share,
+            &mut rng,
+            anchor,
+            (name, domain, kind),
+            size,
+            recipients,
+            share,
         ));
     }
     Ok(Scenario {
@@ -187,9 +195,8 @@ fn address(i: usize, domain: &str) -> String {
 
 fn tenant(
     rng: &mut ChaCha8Rng,
-    name: &str,
-    domain: &str,
-    kind: TenantKind,
+    anchor: DateTime<Utc>,
+    (name, domain, kind): (&str, &str, TenantKind),
     size: usize,
     campaign: usize,
     background: usize,
@@ -209,7 +216,7 @@ fn tenant(
             admin: i == 0,
         })
         .collect();
-    let date = anchor() - Duration::hours(1);
+    let date = anchor - Duration::hours(1);
     let mut messages = Vec::new();
     if campaign > 0 {
         let mut m = blank_message(CAMPAIGN_MESSAGE_ID, CAMPAIGN_SENDER, CAMPAIGN_SUBJECT, date);
@@ -276,6 +283,37 @@ fn tenant(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dated_before_the_current_hour_or_the_anchor_given() {
+        let opts = GenerateOptions {
+            mailboxes: 3,
+            campaign_recipients: 2,
+            background_messages: 2,
+            ..Default::default()
+        };
+        let before = Utc::now();
+        let s = generate(&opts).unwrap();
+        let dates: Vec<DateTime<Utc>> = s
+            .tenants
+            .iter()
+            .flat_map(|t| &t.messages)
+            .map(|m| m.date)
+            .collect();
+        assert!(!dates.is_empty());
+        for d in &dates {
+            assert!(*d < before, "{d}");
+            assert!(before - *d < Duration::days(30), "{d}: outside 30 days");
+        }
+        let anchor = DateTime::parse_from_rfc3339("2026-02-01T09:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let a = serde_json::to_string(&generate_at(&opts, anchor).unwrap()).unwrap();
+        let b = serde_json::to_string(&generate_at(&opts, anchor).unwrap()).unwrap();
+        assert_eq!(a, b, "the same options and anchor give the same scenario");
+        let campaign = generate_at(&opts, anchor).unwrap().tenants[0].messages[0].date;
+        assert_eq!(campaign, anchor - Duration::hours(1));
+    }
 
     #[test]
     fn splits_exactly_and_rejects_bad_counts() {

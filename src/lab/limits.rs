@@ -3,6 +3,13 @@
 //! Graph's 4 concurrent requests and 10,000 requests per 10 minutes per mailbox, and Gmail's
 //! per-user quota units (token bucket, 250 units/s with a burst of one second) and per-user
 //! concurrency.
+//!
+//! Every refusal says when to come back, derived from the limit that was hit: the moment a
+//! place frees (one service time), the request window's oldest entry leaving it, the quota
+//! bucket refilling. The real services say it in whole seconds (Graph's throttling doc shows
+//! `Retry-After: 10`; PROVIDER-APIS.md §F.3), so the lab does too by default
+//! ([`RetryAdvice::WholeSeconds`]); [`RetryAdvice::SubSecond`] keeps the lab's own pace for
+//! experiments and for tests that throttle on purpose and must stay fast.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -34,6 +41,20 @@ pub enum ThrottleKind {
     GmailConcurrency,
 }
 
+/// How the lab words the delay of a refusal (`Retry-After`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RetryAdvice {
+    /// Whole seconds, at least 1, rounded up from the limit's own window: what Graph sends.
+    #[default]
+    #[value(name = "whole-seconds")]
+    WholeSeconds,
+    /// The lab's own pace: a couple of service times (at least 50 ms), quota refills to the
+    /// millisecond. For experiments and fast tests; no real service answers like this (an
+    /// official Graph SDK cannot parse `0.050` and falls back to its own 3 s).
+    #[value(name = "sub-second")]
+    SubSecond,
+}
+
 /// A refusal with the delay the client should wait.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Throttle {
@@ -51,6 +72,8 @@ pub struct LimitOptions {
     /// Gmail quota units per user per second.
     pub gmail_units_per_sec: f64,
     pub seed: u64,
+    /// How `Retry-After` is worded.
+    pub retry_advice: RetryAdvice,
 }
 
 impl Default for LimitOptions {
@@ -61,6 +84,7 @@ impl Default for LimitOptions {
             capacity: 256,
             gmail_units_per_sec: 250.0,
             seed: 0,
+            retry_advice: RetryAdvice::WholeSeconds,
         }
     }
 }
@@ -150,25 +174,43 @@ impl Limits {
         self.options.latency + Duration::from_micros(extra)
     }
 
-    /// A retry delay that suits this lab's speed: a couple of service times, at least 50 ms.
+    /// The advice for a refusal whose limit frees up in `wait`: whole seconds (at least 1),
+    /// or with [`RetryAdvice::SubSecond`] the exact wait to the millisecond (at least 50 ms).
+    pub fn advise(&self, wait: Duration) -> f64 {
+        match self.options.retry_advice {
+            RetryAdvice::WholeSeconds => wait.as_secs_f64().ceil().max(1.0),
+            RetryAdvice::SubSecond => ((wait.as_secs_f64() * 1000.0).ceil() / 1000.0).max(0.05),
+        }
+    }
+
+    /// The advice when a concurrent place is refused: places free when requests in service
+    /// finish, within one service time (the lab's pace: two, so a retry finds one free).
     pub fn retry_after(&self) -> f64 {
-        (self.options.latency.as_secs_f64() * 2.0).max(0.05)
+        let longest = self.options.latency + self.options.jitter;
+        match self.options.retry_advice {
+            RetryAdvice::WholeSeconds => self.advise(longest),
+            RetryAdvice::SubSecond => self.advise(self.options.latency * 2),
+        }
+    }
+
+    fn refused(&self, kind: ThrottleKind) -> Throttle {
+        Throttle {
+            kind,
+            retry_after_secs: self.retry_after(),
+        }
     }
 
     /// Takes one of the tenant's S service slots, or refuses when all are in use.
     pub fn take_slot(&self, tenant: usize) -> Result<SlotGuard<'_>, Throttle> {
-        let counter = self.slots.get(tenant).ok_or(Throttle {
-            kind: ThrottleKind::Capacity,
-            retry_after_secs: self.retry_after(),
-        })?;
+        let counter = self
+            .slots
+            .get(tenant)
+            .ok_or(self.refused(ThrottleKind::Capacity))?;
         let capacity = self.options.capacity.max(1);
         let mut current = counter.load(Ordering::Acquire);
         loop {
             if current >= capacity {
-                return Err(Throttle {
-                    kind: ThrottleKind::Capacity,
-                    retry_after_secs: self.retry_after(),
-                });
+                return Err(self.refused(ThrottleKind::Capacity));
             }
             match counter.compare_exchange_weak(
                 current,
@@ -219,10 +261,10 @@ impl Limits {
     ) -> Result<MailboxGuard<'_>, Throttle> {
         let key = (tenant, mailbox.to_ascii_lowercase());
         let now = Instant::now();
-        let mut map = self.mailboxes.lock().map_err(|_| Throttle {
-            kind: ThrottleKind::MailboxConcurrency,
-            retry_after_secs: self.retry_after(),
-        })?;
+        let mut map = self
+            .mailboxes
+            .lock()
+            .map_err(|_| self.refused(ThrottleKind::MailboxConcurrency))?;
         let c = map.entry(key.clone()).or_default();
         while c
             .window
@@ -232,25 +274,20 @@ impl Limits {
             c.window.pop_front();
         }
         if c.window.len() >= GRAPH_MAILBOX_WINDOW_LIMIT {
+            // Until the oldest request of the window leaves it: whole seconds in either
+            // wording (a ten-minute window is no place for milliseconds).
             let wait = c
                 .window
                 .front()
-                .map(|t| {
-                    GRAPH_WINDOW
-                        .saturating_sub(now.duration_since(*t))
-                        .as_secs_f64()
-                })
-                .unwrap_or(1.0);
+                .map(|t| GRAPH_WINDOW.saturating_sub(now.duration_since(*t)))
+                .unwrap_or(Duration::from_secs(1));
             return Err(Throttle {
                 kind: ThrottleKind::MailboxWindow,
-                retry_after_secs: wait.max(1.0).ceil(),
+                retry_after_secs: wait.as_secs_f64().ceil().max(1.0),
             });
         }
         if c.in_flight >= GRAPH_MAILBOX_CONCURRENCY {
-            return Err(Throttle {
-                kind: ThrottleKind::MailboxConcurrency,
-                retry_after_secs: self.retry_after(),
-            });
+            return Err(self.refused(ThrottleKind::MailboxConcurrency));
         }
         c.in_flight += 1;
         c.window.push_back(now);
@@ -271,10 +308,10 @@ impl Limits {
         let key = (tenant, user.to_ascii_lowercase());
         let now = Instant::now();
         let rate = self.options.gmail_units_per_sec.max(1.0);
-        let mut map = self.gmail.lock().map_err(|_| Throttle {
-            kind: ThrottleKind::GmailConcurrency,
-            retry_after_secs: self.retry_after(),
-        })?;
+        let mut map = self
+            .gmail
+            .lock()
+            .map_err(|_| self.refused(ThrottleKind::GmailConcurrency))?;
         let b = map.entry(key.clone()).or_insert(GmailBucket {
             units: rate,
             last: now,
@@ -283,17 +320,15 @@ impl Limits {
         b.units = (b.units + now.duration_since(b.last).as_secs_f64() * rate).min(rate);
         b.last = now;
         if b.in_flight >= GMAIL_USER_CONCURRENCY {
-            return Err(Throttle {
-                kind: ThrottleKind::GmailConcurrency,
-                retry_after_secs: self.retry_after(),
-            });
+            return Err(self.refused(ThrottleKind::GmailConcurrency));
         }
         let cost = f64::from(units);
         if b.units < cost {
-            let wait = (cost - b.units) / rate;
+            // Until the bucket holds the cost again.
+            let wait = Duration::from_secs_f64((cost - b.units) / rate);
             return Err(Throttle {
                 kind: ThrottleKind::GmailUserQuota,
-                retry_after_secs: (wait * 1000.0).ceil() / 1000.0,
+                retry_after_secs: self.advise(wait),
             });
         }
         b.units -= cost;
@@ -368,10 +403,70 @@ mod tests {
             .err()
             .expect("quota spent");
         assert_eq!(err.kind, ThrottleKind::GmailUserQuota);
+        // 0.2 s of refill, said in whole seconds.
+        assert_eq!(err.retry_after_secs, 1.0, "{err:?}");
+
+        let lab_pace = Limits::new(
+            LimitOptions {
+                gmail_units_per_sec: 50.0,
+                retry_advice: RetryAdvice::SubSecond,
+                ..Default::default()
+            },
+            1,
+        );
+        for _ in 0..5 {
+            drop(
+                lab_pace
+                    .enter_gmail_user(0, "u@x", 10)
+                    .expect("within quota"),
+            );
+        }
+        let err = lab_pace
+            .enter_gmail_user(0, "u@x", 10)
+            .err()
+            .expect("quota spent");
         assert!(
             err.retry_after_secs > 0.0 && err.retry_after_secs <= 0.2,
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn retry_advice_is_whole_seconds_from_the_limit_hit_unless_sub_second_asked() {
+        let whole = Limits::new(
+            LimitOptions {
+                latency: Duration::from_millis(20),
+                capacity: 1,
+                ..Default::default()
+            },
+            1,
+        );
+        let _slot = whole.take_slot(0).expect("first");
+        assert_eq!(
+            whole.take_slot(0).err().map(|t| t.retry_after_secs),
+            Some(1.0)
+        );
+        assert_eq!(whole.advise(Duration::from_millis(1)), 1.0);
+        assert_eq!(whole.advise(Duration::from_millis(2_001)), 3.0);
+        let slow = Limits::new(
+            LimitOptions {
+                latency: Duration::from_millis(1_500),
+                jitter: Duration::from_millis(600),
+                ..Default::default()
+            },
+            1,
+        );
+        assert_eq!(slow.retry_after(), 3.0, "a service time of up to 2.1 s");
+        let fast = Limits::new(
+            LimitOptions {
+                latency: Duration::from_millis(20),
+                retry_advice: RetryAdvice::SubSecond,
+                ..Default::default()
+            },
+            1,
+        );
+        assert_eq!(fast.retry_after(), 0.05);
+        assert_eq!(fast.advise(Duration::from_millis(120)), 0.12);
     }
 
     #[test]

@@ -28,6 +28,7 @@ use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+pub use limits::RetryAdvice;
 use limits::{LimitOptions, Limits, Throttle, ThrottleKind};
 use scenario::Scenario;
 use state::LabState;
@@ -54,6 +55,9 @@ pub struct LabOptions {
     pub seed: u64,
     /// Gmail quota units per user per second.
     pub gmail_units_per_sec: f64,
+    /// How `Retry-After` is worded: whole seconds like the real services (default), or the
+    /// lab's sub-second pace for experiments and tests that throttle on purpose.
+    pub retry_advice: RetryAdvice,
 }
 
 impl Default for LabOptions {
@@ -66,6 +70,7 @@ impl Default for LabOptions {
             fault_rate: 0.0,
             seed: 1,
             gmail_units_per_sec: 250.0,
+            retry_advice: RetryAdvice::WholeSeconds,
         }
     }
 }
@@ -77,6 +82,9 @@ pub struct Stats {
     pub requests: Mutex<BTreeMap<String, u64>>,
     /// 429 (and Gmail 403 rate-limit) responses issued, by which limit.
     pub throttled: Mutex<BTreeMap<String, u64>>,
+    /// Graph mail requests (`$batch` steps each) by the id type they asked for: `immutable`
+    /// (`Prefer: IdType="ImmutableId"`) or `regular`.
+    pub graph_id_types: Mutex<BTreeMap<String, u64>>,
     pub in_flight: AtomicUsize,
     pub faults_5xx: AtomicU64,
     pub faults_dropped: AtomicU64,
@@ -113,6 +121,7 @@ impl Lab {
                     capacity: options.capacity,
                     gmail_units_per_sec: options.gmail_units_per_sec,
                     seed: options.seed,
+                    retry_advice: options.retry_advice,
                 },
                 tenants,
             ),
@@ -154,6 +163,14 @@ impl Lab {
             .get()
             .map(String::as_str)
             .unwrap_or("http://127.0.0.1")
+    }
+
+    /// Counts a Graph mail request by the id type it asked for.
+    pub fn note_id_type(&self, immutable: bool) {
+        let key = if immutable { "immutable" } else { "regular" };
+        if let Ok(mut m) = self.stats.graph_id_types.lock() {
+            *m.entry(key.to_string()).or_default() += 1;
+        }
     }
 
     /// Counts a throttling response.
@@ -263,6 +280,8 @@ pub enum LabError {
         path: String,
         source: std::io::Error,
     },
+    #[error("the config written for the lab does not read back: {0}")]
+    Config(String),
 }
 
 /// A lab serving HTTP on a loopback port.
@@ -338,7 +357,14 @@ impl Drop for LabServer {
     }
 }
 
-/// Writes `path` (a clawback config for this lab) and its secret files beside it.
+/// Writes `path` (a clawback config for this lab) and its secret files beside it, and returns
+/// the config as `Config::load` reads it back.
+///
+/// The file names its secrets relative to itself (they lie beside it), since a config's
+/// relative paths are resolved against the config's own directory: a relative `path` such as
+/// `dir/lab.toml` would otherwise name `dir/dir/lab.contoso.secret`. The tenants' client limits
+/// fit the lab: never more requests in flight than its capacity S, which a client sized for
+/// the real services (256) would overrun into a stream of 429s.
 pub fn write_config(lab: &Lab, base_url: &str, path: &Path) -> Result<Config, LabError> {
     let werr = |p: &Path, source| LabError::Write {
         path: p.display().to_string(),
@@ -352,6 +378,12 @@ pub fn write_config(lab: &Lab, base_url: &str, path: &Path) -> Result<Config, La
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_else(|| "lab".into());
+    let limits = crate::config::LimitConfig {
+        max_in_flight: crate::config::LimitConfig::default()
+            .max_in_flight
+            .min(lab.options.capacity.max(1)),
+        ..Default::default()
+    };
     let mut tenants = Vec::new();
     let state = lab.state();
     for t in &state.tenants {
@@ -365,7 +397,8 @@ pub fn write_config(lab: &Lab, base_url: &str, path: &Path) -> Result<Config, La
             .collect();
         match t.kind {
             TenantKind::Microsoft365 => {
-                let secret_path = dir.join(format!("{stem}.{}.secret", t.name));
+                let name = format!("{stem}.{}.secret", t.name);
+                let secret_path = dir.join(&name);
                 crate::secret::write_private_file(
                     &secret_path,
                     t.credentials.client_secret.as_bytes(),
@@ -378,7 +411,7 @@ pub fn write_config(lab: &Lab, base_url: &str, path: &Path) -> Result<Config, La
                     tenant_id: Some(t.tenant_id.clone()),
                     client_id: Some(t.credentials.client_id.clone()),
                     auth: MicrosoftAuth::ClientSecret,
-                    client_secret_file: Some(secret_path),
+                    client_secret_file: Some(name.into()),
                     client_secret_env: None,
                     client_secret: None,
                     certificate_file: None,
@@ -394,11 +427,12 @@ pub fn write_config(lab: &Lab, base_url: &str, path: &Path) -> Result<Config, La
                         graph: Some(base_url.to_string()),
                         ..Default::default()
                     },
-                    limits: Default::default(),
+                    limits: limits.clone(),
                 });
             }
             TenantKind::GoogleWorkspace => {
-                let sa_path = dir.join(format!("{stem}.{}.service-account.json", t.name));
+                let name = format!("{stem}.{}.service-account.json", t.name);
+                let sa_path = dir.join(&name);
                 let sa = serde_json::json!({
                     "type": "service_account",
                     "project_id": format!("{}-lab", t.name),
@@ -418,13 +452,14 @@ pub fn write_config(lab: &Lab, base_url: &str, path: &Path) -> Result<Config, La
                     domains,
                     tenant_id: None,
                     client_id: None,
+                    // Not written (see `without_microsoft_auth`): a Microsoft setting.
                     auth: MicrosoftAuth::ClientSecret,
                     client_secret_file: None,
                     client_secret_env: None,
                     client_secret: None,
                     certificate_file: None,
                     private_key_file: None,
-                    service_account_file: Some(sa_path),
+                    service_account_file: Some(name.into()),
                     service_account_env: None,
                     admin_user: t.admin_user.clone().or_else(|| {
                         t.users
@@ -441,7 +476,7 @@ pub fn write_config(lab: &Lab, base_url: &str, path: &Path) -> Result<Config, La
                         directory: Some(base_url.to_string()),
                         ..Default::default()
                     },
-                    limits: Default::default(),
+                    limits: limits.clone(),
                 });
             }
         }
@@ -455,13 +490,31 @@ pub fn write_config(lab: &Lab, base_url: &str, path: &Path) -> Result<Config, La
         tenants,
         ..Default::default()
     };
-    let body = toml::to_string_pretty(&config).unwrap_or_default();
+    let body = without_microsoft_auth(&toml::to_string_pretty(&config).unwrap_or_default());
     let text = format!(
-        "# clawback config for the lab at {base_url} (scenario {:?}), written by `clawback lab serve --write-config`.\n# Secrets are in the files beside this one (mode 0600). Lab credentials protect nothing.\n\n{body}",
-        lab.scenario_name
+        "# clawback config for the lab at {base_url} (scenario {:?}, capacity {} per tenant), written by `clawback lab serve --write-config`.\n# Secrets are in the files beside this one (mode 0600). Lab credentials protect nothing.\n\n{body}",
+        lab.scenario_name, lab.options.capacity
     );
     crate::secret::write_private_file(path, text.as_bytes()).map_err(|e| werr(path, e))?;
-    let mut config = config;
-    config.source = Some(path.to_path_buf());
-    Ok(config)
+    // Exactly what a later `--config` reads: secret paths resolved against the file's folder.
+    Config::parse(&text, path).map_err(|e| LabError::Config(e.to_string()))
+}
+
+/// The config text without `auth` on Google Workspace tenants: it says how a Microsoft tenant
+/// signs in, and `auth = "client_secret"` beside `service_account_file` only misleads.
+fn without_microsoft_auth(text: &str) -> String {
+    let Ok(mut doc) = text.parse::<toml_edit::DocumentMut>() else {
+        return text.to_string();
+    };
+    if let Some(tenants) = doc
+        .get_mut("tenant")
+        .and_then(toml_edit::Item::as_array_of_tables_mut)
+    {
+        for t in tenants.iter_mut() {
+            if t.get("kind").and_then(toml_edit::Item::as_str) == Some("google_workspace") {
+                t.remove("auth");
+            }
+        }
+    }
+    doc.to_string()
 }

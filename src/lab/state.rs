@@ -2,8 +2,9 @@
 //!
 //! Both provider faces (Graph and Gmail) read and change this one model, so `/_lab/` can report
 //! where every copy is regardless of which API moved it. Copies keep provider-style ids: a Graph
-//! copy gets a new id on every move (the old one is forgotten, so it 404s); a Gmail copy keeps
-//! its id for life.
+//! copy has a regular id that changes on every move (the old one is forgotten, so it 404s) and
+//! an immutable id (`Prefer: IdType="ImmutableId"`) that it keeps while it stays in its mailbox;
+//! a Gmail copy keeps its one id for life.
 
 use crate::model::{Folder, TenantKind};
 use chrono::{DateTime, Utc};
@@ -50,8 +51,11 @@ pub struct Attachment {
 /// One copy of a message in one mailbox.
 #[derive(Debug, Clone, Serialize)]
 pub struct Copy {
-    /// Provider id: Graph ids change on move; Gmail ids never change.
+    /// Provider id: Graph's regular id changes on move; Gmail ids never change.
     pub id: String,
+    /// Graph's immutable id: kept across moves within the mailbox (PROVIDER-APIS.md §F.3).
+    /// Gmail: the same as `id`.
+    pub immutable_id: String,
     pub folder: Folder,
     pub read: bool,
     /// Extra Gmail labels (user labels, STARRED, categories) beyond folder and UNREAD.
@@ -113,6 +117,42 @@ pub struct Credentials {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Mailbox {
     pub copies: BTreeMap<String, Copy>,
+    /// Graph immutable id → current regular id.
+    #[serde(skip)]
+    immutable: BTreeMap<String, String>,
+}
+
+impl Mailbox {
+    /// The current id of the copy named by `id`, a regular or an immutable id.
+    pub fn resolve<'a>(&'a self, id: &'a str) -> Option<&'a str> {
+        if self.copies.contains_key(id) {
+            return Some(id);
+        }
+        self.immutable.get(id).map(String::as_str)
+    }
+
+    /// The copy named by a regular or an immutable id.
+    pub fn get(&self, id: &str) -> Option<&Copy> {
+        self.resolve(id)
+            .and_then(|current| self.copies.get(current))
+    }
+
+    /// Puts a copy in under its current id (and its immutable id, when that differs).
+    pub fn insert(&mut self, copy: Copy) {
+        if copy.immutable_id != copy.id {
+            self.immutable
+                .insert(copy.immutable_id.clone(), copy.id.clone());
+        }
+        self.copies.insert(copy.id.clone(), copy);
+    }
+
+    /// Takes out the copy named by a regular or an immutable id.
+    pub fn remove(&mut self, id: &str) -> Option<Copy> {
+        let current = self.resolve(id)?.to_string();
+        let copy = self.copies.remove(&current)?;
+        self.immutable.remove(&copy.immutable_id);
+        Some(copy)
+    }
 }
 
 /// One tenant of the lab.
@@ -183,12 +223,22 @@ impl LabState {
     /// A fresh provider id for a copy. Graph-style ids are long base64url strings, Gmail ids
     /// 16 hex digits; both are unique across the lab.
     pub fn next_id(&mut self, kind: TenantKind) -> String {
+        self.fresh_id(kind, [0x00, 0x03, 0x24, 0x00])
+    }
+
+    /// A fresh Graph immutable id (`AAkAL…`, the shape Exchange gives them; regular ids read
+    /// `AAMkA…`). Gmail ids are immutable anyway: the same as [`LabState::next_id`].
+    pub fn next_immutable_id(&mut self, kind: TenantKind) -> String {
+        self.fresh_id(kind, [0x00, 0x09, 0x00, 0x2e])
+    }
+
+    fn fresh_id(&mut self, kind: TenantKind, prefix: [u8; 4]) -> String {
         self.id_counter += 1;
         let digest = Sha256::digest(self.id_counter.to_be_bytes());
         match kind {
             TenantKind::Microsoft365 => {
                 use base64::Engine;
-                let mut bytes = vec![0x00, 0x03, 0x24, 0x00];
+                let mut bytes = prefix.to_vec();
                 bytes.extend_from_slice(&digest[..24]);
                 bytes.extend_from_slice(&self.id_counter.to_be_bytes());
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -216,8 +266,9 @@ impl LabState {
         });
     }
 
-    /// Moves a copy to `folder`. Graph semantics: the copy gets a new id, returned here; the
-    /// old id no longer resolves. Gmail semantics (`keep_id`): the id stays.
+    /// Moves a copy (named by a regular or an immutable id) to `folder`. Graph semantics: the
+    /// copy gets a new regular id, returned here, and the old one no longer resolves; its
+    /// immutable id stays. Gmail semantics (`keep_id`): the id stays.
     pub fn move_copy(
         &mut self,
         t: TenantIdx,
@@ -229,7 +280,7 @@ impl LabState {
     ) -> Result<Copy, Lookup> {
         let kind = self.tenants[t].kind;
         let new_id = if keep_id {
-            id.to_string()
+            String::new()
         } else {
             self.next_id(kind)
         };
@@ -237,22 +288,27 @@ impl LabState {
             .mailboxes
             .get_mut(&mailbox.to_ascii_lowercase())
             .ok_or(Lookup::NoSuchMailbox)?;
-        let mut copy = mb.copies.remove(id).ok_or(Lookup::NoSuchCopy)?;
+        let mut copy = mb.remove(id).ok_or(Lookup::NoSuchCopy)?;
         let from = copy.folder.clone();
         copy.folder = folder;
-        copy.id = new_id.clone();
-        mb.copies.insert(new_id, copy.clone());
+        if keep_id {
+            // A Gmail copy: one id, kept for life.
+            copy.id = copy.immutable_id.clone();
+        } else {
+            copy.id = new_id;
+        }
+        mb.insert(copy.clone());
         self.record(t, &mailbox.to_ascii_lowercase(), &copy, action, from);
         Ok(copy)
     }
 
-    /// The copy with this id in this mailbox.
+    /// The copy with this id (regular or immutable) in this mailbox.
     pub fn copy(&self, t: TenantIdx, mailbox: &str, id: &str) -> Result<&Copy, Lookup> {
         let mb = self.tenants[t]
             .mailboxes
             .get(&mailbox.to_ascii_lowercase())
             .ok_or(Lookup::NoSuchMailbox)?;
-        mb.copies.get(id).ok_or(Lookup::NoSuchCopy)
+        mb.get(id).ok_or(Lookup::NoSuchCopy)
     }
 
     pub fn copy_mut(&mut self, t: TenantIdx, mailbox: &str, id: &str) -> Result<&mut Copy, Lookup> {
@@ -260,7 +316,8 @@ impl LabState {
             .mailboxes
             .get_mut(&mailbox.to_ascii_lowercase())
             .ok_or(Lookup::NoSuchMailbox)?;
-        mb.copies.get_mut(id).ok_or(Lookup::NoSuchCopy)
+        let current = mb.resolve(id).ok_or(Lookup::NoSuchCopy)?.to_string();
+        mb.copies.get_mut(&current).ok_or(Lookup::NoSuchCopy)
     }
 
     /// Delivers a new message to the given mailboxes (scenario loading and `/_lab/deliver`).
@@ -281,8 +338,13 @@ impl LabState {
                 continue;
             }
             let id = self.next_id(kind);
+            let immutable_id = match kind {
+                TenantKind::Microsoft365 => self.next_immutable_id(kind),
+                TenantKind::GoogleWorkspace => id.clone(),
+            };
             let copy = Copy {
                 id: id.clone(),
+                immutable_id,
                 folder: folder.clone(),
                 read: *read,
                 extra_labels: Vec::new(),
@@ -290,7 +352,7 @@ impl LabState {
                 received: content.date,
             };
             if let Some(mb) = self.tenants[t].mailboxes.get_mut(&key) {
-                mb.copies.insert(id.clone(), copy);
+                mb.insert(copy);
             }
             placed.push((key, id));
         }

@@ -175,15 +175,32 @@ pub fn transport(message: &str) -> Failure {
     Failure::new(FailureReason::ProviderError, None, "transport", message)
 }
 
-/// Parses `Retry-After`: seconds, possibly fractional (`2.128`), or an HTTP date.
+/// Parses `Retry-After` (RFC 9110 §10.2.3): delay-seconds, whole as the real services send
+/// them (`10`) or fractional as Graph's throttling doc once showed (`2.128`), or an HTTP-date
+/// (the time left until it). At most an hour; `None` for anything else (the caller backs off).
 pub fn parse_retry_after(value: &str) -> Option<f64> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<f64>() {
         return (secs.is_finite() && secs >= 0.0).then_some(secs.min(3600.0));
     }
-    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    let when = http_date(v)?;
+    let delta = when - chrono::Utc::now();
     Some((delta.num_milliseconds().max(0) as f64 / 1000.0).min(3600.0))
+}
+
+/// An HTTP-date (RFC 9110 §5.6.7): the IMF-fixdate `Sun, 06 Nov 1994 08:49:37 GMT`, or one of
+/// the obsolete forms a recipient must still accept, RFC 850 `Sunday, 06-Nov-94 08:49:37 GMT`
+/// and asctime `Sun Nov  6 08:49:37 1994`.
+fn http_date(v: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::{DateTime, NaiveDateTime, Utc};
+    if let Ok(d) = DateTime::parse_from_rfc2822(v) {
+        return Some(d.with_timezone(&Utc));
+    }
+    let single_spaced = v.split_whitespace().collect::<Vec<_>>().join(" ");
+    ["%A, %d-%b-%y %H:%M:%S GMT", "%a %b %d %H:%M:%S %Y"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(&single_spaced, f).ok())
+        .map(|d| d.and_utc())
 }
 
 #[cfg(test)]
@@ -200,6 +217,33 @@ mod tests {
         let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
         let s = parse_retry_after(&later).expect("date");
         assert!(s > 25.0 && s <= 30.0, "{s}");
+    }
+
+    #[test]
+    fn retry_after_takes_every_http_date_form() {
+        let later = chrono::Utc::now() + chrono::Duration::seconds(40);
+        for form in [
+            "%a, %d %b %Y %H:%M:%S GMT", // IMF-fixdate
+            "%A, %d-%b-%y %H:%M:%S GMT", // RFC 850
+            "%a %b %e %H:%M:%S %Y",      // asctime (day space-padded)
+        ] {
+            let text = later.format(form).to_string();
+            let s = parse_retry_after(&text).unwrap_or_else(|| panic!("{text:?}"));
+            assert!(s > 35.0 && s <= 40.0, "{text:?}: {s}");
+        }
+        assert_eq!(parse_retry_after("Sun Nov  6 08:49:37 1994"), Some(0.0));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(0.0)
+        );
+        assert_eq!(
+            parse_retry_after("Sunday, 06-Nov-94 08:49:37 GMT"),
+            Some(0.0)
+        );
+        assert_eq!(parse_retry_after("0.050"), Some(0.05));
+        assert_eq!(parse_retry_after("1"), Some(1.0));
+        assert_eq!(parse_retry_after("NaN"), None);
+        assert_eq!(parse_retry_after("tomorrow"), None);
     }
 
     #[test]

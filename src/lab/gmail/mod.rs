@@ -113,6 +113,22 @@ fn invalid_argument(message: &str) -> Response {
     )
 }
 
+/// A message or thread id Gmail can parse: its ids are 64-bit numbers in hex (16 digits in
+/// practice). Anything else (a Graph id, a cut-off or padded one) is `400 invalidArgument`
+/// "Invalid id value", not `404 notFound` (PROVIDER-APIS.md §F.3): only a well-formed id of no
+/// message is "not found", which a client reads as "already gone".
+pub fn well_formed_id(id: &str) -> bool {
+    (1..=16).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn check_id(id: &str) -> Result<(), Response> {
+    if well_formed_id(id) {
+        Ok(())
+    } else {
+        Err(invalid_argument("Invalid id value"))
+    }
+}
+
 fn failed_precondition() -> Response {
     errors::google(
         StatusCode::BAD_REQUEST,
@@ -488,6 +504,7 @@ async fn get_message(
     headers: HeaderMap,
 ) -> Reply {
     let (caller, _guard) = enter(&lab, &headers, &user_id, READ_SCOPES, units::GET).await?;
+    check_id(&id)?;
     let params = params(raw);
     let format = Format::parse(param(&params, "format"))?;
     if let Some(r) = metadata_scope_refusal(&caller, format) {
@@ -557,6 +574,7 @@ async fn modify(
     body: Bytes,
 ) -> Reply {
     let (caller, _guard) = enter(&lab, &headers, &user_id, WRITE_SCOPES, units::MODIFY).await?;
+    check_id(&id)?;
     let req = parse_body(&body)?;
     if !req.ids.is_empty() {
         return Err(invalid_argument(
@@ -611,6 +629,7 @@ async fn move_one(
     action: &str,
 ) -> Reply {
     let (caller, _guard) = enter(lab, headers, user_id, WRITE_SCOPES, cost).await?;
+    check_id(id)?;
     let mut state = lab.state();
     let mailbox = caller.mailbox.clone();
     let untrash = action == "untrash";
@@ -640,6 +659,7 @@ async fn delete_one(
     headers: HeaderMap,
 ) -> Reply {
     let (caller, _guard) = enter(&lab, &headers, &user_id, DELETE_SCOPES, units::DELETE).await?;
+    check_id(&id)?;
     let mut state = lab.state();
     match mutate(
         &mut state,
@@ -659,8 +679,9 @@ fn check_ids(req: &ModifyRequest) -> Result<(), Response> {
         return Err(invalid_argument("ids must not be empty"));
     }
     if req.ids.len() > MAX_BATCH_IDS {
+        // Gmail's own words (PROVIDER-APIS.md §F.3).
         return Err(invalid_argument(&format!(
-            "Too many ids: at most {MAX_BATCH_IDS} per request"
+            "Number of ids cannot exceed {MAX_BATCH_IDS}"
         )));
     }
     Ok(())
@@ -725,6 +746,7 @@ async fn thread(
     headers: HeaderMap,
 ) -> Reply {
     let (caller, _guard) = enter(&lab, &headers, &user_id, READ_SCOPES, units::THREADS_GET).await?;
+    check_id(&id)?;
     let params = params(raw);
     let format = match Format::parse(param(&params, "format")) {
         Ok(Format::Raw) => return Err(invalid_argument("Invalid value at 'format' (raw)")),
@@ -948,6 +970,7 @@ mod tests {
         let date = chrono::Utc::now();
         Copy {
             id: "abc".into(),
+            immutable_id: "abc".into(),
             folder,
             read,
             extra_labels: vec!["STARRED".into()],

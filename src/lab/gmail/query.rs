@@ -294,6 +294,7 @@ mod tests {
             .with_timezone(&Utc);
         Copy {
             id: "1".into(),
+            immutable_id: "1".into(),
             folder: Folder::Inbox,
             read: false,
             extra_labels: vec![],

@@ -1,9 +1,11 @@
 //! `POST /v1.0/$batch` (PROVIDER-APIS.md A.5): up to 20 sub-requests, each dispatched through
 //! the same Graph router with the outer `Authorization`, at most four at a time; `dependsOn`
 //! orders them and a failed dependency gives 424. Responses come back in a seeded order that is
-//! not the request order, each with its own status, headers (incl. `Retry-After`) and body.
+//! not the request order, each with its own status, headers (incl. `Retry-After` and
+//! `Preference-Applied`) and body. Each step carries its own headers (`Prefer` included); only
+//! the outer `Authorization` is shared.
 
-use super::{authenticate, bad_request, graph_routes, ok_json};
+use super::{authenticate, bad_request, graph_routes, ok_json, unmatched_segment};
 use crate::lab::SharedLab;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -260,9 +262,18 @@ fn sub_error(id: &str, status: u16, code: &str, message: &str) -> (u16, Value) {
 /// Runs one sub-request through the Graph router.
 async fn dispatch(router: axum::Router, auth: Option<HeaderValue>, r: &SubRequest) -> (u16, Value) {
     let url = r.url.trim();
-    let path = url
-        .strip_prefix("https://graph.microsoft.com/v1.0")
-        .unwrap_or(url);
+    // Step urls are relative (`/users/…`); Graph finds no resource for an absolute one, and
+    // says so about its first segment (`https:`).
+    if url.contains("://") {
+        let segment = unmatched_segment(&format!("/{url}"));
+        return sub_error(
+            &r.id,
+            400,
+            "BadRequest",
+            &format!("Resource not found for the segment '{segment}'."),
+        );
+    }
+    let path = url;
     let path = if path.starts_with('/') {
         path.to_string()
     } else {

@@ -144,8 +144,9 @@ pub fn message(copy: &Copy, mailbox: &str, select: Option<&[String]>) -> Value {
         None => p != "internetMessageHeaders",
         Some(list) => p == "id" || list.iter().any(|s| s.eq_ignore_ascii_case(p)),
     };
+    // The item's version, whichever kind of id it is shown under.
     let change_key = digest_b64(&[
-        &copy.id,
+        &copy.immutable_id,
         copy.folder.graph_name(),
         if copy.read { "r" } else { "u" },
     ]);

@@ -5,7 +5,7 @@ use super::filter::{self, Clause};
 use super::json;
 use super::{
     Caller, authenticate, bad_request, collection, context, enter_mailbox, error, ok_json,
-    parse_query, require_mail, resolve_mailbox, serve,
+    parse_query, require_mail, resolve_mailbox, serve, wants_immutable_ids,
 };
 use crate::lab::SharedLab;
 use crate::lab::limits::MailboxGuard;
@@ -55,7 +55,20 @@ const STANDARD_FOLDERS: &[Folder] = &[
 struct MailRequest<'a> {
     caller: Caller,
     mailbox: String,
+    /// The caller asked for immutable ids (`Prefer: IdType="ImmutableId"`).
+    immutable_ids: bool,
     _guard: MailboxGuard<'a>,
+}
+
+impl MailRequest<'_> {
+    /// A copy as this caller sees it: under its immutable id when asked for.
+    fn shown(&self, copy: &Copy) -> Copy {
+        let mut c = copy.clone();
+        if self.immutable_ids {
+            c.id = c.immutable_id.clone();
+        }
+        c
+    }
 }
 
 async fn begin<'a>(
@@ -64,6 +77,8 @@ async fn begin<'a>(
     user: &str,
     write: bool,
 ) -> Result<MailRequest<'a>, Response> {
+    let immutable_ids = wants_immutable_ids(headers);
+    lab.note_id_type(immutable_ids);
     let caller = authenticate(lab, headers)?;
     require_mail(&caller, write)?;
     let mailbox = resolve_mailbox(lab, caller.t, user)?;
@@ -72,6 +87,7 @@ async fn begin<'a>(
     Ok(MailRequest {
         caller,
         mailbox,
+        immutable_ids,
         _guard: guard,
     })
 }
@@ -126,7 +142,8 @@ fn mailbox_of<'s>(
     })
 }
 
-/// The copy `id`, visible to Graph (not purged) and, when a folder is named, in that folder.
+/// The copy `id` (regular or immutable), visible to Graph (not purged) and, when a folder is
+/// named, in that folder.
 fn visible_copy<'s>(
     state: &'s LabState,
     t: TenantIdx,
@@ -136,7 +153,6 @@ fn visible_copy<'s>(
 ) -> Result<&'s Copy, Response> {
     let mb = mailbox_of(state, t, mailbox)?;
     let copy = mb
-        .copies
         .get(id)
         .filter(|c| c.folder != Folder::Purged)
         .ok_or_else(item_not_found)?;
@@ -268,7 +284,7 @@ pub async fn list_messages(
             None => format!("/users/{user}/messages"),
         };
         let (range, next) = query.page(&lab, &path, hits.len(), size);
-        let page: Vec<Copy> = hits[range].iter().map(|c| (*c).clone()).collect();
+        let page: Vec<Copy> = hits[range].iter().map(|c| req.shown(c)).collect();
         (page, next)
     };
     let select = query.select.as_deref();
@@ -324,7 +340,13 @@ async fn fetch_copy<'a>(
     let req = begin(lab, headers, &user, false).await?;
     let copy = {
         let state = lab.state();
-        visible_copy(&state, req.caller.t, &req.mailbox, folder.as_deref(), &id)?.clone()
+        req.shown(visible_copy(
+            &state,
+            req.caller.t,
+            &req.mailbox,
+            folder.as_deref(),
+            &id,
+        )?)
     };
     Ok((req, copy))
 }
@@ -361,7 +383,8 @@ fn ids(params: &HashMap<String, String>) -> (String, Option<String>, String) {
     )
 }
 
-/// Moves a visible copy (new id) and records the action; maps lookups to Graph errors.
+/// Moves a visible copy (new regular id, same immutable id) and records the action; maps
+/// lookups to Graph errors.
 fn relocate(
     lab: &SharedLab,
     req: &MailRequest<'_>,
@@ -509,7 +532,7 @@ async fn move_message(
     let action = format!("move:{}", to.graph_name());
     match relocate(&lab, &req, folder.as_deref(), &id, to, &action) {
         Ok(copy) => {
-            let mut body = json::message(&copy, &req.mailbox, None);
+            let mut body = json::message(&req.shown(&copy), &req.mailbox, None);
             body["@odata.context"] =
                 json!(context(&lab, &format!("users('{user}')/messages/$entity")));
             ok_json(StatusCode::CREATED, body)

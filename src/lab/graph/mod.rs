@@ -5,6 +5,12 @@
 //! Every request is checked like the real service does it: bearer token (audience, expiry), the
 //! token's tenant, application roles (or delegated scopes), the mailbox (exists, is a mailbox,
 //! its domain is granted to the app), the Outlook per-mailbox limits and the tenant's capacity.
+//!
+//! Mail requests may ask for immutable ids (`Prefer: IdType="ImmutableId"`, each request for
+//! itself, also inside `$batch`): the ids they see then survive moves within the mailbox, and
+//! the response says `Preference-Applied: IdType="ImmutableId"`. Either kind of id addresses a
+//! message. A path Graph has no resource for is `400 BadRequest` "Resource not found for the
+//! segment '…'" (PROVIDER-APIS.md §F.3), never a bare 404.
 
 // Handlers return ready HTTP responses as their error type, the axum way; boxing them would
 // only add noise.
@@ -23,10 +29,15 @@ use super::state::TenantIdx;
 use super::tokens::{AccessClaims, GRAPH_AUDIENCE, TokenProblem};
 use super::{Lab, SharedLab};
 use axum::Router;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
 use base64::Engine;
+
+/// The `Prefer` preference that asks for immutable ids, also the `Preference-Applied` answer.
+pub const IMMUTABLE_ID_PREFERENCE: &str = "IdType=\"ImmutableId\"";
 
 /// Every Graph route the lab serves, as (method, path template below `/v1.0`), in the
 /// spec's spelling of parameters. The conformance test checks each against the reference spec.
@@ -88,9 +99,7 @@ pub fn routes() -> Router<SharedLab> {
 fn graph_routes() -> Router<SharedLab> {
     let msg = "/users/{user}/messages/{id}";
     let fmsg = "/users/{user}/mailFolders/{folder}/messages/{id}";
-    Router::new()
-        .route("/users", get(directory::list_users))
-        .route("/users/{user}", get(directory::get_user))
+    let mail = Router::new()
         .route("/users/{user}/messages", get(mail::list_messages))
         .route(
             "/users/{user}/mailFolders/{folder}/messages",
@@ -99,12 +108,25 @@ fn graph_routes() -> Router<SharedLab> {
         .route("/users/{user}/mailFolders/{folder}", get(mail::get_folder))
         .route(msg, get(mail::get_message).delete(mail::delete_message))
         .route(fmsg, get(mail::get_message).delete(mail::delete_message))
-        .route(&format!("{msg}/{{action}}"), post(mail::message_action))
-        .route(&format!("{fmsg}/{{action}}"), post(mail::message_action))
+        // Any other method on `…/{action}` names no resource either (a GET of `…/move`, or of
+        // a segment no route has): Graph's 400, not axum's bare 405.
+        .route(
+            &format!("{msg}/{{action}}"),
+            post(mail::message_action).fallback(unknown_segment),
+        )
+        .route(
+            &format!("{fmsg}/{{action}}"),
+            post(mail::message_action).fallback(unknown_segment),
+        )
         .route(&format!("{msg}/attachments"), get(mail::attachments))
         .route(&format!("{fmsg}/attachments"), get(mail::attachments))
         .route(&format!("{msg}/$value"), get(mail::raw_value))
         .route(&format!("{fmsg}/$value"), get(mail::raw_value))
+        .route_layer(axum::middleware::from_fn(id_preference));
+    Router::new()
+        .merge(mail)
+        .route("/users", get(directory::list_users))
+        .route("/users/{user}", get(directory::get_user))
         .route("/groups", get(directory::list_groups))
         .route("/groups/{group}", get(directory::get_group))
         .route(
@@ -113,6 +135,81 @@ fn graph_routes() -> Router<SharedLab> {
         )
         .route("/domains", get(directory::list_domains))
         .route("/$batch", post(batch::batch))
+        .fallback(unknown_segment)
+}
+
+/// Whether a request asks for immutable ids: `Prefer: IdType="ImmutableId"`, alone or among
+/// other preferences (`outlook.body-content-type="text", IdType="ImmutableId"`).
+pub fn wants_immutable_ids(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|p| p.split_once('='))
+        .any(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("IdType")
+                && value
+                    .trim()
+                    .trim_matches('"')
+                    .eq_ignore_ascii_case("ImmutableId")
+        })
+}
+
+/// Answers `Preference-Applied: IdType="ImmutableId"` on a mail response that honoured it.
+async fn id_preference(request: Request, next: Next) -> Response {
+    let immutable = wants_immutable_ids(request.headers());
+    let mut response = next.run(request).await;
+    if immutable && response.status().is_success() {
+        response.headers_mut().insert(
+            "preference-applied",
+            HeaderValue::from_static(IMMUTABLE_ID_PREFERENCE),
+        );
+    }
+    response
+}
+
+/// The first segment of `path` (below `/v1.0`) that no served route has in that place; the
+/// last segment when the whole path is a prefix of a route (a resource the lab does not serve).
+pub fn unmatched_segment(path: &str) -> String {
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let segments: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let templates: Vec<Vec<&str>> = ROUTES
+        .iter()
+        .map(|(_, t)| t.trim_start_matches('/').split('/').collect())
+        .collect();
+    // A bound action may be namespace-qualified (`microsoft.graph.move`).
+    let fits = |template: &str, segment: &str| {
+        if template.starts_with('{') {
+            return !segment.is_empty();
+        }
+        let bare = segment.strip_prefix("microsoft.graph.").unwrap_or(segment);
+        template.eq_ignore_ascii_case(segment) || template.eq_ignore_ascii_case(bare)
+    };
+    for k in 0..segments.len() {
+        let known = templates
+            .iter()
+            .any(|t| t.len() > k && segments[..=k].iter().zip(t.iter()).all(|(s, t)| fits(t, s)));
+        if !known {
+            return segments[k].clone();
+        }
+    }
+    segments.last().cloned().unwrap_or_default()
+}
+
+/// Graph's answer to a path it has no resource for (PROVIDER-APIS.md §F.3). A bodiless 404
+/// here would read to a client as "the message is gone".
+async fn unknown_segment(uri: Uri) -> Response {
+    let segment = unmatched_segment(uri.path());
+    bad_request(&format!("Resource not found for the segment '{segment}'."))
 }
 
 /// An authenticated caller.

@@ -1288,6 +1288,16 @@ impl App {
             EngineEvent::JobOutcomesLoaded { job, outcomes } => {
                 self.jobs.outcomes = Some((job, outcomes));
             }
+            EngineEvent::JobLeased { job, holder } => {
+                // Not a failure: the job goes on in the process that holds it.
+                self.jobs.progress.retain(|p| p.job != job);
+                self.set_status(
+                    format!("job {job} is being run by {holder}: it goes on there"),
+                    false,
+                );
+            }
+            // The console does not ask for these yet.
+            EngineEvent::InterruptedJobsFound(_) => {}
             EngineEvent::MetricsLoaded(snapshot) => {
                 if snapshot.window == self.metrics.window {
                     self.metrics.snapshot = Loadable::Ready(snapshot);

@@ -224,7 +224,10 @@ pub fn jobs() -> Vec<JobView> {
             id: JobId("job-42".into()),
             started: base_time(),
             trigger: Trigger::Manual,
+            kind: JobKind::Retract,
             action: RetractAction::Junk,
+            parent: None,
+            restored_by: vec![],
             state: JobPhase::Running,
             total: 1000,
             succeeded: 497,
@@ -241,7 +244,10 @@ pub fn jobs() -> Vec<JobView> {
             id: JobId("job-41".into()),
             started: base_time() - Duration::hours(3),
             trigger: Trigger::Auto,
+            kind: JobKind::Retract,
             action: RetractAction::Trash,
+            parent: None,
+            restored_by: vec![],
             state: JobPhase::Finished,
             total: 12,
             succeeded: 12,
@@ -276,7 +282,8 @@ pub fn outcomes() -> Vec<RecipientOutcome> {
             outcome: CopyOutcome::Succeeded {
                 action: RetractAction::Junk,
             },
-            folder_before: Some(Folder::Inbox),
+            from_folder: Some(Folder::Inbox),
+            to_folder: Some(Folder::Junk),
         },
         RecipientOutcome {
             address: "carol@contoso.example".into(),
@@ -284,7 +291,8 @@ pub fn outcomes() -> Vec<RecipientOutcome> {
             outcome: CopyOutcome::Failed {
                 reason: FailureReason::AlreadyGone,
             },
-            folder_before: Some(Folder::Trash),
+            from_folder: Some(Folder::Trash),
+            to_folder: None,
         },
     ]
 }

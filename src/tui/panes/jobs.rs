@@ -266,7 +266,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                     Cell::from(o.address.as_str()),
                     Cell::from(o.outcome.label()).style(outcome_style(&o.outcome, theme)),
                     Cell::from(
-                        o.folder_before
+                        o.from_folder
                             .as_ref()
                             .map(|f| f.label().to_string())
                             .unwrap_or_else(|| "-".into()),

@@ -273,8 +273,8 @@ async fn search_select_untick_depth_junk_confirm_then_undo() {
         want.len()
     );
 
-    // Undo from the jobs pane: everything is back where it was.
-    console.keys(&["u"]);
+    // Undo from the jobs pane (asked, then confirmed): everything is back where it was.
+    console.keys(&["u", "y"]);
     console
         .until("the restore to finish", |a| {
             a.jobs.list.ready().is_some_and(|jobs| {

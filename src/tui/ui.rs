@@ -130,6 +130,10 @@ pub fn hint_label(app: &App, mode: Mode, action: &Action) -> &'static str {
             .and_then(|p| p.summary.ready())
             .is_some_and(|s| s.action == crate::model::RetractAction::HardDelete)
     };
+    if let (Mode::Confirm, Some(confirm)) = (mode, &app.confirm) {
+        return panes::confirm::hint_label(confirm, action);
+    }
+    let outcomes = app.jobs.outcomes_focused;
     match (mode, action) {
         (Mode::Plan, Action::Submit) if hard_delete() => "confirm hard delete",
         (Mode::Plan, Action::Submit) => "apply plan",
@@ -140,6 +144,9 @@ pub fn hint_label(app: &App, mode: Mode, action: &Action) -> &'static str {
         (Mode::Prompt, Action::Submit) => "run",
         (Mode::Prompt, Action::Cancel) => "cancel",
         (Mode::Jobs, Action::Submit) => "outcomes",
+        (Mode::Jobs, Action::MoveDown | Action::MoveUp) if outcomes => "scroll",
+        (Mode::Jobs, Action::Cancel) => "back to jobs",
+        (Mode::Jobs, Action::Filter) => "filter",
         (Mode::Jobs, Action::MoveRight) => "next reason",
         (Mode::Policy, Action::MoveDown) => "next row",
         (Mode::Policy, Action::MoveRight) => "next action",
@@ -233,6 +240,9 @@ pub fn render(frame: &mut Frame, app: &App, theme: &Theme) {
     if app.help {
         render_help(frame, body, app, theme);
     }
+    if app.confirm.is_some() {
+        panes::confirm::render(frame, body, app, theme);
+    }
     render_footer(frame, footer, app, theme);
 }
 
@@ -290,7 +300,9 @@ fn render_header(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
 /// The focused pane's hints (from the effective keymap), then `? help`.
 pub fn footer_hints(app: &App) -> (Mode, Vec<Action>) {
     let mode = app.mode();
-    let mut actions = if app.plan.is_some() {
+    let mut actions = if app.confirm.is_some() {
+        panes::confirm::hints(app)
+    } else if app.plan.is_some() {
         panes::plan::hints(app)
     } else if app.prompt.is_some() {
         vec![Action::Submit, Action::Cancel]
@@ -307,7 +319,7 @@ pub fn footer_hints(app: &App) -> (Mode, Vec<Action>) {
             Pane::Tenants => panes::tenants::hints(app),
         }
     };
-    if app.plan.is_none() && app.prompt.is_none() && !app.search.editing {
+    if app.confirm.is_none() && app.plan.is_none() && app.prompt.is_none() && !app.search.editing {
         actions.push(Action::Help);
     }
     (mode, actions)

@@ -58,7 +58,10 @@ fn typing_is_debounced_into_exactly_one_search_with_the_latest_generation() {
     let first = app.startup();
     assert!(matches!(
         first.as_slice(),
-        [Command::Search { generation: 1, .. }]
+        [
+            Command::Search { generation: 1, .. },
+            Command::FindInterruptedJobs
+        ]
     ));
     assert!(keys(&mut app, &["/"]).is_empty());
     assert_eq!(app.mode(), Mode::Query);
@@ -699,6 +702,7 @@ fn every_bindable_action_has_a_default_key() {
         "cancel_job",
         "retry_failed",
         "restore",
+        "resume_job",
         "next_outcome_filter",
         "set_policy_cell",
         "toggle_post_delivery",
@@ -775,6 +779,7 @@ fn any_key() -> impl Strategy<Value = String> {
         "9",
         "z",
         "y",
+        "R",
         "f",
     ])
     .prop_map(str::to_string)
@@ -821,6 +826,7 @@ fn any_event() -> impl Strategy<Value = EngineEvent> {
             job: JobId("9".into()),
             holder: "pid 1 on elsewhere".into(),
         },
+        EngineEvent::InterruptedJobsFound(vec![job_82()]),
     ])
 }
 
@@ -1096,6 +1102,178 @@ fn undo_is_not_offered_for_hard_delete() {
     let text = render_text(&app, &theme, 160, 48);
     assert!(text.contains("of 82; no undo"), "{text}");
     assert!(!text.contains("u restore"), "{text}");
+}
+
+/// An app with a Junk plan of 82 copies ready to confirm.
+fn app_with_plan_82() -> App {
+    let mut app = app_with_recipients();
+    keys(&mut app, &["p"]);
+    app.on_engine(EngineEvent::PlanBuilt(plan_summary(
+        RetractAction::Junk,
+        82,
+    )));
+    app
+}
+
+#[test]
+fn keys_are_inert_behind_the_too_small_screen() {
+    let mut app = app_with_plan_82();
+    app.update(Action::Resize(79, 24));
+    assert!(app.too_small);
+    // Enter would apply the plan nobody can see: nothing happens, the plan stays.
+    for key in ["enter", "esc", "y", "u", "5", "j", "space", "tab", ":", "?"] {
+        assert!(keys(&mut app, &[key]).is_empty(), "{key}");
+    }
+    assert!(app.plan.is_some());
+    assert_eq!(app.focus, Pane::Recipients);
+    // Large enough again: the plan is still there and enter applies it.
+    app.update(Action::Resize(80, 24));
+    assert!(!app.too_small);
+    assert!(matches!(
+        keys(&mut app, &["enter"]).as_slice(),
+        [Command::ApplyPlan { .. }]
+    ));
+    // Behind the small screen q still quits, even from the query box where q types.
+    let mut app = app_with_results(3);
+    keys(&mut app, &["/"]);
+    app.update(Action::Resize(60, 20));
+    assert_eq!(keys(&mut app, &["q"]), vec![Command::Shutdown]);
+    assert!(app.should_quit);
+}
+
+#[test]
+fn quit_asks_while_a_job_runs_here_or_the_policy_is_unsaved() {
+    let mut app = app_with_plan_82();
+    keys(&mut app, &["enter"]);
+    // q right behind the confirmation, before the engine reports the job: asks too.
+    assert!(keys(&mut app, &["q"]).is_empty());
+    assert!(matches!(app.confirm, Some(Confirm::Quit { .. })));
+    let theme = clawback::tui::theme::Theme::default_theme();
+    assert!(render_text(&app, &theme, 80, 24).contains("A job is starting"));
+    keys(&mut app, &["n"]);
+    app.on_engine(EngineEvent::JobStarted {
+        job: JobId("7".into()),
+        plan_id: Some(PlanId("plan-7".into())),
+        total: 82,
+    });
+    // q asks instead of quitting; n stays.
+    assert!(keys(&mut app, &["q"]).is_empty());
+    assert!(!app.should_quit);
+    assert!(
+        matches!(app.confirm, Some(Confirm::Quit { ref running, .. }) if running == &[JobId("7".into())])
+    );
+    assert!(keys(&mut app, &["n"]).is_empty());
+    assert!(!app.should_quit);
+    // :q asks too; behind a too-small screen the question takes y / n.
+    keys(&mut app, &[":"]);
+    type_text(&mut app, "q");
+    assert!(keys(&mut app, &["enter"]).is_empty());
+    assert!(app.confirm.is_some());
+    app.update(Action::Resize(70, 20));
+    let text = render_text(&app, &theme, 70, 20);
+    assert!(text.contains("quit anyway"), "{text}");
+    assert_eq!(keys(&mut app, &["y"]), vec![Command::Shutdown]);
+    assert!(app.should_quit);
+
+    // Once the job has finished, q quits at once.
+    let mut app = app_with_plan_82();
+    keys(&mut app, &["enter"]);
+    app.on_engine(EngineEvent::JobStarted {
+        job: JobId("7".into()),
+        plan_id: None,
+        total: 82,
+    });
+    app.on_engine(EngineEvent::JobFinished {
+        job: job_82(),
+        outcomes: outcomes_82(),
+    });
+    assert_eq!(keys(&mut app, &["q"]), vec![Command::Shutdown]);
+
+    // Unsaved policy changes: asks.
+    let mut app = admin_app();
+    keys(&mut app, &["3"]);
+    app.on_engine(EngineEvent::PolicyLoaded(policy(1)));
+    keys(&mut app, &["space"]);
+    assert!(app.policy_modified());
+    assert!(keys(&mut app, &["q"]).is_empty());
+    assert!(matches!(
+        app.confirm,
+        Some(Confirm::Quit {
+            unsaved_policy: true,
+            ..
+        })
+    ));
+    assert_eq!(keys(&mut app, &["y"]), vec![Command::Shutdown]);
+}
+
+#[test]
+fn interrupted_jobs_are_offered_for_resume_at_start() {
+    let mut app = app();
+    assert!(app.startup().contains(&Command::FindInterruptedJobs));
+    // None: no question.
+    app.on_engine(EngineEvent::InterruptedJobsFound(vec![]));
+    assert!(app.confirm.is_none());
+    let mut interrupted = job_82();
+    interrupted.state = JobPhase::Interrupted;
+    app.on_engine(EngineEvent::InterruptedJobsFound(vec![interrupted.clone()]));
+    assert_eq!(app.mode(), Mode::Confirm);
+    let theme = clawback::tui::theme::Theme::default_theme();
+    let text = render_text(&app, &theme, 80, 24);
+    assert!(text.contains("Resume job 7?"), "{text}");
+    let commands = keys(&mut app, &["y"]);
+    assert_eq!(
+        commands,
+        vec![
+            Command::ResumeJob {
+                job: JobId("7".into())
+            },
+            Command::LoadJobs
+        ]
+    );
+    assert_eq!(app.focus, Pane::Jobs);
+
+    // Declined: R on the job in the Jobs pane resumes it later.
+    let mut app = tui_support::app();
+    app.startup();
+    app.on_engine(EngineEvent::InterruptedJobsFound(vec![interrupted.clone()]));
+    assert!(keys(&mut app, &["n"]).is_empty());
+    assert!(status(&app).contains("R resumes"), "{}", status(&app));
+    keys(&mut app, &["5"]);
+    app.on_engine(EngineEvent::JobsLoaded(vec![interrupted]));
+    let (_, hints) = clawback::tui::ui::footer_hints(&app);
+    assert!(hints.contains(&Action::ResumeJob));
+    assert_eq!(
+        keys(&mut app, &["R"]),
+        vec![Command::ResumeJob {
+            job: JobId("7".into())
+        }]
+    );
+    // A finished job is not resumed.
+    app.on_engine(EngineEvent::JobsLoaded(vec![job_82()]));
+    assert!(keys(&mut app, &["R"]).is_empty());
+}
+
+#[test]
+fn a_job_another_process_runs_is_shown_as_such_not_as_a_failure() {
+    let mut app = app();
+    keys(&mut app, &["5"]);
+    assert_eq!(app.jobs.list, Loadable::Loading);
+    app.on_engine(EngineEvent::JobStarted {
+        job: JobId("7".into()),
+        plan_id: None,
+        total: 82,
+    });
+    app.on_engine(EngineEvent::JobLeased {
+        job: JobId("7".into()),
+        holder: "pid 4242 on soc-2 (heartbeat 1s ago)".into(),
+    });
+    let line = app.status.clone().unwrap();
+    assert!(!line.is_error);
+    assert!(line.text.contains("pid 4242 on soc-2"), "{}", line.text);
+    // Nothing waiting was failed, and quitting does not ask about a job not run here.
+    assert_eq!(app.jobs.list, Loadable::Loading);
+    assert!(app.jobs.running.is_empty());
+    assert_eq!(keys(&mut app, &["q"]), vec![Command::Shutdown]);
 }
 
 #[test]

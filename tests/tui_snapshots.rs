@@ -348,13 +348,31 @@ fn restore_and_hard_delete_jobs() {
     snap("jobs_hard_delete", &hard);
 }
 
-/// Issue 12: the question asked before restoring.
+/// Issue 12: the questions asked before quitting mid-job, restoring, and resuming.
 #[test]
 fn confirmation_questions() {
     let mut restore = on_pane("5");
     restore.on_engine(EngineEvent::JobsLoaded(vec![job_82()]));
     keys(&mut restore, &["u"]);
     snap("confirm_restore", &restore);
+    let mut quit = jobs_populated();
+    quit.on_engine(EngineEvent::JobStarted {
+        job: JobId("job-42".into()),
+        plan_id: None,
+        total: 1000,
+    });
+    quit.on_engine(EngineEvent::JobProgressed(job_progress()));
+    keys(&mut quit, &["q"]);
+    snap("confirm_quit_running", &quit);
+    let text = render_text(&quit, &default_theme(), 79, 24);
+    insta::assert_snapshot!("too_small_quit_question@79x24", text);
+    let mut resume = with_results(10);
+    let mut interrupted = job_82();
+    interrupted.state = JobPhase::Interrupted;
+    interrupted.succeeded = 40;
+    interrupted.failed_by_reason = vec![];
+    resume.on_engine(EngineEvent::InterruptedJobsFound(vec![interrupted]));
+    snap("confirm_resume", &resume);
 }
 
 #[test]

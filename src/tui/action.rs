@@ -60,6 +60,8 @@ pub enum Action {
     CancelJob,
     RetryFailed,
     Restore,
+    /// Continue the selected interrupted or cancelled job.
+    ResumeJob,
     /// Cycle the outcome filter: all, failed, not settled, ok, skipped.
     NextOutcomeFilter,
 
@@ -148,6 +150,7 @@ impl Action {
             Action::CancelJob => "cancel job",
             Action::RetryFailed => "retry failed",
             Action::Restore => "restore",
+            Action::ResumeJob => "resume job",
             Action::NextOutcomeFilter => "outcome filter",
             Action::SetPolicyCell => "set",
             Action::TogglePostDelivery => "post delivery",

@@ -242,6 +242,11 @@ pub struct JobsState {
     pub outcome_rows: Vec<usize>,
     /// Position in `outcome_rows`.
     pub outcome_selected: usize,
+    /// Jobs this console started (or resumed) that have not ended: quitting asks first.
+    pub running: Vec<JobId>,
+    /// Commands sent that start a job (apply, retry, restore, resume) and are not answered
+    /// yet: quitting asks first here too.
+    pub starting: u32,
     /// A restore this console asked for and the engine has not answered yet.
     pub restore_requested: Option<JobId>,
     /// Restores this console started: (retract job, its restore job). The list's
@@ -253,12 +258,19 @@ pub struct JobsState {
 /// answer it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Confirm {
+    /// `q` with jobs running here or unsaved policy changes.
+    Quit {
+        running: Vec<JobId>,
+        unsaved_policy: bool,
+    },
     /// `u`: restore the copies of a retract job.
     Restore {
         job: JobId,
         copies: u64,
         action: RetractAction,
     },
+    /// Interrupted jobs found at start.
+    Resume { jobs: Vec<JobView> },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -323,6 +335,8 @@ pub struct App {
     pub plan: Option<PlanState>,
     /// The yes/no question on screen, if any.
     pub confirm: Option<Confirm>,
+    /// The terminal is smaller than the layout needs: the screen says so and only quit acts.
+    pub too_small: bool,
     pub mouse: bool,
     pub should_quit: bool,
     /// Something changed since the last frame.
@@ -362,6 +376,7 @@ impl App {
             prompt: None,
             plan: None,
             confirm: None,
+            too_small: false,
             mouse: false,
             should_quit: false,
             dirty: true,
@@ -403,6 +418,8 @@ impl App {
                 outcome_text: String::new(),
                 outcome_rows: Vec::new(),
                 outcome_selected: 0,
+                running: Vec::new(),
+                starting: 0,
                 restore_requested: None,
                 restores_started: Vec::new(),
             },
@@ -431,9 +448,10 @@ impl App {
         }
     }
 
-    /// Commands to send once the first frame is on screen: the newest messages.
+    /// Commands to send once the first frame is on screen: the newest messages, and the
+    /// interrupted jobs to offer for resume.
     pub fn startup(&mut self) -> Vec<Command> {
-        vec![self.send_search()]
+        vec![self.send_search(), Command::FindInterruptedJobs]
     }
 
     /// The keymap mode that receives keys now.
@@ -458,14 +476,37 @@ impl App {
         if key.kind != KeyEventKind::Press {
             return Vec::new();
         }
-        match self.keymap.resolve(self.mode(), KeyChord::from_event(&key)) {
+        let chord = KeyChord::from_event(&key);
+        let action = if self.too_small {
+            // Nothing else is on screen: the quit key answers even from a text input, and a
+            // quit question takes its own keys. `update` ignores everything else.
+            match self.confirm {
+                Some(Confirm::Quit { .. }) => self.keymap.resolve(Mode::Confirm, chord),
+                _ => self.keymap.lookup_in(Mode::Global, chord),
+            }
+        } else {
+            self.keymap.resolve(self.mode(), chord)
+        };
+        match action {
             Some(action) => self.update(action),
             None => Vec::new(),
         }
     }
 
+    /// Records the size of the screen last drawn; below the layout's minimum, keys are inert.
+    pub fn set_screen_size(&mut self, width: u16, height: u16) {
+        let too_small = width < crate::tui::ui::MIN_WIDTH || height < crate::tui::ui::MIN_HEIGHT;
+        if too_small != self.too_small {
+            self.too_small = too_small;
+            self.dirty = true;
+        }
+    }
+
     /// A mouse event (only delivered while mouse capture is on): the wheel scrolls.
     pub fn handle_mouse(&mut self, mouse: MouseEvent) -> Vec<Command> {
+        if self.too_small {
+            return Vec::new();
+        }
         match mouse.kind {
             MouseEventKind::ScrollDown => self.update(Action::MoveDown),
             MouseEventKind::ScrollUp => self.update(Action::MoveUp),
@@ -492,14 +533,31 @@ impl App {
         }
         match action {
             Action::Tick => return self.tick(),
-            Action::Resize(..) => return Vec::new(),
-            // A question takes only its own answers.
-            Action::Quit if self.confirm.is_some() => return Vec::new(),
-            Action::Quit => {
-                self.should_quit = true;
-                return vec![Command::Shutdown];
+            Action::Resize(width, height) => {
+                self.set_screen_size(width, height);
+                return Vec::new();
             }
+            // A restore or resume question takes only its own answers; behind the too-small
+            // screen (which hides it) quit still acts.
+            Action::Quit
+                if !self.too_small
+                    && matches!(
+                        self.confirm,
+                        Some(Confirm::Restore { .. } | Confirm::Resume { .. })
+                    ) =>
+            {
+                return Vec::new();
+            }
+            Action::Quit => return self.request_quit(),
             _ => {}
+        }
+        if self.too_small {
+            // The operator cannot see what a key would do: only quit (and the answer to its
+            // question) acts until the terminal is large enough again.
+            let quit_question = matches!(self.confirm, Some(Confirm::Quit { .. }));
+            if !(quit_question && matches!(action, Action::Confirm | Action::Cancel)) {
+                return Vec::new();
+            }
         }
         if self.confirm.is_some() {
             return self.update_confirm(action);
@@ -955,6 +1013,7 @@ impl App {
                     ),
                     false,
                 );
+                self.jobs.starting += 1;
                 return vec![Command::ApplyPlan {
                     plan_id: summary.plan_id,
                     confirmation: Confirmation { typed_copies },
@@ -1238,6 +1297,7 @@ impl App {
                         .map(|(reason, _)| (j.id.clone(), *reason))
                 });
                 if let Some((job, reason)) = target {
+                    self.jobs.starting += 1;
                     return vec![Command::RetryFailed { job, reason }];
                 }
             }
@@ -1254,6 +1314,29 @@ impl App {
                         })
                     }
                     Err(why) => self.set_status(why, true),
+                }
+            }
+            Action::ResumeJob => {
+                let Some(job) = self.selected_job().cloned() else {
+                    return Vec::new();
+                };
+                match job.state {
+                    JobPhase::Interrupted | JobPhase::Cancelled => {
+                        self.set_status(format!("resuming job {}", job.id), false);
+                        self.jobs.starting += 1;
+                        return vec![Command::ResumeJob { job: job.id }];
+                    }
+                    JobPhase::Running => self.set_status(
+                        format!("job {} is running: nothing to resume", job.id),
+                        true,
+                    ),
+                    JobPhase::Finished => self.set_status(
+                        format!(
+                            "job {} is finished: nothing to resume (r retries a failure reason)",
+                            job.id
+                        ),
+                        true,
+                    ),
                 }
             }
             _ => {}
@@ -1335,6 +1418,12 @@ impl App {
         if jobs.get(index).map(|j| &j.id) != before.as_ref() {
             self.jobs.reason_cursor = 0;
         }
+        // Jobs this console started that the store no longer shows running have ended.
+        self.jobs.running.retain(|r| {
+            jobs.iter()
+                .find(|j| &j.id == r)
+                .is_none_or(|j| j.state == JobPhase::Running)
+        });
         self.jobs.list = Loadable::Ready(jobs);
         self.jobs.selected = index;
     }
@@ -1350,6 +1439,41 @@ impl App {
 
     // ---- questions ----
 
+    /// `q`: quits at once, unless a job this console runs would be interrupted or policy
+    /// changes would be lost; then it asks.
+    fn request_quit(&mut self) -> Vec<Command> {
+        if matches!(self.confirm, Some(Confirm::Quit { .. })) {
+            return Vec::new();
+        }
+        let running = self.jobs.running.clone();
+        let unsaved_policy = self.policy_modified();
+        if running.is_empty() && self.jobs.starting == 0 && !unsaved_policy {
+            return self.quit_now();
+        }
+        self.search.editing = false;
+        self.prompt = None;
+        self.confirm = Some(Confirm::Quit {
+            running,
+            unsaved_policy,
+        });
+        Vec::new()
+    }
+
+    fn quit_now(&mut self) -> Vec<Command> {
+        self.should_quit = true;
+        if !self.jobs.running.is_empty() {
+            let ids: Vec<String> = self.jobs.running.iter().map(|j| j.to_string()).collect();
+            self.set_status(
+                format!(
+                    "quitting: job {} stops after the copies in flight",
+                    ids.join(", ")
+                ),
+                false,
+            );
+        }
+        vec![Command::Shutdown]
+    }
+
     fn update_confirm(&mut self, action: Action) -> Vec<Command> {
         let Some(confirm) = self.confirm.clone() else {
             return Vec::new();
@@ -1358,24 +1482,53 @@ impl App {
             Action::Confirm => {
                 self.confirm = None;
                 match confirm {
+                    Confirm::Quit { .. } => self.quit_now(),
                     Confirm::Restore { job, copies, .. } => {
                         self.jobs.restore_requested = Some(job.clone());
                         self.set_status(
                             format!("restoring job {job}: {copies} copies back to where they were"),
                             false,
                         );
+                        self.jobs.starting += 1;
                         vec![Command::Restore {
                             job,
                             only: Vec::new(),
                         }]
+                    }
+                    Confirm::Resume { jobs } => {
+                        self.focus = Pane::Jobs;
+                        self.search.editing = false;
+                        let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
+                        self.set_status(format!("resuming job {}", ids.join(", ")), false);
+                        let mut commands: Vec<Command> = jobs
+                            .into_iter()
+                            .map(|j| Command::ResumeJob { job: j.id })
+                            .collect();
+                        self.jobs.starting += commands.len() as u32;
+                        if self.jobs.list == Loadable::NotLoaded {
+                            self.jobs.list = Loadable::Loading;
+                            commands.push(Command::LoadJobs);
+                        }
+                        commands
                     }
                 }
             }
             Action::Cancel => {
                 self.confirm = None;
                 match confirm {
+                    Confirm::Quit { .. } => self.set_status("not quitting", false),
                     Confirm::Restore { job, .. } => {
                         self.set_status(format!("job {job} not restored"), false)
+                    }
+                    Confirm::Resume { jobs } => {
+                        let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
+                        self.set_status(
+                            format!(
+                                "job {} left interrupted: Jobs (5), select it, R resumes",
+                                ids.join(", ")
+                            ),
+                            false,
+                        );
                     }
                 }
                 Vec::new()
@@ -1574,6 +1727,7 @@ impl App {
                 self.set_status(format!("plan failed: {message}"), true);
             }
             EngineEvent::JobStarted { job, total, .. } => {
+                self.jobs.starting = self.jobs.starting.saturating_sub(1);
                 // Commands are answered in order: a restore asked for is this job.
                 let restore_of = self.jobs.restore_requested.take();
                 if let Some(of) = &restore_of {
@@ -1581,6 +1735,9 @@ impl App {
                 }
                 // The list selects this job when it arrives (whatever was selected before).
                 self.jobs.follow = Some(job.clone());
+                if !self.jobs.running.contains(&job) {
+                    self.jobs.running.push(job.clone());
+                }
                 self.jobs.progress.retain(|p| p.job != job);
                 self.jobs.progress.push(JobProgress {
                     job: job.clone(),
@@ -1631,15 +1788,21 @@ impl App {
                     JobKind::Retract => "succeeded",
                     JobKind::Restore => "restored",
                 };
+                let tail = if job.state == JobPhase::Interrupted {
+                    ": R resumes it (Jobs, 5)"
+                } else {
+                    ""
+                };
                 self.set_status(
                     format!(
-                        "{what} {}: {} {done}, {} failed",
+                        "{what} {}: {} {done}, {} failed{tail}",
                         job.state.label(),
                         job.succeeded,
                         job.failed()
                     ),
-                    job.failed() > 0,
+                    job.failed() > 0 || job.state == JobPhase::Interrupted,
                 );
+                self.jobs.running.retain(|r| *r != job.id);
                 let id = job.id.clone();
                 let restore = job.kind == JobKind::Restore;
                 self.upsert_job(job);
@@ -1653,7 +1816,9 @@ impl App {
                 self.set_outcomes(job, outcomes);
             }
             EngineEvent::JobLeased { job, holder } => {
+                self.jobs.starting = self.jobs.starting.saturating_sub(1);
                 // Not a failure: the job goes on in the process that holds it.
+                self.jobs.running.retain(|r| *r != job);
                 self.jobs.progress.retain(|p| p.job != job);
                 if self.jobs.follow.as_ref() == Some(&job) {
                     self.jobs.follow = None;
@@ -1663,8 +1828,25 @@ impl App {
                     false,
                 );
             }
-            // The console does not ask for these yet.
-            EngineEvent::InterruptedJobsFound(_) => {}
+            EngineEvent::InterruptedJobsFound(jobs) => {
+                if jobs.is_empty() {
+                    return Vec::new();
+                }
+                if self.confirm.is_none() && self.plan.is_none() {
+                    self.prompt = None;
+                    self.search.editing = false;
+                    self.confirm = Some(Confirm::Resume { jobs });
+                } else {
+                    let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
+                    self.set_status(
+                        format!(
+                            "interrupted job {}: Jobs (5), select it, R resumes",
+                            ids.join(", ")
+                        ),
+                        false,
+                    );
+                }
+            }
             EngineEvent::MetricsLoaded(snapshot) => {
                 if snapshot.window == self.metrics.window {
                     self.metrics.snapshot = Loadable::Ready(snapshot);
@@ -1708,13 +1890,17 @@ impl App {
                 }
                 self.policy.saving = false;
                 self.jobs.restore_requested = None;
+                self.jobs.starting = self.jobs.starting.saturating_sub(1);
                 self.set_status(
                     format!("denied: {action} needs role {required} (you are {role})"),
                     true,
                 );
             }
             EngineEvent::EngineFailed { message } => {
+                // Every command that starts a job is answered once: started, leased, denied
+                // or failed.
                 self.jobs.restore_requested = None;
+                self.jobs.starting = self.jobs.starting.saturating_sub(1);
                 self.fail_pending(&message);
                 self.set_status(format!("engine: {message}"), true);
             }

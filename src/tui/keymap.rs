@@ -27,7 +27,7 @@ pub enum Mode {
     Tenants,
     /// `:` command line and `/` filter inputs.
     Prompt,
-    /// A yes/no question (restore).
+    /// A yes/no question (quit with a job running, restore, resume).
     Confirm,
 }
 

@@ -1,6 +1,8 @@
-//! Questions asked before something that cannot be taken back: restoring a job's copies.
-//! Only the `confirm` keys answer them (`y`, `n`/`esc` by default).
+//! Questions asked before something that cannot be taken back: quitting with a job running
+//! (or unsaved policy changes), restoring a job's copies, resuming interrupted jobs. Only the
+//! `confirm` keys answer them (`y`, `n`/`esc` by default).
 
+use crate::engine::view::JobId;
 use crate::tui::action::Action;
 use crate::tui::app::{App, Confirm};
 use crate::tui::keymap::Mode;
@@ -18,14 +20,72 @@ pub fn hints(_app: &App) -> Vec<Action> {
 /// What `y` and `n` do for this question, for the hint bar.
 pub fn hint_label(confirm: &Confirm, action: &Action) -> &'static str {
     match (confirm, action) {
+        (Confirm::Quit { .. }, Action::Confirm) => "quit anyway",
+        (Confirm::Quit { .. }, _) => "stay",
         (Confirm::Restore { .. }, Action::Confirm) => "restore",
         (Confirm::Restore { .. }, _) => "do not restore",
+        (Confirm::Resume { .. }, Action::Confirm) => "resume",
+        (Confirm::Resume { .. }, _) => "later",
     }
 }
 
-/// The title and the lines of a question.
-pub fn question(_app: &App, confirm: &Confirm) -> (String, Vec<String>) {
+fn ids(jobs: &[JobId]) -> String {
+    jobs.iter()
+        .map(|j| j.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The title and the lines of a question (also used by the too-small screen for quit).
+pub fn question(app: &App, confirm: &Confirm) -> (String, Vec<String>) {
     match confirm {
+        Confirm::Quit {
+            running: asked_for,
+            unsaved_policy,
+        } => {
+            // What runs now, not when the question was asked: a job may start or end meanwhile.
+            let running = &app.jobs.running;
+            let mut lines = Vec::new();
+            if running.is_empty() && app.jobs.starting > 0 {
+                lines.push("A job is starting (just confirmed).".into());
+                lines.push(
+                    "Quitting stops it after the copies in flight; it is offered for resume at the next start."
+                        .into(),
+                );
+            } else if running.is_empty() && !asked_for.is_empty() {
+                lines.push(format!(
+                    "Job {} has ended meanwhile: nothing runs any more.",
+                    ids(asked_for)
+                ));
+            }
+            if !running.is_empty() {
+                let progress: Vec<String> = running
+                    .iter()
+                    .map(|j| match app.progress_of(j) {
+                        Some(p) => format!(
+                            "job {j} ({} of {} done)",
+                            thousands(p.done),
+                            thousands(p.done + p.remaining)
+                        ),
+                        None => format!("job {j}"),
+                    })
+                    .collect();
+                lines.push(format!("Running: {}.", progress.join(", ")));
+                lines.push(
+                    "Quitting stops it after the copies in flight; it is offered for resume at the next start."
+                        .into(),
+                );
+            }
+            if *unsaved_policy {
+                lines.push(
+                    "The policy has unsaved changes (w saves them); quitting loses them.".into(),
+                );
+            }
+            if lines.is_empty() {
+                lines.push("Nothing runs any more: quitting is safe now.".into());
+            }
+            (" Quit? ".into(), lines)
+        }
         Confirm::Restore {
             job,
             copies,
@@ -41,6 +101,27 @@ pub fn question(_app: &App, confirm: &Confirm) -> (String, Vec<String>) {
                 "A copy moved since by someone else is left where it is.".into(),
             ],
         ),
+        Confirm::Resume { jobs } => {
+            let mut lines = vec![format!(
+                "Interrupted (the console quit or crashed mid-job): {}.",
+                jobs.iter()
+                    .map(|j| format!(
+                        "job {} ({}, {} of {} copies left)",
+                        j.id,
+                        j.action_label(),
+                        thousands(j.total.saturating_sub(j.succeeded + j.failed() + j.skipped)),
+                        thousands(j.total)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )];
+            lines.push(format!(
+                "Resume {} now? Later: Jobs (5), select it, R.",
+                if jobs.len() == 1 { "it" } else { "them" }
+            ));
+            let ids: Vec<JobId> = jobs.iter().map(|j| j.id.clone()).collect();
+            (format!(" Resume job {}? ", self::ids(&ids)), lines)
+        }
     }
 }
 

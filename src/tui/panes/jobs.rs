@@ -30,8 +30,10 @@ pub fn hints(app: &App) -> Vec<Action> {
         if app.can_restore(job).is_ok() {
             hints.push(Action::Restore);
         }
-        if job.state == JobPhase::Running {
-            hints.push(Action::CancelJob);
+        match job.state {
+            JobPhase::Running => hints.push(Action::CancelJob),
+            JobPhase::Interrupted | JobPhase::Cancelled => hints.push(Action::ResumeJob),
+            JobPhase::Finished => {}
         }
     }
     hints.push(Action::Refresh);
@@ -322,7 +324,9 @@ fn summary(app: &App, job: &JobView) -> String {
             thousands(job.total),
         ),
     };
-    let undo = if job.kind == JobKind::Restore {
+    let undo = if job.state == JobPhase::Interrupted {
+        "interrupted: R resumes".to_string()
+    } else if job.kind == JobKind::Restore {
         match &job.parent {
             Some(parent) => format!("undoes job {parent}"),
             None => "undo".into(),

@@ -126,6 +126,7 @@ async fn canary_acts_on_n_mailboxes_verifies_then_fans_out() {
             &RunOptions {
                 canary: 5,
                 cancel: None,
+                interrupt: None,
             },
             &sink,
         )
@@ -160,6 +161,7 @@ async fn cancel_leaves_items_pending_and_resume_finishes_them() {
             &RunOptions {
                 canary: 0,
                 cancel: Some(cancel),
+                interrupt: None,
             },
             &|_| {},
         )

@@ -4,10 +4,12 @@ mod tui_support;
 
 use clawback::engine::Command;
 use clawback::engine::event::{EngineEvent, QueryErrorView};
-use clawback::engine::view::{Confirmation, MetricsWindow, PlanId};
+use clawback::engine::view::{
+    Confirmation, CopyOutcome, JobId, JobPhase, JobView, MetricsWindow, PlanId,
+};
 use clawback::model::{Disposition, RetractAction, Role};
 use clawback::tui::action::Action;
-use clawback::tui::app::{App, DEBOUNCE_TICKS, Loadable, Pane};
+use clawback::tui::app::{App, Confirm, DEBOUNCE_TICKS, Loadable, OutcomeFilter, Pane};
 use clawback::tui::keymap::{KeyChord, Keymap, KeymapError, Mode};
 use crossterm::event::KeyEventKind;
 use proptest::prelude::*;
@@ -56,7 +58,10 @@ fn typing_is_debounced_into_exactly_one_search_with_the_latest_generation() {
     let first = app.startup();
     assert!(matches!(
         first.as_slice(),
-        [Command::Search { generation: 1, .. }]
+        [
+            Command::Search { generation: 1, .. },
+            Command::FindInterruptedJobs
+        ]
     ));
     assert!(keys(&mut app, &["/"]).is_empty());
     assert_eq!(app.mode(), Mode::Query);
@@ -370,9 +375,11 @@ fn job_events_fill_the_jobs_pane_and_restore_targets_the_selected_job() {
             reason: clawback::model::FailureReason::NotAuthorized
         }]
     );
-    // The finished job can be restored.
+    // The finished job can be restored, once confirmed.
+    assert!(keys(&mut app, &["j", "u"]).is_empty());
+    assert_eq!(app.mode(), Mode::Confirm);
     assert_eq!(
-        keys(&mut app, &["j", "u"]),
+        keys(&mut app, &["y"]),
         vec![Command::Restore {
             job: jobs()[1].id.clone(),
             only: vec![]
@@ -616,7 +623,7 @@ fn keymap_overrides_remap_and_bad_entries_say_where() {
     };
     assert_eq!(
         bad("serch", "quit", "q"),
-        "[ui.keys.serch]: unknown mode; expected one of: global search query recipients plan policy metrics jobs audit tenants prompt"
+        "[ui.keys.serch]: unknown mode; expected one of: global search query recipients plan policy metrics jobs audit tenants prompt confirm"
     );
     assert_eq!(
         bad("global", "explode", "x"),
@@ -674,6 +681,7 @@ fn every_bindable_action_has_a_default_key() {
         "toggle_mouse",
         "cancel",
         "submit",
+        "confirm",
         "move_up",
         "move_down",
         "move_left",
@@ -694,6 +702,8 @@ fn every_bindable_action_has_a_default_key() {
         "cancel_job",
         "retry_failed",
         "restore",
+        "resume_job",
+        "next_outcome_filter",
         "set_policy_cell",
         "toggle_post_delivery",
         "toggle_phish_submission",
@@ -768,6 +778,9 @@ fn any_key() -> impl Strategy<Value = String> {
         "0",
         "9",
         "z",
+        "y",
+        "R",
+        "f",
     ])
     .prop_map(str::to_string)
 }
@@ -799,6 +812,21 @@ fn any_event() -> impl Strategy<Value = EngineEvent> {
         EngineEvent::EngineFailed {
             message: "x".into(),
         },
+        EngineEvent::JobsLoaded(vec![job_82(), restore_job_of_82()]),
+        EngineEvent::JobOutcomesLoaded {
+            job: JobId("7".into()),
+            outcomes: outcomes_82(),
+        },
+        EngineEvent::JobStarted {
+            job: JobId("9".into()),
+            plan_id: None,
+            total: 3,
+        },
+        EngineEvent::JobLeased {
+            job: JobId("9".into()),
+            holder: "pid 1 on elsewhere".into(),
+        },
+        EngineEvent::InterruptedJobsFound(vec![job_82()]),
     ])
 }
 
@@ -830,4 +858,429 @@ proptest! {
             render_buffer(&app, &theme, 80, 24);
         }
     }
+}
+
+// ---- issue 12: jobs pane and safety ----
+
+fn job(id: &str) -> JobView {
+    let mut j = job_82();
+    j.id = JobId(id.into());
+    j
+}
+
+fn status(app: &App) -> String {
+    app.status
+        .as_ref()
+        .map(|s| s.text.clone())
+        .unwrap_or_default()
+}
+
+/// An app on the Jobs pane with job 7 (82 copies) loaded and selected.
+fn app_with_job_82() -> App {
+    let mut app = app();
+    keys(&mut app, &["5"]);
+    app.on_engine(EngineEvent::JobsLoaded(vec![job_82()]));
+    app
+}
+
+#[test]
+fn the_job_just_started_is_selected_when_the_list_arrives() {
+    let mut app = app();
+    keys(&mut app, &["5"]);
+    app.on_engine(EngineEvent::JobsLoaded(vec![
+        job("12"),
+        job("11"),
+        job("10"),
+    ]));
+    // The operator looks at an older job, then confirms a plan elsewhere.
+    keys(&mut app, &["j", "j"]);
+    assert_eq!(app.selected_job().unwrap().id, JobId("10".into()));
+    let commands = app.on_engine(EngineEvent::JobStarted {
+        job: JobId("13".into()),
+        plan_id: Some(PlanId("plan-7".into())),
+        total: 82,
+    });
+    assert_eq!(commands, vec![Command::LoadJobs]);
+    app.on_engine(EngineEvent::JobsLoaded(vec![
+        job("13"),
+        job("12"),
+        job("11"),
+        job("10"),
+    ]));
+    assert_eq!(app.selected_job().unwrap().id, JobId("13".into()));
+    // A later reload with a newer job (started elsewhere) keeps the cursor on job 13.
+    app.on_engine(EngineEvent::JobsLoaded(vec![
+        job("14"),
+        job("13"),
+        job("12"),
+        job("11"),
+        job("10"),
+    ]));
+    assert_eq!(app.selected_job().unwrap().id, JobId("13".into()));
+}
+
+#[test]
+fn outcomes_scroll_to_the_last_failures_first_and_filter_by_outcome_or_reason() {
+    let mut app = app_with_job_82();
+    assert_eq!(
+        keys(&mut app, &["enter"]),
+        vec![Command::LoadJobOutcomes {
+            job: JobId("7".into())
+        }]
+    );
+    app.on_engine(EngineEvent::JobOutcomesLoaded {
+        job: JobId("7".into()),
+        outcomes: outcomes_82(),
+    });
+    assert!(app.jobs.outcomes_focused);
+    assert_eq!(app.jobs.outcome_rows.len(), 82);
+    // Every one of the 82 can be reached: down, page down, last, first.
+    keys(&mut app, &["j", "pagedown"]);
+    assert_eq!(app.jobs.outcome_selected, 11);
+    keys(&mut app, &["G"]);
+    assert_eq!(app.jobs.outcome_selected, 81);
+    let theme = clawback::tui::theme::Theme::default_theme();
+    let text = render_text(&app, &theme, 80, 24);
+    assert!(text.contains("user81@contoso.example"), "{text}");
+    assert!(text.contains("of 82"), "{text}");
+    keys(&mut app, &["g"]);
+    let text = render_text(&app, &theme, 80, 24);
+    // Failures first.
+    let first = text
+        .lines()
+        .position(|l| l.contains("failed: already_gone"));
+    let ok = text.lines().position(|l| l.contains("ok: junk"));
+    assert!(first.unwrap() < ok.unwrap(), "{text}");
+    // f: failed only, then not settled, ok, skipped, all.
+    keys(&mut app, &["f"]);
+    assert_eq!(app.jobs.outcome_filter, OutcomeFilter::Failed);
+    assert_eq!(app.jobs.outcome_rows.len(), 5);
+    keys(&mut app, &["f", "f"]);
+    assert_eq!(app.jobs.outcome_filter, OutcomeFilter::Done);
+    assert_eq!(app.jobs.outcome_rows.len(), 77);
+    keys(&mut app, &["f", "f"]);
+    assert_eq!(app.jobs.outcome_filter, OutcomeFilter::All);
+    // /: by reason (or address, folder).
+    keys(&mut app, &["/"]);
+    type_text(&mut app, "not_authorized");
+    keys(&mut app, &["enter"]);
+    let outcomes = &app.jobs.outcomes.as_ref().unwrap().1;
+    let shown: Vec<&str> = app
+        .jobs
+        .outcome_rows
+        .iter()
+        .map(|&i| outcomes[i].address.as_str())
+        .collect();
+    assert_eq!(shown, ["user08@contoso.example", "user61@contoso.example"]);
+    // esc: back to the jobs list.
+    keys(&mut app, &["esc"]);
+    assert!(!app.jobs.outcomes_focused);
+}
+
+#[test]
+fn undo_asks_first_and_a_second_undo_of_the_same_job_is_refused() {
+    let mut app = app_with_job_82();
+    // u asks; n leaves everything as it was.
+    assert!(keys(&mut app, &["u"]).is_empty());
+    assert!(matches!(
+        app.confirm,
+        Some(Confirm::Restore { copies: 77, .. })
+    ));
+    // Other keys do nothing while the question is on screen.
+    assert!(keys(&mut app, &["u", "enter", "1", "q"]).is_empty());
+    assert!(!app.should_quit);
+    assert!(keys(&mut app, &["n"]).is_empty());
+    assert!(app.confirm.is_none());
+    // u, y: one restore, and the pane says it is starting at once.
+    keys(&mut app, &["u"]);
+    assert_eq!(
+        keys(&mut app, &["y"]),
+        vec![Command::Restore {
+            job: JobId("7".into()),
+            only: vec![]
+        }]
+    );
+    let theme = clawback::tui::theme::Theme::default_theme();
+    assert!(render_text(&app, &theme, 80, 24).contains("restore starting"));
+    // A second u before the engine answers: refused, nothing sent, no question.
+    assert!(keys(&mut app, &["u", "y"]).is_empty());
+    assert!(app.confirm.is_none());
+    assert!(
+        status(&app).contains("is being restored"),
+        "{}",
+        status(&app)
+    );
+    // The restore job starts: it is selected when the list comes.
+    let commands = app.on_engine(EngineEvent::JobStarted {
+        job: JobId("8".into()),
+        plan_id: None,
+        total: 77,
+    });
+    assert_eq!(commands, vec![Command::LoadJobs]);
+    assert!(status(&app).contains("restore job 8 (undo of job 7)"));
+    // Still refused in the window before the list shows job 7 as restored.
+    assert!(keys(&mut app, &["u"]).is_empty());
+    assert!(app.confirm.is_none());
+    assert!(
+        status(&app).contains("restored by job 8"),
+        "{}",
+        status(&app)
+    );
+    let mut running = restore_job_of_82();
+    running.state = JobPhase::Running;
+    let mut retract = job_82();
+    retract.restorable = 0;
+    retract.restored_by = vec![(JobId("8".into()), JobPhase::Running)];
+    app.on_engine(EngineEvent::JobsLoaded(vec![running, retract.clone()]));
+    assert_eq!(app.selected_job().unwrap().id, JobId("8".into()));
+    // On the restore job itself: nothing to undo.
+    assert!(keys(&mut app, &["u"]).is_empty());
+    assert!(
+        status(&app).contains("is itself a restore"),
+        "{}",
+        status(&app)
+    );
+    // On job 7 while job 8 runs: refused, and u is not offered.
+    keys(&mut app, &["j"]);
+    assert!(keys(&mut app, &["u"]).is_empty());
+    assert!(
+        status(&app).contains("being restored by job 8"),
+        "{}",
+        status(&app)
+    );
+    let (_, hints) = clawback::tui::ui::footer_hints(&app);
+    assert!(!hints.contains(&Action::Restore));
+    // After it ran: still refused.
+    retract.restored_by = vec![(JobId("8".into()), JobPhase::Finished)];
+    app.on_engine(EngineEvent::JobsLoaded(vec![restore_job_of_82(), retract]));
+    assert!(keys(&mut app, &["u"]).is_empty());
+    assert!(
+        status(&app).contains("job 7 already restored by job 8"),
+        "{}",
+        status(&app)
+    );
+}
+
+#[test]
+fn a_restore_job_shows_as_restore_from_junk_back_to_the_folder() {
+    let mut app = app();
+    keys(&mut app, &["5"]);
+    app.on_engine(EngineEvent::JobsLoaded(vec![restore_job_of_82(), job_82()]));
+    keys(&mut app, &["enter"]);
+    app.on_engine(EngineEvent::JobOutcomesLoaded {
+        job: JobId("8".into()),
+        outcomes: restore_outcomes(),
+    });
+    let theme = clawback::tui::theme::Theme::default_theme();
+    let text = render_text(&app, &theme, 80, 24);
+    assert!(text.contains("Job 8: restore of job 7"), "{text}");
+    assert!(text.contains("restored"), "{text}");
+    assert!(text.contains("Junk -> Inbox"), "{text}");
+    assert!(!text.contains("ok: junk"), "{text}");
+    let list_row = text.lines().find(|l| l.contains("manual")).unwrap();
+    assert!(list_row.contains("restore"), "{list_row}");
+}
+
+#[test]
+fn undo_is_not_offered_for_hard_delete() {
+    let mut app = app();
+    keys(&mut app, &["5"]);
+    let mut hard = job_82();
+    hard.action = RetractAction::HardDelete;
+    hard.restorable = 0;
+    app.on_engine(EngineEvent::JobsLoaded(vec![hard]));
+    let (_, hints) = clawback::tui::ui::footer_hints(&app);
+    assert!(!hints.contains(&Action::Restore));
+    assert!(keys(&mut app, &["u", "y"]).is_empty());
+    assert!(app.confirm.is_none());
+    assert!(
+        status(&app).contains("job 7 hard-deleted: no undo"),
+        "{}",
+        status(&app)
+    );
+    let theme = clawback::tui::theme::Theme::default_theme();
+    let text = render_text(&app, &theme, 160, 48);
+    assert!(text.contains("of 82; no undo"), "{text}");
+    assert!(!text.contains("u restore"), "{text}");
+}
+
+/// An app with a Junk plan of 82 copies ready to confirm.
+fn app_with_plan_82() -> App {
+    let mut app = app_with_recipients();
+    keys(&mut app, &["p"]);
+    app.on_engine(EngineEvent::PlanBuilt(plan_summary(
+        RetractAction::Junk,
+        82,
+    )));
+    app
+}
+
+#[test]
+fn keys_are_inert_behind_the_too_small_screen() {
+    let mut app = app_with_plan_82();
+    app.update(Action::Resize(79, 24));
+    assert!(app.too_small);
+    // Enter would apply the plan nobody can see: nothing happens, the plan stays.
+    for key in ["enter", "esc", "y", "u", "5", "j", "space", "tab", ":", "?"] {
+        assert!(keys(&mut app, &[key]).is_empty(), "{key}");
+    }
+    assert!(app.plan.is_some());
+    assert_eq!(app.focus, Pane::Recipients);
+    // Large enough again: the plan is still there and enter applies it.
+    app.update(Action::Resize(80, 24));
+    assert!(!app.too_small);
+    assert!(matches!(
+        keys(&mut app, &["enter"]).as_slice(),
+        [Command::ApplyPlan { .. }]
+    ));
+    // Behind the small screen q still quits, even from the query box where q types.
+    let mut app = app_with_results(3);
+    keys(&mut app, &["/"]);
+    app.update(Action::Resize(60, 20));
+    assert_eq!(keys(&mut app, &["q"]), vec![Command::Shutdown]);
+    assert!(app.should_quit);
+}
+
+#[test]
+fn quit_asks_while_a_job_runs_here_or_the_policy_is_unsaved() {
+    let mut app = app_with_plan_82();
+    keys(&mut app, &["enter"]);
+    // q right behind the confirmation, before the engine reports the job: asks too.
+    assert!(keys(&mut app, &["q"]).is_empty());
+    assert!(matches!(app.confirm, Some(Confirm::Quit { .. })));
+    let theme = clawback::tui::theme::Theme::default_theme();
+    assert!(render_text(&app, &theme, 80, 24).contains("A job is starting"));
+    keys(&mut app, &["n"]);
+    app.on_engine(EngineEvent::JobStarted {
+        job: JobId("7".into()),
+        plan_id: Some(PlanId("plan-7".into())),
+        total: 82,
+    });
+    // q asks instead of quitting; n stays.
+    assert!(keys(&mut app, &["q"]).is_empty());
+    assert!(!app.should_quit);
+    assert!(
+        matches!(app.confirm, Some(Confirm::Quit { ref running, .. }) if running == &[JobId("7".into())])
+    );
+    assert!(keys(&mut app, &["n"]).is_empty());
+    assert!(!app.should_quit);
+    // :q asks too; behind a too-small screen the question takes y / n.
+    keys(&mut app, &[":"]);
+    type_text(&mut app, "q");
+    assert!(keys(&mut app, &["enter"]).is_empty());
+    assert!(app.confirm.is_some());
+    app.update(Action::Resize(70, 20));
+    let text = render_text(&app, &theme, 70, 20);
+    assert!(text.contains("quit anyway"), "{text}");
+    assert_eq!(keys(&mut app, &["y"]), vec![Command::Shutdown]);
+    assert!(app.should_quit);
+
+    // Once the job has finished, q quits at once.
+    let mut app = app_with_plan_82();
+    keys(&mut app, &["enter"]);
+    app.on_engine(EngineEvent::JobStarted {
+        job: JobId("7".into()),
+        plan_id: None,
+        total: 82,
+    });
+    app.on_engine(EngineEvent::JobFinished {
+        job: job_82(),
+        outcomes: outcomes_82(),
+    });
+    assert_eq!(keys(&mut app, &["q"]), vec![Command::Shutdown]);
+
+    // Unsaved policy changes: asks.
+    let mut app = admin_app();
+    keys(&mut app, &["3"]);
+    app.on_engine(EngineEvent::PolicyLoaded(policy(1)));
+    keys(&mut app, &["space"]);
+    assert!(app.policy_modified());
+    assert!(keys(&mut app, &["q"]).is_empty());
+    assert!(matches!(
+        app.confirm,
+        Some(Confirm::Quit {
+            unsaved_policy: true,
+            ..
+        })
+    ));
+    assert_eq!(keys(&mut app, &["y"]), vec![Command::Shutdown]);
+}
+
+#[test]
+fn interrupted_jobs_are_offered_for_resume_at_start() {
+    let mut app = app();
+    assert!(app.startup().contains(&Command::FindInterruptedJobs));
+    // None: no question.
+    app.on_engine(EngineEvent::InterruptedJobsFound(vec![]));
+    assert!(app.confirm.is_none());
+    let mut interrupted = job_82();
+    interrupted.state = JobPhase::Interrupted;
+    app.on_engine(EngineEvent::InterruptedJobsFound(vec![interrupted.clone()]));
+    assert_eq!(app.mode(), Mode::Confirm);
+    let theme = clawback::tui::theme::Theme::default_theme();
+    let text = render_text(&app, &theme, 80, 24);
+    assert!(text.contains("Resume job 7?"), "{text}");
+    let commands = keys(&mut app, &["y"]);
+    assert_eq!(
+        commands,
+        vec![
+            Command::ResumeJob {
+                job: JobId("7".into())
+            },
+            Command::LoadJobs
+        ]
+    );
+    assert_eq!(app.focus, Pane::Jobs);
+
+    // Declined: R on the job in the Jobs pane resumes it later.
+    let mut app = tui_support::app();
+    app.startup();
+    app.on_engine(EngineEvent::InterruptedJobsFound(vec![interrupted.clone()]));
+    assert!(keys(&mut app, &["n"]).is_empty());
+    assert!(status(&app).contains("R resumes"), "{}", status(&app));
+    keys(&mut app, &["5"]);
+    app.on_engine(EngineEvent::JobsLoaded(vec![interrupted]));
+    let (_, hints) = clawback::tui::ui::footer_hints(&app);
+    assert!(hints.contains(&Action::ResumeJob));
+    assert_eq!(
+        keys(&mut app, &["R"]),
+        vec![Command::ResumeJob {
+            job: JobId("7".into())
+        }]
+    );
+    // A finished job is not resumed.
+    app.on_engine(EngineEvent::JobsLoaded(vec![job_82()]));
+    assert!(keys(&mut app, &["R"]).is_empty());
+}
+
+#[test]
+fn a_job_another_process_runs_is_shown_as_such_not_as_a_failure() {
+    let mut app = app();
+    keys(&mut app, &["5"]);
+    assert_eq!(app.jobs.list, Loadable::Loading);
+    app.on_engine(EngineEvent::JobStarted {
+        job: JobId("7".into()),
+        plan_id: None,
+        total: 82,
+    });
+    app.on_engine(EngineEvent::JobLeased {
+        job: JobId("7".into()),
+        holder: "pid 4242 on soc-2 (heartbeat 1s ago)".into(),
+    });
+    let line = app.status.clone().unwrap();
+    assert!(!line.is_error);
+    assert!(line.text.contains("pid 4242 on soc-2"), "{}", line.text);
+    // Nothing waiting was failed, and quitting does not ask about a job not run here.
+    assert_eq!(app.jobs.list, Loadable::Loading);
+    assert!(app.jobs.running.is_empty());
+    assert_eq!(keys(&mut app, &["q"]), vec![Command::Shutdown]);
+}
+
+#[test]
+fn a_failed_outcome_keeps_its_reason_in_the_label() {
+    // The text filter relies on the reason being in the outcome's label.
+    let failed = CopyOutcome::Failed {
+        reason: clawback::model::FailureReason::NotAuthorized,
+    };
+    assert_eq!(failed.label(), "failed: not_authorized");
 }

@@ -9,7 +9,7 @@ mod tui_support;
 
 mod lab_support;
 use clawback::engine::plan::RetractRequest;
-use clawback::engine::view::{Confirmation, CopyOutcome, JobId, JobPhase};
+use clawback::engine::view::{Confirmation, CopyOutcome, JobId, JobKind, JobPhase};
 use clawback::engine::{Command, Engine, EngineEvent, EngineHandle, service};
 use clawback::lab::demo::{self, CAMPAIGN_MESSAGE_ID, CONTOSO};
 use clawback::lab::scenario::Scenario;
@@ -273,8 +273,8 @@ async fn search_select_untick_depth_junk_confirm_then_undo() {
         want.len()
     );
 
-    // Undo from the jobs pane: everything is back where it was.
-    console.keys(&["u"]);
+    // Undo from the jobs pane (asked, then confirmed): everything is back where it was.
+    console.keys(&["u", "y"]);
     console
         .until("the restore to finish", |a| {
             a.jobs.list.ready().is_some_and(|jobs| {
@@ -590,4 +590,513 @@ async fn held_matches_reach_the_console_with_the_policy_and_the_jobs() {
         assert_eq!(console.app.policy.held[0].id, hold.id);
         assert_eq!(console.app.policy.held[0].copies, 900);
     }
+}
+
+// ---- issue 12: undo, hard delete, quitting mid-job, leases ----
+
+/// Collects the engine's events until `done` says the last one ends the wait (bounded).
+async fn events_until(
+    engine: &mut EngineHandle,
+    what: &str,
+    done: impl Fn(&[EngineEvent]) -> bool,
+) -> Vec<EngineEvent> {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !done(&out) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; got {out:?}"
+        );
+        if let Ok(Some(e)) =
+            tokio::time::timeout(Duration::from_millis(200), engine.events.recv()).await
+        {
+            out.push(e);
+        }
+    }
+    out
+}
+
+fn finished_job(
+    events: &[EngineEvent],
+) -> Option<(
+    clawback::engine::view::JobView,
+    Vec<clawback::engine::view::RecipientOutcome>,
+)> {
+    events.iter().find_map(|e| match e {
+        EngineEvent::JobFinished { job, outcomes } => Some((job.clone(), outcomes.clone())),
+        _ => None,
+    })
+}
+
+fn campaign_request(action: RetractAction, only: &[String]) -> Command {
+    Command::BuildPlan(RetractRequest {
+        message_ids: vec![CAMPAIGN_MESSAGE_ID.into()],
+        query: None,
+        tenants: vec![CONTOSO.into()],
+        only: only.to_vec(),
+        exclude: vec![],
+        depth: 0,
+        action,
+        trigger: Trigger::Manual,
+        reason: "issue 12".into(),
+    })
+}
+
+/// Builds and applies a plan; returns the finished job and its outcomes.
+async fn retract(
+    engine: &mut EngineHandle,
+    action: RetractAction,
+    only: &[String],
+    before_apply: impl std::future::Future<Output = ()>,
+) -> (
+    clawback::engine::view::JobView,
+    Vec<clawback::engine::view::RecipientOutcome>,
+) {
+    let e = answer(engine, campaign_request(action, only)).await;
+    let Some(EngineEvent::PlanBuilt(plan)) = e.last().cloned() else {
+        panic!("{e:?}")
+    };
+    before_apply.await;
+    let typed = (action == RetractAction::HardDelete).then_some(plan.copies_total);
+    let e = answer(
+        engine,
+        Command::ApplyPlan {
+            plan_id: plan.plan_id,
+            confirmation: Confirmation {
+                typed_copies: typed,
+            },
+        },
+    )
+    .await;
+    finished_job(&e).unwrap_or_else(|| panic!("{e:?}"))
+}
+
+fn engine_for(config: &clawback::config::Config, store_path: &std::path::Path) -> EngineHandle {
+    let store = Store::open(store_path).unwrap();
+    service::spawn(std::sync::Arc::new(
+        Engine::new(config.clone(), store).unwrap(),
+    ))
+}
+
+/// Issue 12: "Undo misleads". The restore job is created at once (`JobStarted` before any
+/// provider work), shown as a restore of its job from Junk back to the folder each copy was
+/// in; a second undo of the same job (sent right behind the first) is refused without a
+/// job; the retract job then says who restored it and has nothing left to restore; the lab
+/// has every copy back. The failure of a copy moved before the job comes first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_is_shown_as_a_restore_and_a_second_undo_is_refused() {
+    let scenario = demo::build(7);
+    let lab = synced_lab(&scenario, LabOptions::default(), &[], 30).await;
+    let store_path = lab.store.path().unwrap().to_path_buf();
+    let http = reqwest::Client::new();
+    let base = lab.server.base_url();
+    let mut engine = engine_for(&lab.config, &store_path);
+    let before = contoso_folders(&lab.server);
+    let enc = percent_encoding::utf8_percent_encode(
+        CAMPAIGN_MESSAGE_ID,
+        percent_encoding::NON_ALPHANUMERIC,
+    );
+    let campaign =
+        lab_support::lab_get(&http, &base, &format!("/_lab/messages?message_id={enc}")).await;
+    let inbox: Vec<String> = campaign["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["tenant"] == CONTOSO
+                && c["folder"] == "inbox"
+                && c["granted"] == true
+                && c["mailbox"] != clawback::lab::demo::DEMO_HOLD_MAILBOX
+        })
+        .map(|c| c["mailbox"].as_str().unwrap().to_string())
+        .collect();
+    assert!(inbox.len() > 3, "{inbox:?}");
+    // The last copy is moved by its user between plan and apply: it fails.
+    let moved = inbox.last().unwrap().clone();
+    let (job, outcomes) = retract(&mut engine, RetractAction::Junk, &[], async {
+        lab_support::lab_user_action(
+            &http,
+            &base,
+            CONTOSO,
+            &moved,
+            CAMPAIGN_MESSAGE_ID,
+            "deleteditems",
+        )
+        .await;
+    })
+    .await;
+    assert!(job.failed() >= 1, "{job:?}");
+    assert!(
+        matches!(outcomes[0].outcome, CopyOutcome::Failed { .. }),
+        "failures first: {:?}",
+        outcomes[0]
+    );
+    let ranks: Vec<_> = outcomes.iter().map(|o| o.rank()).collect();
+    assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{ranks:?}");
+    assert!(outcomes.iter().any(|o| o.from_folder == Some(Folder::Inbox)
+        && o.to_folder == Some(Folder::Junk)
+        && matches!(o.outcome, CopyOutcome::Succeeded { .. })));
+    assert!(job.restorable > 0);
+    let after_retract = contoso_folders(&lab.server);
+    let log_start = lab.server.lab.state().actions.len();
+
+    // Two undos back to back (a double `u`): one restore job, the second refused.
+    for _ in 0..2 {
+        engine
+            .commands
+            .send(Command::Restore {
+                job: job.id.clone(),
+                only: vec![],
+            })
+            .unwrap();
+    }
+    let events = events_until(&mut engine, "the restore and the refusal", |es| {
+        finished_job(es).is_some()
+            && es
+                .iter()
+                .any(|e| matches!(e, EngineEvent::EngineFailed { .. }))
+    })
+    .await;
+    assert!(
+        matches!(events.first(), Some(EngineEvent::JobStarted { .. })),
+        "the restore shows at once: {events:?}"
+    );
+    let started: Vec<&JobId> = events
+        .iter()
+        .filter_map(|e| match e {
+            EngineEvent::JobStarted { job, .. } => Some(job),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started.len(), 1, "{events:?}");
+    let refusal = events
+        .iter()
+        .find_map(|e| match e {
+            EngineEvent::EngineFailed { message } => Some(message.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(refusal.contains("nothing to restore"), "{refusal}");
+    let (restore, restored) = finished_job(&events).unwrap();
+    assert_eq!(restore.kind, JobKind::Restore);
+    assert_eq!(restore.action_label(), "restore");
+    assert_eq!(restore.parent.as_ref(), Some(&job.id));
+    assert_eq!(restore.state, JobPhase::Finished);
+    assert_eq!(restore.failed(), 0, "{restored:?}");
+    assert_eq!(restore.succeeded, job.succeeded);
+    for o in &restored {
+        assert_eq!(o.outcome, CopyOutcome::Restored, "{o:?}");
+        assert_eq!(o.from_folder, Some(Folder::Junk), "{o:?}");
+        assert_eq!(o.to_folder, Some(Folder::Inbox), "{o:?}");
+    }
+    // The lab: every copy the job moved is back, each moved back once; the user's move stays.
+    let back: Vec<(String, String)> = lab
+        .server
+        .lab
+        .state()
+        .actions
+        .iter()
+        .skip(log_start)
+        .map(|a| {
+            (
+                a.mailbox.to_ascii_lowercase(),
+                a.internet_message_id.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(back.len() as u64, job.succeeded, "{back:?}");
+    let now = contoso_folders(&lab.server);
+    for (key, folders) in &before {
+        if key.0 == moved.to_ascii_lowercase() && key.1 == CAMPAIGN_MESSAGE_ID {
+            assert_eq!(now[key], after_retract[key]);
+        } else {
+            assert_eq!(&now[key], folders, "{key:?}");
+        }
+    }
+    // The list: the retract job was restored by the restore job, nothing left to restore.
+    engine.commands.send(Command::LoadJobs).unwrap();
+    let listed = events_until(&mut engine, "the jobs", |es| {
+        es.iter().any(|e| matches!(e, EngineEvent::JobsLoaded(_)))
+    })
+    .await;
+    let jobs = listed
+        .iter()
+        .find_map(|e| match e {
+            EngineEvent::JobsLoaded(j) => Some(j.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let retract_view = jobs.iter().find(|j| j.id == job.id).unwrap();
+    assert_eq!(retract_view.restorable, 0);
+    assert_eq!(
+        retract_view.restored_by,
+        vec![(restore.id.clone(), JobPhase::Finished)]
+    );
+}
+
+/// Issue 12: "`u` is offered for Hard Delete ("25 restorable") and then fails all 25". A Hard
+/// Delete job has nothing restorable, and a restore of it is refused without a job or a
+/// request to the lab.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_delete_job_has_nothing_restorable() {
+    let scenario = demo::build(7);
+    let lab = synced_lab(&scenario, LabOptions::default(), &[], 30).await;
+    let store_path = lab.store.path().unwrap().to_path_buf();
+    let mut config = lab.config.clone();
+    config.operator.role = Role::Admin;
+    let mut engine = engine_for(&config, &store_path);
+    let (job, _) = retract(&mut engine, RetractAction::HardDelete, &[], async {}).await;
+    assert!(job.succeeded > 0, "{job:?}");
+    assert_eq!(job.restorable, 0, "{job:?}");
+    let log = lab.server.lab.state().actions.len();
+    let e = answer(
+        &mut engine,
+        Command::Restore {
+            job: job.id.clone(),
+            only: vec![],
+        },
+    )
+    .await;
+    assert!(
+        !e.iter()
+            .any(|e| matches!(e, EngineEvent::JobStarted { .. })),
+        "{e:?}"
+    );
+    assert!(
+        matches!(e.last(), Some(EngineEvent::EngineFailed { message }) if message.contains("hard-deleted")),
+        "{e:?}"
+    );
+    assert_eq!(lab.server.lab.state().actions.len(), log);
+}
+
+/// Issue 12: "`q` quits mid-job … and the console cannot resume that job afterwards". The
+/// console's shutdown stops the job after its copies in flight and leaves it interrupted (not
+/// cancelled); the next start finds it, resumes it, and every copy is acted on exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_interrupted_by_quitting_is_found_and_resumed_at_the_next_start() {
+    let scenario = demo::build(7);
+    let options = LabOptions {
+        latency: Duration::from_millis(40),
+        ..LabOptions::default()
+    };
+    let lab = synced_lab(&scenario, options, &[CONTOSO], 30).await;
+    let store_path = lab.store.path().unwrap().to_path_buf();
+    // The plan is built at full speed; the job then runs one request at a time, so it takes
+    // several round trips and is mid-way when the console quits.
+    let job = {
+        let engine = Engine::new(lab.config.clone(), Store::open(&store_path).unwrap()).unwrap();
+        let plan = engine
+            .build_plan(RetractRequest {
+                message_ids: vec![CAMPAIGN_MESSAGE_ID.into()],
+                query: None,
+                tenants: vec![CONTOSO.into()],
+                only: vec![],
+                exclude: vec![],
+                depth: 0,
+                action: RetractAction::Junk,
+                trigger: Trigger::Manual,
+                reason: "quit mid-job".into(),
+            })
+            .await
+            .unwrap();
+        engine.create_job(&plan, false).unwrap()
+    };
+    let mut slow = lab.config.clone();
+    for t in &mut slow.tenants {
+        t.limits.max_in_flight = 1;
+        t.limits.per_mailbox = 1;
+    }
+    let mut engine = engine_for(&slow, &store_path);
+    let log_start = lab.server.lab.state().actions.len();
+    engine
+        .commands
+        .send(Command::ResumeJob {
+            job: JobId(job.to_string()),
+        })
+        .unwrap();
+    events_until(&mut engine, "the job to start", |es| {
+        es.iter()
+            .any(|e| matches!(e, EngineEvent::JobStarted { .. }))
+    })
+    .await;
+    // The operator quits (and confirms): Shutdown.
+    engine.commands.send(Command::Shutdown).unwrap();
+    let events = events_until(&mut engine, "the job to stop", |es| {
+        finished_job(es).is_some()
+    })
+    .await;
+    let (job, _) = finished_job(&events).unwrap();
+    assert_eq!(job.state, JobPhase::Interrupted, "{job:?}");
+    assert!(
+        job.succeeded + job.failed() < job.total,
+        "the job stopped before its end: {job:?}"
+    );
+    // The engine stops after that: its events end.
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        while engine.events.recv().await.is_some() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the engine did not stop");
+    {
+        let store = Store::open(&store_path).unwrap();
+        let row = store.job(job.id.0.parse().unwrap()).unwrap().unwrap();
+        assert_eq!(row.state, clawback::store::jobs::JobState::Running);
+        assert!(store.job_lease(row.id).unwrap().is_none(), "lease released");
+    }
+
+    // The next start: the job is offered, and resumed.
+    let mut engine = engine_for(&lab.config, &store_path);
+    engine.commands.send(Command::FindInterruptedJobs).unwrap();
+    let found = events_until(&mut engine, "the interrupted jobs", |es| {
+        es.iter()
+            .any(|e| matches!(e, EngineEvent::InterruptedJobsFound(_)))
+    })
+    .await;
+    let Some(EngineEvent::InterruptedJobsFound(interrupted)) = found.last().cloned() else {
+        panic!("{found:?}")
+    };
+    assert_eq!(
+        interrupted.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+        vec![job.id.clone()]
+    );
+    assert_eq!(interrupted[0].state, JobPhase::Interrupted);
+    let e = answer(
+        &mut engine,
+        Command::ResumeJob {
+            job: job.id.clone(),
+        },
+    )
+    .await;
+    let (resumed, _) = finished_job(&e).unwrap_or_else(|| panic!("{e:?}"));
+    assert_eq!(resumed.state, JobPhase::Finished, "{resumed:?}");
+    assert_eq!(resumed.failed(), 0, "{resumed:?}");
+    // The lab: each copy moved exactly once, all of them in Junk.
+    let acted: Vec<(String, String)> = lab
+        .server
+        .lab
+        .state()
+        .actions
+        .iter()
+        .skip(log_start)
+        .map(|a| {
+            (
+                a.mailbox.to_ascii_lowercase(),
+                a.internet_message_id.clone(),
+            )
+        })
+        .collect();
+    let unique: BTreeSet<_> = acted.iter().cloned().collect();
+    assert_eq!(acted.len(), unique.len(), "a copy was acted on twice");
+    assert_eq!(acted.len() as u64, resumed.succeeded);
+    let folders = contoso_folders(&lab.server);
+    for key in &unique {
+        assert!(
+            folders[key].contains(&Folder::Junk),
+            "{key:?}: {:?}",
+            folders[key]
+        );
+    }
+    // Nothing is left to offer.
+    engine.commands.send(Command::FindInterruptedJobs).unwrap();
+    let found = events_until(&mut engine, "no interrupted jobs", |es| {
+        es.iter()
+            .any(|e| matches!(e, EngineEvent::InterruptedJobsFound(_)))
+    })
+    .await;
+    assert!(
+        matches!(found.last(), Some(EngineEvent::InterruptedJobsFound(j)) if j.is_empty()),
+        "{found:?}"
+    );
+}
+
+/// Issue 12: a job another live process runs is reported as such (`JobLeased`), not as a
+/// failure, is not offered for resume, and runs here once that process lets go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_another_process_runs_is_leased_not_failed() {
+    use clawback::store::jobs::{LeaseHolder, host_name};
+    let scenario = demo::build(7);
+    let lab = synced_lab(&scenario, LabOptions::default(), &[], 30).await;
+    let store_path = lab.store.path().unwrap().to_path_buf();
+    // A job created and not run (as a crash right after creating it leaves it).
+    let job = {
+        let engine = Engine::new(lab.config.clone(), Store::open(&store_path).unwrap()).unwrap();
+        let plan = engine
+            .build_plan(RetractRequest {
+                message_ids: vec![CAMPAIGN_MESSAGE_ID.into()],
+                query: None,
+                tenants: vec![CONTOSO.into()],
+                only: vec![],
+                exclude: vec![],
+                depth: 0,
+                action: RetractAction::Junk,
+                trigger: Trigger::Manual,
+                reason: "leased".into(),
+            })
+            .await
+            .unwrap();
+        engine.create_job(&plan, false).unwrap()
+    };
+    // Another live process (this one's pid, another owner) holds its lease.
+    let other = LeaseHolder {
+        owner: "another-console".into(),
+        pid: std::process::id(),
+        host: host_name(),
+    };
+    let store = Store::open(&store_path).unwrap();
+    assert!(
+        store
+            .acquire_job_lease(job, &other, chrono::Duration::seconds(30))
+            .unwrap()
+            .is_ok()
+    );
+    let mut engine = engine_for(&lab.config, &store_path);
+    let id = JobId(job.to_string());
+    engine.commands.send(Command::FindInterruptedJobs).unwrap();
+    let found = events_until(&mut engine, "the interrupted jobs", |es| {
+        es.iter()
+            .any(|e| matches!(e, EngineEvent::InterruptedJobsFound(_)))
+    })
+    .await;
+    assert!(
+        matches!(found.last(), Some(EngineEvent::InterruptedJobsFound(j)) if j.is_empty()),
+        "a job run elsewhere is not offered: {found:?}"
+    );
+    let log = lab.server.lab.state().actions.len();
+    engine
+        .commands
+        .send(Command::ResumeJob { job: id.clone() })
+        .unwrap();
+    let e = events_until(&mut engine, "the lease answer", |es| {
+        es.iter().any(|e| {
+            matches!(
+                e,
+                EngineEvent::JobLeased { .. }
+                    | EngineEvent::EngineFailed { .. }
+                    | EngineEvent::JobStarted { .. }
+            )
+        })
+    })
+    .await;
+    assert!(
+        matches!(e.last(), Some(EngineEvent::JobLeased { job, holder })
+            if *job == id && holder.contains(&format!("pid {}", std::process::id()))),
+        "{e:?}"
+    );
+    assert_eq!(lab.server.lab.state().actions.len(), log);
+    // The other process lets go: the job is interrupted, offered, and runs here.
+    store.release_job_lease(job, "another-console").unwrap();
+    engine.commands.send(Command::FindInterruptedJobs).unwrap();
+    let found = events_until(&mut engine, "the interrupted jobs", |es| {
+        es.iter()
+            .any(|e| matches!(e, EngineEvent::InterruptedJobsFound(_)))
+    })
+    .await;
+    assert!(
+        matches!(found.last(), Some(EngineEvent::InterruptedJobsFound(j)) if j.len() == 1 && j[0].id == id),
+        "{found:?}"
+    );
+    let e = answer(&mut engine, Command::ResumeJob { job: id.clone() }).await;
+    let (done, _) = finished_job(&e).unwrap_or_else(|| panic!("{e:?}"));
+    assert_eq!(done.state, JobPhase::Finished);
+    assert!(done.succeeded > 0);
 }

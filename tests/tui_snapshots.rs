@@ -11,7 +11,7 @@ mod tui_support;
 
 use clawback::config::Config;
 use clawback::engine::event::{EngineEvent, QueryErrorView};
-use clawback::engine::view::{AuditVerification, JobId, MetricsWindow, PolicyMatrix};
+use clawback::engine::view::{AuditVerification, JobId, JobPhase, MetricsWindow, PolicyMatrix};
 use clawback::model::{FailureReason, RetractAction, Role};
 use clawback::tui::TuiOptions;
 use clawback::tui::app::{App, Pane};
@@ -111,6 +111,36 @@ fn jobs_with_outcomes() -> App {
         job: JobId("job-41".into()),
         outcomes: outcomes(),
     });
+    // Back to the list: the outcomes stay on screen, without a cursor.
+    keys(&mut app, &["esc"]);
+    app
+}
+
+/// The 82-copy job with its outcomes, the cursor in them.
+fn jobs_82() -> App {
+    let mut app = on_pane("5");
+    app.on_engine(EngineEvent::JobsLoaded(vec![job_82()]));
+    keys(&mut app, &["enter"]);
+    app.on_engine(EngineEvent::JobOutcomesLoaded {
+        job: JobId("7".into()),
+        outcomes: outcomes_82(),
+    });
+    app
+}
+
+/// Job 7 restored by job 8; job 8 selected with its outcomes.
+fn jobs_restored() -> App {
+    let mut app = on_pane("5");
+    let mut retract = job_82();
+    retract.restorable = 0;
+    retract.restored_by = vec![(JobId("8".into()), JobPhase::Finished)];
+    app.on_engine(EngineEvent::JobsLoaded(vec![restore_job_of_82(), retract]));
+    keys(&mut app, &["enter"]);
+    app.on_engine(EngineEvent::JobOutcomesLoaded {
+        job: JobId("8".into()),
+        outcomes: restore_outcomes(),
+    });
+    keys(&mut app, &["esc"]);
     app
 }
 
@@ -276,6 +306,73 @@ fn jobs_pane_states() {
     let mut failed = on_pane("5");
     fail_engine(&mut failed);
     snap("jobs_error", &failed);
+}
+
+/// Issue 12: the outcomes scroll (failures first) with a position on the border, and filter.
+#[test]
+fn jobs_outcomes_scroll_and_filter() {
+    let app = jobs_82();
+    snap("jobs_outcomes_top", &app);
+    let mut last = jobs_82();
+    keys(&mut last, &["G"]);
+    snap("jobs_outcomes_scrolled_to_last", &last);
+    let text = render_text(&last, &default_theme(), 80, 24);
+    assert!(text.contains("user81@contoso.example"), "{text}");
+    assert!(text.contains("of 82"), "{text}");
+    let mut failed = jobs_82();
+    keys(&mut failed, &["f"]);
+    snap("jobs_outcomes_failed_filter", &failed);
+    let mut reason = jobs_82();
+    keys(&mut reason, &["/"]);
+    type_text(&mut reason, "not_auth");
+    keys(&mut reason, &["enter"]);
+    let text = render_text(&reason, &default_theme(), 80, 24);
+    assert!(text.contains("/not_auth: 1-2 of 2 (82 in all)"), "{text}");
+    assert!(text.contains("user08@contoso.example"), "{text}");
+    assert!(!text.contains("user04@contoso.example"), "{text}");
+}
+
+/// Issue 12: a restore is shown as a restore, from Junk back to the Inbox; its retract job
+/// says who restored it and offers no second undo; a Hard Delete job offers none at all.
+#[test]
+fn restore_and_hard_delete_jobs() {
+    snap("jobs_restore", &jobs_restored());
+    let mut retract = jobs_restored();
+    keys(&mut retract, &["j"]);
+    snap("jobs_restored_retract", &retract);
+    let mut hard = on_pane("5");
+    let mut job = job_82();
+    job.action = RetractAction::HardDelete;
+    job.restorable = 0;
+    hard.on_engine(EngineEvent::JobsLoaded(vec![job]));
+    snap("jobs_hard_delete", &hard);
+}
+
+/// Issue 12: the questions asked before quitting mid-job, restoring, and resuming.
+#[test]
+fn confirmation_questions() {
+    let mut restore = on_pane("5");
+    restore.on_engine(EngineEvent::JobsLoaded(vec![job_82()]));
+    keys(&mut restore, &["u"]);
+    snap("confirm_restore", &restore);
+    let mut quit = jobs_populated();
+    quit.on_engine(EngineEvent::JobStarted {
+        job: JobId("job-42".into()),
+        plan_id: None,
+        total: 1000,
+    });
+    quit.on_engine(EngineEvent::JobProgressed(job_progress()));
+    keys(&mut quit, &["q"]);
+    snap("confirm_quit_running", &quit);
+    let text = render_text(&quit, &default_theme(), 79, 24);
+    insta::assert_snapshot!("too_small_quit_question@79x24", text);
+    let mut resume = with_results(10);
+    let mut interrupted = job_82();
+    interrupted.state = JobPhase::Interrupted;
+    interrupted.succeeded = 40;
+    interrupted.failed_by_reason = vec![];
+    resume.on_engine(EngineEvent::InterruptedJobsFound(vec![interrupted]));
+    snap("confirm_resume", &resume);
 }
 
 #[test]

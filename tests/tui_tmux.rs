@@ -51,6 +51,36 @@ impl Tmux {
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    /// Several keys in one `send-keys`: they reach the console together, as a fast typist's.
+    fn send_together(&self, keys: &[&str]) {
+        let ok = self
+            .cmd()
+            .args(["send-keys", "-t", &self.session])
+            .args(keys)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "send-keys {keys:?}");
+    }
+
+    fn resize(&self, width: u16, height: u16) {
+        let ok = self
+            .cmd()
+            .args([
+                "resize-window",
+                "-t",
+                &self.session,
+                "-x",
+                &width.to_string(),
+                "-y",
+                &height.to_string(),
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "resize-window {width}x{height}");
+    }
+
     fn screen(&self) -> String {
         let out = self
             .cmd()
@@ -117,14 +147,19 @@ fn expected_copies() -> usize {
     n
 }
 
-/// Moves to Deleted Items the lab recorded in contoso, via `/_lab/actions`.
-fn lab_trash_moves(data_dir: &Path) -> usize {
+/// The demo lab's base URL, from the config the demo wrote.
+fn lab_base(data_dir: &Path) -> String {
     let config = Config::load(&data_dir.join("lab.toml")).unwrap();
     let base = config.tenants[0]
         .graph_url()
         .trim_end_matches('/')
         .to_string();
-    let base = base.trim_end_matches("/v1.0").to_string();
+    base.trim_end_matches("/v1.0").to_string()
+}
+
+/// Moves to Deleted Items the lab recorded in contoso, via `/_lab/actions`.
+fn lab_trash_moves(data_dir: &Path) -> usize {
+    let base = lab_base(data_dir);
     let body: serde_json::Value = reqwest::blocking_get(&format!("{base}/_lab/actions"));
     body["counts"]
         .as_array()
@@ -233,4 +268,202 @@ fn demo_in_tmux_retracts_the_campaign_at_depth_1_to_trash() {
     );
     assert_eq!(lab_trash_moves(&data), want, "the lab agrees");
     tmux.send(&["q"]);
+}
+
+fn tmux_available() -> bool {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "tmux is missing in CI: .ci/run must install it"
+        );
+        eprintln!("skipped: tmux is not installed");
+        return false;
+    }
+    true
+}
+
+/// The campaign and its direct replies / forwards (what depth 1 reaches), from the scenario.
+fn depth_1_messages() -> BTreeSet<String> {
+    let scenario = demo::build(7);
+    let t = scenario.tenants.iter().find(|t| t.name == CONTOSO).unwrap();
+    t.messages
+        .iter()
+        .filter(|m| {
+            let parent = m.in_reply_to.as_ref().or(m.references.last());
+            m.message_id == CAMPAIGN_MESSAGE_ID || parent.is_some_and(|p| p == CAMPAIGN_MESSAGE_ID)
+        })
+        .map(|m| m.message_id.clone())
+        .collect()
+}
+
+/// Every contoso copy of those messages at the lab (`/_lab/messages`): (mailbox, Message-ID)
+/// → (folder, API actions on it).
+fn lab_copies(base: &str) -> std::collections::BTreeMap<(String, String), (String, u64)> {
+    let mut out = std::collections::BTreeMap::new();
+    for mid in depth_1_messages() {
+        let enc = percent_encoding::utf8_percent_encode(&mid, percent_encoding::NON_ALPHANUMERIC);
+        let body = reqwest::blocking_get(&format!("{base}/_lab/messages?message_id={enc}"));
+        for c in body["copies"].as_array().unwrap() {
+            if c["tenant"] != CONTOSO {
+                continue;
+            }
+            out.insert(
+                (c["mailbox"].as_str().unwrap().to_string(), mid.clone()),
+                (
+                    c["folder"].as_str().unwrap().to_string(),
+                    c["actions"].as_u64().unwrap(),
+                ),
+            );
+        }
+    }
+    out
+}
+
+/// The outcome position on the Jobs pane's detail border (`98-105 of 105`): (first, last, of).
+fn outcome_position(screen: &str) -> Option<(u64, u64, u64)> {
+    screen.lines().find_map(|l| {
+        let text = l.strip_prefix('+')?.strip_suffix('+')?;
+        let text = text.trim_matches('-').trim();
+        let (range, of) = text.split_once(" of ")?;
+        let (first, last) = range.split_once('-')?;
+        Some((first.parse().ok()?, last.parse().ok()?, of.parse().ok()?))
+    })
+}
+
+/// Issue 12 in a real terminal at 80x24: keys do nothing behind the too-small screen (the plan
+/// stays unapplied), `q` right behind the confirmation asks, the outcomes scroll to the last
+/// one, undo is shown as a restore and puts every copy back (the lab says so), and a second
+/// undo of the same job is refused.
+#[test]
+fn demo_in_tmux_at_80x24_too_small_quit_scroll_and_undo() {
+    if !tmux_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tmux = Tmux {
+        socket: format!("clawback-test-jobs-{}", std::process::id()),
+        session: "demo".into(),
+    };
+    let command = format!(
+        "{} --data-dir {} demo; sleep 30",
+        env!("CARGO_BIN_EXE_clawback"),
+        data.display()
+    );
+    let ok = tmux
+        .cmd()
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            "demo",
+            "-x",
+            "80",
+            "-y",
+            "24",
+            &command,
+        ])
+        .env("TERM", "xterm-256color")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "tmux new-session");
+
+    tmux.wait_for("the search results", |s| {
+        s.contains("Search (") && s.contains("messages)")
+    });
+    tmux.send(&["/"]);
+    tmux.send_literal(&format!("msgid:{CAMPAIGN_MESSAGE_ID} tenant:contoso"));
+    tmux.send(&["Enter"]);
+    tmux.wait_for("one result", |s| s.contains("Search (1 messages)"));
+    tmux.send(&["Enter"]);
+    tmux.wait_for("the recipients", |s| {
+        s.contains("Recipients:") && s.contains("Included:") && s.contains("mailbox")
+    });
+    tmux.send(&["a", "+"]);
+    tmux.wait_for("depth 1", |s| s.contains("Depth: 1"));
+    tmux.send(&["p"]);
+    tmux.wait_for("the plan", |s| s.contains("Apply Junk Email to"));
+    let base = lab_base(&data);
+    let before = lab_copies(&base);
+    assert!(
+        before.values().all(|(_, actions)| *actions == 0),
+        "{before:?}"
+    );
+
+    // Too small: enter (and y) must not apply the plan nobody can see.
+    tmux.resize(70, 20);
+    tmux.wait_for("the too-small screen", |s| {
+        s.contains("needs a larger terminal")
+    });
+    tmux.send(&["Enter", "y", "Enter"]);
+    tmux.resize(80, 24);
+    // Keys are read in order: the plan still open after the resize means they did nothing.
+    tmux.wait_for("the plan again", |s| s.contains("Apply Junk Email to"));
+    assert!(
+        lab_copies(&base).values().all(|(_, actions)| *actions == 0),
+        "a key behind the too-small screen acted"
+    );
+
+    // q right behind the confirmation, mid-job: asked, not quit.
+    tmux.send_together(&["Enter", "q"]);
+    let screen = tmux.wait_for("the quit question", |s| s.contains("Quit?"));
+    assert!(screen.contains("y quit anyway"), "{screen}");
+    tmux.send(&["n"]);
+    let want = expected_copies();
+    let screen = tmux.wait_for("the job to finish", |s| {
+        s.contains("Job 1 (finished)") && !s.contains("Quit?")
+    });
+    assert!(
+        screen.contains(&format!("] {want} ok, 0 failed")),
+        "{screen}"
+    );
+
+    // The outcomes scroll to the last one: the border says so.
+    tmux.send(&["Enter", "G"]);
+    let screen = tmux.wait_for("the last outcome", |s| {
+        outcome_position(s).is_some_and(|(first, last, of)| first > 1 && last == of)
+    });
+    let (_, last, of) = outcome_position(&screen).unwrap();
+    assert!(of >= want as u64, "{screen}");
+    assert_eq!(last, of, "{screen}");
+
+    // Undo: asked, shown as a restore of job 1 from Junk back, every copy back at the lab.
+    tmux.send(&["Escape", "u"]);
+    tmux.wait_for("the restore question", |s| s.contains("Restore job 1?"));
+    tmux.send(&["y"]);
+    let screen = tmux.wait_for("the restore to finish", |s| {
+        s.contains("restore job 2 finished") && s.contains("Job 2: restore of job 1 (finished)")
+    });
+    assert!(screen.contains("Junk -> Inbox"), "{screen}");
+    let row = screen
+        .lines()
+        .find(|l| l.contains(" 2 ") && l.contains("manual"))
+        .unwrap();
+    assert!(row.contains("restore"), "{row}");
+    let after = lab_copies(&base);
+    let folders = |m: &std::collections::BTreeMap<(String, String), (String, u64)>| {
+        m.iter()
+            .map(|(k, (folder, _))| (k.clone(), folder.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(folders(&after), folders(&before), "every copy is back");
+    let moved: Vec<u64> = after.values().map(|(_, n)| *n).filter(|n| *n > 0).collect();
+    assert_eq!(moved.len(), want, "{after:?}");
+    assert!(
+        moved.iter().all(|n| *n == 2),
+        "each copy moved once and back once: {after:?}"
+    );
+
+    // A second undo of job 1: refused, no question, nothing sent.
+    tmux.send(&["j", "u"]);
+    let screen = tmux.wait_for("the refusal", |s| {
+        s.contains("job 1 already restored by job 2")
+    });
+    assert!(!screen.contains("Restore job 1?"), "{screen}");
+    assert_eq!(lab_copies(&base), after);
+
+    // Nothing runs: q quits at once.
+    tmux.send(&["q"]);
+    tmux.wait_for("the console to close", |s| !s.contains("1 Search"));
 }

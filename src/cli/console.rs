@@ -85,16 +85,8 @@ async fn run_console(config: &Config, store: Store, options: TuiOptions) -> u8 {
             return exit::USAGE;
         }
     };
-    let unfinished = engine.unfinished_jobs().unwrap_or_default();
-    let mut options = options;
-    if !unfinished.is_empty() {
-        let ids: Vec<String> = unfinished.iter().map(|j| j.id.to_string()).collect();
-        options.notice = Some(format!(
-            "{} interrupted job(s) ({}): resume with `clawback jobs resume`",
-            unfinished.len(),
-            ids.join(", ")
-        ));
-    }
+    // Interrupted jobs are offered for resume by the console itself (it asks the engine at
+    // start), so they can be resumed there rather than only with `clawback jobs resume`.
     let handle = service::spawn(engine);
     match crate::tui::run(config, handle, options).await {
         Ok(()) => exit::OK,

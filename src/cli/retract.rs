@@ -434,6 +434,7 @@ async fn run_with_progress(
             &RunOptions {
                 canary,
                 cancel: Some(cancel),
+                interrupt: None,
             },
             &sink,
         )

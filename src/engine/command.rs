@@ -54,7 +54,15 @@ pub enum Command {
     /// Retry the items of a job that failed with `reason`, as a new job.
     RetryFailed { job: JobId, reason: FailureReason },
     /// Undo: put succeeded copies back where they were. `only`: these addresses; empty = all.
+    /// The restore job is created at once (answer: `JobStarted`, then its progress and
+    /// `JobFinished`); a job whose copies are restored or being restored is refused.
     Restore { job: JobId, only: Vec<String> },
+    /// Continue an interrupted or cancelled job. Answer: `JobStarted`…`JobFinished`, or
+    /// `JobLeased` when another live process runs it.
+    ResumeJob { job: JobId },
+    /// Unfinished jobs no live process runs (a console quit mid-job, a crash), to offer for
+    /// resume. Answer: `InterruptedJobsFound`.
+    FindInterruptedJobs,
     /// Metrics over the window ending now. Answer: `MetricsLoaded`.
     LoadMetrics { window: MetricsWindow },
     /// Running and past jobs. Answer: `JobsLoaded`.
@@ -71,7 +79,8 @@ pub enum Command {
     LoadPolicy,
     /// Store a new policy version (admin only). Answer: `PolicySaved` or `Denied`.
     SavePolicy(PolicyMatrix),
-    /// The front end is closing: finish or checkpoint work and stop.
+    /// The front end is closing: running jobs stop after the items in flight and stay
+    /// resumable (interrupted, not cancelled); the engine then stops, which closes its events.
     Shutdown,
 }
 
@@ -88,6 +97,8 @@ impl Command {
             Command::CancelJob { .. } => "cancel job",
             Command::RetryFailed { .. } => "retry failed",
             Command::Restore { .. } => "restore",
+            Command::ResumeJob { .. } => "resume job",
+            Command::FindInterruptedJobs => "find interrupted jobs",
             Command::LoadMetrics { .. } => "load metrics",
             Command::LoadJobs => "load jobs",
             Command::LoadJobOutcomes { .. } => "load job outcomes",

@@ -67,6 +67,15 @@ pub enum EngineEvent {
         job: JobId,
         outcomes: Vec<RecipientOutcome>,
     },
+    /// Another live process runs the job (its lease): nothing was started here. Not a
+    /// failure: the job goes on there.
+    JobLeased {
+        job: JobId,
+        /// Who runs it: `pid 4242 on host (heartbeat 1s ago)`.
+        holder: String,
+    },
+    /// Unfinished jobs nobody runs (interrupted), oldest first; empty when there are none.
+    InterruptedJobsFound(Vec<JobView>),
     MetricsLoaded(MetricsSnapshot),
     JobsLoaded(Vec<JobView>),
     AuditLoaded(Vec<AuditEntryView>),

@@ -39,6 +39,8 @@ struct RunShared<'a> {
     unrecorded: AtomicBool,
     /// The operator's cancel in this process.
     cancel: Option<&'a AtomicBool>,
+    /// The front end is closing: stop like a cancel, but leave the job resumable.
+    interrupt: Option<&'a AtomicBool>,
     /// Set once the store said stop (a cancel from any process, or the lease lost).
     stopped_by_store: AtomicBool,
 }
@@ -49,6 +51,7 @@ impl RunShared<'_> {
     fn should_stop(&self) -> bool {
         if self.unrecorded.load(Ordering::SeqCst)
             || self.cancel.is_some_and(|c| c.load(Ordering::SeqCst))
+            || self.interrupted()
             || self.stopped_by_store.load(Ordering::SeqCst)
         {
             return true;
@@ -68,6 +71,12 @@ impl RunShared<'_> {
             self.stopped_by_store.store(true, Ordering::SeqCst);
         }
         !go_on
+    }
+
+    /// The front end that runs the job is closing (and nobody cancelled it).
+    fn interrupted(&self) -> bool {
+        self.interrupt.is_some_and(|i| i.load(Ordering::SeqCst))
+            && !self.cancel.is_some_and(|c| c.load(Ordering::SeqCst))
     }
 }
 
@@ -128,6 +137,10 @@ pub struct RunOptions {
     pub canary: usize,
     /// Set to stop after the items in flight (pending items stay pending; resumable).
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Set when the front end running the job closes: the run stops after the items in flight
+    /// like a cancel, but the job stays `running` (without a lease), so it is listed by
+    /// [`Engine::unfinished_jobs`] and offered for resume, instead of ending `cancelled`.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 /// How a job run ended.
@@ -318,7 +331,7 @@ impl Engine {
                 self.store().set_job_state(job, JobState::Running)?;
             }
             if row.kind == JobKind::Restore {
-                return self.run_restore_items(&row, sink, started).await;
+                return self.run_restore_items(&row, options, sink, started).await;
             }
             self.run_retract_leased(row, options, sink, started).await
         })
@@ -402,6 +415,7 @@ impl Engine {
             throttled: std::sync::Mutex::new(0f64),
             unrecorded: AtomicBool::new(false),
             cancel: options.cancel.as_deref(),
+            interrupt: options.interrupt.as_deref(),
             stopped_by_store: AtomicBool::new(false),
         };
         let mut pending = self.store().job_items(job, Some(ItemState::Pending))?;
@@ -471,6 +485,10 @@ impl Engine {
                  more was sent"
                     .into(),
             );
+        } else if shared.interrupted() {
+            stopped = Some(format!(
+                "interrupted: the console closed; `clawback jobs resume {job}` (or the console at its next start) continues it"
+            ));
         } else if shared.should_stop() {
             stopped = Some(match self.store().job_run_check(job, &self.lease.owner) {
                 Ok((_, false)) => "stopped: another process took the job's lease over".into(),
@@ -481,6 +499,9 @@ impl Engine {
         let counts = self.store().item_counts(job)?;
         let state = if counts.remaining() == 0 {
             JobState::Finished
+        } else if shared.interrupted() && !shared.stopped_by_store.load(Ordering::SeqCst) {
+            // Left running without a lease: an interrupted job, as after a crash.
+            JobState::Running
         } else if stopped.is_some() {
             JobState::Cancelled
         } else {
@@ -906,6 +927,27 @@ impl Engine {
         Ok(self.store().unfinished_jobs()?)
     }
 
+    /// The live holder of a job's lease: the process running it now, if any (a dead or
+    /// silent holder does not count).
+    pub fn live_lease(&self, job: i64) -> Result<Option<JobLease>, EngineError> {
+        Ok(self
+            .store()
+            .job_lease(job)?
+            .filter(|l| l.is_live(&self.lease.host, LEASE_STALE)))
+    }
+
+    /// Unfinished jobs that no live process runs: interrupted (a console quit mid-job, a
+    /// crash, a kill), to offer for resume.
+    pub fn interrupted_jobs(&self) -> Result<Vec<JobRow>, EngineError> {
+        let mut out = Vec::new();
+        for row in self.unfinished_jobs()? {
+            if self.live_lease(row.id)?.is_none() {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
     /// Cancels a running job, from any process: the process running it (if any) sees the
     /// cancel before its next batch and stops; pending items stay pending (`jobs resume`).
     /// Returns the live holder of the job's lease, if a process is running it. A finished or
@@ -1002,6 +1044,15 @@ impl Engine {
         only: &[String],
         sink: Sink<'_>,
     ) -> Result<JobReport, EngineError> {
+        let new = self.create_restore_job(job, only)?;
+        self.run_job(new, &RunOptions::default(), sink).await
+    }
+
+    /// The first half of [`Engine::restore`]: creates (and audits) the restore job without
+    /// running it, so a front end can show it at once and run it with [`Engine::run_job`].
+    /// Store work only; a second call for the same job finds its copies being restored and
+    /// is refused.
+    pub fn create_restore_job(&self, job: i64, only: &[String]) -> Result<i64, EngineError> {
         self.authorize(Capability::Restore)?;
         let row = self.job_row(job)?;
         if row.kind != JobKind::Retract {
@@ -1089,12 +1140,13 @@ impl Engine {
             ]),
             serde_json::json!({"of_job": job, "only": only}),
         )?;
-        self.run_job(new, &RunOptions::default(), sink).await
+        Ok(new)
     }
 
     async fn run_restore_items(
         &self,
         row: &JobRow,
+        options: &RunOptions,
         sink: Sink<'_>,
         started: Instant,
     ) -> Result<JobReport, EngineError> {
@@ -1123,7 +1175,8 @@ impl Engine {
             job,
             throttled: std::sync::Mutex::new(0f64),
             unrecorded: AtomicBool::new(false),
-            cancel: None,
+            cancel: options.cancel.as_deref(),
+            interrupt: options.interrupt.as_deref(),
             stopped_by_store: AtomicBool::new(false),
         };
         let shared = &shared;
@@ -1223,9 +1276,14 @@ impl Engine {
         }
         let counts = self.store().item_counts(job)?;
         let stopped_by_store = shared.stopped_by_store.load(Ordering::SeqCst);
+        let interrupted = shared.interrupted() && !stopped_by_store;
+        let cancelled = shared.cancel.is_some_and(|c| c.load(Ordering::SeqCst));
         let state = if counts.remaining() == 0 {
             JobState::Finished
-        } else if stopped_by_store {
+        } else if interrupted {
+            // Left running without a lease: offered for resume, as after a crash.
+            JobState::Running
+        } else if stopped_by_store || cancelled {
             JobState::Cancelled
         } else {
             // Outcomes nobody could tell: the job stays running for `jobs resume`.
@@ -1250,7 +1308,11 @@ impl Engine {
                 }
             }
         }
-        let stopped = if stopped_by_store {
+        let stopped = if counts.remaining() > 0 && interrupted {
+            Some(format!(
+                "interrupted: the console closed; `clawback jobs resume {job}` (or the console at its next start) continues it"
+            ))
+        } else if stopped_by_store || (cancelled && counts.remaining() > 0) {
             Some("cancelled, or the lease was taken over".to_string())
         } else if counts.remaining() > 0 {
             Some(format!(

@@ -20,7 +20,7 @@ use crate::store::jobs::{ItemRow, ItemState, JobKind, JobRow};
 use crate::store::{Store, StoreError};
 use crate::trace::query::Query;
 use chrono::{Duration, Utc};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -84,16 +84,35 @@ fn panic_text(e: tokio::task::JoinError) -> String {
     }
 }
 
+/// The stop switches of a job this engine task runs.
+#[derive(Clone, Default)]
+struct RunControl {
+    /// The operator's cancel (`CancelJob`): the job ends `cancelled`.
+    cancel: Arc<AtomicBool>,
+    /// The front end is closing (`Shutdown`): the job stays resumable.
+    interrupt: Arc<AtomicBool>,
+}
+
+/// How long `Shutdown` waits for running jobs to stop after their items in flight. A job
+/// still going after that is left to the crash path (its lease lapses; resume reconciles).
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 struct State {
     engine: Arc<Engine>,
     events: UnboundedSender<EngineEvent>,
     plans: Arc<Mutex<HashMap<String, Plan>>>,
-    cancels: Arc<Mutex<HashMap<i64, Arc<AtomicBool>>>>,
+    /// Jobs this task runs now.
+    runs: Arc<Mutex<HashMap<i64, RunControl>>>,
 }
 
 impl State {
     fn send(&self, e: EngineEvent) {
         let _ = self.events.send(e);
+    }
+
+    /// Ids of the jobs this task runs now.
+    fn running_here(&self) -> HashSet<i64> {
+        lock(&self.runs).keys().copied().collect()
     }
 
     /// Runs provider work in its own task; a panic there is reported, not propagated.
@@ -124,7 +143,7 @@ async fn run(engine: Arc<Engine>, mut end: EngineEnd) {
         engine,
         events: end.events.clone(),
         plans: Arc::new(Mutex::new(HashMap::new())),
-        cancels: Arc::new(Mutex::new(HashMap::new())),
+        runs: Arc::new(Mutex::new(HashMap::new())),
     };
     let mut queue: VecDeque<Command> = VecDeque::new();
     loop {
@@ -153,8 +172,14 @@ async fn run(engine: Arc<Engine>, mut end: EngineEnd) {
             continue;
         }
         if matches!(command, Command::Shutdown) {
-            for flag in lock(&state.cancels).values() {
-                flag.store(true, Ordering::SeqCst);
+            for run in lock(&state.runs).values() {
+                run.interrupt.store(true, Ordering::SeqCst);
+            }
+            // Each job stops after its items in flight and reports `JobFinished` (interrupted)
+            // before the engine stops.
+            let deadline = Instant::now() + SHUTDOWN_WAIT;
+            while !lock(&state.runs).is_empty() && Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
             break;
         }
@@ -178,6 +203,11 @@ fn denied_or_failed(e: EngineError) -> EngineEvent {
             action: d.what,
             role: d.role,
             required: d.needed,
+        },
+        // Another process runs it: the job is fine, only not here.
+        EngineError::JobLeased { job, holder } => EngineEvent::JobLeased {
+            job: JobId(job.to_string()),
+            holder,
         },
         other => failed(other),
     }
@@ -287,8 +317,8 @@ fn handle(state: &State, command: Command) {
             // before its next batch; a finished job is not cancelled.
             match engine.cancel_job(id) {
                 Ok(_) => {
-                    if let Some(flag) = lock(&state.cancels).get(&id).cloned() {
-                        flag.store(true, Ordering::SeqCst);
+                    if let Some(run) = lock(&state.runs).get(&id).cloned() {
+                        run.cancel.store(true, Ordering::SeqCst);
                     }
                 }
                 Err(e) => state.send(denied_or_failed(e)),
@@ -309,13 +339,60 @@ fn handle(state: &State, command: Command) {
                 state.send(failed(format!("no job {job}")));
                 return;
             };
-            let events = state.events.clone();
-            state.background("restoring", async move {
-                let sink = progress_sink(events.clone());
-                match engine.restore(id, &only, &sink).await {
-                    Ok(report) => vec![finished(&engine, &report)],
-                    Err(e) => vec![denied_or_failed(e)],
+            // Created here, in command order: a second restore of the same job finds the
+            // first one's copies being restored and is refused, and the new job is shown at
+            // once (`JobStarted`) however slow the tenant.
+            match engine.create_restore_job(id, &only) {
+                Ok(new) => start_job(state, new, None),
+                Err(e) => state.send(denied_or_failed(e)),
+            }
+        }
+        Command::ResumeJob { job } => {
+            let Some(id) = parse_job(&job) else {
+                state.send(failed(format!("no job {job}")));
+                return;
+            };
+            if state.running_here().contains(&id) {
+                state.send(EngineEvent::JobLeased {
+                    job,
+                    holder: "this console".into(),
+                });
+                return;
+            }
+            match engine.live_lease(id) {
+                Ok(Some(lease)) => state.send(EngineEvent::JobLeased {
+                    job,
+                    holder: lease.to_string(),
+                }),
+                // The run checks the role, the job's state and (again) the lease.
+                Ok(None) => {
+                    // Bound first: a store guard in the scrutinee would live through the arms.
+                    let row = engine.store().job(id);
+                    match row {
+                        Ok(Some(row)) if row.state != crate::store::jobs::JobState::Finished => {
+                            start_job(state, id, None)
+                        }
+                        Ok(Some(_)) => {
+                            state.send(failed(format!("job {id} is finished: nothing to resume")))
+                        }
+                        Ok(None) => state.send(failed(EngineError::UnknownJob(id))),
+                        Err(e) => state.send(failed(e)),
+                    }
                 }
+                Err(e) => state.send(failed(e)),
+            }
+        }
+        Command::FindInterruptedJobs => {
+            let here = state.running_here();
+            let rows = engine.interrupted_jobs();
+            state.send(match rows {
+                Ok(rows) => EngineEvent::InterruptedJobsFound(
+                    rows.iter()
+                        .filter(|r| !here.contains(&r.id))
+                        .filter_map(|r| job_view(&engine, r, &here).ok())
+                        .collect(),
+                ),
+                Err(e) => failed(e),
             });
         }
         Command::LoadMetrics { window } => state.send(metrics(&engine, window)),
@@ -323,10 +400,11 @@ fn handle(state: &State, command: Command) {
             // Bind first: a guard in a `match` scrutinee lives through the arms, and
             // `job_view` locks the store again.
             let jobs = engine.store().jobs(200);
+            let here = state.running_here();
             state.send(match jobs {
                 Ok(rows) => EngineEvent::JobsLoaded(
                     rows.iter()
-                        .filter_map(|r| job_view(&engine, r).ok())
+                        .filter_map(|r| job_view(&engine, r, &here).ok())
                         .collect(),
                 ),
                 Err(e) => failed(e),
@@ -338,10 +416,11 @@ fn handle(state: &State, command: Command) {
                 state.send(failed(format!("no job {job}")));
                 return;
             };
+            let kind = engine.store().job(id).ok().flatten().map(|r| r.kind);
             state.send(match engine.store().job_items(id, None) {
                 Ok(items) => EngineEvent::JobOutcomesLoaded {
                     job,
-                    outcomes: outcomes(&items),
+                    outcomes: outcomes(&items, kind.unwrap_or(JobKind::Retract)),
                 },
                 Err(e) => failed(e),
             });
@@ -726,9 +805,9 @@ fn start_job(state: &State, job: i64, plan_id: Option<PlanId>) {
         plan_id,
         total,
     });
-    let cancel = Arc::new(AtomicBool::new(false));
-    lock(&state.cancels).insert(job, cancel.clone());
-    let cancels = state.cancels.clone();
+    let control = RunControl::default();
+    lock(&state.runs).insert(job, control.clone());
+    let runs = state.runs.clone();
     let events = state.events.clone();
     state.background("running the job", async move {
         let sink = progress_sink(events);
@@ -737,12 +816,13 @@ fn start_job(state: &State, job: i64, plan_id: Option<PlanId>) {
                 job,
                 &RunOptions {
                     canary: 0,
-                    cancel: Some(cancel),
+                    cancel: Some(control.cancel),
+                    interrupt: Some(control.interrupt),
                 },
                 &sink,
             )
             .await;
-        lock(&cancels).remove(&job);
+        lock(&runs).remove(&job);
         match result {
             Ok(report) => vec![finished(&engine, &report)],
             Err(e) => vec![denied_or_failed(e)],
@@ -750,16 +830,32 @@ fn start_job(state: &State, job: i64, plan_id: Option<PlanId>) {
     });
 }
 
-fn outcomes(items: &[ItemRow]) -> Vec<RecipientOutcome> {
-    items
+/// Per-recipient outcomes of a job's items, failures first (see [`RecipientOutcome::rank`]).
+fn outcomes(items: &[ItemRow], kind: JobKind) -> Vec<RecipientOutcome> {
+    let mut out: Vec<RecipientOutcome> = items
         .iter()
-        .map(|it| RecipientOutcome {
-            address: it.mailbox.clone(),
-            tenant: it.tenant.clone(),
-            outcome: item_outcome(it, false),
-            folder_before: (it.state != ItemState::Skipped).then(|| it.folder.clone()),
+        .map(|it| {
+            let (from_folder, to_folder) = match (kind, it.state) {
+                (_, ItemState::Skipped) => (None, None),
+                // A restore item holds the original folder (its target) and where the
+                // retraction put the copy (its source) until it succeeds; then, like every
+                // succeeded item, where the copy was and where it went.
+                (JobKind::Restore, ItemState::Succeeded) | (JobKind::Retract, _) => {
+                    (Some(it.folder.clone()), it.to_folder.clone())
+                }
+                (JobKind::Restore, _) => (it.to_folder.clone(), Some(it.folder.clone())),
+            };
+            RecipientOutcome {
+                address: it.mailbox.clone(),
+                tenant: it.tenant.clone(),
+                outcome: item_outcome(it, kind == JobKind::Restore),
+                from_folder,
+                to_folder,
+            }
         })
-        .collect()
+        .collect();
+    out.sort_by_key(RecipientOutcome::rank);
+    out
 }
 
 fn finished(engine: &Engine, report: &JobReport) -> EngineEvent {
@@ -768,16 +864,47 @@ fn finished(engine: &Engine, report: &JobReport) -> EngineEvent {
         .store()
         .job_items(report.job, None)
         .unwrap_or_default();
-    match row.and_then(|r| job_view(engine, &r).ok()) {
-        Some(view) => EngineEvent::JobFinished {
+    // The run is over: it no longer counts as running here.
+    let view = row.and_then(|r| {
+        job_view(engine, &r, &HashSet::new())
+            .ok()
+            .map(|v| (v, r.kind))
+    });
+    match view {
+        Some((view, kind)) => EngineEvent::JobFinished {
             job: view,
-            outcomes: outcomes(&items),
+            outcomes: outcomes(&items, kind),
         },
         None => failed(format!("job {} vanished from the store", report.job)),
     }
 }
 
-fn job_view(engine: &Engine, row: &JobRow) -> Result<JobView, EngineError> {
+/// A stored job's phase: `running` counts only while a live process runs it (this task, or
+/// another process holding its lease); otherwise an unfinished job is interrupted.
+fn phase(
+    engine: &Engine,
+    job: i64,
+    state: crate::store::jobs::JobState,
+    running_here: &HashSet<i64>,
+) -> view::JobPhase {
+    use crate::store::jobs::JobState;
+    match state {
+        JobState::Finished => view::JobPhase::Finished,
+        JobState::Cancelled => view::JobPhase::Cancelled,
+        JobState::Running
+            if running_here.contains(&job) || engine.live_lease(job).ok().flatten().is_some() =>
+        {
+            view::JobPhase::Running
+        }
+        JobState::Running => view::JobPhase::Interrupted,
+    }
+}
+
+fn job_view(
+    engine: &Engine,
+    row: &JobRow,
+    running_here: &HashSet<i64>,
+) -> Result<JobView, EngineError> {
     let store = engine.store();
     let counts = store.item_counts(row.id)?;
     let mut failed: BTreeMap<FailureReason, u64> = BTreeMap::new();
@@ -786,21 +913,38 @@ fn job_view(engine: &Engine, row: &JobRow) -> Result<JobView, EngineError> {
             .entry(it.reason.unwrap_or(FailureReason::ProviderError))
             .or_default() += 1;
     }
-    let restorable = if row.kind == JobKind::Retract {
-        store.unrestored_items(row.id)?.len() as u64
+    let (restorable, restores) = if row.kind == JobKind::Retract {
+        (
+            store.unrestored_items(row.id)?.len() as u64,
+            store.restore_jobs_of(row.id)?,
+        )
     } else {
-        0
+        (0, Vec::new())
     };
+    drop(store);
     Ok(JobView {
         id: JobId(row.id.to_string()),
         started: row.created_at,
         trigger: row.trigger,
-        action: row.action,
-        state: match row.state {
-            crate::store::jobs::JobState::Running => view::JobPhase::Running,
-            crate::store::jobs::JobState::Finished => view::JobPhase::Finished,
-            crate::store::jobs::JobState::Cancelled => view::JobPhase::Cancelled,
+        kind: match row.kind {
+            JobKind::Retract => view::JobKind::Retract,
+            JobKind::Restore => view::JobKind::Restore,
         },
+        action: row.action,
+        parent: row
+            .parent_job
+            .filter(|_| row.kind == JobKind::Restore)
+            .map(|p| JobId(p.to_string())),
+        restored_by: restores
+            .into_iter()
+            .map(|(id, state)| {
+                (
+                    JobId(id.to_string()),
+                    phase(engine, id, state, running_here),
+                )
+            })
+            .collect(),
+        state: phase(engine, row.id, row.state, running_here),
         total: counts.total(),
         succeeded: counts.succeeded,
         failed_by_reason: failed.into_iter().collect(),

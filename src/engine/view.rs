@@ -268,7 +268,8 @@ pub enum JobPhase {
     Running,
     Finished,
     Cancelled,
-    /// Interrupted (crash); resumable.
+    /// Unfinished and run by no live process (a console quit mid-job, a crash, a kill):
+    /// resumable.
     Interrupted,
 }
 
@@ -283,19 +284,52 @@ impl JobPhase {
     }
 }
 
+/// What a job does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Applies a retraction action (junk, trash, …).
+    #[default]
+    Retract,
+    /// Undoes a retract job: puts its copies back where they were.
+    Restore,
+}
+
+impl JobKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            JobKind::Retract => "retract",
+            JobKind::Restore => "restore",
+        }
+    }
+}
+
 /// A job in the jobs list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobView {
     pub id: JobId,
     pub started: DateTime<Utc>,
     pub trigger: Trigger,
+    /// Retract, or restore (undo) of `parent`.
+    #[serde(default)]
+    pub kind: JobKind,
+    /// The retraction action; for a restore, the action it undoes.
     pub action: RetractAction,
+    /// For a restore: the retract job it undoes.
+    #[serde(default)]
+    pub parent: Option<JobId>,
+    /// For a retract job: its restore jobs (running or run), oldest first.
+    #[serde(default)]
+    pub restored_by: Vec<(JobId, JobPhase)>,
+    /// `Running` while a live process runs it; `Interrupted` when it is unfinished and nobody
+    /// runs it (a console quit mid-job, a crash): resumable.
     pub state: JobPhase,
     pub total: u64,
     pub succeeded: u64,
     pub failed_by_reason: Vec<(FailureReason, u64)>,
     pub skipped: u64,
-    /// Succeeded items that can be restored.
+    /// Succeeded items that can be restored (0 for a restore job, for hard-deleted copies,
+    /// and for copies restored or being restored).
     pub restorable: u64,
     pub operator: String,
     /// The audit head after the job's last run (`SEQ sha256:HEX`), to keep outside the store.
@@ -307,16 +341,42 @@ impl JobView {
     pub fn failed(&self) -> u64 {
         self.failed_by_reason.iter().map(|(_, n)| n).sum()
     }
+
+    /// The label for the Action column: the action, or `restore` for an undo.
+    pub fn action_label(&self) -> &'static str {
+        match self.kind {
+            JobKind::Retract => self.action.as_str(),
+            JobKind::Restore => "restore",
+        }
+    }
 }
 
-/// Outcome for one recipient of a job (the table after a job).
+/// Outcome for one recipient of a job (the table after a job). Failures come first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecipientOutcome {
     pub address: String,
     pub tenant: String,
     pub outcome: CopyOutcome,
-    /// Folder before the action (restore target).
-    pub folder_before: Option<Folder>,
+    /// Where the copy was when the job acted on it: for a retraction, the folder before (the
+    /// restore target); for a restore, where the retraction had put it.
+    pub from_folder: Option<Folder>,
+    /// Where the job puts (or put) the copy: for a restore, the folder it goes back to; for a
+    /// retraction, known once it succeeded.
+    pub to_folder: Option<Folder>,
+}
+
+impl RecipientOutcome {
+    /// Display order: failures first (by reason), then copies not settled yet, then the
+    /// succeeded and restored, then the skipped.
+    pub fn rank(&self) -> (u8, Option<FailureReason>) {
+        match &self.outcome {
+            CopyOutcome::Failed { reason } => (0, Some(*reason)),
+            CopyOutcome::InFlight => (1, None),
+            CopyOutcome::Pending => (2, None),
+            CopyOutcome::Succeeded { .. } | CopyOutcome::Restored => (3, None),
+            CopyOutcome::Skipped { .. } => (4, None),
+        }
+    }
 }
 
 /// Metrics windows offered by the console.

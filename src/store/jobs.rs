@@ -848,6 +848,22 @@ impl Store {
             .optional()?)
     }
 
+    /// The restore jobs made of a retract job (its undos), oldest first, with their state.
+    pub fn restore_jobs_of(&self, job: i64) -> Result<Vec<(i64, JobState)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, state FROM job WHERE parent_job = ?1 AND kind = 'restore' ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([job], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    JobState::parse(&r.get::<_, String>(1)?),
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     /// One job.
     pub fn job(&self, id: i64) -> Result<Option<JobRow>, StoreError> {
         Ok(self

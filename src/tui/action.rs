@@ -30,6 +30,8 @@ pub enum Action {
     Cancel,
     /// Enter: submit / open / confirm, depending on the pane.
     Submit,
+    /// Yes to the question on screen (quit with a job running, restore, resume).
+    Confirm,
 
     // Navigation
     MoveUp,
@@ -58,6 +60,10 @@ pub enum Action {
     CancelJob,
     RetryFailed,
     Restore,
+    /// Continue the selected interrupted or cancelled job.
+    ResumeJob,
+    /// Cycle the outcome filter: all, failed, not settled, ok, skipped.
+    NextOutcomeFilter,
 
     // Policy
     SetPolicyCell,
@@ -123,6 +129,7 @@ impl Action {
             Action::ToggleMouse => "mouse on/off",
             Action::Cancel => "back",
             Action::Submit => "open",
+            Action::Confirm => "yes",
             Action::MoveUp => "move up",
             Action::MoveDown => "move down",
             Action::MoveLeft => "move left",
@@ -143,6 +150,8 @@ impl Action {
             Action::CancelJob => "cancel job",
             Action::RetryFailed => "retry failed",
             Action::Restore => "restore",
+            Action::ResumeJob => "resume job",
+            Action::NextOutcomeFilter => "outcome filter",
             Action::SetPolicyCell => "set",
             Action::TogglePostDelivery => "post delivery",
             Action::TogglePhishSubmission => "phish submission",

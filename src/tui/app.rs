@@ -7,9 +7,10 @@ use super::keymap::{KeyChord, Keymap, Mode};
 use crate::engine::Command;
 use crate::engine::event::{EngineEvent, QueryErrorView};
 use crate::engine::view::{
-    AuditEntryView, AuditFilter, AuditVerification, Confirmation, DepthCount, Generation,
-    HeldMatch, JobId, JobPhase, JobProgress, JobView, MetricsSnapshot, MetricsWindow, PlanSummary,
-    PolicyMatrix, RecipientOutcome, RecipientRow, RetractRequest, SearchRow, TenantView,
+    AuditEntryView, AuditFilter, AuditVerification, Confirmation, CopyOutcome, DepthCount,
+    Generation, HeldMatch, JobId, JobKind, JobPhase, JobProgress, JobView, MetricsSnapshot,
+    MetricsWindow, PlanSummary, PolicyMatrix, RecipientOutcome, RecipientRow, RetractRequest,
+    SearchRow, TenantView,
 };
 use crate::model::{Disposition, FailureReason, RetractAction, Role, Trigger};
 use crossterm::event::{KeyEvent, KeyEventKind, MouseEvent, MouseEventKind};
@@ -164,6 +165,61 @@ pub struct PlanState {
     pub refusal: Option<String>,
 }
 
+/// Which outcomes the Jobs pane lists (`f` cycles through them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutcomeFilter {
+    #[default]
+    All,
+    Failed,
+    /// Pending or in flight.
+    Unsettled,
+    /// Succeeded or restored.
+    Done,
+    Skipped,
+}
+
+impl OutcomeFilter {
+    pub const ALL: [OutcomeFilter; 5] = [
+        OutcomeFilter::All,
+        OutcomeFilter::Failed,
+        OutcomeFilter::Unsettled,
+        OutcomeFilter::Done,
+        OutcomeFilter::Skipped,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            OutcomeFilter::All => "all",
+            OutcomeFilter::Failed => "failed",
+            OutcomeFilter::Unsettled => "not settled",
+            OutcomeFilter::Done => "ok",
+            OutcomeFilter::Skipped => "skipped",
+        }
+    }
+
+    pub fn next(self) -> OutcomeFilter {
+        let i = Self::ALL.iter().position(|f| *f == self).unwrap_or(0);
+        Self::ALL[(i + 1) % Self::ALL.len()]
+    }
+
+    pub fn matches(self, outcome: &CopyOutcome) -> bool {
+        match self {
+            OutcomeFilter::All => true,
+            OutcomeFilter::Failed => matches!(outcome, CopyOutcome::Failed { .. }),
+            OutcomeFilter::Unsettled => {
+                matches!(outcome, CopyOutcome::Pending | CopyOutcome::InFlight)
+            }
+            OutcomeFilter::Done => {
+                matches!(
+                    outcome,
+                    CopyOutcome::Succeeded { .. } | CopyOutcome::Restored
+                )
+            }
+            OutcomeFilter::Skipped => matches!(outcome, CopyOutcome::Skipped { .. }),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobsState {
     pub list: Loadable<Vec<JobView>>,
@@ -171,9 +227,50 @@ pub struct JobsState {
     pub progress: Vec<JobProgress>,
     /// Live failures (job, address, reason), newest last.
     pub failures: Vec<(JobId, String, FailureReason)>,
+    /// The outcome per recipient of one job, failures first (as the engine sends them).
     pub outcomes: Option<(JobId, Vec<RecipientOutcome>)>,
     /// Index into the selected job's `failed_by_reason` for "retry failed".
     pub reason_cursor: usize,
+    /// The job to select when the list next arrives: the one this console just started.
+    pub follow: Option<JobId>,
+    /// Keys move over the outcomes (after enter) rather than over the jobs.
+    pub outcomes_focused: bool,
+    pub outcome_filter: OutcomeFilter,
+    /// `/` filter over the outcomes: address, outcome or reason, folder (case-insensitive).
+    pub outcome_text: String,
+    /// Indexes into the outcomes that pass the filters, computed when they change.
+    pub outcome_rows: Vec<usize>,
+    /// Position in `outcome_rows`.
+    pub outcome_selected: usize,
+    /// Jobs this console started (or resumed) that have not ended: quitting asks first.
+    pub running: Vec<JobId>,
+    /// Commands sent that start a job (apply, retry, restore, resume) and are not answered
+    /// yet: quitting asks first here too.
+    pub starting: u32,
+    /// A restore this console asked for and the engine has not answered yet.
+    pub restore_requested: Option<JobId>,
+    /// Restores this console started: (retract job, its restore job). The list's
+    /// `restored_by` says the same once it is reloaded.
+    pub restores_started: Vec<(JobId, JobId)>,
+}
+
+/// A question asked before something that cannot be taken back; only `y` / `n` / `esc`
+/// answer it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Confirm {
+    /// `q` with jobs running here or unsaved policy changes.
+    Quit {
+        running: Vec<JobId>,
+        unsaved_policy: bool,
+    },
+    /// `u`: restore the copies of a retract job.
+    Restore {
+        job: JobId,
+        copies: u64,
+        action: RetractAction,
+    },
+    /// Interrupted jobs found at start.
+    Resume { jobs: Vec<JobView> },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -236,6 +333,10 @@ pub struct App {
     pub help: bool,
     pub prompt: Option<Prompt>,
     pub plan: Option<PlanState>,
+    /// The yes/no question on screen, if any.
+    pub confirm: Option<Confirm>,
+    /// The terminal is smaller than the layout needs: the screen says so and only quit acts.
+    pub too_small: bool,
     pub mouse: bool,
     pub should_quit: bool,
     /// Something changed since the last frame.
@@ -274,6 +375,8 @@ impl App {
             help: false,
             prompt: None,
             plan: None,
+            confirm: None,
+            too_small: false,
             mouse: false,
             should_quit: false,
             dirty: true,
@@ -309,6 +412,16 @@ impl App {
                 failures: Vec::new(),
                 outcomes: None,
                 reason_cursor: 0,
+                follow: None,
+                outcomes_focused: false,
+                outcome_filter: OutcomeFilter::All,
+                outcome_text: String::new(),
+                outcome_rows: Vec::new(),
+                outcome_selected: 0,
+                running: Vec::new(),
+                starting: 0,
+                restore_requested: None,
+                restores_started: Vec::new(),
             },
             policy: PolicyState {
                 loaded: Loadable::NotLoaded,
@@ -335,14 +448,17 @@ impl App {
         }
     }
 
-    /// Commands to send once the first frame is on screen: the newest messages.
+    /// Commands to send once the first frame is on screen: the newest messages, and the
+    /// interrupted jobs to offer for resume.
     pub fn startup(&mut self) -> Vec<Command> {
-        vec![self.send_search()]
+        vec![self.send_search(), Command::FindInterruptedJobs]
     }
 
     /// The keymap mode that receives keys now.
     pub fn mode(&self) -> Mode {
-        if self.plan.is_some() {
+        if self.confirm.is_some() {
+            Mode::Confirm
+        } else if self.plan.is_some() {
             Mode::Plan
         } else if self.prompt.is_some() {
             Mode::Prompt
@@ -360,14 +476,37 @@ impl App {
         if key.kind != KeyEventKind::Press {
             return Vec::new();
         }
-        match self.keymap.resolve(self.mode(), KeyChord::from_event(&key)) {
+        let chord = KeyChord::from_event(&key);
+        let action = if self.too_small {
+            // Nothing else is on screen: the quit key answers even from a text input, and a
+            // quit question takes its own keys. `update` ignores everything else.
+            match self.confirm {
+                Some(Confirm::Quit { .. }) => self.keymap.resolve(Mode::Confirm, chord),
+                _ => self.keymap.lookup_in(Mode::Global, chord),
+            }
+        } else {
+            self.keymap.resolve(self.mode(), chord)
+        };
+        match action {
             Some(action) => self.update(action),
             None => Vec::new(),
         }
     }
 
+    /// Records the size of the screen last drawn; below the layout's minimum, keys are inert.
+    pub fn set_screen_size(&mut self, width: u16, height: u16) {
+        let too_small = width < crate::tui::ui::MIN_WIDTH || height < crate::tui::ui::MIN_HEIGHT;
+        if too_small != self.too_small {
+            self.too_small = too_small;
+            self.dirty = true;
+        }
+    }
+
     /// A mouse event (only delivered while mouse capture is on): the wheel scrolls.
     pub fn handle_mouse(&mut self, mouse: MouseEvent) -> Vec<Command> {
+        if self.too_small {
+            return Vec::new();
+        }
         match mouse.kind {
             MouseEventKind::ScrollDown => self.update(Action::MoveDown),
             MouseEventKind::ScrollUp => self.update(Action::MoveUp),
@@ -394,12 +533,34 @@ impl App {
         }
         match action {
             Action::Tick => return self.tick(),
-            Action::Resize(..) => return Vec::new(),
-            Action::Quit => {
-                self.should_quit = true;
-                return vec![Command::Shutdown];
+            Action::Resize(width, height) => {
+                self.set_screen_size(width, height);
+                return Vec::new();
             }
+            // A restore or resume question takes only its own answers; behind the too-small
+            // screen (which hides it) quit still acts.
+            Action::Quit
+                if !self.too_small
+                    && matches!(
+                        self.confirm,
+                        Some(Confirm::Restore { .. } | Confirm::Resume { .. })
+                    ) =>
+            {
+                return Vec::new();
+            }
+            Action::Quit => return self.request_quit(),
             _ => {}
+        }
+        if self.too_small {
+            // The operator cannot see what a key would do: only quit (and the answer to its
+            // question) acts until the terminal is large enough again.
+            let quit_question = matches!(self.confirm, Some(Confirm::Quit { .. }));
+            if !(quit_question && matches!(action, Action::Confirm | Action::Cancel)) {
+                return Vec::new();
+            }
+        }
+        if self.confirm.is_some() {
+            return self.update_confirm(action);
         }
         if self.plan.is_some() {
             return self.update_plan(action);
@@ -852,6 +1013,7 @@ impl App {
                     ),
                     false,
                 );
+                self.jobs.starting += 1;
                 return vec![Command::ApplyPlan {
                     plan_id: summary.plan_id,
                     confirmation: Confirmation { typed_copies },
@@ -904,6 +1066,12 @@ impl App {
 
     fn apply_filter(&mut self, text: String) -> Vec<Command> {
         match self.focus {
+            Pane::Jobs => {
+                self.jobs.outcome_text = text;
+                self.jobs.outcome_selected = 0;
+                self.refilter_outcomes();
+                Vec::new()
+            }
             Pane::Recipients => {
                 self.recipients.filter = text;
                 self.refilter_recipients();
@@ -979,14 +1147,109 @@ impl App {
         self.jobs.progress.iter().find(|p| &p.job == job)
     }
 
+    /// The job an action targets: the selected one.
+    fn selected_job_id(&self) -> Option<JobId> {
+        self.selected_job().map(|j| j.id.clone())
+    }
+
+    /// Whether `u` may restore `job`: the number of copies it would put back, or why not.
+    pub fn can_restore(&self, job: &JobView) -> Result<u64, String> {
+        let id = &job.id;
+        if job.kind == JobKind::Restore {
+            let of = job
+                .parent
+                .as_ref()
+                .map(|p| format!(" (it undoes job {p})"))
+                .unwrap_or_default();
+            return Err(format!("job {id} is itself a restore{of}: nothing to undo"));
+        }
+        if job.action == RetractAction::HardDelete {
+            return Err(format!(
+                "job {id} hard-deleted: no undo (admin recovery only: eDiscovery / Recoverable Items, Google Vault)"
+            ));
+        }
+        if job.state == JobPhase::Running {
+            return Err(format!(
+                "job {id} still running: restore once it ends (C cancels it)"
+            ));
+        }
+        if self.jobs.restore_requested.as_ref() == Some(id) {
+            return Err(format!("job {id} is being restored (starting)"));
+        }
+        let started_here = self
+            .jobs
+            .restores_started
+            .iter()
+            .filter(|(of, _)| of == id)
+            .map(|(_, r)| r);
+        let known = job.restored_by.iter().map(|(r, _)| r);
+        if let Some(restore) = known.chain(started_here).last() {
+            let phase = self
+                .jobs
+                .list
+                .ready()
+                .and_then(|l| l.iter().find(|j| &j.id == restore))
+                .map(|j| j.state)
+                .or_else(|| {
+                    job.restored_by
+                        .iter()
+                        .find(|(r, _)| r == restore)
+                        .map(|(_, p)| *p)
+                })
+                .unwrap_or(JobPhase::Running);
+            return Err(match phase {
+                // The status line may show only the first half: what matters comes first.
+                JobPhase::Running => {
+                    format!("job {id} is being restored by job {restore}: wait for it to end")
+                }
+                JobPhase::Interrupted | JobPhase::Cancelled => format!(
+                    "job {id} restore {restore} {}: select job {restore}, R resumes it",
+                    phase.label()
+                ),
+                JobPhase::Finished => format!(
+                    "job {id} already restored by job {restore}; the rest: `clawback restore {id}`"
+                ),
+            });
+        }
+        if job.restorable == 0 {
+            return Err(format!(
+                "job {id}: nothing to restore (no copy it moved is left to put back)"
+            ));
+        }
+        Ok(job.restorable)
+    }
+
     fn update_jobs(&mut self, action: Action) -> Vec<Command> {
         let len = self.jobs.list.ready().map(Vec::len).unwrap_or(0);
         let sel = self.jobs.selected;
+        if self.jobs.outcomes_focused {
+            let rows = self.jobs.outcome_rows.len();
+            let at = self.jobs.outcome_selected;
+            let moved = match action {
+                Action::MoveUp => Some(step(at, rows, -1)),
+                Action::MoveDown => Some(step(at, rows, 1)),
+                Action::PageUp => Some(step(at, rows, -PAGE)),
+                Action::PageDown => Some(step(at, rows, PAGE)),
+                Action::First => Some(0),
+                Action::Last => Some(rows.saturating_sub(1)),
+                _ => None,
+            };
+            if let Some(at) = moved {
+                self.jobs.outcome_selected = at;
+                return Vec::new();
+            }
+            if action == Action::Cancel {
+                self.jobs.outcomes_focused = false;
+                return Vec::new();
+            }
+        }
         match action {
-            Action::MoveUp => self.jobs.selected = step(sel, len, -1),
-            Action::MoveDown => self.jobs.selected = step(sel, len, 1),
-            Action::First => self.jobs.selected = 0,
-            Action::Last => self.jobs.selected = len.saturating_sub(1),
+            Action::MoveUp => self.select_job(step(sel, len, -1)),
+            Action::MoveDown => self.select_job(step(sel, len, 1)),
+            Action::PageUp => self.select_job(step(sel, len, -PAGE)),
+            Action::PageDown => self.select_job(step(sel, len, PAGE)),
+            Action::First => self.select_job(0),
+            Action::Last => self.select_job(len.saturating_sub(1)),
             Action::MoveLeft => self.jobs.reason_cursor = self.jobs.reason_cursor.saturating_sub(1),
             Action::MoveRight => {
                 let reasons = self
@@ -996,10 +1259,27 @@ impl App {
                 self.jobs.reason_cursor = step(self.jobs.reason_cursor, reasons, 1);
             }
             Action::Submit => {
-                if let Some(job) = self.selected_job() {
-                    return vec![Command::LoadJobOutcomes {
-                        job: job.id.clone(),
-                    }];
+                if let Some(job) = self.selected_job_id() {
+                    self.jobs.outcomes_focused = true;
+                    return vec![Command::LoadJobOutcomes { job }];
+                }
+            }
+            Action::NextOutcomeFilter | Action::Filter => {
+                let Some(job) = self.selected_job_id() else {
+                    return Vec::new();
+                };
+                if action == Action::Filter {
+                    self.prompt = Some(Prompt {
+                        kind: PromptKind::Filter,
+                        text: self.jobs.outcome_text.clone(),
+                    });
+                } else {
+                    self.jobs.outcome_filter = self.jobs.outcome_filter.next();
+                    self.refilter_outcomes();
+                }
+                self.jobs.outcomes_focused = true;
+                if self.jobs.outcomes.as_ref().is_none_or(|(id, _)| *id != job) {
+                    return vec![Command::LoadJobOutcomes { job }];
                 }
             }
             Action::CancelJob => {
@@ -1017,34 +1297,243 @@ impl App {
                         .map(|(reason, _)| (j.id.clone(), *reason))
                 });
                 if let Some((job, reason)) = target {
+                    self.jobs.starting += 1;
                     return vec![Command::RetryFailed { job, reason }];
                 }
             }
             Action::Restore => {
-                let target = self
-                    .selected_job()
-                    .filter(|j| j.restorable > 0 && j.state != JobPhase::Running)
-                    .map(|j| j.id.clone());
-                if let Some(job) = target {
-                    return vec![Command::Restore {
-                        job,
-                        only: Vec::new(),
-                    }];
+                let Some(job) = self.selected_job().cloned() else {
+                    return Vec::new();
+                };
+                match self.can_restore(&job) {
+                    Ok(copies) => {
+                        self.confirm = Some(Confirm::Restore {
+                            job: job.id,
+                            copies,
+                            action: job.action,
+                        })
+                    }
+                    Err(why) => self.set_status(why, true),
                 }
-                self.set_status("nothing to restore on this job", true);
+            }
+            Action::ResumeJob => {
+                let Some(job) = self.selected_job().cloned() else {
+                    return Vec::new();
+                };
+                match job.state {
+                    JobPhase::Interrupted | JobPhase::Cancelled => {
+                        self.set_status(format!("resuming job {}", job.id), false);
+                        self.jobs.starting += 1;
+                        return vec![Command::ResumeJob { job: job.id }];
+                    }
+                    JobPhase::Running => self.set_status(
+                        format!("job {} is running: nothing to resume", job.id),
+                        true,
+                    ),
+                    JobPhase::Finished => self.set_status(
+                        format!(
+                            "job {} is finished: nothing to resume (r retries a failure reason)",
+                            job.id
+                        ),
+                        true,
+                    ),
+                }
             }
             _ => {}
         }
         Vec::new()
     }
 
+    /// Moves the jobs cursor; the failure-reason cursor starts over on another job.
+    fn select_job(&mut self, index: usize) {
+        let before = self.selected_job_id();
+        self.jobs.selected = index;
+        if self.selected_job_id() != before {
+            self.jobs.reason_cursor = 0;
+        }
+    }
+
+    /// Recomputes which outcomes pass the filters (once per change, not per frame).
+    fn refilter_outcomes(&mut self) {
+        let filter = self.jobs.outcome_filter;
+        let needle = self.jobs.outcome_text.to_lowercase();
+        self.jobs.outcome_rows = match &self.jobs.outcomes {
+            Some((_, outcomes)) => outcomes
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| filter.matches(&o.outcome))
+                .filter(|(_, o)| {
+                    needle.is_empty()
+                        || o.address.to_lowercase().contains(&needle)
+                        || o.outcome.label().to_lowercase().contains(&needle)
+                        || [&o.from_folder, &o.to_folder].iter().any(|f| {
+                            f.as_ref()
+                                .is_some_and(|f| f.label().to_lowercase().contains(&needle))
+                        })
+                })
+                .map(|(i, _)| i)
+                .collect(),
+            None => Vec::new(),
+        };
+        self.jobs.outcome_selected = self
+            .jobs
+            .outcome_selected
+            .min(self.jobs.outcome_rows.len().saturating_sub(1));
+    }
+
+    /// New outcomes for a job: kept when it is the job on screen (or none is shown yet).
+    fn set_outcomes(&mut self, job: JobId, outcomes: Vec<RecipientOutcome>) {
+        let shown = self.jobs.outcomes.as_ref().map(|(id, _)| id.clone());
+        let selected = self.selected_job_id();
+        // The job about to be selected (just started here) counts as selected.
+        let wanted = [selected.as_ref(), shown.as_ref(), self.jobs.follow.as_ref()];
+        if shown.is_some() && !wanted.contains(&Some(&job)) {
+            return;
+        }
+        if shown.as_ref() != Some(&job) {
+            self.jobs.outcome_selected = 0;
+        }
+        self.jobs.outcomes = Some((job, outcomes));
+        self.refilter_outcomes();
+    }
+
+    /// Replaces the list, keeping the cursor on the same job (new jobs come first) or moving
+    /// it to the job this console just started.
+    fn set_jobs(&mut self, jobs: Vec<JobView>) {
+        let before = self.selected_job_id();
+        let follow = self.jobs.follow.clone();
+        let index = follow
+            .as_ref()
+            .and_then(|f| jobs.iter().position(|j| &j.id == f))
+            .or_else(|| {
+                before
+                    .as_ref()
+                    .and_then(|b| jobs.iter().position(|j| &j.id == b))
+            })
+            .unwrap_or_else(|| self.jobs.selected.min(jobs.len().saturating_sub(1)));
+        if follow.is_some_and(|f| jobs.iter().any(|j| j.id == f)) {
+            self.jobs.follow = None;
+            self.jobs.outcomes_focused = false;
+        }
+        if jobs.get(index).map(|j| &j.id) != before.as_ref() {
+            self.jobs.reason_cursor = 0;
+        }
+        // Jobs this console started that the store no longer shows running have ended.
+        self.jobs.running.retain(|r| {
+            jobs.iter()
+                .find(|j| &j.id == r)
+                .is_none_or(|j| j.state == JobPhase::Running)
+        });
+        self.jobs.list = Loadable::Ready(jobs);
+        self.jobs.selected = index;
+    }
+
     fn upsert_job(&mut self, job: JobView) {
-        match &mut self.jobs.list {
-            Loadable::Ready(list) => match list.iter_mut().find(|j| j.id == job.id) {
-                Some(existing) => *existing = job,
-                None => list.insert(0, job),
-            },
-            other => *other = Loadable::Ready(vec![job]),
+        let mut jobs = self.jobs.list.ready().cloned().unwrap_or_default();
+        match jobs.iter_mut().find(|j| j.id == job.id) {
+            Some(existing) => *existing = job,
+            None => jobs.insert(0, job),
+        }
+        self.set_jobs(jobs);
+    }
+
+    // ---- questions ----
+
+    /// `q`: quits at once, unless a job this console runs would be interrupted or policy
+    /// changes would be lost; then it asks.
+    fn request_quit(&mut self) -> Vec<Command> {
+        if matches!(self.confirm, Some(Confirm::Quit { .. })) {
+            return Vec::new();
+        }
+        let running = self.jobs.running.clone();
+        let unsaved_policy = self.policy_modified();
+        if running.is_empty() && self.jobs.starting == 0 && !unsaved_policy {
+            return self.quit_now();
+        }
+        self.search.editing = false;
+        self.prompt = None;
+        self.confirm = Some(Confirm::Quit {
+            running,
+            unsaved_policy,
+        });
+        Vec::new()
+    }
+
+    fn quit_now(&mut self) -> Vec<Command> {
+        self.should_quit = true;
+        if !self.jobs.running.is_empty() {
+            let ids: Vec<String> = self.jobs.running.iter().map(|j| j.to_string()).collect();
+            self.set_status(
+                format!(
+                    "quitting: job {} stops after the copies in flight",
+                    ids.join(", ")
+                ),
+                false,
+            );
+        }
+        vec![Command::Shutdown]
+    }
+
+    fn update_confirm(&mut self, action: Action) -> Vec<Command> {
+        let Some(confirm) = self.confirm.clone() else {
+            return Vec::new();
+        };
+        match action {
+            Action::Confirm => {
+                self.confirm = None;
+                match confirm {
+                    Confirm::Quit { .. } => self.quit_now(),
+                    Confirm::Restore { job, copies, .. } => {
+                        self.jobs.restore_requested = Some(job.clone());
+                        self.set_status(
+                            format!("restoring job {job}: {copies} copies back to where they were"),
+                            false,
+                        );
+                        self.jobs.starting += 1;
+                        vec![Command::Restore {
+                            job,
+                            only: Vec::new(),
+                        }]
+                    }
+                    Confirm::Resume { jobs } => {
+                        self.focus = Pane::Jobs;
+                        self.search.editing = false;
+                        let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
+                        self.set_status(format!("resuming job {}", ids.join(", ")), false);
+                        let mut commands: Vec<Command> = jobs
+                            .into_iter()
+                            .map(|j| Command::ResumeJob { job: j.id })
+                            .collect();
+                        self.jobs.starting += commands.len() as u32;
+                        if self.jobs.list == Loadable::NotLoaded {
+                            self.jobs.list = Loadable::Loading;
+                            commands.push(Command::LoadJobs);
+                        }
+                        commands
+                    }
+                }
+            }
+            Action::Cancel => {
+                self.confirm = None;
+                match confirm {
+                    Confirm::Quit { .. } => self.set_status("not quitting", false),
+                    Confirm::Restore { job, .. } => {
+                        self.set_status(format!("job {job} not restored"), false)
+                    }
+                    Confirm::Resume { jobs } => {
+                        let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
+                        self.set_status(
+                            format!(
+                                "job {} left interrupted: Jobs (5), select it, R resumes",
+                                ids.join(", ")
+                            ),
+                            false,
+                        );
+                    }
+                }
+                Vec::new()
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -1238,6 +1727,17 @@ impl App {
                 self.set_status(format!("plan failed: {message}"), true);
             }
             EngineEvent::JobStarted { job, total, .. } => {
+                self.jobs.starting = self.jobs.starting.saturating_sub(1);
+                // Commands are answered in order: a restore asked for is this job.
+                let restore_of = self.jobs.restore_requested.take();
+                if let Some(of) = &restore_of {
+                    self.jobs.restores_started.push((of.clone(), job.clone()));
+                }
+                // The list selects this job when it arrives (whatever was selected before).
+                self.jobs.follow = Some(job.clone());
+                if !self.jobs.running.contains(&job) {
+                    self.jobs.running.push(job.clone());
+                }
                 self.jobs.progress.retain(|p| p.job != job);
                 self.jobs.progress.push(JobProgress {
                     job: job.clone(),
@@ -1248,7 +1748,15 @@ impl App {
                     eta_secs: None,
                     throttled_waits: 0,
                 });
-                self.set_status(format!("job {job} started: {total} items"), false);
+                self.set_status(
+                    match restore_of {
+                        Some(of) => {
+                            format!("restore job {job} (undo of job {of}) started: {total} copies")
+                        }
+                        None => format!("job {job} started: {total} items"),
+                    },
+                    false,
+                );
                 if self.jobs.list.ready().is_none() {
                     self.jobs.list = Loadable::Loading;
                 }
@@ -1272,31 +1780,79 @@ impl App {
                 ..
             } => self.jobs.failures.push((job, address, reason)),
             EngineEvent::JobFinished { job, outcomes } => {
+                let what = match job.kind {
+                    JobKind::Retract => format!("job {}", job.id),
+                    JobKind::Restore => format!("restore job {}", job.id),
+                };
+                let done = match job.kind {
+                    JobKind::Retract => "succeeded",
+                    JobKind::Restore => "restored",
+                };
+                let tail = if job.state == JobPhase::Interrupted {
+                    ": R resumes it (Jobs, 5)"
+                } else {
+                    ""
+                };
                 self.set_status(
                     format!(
-                        "job {} {}: {} succeeded, {} failed",
-                        job.id,
+                        "{what} {}: {} {done}, {} failed{tail}",
                         job.state.label(),
                         job.succeeded,
                         job.failed()
                     ),
-                    job.failed() > 0,
+                    job.failed() > 0 || job.state == JobPhase::Interrupted,
                 );
-                self.jobs.outcomes = Some((job.id.clone(), outcomes));
+                self.jobs.running.retain(|r| *r != job.id);
+                let id = job.id.clone();
+                let restore = job.kind == JobKind::Restore;
                 self.upsert_job(job);
+                self.set_outcomes(id, outcomes);
+                // A restore changes its retract job (restorable, restored by): list again.
+                if restore {
+                    return vec![Command::LoadJobs];
+                }
             }
             EngineEvent::JobOutcomesLoaded { job, outcomes } => {
-                self.jobs.outcomes = Some((job, outcomes));
+                self.set_outcomes(job, outcomes);
+            }
+            EngineEvent::JobLeased { job, holder } => {
+                self.jobs.starting = self.jobs.starting.saturating_sub(1);
+                // Not a failure: the job goes on in the process that holds it.
+                self.jobs.running.retain(|r| *r != job);
+                self.jobs.progress.retain(|p| p.job != job);
+                if self.jobs.follow.as_ref() == Some(&job) {
+                    self.jobs.follow = None;
+                }
+                self.set_status(
+                    format!("job {job} is being run by {holder}: it goes on there"),
+                    false,
+                );
+            }
+            EngineEvent::InterruptedJobsFound(jobs) => {
+                if jobs.is_empty() {
+                    return Vec::new();
+                }
+                if self.confirm.is_none() && self.plan.is_none() {
+                    self.prompt = None;
+                    self.search.editing = false;
+                    self.confirm = Some(Confirm::Resume { jobs });
+                } else {
+                    let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
+                    self.set_status(
+                        format!(
+                            "interrupted job {}: Jobs (5), select it, R resumes",
+                            ids.join(", ")
+                        ),
+                        false,
+                    );
+                }
             }
             EngineEvent::MetricsLoaded(snapshot) => {
                 if snapshot.window == self.metrics.window {
                     self.metrics.snapshot = Loadable::Ready(snapshot);
                 }
             }
-            EngineEvent::JobsLoaded(jobs) => {
-                self.jobs.selected = self.jobs.selected.min(jobs.len().saturating_sub(1));
-                self.jobs.list = Loadable::Ready(jobs);
-            }
+            EngineEvent::JobsLoaded(jobs) => self.set_jobs(jobs),
             EngineEvent::AuditLoaded(entries) => {
                 self.audit.selected = self.audit.selected.min(entries.len().saturating_sub(1));
                 self.audit.entries = Loadable::Ready(entries);
@@ -1333,12 +1889,18 @@ impl App {
                     self.plan = None;
                 }
                 self.policy.saving = false;
+                self.jobs.restore_requested = None;
+                self.jobs.starting = self.jobs.starting.saturating_sub(1);
                 self.set_status(
                     format!("denied: {action} needs role {required} (you are {role})"),
                     true,
                 );
             }
             EngineEvent::EngineFailed { message } => {
+                // Every command that starts a job is answered once: started, leased, denied
+                // or failed.
+                self.jobs.restore_requested = None;
+                self.jobs.starting = self.jobs.starting.saturating_sub(1);
                 self.fail_pending(&message);
                 self.set_status(format!("engine: {message}"), true);
             }

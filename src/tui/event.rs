@@ -17,6 +17,9 @@ use tokio::time::MissedTickBehavior;
 pub const TICK: Duration = Duration::from_millis(50);
 /// Minimum time between frames (~30 fps).
 pub const FRAME: Duration = Duration::from_millis(33);
+/// How long quitting waits for the jobs this console runs to stop after their copies in
+/// flight (the engine gives them a little less).
+pub const QUIT_WAIT: Duration = Duration::from_secs(12);
 
 /// Sends commands; a closed channel means the engine is gone, which the app is told about.
 fn send(app: &mut App, engine: &EngineHandle, commands: Vec<Command>) {
@@ -38,8 +41,13 @@ pub async fn run_loop(
     theme: &Theme,
     mut engine: EngineHandle,
 ) -> Result<(), TuiError> {
-    // First frame before any I/O reaches the engine.
-    terminal.draw(app, theme).map_err(TuiError::Terminal)?;
+    // First frame before any I/O reaches the engine. Keys act only on a screen large enough
+    // to show what they do: the app learns the size of every frame drawn.
+    let (width, height) = terminal.draw(app, theme).map_err(TuiError::Terminal)?;
+    app.set_screen_size(width, height);
+    if app.dirty {
+        terminal.draw(app, theme).map_err(TuiError::Terminal)?;
+    }
     app.dirty = false;
     let mut last_draw = Instant::now();
     let startup = app.startup();
@@ -77,9 +85,36 @@ pub async fn run_loop(
         }
         terminal.set_mouse(app.mouse).map_err(TuiError::Terminal)?;
         if app.dirty && last_draw.elapsed() >= FRAME {
-            terminal.draw(app, theme).map_err(TuiError::Terminal)?;
+            let (width, height) = terminal.draw(app, theme).map_err(TuiError::Terminal)?;
+            app.set_screen_size(width, height);
             app.dirty = false;
             last_draw = Instant::now();
+        }
+    }
+    if engine_open && (!app.jobs.running.is_empty() || app.jobs.starting > 0) {
+        wait_for_jobs_to_stop(terminal, app, theme, &mut engine).await?;
+    }
+    Ok(())
+}
+
+/// After `Shutdown`: the jobs this console runs stop after their copies in flight and report
+/// it (interrupted, resumable); the screen shows it meanwhile. Keys are no longer read.
+async fn wait_for_jobs_to_stop(
+    terminal: &mut TerminalGuard,
+    app: &mut App,
+    theme: &Theme,
+    engine: &mut EngineHandle,
+) -> Result<(), TuiError> {
+    terminal.draw(app, theme).map_err(TuiError::Terminal)?;
+    let deadline = tokio::time::Instant::now() + QUIT_WAIT;
+    while !app.jobs.running.is_empty() || app.jobs.starting > 0 {
+        match tokio::time::timeout_at(deadline, engine.events.recv()).await {
+            Ok(Some(event)) => {
+                // Answers are not acted on any more: the engine is stopping.
+                let _ = app.on_engine(event);
+                terminal.draw(app, theme).map_err(TuiError::Terminal)?;
+            }
+            Ok(None) | Err(_) => break,
         }
     }
     Ok(())

@@ -27,10 +27,12 @@ pub enum Mode {
     Tenants,
     /// `:` command line and `/` filter inputs.
     Prompt,
+    /// A yes/no question (quit with a job running, restore, resume).
+    Confirm,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 11] = [
+    pub const ALL: [Mode; 12] = [
         Mode::Global,
         Mode::Search,
         Mode::Query,
@@ -42,6 +44,7 @@ impl Mode {
         Mode::Audit,
         Mode::Tenants,
         Mode::Prompt,
+        Mode::Confirm,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +60,7 @@ impl Mode {
             Mode::Audit => "audit",
             Mode::Tenants => "tenants",
             Mode::Prompt => "prompt",
+            Mode::Confirm => "confirm",
         }
     }
 

@@ -74,13 +74,14 @@ impl TerminalGuard {
         Ok(())
     }
 
-    /// Draws one frame wrapped in a synchronized update (no tearing over SSH / tmux).
-    pub fn draw(&mut self, app: &App, theme: &Theme) -> io::Result<()> {
+    /// Draws one frame wrapped in a synchronized update (no tearing over SSH / tmux); returns
+    /// the size it was drawn at.
+    pub fn draw(&mut self, app: &App, theme: &Theme) -> io::Result<(u16, u16)> {
         queue!(self.terminal.backend_mut(), BeginSynchronizedUpdate)?;
         let drawn = self
             .terminal
             .draw(|frame| ui::render(frame, app, theme))
-            .map(|_| ());
+            .map(|frame| (frame.area.width, frame.area.height));
         queue!(self.terminal.backend_mut(), EndSynchronizedUpdate)?;
         self.terminal.backend_mut().flush()?;
         drawn

@@ -130,6 +130,10 @@ pub fn hint_label(app: &App, mode: Mode, action: &Action) -> &'static str {
             .and_then(|p| p.summary.ready())
             .is_some_and(|s| s.action == crate::model::RetractAction::HardDelete)
     };
+    if let (Mode::Confirm, Some(confirm)) = (mode, &app.confirm) {
+        return panes::confirm::hint_label(confirm, action);
+    }
+    let outcomes = app.jobs.outcomes_focused;
     match (mode, action) {
         (Mode::Plan, Action::Submit) if hard_delete() => "confirm hard delete",
         (Mode::Plan, Action::Submit) => "apply plan",
@@ -140,6 +144,9 @@ pub fn hint_label(app: &App, mode: Mode, action: &Action) -> &'static str {
         (Mode::Prompt, Action::Submit) => "run",
         (Mode::Prompt, Action::Cancel) => "cancel",
         (Mode::Jobs, Action::Submit) => "outcomes",
+        (Mode::Jobs, Action::MoveDown | Action::MoveUp) if outcomes => "scroll",
+        (Mode::Jobs, Action::Cancel) => "back to jobs",
+        (Mode::Jobs, Action::Filter) => "filter",
         (Mode::Jobs, Action::MoveRight) => "next reason",
         (Mode::Policy, Action::MoveDown) => "next row",
         (Mode::Policy, Action::MoveRight) => "next action",
@@ -208,7 +215,7 @@ pub fn render(frame: &mut Frame, app: &App, theme: &Theme) {
     let area = frame.area();
     frame.render_widget(Block::default().style(theme.text), area);
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
-        render_too_small(frame, area, theme);
+        render_too_small(frame, area, app, theme);
         return;
     }
     let [header, body, footer] = Layout::vertical([
@@ -233,11 +240,20 @@ pub fn render(frame: &mut Frame, app: &App, theme: &Theme) {
     if app.help {
         render_help(frame, body, app, theme);
     }
+    if app.confirm.is_some() {
+        panes::confirm::render(frame, body, app, theme);
+    }
     render_footer(frame, footer, app, theme);
 }
 
-fn render_too_small(frame: &mut Frame, area: Rect, theme: &Theme) {
-    let text = vec![
+/// Behind this screen no key acts but quit (and the answer to its question): the operator
+/// cannot see what anything else would do.
+fn render_too_small(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let quit_key = app
+        .keymap
+        .first_key(Mode::Global, &Action::Quit)
+        .unwrap_or_else(|| "q".into());
+    let mut text = vec![
         Line::from(Span::styled(
             "clawback needs a larger terminal",
             theme.error,
@@ -246,9 +262,37 @@ fn render_too_small(frame: &mut Frame, area: Rect, theme: &Theme) {
             "at least {MIN_WIDTH}x{MIN_HEIGHT}; this one is {}x{}",
             area.width, area.height
         )),
-        Line::from("resize the window, or press q to quit"),
+        Line::from(format!(
+            "resize the window (keys wait until then), or press {quit_key} to quit"
+        )),
     ];
-    let height = (text.len() as u16).min(area.height);
+    if let Some(confirm @ super::app::Confirm::Quit { .. }) = &app.confirm {
+        let (_, lines) = panes::confirm::question(app, confirm);
+        text.extend(lines.into_iter().map(Line::from));
+        let key = |action: &Action| {
+            app.keymap
+                .first_key(Mode::Confirm, action)
+                .unwrap_or_default()
+        };
+        text.push(Line::from(Span::styled(
+            format!(
+                "{} quit anyway, {} stay",
+                key(&Action::Confirm),
+                key(&Action::Cancel)
+            ),
+            theme.hint_key,
+        )));
+    }
+    // Rows once wrapped; word wrapping may take a row more than the width alone says.
+    let width = area.width.max(1) as usize;
+    let rows: usize = text
+        .iter()
+        .map(|l| match l.width() {
+            w if w <= width => 1,
+            w => w.div_ceil(width) + 1,
+        })
+        .sum();
+    let height = (rows as u16).min(area.height);
     let y = area.y + area.height.saturating_sub(height) / 2;
     frame.render_widget(
         Paragraph::new(text)
@@ -290,7 +334,9 @@ fn render_header(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
 /// The focused pane's hints (from the effective keymap), then `? help`.
 pub fn footer_hints(app: &App) -> (Mode, Vec<Action>) {
     let mode = app.mode();
-    let mut actions = if app.plan.is_some() {
+    let mut actions = if app.confirm.is_some() {
+        panes::confirm::hints(app)
+    } else if app.plan.is_some() {
         panes::plan::hints(app)
     } else if app.prompt.is_some() {
         vec![Action::Submit, Action::Cancel]
@@ -307,7 +353,7 @@ pub fn footer_hints(app: &App) -> (Mode, Vec<Action>) {
             Pane::Tenants => panes::tenants::hints(app),
         }
     };
-    if app.plan.is_none() && app.prompt.is_none() && !app.search.editing {
+    if app.confirm.is_none() && app.plan.is_none() && app.prompt.is_none() && !app.search.editing {
         actions.push(Action::Help);
     }
     (mode, actions)

@@ -224,7 +224,10 @@ pub fn jobs() -> Vec<JobView> {
             id: JobId("job-42".into()),
             started: base_time(),
             trigger: Trigger::Manual,
+            kind: JobKind::Retract,
             action: RetractAction::Junk,
+            parent: None,
+            restored_by: vec![],
             state: JobPhase::Running,
             total: 1000,
             succeeded: 497,
@@ -241,7 +244,10 @@ pub fn jobs() -> Vec<JobView> {
             id: JobId("job-41".into()),
             started: base_time() - Duration::hours(3),
             trigger: Trigger::Auto,
+            kind: JobKind::Retract,
             action: RetractAction::Trash,
+            parent: None,
+            restored_by: vec![],
             state: JobPhase::Finished,
             total: 12,
             succeeded: 12,
@@ -268,25 +274,118 @@ pub fn job_progress() -> JobProgress {
     }
 }
 
+/// Two outcomes as the engine sends them: failures first.
 pub fn outcomes() -> Vec<RecipientOutcome> {
     vec![
-        RecipientOutcome {
-            address: "alice@contoso.example".into(),
-            tenant: "contoso".into(),
-            outcome: CopyOutcome::Succeeded {
-                action: RetractAction::Junk,
-            },
-            folder_before: Some(Folder::Inbox),
-        },
         RecipientOutcome {
             address: "carol@contoso.example".into(),
             tenant: "contoso".into(),
             outcome: CopyOutcome::Failed {
                 reason: FailureReason::AlreadyGone,
             },
-            folder_before: Some(Folder::Trash),
+            from_folder: Some(Folder::Trash),
+            to_folder: None,
+        },
+        RecipientOutcome {
+            address: "alice@contoso.example".into(),
+            tenant: "contoso".into(),
+            outcome: CopyOutcome::Succeeded {
+                action: RetractAction::Junk,
+            },
+            from_folder: Some(Folder::Inbox),
+            to_folder: Some(Folder::Junk),
         },
     ]
+}
+
+/// A finished Junk job of 82 copies: 3 already gone and 2 not authorized (listed first, as
+/// the engine sends them), 77 moved from the Inbox to Junk.
+pub fn job_82() -> JobView {
+    JobView {
+        id: JobId("7".into()),
+        started: base_time(),
+        trigger: Trigger::Manual,
+        kind: JobKind::Retract,
+        action: RetractAction::Junk,
+        parent: None,
+        restored_by: vec![],
+        state: JobPhase::Finished,
+        total: 82,
+        succeeded: 77,
+        failed_by_reason: vec![
+            (FailureReason::AlreadyGone, 3),
+            (FailureReason::NotAuthorized, 2),
+        ],
+        skipped: 0,
+        restorable: 77,
+        operator: "alice".into(),
+        audit_head: None,
+    }
+}
+
+pub fn outcomes_82() -> Vec<RecipientOutcome> {
+    let failed = |i: usize, reason| RecipientOutcome {
+        address: format!("user{i:02}@contoso.example"),
+        tenant: "contoso".into(),
+        outcome: CopyOutcome::Failed { reason },
+        from_folder: Some(Folder::Inbox),
+        to_folder: None,
+    };
+    let mut out = vec![
+        failed(4, FailureReason::AlreadyGone),
+        failed(19, FailureReason::AlreadyGone),
+        failed(50, FailureReason::AlreadyGone),
+        failed(8, FailureReason::NotAuthorized),
+        failed(61, FailureReason::NotAuthorized),
+    ];
+    let failed_ids = [4, 19, 50, 8, 61];
+    out.extend(
+        (0..82)
+            .filter(|i| !failed_ids.contains(i))
+            .map(|i| RecipientOutcome {
+                address: format!("user{i:02}@contoso.example"),
+                tenant: "contoso".into(),
+                outcome: CopyOutcome::Succeeded {
+                    action: RetractAction::Junk,
+                },
+                from_folder: Some(Folder::Inbox),
+                to_folder: Some(Folder::Junk),
+            }),
+    );
+    out
+}
+
+/// The restore (job 8) of job 7: every copy back from Junk to the Inbox.
+pub fn restore_job_of_82() -> JobView {
+    JobView {
+        id: JobId("8".into()),
+        started: base_time() + Duration::minutes(5),
+        trigger: Trigger::Manual,
+        kind: JobKind::Restore,
+        action: RetractAction::Junk,
+        parent: Some(JobId("7".into())),
+        restored_by: vec![],
+        state: JobPhase::Finished,
+        total: 77,
+        succeeded: 77,
+        failed_by_reason: vec![],
+        skipped: 0,
+        restorable: 0,
+        operator: "alice".into(),
+        audit_head: None,
+    }
+}
+
+pub fn restore_outcomes() -> Vec<RecipientOutcome> {
+    (0..77)
+        .map(|i| RecipientOutcome {
+            address: format!("user{i:02}@contoso.example"),
+            tenant: "contoso".into(),
+            outcome: CopyOutcome::Restored,
+            from_folder: Some(Folder::Junk),
+            to_folder: Some(Folder::Inbox),
+        })
+        .collect()
 }
 
 pub fn metrics(window: MetricsWindow, total: u64) -> MetricsSnapshot {

@@ -1,9 +1,11 @@
 //! Jobs: running and past jobs; the selected job's progress (gauge, rate, ETA, throttling),
-//! failures by reason (retry one reason), outcome per recipient, and restore.
+//! failures by reason (retry one reason), the outcome per recipient (failures first,
+//! scrollable, filtered by outcome or text), undo (restore) and resume.
 
-use crate::engine::view::JobPhase;
+use crate::engine::view::{JobKind, JobPhase, JobView, RecipientOutcome};
+use crate::model::{Folder, RetractAction};
 use crate::tui::action::Action;
-use crate::tui::app::App;
+use crate::tui::app::{App, OutcomeFilter};
 use crate::tui::panes::policy::hold_line;
 use crate::tui::panes::recipients::outcome_style;
 use crate::tui::theme::Theme;
@@ -13,16 +15,29 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
-pub fn hints(_app: &App) -> Vec<Action> {
-    vec![
-        Action::MoveDown,
-        Action::Submit,
-        Action::MoveRight,
-        Action::RetryFailed,
-        Action::Restore,
-        Action::CancelJob,
-        Action::Refresh,
-    ]
+/// What the keys can do here now: only what the selected job allows is offered.
+pub fn hints(app: &App) -> Vec<Action> {
+    let mut hints = vec![Action::MoveDown];
+    if app.jobs.outcomes_focused {
+        hints.extend([Action::Cancel, Action::NextOutcomeFilter, Action::Filter]);
+    } else {
+        hints.push(Action::Submit);
+    }
+    if let Some(job) = app.selected_job() {
+        if !job.failed_by_reason.is_empty() {
+            hints.extend([Action::MoveRight, Action::RetryFailed]);
+        }
+        if app.can_restore(job).is_ok() {
+            hints.push(Action::Restore);
+        }
+        match job.state {
+            JobPhase::Running => hints.push(Action::CancelJob),
+            JobPhase::Interrupted | JobPhase::Cancelled => hints.push(Action::ResumeJob),
+            JobPhase::Finished => {}
+        }
+    }
+    hints.push(Action::Refresh);
+    hints
 }
 
 fn state_style(state: JobPhase, failed: u64, theme: &Theme) -> ratatui::style::Style {
@@ -66,7 +81,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         Some(n) => format!(" Jobs ({n}) "),
         None => " Jobs ".into(),
     };
-    let block = pane_block(title, true, theme);
+    let block = pane_block(title, !app.jobs.outcomes_focused, theme);
     let inner = block.inner(list_area);
     frame.render_widget(block, list_area);
     // Matches the automation guard holds: one line above the list, the newest first.
@@ -91,10 +106,10 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     };
     let detail_block = pane_block(
         match app.selected_job() {
-            Some(j) => format!(" Job {} ({}) ", j.id, j.state.label()),
+            Some(j) => detail_title(j),
             None => " Job ".into(),
         },
-        false,
+        app.jobs.outcomes_focused,
         theme,
     );
     let detail = detail_block.inner(detail_area);
@@ -121,7 +136,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             Cell::from(j.started.format("%Y-%m-%d %H:%M").to_string()).style(theme.muted),
             Cell::from(j.id.0.as_str()),
             Cell::from(j.trigger.as_str()),
-            Cell::from(j.action.as_str()),
+            Cell::from(j.action_label()),
             Cell::from(j.state.label()).style(state_style(j.state, j.failed(), theme)),
             Cell::from(format!("{:>7}", thousands(j.total))),
             Cell::from(format!("{:>7}", thousands(j.succeeded))).style(theme.status_succeeded),
@@ -210,14 +225,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                 ascii_gauge(job.succeeded + job.failed() + job.skipped, job.total, 22),
                 theme.gauge,
             ));
-            spans.push(Span::raw(format!(
-                " {} ok, {} failed, {} skipped of {}; {} restorable",
-                thousands(job.succeeded),
-                thousands(job.failed()),
-                thousands(job.skipped),
-                thousands(job.total),
-                thousands(job.restorable)
-            )));
+            spans.push(Span::raw(summary(app, job)));
             // The audit head after the job, to note outside the store (full text: `clawback
             // jobs show ID` or `clawback audit head`).
             if let Some(head) = &job.audit_head {
@@ -251,39 +259,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     frame.render_widget(Paragraph::new(Line::from(reason_spans)), reasons_area);
     match &app.jobs.outcomes {
         Some((id, outcomes)) if *id == job.id => {
-            if outcomes.is_empty() {
-                state_message(
-                    frame,
-                    outcomes_area,
-                    "No per-recipient outcomes",
-                    theme.muted,
-                );
-                return;
-            }
-            let height = outcomes_area.height.saturating_sub(1) as usize;
-            let rows = outcomes.iter().take(height).map(|o| {
-                Row::new(vec![
-                    Cell::from(o.address.as_str()),
-                    Cell::from(o.outcome.label()).style(outcome_style(&o.outcome, theme)),
-                    Cell::from(
-                        o.folder_before
-                            .as_ref()
-                            .map(|f| f.label().to_string())
-                            .unwrap_or_else(|| "-".into()),
-                    ),
-                ])
-            });
-            let table = Table::new(
-                rows,
-                [
-                    Constraint::Fill(2),
-                    Constraint::Fill(2),
-                    Constraint::Fill(1),
-                ],
-            )
-            .header(Row::new(["Address", "Outcome", "Folder before"]).style(theme.header))
-            .style(theme.text);
-            frame.render_widget(table, outcomes_area);
+            render_outcomes(frame, outcomes_area, detail_area, app, job, outcomes, theme);
         }
         _ => {
             let live: Vec<Line> = app
@@ -312,4 +288,176 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             }
         }
     }
+}
+
+/// ` Job 42 (finished) `, ` Job 43: restore of job 42 (running) `.
+fn detail_title(job: &JobView) -> String {
+    match (job.kind, &job.parent) {
+        (JobKind::Restore, Some(parent)) => format!(
+            " Job {}: restore of job {parent} ({}) ",
+            job.id,
+            job.state.label()
+        ),
+        (JobKind::Restore, None) => format!(" Job {}: restore ({}) ", job.id, job.state.label()),
+        (JobKind::Retract, _) => format!(" Job {} ({}) ", job.id, job.state.label()),
+    }
+}
+
+/// The line after a job's gauge: counts, then what undo can (or cannot) do.
+fn summary(app: &App, job: &JobView) -> String {
+    // Kept short: the line must hold at 80 columns beside the gauge.
+    let skipped = match job.skipped {
+        0 => String::new(),
+        n => format!(", {} skipped", thousands(n)),
+    };
+    let counts = match job.kind {
+        JobKind::Retract => format!(
+            " {} ok, {} failed{skipped} of {}",
+            thousands(job.succeeded),
+            thousands(job.failed()),
+            thousands(job.total),
+        ),
+        JobKind::Restore => format!(
+            " {} restored, {} failed of {}",
+            thousands(job.succeeded),
+            thousands(job.failed()),
+            thousands(job.total),
+        ),
+    };
+    let undo = if job.state == JobPhase::Interrupted {
+        "interrupted: R resumes".to_string()
+    } else if job.kind == JobKind::Restore {
+        match &job.parent {
+            Some(parent) => format!("undoes job {parent}"),
+            None => "undo".into(),
+        }
+    } else if job.action == RetractAction::HardDelete {
+        // Hard-deleted copies are recoverable by an admin only; `u` says so.
+        "no undo".into()
+    } else if let Some((restore, phase)) = job.restored_by.last() {
+        match phase {
+            JobPhase::Running => format!("restoring: job {restore}"),
+            _ => format!("restored by job {restore}"),
+        }
+    } else if app.jobs.restore_requested.as_ref() == Some(&job.id) {
+        "restore starting".into()
+    } else {
+        format!("{} restorable", thousands(job.restorable))
+    };
+    format!("{counts}; {undo}")
+}
+
+/// `Inbox -> Junk`, `Junk -> Inbox`, `Inbox` (not moved yet), `-` (skipped).
+fn folders(outcome: &RecipientOutcome) -> String {
+    let label = |f: &Option<Folder>| f.as_ref().map(|f| f.label().to_string());
+    match (label(&outcome.from_folder), label(&outcome.to_folder)) {
+        (Some(from), Some(to)) => format!("{from} -> {to}"),
+        (Some(from), None) => from,
+        (None, Some(to)) => format!("-> {to}"),
+        (None, None) => "-".into(),
+    }
+}
+
+/// Which outcomes are on screen, for the detail border: ` 10-18 of 82 `, or with a filter
+/// ` failed /bob: 1-9 of 12 (82 in all) `.
+fn outcome_position(app: &App, offset: usize, end: usize, all: usize) -> String {
+    let shown = app.jobs.outcome_rows.len();
+    let mut filters = Vec::new();
+    if app.jobs.outcome_filter != OutcomeFilter::All {
+        filters.push(app.jobs.outcome_filter.label().to_string());
+    }
+    if !app.jobs.outcome_text.is_empty() {
+        filters.push(format!("/{}", app.jobs.outcome_text));
+    }
+    let range = if shown == 0 {
+        "none".to_string()
+    } else {
+        format!(
+            "{}-{} of {}",
+            thousands(offset as u64 + 1),
+            thousands(end as u64),
+            thousands(shown as u64)
+        )
+    };
+    if filters.is_empty() {
+        format!(" {range} ")
+    } else {
+        format!(
+            " {}: {range} ({} in all) ",
+            filters.join(" "),
+            thousands(all as u64)
+        )
+    }
+}
+
+fn render_outcomes(
+    frame: &mut Frame,
+    area: Rect,
+    detail_area: Rect,
+    app: &App,
+    job: &JobView,
+    outcomes: &[RecipientOutcome],
+    theme: &Theme,
+) {
+    if outcomes.is_empty() {
+        state_message(frame, area, "No per-recipient outcomes", theme.muted);
+        return;
+    }
+    let rows_shown = &app.jobs.outcome_rows;
+    // Only the visible window is built, however many recipients the job has.
+    let height = area.height.saturating_sub(1) as usize;
+    let (offset, end) = visible_window(app.jobs.outcome_selected, height, rows_shown.len());
+    // The position goes on the detail box's bottom border, right-aligned.
+    let position = outcome_position(app, offset, end, outcomes.len());
+    let border = Rect::new(
+        detail_area.x + 1,
+        detail_area.bottom().saturating_sub(1),
+        detail_area.width.saturating_sub(2),
+        1,
+    );
+    frame.render_widget(
+        Paragraph::new(Line::from(Span::styled(position, theme.title)).right_aligned()),
+        border,
+    );
+    if rows_shown.is_empty() {
+        state_message(
+            frame,
+            area,
+            "No outcome matches the filter (f: next filter, /: text)",
+            theme.muted,
+        );
+        return;
+    }
+    let rows = rows_shown[offset..end]
+        .iter()
+        .filter_map(|&i| outcomes.get(i))
+        .map(|o| {
+            Row::new(vec![
+                Cell::from(o.address.as_str()),
+                Cell::from(o.outcome.label()).style(outcome_style(&o.outcome, theme)),
+                Cell::from(folders(o)),
+            ])
+        });
+    let folder_header = match job.kind {
+        JobKind::Retract => "Folder (before -> after)",
+        JobKind::Restore => "Folder (from -> back to)",
+    };
+    // The address takes what the outcome (`skipped: not_authorized`) and the folders
+    // (`Folder (before -> after)`) leave.
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Fill(1),
+            Constraint::Length(23),
+            Constraint::Length(24),
+        ],
+    )
+    .header(Row::new(["Address", "Outcome", folder_header]).style(theme.header))
+    .style(theme.text)
+    .row_highlight_style(theme.selection);
+    let mut state = TableState::default();
+    if app.jobs.outcomes_focused {
+        state.select(Some(app.jobs.outcome_selected.saturating_sub(offset)));
+    }
+    frame.render_stateful_widget(table, area, &mut state);
 }

@@ -1,6 +1,7 @@
 //! One pane per file: each has `render(frame, area, &App, &Theme)` and `hints(&App)`.
 
 pub mod audit;
+pub mod confirm;
 pub mod jobs;
 pub mod metrics;
 pub mod plan;

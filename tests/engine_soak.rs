@@ -293,6 +293,7 @@ fn soak(seed: u64) {
     // Restores whose answer was lost and whose copy a user moved on: they may or may not have
     // landed (the store says so; nobody can tell), so the lab may count one more restore.
     let mut maybe_restored: BTreeSet<Copy> = BTreeSet::new();
+    let mut maybe_retracted: BTreeSet<Copy> = BTreeSet::new();
     let mut restore_ok: BTreeMap<Copy, u64> = BTreeMap::new();
     let mut unrestored: BTreeSet<Copy> = BTreeSet::new();
     for j in &jobs {
@@ -321,6 +322,20 @@ fn soak(seed: u64) {
                     .is_some_and(|d| d.contains(clawback::provider::MAY_HAVE_LANDED))
                 {
                     maybe_restored.insert((it.tenant, it.mailbox, it.message_id));
+                }
+            }
+        }
+        if j.kind == JobKind::Retract {
+            // Our answer was lost after the provider acted, and a user moved the copy on
+            // before clawback looked: the item says where the copy is (moved by someone else),
+            // not that clawback put it there. Counted below only with such a user move.
+            for it in store.job_items(j.id, Some(ItemState::Failed)).unwrap() {
+                if it
+                    .detail
+                    .as_deref()
+                    .is_some_and(|d| d.starts_with("already_moved"))
+                {
+                    maybe_retracted.insert((it.tenant, it.mailbox, it.message_id));
                 }
             }
         }
@@ -419,7 +434,8 @@ fn soak(seed: u64) {
                     api.get(*k).copied().unwrap_or(0) == ok.get(*k).copied().unwrap_or(0) + 1;
                 let explained = user_gone.contains(*k)
                     && ((surplus > 0 && looked.get(*k).copied().unwrap_or(0) >= surplus)
-                        || (what == "restores" && lab_surplus && maybe_restored.contains(*k)));
+                        || (what == "restores" && lab_surplus && maybe_restored.contains(*k))
+                        || (what == "retractions" && lab_surplus && maybe_retracted.contains(*k)));
                 if explained {
                     eprintln!(
                         "seed {seed}: {k:?}: a user's move was taken for clawback's lost answer"

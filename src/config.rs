@@ -279,8 +279,14 @@ pub mod ranges {
     pub const MAX_IN_FLIGHT: RangeInclusive<u64> = 1..=10_000;
     /// `[tenant.limits] per_mailbox` (Graph allows 4).
     pub const PER_MAILBOX: RangeInclusive<u64> = 1..=100;
-    /// `[tenant.limits] gmail_units_per_second` (Google documents 250).
+    /// `[tenant.limits] gmail_units_per_second` (Google documents 6,000 a minute = 100 a second
+    /// for Cloud projects created since 2026-05-01, 15,000 a minute = 250 a second before).
     pub const GMAIL_UNITS_PER_SECOND: RangeInclusive<u64> = 1..=100_000;
+    /// `[tenant.limits] gmail_project_units_per_minute` (Google documents 1,200,000).
+    pub const GMAIL_PROJECT_UNITS_PER_MINUTE: RangeInclusive<u64> = 1..=100_000_000;
+    /// `[tenant.limits] gmail_project_units_per_day` (Google's daily billing threshold per
+    /// project: 80,000,000).
+    pub const GMAIL_PROJECT_UNITS_PER_DAY: RangeInclusive<u64> = 1..=100_000_000_000;
     /// `[tenant.limits] max_attempts`.
     pub const MAX_ATTEMPTS: RangeInclusive<u64> = 1..=100;
     /// `[automation] reporters_threshold`.
@@ -348,6 +354,18 @@ ranged_key!(
     ranges::GMAIL_UNITS_PER_SECOND
 );
 ranged_key!(
+    de_gmail_project_minute,
+    u32,
+    "limits.gmail_project_units_per_minute",
+    ranges::GMAIL_PROJECT_UNITS_PER_MINUTE
+);
+ranged_key!(
+    de_gmail_project_day,
+    u64,
+    "limits.gmail_project_units_per_day",
+    ranges::GMAIL_PROJECT_UNITS_PER_DAY
+);
+ranged_key!(
     de_max_attempts,
     u32,
     "limits.max_attempts",
@@ -379,9 +397,26 @@ pub struct LimitConfig {
     /// Requests in flight per mailbox (Graph allows 4).
     #[serde(default = "default_per_mailbox", deserialize_with = "de_per_mailbox")]
     pub per_mailbox: usize,
-    /// Gmail quota units per user per second (documented: 250).
+    /// Gmail quota units per user per second: 100 (Google's 6,000 per user per minute for
+    /// Cloud projects created since 2026-05-01); a project that used the Gmail API between
+    /// November 2025 and April 2026 keeps 15,000 a minute and may set 250.
     #[serde(default = "default_gmail_units", deserialize_with = "de_gmail_units")]
     pub gmail_units_per_second: u32,
+    /// Gmail quota units per minute for the whole Cloud project (documented: 1,200,000),
+    /// shared by every user this tenant impersonates.
+    #[serde(
+        default = "default_gmail_project_minute",
+        deserialize_with = "de_gmail_project_minute"
+    )]
+    pub gmail_project_units_per_minute: u32,
+    /// Gmail quota units this process sends for the project in any 24 hours; past it, requests
+    /// are not sent and fail `throttled` (`dailyLimitExceeded`). Default: Google's daily billing
+    /// threshold, 80,000,000 units per project.
+    #[serde(
+        default = "default_gmail_project_day",
+        deserialize_with = "de_gmail_project_day"
+    )]
+    pub gmail_project_units_per_day: u64,
     /// Attempts per request before giving up as `throttled` / `provider_error`.
     #[serde(default = "default_max_attempts", deserialize_with = "de_max_attempts")]
     pub max_attempts: u32,
@@ -394,7 +429,13 @@ fn default_per_mailbox() -> usize {
     4
 }
 fn default_gmail_units() -> u32 {
-    250
+    100
+}
+fn default_gmail_project_minute() -> u32 {
+    1_200_000
+}
+fn default_gmail_project_day() -> u64 {
+    80_000_000
 }
 fn default_max_attempts() -> u32 {
     8
@@ -412,6 +453,14 @@ impl LimitConfig {
                 self.gmail_units_per_second,
                 &ranges::GMAIL_UNITS_PER_SECOND,
             ),
+            gmail_project_units_per_minute: ranges::clamp(
+                self.gmail_project_units_per_minute,
+                &ranges::GMAIL_PROJECT_UNITS_PER_MINUTE,
+            ),
+            gmail_project_units_per_day: ranges::clamp(
+                self.gmail_project_units_per_day,
+                &ranges::GMAIL_PROJECT_UNITS_PER_DAY,
+            ),
             max_attempts: ranges::clamp(self.max_attempts, &ranges::MAX_ATTEMPTS),
         }
     }
@@ -423,6 +472,8 @@ impl Default for LimitConfig {
             max_in_flight: default_max_in_flight(),
             per_mailbox: default_per_mailbox(),
             gmail_units_per_second: default_gmail_units(),
+            gmail_project_units_per_minute: default_gmail_project_minute(),
+            gmail_project_units_per_day: default_gmail_project_day(),
             max_attempts: default_max_attempts(),
         }
     }
@@ -742,6 +793,15 @@ impl Config {
                             "admin_user (an admin to impersonate for directory lookups) is required for google_workspace",
                         ));
                     }
+                    // Nothing else tells clawback which addresses are this tenant's (the
+                    // Directory scopes it asks for do not cover `domains.list`): without the
+                    // list every recipient would count as external and nothing be retracted.
+                    if t.domains.iter().all(|d| d.trim().is_empty()) {
+                        return Err(self.tenant_error(
+                            &t.name,
+                            "domains is required for google_workspace (e.g. domains = [\"example.com\", \"example.org\"]): without it every recipient counts as outside the tenant",
+                        ));
+                    }
                 }
             }
         }
@@ -983,6 +1043,31 @@ endpoints = { login = "http://127.0.0.1:9", graph = "http://127.0.0.1:9" }
     }
 
     #[test]
+    fn google_tenant_without_domains_is_refused_naming_file_and_tenant() {
+        let google = |domains: &str| {
+            format!(
+                "{LAB}\n[[tenant]]\nname = \"fabrikam\"\nkind = \"google_workspace\"\n{domains}admin_user = \"admin@fabrikam.com\"\nservice_account_env = \"SA\"\n"
+            )
+        };
+        for missing in ["", "domains = []\n", "domains = [\" \"]\n"] {
+            let err = Config::parse(&google(missing), Path::new("c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("c.toml: tenant \"fabrikam\"")
+                    && err.contains("domains is required for google_workspace"),
+                "{missing:?}: {err}"
+            );
+        }
+        let c = Config::parse(
+            &google("domains = [\"fabrikam.com\"]\n"),
+            Path::new("c.toml"),
+        )
+        .expect("a Google tenant with its domains loads");
+        assert_eq!(c.tenants[1].domains, vec!["fabrikam.com".to_string()]);
+    }
+
+    #[test]
     fn typo_key_names_file_and_line() {
         let text = LAB.replace("client_id = \"app\"", "clientid = \"app\"");
         let err = Config::parse(&text, Path::new("lab.toml"))
@@ -1043,6 +1128,8 @@ endpoints = { login = "http://127.0.0.1:9", graph = "http://127.0.0.1:9" }
             max_in_flight: usize::MAX,
             per_mailbox: usize::MAX,
             gmail_units_per_second: u32::MAX,
+            gmail_project_units_per_minute: u32::MAX,
+            gmail_project_units_per_day: u64::MAX,
             max_attempts: u32::MAX,
         }
         .clamped();
@@ -1055,10 +1142,19 @@ endpoints = { login = "http://127.0.0.1:9", graph = "http://127.0.0.1:9" }
             ),
             (10_000, 100, 100_000, 100)
         );
+        assert_eq!(
+            (
+                huge.gmail_project_units_per_minute,
+                huge.gmail_project_units_per_day
+            ),
+            (100_000_000, 100_000_000_000)
+        );
         let zero = LimitConfig {
             max_in_flight: 0,
             per_mailbox: 0,
             gmail_units_per_second: 0,
+            gmail_project_units_per_minute: 0,
+            gmail_project_units_per_day: 0,
             max_attempts: 0,
         }
         .clamped();

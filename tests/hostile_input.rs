@@ -381,6 +381,8 @@ async fn limits_set_in_code_to_extremes_are_clamped_not_a_panic() {
             max_in_flight: usize::MAX,
             per_mailbox: usize::MAX,
             gmail_units_per_second: u32::MAX,
+            gmail_project_units_per_minute: u32::MAX,
+            gmail_project_units_per_day: u64::MAX,
             max_attempts: u32::MAX,
         },
         // (Not gmail_units_per_second = 0: clamped to 1 unit a second, it is merely slow.)

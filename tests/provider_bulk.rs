@@ -204,3 +204,86 @@ async fn gmail_two_thousand_mailboxes_with_faults_and_short_tokens() {
         "{tokens} token requests for {MAILBOXES} impersonated users"
     );
 }
+
+/// The Gmail daily budget (`gmail_project_units_per_day`): once it is spent nothing more is
+/// sent. Items that fit are retracted; the rest end `throttled` with Gmail's own
+/// `dailyLimitExceeded` and a message naming the setting; the lab saw no action for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gmail_daily_budget_stops_sending_and_says_why() {
+    let scenario = generate(&GenerateOptions {
+        mailboxes: 30,
+        campaign_recipients: 30,
+        seed: 11,
+        kind: GenerateKind::GoogleWorkspace,
+        background_messages: 1,
+    })
+    .unwrap();
+    let server = LabServer::start(
+        &scenario,
+        LabOptions::default(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config: Config = server.write_config(&dir.path().join("lab.toml")).unwrap();
+    // Batches of 10: every mailbox's locate (list + get, 5 units each: 300) and one batch of
+    // moves (50) fit; the other moves do not.
+    config.tenants[0].limits.max_in_flight = 10;
+    config.tenants[0].limits.gmail_project_units_per_day = 350;
+    config.tenants[0].limits.max_attempts = 2;
+    let client = ProviderClient::new(&config, &config.tenants[0]).unwrap();
+    let items: Vec<BulkItem> = (0..30)
+        .map(|i| BulkItem {
+            key: i,
+            mailbox: scenario.tenants[0]
+                .messages
+                .iter()
+                .find(|m| m.message_id == CAMPAIGN_MESSAGE_ID)
+                .unwrap()
+                .copies[i as usize]
+                .mailbox
+                .to_ascii_lowercase(),
+            internet_message_id: CAMPAIGN_MESSAGE_ID.into(),
+            copy: None,
+        })
+        .collect();
+    let (mut ok, mut refused, mut other) = (Vec::new(), 0, Vec::new());
+    client
+        .retract_many(items.clone(), RetractAction::Junk, |e| {
+            if let ProgressEvent::Finished { key, outcome } = e {
+                match outcome {
+                    Ok(_) => ok.push(items[key as usize].mailbox.clone()),
+                    Err(f)
+                        if f.reason == clawback::model::FailureReason::Throttled
+                            && f.code == "dailyLimitExceeded"
+                            && f.message.contains("gmail_project_units_per_day") =>
+                    {
+                        refused += 1
+                    }
+                    Err(f) => other.push(f),
+                }
+            }
+        })
+        .await;
+    assert!(other.is_empty(), "{other:?}");
+    assert_eq!(ok.len() + refused, 30, "every item accounted for");
+    assert!(
+        !ok.is_empty() && refused > 0,
+        "ok {} refused {refused}",
+        ok.len()
+    );
+    let state = server.lab.state();
+    let mut acted: Vec<String> = state
+        .actions
+        .iter()
+        .filter(|a| a.internet_message_id == CAMPAIGN_MESSAGE_ID)
+        .map(|a| a.mailbox.clone())
+        .collect();
+    acted.sort();
+    ok.sort();
+    assert_eq!(
+        acted, ok,
+        "the lab acted exactly on the items within budget"
+    );
+}

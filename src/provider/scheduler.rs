@@ -2,7 +2,10 @@
 //! within the tenant's limits (DESIGN §3):
 //! - at most `limits.max_in_flight` sub-requests in flight for the tenant,
 //! - at most `limits.per_mailbox` per mailbox (Graph allows 4),
-//! - Gmail quota units per user within `gmail_units_per_second` (token bucket),
+//! - Gmail quota units per user within `gmail_units_per_second` and for the whole Cloud project
+//!   within `gmail_project_units_per_minute` (token buckets), and at most
+//!   `gmail_project_units_per_day` units in any 24 hours (past it nothing is sent: the requests
+//!   are answered here as Gmail would, 403 `dailyLimitExceeded`, and end `throttled`),
 //! - `Retry-After` honoured (fractions too), otherwise exponential backoff with jitter,
 //! - a mutation answered by 5xx or a dropped connection is never re-sent blindly: the copy is
 //!   located again first (Graph ids change on move: the old id gone means the move happened).
@@ -94,6 +97,69 @@ pub struct Pacer {
     mailboxes: Mutex<HashMap<String, Arc<Semaphore>>>,
     units_per_second: Option<f64>,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    /// Gmail: the project's bucket (units a second, level, last refill).
+    project: Option<(f64, Mutex<(f64, Instant)>)>,
+    /// Gmail: units sent per minute over the last 24 hours, against the daily budget.
+    day: Option<Mutex<DayLedger>>,
+}
+
+/// Quota units spent per minute over a rolling day.
+#[derive(Debug)]
+struct DayLedger {
+    budget: u64,
+    started: Instant,
+    /// (minute since `started`, units spent in it), oldest first.
+    minutes: std::collections::VecDeque<(u64, u64)>,
+    total: u64,
+}
+
+impl DayLedger {
+    const WINDOW_MINUTES: u64 = 24 * 60;
+
+    fn new(budget: u64) -> DayLedger {
+        DayLedger {
+            budget,
+            started: Instant::now(),
+            minutes: std::collections::VecDeque::new(),
+            total: 0,
+        }
+    }
+
+    /// Records `units` at `now` if they fit in the budget; otherwise returns what the last 24
+    /// hours spent.
+    fn charge(&mut self, units: u64, now: Instant) -> Result<(), u64> {
+        let minute = now.duration_since(self.started).as_secs() / 60;
+        while let Some(&(m, n)) = self.minutes.front() {
+            if m + Self::WINDOW_MINUTES > minute {
+                break;
+            }
+            self.total -= n;
+            self.minutes.pop_front();
+        }
+        if self.total.saturating_add(units) > self.budget {
+            return Err(self.total);
+        }
+        self.total += units;
+        match self.minutes.back_mut() {
+            Some((m, n)) if *m == minute => *n += units,
+            _ => self.minutes.push_back((minute, units)),
+        }
+        Ok(())
+    }
+}
+
+/// The answer given for requests the daily budget refuses: what Gmail answers when a project's
+/// daily limit is spent (403 `dailyLimitExceeded`), so they take the rate-limit path.
+pub fn daily_budget_answer(spent: u64, budget: u64) -> SubResponse {
+    let message = format!(
+        "clawback's daily Gmail budget for this project is spent ({spent} of {budget} quota units in the last 24 hours; [tenant.limits] gmail_project_units_per_day): not sent"
+    );
+    SubResponse {
+        status: 403,
+        retry_after: None,
+        body: serde_json::json!({"error": {"code": 403, "message": message,
+            "errors": [{"domain": "usageLimits", "reason": "dailyLimitExceeded", "message": message}]}}),
+    }
 }
 
 impl Pacer {
@@ -107,7 +173,25 @@ impl Pacer {
             mailboxes: Mutex::new(HashMap::new()),
             units_per_second: gmail.then_some(f64::from(limits.gmail_units_per_second.max(1))),
             buckets: Mutex::new(HashMap::new()),
+            project: gmail.then(|| {
+                let rate = f64::from(limits.gmail_project_units_per_minute.max(1)) / 60.0;
+                (rate, Mutex::new((rate, Instant::now())))
+            }),
+            day: gmail.then(|| Mutex::new(DayLedger::new(limits.gmail_project_units_per_day))),
         }
+    }
+
+    /// Charges these requests' quota units to the project's daily budget. `Err` carries the
+    /// answer to give each of them instead of sending ([`daily_budget_answer`]).
+    pub fn charge_day(&self, requests: &[SubRequest]) -> Result<(), SubResponse> {
+        let Some(day) = &self.day else {
+            return Ok(());
+        };
+        let units: u64 = requests.iter().map(|r| u64::from(r.units)).sum();
+        let mut day = day.lock().unwrap_or_else(|p| p.into_inner());
+        let budget = day.budget;
+        day.charge(units, Instant::now())
+            .map_err(|spent| daily_budget_answer(spent, budget))
     }
 
     /// Holds mailbox and tenant slots for these sub-requests, and spends Gmail quota units.
@@ -162,19 +246,34 @@ impl Pacer {
         if units == 0 {
             return Duration::ZERO;
         }
-        {
+        let now = Instant::now();
+        let user = {
             let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            let (level, last) = map.entry(mailbox.to_string()).or_insert((rate, now));
-            *level = (*level + rate * now.duration_since(*last).as_secs_f64()).min(rate);
-            *last = now;
-            *level -= f64::from(units);
-            if *level >= 0.0 {
-                Duration::ZERO
-            } else {
-                Duration::from_secs_f64(-*level / rate)
+            let slot = map.entry(mailbox.to_string()).or_insert((rate, now));
+            take_from_bucket(slot, rate, units, now)
+        };
+        let project = match &self.project {
+            Some((rate, bucket)) => {
+                let mut slot = bucket.lock().unwrap_or_else(|p| p.into_inner());
+                take_from_bucket(&mut slot, *rate, units, now)
             }
-        }
+            None => Duration::ZERO,
+        };
+        user.max(project)
+    }
+}
+
+/// Takes `units` from a token bucket of `rate` units a second (capacity one second's worth);
+/// returns how long to wait before they may be sent.
+fn take_from_bucket(slot: &mut (f64, Instant), rate: f64, units: u32, now: Instant) -> Duration {
+    let (level, last) = slot;
+    *level = (*level + rate * now.duration_since(*last).as_secs_f64()).min(rate);
+    *last = now;
+    *level -= f64::from(units);
+    if *level >= 0.0 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(-*level / rate)
     }
 }
 
@@ -381,6 +480,9 @@ async fn run_chunk<B: Backend>(
             let events = in_flight.remove(&b).unwrap_or_default();
             let group = &requests[range.clone()];
             sends.push(async move {
+                if let Err(refused) = backend.pacer().charge_day(group) {
+                    return (range.start, Some(vec![Ok(refused); group.len()]));
+                }
                 backend.prepare(group).await;
                 let slots = backend.service_slots(group.len());
                 let _permits = backend.pacer().enter(group, slots).await;
@@ -523,16 +625,19 @@ pub async fn call<B: Backend>(backend: &B, request: SubRequest) -> Result<SubRes
     let mut refreshed = false;
     loop {
         attempts += 1;
-        let answer = {
-            let _permits = backend
-                .pacer()
-                .enter(std::slice::from_ref(&request), 1)
-                .await;
-            backend
-                .send(std::slice::from_ref(&request))
-                .await
-                .pop()
-                .unwrap_or_else(|| Err(super::errors::transport("no response")))
+        let answer = match backend.pacer().charge_day(std::slice::from_ref(&request)) {
+            Err(refused) => Ok(refused),
+            Ok(()) => {
+                let _permits = backend
+                    .pacer()
+                    .enter(std::slice::from_ref(&request), 1)
+                    .await;
+                backend
+                    .send(std::slice::from_ref(&request))
+                    .await
+                    .pop()
+                    .unwrap_or_else(|| Err(super::errors::transport("no response")))
+            }
         };
         let uncertain = match &answer {
             Err(f) => Some(f.clone()),
@@ -600,6 +705,9 @@ pub async fn call_all<B: Backend>(
         let group: Vec<SubRequest> = pending.iter().map(|&i| requests[i].clone()).collect();
         let answers: Vec<Result<SubResponse, Failure>> =
             futures_util::future::join_all(group.chunks(batch).map(|part| async move {
+                if let Err(refused) = backend.pacer().charge_day(part) {
+                    return vec![Ok(refused); part.len()];
+                }
                 backend.prepare(part).await;
                 let _permits = backend
                     .pacer()
@@ -723,5 +831,61 @@ mod tests {
         assert_eq!(pacer.reserve("v", 50), Duration::ZERO); // another user's own bucket
         let graph = Pacer::new(&limits, false);
         assert_eq!(graph.reserve("u", 1000), Duration::ZERO);
+    }
+
+    #[test]
+    fn gmail_project_bucket_is_shared_by_every_user() {
+        let limits = LimitConfig {
+            gmail_units_per_second: 1000,
+            gmail_project_units_per_minute: 6000, // 100 a second for the whole project
+            ..Default::default()
+        };
+        let pacer = Pacer::new(&limits, true);
+        assert_eq!(pacer.reserve("a", 60), Duration::ZERO);
+        assert_eq!(pacer.reserve("b", 40), Duration::ZERO); // the project's second is spent
+        let wait = pacer.reserve("c", 50); // a fresh user still waits for the project
+        assert!(
+            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn gmail_daily_budget_refuses_what_does_not_fit_and_forgets_after_a_day() {
+        let limits = LimitConfig {
+            gmail_project_units_per_day: 12,
+            ..Default::default()
+        };
+        let pacer = Pacer::new(&limits, true);
+        let five = SubRequest::get("/m".to_string(), "u@x.com", 5);
+        assert!(pacer.charge_day(&[five.clone(), five.clone()]).is_ok());
+        let refused = pacer
+            .charge_day(std::slice::from_ref(&five))
+            .expect_err("15 units do not fit in 12");
+        assert_eq!(refused.status, 403);
+        let (code, message) = crate::provider::errors::error_code_message(&refused.body);
+        assert_eq!(code, "dailyLimitExceeded");
+        assert!(
+            message.contains("10 of 12") && message.contains("gmail_project_units_per_day"),
+            "{message}"
+        );
+        assert!(crate::provider::errors::is_rate_limited(403, &code));
+        // Graph has no such budget.
+        assert!(
+            Pacer::new(&limits, false)
+                .charge_day(&vec![five; 9])
+                .is_ok()
+        );
+        // A day later the minute is forgotten.
+        let mut ledger = DayLedger::new(12);
+        let t0 = ledger.started;
+        assert!(ledger.charge(10, t0).is_ok());
+        assert_eq!(ledger.charge(5, t0 + Duration::from_secs(3600)), Err(10));
+        assert!(
+            ledger
+                .charge(5, t0 + Duration::from_secs(24 * 3600 + 60))
+                .is_ok()
+        );
+        assert_eq!(ledger.total, 5);
     }
 }

@@ -241,6 +241,21 @@ impl Engine {
                     detail,
                 };
                 match resolution {
+                    // An alias, or a mail address that is not the sign-in name: the mailbox is
+                    // located under the name its mail is addressed by.
+                    Some(Ok(Resolved::Mailbox { mailbox, .. })) if *mailbox != addr => {
+                        let key = (tenant.clone(), mailbox.clone(), mid.clone());
+                        // Shown under the address the message names, like a list's row.
+                        skipped.push(skip(
+                            FailureReason::NotAMailbox,
+                            format!("an address of {mailbox}: its copy is retracted there"),
+                        ));
+                        // Excluded under its own name: the request says so.
+                        if !exclude.contains(mailbox) && !done.contains(&key) {
+                            let d = second.entry(key).or_insert(depth);
+                            *d = (*d).min(depth);
+                        }
+                    }
                     Some(Ok(Resolved::Mailbox { .. })) | None => {
                         // A mailbox after all: the locate's own failure stands.
                         located.push(((tenant.clone(), addr.clone(), mid), depth, locate_result));
@@ -280,9 +295,16 @@ impl Engine {
                         let reason = other
                             .failure_reason()
                             .unwrap_or(FailureReason::ProviderError);
+                        let microsoft = self
+                            .client(&tenant)
+                            .is_ok_and(|c| c.kind() == TenantKind::Microsoft365);
                         let detail = match other {
                             Resolved::Contact { .. } => "a mail contact, outside the tenant",
                             Resolved::External { .. } => "outside the tenant's domains",
+                            // Graph cannot see Exchange dynamic distribution groups at all.
+                            _ if microsoft => {
+                                "unknown to the directory: an Exchange dynamic distribution group (Graph cannot expand one: its members' copies are planned only where the trace or the message names them) or an address that no longer exists"
+                            }
                             _ => "not a mailbox in the directory",
                         };
                         skipped.push(skip(reason, detail.to_string()));

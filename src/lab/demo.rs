@@ -325,6 +325,8 @@ fn user(address: &str, name: &str) -> ScenarioUser {
         name: Some(name.to_string()),
         mailbox: true,
         on_hold: false,
+        upn: None,
+        aliases: Vec::new(),
         admin: false,
     }
 }
@@ -539,21 +541,25 @@ impl World {
                     "patti.fernandez@contoso.com".into(),
                     DEMO_EXTERNAL_MEMBER.into(),
                 ],
+                ..Default::default()
             },
             ScenarioGroup {
                 address: DEMO_NESTED_DL.into(),
                 name: Some("Finance EMEA".into()),
                 members: emea,
+                ..Default::default()
             },
             ScenarioGroup {
                 address: DEMO_NESTED_DL_2.into(),
                 name: Some("Finance Americas".into()),
                 members: americas,
+                ..Default::default()
             },
             ScenarioGroup {
                 address: "it-team@contoso.com".into(),
                 name: Some("IT Team".into()),
                 members: it_team,
+                ..Default::default()
             },
         ];
         TenantDraft {
@@ -626,16 +632,19 @@ impl World {
                     "engineering@fabrikam.com".into(),
                     DEMO_FABRIKAM_ADMIN.into(),
                 ],
+                ..Default::default()
             },
             ScenarioGroup {
                 address: FABRIKAM_SALES_DL.into(),
                 name: Some("Sales".into()),
                 members: sales,
+                ..Default::default()
             },
             ScenarioGroup {
                 address: "engineering@fabrikam.com".into(),
                 name: Some("Engineering".into()),
                 members: engineering,
+                ..Default::default()
             },
         ];
         TenantDraft {

@@ -145,7 +145,9 @@ fn user_json(tenant: &Tenant, u: &User) -> Value {
     let mut names = u.display_name.splitn(2, ' ');
     let given = names.next().unwrap_or("").to_string();
     let family = names.next().unwrap_or("").to_string();
-    json!({
+    let mut emails = vec![json!({ "address": u.address, "primary": true })];
+    emails.extend(u.aliases.iter().map(|a| json!({ "address": a })));
+    let mut out = json!({
         "kind": "admin#directory#user",
         "id": u.id,
         "etag": etag(&u.address),
@@ -159,8 +161,12 @@ fn user_json(tenant: &Tenant, u: &User) -> Value {
         "customerId": tenant.tenant_id,
         "orgUnitPath": "/",
         "includeInGlobalAddressList": true,
-        "emails": [{ "address": u.address, "primary": true }],
-    })
+        "emails": emails,
+    });
+    if !u.aliases.is_empty() {
+        out["aliases"] = json!(u.aliases);
+    }
+    out
 }
 
 fn group_json(g: &Group) -> Value {
@@ -308,7 +314,8 @@ async fn users_get(
     let t = enter(&lab, &headers, USER_SCOPES).await?;
     let state = lab.state();
     let tenant = &state.tenants[t];
-    match tenant.user(&key) {
+    // `userKey`: the primary email, an alias, or the unique id.
+    match tenant.user_or_alias(&key) {
         Some(u) => Ok(axum::Json(user_json(tenant, u)).into_response()),
         None => Err(not_found("userKey")),
     }

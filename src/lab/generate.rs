@@ -213,6 +213,8 @@ fn tenant(
             name: None,
             mailbox: true,
             on_hold: false,
+            upn: None,
+            aliases: Vec::new(),
             admin: i == 0,
         })
         .collect();

@@ -119,9 +119,16 @@ pub struct ScenarioUser {
     pub on_hold: bool,
     #[serde(default)]
     pub admin: bool,
+    /// Microsoft sign-in name when it differs from the address (Graph addresses users by id or
+    /// userPrincipalName only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upn: Option<String>,
+    /// Further addresses that deliver to this mailbox (Graph `proxyAddresses`, Google aliases).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScenarioGroup {
     pub address: String,
@@ -129,6 +136,14 @@ pub struct ScenarioGroup {
     pub name: Option<String>,
     /// Member addresses: users, other groups (nesting), or external contacts.
     pub members: Vec<String>,
+    /// Membership hidden (Graph `visibility: HiddenMembership`): listing members needs
+    /// `Member.Read.Hidden`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hidden_membership: bool,
+    /// An Exchange dynamic distribution group: mail reaches its members, but it is no Entra
+    /// group, so Graph does not know it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dynamic: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -356,6 +371,12 @@ fn build_tenant(st: &ScenarioTenant) -> Result<Tenant, ScenarioError> {
                 has_mailbox: u.mailbox,
                 on_hold: u.on_hold,
                 is_admin: u.admin,
+                upn: u
+                    .upn
+                    .as_deref()
+                    .map(str::to_ascii_lowercase)
+                    .unwrap_or_else(|| key.clone()),
+                aliases: u.aliases.iter().map(|a| a.to_ascii_lowercase()).collect(),
             },
         );
     }
@@ -368,6 +389,8 @@ fn build_tenant(st: &ScenarioTenant) -> Result<Tenant, ScenarioError> {
                 address: key.clone(),
                 display_name: g.name.clone().unwrap_or_else(|| display_name_of(&key)),
                 members: g.members.iter().map(|m| m.to_ascii_lowercase()).collect(),
+                hidden_membership: g.hidden_membership,
+                dynamic: g.dynamic,
             },
         );
     }

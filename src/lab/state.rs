@@ -75,6 +75,10 @@ pub struct User {
     pub has_mailbox: bool,
     pub on_hold: bool,
     pub is_admin: bool,
+    /// Sign-in name (lowercase); the address unless the scenario says otherwise.
+    pub upn: String,
+    /// Other addresses of this mailbox (lowercase).
+    pub aliases: Vec<String>,
 }
 
 /// A distribution list / group; members are addresses (users, groups, or external contacts).
@@ -84,6 +88,10 @@ pub struct Group {
     pub address: String,
     pub display_name: String,
     pub members: Vec<String>,
+    /// Listing members needs `Member.Read.Hidden` (Graph).
+    pub hidden_membership: bool,
+    /// An Exchange dynamic distribution group: unknown to Graph.
+    pub dynamic: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -394,6 +402,22 @@ impl Tenant {
         self.users
             .get(&key.to_ascii_lowercase())
             .or_else(|| self.users.values().find(|u| u.id == key))
+    }
+
+    /// Finds a user the way Graph's `/users/{key}` does: by directory id or userPrincipalName,
+    /// never by a mail address that differs from the sign-in name, nor by an alias.
+    pub fn graph_user(&self, key: &str) -> Option<&User> {
+        let key = key.to_ascii_lowercase();
+        self.users
+            .values()
+            .find(|u| u.upn == key || u.id.eq_ignore_ascii_case(&key))
+    }
+
+    /// Finds a user by its primary address or any alias (Google's `users.get` accepts both).
+    pub fn user_or_alias(&self, key: &str) -> Option<&User> {
+        let key = key.to_ascii_lowercase();
+        self.user(&key)
+            .or_else(|| self.users.values().find(|u| u.aliases.contains(&key)))
     }
 
     /// Finds a group by address or directory id.

@@ -243,7 +243,13 @@ impl GmailClient {
             .directory_get(&format!("/admin/directory/v1/users/{}", enc(&address)))
             .await?;
         if user.ok() {
+            // `address` may be an alias: mail is read as the primary address.
+            let mailbox = user.body["primaryEmail"]
+                .as_str()
+                .map(str::to_ascii_lowercase)
+                .unwrap_or_else(|| address.clone());
             return Ok(Resolved::Mailbox {
+                mailbox,
                 id: user.body["id"].as_str().unwrap_or_default().to_string(),
                 display_name: user.body["name"]["fullName"]
                     .as_str()

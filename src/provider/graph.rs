@@ -319,17 +319,27 @@ impl GraphClient {
         )
         .await?;
         if user.ok() {
-            return Ok(Resolved::Mailbox {
-                address,
-                id: user.body["id"].as_str().unwrap_or_default().to_string(),
-                display_name: user.body["displayName"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            });
+            return Ok(mailbox_of(address, &user.body));
         }
         if user.status != 404 {
             return Err(classify(user.status, &user.body, Operation::Directory));
+        }
+        // `/users/{key}` knows ids and sign-in names only: a mail address that differs from
+        // the userPrincipalName, or an alias, is found by `mail` or `proxyAddresses`.
+        let quoted = address.replace('\'', "''");
+        let by_mail = self
+            .get_all(
+                &format!(
+                    "/users?$filter={}&$select=id,mail,userPrincipalName,displayName",
+                    enc(&format!(
+                        "mail eq '{quoted}' or proxyAddresses/any(p:p eq 'smtp:{quoted}')"
+                    ))
+                ),
+                "",
+            )
+            .await?;
+        if let Some(user) = by_mail.first() {
+            return Ok(mailbox_of(address, user));
         }
         let groups = self
             .get_all(
@@ -352,7 +362,18 @@ impl GraphClient {
                 ),
                 "",
             )
-            .await?;
+            .await
+            .map_err(|mut f| {
+                // The directory read worked for the group itself: a refusal for its members is
+                // a hidden membership (Graph needs Member.Read.Hidden for it).
+                if f.reason == FailureReason::NotAuthorized {
+                    f.message = format!(
+                        "{address}: the list's membership is hidden; the app needs Member.Read.Hidden to expand it, so its members' copies are not planned ({})",
+                        f.message
+                    );
+                }
+                f
+            })?;
         let domains = self.managed_domains().await?;
         let mut member_mailboxes = Vec::new();
         let mut external_members = Vec::new();
@@ -853,6 +874,20 @@ pub(crate) fn token_failure(f: &Failure) -> SubResponse {
         status,
         retry_after: None,
         body: json!({ "error": { "code": if f.code.is_empty() { "token" } else { f.code.as_str() }, "message": format!("cannot get an access token: {}", f.message) } }),
+    }
+}
+
+/// A Graph user object as the mailbox `address` delivers to: mail is addressed by its
+/// userPrincipalName.
+fn mailbox_of(address: String, user: &serde_json::Value) -> Resolved {
+    Resolved::Mailbox {
+        mailbox: user["userPrincipalName"]
+            .as_str()
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_else(|| address.clone()),
+        id: user["id"].as_str().unwrap_or_default().to_string(),
+        display_name: user["displayName"].as_str().unwrap_or_default().to_string(),
+        address,
     }
 }
 

@@ -49,6 +49,10 @@ pub enum Resolved {
     /// A user with a mailbox in this tenant.
     Mailbox {
         address: String,
+        /// The key its mail is addressed by when that is not `address`: the
+        /// userPrincipalName (Graph's `/users/{id | userPrincipalName}`) or the primary email
+        /// (Google impersonates primary addresses, not aliases). Lowercase.
+        mailbox: String,
         id: String,
         display_name: String,
     },

@@ -81,6 +81,98 @@ fn equality_filter(
         .collect()
 }
 
+/// A directory `$filter`: `prop eq 'v'` clauses joined by `and`, or — for users — clauses
+/// joined by `or`, where a clause may also be `proxyAddresses/any(p:p eq 'smtp:v')`.
+enum DirectoryFilter {
+    All(Vec<(String, String)>),
+    Any(Vec<(String, String)>),
+}
+
+impl DirectoryFilter {
+    fn matches(&self, tenant: &Tenant, key: &str) -> bool {
+        let one = |(prop, value): &(String, String)| -> bool {
+            match (prop.as_str(), tenant.users.get(key)) {
+                ("userprincipalname", Some(u)) => u.upn == *value,
+                ("proxyaddresses", Some(u)) => value
+                    .strip_prefix("smtp:")
+                    .is_some_and(|a| a == u.address || u.aliases.iter().any(|x| x == a)),
+                ("proxyaddresses", None) => false,
+                _ => key == value,
+            }
+        };
+        match self {
+            DirectoryFilter::All(c) => c.iter().all(one),
+            DirectoryFilter::Any(c) => c.iter().any(one),
+        }
+    }
+}
+
+fn directory_filter(text: Option<&str>, kind: &DirectoryKind) -> Result<DirectoryFilter, Response> {
+    let Some(text) = text else {
+        return Ok(DirectoryFilter::All(Vec::new()));
+    };
+    let parts = split_or(text);
+    if parts.len() == 1 && !text.contains("/any(") {
+        return equality_filter(Some(text), kind.filterable).map(DirectoryFilter::All);
+    }
+    if kind.type_name != "user" {
+        return Err(bad_request(
+            "Invalid filter clause: the lab supports 'or' and proxyAddresses/any(…) on users only",
+        ));
+    }
+    let mut clauses = Vec::new();
+    for part in parts {
+        let part = part.trim();
+        if let Some(inner) = part
+            .strip_prefix("proxyAddresses/any(")
+            .and_then(|r| r.strip_suffix(')'))
+        {
+            // `p:p eq 'smtp:…'`
+            let (var, cond) = inner.split_once(':').ok_or_else(|| {
+                bad_request("Invalid filter clause: expected proxyAddresses/any(p:p eq '…')")
+            })?;
+            let c = filter::parse(cond).map_err(|e| bad_request(&e.to_string()))?;
+            match c.as_slice() {
+                [c] if c.property == var.trim() && c.op == filter::Op::Eq => {
+                    clauses.push(("proxyaddresses".to_string(), c.value.to_ascii_lowercase()))
+                }
+                _ => {
+                    return Err(bad_request(
+                        "Invalid filter clause: expected proxyAddresses/any(p:p eq '…')",
+                    ));
+                }
+            }
+        } else {
+            clauses.extend(equality_filter(Some(part), kind.filterable)?);
+        }
+    }
+    Ok(DirectoryFilter::Any(clauses))
+}
+
+/// Splits a filter at ` or ` outside quotes and parentheses.
+fn split_or(text: &str) -> Vec<&str> {
+    let (mut parts, mut start, mut depth, mut quoted) = (Vec::new(), 0, 0i32, false);
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' => quoted = !quoted,
+            b'(' if !quoted => depth += 1,
+            b')' if !quoted => depth -= 1,
+            b' ' if !quoted && depth == 0 && text[i..].starts_with(" or ") => {
+                parts.push(&text[start..i]);
+                i += 4;
+                start = i;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
 fn check_select(
     select: Option<&[String]>,
     allowed: &[&str],
@@ -108,6 +200,9 @@ struct DirectoryKind {
     keys: fn(&Tenant) -> Vec<String>,
     /// One object by address or directory id, as JSON.
     render: fn(&Tenant, &str, Option<&[String]>) -> Option<Value>,
+    /// The address (key) of the object `GET /{path}/{key}` names: users by id or
+    /// userPrincipalName only (as Graph), groups by id or address.
+    find: fn(&Tenant, &str) -> Option<String>,
 }
 
 const USERS: DirectoryKind = DirectoryKind {
@@ -118,6 +213,7 @@ const USERS: DirectoryKind = DirectoryKind {
     properties: json::USER_PROPERTIES,
     keys: |t| t.users.keys().cloned().collect(),
     render: |t, key, select| t.user(key).map(|u| json::user(u, select)),
+    find: |t, key| t.graph_user(key).map(|u| u.address.clone()),
 };
 
 const GROUPS: DirectoryKind = DirectoryKind {
@@ -126,8 +222,20 @@ const GROUPS: DirectoryKind = DirectoryKind {
     permissions: GROUP_READ,
     filterable: &["mail"],
     properties: json::GROUP_PROPERTIES,
-    keys: |t| t.groups.keys().cloned().collect(),
+    // An Exchange dynamic distribution group is no Entra group: Graph does not list it.
+    keys: |t| {
+        t.groups
+            .iter()
+            .filter(|(_, g)| !g.dynamic)
+            .map(|(k, _)| k.clone())
+            .collect()
+    },
     render: |t, key, select| t.group(key).map(|g| json::group(g, select)),
+    find: |t, key| {
+        t.group(key)
+            .filter(|g| !g.dynamic)
+            .map(|g| g.address.clone())
+    },
 };
 
 async fn list(
@@ -140,7 +248,7 @@ async fn list(
         Ok(q) => q,
         Err(r) => return r,
     };
-    let prepared = equality_filter(query.filter.as_deref(), kind.filterable)
+    let prepared = directory_filter(query.filter.as_deref(), kind)
         .and_then(|f| {
             check_select(query.select.as_deref(), kind.properties, kind.type_name).map(|_| f)
         })
@@ -156,10 +264,9 @@ async fn list(
     let (value, next) = {
         let state = lab.state();
         let tenant = &state.tenants[caller.t];
-        // mail and userPrincipalName both equal the lowercased address in the lab.
         let keys: Vec<String> = (kind.keys)(tenant)
             .into_iter()
-            .filter(|k| filters.iter().all(|(_, v)| k == v))
+            .filter(|k| filters.matches(tenant, k))
             .collect();
         let (range, next) = query.page(&lab, &format!("/{}", kind.path), keys.len(), size);
         let value: Vec<Value> = keys[range]
@@ -189,11 +296,11 @@ async fn get_one(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let found = (kind.render)(
-        &lab.state().tenants[caller.t],
-        &key,
-        query.select.as_deref(),
-    );
+    let found = {
+        let state = lab.state();
+        let tenant = &state.tenants[caller.t];
+        (kind.find)(tenant, &key).and_then(|k| (kind.render)(tenant, &k, query.select.as_deref()))
+    };
     let Some(mut body) = found else {
         return not_found(&key);
     };
@@ -261,9 +368,16 @@ pub async fn transitive_members(
     let (value, next) = {
         let state = lab.state();
         let tenant = &state.tenants[caller.t];
-        let Some(group) = tenant.group(&key) else {
+        let Some(group) = tenant.group(&key).filter(|g| !g.dynamic) else {
             return not_found(&key);
         };
+        if group.hidden_membership && !caller.claims.has("Member.Read.Hidden") {
+            return error(
+                StatusCode::FORBIDDEN,
+                "Authorization_RequestDenied",
+                "Insufficient privileges to complete the operation.",
+            );
+        }
         let members = tenant.transitive_members(group);
         let (range, next) = query.page(
             &lab,

@@ -21,6 +21,8 @@ fn user(address: &str) -> ScenarioUser {
         name: None,
         mailbox: true,
         on_hold: false,
+        upn: None,
+        aliases: Vec::new(),
         admin: false,
     }
 }
@@ -131,11 +133,13 @@ pub fn scenario() -> Scenario {
                 "team@contoso.com".into(),
                 "partner@external.example".into(),
             ],
+            ..Default::default()
         },
         ScenarioGroup {
             address: "team@contoso.com".into(),
             name: None,
             members: vec!["carol@contoso.com".into(), "dave@contoso.com".into()],
+            ..Default::default()
         },
     ];
     let victims = [

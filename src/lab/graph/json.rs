@@ -51,6 +51,7 @@ pub const USER_PROPERTIES: &[&str] = &[
     "mobilePhone",
     "officeLocation",
     "preferredLanguage",
+    "proxyAddresses",
     "userPrincipalName",
 ];
 
@@ -246,7 +247,10 @@ pub fn user(u: &User, select: Option<&[String]>) -> Value {
         "mobilePhone": null,
         "officeLocation": null,
         "preferredLanguage": null,
-        "userPrincipalName": u.address,
+        "proxyAddresses": std::iter::once(format!("SMTP:{}", u.address))
+            .chain(u.aliases.iter().map(|a| format!("smtp:{a}")))
+            .collect::<Vec<_>>(),
+        "userPrincipalName": u.upn,
     });
     match all {
         Value::Object(m) => selected(&m, select),

@@ -297,7 +297,7 @@ pub(crate) fn require_directory(caller: &Caller, any_of: &[&str]) -> Result<(), 
 pub(crate) fn resolve_mailbox(lab: &Lab, t: TenantIdx, key: &str) -> Result<String, Response> {
     let state = lab.state();
     let tenant = &state.tenants[t];
-    if let Some(user) = tenant.user(key) {
+    if let Some(user) = tenant.graph_user(key) {
         if !tenant.mailbox_granted(&user.address) {
             return Err(error(
                 StatusCode::FORBIDDEN,

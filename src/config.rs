@@ -15,6 +15,65 @@ pub const CONFIG_ENV: &str = "CLAWBACK_CONFIG";
 /// Environment variable naming the data directory.
 pub const DATA_DIR_ENV: &str = "CLAWBACK_DATA_DIR";
 
+/// The Microsoft cloud a tenant lives in (Microsoft Graph national cloud deployments,
+/// <https://learn.microsoft.com/graph/deployments>): it sets the sign-in and Graph hosts, the
+/// resource of every scope, the admin-consent host, and which actions exist.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cloud {
+    /// The global service.
+    #[default]
+    Global,
+    /// Microsoft Cloud for US Government, L4 (GCC High).
+    Usgov,
+    /// Microsoft Cloud for US Government, L5 (DoD).
+    UsgovDod,
+    /// Microsoft 365 operated by 21Vianet in China.
+    China,
+}
+
+impl Cloud {
+    pub const ALL: [Cloud; 4] = [Cloud::Global, Cloud::Usgov, Cloud::UsgovDod, Cloud::China];
+
+    pub fn is_global(&self) -> bool {
+        *self == Cloud::Global
+    }
+
+    /// Config word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cloud::Global => "global",
+            Cloud::Usgov => "usgov",
+            Cloud::UsgovDod => "usgov_dod",
+            Cloud::China => "china",
+        }
+    }
+
+    /// Microsoft Entra ID (token and admin-consent) host.
+    pub fn login_host(self) -> &'static str {
+        match self {
+            Cloud::Global => endpoints::MS_LOGIN,
+            Cloud::Usgov | Cloud::UsgovDod => "https://login.microsoftonline.us",
+            Cloud::China => "https://login.chinacloudapi.cn",
+        }
+    }
+
+    /// Microsoft Graph host; also the resource every scope names (`{host}/.default`).
+    pub const fn graph_host(self) -> &'static str {
+        match self {
+            Cloud::Global => endpoints::MS_GRAPH,
+            Cloud::Usgov => "https://graph.microsoft.us",
+            Cloud::UsgovDod => "https://dod-graph.microsoft.us",
+            Cloud::China => "https://microsoftgraph.chinacloudapi.cn",
+        }
+    }
+
+    /// Whether Graph offers `message: permanentDelete` here (the global service only).
+    pub fn offers_permanent_delete(self) -> bool {
+        self == Cloud::Global
+    }
+}
+
 /// Default public endpoints.
 pub mod endpoints {
     pub const MS_LOGIN: &str = "https://login.microsoftonline.com";
@@ -152,6 +211,9 @@ pub struct TenantConfig {
     pub domains: Vec<String>,
 
     // Microsoft 365
+    /// The Microsoft cloud: `global` (default), `usgov` (GCC High), `usgov_dod`, `china`.
+    #[serde(default, skip_serializing_if = "Cloud::is_global")]
+    pub cloud: Cloud,
     /// Directory (tenant) id or primary domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant_id: Option<String>,
@@ -781,6 +843,15 @@ impl Config {
                     }
                 }
                 TenantKind::GoogleWorkspace => {
+                    if !t.cloud.is_global() {
+                        return Err(self.tenant_error(
+                            &t.name,
+                            format!(
+                                "cloud = \"{}\" is a Microsoft cloud; a google_workspace tenant has none",
+                                t.cloud.as_str()
+                            ),
+                        ));
+                    }
                     if t.service_account_file.is_none() && t.service_account_env.is_none() {
                         return Err(self.tenant_error(
                             &t.name,
@@ -881,13 +952,13 @@ impl TenantConfig {
         self.endpoints
             .login
             .as_deref()
-            .unwrap_or(endpoints::MS_LOGIN)
+            .unwrap_or(self.cloud.login_host())
     }
     pub fn graph_url(&self) -> &str {
         self.endpoints
             .graph
             .as_deref()
-            .unwrap_or(endpoints::MS_GRAPH)
+            .unwrap_or(self.cloud.graph_host())
     }
     pub fn google_token_url(&self) -> &str {
         self.endpoints
@@ -1065,6 +1136,49 @@ endpoints = { login = "http://127.0.0.1:9", graph = "http://127.0.0.1:9" }
         )
         .expect("a Google tenant with its domains loads");
         assert_eq!(c.tenants[1].domains, vec!["fabrikam.com".to_string()]);
+    }
+
+    #[test]
+    fn cloud_sets_hosts_and_is_microsoft_only() {
+        let text = LAB.replace(
+            "client_id = \"app\"",
+            "client_id = \"app\"\ncloud = \"usgov_dod\"",
+        );
+        let c = Config::parse(&text, Path::new("c.toml")).expect("parse");
+        let t = &c.tenants[0];
+        assert_eq!(t.cloud, Cloud::UsgovDod);
+        assert_eq!(t.cloud.graph_host(), "https://dod-graph.microsoft.us");
+        assert_eq!(t.cloud.login_host(), "https://login.microsoftonline.us");
+        assert!(!t.cloud.offers_permanent_delete());
+        // Endpoints set in the file win (the lab); without them the cloud's hosts apply.
+        assert_eq!(t.graph_url(), "http://127.0.0.1:9");
+        let mut bare = t.clone();
+        bare.endpoints = EndpointConfig::default();
+        assert_eq!(bare.graph_url(), "https://dod-graph.microsoft.us");
+        assert_eq!(bare.login_url(), "https://login.microsoftonline.us");
+        let err = Config::parse(
+            &LAB.replace(
+                "client_id = \"app\"",
+                "client_id = \"app\"\ncloud = \"mars\"",
+            ),
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("unknown variant `mars`") && err.contains("usgov"),
+            "{err}"
+        );
+        let google = format!(
+            "{LAB}\n[[tenant]]\nname = \"g\"\nkind = \"google_workspace\"\ncloud = \"china\"\ndomains = [\"g.com\"]\nadmin_user = \"a@g.com\"\nservice_account_env = \"SA\"\n"
+        );
+        let err = Config::parse(&google, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cloud = \"china\" is a Microsoft cloud"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -186,6 +186,27 @@ impl Engine {
             }
         }
 
+        // Graph offers permanentDelete in the global cloud only: a Hard Delete that reaches a
+        // national-cloud tenant is refused before anything is located.
+        if request.action == RetractAction::HardDelete {
+            let blocked: BTreeSet<String> = candidates
+                .iter()
+                .filter_map(|c| {
+                    self.config
+                        .tenants
+                        .iter()
+                        .find(|t| t.name == c.0 && !t.cloud.offers_permanent_delete())
+                        .map(|t| format!("{} (cloud {})", t.name, t.cloud.as_str()))
+                })
+                .collect();
+            if !blocked.is_empty() {
+                return Err(EngineError::Invalid(format!(
+                    "Hard Delete is not offered in {}: Microsoft Graph has permanentDelete in the global service only; use Soft Delete (Recoverable Items) there, or leave that tenant out",
+                    blocked.into_iter().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+
         // Locate first: almost every recipient is a mailbox, and a located copy proves it, so
         // the directory is asked only about addresses whose locate failed (a list, a contact,
         // an outside address, a user without a mailbox).

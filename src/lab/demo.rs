@@ -566,6 +566,7 @@ impl World {
             tenant: ScenarioTenant {
                 name: CONTOSO.into(),
                 kind: TenantKind::Microsoft365,
+                cloud: Default::default(),
                 tenant_id: None,
                 domains: vec![
                     ScenarioDomain {
@@ -651,6 +652,7 @@ impl World {
             tenant: ScenarioTenant {
                 name: FABRIKAM.into(),
                 kind: TenantKind::GoogleWorkspace,
+                cloud: Default::default(),
                 tenant_id: None,
                 domains: vec![
                     ScenarioDomain {

@@ -267,6 +267,7 @@ fn tenant(
     ScenarioTenant {
         name: name.into(),
         kind,
+        cloud: Default::default(),
         tenant_id: None,
         domains: vec![ScenarioDomain {
             name: domain.into(),

@@ -407,6 +407,7 @@ pub fn write_config(lab: &Lab, base_url: &str, path: &Path) -> Result<Config, La
                 tenants.push(TenantConfig {
                     name: t.name.clone(),
                     kind: t.kind,
+                    cloud: t.cloud,
                     domains,
                     tenant_id: Some(t.tenant_id.clone()),
                     client_id: Some(t.credentials.client_id.clone()),
@@ -449,6 +450,7 @@ pub fn write_config(lab: &Lab, base_url: &str, path: &Path) -> Result<Config, La
                 tenants.push(TenantConfig {
                     name: t.name.clone(),
                     kind: t.kind,
+                    cloud: t.cloud,
                     domains,
                     tenant_id: None,
                     client_id: None,

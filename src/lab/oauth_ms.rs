@@ -12,7 +12,7 @@
 
 use super::errors;
 use super::state::Tenant;
-use super::tokens::{AccessClaims, GRAPH_AUDIENCE};
+use super::tokens::AccessClaims;
 use super::{Lab, SharedLab};
 use axum::Router;
 use axum::body::Bytes;
@@ -100,6 +100,7 @@ fn clone_identity(t: &Tenant) -> Tenant {
     Tenant {
         name: t.name.clone(),
         kind: t.kind,
+        cloud: t.cloud,
         tenant_id: t.tenant_id.clone(),
         domains: t.domains.clone(),
         credentials: t.credentials.clone(),
@@ -186,7 +187,8 @@ fn client_credentials(
     }
     match params.get("scope").map(String::as_str) {
         None => return missing("scope"),
-        Some(scope) if scope.trim() != GRAPH_DEFAULT_SCOPE => {
+        // `{resource}/.default`, the resource being the tenant's cloud's Graph.
+        Some(scope) if scope.trim() != format!("{}/.default", tenant.cloud.graph_host()) => {
             return errors::oauth(
                 StatusCode::BAD_REQUEST,
                 "invalid_scope",
@@ -410,7 +412,7 @@ fn access_claims(
     let delegated = scp.is_some();
     AccessClaims {
         iss: format!("https://sts.windows.net/{}/", tenant.tenant_id),
-        aud: GRAPH_AUDIENCE.to_string(),
+        aud: tenant.cloud.graph_host().to_string(),
         tid: tenant.name.clone(),
         appid: client_id.to_string(),
         roles: if delegated {
@@ -461,8 +463,22 @@ async fn devicecode(
     if *client_id != tenant.credentials.client_id {
         return unknown_client(client_id, &tenant);
     }
-    if params.get("scope").is_none_or(|s| s.trim().is_empty()) {
+    let Some(scope) = params.get("scope").filter(|s| !s.trim().is_empty()) else {
         return missing("scope");
+    };
+    // Delegated permissions are named under the tenant's cloud's Graph resource.
+    let resource = format!("{}/", tenant.cloud.graph_host());
+    if let Some(bad) = scope.split_whitespace().find(|s| {
+        !s.starts_with(&resource) && !matches!(*s, "offline_access" | "openid" | "profile")
+    }) {
+        return errors::oauth(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            &format!(
+                "The provided value for the input parameter 'scope' is not valid. The scope {bad} is not valid."
+            ),
+            Some(70011),
+        );
     }
     let device_code = format!(
         "LAB-DC-{}",

@@ -72,6 +72,10 @@ fn yes() -> bool {
 pub struct ScenarioTenant {
     pub name: String,
     pub kind: TenantKind,
+    /// Microsoft: the national cloud the tenant lives in (default global). The lab then expects
+    /// that cloud's Graph resource in every scope and mints tokens for it.
+    #[serde(default, skip_serializing_if = "crate::config::Cloud::is_global")]
+    pub cloud: crate::config::Cloud,
     /// Microsoft directory id (default: derived from the name) / Google customer id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant_id: Option<String>,
@@ -335,6 +339,7 @@ fn build_tenant(st: &ScenarioTenant) -> Result<Tenant, ScenarioError> {
     let mut tenant = Tenant {
         name: st.name.clone(),
         kind: st.kind,
+        cloud: st.cloud,
         tenant_id,
         domains: st
             .domains

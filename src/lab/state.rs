@@ -168,6 +168,8 @@ impl Mailbox {
 pub struct Tenant {
     pub name: String,
     pub kind: TenantKind,
+    /// Microsoft national cloud (scopes and token audience name its Graph resource).
+    pub cloud: crate::config::Cloud,
     /// Microsoft: the directory id (GUID) also accepted as its primary domain; Google: customer id.
     pub tenant_id: String,
     pub domains: Vec<Domain>,

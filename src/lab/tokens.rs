@@ -82,6 +82,15 @@ impl TokenIssuer {
         authorization: Option<&str>,
         audience: &str,
     ) -> Result<AccessClaims, TokenProblem> {
+        self.check_any(authorization, &[audience])
+    }
+
+    /// Like [`check`](Self::check), for a token meant for any of `audiences`.
+    pub fn check_any(
+        &self,
+        authorization: Option<&str>,
+        audiences: &[&str],
+    ) -> Result<AccessClaims, TokenProblem> {
         let header = authorization.ok_or(TokenProblem::Missing)?;
         let token = header
             .strip_prefix("Bearer ")
@@ -89,7 +98,7 @@ impl TokenIssuer {
             .ok_or(TokenProblem::Invalid)?
             .trim();
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_audience(&[audience]);
+        validation.set_audience(audiences);
         validation.leeway = 0;
         validation.validate_exp = true;
         match jsonwebtoken::decode::<AccessClaims>(

@@ -23,8 +23,27 @@ use std::time::{Duration, Instant};
 
 /// The Graph resource's default scope for app-only tokens.
 pub const GRAPH_DEFAULT_SCOPE: &str = "https://graph.microsoft.com/.default";
-/// Delegated scopes asked for by the device code flow.
-pub const GRAPH_DELEGATED_SCOPES: &str = "https://graph.microsoft.com/Mail.ReadWrite https://graph.microsoft.com/User.Read.All https://graph.microsoft.com/Domain.Read.All https://graph.microsoft.com/GroupMember.Read.All offline_access";
+/// Delegated permissions asked for by the device code flow, under the cloud's Graph resource.
+/// `Mail.ReadWrite.Shared` covers the operator's own mailbox and every mailbox they hold
+/// FullAccess to (plain `Mail.ReadWrite` would cover their own only); `offline_access` brings a
+/// refresh token, so a long `watch` renews its token without a new sign-in.
+pub const GRAPH_DELEGATED_PERMISSIONS: &[&str] = &[
+    "Mail.ReadWrite.Shared",
+    "User.Read.All",
+    "Domain.Read.All",
+    "GroupMember.Read.All",
+];
+
+/// The device code flow's `scope` for the Graph resource `resource`.
+pub fn graph_delegated_scopes(resource: &str) -> String {
+    let resource = resource.trim_end_matches('/');
+    GRAPH_DELEGATED_PERMISSIONS
+        .iter()
+        .map(|p| format!("{resource}/{p}"))
+        .chain(std::iter::once("offline_access".to_string()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 /// Google scope for Gmail (delete needs it; narrower scopes cannot hard delete).
 pub const GMAIL_SCOPE: &str = "https://mail.google.com/";
 /// Google directory scopes (read-only).
@@ -288,6 +307,9 @@ pub enum Flow {
         devicecode_url: String,
         client_id: String,
         credential: MsCredential,
+        /// The cloud's Graph resource (`https://graph.microsoft.com`, …): delegated scopes
+        /// are named under it.
+        resource: String,
     },
     Google {
         token_url: String,
@@ -388,6 +410,7 @@ impl Authenticator {
                 devicecode_url,
                 client_id,
                 credential,
+                resource,
             } => match credential {
                 MsCredential::Secret(secret) => {
                     tracing::debug!("requesting Microsoft access token (client secret)");
@@ -432,7 +455,8 @@ impl Authenticator {
                     token_result(resp, scopes)
                 }
                 MsCredential::DeviceCode => {
-                    self.device_code(token_url, devicecode_url, client_id).await
+                    self.device_code(token_url, devicecode_url, client_id, resource)
+                        .await
                 }
             },
         }
@@ -446,12 +470,14 @@ impl Authenticator {
         token_url: &str,
         devicecode_url: &str,
         client_id: &str,
+        resource: &str,
     ) -> Result<Cached, Failure> {
+        let scopes = graph_delegated_scopes(resource);
         let resp = self
             .http
             .post_form(
                 devicecode_url,
-                &[("client_id", client_id), ("scope", GRAPH_DELEGATED_SCOPES)],
+                &[("client_id", client_id), ("scope", &scopes)],
             )
             .await?;
         let body = resp.json();
@@ -501,7 +527,7 @@ impl Authenticator {
                 )
                 .await?;
             if (200..300).contains(&resp.status) {
-                return token_result(resp, GRAPH_DELEGATED_SCOPES);
+                return token_result(resp, &scopes);
             }
             let body = resp.json();
             match body["error"].as_str().unwrap_or_default() {

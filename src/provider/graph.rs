@@ -1,8 +1,6 @@
 //! Microsoft Graph v1.0 client (PROVIDER-APIS.md part A).
 
-use super::auth::{
-    AssertionAlg, Authenticator, Flow, GRAPH_DEFAULT_SCOPE, MsCredential, load_certificate,
-};
+use super::auth::{AssertionAlg, Authenticator, Flow, MsCredential, load_certificate};
 use super::errors::{Failure, Operation, classify, error_code_message};
 use super::http::{Http, SubRequest, SubResponse, enc};
 use super::scheduler::{
@@ -44,6 +42,8 @@ const COPY_SELECT: &str =
 /// The Graph client of one Microsoft 365 tenant.
 pub struct GraphClient {
     tenant: TenantConfig,
+    /// `{cloud's Graph resource}/.default`
+    scope: String,
     http: Http,
     auth: Authenticator,
     /// `{graph}/v1.0`
@@ -90,8 +90,10 @@ impl GraphClient {
             devicecode_url: format!("{login}/{tenant_id}/oauth2/v2.0/devicecode"),
             client_id,
             credential,
+            resource: tenant.cloud.graph_host().to_string(),
         };
         Ok(GraphClient {
+            scope: format!("{}/.default", tenant.cloud.graph_host()),
             base: format!("{}/v1.0", tenant.graph_url().trim_end_matches('/')),
             auth: Authenticator::new(http.clone(), flow),
             http,
@@ -121,8 +123,10 @@ impl GraphClient {
         &self.tenant.name
     }
 
-    fn scope(&self) -> &'static str {
-        GRAPH_DEFAULT_SCOPE
+    /// `{graph resource}/.default`: the resource is the tenant's cloud's Graph host (also when
+    /// the endpoint is overridden, e.g. by a proxy or the lab).
+    fn scope(&self) -> &str {
+        &self.scope
     }
 
     /// The tenant's domains: configured, else Graph `/domains`.
@@ -718,7 +722,7 @@ impl GraphClient {
     pub fn admin_consent_url(&self) -> String {
         format!(
             "{}/{}/adminconsent?client_id={}",
-            crate::config::endpoints::MS_LOGIN,
+            self.tenant.cloud.login_host(),
             enc(self.tenant.tenant_id.as_deref().unwrap_or("organizations")),
             enc(self.tenant.client_id.as_deref().unwrap_or_default())
         )

@@ -73,6 +73,7 @@ fn tenant(name: &str, domains: Vec<ScenarioDomain>) -> ScenarioTenant {
     ScenarioTenant {
         name: name.into(),
         kind: TenantKind::Microsoft365,
+        cloud: Default::default(),
         tenant_id: None,
         domains,
         client_id: None,

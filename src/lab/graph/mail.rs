@@ -469,6 +469,13 @@ pub async fn message_action(
                 Ok(r) => r,
                 Err(r) => return r,
             };
+            // Graph offers permanentDelete in the global service only.
+            if !lab.state().tenants[req.caller.t]
+                .cloud
+                .offers_permanent_delete()
+            {
+                return bad_request("Resource not found for the segment 'permanentDelete'.");
+            }
             match relocate(
                 &lab,
                 &req,

@@ -26,7 +26,15 @@ mod mail;
 use super::errors;
 use super::limits::{MailboxGuard, Throttle};
 use super::state::TenantIdx;
-use super::tokens::{AccessClaims, GRAPH_AUDIENCE, TokenProblem};
+use super::tokens::{AccessClaims, TokenProblem};
+
+/// Every cloud's Graph resource: tokens name the one of their tenant's cloud.
+const GRAPH_AUDIENCES: [&str; 4] = [
+    crate::config::Cloud::ALL[0].graph_host(),
+    crate::config::Cloud::ALL[1].graph_host(),
+    crate::config::Cloud::ALL[2].graph_host(),
+    crate::config::Cloud::ALL[3].graph_host(),
+];
 use super::{Lab, SharedLab};
 use axum::Router;
 use axum::extract::Request;
@@ -246,7 +254,7 @@ pub(crate) fn authenticate(lab: &Lab, headers: &HeaderMap) -> Result<Caller, Res
     };
     let claims = lab
         .tokens
-        .check(auth, GRAPH_AUDIENCE)
+        .check_any(auth, &GRAPH_AUDIENCES)
         .map_err(|p| match p {
             TokenProblem::Missing => unauthorized("Access token is empty."),
             TokenProblem::Expired => {
@@ -256,11 +264,14 @@ pub(crate) fn authenticate(lab: &Lab, headers: &HeaderMap) -> Result<Caller, Res
                 unauthorized("Access token validation failure. Invalid audience or signature.")
             }
         })?;
+    // A token is for one cloud's Graph: the tenant's.
     let t = {
         let state = lab.state();
-        state
-            .tenant_index(&claims.tid)
-            .filter(|t| state.tenants[*t].kind == crate::model::TenantKind::Microsoft365)
+        state.tenant_index(&claims.tid).filter(|t| {
+            let tenant = &state.tenants[*t];
+            tenant.kind == crate::model::TenantKind::Microsoft365
+                && claims.aud == tenant.cloud.graph_host()
+        })
     };
     let t = t.ok_or_else(|| unauthorized("Access token validation failure. Unknown tenant."))?;
     Ok(Caller { t, claims })

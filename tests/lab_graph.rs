@@ -904,20 +904,90 @@ async fn device_code_is_pending_then_signs_in_the_admin() {
     assert_eq!(claims.sub.as_deref(), Some("admin@contoso.com"));
     assert!(claims.roles.is_empty());
     assert!(claims.scopes().contains(&"Mail.ReadWrite"));
-    // The delegated token works on Graph, and the code is spent.
-    let resp = reqwest::Client::new()
-        .get(format!(
-            "{}/v1.0/users/alice@contoso.com/messages",
-            server.base_url()
-        ))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    // The delegated token reaches the signed-in user's own mailbox only (Mail.ReadWrite is
+    // the user's own mail; others need Mail.ReadWrite.Shared and FullAccess), and the code is
+    // spent.
+    let read = |mailbox: &str| {
+        reqwest::Client::new()
+            .get(format!(
+                "{}/v1.0/users/{mailbox}/messages",
+                server.base_url()
+            ))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(read("admin@contoso.com").await.unwrap().status(), 200);
+    let denied = read("alice@contoso.com").await.unwrap();
+    assert_eq!(denied.status(), 403);
+    let body: Value = denied.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "ErrorAccessDenied");
     let (s, _) = token_call(&server, "contoso", &poll).await;
     assert_eq!(s, 400);
+    // offline_access brought a refresh token: it renews once and is replaced.
+    let rt = body_refresh(&body_of_token(&server, &id).await);
+    let renew = |rt: String| {
+        let id = id.clone();
+        let server = &server;
+        async move {
+            token_call(
+                server,
+                "contoso",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", id.as_str()),
+                    ("refresh_token", rt.as_str()),
+                ],
+            )
+            .await
+        }
+    };
+    let (s, renewed) = renew(rt.clone()).await;
+    assert_eq!(s, 200, "{renewed}");
+    assert!(renewed["access_token"].as_str().is_some());
+    assert_ne!(renewed["refresh_token"].as_str(), Some(rt.as_str()));
+    let (s, again) = renew(rt).await;
+    assert_eq!((s, again["error"].as_str()), (400, Some("invalid_grant")));
     server.stop().await;
+}
+
+/// Signs in through the device code flow (asking for Mail.ReadWrite and offline_access) and
+/// returns the token endpoint's answer.
+async fn body_of_token(server: &LabServer, id: &str) -> Value {
+    let dc: Value = reqwest::Client::new()
+        .post(format!(
+            "{}/contoso/oauth2/v2.0/devicecode",
+            server.base_url()
+        ))
+        .form(&[
+            ("client_id", id),
+            (
+                "scope",
+                "https://graph.microsoft.com/Mail.ReadWrite offline_access",
+            ),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let code = dc["device_code"].as_str().unwrap().to_string();
+    let poll = [
+        ("grant_type", DEVICE_CODE_GRANT),
+        ("client_id", id),
+        ("device_code", code.as_str()),
+    ];
+    let _pending = token_call(server, "contoso", &poll).await;
+    let (s, body) = token_call(server, "contoso", &poll).await;
+    assert_eq!(s, 200, "{body}");
+    body
+}
+
+fn body_refresh(body: &Value) -> String {
+    body["refresh_token"]
+        .as_str()
+        .expect("a refresh token with offline_access")
+        .to_string()
 }
 
 /// `Prefer: IdType="ImmutableId"` (PROVIDER-APIS.md §F.3): the ids a request asks for survive

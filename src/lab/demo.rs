@@ -327,6 +327,7 @@ fn user(address: &str, name: &str) -> ScenarioUser {
         on_hold: false,
         upn: None,
         aliases: Vec::new(),
+        full_access: Vec::new(),
         admin: false,
     }
 }

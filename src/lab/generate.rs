@@ -215,6 +215,7 @@ fn tenant(
             on_hold: false,
             upn: None,
             aliases: Vec::new(),
+            full_access: Vec::new(),
             admin: i == 0,
         })
         .collect();

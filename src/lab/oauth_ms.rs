@@ -52,8 +52,54 @@ pub fn routes() -> Router<SharedLab> {
 struct DeviceGrant {
     tenant: String,
     client_id: String,
+    /// The delegated permissions asked for, without their resource (`Mail.ReadWrite.Shared`).
+    permissions: Vec<String>,
     polls: u32,
     expires: Instant,
+}
+
+/// A refresh token handed out with a delegated token (single use: Entra rotates it).
+struct RefreshGrant {
+    tenant: String,
+    client_id: String,
+    scp: String,
+    sub: Option<String>,
+}
+
+/// Live refresh tokens of every lab in the process.
+fn refresh_grants() -> &'static Mutex<HashMap<String, RefreshGrant>> {
+    static GRANTS: OnceLock<Mutex<HashMap<String, RefreshGrant>>> = OnceLock::new();
+    GRANTS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The delegated permissions a consented tenant grants out of `asked`: those it holds as app
+/// roles, and their `.Shared` variants (the lab's admin consented to what the app lists);
+/// `.default` stands for every consented permission.
+fn consented(tenant: &Tenant, asked: &[String]) -> String {
+    if asked.iter().any(|p| p == ".default") {
+        return tenant.credentials.granted.join(" ");
+    }
+    asked
+        .iter()
+        .filter(|p| {
+            let base = p.strip_suffix(".Shared").unwrap_or(p);
+            tenant.credentials.granted.iter().any(|g| g == base)
+        })
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A new refresh token for this delegated grant.
+fn issue_refresh_token(grant: RefreshGrant) -> String {
+    let token = format!(
+        "LAB-RT-{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 24]>())
+    );
+    if let Ok(mut grants) = refresh_grants().lock() {
+        grants.insert(token.clone(), grant);
+    }
+    token
 }
 
 /// Pending device codes of every lab in the process, keyed by the (random) device code.
@@ -153,6 +199,7 @@ async fn token(
             client_credentials(&lab, &tenant, &tenant_key, &headers, &params)
         }
         Some(DEVICE_CODE_GRANT) => device_code_poll(&lab, &tenant, &params),
+        Some("refresh_token") => refresh(&lab, &tenant, &params),
         Some(other) => errors::oauth(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
@@ -238,7 +285,7 @@ fn client_credentials(
         );
     }
     let claims = access_claims(lab, tenant, &client_id, None, None);
-    token_response(lab, &claims, None)
+    token_response(lab, &claims, None, None)
 }
 
 /// `client_id:secret` from `Authorization: Basic …` (RFC 6749 §2.3.1: both form-urlencoded).
@@ -428,7 +475,12 @@ fn access_claims(
     }
 }
 
-fn token_response(lab: &Lab, claims: &AccessClaims, scope: Option<&str>) -> Response {
+fn token_response(
+    lab: &Lab,
+    claims: &AccessClaims,
+    scope: Option<&str>,
+    refresh_token: Option<&str>,
+) -> Response {
     let ttl = (claims.exp - claims.iat).max(0);
     let mut body = json!({
         "token_type": "Bearer",
@@ -438,6 +490,9 @@ fn token_response(lab: &Lab, claims: &AccessClaims, scope: Option<&str>) -> Resp
     });
     if let Some(scope) = scope {
         body["scope"] = json!(scope);
+    }
+    if let Some(rt) = refresh_token {
+        body["refresh_token"] = json!(rt);
     }
     (
         StatusCode::OK,
@@ -466,6 +521,10 @@ async fn devicecode(
     let Some(scope) = params.get("scope").filter(|s| !s.trim().is_empty()) else {
         return missing("scope");
     };
+    let permissions: Vec<String> = scope
+        .split_whitespace()
+        .map(|s| s.rsplit_once('/').map_or(s, |(_, p)| p).to_string())
+        .collect();
     // Delegated permissions are named under the tenant's cloud's Graph resource.
     let resource = format!("{}/", tenant.cloud.graph_host());
     if let Some(bad) = scope.split_whitespace().find(|s| {
@@ -500,6 +559,7 @@ async fn devicecode(
             DeviceGrant {
                 tenant: tenant.name.clone(),
                 client_id: client_id.clone(),
+                permissions,
                 polls: 0,
                 expires: now + DEVICE_CODE_TTL,
             },
@@ -541,7 +601,7 @@ fn device_code_poll(lab: &Lab, tenant: &Tenant, params: &HashMap<String, String>
                 if g.polls == 1 {
                     Err("pending")
                 } else {
-                    Ok(g.client_id.clone())
+                    Ok((g.client_id.clone(), g.permissions.clone()))
                 }
             }
         }
@@ -568,16 +628,56 @@ fn device_code_poll(lab: &Lab, tenant: &Tenant, params: &HashMap<String, String>
             "The provided value for the input parameter 'device_code' is not valid.",
             Some(70000),
         ),
-        Ok(client_id) => {
-            let scope = tenant.credentials.granted.join(" ");
+        Ok((client_id, permissions)) => {
+            let scope = consented(tenant, &permissions);
             let sub = tenant
                 .users
                 .values()
                 .find(|u| u.is_admin)
                 .map(|u| u.address.clone())
                 .or_else(|| tenant.admin_user.clone());
-            let claims = access_claims(lab, tenant, &client_id, Some(scope.clone()), sub);
-            token_response(lab, &claims, Some(&scope))
+            let claims = access_claims(lab, tenant, &client_id, Some(scope.clone()), sub.clone());
+            let rt = permissions.iter().any(|p| p == "offline_access").then(|| {
+                issue_refresh_token(RefreshGrant {
+                    tenant: tenant.name.clone(),
+                    client_id,
+                    scp: scope.clone(),
+                    sub,
+                })
+            });
+            token_response(lab, &claims, Some(&scope), rt.as_deref())
         }
     }
+}
+
+/// `grant_type=refresh_token`: a delegated token renewed without a new sign-in; the refresh
+/// token is used once and replaced (Entra rotates refresh tokens).
+fn refresh(lab: &Lab, tenant: &Tenant, params: &HashMap<String, String>) -> Response {
+    let Some(token) = params.get("refresh_token") else {
+        return missing("refresh_token");
+    };
+    let grant = refresh_grants()
+        .lock()
+        .ok()
+        .and_then(|mut grants| grants.remove(token));
+    let Some(grant) =
+        grant.filter(|g| g.tenant == tenant.name && params.get("client_id") == Some(&g.client_id))
+    else {
+        return errors::oauth(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "AADSTS9002313: Invalid request. Request is malformed or invalid (the refresh token is unknown, already used or for another client).",
+            Some(9002313),
+        );
+    };
+    let claims = access_claims(
+        lab,
+        tenant,
+        &grant.client_id,
+        Some(grant.scp.clone()),
+        grant.sub.clone(),
+    );
+    let scope = grant.scp.clone();
+    let rt = issue_refresh_token(grant);
+    token_response(lab, &claims, Some(&scope), Some(&rt))
 }

@@ -130,6 +130,10 @@ pub struct ScenarioUser {
     /// Further addresses that deliver to this mailbox (Graph `proxyAddresses`, Google aliases).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// Mailboxes this user holds Exchange FullAccess to (`Add-MailboxPermission … -AccessRights
+    /// FullAccess`): with a delegated `Mail.ReadWrite.Shared` token they may act there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub full_access: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -382,6 +386,11 @@ fn build_tenant(st: &ScenarioTenant) -> Result<Tenant, ScenarioError> {
                     .map(str::to_ascii_lowercase)
                     .unwrap_or_else(|| key.clone()),
                 aliases: u.aliases.iter().map(|a| a.to_ascii_lowercase()).collect(),
+                full_access: u
+                    .full_access
+                    .iter()
+                    .map(|a| a.to_ascii_lowercase())
+                    .collect(),
             },
         );
     }

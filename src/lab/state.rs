@@ -79,6 +79,8 @@ pub struct User {
     pub upn: String,
     /// Other addresses of this mailbox (lowercase).
     pub aliases: Vec<String>,
+    /// Mailboxes this user holds FullAccess to (lowercase).
+    pub full_access: Vec<String>,
 }
 
 /// A distribution list / group; members are addresses (users, groups, or external contacts).

@@ -259,6 +259,9 @@ struct Cached {
     token: Secret,
     refresh_at: Instant,
     granted: Vec<String>,
+    /// Delegated sign-in (`offline_access`): renews the token without a new sign-in. Kept in
+    /// memory only, like the token.
+    refresh_token: Option<Secret>,
 }
 
 /// One cache entry, locked while it is being refreshed.
@@ -291,6 +294,8 @@ struct TokenResponse {
     expires_in: Option<serde_json::Value>,
     #[serde(default)]
     scope: Option<String>,
+    #[serde(default)]
+    refresh_token: Option<String>,
 }
 
 /// Gets and caches tokens for one tenant.
@@ -351,7 +356,22 @@ impl Authenticator {
         {
             return Ok((c.token.clone(), c.granted.clone()));
         }
-        let fresh = self.fetch(subject, scopes).await?;
+        // A delegated sign-in renews with its refresh token; only when that is refused (revoked,
+        // expired after 90 days idle, Conditional Access) does the operator sign in again.
+        let renewed = match guard.as_ref().and_then(|c| c.refresh_token.clone()) {
+            Some(rt) => match self.renew(&rt).await {
+                Ok(c) => Some(c),
+                Err(f) => {
+                    tracing::warn!(code = %f.code, "refresh token refused; signing in again");
+                    None
+                }
+            },
+            None => None,
+        };
+        let fresh = match renewed {
+            Some(c) => c,
+            None => self.fetch(subject, scopes).await?,
+        };
         let out = (fresh.token.clone(), fresh.granted.clone());
         *guard = Some(fresh);
         Ok(out)
@@ -368,12 +388,50 @@ impl Authenticator {
             .cache
             .slot((subject.to_ascii_lowercase(), scopes.to_string()));
         let mut guard = slot.lock().await;
-        if guard
-            .as_ref()
-            .is_some_and(|c| c.token.expose() == token.expose())
+        if let Some(c) = guard.as_mut()
+            && c.token.expose() == token.expose()
         {
-            *guard = None;
+            // Stale, not gone: a refresh token it carries still renews it.
+            c.refresh_at = Instant::now();
         }
+    }
+
+    /// Renews a delegated token with its refresh token (`grant_type=refresh_token`; Entra
+    /// rotates the refresh token, so the new one is kept).
+    async fn renew(&self, refresh_token: &Secret) -> Result<Cached, Failure> {
+        let Flow::Microsoft {
+            token_url,
+            client_id,
+            resource,
+            ..
+        } = &self.flow
+        else {
+            return Err(Failure::new(
+                FailureReason::NotAuthorized,
+                None,
+                "no_refresh",
+                "only a Microsoft delegated sign-in renews with a refresh token",
+            ));
+        };
+        let scopes = graph_delegated_scopes(resource);
+        tracing::debug!("renewing the delegated token with its refresh token");
+        let resp = self
+            .http
+            .post_form(
+                token_url,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", client_id),
+                    ("refresh_token", refresh_token.expose()),
+                    ("scope", &scopes),
+                ],
+            )
+            .await?;
+        let mut renewed = token_result(resp, &scopes)?;
+        if renewed.refresh_token.is_none() {
+            renewed.refresh_token = Some(refresh_token.clone());
+        }
+        Ok(renewed)
     }
 
     async fn fetch(&self, subject: &str, scopes: &str) -> Result<Cached, Failure> {
@@ -569,6 +627,7 @@ fn token_result(resp: super::http::RawResponse, scopes: &str) -> Result<Cached, 
         token: Secret::new(parsed.access_token),
         refresh_at: Instant::now() + refresh_after(Duration::from_secs(expires_in)),
         granted,
+        refresh_token: parsed.refresh_token.map(Secret::new),
     })
 }
 

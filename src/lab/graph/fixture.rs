@@ -23,6 +23,7 @@ fn user(address: &str) -> ScenarioUser {
         on_hold: false,
         upn: None,
         aliases: Vec::new(),
+        full_access: Vec::new(),
         admin: false,
     }
 }

@@ -82,6 +82,7 @@ async fn begin<'a>(
     let caller = authenticate(lab, headers)?;
     require_mail(&caller, write)?;
     let mailbox = resolve_mailbox(lab, caller.t, user)?;
+    super::delegated_mailbox(lab, &caller, &mailbox, write)?;
     let guard = enter_mailbox(lab, caller.t, &mailbox)?;
     serve(lab, caller.t).await?;
     Ok(MailRequest {

@@ -277,10 +277,47 @@ pub(crate) fn authenticate(lab: &Lab, headers: &HeaderMap) -> Result<Caller, Res
     Ok(Caller { t, claims })
 }
 
-/// Mail permission: reads accept `Mail.Read` or `Mail.ReadWrite`; writes need `Mail.ReadWrite`.
+/// Mail permission: reads accept `Mail.Read` or `Mail.ReadWrite`; writes need `Mail.ReadWrite`
+/// (delegated: or their `.Shared` variants, which [`delegated_mailbox`] then scopes).
 pub(crate) fn require_mail(caller: &Caller, write: bool) -> Result<(), Response> {
-    let ok = caller.claims.has("Mail.ReadWrite") || (!write && caller.claims.has("Mail.Read"));
+    let any = |names: &[&str]| names.iter().any(|n| caller.claims.has(n));
+    let ok = any(&["Mail.ReadWrite", "Mail.ReadWrite.Shared"])
+        || (!write && any(&["Mail.Read", "Mail.Read.Shared"]));
     if ok {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::FORBIDDEN,
+            "ErrorAccessDenied",
+            "Access is denied. Check credentials and try again.",
+        ))
+    }
+}
+
+/// A delegated token reaches the signed-in user's own mailbox (`Mail.ReadWrite`) and, with
+/// `Mail.ReadWrite.Shared` (or `Mail.Read.Shared` to read), the mailboxes the user holds
+/// FullAccess to; anything else is access denied, as in Exchange. App-only tokens pass.
+pub(crate) fn delegated_mailbox(
+    lab: &Lab,
+    caller: &Caller,
+    mailbox: &str,
+    write: bool,
+) -> Result<(), Response> {
+    if caller.claims.scp.is_none() {
+        return Ok(());
+    }
+    let me = caller.claims.sub.as_deref().unwrap_or_default();
+    if me.eq_ignore_ascii_case(mailbox) {
+        return Ok(());
+    }
+    let shared = caller.claims.has("Mail.ReadWrite.Shared")
+        || (!write && caller.claims.has("Mail.Read.Shared"));
+    let full_access = lab.state().tenants[caller.t].user(me).is_some_and(|u| {
+        u.full_access
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(mailbox))
+    });
+    if shared && full_access {
         Ok(())
     } else {
         Err(error(

@@ -568,6 +568,7 @@ impl World {
                 name: CONTOSO.into(),
                 kind: TenantKind::Microsoft365,
                 cloud: Default::default(),
+                rbac_mail_scope: None,
                 tenant_id: None,
                 domains: vec![
                     ScenarioDomain {
@@ -654,6 +655,7 @@ impl World {
                 name: FABRIKAM.into(),
                 kind: TenantKind::GoogleWorkspace,
                 cloud: Default::default(),
+                rbac_mail_scope: None,
                 tenant_id: None,
                 domains: vec![
                     ScenarioDomain {

@@ -269,6 +269,7 @@ fn tenant(
         name: name.into(),
         kind,
         cloud: Default::default(),
+        rbac_mail_scope: None,
         tenant_id: None,
         domains: vec![ScenarioDomain {
             name: domain.into(),

@@ -147,6 +147,7 @@ fn clone_identity(t: &Tenant) -> Tenant {
         name: t.name.clone(),
         kind: t.kind,
         cloud: t.cloud,
+        rbac_mail_scope: t.rbac_mail_scope.clone(),
         tenant_id: t.tenant_id.clone(),
         domains: t.domains.clone(),
         credentials: t.credentials.clone(),

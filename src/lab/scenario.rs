@@ -76,6 +76,11 @@ pub struct ScenarioTenant {
     /// that cloud's Graph resource in every scope and mints tokens for it.
     #[serde(default, skip_serializing_if = "crate::config::Cloud::is_global")]
     pub cloud: crate::config::Cloud,
+    /// Microsoft: mail access granted by Exchange RBAC for Applications (a role assignment
+    /// "Application Mail.ReadWrite" with a management scope) to these mailboxes only, instead
+    /// of an Entra `Mail.ReadWrite` consent (leave it out of `granted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rbac_mail_scope: Option<Vec<String>>,
     /// Microsoft directory id (default: derived from the name) / Google customer id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant_id: Option<String>,
@@ -344,6 +349,10 @@ fn build_tenant(st: &ScenarioTenant) -> Result<Tenant, ScenarioError> {
         name: st.name.clone(),
         kind: st.kind,
         cloud: st.cloud,
+        rbac_mail_scope: st
+            .rbac_mail_scope
+            .as_ref()
+            .map(|v| v.iter().map(|m| m.to_ascii_lowercase()).collect()),
         tenant_id,
         domains: st
             .domains

@@ -172,6 +172,9 @@ pub struct Tenant {
     pub kind: TenantKind,
     /// Microsoft national cloud (scopes and token audience name its Graph resource).
     pub cloud: crate::config::Cloud,
+    /// Mailboxes an Exchange RBAC-for-Applications role assignment lets the app read and write
+    /// (without an Entra `Mail.ReadWrite` consent); `None`: no such assignment.
+    pub rbac_mail_scope: Option<std::collections::BTreeSet<String>>,
     /// Microsoft: the directory id (GUID) also accepted as its primary domain; Google: customer id.
     pub tenant_id: String,
     pub domains: Vec<Domain>,

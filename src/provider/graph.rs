@@ -26,6 +26,13 @@ pub const NEEDED_ROLES: &[&str] = &[
     "GroupMember.Read.All",
 ];
 
+/// Mailboxes `doctor` reads (one message id each) to find mail access granted by Exchange RBAC
+/// for Applications, which the token's roles do not show.
+const RBAC_PROBES: usize = 20;
+
+/// What `doctor` says when mail access comes from Exchange RBAC for Applications.
+const RBAC_SCOPED_NOTE: &str = "mail access is scoped by Exchange RBAC for Applications: do not add Mail.ReadWrite to the Entra consent (the two add up and the scope would be undone); check a mailbox with `Test-ServicePrincipalAuthorization -Identity <app> -Resource <mailbox>`; mailboxes outside the scope fail as not_authorized";
+
 /// Well-known folders whose ids we learn per mailbox to name a copy's folder.
 const WELL_KNOWN: &[&str] = &[
     "inbox",
@@ -694,12 +701,33 @@ impl GraphClient {
         let needed: Vec<String> = NEEDED_ROLES.iter().map(|s| s.to_string()).collect();
         let how_to_grant = self.admin_consent_url();
         match self.auth.token_and_grants("", self.scope()).await {
-            Ok((_, granted)) => {
-                let missing = needed
+            Ok((_, mut granted)) => {
+                let mut missing: Vec<String> = needed
                     .iter()
                     .filter(|n| !granted.iter().any(|g| g.eq_ignore_ascii_case(n)))
                     .cloned()
                     .collect();
+                let mut how_to_grant = how_to_grant;
+                // Exchange RBAC for Applications grants mail access outside the token's roles
+                // (and needs the Entra Mail.ReadWrite consent removed): a mailbox read that
+                // works proves it. The consent URL would undo the scoping, so it is offered
+                // only for the directory permissions then.
+                if missing.iter().any(|m| m == "Mail.ReadWrite")
+                    && let Some(mailbox) = self.probe_mail_access().await
+                {
+                    missing.retain(|m| m != "Mail.ReadWrite");
+                    granted.push(format!(
+                        "Mail.ReadWrite (Exchange RBAC for Applications, scoped; read {mailbox})"
+                    ));
+                    how_to_grant = if missing.is_empty() {
+                        RBAC_SCOPED_NOTE.to_string()
+                    } else {
+                        format!(
+                            "grant the directory permissions {} as Entra application permissions ({how_to_grant}) but NOT Mail.ReadWrite: {RBAC_SCOPED_NOTE}",
+                            missing.join(", ")
+                        )
+                    };
+                }
                 Permissions {
                     token: Ok(()),
                     granted,
@@ -716,6 +744,22 @@ impl GraphClient {
                 how_to_grant,
             },
         }
+    }
+
+    /// The first of up to [`RBAC_PROBES`] mailboxes whose mail this app may read, if any.
+    async fn probe_mail_access(&self) -> Option<String> {
+        let users = self.list_mailboxes().await.ok()?;
+        for user in users.into_iter().take(RBAC_PROBES) {
+            let probe = SubRequest::get(
+                format!("/users/{}/messages?$top=1&$select=id", enc(&user)),
+                &user,
+                0,
+            );
+            if matches!(call(self, probe).await, Ok(r) if r.ok()) {
+                return Some(user);
+            }
+        }
+        None
     }
 
     /// `https://login.microsoftonline.com/{tenant}/adminconsent?client_id=…`
@@ -768,7 +812,9 @@ impl GraphClient {
                             Ok(r) if matches!(r.status, 401 | 403) => {
                                 let (code, message) = error_code_message(&r.body);
                                 DomainRetract::Missing {
-                                    permission: "Mail.ReadWrite (application access policy)".into(),
+                                    permission: format!(
+                                        "Mail.ReadWrite for {user} (outside the app's Exchange RBAC scope or application access policy; one mailbox probed, a scope by group or filter may still cover others)"
+                                    ),
                                     detail: format!("HTTP {} {code}: {message}", r.status),
                                 }
                             }

@@ -75,6 +75,7 @@ fn tenant(name: &str, domains: Vec<ScenarioDomain>) -> ScenarioTenant {
         name: name.into(),
         kind: TenantKind::Microsoft365,
         cloud: Default::default(),
+        rbac_mail_scope: None,
         tenant_id: None,
         domains,
         client_id: None,

@@ -80,9 +80,13 @@ async fn begin<'a>(
     let immutable_ids = wants_immutable_ids(headers);
     lab.note_id_type(immutable_ids);
     let caller = authenticate(lab, headers)?;
-    require_mail(&caller, write)?;
+    let rbac = lab.state().tenants[caller.t].rbac_mail_scope.is_some();
+    if !rbac {
+        require_mail(&caller, write)?;
+    }
     let mailbox = resolve_mailbox(lab, caller.t, user)?;
     super::delegated_mailbox(lab, &caller, &mailbox, write)?;
+    super::rbac_mailbox(lab, &caller, &mailbox)?;
     let guard = enter_mailbox(lab, caller.t, &mailbox)?;
     serve(lab, caller.t).await?;
     Ok(MailRequest {

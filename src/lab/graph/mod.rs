@@ -328,6 +328,29 @@ pub(crate) fn delegated_mailbox(
     }
 }
 
+/// Exchange RBAC for Applications: an app-only token without an Entra `Mail.ReadWrite` role
+/// reaches the mailboxes its role assignment's scope covers, and gets `ErrorAccessDenied`
+/// elsewhere. An Entra consent, where present, still reaches every mailbox (the two add up:
+/// that is why Microsoft says to remove it when scoping).
+pub(crate) fn rbac_mailbox(lab: &Lab, caller: &Caller, mailbox: &str) -> Result<(), Response> {
+    if caller.claims.scp.is_some() || caller.claims.has("Mail.ReadWrite") {
+        return Ok(());
+    }
+    let in_scope = match &lab.state().tenants[caller.t].rbac_mail_scope {
+        None => return Ok(()),
+        Some(scope) => scope.contains(&mailbox.to_ascii_lowercase()),
+    };
+    if in_scope {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::FORBIDDEN,
+            "ErrorAccessDenied",
+            "Access is denied. Check credentials and try again.",
+        ))
+    }
+}
+
 /// Directory permission: any one of `any_of`.
 pub(crate) fn require_directory(caller: &Caller, any_of: &[&str]) -> Result<(), Response> {
     if any_of.iter().any(|p| caller.claims.has(p)) {

@@ -74,5 +74,24 @@ mod tests {
         .expect("template parses");
         assert_eq!(config.tenants.len(), 2);
         assert!(TEMPLATE.lines().filter(|l| l.starts_with('#')).count() > 20);
+        // What the README's "Connecting real tenants" says, the template does: certificates
+        // first, the Gmail quota of current projects, Google domains present.
+        let (ms, google) = (&config.tenants[0], &config.tenants[1]);
+        assert_eq!(ms.auth, crate::config::MicrosoftAuth::Certificate);
+        assert!(ms.cloud.is_global());
+        assert!(!google.domains.is_empty());
+        assert_eq!(google.limits.gmail_units_per_second, 100);
+        assert_eq!(google.limits.gmail_project_units_per_minute, 1_200_000);
+        assert_eq!(google.limits.gmail_project_units_per_day, 80_000_000);
+        for must in [
+            "RBAC for Applications",
+            "NOT Mail.ReadWrite",
+            "Privileged Role Administrator",
+            "Admin SDK API",
+            "super administrator",
+            "Allow public client flows",
+        ] {
+            assert!(TEMPLATE.contains(must), "template lacks {must:?}");
+        }
     }
 }

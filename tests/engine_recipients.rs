@@ -87,6 +87,19 @@ copy = [{{ mailbox = "sam@fabrikam.com" }}]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aliases_sign_in_names_hidden_and_dynamic_lists_are_each_accounted_for() {
     let lab = synced_lab(&scenario(), LabOptions::default(), &[], 30).await;
+    // The trace sync reads each mailbox by its sign-in name: jon.doe's copy is indexed too.
+    let contoso = lab
+        .store
+        .trace_by_message_id(MID)
+        .unwrap()
+        .into_iter()
+        .find(|r| r.tenant == "contoso")
+        .unwrap();
+    assert!(
+        contoso.delivered_to().contains(&"jdoe@contoso.com"),
+        "{:?}",
+        contoso.delivered_to()
+    );
     let server = lab.server;
     let engine = Engine::new(lab.config, lab.store).unwrap();
     let plan = engine

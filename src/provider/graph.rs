@@ -573,18 +573,32 @@ impl GraphClient {
         }
     }
 
+    /// Every user's mailbox key: the userPrincipalName, which Graph's `/users/{key}` accepts
+    /// (a mail address that differs from it is not found there).
     pub async fn list_mailboxes(&self) -> Result<Vec<String>, Failure> {
+        Ok(self
+            .list_users()
+            .await?
+            .into_iter()
+            .map(|(_, upn)| upn)
+            .collect())
+    }
+
+    /// (mail address, userPrincipalName) of every user, lowercase; the mail address is the
+    /// userPrincipalName when the user has none.
+    async fn list_users(&self) -> Result<Vec<(String, String)>, Failure> {
         let users = self
             .get_all("/users?$select=id,mail,userPrincipalName&$top=999", "")
             .await?;
         Ok(users
             .iter()
             .filter_map(|u| {
-                u["mail"]
+                let upn = u["userPrincipalName"]
                     .as_str()
-                    .or_else(|| u["userPrincipalName"].as_str())
+                    .or_else(|| u["mail"].as_str())?;
+                let mail = u["mail"].as_str().unwrap_or(upn);
+                Some((mail.to_ascii_lowercase(), upn.to_ascii_lowercase()))
             })
-            .map(|s| s.to_ascii_lowercase())
             .collect())
     }
 
@@ -774,7 +788,7 @@ impl GraphClient {
 
     pub async fn domains_status(&self) -> Result<Vec<DomainStatus>, Failure> {
         let in_tenant = self.tenant_domains().await?;
-        let users = self.list_mailboxes().await.unwrap_or_default();
+        let users = self.list_users().await.unwrap_or_default();
         let mut names: Vec<String> = in_tenant.clone();
         for d in &self.tenant.domains {
             let d = d.to_ascii_lowercase();
@@ -796,7 +810,8 @@ impl GraphClient {
             } else {
                 match users
                     .iter()
-                    .find(|u| address_domain(u).as_deref() == Some(domain.as_str()))
+                    .find(|(mail, _)| address_domain(mail).as_deref() == Some(domain.as_str()))
+                    .map(|(_, upn)| upn)
                 {
                     None => DomainRetract::Unknown {
                         detail: "no mailbox in this domain to probe".into(),

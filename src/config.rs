@@ -68,6 +68,12 @@ impl Cloud {
         }
     }
 
+    /// Whether Graph offers the message trace (`/admin/exchange/tracing/messageTraces`) here
+    /// (the global service only).
+    pub fn offers_message_trace(self) -> bool {
+        self == Cloud::Global
+    }
+
     /// Whether Graph offers `message: permanentDelete` here (the global service only).
     pub fn offers_permanent_delete(self) -> bool {
         self == Cloud::Global

@@ -102,6 +102,8 @@ pub struct Lab {
     /// The fault rate in force (`f64` bits): starts at `options.fault_rate`, changeable while
     /// the lab runs (a test syncs a clean trace, then turns faults on).
     fault_rate: AtomicU64,
+    /// Graph message trace: requests per tenant in the throttling window.
+    pub trace_windows: graph::tracing::TraceWindows,
 }
 
 /// The lab as handlers share it.
@@ -131,6 +133,7 @@ impl Lab {
             scenario_name: scenario.name.clone(),
             base_url: OnceLock::new(),
             fault_rate: AtomicU64::new(options.fault_rate.to_bits()),
+            trace_windows: Default::default(),
             options,
         })
     }

@@ -20,6 +20,7 @@ pub const GRAPH_ROLES: &[&str] = &[
     "User.Read.All",
     "Domain.Read.All",
     "GroupMember.Read.All",
+    "ExchangeMessageTrace.Read.All",
 ];
 
 /// Google scopes a fully delegated lab service account holds.

@@ -22,6 +22,7 @@ pub mod filter;
 pub mod fixture;
 pub mod json;
 mod mail;
+pub mod tracing;
 
 use super::errors;
 use super::limits::{MailboxGuard, Throttle};
@@ -142,6 +143,10 @@ fn graph_routes() -> Router<SharedLab> {
             get(directory::transitive_members),
         )
         .route("/domains", get(directory::list_domains))
+        .route(
+            "/admin/exchange/tracing/messageTraces",
+            get(tracing::message_traces),
+        )
         .route("/$batch", post(batch::batch))
         .fallback(unknown_segment)
 }

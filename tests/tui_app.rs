@@ -37,16 +37,11 @@ fn app_with_results(n: usize) -> App {
 fn app_with_recipients() -> App {
     let mut app = app_with_results(10);
     let commands = keys(&mut app, &["enter"]);
-    let Some(Command::LoadRecipients {
-        generation,
-        message,
-    }) = commands.first().cloned()
-    else {
+    let Some(Command::LoadRecipients { generation, .. }) = commands.first().cloned() else {
         panic!("expected LoadRecipients, got {commands:?}");
     };
     app.on_engine(EngineEvent::RecipientsLoaded {
         generation,
-        message,
         rows: recipients(),
     });
     app
@@ -140,7 +135,7 @@ fn selecting_a_row_loads_its_recipients() {
         commands,
         vec![Command::LoadRecipients {
             generation: 1,
-            message: message_ref(2),
+            message_ids: vec![message_ref(2).message_id],
         }]
     );
     assert_eq!(app.focus, Pane::Recipients);
@@ -154,14 +149,12 @@ fn recipients_loaded_previews_depth_zero_and_a_stale_load_is_dropped() {
     keys(&mut app, &["1", "j", "enter"]); // a second message: generation 2
     let stale = app.on_engine(EngineEvent::RecipientsLoaded {
         generation: 1,
-        message: message_ref(0),
         rows: recipients(),
     });
     assert!(stale.is_empty());
     assert_eq!(app.recipients.rows, Loadable::Loading);
     let commands = app.on_engine(EngineEvent::RecipientsLoaded {
         generation: 2,
-        message: message_ref(1),
         rows: recipients(),
     });
     assert!(matches!(
@@ -177,7 +170,8 @@ fn recipients_loaded_previews_depth_zero_and_a_stale_load_is_dropped() {
 #[test]
 fn unticking_two_recipients_then_depth_plus_one_previews_with_the_included_set() {
     let mut app = app_with_recipients();
-    // Rows: alice, bob, carol, sales (DL, off), dave, partner (external, off).
+    // Rows: alice, bob (contoso), carol (fabrikam) located; then erin (unresolved), sales
+    // (DL), dave (not authorized), frank (gone), grace (in another job), partner (external).
     let commands = keys(&mut app, &["space", "j", "space"]);
     assert!(
         commands.is_empty(),
@@ -188,14 +182,10 @@ fn unticking_two_recipients_then_depth_plus_one_previews_with_the_included_set()
         commands,
         vec![Command::PreviewDepth {
             generation: 2,
-            message: message_ref(0),
+            message_ids: vec![message_ref(0).message_id],
             depth: 1,
-            included: vec![
-                "carol@contoso.example".into(),
-                "dave@fabrikam.example".into()
-            ],
-            // Only what the operator unticked: the DL and the external address were never
-            // suggested, so they do not keep anyone out at deeper depths.
+            // Only what the operator unticked: the rows that cannot be ticked (the DL, the
+            // external address…) do not keep anyone out at deeper depths.
             excluded: vec!["alice@contoso.example".into(), "bob@contoso.example".into(),],
         }]
     );
@@ -328,16 +318,18 @@ fn a_plan_with_nobody_included_is_not_built() {
 fn select_all_none_invert_and_filter_apply_to_the_visible_rows() {
     let mut app = app_with_recipients();
     keys(&mut app, &["a"]);
-    assert!(app.recipients.included.iter().all(|on| *on));
+    // Every row that can be ticked: the three located mailboxes.
+    assert_eq!(app.included_count(), 3);
     keys(&mut app, &["/"]);
     type_text(&mut app, "contoso");
     keys(&mut app, &["enter"]);
-    assert_eq!(app.recipients.visible.len(), 4);
+    // alice, bob, sales, dave, frank, grace.
+    assert_eq!(app.recipients.visible.len(), 6);
     keys(&mut app, &["i"]);
     assert_eq!(
         app.recipients.included,
-        vec![false, false, false, false, true, true],
-        "only the 4 contoso rows were inverted"
+        vec![false, false, true, false, false, false, false, false, false],
+        "only the visible rows that can be ticked were inverted"
     );
 }
 
@@ -605,7 +597,6 @@ fn keymap_overrides_remap_and_bad_entries_say_where() {
     keys(&mut app, &["enter"]);
     app.on_engine(EngineEvent::RecipientsLoaded {
         generation: 1,
-        message: message_ref(0),
         rows: recipients(),
     });
     keys(&mut app, &["t"]);
@@ -795,7 +786,6 @@ fn any_event() -> impl Strategy<Value = EngineEvent> {
         query_error(),
         EngineEvent::RecipientsLoaded {
             generation: 1,
-            message: message_ref(0),
             rows: recipients(),
         },
         EngineEvent::DepthPreviewed {

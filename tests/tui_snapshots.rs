@@ -62,7 +62,6 @@ fn with_recipients() -> App {
     let generation = app.recipients.generation;
     app.on_engine(EngineEvent::RecipientsLoaded {
         generation,
-        message: message_ref(0),
         rows: recipients(),
     });
     app
@@ -253,7 +252,6 @@ fn recipients_pane_states() {
     let generation = empty.recipients.generation;
     empty.on_engine(EngineEvent::RecipientsLoaded {
         generation,
-        message: message_ref(0),
         rows: vec![],
     });
     snap("recipients_empty", &empty);
@@ -523,7 +521,6 @@ fn a_custom_keymap_shows_in_the_hint_bar_and_help() {
     let generation = app.recipients.generation;
     app.on_engine(EngineEvent::RecipientsLoaded {
         generation,
-        message: message_ref(1),
         rows: recipients(),
     });
     let text = render_text(&app, &theme, 80, 24);

@@ -657,7 +657,7 @@ fn the_selected_row_uses_the_selection_style() {
                 .lines()
                 .nth(selected_y)
                 .unwrap()
-                .contains("Quarterly results")
+                .contains("Quarterly result")
         );
         for x in 1..79 {
             assert!(

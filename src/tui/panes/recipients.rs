@@ -70,7 +70,7 @@ fn action_label(action: RetractAction) -> String {
 
 // Layout inside the pane:
 //
-// +-Recipients: "Invoice overdue" from a@evil.example (2 tenants)-------------------+
+// +-Recipients (2 tenants): "Invoice overdue" from a@evil.example-------------------+
 // | Action: [Junk Email]   Depth: 1 (+/-)   Included: 8 of 10, 3 not tickable      |
 // | depth 0: 10 copies in 10 mailboxes   +1: 4 copies in 3 mailboxes                |
 // | Inc Tenant   Address            State           Folder      Read Last outcome   |
@@ -91,10 +91,10 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         .unwrap_or_default();
     let title = match &r.message {
         Some(m) if tenants.len() > 1 => format!(
-            " Recipients: \"{}\" from {} ({} tenants) ",
+            " Recipients ({} tenants): \"{}\" from {} ",
+            tenants.len(),
             m.subject,
-            m.from,
-            tenants.len()
+            m.from
         ),
         Some(m) => format!(" Recipients: \"{}\" from {} ", m.subject, m.from),
         None => " Recipients ".to_string(),

@@ -207,7 +207,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                 rows,
                 [
                     Constraint::Length(if wide { 16 } else { 11 }),
-                    Constraint::Length(if wide { 10 } else { 8 }),
+                    Constraint::Length(if wide { 10 } else { 9 }),
                     Constraint::Fill(2),
                     Constraint::Fill(3),
                     Constraint::Length(6),

@@ -353,3 +353,99 @@ async fn the_campaign_plan_accounts_for_every_copy_and_recipient() {
             .all(|i| i.mailbox != demo::CAMPAIGN_SENDER)
     );
 }
+
+/// The console's checklist for the demo campaign (no tenant named): every mailbox holding one
+/// of the campaign's 150 copies in the lab, in both tenants, is a row with the state the lab's
+/// own folders and grants call for; the lists it was addressed to are rows of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_campaign_checklist_lists_every_mailbox_holding_a_copy_plus_the_lists() {
+    use clawback::engine::view::{AddressKind, RecipientState};
+    use clawback::model::FailureReason;
+    let w = world().await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let progress = clawback::engine::planner::LocateProgress::new(tx);
+    let rows = w
+        .engine
+        .recipient_checklist(&[CAMPAIGN_MESSAGE_ID.to_string()], Some(&progress))
+        .await
+        .unwrap();
+    drop(progress);
+    // The lab's state: who holds a copy of the campaign, where, in which tenant.
+    let lab = lab_folders(&w.server);
+    let holders: BTreeMap<(String, String), Vec<Folder>> = lab
+        .iter()
+        .filter(|(k, _)| k.2 == CAMPAIGN_MESSAGE_ID)
+        .map(|(k, f)| ((k.0.clone(), k.1.to_ascii_lowercase()), f.clone()))
+        .collect();
+    assert_eq!(
+        holders.len(),
+        demo::CAMPAIGN_RECIPIENTS,
+        "150 copies in the lab"
+    );
+    let granted: BTreeSet<(String, String)> = w
+        .scenario
+        .tenants
+        .iter()
+        .flat_map(|t| {
+            t.domains
+                .iter()
+                .filter(|d| d.granted)
+                .map(|d| (t.name.clone(), d.name.to_ascii_lowercase()))
+        })
+        .collect();
+    let row = |t: &str, a: &str| {
+        rows.iter()
+            .find(|r| r.tenant == t && r.address.eq_ignore_ascii_case(a))
+    };
+    for ((tenant, mailbox), folders) in &holders {
+        let r = row(tenant, mailbox).unwrap_or_else(|| panic!("no row for {tenant}/{mailbox}"));
+        let domain = mailbox.rsplit('@').next().unwrap_or_default().to_string();
+        let reason = match &r.state {
+            RecipientState::NotActionable { reason, .. } => Some(*reason),
+            RecipientState::Located => None,
+            RecipientState::Unresolved { reason, detail } => {
+                panic!("{mailbox} unresolved on a quiet lab: {reason} {detail}")
+            }
+        };
+        if !granted.contains(&(tenant.clone(), domain)) {
+            assert_eq!(reason, Some(FailureReason::NotAuthorized), "{mailbox}");
+        } else if folders.iter().all(|f| f.is_gone()) {
+            assert_eq!(reason, Some(FailureReason::AlreadyGone), "{mailbox}");
+        } else {
+            assert_eq!(reason, None, "{mailbox}");
+            assert!(r.tickable());
+            assert_eq!(r.folder.as_ref(), folders.iter().find(|f| !f.is_gone()));
+        }
+    }
+    // Both tenants, and the two lists as not_a_mailbox rows (never tickable).
+    for (tenant, list) in [
+        (demo::CONTOSO, demo::DEMO_DL),
+        (demo::FABRIKAM, demo::FABRIKAM_SALES_DL),
+    ] {
+        let r = row(tenant, list).unwrap_or_else(|| panic!("no row for {list}"));
+        assert_eq!(r.kind, AddressKind::DistributionList);
+        assert!(!r.tickable());
+    }
+    // Nothing else but the holders, the lists and what the plan says about outsiders.
+    for r in &rows {
+        let held = holders.contains_key(&(r.tenant.clone(), r.address.to_ascii_lowercase()));
+        assert!(
+            held || !r.tickable(),
+            "{}/{} tickable without a copy in the lab",
+            r.tenant,
+            r.address
+        );
+    }
+    let located = rows.iter().filter(|r| r.tickable()).count();
+    // Progress heard every locate: the last count is complete.
+    let mut last = None;
+    while let Ok(c) = rx.try_recv() {
+        last = Some(c);
+    }
+    let last = last.unwrap();
+    assert_eq!(last.done, last.total);
+    assert!(
+        last.total as usize >= located,
+        "{last:?} vs {located} located"
+    );
+}

@@ -37,16 +37,11 @@ fn app_with_results(n: usize) -> App {
 fn app_with_recipients() -> App {
     let mut app = app_with_results(10);
     let commands = keys(&mut app, &["enter"]);
-    let Some(Command::LoadRecipients {
-        generation,
-        message,
-    }) = commands.first().cloned()
-    else {
+    let Some(Command::LoadRecipients { generation, .. }) = commands.first().cloned() else {
         panic!("expected LoadRecipients, got {commands:?}");
     };
     app.on_engine(EngineEvent::RecipientsLoaded {
         generation,
-        message,
         rows: recipients(),
     });
     app
@@ -140,7 +135,7 @@ fn selecting_a_row_loads_its_recipients() {
         commands,
         vec![Command::LoadRecipients {
             generation: 1,
-            message: message_ref(2),
+            message_ids: vec![message_ref(2).message_id],
         }]
     );
     assert_eq!(app.focus, Pane::Recipients);
@@ -154,14 +149,12 @@ fn recipients_loaded_previews_depth_zero_and_a_stale_load_is_dropped() {
     keys(&mut app, &["1", "j", "enter"]); // a second message: generation 2
     let stale = app.on_engine(EngineEvent::RecipientsLoaded {
         generation: 1,
-        message: message_ref(0),
         rows: recipients(),
     });
     assert!(stale.is_empty());
     assert_eq!(app.recipients.rows, Loadable::Loading);
     let commands = app.on_engine(EngineEvent::RecipientsLoaded {
         generation: 2,
-        message: message_ref(1),
         rows: recipients(),
     });
     assert!(matches!(
@@ -177,7 +170,8 @@ fn recipients_loaded_previews_depth_zero_and_a_stale_load_is_dropped() {
 #[test]
 fn unticking_two_recipients_then_depth_plus_one_previews_with_the_included_set() {
     let mut app = app_with_recipients();
-    // Rows: alice, bob, carol, sales (DL, off), dave, partner (external, off).
+    // Rows: alice, bob (contoso), carol (fabrikam) located; then erin (unresolved), sales
+    // (DL), dave (not authorized), frank (gone), grace (in another job), partner (external).
     let commands = keys(&mut app, &["space", "j", "space"]);
     assert!(
         commands.is_empty(),
@@ -188,14 +182,10 @@ fn unticking_two_recipients_then_depth_plus_one_previews_with_the_included_set()
         commands,
         vec![Command::PreviewDepth {
             generation: 2,
-            message: message_ref(0),
+            message_ids: vec![message_ref(0).message_id],
             depth: 1,
-            included: vec![
-                "carol@contoso.example".into(),
-                "dave@fabrikam.example".into()
-            ],
-            // Only what the operator unticked: the DL and the external address were never
-            // suggested, so they do not keep anyone out at deeper depths.
+            // Only what the operator unticked: the rows that cannot be ticked (the DL, the
+            // external address…) do not keep anyone out at deeper depths.
             excluded: vec!["alice@contoso.example".into(), "bob@contoso.example".into(),],
         }]
     );
@@ -328,16 +318,18 @@ fn a_plan_with_nobody_included_is_not_built() {
 fn select_all_none_invert_and_filter_apply_to_the_visible_rows() {
     let mut app = app_with_recipients();
     keys(&mut app, &["a"]);
-    assert!(app.recipients.included.iter().all(|on| *on));
+    // Every row that can be ticked: the three located mailboxes.
+    assert_eq!(app.included_count(), 3);
     keys(&mut app, &["/"]);
     type_text(&mut app, "contoso");
     keys(&mut app, &["enter"]);
-    assert_eq!(app.recipients.visible.len(), 4);
+    // alice, bob, sales, dave, frank, grace.
+    assert_eq!(app.recipients.visible.len(), 6);
     keys(&mut app, &["i"]);
     assert_eq!(
         app.recipients.included,
-        vec![false, false, false, false, true, true],
-        "only the 4 contoso rows were inverted"
+        vec![false, false, true, false, false, false, false, false, false],
+        "only the visible rows that can be ticked were inverted"
     );
 }
 
@@ -605,7 +597,6 @@ fn keymap_overrides_remap_and_bad_entries_say_where() {
     keys(&mut app, &["enter"]);
     app.on_engine(EngineEvent::RecipientsLoaded {
         generation: 1,
-        message: message_ref(0),
         rows: recipients(),
     });
     keys(&mut app, &["t"]);
@@ -795,7 +786,6 @@ fn any_event() -> impl Strategy<Value = EngineEvent> {
         query_error(),
         EngineEvent::RecipientsLoaded {
             generation: 1,
-            message: message_ref(0),
             rows: recipients(),
         },
         EngineEvent::DepthPreviewed {
@@ -1283,4 +1273,203 @@ fn a_failed_outcome_keeps_its_reason_in_the_label() {
         reason: clawback::model::FailureReason::NotAuthorized,
     };
     assert_eq!(failed.label(), "failed: not_authorized");
+}
+
+// ---- the recipient checklist (issue 12) ----
+
+/// The generation and Message-IDs of the recipient load `commands` holds.
+fn load_of(commands: &[Command]) -> (u64, Vec<String>) {
+    commands
+        .iter()
+        .find_map(|c| match c {
+            Command::LoadRecipients {
+                generation,
+                message_ids,
+            } => Some((*generation, message_ids.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no LoadRecipients in {commands:?}"))
+}
+
+fn status_text(app: &App) -> String {
+    app.status
+        .as_ref()
+        .map(|s| s.text.clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn rows_that_cannot_be_ticked_refuse_space_and_say_why() {
+    let mut app = app_with_recipients();
+    // alice, bob, carol located; erin unresolved; then sales (DL), dave (not authorized)…
+    keys(&mut app, &["j", "j", "j"]);
+    let before = app.recipients.included.clone();
+    assert!(keys(&mut app, &["space"]).is_empty());
+    assert_eq!(app.recipients.included, before, "nothing ticked");
+    let status = app.status.clone().unwrap();
+    assert!(status.is_error);
+    assert!(
+        status
+            .text
+            .contains("erin@fabrikam.example cannot be ticked")
+            && status.text.contains("throttled")
+            && status.text.contains("the job locates it again"),
+        "{}",
+        status.text
+    );
+    keys(&mut app, &["j", "space"]);
+    assert!(
+        status_text(&app).contains("sales@contoso.example cannot be ticked: not_a_mailbox"),
+        "{}",
+        status_text(&app)
+    );
+    keys(&mut app, &["j", "space"]);
+    assert!(status_text(&app).contains("not_authorized: 403 ErrorAccessDenied"));
+    // Select all ticks only the located rows; nothing that cannot be acted on is an exclusion.
+    keys(&mut app, &["a"]);
+    assert_eq!(app.included_count(), 3);
+    assert!(app.excluded().is_empty());
+}
+
+#[test]
+fn a_refresh_and_reopening_the_same_message_keep_exclusions_depth_and_action() {
+    let mut app = app_with_recipients();
+    keys(&mut app, &["space", "+", "x"]);
+    assert_eq!(app.excluded(), vec!["alice@contoso.example".to_string()]);
+    // Ctrl-R reloads; the new rows come back with alice still unticked.
+    let (generation, ids) = load_of(&keys(&mut app, &["ctrl+r"]));
+    assert_eq!(ids, vec!["<m0@evil.example>".to_string()]);
+    app.on_engine(EngineEvent::RecipientsLoaded {
+        generation,
+        rows: recipients(),
+    });
+    assert_eq!(app.excluded(), vec!["alice@contoso.example".to_string()]);
+    assert_eq!(app.recipients.included[..3], [false, true, true]);
+    // Reopening the same message from the search pane keeps them too.
+    let (generation, _) = load_of(&keys(&mut app, &["1", "enter"]));
+    app.on_engine(EngineEvent::RecipientsLoaded {
+        generation,
+        rows: recipients(),
+    });
+    assert_eq!(app.excluded(), vec!["alice@contoso.example".to_string()]);
+    assert_eq!(app.recipients.depth, 1);
+    assert_eq!(app.recipients.action, RetractAction::Trash);
+    // And the plan gets exactly those exclusions and that depth.
+    let commands = keys(&mut app, &["p"]);
+    let [Command::BuildPlan(request)] = commands.as_slice() else {
+        panic!("{commands:?}");
+    };
+    assert_eq!(request.exclude, vec!["alice@contoso.example".to_string()]);
+    assert_eq!(request.depth, 1);
+    assert!(request.tenants.is_empty(), "every tenant holding it");
+}
+
+#[test]
+fn opening_another_message_resets_action_exclusions_and_depth_and_says_so() {
+    let mut app = admin_app();
+    app.startup();
+    app.on_engine(EngineEvent::SearchCompleted {
+        generation: 1,
+        rows: search_rows(10),
+        total: 10,
+    });
+    let (generation, _) = load_of(&keys(&mut app, &["enter"]));
+    app.on_engine(EngineEvent::RecipientsLoaded {
+        generation,
+        rows: recipients(),
+    });
+    keys(&mut app, &["space", "j", "space", "+", "+", "x", "x", "x"]);
+    assert_eq!(app.recipients.action, RetractAction::HardDelete);
+    let (generation, ids) = load_of(&keys(&mut app, &["1", "j", "enter"]));
+    assert_eq!(ids, vec!["<m1@evil.example>".to_string()]);
+    assert_eq!(
+        app.recipients.action,
+        RetractAction::Junk,
+        "never Hard Delete"
+    );
+    assert_eq!(app.recipients.depth, 0);
+    let status = status_text(&app);
+    assert!(
+        status.contains("action reset to Junk Email (was Hard Delete)")
+            && status.contains("2 exclusions cleared")
+            && status.contains("depth 0 (was 2)"),
+        "{status}"
+    );
+    app.on_engine(EngineEvent::RecipientsLoaded {
+        generation,
+        rows: recipients(),
+    });
+    assert!(app.excluded().is_empty());
+    assert_eq!(app.included_count(), 3);
+}
+
+#[test]
+fn a_campaign_row_opens_every_message_of_the_campaign_in_every_tenant() {
+    let mut app = app();
+    app.startup();
+    // One Message-ID in two tenants, plus an unrelated message.
+    let mut rows = search_rows(3);
+    rows[1].message.tenant = "fabrikam".into();
+    rows[1].message.message_id = rows[0].message.message_id.clone();
+    rows[1].campaign = rows[0].campaign;
+    rows[2].campaign = Some(99);
+    app.on_engine(EngineEvent::SearchCompleted {
+        generation: 1,
+        rows,
+        total: 3,
+    });
+    keys(&mut app, &["c"]);
+    let screen = render_text(&app, &clawback::tui::theme::Theme::default_theme(), 80, 24);
+    assert!(screen.contains("2 tenants billing0"), "{screen}");
+    let (_, ids) = load_of(&keys(&mut app, &["enter"]));
+    assert_eq!(ids, vec!["<m0@evil.example>".to_string()]);
+}
+
+#[test]
+fn loading_recipients_shows_progress_and_esc_cancels_it() {
+    let mut app = app_with_results(10);
+    let (generation, _) = load_of(&keys(&mut app, &["enter"]));
+    app.on_engine(EngineEvent::RecipientsProgressed {
+        generation,
+        done: 37,
+        total: 150,
+        elapsed_secs: 3,
+    });
+    let screen = render_text(&app, &clawback::tui::theme::Theme::default_theme(), 100, 24);
+    assert!(
+        screen.contains("Loading recipients... 37/150 mailboxes located, 3 s (esc cancels)"),
+        "{screen}"
+    );
+    // A stale generation's progress is ignored.
+    app.on_engine(EngineEvent::RecipientsProgressed {
+        generation: generation - 1,
+        done: 1,
+        total: 2,
+        elapsed_secs: 9,
+    });
+    assert_eq!(app.recipients.progress, Some((37, 150, 3)));
+    // Esc asks the engine to stop that load; its answer marks the pane cancelled.
+    let search_before = app.search.clone();
+    assert_eq!(
+        keys(&mut app, &["esc"]),
+        vec![Command::CancelRecipients { generation }]
+    );
+    app.on_engine(EngineEvent::RecipientsCancelled { generation });
+    assert!(app.recipients.cancelled);
+    assert_eq!(app.recipients.rows, Loadable::NotLoaded);
+    assert_eq!(app.search, search_before, "nothing else changes");
+    assert_eq!(app.focus, Pane::Recipients);
+    assert!(status_text(&app).contains("loading recipients cancelled"));
+    let screen = render_text(&app, &clawback::tui::theme::Theme::default_theme(), 100, 24);
+    assert!(
+        screen.contains("Loading recipients cancelled (esc)"),
+        "{screen}"
+    );
+    // A late answer of the cancelled load does not fill the pane; ctrl+r loads again.
+    assert!(
+        keys(&mut app, &["esc"]).is_empty(),
+        "nothing left to cancel"
+    );
+    let (again, _) = load_of(&keys(&mut app, &["ctrl+r"]));
+    assert!(again > generation);
 }

@@ -11,7 +11,7 @@ mod lab_support;
 use clawback::engine::plan::RetractRequest;
 use clawback::engine::view::{Confirmation, CopyOutcome, JobId, JobKind, JobPhase};
 use clawback::engine::{Command, Engine, EngineEvent, EngineHandle, service};
-use clawback::lab::demo::{self, CAMPAIGN_MESSAGE_ID, CONTOSO};
+use clawback::lab::demo::{self, CAMPAIGN_MESSAGE_ID, CONTOSO, FABRIKAM};
 use clawback::lab::scenario::Scenario;
 use clawback::lab::{LabOptions, LabServer};
 use clawback::model::{FailureReason, Folder, RetractAction, Role, Trigger};
@@ -19,69 +19,60 @@ use clawback::store::Store;
 use clawback::tui::action::Action;
 use clawback::tui::app::{App, Loadable};
 use clawback::tui::{TuiOptions, prepare};
-use lab_support::synced_lab;
+use lab_support::{CopyKey, expected_copies, synced_lab};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use tui_support::{press, type_text};
 
-/// (mailbox, Message-ID) → folders of its copies in contoso.
-type Folders = BTreeMap<(String, String), Vec<Folder>>;
+/// (tenant, mailbox, Message-ID) → folders of its copies, in every tenant.
+type Folders = BTreeMap<CopyKey, Vec<Folder>>;
 
-fn contoso_folders(server: &LabServer) -> Folders {
+fn lab_folders(server: &LabServer) -> Folders {
     let state = server.lab.state();
     let mut out: Folders = BTreeMap::new();
-    for t in state.tenants.iter().filter(|t| t.name == CONTOSO) {
+    for t in &state.tenants {
         for (addr, mb) in &t.mailboxes {
             for c in mb.copies.values() {
-                out.entry((addr.clone(), c.content.internet_message_id.clone()))
-                    .or_default()
-                    .push(c.folder.clone());
+                out.entry((
+                    t.name.clone(),
+                    addr.to_ascii_lowercase(),
+                    c.content.internet_message_id.clone(),
+                ))
+                .or_default()
+                .push(c.folder.clone());
             }
         }
     }
     out
 }
 
-/// The copies a depth-1 Junk retraction of the campaign in contoso must move, from the scenario:
-/// the campaign and its direct replies/forwards, in granted mailboxes, not the sender's own copy,
-/// not already gone, not in Sent Items, and not in the mailboxes the operator unticked.
-fn expected(scenario: &Scenario, unticked: &BTreeSet<String>) -> BTreeSet<(String, String)> {
-    let t = scenario.tenants.iter().find(|t| t.name == CONTOSO).unwrap();
-    let granted: BTreeSet<String> = t
-        .domains
-        .iter()
-        .filter(|d| d.granted)
-        .map(|d| d.name.clone())
-        .collect();
-    let mailboxes: BTreeSet<String> = t
-        .users
-        .iter()
-        .filter(|u| u.mailbox)
-        .map(|u| u.address.to_ascii_lowercase())
-        .collect();
-    let mut out = BTreeSet::new();
-    for m in &t.messages {
-        let parent = m.in_reply_to.as_ref().or(m.references.last());
-        let depth1 =
-            m.message_id == CAMPAIGN_MESSAGE_ID || parent.is_some_and(|p| p == CAMPAIGN_MESSAGE_ID);
-        if !depth1 {
-            continue;
-        }
-        for c in &m.copies {
-            let mb = c.mailbox.to_ascii_lowercase();
-            let domain = mb.rsplit('@').next().unwrap_or_default();
-            if mb != m.from.to_ascii_lowercase()
-                && granted.contains(domain)
-                && mailboxes.contains(&mb)
-                && !unticked.contains(&mb)
-                && !c.folder.is_gone()
-                && !matches!(c.folder, Folder::SentItems | Folder::Drafts)
-            {
-                out.insert((mb, m.message_id.clone()));
+/// (mailbox, Message-ID) → folders of its copies in contoso.
+fn contoso_folders(server: &LabServer) -> BTreeMap<(String, String), Vec<Folder>> {
+    lab_folders(server)
+        .into_iter()
+        .filter(|((tenant, _, _), _)| tenant == CONTOSO)
+        .map(|((_, mailbox, mid), folders)| ((mailbox, mid), folders))
+        .collect()
+}
+
+/// The copies a depth-1 Junk retraction of the campaign must move in both tenants, from the
+/// scenario: the campaign and its direct replies/forwards, in granted mailboxes, not the
+/// sender's own copy, not already gone, not in Sent Items, and not in the mailboxes the
+/// operator unticked.
+fn expected(scenario: &Scenario, unticked: &BTreeSet<String>) -> BTreeSet<CopyKey> {
+    let mut messages = BTreeSet::from([CAMPAIGN_MESSAGE_ID.to_string()]);
+    for t in &scenario.tenants {
+        for m in &t.messages {
+            let parent = m.in_reply_to.as_ref().or(m.references.last());
+            if parent.is_some_and(|p| p == CAMPAIGN_MESSAGE_ID) {
+                messages.insert(m.message_id.clone());
             }
         }
     }
-    out
+    expected_copies(scenario, &messages)
+        .into_iter()
+        .filter(|(_, mailbox, _)| !unticked.contains(mailbox))
+        .collect()
 }
 
 struct Console {
@@ -145,7 +136,7 @@ async fn search_select_untick_depth_junk_confirm_then_undo() {
         .until("the first results", |a| a.search.results.ready().is_some())
         .await;
 
-    // Search for the campaign in contoso and open it.
+    // Search for the campaign in contoso and open it: the checklist spans both tenants.
     console.keys(&["/"]);
     console.type_text(&format!("msgid:{CAMPAIGN_MESSAGE_ID} tenant:contoso"));
     console.keys(&["enter"]);
@@ -163,12 +154,17 @@ async fn search_select_untick_depth_junk_confirm_then_undo() {
         })
         .await;
 
-    // Untick the first two suggested recipients.
     let rows = console.app.recipients.rows.ready().unwrap().clone();
+    let tenants: BTreeSet<&str> = rows.iter().map(|r| r.tenant.as_str()).collect();
+    assert!(
+        tenants.contains(CONTOSO) && tenants.contains(FABRIKAM),
+        "{tenants:?}"
+    );
+    // Untick the first two located recipients.
     let suggested: Vec<usize> = rows
         .iter()
         .enumerate()
-        .filter(|(_, r)| r.included)
+        .filter(|(_, r)| r.tickable())
         .map(|(i, _)| i)
         .take(2)
         .collect();
@@ -184,12 +180,7 @@ async fn search_select_untick_depth_junk_confirm_then_undo() {
         unticked.insert(rows[i].address.clone());
     }
     assert_eq!(
-        console
-            .app
-            .selection()
-            .1
-            .into_iter()
-            .collect::<BTreeSet<_>>(),
+        console.app.excluded().into_iter().collect::<BTreeSet<_>>(),
         unticked
     );
 
@@ -205,7 +196,7 @@ async fn search_select_untick_depth_junk_confirm_then_undo() {
                 .is_some_and(|d| d.len() == 2)
         })
         .await;
-    let before = contoso_folders(&server);
+    let before = lab_folders(&server);
     let log_start = server.lab.state().actions.len();
     console.keys(&["p"]);
     console
@@ -233,7 +224,7 @@ async fn search_select_untick_depth_junk_confirm_then_undo() {
         .await;
 
     // The lab moved exactly the expected copies, once each, to Junk.
-    let moved: Vec<(String, String)> = server
+    let moved: Vec<CopyKey> = server
         .lab
         .state()
         .actions
@@ -241,6 +232,7 @@ async fn search_select_untick_depth_junk_confirm_then_undo() {
         .skip(log_start)
         .map(|a| {
             (
+                a.tenant.clone(),
                 a.mailbox.to_ascii_lowercase(),
                 a.internet_message_id.clone(),
             )
@@ -249,7 +241,9 @@ async fn search_select_untick_depth_junk_confirm_then_undo() {
     let moved_set: BTreeSet<_> = moved.iter().cloned().collect();
     assert_eq!(moved.len(), moved_set.len(), "a copy was acted on twice");
     assert_eq!(moved_set, want);
-    let after = contoso_folders(&server);
+    let by_tenant: BTreeSet<&str> = moved_set.iter().map(|k| k.0.as_str()).collect();
+    assert_eq!(by_tenant, BTreeSet::from([CONTOSO, FABRIKAM]));
+    let after = lab_folders(&server);
     for key in &want {
         assert!(
             after[key].contains(&Folder::Junk),
@@ -259,7 +253,7 @@ async fn search_select_untick_depth_junk_confirm_then_undo() {
     }
     for mailbox in &unticked {
         for (key, folders) in &before {
-            if &key.0 == mailbox {
+            if &key.1 == mailbox {
                 assert_eq!(&after[key], folders, "unticked {mailbox} was touched");
             }
         }
@@ -282,7 +276,7 @@ async fn search_select_untick_depth_junk_confirm_then_undo() {
             })
         })
         .await;
-    assert_eq!(contoso_folders(&server), before);
+    assert_eq!(lab_folders(&server), before);
 }
 
 /// Sends one command and collects the engine's events until one that answers it.

@@ -62,7 +62,6 @@ fn with_recipients() -> App {
     let generation = app.recipients.generation;
     app.on_engine(EngineEvent::RecipientsLoaded {
         generation,
-        message: message_ref(0),
         rows: recipients(),
     });
     app
@@ -253,7 +252,6 @@ fn recipients_pane_states() {
     let generation = empty.recipients.generation;
     empty.on_engine(EngineEvent::RecipientsLoaded {
         generation,
-        message: message_ref(0),
         rows: vec![],
     });
     snap("recipients_empty", &empty);
@@ -523,7 +521,6 @@ fn a_custom_keymap_shows_in_the_hint_bar_and_help() {
     let generation = app.recipients.generation;
     app.on_engine(EngineEvent::RecipientsLoaded {
         generation,
-        message: message_ref(1),
         rows: recipients(),
     });
     let text = render_text(&app, &theme, 80, 24);
@@ -660,7 +657,7 @@ fn the_selected_row_uses_the_selection_style() {
                 .lines()
                 .nth(selected_y)
                 .unwrap()
-                .contains("Quarterly results")
+                .contains("Quarterly result")
         );
         for x in 1..79 {
             assert!(
@@ -818,4 +815,45 @@ fn held_matches_show_in_the_policy_and_jobs_panes() {
     // Released or gone: the lines leave with the holds.
     jobs.on_engine(EngineEvent::HoldsLoaded(vec![]));
     assert!(!render_text(&jobs, &default_theme(), 160, 48).contains("Held:"));
+}
+
+/// One campaign in two tenants (same Message-ID, one trace record per tenant): ungrouped, the
+/// Tenant column tells the two rows apart; grouped, the row says it spans 2 tenants.
+#[test]
+fn search_cross_tenant_campaign() {
+    let mut app = app();
+    app.startup();
+    let generation = search_generation(&app);
+    let mut rows = search_rows(4);
+    rows[1].message.tenant = "fabrikam".into();
+    rows[1].message.message_id = rows[0].message.message_id.clone();
+    rows[1].subject = rows[0].subject.clone();
+    rows[1].campaign = rows[0].campaign;
+    app.on_engine(EngineEvent::SearchCompleted {
+        generation,
+        rows,
+        total: 4,
+    });
+    snap("search_cross_tenant", &app);
+    keys(&mut app, &["c"]);
+    snap("search_cross_tenant_grouped", &app);
+}
+
+/// While the checklist loads: mailboxes located so far, seconds, and how to cancel; after Esc,
+/// the cancelled state.
+#[test]
+fn recipients_loading_progress_and_cancelled() {
+    let mut app = with_results(10);
+    keys(&mut app, &["enter"]);
+    let generation = app.recipients.generation;
+    app.on_engine(EngineEvent::RecipientsProgressed {
+        generation,
+        done: 1234,
+        total: 10000,
+        elapsed_secs: 27,
+    });
+    snap("recipients_loading_progress", &app);
+    keys(&mut app, &["esc"]);
+    app.on_engine(EngineEvent::RecipientsCancelled { generation });
+    snap("recipients_cancelled", &app);
 }

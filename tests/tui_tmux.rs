@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use clawback::config::Config;
-use clawback::lab::demo::{self, CAMPAIGN_MESSAGE_ID, CONTOSO};
+use clawback::lab::demo::{self, CAMPAIGN_MESSAGE_ID};
 use clawback::model::Folder;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -114,33 +114,37 @@ impl Drop for Tmux {
 
 /// Contoso copies a depth-1 retraction of the campaign acts on, from the scenario.
 fn expected_copies() -> usize {
+    // Opening the campaign opens it in every tenant that holds it (contoso and fabrikam).
     let scenario = demo::build(7);
-    let t = scenario.tenants.iter().find(|t| t.name == CONTOSO).unwrap();
-    let granted: BTreeSet<&str> = t
-        .domains
-        .iter()
-        .filter(|d| d.granted)
-        .map(|d| d.name.as_str())
-        .collect();
     let mut n = 0;
-    for m in &t.messages {
-        let parent = m.in_reply_to.as_ref().or(m.references.last());
-        if m.message_id != CAMPAIGN_MESSAGE_ID && parent.is_none_or(|p| p != CAMPAIGN_MESSAGE_ID) {
-            continue;
-        }
-        for c in &m.copies {
-            let mb = c.mailbox.to_ascii_lowercase();
-            let has_mailbox = t
-                .users
-                .iter()
-                .any(|u| u.mailbox && u.address.eq_ignore_ascii_case(&mb));
-            if mb != m.from.to_ascii_lowercase()
-                && granted.contains(mb.rsplit('@').next().unwrap_or_default())
-                && has_mailbox
-                && !c.folder.is_gone()
-                && !matches!(c.folder, Folder::SentItems | Folder::Drafts)
+    for t in &scenario.tenants {
+        let granted: BTreeSet<&str> = t
+            .domains
+            .iter()
+            .filter(|d| d.granted)
+            .map(|d| d.name.as_str())
+            .collect();
+        for m in &t.messages {
+            let parent = m.in_reply_to.as_ref().or(m.references.last());
+            if m.message_id != CAMPAIGN_MESSAGE_ID
+                && parent.is_none_or(|p| p != CAMPAIGN_MESSAGE_ID)
             {
-                n += 1;
+                continue;
+            }
+            for c in &m.copies {
+                let mb = c.mailbox.to_ascii_lowercase();
+                let has_mailbox = t
+                    .users
+                    .iter()
+                    .any(|u| u.mailbox && u.address.eq_ignore_ascii_case(&mb));
+                if mb != m.from.to_ascii_lowercase()
+                    && granted.contains(mb.rsplit('@').next().unwrap_or_default())
+                    && has_mailbox
+                    && !c.folder.is_gone()
+                    && !matches!(c.folder, Folder::SentItems | Folder::Drafts)
+                {
+                    n += 1;
+                }
             }
         }
     }
@@ -157,7 +161,8 @@ fn lab_base(data_dir: &Path) -> String {
     base.trim_end_matches("/v1.0").to_string()
 }
 
-/// Moves to Deleted Items the lab recorded in contoso, via `/_lab/actions`.
+/// Moves to Trash the lab recorded in both tenants (Graph `move:deleteditems`, Gmail
+/// `trash`), via `/_lab/actions`.
 fn lab_trash_moves(data_dir: &Path) -> usize {
     let base = lab_base(data_dir);
     let body: serde_json::Value = reqwest::blocking_get(&format!("{base}/_lab/actions"));
@@ -165,13 +170,12 @@ fn lab_trash_moves(data_dir: &Path) -> usize {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|c| c["tenant"] == CONTOSO)
         .map(|c| {
             c["actions"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .filter(|a| a.as_str() == Some("move:deleteditems"))
+                .filter(|a| matches!(a.as_str(), Some("move:deleteditems" | "trash")))
                 .count()
         })
         .sum()
@@ -244,7 +248,7 @@ fn demo_in_tmux_retracts_the_campaign_at_depth_1_to_trash() {
     tmux.wait_for("one result", |s| s.contains("Search (1 messages)"));
     tmux.send(&["Enter"]);
     tmux.wait_for("the recipients", |s| {
-        s.contains("Recipients:") && s.contains("Included:") && s.contains("mailbox")
+        s.contains("Recipients") && s.contains("Included:") && s.contains("mailbox")
     });
     // All recipients, depth 1, action Junk -> Trash.
     tmux.send(&["a", "+", "x"]);
@@ -285,9 +289,10 @@ fn tmux_available() -> bool {
 /// The campaign and its direct replies / forwards (what depth 1 reaches), from the scenario.
 fn depth_1_messages() -> BTreeSet<String> {
     let scenario = demo::build(7);
-    let t = scenario.tenants.iter().find(|t| t.name == CONTOSO).unwrap();
-    t.messages
+    scenario
+        .tenants
         .iter()
+        .flat_map(|t| &t.messages)
         .filter(|m| {
             let parent = m.in_reply_to.as_ref().or(m.references.last());
             m.message_id == CAMPAIGN_MESSAGE_ID || parent.is_some_and(|p| p == CAMPAIGN_MESSAGE_ID)
@@ -296,7 +301,8 @@ fn depth_1_messages() -> BTreeSet<String> {
         .collect()
 }
 
-/// Every contoso copy of those messages at the lab (`/_lab/messages`): (mailbox, Message-ID)
+/// Every copy of those messages at the lab, both tenants (`/_lab/messages`): (tenant/mailbox,
+/// Message-ID)
 /// → (folder, API actions on it).
 fn lab_copies(base: &str) -> std::collections::BTreeMap<(String, String), (String, u64)> {
     let mut out = std::collections::BTreeMap::new();
@@ -304,11 +310,15 @@ fn lab_copies(base: &str) -> std::collections::BTreeMap<(String, String), (Strin
         let enc = percent_encoding::utf8_percent_encode(&mid, percent_encoding::NON_ALPHANUMERIC);
         let body = reqwest::blocking_get(&format!("{base}/_lab/messages?message_id={enc}"));
         for c in body["copies"].as_array().unwrap() {
-            if c["tenant"] != CONTOSO {
-                continue;
-            }
             out.insert(
-                (c["mailbox"].as_str().unwrap().to_string(), mid.clone()),
+                (
+                    format!(
+                        "{}/{}",
+                        c["tenant"].as_str().unwrap(),
+                        c["mailbox"].as_str().unwrap()
+                    ),
+                    mid.clone(),
+                ),
                 (
                     c["folder"].as_str().unwrap().to_string(),
                     c["actions"].as_u64().unwrap(),
@@ -378,7 +388,7 @@ fn demo_in_tmux_at_80x24_too_small_quit_scroll_and_undo() {
     tmux.wait_for("one result", |s| s.contains("Search (1 messages)"));
     tmux.send(&["Enter"]);
     tmux.wait_for("the recipients", |s| {
-        s.contains("Recipients:") && s.contains("Included:") && s.contains("mailbox")
+        s.contains("Recipients") && s.contains("Included:") && s.contains("mailbox")
     });
     tmux.send(&["a", "+"]);
     tmux.wait_for("depth 1", |s| s.contains("Depth: 1"));

@@ -253,8 +253,9 @@ pub fn audit(args: AuditArgs, config_path: Option<&Path>, data_dir: Option<&Path
                     .iter()
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect();
+                let request = crate::engine::audit::request_summary(&e.record);
                 let written = outln!(
-                    "{:>5} {} {:<10} {:<22} {}({}, {}) job={} {}",
+                    "{:>5} {} {:<10} {:<22} {}({}, {}) job={} {}{}{}",
                     e.seq,
                     e.record.at.format("%Y-%m-%d %H:%M:%S"),
                     e.record.section,
@@ -263,7 +264,9 @@ pub fn audit(args: AuditArgs, config_path: Option<&Path>, data_dir: Option<&Path
                     e.record.role,
                     e.record.os_user,
                     e.record.job_id.as_deref().unwrap_or("-"),
-                    counts.join(" ")
+                    counts.join(" "),
+                    if request.is_empty() { "" } else { " " },
+                    request
                 );
                 if !written {
                     break;

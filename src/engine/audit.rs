@@ -16,6 +16,32 @@ pub fn os_user() -> String {
     }
 }
 
+/// The request an entry records (`plan_applied`: depth, excluded and included-only
+/// recipients, tenants), as one line for both front ends' audit lists: `depth=1
+/// excluded=a@x,b@x`. Empty when the entry records no request.
+pub fn request_summary(record: &AuditRecord) -> String {
+    let detail = &record.detail;
+    let mut parts = Vec::new();
+    if let Some(depth) = detail.get("depth").and_then(|d| d.as_u64()) {
+        parts.push(format!("depth={depth}"));
+    }
+    for (key, label) in [
+        ("exclude", "excluded"),
+        ("only", "only"),
+        ("tenants", "tenants"),
+    ] {
+        let list: Vec<&str> = detail
+            .get(key)
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        if !list.is_empty() {
+            parts.push(format!("{label}={}", list.join(",")));
+        }
+    }
+    parts.join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 //! command of the same kind has superseded, and must echo the generation in its answer.
 
 use super::view::{
-    AuditFilter, Confirmation, Generation, JobId, MessageRef, MetricsWindow, PlanId, PolicyMatrix,
+    AuditFilter, Confirmation, Generation, JobId, MetricsWindow, PlanId, PolicyMatrix,
     RetractRequest,
 };
 use crate::model::FailureReason;
@@ -22,20 +22,23 @@ pub enum Command {
         /// Rows to return at most; `total` in the answer counts every match.
         limit: usize,
     },
-    /// Recipients (with kind, grant, folder, read state, last outcome) of one message.
-    /// Answer: `RecipientsLoaded`.
+    /// The recipient checklist of these messages in every tenant that holds them: the plan's
+    /// recipient list (located copies, and every line it cannot act on with its reason).
+    /// Answer: `RecipientsProgressed`… then `RecipientsLoaded` (or `RecipientsCancelled`).
     LoadRecipients {
         generation: Generation,
-        message: MessageRef,
+        /// Internet Message-IDs (one message, or every message of a campaign).
+        message_ids: Vec<String>,
     },
+    /// Stop the recipient load of `generation` (the engine aborts its work). Answer:
+    /// `RecipientsCancelled` when that load was still running.
+    CancelRecipients { generation: Generation },
     /// How many copies and mailboxes each depth `0..=depth` adds, for the current selection.
     /// Answer: `DepthPreviewed`.
     PreviewDepth {
         generation: Generation,
-        message: MessageRef,
+        message_ids: Vec<String>,
         depth: u8,
-        /// Addresses ticked in the checklist.
-        included: Vec<String>,
         /// Addresses unticked in the checklist (left out at every depth).
         excluded: Vec<String>,
     },
@@ -90,6 +93,7 @@ impl Command {
         match self {
             Command::Search { .. } => "search",
             Command::LoadRecipients { .. } => "load recipients",
+            Command::CancelRecipients { .. } => "cancel recipients",
             Command::PreviewDepth { .. } => "preview depth",
             Command::BuildPlan(_) => "build plan",
             Command::ApplyPlan { .. } => "apply plan",

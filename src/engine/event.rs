@@ -4,8 +4,8 @@
 
 use super::view::{
     AuditEntryView, AuditVerification, DepthCount, Generation, HeldMatch, JobId, JobProgress,
-    JobView, MessageRef, MetricsSnapshot, PlanId, PlanSummary, PolicyMatrix, RecipientOutcome,
-    RecipientRow, SearchRow, TenantView,
+    JobView, MetricsSnapshot, PlanId, PlanSummary, PolicyMatrix, RecipientOutcome, RecipientRow,
+    SearchRow, TenantView,
 };
 use crate::model::{FailureReason, Role};
 
@@ -33,8 +33,24 @@ pub enum EngineEvent {
     },
     RecipientsLoaded {
         generation: Generation,
-        message: MessageRef,
         rows: Vec<RecipientRow>,
+    },
+    /// A recipient load goes on: mailboxes located so far out of those to locate, and the
+    /// seconds since it started. Sent as locates finish and at least once a second.
+    RecipientsProgressed {
+        generation: Generation,
+        done: u64,
+        total: u64,
+        elapsed_secs: u64,
+    },
+    /// The recipient load of `generation` was stopped (`CancelRecipients`); nothing changed.
+    RecipientsCancelled {
+        generation: Generation,
+    },
+    /// The recipient load failed (the message is not in the trace, the store failed…).
+    RecipientsFailed {
+        generation: Generation,
+        message: String,
     },
     DepthPreviewed {
         generation: Generation,

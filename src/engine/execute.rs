@@ -299,6 +299,9 @@ impl Engine {
                 "reason": plan.request.reason,
                 "message_ids": plan.request.message_ids,
                 "query": plan.request.query,
+                "tenants": plan.request.tenants,
+                "exclude": plan.request.exclude,
+                "only": plan.request.only,
             }),
         )?;
         Ok(job)

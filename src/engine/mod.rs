@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod automation;
+pub mod checklist;
 pub mod command;
 pub mod core;
 pub mod event;

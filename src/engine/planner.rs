@@ -11,6 +11,7 @@ use crate::provider::{Failure, LocatedCopy, Resolved};
 use crate::trace::TraceRecord;
 use futures_util::stream::{self, StreamExt};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A (tenant, mailbox, Message-ID) to locate, with the conversation depth it was reached at.
 type Target = ((String, String, String), u8);
@@ -122,12 +123,29 @@ impl Engine {
     /// Builds and seals a plan. Only reads from the providers.
     pub async fn build_plan(&self, request: RetractRequest) -> Result<Plan, EngineError> {
         self.authorize(Capability::Plan)?;
+        let Resolution { items, skipped, .. } = self.resolve(&request, None).await?;
+        let mut plan = Plan::new(self.operator.name.clone(), request, items, skipped);
+        self.seal_plan(&mut plan)?;
+        Ok(plan)
+    }
+
+    /// Who and what a request reaches: the one recipient resolution behind both the plan and
+    /// the console's checklist. Every copy located is an item; every recipient or copy that
+    /// cannot be acted on is a skipped line with its reason; a copy planning could not reach
+    /// (throttled, provider error) is an unresolved item. No role check (the caller checks
+    /// what it needs), no seal; only reads from the providers. `progress` hears of every
+    /// locate (done / total mailboxes).
+    pub async fn resolve(
+        &self,
+        request: &RetractRequest,
+        progress: Option<&LocateProgress>,
+    ) -> Result<Resolution, EngineError> {
         if request.message_ids.is_empty() && request.query.is_none() {
             return Err(EngineError::Invalid(
                 "nothing to retract: give a Message-ID or a query".into(),
             ));
         }
-        let messages = self.expand_conversation(&request)?;
+        let messages = self.expand_conversation(request)?;
         let only = lower(&request.only);
         let exclude = lower(&request.exclude);
 
@@ -219,7 +237,7 @@ impl Engine {
         }
         let mut located: Vec<Located> = Vec::new();
         let mut unresolved: BTreeMap<(String, String), Vec<Located>> = BTreeMap::new();
-        for entry in self.locate_all(first).await {
+        for entry in self.locate_all(first, progress).await {
             match &entry.2 {
                 // Google refuses a token for an address that is no user ("invalid_grant:
                 // Invalid email or User ID"): a group or a contact, for the directory to say.
@@ -348,7 +366,7 @@ impl Engine {
                 }
             }
         }
-        located.extend(self.locate_all(second).await);
+        located.extend(self.locate_all(second, progress).await);
         // One entry per (tenant, mailbox, message): an address can be reached twice — its
         // own locate failed (kept, e.g. as unresolved) and a list it is in located it again.
         // A located answer wins over a failure; two items for one copy would act twice.
@@ -515,15 +533,24 @@ impl Engine {
             ))
         });
         skipped.dedup();
-        let mut plan = Plan::new(self.operator.name.clone(), request, items, skipped);
-        self.seal_plan(&mut plan)?;
-        Ok(plan)
+        Ok(Resolution {
+            messages,
+            items,
+            skipped,
+        })
     }
 
     /// Locates messages in many mailboxes: each tenant in a task of its own (tenants have
     /// their own limits, and one tenant's queue must not wait behind another's), up to
     /// [`PLAN_CONCURRENCY`] locates at a time per tenant.
-    async fn locate_all(&self, targets: BTreeMap<(String, String, String), u8>) -> Vec<Located> {
+    async fn locate_all(
+        &self,
+        targets: BTreeMap<(String, String, String), u8>,
+        progress: Option<&LocateProgress>,
+    ) -> Vec<Located> {
+        if let Some(p) = progress {
+            p.add_total(targets.len() as u64);
+        }
         let mut by_tenant: BTreeMap<String, Vec<Target>> = BTreeMap::new();
         for (key, depth) in targets {
             by_tenant
@@ -532,16 +559,27 @@ impl Engine {
                 .push((key, depth));
         }
         let mut tasks = Vec::new();
+        // Dropping this future (a cancelled recipient load) stops the tenants' tasks too.
+        let mut guard = AbortOnDrop(Vec::new());
         for (tenant, targets) in by_tenant {
             let Ok(client) = self.client(&tenant).cloned() else {
+                // No client: `build_plan` made these external already; count them done.
+                if let Some(p) = progress {
+                    p.done(targets.len() as u64);
+                }
                 continue;
             };
             let keys: Vec<Target> = targets.clone();
+            let progress = progress.cloned();
             let task = tokio::spawn(async move {
                 stream::iter(targets.into_iter().map(|(key, depth)| {
                     let client = client.clone();
+                    let progress = progress.clone();
                     async move {
                         let r = client.locate(&key.1, &key.2).await;
+                        if let Some(p) = &progress {
+                            p.done(1);
+                        }
                         (key, depth, r)
                     }
                 }))
@@ -549,6 +587,7 @@ impl Engine {
                 .collect::<Vec<Located>>()
                 .await
             });
+            guard.0.push(task.abort_handle());
             tasks.push((keys, task));
         }
         let mut out = Vec::new();
@@ -596,6 +635,69 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+}
+
+/// What [`Engine::resolve`] found for a request.
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    /// The messages the request covers, with the depth each was reached at.
+    pub messages: Vec<PlannedMessage>,
+    /// Copies to act on (located, or unresolved and located again when the job runs).
+    pub items: Vec<PlanItem>,
+    /// Recipients and copies that cannot be acted on, with their reasons.
+    pub skipped: Vec<SkippedItem>,
+}
+
+/// Mailboxes located so far out of those to locate, as [`Engine::resolve`] goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LocateCount {
+    pub done: u64,
+    pub total: u64,
+}
+
+/// A progress sink for [`Engine::resolve`]: every locate sends the running count. Cheap to
+/// clone (one counter shared by the tenants' tasks); a closed receiver is ignored.
+#[derive(Debug, Clone)]
+pub struct LocateProgress {
+    counts: std::sync::Arc<(AtomicU64, AtomicU64)>,
+    sink: tokio::sync::mpsc::UnboundedSender<LocateCount>,
+}
+
+impl LocateProgress {
+    pub fn new(sink: tokio::sync::mpsc::UnboundedSender<LocateCount>) -> LocateProgress {
+        LocateProgress {
+            counts: Default::default(),
+            sink,
+        }
+    }
+
+    fn add_total(&self, n: u64) {
+        self.counts.1.fetch_add(n, Ordering::SeqCst);
+        self.send();
+    }
+
+    fn done(&self, n: u64) {
+        self.counts.0.fetch_add(n, Ordering::SeqCst);
+        self.send();
+    }
+
+    fn send(&self) {
+        let _ = self.sink.send(LocateCount {
+            done: self.counts.0.load(Ordering::SeqCst),
+            total: self.counts.1.load(Ordering::SeqCst),
+        });
+    }
+}
+
+/// Aborts the spawned tasks when dropped (the future that awaits them was dropped).
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 

@@ -7,15 +7,16 @@
 use super::core::{Engine, EngineError};
 use super::execute::{JobEvent, JobReport, RunOptions};
 use super::plan::Plan;
+use super::planner::{LocateCount, LocateProgress};
 use super::view::{
-    self, AddressKind, AuditEntryView, AuditVerification, CopyOutcome, DepthCount, DomainView,
-    GrantStatus, JobId, JobProgress, JobView, MessageRef, MetricsSnapshot, MetricsWindow, PlanId,
-    PlanSummary, RecipientOutcome, RecipientRow, SearchRow, TenantCount, TenantView,
+    self, AuditEntryView, AuditVerification, CopyOutcome, DepthCount, DomainView, Generation,
+    GrantStatus, JobId, JobProgress, JobView, MetricsSnapshot, MetricsWindow, PlanId, PlanSummary,
+    RecipientOutcome, SearchRow, TenantCount, TenantView,
 };
 use super::{Command, EngineEnd, EngineEvent, EngineHandle};
 use crate::engine::event::QueryErrorView;
 use crate::model::{FailureReason, RetractAction};
-use crate::provider::{DomainRetract, Resolved};
+use crate::provider::DomainRetract;
 use crate::store::jobs::{ItemRow, ItemState, JobKind, JobRow};
 use crate::store::{Store, StoreError};
 use crate::trace::query::Query;
@@ -103,6 +104,8 @@ struct State {
     plans: Arc<Mutex<HashMap<String, Plan>>>,
     /// Jobs this task runs now.
     runs: Arc<Mutex<HashMap<i64, RunControl>>>,
+    /// The recipient load running now (latest wins), to cancel.
+    recipient_load: Arc<Mutex<Option<(Generation, tokio::task::AbortHandle)>>>,
 }
 
 impl State {
@@ -144,6 +147,7 @@ async fn run(engine: Arc<Engine>, mut end: EngineEnd) {
         events: end.events.clone(),
         plans: Arc::new(Mutex::new(HashMap::new())),
         runs: Arc::new(Mutex::new(HashMap::new())),
+        recipient_load: Arc::new(Mutex::new(None)),
     };
     let mut queue: VecDeque<Command> = VecDeque::new();
     loop {
@@ -223,21 +227,28 @@ fn handle(state: &State, command: Command) {
         } => state.send(search(&engine, generation, &query, limit)),
         Command::LoadRecipients {
             generation,
-            message,
-        } => state.background("loading recipients", async move {
-            vec![load_recipients(&engine, generation, message).await]
-        }),
+            message_ids,
+        } => load_recipients(state, generation, message_ids),
+        Command::CancelRecipients { generation } => {
+            let running = lock(&state.recipient_load).take();
+            match running {
+                Some((g, task)) if g == generation && !task.is_finished() => {
+                    task.abort();
+                    state.send(EngineEvent::RecipientsCancelled { generation });
+                }
+                other => *lock(&state.recipient_load) = other,
+            }
+        }
         Command::PreviewDepth {
             generation,
-            message,
+            message_ids,
             depth,
-            included: _,
             excluded,
         } => {
             let request = view::RetractRequest {
-                message_ids: vec![message.message_id],
+                message_ids,
                 query: None,
-                tenants: vec![message.tenant],
+                tenants: Vec::new(),
                 only: Vec::new(),
                 exclude: excluded,
                 depth,
@@ -513,7 +524,7 @@ fn search(engine: &Engine, generation: u64, query: &str, limit: usize) -> Engine
     }
 }
 
-fn item_outcome(it: &ItemRow, restored: bool) -> CopyOutcome {
+pub(super) fn item_outcome(it: &ItemRow, restored: bool) -> CopyOutcome {
     match it.state {
         ItemState::Pending => CopyOutcome::Pending,
         ItemState::InFlight => CopyOutcome::InFlight,
@@ -533,150 +544,71 @@ fn item_outcome(it: &ItemRow, restored: bool) -> CopyOutcome {
     }
 }
 
-async fn load_recipients(engine: &Engine, generation: u64, message: MessageRef) -> EngineEvent {
-    let record = match engine.store().trace_by_message_id(&message.message_id) {
-        Ok(rs) => rs.into_iter().find(|r| r.tenant == message.tenant),
-        Err(e) => return failed(e),
-    };
-    let Some(record) = record else {
-        return failed(format!("{} is not in the trace", message.message_id));
-    };
-    // Last outcome per mailbox: the newest settled item; a restore item marks it restored.
-    let mut last: BTreeMap<String, CopyOutcome> = BTreeMap::new();
-    let last_items = engine.store().last_outcomes(&record.message_id);
-    if let Ok(items) = last_items {
-        let restore_jobs: std::collections::BTreeSet<i64> = items
-            .iter()
-            .filter(|it| it.source_item.is_some())
-            .map(|it| it.job_id)
-            .collect();
-        for it in items {
-            let restored = restore_jobs.contains(&it.job_id) && it.state == ItemState::Succeeded;
-            last.insert(it.mailbox.clone(), item_outcome(&it, restored));
-        }
+/// How often a recipient load reports progress at most, and at least.
+const LOAD_PROGRESS_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+const LOAD_PROGRESS_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Starts the checklist load of `generation` in a task of its own (a previous load is
+/// aborted: latest wins), reporting progress as mailboxes are located and at least once a
+/// second; `CancelRecipients` aborts it, and with it every locate it started.
+fn load_recipients(state: &State, generation: Generation, message_ids: Vec<String>) {
+    if let Some((_, previous)) = lock(&state.recipient_load).take() {
+        previous.abort();
     }
-    let client = engine.client(&record.tenant).ok().cloned();
-    let mut rows: Vec<RecipientRow> = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
-    let mut push = |rows: &mut Vec<RecipientRow>, row: RecipientRow| {
-        if seen.insert(row.address.clone()) {
-            rows.push(row);
-        }
-    };
-    let addresses: Vec<String> = record
-        .delivered_to()
-        .into_iter()
-        .map(String::from)
-        .collect();
-    for address in addresses {
-        let Some(client) = &client else {
-            push(
-                &mut rows,
-                RecipientRow {
-                    address: address.clone(),
-                    tenant: record.tenant.clone(),
-                    kind: AddressKind::External,
-                    grant: GrantStatus::NotInTenant,
-                    folder: None,
-                    read: None,
-                    last_outcome: None,
-                    included: false,
-                },
-            );
-            continue;
+    let engine = state.engine.clone();
+    let events = state.events.clone();
+    let task = tokio::spawn(async move {
+        let started = Instant::now();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let progress = LocateProgress::new(tx);
+        let work = engine.recipient_checklist(&message_ids, Some(&progress));
+        tokio::pin!(work);
+        let mut heartbeat = tokio::time::interval(LOAD_PROGRESS_MAX);
+        let mut count = LocateCount::default();
+        let mut sent: Option<Instant> = None;
+        let send_progress = |count: LocateCount| {
+            let _ = events.send(EngineEvent::RecipientsProgressed {
+                generation,
+                done: count.done,
+                total: count.total,
+                elapsed_secs: started.elapsed().as_secs(),
+            });
         };
-        let mailboxes: Vec<(String, AddressKind, GrantStatus)> =
-            match client.resolve(&address).await {
-                Ok(Resolved::Mailbox { .. }) => {
-                    vec![(address.clone(), AddressKind::Mailbox, GrantStatus::Granted)]
-                }
-                Ok(Resolved::Group {
-                    member_mailboxes, ..
-                }) => {
-                    let mut v = vec![(
-                        address.clone(),
-                        AddressKind::DistributionList,
-                        GrantStatus::Granted,
-                    )];
-                    v.extend(
-                        member_mailboxes
-                            .into_iter()
-                            .map(|m| (m, AddressKind::Mailbox, GrantStatus::Granted)),
-                    );
-                    v
-                }
-                Ok(Resolved::Unknown { .. }) => vec![(
-                    address.clone(),
-                    AddressKind::Mailbox,
-                    GrantStatus::Missing {
-                        permission: "unknown to the directory".into(),
-                    },
-                )],
-                Ok(Resolved::External { .. } | Resolved::Contact { .. }) => {
-                    vec![(
-                        address.clone(),
-                        AddressKind::External,
-                        GrantStatus::NotInTenant,
-                    )]
-                }
-                Err(f) if f.reason == FailureReason::NotAuthorized => vec![(
-                    address.clone(),
-                    AddressKind::Mailbox,
-                    GrantStatus::Missing {
-                        permission: f.code.clone(),
-                    },
-                )],
-                Err(f) if f.reason == FailureReason::External => vec![(
-                    address.clone(),
-                    AddressKind::External,
-                    GrantStatus::NotInTenant,
-                )],
-                Err(_) => vec![(address.clone(), AddressKind::Mailbox, GrantStatus::Granted)],
-            };
-        for (mailbox, kind, grant) in mailboxes {
-            let (mut folder, mut read) = (None, None);
-            let mut grant = grant;
-            if kind == AddressKind::Mailbox && grant == GrantStatus::Granted {
-                match client.locate(&mailbox, &record.message_id).await {
-                    Ok(copies) => {
-                        let best = copies
-                            .iter()
-                            .find(|c| !c.folder.is_gone())
-                            .or(copies.first());
-                        folder = best.map(|c| c.folder.clone());
-                        read = best.map(|c| c.read);
+        let result = loop {
+            tokio::select! {
+                result = &mut work => break result,
+                Some(c) = rx.recv() => {
+                    count = c;
+                    if sent.is_none_or(|t| t.elapsed() >= LOAD_PROGRESS_MIN) {
+                        sent = Some(Instant::now());
+                        send_progress(count);
                     }
-                    Err(f) if f.reason == FailureReason::NotAuthorized => {
-                        grant = GrantStatus::Missing {
-                            permission: f.code.clone(),
-                        };
-                    }
-                    Err(_) => {}
+                }
+                _ = heartbeat.tick() => {
+                    sent = Some(Instant::now());
+                    send_progress(count);
                 }
             }
-            let included = kind == AddressKind::Mailbox
-                && grant == GrantStatus::Granted
-                && folder.as_ref().is_some_and(|f| !f.is_gone());
-            push(
-                &mut rows,
-                RecipientRow {
-                    last_outcome: last.get(&mailbox).cloned(),
-                    address: mailbox,
-                    tenant: record.tenant.clone(),
-                    kind,
-                    grant,
-                    folder,
-                    read,
-                    included,
-                },
-            );
+        };
+        let _ = events.send(match result {
+            Ok(rows) => EngineEvent::RecipientsLoaded { generation, rows },
+            Err(e) => EngineEvent::RecipientsFailed {
+                generation,
+                message: e.to_string(),
+            },
+        });
+    });
+    *lock(&state.recipient_load) = Some((generation, task.abort_handle()));
+    let events = state.events.clone();
+    tokio::spawn(async move {
+        if let Err(e) = task.await
+            && e.is_panic()
+        {
+            let _ = events.send(EngineEvent::EngineFailed {
+                message: format!("loading recipients failed: {}", panic_text(e)),
+            });
         }
-    }
-    EngineEvent::RecipientsLoaded {
-        generation,
-        message,
-        rows,
-    }
+    });
 }
 
 fn plan_summary(plan: &Plan) -> PlanSummary {
@@ -1017,6 +949,10 @@ fn audit_list(engine: &Engine, text: &str) -> EngineEvent {
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect();
                 let mut detail = counts.join(" ");
+                let request = super::audit::request_summary(&e.record);
+                if !request.is_empty() {
+                    detail = format!("{detail} {request}");
+                }
                 if let Some(j) = &e.record.job_id {
                     detail = format!("job {j} {detail}");
                 }

@@ -167,20 +167,72 @@ impl CopyOutcome {
     }
 }
 
-/// One line of the recipient checklist for the selected message.
+/// Where a recipient stands in the plan the checklist would make (the planner's own words).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum RecipientState {
+    /// A copy was located: the row can be ticked (unticked = excluded from the plan).
+    Located,
+    /// Planning could not reach the mailbox now (throttled, provider error): the plan keeps
+    /// it and the job locates it again. Never shown as granted.
+    Unresolved {
+        reason: FailureReason,
+        detail: String,
+    },
+    /// Not acted on: `not_authorized`, `not_a_mailbox` (a list: its members are rows of their
+    /// own), `external`, `already_gone`, `in_another_job`…
+    NotActionable {
+        reason: FailureReason,
+        detail: String,
+    },
+}
+
+impl RecipientState {
+    /// The State column.
+    pub fn label(&self) -> String {
+        match self {
+            RecipientState::Located => "mailbox".into(),
+            RecipientState::Unresolved { reason, .. } => format!("unresolved: {reason}"),
+            RecipientState::NotActionable { reason, .. } => reason.as_str().into(),
+        }
+    }
+
+    /// Why the row cannot be ticked (`None`: it can).
+    pub fn why_not_tickable(&self) -> Option<String> {
+        match self {
+            RecipientState::Located => None,
+            RecipientState::Unresolved { reason, detail } => Some(format!(
+                "unresolved ({reason}: {detail}); the plan keeps it and the job locates it again"
+            )),
+            RecipientState::NotActionable { reason, detail } => Some(format!("{reason}: {detail}")),
+        }
+    }
+}
+
+/// One line of the recipient checklist (the plan's recipient list for the opened messages):
+/// one per (tenant, address).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecipientRow {
     pub address: String,
+    /// The tenant that holds it (empty: the address is in no configured tenant).
     pub tenant: String,
     pub kind: AddressKind,
-    pub grant: GrantStatus,
-    /// Where the copy is now (`None`: no copy found, e.g. a DL or external address).
+    pub state: RecipientState,
+    /// Where the copy is now (`None`: no copy located, e.g. a DL or external address).
     pub folder: Option<Folder>,
     /// Read state of the copy (`None`: unknown / no copy).
     pub read: Option<bool>,
+    /// Copies the plan would act on in this mailbox (several messages of a campaign).
+    #[serde(default)]
+    pub copies: u64,
     pub last_outcome: Option<CopyOutcome>,
-    /// The engine's suggestion for the include box (false for external / DL / not granted).
-    pub included: bool,
+}
+
+impl RecipientRow {
+    /// Whether the include box can be ticked: only a located copy.
+    pub fn tickable(&self) -> bool {
+        self.state == RecipientState::Located
+    }
 }
 
 /// What one conversation depth adds (DESIGN §2, "Conversation depth").

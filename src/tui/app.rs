@@ -113,6 +113,8 @@ pub enum ResultRow {
         first: usize,
         messages: usize,
         copies: u64,
+        /// Tenants holding its messages (one campaign often lands in two).
+        tenants: usize,
     },
 }
 
@@ -140,11 +142,22 @@ pub struct SearchState {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecipientsState {
+    /// The row the messages were opened from (the title).
     pub message: Option<SearchRow>,
+    /// The Message-IDs opened: one message, or every message of a campaign; in every tenant
+    /// that holds them.
+    pub message_ids: Vec<String>,
     pub generation: Generation,
     pub rows: Loadable<Vec<RecipientRow>>,
-    /// Include boxes, parallel to `rows`.
+    /// Progress of the load running now: (mailboxes located, to locate, seconds).
+    pub progress: Option<(u64, u64, u64)>,
+    /// The last load was cancelled (Esc) before it finished.
+    pub cancelled: bool,
+    /// Include boxes, parallel to `rows` (only located rows can be ticked).
     pub included: Vec<bool>,
+    /// The operator's exclusions (lower-case addresses): kept across a refresh and reopening
+    /// the same messages, cleared when other messages are opened.
+    pub excluded: std::collections::BTreeSet<String>,
     /// Indexes of rows matching the filter.
     pub visible: Vec<usize>,
     pub filter: String,
@@ -395,7 +408,11 @@ impl App {
                 message: None,
                 generation: 0,
                 rows: Loadable::NotLoaded,
+                message_ids: Vec::new(),
+                progress: None,
+                cancelled: false,
                 included: Vec::new(),
+                excluded: Default::default(),
                 visible: Vec::new(),
                 filter: String::new(),
                 selected: 0,
@@ -779,13 +796,64 @@ impl App {
         results.rows.get(index)
     }
 
+    /// The Message-IDs behind the search row under the cursor: its message, or every message
+    /// of its campaign when grouped.
+    pub fn selected_message_ids(&self) -> Vec<String> {
+        let Some(results) = self.search.results.ready() else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = match results.view.get(self.search.selected) {
+            Some(ResultRow::Message(i)) => results
+                .rows
+                .get(*i)
+                .map(|r| vec![r.message.message_id.clone()])
+                .unwrap_or_default(),
+            Some(ResultRow::Campaign { first, .. }) => {
+                let key = results.rows.get(*first).and_then(|r| r.campaign);
+                results
+                    .rows
+                    .iter()
+                    .filter(|r| r.campaign.is_some() && r.campaign == key)
+                    .map(|r| r.message.message_id.clone())
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     fn open_selected_message(&mut self) -> Vec<Command> {
         let Some(row) = self.selected_search_row().cloned() else {
             return Vec::new();
         };
-        self.recipients.message = Some(row);
-        self.recipients.depth = 0;
-        self.recipients.filter.clear();
+        let message_ids = self.selected_message_ids();
+        let r = &mut self.recipients;
+        if r.message_ids != message_ids {
+            // Other messages: nothing the operator chose for the last ones carries over.
+            let had_choices =
+                r.action != RetractAction::Junk || !r.excluded.is_empty() || r.depth != 0;
+            if had_choices {
+                let text = format!(
+                    "other message: action reset to {} (was {}), {} exclusions cleared, depth 0 (was {})",
+                    RetractAction::Junk.label(),
+                    r.action.label(),
+                    r.excluded.len(),
+                    r.depth
+                );
+                self.set_status(text, false);
+            }
+            let r = &mut self.recipients;
+            r.action = RetractAction::Junk;
+            r.excluded.clear();
+            r.depth = 0;
+            r.filter.clear();
+            r.selected = 0;
+        }
+        let r = &mut self.recipients;
+        r.message = Some(row);
+        r.message_ids = message_ids;
         self.focus = Pane::Recipients;
         self.load_recipients_again()
     }
@@ -793,55 +861,79 @@ impl App {
     // ---- recipients ----
 
     fn load_recipients_again(&mut self) -> Vec<Command> {
-        let Some(message) = self.recipients.message.as_ref().map(|m| m.message.clone()) else {
+        if self.recipients.message_ids.is_empty() {
             return Vec::new();
-        };
+        }
         self.recipients.generation += 1;
         self.recipients.rows = Loadable::Loading;
+        self.recipients.progress = None;
+        self.recipients.cancelled = false;
         self.recipients.depth_preview = Loadable::NotLoaded;
         vec![Command::LoadRecipients {
             generation: self.recipients.generation,
-            message,
+            message_ids: self.recipients.message_ids.clone(),
         }]
     }
 
-    /// Addresses ticked, and addresses the operator unticked, in the checklist. A row the
-    /// engine did not suggest (its copy is already gone, a DL, external, not granted) and that
-    /// stays unticked is neither: it must not keep that mailbox out at deeper conversation
-    /// depths (a user who deleted the phish may still hold a forward of it).
-    pub fn selection(&self) -> (Vec<String>, Vec<String>) {
-        let mut included = Vec::new();
+    /// The exclusions the plan gets: the located rows left unticked. A row that cannot be
+    /// ticked (a list, external, not authorized, gone, unresolved…) is not an exclusion: it
+    /// must not keep that mailbox out at deeper conversation depths (a user who deleted the
+    /// phish may still hold a forward of it), and an unresolved mailbox stays in the plan.
+    pub fn excluded(&self) -> Vec<String> {
         let mut excluded = Vec::new();
         if let Some(rows) = self.recipients.rows.ready() {
             for (row, on) in rows.iter().zip(&self.recipients.included) {
-                if *on {
-                    included.push(row.address.clone());
-                } else if row.included {
-                    excluded.push(row.address.clone());
+                if row.tickable() && !*on {
+                    excluded.push(row.address.to_ascii_lowercase());
                 }
             }
         }
-        (included, excluded)
+        excluded.sort();
+        excluded.dedup();
+        excluded
+    }
+
+    /// Ticked rows (what the plan acts on at depth 0, beside unresolved mailboxes).
+    pub fn included_count(&self) -> usize {
+        self.recipients.included.iter().filter(|on| **on).count()
     }
 
     fn send_depth_preview(&mut self) -> Vec<Command> {
-        let Some(message) = self.recipients.message.as_ref().map(|m| m.message.clone()) else {
-            return Vec::new();
-        };
-        if self.recipients.rows.ready().is_none() {
+        if self.recipients.message_ids.is_empty() || self.recipients.rows.ready().is_none() {
             return Vec::new();
         }
-        let (included, excluded) = self.selection();
+        let excluded = self.excluded();
         self.recipients.depth_generation += 1;
         self.recipients.depth_preview = Loadable::Loading;
         self.recipients.preview_debounce = None;
         vec![Command::PreviewDepth {
             generation: self.recipients.depth_generation,
-            message,
+            message_ids: self.recipients.message_ids.clone(),
             depth: self.recipients.depth,
-            included,
             excluded,
         }]
+    }
+
+    /// Sets include box `i` (a located row only) and keeps the operator's exclusions in step.
+    fn set_included(&mut self, i: usize, on: bool) {
+        let Some(address) = self
+            .recipients
+            .rows
+            .ready()
+            .and_then(|rows| rows.get(i))
+            .filter(|r| r.tickable())
+            .map(|r| r.address.to_ascii_lowercase())
+        else {
+            return;
+        };
+        if let Some(slot) = self.recipients.included.get_mut(i) {
+            *slot = on;
+        }
+        if on {
+            self.recipients.excluded.remove(&address);
+        } else {
+            self.recipients.excluded.insert(address);
+        }
     }
 
     fn refilter_recipients(&mut self) {
@@ -862,6 +954,11 @@ impl App {
     }
 
     fn update_recipients(&mut self, action: Action) -> Vec<Command> {
+        if matches!(self.recipients.rows, Loadable::Loading) && action == Action::Cancel {
+            return vec![Command::CancelRecipients {
+                generation: self.recipients.generation,
+            }];
+        }
         if self.recipients.rows.ready().is_none() {
             return Vec::new();
         }
@@ -876,22 +973,28 @@ impl App {
             Action::First => self.recipients.selected = 0,
             Action::Last => self.recipients.selected = len.saturating_sub(1),
             Action::ToggleInclude => {
-                if let Some(&i) = self.recipients.visible.get(sel)
-                    && let Some(on) = self.recipients.included.get_mut(i)
-                {
-                    *on = !*on;
-                    selection_changed = true;
+                let Some(&i) = self.recipients.visible.get(sel) else {
+                    return Vec::new();
+                };
+                let row = self.recipients.rows.ready().and_then(|rows| rows.get(i));
+                if let Some(why) = row.and_then(|r| r.state.why_not_tickable()) {
+                    let address = row.map(|r| r.address.as_str()).unwrap_or_default();
+                    self.set_status(format!("{address} cannot be ticked: {why}"), true);
+                    return Vec::new();
                 }
+                let on = self.recipients.included.get(i).copied().unwrap_or(false);
+                self.set_included(i, !on);
+                selection_changed = true;
             }
             Action::SelectAll | Action::SelectNone | Action::InvertSelection => {
-                for &i in &self.recipients.visible {
-                    if let Some(on) = self.recipients.included.get_mut(i) {
-                        *on = match action {
-                            Action::SelectAll => true,
-                            Action::SelectNone => false,
-                            _ => !*on,
-                        };
-                    }
+                for i in self.recipients.visible.clone() {
+                    let on = self.recipients.included.get(i).copied().unwrap_or(false);
+                    let on = match action {
+                        Action::SelectAll => true,
+                        Action::SelectNone => false,
+                        _ => !on,
+                    };
+                    self.set_included(i, on);
                 }
                 selection_changed = true;
             }
@@ -930,11 +1033,11 @@ impl App {
     }
 
     fn build_plan(&mut self) -> Vec<Command> {
-        let Some(message) = self.recipients.message.clone() else {
+        if self.recipients.message_ids.is_empty() {
             return Vec::new();
-        };
-        let (included, excluded) = self.selection();
-        if included.is_empty() {
+        }
+        let excluded = self.excluded();
+        if self.included_count() == 0 {
             self.set_status("no recipient included: tick at least one (space)", true);
             return Vec::new();
         }
@@ -944,9 +1047,9 @@ impl App {
             refusal: None,
         });
         vec![Command::BuildPlan(RetractRequest {
-            message_ids: vec![message.message.message_id],
+            message_ids: self.recipients.message_ids.clone(),
             query: None,
-            tenants: vec![message.message.tenant],
+            tenants: Vec::new(),
             only: Vec::new(),
             exclude: excluded,
             depth: self.recipients.depth,
@@ -1693,11 +1796,46 @@ impl App {
                 if generation != self.recipients.generation {
                     return Vec::new();
                 }
-                self.recipients.included = rows.iter().map(|r| r.included).collect();
+                let excluded = &self.recipients.excluded;
+                self.recipients.included = rows
+                    .iter()
+                    .map(|r| r.tickable() && !excluded.contains(&r.address.to_ascii_lowercase()))
+                    .collect();
                 self.recipients.rows = Loadable::Ready(rows);
-                self.recipients.selected = 0;
+                self.recipients.progress = None;
                 self.refilter_recipients();
                 return self.send_depth_preview();
+            }
+            EngineEvent::RecipientsProgressed {
+                generation,
+                done,
+                total,
+                elapsed_secs,
+            } => {
+                if generation == self.recipients.generation
+                    && matches!(self.recipients.rows, Loadable::Loading)
+                {
+                    self.recipients.progress = Some((done, total, elapsed_secs));
+                }
+            }
+            EngineEvent::RecipientsCancelled { generation } => {
+                if generation == self.recipients.generation
+                    && matches!(self.recipients.rows, Loadable::Loading)
+                {
+                    self.recipients.rows = Loadable::NotLoaded;
+                    self.recipients.progress = None;
+                    self.recipients.cancelled = true;
+                    self.set_status("loading recipients cancelled; ctrl+r loads again", false);
+                }
+            }
+            EngineEvent::RecipientsFailed {
+                generation,
+                message,
+            } => {
+                if generation == self.recipients.generation {
+                    self.recipients.rows = Loadable::Failed(message);
+                    self.recipients.progress = None;
+                }
             }
             EngineEvent::DepthPreviewed {
                 generation,
@@ -1942,26 +2080,35 @@ pub fn build_view(rows: &[SearchRow], grouped: bool) -> Vec<ResultRow> {
         return (0..rows.len()).map(ResultRow::Message).collect();
     }
     let mut view: Vec<ResultRow> = Vec::new();
-    let mut campaign_index: std::collections::HashMap<u64, usize> =
+    // Campaign key -> (its row in `view`, the tenants seen so far).
+    let mut campaign_index: std::collections::HashMap<u64, (usize, Vec<&str>)> =
         std::collections::HashMap::new();
     for (i, row) in rows.iter().enumerate() {
         match row.campaign {
-            Some(key) => match campaign_index.get(&key) {
-                Some(&at) => {
+            Some(key) => match campaign_index.get_mut(&key) {
+                Some((at, seen)) => {
+                    if !seen.contains(&row.message.tenant.as_str()) {
+                        seen.push(&row.message.tenant);
+                    }
                     if let Some(ResultRow::Campaign {
-                        messages, copies, ..
-                    }) = view.get_mut(at)
+                        messages,
+                        copies,
+                        tenants,
+                        ..
+                    }) = view.get_mut(*at)
                     {
                         *messages += 1;
                         *copies += row.copies;
+                        *tenants = seen.len();
                     }
                 }
                 None => {
-                    campaign_index.insert(key, view.len());
+                    campaign_index.insert(key, (view.len(), vec![&row.message.tenant]));
                     view.push(ResultRow::Campaign {
                         first: i,
                         messages: 1,
                         copies: row.copies,
+                        tenants: 1,
                     });
                 }
             },

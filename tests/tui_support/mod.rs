@@ -105,83 +105,109 @@ pub fn search_rows(n: usize) -> Vec<SearchRow> {
         .collect()
 }
 
+/// A checklist across two tenants: located mailboxes, then an unresolved one, then what the
+/// plan cannot act on (a list, not authorized, external, already gone, in another job).
 pub fn recipients() -> Vec<RecipientRow> {
-    let row = |address: &str,
-               kind: AddressKind,
-               grant: GrantStatus,
-               folder: Option<Folder>,
-               read: Option<bool>,
-               last: Option<CopyOutcome>,
-               included: bool| RecipientRow {
-        address: address.into(),
-        tenant: "contoso".into(),
-        kind,
-        grant,
-        folder,
-        read,
-        last_outcome: last,
-        included,
-    };
+    let located =
+        |tenant: &str, address: &str, folder: Folder, read: bool, last: Option<CopyOutcome>| {
+            RecipientRow {
+                address: address.into(),
+                tenant: tenant.into(),
+                kind: AddressKind::Mailbox,
+                state: RecipientState::Located,
+                folder: Some(folder),
+                read: Some(read),
+                copies: 1,
+                last_outcome: last,
+            }
+        };
+    let not =
+        |tenant: &str, address: &str, kind: AddressKind, reason: FailureReason, detail: &str| {
+            RecipientRow {
+                address: address.into(),
+                tenant: tenant.into(),
+                kind,
+                state: RecipientState::NotActionable {
+                    reason,
+                    detail: detail.into(),
+                },
+                folder: None,
+                read: None,
+                copies: 0,
+                last_outcome: None,
+            }
+        };
     vec![
-        row(
+        located(
+            "contoso",
             "alice@contoso.example",
-            AddressKind::Mailbox,
-            GrantStatus::Granted,
-            Some(Folder::Inbox),
-            Some(false),
+            Folder::Inbox,
+            false,
             None,
-            true,
         ),
-        row(
+        located(
+            "contoso",
             "bob@contoso.example",
-            AddressKind::Mailbox,
-            GrantStatus::Granted,
-            Some(Folder::Inbox),
-            Some(true),
+            Folder::Inbox,
+            true,
             Some(CopyOutcome::Succeeded {
                 action: RetractAction::Junk,
             }),
-            true,
         ),
-        row(
-            "carol@contoso.example",
-            AddressKind::Mailbox,
-            GrantStatus::Granted,
-            Some(Folder::Trash),
-            Some(true),
-            Some(CopyOutcome::Failed {
-                reason: FailureReason::AlreadyGone,
-            }),
+        located(
+            "fabrikam",
+            "carol@fabrikam.example",
+            Folder::Inbox,
             true,
+            None,
         ),
-        row(
+        RecipientRow {
+            address: "erin@fabrikam.example".into(),
+            tenant: "fabrikam".into(),
+            kind: AddressKind::Mailbox,
+            state: RecipientState::Unresolved {
+                reason: FailureReason::Throttled,
+                detail: "429 rateLimitExceeded: quota exceeded".into(),
+            },
+            folder: None,
+            read: None,
+            copies: 1,
+            last_outcome: None,
+        },
+        not(
+            "contoso",
             "sales@contoso.example",
             AddressKind::DistributionList,
-            GrantStatus::Granted,
-            None,
-            None,
-            None,
-            false,
+            FailureReason::NotAMailbox,
+            "distribution list: its 2 member mailboxes are retracted separately",
         ),
-        row(
-            "dave@fabrikam.example",
+        not(
+            "contoso",
+            "dave@labs.contoso.example",
             AddressKind::Mailbox,
-            GrantStatus::Missing {
-                permission: "Mail.ReadWrite".into(),
-            },
-            Some(Folder::Inbox),
-            Some(false),
-            None,
-            true,
+            FailureReason::NotAuthorized,
+            "403 ErrorAccessDenied: Access is denied",
         ),
-        row(
+        not(
+            "contoso",
+            "frank@contoso.example",
+            AddressKind::Mailbox,
+            FailureReason::AlreadyGone,
+            "already in Trash",
+        ),
+        not(
+            "contoso",
+            "grace@contoso.example",
+            AddressKind::Mailbox,
+            FailureReason::InAnotherJob,
+            "job 41 holds it",
+        ),
+        not(
+            "",
             "partner@outside.example",
             AddressKind::External,
-            GrantStatus::NotInTenant,
-            None,
-            None,
-            None,
-            false,
+            FailureReason::External,
+            "outside the tenant's domains",
         ),
     ]
 }

@@ -1,7 +1,8 @@
 //! Recipient checklist for the selected message: include boxes, per-recipient status, the
 //! conversation depth stepper with its live preview, and the action selector.
 
-use crate::engine::view::{AddressKind, CopyOutcome, GrantStatus};
+use crate::engine::view::{CopyOutcome, GrantStatus, RecipientState};
+use crate::model::FailureReason;
 use crate::model::RetractAction;
 use crate::tui::action::Action;
 use crate::tui::app::{App, Loadable};
@@ -36,6 +37,20 @@ pub fn grant_style(status: &GrantStatus, theme: &Theme) -> Style {
     }
 }
 
+/// The State column's colour: located green, unresolved a warning, the rest by reason.
+pub fn state_style(state: &RecipientState, theme: &Theme) -> Style {
+    match state {
+        RecipientState::Located => theme.status_succeeded,
+        RecipientState::Unresolved { .. } => theme.status_warning,
+        RecipientState::NotActionable { reason, .. } => match reason {
+            FailureReason::NotAuthorized | FailureReason::ProviderError => theme.status_failed,
+            FailureReason::InAnotherJob => theme.status_running,
+            FailureReason::External => theme.status_warning,
+            _ => theme.muted,
+        },
+    }
+}
+
 pub fn outcome_style(outcome: &CopyOutcome, theme: &Theme) -> Style {
     match outcome {
         CopyOutcome::Pending => theme.status_pending,
@@ -55,15 +70,32 @@ fn action_label(action: RetractAction) -> String {
 
 // Layout inside the pane:
 //
-// +-Recipients: "Invoice overdue" from a@evil.example------------------------+
-// | Action: [Junk Email]   Depth: 1 (+/-)   Included: 8 of 10   Filter: corp |
-// | depth 0: 10 copies in 10 mailboxes   +1: 4 copies in 3 mailboxes         |
-// | Inc Address               Kind     Retract    Folder   Read  Last outcome |
-// | [x] bob@corp.example      mailbox  Granted    Inbox    no    -            |
-// +--------------------------------------------------------------------------+
+// +-Recipients (2 tenants): "Invoice overdue" from a@evil.example-------------------+
+// | Action: [Junk Email]   Depth: 1 (+/-)   Included: 8 of 10, 3 not tickable      |
+// | depth 0: 10 copies in 10 mailboxes   +1: 4 copies in 3 mailboxes                |
+// | Inc Tenant   Address            State           Folder      Read Last outcome   |
+// | [x] contoso  bob@corp.example   mailbox         Inbox       no   -              |
+// |  -  contoso  all@corp.example   not_a_mailbox   -           -    -              |
+// +---------------------------------------------------------------------------------+
 pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let r = &app.recipients;
+    let tenants: std::collections::BTreeSet<&str> = r
+        .rows
+        .ready()
+        .map(|rows| {
+            rows.iter()
+                .filter(|row| !row.tenant.is_empty())
+                .map(|row| row.tenant.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
     let title = match &r.message {
+        Some(m) if tenants.len() > 1 => format!(
+            " Recipients ({} tenants): \"{}\" from {} ",
+            tenants.len(),
+            m.subject,
+            m.from
+        ),
         Some(m) => format!(" Recipients: \"{}\" from {} ", m.subject, m.from),
         None => " Recipients ".to_string(),
     };
@@ -85,10 +117,32 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         Constraint::Fill(1),
     ])
     .areas(inner);
+    if r.cancelled && matches!(r.rows, Loadable::NotLoaded) {
+        state_message(
+            frame,
+            table_area,
+            "Loading recipients cancelled (esc); ctrl+r loads again",
+            theme.muted,
+        );
+        return;
+    }
+    if matches!(r.rows, Loadable::Loading) {
+        let text = match r.progress {
+            Some((done, total, secs)) => format!(
+                "Loading recipients... {}/{} mailboxes located, {secs} s (esc cancels)",
+                thousands(done),
+                thousands(total)
+            ),
+            None => "Loading recipients... (esc cancels)".to_string(),
+        };
+        state_message(frame, table_area, &text, theme.muted);
+        return;
+    }
     let Some(rows) = loadable(frame, table_area, &r.rows, "recipients", theme) else {
         return;
     };
-    let included = r.included.iter().filter(|on| **on).count();
+    let included = app.included_count();
+    let not_tickable = rows.iter().filter(|row| !row.tickable()).count();
     let action_style = if r.action == RetractAction::HardDelete {
         theme.status_failed
     } else {
@@ -103,7 +157,10 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         Span::styled(" (+/-)", theme.muted),
         Span::raw("   "),
         Span::styled(
-            format!("Included: {included} of {}", rows.len()),
+            format!(
+                "Included: {included} of {}, {not_tickable} not tickable",
+                rows.len() - not_tickable
+            ),
             theme.text,
         ),
     ];
@@ -170,52 +227,61 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let table_rows = r.visible[offset..end].iter().filter_map(|&i| {
         let row = rows.get(i)?;
         let on = r.included.get(i).copied().unwrap_or(false);
-        let kind_style = match row.kind {
-            AddressKind::Mailbox => theme.text,
-            AddressKind::DistributionList => theme.muted,
-            AddressKind::External => theme.status_warning,
-        };
         let (last, last_style) = match &row.last_outcome {
             Some(o) => (o.label(), outcome_style(o, theme)),
             None => ("-".to_string(), theme.muted),
         };
-        Some(Row::new(vec![
-            Cell::from(if on { "[x]" } else { "[ ]" }),
-            Cell::from(row.address.as_str()),
-            Cell::from(row.kind.label()).style(kind_style),
-            Cell::from(row.grant.label()).style(grant_style(&row.grant, theme)),
-            Cell::from(
-                row.folder
-                    .as_ref()
-                    .map(|f| f.label().to_string())
-                    .unwrap_or("-".into()),
-            ),
-            Cell::from(match row.read {
-                Some(true) => "yes",
-                Some(false) => "no",
-                None => "-",
-            }),
-            Cell::from(last).style(last_style),
-        ]))
+        let (check, text_style) = match (row.tickable(), on) {
+            (true, true) => ("[x]", theme.text),
+            (true, false) => ("[ ]", theme.text),
+            // Not tickable: no box at all, so it never reads as "left out by the operator".
+            (false, _) => (" - ", theme.muted),
+        };
+        Some(
+            Row::new(vec![
+                Cell::from(check),
+                Cell::from(if row.tenant.is_empty() {
+                    "-"
+                } else {
+                    row.tenant.as_str()
+                }),
+                Cell::from(row.address.as_str()),
+                Cell::from(row.state.label()).style(state_style(&row.state, theme)),
+                Cell::from(
+                    row.folder
+                        .as_ref()
+                        .map(|f| f.label().to_string())
+                        .unwrap_or("-".into()),
+                ),
+                Cell::from(match row.read {
+                    Some(true) => "yes",
+                    Some(false) => "no",
+                    None => "-",
+                }),
+                Cell::from(last).style(last_style),
+            ])
+            .style(text_style),
+        )
     });
     let header = Row::new([
         "Inc",
+        "Tenant",
         "Address",
-        "Kind",
-        "Retract",
+        "State",
         "Folder",
         "Read",
         "Last outcome",
     ])
     .style(theme.header);
+    let wide = table_area.width >= 120;
     let table = Table::new(
         table_rows,
         [
             Constraint::Length(3),
+            Constraint::Length(if wide { 12 } else { 8 }),
             Constraint::Fill(3),
-            Constraint::Length(8),
-            // Wide screens show the whole grant status (`Missing (Mail.ReadWrite)`).
-            Constraint::Length(if table_area.width >= 120 { 26 } else { 13 }),
+            // Wide screens show the whole state (`unresolved: provider_error`).
+            Constraint::Length(if wide { 26 } else { 14 }),
             Constraint::Length(11),
             Constraint::Length(4),
             Constraint::Fill(2),

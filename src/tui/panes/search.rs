@@ -75,9 +75,18 @@ fn query_line<'a>(app: &'a App, theme: &Theme) -> Line<'a> {
     Line::from(spans)
 }
 
-fn message_cells<'a>(row: &'a SearchRow, theme: &Theme) -> Vec<Cell<'a>> {
+/// Below this width the Received column drops the year so the Tenant column fits.
+const WIDE: u16 = 100;
+
+fn message_cells<'a>(row: &'a SearchRow, wide: bool, theme: &Theme) -> Vec<Cell<'a>> {
+    let received = if wide {
+        "%Y-%m-%d %H:%M"
+    } else {
+        "%m-%d %H:%M"
+    };
     vec![
-        Cell::from(row.received.format("%Y-%m-%d %H:%M").to_string()).style(theme.muted),
+        Cell::from(row.received.format(received).to_string()).style(theme.muted),
+        Cell::from(row.message.tenant.as_str()),
         Cell::from(&*row.from),
         Cell::from(&*row.subject),
         Cell::from(format!("{:>6}", thousands(row.copies))),
@@ -92,8 +101,9 @@ fn message_cells<'a>(row: &'a SearchRow, theme: &Theme) -> Vec<Cell<'a>> {
 // +-Search (1,234 of 5,000 messages)------------------------------------------+
 // | Query: from:evil.example since:24h                                        |
 // |        ^ col 12: expected a value                     (only on error)     |
-// | Received          From          Subject            Copies Disposit. State |
-// | 2026-11-22 08:41  a@evil.exa..  Invoice overdue         42 malicious  -     |
+// | Received          Tenant   From        Subject       Copies Disposit. State |
+// | 2026-11-22 08:41  contoso  a@evil.ex.. Invoice overdue   42 malicious  -     |
+// (below 100 columns Received drops the year: `11-22 08:41`)
 // +---------------------------------------------------------------------------+
 pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let title = match &app.search.results {
@@ -160,26 +170,32 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             // Header takes one line; only the visible window becomes rows.
             let height = table_area.height.saturating_sub(1) as usize;
             let (offset, end) = visible_window(app.search.selected, height, results.view.len());
+            let wide = table_area.width >= WIDE;
             let rows = results.view[offset..end]
                 .iter()
                 .filter_map(|item| match *item {
                     ResultRow::Message(i) => results
                         .rows
                         .get(i)
-                        .map(|r| Row::new(message_cells(r, theme))),
+                        .map(|r| Row::new(message_cells(r, wide, theme))),
                     ResultRow::Campaign {
                         first,
                         messages,
                         copies,
+                        tenants,
                     } => results.rows.get(first).map(|r| {
-                        let mut cells = message_cells(r, theme);
-                        cells[2] = Cell::from(format!("[{messages} msgs] {}", r.subject));
-                        cells[3] = Cell::from(format!("{:>6}", thousands(copies)));
+                        let mut cells = message_cells(r, wide, theme);
+                        if tenants > 1 {
+                            cells[1] = Cell::from(format!("{tenants} tenants"));
+                        }
+                        cells[3] = Cell::from(format!("[{messages} msgs] {}", r.subject));
+                        cells[4] = Cell::from(format!("{:>6}", thousands(copies)));
                         Row::new(cells)
                     }),
                 });
             let header = Row::new([
                 "Received",
+                "Tenant",
                 "From",
                 "Subject",
                 "Copies",
@@ -190,7 +206,8 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             let table = Table::new(
                 rows,
                 [
-                    Constraint::Length(16),
+                    Constraint::Length(if wide { 16 } else { 11 }),
+                    Constraint::Length(if wide { 10 } else { 9 }),
                     Constraint::Fill(2),
                     Constraint::Fill(3),
                     Constraint::Length(6),

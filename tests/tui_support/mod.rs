@@ -449,6 +449,7 @@ pub fn tenants() -> Vec<TenantView> {
                     },
                 },
             ],
+            error: None,
         },
         TenantView {
             name: "northwind".into(),
@@ -457,6 +458,7 @@ pub fn tenants() -> Vec<TenantView> {
                 domain: "northwind.example".into(),
                 status: GrantStatus::NotInTenant,
             }],
+            error: None,
         },
     ]
 }

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // test code: unwrap is the assertion
 
+mod lab_support;
+
 use clawback::config::Config;
 use clawback::lab::{LabOptions, LabServer};
 
@@ -112,18 +114,9 @@ async fn doctor_on_the_demo_prints_the_retract_table_and_exits_3() {
 /// exit 4 (unreachable) instead of 3 (missing permission), and stderr said what it was doing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_on_a_stopped_lab_says_connection_refused_and_exits_4() {
-    let server = LabServer::start(
-        &clawback::lab::scenario::demo(1),
-        LabOptions::default(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lab.toml");
-    let mut config: Config = server.write_config(&path).unwrap();
-    let endpoint = server.base_url().trim_start_matches("http://").to_string();
-    server.stop().await;
+    let (mut config, endpoint) = lab_support::stopped_demo_lab(dir.path()).await;
     // Short timeouts: even a connect that hung instead of being refused would end quickly.
     config.http.connect_timeout_secs = 2.0;
     config.http.read_timeout_secs = 2.0;

@@ -5,34 +5,32 @@
 
 #![allow(clippy::unwrap_used)] // test code: unwrap is the assertion
 
+mod lab_support;
+
 use clawback::config::Config;
 use clawback::lab::{LabOptions, LabServer};
 use clawback::model::{FailureReason, Folder, RetractAction, TenantKind};
 use clawback::provider::{LocatedCopy, ProviderClient};
+use lab_support::{demo_lab, stopped_demo_lab};
 use std::time::Duration;
 
 /// Far above what a fail-fast answer needs, far below the minutes of the old retries.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// The demo lab's config (both providers), and the lab's `host:port`, with the lab stopped.
-async fn config_for_a_stopped_lab(dir: &std::path::Path) -> (Config, String) {
-    let server = LabServer::start(
-        &clawback::lab::scenario::demo(1),
-        LabOptions::default(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let config = server.write_config(&dir.join("lab.toml")).unwrap();
-    let endpoint = server.base_url().trim_start_matches("http://").to_string();
-    server.stop().await;
-    (config, endpoint)
+/// The first Microsoft 365 tenant's client.
+fn graph_client(config: &Config) -> ProviderClient {
+    let tenant = config
+        .tenants
+        .iter()
+        .find(|t| t.kind == TenantKind::Microsoft365)
+        .unwrap();
+    ProviderClient::new(config, tenant).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_lab_is_connection_refused_at_once_for_both_providers_not_a_permission() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, endpoint) = config_for_a_stopped_lab(dir.path()).await;
+    let (config, endpoint) = stopped_demo_lab(dir.path()).await;
     let kinds: Vec<TenantKind> = config.tenants.iter().map(|t| t.kind).collect();
     assert!(
         kinds.contains(&TenantKind::Microsoft365) && kinds.contains(&TenantKind::GoogleWorkspace),
@@ -70,20 +68,15 @@ async fn a_stopped_lab_is_connection_refused_at_once_for_both_providers_not_a_pe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mutation_to_a_stopped_lab_fails_plainly_it_never_left() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, endpoint) = config_for_a_stopped_lab(dir.path()).await;
-    let tenant = config
-        .tenants
-        .iter()
-        .find(|t| t.kind == TenantKind::Microsoft365)
-        .unwrap();
-    let client = ProviderClient::new(&config, tenant).unwrap();
-    let domain = tenant
-        .domains
-        .first()
-        .cloned()
-        .unwrap_or("contoso.com".into());
+    let (mut config, endpoint) = stopped_demo_lab(dir.path()).await;
+    // Configured domains: the mailbox is known to be internal without asking the provider,
+    // so the refusal met is the mutation's own (its token request), not a domain lookup's.
+    for t in &mut config.tenants {
+        t.domains = vec!["contoso.example".into()];
+    }
+    let client = graph_client(&config);
     let copy = LocatedCopy {
-        mailbox: format!("someone@{domain}"),
+        mailbox: "someone@contoso.example".into(),
         id: "AAMkAD-some-id".into(),
         internet_message_id: "<m@example.com>".into(),
         folder: Folder::Inbox,
@@ -107,23 +100,10 @@ async fn a_lab_slower_than_the_read_timeout_is_a_read_timeout_not_a_hang() {
         latency: Duration::from_secs(3),
         ..LabOptions::default()
     };
-    let server = LabServer::start(
-        &clawback::lab::scenario::demo(1),
-        options,
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = server.write_config(&dir.path().join("lab.toml")).unwrap();
+    let (server, mut config, endpoint) = demo_lab(options, dir.path()).await;
     config.http.read_timeout_secs = 0.3;
-    let endpoint = server.base_url().trim_start_matches("http://").to_string();
-    let tenant = config
-        .tenants
-        .iter()
-        .find(|t| t.kind == TenantKind::Microsoft365)
-        .unwrap();
-    let client = ProviderClient::new(&config, tenant).unwrap();
+    let client = graph_client(&config);
     let served_before = served(&server).await;
     let f = tokio::time::timeout(DEADLINE, client.list_mailboxes())
         .await

@@ -1101,31 +1101,27 @@ async fn a_job_another_process_runs_is_leased_not_failed() {
     assert!(done.succeeded > 0);
 }
 
+/// The console on `config`, its engine on a fresh store in `dir/data` (no trace synced).
+fn console_on(config: &clawback::config::Config, dir: &std::path::Path) -> Console {
+    let store = Store::open_in_dir(&dir.join("data")).unwrap();
+    let engine = std::sync::Arc::new(Engine::new(config.clone(), store).unwrap());
+    let (app, _theme) = prepare(config, &TuiOptions::default()).unwrap();
+    Console {
+        app,
+        engine: service::spawn(engine),
+    }
+}
+
 /// Issue 12, part 6: the Tenants pane against a lab that was stopped shows every tenant in
 /// the Error state naming the endpoint and the cause — never "Granted" — within the
 /// configured (short) timeouts, with progress on the way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_pane_against_a_stopped_lab_shows_the_error_naming_the_endpoint() {
-    let server = LabServer::start(
-        &clawback::lab::scenario::demo(1),
-        LabOptions::default(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = server.write_config(&dir.path().join("lab.toml")).unwrap();
-    let endpoint = server.base_url().trim_start_matches("http://").to_string();
-    server.stop().await;
+    let (mut config, endpoint) = lab_support::stopped_demo_lab(dir.path()).await;
     config.http.connect_timeout_secs = 1.0;
     config.http.read_timeout_secs = 1.0;
-    let store = Store::open_in_dir(&dir.path().join("data")).unwrap();
-    let engine = std::sync::Arc::new(Engine::new(config.clone(), store).unwrap());
-    let (app, _theme) = prepare(&config, &TuiOptions::default()).unwrap();
-    let mut console = Console {
-        app,
-        engine: service::spawn(engine),
-    };
+    let mut console = console_on(&config, dir.path());
     console.keys(&["7"]);
     assert_eq!(console.app.tenants.tenants, Loadable::Loading);
     let started = Instant::now();
@@ -1159,23 +1155,10 @@ async fn esc_cancels_a_slow_tenants_load_and_the_engine_aborts_it() {
         latency: Duration::from_secs(60),
         ..LabOptions::default()
     };
-    let server = LabServer::start(
-        &clawback::lab::scenario::demo(1),
-        options,
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = server.write_config(&dir.path().join("lab.toml")).unwrap();
+    let (_server, mut config, _) = lab_support::demo_lab(options, dir.path()).await;
     config.http.read_timeout_secs = 120.0;
-    let store = Store::open_in_dir(&dir.path().join("data")).unwrap();
-    let engine = std::sync::Arc::new(Engine::new(config.clone(), store).unwrap());
-    let (app, _theme) = prepare(&config, &TuiOptions::default()).unwrap();
-    let mut console = Console {
-        app,
-        engine: service::spawn(engine),
-    };
+    let mut console = console_on(&config, dir.path());
     console.keys(&["7"]);
     console
         .until("the first progress", |a| {

@@ -240,14 +240,7 @@ impl TransportCause {
     /// The endpoint cannot be reached: sending again soon gives the same answer, so the
     /// failure is final at once instead of being retried with backoff for minutes.
     pub fn unreachable(self) -> bool {
-        matches!(
-            self,
-            TransportCause::ConnectionRefused
-                | TransportCause::Dns
-                | TransportCause::Tls
-                | TransportCause::ConnectTimeout
-                | TransportCause::ReadTimeout
-        )
+        self.never_sent() || self == TransportCause::ReadTimeout
     }
 
     /// The request never left: a mutation that failed so has certainly not landed.

@@ -149,6 +149,9 @@ pub struct Config {
     /// retract in one cycle before it waits for `clawback policy confirm`.
     #[serde(default)]
     pub watch: WatchConfig,
+    /// Provider HTTP timeouts (`[http]`), for every tenant.
+    #[serde(default)]
+    pub http: HttpConfig,
     /// Where the file was loaded from (for error messages and relative paths).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -361,6 +364,10 @@ pub mod ranges {
     pub const REPORTERS_THRESHOLD: RangeInclusive<u64> = 1..=10_000;
     /// `[automation] interval_secs`: a second to a day.
     pub const INTERVAL_SECS: RangeInclusive<u64> = 1..=86_400;
+    /// `[http] connect_timeout_secs`: a tenth of a second to five minutes.
+    pub const CONNECT_TIMEOUT_SECS: RangeInclusive<f64> = 0.1..=300.0;
+    /// `[http] read_timeout_secs`: a tenth of a second to an hour.
+    pub const READ_TIMEOUT_SECS: RangeInclusive<f64> = 0.1..=3600.0;
 
     /// `value` moved into `range` (for settings that did not come through a file).
     pub fn clamp<T>(value: T, range: &RangeInclusive<u64>) -> T
@@ -451,6 +458,96 @@ ranged_key!(
     "automation.interval_secs",
     ranges::INTERVAL_SECS
 );
+
+/// Deserializes a duration in seconds (integer or fraction) and refuses it outside `range`,
+/// naming `key` and the range (toml puts the error on the value's line).
+fn ranged_secs<'de, D>(
+    d: D,
+    key: &str,
+    range: &std::ops::RangeInclusive<f64>,
+) -> Result<f64, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let v = f64::deserialize(d)?;
+    if !range.contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "{key} = {v}: must be from {} to {} seconds",
+            range.start(),
+            range.end()
+        )));
+    }
+    Ok(v)
+}
+
+fn de_connect_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    ranged_secs(
+        d,
+        "[http] connect_timeout_secs",
+        &ranges::CONNECT_TIMEOUT_SECS,
+    )
+}
+
+fn de_read_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    ranged_secs(d, "[http] read_timeout_secs", &ranges::READ_TIMEOUT_SECS)
+}
+
+/// `[http]`: how long a provider request may wait, for every tenant. A connection that is
+/// refused, or a name that does not resolve, fails at once; these bound the waits that have
+/// no answer: the TCP/TLS connect, and each read of a response (headers or body) after the
+/// request went out. A mutation whose read timed out has an unknown outcome and is verified
+/// by locating the copy again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Seconds to establish a connection, TLS included (default 10; 0.1 to 300).
+    #[serde(
+        default = "default_connect_timeout",
+        deserialize_with = "de_connect_timeout"
+    )]
+    pub connect_timeout_secs: f64,
+    /// Seconds the provider may stay silent while answering (default 30; 0.1 to 3600).
+    #[serde(default = "default_read_timeout", deserialize_with = "de_read_timeout")]
+    pub read_timeout_secs: f64,
+}
+
+fn default_connect_timeout() -> f64 {
+    10.0
+}
+fn default_read_timeout() -> f64 {
+    30.0
+}
+
+impl HttpConfig {
+    /// The connect timeout, within its range even when the config was built in code.
+    pub fn connect_timeout(&self) -> std::time::Duration {
+        secs_in(self.connect_timeout_secs, &ranges::CONNECT_TIMEOUT_SECS)
+    }
+
+    /// The read timeout, within its range even when the config was built in code.
+    pub fn read_timeout(&self) -> std::time::Duration {
+        secs_in(self.read_timeout_secs, &ranges::READ_TIMEOUT_SECS)
+    }
+}
+
+fn secs_in(v: f64, range: &std::ops::RangeInclusive<f64>) -> std::time::Duration {
+    // NaN is not in any range: the upper bound (the longest wait) is the safe reading.
+    let v = if v.is_nan() {
+        *range.end()
+    } else {
+        v.clamp(*range.start(), *range.end())
+    };
+    std::time::Duration::from_secs_f64(v)
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            connect_timeout_secs: default_connect_timeout(),
+            read_timeout_secs: default_read_timeout(),
+        }
+    }
+}
 
 /// Client-side request limits per tenant.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1240,6 +1337,65 @@ endpoints = { login = "http://127.0.0.1:9", graph = "http://127.0.0.1:9" }
             assert!(err.starts_with(&format!("lab.toml:{want_line}: ")), "{err}");
             assert!(err.contains(&format!("[watch] {key}")), "{err}");
         }
+    }
+
+    #[test]
+    fn http_timeouts_default_parse_and_refuse_out_of_range_naming_file_line_and_key() {
+        let c = Config::parse(LAB, Path::new("lab.toml")).expect("parse");
+        assert_eq!(c.http, HttpConfig::default());
+        assert_eq!(c.http.connect_timeout(), std::time::Duration::from_secs(10));
+        assert_eq!(c.http.read_timeout(), std::time::Duration::from_secs(30));
+        let ok = format!("{LAB}\n[http]\nconnect_timeout_secs = 0.5\nread_timeout_secs = 2\n");
+        let c = Config::parse(&ok, Path::new("lab.toml")).expect("parse");
+        assert_eq!(
+            c.http.connect_timeout(),
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(c.http.read_timeout(), std::time::Duration::from_secs(2));
+        for (line, want) in [
+            (
+                "connect_timeout_secs = 0",
+                "[http] connect_timeout_secs = 0: must be from 0.1 to 300 seconds",
+            ),
+            (
+                "connect_timeout_secs = 301",
+                "[http] connect_timeout_secs = 301: must be from 0.1 to 300 seconds",
+            ),
+            (
+                "read_timeout_secs = -1",
+                "[http] read_timeout_secs = -1: must be from 0.1 to 3600 seconds",
+            ),
+            (
+                "read_timeout_secs = nan",
+                "[http] read_timeout_secs = NaN: must be from 0.1 to 3600",
+            ),
+            (
+                "read_timeout_secs = \"30s\"",
+                "invalid type: string \"30s\"",
+            ),
+            (
+                "total_timeout_secs = 5",
+                "unknown field `total_timeout_secs`",
+            ),
+        ] {
+            let text = format!("{LAB}\n[http]\n{line}\n");
+            let err = Config::parse(&text, Path::new("lab.toml"))
+                .unwrap_err()
+                .to_string();
+            let want_line = text.lines().count();
+            assert!(err.starts_with(&format!("lab.toml:{want_line}: ")), "{err}");
+            assert!(err.contains(want), "{err}");
+        }
+        // Built in code: kept within the ranges.
+        let wild = HttpConfig {
+            connect_timeout_secs: 0.0,
+            read_timeout_secs: f64::NAN,
+        };
+        assert_eq!(
+            wild.connect_timeout(),
+            std::time::Duration::from_millis(100)
+        );
+        assert_eq!(wild.read_timeout(), std::time::Duration::from_secs(3600));
     }
 
     #[test]

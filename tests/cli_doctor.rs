@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // test code: unwrap is the assertion
 
+mod lab_support;
+
 use clawback::config::Config;
 use clawback::lab::{LabOptions, LabServer};
 
@@ -105,4 +107,70 @@ async fn doctor_on_the_demo_prints_the_retract_table_and_exits_3() {
     assert!(stdout.contains("adminconsent"), "{stdout}");
     assert!(stdout.contains("Domain-wide delegation"), "{stdout}");
     server.stop().await;
+}
+
+/// `clawback doctor` against a lab that was stopped: "connection refused" with the endpoint,
+/// long before any retry schedule would end, no admin-consent URL, no "Missing permission",
+/// exit 4 (unreachable) instead of 3 (missing permission), and stderr said what it was doing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_on_a_stopped_lab_says_connection_refused_and_exits_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lab.toml");
+    let (mut config, endpoint) = lab_support::stopped_demo_lab(dir.path()).await;
+    // Short timeouts: even a connect that hung instead of being refused would end quickly.
+    config.http.connect_timeout_secs = 2.0;
+    config.http.read_timeout_secs = 2.0;
+    clawback::secret::write_private_file(
+        &path,
+        toml::to_string_pretty(&config).unwrap().as_bytes(),
+    )
+    .unwrap();
+
+    let bin = env!("CARGO_BIN_EXE_clawback");
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .arg("--config")
+            .arg(&path)
+            .arg("doctor")
+            .env_remove("CLAWBACK_CONFIG")
+            .output()
+            .unwrap()
+    });
+    // The old retry schedule took minutes; the refusal is final at once.
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), run)
+        .await
+        .expect("doctor still running after 30 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let sections: Vec<&str> = stdout.split("Tenant ").skip(1).collect();
+    assert_eq!(sections.len(), config.tenants.len(), "{stdout}");
+    for (t, section) in config.tenants.iter().zip(&sections) {
+        assert!(section.starts_with(&t.name), "{section}");
+        assert!(
+            section.contains(&format!(
+                "Token:       cannot reach: connection refused: {endpoint}"
+            )),
+            "{section}"
+        );
+        // Progress: the step was announced before its answer came.
+        assert!(
+            stderr.contains(&format!("{}: getting a token from {endpoint}", t.name)),
+            "{stderr}"
+        );
+    }
+    for wrong in [
+        "adminconsent",
+        "To grant",
+        "Missing",
+        "Granted:",
+        "NOT obtained",
+    ] {
+        assert!(!stdout.contains(wrong), "{wrong:?} in\n{stdout}");
+    }
 }

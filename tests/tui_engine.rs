@@ -1094,3 +1094,99 @@ async fn a_job_another_process_runs_is_leased_not_failed() {
     assert_eq!(done.state, JobPhase::Finished);
     assert!(done.succeeded > 0);
 }
+
+/// The console on `config`, its engine on a fresh store in `dir/data` (no trace synced).
+fn console_on(config: &clawback::config::Config, dir: &std::path::Path) -> Console {
+    let store = Store::open_in_dir(&dir.join("data")).unwrap();
+    let engine = std::sync::Arc::new(Engine::new(config.clone(), store).unwrap());
+    let (app, _theme) = prepare(config, &TuiOptions::default()).unwrap();
+    Console {
+        app,
+        engine: service::spawn(engine),
+    }
+}
+
+/// Issue 12, part 6: the Tenants pane against a lab that was stopped shows every tenant in
+/// the Error state naming the endpoint and the cause — never "Granted" — within the
+/// configured (short) timeouts, with progress on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_pane_against_a_stopped_lab_shows_the_error_naming_the_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut config, endpoint) = lab_support::stopped_demo_lab(dir.path()).await;
+    config.http.connect_timeout_secs = 1.0;
+    config.http.read_timeout_secs = 1.0;
+    let mut console = console_on(&config, dir.path());
+    console.keys(&["7"]);
+    assert_eq!(console.app.tenants.tenants, Loadable::Loading);
+    let started = Instant::now();
+    console
+        .until("the tenants", |a| a.tenants.tenants.ready().is_some())
+        .await;
+    // Refused is final at once; the old retry schedule took minutes.
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let tenants = console.app.tenants.tenants.ready().unwrap().clone();
+    assert_eq!(tenants.len(), config.tenants.len());
+    let want = format!("connection refused: {endpoint}");
+    for t in &tenants {
+        assert_eq!(t.error.as_deref(), Some(want.as_str()), "{}", t.name);
+        assert!(t.domains.is_empty(), "{}: {:?}", t.name, t.domains);
+    }
+    let theme = clawback::tui::theme::Theme::default_theme();
+    let screen = tui_support::render_text(&console.app, &theme, 80, 24);
+    for t in &tenants {
+        assert!(screen.contains(&format!("{}: {want}", t.name)), "{screen}");
+    }
+    assert!(!screen.contains("Granted"), "{screen}");
+}
+
+/// Issue 12, part 6: a slow tenants load shows done/total while it runs, and `Esc` stops it:
+/// the engine aborts the provider work (`TenantsCancelled`) and no late result replaces the
+/// pane's "cancelled".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn esc_cancels_a_slow_tenants_load_and_the_engine_aborts_it() {
+    // Every API answer takes a minute; the read timeout would wait longer still.
+    let options = LabOptions {
+        latency: Duration::from_secs(60),
+        ..LabOptions::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, mut config, _) = lab_support::demo_lab(options, dir.path()).await;
+    config.http.read_timeout_secs = 120.0;
+    let mut console = console_on(&config, dir.path());
+    console.keys(&["7"]);
+    console
+        .until("the first progress", |a| {
+            a.tenants.loading.and_then(|l| l.progress).is_some()
+        })
+        .await;
+    let progress = console.app.tenants.loading.unwrap().progress.unwrap();
+    assert_eq!(
+        (progress.done, progress.total),
+        (0, config.tenants.len()),
+        "{progress:?}"
+    );
+    console.keys(&["esc"]);
+    assert!(
+        matches!(&console.app.tenants.tenants, Loadable::Failed(m) if m.starts_with("cancelled after")),
+        "{:?}",
+        console.app.tenants.tenants
+    );
+    // The engine confirms it stopped the load (sent only when it aborted unfinished work).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, console.engine.events.recv()).await {
+            Ok(Some(EngineEvent::TenantsCancelled)) => break,
+            Ok(Some(EngineEvent::TenantsLoaded(t))) => panic!("loaded after cancel: {t:?}"),
+            Ok(Some(other)) => {
+                console.app.on_engine(other);
+            }
+            Ok(None) => panic!("the engine stopped"),
+            Err(_) => panic!("no TenantsCancelled within 20 s"),
+        }
+    }
+    assert!(
+        matches!(&console.app.tenants.tenants, Loadable::Failed(m) if m.starts_with("cancelled after"))
+    );
+    assert_eq!(console.app.tenants.loading, None);
+}

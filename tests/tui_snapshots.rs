@@ -11,7 +11,9 @@ mod tui_support;
 
 use clawback::config::Config;
 use clawback::engine::event::{EngineEvent, QueryErrorView};
-use clawback::engine::view::{AuditVerification, JobId, JobPhase, MetricsWindow, PolicyMatrix};
+use clawback::engine::view::{
+    AuditVerification, JobId, JobPhase, MetricsWindow, PolicyMatrix, TenantsProgress,
+};
 use clawback::model::{FailureReason, RetractAction, Role};
 use clawback::tui::TuiOptions;
 use clawback::tui::app::{App, Pane};
@@ -434,6 +436,39 @@ fn tenants_pane_states() {
     let mut failed = on_pane("7");
     fail_engine(&mut failed);
     snap("tenants_error", &failed);
+}
+
+/// Issue 12: a tenants load says how far it came and how long it runs (ticks, not a clock),
+/// and how to stop it; a tenant whose endpoint cannot be reached is an Error naming the
+/// endpoint and the cause, in the table and in full under it, in the error colour.
+#[test]
+fn tenants_pane_progress_cancel_and_unreachable() {
+    let mut checking = on_pane("7");
+    checking.on_engine(EngineEvent::TenantsProgress(TenantsProgress {
+        done: 1,
+        total: 2,
+        domains: 3,
+    }));
+    for _ in 0..50 {
+        checking.update(clawback::tui::action::Action::Tick);
+    }
+    snap("tenants_checking", &checking);
+    let mut cancelled = checking.clone();
+    keys(&mut cancelled, &["esc"]);
+    snap("tenants_cancelled", &cancelled);
+
+    let mut unreachable = on_pane("7");
+    let mut views = tenants();
+    views[1].domains.clear();
+    views[1].error = Some("connection refused: 127.0.0.1:41234".into());
+    unreachable.on_engine(EngineEvent::TenantsLoaded(views));
+    snap("tenants_unreachable", &unreachable);
+    let theme = default_theme();
+    let buffer = render_buffer(&unreachable, &theme, 80, 24);
+    let (x, y) = find(&buffer, "northwind: connection refused: 127.0.0.1:41234").unwrap();
+    assert_eq!(buffer[(x, y)].style().fg, theme.error.fg);
+    let (x, y) = find(&buffer, "Error: ").unwrap();
+    assert_eq!(buffer[(x, y)].style().fg, theme.error.fg);
 }
 
 #[test]

@@ -1,17 +1,45 @@
 //! `clawback doctor`: per tenant, whether a token was obtained (or exactly why not), granted vs
 //! needed permissions, a domain table with Retract **Granted / Missing permission (which) / Not
 //! in tenant**, and how to grant (admin consent URL, or the domain-wide delegation entry).
-//! Exit 0 when everything needed is granted, 3 otherwise, 2 for config errors.
+//!
+//! Each line is printed as soon as its step is done, and stderr says which step runs now (a
+//! slow or silent provider is never 39 s of nothing). An endpoint that cannot be reached is
+//! said to be so, with its `host:port` and cause, and is not reported as a missing
+//! permission: no consent URL then.
+//!
+//! Exit 0 when everything needed is granted, 3 when a permission is missing, 4 when an
+//! endpoint could not be reached (takes precedence: those tenants were not checked), 2 for
+//! config errors.
 
 use crate::cli::exit;
 use crate::cli::out::{errln, out};
-use crate::config::{self, Config};
-use crate::provider::{DomainRetract, ProviderClient};
-use std::fmt::Write as _;
-use std::path::Path;
+use crate::config::{self, Config, TenantConfig};
+use crate::model::TenantKind;
+use crate::provider::http::endpoint_of;
+use crate::provider::{DomainRetract, Failure, ProviderClient};
+
+/// How the checks came out, in increasing severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    Granted,
+    /// A permission or domain grant is missing (or no tenant is configured).
+    Missing,
+    /// An endpoint could not be reached.
+    Unreachable,
+}
+
+impl Verdict {
+    fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Granted => exit::OK,
+            Verdict::Missing => exit::PARTIAL,
+            Verdict::Unreachable => exit::UNREACHABLE,
+        }
+    }
+}
 
 /// Runs doctor for every configured tenant.
-pub fn run(config_path: Option<&Path>) -> u8 {
+pub fn run(config_path: Option<&std::path::Path>) -> u8 {
     let Some(path) = config::locate(config_path) else {
         errln!("clawback: {}", config::ConfigError::Missing);
         return exit::USAGE;
@@ -36,76 +64,154 @@ pub fn run(config_path: Option<&Path>) -> u8 {
             return exit::FAILURE;
         }
     };
-    let (text, all_granted) = match runtime.block_on(report(&config)) {
-        Ok(r) => r,
+    let mut line = |text: &str| {
+        out!("{text}\n");
+    };
+    let mut step = |text: &str| {
+        errln!("doctor: {text}");
+    };
+    match runtime.block_on(check(&config, &mut line, &mut step)) {
+        Ok(verdict) => verdict.exit_code(),
         Err(e) => {
             errln!("clawback: {e}");
-            return exit::USAGE;
+            exit::USAGE
         }
-    };
-    out!("{text}");
-    if all_granted { exit::OK } else { exit::PARTIAL }
+    }
 }
 
-/// The doctor report as text, and whether everything needed is granted.
-pub async fn report(config: &Config) -> Result<(String, bool), crate::provider::ProviderError> {
-    let mut out = String::new();
-    let mut all = true;
+/// The token endpoint of a tenant, as `host:port`.
+fn token_endpoint(tenant: &TenantConfig) -> String {
+    endpoint_of(match tenant.kind {
+        TenantKind::Microsoft365 => tenant.login_url(),
+        TenantKind::GoogleWorkspace => tenant.google_token_url(),
+    })
+}
+
+/// The API endpoint doctor probes domains on, as `host:port`.
+fn api_endpoint(tenant: &TenantConfig) -> String {
+    endpoint_of(match tenant.kind {
+        TenantKind::Microsoft365 => tenant.graph_url(),
+        TenantKind::GoogleWorkspace => tenant.directory_url(),
+    })
+}
+
+/// A line for a failure without an answer: `cannot reach: connection refused: host:port`.
+fn unreachable_line(label: &str, f: &Failure) -> String {
+    format!("  {label:<12} cannot reach: {}", f.message)
+}
+
+/// Checks every tenant, giving each report line to `line` as soon as it is known and saying
+/// which step runs now to `step`.
+pub async fn check(
+    config: &Config,
+    line: &mut impl FnMut(&str),
+    step: &mut impl FnMut(&str),
+) -> Result<Verdict, crate::provider::ProviderError> {
     if config.tenants.is_empty() {
-        out.push_str("No tenants configured. Run `clawback init` for a commented template.\n");
-        return Ok((out, false));
+        line("No tenants configured. Run `clawback init` for a commented template.");
+        return Ok(Verdict::Missing);
     }
-    for tenant in &config.tenants {
+    let timeouts = format!(
+        "connect timeout {:.1} s, read timeout {:.1} s",
+        config.http.connect_timeout().as_secs_f64(),
+        config.http.read_timeout().as_secs_f64()
+    );
+    let mut worst = Verdict::Granted;
+    let total = config.tenants.len();
+    for (n, tenant) in config.tenants.iter().enumerate() {
         let client = ProviderClient::new(config, tenant)?;
-        let _ = writeln!(out, "Tenant {} ({})", tenant.name, tenant.kind);
-        let perms = client.permissions().await;
-        match &perms.token {
-            Ok(()) => out.push_str("  Token:       obtained\n"),
-            Err(why) => {
-                all = false;
-                let _ = writeln!(out, "  Token:       NOT obtained: {why}");
-            }
+        let verdict = check_tenant(
+            &client,
+            tenant,
+            &format!("tenant {}/{total} {}", n + 1, tenant.name),
+            &timeouts,
+            line,
+            step,
+        )
+        .await;
+        worst = worst.max(verdict);
+        line("");
+    }
+    Ok(worst)
+}
+
+/// One tenant's section, and its verdict.
+async fn check_tenant(
+    client: &ProviderClient,
+    tenant: &TenantConfig,
+    which: &str,
+    timeouts: &str,
+    line: &mut impl FnMut(&str),
+    step: &mut impl FnMut(&str),
+) -> Verdict {
+    line(&format!("Tenant {} ({})", tenant.name, tenant.kind));
+    step(&format!(
+        "{which}: getting a token from {} ({timeouts})...",
+        token_endpoint(tenant)
+    ));
+    let perms = client.permissions().await;
+    let mut verdict = Verdict::Granted;
+    match &perms.token {
+        Ok(()) => line("  Token:       obtained"),
+        Err(f) if f.is_unreachable() => {
+            line(&unreachable_line("Token:", f));
+            line(&format!("  Needed:      {}", perms.needed.join(", ")));
+            line(
+                "  Not checked: permissions and domains (the token endpoint cannot be reached; is it running, is the URL right?)",
+            );
+            return Verdict::Unreachable;
         }
-        let _ = writeln!(out, "  Needed:      {}", perms.needed.join(", "));
-        let _ = writeln!(
-            out,
-            "  Granted:     {}",
-            if perms.granted.is_empty() {
-                "-".to_string()
-            } else {
-                perms.granted.join(", ")
-            }
-        );
-        if !perms.missing.is_empty() {
-            all = false;
-            let _ = writeln!(out, "  Missing:     {}", perms.missing.join(", "));
+        Err(why) => {
+            verdict = Verdict::Missing;
+            line(&format!("  Token:       NOT obtained: {why}"));
         }
-        match client.domains_status().await {
-            Ok(domains) => {
-                let width = domains
-                    .iter()
-                    .map(|d| d.domain.len())
-                    .max()
-                    .unwrap_or(6)
-                    .max(6);
-                let _ = writeln!(out, "  {:<width$}  Retract", "Domain");
-                for d in &domains {
-                    if d.retract != DomainRetract::Granted {
-                        all = false;
-                    }
-                    let _ = writeln!(out, "  {:<width$}  {}", d.domain, d.retract);
-                    if let DomainRetract::Missing { detail, .. } = &d.retract {
-                        let _ = writeln!(out, "  {:<width$}    {detail}", "");
-                    }
+    }
+    line(&format!("  Needed:      {}", perms.needed.join(", ")));
+    line(&format!(
+        "  Granted:     {}",
+        if perms.granted.is_empty() {
+            "-".to_string()
+        } else {
+            perms.granted.join(", ")
+        }
+    ));
+    if !perms.missing.is_empty() {
+        verdict = Verdict::Missing;
+        line(&format!("  Missing:     {}", perms.missing.join(", ")));
+    }
+    step(&format!(
+        "{which}: listing domains and probing each on {}...",
+        api_endpoint(tenant)
+    ));
+    match client.domains_status().await {
+        Ok(domains) => {
+            let width = domains
+                .iter()
+                .map(|d| d.domain.len())
+                .max()
+                .unwrap_or(6)
+                .max(6);
+            line(&format!("  {:<width$}  Retract", "Domain"));
+            for d in &domains {
+                if d.retract != DomainRetract::Granted {
+                    verdict = Verdict::Missing;
+                }
+                line(&format!("  {:<width$}  {}", d.domain, d.retract));
+                if let DomainRetract::Missing { detail, .. } = &d.retract {
+                    line(&format!("  {:<width$}    {detail}", ""));
                 }
             }
-            Err(f) => {
-                all = false;
-                let _ = writeln!(out, "  Domains:     cannot list: {f}");
-            }
         }
-        let _ = writeln!(out, "  To grant:    {}", perms.how_to_grant);
-        out.push('\n');
+        Err(f) if f.is_unreachable() => {
+            line(&unreachable_line("Domains:", &f));
+            line("  Not checked: domains (the API endpoint cannot be reached)");
+            return Verdict::Unreachable;
+        }
+        Err(f) => {
+            verdict = Verdict::Missing;
+            line(&format!("  Domains:     cannot list: {f}"));
+        }
     }
-    Ok((out, all))
+    line(&format!("  To grant:    {}", perms.how_to_grant));
+    verdict
 }

@@ -22,6 +22,9 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     pub const USAGE: u8 = 2;
     pub const PARTIAL: u8 = 3;
+    /// `doctor`: a provider endpoint could not be reached (refused, unresolved, TLS, timed
+    /// out), so the permissions could not be checked.
+    pub const UNREACHABLE: u8 = 4;
 }
 
 #[derive(Debug, Parser)]

@@ -76,8 +76,12 @@ pub enum Command {
     LoadAudit { filter: AuditFilter },
     /// Check the audit hash chain. Answer: `AuditVerified`.
     VerifyAudit,
-    /// Tenants and the Retract status of their domains. Answer: `TenantsLoaded`.
+    /// Tenants and the Retract status of their domains (all tenants at once). Answers:
+    /// `TenantsProgress` as each tenant is done, then `TenantsLoaded`.
     LoadTenants,
+    /// Stop a `LoadTenants` under way (the operator's `Esc`): its provider work is aborted.
+    /// Answer: `TenantsCancelled`.
+    CancelTenants,
     /// The current auto-retract policy. Answer: `PolicyLoaded`.
     LoadPolicy,
     /// Store a new policy version (admin only). Answer: `PolicySaved` or `Denied`.
@@ -109,6 +113,7 @@ impl Command {
             Command::LoadAudit { .. } => "load audit",
             Command::VerifyAudit => "verify audit",
             Command::LoadTenants => "load tenants",
+            Command::CancelTenants => "cancel tenants",
             Command::LoadPolicy => "load policy",
             Command::SavePolicy(_) => "save policy",
             Command::Shutdown => "shutdown",

@@ -5,7 +5,7 @@
 use super::view::{
     AuditEntryView, AuditVerification, DepthCount, Generation, HeldMatch, JobId, JobProgress,
     JobView, MetricsSnapshot, PlanId, PlanSummary, PolicyMatrix, RecipientOutcome, RecipientRow,
-    SearchRow, TenantView,
+    SearchRow, TenantView, TenantsProgress,
 };
 use crate::model::{FailureReason, Role};
 
@@ -97,6 +97,10 @@ pub enum EngineEvent {
     AuditLoaded(Vec<AuditEntryView>),
     AuditVerified(AuditVerification),
     TenantsLoaded(Vec<TenantView>),
+    /// A tenants load got this far (one event per tenant done).
+    TenantsProgress(TenantsProgress),
+    /// A tenants load was stopped by `CancelTenants` before it finished.
+    TenantsCancelled,
     PolicyLoaded(PolicyMatrix),
     PolicySaved(PolicyMatrix),
     /// Intel matches the automation guard holds open (waiting for `clawback policy confirm`

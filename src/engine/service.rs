@@ -11,7 +11,7 @@ use super::planner::{LocateCount, LocateProgress};
 use super::view::{
     self, AuditEntryView, AuditVerification, CopyOutcome, DepthCount, DomainView, Generation,
     GrantStatus, JobId, JobProgress, JobView, MetricsSnapshot, MetricsWindow, PlanId, PlanSummary,
-    RecipientOutcome, SearchRow, TenantCount, TenantView,
+    RecipientOutcome, SearchRow, TenantCount, TenantView, TenantsProgress,
 };
 use super::{Command, EngineEnd, EngineEvent, EngineHandle};
 use crate::engine::event::QueryErrorView;
@@ -106,6 +106,8 @@ struct State {
     runs: Arc<Mutex<HashMap<i64, RunControl>>>,
     /// The recipient load running now (latest wins), to cancel.
     recipient_load: Arc<Mutex<Option<(Generation, tokio::task::AbortHandle)>>>,
+    /// The tenants load under way, to abort on `CancelTenants` or a newer `LoadTenants`.
+    tenants_load: Arc<Mutex<Option<tokio::task::AbortHandle>>>,
 }
 
 impl State {
@@ -148,6 +150,7 @@ async fn run(engine: Arc<Engine>, mut end: EngineEnd) {
         plans: Arc::new(Mutex::new(HashMap::new())),
         runs: Arc::new(Mutex::new(HashMap::new())),
         recipient_load: Arc::new(Mutex::new(None)),
+        tenants_load: Arc::new(Mutex::new(None)),
     };
     let mut queue: VecDeque<Command> = VecDeque::new();
     loop {
@@ -448,9 +451,36 @@ fn handle(state: &State, command: Command) {
             }),
             Err(e) => failed(e),
         }),
-        Command::LoadTenants => state.background("loading tenants", async move {
-            vec![load_tenants(&engine).await]
-        }),
+        Command::LoadTenants => {
+            let events = state.events.clone();
+            let task = tokio::spawn(async move {
+                let loaded = load_tenants(&engine, &events).await;
+                let _ = events.send(loaded);
+            });
+            // Latest wins: a load still running is superseded.
+            if let Some(older) = lock(&state.tenants_load).replace(task.abort_handle()) {
+                older.abort();
+            }
+            let events = state.events.clone();
+            tokio::spawn(async move {
+                if let Err(e) = task.await
+                    && e.is_panic()
+                {
+                    let _ = events.send(EngineEvent::EngineFailed {
+                        message: format!("loading tenants failed: {}", panic_text(e)),
+                    });
+                }
+            });
+        }
+        Command::CancelTenants => {
+            // Aborting drops the provider requests in flight: nothing waits out a timeout.
+            if let Some(load) = lock(&state.tenants_load).take()
+                && !load.is_finished()
+            {
+                load.abort();
+                state.send(EngineEvent::TenantsCancelled);
+            }
+        }
         Command::LoadPolicy => {
             state.send(match engine.load_policy() {
                 Ok(p) => EngineEvent::PolicyLoaded(p),
@@ -986,12 +1016,42 @@ fn audit_list(engine: &Engine, text: &str) -> EngineEvent {
     )
 }
 
-async fn load_tenants(engine: &Engine) -> EngineEvent {
-    let mut out = Vec::new();
-    for client in engine.clients() {
-        let domains = match client.domains_status().await {
-            Ok(ds) => ds
-                .into_iter()
+/// Every tenant and the Retract status of its domains, tenants checked side by side (one
+/// unreachable tenant costs one timeout, not one per tenant), with a `TenantsProgress` event as
+/// each is done. A tenant that cannot be checked keeps its row with the reason: an endpoint
+/// that cannot be reached says which and why, never "Granted".
+async fn load_tenants(engine: &Engine, events: &UnboundedSender<EngineEvent>) -> EngineEvent {
+    use futures_util::StreamExt;
+    let clients: Vec<_> = engine.clients().collect();
+    let total = clients.len();
+    let mut checks: futures_util::stream::FuturesUnordered<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, client)| async move { (i, tenant_view(client).await) })
+        .collect();
+    let mut views: Vec<Option<TenantView>> = vec![None; total];
+    let mut progress = TenantsProgress {
+        done: 0,
+        total,
+        domains: 0,
+    };
+    let _ = events.send(EngineEvent::TenantsProgress(progress));
+    while let Some((i, view)) = checks.next().await {
+        progress.done += 1;
+        progress.domains += view.domains.len();
+        let _ = events.send(EngineEvent::TenantsProgress(progress));
+        if let Some(slot) = views.get_mut(i) {
+            *slot = Some(view);
+        }
+    }
+    EngineEvent::TenantsLoaded(views.into_iter().flatten().collect())
+}
+
+/// One tenant's row: its domains' Retract status, or why they could not be had.
+async fn tenant_view(client: &crate::provider::ProviderClient) -> TenantView {
+    let (domains, error) = match client.domains_status().await {
+        Ok(ds) => (
+            ds.into_iter()
                 .map(|d| DomainView {
                     domain: d.domain,
                     status: match d.retract {
@@ -1006,18 +1066,16 @@ async fn load_tenants(engine: &Engine) -> EngineEvent {
                     },
                 })
                 .collect(),
-            Err(f) => vec![DomainView {
-                domain: format!("({})", f.code),
-                status: GrantStatus::Missing {
-                    permission: f.message,
-                },
-            }],
-        };
-        out.push(TenantView {
-            name: client.tenant_name().to_string(),
-            kind: client.kind(),
-            domains,
-        });
+            None,
+        ),
+        // The message names the endpoint and cause (`connection refused: host:port`).
+        Err(f) if f.is_unreachable() => (Vec::new(), Some(f.message)),
+        Err(f) => (Vec::new(), Some(format!("cannot list domains: {f}"))),
+    };
+    TenantView {
+        name: client.tenant_name().to_string(),
+        kind: client.kind(),
+        domains,
+        error,
     }
-    EngineEvent::TenantsLoaded(out)
 }

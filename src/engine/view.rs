@@ -549,6 +549,21 @@ pub struct TenantView {
     pub name: String,
     pub kind: TenantKind,
     pub domains: Vec<DomainView>,
+    /// Why the tenant could not be checked at all, naming the endpoint and the cause
+    /// (`connection refused: 127.0.0.1:8080`), or the provider's answer; its domains are then
+    /// unknown (never shown as granted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How far a tenants load has come (`TenantsProgress`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantsProgress {
+    /// Tenants checked so far, of `total`.
+    pub done: usize,
+    pub total: usize,
+    /// Domains probed so far (in the tenants done).
+    pub domains: usize,
 }
 
 /// A Post Delivery / Phish Submission switch.

@@ -175,6 +175,112 @@ pub fn transport(message: &str) -> Failure {
     Failure::new(FailureReason::ProviderError, None, "transport", message)
 }
 
+/// Why a request got no answer. Each cause has its own failure code, so a front end can tell
+/// an endpoint that cannot be reached from a permission that is missing (a 401/403 answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportCause {
+    /// Nothing listens at host:port (the request was never sent).
+    ConnectionRefused,
+    /// The host name does not resolve (the request was never sent).
+    Dns,
+    /// The TLS handshake failed: certificate, protocol (the request was never sent).
+    Tls,
+    /// No connection within the connect timeout (the request was never sent).
+    ConnectTimeout,
+    /// Connected, but no answer within the read timeout (a mutation may have landed).
+    ReadTimeout,
+    /// The connection closed or reset before the answer was complete.
+    Dropped,
+    /// Anything else.
+    Other,
+}
+
+impl TransportCause {
+    /// The failure code (`Failure::code`).
+    pub fn code(self) -> &'static str {
+        match self {
+            TransportCause::ConnectionRefused => "connection_refused",
+            TransportCause::Dns => "dns_failure",
+            TransportCause::Tls => "tls_failure",
+            TransportCause::ConnectTimeout => "connect_timeout",
+            TransportCause::ReadTimeout => "read_timeout",
+            TransportCause::Dropped => "connection_dropped",
+            TransportCause::Other => "transport",
+        }
+    }
+
+    /// The cause in words, as the message starts (`connection refused: 127.0.0.1:8080`).
+    pub fn words(self) -> &'static str {
+        match self {
+            TransportCause::ConnectionRefused => "connection refused",
+            TransportCause::Dns => "host name not resolved",
+            TransportCause::Tls => "TLS handshake failed",
+            TransportCause::ConnectTimeout => "connect timed out",
+            TransportCause::ReadTimeout => "no answer within the read timeout",
+            TransportCause::Dropped => "connection dropped before the answer was complete",
+            TransportCause::Other => "transport error",
+        }
+    }
+
+    /// The cause of a failure with this code, if it is a transport failure.
+    pub fn from_code(code: &str) -> Option<TransportCause> {
+        [
+            TransportCause::ConnectionRefused,
+            TransportCause::Dns,
+            TransportCause::Tls,
+            TransportCause::ConnectTimeout,
+            TransportCause::ReadTimeout,
+            TransportCause::Dropped,
+            TransportCause::Other,
+        ]
+        .into_iter()
+        .find(|c| c.code() == code)
+    }
+
+    /// The endpoint cannot be reached: sending again soon gives the same answer, so the
+    /// failure is final at once instead of being retried with backoff for minutes.
+    pub fn unreachable(self) -> bool {
+        self.never_sent() || self == TransportCause::ReadTimeout
+    }
+
+    /// The request never left: a mutation that failed so has certainly not landed.
+    pub fn never_sent(self) -> bool {
+        matches!(
+            self,
+            TransportCause::ConnectionRefused
+                | TransportCause::Dns
+                | TransportCause::Tls
+                | TransportCause::ConnectTimeout
+        )
+    }
+}
+
+/// A request to `endpoint` (`host:port`, never a path, query or credential) got no answer.
+pub fn no_answer(cause: TransportCause, endpoint: &str, detail: &str) -> Failure {
+    let mut message = format!("{}: {endpoint}", cause.words());
+    if !detail.is_empty() {
+        message.push_str(&format!(" ({detail})"));
+    }
+    Failure::new(FailureReason::ProviderError, None, cause.code(), message)
+}
+
+impl Failure {
+    /// The transport cause, when no answer came.
+    pub fn transport_cause(&self) -> Option<TransportCause> {
+        if self.status.is_some() {
+            return None;
+        }
+        TransportCause::from_code(&self.code)
+    }
+
+    /// The endpoint could not be reached (refused, unresolved, TLS, timed out): not a
+    /// permission problem, and not worth retrying at once.
+    pub fn is_unreachable(&self) -> bool {
+        self.transport_cause()
+            .is_some_and(TransportCause::unreachable)
+    }
+}
+
 /// Parses `Retry-After` (RFC 9110 §10.2.3): delay-seconds, whole as the real services send
 /// them (`10`) or fractional as Graph's throttling doc once showed (`2.128`), or an HTTP-date
 /// (the time left until it). At most an hour; `None` for anything else (the caller backs off).

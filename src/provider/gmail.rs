@@ -3,7 +3,7 @@
 
 use super::auth::{Authenticator, DIRECTORY_SCOPES, Flow, GMAIL_SCOPE, ServiceAccount};
 use super::errors::{Failure, Operation, classify, error_code_message};
-use super::graph::token_failure;
+use super::graph::token_answer;
 use super::http::{Http, SubRequest, SubResponse, enc};
 use super::multipart;
 use super::scheduler::{Backend, Pacer, Step, UNCERTAIN, Work, call, call_ok, choose, first_error};
@@ -83,7 +83,7 @@ impl GmailClient {
                 tenant: tenant.name.clone(),
                 problem: "admin_user is required for google_workspace".into(),
             })?;
-        let http = Http::new()?;
+        let http = Http::new(&config.http)?;
         Ok(GmailClient {
             auth: Authenticator::new(
                 http.clone(),
@@ -189,6 +189,7 @@ impl GmailClient {
                         .unwrap_or_else(|| super::http::backoff(attempt).as_secs_f64())
                 }
                 Ok(r) if r.status >= 500 => super::http::backoff(attempt).as_secs_f64(),
+                Err(f) if f.is_unreachable() => return answer,
                 Err(_) => super::http::backoff(attempt).as_secs_f64(),
                 Ok(_) => return answer,
             };
@@ -657,9 +658,12 @@ impl GmailClient {
         let mut token = Ok(());
         match self.auth.token_and_grants(&self.admin, GMAIL_SCOPE).await {
             Ok((_, g)) => granted.extend(g),
-            Err(f) => token = Err(f.to_string()),
+            Err(f) => token = Err(f),
         }
-        for scope in DIRECTORY_SCOPES {
+        // An unreachable token endpoint answers no scope: asking per scope would only wait
+        // out the same timeout again.
+        let reachable = !matches!(&token, Err(f) if f.is_unreachable());
+        for scope in DIRECTORY_SCOPES.iter().filter(|_| reachable) {
             // One scope per request: the token endpoint refuses a request naming any ungranted scope.
             if let Ok((_, g)) = self.auth.token_and_grants(&self.admin, scope).await {
                 granted.extend(g);
@@ -667,9 +671,10 @@ impl GmailClient {
         }
         granted.sort();
         granted.dedup();
+        // Unreachable: nothing is known about the grants, so nothing is "missing".
         let missing = needed
             .iter()
-            .filter(|n| !granted.contains(n))
+            .filter(|n| reachable && !granted.contains(n))
             .cloned()
             .collect();
         Permissions {
@@ -744,14 +749,12 @@ impl GmailClient {
     async fn send_batch(&self, requests: &[SubRequest]) -> Vec<Result<SubResponse, Failure>> {
         // One token per impersonated user: fetch them concurrently (the cache locks per user, so
         // a user's token is fetched once even when many parts name that user).
-        let tokens: Vec<Result<_, SubResponse>> =
-            futures_util::future::join_all(requests.iter().map(|r| async {
-                self.auth
-                    .token(&r.mailbox, GMAIL_SCOPE)
-                    .await
-                    .map_err(|f| token_failure(&f))
-            }))
-            .await;
+        let tokens: Vec<Result<_, Failure>> = futures_util::future::join_all(
+            requests
+                .iter()
+                .map(|r| async { self.auth.token(&r.mailbox, GMAIL_SCOPE).await }),
+        )
+        .await;
         if requests.len() == 1 {
             return vec![match &tokens[0] {
                 Ok(t) => {
@@ -759,7 +762,7 @@ impl GmailClient {
                         .send_sub(&self.gmail, &requests[0], t.expose())
                         .await
                 }
-                Err(resp) => Ok(resp.clone()),
+                Err(f) => token_answer(f),
             }];
         }
         // Only parts with a token go into the batch.
@@ -775,7 +778,7 @@ impl GmailClient {
                         bearer: t.expose(),
                     });
                 }
-                Err(resp) => out[i] = Some(Ok(resp.clone())),
+                Err(f) => out[i] = Some(token_answer(f)),
             }
         }
         if !parts.is_empty() {

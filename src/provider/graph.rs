@@ -91,7 +91,7 @@ impl GraphClient {
             MicrosoftAuth::DeviceCode => MsCredential::DeviceCode,
         };
         let login = tenant.login_url().trim_end_matches('/');
-        let http = Http::new()?;
+        let http = Http::new(&config.http)?;
         let flow = Flow::Microsoft {
             token_url: format!("{login}/{tenant_id}/oauth2/v2.0/token"),
             devicecode_url: format!("{login}/{tenant_id}/oauth2/v2.0/devicecode"),
@@ -751,9 +751,14 @@ impl GraphClient {
                 }
             }
             Err(f) => Permissions {
-                token: Err(f.to_string()),
+                // Unreachable: nothing is known about the grants, so nothing is "missing".
+                missing: if f.is_unreachable() {
+                    Vec::new()
+                } else {
+                    needed.clone()
+                },
+                token: Err(f),
                 granted: Vec::new(),
-                missing: needed.clone(),
                 needed,
                 how_to_grant,
             },
@@ -856,7 +861,7 @@ impl GraphClient {
     async fn send_batch(&self, requests: &[SubRequest]) -> Vec<Result<SubResponse, Failure>> {
         let token = match self.auth.token("", self.scope()).await {
             Ok(t) => t,
-            Err(f) => return vec![Ok(token_failure(&f)); requests.len()],
+            Err(f) => return vec![token_answer(&f); requests.len()],
         };
         if requests.len() == 1 {
             return vec![
@@ -929,10 +934,21 @@ impl GraphClient {
 }
 
 /// A token failure as a response the scheduler understands (401 → one refresh, then final).
+/// What the scheduler sees for a sub-request whose token could not be had: an unreachable
+/// token endpoint as that transport failure (final at once, naming the endpoint; never a
+/// permission problem), anything else as [`token_failure`].
+pub(crate) fn token_answer(f: &Failure) -> Result<SubResponse, Failure> {
+    if f.is_unreachable() {
+        Err(f.clone())
+    } else {
+        Ok(token_failure(f))
+    }
+}
+
 pub(crate) fn token_failure(f: &Failure) -> SubResponse {
     let status = match f.status {
         Some(s) if super::errors::is_server_error(s) || s == 429 => s,
-        _ if f.code == "transport" => 503,
+        _ if f.transport_cause().is_some() => 503,
         _ => 401,
     };
     SubResponse {

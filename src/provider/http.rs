@@ -5,7 +5,8 @@
 //! form bodies, which never reach a log line).
 
 use super::ProviderError;
-use super::errors::{Failure, parse_retry_after, transport};
+use super::errors::{Failure, TransportCause, no_answer, parse_retry_after};
+use crate::config::HttpConfig;
 use rand::Rng;
 use reqwest::Method;
 use std::time::Duration;
@@ -114,11 +115,14 @@ pub struct Http {
 }
 
 impl Http {
-    pub fn new() -> Result<Http, ProviderError> {
+    /// The client with the `[http]` timeouts: `connect_timeout` bounds the TCP and TLS
+    /// connect, `read_timeout` each wait for the answer (headers, then every body read), so a
+    /// large body that keeps arriving is never cut off while a silent provider is.
+    pub fn new(timeouts: &HttpConfig) -> Result<Http, ProviderError> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("clawback/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120))
+            .connect_timeout(timeouts.connect_timeout())
+            .read_timeout(timeouts.read_timeout())
             .pool_max_idle_per_host(512)
             .build()
             .map_err(|e| ProviderError::Http(e.to_string()))?;
@@ -148,13 +152,13 @@ impl Http {
         }
         let resp = req.send().await.map_err(|e| {
             tracing::debug!(%method, url, error = %without_url(&e), "provider request failed");
-            transport(&without_url(&e))
+            no_answer_from(&e, url)
         })?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.bytes().await.map_err(|e| {
             tracing::debug!(%method, url, error = %without_url(&e), "response body failed");
-            transport(&without_url(&e))
+            no_answer_from(&e, url)
         })?;
         tracing::debug!(%method, url, status, "provider response");
         Ok(RawResponse {
@@ -204,36 +208,96 @@ impl Http {
     }
 }
 
-/// A reqwest error's text without the URL (which is logged separately and may be long).
+/// A reqwest error's text without the URL (which is logged separately and may be long): the
+/// cause, then its sources.
 fn without_url(e: &reqwest::Error) -> String {
-    let mut s = e.without_url_ref();
-    let mut source = std::error::Error::source(e);
-    while let Some(inner) = source {
+    let mut s = cause_of(e).words().to_string();
+    for inner in sources(e) {
         s.push_str(": ");
         s.push_str(&inner.to_string());
-        source = inner.source();
     }
     s
 }
 
-trait WithoutUrlRef {
-    fn without_url_ref(&self) -> String;
+/// The error's sources, outermost first.
+fn sources(e: &reqwest::Error) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(std::error::Error::source(e), |inner| inner.source())
 }
 
-impl WithoutUrlRef for reqwest::Error {
-    fn without_url_ref(&self) -> String {
-        if self.is_timeout() {
-            "timed out".into()
-        } else if self.is_connect() {
-            "cannot connect".into()
-        } else if self.is_body() || self.is_decode() {
-            "connection dropped while reading the response".into()
-        } else if self.is_request() {
-            "request failed".into()
+/// Why a request got no answer, from reqwest's error and its sources (hyper-util names a DNS
+/// failure "dns error"; rustls' errors come wrapped in an `io::Error`).
+pub(crate) fn cause_of(e: &reqwest::Error) -> TransportCause {
+    let io_kind = sources(e)
+        .find_map(|inner| inner.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    let text = sources(e)
+        .map(|inner| inner.to_string().to_ascii_lowercase())
+        .collect::<Vec<_>>()
+        .join(": ");
+    if e.is_timeout() {
+        return if e.is_connect() {
+            TransportCause::ConnectTimeout
         } else {
-            "transport error".into()
-        }
+            TransportCause::ReadTimeout
+        };
     }
+    if e.is_connect() {
+        if io_kind == Some(std::io::ErrorKind::ConnectionRefused) {
+            return TransportCause::ConnectionRefused;
+        }
+        if text.contains("dns error") || text.contains("failed to lookup address") {
+            return TransportCause::Dns;
+        }
+        if ["certificate", "tls", "handshake", "alert"]
+            .iter()
+            .any(|w| text.contains(w))
+        {
+            return TransportCause::Tls;
+        }
+        return TransportCause::Other;
+    }
+    if e.is_body()
+        || e.is_decode()
+        || matches!(
+            io_kind,
+            Some(
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        )
+        || text.contains("connection closed")
+        || text.contains("incomplete")
+    {
+        return TransportCause::Dropped;
+    }
+    TransportCause::Other
+}
+
+/// `host:port` of a URL (no scheme, path, query or credentials), or `"the endpoint"`.
+pub fn endpoint_of(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port_or_known_default()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            _ => "the endpoint".into(),
+        },
+        Err(_) => "the endpoint".into(),
+    }
+}
+
+/// The failure for a request to `url` that got no (complete) answer: its cause's code, and a
+/// message naming the cause and `host:port`.
+fn no_answer_from(e: &reqwest::Error, url: &str) -> Failure {
+    let cause = cause_of(e);
+    // The innermost source says most (`Connection refused (os error 111)`, the certificate
+    // problem); it never holds the URL or a header.
+    let detail = match cause {
+        TransportCause::ConnectionRefused | TransportCause::ReadTimeout => String::new(),
+        _ => sources(e).last().map(|s| s.to_string()).unwrap_or_default(),
+    };
+    no_answer(cause, &endpoint_of(url), &detail)
 }
 
 /// Exponential backoff with full jitter: attempt 1 → up to 0.2 s, doubling, capped at 20 s.
@@ -266,6 +330,77 @@ mod tests {
             let d20 = backoff(20).as_secs_f64();
             assert!((10.0..=20.0).contains(&d20), "{d20}");
         }
+    }
+
+    #[test]
+    fn endpoints_name_host_and_port_only() {
+        assert_eq!(
+            endpoint_of("http://127.0.0.1:4000/v1.0/users?$filter=x"),
+            "127.0.0.1:4000"
+        );
+        assert_eq!(
+            endpoint_of("https://user:pw@graph.microsoft.com/v1.0"),
+            "graph.microsoft.com:443"
+        );
+        assert_eq!(endpoint_of("not a url"), "the endpoint");
+    }
+
+    /// A port nothing listens on: bound, then released.
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        drop(l);
+        port
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_classified_and_names_the_endpoint() {
+        let http = Http::new(&HttpConfig::default()).expect("client");
+        let port = closed_port();
+        let url = format!("http://127.0.0.1:{port}/v1.0/users");
+        let f = http
+            .send(Method::GET, &url, Some("secret-token"), None, None)
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(f.code, "connection_refused", "{f}");
+        assert_eq!(f.message, format!("connection refused: 127.0.0.1:{port}"));
+        assert!(f.is_unreachable());
+        assert!(!f.to_string().contains("secret-token") && !f.to_string().contains("/v1.0"));
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_is_a_read_timeout_not_a_hang() {
+        // Accepts and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                held.push(sock);
+            }
+        });
+        let http = Http::new(&HttpConfig {
+            connect_timeout_secs: 1.0,
+            read_timeout_secs: 0.3,
+        })
+        .expect("client");
+        let url = format!("http://127.0.0.1:{port}/token");
+        let sent = tokio::time::timeout(
+            Duration::from_secs(10),
+            http.send(Method::GET, &url, None, None, None),
+        )
+        .await
+        .expect("the read timeout ends the wait");
+        let f = sent.err().expect("timed out");
+        server.abort();
+        assert_eq!(f.code, "read_timeout", "{f}");
+        assert_eq!(
+            f.message,
+            format!("no answer within the read timeout: 127.0.0.1:{port}")
+        );
     }
 
     #[test]

@@ -181,8 +181,9 @@ pub struct DomainStatus {
 /// What the credentials may do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Permissions {
-    /// Whether a token was obtained, or the exact reason not.
-    pub token: Result<(), String>,
+    /// Whether a token was obtained, or the exact reason not (an unreachable token endpoint
+    /// is a transport failure, see [`Failure::is_unreachable`], not a missing permission).
+    pub token: Result<(), Failure>,
     pub granted: Vec<String>,
     pub needed: Vec<String>,
     pub missing: Vec<String>,

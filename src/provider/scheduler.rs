@@ -570,7 +570,16 @@ async fn run_chunk<B: Backend>(
                 }
             } else if let Some(mut f) = transport_or_5xx {
                 work.attempts += 1;
-                if work.attempts >= max_attempts {
+                let never_sent = f
+                    .transport_cause()
+                    .is_some_and(super::errors::TransportCause::never_sent);
+                if mutating && never_sent {
+                    // Refused, unresolved, TLS or connect timeout: the mutation never left,
+                    // so it certainly did not land: a plain failure naming the endpoint.
+                    work.step = Step::Done(Err(f));
+                } else if work.attempts >= max_attempts || (!mutating && f.is_unreachable()) {
+                    // An unreachable endpoint fails at once: backing off and asking again
+                    // would only turn one timeout into minutes of silence.
                     if mutating || verifying {
                         f.code = UNCERTAIN.into();
                     }
@@ -648,10 +657,17 @@ pub async fn call<B: Backend>(backend: &B, request: SubRequest) -> Result<SubRes
         };
         if let Some(mut f) = uncertain {
             if request.mutating {
-                f.code = "uncertain".into();
+                // A mutation that never left (refused, unresolved, TLS, connect timeout) did
+                // not land; any other lost answer leaves its outcome unknown.
+                if !f
+                    .transport_cause()
+                    .is_some_and(super::errors::TransportCause::never_sent)
+                {
+                    f.code = "uncertain".into();
+                }
                 return Err(f);
             }
-            if attempts >= max_attempts {
+            if attempts >= max_attempts || f.is_unreachable() {
                 return Err(f);
             }
             tokio::time::sleep(backoff(attempts)).await;
@@ -723,7 +739,7 @@ pub async fn call_all<B: Backend>(
         let mut delay = 0f64;
         for (i, answer) in pending.into_iter().zip(answers) {
             let retry_in = match &answer {
-                Err(f) if attempts >= max_attempts => return Err(f.clone()),
+                Err(f) if attempts >= max_attempts || f.is_unreachable() => return Err(f.clone()),
                 Err(_) => Some(backoff(attempts).as_secs_f64()),
                 Ok(r) if is_server_error(r.status) => {
                     if attempts >= max_attempts {

@@ -10,7 +10,7 @@ use crate::engine::view::{
     AuditEntryView, AuditFilter, AuditVerification, Confirmation, CopyOutcome, DepthCount,
     Generation, HeldMatch, JobId, JobKind, JobPhase, JobProgress, JobView, MetricsSnapshot,
     MetricsWindow, PlanSummary, PolicyMatrix, RecipientOutcome, RecipientRow, RetractRequest,
-    SearchRow, TenantView,
+    SearchRow, TenantView, TenantsProgress,
 };
 use crate::model::{Disposition, FailureReason, RetractAction, Role, Trigger};
 use crossterm::event::{KeyEvent, KeyEventKind, MouseEvent, MouseEventKind};
@@ -317,6 +317,24 @@ pub struct AuditState {
 pub struct TenantsState {
     pub tenants: Loadable<Vec<TenantView>>,
     pub selected: usize,
+    /// The load under way: how far it came and how long it has run.
+    pub loading: Option<TenantsLoading>,
+}
+
+/// Feedback on a tenants load while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TenantsLoading {
+    /// Ticks of the event loop since the load was asked for (elapsed time without a clock).
+    pub ticks: u32,
+    /// The engine's last word on it (`None` until the first `TenantsProgress`).
+    pub progress: Option<TenantsProgress>,
+}
+
+impl TenantsLoading {
+    /// Whole seconds since the load was asked for.
+    pub fn elapsed_secs(&self) -> u64 {
+        u64::from(self.ticks) * crate::tui::event::TICK.as_millis() as u64 / 1000
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -459,6 +477,7 @@ impl App {
                 verification: Loadable::NotLoaded,
             },
             tenants: TenantsState {
+                loading: None,
                 tenants: Loadable::NotLoaded,
                 selected: 0,
             },
@@ -657,6 +676,16 @@ impl App {
                 self.recipients.preview_debounce = Some(left - 1);
             }
         }
+        if let Some(load) = self.tenants.loading.as_mut()
+            && self.tenants.tenants == Loadable::Loading
+        {
+            let shown = load.elapsed_secs();
+            load.ticks = load.ticks.saturating_add(1);
+            // Redrawn when the elapsed seconds shown change, not on every tick.
+            if load.elapsed_secs() != shown {
+                self.dirty = true;
+            }
+        }
         if !commands.is_empty() {
             self.dirty = true;
         }
@@ -710,6 +739,7 @@ impl App {
             }
             Pane::Tenants => {
                 self.tenants.tenants = Loadable::Loading;
+                self.tenants.loading = Some(TenantsLoading::default());
                 vec![Command::LoadTenants]
             }
         }
@@ -1759,6 +1789,21 @@ impl App {
         match action {
             Action::MoveUp => self.tenants.selected = step(self.tenants.selected, len, -1),
             Action::MoveDown => self.tenants.selected = step(self.tenants.selected, len, 1),
+            Action::Cancel if self.tenants.tenants == Loadable::Loading => {
+                let secs = self
+                    .tenants
+                    .loading
+                    .take()
+                    .map(|l| l.elapsed_secs())
+                    .unwrap_or(0);
+                self.tenants.tenants = Loadable::Failed(format!(
+                    "cancelled after {secs} s; {} checks again",
+                    self.keymap
+                        .first_key(Mode::Tenants, &Action::Refresh)
+                        .unwrap_or_else(|| "refresh".into())
+                ));
+                return vec![Command::CancelTenants];
+            }
             _ => {}
         }
         Vec::new()
@@ -1999,8 +2044,18 @@ impl App {
                 self.audit.verification = Loadable::Ready(result);
             }
             EngineEvent::TenantsLoaded(tenants) => {
+                self.tenants.loading = None;
                 self.tenants.tenants = Loadable::Ready(tenants);
             }
+            EngineEvent::TenantsProgress(progress) => {
+                if let Some(load) = self.tenants.loading.as_mut()
+                    && self.tenants.tenants == Loadable::Loading
+                {
+                    load.progress = Some(progress);
+                }
+            }
+            // The pane said so when Esc was pressed.
+            EngineEvent::TenantsCancelled => self.tenants.loading = None,
             EngineEvent::PolicyLoaded(policy) => {
                 self.policy.draft = Some(policy.clone());
                 self.policy.loaded = Loadable::Ready(policy);

@@ -58,6 +58,28 @@ pub async fn synced_lab(
     }
 }
 
+/// The demo lab on a free loopback port, the config written for it in `dir` (`lab.toml`),
+/// and its `host:port` (what clawback names when it cannot reach it).
+pub async fn demo_lab(options: LabOptions, dir: &std::path::Path) -> (LabServer, Config, String) {
+    let server = LabServer::start(
+        &clawback::lab::scenario::demo(1),
+        options,
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let config = server.write_config(&dir.join("lab.toml")).unwrap();
+    let endpoint = server.base_url().trim_start_matches("http://").to_string();
+    (server, config, endpoint)
+}
+
+/// [`demo_lab`] stopped at once: its config points at a port nothing listens on.
+pub async fn stopped_demo_lab(dir: &std::path::Path) -> (Config, String) {
+    let (server, config, endpoint) = demo_lab(LabOptions::default(), dir).await;
+    server.stop().await;
+    (config, endpoint)
+}
+
 /// What retracting `messages` must act on, from the scenario alone: every copy in a granted
 /// domain's mailbox, except the sender's own copy and copies already gone (Junk, Trash,
 /// Recoverable Items) or in Sent Items / Drafts.

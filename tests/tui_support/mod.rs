@@ -475,6 +475,7 @@ pub fn tenants() -> Vec<TenantView> {
                     },
                 },
             ],
+            error: None,
         },
         TenantView {
             name: "northwind".into(),
@@ -483,6 +484,7 @@ pub fn tenants() -> Vec<TenantView> {
                 domain: "northwind.example".into(),
                 status: GrantStatus::NotInTenant,
             }],
+            error: None,
         },
     ]
 }

@@ -1,16 +1,33 @@
 //! Tenants and their domains: Retract Granted / Missing (permission) / Not in tenant.
 
 use crate::tui::action::Action;
-use crate::tui::app::App;
+use crate::tui::app::{App, Loadable, TenantsLoading};
+use crate::tui::keymap::Mode;
 use crate::tui::panes::recipients::grant_style;
 use crate::tui::theme::Theme;
 use crate::tui::ui::{loadable, pane_block, state_message, visible_window};
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Rect};
-use ratatui::widgets::{Cell, Row, Table, TableState};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::Line;
+use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
-pub fn hints(_app: &App) -> Vec<Action> {
+pub fn hints(app: &App) -> Vec<Action> {
+    if app.tenants.loading.is_some() && app.tenants.tenants == Loadable::Loading {
+        return vec![Action::Cancel];
+    }
     vec![Action::MoveDown, Action::Refresh]
+}
+
+/// The line shown while tenants are checked: how far, how long, how to stop.
+pub fn loading_text(load: &TenantsLoading, cancel_key: &str) -> String {
+    let secs = load.elapsed_secs();
+    match load.progress {
+        Some(p) => format!(
+            "Checking tenants: {}/{} done, {} domains probed, {secs} s elapsed ({cancel_key} cancels)",
+            p.done, p.total, p.domains
+        ),
+        None => format!("Checking tenants: {secs} s elapsed ({cancel_key} cancels)"),
+    }
 }
 
 // Layout inside the pane:
@@ -19,11 +36,22 @@ pub fn hints(_app: &App) -> Vec<Action> {
 // | Tenant      Kind              Domain               Retract              |
 // | contoso     microsoft365      contoso.example      Granted              |
 // |                               fabrikam.example     Missing (Mail.Read.. |
+// | northwind   google_workspace  -                    Error: connection re |
+// |                                                                         |
+// | northwind: connection refused: 127.0.0.1:8080   (one line per Error)    |
 // +-----------------------------------------------------------------------+
 pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let block = pane_block(" Tenants ", true, theme);
     let inner = block.inner(area);
     frame.render_widget(block, area);
+    if let (Loadable::Loading, Some(load)) = (&app.tenants.tenants, &app.tenants.loading) {
+        let cancel_key = app
+            .keymap
+            .first_key(Mode::Tenants, &Action::Cancel)
+            .unwrap_or_else(|| "cancel".into());
+        state_message(frame, inner, &loading_text(load, &cancel_key), theme.muted);
+        return;
+    }
     let Some(tenants) = loadable(frame, inner, &app.tenants.tenants, "tenants", theme) else {
         return;
     };
@@ -39,6 +67,16 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     // One line per domain; a tenant without domains still gets a line.
     let mut lines: Vec<Row> = Vec::new();
     for t in tenants {
+        if let Some(error) = &t.error {
+            // Not checked: the domains are unknown, never "Granted".
+            lines.push(Row::new(vec![
+                Cell::from(t.name.as_str()),
+                Cell::from(t.kind.as_str()),
+                Cell::from("-").style(theme.muted),
+                Cell::from(format!("Error: {error}")).style(theme.error),
+            ]));
+            continue;
+        }
         if t.domains.is_empty() {
             lines.push(Row::new(vec![
                 Cell::from(t.name.as_str()),
@@ -61,6 +99,20 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             ]));
         }
     }
+    // Each tenant that could not be checked also gets a full-width line under the table: the
+    // Retract column is too narrow at 80 columns for the endpoint and cause.
+    let errors: Vec<Line> = tenants
+        .iter()
+        .filter_map(|t| {
+            let e = t.error.as_ref()?;
+            Some(Line::styled(format!("{}: {e}", t.name), theme.error))
+        })
+        .take(inner.height.saturating_sub(3) as usize)
+        .collect();
+    let [inner, footer] =
+        Layout::vertical([Constraint::Fill(1), Constraint::Length(errors.len() as u16)])
+            .areas(inner);
+    frame.render_widget(Paragraph::new(errors), footer);
     let height = inner.height.saturating_sub(1) as usize;
     let (offset, end) = visible_window(app.tenants.selected, height, lines.len());
     let len = lines.len();

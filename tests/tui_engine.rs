@@ -16,13 +16,12 @@ use clawback::lab::scenario::Scenario;
 use clawback::lab::{LabOptions, LabServer};
 use clawback::model::{FailureReason, Folder, RetractAction, Role, Trigger};
 use clawback::store::Store;
-use clawback::tui::action::Action;
-use clawback::tui::app::{App, Loadable};
+use clawback::tui::app::Loadable;
 use clawback::tui::{TuiOptions, prepare};
 use lab_support::synced_lab;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-use tui_support::{press, type_text};
+use tui_support::console::Console;
 
 /// (mailbox, Message-ID) → folders of its copies in contoso.
 type Folders = BTreeMap<(String, String), Vec<Folder>>;
@@ -82,50 +81,6 @@ fn expected(scenario: &Scenario, unticked: &BTreeSet<String>) -> BTreeSet<(Strin
         }
     }
     out
-}
-
-struct Console {
-    app: App,
-    engine: EngineHandle,
-}
-
-impl Console {
-    fn send(&self, commands: Vec<Command>) {
-        for c in commands {
-            self.engine.commands.send(c).unwrap();
-        }
-    }
-
-    fn keys(&mut self, keys: &[&str]) {
-        for k in keys {
-            let commands = self.app.handle_key(press(k));
-            self.send(commands);
-        }
-    }
-
-    fn type_text(&mut self, text: &str) {
-        let commands = type_text(&mut self.app, text);
-        self.send(commands);
-    }
-
-    /// Feeds engine events and ticks into the app until `done` holds (or fails after 60 s).
-    async fn until(&mut self, what: &str, done: impl Fn(&App) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !done(&self.app) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            match tokio::time::timeout(Duration::from_millis(50), self.engine.events.recv()).await {
-                Ok(Some(event)) => {
-                    let commands = self.app.on_engine(event);
-                    self.send(commands);
-                }
-                Ok(None) => panic!("the engine stopped while waiting for {what}"),
-                Err(_) => {
-                    let commands = self.app.update(Action::Tick);
-                    self.send(commands);
-                }
-            }
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,8 @@
 //! a headless renderer. Test-only: the production console never sees canned data.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod console;
+
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use clawback::engine::Command;
 use clawback::engine::event::{EngineEvent, QueryErrorView};

@@ -368,3 +368,93 @@ mod tests {
         );
     }
 }
+
+/// One message retracted in a window ("view details"): its copies that settled in the window,
+/// by outcome and by trigger. Every counted item of [`compute`] is in exactly one of these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RetractedMessage {
+    pub message_id: String,
+    /// From the trace; empty when the trace no longer holds it.
+    pub subject: String,
+    /// Tenants of the copies, sorted.
+    pub tenants: Vec<String>,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Copies by trigger: auto = every non-manual trigger.
+    pub auto: u64,
+    pub manual: u64,
+    /// When its newest copy in the window was retracted (an item's finish time).
+    pub last_retracted: DateTime<Utc>,
+}
+
+/// The messages whose copies were retracted (succeeded or failed) in `[since, until)`, by
+/// retraction time — not by when the mail arrived — newest retraction first. Counts the same
+/// items as [`compute`]: skipped items and dry runs never count.
+pub fn retracted_messages<'a>(
+    items: impl IntoIterator<Item = (&'a ItemOutcome, &'a str)>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> Vec<RetractedMessage> {
+    let mut by_message: BTreeMap<&str, RetractedMessage> = BTreeMap::new();
+    for (item, message_id) in items {
+        if item.skipped || item.dry_run {
+            continue;
+        }
+        let (Some(result), Some(at)) = (&item.result, item.finished_at) else {
+            continue;
+        };
+        if since.is_some_and(|s| at < s) || until.is_some_and(|u| at >= u) {
+            continue;
+        }
+        let m = by_message
+            .entry(message_id)
+            .or_insert_with(|| RetractedMessage {
+                message_id: message_id.to_string(),
+                subject: String::new(),
+                tenants: Vec::new(),
+                succeeded: 0,
+                failed: 0,
+                auto: 0,
+                manual: 0,
+                last_retracted: at,
+            });
+        match result {
+            Ok(()) => m.succeeded += 1,
+            Err(_) => m.failed += 1,
+        }
+        if item.trigger.is_auto() {
+            m.auto += 1;
+        } else {
+            m.manual += 1;
+        }
+        m.last_retracted = m.last_retracted.max(at);
+        if !m.tenants.contains(&item.tenant) {
+            m.tenants.push(item.tenant.clone());
+            m.tenants.sort();
+        }
+    }
+    let mut out: Vec<RetractedMessage> = by_message.into_values().collect();
+    out.sort_by(|a, b| {
+        b.last_retracted
+            .cmp(&a.last_retracted)
+            .then_with(|| a.message_id.cmp(&b.message_id))
+    });
+    out
+}
+
+/// [`retracted_messages`] over the store's job items, with subjects from the trace: what the
+/// console's Metrics details and `clawback metrics --details` list.
+pub fn retracted_in_window(
+    store: &crate::store::Store,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> Result<Vec<RetractedMessage>, crate::store::StoreError> {
+    let rows = store.item_outcomes(since, until)?;
+    let mut out = retracted_messages(rows.iter().map(|(o, m)| (o, m.as_str())), since, until);
+    for m in &mut out {
+        if let Some(r) = store.trace_by_message_id(&m.message_id)?.first() {
+            m.subject = r.subject.clone();
+        }
+    }
+    Ok(out)
+}

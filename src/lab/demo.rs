@@ -41,6 +41,9 @@ use std::collections::BTreeSet;
 
 /// Scenario name.
 pub const DEMO_NAME: &str = "demo";
+/// The seed `clawback demo` and `clawback lab serve --scenario demo` use by default, so both
+/// build the same world (the same people, Message-IDs and counts).
+pub const DEMO_SEED: u64 = 7;
 /// The Microsoft 365 tenant.
 pub const CONTOSO: &str = "contoso";
 /// The Google Workspace tenant.
@@ -575,6 +578,7 @@ impl World {
                 client_secret: None,
                 granted: None,
                 admin_user: None,
+                report_mailboxes: vec![DEMO_CONTOSO_REPORT_MAILBOX.into()],
                 users,
                 groups,
                 messages: Vec::new(),
@@ -657,6 +661,7 @@ impl World {
                 client_secret: None,
                 granted: None,
                 admin_user: Some(DEMO_FABRIKAM_ADMIN.into()),
+                report_mailboxes: vec![DEMO_FABRIKAM_REPORT_MAILBOX.into()],
                 users,
                 groups,
                 messages: Vec::new(),

@@ -263,3 +263,177 @@ async fn panes_follow_this_consoles_jobs_and_another_processs_without_a_refresh(
         format!("msgid:{CAMPAIGN_MESSAGE_ID}")
     );
 }
+
+/// Issue 12, "the demo is whole": the demo's own set-up (`start_demo_lab`, `demo_engine`, as
+/// `clawback demo` runs them) with the headless console. The policy starts all off; the
+/// operator sets `malicious -> junk` in the Policy pane and saves; a malicious message then
+/// delivered through `/_lab/deliver` is moved to Junk at the lab by the in-process watcher,
+/// within seconds, and shows in the Jobs pane as an auto job without a key press.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_demo_malicious_to_junk_retracts_a_delivered_lure_as_an_auto_job() {
+    use clawback::cli::console::{demo_engine, start_demo_lab};
+    use clawback::lab::demo::{
+        DEMO_CONTOSO_REPORT_MAILBOX, DEMO_FABRIKAM_REPORT_MAILBOX, DEMO_HOLD_MAILBOX, DEMO_SEED,
+        MALICIOUS_RECIPIENTS,
+    };
+    use clawback::model::{Disposition, RetractAction, Trigger};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (server, config) = start_demo_lab(dir.path(), DEMO_SEED, Duration::ZERO)
+        .await
+        .unwrap();
+    // The written config names the phish-report mailboxes and says how to serve its lab again.
+    let text = std::fs::read_to_string(dir.path().join("lab.toml")).unwrap();
+    assert!(
+        text.contains(&format!(
+            "#   clawback lab serve --scenario demo --seed {DEMO_SEED} --addr {}\n",
+            server.addr
+        )),
+        "{text}"
+    );
+    let reports: Vec<(String, Vec<String>)> = config
+        .tenants
+        .iter()
+        .map(|t| (t.name.clone(), t.report_mailboxes.clone()))
+        .collect();
+    assert_eq!(
+        reports,
+        vec![
+            (CONTOSO.into(), vec![DEMO_CONTOSO_REPORT_MAILBOX.into()]),
+            (FABRIKAM.into(), vec![DEMO_FABRIKAM_REPORT_MAILBOX.into()]),
+        ]
+    );
+
+    let store = clawback::store::Store::open_in_dir(dir.path()).unwrap();
+    let (app, _theme) = prepare(&config, &TuiOptions::default()).unwrap();
+    let mut console = Console {
+        app,
+        engine: service::spawn_after(demo_engine(config.clone(), store)),
+    };
+    let startup = console.app.startup();
+    console.send(startup);
+    console
+        .until("the first results", |a| a.search.results.ready().is_some())
+        .await;
+
+    // Safe by default: nothing on. Then malicious (first row) -> Junk (second column), saved.
+    console.keys(&["3"]);
+    console
+        .until("the policy", |a| a.policy.loaded.ready().is_some())
+        .await;
+    let initial = console.app.policy.loaded.ready().unwrap().clone();
+    assert!(
+        initial
+            .actions
+            .values()
+            .all(|a| *a == RetractAction::NoAction)
+            && !initial.post_delivery.enabled
+            && !initial.phish_submission.enabled,
+        "{initial:?}"
+    );
+    console.keys(&["l", "space", "w"]);
+    console
+        .until("the saved policy", |a| {
+            a.policy.loaded.ready().is_some_and(|p| {
+                p.version > initial.version
+                    && p.actions.get(&Disposition::Malicious) == Some(&RetractAction::Junk)
+            })
+        })
+        .await;
+    console.keys(&["5"]);
+    console
+        .until("the jobs", |a| a.jobs.list.ready().is_some())
+        .await;
+
+    // A malicious lure to a few contoso mailboxes (not as many as the scenario's own lure).
+    let n = if MALICIOUS_RECIPIENTS == 5 { 6 } else { 5 };
+    let mailboxes: Vec<String> = scenario_mailboxes(CONTOSO)
+        .into_iter()
+        .filter(|m| m != DEMO_HOLD_MAILBOX && m != DEMO_CONTOSO_REPORT_MAILBOX)
+        .take(n)
+        .collect();
+    let mid = "<demo-lure-0001@evil-payroll.example>";
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({
+        "tenant": CONTOSO,
+        "message": {
+            "message_id": mid,
+            "from": "payroll@evil-payroll.example",
+            "to": mailboxes,
+            "subject": "Your payslip is ready",
+            "date": chrono::Utc::now().to_rfc3339(),
+            "body": "Open https://evil-payroll.example/payslip",
+            "headers": [["X-Clawback-Disposition", "malicious"]],
+            "copy": mailboxes.iter().map(|m| serde_json::json!({"mailbox": m})).collect::<Vec<_>>(),
+        }
+    });
+    let resp = http
+        .post(format!("{}/_lab/deliver", server.base_url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{:?}", resp.text().await);
+    let delivered = Instant::now();
+
+    // At the lab: every copy moved to Junk. Polled with a generous bound (a loaded machine);
+    // the latency is printed, not asserted.
+    let enc = percent_encoding::utf8_percent_encode(mid, percent_encoding::NON_ALPHANUMERIC);
+    let path = format!("/_lab/messages?message_id={enc}");
+    loop {
+        let copies = lab_support::lab_get(&http, &server.base_url(), &path).await["copies"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert_eq!(copies.len(), n);
+        if copies.iter().all(|c| c["folder"] == "junk") {
+            break;
+        }
+        assert!(
+            delivered.elapsed() < Duration::from_secs(60),
+            "not retracted: {copies:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let latency = delivered.elapsed();
+    eprintln!("demo: delivered -> all {n} copies in Junk in {latency:?}");
+    let moves = server
+        .lab
+        .state()
+        .actions
+        .iter()
+        .filter(|a| a.internet_message_id == mid)
+        .count();
+    assert_eq!(moves, n, "each copy moved once");
+
+    // The Jobs pane shows it as an auto job, with no key pressed since.
+    console
+        .until("the auto job in the Jobs pane", |a| {
+            a.jobs.list.ready().is_some_and(|jobs| {
+                jobs.iter().any(|j| {
+                    j.trigger == Trigger::Auto
+                        && j.action == RetractAction::Junk
+                        && j.total == n as u64
+                        && j.succeeded == n as u64
+                        && j.state == JobPhase::Finished
+                })
+            })
+        })
+        .await;
+    server.stop().await;
+}
+
+/// Mailboxes of a demo tenant (lowercase), from the scenario.
+fn scenario_mailboxes(tenant: &str) -> Vec<String> {
+    demo::build(clawback::lab::demo::DEMO_SEED)
+        .tenants
+        .iter()
+        .find(|t| t.name == tenant)
+        .unwrap()
+        .users
+        .iter()
+        .filter(|u| u.mailbox && u.address.ends_with("@contoso.com"))
+        .map(|u| u.address.to_ascii_lowercase())
+        .collect()
+}

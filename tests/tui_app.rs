@@ -4,7 +4,6 @@ mod tui_support;
 
 use clawback::engine::Command;
 use clawback::engine::event::{EngineEvent, QueryErrorView, StoreChanges};
-use clawback::engine::metrics::RetractedMessage;
 use clawback::engine::view::{
     AuditFilter, AuditVerification, Confirmation, CopyOutcome, JobId, JobPhase, JobView,
     MetricsWindow, PlanId,
@@ -435,20 +434,6 @@ fn release_and_repeat_events_are_ignored() {
         vec![Command::Shutdown]
     );
     assert!(app.should_quit);
-}
-
-/// A message retracted in the window, for the details list.
-fn retracted(id: usize, ok: u64, failed: u64, auto: u64) -> RetractedMessage {
-    RetractedMessage {
-        message_id: format!("<m{id}@example.com>"),
-        subject: format!("Message {id}"),
-        tenants: vec!["contoso".into()],
-        succeeded: ok,
-        failed,
-        auto,
-        manual: ok + failed - auto,
-        last_retracted: base_time(),
-    }
 }
 
 /// Issue 12 part 8: `d` lists the messages retracted in the window (by retraction time, from

@@ -273,8 +273,8 @@ async fn panes_follow_this_consoles_jobs_and_another_processs_without_a_refresh(
 async fn in_the_demo_malicious_to_junk_retracts_a_delivered_lure_as_an_auto_job() {
     use clawback::cli::console::{demo_engine, start_demo_lab};
     use clawback::lab::demo::{
-        DEMO_CONTOSO_REPORT_MAILBOX, DEMO_FABRIKAM_REPORT_MAILBOX, DEMO_HOLD_MAILBOX, DEMO_SEED,
-        MALICIOUS_RECIPIENTS,
+        BENIGN_REPORTS, CAMPAIGN_REPORTS, DEMO_CONTOSO_REPORT_MAILBOX,
+        DEMO_FABRIKAM_REPORT_MAILBOX, DEMO_HOLD_MAILBOX, DEMO_SEED, MALICIOUS_RECIPIENTS,
     };
     use clawback::model::{Disposition, RetractAction, Trigger};
     use std::time::{Duration, Instant};
@@ -416,6 +416,50 @@ async fn in_the_demo_malicious_to_junk_retracts_a_delivered_lure_as_an_auto_job(
                         && j.action == RetractAction::Junk
                         && j.total == n as u64
                         && j.succeeded == n as u64
+                        && j.state == JobPhase::Finished
+                })
+            })
+        })
+        .await;
+
+    // Phish Submission Response on (s), saved: the watcher reads the demo's report mailboxes
+    // (named in the written config) and decides every report; the campaign, reported by
+    // distinct users, is retracted per the matrix as a phish_submission job, shown live.
+    console.keys(&["3", "s", "w"]);
+    console
+        .until("phish submission saved", |a| {
+            a.policy
+                .loaded
+                .ready()
+                .is_some_and(|p| p.phish_submission.enabled)
+        })
+        .await;
+    let store = clawback::store::Store::open_in_dir(dir.path()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let decisions = loop {
+        let d = store.report_decisions().unwrap();
+        if d.len() >= CAMPAIGN_REPORTS + BENIGN_REPORTS {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "reports decided: {d:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(decisions.len(), CAMPAIGN_REPORTS + BENIGN_REPORTS);
+    assert_eq!(
+        decisions
+            .iter()
+            .filter(|d| d.verdict == "malicious")
+            .count(),
+        CAMPAIGN_REPORTS,
+        "{decisions:?}"
+    );
+    console.keys(&["5"]);
+    console
+        .until("the phish submission job in the Jobs pane", |a| {
+            a.jobs.list.ready().is_some_and(|jobs| {
+                jobs.iter().any(|j| {
+                    j.trigger == Trigger::PhishSubmission
+                        && j.succeeded > 0
                         && j.state == JobPhase::Finished
                 })
             })

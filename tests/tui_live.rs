@@ -44,8 +44,11 @@ async fn clawback(dir: &Path, args: &[&str]) -> Output {
     out
 }
 
+/// The Metrics pane's figures: total, succeeded, failed by reason, unread, read, auto, manual.
+type Figures = (u64, u64, Vec<(String, u64)>, u64, u64, u64, u64);
+
 /// What `clawback metrics --json --since 24h` says, in the Metrics pane's terms (its window).
-async fn cli_metrics(dir: &Path) -> (u64, u64, Vec<(String, u64)>, u64, u64, u64, u64) {
+async fn cli_metrics(dir: &Path) -> Figures {
     let out = clawback(dir, &["metrics", "--json", "--since", "24h"]).await;
     let m: Value = serde_json::from_slice(&out.stdout).unwrap();
     let count = |v: &Value| v["count"].as_u64().unwrap();
@@ -66,7 +69,7 @@ async fn cli_metrics(dir: &Path) -> (u64, u64, Vec<(String, u64)>, u64, u64, u64
     )
 }
 
-fn pane_metrics(s: &MetricsSnapshot) -> (u64, u64, Vec<(String, u64)>, u64, u64, u64, u64) {
+fn pane_metrics(s: &MetricsSnapshot) -> Figures {
     (
         s.total,
         s.succeeded,

@@ -471,7 +471,7 @@ mod tests {
         skipped.skipped = true;
         let mut fabrikam = item(Some(Ok(())), false, Trigger::Auto, 70);
         fabrikam.tenant = "fabrikam".into();
-        let rows = vec![
+        let rows = [
             (item(Some(Ok(())), false, Trigger::Manual, -5), "<before@x>"),
             (old, "<campaign@x>"),
             (

@@ -16,7 +16,6 @@ use clawback::lab::scenario::Scenario;
 use clawback::lab::{LabOptions, LabServer};
 use clawback::model::{FailureReason, Folder, RetractAction, Role, Trigger};
 use clawback::store::Store;
-use clawback::tui::app::Loadable;
 use clawback::tui::{TuiOptions, prepare};
 use lab_support::synced_lab;
 use std::collections::{BTreeMap, BTreeSet};
@@ -89,16 +88,7 @@ async fn search_select_untick_depth_junk_confirm_then_undo() {
     let lab = synced_lab(&scenario, LabOptions::default(), &[], 30).await;
     let (server, config, store) = (lab.server, lab.config, lab.store);
     let engine = std::sync::Arc::new(Engine::new(config.clone(), store).unwrap());
-    let (app, _theme) = prepare(&config, &TuiOptions::default()).unwrap();
-    let mut console = Console {
-        app,
-        engine: service::spawn(engine),
-    };
-    let startup = console.app.startup();
-    console.send(startup);
-    console
-        .until("the first results", |a| a.search.results.ready().is_some())
-        .await;
+    let mut console = Console::open(&config, service::spawn(engine)).await;
 
     // Search for the campaign in contoso and open it.
     console.keys(&["/"]);
@@ -111,12 +101,7 @@ async fn search_select_untick_depth_junk_confirm_then_undo() {
             })
         })
         .await;
-    console.keys(&["enter"]);
-    console
-        .until("the recipients", |a| {
-            matches!(a.recipients.rows, Loadable::Ready(_))
-        })
-        .await;
+    console.open_selected_message().await;
 
     // Untick the first two suggested recipients.
     let rows = console.app.recipients.rows.ready().unwrap().clone();

@@ -14,7 +14,6 @@ use clawback::engine::{Engine, service};
 use clawback::lab::LabOptions;
 use clawback::lab::demo::{self, CAMPAIGN_MESSAGE_ID, CONTOSO, FABRIKAM};
 use clawback::tui::app::{App, Loadable};
-use clawback::tui::{TuiOptions, prepare};
 use lab_support::synced_lab;
 use serde_json::Value;
 use std::path::Path;
@@ -134,16 +133,7 @@ async fn panes_follow_this_consoles_jobs_and_another_processs_without_a_refresh(
     let lab = synced_lab(&scenario, LabOptions::default(), &[], 30).await;
     let dir = lab.dir.path().to_path_buf();
     let engine = std::sync::Arc::new(Engine::new(lab.config.clone(), lab.store).unwrap());
-    let (app, _theme) = prepare(&lab.config, &TuiOptions::default()).unwrap();
-    let mut console = Console {
-        app,
-        engine: service::spawn(engine),
-    };
-    let startup = console.app.startup();
-    console.send(startup);
-    console
-        .until("the first results", |a| a.search.results.ready().is_some())
-        .await;
+    let mut console = Console::open(&lab.config, service::spawn(engine)).await;
 
     // Every pane loaded once, by hand, before any job: nothing retracted, the chain verified.
     console.keys(&["4"]);
@@ -175,12 +165,7 @@ async fn panes_follow_this_consoles_jobs_and_another_processs_without_a_refresh(
                 .is_some_and(|r| r.rows.len() == 1 && r.rows[0].retraction == RetractionState::None)
         })
         .await;
-    console.keys(&["enter"]);
-    console
-        .until("the recipients", |a| {
-            matches!(a.recipients.rows, Loadable::Ready(_))
-        })
-        .await;
+    console.open_selected_message().await;
     console.keys(&["p"]);
     console
         .until("the plan", |a| {
@@ -309,16 +294,8 @@ async fn in_the_demo_malicious_to_junk_retracts_a_delivered_lure_as_an_auto_job(
     );
 
     let store = clawback::store::Store::open_in_dir(dir.path()).unwrap();
-    let (app, _theme) = prepare(&config, &TuiOptions::default()).unwrap();
-    let mut console = Console {
-        app,
-        engine: service::spawn_after(demo_engine(config.clone(), store)),
-    };
-    let startup = console.app.startup();
-    console.send(startup);
-    console
-        .until("the first results", |a| a.search.results.ready().is_some())
-        .await;
+    let engine = service::spawn_after(demo_engine(config.clone(), store));
+    let mut console = Console::open(&config, engine).await;
 
     // Safe by default: nothing on. Then malicious (first row) -> Junk (second column), saved.
     console.keys(&["3"]);
@@ -358,26 +335,7 @@ async fn in_the_demo_malicious_to_junk_retracts_a_delivered_lure_as_an_auto_job(
         .collect();
     let mid = "<demo-lure-0001@evil-payroll.example>";
     let http = reqwest::Client::new();
-    let body = serde_json::json!({
-        "tenant": CONTOSO,
-        "message": {
-            "message_id": mid,
-            "from": "payroll@evil-payroll.example",
-            "to": mailboxes,
-            "subject": "Your payslip is ready",
-            "date": chrono::Utc::now().to_rfc3339(),
-            "body": "Open https://evil-payroll.example/payslip",
-            "headers": [["X-Clawback-Disposition", "malicious"]],
-            "copy": mailboxes.iter().map(|m| serde_json::json!({"mailbox": m})).collect::<Vec<_>>(),
-        }
-    });
-    let resp = http
-        .post(format!("{}/_lab/deliver", server.base_url()))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{:?}", resp.text().await);
+    lab_support::lab_deliver_malicious(&http, &server.base_url(), CONTOSO, mid, &mailboxes).await;
     let delivered = Instant::now();
 
     // At the lab: every copy moved to Junk. Polled with a generous bound (a loaded machine);

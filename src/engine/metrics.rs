@@ -94,6 +94,22 @@ fn percentiles(mut samples: Vec<f64>) -> Percentiles {
     }
 }
 
+/// An item's outcome and finish time when the metrics count it: settled in `[since, until)`,
+/// not skipped, not a dry run.
+fn counted(
+    item: &ItemOutcome,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> Option<(&Result<(), FailureReason>, DateTime<Utc>)> {
+    if item.skipped || item.dry_run {
+        return None;
+    }
+    let (Some(result), Some(at)) = (&item.result, item.finished_at) else {
+        return None;
+    };
+    (since.is_none_or(|s| at >= s) && until.is_none_or(|u| at < u)).then_some((result, at))
+}
+
 /// Computes the metrics of the items that finished in `[since, until)`; `buckets` sizes the
 /// series (0 = no series).
 pub fn compute<'a>(
@@ -115,15 +131,9 @@ pub fn compute<'a>(
     let mut act = Vec::new();
     let mut finished_times = Vec::new();
     for item in items {
-        if item.skipped || item.dry_run {
-            continue;
-        }
-        let (Some(result), Some(at)) = (&item.result, item.finished_at) else {
+        let Some((result, at)) = counted(item, since, until) else {
             continue;
         };
-        if since.is_some_and(|s| at < s) || until.is_some_and(|u| at >= u) {
-            continue;
-        }
         m.total += 1;
         finished_times.push(at);
         if item.trigger.is_auto() {
@@ -266,15 +276,9 @@ pub fn retracted_messages<'a>(
 ) -> Vec<RetractedMessage> {
     let mut by_message: BTreeMap<&str, RetractedMessage> = BTreeMap::new();
     for (item, message_id) in items {
-        if item.skipped || item.dry_run {
-            continue;
-        }
-        let (Some(result), Some(at)) = (&item.result, item.finished_at) else {
+        let Some((result, at)) = counted(item, since, until) else {
             continue;
         };
-        if since.is_some_and(|s| at < s) || until.is_some_and(|u| at >= u) {
-            continue;
-        }
         let m = by_message
             .entry(message_id)
             .or_insert_with(|| RetractedMessage {

@@ -2,9 +2,11 @@
 //! the app (and the commands it answers with sent back), as `tui::run` does without a terminal.
 
 use super::{press, type_text};
+use clawback::config::Config;
 use clawback::engine::{Command, EngineHandle};
 use clawback::tui::action::Action;
-use clawback::tui::app::App;
+use clawback::tui::app::{App, Loadable};
+use clawback::tui::{TuiOptions, prepare};
 use std::time::{Duration, Instant};
 
 pub struct Console {
@@ -13,10 +15,32 @@ pub struct Console {
 }
 
 impl Console {
+    /// The console on `engine` as `tui::run` starts it: the app for `config`, its start-up
+    /// commands sent, and the first search answered.
+    pub async fn open(config: &Config, engine: EngineHandle) -> Console {
+        let (app, _theme) = prepare(config, &TuiOptions::default()).unwrap();
+        let mut console = Console { app, engine };
+        let startup = console.app.startup();
+        console.send(startup);
+        console
+            .until("the first results", |a| a.search.results.ready().is_some())
+            .await;
+        console
+    }
+
     pub fn send(&self, commands: Vec<Command>) {
         for c in commands {
             self.engine.commands.send(c).unwrap();
         }
+    }
+
+    /// Enter on the selected search row, and its recipients loaded.
+    pub async fn open_selected_message(&mut self) {
+        self.keys(&["enter"]);
+        self.until("the recipients", |a| {
+            matches!(a.recipients.rows, Loadable::Ready(_))
+        })
+        .await;
     }
 
     pub fn keys(&mut self, keys: &[&str]) {

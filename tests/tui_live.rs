@@ -256,9 +256,11 @@ async fn panes_follow_this_consoles_jobs_and_another_processs_without_a_refresh(
 /// `clawback demo` runs them) with the headless console. The policy starts all off; the
 /// operator sets `malicious -> junk` in the Policy pane and saves; a malicious message then
 /// delivered through `/_lab/deliver` is moved to Junk at the lab by the in-process watcher,
-/// within seconds, and shows in the Jobs pane as an auto job without a key press.
+/// within seconds, and shows in the Jobs pane as an auto job without a key press. Then Post
+/// Delivery Response (the demo's intel) and Phish Submission Response (the demo's report
+/// mailboxes) act too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_the_demo_malicious_to_junk_retracts_a_delivered_lure_as_an_auto_job() {
+async fn in_the_demo_the_policy_pane_acts_on_a_delivered_lure_intel_and_phish_reports() {
     use clawback::cli::console::{demo_engine, start_demo_lab};
     use clawback::lab::demo::{
         BENIGN_REPORTS, CAMPAIGN_REPORTS, DEMO_CONTOSO_REPORT_MAILBOX,
@@ -279,6 +281,10 @@ async fn in_the_demo_malicious_to_junk_retracts_a_delivered_lure_as_an_auto_job(
             server.addr
         )),
         "{text}"
+    );
+    assert_eq!(
+        config.automation.intel_dir.as_deref(),
+        Some(dir.path().join("intel").as_path())
     );
     let reports: Vec<(String, Vec<String>)> = config
         .tenants
@@ -383,9 +389,34 @@ async fn in_the_demo_malicious_to_junk_retracts_a_delivered_lure_as_an_auto_job(
         })
         .await;
 
+    // Post Delivery Response on (p), saved: the demo's intel (the campaign's phishing URL, in
+    // the intel directory its config names) makes the campaign malicious, and it is retracted
+    // per the matrix as a post_delivery job, shown live.
+    console.keys(&["3", "p", "w"]);
+    console
+        .until("post delivery saved", |a| {
+            a.policy
+                .loaded
+                .ready()
+                .is_some_and(|p| p.post_delivery.enabled)
+        })
+        .await;
+    console.keys(&["5"]);
+    console
+        .until("the post delivery job in the Jobs pane", |a| {
+            a.jobs.list.ready().is_some_and(|jobs| {
+                jobs.iter().any(|j| {
+                    j.trigger == Trigger::PostDelivery
+                        && j.succeeded > 0
+                        && j.state == JobPhase::Finished
+                })
+            })
+        })
+        .await;
+
     // Phish Submission Response on (s), saved: the watcher reads the demo's report mailboxes
-    // (named in the written config) and decides every report; the campaign, reported by
-    // distinct users, is retracted per the matrix as a phish_submission job, shown live.
+    // (named in the written config) and decides every report (the campaign, reported by
+    // distinct users, malicious; it is already retracted).
     console.keys(&["3", "s", "w"]);
     console
         .until("phish submission saved", |a| {
@@ -414,18 +445,6 @@ async fn in_the_demo_malicious_to_junk_retracts_a_delivered_lure_as_an_auto_job(
         CAMPAIGN_REPORTS,
         "{decisions:?}"
     );
-    console.keys(&["5"]);
-    console
-        .until("the phish submission job in the Jobs pane", |a| {
-            a.jobs.list.ready().is_some_and(|jobs| {
-                jobs.iter().any(|j| {
-                    j.trigger == Trigger::PhishSubmission
-                        && j.succeeded > 0
-                        && j.state == JobPhase::Finished
-                })
-            })
-        })
-        .await;
     server.stop().await;
 }
 

@@ -6,6 +6,7 @@ use crate::cli::exit;
 use crate::cli::out::{errln, outln};
 use crate::config::{self, Config};
 use crate::engine::{Engine, automation, service};
+use crate::lab::demo::{DEMO_INTEL_FILE, intel_indicators};
 use crate::lab::{LabOptions, LabServer};
 use crate::store::Store;
 use crate::tui::TuiOptions;
@@ -226,11 +227,35 @@ pub async fn start_demo_lab(
     let config_path = dir.join("lab.toml");
     // Kept with `--data-dir`: it says how to serve this lab again after the demo ends.
     let restart = server.serve_command("demo", seed);
-    let mut config = server
+    server
         .write_config_restartable(&config_path, "`clawback demo`", &restart)
         .map_err(|e| e.to_string())?;
+    // Threat intel for Post Delivery Response, named in the config as `watch` reads it.
+    let intel = dir.join(DEMO_INTEL_DIR);
+    std::fs::create_dir_all(&intel)
+        .and_then(|_| std::fs::write(intel.join(DEMO_INTEL_FILE), intel_indicators()))
+        .map_err(|e| format!("{}: cannot write the demo's intel: {e}", intel.display()))?;
+    set_intel_dir(&config_path, DEMO_INTEL_DIR)?;
+    let mut config = Config::load(&config_path).map_err(|e| e.to_string())?;
     config.source = Some(config_path);
     Ok((server, config))
+}
+
+/// The demo's intel directory, beside its config.
+const DEMO_INTEL_DIR: &str = "intel";
+
+/// Sets `[automation] intel_dir` in the config file at `path`, keeping the rest as written.
+fn set_intel_dir(path: &Path, intel_dir: &str) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| err(&e))?;
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| err(&e))?;
+    let automation = doc
+        .entry("automation")
+        .or_insert_with(toml_edit::table)
+        .as_table_mut()
+        .ok_or_else(|| err(&"[automation] is not a table"))?;
+    automation.insert("intel_dir", toml_edit::value(intel_dir));
+    crate::secret::write_private_file(path, doc.to_string().as_bytes()).map_err(|e| err(&e))
 }
 
 /// The demo's engine, built on the engine task: the trace synced from the lab, then `watch`

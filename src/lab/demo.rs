@@ -87,6 +87,16 @@ pub const CAMPAIGN_SUBJECT: &str = "Action required: password expires today";
 pub const CAMPAIGN_URL: &str =
     "https://login.contoso-helpdesk.com/owa/auth/reset.aspx?session=8841";
 pub const CAMPAIGN_ATTACHMENT: &str = "Invoice_8841.html";
+/// File name of the demo's indicator list (in the `intel` directory beside its config).
+pub const DEMO_INTEL_FILE: &str = "demo-campaign.txt";
+
+/// The demo's threat intel (`intel_file` format `.txt`): the campaign's phishing URL, so
+/// Post Delivery Response has something to find once it is switched on.
+pub fn intel_indicators() -> String {
+    format!(
+        "# clawback demo: threat intel for Post Delivery Response.\n# disposition: malicious\nurl {CAMPAIGN_URL}\n"
+    )
+}
 /// Mailboxes holding the campaign itself (not counting replies/forwards or reports).
 pub const CAMPAIGN_RECIPIENTS: usize = 150;
 pub const CAMPAIGN_RECIPIENTS_CONTOSO: usize = 100;

@@ -576,6 +576,26 @@ fn a_store_change_reloads_the_loaded_panes_without_a_key() {
     );
 }
 
+/// A policy saved elsewhere (every save is audited) reloads the Policy pane, but never over
+/// the operator's unsaved changes.
+#[test]
+fn an_audited_change_reloads_the_policy_unless_it_has_unsaved_changes() {
+    let mut app = admin_app();
+    keys(&mut app, &["3"]);
+    app.on_engine(EngineEvent::PolicyLoaded(policy(3)));
+    let audit = StoreChanges {
+        audit: true,
+        ..StoreChanges::default()
+    };
+    assert_eq!(
+        app.on_engine(EngineEvent::StoreChanged(audit)),
+        vec![Command::LoadPolicy]
+    );
+    keys(&mut app, &["space"]);
+    assert!(app.policy_modified());
+    assert!(app.on_engine(EngineEvent::StoreChanged(audit)).is_empty());
+}
+
 /// A job start or end reloads the open message's recipients (their last outcome) and the
 /// Jobs pane with the outcomes shown; item progress alone does not ask the provider again.
 #[test]

@@ -44,6 +44,15 @@ impl App {
                 commands.push(Command::VerifyAudit);
             }
         }
+        // Every policy save is audited: another process's save shows, unless the operator has
+        // unsaved changes here (they are never overwritten; saving then says the version moved).
+        if changes.audit
+            && self.policy.loaded.ready().is_some()
+            && !self.policy.saving
+            && !self.policy_modified()
+        {
+            commands.push(Command::LoadPolicy);
+        }
         // Search rows carry each message's retraction state; new mail may match the query.
         let search_idle = !self.search.editing && self.search.debounce.is_none();
         if (work || changes.trace) && search_idle && self.search.results.ready().is_some() {

@@ -214,28 +214,9 @@ async fn watch_loop_retracts_new_malicious_delivery_in_50_mailboxes() {
         .collect();
     assert_eq!(mailboxes.len(), 50);
     let mid = "<watch-test-0001@evil-payroll.example>";
-    let body = serde_json::json!({
-        "tenant": CONTOSO,
-        "message": {
-            "message_id": mid,
-            "from": "payroll@evil-payroll.example",
-            "to": mailboxes,
-            "subject": "Your payslip is ready",
-            "date": chrono::Utc::now().to_rfc3339(),
-            "body": "Open https://evil-payroll.example/payslip",
-            "headers": [["X-Clawback-Disposition", "malicious"]],
-            "copy": mailboxes.iter().map(|m| serde_json::json!({"mailbox": m})).collect::<Vec<_>>(),
-        }
-    });
     let from = log_len(&w.server);
     let http = reqwest::Client::new();
-    let resp = http
-        .post(format!("{}/_lab/deliver", w.server.base_url()))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{:?}", resp.text().await);
+    lab_support::lab_deliver_malicious(&http, &w.server.base_url(), CONTOSO, mid, &mailboxes).await;
     let delivered = Instant::now();
     let mut first_at = None;
     let mut all_at = None;

@@ -1676,7 +1676,24 @@ async fn metrics_match_a_hand_built_mix_of_outcomes() {
         .collect();
     assert_eq!((series.len(), series.iter().sum::<u64>()), (24, total));
     assert_eq!(m["until"], Value::Null);
-    assert_eq!(m["details"], serde_json::json!([mid]));
+    // Details: the one message, by retraction time, with the same copies as the totals.
+    let details = m["details"].as_array().unwrap();
+    assert_eq!(details.len(), 1, "{details:?}");
+    let d = &details[0];
+    assert_eq!(d["message_id"], serde_json::json!(mid));
+    assert_eq!(
+        (&d["succeeded"], &d["failed"], &d["auto"], &d["manual"]),
+        (
+            &serde_json::json!(succeeded),
+            &serde_json::json!(failed),
+            &serde_json::json!(auto),
+            &serde_json::json!(total - auto)
+        )
+    );
+    assert_eq!(
+        d["tenants"],
+        serde_json::json!(per_tenant.keys().collect::<Vec<_>>())
+    );
 
     // Undoing job 1 puts its copies back but is no retraction: the figures stay the same.
     let o = w.run(&["restore", "1"]).await;

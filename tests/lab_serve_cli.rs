@@ -58,6 +58,76 @@ fn serve(args: &[&str]) -> (Running, String, Duration, Vec<String>) {
     }
 }
 
+/// Issue 12: `lab serve --scenario demo` (its default seed) builds the world `clawback demo`
+/// does — the same mailboxes hold the campaign — and the config it writes names the report
+/// mailboxes and the exact command that serves this lab again at its address.
+#[test]
+fn lab_serve_demo_is_the_demos_world_and_its_config_says_how_to_restart_it() {
+    use clawback::lab::demo::{self, CAMPAIGN_MESSAGE_ID, DEMO_SEED};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lab.toml");
+    let (_lab, url, _, _) = serve(&["--write-config", config.to_str().unwrap()]);
+    let addr = url.strip_prefix("http://").unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains(&format!(
+            "#   clawback lab serve --scenario demo --seed {DEMO_SEED} --addr {addr}\n"
+        )),
+        "{text}"
+    );
+    let loaded = clawback::config::Config::load(&config).unwrap();
+    let reports: Vec<Vec<String>> = loaded
+        .tenants
+        .iter()
+        .map(|t| t.report_mailboxes.clone())
+        .collect();
+    assert_eq!(
+        reports,
+        vec![
+            vec![demo::DEMO_CONTOSO_REPORT_MAILBOX.to_string()],
+            vec![demo::DEMO_FABRIKAM_REPORT_MAILBOX.to_string()]
+        ]
+    );
+    let enc = percent_encoding::utf8_percent_encode(
+        CAMPAIGN_MESSAGE_ID,
+        percent_encoding::NON_ALPHANUMERIC,
+    );
+    let served: Value = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        reqwest::get(format!("{url}/_lab/messages?message_id={enc}"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let mut at_lab: Vec<(String, String)> = served["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["tenant"].as_str().unwrap().to_string(),
+                c["mailbox"].as_str().unwrap().to_ascii_lowercase(),
+            )
+        })
+        .collect();
+    let mut in_demo: Vec<(String, String)> = demo::build(DEMO_SEED)
+        .tenants
+        .iter()
+        .flat_map(|t| {
+            t.messages
+                .iter()
+                .filter(|m| m.message_id == CAMPAIGN_MESSAGE_ID)
+                .flat_map(|m| m.copies.iter())
+                .map(|c| (t.name.clone(), c.mailbox.to_ascii_lowercase()))
+        })
+        .collect();
+    at_lab.sort();
+    in_demo.sort();
+    assert!(!in_demo.is_empty());
+    assert_eq!(at_lab, in_demo);
+}
+
 #[test]
 fn lab_serve_writes_a_working_config_and_serves_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,9 +3,10 @@
 mod tui_support;
 
 use clawback::engine::Command;
-use clawback::engine::event::{EngineEvent, QueryErrorView};
+use clawback::engine::event::{EngineEvent, QueryErrorView, StoreChanges};
 use clawback::engine::view::{
-    Confirmation, CopyOutcome, JobId, JobPhase, JobView, MetricsWindow, PlanId,
+    AuditFilter, AuditVerification, Confirmation, CopyOutcome, JobId, JobPhase, JobView,
+    MetricsWindow, PlanId,
 };
 use clawback::model::{Disposition, RetractAction, Role};
 use clawback::tui::action::Action;
@@ -427,8 +428,10 @@ fn release_and_repeat_events_are_ignored() {
     assert!(app.should_quit);
 }
 
+/// Issue 12 part 8: `d` lists the messages retracted in the window (by retraction time, from
+/// the engine), not a search on received time; enter searches the selected one; `d` goes back.
 #[test]
-fn view_details_searches_the_retracted_messages_of_the_window() {
+fn view_details_lists_the_messages_retracted_in_the_window() {
     let mut app = app();
     app.startup();
     assert_eq!(
@@ -446,16 +449,181 @@ fn view_details_searches_the_retracted_messages_of_the_window() {
     // An answer for another window is not shown.
     app.on_engine(EngineEvent::MetricsLoaded(metrics(MetricsWindow::Day, 100)));
     assert_eq!(app.metrics.snapshot, Loadable::Loading);
-    let commands = keys(&mut app, &["d"]);
     assert_eq!(
-        commands,
+        keys(&mut app, &["d"]),
+        vec![Command::LoadMetricsDetails {
+            window: MetricsWindow::Week
+        }]
+    );
+    assert_eq!(app.focus, Pane::Metrics);
+    assert_eq!(app.metrics.details, Some(Loadable::Loading));
+    app.on_engine(EngineEvent::MetricsDetailsLoaded {
+        window: MetricsWindow::Day,
+        messages: vec![retracted(9, 1, 0, 0)],
+    });
+    assert_eq!(app.metrics.details, Some(Loadable::Loading));
+    let messages = vec![retracted(1, 134, 4, 0), retracted(2, 71, 0, 71)];
+    app.on_engine(EngineEvent::MetricsDetailsLoaded {
+        window: MetricsWindow::Week,
+        messages: messages.clone(),
+    });
+    assert_eq!(app.metrics.details, Some(Loadable::Ready(messages)));
+    // The next window reloads both the cards and the list.
+    assert_eq!(
+        keys(&mut app, &["w"]),
+        vec![
+            Command::LoadMetrics {
+                window: MetricsWindow::Month
+            },
+            Command::LoadMetricsDetails {
+                window: MetricsWindow::Month
+            }
+        ]
+    );
+    app.on_engine(EngineEvent::MetricsDetailsLoaded {
+        window: MetricsWindow::Month,
+        messages: vec![retracted(1, 134, 4, 0), retracted(2, 71, 0, 71)],
+    });
+    let generation = search_generation(&app);
+    assert_eq!(
+        keys(&mut app, &["j", "enter"]),
         vec![Command::Search {
-            generation: 2,
-            query: "retracted:yes since:7d".into(),
+            generation: generation + 1,
+            query: "msgid:<m2@example.com>".into(),
             limit: clawback::tui::app::SEARCH_LIMIT,
         }]
     );
     assert_eq!(app.focus, Pane::Search);
+    // Back on Metrics, `d` closes the list.
+    keys(&mut app, &["4"]);
+    assert!(keys(&mut app, &["d"]).is_empty());
+    assert_eq!(app.metrics.details, None);
+}
+
+/// Issue 12 part 4: a store change reloads every pane already loaded that shows it — and only
+/// those — keeping what is on screen until the answer; the audit chain line is never left
+/// saying "verified, N entries" beside a longer list.
+#[test]
+fn a_store_change_reloads_the_loaded_panes_without_a_key() {
+    let mut app = app_with_results(10);
+    keys(&mut app, &["4"]);
+    app.on_engine(EngineEvent::MetricsLoaded(metrics(MetricsWindow::Day, 164)));
+    keys(&mut app, &["6", "v"]);
+    app.on_engine(EngineEvent::AuditLoaded(audit_entries()));
+    app.on_engine(EngineEvent::AuditVerified(AuditVerification {
+        entries: 5,
+        broken_at: None,
+    }));
+    let generation = search_generation(&app);
+    // Jobs were never shown, no message is open: neither is loaded.
+    let commands = app.on_engine(EngineEvent::StoreChanged(StoreChanges {
+        jobs: true,
+        items: true,
+        audit: true,
+        trace: false,
+    }));
+    assert_eq!(
+        commands,
+        vec![
+            Command::LoadMetrics {
+                window: MetricsWindow::Day
+            },
+            Command::LoadAudit {
+                filter: AuditFilter::default()
+            },
+            Command::VerifyAudit,
+            Command::Search {
+                generation: generation + 1,
+                query: String::new(),
+                limit: clawback::tui::app::SEARCH_LIMIT,
+            },
+        ]
+    );
+    assert_eq!(app.audit.verification, Loadable::Loading);
+    // What was on screen stays until the answers come.
+    assert!(app.metrics.snapshot.ready().is_some());
+    assert!(app.search.results.ready().is_some());
+    assert!(app.audit.entries.ready().is_some());
+    app.on_engine(EngineEvent::MetricsLoaded(metrics(MetricsWindow::Day, 205)));
+    assert_eq!(app.metrics.snapshot.ready().unwrap().total, 205);
+
+    // Only new mail: the search (its rows may change), nothing else.
+    let commands = app.on_engine(EngineEvent::StoreChanged(StoreChanges {
+        trace: true,
+        ..StoreChanges::default()
+    }));
+    assert!(
+        matches!(commands.as_slice(), [Command::Search { .. }]),
+        "{commands:?}"
+    );
+    // While the operator types a query, their own search comes; none is sent behind it.
+    keys(&mut app, &["1", "/"]);
+    type_text(&mut app, "from:x");
+    assert!(
+        app.on_engine(EngineEvent::StoreChanged(StoreChanges {
+            trace: true,
+            ..StoreChanges::default()
+        }))
+        .is_empty()
+    );
+}
+
+/// A policy saved elsewhere (every save is audited) reloads the Policy pane, but never over
+/// the operator's unsaved changes.
+#[test]
+fn an_audited_change_reloads_the_policy_unless_it_has_unsaved_changes() {
+    let mut app = admin_app();
+    keys(&mut app, &["3"]);
+    app.on_engine(EngineEvent::PolicyLoaded(policy(3)));
+    let audit = StoreChanges {
+        audit: true,
+        ..StoreChanges::default()
+    };
+    assert_eq!(
+        app.on_engine(EngineEvent::StoreChanged(audit)),
+        vec![Command::LoadPolicy]
+    );
+    keys(&mut app, &["space"]);
+    assert!(app.policy_modified());
+    assert!(app.on_engine(EngineEvent::StoreChanged(audit)).is_empty());
+}
+
+/// A job start or end reloads the open message's recipients (their last outcome) and the
+/// Jobs pane with the outcomes shown; item progress alone does not ask the provider again.
+#[test]
+fn a_job_change_reloads_the_open_messages_recipients_and_the_jobs() {
+    let mut app = app_with_recipients();
+    keys(&mut app, &["5"]);
+    app.on_engine(EngineEvent::JobsLoaded(jobs()));
+    let shown = jobs()[0].id.clone();
+    app.on_engine(EngineEvent::JobOutcomesLoaded {
+        job: shown.clone(),
+        outcomes: outcomes(),
+    });
+    let progress = app.on_engine(EngineEvent::StoreChanged(StoreChanges {
+        items: true,
+        ..StoreChanges::default()
+    }));
+    assert!(
+        !progress
+            .iter()
+            .any(|c| matches!(c, Command::LoadRecipients { .. })),
+        "{progress:?}"
+    );
+    assert!(progress.contains(&Command::LoadJobs), "{progress:?}");
+    assert!(progress.contains(&Command::LoadJobOutcomes { job: shown }));
+    let generation = app.recipients.generation;
+    let commands = app.on_engine(EngineEvent::StoreChanged(StoreChanges {
+        jobs: true,
+        ..StoreChanges::default()
+    }));
+    assert!(
+        commands.contains(&Command::LoadRecipients {
+            generation: generation + 1,
+            message: message_ref(0),
+        }),
+        "{commands:?}"
+    );
 }
 
 #[test]

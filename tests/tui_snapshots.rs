@@ -408,6 +408,30 @@ fn metrics_pane_states() {
     snap("metrics_error", &failed);
 }
 
+/// Issue 12 part 8: `d` shows the messages retracted in the window (by retraction time) with
+/// copies ok / failed and auto / manual, instead of the cards; or says there are none.
+#[test]
+fn metrics_details_states() {
+    let mut app = metrics_populated();
+    keys(&mut app, &["d"]);
+    snap("metrics_details_loading", &app);
+    app.on_engine(EngineEvent::MetricsDetailsLoaded {
+        window: MetricsWindow::Day,
+        messages: vec![
+            retracted(1, 134, 4, 0),
+            retracted(2, 71, 0, 71),
+            retracted(3, 0, 2, 2),
+        ],
+    });
+    keys(&mut app, &["j"]);
+    snap("metrics_details", &app);
+    app.on_engine(EngineEvent::MetricsDetailsLoaded {
+        window: MetricsWindow::Day,
+        messages: vec![],
+    });
+    snap("metrics_details_empty", &app);
+}
+
 #[test]
 fn audit_pane_states() {
     snap("audit_loading", &on_pane("6"));

@@ -5,7 +5,8 @@
 use crate::cli::exit;
 use crate::cli::out::{errln, outln};
 use crate::config::{self, Config};
-use crate::engine::{Engine, service};
+use crate::engine::{Engine, automation, service};
+use crate::lab::demo::{DEMO_INTEL_FILE, intel_indicators};
 use crate::lab::{LabOptions, LabServer};
 use crate::store::Store;
 use crate::tui::TuiOptions;
@@ -24,10 +25,14 @@ pub struct ConsoleArgs {
     pub mouse: bool,
 }
 
+/// How often the demo's in-process watcher runs a cycle: new mail with a disposition is
+/// retracted per the policy within a few seconds.
+pub const DEMO_WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Demo scenario seed.
-    #[arg(long, default_value_t = 7)]
+    /// Demo scenario seed (the same default as `clawback lab serve --scenario demo`).
+    #[arg(long, default_value_t = crate::lab::demo::DEMO_SEED)]
     pub seed: u64,
     /// Lab latency per request, milliseconds (0: as fast as possible).
     #[arg(long, default_value_t = 0)]
@@ -153,28 +158,15 @@ pub fn demo(args: DemoArgs, console: ConsoleArgs, data_dir: Option<&Path>) -> u8
         Err(code) => return code,
     };
     rt.block_on(async {
-        let scenario = crate::lab::scenario::demo(args.seed);
-        let options = LabOptions {
-            latency: std::time::Duration::from_millis(args.latency_ms),
-            ..LabOptions::default()
-        };
-        let addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
-        let server = match LabServer::start(&scenario, options, addr).await {
-            Ok(s) => s,
-            Err(e) => {
-                errln!("clawback demo: cannot start the lab: {e}");
-                return exit::FAILURE;
-            }
-        };
-        let config_path = dir.join("lab.toml");
-        let mut config = match server.write_config(&config_path) {
-            Ok(c) => c,
+        let latency = std::time::Duration::from_millis(args.latency_ms);
+        let (server, config) = match start_demo_lab(&dir, args.seed, latency).await {
+            Ok(x) => x,
             Err(e) => {
                 errln!("clawback demo: {e}");
                 return exit::FAILURE;
             }
         };
-        config.source = Some(config_path.clone());
+        let config_path = dir.join("lab.toml");
         let mut store = match Store::open_in_dir(&dir) {
             Ok(s) => s,
             Err(e) => {
@@ -202,15 +194,7 @@ pub fn demo(args: DemoArgs, console: ConsoleArgs, data_dir: Option<&Path>) -> u8
             errln!("clawback: {e}");
             return exit::USAGE;
         }
-        let engine_config = config.clone();
-        let handle = service::spawn_after(async move {
-            sync_trace(&engine_config, &mut store)
-                .await
-                .map_err(|e| format!("demo trace sync: {e}"))?;
-            Engine::new(engine_config, store)
-                .map(Arc::new)
-                .map_err(|e| e.to_string())
-        });
+        let handle = service::spawn_after(demo_engine(config.clone(), store));
         let code = match crate::tui::run(&config, handle, options).await {
             Ok(()) => exit::OK,
             Err(e) => {
@@ -221,6 +205,75 @@ pub fn demo(args: DemoArgs, console: ConsoleArgs, data_dir: Option<&Path>) -> u8
         server.stop().await;
         code
     })
+}
+
+/// The demo's lab — the built-in scenario with `seed`, on a free loopback port — and its
+/// config, written to `<dir>/lab.toml` (secrets beside it) with the phish-report mailboxes and a
+/// header that gives the exact `clawback lab serve …` serving the same lab again.
+pub async fn start_demo_lab(
+    dir: &Path,
+    seed: u64,
+    latency: std::time::Duration,
+) -> Result<(LabServer, Config), String> {
+    let scenario = crate::lab::scenario::demo(seed);
+    let options = LabOptions {
+        latency,
+        ..LabOptions::default()
+    };
+    let addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = LabServer::start(&scenario, options, addr)
+        .await
+        .map_err(|e| format!("cannot start the lab: {e}"))?;
+    let config_path = dir.join("lab.toml");
+    // Kept with `--data-dir`: it says how to serve this lab again after the demo ends.
+    let restart = server.serve_command("demo", seed);
+    server
+        .write_config_restartable(&config_path, "`clawback demo`", &restart)
+        .map_err(|e| e.to_string())?;
+    // Threat intel for Post Delivery Response, named in the config as `watch` reads it.
+    let intel = dir.join(DEMO_INTEL_DIR);
+    std::fs::create_dir_all(&intel)
+        .and_then(|_| std::fs::write(intel.join(DEMO_INTEL_FILE), intel_indicators()))
+        .map_err(|e| format!("{}: cannot write the demo's intel: {e}", intel.display()))?;
+    set_intel_dir(&config_path, DEMO_INTEL_DIR)?;
+    let mut config = Config::load(&config_path).map_err(|e| e.to_string())?;
+    config.source = Some(config_path);
+    Ok((server, config))
+}
+
+/// The demo's intel directory, beside its config.
+const DEMO_INTEL_DIR: &str = "intel";
+
+/// Sets `[automation] intel_dir` in the config file at `path`, keeping the rest as written.
+fn set_intel_dir(path: &Path, intel_dir: &str) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| err(&e))?;
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| err(&e))?;
+    let automation = doc
+        .entry("automation")
+        .or_insert_with(toml_edit::table)
+        .as_table_mut()
+        .ok_or_else(|| err(&"[automation] is not a table"))?;
+    automation.insert("intel_dir", toml_edit::value(intel_dir));
+    crate::secret::write_private_file(path, doc.to_string().as_bytes()).map_err(|e| err(&e))
+}
+
+/// The demo's engine, built on the engine task: the trace synced from the lab, then `watch`
+/// running in-process (a cycle every [`DEMO_WATCH_EVERY`]) so the Policy pane's matrix and
+/// both responses act. The policy starts all off: nothing is retracted until the operator sets
+/// a cell or a response and saves.
+pub async fn demo_engine(config: Config, mut store: Store) -> Result<Arc<Engine>, String> {
+    sync_trace(&config, &mut store)
+        .await
+        .map_err(|e| format!("demo trace sync: {e}"))?;
+    let engine = Engine::new(config, store)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(automation::watch_in_process(
+        engine.clone(),
+        DEMO_WATCH_EVERY,
+    ));
+    Ok(engine)
 }
 
 fn tempfile_dir() -> std::io::Result<tempfile_like::TempDir> {

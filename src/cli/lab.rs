@@ -62,8 +62,9 @@ pub struct ServeArgs {
     /// `demo` or a scenario file (.json or .toml).
     #[arg(long, default_value = "demo")]
     pub scenario: String,
-    /// Seed for jitter and fault injection.
-    #[arg(long, default_value_t = 1)]
+    /// Seed of the demo scenario (the same default as `clawback demo`), and of jitter and
+    /// fault injection.
+    #[arg(long, default_value_t = crate::lab::demo::DEMO_SEED)]
     pub seed: u64,
     /// Service time of every (sub-)request, in milliseconds.
     #[arg(long, default_value_t = 0)]
@@ -147,7 +148,13 @@ fn serve(a: ServeArgs) -> u8 {
             }
         };
         if let Some(path) = &a.write_config {
-            if let Err(e) = server.write_config(path) {
+            let restart = server.serve_command(&a.scenario, a.seed);
+            let written = server.write_config_restartable(
+                path,
+                "`clawback lab serve --write-config`",
+                &restart,
+            );
+            if let Err(e) = written {
                 errln!("clawback lab serve: {e}");
                 return exit::FAILURE;
             }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod automation;
-mod console;
+pub mod console;
 mod doctor;
 mod init;
 mod lab;

@@ -60,19 +60,10 @@ pub fn window_metrics(
     since: Option<chrono::DateTime<Utc>>,
     until: Option<chrono::DateTime<Utc>>,
     buckets: usize,
-) -> Result<(Metrics, Vec<String>), crate::store::StoreError> {
+) -> Result<Metrics, crate::store::StoreError> {
     let rows = store.item_outcomes(since, until)?;
-    let mut messages: Vec<String> = Vec::new();
-    for (o, mid) in &rows {
-        if matches!(o.result, Some(Ok(()))) && !messages.contains(mid) {
-            messages.push(mid.clone());
-        }
-    }
     let outcomes: Vec<_> = rows.into_iter().map(|(o, _)| o).collect();
-    Ok((
-        metrics::compute(outcomes.iter(), since, until, buckets),
-        messages,
-    ))
+    Ok(metrics::compute(outcomes.iter(), since, until, buckets))
 }
 
 pub fn metrics(args: MetricsArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> u8 {
@@ -106,12 +97,24 @@ pub fn metrics(args: MetricsArgs, config_path: Option<&Path>, data_dir: Option<&
             return exit::USAGE;
         }
     };
-    let (m, messages) = match window_metrics(&store, since, until, 24) {
+    let m = match window_metrics(&store, since, until, 24) {
         Ok(x) => x,
         Err(e) => {
             errln!("clawback: {e}");
             return exit::FAILURE;
         }
+    };
+    // "View details": the console's Metrics details, from the same engine function.
+    let messages = if args.details {
+        match metrics::retracted_in_window(&store, since, until) {
+            Ok(x) => x,
+            Err(e) => {
+                errln!("clawback: {e}");
+                return exit::FAILURE;
+            }
+        }
+    } else {
+        Vec::new()
     };
     if args.json {
         let mut v = serde_json::to_value(&m).unwrap_or_default();
@@ -154,9 +157,22 @@ pub fn metrics(args: MetricsArgs, config_path: Option<&Path>, data_dir: Option<&
         secs(m.dwell.p95_secs)
     );
     if args.details {
-        outln!("Retracted messages:");
-        for mid in messages {
-            if !outln!("  {mid}") {
+        outln!(
+            "Retracted messages ({}, newest retraction first):",
+            messages.len()
+        );
+        for r in messages {
+            if !outln!(
+                "  {}  {}  ok {} failed {}  auto {} manual {}  {}  {}",
+                r.last_retracted.format("%Y-%m-%d %H:%M"),
+                r.message_id,
+                r.succeeded,
+                r.failed,
+                r.auto,
+                r.manual,
+                r.tenants.join(","),
+                r.subject
+            ) {
                 break;
             }
         }

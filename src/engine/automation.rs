@@ -1201,6 +1201,31 @@ impl<'e> Watcher<'e> {
     }
 }
 
+/// `clawback watch` inside another front end (the demo's console): a cycle every `every`
+/// until the task is dropped. What a cycle did goes to the log; a failed cycle is logged and
+/// the next one tries again. Its jobs reach the console's panes like any other process's work
+/// (the engine notices store changes).
+pub async fn watch_in_process(engine: std::sync::Arc<Engine>, every: std::time::Duration) {
+    let mut watcher = Watcher::new(&engine, WatchOptions::from_config(&engine));
+    loop {
+        let started = Instant::now();
+        match watcher.cycle().await {
+            Ok(report) => {
+                for e in &report.errors {
+                    tracing::warn!("watch: {e}");
+                }
+                tracing::info!(
+                    "watch: {} ({:.2}s)",
+                    report.summary(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Err(e) => tracing::warn!("watch: cycle failed: {e}"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 fn due(last: Option<Instant>, interval_secs: u64, force: bool) -> bool {
     force || last.is_none_or(|t| t.elapsed().as_secs() >= interval_secs)
 }

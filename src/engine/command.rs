@@ -68,6 +68,9 @@ pub enum Command {
     FindInterruptedJobs,
     /// Metrics over the window ending now. Answer: `MetricsLoaded`.
     LoadMetrics { window: MetricsWindow },
+    /// The messages retracted in the window ending now, by retraction time, with their
+    /// copies per outcome and trigger ("view details"). Answer: `MetricsDetailsLoaded`.
+    LoadMetricsDetails { window: MetricsWindow },
     /// Running and past jobs. Answer: `JobsLoaded`.
     LoadJobs,
     /// Per-recipient outcomes of one job. Answer: `JobOutcomesLoaded`.
@@ -108,6 +111,7 @@ impl Command {
             Command::ResumeJob { .. } => "resume job",
             Command::FindInterruptedJobs => "find interrupted jobs",
             Command::LoadMetrics { .. } => "load metrics",
+            Command::LoadMetricsDetails { .. } => "load metrics details",
             Command::LoadJobs => "load jobs",
             Command::LoadJobOutcomes { .. } => "load job outcomes",
             Command::LoadAudit { .. } => "load audit",

@@ -2,10 +2,11 @@
 //! them and never assumes an answer arrives (a command may be answered by `Denied` or
 //! `EngineFailed` instead).
 
+use super::metrics::RetractedMessage;
 use super::view::{
     AuditEntryView, AuditVerification, DepthCount, Generation, HeldMatch, JobId, JobProgress,
-    JobView, MetricsSnapshot, PlanId, PlanSummary, PolicyMatrix, RecipientOutcome, RecipientRow,
-    SearchRow, TenantView, TenantsProgress,
+    JobView, MetricsSnapshot, MetricsWindow, PlanId, PlanSummary, PolicyMatrix, RecipientOutcome,
+    RecipientRow, SearchRow, TenantView, TenantsProgress,
 };
 use crate::model::{FailureReason, Role};
 
@@ -15,6 +16,27 @@ use crate::model::{FailureReason, Role};
 pub struct QueryErrorView {
     pub column: usize,
     pub message: String,
+}
+
+/// What changed in the store since the engine last said so: by this engine's own jobs or by
+/// another process on the same store (a second console, `clawback watch`, `clawback retract`).
+/// A front end reloads the panes that show these parts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreChanges {
+    /// A job was created or changed state (started, finished, cancelled).
+    pub jobs: bool,
+    /// Job items settled (a job made progress).
+    pub items: bool,
+    /// Audit entries were appended.
+    pub audit: bool,
+    /// Trace records were added or marked retracted.
+    pub trace: bool,
+}
+
+impl StoreChanges {
+    pub fn any(self) -> bool {
+        self.jobs || self.items || self.audit || self.trace
+    }
 }
 
 /// A fact from the engine.
@@ -93,6 +115,11 @@ pub enum EngineEvent {
     /// Unfinished jobs nobody runs (interrupted), oldest first; empty when there are none.
     InterruptedJobsFound(Vec<JobView>),
     MetricsLoaded(MetricsSnapshot),
+    MetricsDetailsLoaded {
+        window: MetricsWindow,
+        /// Newest retraction first.
+        messages: Vec<RetractedMessage>,
+    },
     JobsLoaded(Vec<JobView>),
     AuditLoaded(Vec<AuditEntryView>),
     AuditVerified(AuditVerification),
@@ -118,4 +145,7 @@ pub enum EngineEvent {
     EngineFailed {
         message: String,
     },
+    /// The store changed (jobs, items, audit, trace) since the engine last reported it: after
+    /// each job this engine runs, and from a periodic check that sees other processes' work.
+    StoreChanged(StoreChanges),
 }

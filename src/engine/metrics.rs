@@ -94,6 +94,22 @@ fn percentiles(mut samples: Vec<f64>) -> Percentiles {
     }
 }
 
+/// An item's outcome and finish time when the metrics count it: settled in `[since, until)`,
+/// not skipped, not a dry run.
+fn counted(
+    item: &ItemOutcome,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> Option<(&Result<(), FailureReason>, DateTime<Utc>)> {
+    if item.skipped || item.dry_run {
+        return None;
+    }
+    let (Some(result), Some(at)) = (&item.result, item.finished_at) else {
+        return None;
+    };
+    (since.is_none_or(|s| at >= s) && until.is_none_or(|u| at < u)).then_some((result, at))
+}
+
 /// Computes the metrics of the items that finished in `[since, until)`; `buckets` sizes the
 /// series (0 = no series).
 pub fn compute<'a>(
@@ -115,15 +131,9 @@ pub fn compute<'a>(
     let mut act = Vec::new();
     let mut finished_times = Vec::new();
     for item in items {
-        if item.skipped || item.dry_run {
-            continue;
-        }
-        let (Some(result), Some(at)) = (&item.result, item.finished_at) else {
+        let Some((result, at)) = counted(item, since, until) else {
             continue;
         };
-        if since.is_some_and(|s| at < s) || until.is_some_and(|u| at >= u) {
-            continue;
-        }
         m.total += 1;
         finished_times.push(at);
         if item.trigger.is_auto() {
@@ -236,6 +246,90 @@ pub fn parse_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Strin
         _ => return Err(format!("{t:?}: unknown unit {unit:?}; use s, m, h, d or w")),
     };
     Ok(now - d)
+}
+
+/// One message retracted in a window ("view details"): its copies that settled in the window,
+/// by outcome and by trigger. Every counted item of [`compute`] is in exactly one of these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RetractedMessage {
+    pub message_id: String,
+    /// From the trace; empty when the trace no longer holds it.
+    pub subject: String,
+    /// Tenants of the copies, sorted.
+    pub tenants: Vec<String>,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Copies by trigger: auto = every non-manual trigger.
+    pub auto: u64,
+    pub manual: u64,
+    /// When its newest copy in the window was retracted (an item's finish time).
+    pub last_retracted: DateTime<Utc>,
+}
+
+/// The messages whose copies were retracted (succeeded or failed) in `[since, until)`, by
+/// retraction time — not by when the mail arrived — newest retraction first. Counts the same
+/// items as [`compute`]: skipped items and dry runs never count.
+pub fn retracted_messages<'a>(
+    items: impl IntoIterator<Item = (&'a ItemOutcome, &'a str)>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> Vec<RetractedMessage> {
+    let mut by_message: BTreeMap<&str, RetractedMessage> = BTreeMap::new();
+    for (item, message_id) in items {
+        let Some((result, at)) = counted(item, since, until) else {
+            continue;
+        };
+        let m = by_message
+            .entry(message_id)
+            .or_insert_with(|| RetractedMessage {
+                message_id: message_id.to_string(),
+                subject: String::new(),
+                tenants: Vec::new(),
+                succeeded: 0,
+                failed: 0,
+                auto: 0,
+                manual: 0,
+                last_retracted: at,
+            });
+        match result {
+            Ok(()) => m.succeeded += 1,
+            Err(_) => m.failed += 1,
+        }
+        if item.trigger.is_auto() {
+            m.auto += 1;
+        } else {
+            m.manual += 1;
+        }
+        m.last_retracted = m.last_retracted.max(at);
+        if !m.tenants.contains(&item.tenant) {
+            m.tenants.push(item.tenant.clone());
+            m.tenants.sort();
+        }
+    }
+    let mut out: Vec<RetractedMessage> = by_message.into_values().collect();
+    out.sort_by(|a, b| {
+        b.last_retracted
+            .cmp(&a.last_retracted)
+            .then_with(|| a.message_id.cmp(&b.message_id))
+    });
+    out
+}
+
+/// [`retracted_messages`] over the store's job items, with subjects from the trace: what the
+/// console's Metrics details and `clawback metrics --details` list.
+pub fn retracted_in_window(
+    store: &crate::store::Store,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> Result<Vec<RetractedMessage>, crate::store::StoreError> {
+    let rows = store.item_outcomes(since, until)?;
+    let mut out = retracted_messages(rows.iter().map(|(o, m)| (o, m.as_str())), since, until);
+    for m in &mut out {
+        if let Some(r) = store.trace_by_message_id(&m.message_id)?.first() {
+            m.subject = r.subject.clone();
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -366,5 +460,67 @@ mod tests {
                 .expect_err("unit")
                 .contains("unknown unit")
         );
+    }
+
+    /// Details count by retraction (finish) time, whatever the delivery time: mail delivered
+    /// long before the window is listed when it was retracted inside it. Every item the
+    /// metrics count is in exactly one message; dry runs, skipped and earlier items are not.
+    #[test]
+    fn details_list_messages_by_retraction_time_with_the_metrics_items() {
+        let mut old = item(Some(Ok(())), false, Trigger::Manual, 50);
+        old.delivered_at = Some(at(-30 * 86_400));
+        let mut dry = item(Some(Ok(())), false, Trigger::Manual, 60);
+        dry.dry_run = true;
+        let mut skipped = item(None, false, Trigger::Manual, 60);
+        skipped.skipped = true;
+        let mut fabrikam = item(Some(Ok(())), false, Trigger::Auto, 70);
+        fabrikam.tenant = "fabrikam".into();
+        let rows = [
+            (item(Some(Ok(())), false, Trigger::Manual, -5), "<before@x>"),
+            (old, "<campaign@x>"),
+            (
+                item(
+                    Some(Err(FailureReason::NotAuthorized)),
+                    false,
+                    Trigger::Manual,
+                    55,
+                ),
+                "<campaign@x>",
+            ),
+            (fabrikam, "<campaign@x>"),
+            (dry, "<dry@x>"),
+            (skipped, "<campaign@x>"),
+            (
+                item(Some(Ok(())), true, Trigger::PhishSubmission, 40),
+                "<lure@x>",
+            ),
+        ];
+        let since = Some(at(0));
+        let listed = retracted_messages(rows.iter().map(|(o, m)| (o, *m)), since, None);
+        let campaign = RetractedMessage {
+            message_id: "<campaign@x>".into(),
+            subject: String::new(),
+            tenants: vec!["contoso".into(), "fabrikam".into()],
+            succeeded: 2,
+            failed: 1,
+            auto: 1,
+            manual: 2,
+            last_retracted: at(70),
+        };
+        let lure = RetractedMessage {
+            message_id: "<lure@x>".into(),
+            subject: String::new(),
+            tenants: vec!["contoso".into()],
+            succeeded: 1,
+            failed: 0,
+            auto: 1,
+            manual: 0,
+            last_retracted: at(40),
+        };
+        assert_eq!(listed, vec![campaign, lure]);
+        let m = compute(rows.iter().map(|(o, _)| o), since, None, 0);
+        let copies: u64 = listed.iter().map(|r| r.succeeded + r.failed).sum();
+        let auto: u64 = listed.iter().map(|r| r.auto).sum();
+        assert_eq!((copies, auto), (m.total, m.auto.count));
     }
 }

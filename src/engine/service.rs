@@ -14,13 +14,14 @@ use super::view::{
     RecipientOutcome, SearchRow, TenantCount, TenantView, TenantsProgress,
 };
 use super::{Command, EngineEnd, EngineEvent, EngineHandle};
-use crate::engine::event::QueryErrorView;
+use crate::engine::event::{QueryErrorView, StoreChanges};
 use crate::model::{FailureReason, RetractAction};
 use crate::provider::DomainRetract;
 use crate::store::jobs::{ItemRow, ItemState, JobKind, JobRow};
+use crate::store::stamp::ChangeStamp;
 use crate::store::{Store, StoreError};
 use crate::trace::query::Query;
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,6 +99,10 @@ struct RunControl {
 /// still going after that is left to the crash path (its lease lapses; resume reconciles).
 const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How often the engine looks at the store for changes another process made (a second
+/// console, `clawback watch`, `clawback retract`): one small query each time.
+pub const STORE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 struct State {
     engine: Arc<Engine>,
     events: UnboundedSender<EngineEvent>,
@@ -108,6 +113,8 @@ struct State {
     recipient_load: Arc<Mutex<Option<(Generation, tokio::task::AbortHandle)>>>,
     /// The tenants load under way, to abort on `CancelTenants` or a newer `LoadTenants`.
     tenants_load: Arc<Mutex<Option<tokio::task::AbortHandle>>>,
+    /// The store as last reported to the front end (see [`store_changes`]).
+    seen: Arc<Mutex<Option<ChangeStamp>>>,
 }
 
 impl State {
@@ -151,14 +158,27 @@ async fn run(engine: Arc<Engine>, mut end: EngineEnd) {
         runs: Arc::new(Mutex::new(HashMap::new())),
         recipient_load: Arc::new(Mutex::new(None)),
         tenants_load: Arc::new(Mutex::new(None)),
+        seen: Arc::new(Mutex::new(None)),
     };
+    // The baseline: what the front end loads first is what the store holds now.
+    let _ = store_changes(&state.engine, &state.seen);
+    let mut check = tokio::time::interval(STORE_CHECK_EVERY);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut queue: VecDeque<Command> = VecDeque::new();
     loop {
         let command = match queue.pop_front() {
             Some(c) => c,
-            None => match end.commands.recv().await {
-                Some(c) => c,
-                None => break,
+            None => tokio::select! {
+                c = end.commands.recv() => match c {
+                    Some(c) => c,
+                    None => break,
+                },
+                _ = check.tick() => {
+                    if let Some(e) = store_changes(&state.engine, &state.seen) {
+                        state.send(e);
+                    }
+                    continue;
+                }
             },
         };
         // Latest wins: take what else is waiting, and skip a search / preview / recipient
@@ -192,6 +212,31 @@ async fn run(engine: Arc<Engine>, mut end: EngineEnd) {
         }
         handle(&state, command);
     }
+}
+
+/// `StoreChanged` when the store differs from what was last reported (and records it as
+/// reported); `None` when nothing changed, on the first look, or when the store cannot be read
+/// (the next look tries again).
+fn store_changes(engine: &Engine, seen: &Mutex<Option<ChangeStamp>>) -> Option<EngineEvent> {
+    // Held while reading, so two looks (the periodic one, a job's end) never record an older
+    // stamp over a newer one.
+    let mut seen = lock(seen);
+    let stamp = engine.store().change_stamp();
+    let now = match stamp {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("store change check: {e}");
+            return None;
+        }
+    };
+    let before = seen.replace(now.clone())?;
+    let changes = StoreChanges {
+        jobs: before.jobs != now.jobs,
+        items: before.items != now.items,
+        audit: before.audit != now.audit,
+        trace: before.trace != now.trace,
+    };
+    changes.any().then_some(EngineEvent::StoreChanged(changes))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -410,6 +455,14 @@ fn handle(state: &State, command: Command) {
             });
         }
         Command::LoadMetrics { window } => state.send(metrics(&engine, window)),
+        Command::LoadMetricsDetails { window } => {
+            let since = Utc::now() - window.span();
+            let messages = super::metrics::retracted_in_window(&engine.store(), Some(since), None);
+            state.send(match messages {
+                Ok(messages) => EngineEvent::MetricsDetailsLoaded { window, messages },
+                Err(e) => failed(e),
+            });
+        }
         Command::LoadJobs => {
             // Bind first: a guard in a `match` scrutinee lives through the arms, and
             // `job_view` locks the store again.
@@ -771,6 +824,7 @@ fn start_job(state: &State, job: i64, plan_id: Option<PlanId>) {
     lock(&state.runs).insert(job, control.clone());
     let runs = state.runs.clone();
     let events = state.events.clone();
+    let seen = state.seen.clone();
     state.background("running the job", async move {
         let sink = progress_sink(events);
         let result = engine
@@ -785,10 +839,14 @@ fn start_job(state: &State, job: i64, plan_id: Option<PlanId>) {
             )
             .await;
         lock(&runs).remove(&job);
-        match result {
+        let mut out = match result {
             Ok(report) => vec![finished(&engine, &report)],
             Err(e) => vec![denied_or_failed(e)],
-        }
+        };
+        // Metrics, audit, search and recipients changed with the job: say so at once rather
+        // than at the next periodic look.
+        out.extend(store_changes(&engine, &seen));
+        out
     });
 }
 
@@ -919,12 +977,7 @@ fn job_view(
 
 fn metrics(engine: &Engine, window: MetricsWindow) -> EngineEvent {
     let now = Utc::now();
-    let span = match window {
-        MetricsWindow::Hour => Duration::hours(1),
-        MetricsWindow::Day => Duration::hours(24),
-        MetricsWindow::Week => Duration::days(7),
-        MetricsWindow::Month => Duration::days(30),
-    };
+    let span = window.span();
     let buckets = 24usize;
     let since = now - span;
     let rows = match engine.store().item_outcomes(Some(since), None) {

@@ -466,6 +466,16 @@ impl MetricsWindow {
         let i = Self::ALL.iter().position(|w| *w == self).unwrap_or(0);
         Self::ALL[(i + 1) % Self::ALL.len()]
     }
+
+    /// How far back the window reaches from now.
+    pub fn span(self) -> chrono::Duration {
+        match self {
+            MetricsWindow::Hour => chrono::Duration::hours(1),
+            MetricsWindow::Day => chrono::Duration::hours(24),
+            MetricsWindow::Week => chrono::Duration::days(7),
+            MetricsWindow::Month => chrono::Duration::days(30),
+        }
+    }
 }
 
 /// Metrics over a window (DESIGN §2): every count comes from job items.

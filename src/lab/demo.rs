@@ -41,6 +41,9 @@ use std::collections::BTreeSet;
 
 /// Scenario name.
 pub const DEMO_NAME: &str = "demo";
+/// The seed `clawback demo` and `clawback lab serve --scenario demo` use by default, so both
+/// build the same world (the same people, Message-IDs and counts).
+pub const DEMO_SEED: u64 = 7;
 /// The Microsoft 365 tenant.
 pub const CONTOSO: &str = "contoso";
 /// The Google Workspace tenant.
@@ -84,6 +87,16 @@ pub const CAMPAIGN_SUBJECT: &str = "Action required: password expires today";
 pub const CAMPAIGN_URL: &str =
     "https://login.contoso-helpdesk.com/owa/auth/reset.aspx?session=8841";
 pub const CAMPAIGN_ATTACHMENT: &str = "Invoice_8841.html";
+/// File name of the demo's indicator list (in the `intel` directory beside its config).
+pub const DEMO_INTEL_FILE: &str = "demo-campaign.txt";
+
+/// The demo's threat intel (`intel_file` format `.txt`): the campaign's phishing URL, so
+/// Post Delivery Response has something to find once it is switched on.
+pub fn intel_indicators() -> String {
+    format!(
+        "# clawback demo: threat intel for Post Delivery Response.\n# disposition: malicious\nurl {CAMPAIGN_URL}\n"
+    )
+}
 /// Mailboxes holding the campaign itself (not counting replies/forwards or reports).
 pub const CAMPAIGN_RECIPIENTS: usize = 150;
 pub const CAMPAIGN_RECIPIENTS_CONTOSO: usize = 100;
@@ -584,6 +597,7 @@ impl World {
                 client_secret: None,
                 granted: None,
                 admin_user: None,
+                report_mailboxes: vec![DEMO_CONTOSO_REPORT_MAILBOX.into()],
                 users,
                 groups,
                 messages: Vec::new(),
@@ -671,6 +685,7 @@ impl World {
                 client_secret: None,
                 granted: None,
                 admin_user: Some(DEMO_FABRIKAM_ADMIN.into()),
+                report_mailboxes: vec![DEMO_FABRIKAM_REPORT_MAILBOX.into()],
                 users,
                 groups,
                 messages: Vec::new(),

@@ -279,6 +279,7 @@ fn tenant(
         client_secret: None,
         granted: None,
         admin_user: (kind == TenantKind::GoogleWorkspace).then_some(admin),
+        report_mailboxes: Vec::new(),
         users,
         groups: Vec::new(),
         messages,

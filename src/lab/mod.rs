@@ -350,6 +350,45 @@ impl LabServer {
     pub fn write_config(&self, path: &Path) -> Result<Config, LabError> {
         write_config(&self.lab, &self.base_url(), path)
     }
+
+    /// [`LabServer::write_config`] for a config that outlives this lab: its header says who
+    /// wrote it and the exact command (`restart`) that serves the same lab at the same address
+    /// again, so the config never silently points at a dead port.
+    pub fn write_config_restartable(
+        &self,
+        path: &Path,
+        written_by: &str,
+        restart: &str,
+    ) -> Result<Config, LabError> {
+        write_config_with(
+            &self.lab,
+            &self.base_url(),
+            path,
+            &format!(
+                "written by {written_by}.\n# When this lab is no longer running, start the same lab at the same address with\n#   {restart}\n# (a fresh lab: copies moved since are back where the scenario puts them)"
+            ),
+        )
+    }
+
+    /// `clawback lab serve …` that serves `scenario` (`demo` or a file) like this lab, at its
+    /// address.
+    pub fn serve_command(&self, scenario: &str, seed: u64) -> String {
+        let o = &self.lab.options;
+        let mut command = format!(
+            "clawback lab serve --scenario {scenario} --seed {seed} --addr {}",
+            self.addr
+        );
+        if !o.latency.is_zero() {
+            command.push_str(&format!(" --latency-ms {}", o.latency.as_millis()));
+        }
+        if !o.jitter.is_zero() {
+            command.push_str(&format!(" --jitter-ms {}", o.jitter.as_millis()));
+        }
+        if o.capacity != LabOptions::default().capacity {
+            command.push_str(&format!(" --capacity {}", o.capacity));
+        }
+        command
+    }
 }
 
 impl Drop for LabServer {
@@ -369,6 +408,21 @@ impl Drop for LabServer {
 /// fit the lab: never more requests in flight than its capacity S, which a client sized for
 /// the real services (256) would overrun into a stream of 429s.
 pub fn write_config(lab: &Lab, base_url: &str, path: &Path) -> Result<Config, LabError> {
+    write_config_with(
+        lab,
+        base_url,
+        path,
+        "written by `clawback lab serve --write-config`",
+    )
+}
+
+/// [`write_config`] with `origin` (who wrote it, and how to restart the lab) in the header.
+fn write_config_with(
+    lab: &Lab,
+    base_url: &str,
+    path: &Path,
+    origin: &str,
+) -> Result<Config, LabError> {
     let werr = |p: &Path, source| LabError::Write {
         path: p.display().to_string(),
         source,
@@ -423,7 +477,7 @@ pub fn write_config(lab: &Lab, base_url: &str, path: &Path) -> Result<Config, La
                     service_account_file: None,
                     service_account_env: None,
                     admin_user: None,
-                    report_mailboxes: Vec::new(),
+                    report_mailboxes: t.report_mailboxes.clone(),
                     held_mailboxes: held.clone(),
                     allow_insecure_http: false,
                     endpoints: EndpointConfig {
@@ -472,7 +526,7 @@ pub fn write_config(lab: &Lab, base_url: &str, path: &Path) -> Result<Config, La
                             .find(|u| u.is_admin)
                             .map(|u| u.address.clone())
                     }),
-                    report_mailboxes: Vec::new(),
+                    report_mailboxes: t.report_mailboxes.clone(),
                     held_mailboxes: held.clone(),
                     allow_insecure_http: false,
                     endpoints: EndpointConfig {
@@ -497,7 +551,7 @@ pub fn write_config(lab: &Lab, base_url: &str, path: &Path) -> Result<Config, La
     };
     let body = without_microsoft_auth(&toml::to_string_pretty(&config).unwrap_or_default());
     let text = format!(
-        "# clawback config for the lab at {base_url} (scenario {:?}, capacity {} per tenant), written by `clawback lab serve --write-config`.\n# Secrets are in the files beside this one (mode 0600). Lab credentials protect nothing.\n\n{body}",
+        "# clawback config for the lab at {base_url} (scenario {:?}, capacity {} per tenant), {origin}.\n# Secrets are in the files beside this one (mode 0600). Lab credentials protect nothing.\n\n{body}",
         lab.scenario_name, lab.options.capacity
     );
     crate::secret::write_private_file(path, text.as_bytes()).map_err(|e| werr(path, e))?;

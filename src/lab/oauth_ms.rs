@@ -152,6 +152,7 @@ fn clone_identity(t: &Tenant) -> Tenant {
         domains: t.domains.clone(),
         credentials: t.credentials.clone(),
         admin_user: t.admin_user.clone(),
+        report_mailboxes: Vec::new(),
         users: t
             .users
             .iter()

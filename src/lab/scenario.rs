@@ -98,6 +98,10 @@ pub struct ScenarioTenant {
     /// Google: the admin to impersonate for directory calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_user: Option<String>,
+    /// Mailboxes users report phish to (forwarded as attachment): a config written for the lab
+    /// lists them as the tenant's `report_mailboxes`, for Phish Submission Response.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub report_mailboxes: Vec<String>,
     #[serde(default, rename = "user", skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<ScenarioUser>,
     #[serde(default, rename = "group", skip_serializing_if = "Vec::is_empty")]
@@ -366,6 +370,7 @@ fn build_tenant(st: &ScenarioTenant) -> Result<Tenant, ScenarioError> {
             .collect(),
         credentials,
         admin_user: st.admin_user.clone(),
+        report_mailboxes: st.report_mailboxes.clone(),
         users: Default::default(),
         groups: Default::default(),
         mailboxes: Default::default(),

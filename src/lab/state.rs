@@ -180,6 +180,8 @@ pub struct Tenant {
     pub domains: Vec<Domain>,
     pub credentials: Credentials,
     pub admin_user: Option<String>,
+    /// The scenario's phish-report mailboxes.
+    pub report_mailboxes: Vec<String>,
     /// Users by lowercased address.
     pub users: BTreeMap<String, User>,
     /// Groups by lowercased address.

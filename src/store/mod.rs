@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod keys;
 pub mod migrations;
 pub mod policy;
+pub mod stamp;
 pub mod sync;
 pub mod trace;
 

@@ -2,10 +2,13 @@
 //! `App::on_engine(EngineEvent) -> Vec<Command>`, both synchronous and free of I/O, so the whole
 //! console can be driven headless by tests.
 
+mod live;
+
 use super::action::Action;
 use super::keymap::{KeyChord, Keymap, Mode};
 use crate::engine::Command;
 use crate::engine::event::{EngineEvent, QueryErrorView};
+use crate::engine::metrics::RetractedMessage;
 use crate::engine::view::{
     AuditEntryView, AuditFilter, AuditVerification, Confirmation, CopyOutcome, DepthCount,
     Generation, HeldMatch, JobId, JobKind, JobPhase, JobProgress, JobView, MetricsSnapshot,
@@ -303,6 +306,10 @@ pub struct PolicyState {
 pub struct MetricsState {
     pub window: MetricsWindow,
     pub snapshot: Loadable<MetricsSnapshot>,
+    /// `d`: the messages retracted in the window (by retraction time), shown instead of the
+    /// cards until `d` again.
+    pub details: Option<Loadable<Vec<RetractedMessage>>>,
+    pub details_selected: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -469,6 +476,8 @@ impl App {
             metrics: MetricsState {
                 window: MetricsWindow::Day,
                 snapshot: Loadable::NotLoaded,
+                details: None,
+                details_selected: 0,
             },
             audit: AuditState {
                 entries: Loadable::NotLoaded,
@@ -1741,17 +1750,65 @@ impl App {
     // ---- metrics, audit, tenants ----
 
     fn update_metrics(&mut self, action: Action) -> Vec<Command> {
+        let len = match &self.metrics.details {
+            Some(Loadable::Ready(m)) => m.len(),
+            _ => 0,
+        };
+        let sel = self.metrics.details_selected;
         match action {
             Action::NextWindow | Action::MoveRight => {
                 self.metrics.window = self.metrics.window.next();
-                self.refresh()
+                let mut commands = self.refresh();
+                if self.metrics.details.is_some() {
+                    commands.extend(self.load_metrics_details());
+                }
+                commands
             }
-            Action::ViewDetails | Action::Submit => self.search_now(format!(
-                "retracted:yes since:{}",
-                self.metrics.window.as_str()
-            )),
+            Action::ViewDetails if self.metrics.details.is_some() => {
+                self.metrics.details = None;
+                Vec::new()
+            }
+            Action::ViewDetails => self.load_metrics_details(),
+            Action::Cancel => {
+                self.metrics.details = None;
+                Vec::new()
+            }
+            Action::MoveUp => {
+                self.metrics.details_selected = step(sel, len, -1);
+                Vec::new()
+            }
+            Action::MoveDown => {
+                self.metrics.details_selected = step(sel, len, 1);
+                Vec::new()
+            }
+            Action::PageUp => {
+                self.metrics.details_selected = step(sel, len, -PAGE);
+                Vec::new()
+            }
+            Action::PageDown => {
+                self.metrics.details_selected = step(sel, len, PAGE);
+                Vec::new()
+            }
+            // Enter on a listed message: find it in the trace (its copies, its recipients).
+            Action::Submit => match &self.metrics.details {
+                Some(Loadable::Ready(messages)) => match messages.get(sel) {
+                    Some(m) => self.search_now(format!("msgid:{}", m.message_id)),
+                    None => Vec::new(),
+                },
+                Some(_) => Vec::new(),
+                None => self.load_metrics_details(),
+            },
             _ => Vec::new(),
         }
+    }
+
+    fn load_metrics_details(&mut self) -> Vec<Command> {
+        if !matches!(self.metrics.details, Some(Loadable::Ready(_))) {
+            self.metrics.details = Some(Loadable::Loading);
+        }
+        vec![Command::LoadMetricsDetails {
+            window: self.metrics.window,
+        }]
     }
 
     fn update_audit(&mut self, action: Action) -> Vec<Command> {
@@ -2035,6 +2092,16 @@ impl App {
                     self.metrics.snapshot = Loadable::Ready(snapshot);
                 }
             }
+            EngineEvent::MetricsDetailsLoaded { window, messages } => {
+                if window == self.metrics.window && self.metrics.details.is_some() {
+                    self.metrics.details_selected = self
+                        .metrics
+                        .details_selected
+                        .min(messages.len().saturating_sub(1));
+                    self.metrics.details = Some(Loadable::Ready(messages));
+                }
+            }
+            EngineEvent::StoreChanged(changes) => return self.reload_changed(changes),
             EngineEvent::JobsLoaded(jobs) => self.set_jobs(jobs),
             EngineEvent::AuditLoaded(entries) => {
                 self.audit.selected = self.audit.selected.min(entries.len().saturating_sub(1));
@@ -2121,6 +2188,9 @@ impl App {
         fail(&mut self.jobs.list, message);
         fail(&mut self.policy.loaded, message);
         fail(&mut self.metrics.snapshot, message);
+        if let Some(details) = self.metrics.details.as_mut() {
+            fail(details, message);
+        }
         fail(&mut self.audit.entries, message);
         fail(&mut self.audit.verification, message);
         fail(&mut self.tenants.tenants, message);

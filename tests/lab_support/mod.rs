@@ -151,6 +151,37 @@ pub async fn lab_user_action(
     assert!(r.status().is_success(), "user-action {mailbox}");
 }
 
+/// Delivers a payroll lure marked `X-Clawback-Disposition: malicious` to `mailboxes` of
+/// `tenant` now (`/_lab/deliver`), as mail arriving during a watch.
+pub async fn lab_deliver_malicious(
+    http: &reqwest::Client,
+    base: &str,
+    tenant: &str,
+    message_id: &str,
+    mailboxes: &[String],
+) {
+    let body = json!({
+        "tenant": tenant,
+        "message": {
+            "message_id": message_id,
+            "from": "payroll@evil-payroll.example",
+            "to": mailboxes,
+            "subject": "Your payslip is ready",
+            "date": chrono::Utc::now().to_rfc3339(),
+            "body": "Open https://evil-payroll.example/payslip",
+            "headers": [["X-Clawback-Disposition", "malicious"]],
+            "copy": mailboxes.iter().map(|m| json!({"mailbox": m})).collect::<Vec<_>>(),
+        }
+    });
+    let r = http
+        .post(format!("{base}/_lab/deliver"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+}
+
 pub const GMAIL_FULL: &str = "https://mail.google.com/";
 pub const GMAIL_MODIFY: &str = "https://www.googleapis.com/auth/gmail.modify";
 pub const GMAIL_MEMBERS: &str =

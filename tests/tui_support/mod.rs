@@ -2,9 +2,12 @@
 //! a headless renderer. Test-only: the production console never sees canned data.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod console;
+
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use clawback::engine::Command;
 use clawback::engine::event::{EngineEvent, QueryErrorView};
+use clawback::engine::metrics::RetractedMessage;
 use clawback::engine::view::*;
 use clawback::model::{
     Disposition, FailureReason, Folder, RetractAction, Role, TenantKind, Trigger,
@@ -440,6 +443,21 @@ pub fn metrics(window: MetricsWindow, total: u64) -> MetricsSnapshot {
             .map(|i| ((i * 7) % 13) as u64 * (total / 100))
             .collect(),
         bucket_secs: 1800,
+    }
+}
+
+/// A message retracted in the window (Metrics details): `ok` + `failed` copies, `auto` of them
+/// by automation.
+pub fn retracted(id: usize, ok: u64, failed: u64, auto: u64) -> RetractedMessage {
+    RetractedMessage {
+        message_id: format!("<m{id}@example.com>"),
+        subject: format!("Message {id}"),
+        tenants: vec!["contoso".into()],
+        succeeded: ok,
+        failed,
+        auto,
+        manual: ok + failed - auto,
+        last_retracted: base_time() - Duration::minutes(id as i64 * 7),
     }
 }
 

@@ -82,6 +82,7 @@ fn tenant(name: &str, domains: Vec<ScenarioDomain>) -> ScenarioTenant {
         client_secret: None,
         granted: None,
         admin_user: None,
+        report_mailboxes: Vec::new(),
         users: Vec::new(),
         groups: Vec::new(),
         messages: Vec::new(),

@@ -1,17 +1,20 @@
 //! Live metrics (DESIGN §2): total retractions, success %, fail % by reason, unread / read,
 //! auto / manual, dwell time, and a sparkline of retractions over time.
 
+use crate::engine::metrics::RetractedMessage;
 use crate::engine::view::{MetricsSnapshot, MetricsWindow};
 use crate::tui::action::Action;
 use crate::tui::app::App;
 use crate::tui::theme::Theme;
-use crate::tui::ui::{ASCII_BORDER, duration, loadable, pane_block, thousands};
+use crate::tui::ui::{
+    ASCII_BORDER, duration, loadable, pane_block, state_message, thousands, visible_window,
+};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::symbols;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Paragraph, Sparkline};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Table, TableState};
 
 pub fn hints(_app: &App) -> Vec<Action> {
     vec![Action::NextWindow, Action::ViewDetails, Action::Refresh]
@@ -91,6 +94,12 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         inner.width,
         inner.height.saturating_sub(1),
     );
+    if let Some(details) = &m.details {
+        if let Some(messages) = loadable(frame, body, details, "retracted messages", theme) {
+            render_details(frame, body, messages, m.details_selected, m.window, theme);
+        }
+        return;
+    }
     let Some(s) = loadable(frame, body, &m.snapshot, "metrics", theme) else {
         return;
     };
@@ -209,4 +218,96 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             .style(Style::default().patch(theme.sparkline)),
         spark_inner,
     );
+}
+
+// Details (`d`), instead of the cards:
+//
+// | 3 messages retracted in the last 24h (by retraction time)   d: back  enter: search it |
+// | Retracted         Copies ok  Failed  Auto  Manual  Tenants          Subject / Message-ID |
+// | 11-20 14:02             134       4     0     138  contoso,fabrikam Password expiry ...  |
+fn render_details(
+    frame: &mut Frame,
+    area: Rect,
+    messages: &[RetractedMessage],
+    selected: usize,
+    window: MetricsWindow,
+    theme: &Theme,
+) {
+    if messages.is_empty() {
+        state_message(
+            frame,
+            area,
+            &format!("No message retracted in the last {}", window.as_str()),
+            theme.muted,
+        );
+        return;
+    }
+    let [title, table_area] =
+        Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(area);
+    let copies: u64 = messages.iter().map(|m| m.succeeded + m.failed).sum();
+    frame.render_widget(
+        Paragraph::new(Line::from(vec![
+            Span::styled(
+                format!(
+                    "{} messages, {} copies retracted in the last {} (by retraction time)",
+                    thousands(messages.len() as u64),
+                    thousands(copies),
+                    window.as_str()
+                ),
+                theme.header,
+            ),
+            Span::styled("  d: back  enter: search it", theme.muted),
+        ])),
+        title,
+    );
+    let height = table_area.height.saturating_sub(1) as usize;
+    let (offset, end) = visible_window(selected, height, messages.len());
+    let rows = messages[offset..end].iter().map(|m| {
+        let subject = if m.subject.is_empty() {
+            m.message_id.as_str()
+        } else {
+            m.subject.as_str()
+        };
+        Row::new(vec![
+            Cell::from(m.last_retracted.format("%m-%d %H:%M").to_string()).style(theme.muted),
+            Cell::from(format!("{:>9}", thousands(m.succeeded))).style(theme.status_succeeded),
+            Cell::from(format!("{:>6}", thousands(m.failed))).style(if m.failed > 0 {
+                theme.status_failed
+            } else {
+                theme.text
+            }),
+            Cell::from(format!("{:>5}", thousands(m.auto))),
+            Cell::from(format!("{:>6}", thousands(m.manual))),
+            Cell::from(m.tenants.join(",")),
+            Cell::from(subject),
+        ])
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(11),
+            Constraint::Length(9),
+            Constraint::Length(6),
+            Constraint::Length(5),
+            Constraint::Length(6),
+            Constraint::Length(16),
+            Constraint::Fill(1),
+        ],
+    )
+    .header(
+        Row::new([
+            "Retracted",
+            "Copies ok",
+            "Failed",
+            " Auto",
+            "Manual",
+            "Tenants",
+            "Subject",
+        ])
+        .style(theme.header),
+    )
+    .style(theme.text)
+    .row_highlight_style(theme.selection);
+    let mut state = TableState::default().with_selected(Some(selected.saturating_sub(offset)));
+    frame.render_stateful_widget(table, table_area, &mut state);
 }

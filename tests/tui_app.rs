@@ -620,7 +620,7 @@ fn a_job_change_reloads_the_open_messages_recipients_and_the_jobs() {
     assert!(
         commands.contains(&Command::LoadRecipients {
             generation: generation + 1,
-            message: message_ref(0),
+            message_ids: vec![message_ref(0).message_id],
         }),
         "{commands:?}"
     );

@@ -16,6 +16,7 @@ use clawback::lab::scenario::Scenario;
 use clawback::lab::{LabOptions, LabServer};
 use clawback::model::{FailureReason, Folder, RetractAction, Role, Trigger};
 use clawback::store::Store;
+use clawback::tui::app::Loadable;
 use clawback::tui::{TuiOptions, prepare};
 use lab_support::{CopyKey, expected_copies, synced_lab};
 use std::collections::{BTreeMap, BTreeSet};

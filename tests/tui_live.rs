@@ -153,7 +153,8 @@ async fn panes_follow_this_consoles_jobs_and_another_processs_without_a_refresh(
         })
         .await;
 
-    // Job 1, from this console: the contoso campaign to Junk.
+    // Job 1, from this console: the campaign to Junk in contoso. The checklist covers both
+    // tenants that hold it: the fabrikam rows are unticked (filter, select none).
     console.keys(&["1", "/"]);
     console.type_text(&format!("msgid:{CAMPAIGN_MESSAGE_ID} tenant:contoso"));
     console.keys(&["enter"]);
@@ -166,6 +167,9 @@ async fn panes_follow_this_consoles_jobs_and_another_processs_without_a_refresh(
         })
         .await;
     console.open_selected_message().await;
+    console.keys(&["/"]);
+    console.type_text("@fabrikam.com");
+    console.keys(&["enter", "n"]);
     console.keys(&["p"]);
     console
         .until("the plan", |a| {
@@ -193,8 +197,8 @@ async fn panes_follow_this_consoles_jobs_and_another_processs_without_a_refresh(
         })
         .await;
 
-    // Job 2, run by another process on the same store: the fabrikam copies. It shows in the
-    // Jobs pane, and Metrics / Audit follow, with no key press here.
+    // Job 2, run by another process on the same store: the fabrikam copies job 1 left out. It
+    // shows in the Jobs pane, and Metrics / Audit follow, with no key press here.
     clawback(
         &dir,
         &[

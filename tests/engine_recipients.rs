@@ -9,14 +9,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod lab_support;
-use lab_support::synced_lab;
+use lab_support::{manual_request, run_plan, synced_lab};
 
 use clawback::engine::Engine;
-use clawback::engine::execute::RunOptions;
-use clawback::engine::plan::RetractRequest;
 use clawback::lab::LabOptions;
 use clawback::lab::scenario::Scenario;
-use clawback::model::{FailureReason, Folder, RetractAction, Trigger};
+use clawback::model::{FailureReason, Folder, RetractAction};
 use std::collections::BTreeMap;
 
 const MID: &str = "<aliases-1@evil.example>";
@@ -103,17 +101,7 @@ async fn aliases_sign_in_names_hidden_and_dynamic_lists_are_each_accounted_for()
     let server = lab.server;
     let engine = Engine::new(lab.config, lab.store).unwrap();
     let plan = engine
-        .build_plan(RetractRequest {
-            message_ids: vec![MID.into()],
-            query: None,
-            tenants: vec![],
-            only: vec![],
-            exclude: vec![],
-            depth: 0,
-            action: RetractAction::Junk,
-            trigger: Trigger::Manual,
-            reason: "aliases".into(),
-        })
+        .build_plan(manual_request(&[MID], RetractAction::Junk, "aliases"))
         .await
         .unwrap();
     let mut items: Vec<(String, String)> = plan
@@ -166,11 +154,7 @@ async fn aliases_sign_in_names_hidden_and_dynamic_lists_are_each_accounted_for()
     );
     assert_eq!(lines.len(), 5, "{lines:?}");
 
-    let job = engine.create_job(&plan, false).unwrap();
-    let report = engine
-        .run_job(job, &RunOptions::default(), &|_| {})
-        .await
-        .unwrap();
+    let report = run_plan(&engine, &plan).await;
     assert_eq!(
         (report.counts.succeeded, report.counts.failed),
         (8, 0),

@@ -7,15 +7,14 @@
 #![allow(clippy::unwrap_used)]
 
 mod lab_support;
-use lab_support::synced_lab;
+use lab_support::{manual_request, run_plan, synced_lab};
 
 use clawback::config::Cloud;
 use clawback::engine::Engine;
-use clawback::engine::execute::RunOptions;
 use clawback::engine::plan::RetractRequest;
 use clawback::lab::LabOptions;
 use clawback::lab::scenario::Scenario;
-use clawback::model::{FailureReason, Folder, RetractAction, Trigger};
+use clawback::model::{FailureReason, Folder, RetractAction};
 use clawback::provider::ProviderClient;
 use clawback::provider::graph::GraphClient;
 
@@ -49,17 +48,7 @@ copy = [{{ mailbox = "ann@agency.gov" }}, {{ mailbox = "ben@agency.gov" }}]
 }
 
 fn request(action: RetractAction) -> RetractRequest {
-    RetractRequest {
-        message_ids: vec![MID.into()],
-        query: None,
-        tenants: vec![],
-        only: vec![],
-        exclude: vec![],
-        depth: 0,
-        action,
-        trigger: Trigger::Manual,
-        reason: "national cloud".into(),
-    }
+    manual_request(&[MID], action, "national cloud")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,11 +103,7 @@ async fn a_usgov_tenant_asks_for_its_own_resource_and_has_no_hard_delete() {
         .await
         .unwrap();
     assert_eq!(plan.items.len(), 2);
-    let job = engine.create_job(&plan, false).unwrap();
-    let report = engine
-        .run_job(job, &RunOptions::default(), &|_| {})
-        .await
-        .unwrap();
+    let report = run_plan(&engine, &plan).await;
     assert_eq!(report.counts.succeeded, 2, "{report:?}");
     let state = server.lab.state();
     let copies = state.copies_of(MID);

@@ -8,14 +8,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod lab_support;
-use lab_support::synced_lab;
+use lab_support::{clawback_with_config, manual_request, run_plan, synced_lab};
 
 use clawback::engine::Engine;
-use clawback::engine::execute::RunOptions;
-use clawback::engine::plan::RetractRequest;
 use clawback::lab::LabOptions;
 use clawback::lab::scenario::Scenario;
-use clawback::model::{FailureReason, Folder, RetractAction, Trigger};
+use clawback::model::{FailureReason, Folder, RetractAction};
 
 const MID: &str = "<rbac-1@evil.example>";
 
@@ -55,19 +53,7 @@ copy = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_shows_the_scoped_grant_and_the_plan_the_out_of_scope_mailbox() {
     let lab = synced_lab(&scenario(), LabOptions::default(), &[], 30).await;
-    let path = lab.dir.path().join("lab.toml");
-    let bin = env!("CARGO_BIN_EXE_clawback");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(bin)
-            .arg("--config")
-            .arg(&path)
-            .arg("doctor")
-            .env_remove("CLAWBACK_CONFIG")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = clawback_with_config(&lab.dir.path().join("lab.toml"), &["doctor"]).await;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         text.contains("Mail.ReadWrite (Exchange RBAC for Applications, scoped"),
@@ -84,17 +70,7 @@ async fn doctor_shows_the_scoped_grant_and_the_plan_the_out_of_scope_mailbox() {
     let server = lab.server;
     let engine = Engine::new(lab.config, lab.store).unwrap();
     let plan = engine
-        .build_plan(RetractRequest {
-            message_ids: vec![MID.into()],
-            query: None,
-            tenants: vec![],
-            only: vec![],
-            exclude: vec![],
-            depth: 0,
-            action: RetractAction::Junk,
-            trigger: Trigger::Manual,
-            reason: "rbac".into(),
-        })
+        .build_plan(manual_request(&[MID], RetractAction::Junk, "rbac"))
         .await
         .unwrap();
     let mut mailboxes: Vec<&str> = plan.items.iter().map(|i| i.mailbox.as_str()).collect();
@@ -108,11 +84,7 @@ async fn doctor_shows_the_scoped_grant_and_the_plan_the_out_of_scope_mailbox() {
     assert_eq!(cat.reason, FailureReason::NotAuthorized);
     assert!(cat.detail.contains("ErrorAccessDenied"), "{}", cat.detail);
 
-    let job = engine.create_job(&plan, false).unwrap();
-    let report = engine
-        .run_job(job, &RunOptions::default(), &|_| {})
-        .await
-        .unwrap();
+    let report = run_plan(&engine, &plan).await;
     assert_eq!(report.counts.succeeded, 2, "{report:?}");
     let state = server.lab.state();
     for (_, m, c) in state.copies_of(MID) {

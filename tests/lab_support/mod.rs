@@ -242,3 +242,55 @@ pub fn gmail_scenario() -> Scenario {
     });
     Scenario::parse(&s.to_string(), false, "test").expect("scenario parses")
 }
+
+/// A manual request for these Message-IDs in every tenant, at depth 0.
+pub fn manual_request(
+    message_ids: &[&str],
+    action: clawback::model::RetractAction,
+    reason: &str,
+) -> clawback::engine::plan::RetractRequest {
+    clawback::engine::plan::RetractRequest {
+        message_ids: message_ids.iter().map(|m| m.to_string()).collect(),
+        query: None,
+        tenants: vec![],
+        only: vec![],
+        exclude: vec![],
+        depth: 0,
+        action,
+        trigger: clawback::model::Trigger::Manual,
+        reason: reason.into(),
+    }
+}
+
+/// Makes the plan's job and runs it to the end.
+pub async fn run_plan(
+    engine: &clawback::engine::Engine,
+    plan: &clawback::engine::plan::Plan,
+) -> clawback::engine::execute::JobReport {
+    let job = engine.create_job(plan, false).unwrap();
+    engine
+        .run_job(
+            job,
+            &clawback::engine::execute::RunOptions::default(),
+            &|_| {},
+        )
+        .await
+        .unwrap()
+}
+
+/// `clawback --config CONFIG ARGS…` as a real process (no `CLAWBACK_CONFIG` from outside).
+pub async fn clawback_with_config(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let config = config.to_path_buf();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_clawback"))
+            .arg("--config")
+            .arg(&config)
+            .args(&args)
+            .env_remove("CLAWBACK_CONFIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}

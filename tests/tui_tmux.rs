@@ -239,7 +239,12 @@ fn demo_in_tmux_retracts_the_campaign_across_tenants_with_two_exclusions_at_dept
     tmux.wait_for("the search results", |s| {
         s.contains("Search (") && s.contains("messages)")
     });
-    tmux.send(&["/"]);
+    // Metrics loaded once before the job: it must follow the job without a refresh key.
+    tmux.send(&["4"]);
+    tmux.wait_for("metrics before the job", |s| {
+        s.contains("No retractions in the last 24h")
+    });
+    tmux.send(&["1", "/"]);
     tmux.send_literal(&format!("msgid:{CAMPAIGN_MESSAGE_ID} tenant:contoso"));
     tmux.send(&["Enter"]);
     tmux.wait_for("one result", |s| s.contains("Search (1 messages)"));
@@ -297,6 +302,24 @@ fn demo_in_tmux_retracts_the_campaign_across_tenants_with_two_exclusions_at_dept
         want.len(),
         "exactly the predicted copies were acted on"
     );
+    // The Metrics pane, loaded before the job and not refreshed by hand, says what
+    // `clawback metrics --json` says.
+    let cli = Command::new(env!("CARGO_BIN_EXE_clawback"))
+        .arg("--config")
+        .arg(data.join("lab.toml"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["metrics", "--json", "--since", "24h"])
+        .env_remove("CLAWBACK_CONFIG")
+        .output()
+        .unwrap();
+    let cli: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
+    let total = cli["total"].as_u64().unwrap();
+    assert_eq!(total, want.len() as u64, "{cli}");
+    tmux.send(&["4"]);
+    tmux.wait_for("the Metrics pane to follow the job", |s| {
+        metrics_total(s) == Some(total)
+    });
     // The audit entry of the applied plan names the exclusions and the depth.
     let audit = Command::new(env!("CARGO_BIN_EXE_clawback"))
         .arg("--config")
@@ -317,6 +340,19 @@ fn demo_in_tmux_retracts_the_campaign_across_tenants_with_two_exclusions_at_dept
         assert!(applied.contains(address.as_str()), "{address}: {applied}");
     }
     tmux.send(&["q"]);
+}
+
+/// The Metrics pane's Total card, as shown.
+fn metrics_total(screen: &str) -> Option<u64> {
+    let lines: Vec<&str> = screen.lines().collect();
+    let at = lines.iter().position(|l| l.contains("+Total"))?;
+    let value = lines.get(at + 1)?.trim_start_matches(['|', ' ']);
+    let digits: String = value
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == ',')
+        .filter(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
 
 fn tmux_available() -> bool {

@@ -98,6 +98,15 @@ async fn doctor_on_the_demo_prints_the_retract_table_and_exits_3() {
         let expected = t.domains.len() + usize::from(t.name == config.tenants[0].name);
         assert_eq!(rows, expected, "{section}");
         assert!(section.contains("To grant:"), "{section}");
+        // Google tenants say which Gmail quota regime their limits assume.
+        let google = t.kind == clawback::model::TenantKind::GoogleWorkspace;
+        assert_eq!(
+            section.contains(
+                "Quota:       100 units/user/s, 1200000 units/min for the project, 80000000 units/day budget: Cloud projects created since 1 May 2026"
+            ),
+            google,
+            "{section}"
+        );
     }
     assert!(
         ungranted_seen >= 2,

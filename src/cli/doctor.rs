@@ -213,5 +213,27 @@ async fn check_tenant(
         }
     }
     line(&format!("  To grant:    {}", perms.how_to_grant));
+    if let Some(quota) = quota_line(tenant) {
+        line(&quota);
+    }
     verdict
+}
+
+/// Which Gmail quota regime the tenant's limits assume (Google tenants only).
+fn quota_line(tenant: &TenantConfig) -> Option<String> {
+    if tenant.kind != crate::model::TenantKind::GoogleWorkspace {
+        return None;
+    }
+    let l = tenant.limits.clamped();
+    let regime = match l.gmail_units_per_second {
+        0..=100 => "Cloud projects created since 1 May 2026 (6,000 units per user per minute)",
+        101..=250 => {
+            "a project that used the Gmail API between Nov 2025 and Apr 2026 (15,000 units per user per minute)"
+        }
+        _ => "more than Google documents for any project: expect userRateLimitExceeded",
+    };
+    Some(format!(
+        "  Quota:       {} units/user/s, {} units/min for the project, {} units/day budget: {regime}",
+        l.gmail_units_per_second, l.gmail_project_units_per_minute, l.gmail_project_units_per_day
+    ))
 }

@@ -24,6 +24,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// A handler's answer: both arms are finished responses (the error arm lets `?` short-cut).
+pub mod reports;
+
 type Reply = Result<Response, Response>;
 
 const USER_SCOPES: &[&str] = &[
@@ -73,6 +75,10 @@ pub const LIST_MAX: usize = 500;
 pub fn routes() -> Router<SharedLab> {
     let b = "/admin/directory/v1";
     Router::new()
+        .route(
+            "/admin/reports/v1/activity/users/{userKey}/applications/{applicationName}",
+            get(reports::activities),
+        )
         .route(&format!("{b}/users"), get(users_list))
         .route(&format!("{b}/users/{{userKey}}"), get(users_get))
         .route(&format!("{b}/groups"), get(groups_list))

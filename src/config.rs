@@ -152,9 +152,39 @@ pub struct Config {
     /// Provider HTTP timeouts (`[http]`), for every tenant.
     #[serde(default)]
     pub http: HttpConfig,
+    /// `[auth]`: how access tokens are kept.
+    #[serde(default, skip_serializing_if = "AuthConfig::is_default")]
+    pub auth: AuthConfig,
     /// Where the file was loaded from (for error messages and relative paths).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// `[auth]`: how access tokens are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Keep app-only access tokens (Microsoft client credentials, Google per-user tokens) in
+    /// `tokens.json` (mode 0600) in the data dir until shortly before they expire, so the next
+    /// run within the hour signs and fetches none. Delegated sign-ins are never kept.
+    #[serde(default = "default_true")]
+    pub token_cache: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for AuthConfig {
+    fn default() -> AuthConfig {
+        AuthConfig { token_cache: true }
+    }
+}
+
+impl AuthConfig {
+    fn is_default(&self) -> bool {
+        *self == AuthConfig::default()
+    }
 }
 
 /// `[audit]`: where the audit log's head is kept outside the store.

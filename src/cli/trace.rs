@@ -136,12 +136,22 @@ fn sync(args: SyncArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> 
         return exit::USAGE;
     }
     let mut clients = Vec::new();
+    // The tokens a sync fetches serve the retraction that usually follows (`[auth] token_cache`).
+    let kept_tokens = store
+        .data_dir()
+        .filter(|_| config.auth.token_cache)
+        .map(|dir| std::sync::Arc::new(crate::provider::token_file::TokenFile::in_dir(dir)));
     for tenant in &config.tenants {
         if !args.tenants.is_empty() && !args.tenants.contains(&tenant.name) {
             continue;
         }
         match ProviderClient::new(&config, tenant) {
-            Ok(c) => clients.push(c),
+            Ok(c) => {
+                if let Some(file) = &kept_tokens {
+                    c.keep_tokens_in(file.clone());
+                }
+                clients.push(c)
+            }
             Err(e) => {
                 errln!("clawback: trace sync: tenant {}: {e}", tenant.name);
                 return exit::USAGE;

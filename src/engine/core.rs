@@ -123,8 +123,16 @@ impl Engine {
             store.set_head_file(config.audit.head_file.clone());
         }
         let mut clients = BTreeMap::new();
+        let kept_tokens = store
+            .data_dir()
+            .filter(|_| config.auth.token_cache)
+            .map(|dir| Arc::new(crate::provider::token_file::TokenFile::in_dir(dir)));
         for tenant in &config.tenants {
-            clients.insert(tenant.name.clone(), ProviderClient::new(&config, tenant)?);
+            let client = ProviderClient::new(&config, tenant)?;
+            if let Some(file) = &kept_tokens {
+                client.keep_tokens_in(file.clone());
+            }
+            clients.insert(tenant.name.clone(), client);
         }
         let operator = Operator::from_config(&config);
         Ok(Engine {

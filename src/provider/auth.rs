@@ -303,6 +303,8 @@ pub struct Authenticator {
     http: Http,
     cache: TokenCache,
     pub flow: Flow,
+    /// Tokens kept across runs (`[auth] token_cache`), with the tenant name they are kept under.
+    kept: std::sync::OnceLock<(Arc<super::token_file::TokenFile>, String)>,
 }
 
 /// How tokens are obtained.
@@ -328,7 +330,40 @@ impl Authenticator {
             http,
             cache: TokenCache::default(),
             flow,
+            kept: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Keeps this tenant's app-only tokens in `file` across runs (delegated sign-ins are never
+    /// kept there). Set once; a second call changes nothing.
+    pub fn keep_tokens_in(&self, file: Arc<super::token_file::TokenFile>, tenant: &str) {
+        if matches!(
+            self.flow,
+            Flow::Microsoft {
+                credential: MsCredential::DeviceCode,
+                ..
+            }
+        ) {
+            return;
+        }
+        let _ = self.kept.set((file, tenant.to_string()));
+    }
+
+    /// The token file and this token's key in it, when tokens are kept.
+    fn kept_key(
+        &self,
+        subject: &str,
+        scopes: &str,
+    ) -> Option<(&super::token_file::TokenFile, String)> {
+        let (file, tenant) = self.kept.get()?;
+        let client = match &self.flow {
+            Flow::Microsoft { client_id, .. } => client_id.as_str(),
+            Flow::Google { account, .. } => account.client_email.as_str(),
+        };
+        Some((
+            file.as_ref(),
+            super::token_file::key(tenant, client, subject, scopes),
+        ))
     }
 
     /// A valid token for `subject` (Google: the impersonated user; Microsoft: ignored) and
@@ -368,10 +403,31 @@ impl Authenticator {
             },
             None => None,
         };
+        // Kept by an earlier run (or another process) and still valid: no signature, no request.
+        // Not after a 401 here (the entry in memory was marked stale), which dropped it.
+        let kept = self.kept_key(subject, scopes);
+        if guard.is_none()
+            && let Some(k) = kept.as_ref().and_then(|(file, key)| file.get(key))
+        {
+            let out = (k.token.clone(), k.granted.clone());
+            *guard = Some(Cached {
+                token: k.token,
+                refresh_at: Instant::now() + k.valid_for,
+                granted: k.granted,
+                refresh_token: None,
+            });
+            return Ok(out);
+        }
         let fresh = match renewed {
             Some(c) => c,
             None => self.fetch(subject, scopes).await?,
         };
+        if let Some((file, key)) = &kept
+            && fresh.refresh_token.is_none()
+        {
+            let valid_for = fresh.refresh_at.saturating_duration_since(Instant::now());
+            file.put(key, &fresh.token, &fresh.granted, valid_for);
+        }
         let out = (fresh.token.clone(), fresh.granted.clone());
         *guard = Some(fresh);
         Ok(out)
@@ -393,6 +449,9 @@ impl Authenticator {
         {
             // Stale, not gone: a refresh token it carries still renews it.
             c.refresh_at = Instant::now();
+        }
+        if let Some((file, key)) = self.kept_key(subject, scopes) {
+            file.drop_token(&key, token);
         }
     }
 

@@ -111,6 +111,11 @@ impl GmailClient {
         &self.tenant.name
     }
 
+    /// The tenant's token source.
+    pub(crate) fn auth(&self) -> &Authenticator {
+        &self.auth
+    }
+
     /// The service account's client id (entered in Admin console → domain-wide delegation).
     pub fn delegation_client_id(&self) -> String {
         match &self.auth.flow {

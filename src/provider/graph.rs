@@ -130,6 +130,11 @@ impl GraphClient {
         &self.tenant.name
     }
 
+    /// The tenant's token source.
+    pub(crate) fn auth(&self) -> &Authenticator {
+        &self.auth
+    }
+
     /// `{graph resource}/.default`: the resource is the tenant's cloud's Graph host (also when
     /// the endpoint is overridden, e.g. by a proxy or the lab).
     fn scope(&self) -> &str {

@@ -16,6 +16,7 @@ pub mod graph;
 pub mod http;
 pub mod multipart;
 pub mod scheduler;
+pub mod token_file;
 
 use crate::config::{Config, ConfigError, TenantConfig};
 use crate::model::{FailureReason, Folder, RetractAction, TenantKind};
@@ -264,6 +265,11 @@ impl ProviderClient {
                 ProviderClient::Gmail(Arc::new(gmail::GmailClient::new(config, tenant)?))
             }
         })
+    }
+
+    /// Keeps this client's access tokens in `file` across runs (`[auth] token_cache`).
+    pub fn keep_tokens_in(&self, file: Arc<token_file::TokenFile>) {
+        dispatch!(self, c => c.auth().keep_tokens_in(file, c.tenant_name()))
     }
 
     pub fn kind(&self) -> TenantKind {

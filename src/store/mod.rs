@@ -134,6 +134,11 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
+    /// The data directory of a store opened from a file (`None` in memory).
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.path.as_deref().and_then(Path::parent)
+    }
+
     /// The store file inside a data directory.
     pub fn path_in(data_dir: &Path) -> PathBuf {
         data_dir.join(STORE_FILE)

@@ -101,7 +101,26 @@ pub struct Pacer {
     project: Option<(f64, Mutex<(f64, Instant)>)>,
     /// Gmail: units sent per minute over the last 24 hours, against the daily budget.
     day: Option<Mutex<DayLedger>>,
+    /// What the tenant's semaphore currently allows (≤ `tenant_size`): halved when the service
+    /// throttles, grown back by one per batch answered without throttling (AIMD), so a client
+    /// configured above what the service can take converges on it instead of having most of
+    /// its requests refused every round until their attempts run out.
+    allowed: Mutex<Allowed>,
 }
+
+/// The tenant's current concurrency and when it last changed.
+#[derive(Debug, Clone, Copy)]
+struct Allowed {
+    now: usize,
+    shrunk: Option<Instant>,
+    grown: Option<Instant>,
+}
+
+/// The tenant's concurrency is halved at most once in this time (one refusal round, whole
+/// seconds of `Retry-After`), not once per refused request; after a halving it grows again
+/// only once this has passed, by one at most every [`GROW_EVERY`].
+const SHRINK_EVERY: Duration = Duration::from_secs(1);
+const GROW_EVERY: Duration = Duration::from_millis(100);
 
 /// Quota units spent per minute over a rolling day.
 #[derive(Debug)]
@@ -178,7 +197,50 @@ impl Pacer {
                 (rate, Mutex::new((rate, Instant::now())))
             }),
             day: gmail.then(|| Mutex::new(DayLedger::new(limits.gmail_project_units_per_day))),
+            allowed: Mutex::new(Allowed {
+                now: size,
+                shrunk: None,
+                grown: None,
+            }),
         }
+    }
+
+    /// The service throttled a request: allow half as many in flight (at most once per
+    /// [`SHRINK_EVERY`]). The permits taken away are withdrawn as they come free.
+    pub fn throttled(&self) {
+        let take = {
+            let mut allowed = self.allowed.lock().unwrap_or_else(|p| p.into_inner());
+            let n = allowed.now;
+            if n <= 1 || allowed.shrunk.is_some_and(|t| t.elapsed() < SHRINK_EVERY) {
+                return;
+            }
+            allowed.now = n.div_ceil(2);
+            allowed.shrunk = Some(Instant::now());
+            n - allowed.now
+        };
+        let tenant = self.tenant.clone();
+        tokio::spawn(async move {
+            if let Ok(p) = tenant.acquire_many_owned(take as u32).await {
+                p.forget();
+            }
+        });
+    }
+
+    /// A batch was answered without throttling: allow one more in flight, up to the limit.
+    pub fn unthrottled(&self) {
+        let mut allowed = self.allowed.lock().unwrap_or_else(|p| p.into_inner());
+        let settled = allowed.shrunk.is_none_or(|t| t.elapsed() >= SHRINK_EVERY)
+            && allowed.grown.is_none_or(|t| t.elapsed() >= GROW_EVERY);
+        if allowed.now < self.tenant_size && settled {
+            allowed.now += 1;
+            allowed.grown = Some(Instant::now());
+            self.tenant.add_permits(1);
+        }
+    }
+
+    /// How many the tenant currently allows in flight.
+    pub fn allowed(&self) -> usize {
+        self.allowed.lock().unwrap_or_else(|p| p.into_inner()).now
     }
 
     /// Charges these requests' quota units to the project's daily budget. `Err` carries the
@@ -222,7 +284,7 @@ impl Pacer {
             self.spend(&mailbox, units).await;
         }
         let n = (slots.min(requests.len()) as u32)
-            .min(self.tenant_size as u32)
+            .min(self.allowed() as u32)
             .max(1);
         if let Ok(p) = self.tenant.clone().acquire_many_owned(n).await {
             permits.push(p);
@@ -508,6 +570,16 @@ async fn run_chunk<B: Backend>(
                     *slot = Some(a);
                 }
             }
+        }
+        // The tenant's concurrency follows the service: halved on throttling, grown back on
+        // answers without it.
+        let limited_now = results.iter().any(|r| {
+            matches!(r, Some(Ok(r)) if is_rate_limited(r.status, &super::errors::error_code_message(&r.body).0))
+        });
+        if limited_now {
+            backend.pacer().throttled();
+        } else if results.iter().any(Option::is_some) {
+            backend.pacer().unthrottled();
         }
         // Per item: retry what is safe, verify uncertain mutations, advance the rest.
         let mut delay = 0f64;

@@ -1,0 +1,188 @@
+//! Request economy (issue 14): what a Gmail copy costs in sub-requests, counted by the lab
+//! (`limits.served()`), and that a client allowed more than the service takes still acts on
+//! every copy exactly once (the pacer follows the service's throttling).
+
+#![allow(clippy::unwrap_used)] // test code: unwrap is the assertion
+
+use clawback::config::Config;
+use clawback::lab::demo::CAMPAIGN_MESSAGE_ID;
+use clawback::lab::generate::{GenerateKind, GenerateOptions, generate};
+use clawback::lab::{LabOptions, LabServer};
+use clawback::model::{FailureReason, Folder, RetractAction};
+use clawback::provider::{BulkItem, ProgressEvent, ProviderClient};
+use std::collections::BTreeMap;
+
+const MAILBOXES: usize = 60;
+
+struct Lab {
+    server: LabServer,
+    client: ProviderClient,
+    recipients: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+async fn lab(kind: GenerateKind) -> Lab {
+    lab_with(kind, MAILBOXES, LabOptions::default(), None).await
+}
+
+/// A lab of `mailboxes` with `options`; the client may have `in_flight` sub-requests in flight
+/// (default: what `--write-config` writes, never above the lab's capacity).
+async fn lab_with(
+    kind: GenerateKind,
+    mailboxes: usize,
+    options: LabOptions,
+    in_flight: Option<usize>,
+) -> Lab {
+    let scenario = generate(&GenerateOptions {
+        mailboxes,
+        campaign_recipients: mailboxes,
+        seed: 3,
+        kind,
+        background_messages: 2,
+    })
+    .unwrap();
+    let recipients: Vec<String> = scenario.tenants[0]
+        .messages
+        .iter()
+        .find(|m| m.message_id == CAMPAIGN_MESSAGE_ID)
+        .unwrap()
+        .copies
+        .iter()
+        .map(|c| c.mailbox.to_ascii_lowercase())
+        .collect();
+    let server = LabServer::start(&scenario, options, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config: Config = server.write_config(&dir.path().join("lab.toml")).unwrap();
+    if let Some(n) = in_flight {
+        config.tenants[0].limits.max_in_flight = n;
+    }
+    let client = ProviderClient::new(&config, &config.tenants[0]).unwrap();
+    // The tenant's domains and the first token, outside the count.
+    let _ = client.resolve(&recipients[0]).await.unwrap();
+    Lab {
+        server,
+        client,
+        recipients,
+        _dir: dir,
+    }
+}
+
+fn served(server: &LabServer) -> usize {
+    server.lab.limits.served().iter().sum()
+}
+
+/// A user moves the campaign copy of `mailbox` to `folder` (through the lab's control API).
+async fn user_moves(server: &LabServer, tenant: &str, mailbox: &str, folder: &str) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/_lab/user-action", server.base_url()))
+        .json(&serde_json::json!({
+            "tenant": tenant, "mailbox": mailbox,
+            "message_id": CAMPAIGN_MESSAGE_ID, "folder": folder,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+}
+
+/// Runs `items` to Junk; returns the outcomes by key.
+async fn retract(
+    client: &ProviderClient,
+    items: Vec<BulkItem>,
+) -> BTreeMap<u64, Result<Folder, FailureReason>> {
+    let mut out = BTreeMap::new();
+    client
+        .retract_many(items, RetractAction::Junk, |e| {
+            if let ProgressEvent::Finished { key, outcome } = e {
+                out.insert(key, outcome.map(|a| a.from).map_err(|f| f.reason));
+            }
+        })
+        .await;
+    out
+}
+
+/// Copies in Junk, and actions per mailbox, as the lab has them.
+fn lab_junk_and_actions(server: &LabServer) -> (usize, BTreeMap<String, usize>) {
+    let state = server.lab.state();
+    let junk = state
+        .copies_of(CAMPAIGN_MESSAGE_ID)
+        .into_iter()
+        .filter(|(_, _, c)| c.folder == Folder::Junk)
+        .count();
+    let mut actions = BTreeMap::new();
+    for a in &state.actions {
+        if a.internet_message_id == CAMPAIGN_MESSAGE_ID {
+            *actions.entry(a.mailbox.clone()).or_default() += 1;
+        }
+    }
+    (junk, actions)
+}
+
+fn items(recipients: &[String]) -> Vec<BulkItem> {
+    recipients
+        .iter()
+        .enumerate()
+        .map(|(i, m)| BulkItem {
+            key: i as u64,
+            mailbox: m.clone(),
+            internet_message_id: CAMPAIGN_MESSAGE_ID.into(),
+            copy: None,
+        })
+        .collect()
+}
+
+/// Gmail, a copy the job locates itself: the search, the message's labels, the modify.
+#[tokio::test]
+async fn gmail_locates_and_acts_in_three_sub_requests_a_copy() {
+    let l = lab(GenerateKind::GoogleWorkspace).await;
+    let before = served(&l.server);
+    let out = retract(&l.client, items(&l.recipients)).await;
+    let cost = served(&l.server) - before;
+    assert!(out.values().all(|o| o.is_ok()), "{out:?}");
+    assert!(
+        cost <= 3 * MAILBOXES,
+        "{cost} sub-requests for {MAILBOXES} copies"
+    );
+    let (junk, actions) = lab_junk_and_actions(&l.server);
+    assert_eq!(junk, MAILBOXES);
+    assert!(actions.values().all(|n| *n == 1), "{actions:?}");
+}
+
+/// A client configured for four times what the service takes (lab capacity 16, client 64 in
+/// flight, whole-second `Retry-After`): it follows the service down instead of having most
+/// requests refused every round until their attempts run out, and acts on every copy exactly
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_above_the_service_capacity_still_acts_on_every_copy_once() {
+    above_capacity(GenerateKind::Microsoft365, 600).await;
+}
+
+/// The same for Gmail, whose batch parts are all served at once: a round's batch is cut to
+/// what the tenant allows now (a batch of 50 against 16 places was refused in most parts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gmail_above_the_service_capacity_still_acts_on_every_copy_once() {
+    above_capacity(GenerateKind::GoogleWorkspace, 300).await;
+}
+
+async fn above_capacity(kind: GenerateKind, n: usize) {
+    let options = LabOptions {
+        latency: std::time::Duration::from_millis(20),
+        capacity: 16,
+        ..Default::default()
+    };
+    let l = lab_with(kind, n, options, Some(64)).await;
+    let out = retract(&l.client, items(&l.recipients)).await;
+    let throttled: u64 = l.server.lab.stats.throttled.lock().unwrap().values().sum();
+    assert!(
+        throttled > 0,
+        "the lab never throttled: not the case under test"
+    );
+    let failed: Vec<_> = out.iter().filter(|(_, o)| o.is_err()).collect();
+    assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+    let (junk, actions) = lab_junk_and_actions(&l.server);
+    assert_eq!(junk, n);
+    assert_eq!(actions.len(), n);
+    assert!(actions.values().all(|n| *n == 1), "{actions:?}");
+}

@@ -476,6 +476,18 @@ fn batch_size<B: Backend>(backend: &B) -> usize {
         .max(1)
 }
 
+/// [`batch_size`], but never a batch that needs more of the tenant's slots than the pacer
+/// allows now: after throttling halved it, a Gmail batch of 50 (all served at once) would be
+/// refused in most of its parts.
+fn round_batch_size<B: Backend>(backend: &B) -> usize {
+    let allowed = backend.pacer().allowed();
+    let full = batch_size(backend);
+    (1..=full)
+        .rev()
+        .find(|&n| backend.service_slots(n) <= allowed)
+        .unwrap_or(1)
+}
+
 async fn run_chunk<B: Backend>(
     backend: &B,
     mut works: Vec<Work>,
@@ -501,7 +513,7 @@ async fn run_chunk<B: Backend>(
         // batches that keep each item whole).
         let mut requests = Vec::new();
         let mut owner = Vec::new();
-        let batch = batch_size(backend);
+        let batch = round_batch_size(backend);
         let mut batches: Vec<std::ops::Range<usize>> = Vec::new();
         let mut open = 0..0;
         // `InFlight` events by the batch that carries all of their item's requests; an item
@@ -783,7 +795,7 @@ pub async fn call_all<B: Backend>(
         ));
     }
     let max_attempts = backend.limits().max_attempts.max(1);
-    let batch = batch_size(backend);
+    let batch = round_batch_size(backend);
     let mut out: Vec<Option<SubResponse>> = vec![None; requests.len()];
     let mut pending: Vec<usize> = (0..requests.len()).collect();
     let mut refreshed: Vec<String> = Vec::new();

@@ -230,7 +230,7 @@ fn run(o: &Options, kind: GenerateKind, warm: bool) -> bool {
         serde_json::to_string(&scenario).expect("JSON"),
     )
     .expect("write scenario");
-    let lab = start_lab(dir, &scenario_path, &o);
+    let lab = start_lab(dir, &scenario_path, o);
     let config = dir.join("lab.toml");
 
     // The trace: the campaign with its copies as envelope recipients, one record per tenant.

@@ -16,6 +16,9 @@
 //! `BULK_PROVIDERS` (`graph,gmail`), `BULK_THROTTLED_MAILBOXES` (default 1000; 0 skips the
 //! throttled runs).
 
+#[path = "support/signing.rs"]
+mod support_signing;
+
 use clawback::lab::demo::CAMPAIGN_MESSAGE_ID;
 use clawback::lab::generate::{GenerateKind, GenerateOptions, generate};
 use clawback::lab::{LabOptions, LabServer};
@@ -312,35 +315,21 @@ async fn run(r: &Run) -> Result<f64, String> {
 /// time the signatures alone need on this machine's cores, beside the lab's ideal bound (which
 /// counts only the lab's service time).
 fn signing_floor(config: &clawback::config::Config, users: usize, ideal: Duration) -> f64 {
-    use clawback::provider::auth::ServiceAccount;
-    let account = config
-        .service_account_json(&config.tenants[0])
-        .map_err(|e| e.to_string())
-        .and_then(|json| ServiceAccount::parse(&json, "lab").map_err(|e| e.to_string()));
-    let account = match account {
-        Ok(a) => a,
+    match support_signing::signing_floor(config, &config.tenants[0], users) {
+        Ok(f) => {
+            println!(
+                "  signing floor: {users} per-user tokens × {:.2} ms per RS256 signature ÷ {} cores = {:.2} s \
+                 of CPU-bound wall time ({:.2}× the lab's ideal bound) before any request is served",
+                f.each * 1000.0,
+                f.cores,
+                f.floor,
+                f.floor / ideal.as_secs_f64().max(1e-9)
+            );
+            f.floor
+        }
         Err(e) => {
             println!("  signing floor: cannot load the service account: {e}");
-            return 0.0;
+            0.0
         }
-    };
-    const N: usize = 300;
-    let started = Instant::now();
-    for i in 0..N {
-        let _ = account.assertion(
-            "https://oauth2.googleapis.com/token",
-            &format!("user{i}@example.com"),
-            "https://www.googleapis.com/auth/gmail.modify",
-        );
     }
-    let each = started.elapsed().as_secs_f64() / N as f64;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let floor = users as f64 * each / cores as f64;
-    println!(
-        "  signing floor: {users} per-user tokens × {:.2} ms per RS256 signature ÷ {cores} cores = {floor:.2} s \
-         of CPU-bound wall time ({:.2}× the lab's ideal bound) before any request is served",
-        each * 1000.0,
-        floor / ideal.as_secs_f64().max(1e-9)
-    );
-    floor
 }

@@ -20,6 +20,9 @@
 //! the stricter per-tenant bound (tenants are served in parallel), and the clawback process's
 //! peak RSS (VmHWM from /proc, sampled while it runs).
 
+#[path = "support/signing.rs"]
+mod support_signing;
+
 use clawback::lab::demo::CAMPAIGN_MESSAGE_ID;
 use clawback::lab::generate::{GenerateKind, GenerateOptions, generate};
 use clawback::store::Store;
@@ -175,8 +178,7 @@ fn main() {
 /// The wall time `users` RS256 signatures of the service account take on this machine's cores.
 fn signing_floor(config: &Path, users: usize) -> f64 {
     use clawback::config::Config;
-    use clawback::provider::auth::ServiceAccount;
-    let account = std::fs::read_to_string(config)
+    let floor = std::fs::read_to_string(config)
         .map_err(|e| e.to_string())
         .and_then(|text| Config::parse(&text, config).map_err(|e| e.to_string()))
         .and_then(|c| {
@@ -184,30 +186,24 @@ fn signing_floor(config: &Path, users: usize) -> f64 {
                 .tenants
                 .iter()
                 .find(|t| t.kind == clawback::model::TenantKind::GoogleWorkspace)
-                .ok_or("no Google tenant")?
-                .clone();
-            c.service_account_json(&t).map_err(|e| e.to_string())
-        })
-        .and_then(|json| ServiceAccount::parse(&json, "lab").map_err(|e| e.to_string()));
-    let account = match account {
-        Ok(a) => a,
+                .ok_or("no Google tenant")?;
+            support_signing::signing_floor(&c, t, users)
+        });
+    match floor {
+        Ok(f) => {
+            println!(
+                "  signing floor          {users} per-user tokens × {:.2} ms per RS256 signature ÷ {} cores = {:.2} s",
+                f.each * 1000.0,
+                f.cores,
+                f.floor
+            );
+            f.floor
+        }
         Err(e) => {
             println!("  signing floor: cannot load the service account: {e}");
-            return 0.0;
+            0.0
         }
-    };
-    const N: usize = 300;
-    let started = Instant::now();
-    for i in 0..N {
-        let _ = account.assertion(
-            "https://oauth2.googleapis.com/token",
-            &format!("user{i}@example.com"),
-            "https://mail.google.com/",
-        );
     }
-    let each = started.elapsed().as_secs_f64() / N as f64;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    users as f64 * each / cores as f64
 }
 
 /// One measured retraction; `false` when it did not retract every copy.

@@ -73,20 +73,6 @@ fn served(server: &LabServer) -> usize {
     server.lab.limits.served().iter().sum()
 }
 
-/// A user moves the campaign copy of `mailbox` to `folder` (through the lab's control API).
-async fn user_moves(server: &LabServer, tenant: &str, mailbox: &str, folder: &str) {
-    let r = reqwest::Client::new()
-        .post(format!("{}/_lab/user-action", server.base_url()))
-        .json(&serde_json::json!({
-            "tenant": tenant, "mailbox": mailbox,
-            "message_id": CAMPAIGN_MESSAGE_ID, "folder": folder,
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-}
-
 /// Runs `items` to Junk; returns the outcomes by key.
 async fn retract(
     client: &ProviderClient,

@@ -107,6 +107,38 @@ impl Tmux {
     }
 }
 
+impl Tmux {
+    /// `clawback demo` (data in `data`) in a new detached session of `width` x `height` on a
+    /// socket of its own, once its search results show.
+    fn demo(socket: &str, width: u16, height: u16, data: &Path) -> Tmux {
+        let tmux = Tmux {
+            socket: format!("{socket}{}", std::process::id()),
+            session: "demo".into(),
+        };
+        let command = format!(
+            "{} --data-dir {} demo; sleep 30",
+            env!("CARGO_BIN_EXE_clawback"),
+            data.display()
+        );
+        let ok = tmux
+            .cmd()
+            .args(["new-session", "-d", "-s", "demo", "-x"])
+            .arg(width.to_string())
+            .arg("-y")
+            .arg(height.to_string())
+            .arg(&command)
+            .env("TERM", "xterm-256color")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "tmux new-session");
+        tmux.wait_for("the search results", |s| {
+            s.contains("Search (") && s.contains("messages)")
+        });
+        tmux
+    }
+}
+
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.cmd().arg("kill-server").status();
@@ -208,37 +240,7 @@ fn demo_in_tmux_retracts_the_campaign_across_tenants_with_two_exclusions_at_dept
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let tmux = Tmux {
-        socket: format!("clawback-test-{}", std::process::id()),
-        session: "demo".into(),
-    };
-    let command = format!(
-        "{} --data-dir {} demo; sleep 30",
-        env!("CARGO_BIN_EXE_clawback"),
-        data.display()
-    );
-    let ok = tmux
-        .cmd()
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            "demo",
-            "-x",
-            "160",
-            "-y",
-            "48",
-            &command,
-        ])
-        .env("TERM", "xterm-256color")
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "tmux new-session");
-
-    tmux.wait_for("the search results", |s| {
-        s.contains("Search (") && s.contains("messages)")
-    });
+    let tmux = Tmux::demo("clawback-test-", 160, 48, &data);
     // Metrics loaded once before the job: it must follow the job without a refresh key.
     tmux.send(&["4"]);
     tmux.wait_for("metrics before the job", |s| {
@@ -432,37 +434,7 @@ fn demo_in_tmux_at_80x24_too_small_quit_scroll_and_undo() {
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let tmux = Tmux {
-        socket: format!("clawback-test-jobs-{}", std::process::id()),
-        session: "demo".into(),
-    };
-    let command = format!(
-        "{} --data-dir {} demo; sleep 30",
-        env!("CARGO_BIN_EXE_clawback"),
-        data.display()
-    );
-    let ok = tmux
-        .cmd()
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            "demo",
-            "-x",
-            "80",
-            "-y",
-            "24",
-            &command,
-        ])
-        .env("TERM", "xterm-256color")
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "tmux new-session");
-
-    tmux.wait_for("the search results", |s| {
-        s.contains("Search (") && s.contains("messages)")
-    });
+    let tmux = Tmux::demo("clawback-test-jobs-", 80, 24, &data);
     tmux.send(&["/"]);
     tmux.send_literal(&format!("msgid:{CAMPAIGN_MESSAGE_ID} tenant:contoso"));
     tmux.send(&["Enter"]);

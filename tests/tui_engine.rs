@@ -606,6 +606,30 @@ async fn retract(
     finished_job(&e).unwrap_or_else(|| panic!("{e:?}"))
 }
 
+/// A job (created, not run) of the campaign in contoso to Junk, made by an engine of its own.
+async fn contoso_junk_job(
+    config: &clawback::config::Config,
+    store_path: &std::path::Path,
+    reason: &str,
+) -> i64 {
+    let engine = Engine::new(config.clone(), Store::open(store_path).unwrap()).unwrap();
+    let plan = engine
+        .build_plan(RetractRequest {
+            message_ids: vec![CAMPAIGN_MESSAGE_ID.into()],
+            query: None,
+            tenants: vec![CONTOSO.into()],
+            only: vec![],
+            exclude: vec![],
+            depth: 0,
+            action: RetractAction::Junk,
+            trigger: Trigger::Manual,
+            reason: reason.into(),
+        })
+        .await
+        .unwrap();
+    engine.create_job(&plan, false).unwrap()
+}
+
 fn engine_for(config: &clawback::config::Config, store_path: &std::path::Path) -> EngineHandle {
     let store = Store::open(store_path).unwrap();
     service::spawn(std::sync::Arc::new(
@@ -822,24 +846,7 @@ async fn a_job_interrupted_by_quitting_is_found_and_resumed_at_the_next_start() 
     let store_path = lab.store.path().unwrap().to_path_buf();
     // The plan is built at full speed; the job then runs one request at a time, so it takes
     // several round trips and is mid-way when the console quits.
-    let job = {
-        let engine = Engine::new(lab.config.clone(), Store::open(&store_path).unwrap()).unwrap();
-        let plan = engine
-            .build_plan(RetractRequest {
-                message_ids: vec![CAMPAIGN_MESSAGE_ID.into()],
-                query: None,
-                tenants: vec![CONTOSO.into()],
-                only: vec![],
-                exclude: vec![],
-                depth: 0,
-                action: RetractAction::Junk,
-                trigger: Trigger::Manual,
-                reason: "quit mid-job".into(),
-            })
-            .await
-            .unwrap();
-        engine.create_job(&plan, false).unwrap()
-    };
+    let job = contoso_junk_job(&lab.config, &store_path, "quit mid-job").await;
     let mut slow = lab.config.clone();
     for t in &mut slow.tenants {
         t.limits.max_in_flight = 1;
@@ -957,24 +964,7 @@ async fn a_job_another_process_runs_is_leased_not_failed() {
     let lab = synced_lab(&scenario, LabOptions::default(), &[], 30).await;
     let store_path = lab.store.path().unwrap().to_path_buf();
     // A job created and not run (as a crash right after creating it leaves it).
-    let job = {
-        let engine = Engine::new(lab.config.clone(), Store::open(&store_path).unwrap()).unwrap();
-        let plan = engine
-            .build_plan(RetractRequest {
-                message_ids: vec![CAMPAIGN_MESSAGE_ID.into()],
-                query: None,
-                tenants: vec![CONTOSO.into()],
-                only: vec![],
-                exclude: vec![],
-                depth: 0,
-                action: RetractAction::Junk,
-                trigger: Trigger::Manual,
-                reason: "leased".into(),
-            })
-            .await
-            .unwrap();
-        engine.create_job(&plan, false).unwrap()
-    };
+    let job = contoso_junk_job(&lab.config, &store_path, "leased").await;
     // Another live process (this one's pid, another owner) holds its lease.
     let other = LeaseHolder {
         owner: "another-console".into(),

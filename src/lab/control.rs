@@ -454,21 +454,35 @@ async fn user_action(State(lab): State<SharedLab>, body: Bytes) -> Response {
         Ok(f) => f,
         Err(e) => return bad_request(e),
     };
-    let Some(mid) = normalize_message_id(&req.message_id) else {
-        return bad_request(format!(
-            "message_id {:?} is not a Message-ID",
-            req.message_id
-        ));
+    let m = super::UserMove {
+        tenant: req.tenant,
+        mailbox: req.mailbox,
+        message_id: req.message_id,
+        folder,
     };
+    match user_move(&lab, &m, req.read) {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => bad_request(e),
+    }
+}
+
+/// A user's move of their copy of `m.message_id` (normalized) to `m.folder` (and optionally
+/// its read state): the answer `/_lab/user-action` gives, or what is wrong.
+pub(super) fn user_move(
+    lab: &SharedLab,
+    m: &super::UserMove,
+    read: Option<bool>,
+) -> Result<Value, String> {
+    let Some(mid) = normalize_message_id(&m.message_id) else {
+        return Err(format!("message_id {:?} is not a Message-ID", m.message_id));
+    };
+    let folder = m.folder.clone();
     let mut state = lab.state();
-    let t = match tenant_of(&state, &req.tenant) {
-        Ok(t) => t,
-        Err(e) => return bad_request(e),
-    };
-    let key = req.mailbox.trim().to_ascii_lowercase();
+    let t = tenant_of(&state, &m.tenant)?;
+    let key = m.mailbox.trim().to_ascii_lowercase();
     let tenant = &state.tenants[t];
     let Some(mb) = tenant.mailboxes.get(&key) else {
-        return bad_request(format!("{key} is not a mailbox of tenant {}", tenant.name));
+        return Err(format!("{key} is not a mailbox of tenant {}", tenant.name));
     };
     // Prefer a copy not already there (a user acts on what they see).
     let Some(id) = mb
@@ -478,15 +492,14 @@ async fn user_action(State(lab): State<SharedLab>, body: Bytes) -> Response {
         .min_by_key(|c| c.folder == folder)
         .map(|c| c.id.clone())
     else {
-        return bad_request(format!("{key} holds no copy of {mid}"));
+        return Err(format!("{key} holds no copy of {mid}"));
     };
     let keep_id = tenant.kind == TenantKind::GoogleWorkspace;
     let action = format!("user:{}", folder.graph_name());
-    let moved = match state.move_copy(t, &key, &id, folder, &action, keep_id) {
-        Ok(c) => c,
-        Err(e) => return bad_request(format!("{key}: cannot move {mid}: {e:?}")),
-    };
-    if let Some(read) = req.read
+    let moved = state
+        .move_copy(t, &key, &id, folder, &action, keep_id)
+        .map_err(|e| format!("{key}: cannot move {mid}: {e:?}"))?;
+    if let Some(read) = read
         && let Ok(c) = state.copy_mut(t, &key, &moved.id)
     {
         c.read = read;
@@ -495,10 +508,9 @@ async fn user_action(State(lab): State<SharedLab>, body: Bytes) -> Response {
     match tenant
         .mailboxes
         .get(&key)
-        .and_then(|m| m.copies.get(&moved.id))
+        .and_then(|mb| mb.copies.get(&moved.id))
     {
-        Some(c) => Json(json!({ "previous_id": id, "copy": copy_json(&state, tenant, &key, c) }))
-            .into_response(),
-        None => error(StatusCode::INTERNAL_SERVER_ERROR, "moved copy vanished"),
+        Some(c) => Ok(json!({ "previous_id": id, "copy": copy_json(&state, tenant, &key, c) })),
+        None => Err("moved copy vanished".to_string()),
     }
 }

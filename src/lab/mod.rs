@@ -104,6 +104,26 @@ pub struct Lab {
     fault_rate: AtomicU64,
     /// Graph message trace: requests per tenant in the throttling window.
     pub trace_windows: graph::tracing::TraceWindows,
+    /// Answers to lose on purpose, in order (see [`Lab::lose_answer`]).
+    lost_answers: Mutex<Vec<LostAnswer>>,
+}
+
+/// A scripted fault: the next provider POST whose path contains `path_contains` runs, then its
+/// answer is lost (the connection drops) — after `then`, a user's move, is applied. The exact
+/// case a client cannot see: its change landed and someone acted on the copy before it looked.
+#[derive(Debug, Clone)]
+pub struct LostAnswer {
+    pub path_contains: String,
+    pub then: Option<UserMove>,
+}
+
+/// A move a mailbox's user makes (as `POST /_lab/user-action` does).
+#[derive(Debug, Clone)]
+pub struct UserMove {
+    pub tenant: String,
+    pub mailbox: String,
+    pub message_id: String,
+    pub folder: crate::model::Folder,
 }
 
 /// The lab as handlers share it.
@@ -134,8 +154,26 @@ impl Lab {
             base_url: OnceLock::new(),
             fault_rate: AtomicU64::new(options.fault_rate.to_bits()),
             trace_windows: Default::default(),
+            lost_answers: Mutex::new(Vec::new()),
             options,
         })
+    }
+
+    /// Scripts a lost answer (see [`LostAnswer`]).
+    pub fn lose_answer(&self, lost: LostAnswer) {
+        self.lost_answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(lost);
+    }
+
+    /// The scripted lost answer for a POST to `path`, taken off the script.
+    fn take_lost_answer(&self, path: &str) -> Option<LostAnswer> {
+        let mut script = self.lost_answers.lock().unwrap_or_else(|p| p.into_inner());
+        let i = script
+            .iter()
+            .position(|l| path.contains(&l.path_contains))?;
+        Some(script.remove(i))
     }
 
     /// The fault rate in force (see [`LabOptions::fault_rate`]).
@@ -239,9 +277,21 @@ async fn count_and_inject(State(lab): State<SharedLab>, request: Request, next: 
             )
         };
     }
+    let scripted = (provider_route && request.method() == axum::http::Method::POST)
+        .then(|| lab.take_lost_answer(request.uri().path()))
+        .flatten();
     lab.stats.in_flight.fetch_add(1, Ordering::AcqRel);
     let response = next.run(request).await;
     lab.stats.in_flight.fetch_sub(1, Ordering::AcqRel);
+    if let Some(lost) = scripted {
+        if let Some(m) = &lost.then
+            && let Err(e) = control::user_move(&lab, m, None)
+        {
+            tracing::warn!("scripted user move not made: {e}");
+        }
+        lab.stats.faults_dropped.fetch_add(1, Ordering::Relaxed);
+        return dropped_connection(response);
+    }
     if provider_route && lab.limits.chance(lab.fault_rate() / 2.0) {
         lab.stats.faults_dropped.fetch_add(1, Ordering::Relaxed);
         return dropped_connection(response);

@@ -21,12 +21,14 @@ use std::sync::{Arc, Mutex};
 struct World {
     server: LabServer,
     engine: Engine,
+    config: clawback::config::Config,
     dir: tempfile::TempDir,
 }
 
 async fn world() -> World {
     let lab = synced_lab(&demo::build(7), LabOptions::default(), &[CONTOSO], 30).await;
     World {
+        config: lab.config.clone(),
         engine: Engine::new(lab.config, lab.store).unwrap(),
         server: lab.server,
         dir: lab.dir,
@@ -446,4 +448,185 @@ async fn a_fresh_gmail_plan_reads_labels_again_instead_of_searching() {
     assert_eq!(actions.get(&junked), None, "{actions:?}");
     assert_eq!(actions.len(), copies - 1, "{actions:?}");
     assert!(actions.values().all(|n| *n == 1), "{actions:?}");
+}
+
+/// A process died with an item in flight; before the job is resumed, the copy turns up in Junk
+/// while the job's action (Trash) puts it in Deleted Items. Its request may have landed and a
+/// user junked the copy after, or it never went out: the item is settled as `already_moved`
+/// and says it may have landed — never "gone", which would hide a retraction that happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_flight_item_whose_copy_moved_elsewhere_is_settled_as_may_have_landed() {
+    let w = world().await;
+    let (plan, job) = planned_job(&w, RetractAction::Trash).await;
+    let mailbox = plan.items[0].mailbox.clone();
+    dead_process_left_in_flight(&w, job, &mailbox, false);
+    user_moves(&w.server, &mailbox, "junk").await;
+
+    let report = w
+        .engine
+        .run_job(job, &RunOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.state, JobState::Finished);
+    let items = w.engine.store().job_items(job, None).unwrap();
+    let it = items.iter().find(|it| it.mailbox == mailbox).unwrap();
+    assert_eq!(it.state, ItemState::Failed, "{it:?}");
+    assert_eq!(it.reason, Some(FailureReason::AlreadyGone));
+    let detail = it.detail.as_deref().unwrap_or_default();
+    assert!(detail.starts_with("already_moved"), "{detail}");
+    assert!(detail.contains("Junk"), "{detail}");
+    assert!(
+        detail.contains(clawback::provider::MAY_HAVE_LANDED),
+        "{detail}"
+    );
+    // Nothing was sent for it: the user's Junk stands; every other copy went to Trash once.
+    assert_eq!(folder_of(&w.server, &mailbox), vec![Folder::Junk]);
+    let acted = engine_actions(&w.server);
+    assert!(!acted.contains_key(&mailbox), "{acted:?}");
+    assert_eq!(acted.len(), plan.items.len() - 1);
+}
+
+/// A process that died holding a job: took the lease, marked `mailbox`'s item in flight and,
+/// with `recorded`, recorded the copy it was about to send for (as it is in the lab now, whose
+/// id is returned); its lease is gone (released, as a stale one would be taken over).
+fn dead_process_left_in_flight(w: &World, job: i64, mailbox: &str, recorded: bool) -> String {
+    use clawback::store::jobs::LeaseHolder;
+    let store = Store::open_in_dir(&w.dir.path().join("data")).unwrap();
+    let dead = LeaseHolder {
+        owner: "dead-process".into(),
+        pid: 0,
+        host: "elsewhere".into(),
+    };
+    store
+        .acquire_job_lease(job, &dead, chrono::Duration::seconds(30))
+        .unwrap()
+        .unwrap();
+    let item = store
+        .job_items(job, None)
+        .unwrap()
+        .into_iter()
+        .find(|it| it.mailbox == mailbox)
+        .unwrap();
+    let id = w
+        .server
+        .lab
+        .state()
+        .copies_of(CAMPAIGN_MESSAGE_ID)
+        .into_iter()
+        .find(|(_, mb, _)| mb.eq_ignore_ascii_case(mailbox))
+        .map(|(_, _, c)| c.id.clone())
+        .unwrap();
+    store
+        .mark_in_flight(
+            item.id,
+            item.copy_id.as_deref().unwrap_or(""),
+            "dead-process",
+        )
+        .unwrap();
+    if recorded {
+        store
+            .record_sending(item.id, &id, None, "dead-process")
+            .unwrap();
+    }
+    store.release_job_lease(job, "dead-process").unwrap();
+    id
+}
+
+/// Undo interrupted in another process after it recorded the copy it was moving back. If that
+/// move landed and the user then moved the copy back to Deleted Items, the copy is in the
+/// retraction's folder again under a new id: left alone (moved_since, may have landed), so the
+/// user's move stands. If it never landed, the copy is the recorded one, unchanged: sent now,
+/// and the record says the interrupted attempt had not landed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_restore_is_sent_again_only_for_the_unchanged_copy() {
+    let w = world().await;
+    let (plan, job) = planned_job(&w, RetractAction::Trash).await;
+    let report = w
+        .engine
+        .run_job(job, &RunOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.counts.succeeded as usize, plan.items.len());
+    let landed = plan.items[0].mailbox.clone();
+    let lost = plan.items[1].mailbox.clone();
+    let contoso = w.config.tenants.iter().find(|t| t.name == CONTOSO).unwrap();
+    let client = clawback::provider::ProviderClient::new(&w.config, contoso).unwrap();
+
+    // The dead process's move landed for `landed`; then its user trashed the copy again.
+    let restore_landed = w
+        .engine
+        .create_restore_job(job, std::slice::from_ref(&landed))
+        .unwrap();
+    let sent_for = dead_process_left_in_flight(&w, restore_landed, &landed, true);
+    client
+        .restore(
+            &landed,
+            CAMPAIGN_MESSAGE_ID,
+            Some(&sent_for),
+            &Folder::Inbox,
+        )
+        .await
+        .unwrap();
+    user_moves(&w.server, &landed, "trash").await;
+    let report = w
+        .engine
+        .run_job(restore_landed, &RunOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.state, JobState::Finished);
+    let it = w
+        .engine
+        .store()
+        .job_items(restore_landed, None)
+        .unwrap()
+        .remove(0);
+    assert_eq!(it.state, ItemState::Failed, "{it:?}");
+    assert_eq!(it.reason, Some(FailureReason::MovedSince));
+    let detail = it.detail.unwrap_or_default();
+    assert_eq!(
+        detail.matches(clawback::provider::MAY_HAVE_LANDED).count(),
+        1,
+        "{detail}"
+    );
+    assert_eq!(
+        folder_of(&w.server, &landed),
+        vec![Folder::Trash],
+        "the user's move stands"
+    );
+    assert_eq!(
+        engine_actions(&w.server)[&landed],
+        2,
+        "retraction and the dead process's restore"
+    );
+
+    // The dead process's move never went out for `lost`: the copy is unchanged, sent now.
+    let restore_lost = w
+        .engine
+        .create_restore_job(job, std::slice::from_ref(&lost))
+        .unwrap();
+    let sent_for = dead_process_left_in_flight(&w, restore_lost, &lost, true);
+    let report = w
+        .engine
+        .run_job(restore_lost, &RunOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.state, JobState::Finished);
+    let it = w
+        .engine
+        .store()
+        .job_items(restore_lost, None)
+        .unwrap()
+        .remove(0);
+    assert_eq!(it.state, ItemState::Succeeded, "{it:?}");
+    let detail = it.detail.clone().unwrap_or_default();
+    assert!(detail.contains("had not landed"), "{detail}");
+    assert_eq!(folder_of(&w.server, &lost), vec![Folder::Inbox]);
+    assert_eq!(
+        engine_actions(&w.server)[&lost],
+        2,
+        "retraction and one restore"
+    );
+    // This run recorded the copy before sending: the same one the dead process recorded.
+    let sent = w.engine.store().sent_copy(it.id).unwrap();
+    assert_eq!(sent.map(|(id, _)| id), Some(sent_for));
 }

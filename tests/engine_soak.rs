@@ -412,7 +412,12 @@ fn soak(seed: u64) {
         }
     }
     drop(state);
-    assert!(doubled.is_empty(), "seed {seed}: acted twice: {doubled:?}");
+    if let Some((first, _)) = doubled.first() {
+        panic!(
+            "seed {seed}: acted twice: {doubled:?}\nfirst: {}",
+            describe(&lab, &data, first)
+        );
+    }
     for (what, api, ok, looked) in [
         ("retractions", &retract_api, &retract_ok, &by_looking),
         ("restores", &restore_api, &restore_ok, &restore_by_looking),
@@ -463,7 +468,9 @@ fn soak(seed: u64) {
         .symmetric_difference(&unrestored)
         .filter(|k| {
             let explained = user_gone.contains(*k)
-                && (by_looking.contains_key(*k) || maybe_restored.contains(*k));
+                && (by_looking.contains_key(*k)
+                    || maybe_restored.contains(*k)
+                    || maybe_retracted.contains(*k));
             if explained {
                 eprintln!("seed {seed}: {k:?}: a user's move was taken for clawback's lost answer");
             }

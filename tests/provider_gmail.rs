@@ -2,7 +2,7 @@
 //! the lab state, never through the client's own report.
 
 mod lab_support;
-use lab_support::{GMAIL_PHISH as PHISH, gmail_scenario};
+use lab_support::{GMAIL_PHISH as PHISH, LostRestore, gmail_scenario, restore_with_lost_answer};
 
 use clawback::config::Config;
 use clawback::lab::{LabOptions, LabServer};
@@ -191,4 +191,133 @@ async fn bulk_in_one_mailbox_with_faults_moves_each_copy_once() {
             "{mid}"
         );
     }
+}
+
+fn lost_restore(user_then: Option<Folder>) -> LostRestore<'static> {
+    LostRestore {
+        tenant: "fabrikam",
+        mailbox: "alice@fabrikam.test",
+        message_id: PHISH,
+        action: RetractAction::Trash,
+        retracted_to: Folder::Trash,
+        restore_path: "/untrash",
+        user_then,
+    }
+}
+
+/// A restore (untrash) whose answer is lost after it landed, with the user trashing the copy
+/// again before clawback looks: the copy is in Trash as the retraction left it, but its
+/// `historyId` moved on, so clawback leaves it alone (the lost attempt may have landed) rather
+/// than undo the user's move.
+#[tokio::test]
+async fn a_lost_restore_answer_then_a_users_move_back_is_left_alone() {
+    let (server, client, _dir) = lab(LabOptions::default()).await;
+    let r = lost_restore(Some(Folder::Trash));
+    let f = restore_with_lost_answer(&server, &client, &r)
+        .await
+        .expect_err("left alone");
+    assert_eq!(f.reason, FailureReason::MovedSince, "{f:?}");
+    assert!(
+        f.message.contains(clawback::provider::MAY_HAVE_LANDED),
+        "{f:?}"
+    );
+    let (folders, acted) = lab_copy(&server, r.mailbox, PHISH);
+    assert_eq!(folders, vec![Folder::Trash], "the user's move stands");
+    assert_eq!(
+        acted, 3,
+        "trash, one untrash, the user's trash: nothing after it"
+    );
+    server.stop().await;
+}
+
+/// The same lost answer without anyone touching the copy: verified by reading it, not sent
+/// twice.
+#[tokio::test]
+async fn a_lost_restore_answer_is_verified_not_sent_again() {
+    let (server, client, _dir) = lab(LabOptions::default()).await;
+    let r = lost_restore(None);
+    let applied = restore_with_lost_answer(&server, &client, &r)
+        .await
+        .expect("verified");
+    assert!(applied.detail.contains("verified"), "{applied:?}");
+    let (folders, acted) = lab_copy(&server, r.mailbox, PHISH);
+    assert_eq!(folders, vec![Folder::Inbox]);
+    assert_eq!(acted, 2, "trash and one untrash");
+    assert_eq!(server.lab.faults_dropped(), 1, "the scripted loss happened");
+    server.stop().await;
+}
+
+/// An undo interrupted in another process, judged by the copy that process recorded before
+/// sending (id and historyId): unchanged means its request never landed, so it is sent now;
+/// trashed again by the user after that request landed (same id, new historyId) means moved
+/// since, left alone.
+#[tokio::test]
+async fn an_earlier_attempt_is_judged_by_the_recorded_copy() {
+    use clawback::provider::{MAY_HAVE_LANDED, RestoreOptions, SentCopy};
+    let alice = "alice@fabrikam.test";
+    let (server, client, _dir) = lab(LabOptions::default()).await;
+    let inbox = client.locate(alice, PHISH).await.expect("locate");
+    let trashed = client
+        .apply(&inbox[0], RetractAction::Trash)
+        .await
+        .expect("trashed");
+    let in_trash = client.locate(alice, PHISH).await.expect("locate");
+    let recorded = SentCopy::of(&in_trash[0]);
+    assert!(recorded.version.is_some(), "Gmail copies carry a historyId");
+    let options = RestoreOptions {
+        retracted_to: Some(&Folder::Trash),
+        earlier: Some(&recorded),
+        before_send: None,
+    };
+    // Never landed: the recorded copy, unchanged.
+    client
+        .restore_from(
+            alice,
+            PHISH,
+            trashed.new_id.as_deref(),
+            &Folder::Inbox,
+            options,
+        )
+        .await
+        .expect("sent");
+    assert_eq!(lab_copy(&server, alice, PHISH), (vec![Folder::Inbox], 2));
+
+    // Trashed again; the interrupted restore landed, then the user trashed the copy.
+    client
+        .apply(&inbox[0], RetractAction::Trash)
+        .await
+        .expect("trashed again");
+    let in_trash = client.locate(alice, PHISH).await.expect("locate");
+    let recorded = SentCopy::of(&in_trash[0]);
+    client
+        .restore(alice, PHISH, Some(&recorded.id), &Folder::Inbox)
+        .await
+        .expect("the interrupted attempt");
+    let user = reqwest::Client::new()
+        .post(format!("{}/_lab/user-action", server.base_url()))
+        .json(&serde_json::json!({
+            "tenant": "fabrikam", "mailbox": alice, "message_id": PHISH, "folder": "trash",
+        }))
+        .send()
+        .await
+        .expect("user action");
+    assert!(user.status().is_success());
+    let f = client
+        .restore_from(
+            alice,
+            PHISH,
+            Some(&recorded.id),
+            &Folder::Inbox,
+            RestoreOptions {
+                earlier: Some(&recorded),
+                ..options
+            },
+        )
+        .await
+        .expect_err("left alone");
+    assert_eq!(f.reason, FailureReason::MovedSince, "{f:?}");
+    assert!(f.message.contains("new historyId"), "{f:?}");
+    assert!(f.message.contains(MAY_HAVE_LANDED), "{f:?}");
+    assert_eq!(lab_copy(&server, alice, PHISH), (vec![Folder::Trash], 5));
+    server.stop().await;
 }

@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used)] // test code: unwrap is the assertion
 
+mod lab_support;
+use lab_support::{LostRestore, restore_with_lost_answer};
+
 use clawback::config::Config;
 use clawback::lab::scenario::Scenario;
 use clawback::lab::{LabOptions, LabServer};
@@ -329,4 +332,62 @@ async fn a_group_is_not_a_mailbox_and_its_nested_members_resolve() {
         assert_eq!(lab_copy(&server, m, PHISH).0, vec![Folder::Junk], "{m}");
         assert_eq!(lab_copy(&server, m, PHISH).1, 1, "{m}");
     }
+}
+
+fn lost_restore(action: RetractAction, user_then: Option<Folder>) -> LostRestore<'static> {
+    LostRestore {
+        tenant: "contoso",
+        mailbox: "alice@contoso.test",
+        message_id: PHISH,
+        action,
+        retracted_to: match action {
+            RetractAction::Junk => Folder::Junk,
+            _ => Folder::Trash,
+        },
+        restore_path: "/move",
+        user_then,
+    }
+}
+
+/// A restore whose answer is lost after it landed, with the user moving the copy back to
+/// Deleted Items before clawback looks: the copy is back where the retraction put it, but
+/// under a new id (Graph ids change on every move), so clawback leaves it alone and says the
+/// lost attempt may have landed — it does not undo the user's move.
+#[tokio::test]
+async fn a_lost_restore_answer_then_a_users_move_back_is_left_alone() {
+    let (server, client, _dir) = lab().await;
+    let r = lost_restore(RetractAction::Trash, Some(Folder::Trash));
+    let f = restore_with_lost_answer(&server, &client, &r)
+        .await
+        .unwrap_err();
+    assert_eq!(f.reason, FailureReason::MovedSince, "{f:?}");
+    assert!(
+        f.message.contains(clawback::provider::MAY_HAVE_LANDED),
+        "{f:?}"
+    );
+    let (folders, _, calls) = lab_copy(&server, r.mailbox, PHISH);
+    assert_eq!(folders, vec![Folder::Trash], "the user's move stands");
+    assert_eq!(
+        calls,
+        vec!["move:deleteditems", "move:inbox", "user:deleteditems"],
+        "one restore sent, none after the user's move"
+    );
+    server.stop().await;
+}
+
+/// The same lost answer without anyone touching the copy: clawback looks, finds it back in
+/// the Inbox and records the restore as verified, without sending it twice.
+#[tokio::test]
+async fn a_lost_restore_answer_is_verified_not_sent_again() {
+    let (server, client, _dir) = lab().await;
+    let r = lost_restore(RetractAction::Junk, None);
+    let applied = restore_with_lost_answer(&server, &client, &r)
+        .await
+        .unwrap();
+    assert!(applied.detail.contains("verified"), "{applied:?}");
+    let (folders, _, calls) = lab_copy(&server, r.mailbox, PHISH);
+    assert_eq!(folders, vec![Folder::Inbox]);
+    assert_eq!(calls, vec!["move:junkemail", "move:inbox"]);
+    assert_eq!(server.lab.faults_dropped(), 1, "the scripted loss happened");
+    server.stop().await;
 }

@@ -84,6 +84,7 @@ async fn a_mutation_to_a_stopped_lab_fails_plainly_it_never_left() {
         read: false,
         conversation_id: String::new(),
         received: None,
+        version: None,
     };
     let f = tokio::time::timeout(DEADLINE, client.apply(&copy, RetractAction::Junk))
         .await

@@ -11,7 +11,9 @@ use super::roles::Capability;
 use crate::model::{FailureReason, Folder, RetractAction, Trigger};
 use crate::provider::MAY_HAVE_LANDED;
 use crate::provider::scheduler::UNCERTAIN;
-use crate::provider::{Applied, BulkItem, Failure, LocatedCopy, ProgressEvent};
+use crate::provider::{
+    Applied, BulkItem, Failure, LocatedCopy, ProgressEvent, RestoreOptions, SentCopy,
+};
 use crate::store::chain::AuditHead;
 use crate::store::jobs::{
     ItemCounts, ItemRow, ItemState, JobKind, JobLease, JobRow, JobState, LeaseTaken, NewJob,
@@ -662,6 +664,21 @@ impl Engine {
                             "reconciled after restart: no longer visible (deleted)",
                         )?;
                         settled += 1;
+                    } else if let Some(elsewhere) = copies.first() {
+                        // Out of sight, but not where this action puts it: the interrupted
+                        // request may have landed and a user (or another job) moved the copy
+                        // on, or it never went out and the copy was moved anyway. Nobody can
+                        // tell, and the record says so.
+                        store.finish_item_failed(
+                            it.id,
+                            FailureReason::AlreadyGone,
+                            "already_moved",
+                            &format!(
+                                "already_moved: reconciled after restart: the copy is in {} {MAY_HAVE_LANDED}",
+                                elsewhere.folder
+                            ),
+                        )?;
+                        settled += 1;
                     } else {
                         store.finish_item_failed(
                             it.id,
@@ -1156,17 +1173,20 @@ impl Engine {
         let job = row.id;
         // A restore in flight at a crash is simply run again: the copy is located afresh and
         // moved back only from where the retraction put it (already back = nothing sent).
+        // An item in flight whose request was about to be sent (its copy recorded) was
+        // interrupted: its outcome is unknown until looked at, and the copy is sent again only
+        // if it is the same copy, unchanged since. One never sent for is simply run.
         let mut todo = self.store().job_items(job, Some(ItemState::Pending))?;
-        let interrupted: BTreeSet<i64> = self
-            .store()
-            .job_items(job, Some(ItemState::InFlight))?
-            .into_iter()
-            .map(|it| {
-                let id = it.id;
-                todo.push(it);
-                id
-            })
-            .collect();
+        let mut earlier: BTreeMap<i64, SentCopy> = BTreeMap::new();
+        let in_flight = self.store().job_items(job, Some(ItemState::InFlight))?;
+        for it in in_flight {
+            if let Some((id, version)) = self.store().sent_copy(it.id)? {
+                earlier.insert(it.id, SentCopy { id, version });
+            }
+            todo.push(it);
+        }
+        let earlier = &earlier;
+        let interrupted: BTreeSet<i64> = earlier.keys().copied().collect();
         let counts = self.store().item_counts(job)?;
         sink(JobEvent::Started {
             job,
@@ -1196,14 +1216,32 @@ impl Engine {
                 tracing::error!(job, item = it.id, "restore not sent: {e}");
                 return None;
             }
+            // Durability rule: the copy is recorded before the request is sent for it.
+            let item = it.id;
+            let record = move |c: &LocatedCopy| {
+                self.store()
+                    .record_sending(item, &c.id, c.version.as_deref(), &self.lease.owner)
+                    .map_err(|e| {
+                        crate::provider::Failure::new(
+                            FailureReason::ProviderError,
+                            None,
+                            NOT_RECORDED,
+                            format!("not sent: the store did not record it ({e})"),
+                        )
+                    })
+            };
             let outcome = match self.client(&it.tenant) {
                 Ok(c) => {
                     c.restore_from(
                         &it.mailbox,
                         &it.message_id,
                         it.copy_id.as_deref(),
-                        it.to_folder.as_ref(),
                         &it.folder,
+                        RestoreOptions {
+                            retracted_to: it.to_folder.as_ref(),
+                            earlier: earlier.get(&it.id),
+                            before_send: Some(&record),
+                        },
                     )
                     .await
                 }
@@ -1225,16 +1263,16 @@ impl Engine {
             match outcome {
                 Ok(applied) => {
                     // Back in place after an interrupted attempt: that attempt landed.
-                    // An interrupted item sent again, with the copy still where the
-                    // retraction put it: the interrupted attempt did not land, or landed and
-                    // was undone by a user in between; the record says it was sent again.
+                    // Sent again: the copy was the same and unchanged since the interrupted
+                    // attempt recorded it (a moved one is left alone), so that attempt had
+                    // not landed.
                     let detail = if !interrupted.contains(&it.id) {
                         applied.detail.clone()
                     } else if applied.detail.starts_with("already back") {
                         "back in place: the interrupted attempt landed (verified)".to_string()
                     } else {
                         format!(
-                            "{} (sent again after an interrupted attempt)",
+                            "{} (sent again after an interrupted attempt that had not landed: the copy was unchanged)",
                             applied.detail
                         )
                     };
@@ -1252,9 +1290,9 @@ impl Engine {
                         mailbox: it.mailbox.clone(),
                     });
                 }
-                // Unknown (an answer lost and no look possible): left in flight for a resume
-                // to settle by locating.
-                Err(f) if f.code == UNCERTAIN => {
+                // Unknown (an answer lost and no look possible), or not sent because the
+                // store could not record it: left in flight for a resume to settle by locating.
+                Err(f) if f.code == UNCERTAIN || f.code == NOT_RECORDED => {
                     drop(store);
                     tracing::warn!(job, mailbox = %it.mailbox, "restore outcome unknown: left in flight");
                 }
@@ -1263,7 +1301,10 @@ impl Engine {
                     // the place the retraction put it for another one: whether the interrupted
                     // request landed before a user or a later job moved the copy on, or never
                     // went out, cannot be told. Left alone as moved_since, and the record says so.
-                    if f.reason == FailureReason::MovedSince && interrupted.contains(&it.id) {
+                    if f.reason == FailureReason::MovedSince
+                        && interrupted.contains(&it.id)
+                        && !f.message.contains(MAY_HAVE_LANDED)
+                    {
                         f.message = format!("{} {MAY_HAVE_LANDED}", f.message);
                     }
                     store.finish_item_failed(it.id, f.reason, &f.code, &failure_detail(&f))?;
@@ -1341,6 +1382,10 @@ impl Engine {
     }
 }
 
+/// The provider code of a restore not sent because the store could not record the copy first
+/// (the lease was lost, or the store failed): nothing was sent; the item stays in flight.
+const NOT_RECORDED: &str = "not_recorded";
+
 /// The copy as the plan located it, for a job that acts without locating it again.
 fn planned_copy(it: &ItemRow) -> Option<LocatedCopy> {
     let id = it.copy_id.as_deref().filter(|id| !id.is_empty())?;
@@ -1353,5 +1398,6 @@ fn planned_copy(it: &ItemRow) -> Option<LocatedCopy> {
         read: it.read,
         conversation_id: String::new(),
         received: it.delivered_at,
+        version: None,
     })
 }

@@ -9,7 +9,8 @@ use super::multipart;
 use super::scheduler::{Backend, Pacer, Step, UNCERTAIN, Work, call, call_ok, choose, first_error};
 use super::{
     AFTER_UNANSWERED, Applied, DomainRetract, DomainStatus, LocatedCopy, MAY_HAVE_LANDED,
-    MessageMeta, Permissions, ProviderError, Resolved, RestorePick, pick_restore,
+    MessageMeta, Permissions, ProviderError, Resolved, RestoreOptions, RestorePick, SentCopy,
+    pick_restore, unchanged_since,
 };
 use crate::config::{Config, LimitConfig, TenantConfig};
 use crate::model::{FailureReason, Folder, RetractAction, address_domain};
@@ -168,6 +169,7 @@ impl GmailClient {
             read: !labels.iter().any(|l| l == "UNREAD"),
             conversation_id: m["threadId"].as_str().unwrap_or_default().to_string(),
             received: internal_date(m),
+            version: m["historyId"].as_str().map(str::to_string),
         }
     }
 
@@ -374,8 +376,8 @@ impl GmailClient {
         mailbox: &str,
         internet_message_id: &str,
         current_id: Option<&str>,
-        retracted_to: Option<&Folder>,
         original: &Folder,
+        options: RestoreOptions<'_>,
     ) -> Result<Applied, Failure> {
         let copies = self.locate(mailbox, internet_message_id).await?;
         let copy = match pick_restore(
@@ -383,10 +385,17 @@ impl GmailClient {
             mailbox,
             internet_message_id,
             current_id,
-            retracted_to,
+            options.retracted_to,
             original,
         )? {
-            RestorePick::Act(copy) => copy,
+            RestorePick::Act(copy) => {
+                // An earlier attempt's answer was lost: only the same copy, unchanged since
+                // (same historyId), is sent again.
+                if let Some(earlier) = options.earlier {
+                    unchanged_since(&copy, earlier, internet_message_id)?;
+                }
+                copy
+            }
             RestorePick::AlreadyBack(c) => {
                 // Nothing to send: a no-op modify would still count as an action.
                 return Ok(Applied {
@@ -433,6 +442,9 @@ impl GmailClient {
         };
         // After a lost answer the copy is read again (Gmail ids are immutable) before anything
         // is sent again: a restore that landed is not repeated as a second, no-op mutation.
+        if let Some(record) = options.before_send {
+            record(&copy)?;
+        }
         let mut tries = 0;
         let (r, detail) = loop {
             tries += 1;
@@ -448,6 +460,12 @@ impl GmailClient {
                         })?;
                     if now.folder == *original {
                         break (None, "verified after an unanswered request");
+                    }
+                    // Still where the retraction put it, but changed since it was read
+                    // (its historyId moved on): the lost request may have landed and a user
+                    // moved the copy back. Sending it again could undo that user's move.
+                    if now.folder == copy.folder {
+                        unchanged_since(&now, &SentCopy::of(&copy), internet_message_id)?;
                     }
                     if now.folder != copy.folder {
                         return Err(Failure::new(
@@ -1027,6 +1045,19 @@ impl Backend for GmailClient {
                         };
                         if done {
                             Step::Done(Ok(applied(&copy, action, effective, note)))
+                        } else if now.folder.is_gone() {
+                            // Out of sight, not where this action puts it: the lost request
+                            // may have landed and a user moved the copy on (acting again
+                            // would retract it twice), or it never went out. Left alone.
+                            Step::Done(Err(Failure::new(
+                                FailureReason::AlreadyGone,
+                                None,
+                                "already_moved",
+                                format!(
+                                    "the copy is in {}, not where this action puts it {MAY_HAVE_LANDED}",
+                                    now.folder
+                                ),
+                            )))
                         } else {
                             Step::Act(copy)
                         }

@@ -8,7 +8,8 @@ use super::scheduler::{
 };
 use super::{
     AFTER_UNANSWERED, Applied, DomainRetract, DomainStatus, LocatedCopy, MAY_HAVE_LANDED,
-    MessageMeta, Permissions, ProviderError, Resolved, RestorePick, pick_restore,
+    MessageMeta, Permissions, ProviderError, Resolved, RestoreOptions, RestorePick, SentCopy,
+    pick_restore, unchanged_since,
 };
 use crate::config::{Config, LimitConfig, MicrosoftAuth, TenantConfig};
 use crate::model::{FailureReason, Folder, RetractAction, address_domain};
@@ -294,6 +295,7 @@ impl GraphClient {
                 .as_str()
                 .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
                 .map(|d| d.with_timezone(&Utc)),
+            version: None,
         }
     }
 
@@ -484,9 +486,10 @@ impl GraphClient {
         mailbox: &str,
         internet_message_id: &str,
         current_id: Option<&str>,
-        retracted_to: Option<&Folder>,
         original: &Folder,
+        options: RestoreOptions<'_>,
     ) -> Result<Applied, Failure> {
+        let retracted_to = options.retracted_to;
         if matches!(original, Folder::Purged | Folder::RecoverableDeletions) {
             return Err(Failure::new(
                 FailureReason::ProviderError,
@@ -496,6 +499,8 @@ impl GraphClient {
             ));
         }
         let mut attempts = 0;
+        // The copy the last unanswered move was sent for (here, or in a process that stopped).
+        let mut sent: Option<SentCopy> = options.earlier.cloned();
         loop {
             attempts += 1;
             let copies = match self.locate(mailbox, internet_message_id).await {
@@ -535,7 +540,15 @@ impl GraphClient {
                 other => other?,
             };
             let copy = match copy {
-                RestorePick::Act(copy) => copy,
+                // Where the retraction put it: sent again only if it is the very copy the lost
+                // move was sent for (Graph gives a copy a new id on every move); otherwise it
+                // was moved since, perhaps back by a user after that move landed.
+                RestorePick::Act(copy) => {
+                    if let Some(sent) = &sent {
+                        unchanged_since(&copy, sent, internet_message_id)?;
+                    }
+                    copy
+                }
                 RestorePick::AlreadyBack(c) => {
                     return Ok(restored(
                         Some(c),
@@ -553,6 +566,9 @@ impl GraphClient {
                 mailbox,
                 0,
             );
+            if let Some(record) = options.before_send {
+                record(&copy)?;
+            }
             match call(self, req).await {
                 Ok(r) if r.ok() => {
                     return Ok(Applied {
@@ -572,7 +588,10 @@ impl GraphClient {
                     });
                 }
                 Ok(r) => return Err(classify(r.status, &r.body, Operation::Mutate)),
-                Err(f) if f.code == "uncertain" && attempts < 4 => continue,
+                Err(f) if f.code == "uncertain" && attempts < 4 => {
+                    sent = Some(SentCopy::of(&copy));
+                    continue;
+                }
                 Err(f) => return Err(f),
             }
         }
@@ -1208,7 +1227,9 @@ impl Backend for GraphClient {
                                 FailureReason::AlreadyGone,
                                 None,
                                 "already_moved",
-                                format!("the copy is in {now}, not where this action puts it"),
+                                format!(
+                                    "the copy is in {now}, not where this action puts it {MAY_HAVE_LANDED}"
+                                ),
                             )))
                         }
                     }

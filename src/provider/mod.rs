@@ -99,6 +99,9 @@ pub struct LocatedCopy {
     /// Graph `conversationId` / Gmail `threadId`.
     pub conversation_id: String,
     pub received: Option<DateTime<Utc>>,
+    /// What changes whenever the copy changes: Gmail's `historyId`. None for Graph, whose
+    /// (default, not immutable) ids change on every move, which tells the same for moves.
+    pub version: Option<String>,
 }
 
 /// What an action or restore did.
@@ -345,26 +348,29 @@ impl ProviderClient {
             mailbox,
             internet_message_id,
             current_id,
-            None,
             original_folder,
+            RestoreOptions::default(),
         )
         .await
     }
 
-    /// Puts a copy back from `retracted_to` (where the retraction put it) into
+    /// Puts a copy back from `options.retracted_to` (where the retraction put it) into
     /// `original_folder` — only from there: a copy found elsewhere was moved since (by a later
     /// job or the user) and is left alone (`moved_since`); a copy already back in
-    /// `original_folder` succeeds without a request ("already back").
+    /// `original_folder` succeeds without a request ("already back"). After an attempt whose
+    /// answer was lost (here, or `options.earlier` in a process that stopped), the copy is sent
+    /// again only when it is the same copy, unchanged since that attempt read it: otherwise it
+    /// was moved since, maybe back by a user after that attempt landed, and is left alone.
     pub async fn restore_from(
         &self,
         mailbox: &str,
         internet_message_id: &str,
         current_id: Option<&str>,
-        retracted_to: Option<&Folder>,
         original_folder: &Folder,
+        options: RestoreOptions<'_>,
     ) -> Result<Applied, Failure> {
         let mid = errors::checked_message_id(internet_message_id)?;
-        dispatch!(self, c => c.restore(mailbox, &mid, current_id, retracted_to, original_folder).await)
+        dispatch!(self, c => c.restore(mailbox, &mid, current_id, original_folder, options).await)
     }
 
     /// Retracts many items through the scheduler with batching. `progress` is called with
@@ -446,6 +452,70 @@ pub const MAY_HAVE_LANDED: &str =
 /// retraction put it: the earlier attempt did not land — or landed and a user moved the copy
 /// back in between, which nobody can tell apart.
 pub const AFTER_UNANSWERED: &str = " (sent again after an unanswered attempt)";
+
+/// A copy as a request was about to be sent for it: its id and version (see
+/// [`LocatedCopy::version`]). Recorded before sending, so that after a lost answer the copy
+/// can be told apart from one that was moved since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentCopy {
+    pub id: String,
+    pub version: Option<String>,
+}
+
+impl SentCopy {
+    pub fn of(copy: &LocatedCopy) -> SentCopy {
+        SentCopy {
+            id: copy.id.clone(),
+            version: copy.version.clone(),
+        }
+    }
+}
+
+/// Called with the copy right before a restore request is sent for it; an error sends nothing
+/// (the job records the copy first: the durability rule).
+pub type BeforeSend<'a> = dyn Fn(&LocatedCopy) -> Result<(), Failure> + Send + Sync + 'a;
+
+/// How a job restores a copy (see [`ProviderClient::restore_from`]).
+#[derive(Default, Clone, Copy)]
+pub struct RestoreOptions<'a> {
+    /// Where the retraction put the copy; `None`: any retracted folder.
+    pub retracted_to: Option<&'a Folder>,
+    /// The copy as an earlier attempt recorded it right before sending, when that attempt's
+    /// outcome was never recorded (its process stopped).
+    pub earlier: Option<&'a SentCopy>,
+    pub before_send: Option<&'a BeforeSend<'a>>,
+}
+
+/// The copy found where the retraction put it, against what an attempt whose answer was lost
+/// was sent for: the same copy, unchanged (that attempt did not land) is `Ok`; a new id (Graph
+/// gives a copy one on every move) or a new version (Gmail's historyId) means it was moved
+/// since — perhaps back by a user after that attempt landed — and it is left alone.
+pub(crate) fn unchanged_since(
+    copy: &LocatedCopy,
+    sent: &SentCopy,
+    internet_message_id: &str,
+) -> Result<(), Failure> {
+    let new_version =
+        copy.version.is_some() && sent.version.is_some() && copy.version != sent.version;
+    if copy.id == sent.id && !new_version {
+        return Ok(());
+    }
+    Err(Failure::new(
+        FailureReason::MovedSince,
+        None,
+        "moved_since",
+        format!(
+            "the copy of {internet_message_id} in {} is in {} again, but {} since an attempt whose answer was lost: left alone {MAY_HAVE_LANDED}",
+            copy.mailbox,
+            copy.folder,
+            if copy.id != sent.id {
+                "under a new id (moved)"
+            } else {
+                "changed (a new historyId)"
+            }
+        ),
+    ))
+}
 
 /// Which copy a restore acts on, decided from a fresh locate.
 #[derive(Debug, Clone, PartialEq)]

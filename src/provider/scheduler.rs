@@ -899,6 +899,7 @@ mod tests {
             read: false,
             conversation_id: "c".into(),
             received: None,
+            version: None,
         }
     }
 

@@ -80,6 +80,16 @@ pub(crate) const AUDIT_HEAD_SCHEMA: &str = r#"
 ALTER TABLE job ADD COLUMN audit_head TEXT;
 "#;
 
+/// Migration 11: the copy a restore request was last sent for (id, and Gmail's historyId),
+/// recorded right before sending: after a lost answer, a later run tells "did not land" (same
+/// copy, unchanged) from "moved since" (new id or version). In-flight items from before it are
+/// taken to have been sent for their recorded copy id.
+pub(crate) const SENT_SCHEMA: &str = r#"
+ALTER TABLE job_item ADD COLUMN sent_id TEXT;
+ALTER TABLE job_item ADD COLUMN sent_version TEXT;
+UPDATE job_item SET sent_id = copy_id WHERE state = 'in_flight' AND copy_id IS NOT NULL AND copy_id != '';
+"#;
+
 /// A process that may hold job leases: a random owner token per process, its pid and host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseHolder {
@@ -968,6 +978,50 @@ impl Store {
             return Err(StoreError::NotLeased { item });
         }
         Ok(())
+    }
+
+    /// Records the copy a request is about to be sent for (an in-flight item of a job
+    /// `lease_owner` holds): kept until the item settles, across runs, so a later run can
+    /// tell whether the copy changed since. [`StoreError::NotLeased`] otherwise.
+    pub fn record_sending(
+        &self,
+        item: i64,
+        sent_id: &str,
+        sent_version: Option<&str>,
+        lease_owner: &str,
+    ) -> Result<(), StoreError> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE job_item SET sent_id = ?2, sent_version = ?3 \
+                 WHERE id = ?1 AND state = 'in_flight' \
+                 AND EXISTS (SELECT 1 FROM job WHERE job.id = job_item.job_id \
+                             AND job.lease_owner = ?4)",
+            )?
+            .execute(params![item, sent_id, sent_version, lease_owner])?;
+        if n != 1 {
+            return Err(StoreError::NotLeased { item });
+        }
+        Ok(())
+    }
+
+    /// What [`Store::record_sending`] recorded for an item: (id, version), if a request was
+    /// ever about to be sent for it.
+    pub fn sent_copy(&self, item: i64) -> Result<Option<(String, Option<String>)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT sent_id, sent_version FROM job_item WHERE id = ?1",
+                [item],
+                |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                    ))
+                },
+            )
+            .optional()?
+            .and_then(|(id, version)| id.map(|id| (id, version))))
     }
 
     /// Durability rule, second half: a success with where the copy went.

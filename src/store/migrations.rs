@@ -66,6 +66,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "automation_guard",
         sql: super::automation::GUARD_SCHEMA,
     },
+    Migration {
+        version: 11,
+        name: "restore_sent_copy",
+        sql: super::jobs::SENT_SCHEMA,
+    },
 ];
 
 /// The newest version this binary knows.

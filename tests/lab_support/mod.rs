@@ -294,3 +294,52 @@ pub async fn clawback_with_config(config: &std::path::Path, args: &[&str]) -> st
     .await
     .unwrap()
 }
+
+/// One copy retracted, then restored with the restore request's answer lost after it landed
+/// (see [`restore_with_lost_answer`]).
+pub struct LostRestore<'a> {
+    pub tenant: &'a str,
+    pub mailbox: &'a str,
+    pub message_id: &'a str,
+    pub action: clawback::model::RetractAction,
+    /// Where the action puts the copy (the restore's `retracted_to`).
+    pub retracted_to: Folder,
+    /// Part of the restore request's path: `/move` (Graph), `/untrash` (Gmail).
+    pub restore_path: &'a str,
+    /// A user's move made right after the lost request landed, before clawback looks.
+    pub user_then: Option<Folder>,
+}
+
+/// Retracts the copy through `client`, scripts the lab to lose the restore's answer (after
+/// `user_then`, if any), restores, and returns the restore's outcome. Side effects are the
+/// caller's to check in the lab.
+pub async fn restore_with_lost_answer(
+    server: &LabServer,
+    client: &ProviderClient,
+    r: &LostRestore<'_>,
+) -> Result<clawback::provider::Applied, clawback::provider::Failure> {
+    use clawback::lab::{LostAnswer, UserMove};
+    let copies = client.locate(r.mailbox, r.message_id).await.unwrap();
+    let applied = client.apply(&copies[0], r.action).await.unwrap();
+    server.lab.lose_answer(LostAnswer {
+        path_contains: r.restore_path.into(),
+        then: r.user_then.clone().map(|folder| UserMove {
+            tenant: r.tenant.into(),
+            mailbox: r.mailbox.into(),
+            message_id: r.message_id.into(),
+            folder,
+        }),
+    });
+    client
+        .restore_from(
+            r.mailbox,
+            r.message_id,
+            applied.new_id.as_deref(),
+            &Folder::Inbox,
+            clawback::provider::RestoreOptions {
+                retracted_to: Some(&r.retracted_to),
+                ..Default::default()
+            },
+        )
+        .await
+}

@@ -3,11 +3,12 @@
 //! `EngineEvent`s into state that `ui::render` draws.
 //!
 //! Modules: `terminal` (lifecycle), `event` (the select loop), `action` (operator vocabulary),
-//! `keymap` (per-mode bindings), `app` (state machine), `ui` (layout), `theme`, `panes/*`.
+//! `keymap` (per-mode bindings), `input` (line editing), `app` (state machine), `ui` (layout), `theme`, `panes/*`.
 
 pub mod action;
 pub mod app;
 pub mod event;
+pub mod input;
 pub mod keymap;
 pub mod panes;
 pub mod terminal;

@@ -365,12 +365,11 @@ fn render_footer(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             PromptKind::Command => ":",
             PromptKind::Filter => "/",
         };
-        let line = Line::from(vec![
-            Span::styled(lead, theme.hint_key),
-            Span::styled(prompt.text.clone(), theme.input),
-            Span::styled(" ", theme.selection),
-        ]);
-        frame.render_widget(Paragraph::new(line), area);
+        let [lead_area, field] =
+            Layout::horizontal([Constraint::Length(1), Constraint::Fill(1)]).areas(area);
+        frame.render_widget(Span::styled(lead, theme.hint_key), lead_area);
+        let line = Line::from(Span::styled(prompt.text.value(), theme.input));
+        prompt.text.render(frame, field, line, true);
         return;
     }
     // The status (at most half the line) is right-aligned; the hints get the rest, so the two
@@ -452,17 +451,29 @@ pub fn help_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
                 )
             })
             .collect();
-        // Two columns to fit 80x24.
-        for chunk in pairs.chunks(2) {
-            let mut spans = Vec::new();
-            for (keys, desc) in chunk {
-                spans.push(Span::styled(format!("{keys:>14} "), theme.hint_key));
-                spans.push(Span::styled(format!("{desc:<18}"), theme.hint_text));
-            }
-            lines.push(Line::from(spans));
-        }
+        help_pairs(&mut lines, &pairs, theme);
     }
+    // The line-editing keys are fixed (one table in `tui::input`), the same in every input.
+    lines.push(Line::from(Span::styled(
+        "line editing (query, / filter, : command)",
+        theme.header,
+    )));
+    let groups = crate::tui::input::edit_key_groups();
+    let pairs: Vec<(String, &str)> = groups.iter().map(|(k, d)| (k.clone(), *d)).collect();
+    help_pairs(&mut lines, &pairs, theme);
     lines
+}
+
+/// Key / description pairs in two columns (to fit 80x24).
+fn help_pairs(lines: &mut Vec<Line<'static>>, pairs: &[(String, &str)], theme: &Theme) {
+    for chunk in pairs.chunks(2) {
+        let mut spans = Vec::new();
+        for (keys, desc) in chunk {
+            spans.push(Span::styled(format!("{keys:>14} "), theme.hint_key));
+            spans.push(Span::styled(format!("{desc:<18}"), theme.hint_text));
+        }
+        lines.push(Line::from(spans));
+    }
 }
 
 fn render_help(frame: &mut Frame, body: Rect, app: &App, theme: &Theme) {

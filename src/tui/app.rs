@@ -541,8 +541,25 @@ impl App {
         };
         match action {
             Some(action) => self.update(action),
+            None if chord.modifiers.contains(KeyModifiers::ALT) && chord.code != KeyCode::Esc => {
+                self.esc_then_key(key)
+            }
             None => Vec::new(),
         }
+    }
+
+    /// An alt+key that nothing binds is `esc` then the key. The terminal sends alt+key as ESC
+    /// followed by the key, so an `esc` typed just before a key arrives the same way (tmux
+    /// joins them within its `escape-time`; over SSH they often share a packet) and crossterm
+    /// reads the pair as alt+key. Bound alt keys (alt+b / alt+f in an input) keep their
+    /// meaning; everything else is read as the two keys the operator typed.
+    fn esc_then_key(&mut self, key: KeyEvent) -> Vec<Command> {
+        let mut commands = self.handle_key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+        commands.extend(self.handle_key(KeyEvent {
+            modifiers: key.modifiers - KeyModifiers::ALT,
+            ..key
+        }));
+        commands
     }
 
     /// Records the size of the screen last drawn; below the layout's minimum, keys are inert.

@@ -134,7 +134,15 @@ pub fn hint_label(app: &App, mode: Mode, action: &Action) -> &'static str {
         return panes::confirm::hint_label(confirm, action);
     }
     let outcomes = app.jobs.outcomes_focused;
+    // Esc clears a non-empty input first, then leaves it.
+    let typed = match mode {
+        Mode::Plan => app.plan.as_ref().is_some_and(|p| !p.typed.is_empty()),
+        Mode::Query => !app.search.query.is_empty(),
+        Mode::Prompt => app.prompt.as_ref().is_some_and(|p| !p.text.is_empty()),
+        _ => false,
+    };
     match (mode, action) {
+        (Mode::Plan | Mode::Query | Mode::Prompt, Action::Cancel) if typed => "clear",
         (Mode::Plan, Action::Submit) if hard_delete() => "confirm hard delete",
         (Mode::Plan, Action::Submit) => "apply plan",
         (Mode::Plan, Action::Cancel) => "cancel",

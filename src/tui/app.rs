@@ -814,10 +814,9 @@ impl App {
     fn update_search(&mut self, action: Action) -> Vec<Command> {
         if self.search.editing {
             match action {
-                Action::Edit(edit) => {
-                    if self.search.query.edit(edit) {
-                        self.search.debounce = Some(DEBOUNCE_TICKS);
-                    }
+                // The edit is made in the guard; only a changed text searches again.
+                Action::Edit(edit) if self.search.query.edit(edit) => {
+                    self.search.debounce = Some(DEBOUNCE_TICKS);
                 }
                 Action::Submit => {
                     self.search.editing = false;

@@ -39,14 +39,7 @@ fn pane(key: &str, event: EngineEvent) -> App {
 }
 
 fn search_results() -> App {
-    let mut app = admin_app();
-    app.startup();
-    let generation = search_generation(&app);
-    app.on_engine(EngineEvent::SearchCompleted {
-        generation,
-        rows: search_rows(30),
-        total: 30,
-    });
+    let mut app = with_results(30);
     keys(&mut app, &["j"]);
     app
 }

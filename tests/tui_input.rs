@@ -42,29 +42,6 @@ fn frame(app: &App, width: u16, height: u16) -> (Buffer, Option<Position>) {
     (backend.buffer().clone(), cursor)
 }
 
-fn with_results() -> App {
-    let mut app = tui_support::app();
-    app.startup();
-    let generation = search_generation(&app);
-    app.on_engine(EngineEvent::SearchCompleted {
-        generation,
-        rows: search_rows(20),
-        total: 20,
-    });
-    app
-}
-
-fn with_recipients() -> App {
-    let mut app = with_results();
-    keys(&mut app, &["enter"]);
-    let generation = app.recipients.generation;
-    app.on_engine(EngineEvent::RecipientsLoaded {
-        generation,
-        rows: recipients(),
-    });
-    app
-}
-
 fn with_outcomes() -> App {
     let mut app = tui_support::app();
     keys(&mut app, &["5"]);
@@ -92,7 +69,7 @@ fn hard_delete_plan(copies: u64) -> App {
 /// search that goes out is the edited query.
 #[test]
 fn the_query_is_edited_in_the_middle_and_the_cursor_follows() {
-    let mut app = with_results();
+    let mut app = with_results(20);
     keys(&mut app, &["/"]);
     type_text(&mut app, LONG_QUERY);
     let (buffer, cursor) = frame(&app, 80, 24);
@@ -143,7 +120,7 @@ fn the_query_is_edited_in_the_middle_and_the_cursor_follows() {
 /// A query longer than the box scrolls so the cursor stays on screen; home shows its start.
 #[test]
 fn a_long_query_scrolls_with_the_cursor() {
-    let mut app = with_results();
+    let mut app = with_results(20);
     keys(&mut app, &["/"]);
     let long = format!("{LONG_QUERY} {LONG_QUERY} {LONG_QUERY}");
     type_text(&mut app, &long);
@@ -176,7 +153,7 @@ fn a_long_query_scrolls_with_the_cursor() {
 #[test]
 fn esc_clears_then_leaves_in_every_input() {
     // The query box: cleared, then left; the cleared query searches everything.
-    let mut app = with_results();
+    let mut app = with_results(20);
     keys(&mut app, &["/"]);
     type_text(&mut app, "from:evil");
     keys(&mut app, &["esc"]);
@@ -201,7 +178,7 @@ fn esc_clears_then_leaves_in_every_input() {
     assert_eq!(app.focus, Pane::Recipients);
 
     // The command line.
-    let mut app = with_results();
+    let mut app = with_results(20);
     keys(&mut app, &[":"]);
     type_text(&mut app, "depth 9");
     keys(&mut app, &["esc"]);
@@ -269,7 +246,7 @@ fn filters_apply_live_in_every_pane() {
 /// starts from the filter in force.
 #[test]
 fn the_command_line_and_filters_show_the_cursor() {
-    let mut app = with_results();
+    let mut app = with_results(20);
     keys(&mut app, &[":"]);
     type_text(&mut app, "search from:x");
     let (buffer, cursor) = frame(&app, 80, 24);
@@ -315,7 +292,7 @@ fn the_hard_delete_count_takes_digits_with_the_cursor_in_its_field() {
 /// acts as the two keys; a bound alt key (word left in an input) keeps its meaning.
 #[test]
 fn an_unbound_alt_key_is_esc_then_the_key() {
-    let mut app = with_results();
+    let mut app = with_results(20);
     keys(&mut app, &["/"]);
     // Empty query: esc leaves the box, then 3 shows the Policy pane.
     let sent = keys(&mut app, &["alt+3"]);
@@ -328,7 +305,7 @@ fn an_unbound_alt_key_is_esc_then_the_key() {
     assert_eq!(app.mode(), Mode::Query);
     assert_eq!(app.search.query.cursor(), "from:a ".len());
     // In a pane: alt+j is esc (nothing to leave) then j.
-    let mut app = with_results();
+    let mut app = with_results(20);
     let before = app.search.selected;
     keys(&mut app, &["alt+j"]);
     assert_eq!(app.search.selected, before + 1);

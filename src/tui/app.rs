@@ -407,6 +407,21 @@ fn step(index: usize, len: usize, delta: isize) -> usize {
     }
 }
 
+/// Counts a debounce down by one tick: true when it runs out now (it is then cleared).
+fn debounce_due(left: &mut Option<u8>) -> bool {
+    match *left {
+        Some(n) if n <= 1 => {
+            *left = None;
+            true
+        }
+        Some(n) => {
+            *left = Some(n - 1);
+            false
+        }
+        None => false,
+    }
+}
+
 /// Rows a page key moves.
 const PAGE: isize = 10;
 
@@ -693,29 +708,14 @@ impl App {
 
     fn tick(&mut self) -> Vec<Command> {
         let mut commands = Vec::new();
-        if let Some(left) = self.search.debounce {
-            if left <= 1 {
-                self.search.debounce = None;
-                commands.push(self.send_search());
-            } else {
-                self.search.debounce = Some(left - 1);
-            }
+        if debounce_due(&mut self.search.debounce) {
+            commands.push(self.send_search());
         }
-        if let Some(left) = self.recipients.preview_debounce {
-            if left <= 1 {
-                self.recipients.preview_debounce = None;
-                commands.extend(self.send_depth_preview());
-            } else {
-                self.recipients.preview_debounce = Some(left - 1);
-            }
+        if debounce_due(&mut self.recipients.preview_debounce) {
+            commands.extend(self.send_depth_preview());
         }
-        if let Some(left) = self.audit.filter_debounce {
-            if left <= 1 {
-                self.audit.filter_debounce = None;
-                commands.extend(self.refresh_audit());
-            } else {
-                self.audit.filter_debounce = Some(left - 1);
-            }
+        if debounce_due(&mut self.audit.filter_debounce) {
+            commands.extend(self.refresh_audit());
         }
         if let Some(load) = self.tenants.loading.as_mut()
             && self.tenants.tenants == Loadable::Loading

@@ -115,22 +115,12 @@ fn rewrite_sgr_params(params: &str) -> String {
                 out.push(code.to_string());
                 i += 3;
             }
-            // Other extended colours keep all their parameters.
-            ("38" | "48" | "58", Some(&"5"), _) => {
-                out.extend(
-                    parts[i..(i + 3).min(parts.len())]
-                        .iter()
-                        .map(|p| p.to_string()),
-                );
-                i += 3;
-            }
-            ("38" | "48" | "58", Some(&"2"), _) => {
-                out.extend(
-                    parts[i..(i + 5).min(parts.len())]
-                        .iter()
-                        .map(|p| p.to_string()),
-                );
-                i += 5;
+            // Other extended colours keep all their parameters (index, or r;g;b).
+            ("38" | "48" | "58", Some(&kind @ ("5" | "2")), _) => {
+                let len = if kind == "5" { 3 } else { 5 };
+                let end = (i + len).min(parts.len());
+                out.extend(parts[i..end].iter().map(|p| p.to_string()));
+                i = end;
             }
             (other, _, _) => {
                 out.push(other.to_string());

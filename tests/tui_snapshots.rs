@@ -46,29 +46,6 @@ fn fail_engine(app: &mut App) {
 
 // ---- app builders ----
 
-fn with_results(n: usize) -> App {
-    let mut app = app();
-    app.startup();
-    let generation = search_generation(&app);
-    app.on_engine(EngineEvent::SearchCompleted {
-        generation,
-        rows: search_rows(n),
-        total: n as u64,
-    });
-    app
-}
-
-fn with_recipients() -> App {
-    let mut app = with_results(10);
-    keys(&mut app, &["enter"]);
-    let generation = app.recipients.generation;
-    app.on_engine(EngineEvent::RecipientsLoaded {
-        generation,
-        rows: recipients(),
-    });
-    app
-}
-
 /// Recipients at depth 1 with the preview in, the second row unticked.
 fn recipients_populated() -> App {
     let mut app = with_recipients();

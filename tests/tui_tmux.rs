@@ -530,3 +530,79 @@ fn demo_in_tmux_at_80x24_too_small_quit_scroll_and_undo() {
     tmux.send(&["q"]);
     tmux.wait_for("the console to close", |s| !s.contains("1 Search"));
 }
+
+impl Tmux {
+    /// Where the terminal cursor is, and whether it is shown.
+    fn cursor(&self) -> (u16, u16, bool) {
+        let out = self
+            .cmd()
+            .args([
+                "display-message",
+                "-p",
+                "-t",
+                &self.session,
+                "#{cursor_x} #{cursor_y} #{cursor_flag}",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let parts: Vec<&str> = text.split_whitespace().collect();
+        assert_eq!(parts.len(), 3, "cursor: {text:?}");
+        (
+            parts[0].parse().unwrap(),
+            parts[1].parse().unwrap(),
+            parts[2] == "1",
+        )
+    }
+}
+
+/// Issue 15: a long query typed in a real terminal, its middle edited with ctrl+w after moving
+/// left, then searched; the terminal cursor sits where the keys put it. Esc then 3, arriving
+/// together as they do through tmux, are two keys: leave the box, show the Policy pane.
+#[test]
+fn demo_in_tmux_a_long_query_is_edited_in_the_middle_and_searched() {
+    if !tmux_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tmux = Tmux::demo("clawback-test-input-", 100, 30, &data);
+    tmux.send(&["/"]);
+    // A term in the middle that matches nothing.
+    let tail = "tenant:contoso";
+    tmux.send_literal(&format!(
+        "msgid:{CAMPAIGN_MESSAGE_ID} from:nobody.example {tail}"
+    ));
+    tmux.send(&["Enter"]);
+    tmux.wait_for("no result", |s| s.contains("No messages match this query"));
+    tmux.send(&["/"]);
+    for _ in 0..tail.len() {
+        tmux.send(&["Left"]);
+    }
+    tmux.send(&["C-w"]);
+    let edited = format!("msgid:{CAMPAIGN_MESSAGE_ID} {tail}");
+    let screen = tmux.wait_for("the edited query", |s| {
+        s.contains(&format!("Query: {edited}"))
+    });
+    let (x, y, shown) = tmux.cursor();
+    let line = screen.lines().nth(usize::from(y)).unwrap();
+    let query_x = line.find("Query: ").unwrap() + "Query: ".len();
+    assert!(shown, "the cursor is shown while typing");
+    assert_eq!(
+        usize::from(x),
+        query_x + edited.len() - tail.len(),
+        "the cursor before {tail:?}:\n{screen}"
+    );
+    tmux.send(&["Enter"]);
+    tmux.wait_for("the campaign in contoso", |s| {
+        s.contains("Search (1 messages)")
+    });
+    assert!(!tmux.cursor().2, "no cursor once the query is searched");
+
+    // Esc and 3 in one write: read as alt+3 by the terminal layer, acted on as two keys.
+    // (The box keeps its cursor: end, then ctrl+u empties it.)
+    tmux.send(&["/", "End", "C-u"]);
+    tmux.wait_for("an empty query box", |s| s.contains("Query:  "));
+    tmux.send_together(&["Escape", "3"]);
+    tmux.wait_for("the Policy pane", |s| s.contains("Post Delivery Response"));
+}

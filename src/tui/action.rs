@@ -81,12 +81,9 @@ pub enum Action {
     VerifyAudit,
 
     // Internal only: not bindable.
-    /// A character typed into the focused text input.
+    /// An edit of the focused text input: a typed character, a cursor move, a deletion.
     #[serde(skip)]
-    InputChar(char),
-    /// Backspace in the focused text input.
-    #[serde(skip)]
-    InputBackspace,
+    Edit(tui_input::InputRequest),
     /// A periodic tick (debounce, frame pacing).
     #[serde(skip)]
     Tick,
@@ -161,7 +158,7 @@ impl Action {
             Action::NextWindow => "window",
             Action::ViewDetails => "details",
             Action::VerifyAudit => "verify",
-            Action::InputChar(_) | Action::InputBackspace | Action::Tick | Action::Resize(..) => "",
+            Action::Edit(_) | Action::Tick | Action::Resize(..) => "",
         }
     }
 }

@@ -5,6 +5,7 @@
 mod live;
 
 use super::action::Action;
+use super::input::TextInput;
 use super::keymap::{KeyChord, Keymap, Mode};
 use crate::engine::Command;
 use crate::engine::event::{EngineEvent, QueryErrorView};
@@ -16,12 +17,15 @@ use crate::engine::view::{
     SearchRow, TenantView, TenantsProgress,
 };
 use crate::model::{Disposition, FailureReason, RetractAction, Role, Trigger};
-use crossterm::event::{KeyEvent, KeyEventKind, MouseEvent, MouseEventKind};
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
+use tui_input::InputRequest;
 
 /// Rows asked of a search.
 pub const SEARCH_LIMIT: usize = 100_000;
 /// Ticks of quiet typing before a search is sent (with the loop's 50 ms tick: 150 ms).
 pub const DEBOUNCE_TICKS: u8 = 3;
+/// Longest count the Hard Delete confirmation takes (u64 has 20 digits).
+pub const HARD_DELETE_DIGITS: usize = 20;
 /// Deepest conversation depth offered.
 pub const MAX_DEPTH: u8 = 5;
 /// Post Delivery / Phish Submission interval step and bounds, seconds.
@@ -131,7 +135,7 @@ pub struct SearchResults {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchState {
-    pub query: String,
+    pub query: TextInput,
     pub editing: bool,
     /// Generation of the newest search sent.
     pub generation: Generation,
@@ -177,7 +181,7 @@ pub struct RecipientsState {
 pub struct PlanState {
     pub summary: Loadable<PlanSummary>,
     /// What the operator typed (Hard Delete: the number of copies).
-    pub typed: String,
+    pub typed: TextInput,
     pub refusal: Option<String>,
 }
 
@@ -316,6 +320,8 @@ pub struct MetricsState {
 pub struct AuditState {
     pub entries: Loadable<Vec<AuditEntryView>>,
     pub filter: String,
+    /// Ticks left before the filter being typed is sent (the list filters live, debounced).
+    pub filter_debounce: Option<u8>,
     pub selected: usize,
     pub verification: Loadable<AuditVerification>,
 }
@@ -350,10 +356,10 @@ pub enum PromptKind {
     Filter,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Prompt {
     pub kind: PromptKind,
-    pub text: String,
+    pub text: TextInput,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -401,6 +407,21 @@ fn step(index: usize, len: usize, delta: isize) -> usize {
     }
 }
 
+/// Counts a debounce down by one tick: true when it runs out now (it is then cleared).
+fn debounce_due(left: &mut Option<u8>) -> bool {
+    match *left {
+        Some(n) if n <= 1 => {
+            *left = None;
+            true
+        }
+        Some(n) => {
+            *left = Some(n - 1);
+            false
+        }
+        None => false,
+    }
+}
+
 /// Rows a page key moves.
 const PAGE: isize = 10;
 
@@ -420,7 +441,7 @@ impl App {
             dirty: true,
             status: None,
             search: SearchState {
-                query: String::new(),
+                query: TextInput::default(),
                 editing: false,
                 generation: 0,
                 debounce: None,
@@ -482,6 +503,7 @@ impl App {
             audit: AuditState {
                 entries: Loadable::NotLoaded,
                 filter: String::new(),
+                filter_debounce: None,
                 selected: 0,
                 verification: Loadable::NotLoaded,
             },
@@ -534,8 +556,25 @@ impl App {
         };
         match action {
             Some(action) => self.update(action),
+            None if chord.modifiers.contains(KeyModifiers::ALT) && chord.code != KeyCode::Esc => {
+                self.esc_then_key(key)
+            }
             None => Vec::new(),
         }
+    }
+
+    /// An alt+key that nothing binds is `esc` then the key. The terminal sends alt+key as ESC
+    /// followed by the key, so an `esc` typed just before a key arrives the same way (tmux
+    /// joins them within its `escape-time`; over SSH they often share a packet) and crossterm
+    /// reads the pair as alt+key. Bound alt keys (alt+b / alt+f in an input) keep their
+    /// meaning; everything else is read as the two keys the operator typed.
+    fn esc_then_key(&mut self, key: KeyEvent) -> Vec<Command> {
+        let mut commands = self.handle_key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+        commands.extend(self.handle_key(KeyEvent {
+            modifiers: key.modifiers - KeyModifiers::ALT,
+            ..key
+        }));
+        commands
     }
 
     /// Records the size of the screen last drawn; below the layout's minimum, keys are inert.
@@ -645,7 +684,7 @@ impl App {
                 self.search.editing = false;
                 self.prompt = Some(Prompt {
                     kind: PromptKind::Command,
-                    text: String::new(),
+                    text: TextInput::default(),
                 });
                 Vec::new()
             }
@@ -669,21 +708,14 @@ impl App {
 
     fn tick(&mut self) -> Vec<Command> {
         let mut commands = Vec::new();
-        if let Some(left) = self.search.debounce {
-            if left <= 1 {
-                self.search.debounce = None;
-                commands.push(self.send_search());
-            } else {
-                self.search.debounce = Some(left - 1);
-            }
+        if debounce_due(&mut self.search.debounce) {
+            commands.push(self.send_search());
         }
-        if let Some(left) = self.recipients.preview_debounce {
-            if left <= 1 {
-                self.recipients.preview_debounce = None;
-                commands.extend(self.send_depth_preview());
-            } else {
-                self.recipients.preview_debounce = Some(left - 1);
-            }
+        if debounce_due(&mut self.recipients.preview_debounce) {
+            commands.extend(self.send_depth_preview());
+        }
+        if debounce_due(&mut self.audit.filter_debounce) {
+            commands.extend(self.refresh_audit());
         }
         if let Some(load) = self.tenants.loading.as_mut()
             && self.tenants.tenants == Loadable::Loading
@@ -738,20 +770,23 @@ impl App {
                 self.jobs.list = Loadable::Loading;
                 vec![Command::LoadJobs]
             }
-            Pane::Audit => {
-                self.audit.entries = Loadable::Loading;
-                vec![Command::LoadAudit {
-                    filter: AuditFilter {
-                        text: self.audit.filter.clone(),
-                    },
-                }]
-            }
+            Pane::Audit => self.refresh_audit(),
             Pane::Tenants => {
                 self.tenants.tenants = Loadable::Loading;
                 self.tenants.loading = Some(TenantsLoading::default());
                 vec![Command::LoadTenants]
             }
         }
+    }
+
+    fn refresh_audit(&mut self) -> Vec<Command> {
+        self.audit.filter_debounce = None;
+        self.audit.entries = Loadable::Loading;
+        vec![Command::LoadAudit {
+            filter: AuditFilter {
+                text: self.audit.filter.clone(),
+            },
+        }]
     }
 
     // ---- search ----
@@ -762,14 +797,14 @@ impl App {
         self.search.results = Loadable::Loading;
         Command::Search {
             generation: self.search.generation,
-            query: self.search.query.clone(),
+            query: self.search.query.value().to_string(),
             limit: SEARCH_LIMIT,
         }
     }
 
     /// Replace the query and search now (used by "view details" and `:search`).
     pub fn search_now(&mut self, query: String) -> Vec<Command> {
-        self.search.query = query;
+        self.search.query.set(query);
         self.search.error = None;
         self.focus = Pane::Search;
         self.search.editing = false;
@@ -779,17 +814,19 @@ impl App {
     fn update_search(&mut self, action: Action) -> Vec<Command> {
         if self.search.editing {
             match action {
-                Action::InputChar(c) => {
-                    self.search.query.push(c);
-                    self.search.debounce = Some(DEBOUNCE_TICKS);
-                }
-                Action::InputBackspace => {
-                    self.search.query.pop();
+                // The edit is made in the guard; only a changed text searches again.
+                Action::Edit(edit) if self.search.query.edit(edit) => {
                     self.search.debounce = Some(DEBOUNCE_TICKS);
                 }
                 Action::Submit => {
                     self.search.editing = false;
                     return vec![self.send_search()];
+                }
+                // The first esc clears the query (the results follow, as when typing), the
+                // second leaves the box.
+                Action::Cancel if !self.search.query.is_empty() => {
+                    self.search.query.clear();
+                    self.search.debounce = Some(DEBOUNCE_TICKS);
                 }
                 Action::Cancel => self.search.editing = false,
                 Action::MoveDown => self.search.editing = false,
@@ -1059,7 +1096,7 @@ impl App {
             Action::Filter => {
                 self.prompt = Some(Prompt {
                     kind: PromptKind::Filter,
-                    text: self.recipients.filter.clone(),
+                    text: TextInput::new(self.recipients.filter.clone()),
                 });
             }
             Action::PreviewPlan | Action::Submit => return self.build_plan(),
@@ -1082,7 +1119,7 @@ impl App {
         }
         self.plan = Some(PlanState {
             summary: Loadable::Loading,
-            typed: String::new(),
+            typed: TextInput::default(),
             refusal: None,
         });
         vec![Command::BuildPlan(RetractRequest {
@@ -1105,6 +1142,11 @@ impl App {
             return Vec::new();
         };
         match action {
+            // The first esc clears what was typed, the second closes the plan.
+            Action::Cancel if !plan.typed.is_empty() => {
+                plan.typed.clear();
+                plan.refusal = None;
+            }
             Action::Cancel => {
                 let discard = plan.summary.ready().map(|s| Command::DiscardPlan {
                     plan_id: s.plan_id.clone(),
@@ -1112,26 +1154,29 @@ impl App {
                 self.plan = None;
                 return discard.into_iter().collect();
             }
-            Action::InputChar(c)
-                if c.is_ascii_digit()
-                    && plan.typed.len() < 20
-                    && plan
-                        .summary
-                        .ready()
-                        .is_some_and(|s| s.action == RetractAction::HardDelete) =>
+            // Only the Hard Delete confirmation takes typing, and only digits.
+            Action::Edit(edit)
+                if plan
+                    .summary
+                    .ready()
+                    .is_some_and(|s| s.action == RetractAction::HardDelete) =>
             {
-                plan.typed.push(c);
-                plan.refusal = None;
-            }
-            Action::InputBackspace => {
-                plan.typed.pop();
+                let typed = match edit {
+                    InputRequest::InsertChar(c) => {
+                        c.is_ascii_digit() && plan.typed.char_count() < HARD_DELETE_DIGITS
+                    }
+                    _ => true,
+                };
+                if typed && plan.typed.edit(edit) {
+                    plan.refusal = None;
+                }
             }
             Action::Submit => {
                 let Some(summary) = plan.summary.ready().cloned() else {
                     return Vec::new();
                 };
                 let typed_copies = if summary.action == RetractAction::HardDelete {
-                    match plan.typed.parse::<u64>() {
+                    match plan.typed.value().parse::<u64>() {
                         Ok(n) if n == summary.copies_total => Some(n),
                         _ => {
                             plan.refusal = Some(format!(
@@ -1172,38 +1217,38 @@ impl App {
         let Some(prompt) = self.prompt.as_mut() else {
             return Vec::new();
         };
-        let live_filter = prompt.kind == PromptKind::Filter && self.focus == Pane::Recipients;
+        let kind = prompt.kind;
         match action {
-            Action::InputChar(c) => prompt.text.push(c),
-            Action::InputBackspace => {
-                prompt.text.pop();
+            Action::Edit(edit) => {
+                if !prompt.text.edit(edit) {
+                    return Vec::new();
+                }
             }
+            // The first esc clears the line (a filter then shows everything again), the
+            // second closes it.
+            Action::Cancel if !prompt.text.is_empty() => prompt.text.clear(),
             Action::Cancel => {
                 self.prompt = None;
                 return Vec::new();
             }
             Action::Submit => {
-                let prompt = self.prompt.take();
-                return match prompt {
-                    Some(Prompt {
-                        kind: PromptKind::Command,
-                        text,
-                    }) => self.run_command_line(&text),
-                    Some(Prompt {
-                        kind: PromptKind::Filter,
-                        text,
-                    }) => self.apply_filter(text),
-                    None => Vec::new(),
+                let text = self.prompt.take().map(|p| p.text.to_string());
+                return match (kind, text) {
+                    (PromptKind::Command, Some(text)) => self.run_command_line(&text),
+                    // A filter is applied as it is typed: enter only closes the line.
+                    (PromptKind::Filter, Some(_)) | (_, None) => Vec::new(),
                 };
             }
             _ => return Vec::new(),
         }
-        if live_filter {
-            let text = prompt.text.clone();
-            self.recipients.filter = text;
-            self.refilter_recipients();
+        // Filters apply as they are typed, in every pane.
+        match (kind, &self.prompt) {
+            (PromptKind::Filter, Some(prompt)) => {
+                let text = prompt.text.to_string();
+                self.apply_filter(text)
+            }
+            _ => Vec::new(),
         }
-        Vec::new()
     }
 
     fn apply_filter(&mut self, text: String) -> Vec<Command> {
@@ -1220,8 +1265,11 @@ impl App {
                 Vec::new()
             }
             Pane::Audit => {
+                // The audit filter runs in the engine: sent once typing pauses.
                 self.audit.filter = text;
-                self.refresh()
+                self.audit.selected = 0;
+                self.audit.filter_debounce = Some(DEBOUNCE_TICKS);
+                Vec::new()
             }
             _ => Vec::new(),
         }
@@ -1413,7 +1461,7 @@ impl App {
                 if action == Action::Filter {
                     self.prompt = Some(Prompt {
                         kind: PromptKind::Filter,
-                        text: self.jobs.outcome_text.clone(),
+                        text: TextInput::new(self.jobs.outcome_text.clone()),
                     });
                 } else {
                     self.jobs.outcome_filter = self.jobs.outcome_filter.next();
@@ -1824,7 +1872,7 @@ impl App {
             Action::Filter => {
                 self.prompt = Some(Prompt {
                     kind: PromptKind::Filter,
-                    text: self.audit.filter.clone(),
+                    text: TextInput::new(self.audit.filter.clone()),
                 })
             }
             Action::VerifyAudit => {

@@ -358,24 +358,16 @@ impl Keymap {
         })
     }
 
-    /// Resolves a key press in `mode`: the mode's own bindings, then (outside text entry, or for
-    /// non-printable keys) the global ones. A printable key in a text-entry mode types.
+    /// Resolves a key press in `mode`: the mode's own bindings, then in a text-entry mode the
+    /// line-editing keys (a printable key types), then the global ones.
     pub fn resolve(&self, mode: Mode, key: KeyChord) -> Option<Action> {
         if let Some(action) = self.lookup_in(mode, key) {
             return Some(action);
         }
-        if mode.is_text_entry() {
-            match key.code {
-                KeyCode::Char(c)
-                    if !key
-                        .modifiers
-                        .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT) =>
-                {
-                    return Some(Action::InputChar(c));
-                }
-                KeyCode::Backspace => return Some(Action::InputBackspace),
-                _ => {}
-            }
+        if mode.is_text_entry()
+            && let Some(edit) = super::input::edit_request(key)
+        {
+            return Some(Action::Edit(edit));
         }
         self.lookup_in(Mode::Global, key)
     }

@@ -3,11 +3,12 @@
 //! `EngineEvent`s into state that `ui::render` draws.
 //!
 //! Modules: `terminal` (lifecycle), `event` (the select loop), `action` (operator vocabulary),
-//! `keymap` (per-mode bindings), `app` (state machine), `ui` (layout), `theme`, `panes/*`.
+//! `keymap` (per-mode bindings), `input` (line editing), `app` (state machine), `ui` (layout), `theme`, `panes/*`.
 
 pub mod action;
 pub mod app;
 pub mod event;
+pub mod input;
 pub mod keymap;
 pub mod panes;
 pub mod terminal;
@@ -32,6 +33,9 @@ pub struct TuiOptions {
     pub no_color: Option<bool>,
     /// A message for the status line at start (e.g. interrupted jobs to resume).
     pub notice: Option<String>,
+    /// Colours the terminal shows; `None`: as `COLORTERM` / `TERM` advertise. A theme that
+    /// needs more is approximated and the status line says so.
+    pub colour_depth: Option<theme::ColourDepth>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,13 +75,29 @@ pub fn prepare(
         .or_else(|| config.ui.theme.clone())
         .unwrap_or_else(|| "default".to_string());
     let mut theme = theme::Theme::load(&theme_name, config_dir(config, options).as_deref())?;
+    let mut warning = None;
     if options.no_color.unwrap_or_else(theme::no_color_requested) {
         theme = theme.without_colours();
+    } else {
+        let depth = options
+            .colour_depth
+            .unwrap_or_else(theme::ColourDepth::from_env);
+        (theme, warning) = theme.for_terminal(depth);
     }
     let mut app = app::App::new(keymap, config.operator.role);
     app.mouse = options.mouse.unwrap_or(config.ui.mouse);
-    if let Some(text) = &options.notice {
-        app.notice(text.clone());
+    if let Some(text) = &warning {
+        tracing::warn!("{text}");
+    }
+    let notices: Vec<&String> = options.notice.iter().chain(warning.iter()).collect();
+    if !notices.is_empty() {
+        app.notice(
+            notices
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
     }
     Ok((app, theme))
 }

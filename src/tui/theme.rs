@@ -140,10 +140,9 @@ macro_rules! roles {
                 Ok(())
             }
 
-            /// The same theme without colours (for `NO_COLOR`): modifiers only.
-            pub fn without_colours(&self) -> Theme {
-                let strip = |s: Style| Style { fg: None, bg: None, ..s };
-                Theme { name: self.name.clone(), $($role: strip(self.$role),)+ }
+            /// The same theme with `f` applied to every role's style.
+            fn map_styles(&self, f: impl Fn(Style) -> Style) -> Theme {
+                Theme { name: self.name.clone(), $($role: f(self.$role),)+ }
             }
 
             /// Every (role, style) pair.
@@ -255,6 +254,182 @@ impl Theme {
                     .unwrap_or_else(|| PathBuf::from("<config dir>/themes")),
             }),
         }
+    }
+}
+
+impl Theme {
+    /// The same theme without colours (for `NO_COLOR`): modifiers only. Where a theme shows a
+    /// state by colour alone (a selection by its background), a modifier takes its place, so
+    /// every state stays distinguishable: the selection and the active tab are reversed, a
+    /// chosen matrix cell is bold and underlined (not reversed: the cursor on it is).
+    pub fn without_colours(&self) -> Theme {
+        let mut theme = self.map_styles(|s| Style {
+            fg: None,
+            bg: None,
+            underline_color: None,
+            ..s
+        });
+        theme.selection = theme.selection.add_modifier(Modifier::REVERSED);
+        theme.tab_active = theme.tab_active.add_modifier(Modifier::REVERSED);
+        theme.matrix_cell_active = theme
+            .matrix_cell_active
+            .remove_modifier(Modifier::REVERSED)
+            .add_modifier(Modifier::BOLD | Modifier::UNDERLINED);
+        theme
+    }
+
+    /// The most colours any role uses.
+    pub fn colour_depth(&self) -> ColourDepth {
+        self.styles()
+            .into_iter()
+            .flat_map(|(_, s)| [s.fg, s.bg, s.underline_color])
+            .flatten()
+            .map(ColourDepth::of)
+            .max()
+            .unwrap_or(ColourDepth::Ansi16)
+    }
+
+    /// The theme as a terminal showing `depth` colours can draw it: colours beyond `depth` are
+    /// replaced by the nearest it has, and the warning says so (`None`: nothing changed).
+    pub fn for_terminal(&self, depth: ColourDepth) -> (Theme, Option<String>) {
+        let needs = self.colour_depth();
+        if needs <= depth {
+            return (self.clone(), None);
+        }
+        let fit = |c: Option<Color>| c.map(|c| approximate(c, depth));
+        let theme = self.map_styles(|s| Style {
+            fg: fit(s.fg),
+            bg: fit(s.bg),
+            underline_color: fit(s.underline_color),
+            ..s
+        });
+        // The status line shows its start on a narrow screen: what happened comes first.
+        let warning = format!(
+            "theme {} approximated to {}: it needs {}, COLORTERM/TERM advertise less (set COLORTERM=truecolor if the terminal has it)",
+            self.name,
+            depth.label(),
+            needs.label()
+        );
+        (theme, Some(warning))
+    }
+}
+
+/// How many colours a terminal shows (or a theme uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ColourDepth {
+    /// The 16 ANSI colours.
+    Ansi16,
+    Ansi256,
+    /// 24-bit RGB.
+    TrueColour,
+}
+
+impl ColourDepth {
+    pub fn label(self) -> &'static str {
+        match self {
+            ColourDepth::Ansi16 => "16 colours",
+            ColourDepth::Ansi256 => "256 colours",
+            ColourDepth::TrueColour => "24-bit colour",
+        }
+    }
+
+    /// What `COLORTERM` and `TERM` advertise: `COLORTERM=truecolor|24bit` or a `TERM` ending
+    /// in `-direct` is 24-bit; a `TERM` with `256color` is 256; anything else 16.
+    pub fn advertised(colorterm: Option<&str>, term: Option<&str>) -> ColourDepth {
+        let colorterm = colorterm.unwrap_or("").to_ascii_lowercase();
+        let term = term.unwrap_or("").to_ascii_lowercase();
+        if colorterm == "truecolor" || colorterm == "24bit" || term.ends_with("-direct") {
+            ColourDepth::TrueColour
+        } else if term.contains("256color") {
+            ColourDepth::Ansi256
+        } else {
+            ColourDepth::Ansi16
+        }
+    }
+
+    /// What this process's environment advertises.
+    pub fn from_env() -> ColourDepth {
+        let var = |name: &str| std::env::var(name).ok();
+        ColourDepth::advertised(var("COLORTERM").as_deref(), var("TERM").as_deref())
+    }
+
+    fn of(colour: Color) -> ColourDepth {
+        match colour {
+            Color::Rgb(..) => ColourDepth::TrueColour,
+            Color::Indexed(n) if n >= 16 => ColourDepth::Ansi256,
+            _ => ColourDepth::Ansi16,
+        }
+    }
+}
+
+/// The 16 ANSI colours in index order, with xterm's default RGB values.
+const ANSI16: [(Color, (u8, u8, u8)); 16] = [
+    (Color::Black, (0, 0, 0)),
+    (Color::Red, (205, 0, 0)),
+    (Color::Green, (0, 205, 0)),
+    (Color::Yellow, (205, 205, 0)),
+    (Color::Blue, (0, 0, 238)),
+    (Color::Magenta, (205, 0, 205)),
+    (Color::Cyan, (0, 205, 205)),
+    (Color::Gray, (229, 229, 229)),
+    (Color::DarkGray, (127, 127, 127)),
+    (Color::LightRed, (255, 0, 0)),
+    (Color::LightGreen, (0, 255, 0)),
+    (Color::LightYellow, (255, 255, 0)),
+    (Color::LightBlue, (92, 92, 255)),
+    (Color::LightMagenta, (255, 0, 255)),
+    (Color::LightCyan, (0, 255, 255)),
+    (Color::White, (255, 255, 255)),
+];
+
+/// The RGB value of a 256-colour index (xterm's palette).
+fn indexed_rgb(n: u8) -> (u8, u8, u8) {
+    const LEVELS: [u8; 6] = [0, 95, 135, 175, 215, 255];
+    match n {
+        0..=15 => ANSI16[usize::from(n)].1,
+        16..=231 => {
+            let i = n - 16;
+            (
+                LEVELS[usize::from(i / 36)],
+                LEVELS[usize::from(i / 6 % 6)],
+                LEVELS[usize::from(i % 6)],
+            )
+        }
+        _ => {
+            let v = 8 + 10 * (n - 232);
+            (v, v, v)
+        }
+    }
+}
+
+fn distance(a: (u8, u8, u8), b: (u8, u8, u8)) -> u32 {
+    let d = |x: u8, y: u8| (i32::from(x) - i32::from(y)).unsigned_abs();
+    d(a.0, b.0).pow(2) + d(a.1, b.1).pow(2) + d(a.2, b.2).pow(2)
+}
+
+/// The nearest colour a `depth` terminal has.
+fn approximate(colour: Color, depth: ColourDepth) -> Color {
+    if ColourDepth::of(colour) <= depth {
+        return colour;
+    }
+    let rgb = match colour {
+        Color::Rgb(r, g, b) => (r, g, b),
+        Color::Indexed(n) => indexed_rgb(n),
+        other => return other,
+    };
+    match depth {
+        ColourDepth::TrueColour => colour,
+        // Indexes 16..255 (the cube and the greys) are the same in every 256-colour terminal;
+        // 0..15 follow the user's palette, so they are not picked for an exact RGB.
+        ColourDepth::Ansi256 => (16..=255u8)
+            .min_by_key(|n| distance(indexed_rgb(*n), rgb))
+            .map(Color::Indexed)
+            .unwrap_or(colour),
+        ColourDepth::Ansi16 => ANSI16
+            .iter()
+            .min_by_key(|(_, value)| distance(*value, rgb))
+            .map(|(named, _)| *named)
+            .unwrap_or(colour),
     }
 }
 

@@ -134,7 +134,15 @@ pub fn hint_label(app: &App, mode: Mode, action: &Action) -> &'static str {
         return panes::confirm::hint_label(confirm, action);
     }
     let outcomes = app.jobs.outcomes_focused;
+    // Esc clears a non-empty input first, then leaves it.
+    let typed = match mode {
+        Mode::Plan => app.plan.as_ref().is_some_and(|p| !p.typed.is_empty()),
+        Mode::Query => !app.search.query.is_empty(),
+        Mode::Prompt => app.prompt.as_ref().is_some_and(|p| !p.text.is_empty()),
+        _ => false,
+    };
     match (mode, action) {
+        (Mode::Plan | Mode::Query | Mode::Prompt, Action::Cancel) if typed => "clear",
         (Mode::Plan, Action::Submit) if hard_delete() => "confirm hard delete",
         (Mode::Plan, Action::Submit) => "apply plan",
         (Mode::Plan, Action::Cancel) => "cancel",
@@ -365,12 +373,11 @@ fn render_footer(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             PromptKind::Command => ":",
             PromptKind::Filter => "/",
         };
-        let line = Line::from(vec![
-            Span::styled(lead, theme.hint_key),
-            Span::styled(prompt.text.clone(), theme.input),
-            Span::styled(" ", theme.selection),
-        ]);
-        frame.render_widget(Paragraph::new(line), area);
+        let [lead_area, field] =
+            Layout::horizontal([Constraint::Length(1), Constraint::Fill(1)]).areas(area);
+        frame.render_widget(Span::styled(lead, theme.hint_key), lead_area);
+        let line = Line::from(Span::styled(prompt.text.value(), theme.input));
+        prompt.text.render(frame, field, line, true);
         return;
     }
     // The status (at most half the line) is right-aligned; the hints get the rest, so the two
@@ -452,17 +459,29 @@ pub fn help_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
                 )
             })
             .collect();
-        // Two columns to fit 80x24.
-        for chunk in pairs.chunks(2) {
-            let mut spans = Vec::new();
-            for (keys, desc) in chunk {
-                spans.push(Span::styled(format!("{keys:>14} "), theme.hint_key));
-                spans.push(Span::styled(format!("{desc:<18}"), theme.hint_text));
-            }
-            lines.push(Line::from(spans));
-        }
+        help_pairs(&mut lines, &pairs, theme);
     }
+    // The line-editing keys are fixed (one table in `tui::input`), the same in every input.
+    lines.push(Line::from(Span::styled(
+        "line editing (query, / filter, : command)",
+        theme.header,
+    )));
+    let groups = crate::tui::input::edit_key_groups();
+    let pairs: Vec<(String, &str)> = groups.iter().map(|(k, d)| (k.clone(), *d)).collect();
+    help_pairs(&mut lines, &pairs, theme);
     lines
+}
+
+/// Key / description pairs in two columns (to fit 80x24).
+fn help_pairs(lines: &mut Vec<Line<'static>>, pairs: &[(String, &str)], theme: &Theme) {
+    for chunk in pairs.chunks(2) {
+        let mut spans = Vec::new();
+        for (keys, desc) in chunk {
+            spans.push(Span::styled(format!("{keys:>14} "), theme.hint_key));
+            spans.push(Span::styled(format!("{desc:<18}"), theme.hint_text));
+        }
+        lines.push(Line::from(spans));
+    }
 }
 
 fn render_help(frame: &mut Frame, body: Rect, app: &App, theme: &Theme) {

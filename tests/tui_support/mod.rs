@@ -539,6 +539,31 @@ pub fn query_error() -> EngineEvent {
 }
 
 /// Latest search generation of the app.
+/// An app whose first search answered with `n` messages.
+pub fn with_results(n: usize) -> App {
+    let mut app = app();
+    app.startup();
+    let generation = search_generation(&app);
+    app.on_engine(EngineEvent::SearchCompleted {
+        generation,
+        rows: search_rows(n),
+        total: n as u64,
+    });
+    app
+}
+
+/// An app on the recipients of the first of ten messages, loaded.
+pub fn with_recipients() -> App {
+    let mut app = with_results(10);
+    keys(&mut app, &["enter"]);
+    let generation = app.recipients.generation;
+    app.on_engine(EngineEvent::RecipientsLoaded {
+        generation,
+        rows: recipients(),
+    });
+    app
+}
+
 pub fn search_generation(app: &App) -> u64 {
     app.search.generation
 }

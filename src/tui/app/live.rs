@@ -59,7 +59,7 @@ impl App {
             self.search.generation += 1;
             commands.push(Command::Search {
                 generation: self.search.generation,
-                query: self.search.query.clone(),
+                query: self.search.query.value().to_string(),
                 limit: super::SEARCH_LIMIT,
             });
         }

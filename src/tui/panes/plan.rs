@@ -2,11 +2,11 @@
 
 use crate::model::RetractAction;
 use crate::tui::action::Action;
-use crate::tui::app::{App, Loadable, short_digest};
+use crate::tui::app::{App, HARD_DELETE_DIGITS, Loadable, short_digest};
 use crate::tui::theme::Theme;
 use crate::tui::ui::{centered, pane_block, state_message, thousands};
 use ratatui::Frame;
-use ratatui::layout::Rect;
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph, Wrap};
 
@@ -23,8 +23,10 @@ pub fn hints(_app: &App) -> Vec<Action> {
 // | not actionable: external 3   already_gone 2                 |
 // | note lines...                                               |
 // |                                                             |
-// | Type 1234 to hard delete: [12_]       (Hard Delete only)    |
-// | enter apply   esc cancel                                    |
+// | Hard Delete is admin-recoverable only. (Hard Delete only)   |
+// |                                                             |
+// | Type 1234 to confirm: [12   ]      or: Apply Junk Email ... |
+// | (the refusal, after a wrong count)                          |
 // +-------------------------------------------------------------+
 pub fn render(frame: &mut Frame, body: Rect, app: &App, theme: &Theme) {
     let Some(plan) = &app.plan else {
@@ -113,32 +115,55 @@ pub fn render(frame: &mut Frame, body: Rect, app: &App, theme: &Theme) {
             theme.muted,
         )));
     }
-    lines.push(Line::from(""));
+    // The question and its answer sit at the bottom, below however the summary wraps.
+    let [summary_area, question_area, refusal_area] = Layout::vertical([
+        Constraint::Fill(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(inner);
     if summary.action == RetractAction::HardDelete {
-        lines.push(Line::from(vec![
+        lines.push(Line::from(""));
+        lines.push(Line::from(Span::styled(
+            "Hard Delete is admin-recoverable only.",
+            theme.status_failed,
+        )));
+        let lead = format!("Type {} to confirm: [", summary.copies_total);
+        let lead_width = lead.len() as u16;
+        frame.render_widget(Span::styled(lead, theme.status_failed), question_area);
+        // Room for the longest count the field takes and the cursor after it.
+        let field_width =
+            (HARD_DELETE_DIGITS as u16 + 1).min(question_area.width.saturating_sub(lead_width + 1));
+        let field = Rect::new(
+            question_area.x + lead_width.min(question_area.width),
+            question_area.y,
+            field_width,
+            1,
+        );
+        let typed = Line::from(Span::styled(plan.typed.value(), theme.input));
+        plan.typed.render(frame, field, typed, true);
+        frame.render_widget(
+            Span::styled("]", theme.status_failed),
+            Rect::new(field.right(), field.y, 1, 1).intersection(question_area),
+        );
+    } else {
+        frame.render_widget(
             Span::styled(
                 format!(
-                    "Hard Delete is admin-recoverable only. Type {} to confirm: ",
-                    summary.copies_total
+                    "Apply {} to {} copies?",
+                    summary.action.label(),
+                    thousands(summary.copies_total)
                 ),
-                theme.status_failed,
+                theme.header,
             ),
-            Span::styled(format!("[{}", plan.typed), theme.input),
-            Span::styled(" ", theme.selection),
-            Span::styled("]", theme.input),
-        ]));
-    } else {
-        lines.push(Line::from(Span::styled(
-            format!(
-                "Apply {} to {} copies?",
-                summary.action.label(),
-                thousands(summary.copies_total)
-            ),
-            theme.header,
-        )));
+            question_area,
+        );
     }
     if let Some(refusal) = &plan.refusal {
-        lines.push(Line::from(Span::styled(refusal.clone(), theme.error)));
+        frame.render_widget(Span::styled(refusal.as_str(), theme.error), refusal_area);
     }
-    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+    frame.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: false }),
+        summary_area,
+    );
 }

@@ -92,7 +92,11 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         for (c, action) in RetractAction::ALL.iter().enumerate() {
             let active = *action == chosen;
             let mark = if active { "(*)" } else { "( )" };
-            let style = if p.row == r && p.col == c {
+            // The cursor on the chosen cell keeps the chosen cell's marks under the cursor's
+            // (without colour: reversed and underlined, unlike either alone).
+            let style = if p.row == r && p.col == c && active {
+                theme.matrix_cell_active.patch(theme.selection)
+            } else if p.row == r && p.col == c {
                 theme.selection
             } else if active {
                 theme.matrix_cell_active

@@ -46,33 +46,44 @@ fn retraction_style(state: RetractionState, theme: &Theme) -> Style {
     }
 }
 
-/// The query line; the column of a parse error (1-based, `len + 1` = end) is underlined.
-fn query_line<'a>(app: &'a App, theme: &Theme) -> Line<'a> {
-    let mut spans = vec![Span::styled("Query: ", theme.header)];
+const QUERY_LEAD: &str = "Query: ";
+
+/// The query line: a label, then the input (cursor on it while typing); the column of a parse
+/// error (1-based, `len + 1` = end) is underlined. Returns the input's horizontal scroll.
+fn render_query(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) -> usize {
+    let [lead, field] = Layout::horizontal([
+        Constraint::Length(QUERY_LEAD.len() as u16),
+        Constraint::Fill(1),
+    ])
+    .areas(area);
+    frame.render_widget(Span::styled(QUERY_LEAD, theme.header), lead);
     let query = &app.search.query;
-    let error_col = app.search.error.as_ref().map(|e| e.column);
     if query.is_empty() && !app.search.editing {
-        spans.push(Span::styled(
-            "(all messages; / to type a query)",
-            theme.muted,
-        ));
-        return Line::from(spans);
+        frame.render_widget(
+            Span::styled("(all messages; / to type a query)", theme.muted),
+            field,
+        );
+        return 0;
     }
-    let chars: Vec<char> = query.chars().collect();
-    for (i, c) in chars.iter().enumerate() {
-        let style = if error_col == Some(i + 1) {
-            theme.input_error
-        } else {
-            theme.input
-        };
-        spans.push(Span::styled(c.to_string(), style));
-    }
-    if error_col.is_some_and(|c| c > chars.len()) {
+    let error_col = app.search.error.as_ref().map(|e| e.column);
+    let mut spans: Vec<Span> = query
+        .value()
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            let style = if error_col == Some(i + 1) {
+                theme.input_error
+            } else {
+                theme.input
+            };
+            Span::styled(c.to_string(), style)
+        })
+        .collect();
+    if error_col.is_some_and(|c| c > query.char_count()) {
         spans.push(Span::styled("_", theme.input_error));
-    } else if app.search.editing {
-        spans.push(Span::styled(" ", theme.selection));
     }
-    Line::from(spans)
+    query.render(frame, field, Line::from(spans), app.search.editing);
+    query.scroll(field.width)
 }
 
 /// Below this width the Received column drops the year so the Tenant column fits.
@@ -131,9 +142,10 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         Constraint::Fill(1),
     ])
     .areas(inner);
-    frame.render_widget(Paragraph::new(query_line(app, theme)), query_area);
+    let scroll = render_query(frame, query_area, app, theme);
     if let Some(error) = &app.search.error {
-        let pad = " ".repeat("Query: ".len() + error.column.saturating_sub(1));
+        let pad =
+            " ".repeat((QUERY_LEAD.len() + error.column.saturating_sub(1)).saturating_sub(scroll));
         let text = format!("{pad}^ col {}: {}", error.column, error.message);
         frame.render_widget(
             Paragraph::new(Line::from(Span::styled(text, theme.error))),

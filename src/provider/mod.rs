@@ -143,6 +143,45 @@ pub struct MessageMeta {
     pub headers: Vec<(String, String)>,
 }
 
+/// One delivery in a tenant-wide log (Graph message trace, Gmail log events): a message that
+/// reached a recipient's mailbox. The logs carry no provider message id: a copy is located by
+/// Message-ID when one is needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedDelivery {
+    /// Internet Message-ID as the log gives it.
+    pub internet_message_id: String,
+    pub sender: String,
+    /// The mailbox the copy was delivered to (lowercase).
+    pub recipient: String,
+    pub subject: String,
+    pub received: DateTime<Utc>,
+}
+
+/// `[start, end)` cut into consecutive windows of at most `step` (a log query's limit).
+pub(crate) fn windows(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    step: chrono::Duration,
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let step = step.max(chrono::Duration::seconds(1));
+    let mut out = Vec::new();
+    let mut from = start;
+    while from < end {
+        let to = (from + step).min(end);
+        out.push((from, to));
+        from = to;
+    }
+    out
+}
+
+/// Which tenant-wide log a provider offers, and the permission it needs.
+pub fn delivery_log_permission(kind: TenantKind) -> &'static str {
+    match kind {
+        TenantKind::Microsoft365 => graph::MESSAGE_TRACE_ROLE,
+        TenantKind::GoogleWorkspace => auth::REPORTS_SCOPE,
+    }
+}
+
 /// Retract status of one domain (doctor).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -430,6 +469,18 @@ impl ProviderClient {
     /// and attachment hashes.
     pub async fn fetch_raw(&self, mailbox: &str, id: &str) -> Result<Vec<u8>, Failure> {
         dispatch!(self, c => c.fetch_raw(mailbox, id).await)
+    }
+
+    /// Every delivery the tenant-wide log recorded in `[start, end)` (Graph message trace with
+    /// `$filter` on `receivedDateTime`, Gmail `activities.list` with startTime/endTime), paged
+    /// to the end, in windows the provider accepts. `not_authorized` when the permission
+    /// ([`delivery_log_permission`]) is missing.
+    pub async fn delivery_log(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<LoggedDelivery>, Failure> {
+        dispatch!(self, c => c.delivery_log(start, end).await)
     }
 
     /// Domains of the tenant and whether retraction is granted in each (doctor).

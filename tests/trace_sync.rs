@@ -167,6 +167,23 @@ impl World {
     }
 }
 
+/// The trace's (tenant, Message-ID, envelope mailbox) are exactly `expected`.
+fn assert_indexed_exactly(store: &Store, expected: &BTreeSet<(String, String, String)>) {
+    let got = indexed_copies(store);
+    let missing: Vec<_> = expected.difference(&got).take(5).collect();
+    let extra: Vec<_> = got.difference(expected).take(5).collect();
+    assert!(missing.is_empty(), "not indexed: {missing:?}");
+    assert!(extra.is_empty(), "indexed but not in the lab: {extra:?}");
+}
+
+/// A finished process's stdout and stderr, as text.
+fn texts(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 /// (tenant, Message-ID, envelope mailbox) of every trace record.
 fn indexed_copies(store: &Store) -> BTreeSet<(String, String, String)> {
     let mut out = BTreeSet::new();
@@ -219,11 +236,7 @@ async fn sync_indexes_every_delivered_copy_and_search_finds_the_campaign() {
     // Every copy the providers can show is in the trace, and nothing else is.
     let expected = w.visible_copies(None);
     let store = w.store();
-    let got = indexed_copies(&store);
-    let missing: Vec<_> = expected.difference(&got).take(5).collect();
-    let extra: Vec<_> = got.difference(&expected).take(5).collect();
-    assert!(missing.is_empty(), "not indexed: {missing:?}");
-    assert!(extra.is_empty(), "indexed but not in the lab: {extra:?}");
+    assert_indexed_exactly(&store, &expected);
     // One record per (tenant, Message-ID).
     let distinct: BTreeSet<(String, String)> = expected
         .iter()
@@ -522,8 +535,7 @@ async fn cli_sync_restricted_by_tenant_touches_only_that_tenant() {
     let out = w
         .run(&["trace", "sync", "--tenant", FABRIKAM, "--since", "30d"])
         .await;
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let (stdout, stderr) = texts(&out);
     // fabrikam has mailboxes in a domain outside the delegation: reported, not a failure.
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(
@@ -598,8 +610,7 @@ async fn cli_sync_exits_0_with_ungranted_domains_reported_and_3_when_an_endpoint
     };
     assert_eq!(ungranted, 23, "the demo's ungranted mailboxes");
     let out = w.run(&["trace", "sync"]).await;
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let (stdout, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(
         stdout.contains("23 mailboxes in 2 ungranted domains skipped — see `clawback doctor`"),
@@ -632,8 +643,7 @@ async fn cli_sync_exits_0_with_ungranted_domains_reported_and_3_when_an_endpoint
     let mut refused = World::run_with(&refused_path, &w.data_dir.with_file_name("refused"));
     for args in [&["trace", "sync"][..], &["watch", "--once"][..]] {
         let out = refused(args).await.unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let (stdout, stderr) = texts(&out);
         assert_eq!(out.status.code(), Some(3), "{args:?}: {stdout}\n{stderr}");
         if args[0] == "trace" {
             assert!(stderr.contains("cannot list mailboxes"), "{stderr}");
@@ -714,11 +724,7 @@ async fn sync_from_the_tenant_wide_logs_costs_requests_per_message_not_per_mailb
         report.summary()
     );
     let store = w.store();
-    let got = indexed_copies(&store);
-    let missing: Vec<_> = expected.difference(&got).take(5).collect();
-    let extra: Vec<_> = got.difference(&expected).take(5).collect();
-    assert!(missing.is_empty(), "not indexed: {missing:?}");
-    assert!(extra.is_empty(), "indexed but not in the lab: {extra:?}");
+    assert_indexed_exactly(&store, &expected);
     assert_eq!(store.trace_count().unwrap(), messages.len() as u64);
     // The raw MIME was read (one located copy per message): the campaign has its URL and
     // its disposition header.

@@ -624,3 +624,32 @@ pub(crate) fn pick_restore(
         ),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::windows;
+    use chrono::{Duration, TimeZone, Utc};
+
+    #[test]
+    fn log_windows_cover_the_range_without_gaps_and_within_the_limit() {
+        let start = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+        let end = start + Duration::days(25) + Duration::seconds(7);
+        let w = windows(start, end, Duration::days(10));
+        assert_eq!(w.len(), 3);
+        assert_eq!(w[0].0, start);
+        assert_eq!(w[2].1, end);
+        for pair in w.windows(2) {
+            assert_eq!(pair[0].1, pair[1].0, "no gap, no overlap");
+        }
+        assert!(
+            w.iter()
+                .all(|(a, b)| *b - *a <= Duration::days(10) && a < b)
+        );
+        assert!(windows(end, start, Duration::days(10)).is_empty());
+        // A zero step still advances (a second at a time), never loops forever.
+        assert_eq!(
+            windows(start, start + Duration::seconds(10), Duration::zero()).len(),
+            10
+        );
+    }
+}

@@ -165,6 +165,8 @@ pub struct SyncReport {
     pub log_tenants: Vec<String>,
     /// Deliveries read from tenant-wide logs.
     pub log_deliveries: u64,
+    /// Log deliveries without a usable Message-ID: not indexed (each is in `raw_failed`).
+    pub log_unkeyed: u64,
     /// Tenants whose log could not be read, with why (a missing permission, most often): their
     /// mailboxes were listed one by one instead.
     pub log_fallbacks: Vec<MailboxFailure>,
@@ -214,6 +216,12 @@ impl SyncReport {
                 f.tenant, f.failure.reason, f.failure.message
             ));
         }
+        if self.log_unkeyed > 0 {
+            s.push_str(&format!(
+                "; {} log deliveries without a Message-ID NOT indexed",
+                self.log_unkeyed
+            ));
+        }
         if !self.skipped.is_empty() {
             s.push_str(&format!("; {} not mailboxes", self.skipped.len()));
         }
@@ -232,11 +240,9 @@ impl SyncReport {
         if !self.failed.is_empty() {
             s.push_str(&format!("; {} FAILED", self.failed.len()));
         }
-        if !self.raw_failed.is_empty() {
-            s.push_str(&format!(
-                "; {} indexed from metadata only",
-                self.raw_failed.len()
-            ));
+        let metadata_only = (self.raw_failed.len() as u64).saturating_sub(self.log_unkeyed);
+        if metadata_only > 0 {
+            s.push_str(&format!("; {metadata_only} indexed from metadata only"));
         }
         s.push_str(&format!(" ({:.2}s)", self.elapsed.as_secs_f64()));
         s
@@ -544,9 +550,10 @@ pub async fn sync(
         if let Some(top) = deliveries.iter().map(|d| d.received.timestamp()).max() {
             log_cursors.push((i, top));
         }
-        let (recs, distinct, failed) =
+        let (recs, distinct, unkeyed, failed) =
             records_from_log(store, &clients[i], deliveries, &parse_opts, conc).await?;
         report.distinct_messages += distinct;
+        report.log_unkeyed += unkeyed;
         report.raw_fetched += recs.iter().filter(|(_, s)| *s == LogSource::Raw).count() as u64;
         report.raw_failed.extend(failed);
         records.extend(recs.into_iter().map(|(r, _)| r));
@@ -594,6 +601,10 @@ pub async fn sync(
     Ok(report)
 }
 
+/// Records from a log, the distinct messages, the deliveries without a usable Message-ID (not
+/// indexed; in the failures) and the failures (those, and raw MIME that could not be read).
+type LogRecords = (Vec<(TraceRecord, LogSource)>, u64, u64, Vec<MailboxFailure>);
+
 /// How a log delivery's message became a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LogSource {
@@ -617,14 +628,30 @@ async fn records_from_log(
     deliveries: Vec<LoggedDelivery>,
     opts: &IngestOptions,
     conc: usize,
-) -> Result<(Vec<(TraceRecord, LogSource)>, u64, Vec<MailboxFailure>), SyncError> {
+) -> Result<LogRecords, SyncError> {
     let tenant = client.tenant_name();
     let mut groups: BTreeMap<String, Vec<LoggedDelivery>> = BTreeMap::new();
+    let mut failed = Vec::new();
     for d in deliveries {
-        if let Some(mid) = normalize_message_id(&d.internet_message_id) {
-            groups.entry(mid).or_default().push(d);
+        match normalize_message_id(&d.internet_message_id) {
+            Some(mid) => groups.entry(mid).or_default().push(d),
+            // Nothing to key it by, and no provider id to read it with: said, not dropped.
+            None => failed.push(MailboxFailure {
+                tenant: tenant.to_string(),
+                mailbox: Some(d.recipient),
+                failure: Failure::new(
+                    FailureReason::ProviderError,
+                    None,
+                    "no_message_id",
+                    format!(
+                        "log delivery of {:?} from {} at {} has no usable Message-ID ({:?}): not indexed",
+                        d.subject, d.sender, d.received, d.internet_message_id
+                    ),
+                ),
+            }),
         }
     }
+    let unkeyed = failed.len() as u64;
     let distinct = groups.len() as u64;
     let mut new: Vec<String> = Vec::new();
     for mid in groups.keys() {
@@ -648,7 +675,6 @@ async fn records_from_log(
         .collect()
         .await;
     let mut out = Vec::with_capacity(groups.len());
-    let mut failed = Vec::new();
     for (mid, ds) in groups {
         let (mut rec, source) = match fetched.remove(&mid) {
             None => (
@@ -689,7 +715,7 @@ async fn records_from_log(
         }
         out.push((rec, source));
     }
-    Ok((out, distinct, failed))
+    Ok((out, distinct, unkeyed, failed))
 }
 
 /// The parsed raw MIME of a message, read from the first recipient mailbox where a copy can

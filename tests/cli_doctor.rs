@@ -89,6 +89,7 @@ async fn doctor_on_the_demo_prints_the_retract_table_and_exits_3() {
             .lines()
             .skip_while(|l| !l.trim_start().starts_with("Domain"))
             .skip(1)
+            .filter(|l| !l.trim_start().starts_with("Trace log:"))
             .filter(|l| {
                 l.contains("Granted")
                     || l.contains("Missing permission")
@@ -98,6 +99,12 @@ async fn doctor_on_the_demo_prints_the_retract_table_and_exits_3() {
         let expected = t.domains.len() + usize::from(t.name == config.tenants[0].name);
         assert_eq!(rows, expected, "{section}");
         assert!(section.contains("To grant:"), "{section}");
+        // The demo grants the tenant-wide trace log.
+        assert!(
+            section.contains("Trace log:   Granted (")
+                && section.contains("read the tenant-wide log, requests per message"),
+            "{section}"
+        );
         // Google tenants say which Gmail quota regime their limits assume.
         let google = t.kind == clawback::model::TenantKind::GoogleWorkspace;
         assert_eq!(
@@ -182,4 +189,37 @@ async fn doctor_on_a_stopped_lab_says_connection_refused_and_exits_4() {
     ] {
         assert!(!stdout.contains(wrong), "{wrong:?} in\n{stdout}");
     }
+}
+
+/// Issue 16: doctor shows the tenant-wide trace log per tenant, Granted or Missing with what
+/// going without costs; a missing log permission alone does not change the exit code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_shows_the_trace_log_permission_per_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _config, _) = lab_support::demo_lab(LabOptions::default(), dir.path()).await;
+    lab_support::withdraw_trace_log(&server, &["contoso"]);
+    let out = lab_support::clawback_with_config(&dir.path().join("lab.toml"), &["doctor"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    // Exit 3 for the demo's ungranted domains, as without the change.
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    let section = |name: &str| {
+        stdout
+            .split("Tenant ")
+            .find(|s| s.starts_with(name))
+            .unwrap()
+            .to_string()
+    };
+    let contoso = section("contoso");
+    assert!(
+        contoso.contains("Trace log:   Missing (ExchangeMessageTrace.Read.All): without it `trace sync` and `watch` list every mailbox, one request per mailbox per sync"),
+        "{contoso}"
+    );
+    let fabrikam = section("fabrikam");
+    assert!(
+        fabrikam.contains(
+            "Trace log:   Granted (https://www.googleapis.com/auth/admin.reports.audit.readonly)"
+        ),
+        "{fabrikam}"
+    );
+    server.stop().await;
 }

@@ -731,7 +731,8 @@ async fn throttled_planning_keeps_every_copy_and_retry_finishes_the_job() {
     let o = w
         .run_with(&patient, &["trace", "sync", "--since", "3650d"])
         .await;
-    assert_eq!(code(&o), 3, "{}{}", stdout(&o), stderr(&o)); // the ungranted domain fails
+    // The ungranted domain is reported, not a failure (issue 16).
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     // One attempt per request: the lab's 429s become `throttled` at once.
     let impatient = w.config_limited("impatient.toml", 256, 1);
     let plan_path = w.dir.path().join("plan.json");

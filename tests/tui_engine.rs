@@ -155,11 +155,18 @@ async fn search_select_untick_depth_junk_confirm_then_undo() {
         .unwrap();
     assert_eq!(copies as usize, want.len(), "the plan preview counts");
     console.keys(&["enter"]);
+    // Outcomes are loaded by a command of their own after the job list: wait for both (under
+    // load the finished list can come first).
     console
-        .until("the job to finish", |a| {
+        .until("the job to finish and its outcomes to load", |a| {
             a.jobs.list.ready().is_some_and(|jobs| {
                 jobs.iter()
                     .any(|j| j.state == JobPhase::Finished && j.succeeded > 0)
+            }) && a.jobs.outcomes.as_ref().is_some_and(|(_, o)| {
+                o.iter()
+                    .filter(|o| matches!(o.outcome, CopyOutcome::Succeeded { .. }))
+                    .count()
+                    >= want.len()
             })
         })
         .await;

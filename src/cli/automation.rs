@@ -597,7 +597,12 @@ pub fn watch(args: WatchArgs, config_path: Option<&Path>, data_dir: Option<&Path
                     tracing::info!("{} ({:.2}s)", report.summary(), started.elapsed().as_secs_f64());
                     if args.once {
                         let failed = report.jobs.iter().any(|j| j.failed > 0);
-                        return if report.errors.is_empty() && !failed {
+                        // Mailboxes in ungranted domains are not sync failures (the sync
+                        // reports them apart); anything else the sync could not read is.
+                        return if report.errors.is_empty()
+                            && report.sync_failures.is_empty()
+                            && !failed
+                        {
                             exit::OK
                         } else {
                             exit::PARTIAL

@@ -16,7 +16,7 @@ use crate::cli::out::{errln, out};
 use crate::config::{self, Config, TenantConfig};
 use crate::model::TenantKind;
 use crate::provider::http::endpoint_of;
-use crate::provider::{DomainRetract, Failure, ProviderClient};
+use crate::provider::{DomainRetract, Failure, ProviderClient, delivery_log_permission};
 
 /// How the checks came out, in increasing severity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -212,11 +212,35 @@ async fn check_tenant(
             line(&format!("  Domains:     cannot list: {f}"));
         }
     }
+    step(&format!(
+        "{which}: reading the last minute of the tenant-wide delivery log..."
+    ));
+    line(&trace_log_line(client).await);
     line(&format!("  To grant:    {}", perms.how_to_grant));
     if let Some(quota) = quota_line(tenant) {
         line(&quota);
     }
     verdict
+}
+
+/// Whether the tenant-wide delivery log (the trace source that costs requests per message)
+/// can be read, and what going without costs. Optional: it does not change the verdict.
+async fn trace_log_line(client: &ProviderClient) -> String {
+    let permission = delivery_log_permission(client.kind());
+    let now = chrono::Utc::now();
+    match client
+        .delivery_log(now - chrono::Duration::minutes(1), now)
+        .await
+    {
+        Ok(_) => format!(
+            "  Trace log:   Granted ({permission}): `trace sync` and `watch` read the tenant-wide log, requests per message"
+        ),
+        Err(f) if f.reason == crate::model::FailureReason::NotAuthorized => format!(
+            "  Trace log:   Missing ({permission}): without it `trace sync` and `watch` list every mailbox, one request per mailbox per sync ({})",
+            f.message
+        ),
+        Err(f) => format!("  Trace log:   Unknown ({f})"),
+    }
 }
 
 /// Which Gmail quota regime the tenant's limits assume (Google tenants only).

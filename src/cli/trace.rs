@@ -22,8 +22,8 @@ pub enum TraceCommand {
     /// reports and JSON Lines verdict feeds (*.jsonl, *.ndjson).
     Ingest(IngestArgs),
     /// Index the recent mail of every mailbox through the provider APIs (resumable: each
-    /// mailbox continues from the newest message synced before). Exit 3 when some mailboxes
-    /// failed.
+    /// mailbox continues from the newest message synced before). Mailboxes in domains the
+    /// provider confirms are not granted are reported and skipped; exit 3 when others failed.
     Sync(SyncArgs),
 }
 
@@ -225,6 +225,23 @@ fn sync(args: SyncArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> 
             }
             for f in &report.skipped {
                 errln!("skipped {f}");
+            }
+            for (tenant, domain) in &report.ungranted_domains {
+                let n = report
+                    .ungranted
+                    .iter()
+                    .filter(|f| {
+                        &f.tenant == tenant
+                            && f.mailbox
+                                .as_deref()
+                                .and_then(crate::model::address_domain)
+                                .as_ref()
+                                == Some(domain)
+                    })
+                    .count();
+                errln!(
+                    "skipped {tenant}: {n} mailboxes in {domain} (domain not granted; see `clawback doctor`)"
+                );
             }
             for f in report.raw_failed.iter().take(20) {
                 errln!("metadata only {f}");

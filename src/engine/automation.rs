@@ -113,8 +113,8 @@ pub struct CycleReport {
     pub intel_upgraded: usize,
     /// Problems that did not stop the cycle.
     pub errors: Vec<String>,
-    /// Mailboxes the sync could not read (e.g. not authorized in an ungranted domain): expected
-    /// in real tenants, so reported apart from `errors`.
+    /// Mailboxes (or tenants) the sync could not read, apart from those in domains known to be
+    /// ungranted (the sync summary reports those): `watch --once` exits 3 for them.
     pub sync_failures: Vec<String>,
     /// Indicators the guard held this cycle instead of retracting (Post Delivery).
     pub held: Vec<HoldNotice>,

@@ -53,6 +53,9 @@ pub const DIRECTORY_SCOPES: &[&str] = &[
     "https://www.googleapis.com/auth/admin.directory.group.member.readonly",
 ];
 
+/// The Admin SDK Reports scope the Gmail log (tenant-wide trace source) needs.
+pub const REPORTS_SCOPE: &str = "https://www.googleapis.com/auth/admin.reports.audit.readonly";
+
 /// Certificate assertion signature flavour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AssertionAlg {

@@ -1,16 +1,18 @@
 //! Gmail API v1 + Admin SDK Directory client (PROVIDER-APIS.md part B), with a service account
 //! impersonating each user (domain-wide delegation).
 
-use super::auth::{Authenticator, DIRECTORY_SCOPES, Flow, GMAIL_SCOPE, ServiceAccount};
+use super::auth::{
+    Authenticator, DIRECTORY_SCOPES, Flow, GMAIL_SCOPE, REPORTS_SCOPE, ServiceAccount,
+};
 use super::errors::{Failure, Operation, classify, error_code_message};
 use super::graph::token_answer;
 use super::http::{Http, SubRequest, SubResponse, enc};
 use super::multipart;
 use super::scheduler::{Backend, Pacer, Step, UNCERTAIN, Work, call, call_ok, choose, first_error};
 use super::{
-    AFTER_UNANSWERED, Applied, DomainRetract, DomainStatus, LocatedCopy, MAY_HAVE_LANDED,
-    MessageMeta, Permissions, ProviderError, Resolved, RestoreOptions, RestorePick, SentCopy,
-    pick_restore, unchanged_since,
+    AFTER_UNANSWERED, Applied, DomainRetract, DomainStatus, LocatedCopy, LoggedDelivery,
+    MAY_HAVE_LANDED, MessageMeta, Permissions, ProviderError, Resolved, RestoreOptions,
+    RestorePick, SentCopy, pick_restore, unchanged_since, windows,
 };
 use crate::config::{Config, LimitConfig, TenantConfig};
 use crate::model::{FailureReason, Folder, RetractAction, address_domain};
@@ -48,6 +50,8 @@ pub struct GmailClient {
 
 /// Directory API requests in flight at once per tenant.
 const DIRECTORY_IN_FLIGHT: usize = 16;
+/// The widest startTime..endTime the Reports API accepts for applicationName gmail.
+const GMAIL_LOG_WINDOW_DAYS: i64 = 30;
 
 /// A copy's folder from its labels.
 pub fn folder_of_labels(labels: &[String]) -> Folder {
@@ -177,13 +181,18 @@ impl GmailClient {
     /// A Directory API GET as the admin: at most [`DIRECTORY_IN_FLIGHT`] at once, retried on
     /// throttling (honouring `Retry-After`) and 5xx, like every other read.
     async fn directory_get(&self, path: &str) -> Result<SubResponse, Failure> {
+        self.admin_get(path, &self.directory_scopes).await
+    }
+
+    /// [`GmailClient::directory_get`] with a token for `scopes` (the Reports API's own scope).
+    async fn admin_get(&self, path: &str, scopes: &str) -> Result<SubResponse, Failure> {
         let max_attempts = self.tenant.limits.max_attempts.max(1);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             let answer = {
                 let _slot = self.directory_gate.acquire().await;
-                self.directory_get_once(path).await
+                self.admin_get_once(path, scopes).await
             };
             let wait = match &answer {
                 Ok(r)
@@ -196,7 +205,10 @@ impl GmailClient {
                         .unwrap_or_else(|| super::http::backoff(attempt).as_secs_f64())
                 }
                 Ok(r) if r.status >= 500 => super::http::backoff(attempt).as_secs_f64(),
-                Err(f) if f.is_unreachable() => return answer,
+                // A refused token (a scope not delegated) is an answer, not a hiccup.
+                Err(f) if f.is_unreachable() || f.reason == FailureReason::NotAuthorized => {
+                    return answer;
+                }
                 Err(_) => super::http::backoff(attempt).as_secs_f64(),
                 Ok(_) => return answer,
             };
@@ -207,8 +219,8 @@ impl GmailClient {
         }
     }
 
-    async fn directory_get_once(&self, path: &str) -> Result<SubResponse, Failure> {
-        let token = self.auth.token(&self.admin, &self.directory_scopes).await?;
+    async fn admin_get_once(&self, path: &str, scopes: &str) -> Result<SubResponse, Failure> {
+        let token = self.auth.token(&self.admin, scopes).await?;
         let mut r = self
             .http
             .send_sub(
@@ -218,10 +230,8 @@ impl GmailClient {
             )
             .await?;
         if r.status == 401 {
-            self.auth
-                .invalidate(&self.admin, &self.directory_scopes, &token)
-                .await;
-            let token = self.auth.token(&self.admin, &self.directory_scopes).await?;
+            self.auth.invalidate(&self.admin, scopes, &token).await;
+            let token = self.auth.token(&self.admin, scopes).await?;
             r = self
                 .http
                 .send_sub(
@@ -501,6 +511,44 @@ impl GmailClient {
                 if tries > 1 { AFTER_UNANSWERED } else { "" }
             ),
         })
+    }
+
+    /// The Gmail log (Admin SDK Reports `activities.list`, userKey `all`, applicationName
+    /// `gmail`): received-mail events in `[start, end)`, in windows of at most thirty days,
+    /// every page.
+    pub async fn delivery_log(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<LoggedDelivery>, Failure> {
+        let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut out = Vec::new();
+        for (from, to) in windows(start, end, chrono::Duration::days(GMAIL_LOG_WINDOW_DAYS)) {
+            let mut page: Option<String> = None;
+            loop {
+                let mut path = format!(
+                    "/admin/reports/v1/activity/users/all/applications/gmail?eventName=delivery&filters={}&startTime={}&endTime={}&maxResults=1000",
+                    enc("event_info.mail_event_type==2"),
+                    enc(&stamp(from)),
+                    enc(&stamp(to))
+                );
+                if let Some(p) = &page {
+                    path.push_str(&format!("&pageToken={}", enc(p)));
+                }
+                let r = self.admin_get(&path, REPORTS_SCOPE).await?;
+                if !r.ok() {
+                    return Err(classify(r.status, &r.body, Operation::Directory));
+                }
+                for item in r.body["items"].as_array().into_iter().flatten() {
+                    out.extend(logged_deliveries(item));
+                }
+                page = r.body["nextPageToken"].as_str().map(str::to_string);
+                if page.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub async fn list_mailboxes(&self) -> Result<Vec<String>, Failure> {
@@ -852,6 +900,68 @@ impl GmailClient {
             .map(|o| o.unwrap_or_else(|| Err(super::errors::transport("no response"))))
             .collect()
     }
+}
+
+/// The received-mail deliveries of one Reports `Activity` (one per destination address).
+fn logged_deliveries(item: &Value) -> Vec<LoggedDelivery> {
+    let Some(time) = item["id"]["time"]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for event in item["events"].as_array().into_iter().flatten() {
+        let nested = |name: &str| -> Vec<Value> {
+            event["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["name"] == name)
+                .and_then(|p| p["messageValue"]["parameter"].as_array().cloned())
+                .unwrap_or_default()
+        };
+        let field = |params: &[Value], name: &str| -> Option<Value> {
+            params.iter().find(|p| p["name"] == name).cloned()
+        };
+        let info = nested("event_info");
+        if field(&info, "mail_event_type").and_then(|p| p["intValue"].as_str().map(str::to_string))
+            != Some("2".into())
+        {
+            continue;
+        }
+        let message = nested("message_info");
+        let text = |name: &str| {
+            field(&message, name)
+                .and_then(|p| p["value"].as_str().map(str::to_string))
+                .unwrap_or_default()
+        };
+        let mid = text("rfc2822_message_id");
+        if mid.is_empty() {
+            continue;
+        }
+        let mut recipients: Vec<String> = field(&message, "destination.address")
+            .and_then(|p| p["multiValue"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_ascii_lowercase))
+            .collect();
+        if recipients.is_empty()
+            && let Some(actor) = item["actor"]["email"].as_str()
+        {
+            recipients.push(actor.to_ascii_lowercase());
+        }
+        for recipient in recipients {
+            out.push(LoggedDelivery {
+                internet_message_id: mid.clone(),
+                sender: text("source.address"),
+                recipient,
+                subject: text("subject"),
+                received: time.with_timezone(&Utc),
+            });
+        }
+    }
+    out
 }
 
 fn header(m: &Value, name: &str) -> Option<String> {

@@ -7,9 +7,9 @@ use super::scheduler::{
     Backend, Pacer, Step, UNCERTAIN, Work, call, call_all, call_ok, choose, first_error,
 };
 use super::{
-    AFTER_UNANSWERED, Applied, DomainRetract, DomainStatus, LocatedCopy, MAY_HAVE_LANDED,
-    MessageMeta, Permissions, ProviderError, Resolved, RestoreOptions, RestorePick, SentCopy,
-    pick_restore, unchanged_since,
+    AFTER_UNANSWERED, Applied, DomainRetract, DomainStatus, LocatedCopy, LoggedDelivery,
+    MAY_HAVE_LANDED, MessageMeta, Permissions, ProviderError, Resolved, RestoreOptions,
+    RestorePick, SentCopy, pick_restore, unchanged_since, windows,
 };
 use crate::config::{Config, LimitConfig, MicrosoftAuth, TenantConfig};
 use crate::model::{FailureReason, Folder, RetractAction, address_domain};
@@ -29,6 +29,18 @@ pub const NEEDED_ROLES: &[&str] = &[
 
 /// Mailboxes `doctor` reads (one message id each) to find mail access granted by Exchange RBAC
 /// for Applications, which the token's roles do not show.
+/// The application permission of the message trace (tenant-wide trace source).
+pub const MESSAGE_TRACE_ROLE: &str = "ExchangeMessageTrace.Read.All";
+/// The widest window one message-trace query may ask for (as Get-MessageTraceV2).
+const MESSAGE_TRACE_WINDOW_DAYS: i64 = 10;
+/// How far back the message trace reaches.
+const MESSAGE_TRACE_RETENTION_DAYS: i64 = 90;
+/// Records per message-trace page (the most Graph serves).
+const MESSAGE_TRACE_PAGE: usize = 5000;
+/// Statuses of a record whose message reached the recipient's mailbox (Junk included); a list
+/// (`expanded`), quarantined, failed or recalled mail left no copy there.
+const DELIVERED_STATUSES: &[&str] = &["delivered", "filteredAsSpam"];
+
 const RBAC_PROBES: usize = 20;
 
 /// What `doctor` says when mail access comes from Exchange RBAC for Applications.
@@ -733,6 +745,84 @@ impl GraphClient {
                 }
             ))),
         }
+    }
+
+    /// The message trace in `[start, end)`, in windows of at most ten days, every page.
+    pub async fn delivery_log(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<LoggedDelivery>, Failure> {
+        use chrono::DurationRound;
+        let second = chrono::Duration::seconds(1);
+        // The filter speaks whole seconds: the start rounded down, the end up, so a record
+        // received within the last second is not left out.
+        let ceil = |t: DateTime<Utc>| {
+            let down = t.duration_trunc(second).unwrap_or(t);
+            if down == t { t } else { down + second }
+        };
+        // The log reaches back 90 days; asking for more is refused whole.
+        let start = start.max(
+            Utc::now() - chrono::Duration::days(MESSAGE_TRACE_RETENTION_DAYS)
+                + chrono::Duration::minutes(1),
+        );
+        let mut out = Vec::new();
+        // Two seconds spare: the filter rounds each window out to whole seconds.
+        let step = chrono::Duration::days(MESSAGE_TRACE_WINDOW_DAYS) - second * 2;
+        for (from, to) in windows(start, end, step) {
+            let filter = format!(
+                "receivedDateTime ge {} and receivedDateTime le {}",
+                from.duration_trunc(second)
+                    .unwrap_or(from)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                ceil(to).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            let path = format!(
+                "/admin/exchange/tracing/messageTraces?$filter={}&$top={MESSAGE_TRACE_PAGE}",
+                enc(&filter)
+            );
+            for r in self.get_all(&path, "").await? {
+                let status = r["status"].as_str().unwrap_or_default();
+                let (Some(mid), Some(recipient), Some(received)) = (
+                    r["messageId"].as_str(),
+                    r["recipientAddress"].as_str(),
+                    r["receivedDateTime"]
+                        .as_str()
+                        .and_then(|t| DateTime::parse_from_rfc3339(t).ok()),
+                ) else {
+                    continue;
+                };
+                let received = received.with_timezone(&Utc);
+                // `le` is inclusive, so a record on a window boundary comes twice: callers
+                // key deliveries by (message, recipient).
+                if !DELIVERED_STATUSES.contains(&status) {
+                    continue;
+                }
+                out.push(LoggedDelivery {
+                    internet_message_id: mid.to_string(),
+                    sender: r["senderAddress"].as_str().unwrap_or_default().to_string(),
+                    recipient: recipient.to_ascii_lowercase(),
+                    subject: r["subject"].as_str().unwrap_or_default().to_string(),
+                    received,
+                });
+            }
+        }
+        // The log names recipients by SMTP address; a mailbox is read by its sign-in name
+        // (`/users/{mail}` is not found where the two differ), which the trace keys it by.
+        if !out.is_empty() {
+            let sign_in: HashMap<String, String> = self
+                .list_users()
+                .await?
+                .into_iter()
+                .filter(|(mail, upn)| mail != upn)
+                .collect();
+            for d in &mut out {
+                if let Some(upn) = sign_in.get(&d.recipient) {
+                    d.recipient = upn.clone();
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub async fn permissions(&self) -> Permissions {

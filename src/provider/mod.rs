@@ -143,6 +143,45 @@ pub struct MessageMeta {
     pub headers: Vec<(String, String)>,
 }
 
+/// One delivery in a tenant-wide log (Graph message trace, Gmail log events): a message that
+/// reached a recipient's mailbox. The logs carry no provider message id: a copy is located by
+/// Message-ID when one is needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedDelivery {
+    /// Internet Message-ID as the log gives it.
+    pub internet_message_id: String,
+    pub sender: String,
+    /// The mailbox the copy was delivered to (lowercase).
+    pub recipient: String,
+    pub subject: String,
+    pub received: DateTime<Utc>,
+}
+
+/// `[start, end)` cut into consecutive windows of at most `step` (a log query's limit).
+pub(crate) fn windows(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    step: chrono::Duration,
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let step = step.max(chrono::Duration::seconds(1));
+    let mut out = Vec::new();
+    let mut from = start;
+    while from < end {
+        let to = (from + step).min(end);
+        out.push((from, to));
+        from = to;
+    }
+    out
+}
+
+/// Which tenant-wide log a provider offers, and the permission it needs.
+pub fn delivery_log_permission(kind: TenantKind) -> &'static str {
+    match kind {
+        TenantKind::Microsoft365 => graph::MESSAGE_TRACE_ROLE,
+        TenantKind::GoogleWorkspace => auth::REPORTS_SCOPE,
+    }
+}
+
 /// Retract status of one domain (doctor).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -432,6 +471,18 @@ impl ProviderClient {
         dispatch!(self, c => c.fetch_raw(mailbox, id).await)
     }
 
+    /// Every delivery the tenant-wide log recorded in `[start, end)` (Graph message trace with
+    /// `$filter` on `receivedDateTime`, Gmail `activities.list` with startTime/endTime), paged
+    /// to the end, in windows the provider accepts. `not_authorized` when the permission
+    /// ([`delivery_log_permission`]) is missing.
+    pub async fn delivery_log(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<LoggedDelivery>, Failure> {
+        dispatch!(self, c => c.delivery_log(start, end).await)
+    }
+
     /// Domains of the tenant and whether retraction is granted in each (doctor).
     pub async fn domains_status(&self) -> Result<Vec<DomainStatus>, Failure> {
         dispatch!(self, c => c.domains_status().await)
@@ -572,4 +623,33 @@ pub(crate) fn pick_restore(
             "no copy of {internet_message_id} in {mailbox} any more (permanently deleted mail is admin recoverable only)"
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::windows;
+    use chrono::{Duration, TimeZone, Utc};
+
+    #[test]
+    fn log_windows_cover_the_range_without_gaps_and_within_the_limit() {
+        let start = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+        let end = start + Duration::days(25) + Duration::seconds(7);
+        let w = windows(start, end, Duration::days(10));
+        assert_eq!(w.len(), 3);
+        assert_eq!(w[0].0, start);
+        assert_eq!(w[2].1, end);
+        for pair in w.windows(2) {
+            assert_eq!(pair[0].1, pair[1].0, "no gap, no overlap");
+        }
+        assert!(
+            w.iter()
+                .all(|(a, b)| *b - *a <= Duration::days(10) && a < b)
+        );
+        assert!(windows(end, start, Duration::days(10)).is_empty());
+        // A zero step still advances (a second at a time), never loops forever.
+        assert_eq!(
+            windows(start, start + Duration::seconds(10), Duration::zero()).len(),
+            10
+        );
+    }
 }

@@ -13,12 +13,12 @@
 use super::ingest::{IngestOptions, disposition_from_headers, parse_message};
 use super::{RecipientKind, TraceRecord, message_id_list};
 use crate::config::Config;
-use crate::model::{FailureReason, normalize_message_id};
-use crate::provider::{Failure, MessageMeta, ProviderClient};
+use crate::model::{FailureReason, Folder, address_domain, normalize_message_id};
+use crate::provider::{DomainRetract, Failure, LoggedDelivery, MessageMeta, ProviderClient};
 use crate::store::{Store, StoreError, UpsertOutcome};
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 /// How far back a first sync looks when no `since` is given.
@@ -28,6 +28,14 @@ pub const DEFAULT_SINCE_DAYS: i64 = 30;
 pub const DEFAULT_CONCURRENCY: usize = 16;
 /// Records stored per transaction.
 const STORE_BATCH: usize = 2_000;
+/// The cursor key of a tenant-wide log in the per-(tenant, mailbox) cursor table (never an
+/// address, so no mailbox's cursor).
+pub const LOG_CURSOR: &str = "(tenant-wide log)";
+/// How far before its cursor a log is read again: records that reached the log late (Google
+/// documents minutes to hours for some events) are picked up; re-read ones change nothing.
+pub const LOG_OVERLAP: chrono::Duration = chrono::Duration::hours(1);
+/// Recipient mailboxes tried to locate and read one copy of a message new to the trace.
+const RAW_CANDIDATES: usize = 3;
 
 /// What to sync.
 #[derive(Debug, Clone)]
@@ -126,8 +134,14 @@ pub struct SyncReport {
     pub mailboxes_total: usize,
     /// Mailboxes whose recent mail was listed.
     pub mailboxes_synced: usize,
-    /// Mailboxes (or directories) that failed: not authorized, throttled, provider errors.
+    /// Mailboxes (or directories) that failed unexpectedly: throttled, provider errors, an
+    /// unreachable endpoint, not authorized in a domain the tenant grants.
     pub failed: Vec<MailboxFailure>,
+    /// Mailboxes refused (not authorized) in domains the provider confirms are not granted
+    /// (the probe `clawback doctor` uses): routine in real tenants, so not a failure.
+    pub ungranted: Vec<MailboxFailure>,
+    /// (tenant, domain) of the domains behind [`SyncReport::ungranted`].
+    pub ungranted_domains: BTreeSet<(String, String)>,
     /// Directory entries that are not mailboxes (users without a mailbox): nothing to sync.
     pub skipped: Vec<MailboxFailure>,
     /// Message copies listed.
@@ -145,24 +159,49 @@ pub struct SyncReport {
     pub merged: u64,
     /// Known records with nothing new.
     pub unchanged: u64,
-    /// Mailboxes whose cursor moved.
+    /// Mailboxes whose cursor moved (a tenant-wide log's cursor counts as one).
     pub cursors_advanced: usize,
+    /// Tenants indexed from their tenant-wide delivery log (no mailbox listed there).
+    pub log_tenants: Vec<String>,
+    /// Deliveries read from tenant-wide logs.
+    pub log_deliveries: u64,
+    /// Log deliveries without a usable Message-ID: not indexed (each is in `raw_failed`).
+    pub log_unkeyed: u64,
+    /// Tenants whose log could not be read, with why (a missing permission, most often): their
+    /// mailboxes were listed one by one instead.
+    pub log_fallbacks: Vec<MailboxFailure>,
     pub elapsed: Duration,
 }
 
 impl SyncReport {
-    /// Whether every mailbox was synced.
+    /// Whether every mailbox was synced, apart from those in domains known to be ungranted.
     pub fn complete(&self) -> bool {
         self.failed.is_empty()
     }
 
     /// One line for people.
     pub fn summary(&self) -> String {
+        let log = format!(
+            "the tenant-wide log of {} ({} deliveries)",
+            self.log_tenants.join(", "),
+            self.log_deliveries
+        );
+        let what = if self.log_tenants.is_empty() {
+            format!(
+                "{}/{} mailboxes",
+                self.mailboxes_synced, self.mailboxes_total
+            )
+        } else if self.log_tenants.len() == self.tenants.len() {
+            log
+        } else {
+            format!(
+                "{}/{} mailboxes and {log}",
+                self.mailboxes_synced, self.mailboxes_total
+            )
+        };
         let mut s = format!(
-            "synced {}/{} mailboxes in {} tenant(s): {} copies listed, {} messages; \
+            "synced {what} in {} tenant(s): {} copies listed, {} messages; \
              indexed {} new, {} merged, {} unchanged; {} raw fetched",
-            self.mailboxes_synced,
-            self.mailboxes_total,
             self.tenants.len(),
             self.messages_listed,
             self.distinct_messages,
@@ -171,17 +210,39 @@ impl SyncReport {
             self.unchanged,
             self.raw_fetched,
         );
+        for f in &self.log_fallbacks {
+            s.push_str(&format!(
+                "; {}: tenant-wide log not used ({}: {}), every mailbox listed",
+                f.tenant, f.failure.reason, f.failure.message
+            ));
+        }
+        if self.log_unkeyed > 0 {
+            s.push_str(&format!(
+                "; {} log deliveries without a Message-ID NOT indexed",
+                self.log_unkeyed
+            ));
+        }
         if !self.skipped.is_empty() {
             s.push_str(&format!("; {} not mailboxes", self.skipped.len()));
+        }
+        if !self.ungranted.is_empty() {
+            s.push_str(&format!(
+                "; {} mailboxes in {} ungranted domain{} skipped — see `clawback doctor`",
+                self.ungranted.len(),
+                self.ungranted_domains.len(),
+                if self.ungranted_domains.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                }
+            ));
         }
         if !self.failed.is_empty() {
             s.push_str(&format!("; {} FAILED", self.failed.len()));
         }
-        if !self.raw_failed.is_empty() {
-            s.push_str(&format!(
-                "; {} indexed from metadata only",
-                self.raw_failed.len()
-            ));
+        let metadata_only = (self.raw_failed.len() as u64).saturating_sub(self.log_unkeyed);
+        if metadata_only > 0 {
+            s.push_str(&format!("; {metadata_only} indexed from metadata only"));
         }
         s.push_str(&format!(" ({:.2}s)", self.elapsed.as_secs_f64()));
         s
@@ -241,9 +302,41 @@ pub async fn sync(
         ..SyncReport::default()
     };
 
-    // 1. Mailboxes of each tenant.
+    // 0. The tenant-wide log where it can be read; the other tenants list every mailbox.
+    let parse_opts = IngestOptions {
+        disposition_headers: options.disposition_headers.clone(),
+        tenants: Vec::new(),
+        now: Utc::now().timestamp(),
+    };
+    let mut per_mailbox: Vec<usize> = Vec::new();
+    let mut logged: Vec<(usize, Vec<LoggedDelivery>)> = Vec::new();
+    let until = Utc::now();
+    for &i in &chosen {
+        let tenant = clients[i].tenant_name();
+        let cursor = if options.full {
+            None
+        } else {
+            store.sync_cursors(tenant)?.get(LOG_CURSOR).copied()
+        };
+        let start = cursor
+            .and_then(|c| DateTime::from_timestamp(c, 0))
+            .map_or(options.since, |c| (c - LOG_OVERLAP).max(options.since));
+        match clients[i].delivery_log(start, until).await {
+            Ok(deliveries) => logged.push((i, deliveries)),
+            Err(failure) => {
+                report.log_fallbacks.push(MailboxFailure {
+                    tenant: tenant.to_string(),
+                    mailbox: None,
+                    failure,
+                });
+                per_mailbox.push(i);
+            }
+        }
+    }
+
+    // 1. Mailboxes of each tenant without a log.
     let listed = futures_util::future::join_all(
-        chosen
+        per_mailbox
             .iter()
             .map(|&i| async move { (i, clients[i].list_mailboxes().await) }),
     )
@@ -331,6 +424,7 @@ pub async fn sync(
         progress(snapshot(SyncPhase::Listing, &report, 0, 0, done));
     }
     drop(stream);
+    set_aside_ungranted(clients, &mut report).await;
 
     // 3. Group copies by (tenant, Message-ID). Copies without a usable Message-ID are their own
     //    group; their raw MIME gives them a synthetic id that is the same in every copy.
@@ -345,11 +439,6 @@ pub async fn sync(
     report.distinct_messages = groups.len() as u64 + anonymous.len() as u64;
 
     // 4. Raw MIME once per message new to the trace.
-    let parse_opts = IngestOptions {
-        disposition_headers: options.disposition_headers.clone(),
-        tenants: Vec::new(),
-        now: Utc::now().timestamp(),
-    };
     let mut fetch: Vec<usize> = Vec::new();
     for ((client, mid), members) in &groups {
         if !store.trace_known(clients[*client].tenant_name(), mid)? {
@@ -451,6 +540,25 @@ pub async fn sync(
         records.push(rec);
     }
 
+    let mut log_cursors: Vec<(usize, i64)> = Vec::new();
+    for (i, deliveries) in logged {
+        report
+            .log_tenants
+            .push(clients[i].tenant_name().to_string());
+        report.log_deliveries += deliveries.len() as u64;
+        report.messages_listed += deliveries.len() as u64;
+        if let Some(top) = deliveries.iter().map(|d| d.received.timestamp()).max() {
+            log_cursors.push((i, top));
+        }
+        let (recs, distinct, unkeyed, failed) =
+            records_from_log(store, &clients[i], deliveries, &parse_opts, conc).await?;
+        report.distinct_messages += distinct;
+        report.log_unkeyed += unkeyed;
+        report.raw_fetched += recs.iter().filter(|(_, s)| *s == LogSource::Raw).count() as u64;
+        report.raw_failed.extend(failed);
+        records.extend(recs.into_iter().map(|(r, _)| r));
+    }
+
     // 6. Store, then move the cursors of the mailboxes that were listed.
     progress(snapshot(
         SyncPhase::Storing,
@@ -483,9 +591,215 @@ pub async fn sync(
             report.cursors_advanced += 1;
         }
     }
+    for (i, top) in log_cursors {
+        if store.advance_sync_cursor(clients[i].tenant_name(), LOG_CURSOR, top, now)? {
+            report.cursors_advanced += 1;
+        }
+    }
     report.elapsed = started.elapsed();
     progress(snapshot(SyncPhase::Done, &report, fetched, to_fetch, done));
     Ok(report)
+}
+
+/// Records from a log, the distinct messages, the deliveries without a usable Message-ID (not
+/// indexed; in the failures) and the failures (those, and raw MIME that could not be read).
+type LogRecords = (Vec<(TraceRecord, LogSource)>, u64, u64, Vec<MailboxFailure>);
+
+/// How a log delivery's message became a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogSource {
+    /// Already in the trace: only its recipients are merged.
+    Known,
+    /// New, parsed from the raw MIME of one located copy.
+    Raw,
+    /// New, from the log's own fields (no copy could be located and read).
+    Log,
+}
+
+/// One record per (tenant, Message-ID) of a tenant's log deliveries: every delivered mailbox
+/// an envelope recipient, the earliest delivery the received time. A message new to the trace
+/// is located by Message-ID in one of its recipients' mailboxes (up to [`RAW_CANDIDATES`]) and
+/// its raw MIME parsed for URLs, attachment hashes, references and disposition headers; when
+/// none can be read it is indexed from the log's fields alone (and said so). Returns the
+/// records, the number of distinct messages and the raw failures.
+async fn records_from_log(
+    store: &mut Store,
+    client: &ProviderClient,
+    deliveries: Vec<LoggedDelivery>,
+    opts: &IngestOptions,
+    conc: usize,
+) -> Result<LogRecords, SyncError> {
+    let tenant = client.tenant_name();
+    let mut groups: BTreeMap<String, Vec<LoggedDelivery>> = BTreeMap::new();
+    let mut failed = Vec::new();
+    for d in deliveries {
+        match normalize_message_id(&d.internet_message_id) {
+            Some(mid) => groups.entry(mid).or_default().push(d),
+            // Nothing to key it by, and no provider id to read it with: said, not dropped.
+            None => failed.push(MailboxFailure {
+                tenant: tenant.to_string(),
+                mailbox: Some(d.recipient),
+                failure: Failure::new(
+                    FailureReason::ProviderError,
+                    None,
+                    "no_message_id",
+                    format!(
+                        "log delivery of {:?} from {} at {} has no usable Message-ID ({:?}): not indexed",
+                        d.subject, d.sender, d.received, d.internet_message_id
+                    ),
+                ),
+            }),
+        }
+    }
+    let unkeyed = failed.len() as u64;
+    let distinct = groups.len() as u64;
+    let mut new: Vec<String> = Vec::new();
+    for mid in groups.keys() {
+        if !store.trace_known(tenant, mid)? {
+            new.push(mid.clone());
+        }
+    }
+    let groups_ref = &groups;
+    let mut fetched: HashMap<String, Result<TraceRecord, Failure>> =
+        stream::iter(new.into_iter().map(|mid| async move {
+            let mut recipients: Vec<&str> = groups_ref[&mid]
+                .iter()
+                .map(|d| d.recipient.as_str())
+                .collect();
+            recipients.sort_unstable();
+            recipients.dedup();
+            let r = raw_record(client, &mid, &recipients, opts).await;
+            (mid, r)
+        }))
+        .buffer_unordered(conc)
+        .collect()
+        .await;
+    let mut out = Vec::with_capacity(groups.len());
+    for (mid, ds) in groups {
+        let (mut rec, source) = match fetched.remove(&mid) {
+            None => (
+                TraceRecord {
+                    message_id: mid.clone(),
+                    ..TraceRecord::default()
+                },
+                LogSource::Known,
+            ),
+            Some(Ok(mut r)) => {
+                r.message_id = mid.clone();
+                r.synthetic_id = false;
+                (r, LogSource::Raw)
+            }
+            Some(Err(failure)) => {
+                failed.push(MailboxFailure {
+                    tenant: tenant.to_string(),
+                    mailbox: ds.first().map(|d| d.recipient.clone()),
+                    failure,
+                });
+                let first = &ds[0];
+                let rec = TraceRecord {
+                    message_id: mid.clone(),
+                    sender: first.sender.trim().to_ascii_lowercase(),
+                    subject: first.subject.chars().take(2_000).collect(),
+                    ..TraceRecord::default()
+                };
+                (rec, LogSource::Log)
+            }
+        };
+        rec.tenant = tenant.to_string();
+        rec.add_recipients(
+            ds.iter().map(|d| d.recipient.as_str()),
+            RecipientKind::Envelope,
+        );
+        if let Some(e) = ds.iter().map(|d| d.received.timestamp()).min() {
+            rec.received = e;
+        }
+        out.push((rec, source));
+    }
+    Ok((out, distinct, unkeyed, failed))
+}
+
+/// The parsed raw MIME of a message, read from the first recipient mailbox where a copy can
+/// be located (at most [`RAW_CANDIDATES`] tried), or the last reason none could.
+async fn raw_record(
+    client: &ProviderClient,
+    mid: &str,
+    recipients: &[&str],
+    opts: &IngestOptions,
+) -> Result<TraceRecord, Failure> {
+    let mut last = Failure::new(
+        FailureReason::ProviderError,
+        None,
+        "no_copy",
+        format!("no copy of {mid} found in its recipients' mailboxes"),
+    );
+    for mailbox in recipients.iter().take(RAW_CANDIDATES) {
+        let copy = match client.locate(mailbox, mid).await {
+            Ok(copies) => copies.into_iter().find(|c| c.folder != Folder::Purged),
+            Err(f) => {
+                last = f;
+                continue;
+            }
+        };
+        let Some(copy) = copy else { continue };
+        match client.fetch_raw(mailbox, &copy.id).await {
+            Ok(bytes) => {
+                return parse_message(&bytes, opts).map_err(|reason| {
+                    Failure::new(
+                        FailureReason::ProviderError,
+                        None,
+                        "unparsable",
+                        format!("raw MIME of {} rejected: {reason}", copy.id),
+                    )
+                });
+            }
+            Err(f) => last = f,
+        }
+    }
+    Err(last)
+}
+
+/// Moves the mailboxes refused as not authorized whose domain the provider confirms is not
+/// granted (one domain probe per tenant, as `clawback doctor` does) from `failed` to
+/// `ungranted`. A refusal in a granted domain, or one the probe cannot confirm, stays a failure.
+async fn set_aside_ungranted(clients: &[ProviderClient], report: &mut SyncReport) {
+    let refused = |f: &MailboxFailure| {
+        f.mailbox.is_some() && f.failure.reason == FailureReason::NotAuthorized
+    };
+    for client in clients {
+        let tenant = client.tenant_name();
+        if !report
+            .failed
+            .iter()
+            .any(|f| f.tenant == tenant && refused(f))
+        {
+            continue;
+        }
+        let Ok(domains) = client.domains_status().await else {
+            continue;
+        };
+        let ungranted: BTreeSet<String> = domains
+            .into_iter()
+            .filter(|d| matches!(d.retract, DomainRetract::Missing { .. }))
+            .map(|d| d.domain)
+            .collect();
+        let (aside, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut report.failed)
+            .into_iter()
+            .partition(|f| {
+                f.tenant == tenant
+                    && refused(f)
+                    && f.mailbox
+                        .as_deref()
+                        .and_then(address_domain)
+                        .is_some_and(|d| ungranted.contains(&d))
+            });
+        report.failed = keep;
+        for f in aside {
+            if let Some(d) = f.mailbox.as_deref().and_then(address_domain) {
+                report.ungranted_domains.insert((f.tenant.clone(), d));
+            }
+            report.ungranted.push(f);
+        }
+    }
 }
 
 /// Tenant, one envelope recipient per mailbox holding a copy, the earliest received time the

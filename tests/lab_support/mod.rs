@@ -343,3 +343,18 @@ pub async fn restore_with_lost_answer(
         )
         .await
 }
+
+/// Withdraws the tenant-wide trace log's permission (Graph `ExchangeMessageTrace.Read.All`,
+/// Google `admin.reports.audit.readonly`) from these lab tenants (all when empty): tokens issued
+/// from now on lack it, so `trace sync` falls back to listing every mailbox.
+pub fn withdraw_trace_log(server: &LabServer, tenants: &[&str]) {
+    let mut state = server.lab.state();
+    for t in state.tenants.iter_mut() {
+        if tenants.is_empty() || tenants.contains(&t.name.as_str()) {
+            t.credentials.granted.retain(|g| {
+                g != clawback::lab::graph::tracing::PERMISSION
+                    && g != clawback::lab::directory::reports::REPORTS_SCOPE
+            });
+        }
+    }
+}

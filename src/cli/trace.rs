@@ -197,14 +197,16 @@ fn sync(args: SyncArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> 
             return;
         }
         last = std::time::Instant::now();
+        // Copies, as the summary counts them; no mailbox count when only the tenant-wide
+        // logs were read (no mailbox is listed then).
+        let mailboxes = if p.mailboxes_total == 0 {
+            String::new()
+        } else {
+            format!("mailboxes {}/{}, ", p.mailboxes_done, p.mailboxes_total)
+        };
         let line = format!(
-            "sync: mailboxes {}/{}, {} messages listed, {}/{} fetched, {} indexed",
-            p.mailboxes_done,
-            p.mailboxes_total,
-            p.messages_listed,
-            p.fetched,
-            p.to_fetch,
-            p.indexed
+            "sync: {mailboxes}{} copies listed, {}/{} fetched, {} indexed",
+            p.messages_listed, p.fetched, p.to_fetch, p.indexed
         );
         // A terminal gets one line redrawn in place; a log gets a line a second and always the
         // final counts.

@@ -1,8 +1,13 @@
-//! Request economy (issue 14): what a Gmail copy costs in sub-requests, counted by the lab
-//! (`limits.served()`), and that a client allowed more than the service takes still acts on
-//! every copy exactly once (the pacer follows the service's throttling).
+//! Request economy (issue 14): what a copy costs in sub-requests, counted by the lab
+//! (`limits.served()`), for a copy the job locates itself and for one a plan located; that a
+//! Graph copy outside the Inbox is still named by its folder (the lean locate asks for folder
+//! ids only then), so a copy already in Junk is not acted on again; and that a client allowed
+//! more than the service takes still acts on every copy exactly once (the pacer follows the
+//! service's throttling).
 
 #![allow(clippy::unwrap_used)] // test code: unwrap is the assertion
+
+mod lab_support;
 
 use clawback::config::Config;
 use clawback::lab::demo::CAMPAIGN_MESSAGE_ID;
@@ -10,6 +15,7 @@ use clawback::lab::generate::{GenerateKind, GenerateOptions, generate};
 use clawback::lab::{LabOptions, LabServer};
 use clawback::model::{FailureReason, Folder, RetractAction};
 use clawback::provider::{BulkItem, ProgressEvent, ProviderClient};
+use lab_support::lab_user_action;
 use std::collections::BTreeMap;
 
 const MAILBOXES: usize = 60;
@@ -73,6 +79,13 @@ fn served(server: &LabServer) -> usize {
     server.lab.limits.served().iter().sum()
 }
 
+/// A user moves the campaign copy of `mailbox` to `folder` (through the lab's control API).
+async fn user_moves(server: &LabServer, tenant: &str, mailbox: &str, folder: &str) {
+    let http = reqwest::Client::new();
+    let base = server.base_url();
+    lab_user_action(&http, &base, tenant, mailbox, CAMPAIGN_MESSAGE_ID, folder).await;
+}
+
 /// Runs `items` to Junk; returns the outcomes by key.
 async fn retract(
     client: &ProviderClient,
@@ -117,6 +130,81 @@ fn items(recipients: &[String]) -> Vec<BulkItem> {
             copy: None,
         })
         .collect()
+}
+
+/// Graph, a copy the job locates itself: the message list, the same filter in the Inbox, the
+/// move — three sub-requests a copy (it was nine: the six well-known folder ids per mailbox).
+#[tokio::test]
+async fn graph_locates_and_acts_in_three_sub_requests_a_copy() {
+    let l = lab(GenerateKind::Microsoft365).await;
+    let before = served(&l.server);
+    let out = retract(&l.client, items(&l.recipients)).await;
+    let cost = served(&l.server) - before;
+    assert_eq!(out.len(), MAILBOXES);
+    assert!(
+        out.values().all(|o| *o == Ok(Folder::Inbox)),
+        "every copy acted on from the Inbox: {out:?}"
+    );
+    assert_eq!(cost, 3 * MAILBOXES, "sub-requests for {MAILBOXES} copies");
+    let (junk, actions) = lab_junk_and_actions(&l.server);
+    assert_eq!(junk, MAILBOXES);
+    assert!(actions.values().all(|n| *n == 1), "{actions:?}");
+}
+
+/// Graph, a copy a plan located (`ProviderClient::locate`, then acted on by that id): two
+/// sub-requests to locate a copy in the Inbox, one to act — and nothing read again between.
+#[tokio::test]
+async fn graph_a_planned_copy_costs_two_to_locate_and_one_to_act() {
+    let l = lab(GenerateKind::Microsoft365).await;
+    let mailbox = &l.recipients[1];
+    let before = served(&l.server);
+    let copies = l.client.locate(mailbox, CAMPAIGN_MESSAGE_ID).await.unwrap();
+    assert_eq!(served(&l.server) - before, 2, "the locate");
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(copies[0].folder, Folder::Inbox);
+    let mut planned = items(std::slice::from_ref(mailbox));
+    planned[0].copy = Some(copies[0].clone());
+    let out = retract(&l.client, planned).await;
+    assert_eq!(out.get(&0), Some(&Ok(Folder::Inbox)));
+    assert_eq!(served(&l.server) - before, 3, "locate and act");
+}
+
+/// A copy outside the Inbox costs the folder ids, and is named right: one in Junk is already
+/// gone (no action), one in Archive is acted on from Archive, one the user soft-deleted is
+/// found in Recoverable Items by a plan's locate.
+#[tokio::test]
+async fn graph_copies_outside_the_inbox_are_named_by_their_folder() {
+    let l = lab(GenerateKind::Microsoft365).await;
+    let tenant = l.client.tenant_name().to_string();
+    let (junk, archive, deleted) = (&l.recipients[0], &l.recipients[1], &l.recipients[2]);
+    user_moves(&l.server, &tenant, junk, "junkemail").await;
+    user_moves(&l.server, &tenant, archive, "archive").await;
+    user_moves(&l.server, &tenant, deleted, "recoverableitemsdeletions").await;
+
+    let located = l.client.locate(deleted, CAMPAIGN_MESSAGE_ID).await.unwrap();
+    assert_eq!(
+        located.iter().map(|c| c.folder.clone()).collect::<Vec<_>>(),
+        vec![Folder::RecoverableDeletions]
+    );
+    let located = l.client.locate(junk, CAMPAIGN_MESSAGE_ID).await.unwrap();
+    assert_eq!(
+        located.iter().map(|c| c.folder.clone()).collect::<Vec<_>>(),
+        vec![Folder::Junk]
+    );
+
+    let out = retract(&l.client, items(&l.recipients[..3])).await;
+    assert_eq!(out.get(&0), Some(&Err(FailureReason::AlreadyGone)));
+    assert_eq!(out.get(&1), Some(&Ok(Folder::Archive)));
+    assert_eq!(out.get(&2), Some(&Err(FailureReason::AlreadyGone)));
+    let (_, actions) = lab_junk_and_actions(&l.server);
+    let ours: BTreeMap<_, _> = actions
+        .iter()
+        .filter(|(m, _)| l.recipients[..3].contains(m))
+        .collect();
+    // The user's own moves are in the log too: one each; ours adds one for Archive only.
+    assert_eq!(ours.get(junk), Some(&&1), "{ours:?}");
+    assert_eq!(ours.get(archive), Some(&&2), "{ours:?}");
+    assert_eq!(ours.get(deleted), Some(&&1), "{ours:?}");
 }
 
 /// Gmail, a copy the job locates itself: the search, the message's labels, the modify.

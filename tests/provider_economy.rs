@@ -10,12 +10,14 @@
 mod lab_support;
 
 use clawback::config::Config;
+use clawback::engine::Engine;
+use clawback::engine::plan::RetractRequest;
 use clawback::lab::demo::CAMPAIGN_MESSAGE_ID;
 use clawback::lab::generate::{GenerateKind, GenerateOptions, generate};
 use clawback::lab::{LabOptions, LabServer};
-use clawback::model::{FailureReason, Folder, RetractAction};
+use clawback::model::{FailureReason, Folder, RetractAction, Trigger};
 use clawback::provider::{BulkItem, ProgressEvent, ProviderClient};
-use lab_support::lab_user_action;
+use lab_support::{lab_user_action, synced_lab};
 use std::collections::BTreeMap;
 
 const MAILBOXES: usize = 60;
@@ -259,4 +261,114 @@ async fn above_capacity(kind: GenerateKind, n: usize) {
     assert_eq!(junk, n);
     assert_eq!(actions.len(), n);
     assert!(actions.values().all(|n| *n == 1), "{actions:?}");
+}
+
+/// The `$batch` requests the lab has served (each carries up to 20 sub-requests).
+fn batches(server: &LabServer) -> u64 {
+    let requests = server.lab.stats.requests.lock().unwrap();
+    requests
+        .iter()
+        .filter(|(k, _)| k.ends_with("/$batch"))
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+/// Graph, many mailboxes located together: ten locates (two steps each) share a `$batch` of
+/// 20 steps instead of one small `$batch` per mailbox; each copy is still named by its own
+/// mailbox's answers (one in Junk is Junk), and a target that cannot be asked for (a malformed
+/// Message-ID) gets its own error without holding the others back.
+#[tokio::test]
+async fn graph_locates_many_mailboxes_in_batches_of_twenty_steps() {
+    let l = lab(GenerateKind::Microsoft365).await;
+    let tenant = l.client.tenant_name().to_string();
+    assert_eq!(l.client.locate_group(), 10);
+    user_moves(&l.server, &tenant, &l.recipients[3], "junkemail").await;
+    let mut targets: Vec<(String, String)> = l
+        .recipients
+        .iter()
+        .map(|m| (m.clone(), CAMPAIGN_MESSAGE_ID.to_string()))
+        .collect();
+    targets.insert(5, (l.recipients[0].clone(), "not a message id".to_string()));
+    let (before, before_batches) = (served(&l.server), batches(&l.server));
+
+    let found = l.client.locate_many(&targets).await;
+
+    assert_eq!(found.len(), targets.len());
+    assert!(found[5].is_err(), "{:?}", found[5]);
+    let folders: Vec<Vec<Folder>> = found
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 5)
+        .map(|(_, r)| {
+            r.as_ref()
+                .unwrap()
+                .iter()
+                .map(|c| c.folder.clone())
+                .collect()
+        })
+        .collect();
+    for (i, f) in folders.iter().enumerate() {
+        let want = if i == 3 { Folder::Junk } else { Folder::Inbox };
+        assert_eq!(f, &vec![want], "{}", l.recipients[i]);
+    }
+    for (r, (mailbox, _)) in found.iter().zip(&targets).filter(|(r, _)| r.is_ok()) {
+        assert!(r.as_ref().unwrap().iter().all(|c| &c.mailbox == mailbox));
+    }
+    // Two steps a mailbox in six `$batch`es; the copy in Junk then asks for Recoverable Items
+    // and the six folder ids in a seventh.
+    assert_eq!(served(&l.server) - before, 2 * MAILBOXES + 7);
+    assert_eq!(batches(&l.server) - before_batches, 7);
+}
+
+/// The planner locates a campaign's mailboxes ten to a `$batch`: a plan of 60 Inbox copies
+/// (and the list the campaign was also sent to) costs seven `$batch`es of locate steps (it
+/// was one per mailbox), and accounts for every copy and the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_locates_ten_mailboxes_a_batch() {
+    let scenario = generate(&GenerateOptions {
+        mailboxes: MAILBOXES,
+        campaign_recipients: MAILBOXES,
+        seed: 3,
+        kind: GenerateKind::Microsoft365,
+        background_messages: 2,
+    })
+    .unwrap();
+    // Generated scenarios may be dated long ago: sync all of it.
+    let lab = synced_lab(&scenario, LabOptions::default(), &[], 100_000).await;
+    let tenant = lab.config.tenants[0].name.clone();
+    let engine = Engine::new(lab.config, lab.store).unwrap();
+    let (before, before_batches) = (served(&lab.server), batches(&lab.server));
+    let plan = engine
+        .build_plan(RetractRequest {
+            message_ids: vec![CAMPAIGN_MESSAGE_ID.into()],
+            query: None,
+            tenants: vec![tenant],
+            only: vec![],
+            exclude: vec![],
+            depth: 0,
+            action: RetractAction::Junk,
+            trigger: Trigger::Manual,
+            reason: "provider_economy".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(plan.items.len(), MAILBOXES, "{:?}", plan.skipped);
+    // The campaign is also addressed to a dynamic list: located too, then not a mailbox.
+    let skipped: Vec<_> = plan
+        .skipped
+        .iter()
+        .map(|s| (s.address.as_str(), s.reason))
+        .collect();
+    assert_eq!(
+        skipped,
+        vec![("all@contoso.com", FailureReason::NotAMailbox)]
+    );
+    // 61 locates of two steps: seven `$batch`es (it was 61), and one directory lookup of the
+    // list.
+    let targets = MAILBOXES + 1;
+    assert_eq!(served(&lab.server) - before, 2 * targets + 1);
+    assert_eq!(
+        batches(&lab.server) - before_batches,
+        (2 * targets).div_ceil(20) as u64
+    );
 }

@@ -488,6 +488,50 @@ impl GraphClient {
         internet_message_id: &str,
     ) -> Result<Vec<LocatedCopy>, Failure> {
         let answers = call_all(self, self.locate_requests(mailbox, internet_message_id)).await?;
+        self.locate_from(mailbox, internet_message_id, &answers)
+            .await
+    }
+
+    /// Locates each `(mailbox, Internet Message-ID)` as [`GraphClient::locate`] does, their
+    /// first rounds sent together: `$batch`es of up to 20 steps over several mailboxes instead
+    /// of one small `$batch` per mailbox. A failure of the shared round (transport, retries
+    /// exhausted) is every target's failure; one mailbox's error answer is its own.
+    pub async fn locate_many(
+        &self,
+        targets: &[(String, String)],
+    ) -> Vec<Result<Vec<LocatedCopy>, Failure>> {
+        let rounds: Vec<Vec<SubRequest>> = targets
+            .iter()
+            .map(|(mailbox, mid)| self.locate_requests(mailbox, mid))
+            .collect();
+        let answers = match call_all(self, rounds.iter().flatten().cloned().collect()).await {
+            Ok(answers) => answers,
+            Err(f) => return vec![Err(f); targets.len()],
+        };
+        let mut rest = answers.as_slice();
+        let mut mine = Vec::with_capacity(targets.len());
+        for round in &rounds {
+            let (head, tail) = rest.split_at(round.len().min(rest.len()));
+            mine.push(head);
+            rest = tail;
+        }
+        futures_util::future::join_all(
+            targets
+                .iter()
+                .zip(mine)
+                .map(|((mailbox, mid), answers)| self.locate_from(mailbox, mid, answers)),
+        )
+        .await
+    }
+
+    /// The rest of a locate from the answers to its first round
+    /// ([`GraphClient::locate_requests`]).
+    async fn locate_from(
+        &self,
+        mailbox: &str,
+        internet_message_id: &str,
+        answers: &[SubResponse],
+    ) -> Result<Vec<LocatedCopy>, Failure> {
         let listed = answers
             .first()
             .ok_or_else(|| super::errors::transport("no response"))?;

@@ -4,7 +4,7 @@ use super::auth::{AssertionAlg, Authenticator, Flow, MsCredential, load_certific
 use super::errors::{Failure, Operation, classify, error_code_message};
 use super::http::{Http, SubRequest, SubResponse, enc};
 use super::scheduler::{
-    Backend, Pacer, Step, UNCERTAIN, Work, call, call_all, call_ok, choose, first_error,
+    Backend, Pacer, Step, UNCERTAIN, Work, call, call_all, call_each, call_ok, choose, first_error,
 };
 use super::{
     AFTER_UNANSWERED, Applied, DomainRetract, DomainStatus, LocatedCopy, MAY_HAVE_LANDED,
@@ -494,8 +494,8 @@ impl GraphClient {
 
     /// Locates each `(mailbox, Internet Message-ID)` as [`GraphClient::locate`] does, their
     /// first rounds sent together: `$batch`es of up to 20 steps over several mailboxes instead
-    /// of one small `$batch` per mailbox. A failure of the shared round (transport, retries
-    /// exhausted) is every target's failure; one mailbox's error answer is its own.
+    /// of one small `$batch` per mailbox. Each target's outcome is its own: one mailbox's
+    /// throttling or error answer is not another's.
     pub async fn locate_many(
         &self,
         targets: &[(String, String)],
@@ -504,22 +504,25 @@ impl GraphClient {
             .iter()
             .map(|(mailbox, mid)| self.locate_requests(mailbox, mid))
             .collect();
-        let answers = match call_all(self, rounds.iter().flatten().cloned().collect()).await {
-            Ok(answers) => answers,
-            Err(f) => return vec![Err(f); targets.len()],
-        };
+        let answers = call_each(self, rounds.iter().flatten().cloned().collect()).await;
         let mut rest = answers.as_slice();
-        let mut mine = Vec::with_capacity(targets.len());
+        let mut mine: Vec<Result<Vec<SubResponse>, Failure>> = Vec::with_capacity(targets.len());
         for round in &rounds {
             let (head, tail) = rest.split_at(round.len().min(rest.len()));
-            mine.push(head);
+            mine.push(if head.len() == round.len() {
+                head.iter().cloned().collect()
+            } else {
+                Err(super::errors::transport("no response"))
+            });
             rest = tail;
         }
         futures_util::future::join_all(
             targets
                 .iter()
                 .zip(mine)
-                .map(|((mailbox, mid), answers)| self.locate_from(mailbox, mid, answers)),
+                .map(|((mailbox, mid), answers)| async move {
+                    self.locate_from(mailbox, mid, &answers?).await
+                }),
         )
         .await
     }

@@ -572,7 +572,10 @@ impl Engine {
             let keys: Vec<Target> = targets.clone();
             let progress = progress.cloned();
             // Several mailboxes' locates in one request where the provider batches them
-            // (Graph: ten locates in a `$batch` of 20 steps), as many locates in flight as before.
+            // (Graph: ten locates in a `$batch` of 20 steps). As many groups in flight as there
+            // were locates: Graph serves a batch's steps four at a time, so fewer batches in
+            // flight would leave the tenant's slots idle; the pacer still sends only what the
+            // tenant allows.
             let group = client.locate_group().max(1);
             let task = tokio::spawn(async move {
                 let groups: Vec<Vec<Target>> =
@@ -601,7 +604,7 @@ impl Engine {
                             .collect::<Vec<Located>>()
                     }
                 }))
-                .buffer_unordered((PLAN_CONCURRENCY / group).max(1))
+                .buffer_unordered(PLAN_CONCURRENCY)
                 .flat_map(stream::iter)
                 .collect::<Vec<Located>>()
                 .await

@@ -1,15 +1,23 @@
-//! Request economy (issue 14): what a Gmail copy costs in sub-requests, counted by the lab
-//! (`limits.served()`), and that a client allowed more than the service takes still acts on
-//! every copy exactly once (the pacer follows the service's throttling).
+//! Request economy (issue 14): what a copy costs in sub-requests, counted by the lab
+//! (`limits.served()`), for a copy the job locates itself and for one a plan located; that a
+//! Graph copy outside the Inbox is still named by its folder (the lean locate asks for folder
+//! ids only then), so a copy already in Junk is not acted on again; and that a client allowed
+//! more than the service takes still acts on every copy exactly once (the pacer follows the
+//! service's throttling).
 
 #![allow(clippy::unwrap_used)] // test code: unwrap is the assertion
 
+mod lab_support;
+
 use clawback::config::Config;
+use clawback::engine::Engine;
+use clawback::engine::plan::RetractRequest;
 use clawback::lab::demo::CAMPAIGN_MESSAGE_ID;
 use clawback::lab::generate::{GenerateKind, GenerateOptions, generate};
 use clawback::lab::{LabOptions, LabServer};
-use clawback::model::{FailureReason, Folder, RetractAction};
+use clawback::model::{FailureReason, Folder, RetractAction, Trigger};
 use clawback::provider::{BulkItem, ProgressEvent, ProviderClient};
+use lab_support::{lab_user_action, synced_lab};
 use std::collections::BTreeMap;
 
 const MAILBOXES: usize = 60;
@@ -73,6 +81,13 @@ fn served(server: &LabServer) -> usize {
     server.lab.limits.served().iter().sum()
 }
 
+/// A user moves the campaign copy of `mailbox` to `folder` (through the lab's control API).
+async fn user_moves(server: &LabServer, tenant: &str, mailbox: &str, folder: &str) {
+    let http = reqwest::Client::new();
+    let base = server.base_url();
+    lab_user_action(&http, &base, tenant, mailbox, CAMPAIGN_MESSAGE_ID, folder).await;
+}
+
 /// Runs `items` to Junk; returns the outcomes by key.
 async fn retract(
     client: &ProviderClient,
@@ -117,6 +132,81 @@ fn items(recipients: &[String]) -> Vec<BulkItem> {
             copy: None,
         })
         .collect()
+}
+
+/// Graph, a copy the job locates itself: the message list, the same filter in the Inbox, the
+/// move — three sub-requests a copy (it was nine: the six well-known folder ids per mailbox).
+#[tokio::test]
+async fn graph_locates_and_acts_in_three_sub_requests_a_copy() {
+    let l = lab(GenerateKind::Microsoft365).await;
+    let before = served(&l.server);
+    let out = retract(&l.client, items(&l.recipients)).await;
+    let cost = served(&l.server) - before;
+    assert_eq!(out.len(), MAILBOXES);
+    assert!(
+        out.values().all(|o| *o == Ok(Folder::Inbox)),
+        "every copy acted on from the Inbox: {out:?}"
+    );
+    assert_eq!(cost, 3 * MAILBOXES, "sub-requests for {MAILBOXES} copies");
+    let (junk, actions) = lab_junk_and_actions(&l.server);
+    assert_eq!(junk, MAILBOXES);
+    assert!(actions.values().all(|n| *n == 1), "{actions:?}");
+}
+
+/// Graph, a copy a plan located (`ProviderClient::locate`, then acted on by that id): two
+/// sub-requests to locate a copy in the Inbox, one to act — and nothing read again between.
+#[tokio::test]
+async fn graph_a_planned_copy_costs_two_to_locate_and_one_to_act() {
+    let l = lab(GenerateKind::Microsoft365).await;
+    let mailbox = &l.recipients[1];
+    let before = served(&l.server);
+    let copies = l.client.locate(mailbox, CAMPAIGN_MESSAGE_ID).await.unwrap();
+    assert_eq!(served(&l.server) - before, 2, "the locate");
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(copies[0].folder, Folder::Inbox);
+    let mut planned = items(std::slice::from_ref(mailbox));
+    planned[0].copy = Some(copies[0].clone());
+    let out = retract(&l.client, planned).await;
+    assert_eq!(out.get(&0), Some(&Ok(Folder::Inbox)));
+    assert_eq!(served(&l.server) - before, 3, "locate and act");
+}
+
+/// A copy outside the Inbox costs the folder ids, and is named right: one in Junk is already
+/// gone (no action), one in Archive is acted on from Archive, one the user soft-deleted is
+/// found in Recoverable Items by a plan's locate.
+#[tokio::test]
+async fn graph_copies_outside_the_inbox_are_named_by_their_folder() {
+    let l = lab(GenerateKind::Microsoft365).await;
+    let tenant = l.client.tenant_name().to_string();
+    let (junk, archive, deleted) = (&l.recipients[0], &l.recipients[1], &l.recipients[2]);
+    user_moves(&l.server, &tenant, junk, "junkemail").await;
+    user_moves(&l.server, &tenant, archive, "archive").await;
+    user_moves(&l.server, &tenant, deleted, "recoverableitemsdeletions").await;
+
+    let located = l.client.locate(deleted, CAMPAIGN_MESSAGE_ID).await.unwrap();
+    assert_eq!(
+        located.iter().map(|c| c.folder.clone()).collect::<Vec<_>>(),
+        vec![Folder::RecoverableDeletions]
+    );
+    let located = l.client.locate(junk, CAMPAIGN_MESSAGE_ID).await.unwrap();
+    assert_eq!(
+        located.iter().map(|c| c.folder.clone()).collect::<Vec<_>>(),
+        vec![Folder::Junk]
+    );
+
+    let out = retract(&l.client, items(&l.recipients[..3])).await;
+    assert_eq!(out.get(&0), Some(&Err(FailureReason::AlreadyGone)));
+    assert_eq!(out.get(&1), Some(&Ok(Folder::Archive)));
+    assert_eq!(out.get(&2), Some(&Err(FailureReason::AlreadyGone)));
+    let (_, actions) = lab_junk_and_actions(&l.server);
+    let ours: BTreeMap<_, _> = actions
+        .iter()
+        .filter(|(m, _)| l.recipients[..3].contains(m))
+        .collect();
+    // The user's own moves are in the log too: one each; ours adds one for Archive only.
+    assert_eq!(ours.get(junk), Some(&&1), "{ours:?}");
+    assert_eq!(ours.get(archive), Some(&&2), "{ours:?}");
+    assert_eq!(ours.get(deleted), Some(&&1), "{ours:?}");
 }
 
 /// Gmail, a copy the job locates itself: the search, the message's labels, the modify.
@@ -171,4 +261,114 @@ async fn above_capacity(kind: GenerateKind, n: usize) {
     assert_eq!(junk, n);
     assert_eq!(actions.len(), n);
     assert!(actions.values().all(|n| *n == 1), "{actions:?}");
+}
+
+/// The `$batch` requests the lab has served (each carries up to 20 sub-requests).
+fn batches(server: &LabServer) -> u64 {
+    let requests = server.lab.stats.requests.lock().unwrap();
+    requests
+        .iter()
+        .filter(|(k, _)| k.ends_with("/$batch"))
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+/// Graph, many mailboxes located together: ten locates (two steps each) share a `$batch` of
+/// 20 steps instead of one small `$batch` per mailbox; each copy is still named by its own
+/// mailbox's answers (one in Junk is Junk), and a target that cannot be asked for (a malformed
+/// Message-ID) gets its own error without holding the others back.
+#[tokio::test]
+async fn graph_locates_many_mailboxes_in_batches_of_twenty_steps() {
+    let l = lab(GenerateKind::Microsoft365).await;
+    let tenant = l.client.tenant_name().to_string();
+    assert_eq!(l.client.locate_group(), 10);
+    user_moves(&l.server, &tenant, &l.recipients[3], "junkemail").await;
+    let mut targets: Vec<(String, String)> = l
+        .recipients
+        .iter()
+        .map(|m| (m.clone(), CAMPAIGN_MESSAGE_ID.to_string()))
+        .collect();
+    targets.insert(5, (l.recipients[0].clone(), "not a message id".to_string()));
+    let (before, before_batches) = (served(&l.server), batches(&l.server));
+
+    let found = l.client.locate_many(&targets).await;
+
+    assert_eq!(found.len(), targets.len());
+    assert!(found[5].is_err(), "{:?}", found[5]);
+    let folders: Vec<Vec<Folder>> = found
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 5)
+        .map(|(_, r)| {
+            r.as_ref()
+                .unwrap()
+                .iter()
+                .map(|c| c.folder.clone())
+                .collect()
+        })
+        .collect();
+    for (i, f) in folders.iter().enumerate() {
+        let want = if i == 3 { Folder::Junk } else { Folder::Inbox };
+        assert_eq!(f, &vec![want], "{}", l.recipients[i]);
+    }
+    for (r, (mailbox, _)) in found.iter().zip(&targets).filter(|(r, _)| r.is_ok()) {
+        assert!(r.as_ref().unwrap().iter().all(|c| &c.mailbox == mailbox));
+    }
+    // Two steps a mailbox in six `$batch`es; the copy in Junk then asks for Recoverable Items
+    // and the six folder ids in a seventh.
+    assert_eq!(served(&l.server) - before, 2 * MAILBOXES + 7);
+    assert_eq!(batches(&l.server) - before_batches, 7);
+}
+
+/// The planner locates a campaign's mailboxes ten to a `$batch`: a plan of 60 Inbox copies
+/// (and the list the campaign was also sent to) costs seven `$batch`es of locate steps (it
+/// was one per mailbox), and accounts for every copy and the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_locates_ten_mailboxes_a_batch() {
+    let scenario = generate(&GenerateOptions {
+        mailboxes: MAILBOXES,
+        campaign_recipients: MAILBOXES,
+        seed: 3,
+        kind: GenerateKind::Microsoft365,
+        background_messages: 2,
+    })
+    .unwrap();
+    // Generated scenarios may be dated long ago: sync all of it.
+    let lab = synced_lab(&scenario, LabOptions::default(), &[], 100_000).await;
+    let tenant = lab.config.tenants[0].name.clone();
+    let engine = Engine::new(lab.config, lab.store).unwrap();
+    let (before, before_batches) = (served(&lab.server), batches(&lab.server));
+    let plan = engine
+        .build_plan(RetractRequest {
+            message_ids: vec![CAMPAIGN_MESSAGE_ID.into()],
+            query: None,
+            tenants: vec![tenant],
+            only: vec![],
+            exclude: vec![],
+            depth: 0,
+            action: RetractAction::Junk,
+            trigger: Trigger::Manual,
+            reason: "provider_economy".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(plan.items.len(), MAILBOXES, "{:?}", plan.skipped);
+    // The campaign is also addressed to a dynamic list: located too, then not a mailbox.
+    let skipped: Vec<_> = plan
+        .skipped
+        .iter()
+        .map(|s| (s.address.as_str(), s.reason))
+        .collect();
+    assert_eq!(
+        skipped,
+        vec![("all@contoso.com", FailureReason::NotAMailbox)]
+    );
+    // 61 locates of two steps: seven `$batch`es (it was 61), and one directory lookup of the
+    // list.
+    let targets = MAILBOXES + 1;
+    assert_eq!(served(&lab.server) - before, 2 * targets + 1);
+    assert_eq!(
+        batches(&lab.server) - before_batches,
+        (2 * targets).div_ceil(20) as u64
+    );
 }

@@ -4,7 +4,7 @@ use super::auth::{AssertionAlg, Authenticator, Flow, MsCredential, load_certific
 use super::errors::{Failure, Operation, classify, error_code_message};
 use super::http::{Http, SubRequest, SubResponse, enc};
 use super::scheduler::{
-    Backend, Pacer, Step, UNCERTAIN, Work, call, call_all, call_ok, choose, first_error,
+    Backend, Pacer, Step, UNCERTAIN, Work, call, call_all, call_each, call_ok, choose, first_error,
 };
 use super::{
     AFTER_UNANSWERED, Applied, DomainRetract, DomainStatus, LocatedCopy, LoggedDelivery,
@@ -288,6 +288,56 @@ impl GraphClient {
             .collect()
     }
 
+    /// The message list of a locate: every visible copy of the Message-ID, and (while the
+    /// mailbox's folder ids are not known) the same filter inside the Inbox, whose answers name
+    /// the Inbox without asking for folder ids: a delivered copy is almost always there, so a
+    /// locate costs two sub-requests instead of eight (the folder ids are asked for only when a
+    /// copy is somewhere else).
+    fn locate_requests(&self, mailbox: &str, internet_message_id: &str) -> Vec<SubRequest> {
+        let filter = Self::mid_filter(internet_message_id);
+        let mut requests = vec![SubRequest::get(
+            Self::messages_filter(mailbox, &filter, None),
+            mailbox,
+            0,
+        )];
+        if !self.folders_learned(mailbox) {
+            requests.push(SubRequest::get(
+                Self::messages_filter(mailbox, &filter, Some("inbox")),
+                mailbox,
+                0,
+            ));
+        }
+        requests
+    }
+
+    /// The copies of a [`GraphClient::locate_requests`] answer whose folders are known (`None`
+    /// when one is not: the folder ids must be asked for first).
+    fn located_copies(
+        &self,
+        mailbox: &str,
+        values: &[Value],
+        in_inbox: Option<&SubResponse>,
+    ) -> Option<Vec<LocatedCopy>> {
+        let inbox: std::collections::HashSet<&str> = in_inbox
+            .filter(|r| r.ok())
+            .and_then(|r| r.body["value"].as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["id"].as_str())
+            .collect();
+        values
+            .iter()
+            .map(|m| {
+                let folder = if m["id"].as_str().is_some_and(|id| inbox.contains(id)) {
+                    Some(Folder::Inbox)
+                } else {
+                    self.folder_of(mailbox, m["parentFolderId"].as_str().unwrap_or_default())
+                };
+                folder.map(|f| self.to_copy(mailbox, m, Some(f)))
+            })
+            .collect()
+    }
+
     fn to_copy(&self, mailbox: &str, m: &Value, folder: Option<Folder>) -> LocatedCopy {
         let pfid = m["parentFolderId"].as_str().unwrap_or_default();
         LocatedCopy {
@@ -439,37 +489,101 @@ impl GraphClient {
         })
     }
 
-    /// Copies in the mailbox, including Recoverable Items\Deletions.
+    /// Copies in the mailbox, including Recoverable Items\Deletions when no copy is in view:
+    /// a copy in view is what a plan acts on, and a soft-deleted one beside it is already out
+    /// of the user's view. Two sub-requests when the copy is in the Inbox (see
+    /// [`GraphClient::locate_requests`]); otherwise a second round asks for the recoverable
+    /// items and, if still unknown, the well-known folder ids.
     pub async fn locate(
         &self,
         mailbox: &str,
         internet_message_id: &str,
     ) -> Result<Vec<LocatedCopy>, Failure> {
-        // One round: the message list, the recoverable items and (first time in this mailbox)
-        // the well-known folder ids, sent together.
-        let filter = Self::mid_filter(internet_message_id);
-        let mut requests = vec![
-            SubRequest::get(Self::messages_filter(mailbox, &filter, None), mailbox, 0),
-            SubRequest::get(
-                Self::messages_filter(mailbox, &filter, Some("recoverableitemsdeletions")),
-                mailbox,
-                0,
-            ),
-        ];
-        requests.extend(self.folder_requests_if_unknown(mailbox));
-        let answers = call_all(self, requests).await?;
-        let (listed, rest) = answers
-            .split_first()
+        let answers = call_all(self, self.locate_requests(mailbox, internet_message_id)).await?;
+        self.locate_from(mailbox, internet_message_id, &answers)
+            .await
+    }
+
+    /// Locates each `(mailbox, Internet Message-ID)` as [`GraphClient::locate`] does, their
+    /// first rounds sent together: `$batch`es of up to 20 steps over several mailboxes instead
+    /// of one small `$batch` per mailbox. Each target's outcome is its own: one mailbox's
+    /// throttling or error answer is not another's.
+    pub async fn locate_many(
+        &self,
+        targets: &[(String, String)],
+    ) -> Vec<Result<Vec<LocatedCopy>, Failure>> {
+        let rounds: Vec<Vec<SubRequest>> = targets
+            .iter()
+            .map(|(mailbox, mid)| self.locate_requests(mailbox, mid))
+            .collect();
+        let answers = call_each(self, rounds.iter().flatten().cloned().collect()).await;
+        let mut rest = answers.as_slice();
+        let mut mine: Vec<Result<Vec<SubResponse>, Failure>> = Vec::with_capacity(targets.len());
+        for round in &rounds {
+            let (head, tail) = rest.split_at(round.len().min(rest.len()));
+            mine.push(if head.len() == round.len() {
+                head.iter().cloned().collect()
+            } else {
+                Err(super::errors::transport("no response"))
+            });
+            rest = tail;
+        }
+        futures_util::future::join_all(
+            targets
+                .iter()
+                .zip(mine)
+                .map(|((mailbox, mid), answers)| async move {
+                    self.locate_from(mailbox, mid, &answers?).await
+                }),
+        )
+        .await
+    }
+
+    /// The rest of a locate from the answers to its first round
+    /// ([`GraphClient::locate_requests`]).
+    async fn locate_from(
+        &self,
+        mailbox: &str,
+        internet_message_id: &str,
+        answers: &[SubResponse],
+    ) -> Result<Vec<LocatedCopy>, Failure> {
+        let listed = answers
+            .first()
             .ok_or_else(|| super::errors::transport("no response"))?;
         if !listed.ok() {
             return Err(classify(listed.status, &listed.body, Operation::Directory));
         }
-        let (recoverable, folders) = rest
+        let values = listed.body["value"].as_array().cloned().unwrap_or_default();
+        if let Some(copies) = self.located_copies(mailbox, &values, answers.get(1))
+            && copies.iter().any(|c| !c.folder.is_gone())
+        {
+            return Ok(copies);
+        }
+        let filter = Self::mid_filter(internet_message_id);
+        let mut requests = vec![SubRequest::get(
+            Self::messages_filter(mailbox, &filter, Some("recoverableitemsdeletions")),
+            mailbox,
+            0,
+        )];
+        let unknown = self
+            .located_copies(mailbox, &values, answers.get(1))
+            .is_none();
+        if unknown {
+            requests.extend(Self::folder_requests(mailbox));
+        }
+        let second = call_all(self, requests).await?;
+        let (recoverable, folders) = second
             .split_first()
             .ok_or_else(|| super::errors::transport("no response"))?;
         self.learn_folders(mailbox, folders);
-        let values = listed.body["value"].as_array().cloned().unwrap_or_default();
-        let mut copies = self.copies_from(mailbox, &values).await?;
+        let mut copies = self
+            .located_copies(mailbox, &values, answers.get(1))
+            .unwrap_or_else(|| {
+                values
+                    .iter()
+                    .map(|m| self.to_copy(mailbox, m, None))
+                    .collect()
+            });
         if recoverable.ok() {
             for m in recoverable.body["value"].as_array().into_iter().flatten() {
                 copies.push(self.to_copy(mailbox, m, Some(Folder::RecoverableDeletions)));
@@ -1145,16 +1259,7 @@ impl Backend for GraphClient {
         let mb = work.mailbox.as_str();
         let filter = Self::mid_filter(&work.internet_message_id);
         match &work.step {
-            Step::Locate => {
-                // The well-known folder ids (first time in this mailbox) in the same round.
-                let mut requests = vec![SubRequest::get(
-                    Self::messages_filter(mb, &filter, None),
-                    mb,
-                    0,
-                )];
-                requests.extend(self.folder_requests_if_unknown(mb));
-                requests
-            }
+            Step::Locate => self.locate_requests(mb, &work.internet_message_id),
             Step::Resolve(_) => Self::folder_requests(mb),
             Step::Act(copy) => {
                 let item = format!("/users/{}/messages/{}", enc(mb), enc(&copy.id));
@@ -1210,22 +1315,14 @@ impl Backend for GraphClient {
                 match first_error(&responses[..1.min(responses.len())], Operation::Directory) {
                     Some(f) => Step::Done(Err(f)),
                     None => {
-                        self.learn_folders(&mb, responses.get(1..).unwrap_or_default());
                         let values = responses
                             .first()
                             .and_then(|r| r.body["value"].as_array().cloned())
                             .unwrap_or_default();
-                        let unknown = values.iter().any(|m| {
-                            self.folder_of(&mb, m["parentFolderId"].as_str().unwrap_or_default())
-                                .is_none()
-                        });
-                        if unknown {
-                            Step::Resolve(values)
-                        } else {
-                            choose(
-                                values.iter().map(|m| self.to_copy(&mb, m, None)).collect(),
-                                &mb,
-                            )
+                        match self.located_copies(&mb, &values, responses.get(1)) {
+                            Some(copies) => choose(copies, &mb),
+                            // A copy outside the Inbox: its folder id must be named first.
+                            None => Step::Resolve(values),
                         }
                     }
                 }

@@ -785,18 +785,43 @@ pub async fn call<B: Backend>(backend: &B, request: SubRequest) -> Result<SubRes
 /// rules, per sub-request: a rate-limited, 5xx or dropped one is sent again (after
 /// `Retry-After` or a backoff), a 401 refreshes the mailbox's token once. The final answers
 /// come back in request order; non-2xx final answers as `Ok` for the caller to classify.
+/// The first failure (retries exhausted, unreachable) fails them all.
 pub async fn call_all<B: Backend>(
     backend: &B,
     requests: Vec<SubRequest>,
 ) -> Result<Vec<SubResponse>, Failure> {
+    call_reads(backend, requests, true)
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// [`call_all`], but each sub-request's outcome on its own: one that fails (retries
+/// exhausted) does not stop the others, which are still sent and retried — reads of several
+/// mailboxes sent together, where one mailbox's throttling is not another's.
+pub async fn call_each<B: Backend>(
+    backend: &B,
+    requests: Vec<SubRequest>,
+) -> Vec<Result<SubResponse, Failure>> {
+    call_reads(backend, requests, false).await
+}
+
+/// [`call_all`] (`all_or_nothing`: the first failure is every request's) or [`call_each`].
+async fn call_reads<B: Backend>(
+    backend: &B,
+    requests: Vec<SubRequest>,
+    all_or_nothing: bool,
+) -> Vec<Result<SubResponse, Failure>> {
+    let n = requests.len();
     if requests.iter().any(|r| r.mutating) {
-        return Err(super::errors::internal(
+        let f = super::errors::internal(
             "call_all sends reads only: a mutation must be looked for before it is sent again",
-        ));
+        );
+        return vec![Err(f); n];
     }
     let max_attempts = backend.limits().max_attempts.max(1);
     let batch = round_batch_size(backend);
-    let mut out: Vec<Option<SubResponse>> = vec![None; requests.len()];
+    let mut out: Vec<Option<Result<SubResponse, Failure>>> = vec![None; n];
     let mut pending: Vec<usize> = (0..requests.len()).collect();
     let mut refreshed: Vec<String> = Vec::new();
     let mut attempts = 0;
@@ -823,13 +848,14 @@ pub async fn call_all<B: Backend>(
         let mut delay = 0f64;
         for (i, answer) in pending.into_iter().zip(answers) {
             let retry_in = match &answer {
-                Err(f) if attempts >= max_attempts || f.is_unreachable() => return Err(f.clone()),
-                Err(_) => Some(backoff(attempts).as_secs_f64()),
+                Err(f) if attempts >= max_attempts || f.is_unreachable() => Err(f.clone()),
+                Err(_) => Ok(Some(backoff(attempts).as_secs_f64())),
                 Ok(r) if is_server_error(r.status) => {
                     if attempts >= max_attempts {
-                        return Err(classify(r.status, &r.body, Operation::Read));
+                        Err(classify(r.status, &r.body, Operation::Read))
+                    } else {
+                        Ok(Some(backoff(attempts).as_secs_f64()))
                     }
-                    Some(backoff(attempts).as_secs_f64())
                 }
                 Ok(r)
                     if is_rate_limited(r.status, &super::errors::error_code_message(&r.body).0) =>
@@ -837,27 +863,29 @@ pub async fn call_all<B: Backend>(
                     if attempts >= max_attempts {
                         let mut f = classify(r.status, &r.body, Operation::Read);
                         f.reason = FailureReason::Throttled;
-                        return Err(f);
+                        Err(f)
+                    } else {
+                        Ok(Some(
+                            r.retry_after
+                                .unwrap_or_else(|| backoff(attempts).as_secs_f64()),
+                        ))
                     }
-                    Some(
-                        r.retry_after
-                            .unwrap_or_else(|| backoff(attempts).as_secs_f64()),
-                    )
                 }
                 Ok(r) if r.status == 401 && !refreshed.contains(&requests[i].mailbox) => {
                     refreshed.push(requests[i].mailbox.clone());
                     backend.invalidate(&requests[i].mailbox).await;
-                    Some(0.0)
+                    Ok(Some(0.0))
                 }
-                Ok(_) => None,
+                Ok(_) => Ok(None),
             };
             match (retry_in, answer) {
-                (Some(wait), _) => {
+                (Ok(Some(wait)), _) => {
                     delay = delay.max(wait);
                     again.push(i);
                 }
-                (None, Ok(r)) => out[i] = Some(r),
-                (None, Err(f)) => return Err(f),
+                (Ok(None), r) => out[i] = Some(r),
+                (Err(f), _) if all_or_nothing => return vec![Err(f); n],
+                (Err(f), _) => out[i] = Some(Err(f)),
             }
         }
         if delay > 0.0 && !again.is_empty() {
@@ -866,7 +894,7 @@ pub async fn call_all<B: Backend>(
         pending = again;
     }
     out.into_iter()
-        .map(|r| r.ok_or_else(|| super::errors::transport("no response")))
+        .map(|r| r.unwrap_or_else(|| Err(super::errors::transport("no response"))))
         .collect()
 }
 

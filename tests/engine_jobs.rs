@@ -174,12 +174,7 @@ async fn cancel_leaves_items_pending_and_resume_finishes_them() {
     assert!(engine_actions(&w.server).is_empty(), "nothing was sent");
     assert_eq!(w.engine.unfinished_jobs().unwrap().len(), 0);
 
-    let report = w
-        .engine
-        .run_job(job, &RunOptions::default(), &|_| {})
-        .await
-        .unwrap();
-    assert_eq!(report.state, JobState::Finished);
+    let report = run_finished(&w, job).await;
     assert_eq!(report.counts.succeeded as usize, plan.items.len());
     assert!(engine_actions(&w.server).values().all(|n| *n == 1));
 }
@@ -464,12 +459,7 @@ async fn an_in_flight_item_whose_copy_moved_elsewhere_is_settled_as_may_have_lan
     dead_process_left_in_flight(&w, job, &mailbox, false);
     user_moves(&w.server, &mailbox, "junk").await;
 
-    let report = w
-        .engine
-        .run_job(job, &RunOptions::default(), &|_| {})
-        .await
-        .unwrap();
-    assert_eq!(report.state, JobState::Finished);
+    run_finished(&w, job).await;
     let items = w.engine.store().job_items(job, None).unwrap();
     let it = items.iter().find(|it| it.mailbox == mailbox).unwrap();
     assert_eq!(it.state, ItemState::Failed, "{it:?}");
@@ -534,6 +524,25 @@ fn dead_process_left_in_flight(w: &World, job: i64, mailbox: &str, recorded: boo
     id
 }
 
+/// Runs a job to its end (it must finish); its report.
+async fn run_finished(w: &World, job: i64) -> JobReport {
+    let report = w
+        .engine
+        .run_job(job, &RunOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.state, JobState::Finished);
+    report
+}
+
+/// Runs a one-item job to its end; its item.
+async fn run_to_the_end_for_its_item(w: &World, job: i64) -> clawback::store::jobs::ItemRow {
+    run_finished(w, job).await;
+    let mut items = w.engine.store().job_items(job, None).unwrap();
+    assert_eq!(items.len(), 1, "{items:?}");
+    items.remove(0)
+}
+
 /// Undo interrupted in another process after it recorded the copy it was moving back. If that
 /// move landed and the user then moved the copy back to Deleted Items, the copy is in the
 /// retraction's folder again under a new id: left alone (moved_since, may have landed), so the
@@ -570,18 +579,7 @@ async fn an_interrupted_restore_is_sent_again_only_for_the_unchanged_copy() {
         .await
         .unwrap();
     user_moves(&w.server, &landed, "trash").await;
-    let report = w
-        .engine
-        .run_job(restore_landed, &RunOptions::default(), &|_| {})
-        .await
-        .unwrap();
-    assert_eq!(report.state, JobState::Finished);
-    let it = w
-        .engine
-        .store()
-        .job_items(restore_landed, None)
-        .unwrap()
-        .remove(0);
+    let it = run_to_the_end_for_its_item(&w, restore_landed).await;
     assert_eq!(it.state, ItemState::Failed, "{it:?}");
     assert_eq!(it.reason, Some(FailureReason::MovedSince));
     let detail = it.detail.unwrap_or_default();
@@ -607,18 +605,7 @@ async fn an_interrupted_restore_is_sent_again_only_for_the_unchanged_copy() {
         .create_restore_job(job, std::slice::from_ref(&lost))
         .unwrap();
     let sent_for = dead_process_left_in_flight(&w, restore_lost, &lost, true);
-    let report = w
-        .engine
-        .run_job(restore_lost, &RunOptions::default(), &|_| {})
-        .await
-        .unwrap();
-    assert_eq!(report.state, JobState::Finished);
-    let it = w
-        .engine
-        .store()
-        .job_items(restore_lost, None)
-        .unwrap()
-        .remove(0);
+    let it = run_to_the_end_for_its_item(&w, restore_lost).await;
     assert_eq!(it.state, ItemState::Succeeded, "{it:?}");
     let detail = it.detail.clone().unwrap_or_default();
     assert!(detail.contains("had not landed"), "{detail}");

@@ -12,7 +12,7 @@ mod tui_support;
 
 use clawback::engine::Command;
 use clawback::engine::event::EngineEvent;
-use clawback::engine::view::{AuditFilter, JobId};
+use clawback::engine::view::AuditFilter;
 use clawback::model::RetractAction;
 use clawback::tui::action::Action;
 use clawback::tui::app::{App, DEBOUNCE_TICKS, Loadable, Pane};
@@ -46,12 +46,7 @@ fn with_outcomes() -> App {
     let mut app = tui_support::app();
     keys(&mut app, &["5"]);
     app.on_engine(EngineEvent::JobsLoaded(jobs()));
-    keys(&mut app, &["j", "enter"]);
-    app.on_engine(EngineEvent::JobOutcomesLoaded {
-        job: JobId("job-41".into()),
-        outcomes: outcomes(),
-    });
-    keys(&mut app, &["esc"]);
+    tui_support::open_job_41_outcomes(&mut app);
     app
 }
 

@@ -84,13 +84,7 @@ fn jobs_populated() -> App {
 
 fn jobs_with_outcomes() -> App {
     let mut app = jobs_populated();
-    keys(&mut app, &["j", "enter"]);
-    app.on_engine(EngineEvent::JobOutcomesLoaded {
-        job: JobId("job-41".into()),
-        outcomes: outcomes(),
-    });
-    // Back to the list: the outcomes stay on screen, without a cursor.
-    keys(&mut app, &["esc"]);
+    open_job_41_outcomes(&mut app);
     app
 }
 

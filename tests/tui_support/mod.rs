@@ -608,3 +608,14 @@ pub fn find(buffer: &Buffer, needle: &str) -> Option<(u16, u16)> {
     }
     None
 }
+
+/// On the Jobs pane: `enter` on the next job down, job-41's outcomes loaded, back to the list
+/// (the outcomes stay on screen, without a cursor).
+pub fn open_job_41_outcomes(app: &mut App) {
+    keys(app, &["j", "enter"]);
+    app.on_engine(EngineEvent::JobOutcomesLoaded {
+        job: JobId("job-41".into()),
+        outcomes: outcomes(),
+    });
+    keys(app, &["esc"]);
+}

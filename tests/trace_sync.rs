@@ -85,10 +85,22 @@ impl World {
             ..SyncOptions::from_config(Some(&self.config))
         };
         let mut calls = 0;
-        let report = sync(&mut store, &self.clients(), &options, |_| calls += 1)
-            .await
-            .unwrap();
+        let mut last = None;
+        let report = sync(&mut store, &self.clients(), &options, |p| {
+            calls += 1;
+            last = Some(p);
+        })
+        .await
+        .unwrap();
         assert!(calls >= 2, "progress is reported");
+        // The final progress counts every raw fetch, from mailbox listings and from the logs.
+        let last = last.unwrap();
+        assert_eq!(last.fetched, last.to_fetch, "{last:?}");
+        assert!(
+            last.fetched >= report.raw_fetched,
+            "{last:?} {}",
+            report.summary()
+        );
         report
     }
 

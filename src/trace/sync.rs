@@ -446,7 +446,7 @@ pub async fn sync(
         }
     }
     fetch.extend(anonymous.iter().copied());
-    let to_fetch = fetch.len() as u64;
+    let mut to_fetch = fetch.len() as u64;
     let mut raw: HashMap<usize, TraceRecord> = HashMap::new();
     let copies_ref = &copies;
     let mut stream = stream::iter(fetch.into_iter().map(|n| async move {
@@ -554,7 +554,11 @@ pub async fn sync(
             records_from_log(store, &clients[i], deliveries, &parse_opts, conc).await?;
         report.distinct_messages += distinct;
         report.log_unkeyed += unkeyed;
-        report.raw_fetched += recs.iter().filter(|(_, s)| *s == LogSource::Raw).count() as u64;
+        // The progress line counts these fetches too (one per message new to the trace).
+        let raw = recs.iter().filter(|(_, s)| *s == LogSource::Raw).count() as u64;
+        report.raw_fetched += raw;
+        fetched += raw;
+        to_fetch += raw + failed.len() as u64;
         report.raw_failed.extend(failed);
         records.extend(recs.into_iter().map(|(r, _)| r));
     }

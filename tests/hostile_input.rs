@@ -16,6 +16,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: unwrap is the assertion
 
+mod lab_support;
 use clawback::config::{Config, LimitConfig};
 use clawback::lab::demo::CAMPAIGN_MESSAGE_ID;
 use clawback::lab::generate::{GenerateKind, GenerateOptions, generate};
@@ -414,15 +415,7 @@ async fn limits_set_in_code_to_extremes_are_clamped_not_a_panic() {
             let mut config = server.write_config(&dir.path().join("lab.toml")).unwrap();
             config.tenants[0].limits = limits.clone();
             let client = ProviderClient::new(&config, &config.tenants[0]).unwrap();
-            let mailboxes: Vec<String> = scenario.tenants[0]
-                .messages
-                .iter()
-                .find(|m| m.message_id == CAMPAIGN_MESSAGE_ID)
-                .unwrap()
-                .copies
-                .iter()
-                .map(|c| c.mailbox.to_ascii_lowercase())
-                .collect();
+            let mailboxes = lab_support::campaign_mailboxes(&scenario);
             let items = mailboxes
                 .iter()
                 .enumerate()

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: unwrap is the assertion
 
+mod lab_support;
 use clawback::config::Config;
 use clawback::lab::demo::CAMPAIGN_MESSAGE_ID;
 use clawback::lab::generate::{GenerateKind, GenerateOptions, generate};
@@ -35,15 +36,7 @@ async fn run(kind: GenerateKind, options: LabOptions) -> Run {
         background_messages: 4,
     })
     .unwrap();
-    let recipients: Vec<String> = scenario.tenants[0]
-        .messages
-        .iter()
-        .find(|m| m.message_id == CAMPAIGN_MESSAGE_ID)
-        .unwrap()
-        .copies
-        .iter()
-        .map(|c| c.mailbox.to_ascii_lowercase())
-        .collect();
+    let recipients = lab_support::campaign_mailboxes(&scenario);
     assert_eq!(recipients.len(), MAILBOXES);
     let server = LabServer::start(&scenario, options, "127.0.0.1:0".parse().unwrap())
         .await

@@ -49,15 +49,7 @@ async fn lab_with(
         background_messages: 2,
     })
     .unwrap();
-    let recipients: Vec<String> = scenario.tenants[0]
-        .messages
-        .iter()
-        .find(|m| m.message_id == CAMPAIGN_MESSAGE_ID)
-        .unwrap()
-        .copies
-        .iter()
-        .map(|c| c.mailbox.to_ascii_lowercase())
-        .collect();
+    let recipients = lab_support::campaign_mailboxes(&scenario);
     let server = LabServer::start(&scenario, options, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();

@@ -358,3 +358,17 @@ pub fn withdraw_trace_log(server: &LabServer, tenants: &[&str]) {
         }
     }
 }
+
+/// The mailboxes (lowercase) holding a copy of the demo campaign in the scenario's first
+/// tenant, as the scenario says.
+pub fn campaign_mailboxes(scenario: &Scenario) -> Vec<String> {
+    scenario.tenants[0]
+        .messages
+        .iter()
+        .find(|m| m.message_id == clawback::lab::demo::CAMPAIGN_MESSAGE_ID)
+        .unwrap()
+        .copies
+        .iter()
+        .map(|c| c.mailbox.to_ascii_lowercase())
+        .collect()
+}

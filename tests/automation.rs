@@ -1287,7 +1287,7 @@ async fn an_absurd_look_back_or_interval_is_refused_at_policy_set_and_import() {
     let err = refused(&["policy", "import", file.to_str().unwrap()]);
     assert!(
         err.starts_with(&format!(
-            "clawback: {}: post_delivery.lookback: 91d is out of range",
+            "clawback: {}:4: post_delivery.lookback: 91d is out of range",
             file.display()
         )),
         "{err}"

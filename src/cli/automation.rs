@@ -211,7 +211,14 @@ fn import_text(text: &str, path: &Path, current: &PolicyMatrix) -> Result<Policy
         .into_iter()
         .filter(|(_, a)| *a != RetractAction::NoAction)
         .collect();
-    let at = |e: String| format!("{}: {e}", path.display());
+    // The error names its key (`post_delivery.interval: …`): point at the line that sets it.
+    let at = |e: String| {
+        let key = e.split(':').next().unwrap_or_default();
+        match key_line(text, key) {
+            Some(line) => format!("{}:{line}: {e}", path.display()),
+            None => format!("{}: {e}", path.display()),
+        }
+    };
     if let Some(s) = &file.post_delivery {
         apply_switch(
             &mut p.post_delivery,
@@ -233,6 +240,36 @@ fn import_text(text: &str, path: &Path, current: &PolicyMatrix) -> Result<Policy
         .map_err(at)?;
     }
     Ok(p)
+}
+
+/// The 1-based line where a TOML text sets `table.key` (under `[table]`, or dotted), if it does.
+fn key_line(text: &str, dotted: &str) -> Option<usize> {
+    let (table, key) = dotted.split_once('.')?;
+    let sets = |line: &str, name: &str| {
+        line.strip_prefix(name)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    };
+    let mut current = String::new();
+    let mut inline = None;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[') {
+            current = header
+                .split(']')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+        } else if (current == table && sets(line, key))
+            || (current.is_empty() && sets(line, dotted))
+        {
+            return Some(n + 1);
+        } else if current.is_empty() && sets(line, table) {
+            // `table = { key = … }`: the inline table's line.
+            inline = Some(n + 1);
+        }
+    }
+    inline
 }
 
 fn show(p: &PolicyMatrix) {
@@ -666,15 +703,26 @@ mod tests {
         let e = import_text(bad, Path::new("p.toml"), &p)
             .err()
             .unwrap_or_default();
-        assert!(e.contains("post_delivery.interval"), "{e}");
+        assert!(e.starts_with("p.toml:3: post_delivery.interval"), "{e}");
         let bad = "[phish_submission]\nenabled = true\nlookback = \"99999999999d\"\n";
         let e = import_text(bad, Path::new("p.toml"), &p)
             .err()
             .unwrap_or_default();
         assert_eq!(
             e,
-            "p.toml: phish_submission.lookback: 99999999999d is out of range: more than 0 and at most 90d (90 days)"
+            "p.toml:3: phish_submission.lookback: 99999999999d is out of range: more than 0 and at most 90d (90 days)"
         );
+        // Dotted keys and inline tables: the line that sets it.
+        let bad = "post_delivery.enabled = true\npost_delivery.interval = \"2d\"\n";
+        let e = import_text(bad, Path::new("p.toml"), &p)
+            .err()
+            .unwrap_or_default();
+        assert!(e.starts_with("p.toml:2: post_delivery.interval: 2d"), "{e}");
+        let bad = "post_delivery = { enabled = true, interval = \"2d\" }\n";
+        let e = import_text(bad, Path::new("p.toml"), &p)
+            .err()
+            .unwrap_or_default();
+        assert!(e.starts_with("p.toml:1: post_delivery.interval: 2d"), "{e}");
         let bad = "[actions]\nmalicious = \"junk\"\n[typo]\n";
         assert!(import_text(bad, Path::new("p.toml"), &p).is_err());
     }

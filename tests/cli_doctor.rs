@@ -98,7 +98,20 @@ async fn doctor_on_the_demo_prints_the_retract_table_and_exits_3() {
             .count();
         let expected = t.domains.len() + usize::from(t.name == config.tenants[0].name);
         assert_eq!(rows, expected, "{section}");
-        assert!(section.contains("To grant:"), "{section}");
+        // Every permission is granted: consent or delegation would not reach the refused
+        // domain, so doctor says what would instead of offering them (issue 15).
+        let refused: Vec<&str> = t
+            .domains
+            .iter()
+            .filter(|d| !d.granted)
+            .map(|d| d.name.as_str())
+            .collect();
+        let widen = section
+            .lines()
+            .find(|l| l.trim_start().starts_with("To widen:"))
+            .unwrap_or_else(|| panic!("no To widen line in\n{section}"));
+        assert!(refused.iter().all(|d| widen.contains(d)), "{widen}");
+        assert!(!section.contains("To grant:"), "{section}");
         // The demo grants the tenant-wide trace log.
         assert!(
             section.contains("Trace log:   Granted (")
@@ -119,9 +132,38 @@ async fn doctor_on_the_demo_prints_the_retract_table_and_exits_3() {
         ungranted_seen >= 2,
         "the demo has an ungranted domain per tenant"
     );
-    // How to grant: the admin consent URL (Microsoft) and the DWD entry (Google).
-    assert!(stdout.contains("adminconsent"), "{stdout}");
-    assert!(stdout.contains("Domain-wide delegation"), "{stdout}");
+    assert!(stdout.contains("admin consent does not change"), "{stdout}");
+    assert!(
+        stdout.contains("domain-wide delegation does not change"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("adminconsent"), "{stdout}");
+    server.stop().await;
+}
+
+/// A permission missing from the token: then, and only then, doctor offers the admin consent
+/// URL (Microsoft) and the domain-wide delegation entry (Google).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_offers_consent_and_delegation_for_a_missing_permission() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _config, _) = lab_support::demo_lab(LabOptions::default(), dir.path()).await;
+    for t in server.lab.state().tenants.iter_mut() {
+        t.credentials.granted.retain(|g| {
+            g != "GroupMember.Read.All"
+                && g != "https://www.googleapis.com/auth/admin.directory.group.readonly"
+        });
+    }
+    let out = lab_support::clawback_with_config(&dir.path().join("lab.toml"), &["doctor"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    let grant: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("To grant:"))
+        .collect();
+    assert_eq!(grant.len(), 2, "{stdout}");
+    assert!(grant[0].contains("adminconsent"), "{stdout}");
+    assert!(grant[1].contains("Domain-wide delegation"), "{stdout}");
+    assert!(!stdout.contains("To widen:"), "{stdout}");
     server.stop().await;
 }
 

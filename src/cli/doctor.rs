@@ -183,6 +183,9 @@ async fn check_tenant(
         "{which}: listing domains and probing each on {}...",
         api_endpoint(tenant)
     ));
+    // Domains the provider refuses although every permission is granted: consent or
+    // delegation does not reach them, so the advice below says what does.
+    let mut refused_domains: Vec<String> = Vec::new();
     match client.domains_status().await {
         Ok(domains) => {
             let width = domains
@@ -199,6 +202,7 @@ async fn check_tenant(
                 line(&format!("  {:<width$}  {}", d.domain, d.retract));
                 if let DomainRetract::Missing { detail, .. } = &d.retract {
                     line(&format!("  {:<width$}    {detail}", ""));
+                    refused_domains.push(d.domain.clone());
                 }
             }
         }
@@ -216,11 +220,42 @@ async fn check_tenant(
         "{which}: reading the last minute of the tenant-wide delivery log..."
     ));
     line(&trace_log_line(client).await);
-    line(&format!("  To grant:    {}", perms.how_to_grant));
+    let complete = perms.token.is_ok() && perms.missing.is_empty();
+    let rbac_scoped = perms
+        .granted
+        .iter()
+        .any(|g| g.contains("RBAC for Applications"));
+    if !complete || rbac_scoped {
+        // Missing permissions: the consent URL / delegation entry. Scoped by RBAC: how to
+        // keep the scope (no consent URL is in it).
+        line(&format!("  To grant:    {}", perms.how_to_grant));
+    }
+    if let Some(widen) = widen_advice(client.kind(), complete, &refused_domains) {
+        line(&widen);
+    }
     if let Some(quota) = quota_line(tenant) {
         line(&quota);
     }
     verdict
+}
+
+/// What reaches domains the provider refuses although every permission is granted. Consent
+/// (Microsoft) or domain-wide delegation (Google) adds permissions; it does not reach mailboxes
+/// that an application access policy or an Exchange RBAC scope leaves out, nor a domain whose
+/// administrators turned Gmail API access off, so no consent URL is offered for them.
+fn widen_advice(kind: TenantKind, complete: bool, refused_domains: &[String]) -> Option<String> {
+    if !complete || refused_domains.is_empty() {
+        return None;
+    }
+    let domains = refused_domains.join(", ");
+    Some(match kind {
+        TenantKind::Microsoft365 => format!(
+            "  To widen:    every permission is granted; {domains} is left out by an application access policy or the app's Exchange RBAC for Applications scope, which admin consent does not change: add those mailboxes to the management scope (New-ManagementScope / New-ManagementRoleAssignment; Microsoft says not to create new application access policies)"
+        ),
+        TenantKind::GoogleWorkspace => format!(
+            "  To widen:    every scope is delegated; {domains} refuses the Gmail API (domainPolicy): its administrators turned API access to Gmail off there, which domain-wide delegation does not change"
+        ),
+    })
 }
 
 /// Whether the tenant-wide delivery log (the trace source that costs requests per message)

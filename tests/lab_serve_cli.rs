@@ -482,3 +482,37 @@ fn retry_after_knob_is_whole_seconds_unless_sub_second_is_asked_for() {
         }
     }
 }
+
+/// Issue 15: `CLAWBACK_DEMO_CLOCK` pins the demo's clock, so its dates (and captures made from
+/// it) are the same whenever it runs; an unreadable value is refused naming the variable.
+#[test]
+fn the_demo_clock_pins_the_demos_dates() {
+    let scenario_at = |clock: &str| {
+        Command::new(BIN)
+            .args(["lab", "scenario", "--demo", "--seed"])
+            .arg(clawback::lab::demo::DEMO_SEED.to_string())
+            .env(clawback::lab::demo::DEMO_CLOCK_ENV, clock)
+            .output()
+            .unwrap()
+    };
+    let out = scenario_at("2026-11-27T15:00:00Z");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let pinned: clawback::lab::scenario::Scenario = serde_json::from_slice(&out.stdout).unwrap();
+    let anchor: chrono::DateTime<chrono::Utc> = "2026-11-27T15:00:00Z".parse().unwrap();
+    assert_eq!(
+        serde_json::to_value(&pinned).unwrap(),
+        serde_json::to_value(clawback::lab::demo::build_at(
+            clawback::lab::demo::DEMO_SEED,
+            anchor
+        ))
+        .unwrap(),
+        "the pinned demo is the demo built at that instant"
+    );
+    let out = scenario_at("yesterday");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CLAWBACK_DEMO_CLOCK=\"yesterday\"") && err.contains("RFC 3339"),
+        "{err}"
+    );
+}

@@ -215,7 +215,7 @@ pub async fn start_demo_lab(
     seed: u64,
     latency: std::time::Duration,
 ) -> Result<(LabServer, Config), String> {
-    let scenario = crate::lab::scenario::demo(seed);
+    let scenario = crate::lab::demo::build_on_clock(seed)?;
     let options = LabOptions {
         latency,
         ..LabOptions::default()

@@ -37,7 +37,7 @@ pub struct ScenarioArgs {
     pub seed: u64,
     /// Date the mail before this instant (RFC 3339, e.g. 2026-03-01T09:00:00Z); the campaign
     /// is one hour older. Default: the start of the current UTC hour, so `trace sync` with its
-    /// default look-back finds everything.
+    /// default look-back finds everything (with --demo: $CLAWBACK_DEMO_CLOCK when set).
     #[arg(long)]
     pub anchor: Option<chrono::DateTime<chrono::Utc>>,
     /// Which tenants: microsoft365, google_workspace, or mixed (2/3 Microsoft, 1/3 Google).
@@ -59,7 +59,8 @@ pub struct ServeArgs {
     /// Loopback address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub addr: SocketAddr,
-    /// `demo` or a scenario file (.json or .toml).
+    /// `demo` or a scenario file (.json or .toml). The demo is dated before the start of the
+    /// current UTC hour, or before $CLAWBACK_DEMO_CLOCK (RFC 3339) when set.
     #[arg(long, default_value = "demo")]
     pub scenario: String,
     /// Seed of the demo scenario (the same default as `clawback demo`), and of jitter and
@@ -101,7 +102,7 @@ pub fn run(args: LabArgs) -> u8 {
 /// Resolves `demo` or a path into a scenario.
 pub fn load_scenario(name: &str, seed: u64) -> Result<Scenario, String> {
     match name {
-        "demo" => Ok(crate::lab::scenario::demo(seed)),
+        "demo" => crate::lab::demo::build_on_clock(seed),
         path => Scenario::load(std::path::Path::new(path)).map_err(|e| e.to_string()),
     }
 }
@@ -176,7 +177,13 @@ fn write_scenario(a: ScenarioArgs) -> u8 {
     let scenario = if a.demo {
         match a.anchor {
             Some(at) => crate::lab::demo::build_at(a.seed, at),
-            None => crate::lab::demo::build(a.seed),
+            None => match crate::lab::demo::build_on_clock(a.seed) {
+                Ok(s) => s,
+                Err(e) => {
+                    errln!("clawback lab scenario: {e}");
+                    return exit::USAGE;
+                }
+            },
         }
     } else {
         let opts = GenerateOptions {

@@ -25,6 +25,8 @@
 //! Dates lie in the 7 days before an anchor. [`build`] anchors at the start of the current UTC
 //! hour, so the mail looks recent; [`build_at`] takes the anchor, and the same (seed, anchor)
 //! always gives the same scenario. Message-IDs, addresses and counts depend on the seed only.
+//! [`clock`] reads [`DEMO_CLOCK_ENV`] so `clawback demo`, `lab serve --scenario demo` and
+//! `lab scenario --demo` can be pinned to one instant (the README's captures are made so).
 
 use super::scenario::{
     Scenario, ScenarioAttachment, ScenarioCopy, ScenarioDomain, ScenarioGroup, ScenarioMessage,
@@ -121,6 +123,37 @@ pub fn build(seed: u64) -> Scenario {
     let now = Utc::now();
     let anchor = now.duration_trunc(Duration::hours(1)).unwrap_or(now);
     build_at(seed, anchor)
+}
+
+/// Pins the demo's clock: an RFC 3339 instant (`2026-11-27T15:00:00Z`) that the demo's mail is
+/// dated before, instead of the start of the current UTC hour.
+pub const DEMO_CLOCK_ENV: &str = "CLAWBACK_DEMO_CLOCK";
+
+/// The demo's anchor: [`DEMO_CLOCK_ENV`] when it is set, else the start of the current UTC
+/// hour (as [`build`]). A value that is not RFC 3339 is an error naming the variable.
+pub fn clock() -> Result<DateTime<Utc>, String> {
+    match std::env::var(DEMO_CLOCK_ENV) {
+        Ok(value) if !value.trim().is_empty() => parse_clock(&value),
+        _ => {
+            let now = Utc::now();
+            Ok(now.duration_trunc(Duration::hours(1)).unwrap_or(now))
+        }
+    }
+}
+
+fn parse_clock(value: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(value.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            format!(
+                "{DEMO_CLOCK_ENV}={value:?}: {e}; expected an RFC 3339 instant such as 2026-11-27T15:00:00Z"
+            )
+        })
+}
+
+/// The demo scenario on the demo's [`clock`].
+pub fn build_on_clock(seed: u64) -> Result<Scenario, String> {
+    Ok(build_at(seed, clock()?))
 }
 
 /// The demo scenario with every date in the 7 days before `anchor`.

@@ -152,10 +152,36 @@ pub fn metrics(args: MetricsArgs, config_path: Option<&Path>, data_dir: Option<&
     );
     let secs = |s: Option<f64>| s.map(|v| format!("{v:.0}s")).unwrap_or_else(|| "-".into());
     outln!(
+        "Retained by hold   {:.1}% ({})",
+        m.retained_by_hold.pct,
+        m.retained_by_hold.count
+    );
+    outln!(
         "Dwell p50 / p95    {} / {}",
         secs(m.dwell.p50_secs),
         secs(m.dwell.p95_secs)
     );
+    outln!(
+        "Time to act p50/95 {} / {}",
+        secs(m.time_to_act.p50_secs),
+        secs(m.time_to_act.p95_secs)
+    );
+    outln!(
+        "Throttled          {} responses, {:.1}s waited",
+        m.throttled_responses,
+        m.throttled_wait_secs
+    );
+    if !m.per_tenant.is_empty() {
+        outln!("Per tenant");
+    }
+    for (tenant, t) in &m.per_tenant {
+        outln!(
+            "  {tenant:<16} total {}  ok {}  failed {}",
+            t.total,
+            t.succeeded,
+            t.failed
+        );
+    }
     if args.details {
         outln!(
             "Retracted messages ({}, newest retraction first):",

@@ -175,15 +175,20 @@ fn fail(e: EngineError) -> u8 {
     }
 }
 
+/// `1 message`, `2 messages`.
+fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn print_plan(plan: &Plan) {
     let c = plan.counts();
     outln!(
-        "plan {} ({}): {} copies in {} mailboxes, {} messages, depth {}",
+        "plan {} ({}): {} in {}, {}, depth {}",
         plan.id,
         plan.digest,
-        c.copies,
-        c.mailboxes,
-        c.messages,
+        counted(c.copies, "copy", "copies"),
+        counted(c.mailboxes, "mailbox", "mailboxes"),
+        counted(c.messages, "message", "messages"),
         plan.request.depth
     );
     for (action, n) in &c.by_action {
@@ -654,7 +659,11 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
                 j.state.as_str(),
                 j.operator,
                 j.role,
-                j.reason
+                if j.reason.trim().is_empty() {
+                    "(none given)"
+                } else {
+                    j.reason.as_str()
+                }
             );
             if let Some(h) = &j.audit_head {
                 outln!("audit head after it: {h}");

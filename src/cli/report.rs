@@ -150,7 +150,7 @@ pub fn metrics(args: MetricsArgs, config_path: Option<&Path>, data_dir: Option<&
         m.auto.pct,
         m.manual.pct
     );
-    let secs = |s: Option<f64>| s.map(|v| format!("{v:.0}s")).unwrap_or_else(|| "-".into());
+    let secs = |s: Option<f64>| s.map(human_duration).unwrap_or_else(|| "-".into());
     outln!(
         "Retained by hold   {:.1}% ({})",
         m.retained_by_hold.pct,
@@ -204,6 +204,16 @@ pub fn metrics(args: MetricsArgs, config_path: Option<&Path>, data_dir: Option<&
         }
     }
     exit::OK
+}
+
+/// `42s`, `3m 05s`, `26h 31m`: a dwell time in seconds reads badly past a minute.
+fn human_duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+    }
 }
 
 pub fn audit(args: AuditArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> u8 {
@@ -334,5 +344,19 @@ pub fn audit(args: AuditArgs, config_path: Option<&Path>, data_dir: Option<&Path
                 exit::FAILURE
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+
+    #[test]
+    fn durations_read_as_seconds_minutes_or_hours() {
+        assert_eq!(human_duration(0.4), "0s");
+        assert_eq!(human_duration(119.0), "119s");
+        assert_eq!(human_duration(185.0), "3m 05s");
+        assert_eq!(human_duration(95_512.0), "26h 31m");
+        assert_eq!(human_duration(-3.0), "0s");
     }
 }

@@ -570,7 +570,8 @@ fn placeholders() -> Vec<(&'static str, &'static str)> {
     vec![("42:sha256:9f86d08…", "clawback audit head")]
 }
 
-fn start_lab(run: &Run) -> Lab {
+/// Starts the lab with [`LAB_COMMAND`]; returns it and the lines it printed up to listening.
+fn start_lab(run: &Run) -> (Lab, Vec<String>) {
     let mut child = run
         .command(&format!("exec {LAB_COMMAND}"))
         .stdout(Stdio::piped())
@@ -593,10 +594,11 @@ fn start_lab(run: &Run) -> Lab {
         let line = rx
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|e| panic!("{LAB_COMMAND} printed no listening line ({e}): {seen:?}"));
-        if line.starts_with("lab listening on ") {
-            return lab;
-        }
+        let listening = line.starts_with("lab listening on ");
         seen.push(line);
+        if listening {
+            return (lab, seen);
+        }
     }
 }
 
@@ -628,7 +630,25 @@ fn every_readme_command_runs_as_shown() {
         // Whole minutes, so the README's dates map to this run's exactly.
         clock: DateTime::from_timestamp(now.timestamp() - now.timestamp() % 60, 0).unwrap(),
     };
-    let _lab = start_lab(&run);
+    let (_lab, lab_said) = start_lab(&run);
+    // The README shows what the lab prints as comments under its command: they must match.
+    let shown: Vec<String> = readme
+        .lines()
+        .skip_while(|l| l.trim() != LAB_COMMAND)
+        .skip(1)
+        .map_while(|l| l.strip_prefix("# "))
+        .map(normalize)
+        .collect();
+    assert!(
+        !shown.is_empty(),
+        "the README shows what {LAB_COMMAND} prints"
+    );
+    for line in &shown {
+        assert!(
+            lab_said.iter().any(|said| normalize(said) == *line),
+            "the README shows {LAB_COMMAND} printing {line:?}; it printed {lab_said:?}"
+        );
+    }
 
     let started = Instant::now();
     let mut failures = Vec::new();

@@ -259,10 +259,10 @@ fn parse_readme(readme: &str) -> Result<Vec<Block>, String> {
                         text: cmd.to_string(),
                         shown: Vec::new(),
                     });
-                } else if let Some(last) = commands.last_mut() {
-                    if !l.trim().is_empty() {
-                        last.shown.push(l.clone());
-                    }
+                } else if let Some(last) = commands.last_mut()
+                    && !l.trim().is_empty()
+                {
+                    last.shown.push(l.clone());
                 }
             }
             commands

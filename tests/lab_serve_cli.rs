@@ -4,27 +4,28 @@
 
 #![allow(clippy::unwrap_used)] // test code: unwrap is the assertion
 
+use lab_support::KillOnDrop;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod lab_support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_clawback");
 
-/// Kills the lab when the test ends, even on a failed assertion.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// The base URL in `lab listening on URL (…)`, the last line [`lab_support::lines_until_listening`] returns.
+fn listening_url(lines: &[String]) -> String {
+    lines
+        .last()
+        .and_then(|l| l.strip_prefix("lab listening on "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string()
 }
 
 /// Starts `lab serve` and returns it with its base URL once it says it listens.
-fn serve(args: &[&str]) -> (Running, String, Duration, Vec<String>) {
+fn serve(args: &[&str]) -> (KillOnDrop, String, Duration, Vec<String>) {
     let started = Instant::now();
     let mut child = Command::new(BIN)
         .args(["lab", "serve"])
@@ -33,29 +34,10 @@ fn serve(args: &[&str]) -> (Running, String, Duration, Vec<String>) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let running = Running(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut lines = Vec::new();
-    loop {
-        // A generous bound so a broken lab fails the test instead of hanging it.
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("lab serve printed no listening line ({e}); saw {lines:?}"));
-        lines.push(line.clone());
-        if let Some(rest) = line.strip_prefix("lab listening on ") {
-            let url = rest.split_whitespace().next().unwrap().to_string();
-            return (running, url, started.elapsed(), lines);
-        }
-    }
+    let lines = lab_support::lines_until_listening(&mut child);
+    let ready = started.elapsed();
+    let url = listening_url(&lines);
+    (KillOnDrop(child), url, ready, lines)
 }
 
 /// Issue 12: `lab serve --scenario demo` (its default seed) builds the world `clawback demo`
@@ -234,7 +216,7 @@ fn lab_serve_refuses_a_non_loopback_address() {
 }
 
 /// `lab serve` with an absolute-path-free start: it runs where its arguments are relative.
-fn serve_in(cwd: &std::path::Path, args: &[&str]) -> (Running, String) {
+fn serve_in(cwd: &std::path::Path, args: &[&str]) -> (KillOnDrop, String) {
     let mut child = Command::new(BIN)
         .current_dir(cwd)
         .args(["lab", "serve"])
@@ -243,17 +225,9 @@ fn serve_in(cwd: &std::path::Path, args: &[&str]) -> (Running, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let running = Running(child);
-    let mut lines = Vec::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        lines.push(line.clone());
-        if let Some(rest) = line.strip_prefix("lab listening on ") {
-            return (running, rest.split_whitespace().next().unwrap().to_string());
-        }
-    }
-    panic!("lab serve printed no listening line; saw {lines:?}");
+    let lines = lab_support::lines_until_listening(&mut child);
+    let url = listening_url(&lines);
+    (KillOnDrop(child), url)
 }
 
 /// Issue 14 point 6, end to end with relative paths as an operator types them: a scenario from

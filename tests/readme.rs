@@ -44,11 +44,12 @@
 #![allow(clippy::unwrap_used)] // test code: unwrap is the assertion
 
 use chrono::{DateTime, Duration as ChronoDuration, NaiveDateTime, Utc};
-use std::io::{BufRead, BufReader};
+use lab_support::KillOnDrop;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod lab_support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_clawback");
 
@@ -464,16 +465,6 @@ fn matches_shown(shown: &str, actual: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Running it
 
-/// The lab process, killed when the test ends (also on a failed assertion).
-struct Lab(Child);
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct Run {
     dir: PathBuf,
     bin_dir: PathBuf,
@@ -571,35 +562,15 @@ fn placeholders() -> Vec<(&'static str, &'static str)> {
 }
 
 /// Starts the lab with [`LAB_COMMAND`]; returns it and the lines it printed up to listening.
-fn start_lab(run: &Run) -> (Lab, Vec<String>) {
+fn start_lab(run: &Run) -> (KillOnDrop, Vec<String>) {
     let mut child = run
         .command(&format!("exec {LAB_COMMAND}"))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let lab = Lab(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("{LAB_COMMAND} printed no listening line ({e}): {seen:?}"));
-        let listening = line.starts_with("lab listening on ");
-        seen.push(line);
-        if listening {
-            return (lab, seen);
-        }
-    }
+    let said = lab_support::lines_until_listening(&mut child);
+    (KillOnDrop(child), said)
 }
 
 #[test]

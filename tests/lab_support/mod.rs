@@ -372,3 +372,42 @@ pub fn campaign_mailboxes(scenario: &Scenario) -> Vec<String> {
         .map(|c| c.mailbox.to_ascii_lowercase())
         .collect()
 }
+
+/// A child process (a `clawback lab serve`) killed and reaped when dropped, also when an
+/// assertion fails.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What a `clawback lab serve` started with piped stdout prints, up to and including its
+/// `lab listening on …` line. A generous bound (60 s), so a broken lab fails the test instead
+/// of hanging it.
+pub fn lines_until_listening(child: &mut std::process::Child) -> Vec<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("lab serve printed no listening line ({e}); saw {lines:?}"));
+        let listening = line.starts_with("lab listening on ");
+        lines.push(line);
+        if listening {
+            return lines;
+        }
+    }
+}

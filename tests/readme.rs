@@ -27,7 +27,8 @@
 //! is rendered); several may stack:
 //!
 //! - `<!-- readme-test: skip reason="…" -->`: the block is not run; the reason is required and
-//!   should name the test that covers it instead.
+//!   should name the test that covers it instead (`tests/FILE.rs test_name`: both are checked
+//!   to exist).
 //! - `<!-- readme-test: skip cmd=2 reason="…" -->`: its 2nd command is not run.
 //! - `<!-- readme-test: exit=3 -->`: every command of the block must exit 3 (default 0);
 //!   `exit=3 cmd=2`: only the 2nd.
@@ -35,7 +36,9 @@
 //!   snapshot and tmux tests check the screens); required on every block showing the tab bar.
 //!
 //! `README_TEST_SHOW=1` prints what every command printed (dates on the README's clock), to
-//! write a capture from.
+//! write a capture from: `README_TEST_SHOW=1 cargo test --test readme -- --nocapture`. State
+//! carries over from block to block (one lab, one store, in README order), so a new command
+//! that changes state shifts what later captures show (job numbers, counts).
 //!
 //! A command block without a marker is run; a marker that does not parse, or that names a
 //! command the block does not have, fails the test. Placeholders that cannot be literal (a
@@ -593,6 +596,14 @@ fn every_readme_command_runs_as_shown() {
         );
     }
 
+    for b in &blocks {
+        for m in &b.markers {
+            if let Marker::Skip { reason, .. } = m {
+                assert_reason_names_real_tests(b.line, reason);
+            }
+        }
+    }
+
     let dir = tempfile::tempdir().unwrap();
     let now = Utc::now();
     let run = Run {
@@ -707,6 +718,33 @@ fn every_readme_command_runs_as_shown() {
         failures.len(),
         failures.join("\n\n")
     );
+}
+
+/// A skip reason that names `tests/FILE.rs` and test functions must name real ones: a reason
+/// is a promise that something else runs the command.
+fn assert_reason_names_real_tests(line: usize, reason: &str) {
+    let words: Vec<&str> = reason
+        .split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | ':' | '(' | ')'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let files: Vec<String> = words
+        .iter()
+        .filter(|w| w.starts_with("tests/") && w.ends_with(".rs"))
+        .map(|w| {
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(w))
+                .unwrap_or_else(|e| panic!("README.md:{line}: the skip reason names {w}: {e}"))
+        })
+        .collect();
+    for w in words.iter().filter(|w| {
+        w.contains('_')
+            && w.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    }) {
+        assert!(
+            files.iter().any(|f| f.contains(&format!("fn {w}("))),
+            "README.md:{line}: the skip reason names the test {w}, which its files do not have"
+        );
+    }
 }
 
 fn shift_text(text: &str, shift: ChronoDuration) -> String {

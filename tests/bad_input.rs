@@ -184,3 +184,50 @@ fn an_out_of_range_watch_guard_limit_names_file_line_key_and_range() {
         )
     );
 }
+
+/// The console without a terminal (a pipe, cron, CI): one line that says what is missing and
+/// where to go instead — not `terminal: No such device or address (os error 6)` — exit 2, and
+/// nothing written to stdout (no escape codes into a pipe).
+#[test]
+fn the_console_without_a_terminal_says_so_and_where_to_go() {
+    let bin = env!("CARGO_BIN_EXE_clawback");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin)
+            .args(args)
+            .env_remove("CLAWBACK_CONFIG")
+            .env_remove("CLAWBACK_DATA_DIR")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let data = dir.path().to_str().unwrap();
+    let out = run(&["--data-dir", data, "demo"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty(), "{:?}", out.stdout);
+    let line = one_line(&stderr);
+    assert!(
+        line.starts_with(
+            "clawback demo: the console needs a terminal, and neither stdin nor stdout is one."
+        ),
+        "{line}"
+    );
+    assert!(line.contains("clawback demo --no-tui"), "{line}");
+    assert!(!line.contains("os error"), "{line}");
+
+    // The console proper, on a valid config (the demo lab's, written by `demo --no-tui`).
+    let made = run(&["--data-dir", data, "demo", "--no-tui"]);
+    assert_eq!(made.status.code(), Some(0), "{made:?}");
+    let config = dir.path().join("lab.toml");
+    let out = run(&["--config", config.to_str().unwrap(), "--data-dir", data]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty(), "{:?}", out.stdout);
+    let line = one_line(&stderr);
+    assert!(
+        line.starts_with("clawback: the console needs a terminal"),
+        "{line}"
+    );
+    assert!(line.contains("clawback --help"), "{line}");
+}

@@ -69,6 +69,33 @@ fn runtime() -> Result<tokio::runtime::Runtime, u8> {
         })
 }
 
+/// The console draws on a terminal and reads keys from it: without one (a pipe, cron, CI) say
+/// so and where to go instead, rather than a bare `No such device or address (os error 6)`.
+fn need_terminal(command: &str) -> Result<(), u8> {
+    use std::io::IsTerminal;
+    let (stdin, stdout) = (
+        std::io::stdin().is_terminal(),
+        std::io::stdout().is_terminal(),
+    );
+    if stdin && stdout {
+        return Ok(());
+    }
+    let which = match (stdin, stdout) {
+        (false, false) => "neither stdin nor stdout is",
+        (false, true) => "stdin is not",
+        _ => "stdout is not",
+    };
+    errln!(
+        "{command}: the console needs a terminal, and {which} one. Run it in a terminal (over SSH: ssh -t), or use the command line: clawback search, clawback retract, clawback --help{}",
+        if command == "clawback demo" {
+            "; clawback demo --no-tui starts the demo lab without the console"
+        } else {
+            ""
+        }
+    );
+    Err(exit::USAGE)
+}
+
 fn tui_options(args: &ConsoleArgs) -> TuiOptions {
     TuiOptions {
         theme: args.theme.clone(),
@@ -82,6 +109,9 @@ async fn run_console(config: &Config, store: Store, options: TuiOptions) -> u8 {
     if let Err(e) = crate::tui::prepare(config, &options) {
         errln!("clawback: {e}");
         return exit::USAGE;
+    }
+    if let Err(code) = need_terminal("clawback") {
+        return code;
     }
     let engine = match Engine::new(config.clone(), store) {
         Ok(e) => Arc::new(e),
@@ -138,6 +168,11 @@ pub fn console(args: ConsoleArgs, config_path: Option<&Path>, data_dir: Option<&
 
 /// `clawback demo`.
 pub fn demo(args: DemoArgs, console: ConsoleArgs, data_dir: Option<&Path>) -> u8 {
+    if !args.no_tui
+        && let Err(code) = need_terminal("clawback demo")
+    {
+        return code;
+    }
     let temp;
     let dir: PathBuf = match data_dir {
         Some(d) => d.to_path_buf(),

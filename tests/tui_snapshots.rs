@@ -887,3 +887,146 @@ fn recipients_loading_progress_and_cancelled() {
     app.on_engine(EngineEvent::RecipientsCancelled { generation });
     snap("recipients_cancelled", &app);
 }
+
+// ---- layout: scroll positions, counts, spinner, chart (issue 15, build 4) ----
+
+/// The text of screen row `y`.
+fn row_text(buffer: &Buffer, y: u16) -> String {
+    (0..buffer.area.width)
+        .map(|x| buffer[(x, y)].symbol().to_string())
+        .collect()
+}
+
+#[test]
+fn every_list_shows_its_scroll_position_on_its_bottom_border() {
+    let theme = default_theme();
+    let mut last = with_results(60);
+    keys(&mut last, &["G"]);
+    snap("search_scrolled_to_last", &last);
+    let mut panes = vec![
+        ("search", with_results(60), " 1-18 of 60 "),
+        ("search at the end", last, " 43-60 of 60 "),
+        ("recipients", recipients_populated(), " 1-9 of 9 "),
+        ("jobs", jobs_populated(), " 1-2 of 2 "),
+        ("audit", audit_populated(), " 1-5 of 5 "),
+        ("tenants", tenants_populated(), " 1-3 of 3 "),
+    ];
+    let mut details = metrics_populated();
+    keys(&mut details, &["d"]);
+    details.on_engine(EngineEvent::MetricsDetailsLoaded {
+        window: MetricsWindow::Day,
+        messages: (0..3).map(|i| retracted(i, 10, 1, 0)).collect(),
+    });
+    panes.push(("metrics details", details, " 1-3 of 3 "));
+    for (what, app, indicator) in panes {
+        let buffer = render_buffer(&app, &theme, 80, 24);
+        let (x, y) = find(&buffer, indicator).unwrap_or_else(|| {
+            panic!(
+                "{what}: {indicator:?} not on screen:\n{}",
+                buffer_text(&buffer)
+            )
+        });
+        // On a border row (the list's box), right-aligned, in the title style.
+        let line = row_text(&buffer, y);
+        assert!(
+            line.trim_end().ends_with(&format!("{indicator}-+")),
+            "{what}: {line}"
+        );
+        assert!(shows(&buffer[(x + 1, y)], theme.title), "{what}");
+    }
+}
+
+#[test]
+fn counts_say_what_they_count_in_the_right_number() {
+    let one = render_text(&with_results(1), &default_theme(), 80, 24);
+    assert!(one.contains(" Search (1 message) "), "{one}");
+    assert!(!one.contains("1 messages"), "{one}");
+    let recipients = render_text(&recipients_populated(), &default_theme(), 80, 24);
+    // Recipients (rows) are named as such beside the copies the depth line counts; a deeper
+    // level counts what it adds.
+    assert!(
+        recipients.contains("Included: 2 of 3 recipients, 6 not tickable"),
+        "{recipients}"
+    );
+    assert!(
+        recipients
+            .contains("depth 0: 4 copies in 4 mailboxes   +1: 9 more copies, 6 more mailboxes"),
+        "{recipients}"
+    );
+    let mut one_copy = with_recipients();
+    let generation = one_copy.recipients.depth_generation;
+    one_copy.on_engine(EngineEvent::DepthPreviewed {
+        generation,
+        per_depth: vec![clawback::engine::view::DepthCount {
+            depth: 0,
+            copies: 1,
+            mailboxes: 1,
+        }],
+    });
+    let text = render_text(&one_copy, &default_theme(), 80, 24);
+    assert!(text.contains("depth 0: 1 copy in 1 mailbox "), "{text}");
+}
+
+#[test]
+fn a_running_search_keeps_the_count_and_turns_a_spinner() {
+    let theme = default_theme();
+    let mut app = with_results(60);
+    keys(&mut app, &["ctrl+r"]);
+    let before = render_text(&app, &theme, 80, 24);
+    assert!(
+        before.contains(" Search (60 rows; searching [=   ]) "),
+        "{before}"
+    );
+    for _ in 0..2 {
+        app.update(clawback::tui::action::Action::Tick);
+    }
+    assert!(app.dirty);
+    let after = render_text(&app, &theme, 80, 24);
+    assert!(
+        after.contains(" Search (60 rows; searching [  = ]) "),
+        "{after}"
+    );
+    // Once the results are in, the spinner stops and the new count shows.
+    let generation = search_generation(&app);
+    app.on_engine(EngineEvent::SearchCompleted {
+        generation,
+        rows: search_rows(5),
+        total: 5,
+    });
+    let done = render_text(&app, &theme, 80, 24);
+    assert!(done.contains(" Search (5 messages) "), "{done}");
+    assert!(!app.busy());
+}
+
+#[test]
+fn the_metrics_chart_has_a_value_and_a_time_axis() {
+    for (w, h) in SIZES {
+        let text = render_text(&metrics_populated(), &default_theme(), w, h);
+        // 48 buckets of 30 minutes over the last 24h; the peak (12 x 40) labels the top.
+        assert!(
+            text.contains("Retractions per 30 minutes, last 24h"),
+            "{text}"
+        );
+        assert!(text.contains("|480|"), "{text}");
+        assert!(text.contains("|  0|"), "{text}");
+        let axis = text
+            .lines()
+            .find(|l| l.contains("-24h"))
+            .unwrap_or_else(|| panic!("no time axis:\n{text}"));
+        assert!(axis.contains("now"), "{axis}");
+        assert!(!text.contains("1h 0m"), "{text}");
+    }
+}
+
+#[test]
+fn audit_columns_widen_to_their_content() {
+    let mut app = audit_populated();
+    let mut entries = audit_entries();
+    entries[0].action = "policy_confirm_hold".into();
+    entries[0].operator = "responder-on-call".into();
+    app.on_engine(EngineEvent::AuditLoaded(entries));
+    let text = render_text(&app, &default_theme(), 200, 50);
+    assert!(text.contains("responder-on-call"), "{text}");
+    assert!(text.contains("policy_confirm_hold"), "{text}");
+    assert!(text.contains("plan 3f2a9c0d1e5b: 10 copies junk"), "{text}");
+}

@@ -249,7 +249,7 @@ fn demo_in_tmux_retracts_the_campaign_across_tenants_with_two_exclusions_at_dept
     tmux.send(&["1", "/"]);
     tmux.send_literal(&format!("msgid:{CAMPAIGN_MESSAGE_ID} tenant:contoso"));
     tmux.send(&["Enter"]);
-    tmux.wait_for("one result", |s| s.contains("Search (1 messages)"));
+    tmux.wait_for("one result", |s| s.contains("Search (1 message)"));
     tmux.send(&["Enter"]);
     tmux.wait_for("the recipients of both tenants", |s| {
         s.contains("Recipients (2 tenants)") && s.contains("Included:")
@@ -438,7 +438,7 @@ fn demo_in_tmux_at_80x24_too_small_quit_scroll_and_undo() {
     tmux.send(&["/"]);
     tmux.send_literal(&format!("msgid:{CAMPAIGN_MESSAGE_ID} tenant:contoso"));
     tmux.send(&["Enter"]);
-    tmux.wait_for("one result", |s| s.contains("Search (1 messages)"));
+    tmux.wait_for("one result", |s| s.contains("Search (1 message)"));
     tmux.send(&["Enter"]);
     tmux.wait_for("the recipients", |s| {
         s.contains("Recipients") && s.contains("Included:") && s.contains("mailbox")
@@ -595,7 +595,7 @@ fn demo_in_tmux_a_long_query_is_edited_in_the_middle_and_searched() {
     );
     tmux.send(&["Enter"]);
     tmux.wait_for("the campaign in contoso", |s| {
-        s.contains("Search (1 messages)")
+        s.contains("Search (1 message)")
     });
     assert!(!tmux.cursor().2, "no cursor once the query is searched");
 

@@ -145,6 +145,9 @@ pub struct SearchState {
     pub error: Option<QueryErrorView>,
     pub selected: usize,
     pub grouped: bool,
+    /// The message count of the results a running search replaces: the title keeps it (with
+    /// a spinner) instead of dropping to no count while the search runs.
+    pub previous_count: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -393,6 +396,8 @@ pub struct App {
     pub metrics: MetricsState,
     pub audit: AuditState,
     pub tenants: TenantsState,
+    /// Frame of the busy indicator: advanced by the tick while work runs (see `busy`).
+    pub spinner: u8,
 }
 
 fn step(index: usize, len: usize, delta: isize) -> usize {
@@ -449,6 +454,7 @@ impl App {
                 error: None,
                 selected: 0,
                 grouped: false,
+                previous_count: None,
             },
             recipients: RecipientsState {
                 message: None,
@@ -512,6 +518,7 @@ impl App {
                 tenants: Loadable::NotLoaded,
                 selected: 0,
             },
+            spinner: 0,
         }
     }
 
@@ -727,10 +734,29 @@ impl App {
                 self.dirty = true;
             }
         }
+        // Two ticks a frame: the spinner turns about ten times a second while work runs.
+        if self.busy() {
+            self.spinner = self.spinner.wrapping_add(1);
+            if self.spinner.is_multiple_of(2) {
+                self.dirty = true;
+            }
+        }
         if !commands.is_empty() {
             self.dirty = true;
         }
         commands
+    }
+
+    /// Work the operator waits for is running: a search, a recipients load, a plan or a chain
+    /// verification (the spinner turns; a running job has its own progress gauge).
+    pub fn busy(&self) -> bool {
+        self.search.results == Loadable::Loading
+            || self.recipients.rows == Loadable::Loading
+            || self
+                .plan
+                .as_ref()
+                .is_some_and(|p| p.summary == Loadable::Loading)
+            || self.audit.verification == Loadable::Loading
     }
 
     /// Focus a pane, loading its data the first time.
@@ -794,6 +820,9 @@ impl App {
     fn send_search(&mut self) -> Command {
         self.search.generation += 1;
         self.search.debounce = None;
+        if let Some(results) = self.search.results.ready() {
+            self.search.previous_count = Some(results.view.len());
+        }
         self.search.results = Loadable::Loading;
         Command::Search {
             generation: self.search.generation,

@@ -97,6 +97,76 @@ pub fn visible_window(selected: usize, height: usize, len: usize) -> (usize, usi
     (offset, (offset + height).min(len))
 }
 
+/// The position of a list's window, `12-35 of 150` (rows are counted from 1), drawn on the
+/// bottom border of the pane that holds the list (`area` is the bordered area), right-aligned.
+/// Nothing is drawn for an empty list or where the border is too short to hold it.
+pub fn scroll_indicator(
+    frame: &mut Frame,
+    area: Rect,
+    window: (usize, usize),
+    len: usize,
+    theme: &Theme,
+) {
+    let Some(text) = scroll_text(window, len) else {
+        return;
+    };
+    let width = text.chars().count() as u16;
+    if area.height < 2 || area.width < width + 4 {
+        return;
+    }
+    let rect = Rect::new(
+        area.right().saturating_sub(width + 2),
+        area.bottom() - 1,
+        width,
+        1,
+    );
+    frame.render_widget(Paragraph::new(Span::styled(text, theme.title)), rect);
+}
+
+/// ` 12-35 of 150 ` for the rows `offset..end` of `len` (ASCII: a hyphen, not an en dash).
+pub fn scroll_text((offset, end): (usize, usize), len: usize) -> Option<String> {
+    if len == 0 {
+        return None;
+    }
+    let first = (offset + 1).min(len) as u64;
+    let last = end.clamp(offset + 1, len) as u64;
+    Some(format!(
+        " {}-{} of {} ",
+        thousands(first),
+        thousands(last),
+        thousands(len as u64)
+    ))
+}
+
+/// `1 message`, `2 messages`, `1,234 messages`: a count with its noun in the right number.
+pub fn count(n: u64, singular: &str, plural: &str) -> String {
+    format!("{} {}", thousands(n), noun(n, singular, plural))
+}
+
+/// The noun for `n` things: `singular` for exactly one.
+pub fn noun<'a>(n: u64, singular: &'a str, plural: &'a str) -> &'a str {
+    if n == 1 { singular } else { plural }
+}
+
+/// Frames of the busy indicator (ASCII; not `|`, which reads as a border), advanced by the
+/// app's tick while work runs.
+const SPINNER: [&str; 6] = ["[=   ]", "[ =  ]", "[  = ]", "[   =]", "[  = ]", "[ =  ]"];
+
+/// The busy indicator's current frame.
+pub fn spinner(app: &App) -> &'static str {
+    SPINNER[app.spinner as usize % SPINNER.len()]
+}
+
+/// The width a column needs for its header and values (in characters), at least `min`.
+pub fn column_width<'a>(header: &str, values: impl Iterator<Item = &'a str>, min: u16) -> u16 {
+    let widest = values
+        .map(|v| v.chars().count())
+        .chain(std::iter::once(header.chars().count()))
+        .max()
+        .unwrap_or(0);
+    (widest.min(u16::MAX as usize) as u16).max(min)
+}
+
 /// `1234567` → `1,234,567`.
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();

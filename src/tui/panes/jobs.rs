@@ -9,7 +9,10 @@ use crate::tui::app::{App, OutcomeFilter};
 use crate::tui::panes::policy::hold_line;
 use crate::tui::panes::recipients::outcome_style;
 use crate::tui::theme::Theme;
-use crate::tui::ui::{duration, loadable, pane_block, state_message, thousands, visible_window};
+use crate::tui::ui::{
+    duration, loadable, pane_block, scroll_indicator, scroll_text, state_message, thousands,
+    visible_window,
+};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -188,6 +191,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let mut state =
         TableState::default().with_selected(Some(app.jobs.selected.saturating_sub(offset)));
     frame.render_stateful_widget(table, inner, &mut state);
+    scroll_indicator(frame, list_area, (offset, end), jobs.len(), theme);
 
     let Some(job) = app.selected_job() else {
         return;
@@ -369,16 +373,9 @@ fn outcome_position(app: &App, offset: usize, end: usize, all: usize) -> String 
     if !app.jobs.outcome_text.is_empty() {
         filters.push(format!("/{}", app.jobs.outcome_text));
     }
-    let range = if shown == 0 {
-        "none".to_string()
-    } else {
-        format!(
-            "{}-{} of {}",
-            thousands(offset as u64 + 1),
-            thousands(end as u64),
-            thousands(shown as u64)
-        )
-    };
+    let range = scroll_text((offset, end), shown)
+        .map(|r| r.trim().to_string())
+        .unwrap_or_else(|| "none".to_string());
     if filters.is_empty() {
         format!(" {range} ")
     } else {

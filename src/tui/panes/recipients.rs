@@ -7,7 +7,10 @@ use crate::model::RetractAction;
 use crate::tui::action::Action;
 use crate::tui::app::{App, Loadable};
 use crate::tui::theme::Theme;
-use crate::tui::ui::{loadable, pane_block, state_message, thousands, visible_window};
+use crate::tui::ui::{
+    column_width, count, loadable, noun, pane_block, scroll_indicator, state_message, thousands,
+    visible_window,
+};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
@@ -151,15 +154,28 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let mut spans = vec![
         Span::styled("Action: ", theme.header),
         Span::styled(format!("[{}]", action_label(r.action)), action_style),
-        Span::raw("   "),
+        Span::raw("  "),
         Span::styled("Depth: ", theme.header),
         Span::styled(format!("{}", r.depth), theme.selection),
-        Span::styled(" (+/-)", theme.muted),
-        Span::raw("   "),
         Span::styled(
+            if r.depth >= crate::tui::app::MAX_DEPTH {
+                " (max)"
+            } else {
+                ""
+            },
+            theme.muted,
+        ),
+        Span::raw("  "),
+        Span::styled(
+            // Recipients (rows), not copies: the depth line below counts copies.
             format!(
-                "Included: {included} of {}, {not_tickable} not tickable",
-                rows.len() - not_tickable
+                "Included: {included} of {}, {} not tickable",
+                count(
+                    (rows.len() - not_tickable) as u64,
+                    "recipient",
+                    "recipients"
+                ),
+                thousands(not_tickable as u64)
             ),
             theme.text,
         ),
@@ -183,18 +199,22 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                 if !spans.is_empty() {
                     spans.push(Span::raw("   "));
                 }
+                // Each deeper level counts what it adds: more copies, and the mailboxes not
+                // reached at a shallower depth.
                 let text = if d.depth == 0 {
                     format!(
-                        "depth 0: {} copies in {} mailboxes",
-                        thousands(d.copies),
-                        thousands(d.mailboxes)
+                        "depth 0: {} in {}",
+                        count(d.copies, "copy", "copies"),
+                        count(d.mailboxes, "mailbox", "mailboxes")
                     )
                 } else {
                     format!(
-                        "+{}: {} copies in {} mailboxes",
+                        "+{}: {} more {}, {} more {}",
                         d.depth,
                         thousands(d.copies),
-                        thousands(d.mailboxes)
+                        noun(d.copies, "copy", "copies"),
+                        thousands(d.mailboxes),
+                        noun(d.mailboxes, "mailbox", "mailboxes")
                     )
                 };
                 spans.push(Span::styled(text, theme.text));
@@ -274,15 +294,26 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     ])
     .style(theme.header);
     let wide = table_area.width >= 120;
+    // Tenant, state and folder as wide as their widest value (over every row, so they do not
+    // jump while scrolling); below 120 columns the state is cut at 14 so the address fits.
+    let tenant_width = column_width("Tenant", rows.iter().map(|r| r.tenant.as_str()), 6)
+        .min(if wide { 16 } else { 8 });
+    let states: Vec<String> = rows.iter().map(|r| r.state.label()).collect();
+    let state_width =
+        column_width("State", states.iter().map(String::as_str), 7).min(if wide { 30 } else { 14 });
+    let folders: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.folder.as_ref().map(|f| f.label()))
+        .collect();
+    let folder_width = column_width("Folder", folders.iter().copied(), 6).min(16);
     let table = Table::new(
         table_rows,
         [
             Constraint::Length(3),
-            Constraint::Length(if wide { 12 } else { 8 }),
+            Constraint::Length(tenant_width),
             Constraint::Fill(3),
-            // Wide screens show the whole state (`unresolved: provider_error`).
-            Constraint::Length(if wide { 26 } else { 14 }),
-            Constraint::Length(11),
+            Constraint::Length(state_width),
+            Constraint::Length(folder_width),
             Constraint::Length(4),
             Constraint::Fill(2),
         ],
@@ -292,4 +323,5 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     .row_highlight_style(theme.selection);
     let mut state = TableState::default().with_selected(Some(r.selected.saturating_sub(offset)));
     frame.render_stateful_widget(table, table_area, &mut state);
+    scroll_indicator(frame, area, (offset, end), r.visible.len(), theme);
 }

@@ -1030,3 +1030,203 @@ fn audit_columns_widen_to_their_content() {
     assert!(text.contains("policy_confirm_hold"), "{text}");
     assert!(text.contains("plan 3f2a9c0d1e5b: 10 copies junk"), "{text}");
 }
+
+// ---- hints, commands and help (issue 15, build 6) ----
+
+/// The hint bar (the last row) of `app` at `width` columns.
+fn hint_bar(app: &App, width: u16) -> String {
+    let mut app = app.clone();
+    app.status = None;
+    let buffer = render_buffer(&app, &default_theme(), width, 24);
+    row_text(&buffer, 23).trim_end().to_string()
+}
+
+#[test]
+fn the_hint_bar_offers_what_is_possible_now_at_80_and_200_columns() {
+    let mut finished_job = jobs_populated();
+    keys(&mut finished_job, &["j"]);
+    let mut depth_max = recipients_populated();
+    keys(&mut depth_max, &["+", "+", "+", "+", "+"]);
+    let mut nobody = recipients_populated();
+    keys(&mut nobody, &["n"]);
+    let states: Vec<(&str, App)> = vec![
+        ("search, no results yet", app()),
+        ("search with results", with_results(60)),
+        ("search typing", {
+            let mut a = with_results(60);
+            keys(&mut a, &["/"]);
+            a
+        }),
+        ("recipients, no message", on_pane("2")),
+        ("recipients", recipients_populated()),
+        ("recipients at max depth", depth_max),
+        ("recipients, nobody included", nobody),
+        ("jobs, running job with failures", jobs_populated()),
+        ("jobs, finished job without failures", finished_job),
+        ("jobs, in the outcomes", jobs_82()),
+        ("metrics", metrics_populated()),
+        ("help", {
+            let mut a = with_results(60);
+            keys(&mut a, &["?"]);
+            a
+        }),
+    ];
+    let mut text = String::new();
+    for (what, app) in &states {
+        for width in [80, 200] {
+            text.push_str(&format!("{what} @{width}:\n{}\n", hint_bar(app, width)));
+        }
+    }
+    insta::assert_snapshot!("hint_bars", text);
+    let bar = |i: usize, width: u16| hint_bar(&states[i].1, width);
+    // Nothing to open, select or group before results; esc is not advertised where it does
+    // nothing.
+    assert!(!bar(0, 200).contains("enter open") && !bar(0, 200).contains("down select"));
+    assert!(!bar(1, 200).contains("esc"));
+    assert!(bar(1, 80).starts_with(" enter open"));
+    // Depth only where it can still move; the plan only with someone included.
+    assert!(!bar(5, 200).contains("depth+") && bar(5, 200).contains("- depth-"));
+    assert!(!bar(6, 200).contains("p plan"));
+    // The selected job's own actions come first, so they survive 80 columns: cancel on a
+    // running job, restore on a finished one; retry only with failures.
+    assert!(
+        bar(7, 80).starts_with(" C cancel job  r retry failed"),
+        "{}",
+        bar(7, 80)
+    );
+    assert!(bar(8, 80).contains("u restore"), "{}", bar(8, 80));
+    assert!(!bar(8, 200).contains("retry"), "{}", bar(8, 200));
+    for (what, app) in &states {
+        assert!(hint_bar(app, 80).chars().count() <= 80, "{what}");
+        if !app.search.editing {
+            assert!(hint_bar(app, 80).ends_with("? help"), "{what}");
+        }
+    }
+}
+
+#[test]
+fn commands_complete_list_and_answer() {
+    let theme = default_theme();
+    let mut app = recipients_populated();
+    keys(&mut app, &[":"]);
+    // The list of commands shows above the line; tab completes a unique prefix.
+    let listed = render_text(&app, &theme, 80, 24);
+    assert!(
+        listed.contains("tab completes: search QUERY  depth 0-5"),
+        "{listed}"
+    );
+    type_text(&mut app, "de");
+    let narrowed = render_text(&app, &theme, 80, 24);
+    assert!(narrowed.contains("tab completes: depth 0-5"), "{narrowed}");
+    assert!(!narrowed.contains("search QUERY"), "{narrowed}");
+    keys(&mut app, &["tab"]);
+    assert_eq!(app.prompt.as_ref().unwrap().text.value(), "depth ");
+    snap("command_line_completed", &app);
+    // Too deep: says so, with the maximum.
+    type_text(&mut app, "9");
+    keys(&mut app, &["enter"]);
+    let status = app.status.clone().unwrap();
+    assert!(status.is_error);
+    assert_eq!(status.text, "depth 9 is too deep: the maximum is 5");
+    // A successful command replaces the error.
+    keys(&mut app, &[":"]);
+    type_text(&mut app, "depth 2");
+    keys(&mut app, &["enter"]);
+    assert_eq!(app.recipients.depth, 2);
+    let status = app.status.clone().unwrap();
+    assert!(!status.is_error, "{status:?}");
+    assert_eq!(status.text, "depth 2");
+    // :refresh says what it refreshes.
+    keys(&mut app, &[":"]);
+    type_text(&mut app, "refresh");
+    keys(&mut app, &["enter"]);
+    assert_eq!(app.status.clone().unwrap().text, "refreshing Recipients");
+    // No message open: said as such, not as a range problem.
+    let mut none = with_results(3);
+    keys(&mut none, &[":"]);
+    type_text(&mut none, "depth 1");
+    keys(&mut none, &["enter"]);
+    assert!(
+        none.status
+            .clone()
+            .unwrap()
+            .text
+            .contains("no message open")
+    );
+}
+
+#[test]
+fn depth_at_its_limits_says_so_and_x_cycles_both_ways() {
+    let mut app = recipients_populated();
+    keys(&mut app, &["+", "+", "+", "+"]);
+    assert_eq!(app.recipients.depth, 5);
+    let text = render_text(&app, &default_theme(), 80, 24);
+    assert!(text.contains("Depth: 5 (max)"), "{text}");
+    keys(&mut app, &["+"]);
+    assert_eq!(app.recipients.depth, 5);
+    assert_eq!(
+        app.status.clone().unwrap().text,
+        "depth is at its maximum (5)"
+    );
+    let start = app.recipients.action;
+    keys(&mut app, &["x"]);
+    assert_ne!(app.recipients.action, start);
+    keys(&mut app, &["X"]);
+    assert_eq!(app.recipients.action, start);
+    keys(&mut app, &["X"]);
+    assert_eq!(app.recipients.action, RetractAction::HardDelete);
+}
+
+#[test]
+fn every_help_is_complete_and_scrolls_at_80x24() {
+    let theme = default_theme();
+    // The Search help lists every query field with an example.
+    let mut search = with_results(60);
+    keys(&mut search, &["?"]);
+    let all: String = clawback::tui::ui::help_lines(&search, &theme)
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for field in clawback::trace::query::FIELDS {
+        assert!(
+            all.contains(&format!("{field}:")),
+            "{field} missing:\n{all}"
+        );
+    }
+    for pane in ["1", "2", "3", "4", "5", "6", "7"] {
+        let mut app = app();
+        keys(&mut app, &[pane, "?"]);
+        let lines = clawback::tui::ui::help_lines(&app, &theme);
+        // No heading without lines under it.
+        for pair in lines.windows(2) {
+            let is_heading =
+                |l: &ratatui::text::Line| l.spans.len() == 1 && l.spans[0].style == theme.header;
+            assert!(
+                !(is_heading(&pair[0]) && is_heading(&pair[1])),
+                "pane {pane}: empty section {}",
+                pair[0]
+            );
+        }
+        assert!(!is_empty_last(&lines), "pane {pane}");
+        // At 80x24 the end of the help is reachable: scrolled to the last line, the
+        // line-editing keys show.
+        app.set_screen_size(80, 24);
+        let top = render_text(&app, &theme, 80, 24);
+        keys(&mut app, &["G"]);
+        let bottom = render_text(&app, &theme, 80, 24);
+        assert!(bottom.contains("line editing"), "pane {pane}:\n{bottom}");
+        assert!(bottom.contains("ctrl+w"), "pane {pane}:\n{bottom}");
+        assert_ne!(top, bottom, "pane {pane}");
+        keys(&mut app, &["g"]);
+        assert_eq!(render_text(&app, &theme, 80, 24), top, "pane {pane}");
+    }
+    let mut tenants = tenants_populated();
+    keys(&mut tenants, &["?"]);
+    let text = render_text(&tenants, &theme, 160, 48);
+    assert!(text.contains("the Retract column"), "{text}");
+    snap("help_tenants", &tenants);
+}
+
+fn is_empty_last(lines: &[ratatui::text::Line]) -> bool {
+    lines.last().is_none_or(|l| l.width() == 0)
+}

@@ -398,6 +398,95 @@ pub struct App {
     pub tenants: TenantsState,
     /// Frame of the busy indicator: advanced by the tick while work runs (see `busy`).
     pub spinner: u8,
+    /// First line of the help overlay on screen.
+    pub help_scroll: u16,
+    /// Rows of the screen last drawn (0 until known): how far the help can scroll.
+    pub screen_height: u16,
+}
+
+/// A `:` command: its name, what it takes, what it does (the list under the command line and
+/// in the help overlay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandSpec {
+    pub name: &'static str,
+    pub args: &'static str,
+    pub describe: &'static str,
+}
+
+/// Every `:` command, in the order they are listed.
+pub const COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "search",
+        args: "QUERY",
+        describe: "search now (also :s)",
+    },
+    CommandSpec {
+        name: "depth",
+        args: "0-5",
+        describe: "conversation depth of the open message",
+    },
+    CommandSpec {
+        name: "action",
+        args: "junk|trash|soft_delete|hard_delete",
+        describe: "retract action",
+    },
+    CommandSpec {
+        name: "refresh",
+        args: "",
+        describe: "reload this pane",
+    },
+    CommandSpec {
+        name: "mouse",
+        args: "",
+        describe: "mouse on/off",
+    },
+    CommandSpec {
+        name: "help",
+        args: "",
+        describe: "the help overlay",
+    },
+    CommandSpec {
+        name: "quit",
+        args: "",
+        describe: "quit (also :q)",
+    },
+];
+
+/// The commands whose name starts with the first word typed (all of them for an empty line;
+/// none once an argument is being typed).
+pub fn matching_commands(typed: &str) -> Vec<&'static CommandSpec> {
+    let typed = typed.trim_start();
+    if typed.contains(' ') {
+        return Vec::new();
+    }
+    COMMANDS
+        .iter()
+        .filter(|c| c.name.starts_with(typed))
+        .collect()
+}
+
+/// Tab on the command line: the one matching name (with a space when it takes an argument),
+/// or the longest prefix the matches share; `None` when that adds nothing.
+pub fn complete_command(typed: &str) -> Option<String> {
+    let matches = matching_commands(typed);
+    let done = match matches.as_slice() {
+        [] => return None,
+        [one] if one.args.is_empty() => one.name.to_string(),
+        [one] => format!("{} ", one.name),
+        [first, rest @ ..] => {
+            let mut prefix = first.name.to_string();
+            for c in rest {
+                let common = prefix
+                    .chars()
+                    .zip(c.name.chars())
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                prefix.truncate(common);
+            }
+            prefix
+        }
+    };
+    (done != typed.trim_start()).then_some(done)
 }
 
 fn step(index: usize, len: usize, delta: isize) -> usize {
@@ -519,6 +608,8 @@ impl App {
                 selected: 0,
             },
             spinner: 0,
+            help_scroll: 0,
+            screen_height: 0,
         }
     }
 
@@ -586,6 +677,7 @@ impl App {
 
     /// Records the size of the screen last drawn; below the layout's minimum, keys are inert.
     pub fn set_screen_size(&mut self, width: u16, height: u16) {
+        self.screen_height = height;
         let too_small = width < crate::tui::ui::MIN_WIDTH || height < crate::tui::ui::MIN_HEIGHT;
         if too_small != self.too_small {
             self.too_small = too_small;
@@ -660,14 +752,28 @@ impl App {
             return self.update_prompt(action);
         }
         if self.help {
-            if matches!(action, Action::Help | Action::Cancel) {
-                self.help = false;
+            let max = crate::tui::ui::help_max_scroll(self, self.screen_height);
+            let at = self.help_scroll;
+            self.help_scroll = match action {
+                Action::Help | Action::Cancel => {
+                    self.help = false;
+                    0
+                }
+                Action::MoveDown => at.saturating_add(1),
+                Action::MoveUp => at.saturating_sub(1),
+                Action::PageDown => at.saturating_add(PAGE as u16),
+                Action::PageUp => at.saturating_sub(PAGE as u16),
+                Action::First => 0,
+                Action::Last => max,
+                _ => at,
             }
+            .min(max);
             return Vec::new();
         }
         match action {
             Action::Help => {
                 self.help = true;
+                self.help_scroll = 0;
                 Vec::new()
             }
             Action::NextPane | Action::PrevPane => {
@@ -1113,12 +1219,24 @@ impl App {
                     self.recipients.depth = depth;
                     return self.send_depth_preview();
                 }
+                // A key that cannot move the depth says why instead of doing nothing.
+                if action == Action::DepthIncrease {
+                    self.set_status(format!("depth is at its maximum ({MAX_DEPTH})"), false);
+                } else {
+                    self.set_status("depth is at its minimum (0: this message only)", false);
+                }
             }
-            Action::NextRetractAction => {
+            Action::NextRetractAction | Action::PrevRetractAction => {
+                let n = SELECTOR_ACTIONS.len();
+                let step = if action == Action::NextRetractAction {
+                    1
+                } else {
+                    n - 1
+                };
                 let i = SELECTOR_ACTIONS
                     .iter()
                     .position(|a| *a == self.recipients.action)
-                    .map(|i| (i + 1) % SELECTOR_ACTIONS.len())
+                    .map(|i| (i + step) % n)
                     .unwrap_or(0);
                 self.recipients.action = SELECTOR_ACTIONS[i];
             }
@@ -1260,6 +1378,14 @@ impl App {
                 self.prompt = None;
                 return Vec::new();
             }
+            Action::Complete => {
+                if kind == PromptKind::Command
+                    && let Some(done) = complete_command(prompt.text.value())
+                {
+                    prompt.text.set(done);
+                }
+                return Vec::new();
+            }
             Action::Submit => {
                 let text = self.prompt.take().map(|p| p.text.to_string());
                 return match (kind, text) {
@@ -1308,25 +1434,46 @@ impl App {
         let text = text.trim();
         let (word, rest) = text.split_once(' ').unwrap_or((text, ""));
         let rest = rest.trim();
+        // A new command replaces what the last one said (an old error must not linger).
+        self.status = None;
         match word {
             "" => Vec::new(),
             "q" | "quit" => self.update(Action::Quit),
             "help" => {
                 self.help = true;
+                self.help_scroll = 0;
                 Vec::new()
             }
             "mouse" => self.update(Action::ToggleMouse),
-            "refresh" => self.refresh(),
+            "refresh" => {
+                self.set_status(format!("refreshing {}", self.focus.title()), false);
+                self.refresh()
+            }
             "search" | "s" => self.search_now(rest.to_string()),
             "depth" => match rest.parse::<u8>() {
-                Ok(d) if d <= MAX_DEPTH && self.recipients.rows.ready().is_some() => {
+                _ if self.recipients.rows.ready().is_none() => {
+                    self.set_status(
+                        "depth: no message open; pick one on Search (1) and press enter",
+                        true,
+                    );
+                    Vec::new()
+                }
+                Ok(d) if d <= MAX_DEPTH => {
                     self.focus = Pane::Recipients;
                     self.recipients.depth = d;
+                    self.set_status(format!("depth {d}"), false);
                     self.send_depth_preview()
                 }
-                _ => {
+                Ok(d) => {
                     self.set_status(
-                        format!("depth: give 0..{MAX_DEPTH} with a message open"),
+                        format!("depth {d} is too deep: the maximum is {MAX_DEPTH}"),
+                        true,
+                    );
+                    Vec::new()
+                }
+                Err(_) => {
+                    self.set_status(
+                        format!("depth: give a number from 0 to {MAX_DEPTH}, e.g. :depth 1"),
                         true,
                     );
                     Vec::new()
@@ -1335,6 +1482,7 @@ impl App {
             "action" => match rest.parse::<RetractAction>() {
                 Ok(a) if SELECTOR_ACTIONS.contains(&a) => {
                     self.recipients.action = a;
+                    self.set_status(format!("action {}", a.label()), false);
                     Vec::new()
                 }
                 _ => {
@@ -1343,9 +1491,11 @@ impl App {
                 }
             },
             other => {
+                let names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
                 self.set_status(
                     format!(
-                        "unknown command {other:?}; try: quit, search QUERY, depth N, action A, mouse, refresh, help"
+                        "unknown command {other:?}; commands: {} (tab completes)",
+                        names.join(", ")
                     ),
                     true,
                 );

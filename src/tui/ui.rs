@@ -220,6 +220,11 @@ pub fn hint_label(app: &App, mode: Mode, action: &Action) -> &'static str {
         (Mode::Query, Action::Cancel) => "stop typing",
         (Mode::Query, Action::NextPane) => "next pane",
         (Mode::Prompt, Action::Submit) => "run",
+        (Mode::Metrics, Action::Submit) => "search it",
+        (Mode::Metrics, Action::ViewDetails) if app.metrics.details.is_some() => "back",
+        (Mode::Recipients, Action::Cancel) => "cancel loading",
+        (Mode::Tenants, Action::Cancel) => "cancel check",
+        (Mode::Recipients, Action::ShowSearch) => "pick a message",
         (Mode::Prompt, Action::Cancel) => "cancel",
         (Mode::Jobs, Action::Submit) => "outcomes",
         (Mode::Jobs, Action::MoveDown | Action::MoveUp) if outcomes => "scroll",
@@ -228,6 +233,7 @@ pub fn hint_label(app: &App, mode: Mode, action: &Action) -> &'static str {
         (Mode::Jobs, Action::MoveRight) => "next reason",
         (Mode::Policy, Action::MoveDown) => "next row",
         (Mode::Policy, Action::MoveRight) => "next action",
+        (_, Action::MoveDown | Action::MoveUp) if app.help => "scroll",
         (_, Action::MoveDown | Action::MoveUp) => "select",
         (_, Action::Cancel) if app.help => "close help",
         _ => action.describe(),
@@ -321,7 +327,34 @@ pub fn render(frame: &mut Frame, app: &App, theme: &Theme) {
     if app.confirm.is_some() {
         panes::confirm::render(frame, body, app, theme);
     }
+    render_command_list(frame, body, app, theme);
     render_footer(frame, footer, app, theme);
+}
+
+/// While `:` is typed: the commands that match, on the row above the command line.
+fn render_command_list(frame: &mut Frame, body: Rect, app: &App, theme: &Theme) {
+    let Some(prompt) = app
+        .prompt
+        .as_ref()
+        .filter(|p| p.kind == PromptKind::Command)
+    else {
+        return;
+    };
+    let matches = super::app::matching_commands(prompt.text.value());
+    if matches.is_empty() || body.height == 0 {
+        return;
+    }
+    let mut spans = vec![Span::styled(" tab completes: ", theme.muted)];
+    for command in matches {
+        spans.push(Span::styled(command.name, theme.hint_key));
+        if !command.args.is_empty() {
+            spans.push(Span::styled(format!(" {}", command.args), theme.hint_text));
+        }
+        spans.push(Span::raw("  "));
+    }
+    let row = Rect::new(body.x, body.bottom() - 1, body.width, 1);
+    frame.render_widget(Clear, row);
+    frame.render_widget(Paragraph::new(Line::from(spans)).style(theme.overlay), row);
 }
 
 /// Behind this screen no key acts but quit (and the answer to its question): the operator
@@ -419,7 +452,7 @@ pub fn footer_hints(app: &App) -> (Mode, Vec<Action>) {
     } else if app.prompt.is_some() {
         vec![Action::Submit, Action::Cancel]
     } else if app.help {
-        vec![Action::Cancel]
+        vec![Action::Cancel, Action::MoveDown]
     } else {
         match app.focus {
             Pane::Search => panes::search::hints(app),
@@ -500,7 +533,9 @@ pub fn centered(area: Rect, width: u16, height: u16) -> Rect {
     )
 }
 
-/// The `?` overlay: every binding of the global mode and the focused pane's mode, grouped.
+/// The `?` overlay: every binding of the global mode and the focused pane's mode, grouped;
+/// the Search help adds the query language, every help the `:` commands and the line-editing
+/// keys. A mode without bound keys gets no (empty) section.
 pub fn help_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
     let pane_mode = app.focus.mode();
@@ -510,11 +545,14 @@ pub fn help_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
     }
     modes.push(Mode::Global);
     for mode in modes {
+        let bindings = app.keymap.bindings(mode);
+        if bindings.iter().all(|b| b.keys.is_empty()) {
+            continue;
+        }
         lines.push(Line::from(Span::styled(
             format!("{} keys", mode.as_str()),
             theme.header,
         )));
-        let bindings = app.keymap.bindings(mode);
         let pairs: Vec<(String, &str)> = bindings
             .iter()
             .filter(|b| !b.keys.is_empty())
@@ -525,11 +563,39 @@ pub fn help_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
                         .map(|k| k.to_string())
                         .collect::<Vec<_>>()
                         .join(" "),
-                    b.action.describe(),
+                    help_label(mode, &b.action),
                 )
             })
             .collect();
         help_pairs(&mut lines, &pairs, theme);
+    }
+    if app.focus == Pane::Search {
+        lines.push(Line::from(Span::styled(
+            "query language (/ to type; enter searches)",
+            theme.header,
+        )));
+        for (example, what) in panes::search::QUERY_HELP {
+            lines.push(help_row(example, what, theme));
+        }
+    }
+    if app.focus == Pane::Tenants {
+        lines.push(Line::from(Span::styled("the Retract column", theme.header)));
+        for (state, what) in [
+            ("Granted", "clawback may retract here"),
+            ("Missing (P)", "the app lacks permission P (doctor)"),
+            ("Not in tenant", "not a domain of this tenant"),
+            ("Error: ...", "not checked (why: under the table)"),
+        ] {
+            lines.push(help_row(state, what, theme));
+        }
+    }
+    lines.push(Line::from(Span::styled(
+        "commands (: then tab completes)",
+        theme.header,
+    )));
+    for command in super::app::COMMANDS {
+        let usage = format!("{} {}", command.name, command.args);
+        lines.push(help_row(usage.trim_end(), command.describe, theme));
     }
     // The line-editing keys are fixed (one table in `tui::input`), the same in every input.
     lines.push(Line::from(Span::styled(
@@ -540,6 +606,28 @@ pub fn help_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
     let pairs: Vec<(String, &str)> = groups.iter().map(|(k, d)| (k.clone(), *d)).collect();
     help_pairs(&mut lines, &pairs, theme);
     lines
+}
+
+/// What a key does in `mode`, for the help overlay: where the generic description
+/// (`Action::describe`) would not say what happens in that mode.
+fn help_label(mode: Mode, action: &Action) -> &'static str {
+    match (mode, action) {
+        (Mode::Query, Action::Submit) => "search",
+        (Mode::Query, Action::Cancel) => "clear, then leave",
+        (Mode::Query, Action::MoveDown) => "to the results",
+        (Mode::Global, Action::Cancel) => "leave / close",
+        (Mode::Jobs, Action::Submit) => "outcomes",
+        (Mode::Metrics, Action::Submit) => "search it",
+        _ => action.describe(),
+    }
+}
+
+/// One help line: what to type (right-aligned), then what it does.
+fn help_row(typed: &str, what: &str, theme: &Theme) -> Line<'static> {
+    Line::from(vec![
+        Span::styled(format!("{typed:>26} "), theme.hint_key),
+        Span::styled(what.to_string(), theme.hint_text),
+    ])
 }
 
 /// Key / description pairs in two columns (to fit 80x24).
@@ -559,6 +647,36 @@ fn render_help(frame: &mut Frame, body: Rect, app: &App, theme: &Theme) {
     let width = if body.width < 90 { body.width } else { 76 };
     let area = centered(body, width, body.height);
     frame.render_widget(Clear, area);
-    let block = pane_block(" Help (? or esc to close) ", true, theme).style(theme.overlay);
-    frame.render_widget(Paragraph::new(help_lines(app, theme)).block(block), area);
+    let block =
+        pane_block(" Help (? or esc to close, j/k scroll) ", true, theme).style(theme.overlay);
+    let lines = help_lines(app, theme);
+    // Scrolled by the operator; never past the point where the last line is at the bottom.
+    let height = area.height.saturating_sub(2) as usize;
+    let scroll = (app.help_scroll as usize).min(lines.len().saturating_sub(height));
+    let len = lines.len();
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .scroll((scroll.min(u16::MAX as usize) as u16, 0)),
+        area,
+    );
+    scroll_indicator(
+        frame,
+        area,
+        (scroll, (scroll + height).min(len)),
+        len,
+        theme,
+    );
+}
+
+/// How far the help can scroll on a screen `screen_height` rows high (0 = not known yet: as
+/// far as the last line).
+pub fn help_max_scroll(app: &App, screen_height: u16) -> u16 {
+    let lines = help_lines(app, &Theme::default_theme()).len();
+    // Header, footer and the overlay's two borders.
+    let visible = match screen_height {
+        0 => 1,
+        h => h.saturating_sub(4).max(1) as usize,
+    };
+    lines.saturating_sub(visible).min(u16::MAX as usize) as u16
 }

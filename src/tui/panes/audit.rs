@@ -12,13 +12,14 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
-pub fn hints(_app: &App) -> Vec<Action> {
-    vec![
-        Action::MoveDown,
-        Action::Filter,
-        Action::VerifyAudit,
-        Action::Refresh,
-    ]
+/// What the keys can do here now (moving only with more than one entry).
+pub fn hints(app: &App) -> Vec<Action> {
+    let mut hints = Vec::new();
+    if app.audit.entries.ready().is_some_and(|e| e.len() > 1) {
+        hints.push(Action::MoveDown);
+    }
+    hints.extend([Action::Filter, Action::VerifyAudit, Action::Refresh]);
+    hints
 }
 
 // Layout inside the pane:

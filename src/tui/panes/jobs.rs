@@ -19,24 +19,40 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
 /// What the keys can do here now: only what the selected job allows is offered.
+/// What the keys can do here now: only what the selected job allows is offered, and those
+/// come first (cancel, resume, restore, retry), so they survive a narrow terminal.
 pub fn hints(app: &App) -> Vec<Action> {
-    let mut hints = vec![Action::MoveDown];
-    if app.jobs.outcomes_focused {
-        hints.extend([Action::Cancel, Action::NextOutcomeFilter, Action::Filter]);
-    } else {
-        hints.push(Action::Submit);
-    }
+    let mut hints = Vec::new();
+    let jobs = app.jobs.list.ready().map_or(0, Vec::len);
     if let Some(job) = app.selected_job() {
-        if !job.failed_by_reason.is_empty() {
-            hints.extend([Action::MoveRight, Action::RetryFailed]);
-        }
-        if app.can_restore(job).is_ok() {
-            hints.push(Action::Restore);
-        }
         match job.state {
             JobPhase::Running => hints.push(Action::CancelJob),
             JobPhase::Interrupted | JobPhase::Cancelled => hints.push(Action::ResumeJob),
             JobPhase::Finished => {}
+        }
+        if app.can_restore(job).is_ok() {
+            hints.push(Action::Restore);
+        }
+        // Retry acts on the reason under the cursor: only offered when it has failures.
+        let reasons = job.failed_by_reason.iter().filter(|(_, n)| *n > 0).count();
+        if reasons > 0 {
+            hints.push(Action::RetryFailed);
+        }
+        if reasons > 1 {
+            hints.push(Action::MoveRight);
+        }
+    }
+    if app.jobs.outcomes_focused {
+        hints.extend([
+            Action::Cancel,
+            Action::MoveDown,
+            Action::NextOutcomeFilter,
+            Action::Filter,
+        ]);
+    } else if jobs > 0 {
+        hints.push(Action::Submit);
+        if jobs > 1 {
+            hints.push(Action::MoveDown);
         }
     }
     hints.push(Action::Refresh);

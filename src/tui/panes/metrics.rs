@@ -4,7 +4,7 @@
 use crate::engine::metrics::RetractedMessage;
 use crate::engine::view::{MetricsSnapshot, MetricsWindow};
 use crate::tui::action::Action;
-use crate::tui::app::App;
+use crate::tui::app::{App, Loadable};
 use crate::tui::theme::Theme;
 use crate::tui::ui::{
     ASCII_BORDER, count, duration, loadable, pane_block, scroll_indicator, state_message,
@@ -17,8 +17,18 @@ use ratatui::symbols;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Table, TableState};
 
-pub fn hints(_app: &App) -> Vec<Action> {
-    vec![Action::NextWindow, Action::ViewDetails, Action::Refresh]
+/// What the keys can do here now: in the details, open a message and go back.
+pub fn hints(app: &App) -> Vec<Action> {
+    match &app.metrics.details {
+        Some(Loadable::Ready(messages)) if !messages.is_empty() => vec![
+            Action::Submit,
+            Action::ViewDetails,
+            Action::MoveDown,
+            Action::NextWindow,
+        ],
+        Some(_) => vec![Action::ViewDetails, Action::NextWindow],
+        None => vec![Action::NextWindow, Action::ViewDetails, Action::Refresh],
+    }
 }
 
 /// ASCII bars for the sparkline (fancy block glyphs are opt-in).

@@ -17,19 +17,49 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
-pub fn hints(_app: &App) -> Vec<Action> {
-    vec![
-        // Most important first: at 80 columns the last ones give way.
-        Action::ToggleInclude,
-        Action::PreviewPlan,
-        Action::NextRetractAction,
-        Action::DepthIncrease,
-        Action::DepthDecrease,
-        Action::SelectAll,
-        Action::SelectNone,
-        Action::InvertSelection,
-        Action::Filter,
-    ]
+/// What the keys can do here now, most important first (at 80 columns the last ones give
+/// way): a box only on a tickable row, the plan only with someone included, depth only in the
+/// direction it can still move.
+pub fn hints(app: &App) -> Vec<Action> {
+    let r = &app.recipients;
+    if r.rows == Loadable::Loading {
+        return vec![Action::Cancel];
+    }
+    let Some(rows) = r.rows.ready() else {
+        return if r.message.is_none() {
+            vec![Action::ShowSearch]
+        } else {
+            vec![Action::Refresh]
+        };
+    };
+    let mut hints = Vec::new();
+    let on_tickable = r
+        .visible
+        .get(r.selected)
+        .and_then(|&i| rows.get(i))
+        .is_some_and(|row| row.tickable());
+    if on_tickable {
+        hints.push(Action::ToggleInclude);
+    }
+    if app.included_count() > 0 {
+        hints.push(Action::PreviewPlan);
+    }
+    hints.push(Action::NextRetractAction);
+    if r.depth < crate::tui::app::MAX_DEPTH {
+        hints.push(Action::DepthIncrease);
+    }
+    if r.depth > 0 {
+        hints.push(Action::DepthDecrease);
+    }
+    if rows.iter().any(|row| row.tickable()) {
+        hints.extend([
+            Action::SelectAll,
+            Action::SelectNone,
+            Action::InvertSelection,
+        ]);
+    }
+    hints.extend([Action::Filter, Action::PrevRetractAction]);
+    hints
 }
 
 pub fn grant_style(status: &GrantStatus, theme: &Theme) -> Style {

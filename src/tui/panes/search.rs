@@ -15,19 +15,26 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
+/// What the keys can do here now, most useful first (the last ones give way on a narrow
+/// terminal): open and move only with results on screen.
 pub fn hints(app: &App) -> Vec<Action> {
     if app.search.editing {
-        vec![Action::Submit, Action::Cancel, Action::NextPane]
-    } else {
-        vec![
-            Action::Filter,
-            Action::MoveDown,
-            Action::Submit,
-            Action::ToggleGrouping,
-            Action::CommandLine,
-            Action::Quit,
-        ]
+        return vec![Action::Submit, Action::Cancel, Action::NextPane];
     }
+    let rows = app.search.results.ready().map_or(0, |r| r.view.len());
+    let mut hints = Vec::new();
+    if rows > 0 {
+        hints.push(Action::Submit);
+    }
+    hints.push(Action::Filter);
+    if rows > 1 {
+        hints.push(Action::MoveDown);
+    }
+    if rows > 0 {
+        hints.push(Action::ToggleGrouping);
+    }
+    hints.extend([Action::CommandLine, Action::Quit]);
+    hints
 }
 
 pub fn disposition_style(disposition: Option<Disposition>, theme: &Theme) -> Style {
@@ -50,6 +57,32 @@ fn retraction_style(state: RetractionState, theme: &Theme) -> Style {
 }
 
 const QUERY_LEAD: &str = "Query: ";
+
+/// The query language for the help overlay: each field (every one in
+/// `trace::query::FIELDS`) and the operators, with an example.
+pub const QUERY_HELP: &[(&str, &str)] = &[
+    ("from:evil.example", "sender address, domain or word"),
+    ("to:bob@corp.example", "a recipient"),
+    ("subject:invoice", "words in the subject"),
+    ("msgid:<id@host>", "one Message-ID"),
+    ("domain:evil.example", "sender or link domain"),
+    ("url:bit.ly/x", "a link in the body"),
+    ("sha256:<64 hex>", "an attachment hash"),
+    (
+        "disposition:malicious",
+        "also suspicious spoof spam bulk none any",
+    ),
+    ("tenant:contoso", "one configured tenant"),
+    ("since:24h", "30m 24h 7d 2w or 2026-11-20[T08:00]"),
+    ("until:2026-11-20", "the same forms as since"),
+    ("retracted:no", "yes or no"),
+    (
+        "invoice \"wire transfer\"",
+        "words / phrases anywhere (and)",
+    ),
+    ("-from:corp.example", "not"),
+    ("a OR (b c)", "either; parentheses group"),
+];
 
 /// The query line: a label, then the input (cursor on it while typing); the column of a parse
 /// error (1-based, `len + 1` = end) is underlined. Returns the input's horizontal scroll.

@@ -17,7 +17,12 @@ pub fn hints(app: &App) -> Vec<Action> {
     if app.tenants.loading.is_some() && app.tenants.tenants == Loadable::Loading {
         return vec![Action::Cancel];
     }
-    vec![Action::MoveDown, Action::Refresh]
+    let mut hints = Vec::new();
+    if app.tenants.tenants.ready().is_some_and(|t| t.len() > 1) {
+        hints.push(Action::MoveDown);
+    }
+    hints.push(Action::Refresh);
+    hints
 }
 
 /// The line shown while tenants are checked: how far, how long, how to stop.

@@ -632,7 +632,8 @@ fn failed_counts_and_outcomes_use_status_failed() {
         let mut other_selected = jobs_populated();
         keys(&mut other_selected, &["j"]);
         let list = render_buffer(&other_selected, &theme, 160, 48);
-        let (x, y) = find(&list, "job-42").unwrap();
+        // (Not the metrics strip's "job job-42 running": the list's row.)
+        let (x, y) = find(&list, "08:41 job-42").unwrap();
         let line: String = (0..160)
             .map(|i| list[(i, y)].symbol().to_string())
             .collect();
@@ -1229,4 +1230,45 @@ fn every_help_is_complete_and_scrolls_at_80x24() {
 
 fn is_empty_last(lines: &[ratatui::text::Line]) -> bool {
     lines.last().is_none_or(|l| l.width() == 0)
+}
+
+// ---- side by side from 160 columns (issue 15, build 5) ----
+
+#[test]
+fn wide_screens_show_results_and_checklist_side_by_side_with_a_metrics_strip() {
+    let theme = default_theme();
+    let mut app = recipients_populated();
+    keys(&mut app, &["1"]);
+    app.on_engine(EngineEvent::MetricsLoaded(metrics(
+        MetricsWindow::Day,
+        4000,
+    )));
+    app.on_engine(EngineEvent::JobsLoaded(jobs()));
+    let text = render_text(&app, &theme, 200, 50);
+    insta::assert_snapshot!("side_by_side@200x50", text);
+    let strip = text.lines().nth(1).unwrap();
+    assert_eq!(
+        strip.trim_end(),
+        " last 24h: 4,000 retractions, 96.5% ok  |  job job-42 running 503/1,000 50%  |  throttled 0"
+    );
+    // One screen row holds a search result and a checklist row.
+    assert!(
+        text.lines()
+            .any(|l| l.contains("11-22 08:34") && l.contains("alice@contoso.example")),
+        "{text}"
+    );
+    // Progress of a job this console runs moves the strip.
+    app.on_engine(EngineEvent::JobProgressed(job_progress()));
+    let moved = render_text(&app, &theme, 200, 50);
+    assert_ne!(moved.lines().nth(1), text.lines().nth(1));
+    // Below 160 columns: one pane, no strip.
+    let narrow = render_text(&app, &theme, 159, 50);
+    assert!(!narrow.contains("alice@contoso.example"), "{narrow}");
+    assert!(!narrow.contains("retractions, 96.5% ok"), "{narrow}");
+    // The focused pane's border is the focused one; the other is not.
+    let buffer = render_buffer(&app, &theme, 200, 50);
+    let (x, y) = find(&buffer, "+ Recipients").unwrap();
+    assert!(shows(&buffer[(x, y)], theme.border));
+    let (x, y) = find(&buffer, "+ Search").unwrap();
+    assert!(shows(&buffer[(x, y)], theme.border_focused));
 }

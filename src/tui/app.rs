@@ -177,6 +177,8 @@ pub struct RecipientsState {
     pub depth_generation: Generation,
     pub depth_preview: Loadable<Vec<DepthCount>>,
     pub preview_debounce: Option<u8>,
+    /// Side by side: ticks left before the checklist follows the search selection.
+    pub follow_debounce: Option<u8>,
     pub action: RetractAction,
 }
 
@@ -402,6 +404,8 @@ pub struct App {
     pub help_scroll: u16,
     /// Rows of the screen last drawn (0 until known): how far the help can scroll.
     pub screen_height: u16,
+    /// Columns of the screen last drawn (0 until known): side by side from 160.
+    pub screen_width: u16,
 }
 
 /// A `:` command: its name, what it takes, what it does (the list under the command line and
@@ -561,6 +565,7 @@ impl App {
                 depth_generation: 0,
                 depth_preview: Loadable::NotLoaded,
                 preview_debounce: None,
+                follow_debounce: None,
                 action: RetractAction::Junk,
             },
             jobs: JobsState {
@@ -610,13 +615,42 @@ impl App {
             spinner: 0,
             help_scroll: 0,
             screen_height: 0,
+            screen_width: 0,
         }
     }
 
     /// Commands to send once the first frame is on screen: the newest messages, and the
     /// interrupted jobs to offer for resume.
     pub fn startup(&mut self) -> Vec<Command> {
-        vec![self.send_search(), Command::FindInterruptedJobs]
+        let mut commands = vec![self.send_search(), Command::FindInterruptedJobs];
+        commands.extend(self.load_strip());
+        commands
+    }
+
+    /// Search results and the checklist side by side, and the metrics strip on every screen
+    /// (the screen last drawn is wide enough).
+    pub fn side_by_side(&self) -> bool {
+        self.screen_width >= crate::tui::ui::SIDE_BY_SIDE_WIDTH
+    }
+
+    /// Side by side, the metrics strip needs the metrics and the jobs: loaded once (the
+    /// live reload keeps them fresh from then on).
+    fn load_strip(&mut self) -> Vec<Command> {
+        let mut commands = Vec::new();
+        if !self.side_by_side() {
+            return commands;
+        }
+        if self.metrics.snapshot == Loadable::NotLoaded {
+            self.metrics.snapshot = Loadable::Loading;
+            commands.push(Command::LoadMetrics {
+                window: self.metrics.window,
+            });
+        }
+        if self.jobs.list == Loadable::NotLoaded {
+            self.jobs.list = Loadable::Loading;
+            commands.push(Command::LoadJobs);
+        }
+        commands
     }
 
     /// The keymap mode that receives keys now.
@@ -678,6 +712,7 @@ impl App {
     /// Records the size of the screen last drawn; below the layout's minimum, keys are inert.
     pub fn set_screen_size(&mut self, width: u16, height: u16) {
         self.screen_height = height;
+        self.screen_width = width;
         let too_small = width < crate::tui::ui::MIN_WIDTH || height < crate::tui::ui::MIN_HEIGHT;
         if too_small != self.too_small {
             self.too_small = too_small;
@@ -718,7 +753,7 @@ impl App {
             Action::Tick => return self.tick(),
             Action::Resize(width, height) => {
                 self.set_screen_size(width, height);
-                return Vec::new();
+                return self.load_strip();
             }
             // A restore or resume question takes only its own answers; behind the too-small
             // screen (which hides it) quit still acts.
@@ -829,6 +864,9 @@ impl App {
         }
         if debounce_due(&mut self.audit.filter_debounce) {
             commands.extend(self.refresh_audit());
+        }
+        if debounce_due(&mut self.recipients.follow_debounce) {
+            commands.extend(self.show_selected_message(false));
         }
         if let Some(load) = self.tenants.loading.as_mut()
             && self.tenants.tenants == Loadable::Loading
@@ -975,6 +1013,17 @@ impl App {
             .ready()
             .map(|r| r.view.len())
             .unwrap_or(0);
+        let before = self.search.selected;
+        let commands = self.move_in_search(action, len);
+        // Side by side the checklist follows the selection once it rests (latest wins: a
+        // load is sent only when the debounce runs out, for the row selected then).
+        if self.search.selected != before && self.side_by_side() {
+            self.recipients.follow_debounce = Some(DEBOUNCE_TICKS);
+        }
+        commands
+    }
+
+    fn move_in_search(&mut self, action: Action, len: usize) -> Vec<Command> {
         match action {
             Action::Filter => self.search.editing = true,
             Action::MoveUp => self.search.selected = step(self.search.selected, len, -1),
@@ -991,7 +1040,7 @@ impl App {
                 }
                 self.search.selected = 0;
             }
-            Action::Submit => return self.open_selected_message(),
+            Action::Submit => return self.show_selected_message(true),
             _ => {}
         }
         Vec::new()
@@ -1035,11 +1084,17 @@ impl App {
         ids
     }
 
-    fn open_selected_message(&mut self) -> Vec<Command> {
+    /// The recipients of the selected message (or campaign) in the checklist; `focus` moves
+    /// to it (enter), or not (side by side, following the selection).
+    fn show_selected_message(&mut self, focus: bool) -> Vec<Command> {
+        self.recipients.follow_debounce = None;
         let Some(row) = self.selected_search_row().cloned() else {
             return Vec::new();
         };
         let message_ids = self.selected_message_ids();
+        if !focus && self.recipients.message_ids == message_ids {
+            return Vec::new();
+        }
         let r = &mut self.recipients;
         if r.message_ids != message_ids {
             // Other messages: nothing the operator chose for the last ones carries over.
@@ -1065,8 +1120,18 @@ impl App {
         let r = &mut self.recipients;
         r.message = Some(row);
         r.message_ids = message_ids;
-        self.focus = Pane::Recipients;
-        self.load_recipients_again()
+        if focus {
+            self.focus = Pane::Recipients;
+        }
+        // A load still running for the message left behind is not waited for.
+        let mut commands = Vec::new();
+        if !focus && self.recipients.rows == Loadable::Loading {
+            commands.push(Command::CancelRecipients {
+                generation: self.recipients.generation,
+            });
+        }
+        commands.extend(self.load_recipients_again());
+        commands
     }
 
     // ---- recipients ----

@@ -13,6 +13,10 @@ use ratatui::symbols;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 
+/// From this width the search results and the checklist are side by side, and the metrics
+/// strip shows on every screen.
+pub const SIDE_BY_SIDE_WIDTH: u16 = 160;
+
 /// Smallest screen the layout supports.
 pub const MIN_WIDTH: u16 = 80;
 pub const MIN_HEIGHT: u16 = 24;
@@ -293,6 +297,16 @@ pub fn hint_spans(
 //  key hint  key hint  ? help                                          status text
 //
 // Overlays (plan confirmation, help) are drawn centred over the body.
+//
+// From 160 columns (SIDE_BY_SIDE_WIDTH) a metrics strip sits under the tabs on every screen,
+// and Search and Recipients share the body:
+//
+//  clawback  1 Search  2 Recipients ...                                   role responder
+//  last 24h: 1,234 retractions, 96.5% ok | job 42 running 503/1,000 50% | throttled 3
+// +-Search (60 messages)------------------++-Recipients: "Invoice" from a@evil.example--+
+// | results (panes/search.rs)             || checklist (panes/recipients.rs)            |
+// +---------------------------------------++--------------------------------------------+
+//  key hint  key hint  ? help                                          status text
 
 /// Draws one whole frame.
 pub fn render(frame: &mut Frame, app: &App, theme: &Theme) {
@@ -302,14 +316,25 @@ pub fn render(frame: &mut Frame, app: &App, theme: &Theme) {
         render_too_small(frame, area, app, theme);
         return;
     }
-    let [header, body, footer] = Layout::vertical([
+    let wide = area.width >= SIDE_BY_SIDE_WIDTH;
+    let [header, strip, body, footer] = Layout::vertical([
         Constraint::Length(1),
+        Constraint::Length(u16::from(wide)),
         Constraint::Fill(1),
         Constraint::Length(1),
     ])
     .areas(area);
     render_header(frame, header, app, theme);
+    if wide {
+        render_strip(frame, strip, app, theme);
+    }
     match app.focus {
+        Pane::Search | Pane::Recipients if wide => {
+            let [left, right] =
+                Layout::horizontal([Constraint::Percentage(50), Constraint::Fill(1)]).areas(body);
+            panes::search::render(frame, left, app, theme);
+            panes::recipients::render(frame, right, app, theme);
+        }
         Pane::Search => panes::search::render(frame, body, app, theme),
         Pane::Recipients => panes::recipients::render(frame, body, app, theme),
         Pane::Policy => panes::policy::render(frame, body, app, theme),
@@ -355,6 +380,81 @@ fn render_command_list(frame: &mut Frame, body: Rect, app: &App, theme: &Theme) 
     let row = Rect::new(body.x, body.bottom() - 1, body.width, 1);
     frame.render_widget(Clear, row);
     frame.render_widget(Paragraph::new(Line::from(spans)).style(theme.overlay), row);
+}
+
+/// The live metrics strip: the metrics window's retractions and success, the jobs running
+/// (with progress where this console runs them) and throttling.
+fn render_strip(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let sep = || Span::styled("  |  ", theme.muted);
+    let mut spans = vec![Span::raw(" ")];
+    match &app.metrics.snapshot {
+        Loadable::Ready(s) => {
+            spans.push(Span::styled(
+                format!("last {}: ", s.window.as_str()),
+                theme.header,
+            ));
+            spans.push(Span::raw(count(s.total, "retraction", "retractions")));
+            if s.total > 0 {
+                spans.push(Span::styled(
+                    format!(
+                        ", {:.1}% ok",
+                        crate::engine::view::MetricsSnapshot::pct(s.succeeded, s.total)
+                    ),
+                    theme.status_succeeded,
+                ));
+            }
+        }
+        Loadable::Failed(_) => spans.push(Span::styled("metrics: could not load", theme.error)),
+        Loadable::Loading => spans.push(Span::styled("metrics: loading...", theme.muted)),
+        Loadable::NotLoaded => spans.push(Span::styled("metrics: -", theme.muted)),
+    }
+    spans.push(sep());
+    let running: Vec<&crate::engine::view::JobView> = app
+        .jobs
+        .list
+        .ready()
+        .map(|jobs| {
+            jobs.iter()
+                .filter(|j| j.state == crate::engine::view::JobPhase::Running)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut throttled = 0;
+    if running.is_empty() {
+        spans.push(Span::styled("no job running", theme.muted));
+    }
+    for (i, job) in running.iter().enumerate() {
+        if i > 0 {
+            spans.push(Span::raw(", "));
+        }
+        let (done, total) = match app.progress_of(&job.id) {
+            Some(p) => {
+                throttled += p.throttled_waits;
+                (p.done, p.done + p.remaining)
+            }
+            None => (job.succeeded + job.failed() + job.skipped, job.total),
+        };
+        spans.push(Span::styled(
+            format!(
+                "job {} running {}/{} {:.0}%",
+                job.id,
+                thousands(done),
+                thousands(total),
+                crate::engine::view::MetricsSnapshot::pct(done, total)
+            ),
+            theme.status_running,
+        ));
+    }
+    spans.push(sep());
+    spans.push(Span::styled(
+        format!("throttled {throttled}"),
+        if throttled > 0 {
+            theme.status_warning
+        } else {
+            theme.muted
+        },
+    ));
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
 /// Behind this screen no key acts but quit (and the answer to its question): the operator

@@ -5,7 +5,7 @@ use crate::engine::view::{CopyOutcome, GrantStatus, RecipientState};
 use crate::model::FailureReason;
 use crate::model::RetractAction;
 use crate::tui::action::Action;
-use crate::tui::app::{App, Loadable};
+use crate::tui::app::{App, Loadable, Pane};
 use crate::tui::theme::Theme;
 use crate::tui::ui::{
     column_width, count, loadable, noun, pane_block, scroll_indicator, state_message, thousands,
@@ -132,7 +132,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         Some(m) => format!(" Recipients: \"{}\" from {} ", m.subject, m.from),
         None => " Recipients ".to_string(),
     };
-    let block = pane_block(title, true, theme);
+    let block = pane_block(title, app.focus == Pane::Recipients, theme);
     let inner = block.inner(area);
     frame.render_widget(block, area);
     if r.message.is_none() {
@@ -336,16 +336,24 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         .filter_map(|r| r.folder.as_ref().map(|f| f.label()))
         .collect();
     let folder_width = column_width("Folder", folders.iter().copied(), 6).min(16);
+    // The last outcome as wide as the widest (`failed: not_authorized`), so the address takes
+    // the rest.
+    let outcomes: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r.last_outcome.as_ref().map(|o| o.label()))
+        .collect();
+    let outcome_width =
+        column_width("Last outcome", outcomes.iter().map(String::as_str), 12).min(30);
     let table = Table::new(
         table_rows,
         [
             Constraint::Length(3),
             Constraint::Length(tenant_width),
-            Constraint::Fill(3),
+            Constraint::Fill(1),
             Constraint::Length(state_width),
             Constraint::Length(folder_width),
             Constraint::Length(4),
-            Constraint::Fill(2),
+            Constraint::Length(outcome_width),
         ],
     )
     .header(header)

@@ -3,7 +3,7 @@
 use crate::engine::view::{RetractionState, SearchRow};
 use crate::model::Disposition;
 use crate::tui::action::Action;
-use crate::tui::app::{App, Loadable, ResultRow};
+use crate::tui::app::{App, Loadable, Pane, ResultRow};
 use crate::tui::theme::Theme;
 use crate::tui::ui::{
     column_width, count, pane_block, scroll_indicator, spinner, state_message, thousands,
@@ -185,7 +185,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         },
         _ => " Search ".to_string(),
     };
-    let block = pane_block(title, true, theme);
+    let block = pane_block(title, app.focus == Pane::Search, theme);
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let error_height = u16::from(app.search.error.is_some());

@@ -1655,22 +1655,29 @@ fn recipient_loads(commands: &[Command]) -> Vec<Vec<String>> {
         .collect()
 }
 
-#[test]
-fn side_by_side_the_checklist_follows_the_selection_once_it_rests() {
+/// An app on a `width` x `height` screen, started (its startup commands returned) and with
+/// ten results in.
+fn sized_app_with_results(width: u16, height: u16) -> (App, Vec<Command>) {
     let mut app = app();
-    app.set_screen_size(200, 50);
+    app.set_screen_size(width, height);
     let startup = app.startup();
-    // The metrics strip needs the metrics and the jobs from the start.
-    assert!(startup.contains(&Command::LoadMetrics {
-        window: MetricsWindow::Day
-    }));
-    assert!(startup.contains(&Command::LoadJobs));
     let generation = app.search.generation;
     app.on_engine(EngineEvent::SearchCompleted {
         generation,
         rows: search_rows(10),
         total: 10,
     });
+    (app, startup)
+}
+
+#[test]
+fn side_by_side_the_checklist_follows_the_selection_once_it_rests() {
+    let (mut app, startup) = sized_app_with_results(200, 50);
+    // The metrics strip needs the metrics and the jobs from the start.
+    assert!(startup.contains(&Command::LoadMetrics {
+        window: MetricsWindow::Day
+    }));
+    assert!(startup.contains(&Command::LoadJobs));
     // Three moves in quick succession: nothing until the selection rests, then one load, for
     // the row selected then (latest wins); the focus stays on the results.
     let mut commands = keys(&mut app, &["j", "j"]);
@@ -1697,16 +1704,8 @@ fn side_by_side_the_checklist_follows_the_selection_once_it_rests() {
 
 #[test]
 fn narrow_the_checklist_waits_for_enter() {
-    let mut app = app();
-    app.set_screen_size(80, 24);
-    let startup = app.startup();
+    let (mut app, startup) = sized_app_with_results(80, 24);
     assert!(!startup.contains(&Command::LoadJobs));
-    let generation = app.search.generation;
-    app.on_engine(EngineEvent::SearchCompleted {
-        generation,
-        rows: search_rows(10),
-        total: 10,
-    });
     let mut commands = keys(&mut app, &["j", "j"]);
     commands.extend(ticks(&mut app, 10));
     assert!(recipient_loads(&commands).is_empty(), "{commands:?}");

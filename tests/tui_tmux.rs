@@ -139,6 +139,21 @@ impl Tmux {
     }
 }
 
+impl Tmux {
+    /// From the Search pane: searches the campaign (as delivered to contoso) and opens its
+    /// recipients, in both tenants.
+    fn open_the_campaign(&self) {
+        self.send(&["/"]);
+        self.send_literal(&format!("msgid:{CAMPAIGN_MESSAGE_ID} tenant:contoso"));
+        self.send(&["Enter"]);
+        self.wait_for("one result", |s| s.contains("Search (1 message)"));
+        self.send(&["Enter"]);
+        self.wait_for("the recipients of both tenants", |s| {
+            s.contains("Recipients (2 tenants)") && s.contains("Included:")
+        });
+    }
+}
+
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.cmd().arg("kill-server").status();
@@ -246,14 +261,8 @@ fn demo_in_tmux_retracts_the_campaign_across_tenants_with_two_exclusions_at_dept
     tmux.wait_for("metrics before the job", |s| {
         s.contains("No retractions in the last 24h")
     });
-    tmux.send(&["1", "/"]);
-    tmux.send_literal(&format!("msgid:{CAMPAIGN_MESSAGE_ID} tenant:contoso"));
-    tmux.send(&["Enter"]);
-    tmux.wait_for("one result", |s| s.contains("Search (1 message)"));
-    tmux.send(&["Enter"]);
-    tmux.wait_for("the recipients of both tenants", |s| {
-        s.contains("Recipients (2 tenants)") && s.contains("Included:")
-    });
+    tmux.send(&["1"]);
+    tmux.open_the_campaign();
     // Untick two recipients through the filter, then clear it.
     let excluded = two_to_exclude();
     for address in &excluded {
@@ -637,14 +646,7 @@ fn demo_in_tmux_side_by_side_at_200x50_and_tabs_at_80x24() {
             && s.contains("Included:")
     });
     // Retract the campaign in contoso: the strip shows the job, then the retractions.
-    tmux.send(&["/"]);
-    tmux.send_literal(&format!("msgid:{CAMPAIGN_MESSAGE_ID} tenant:contoso"));
-    tmux.send(&["Enter"]);
-    tmux.wait_for("one result", |s| s.contains("Search (1 message)"));
-    tmux.send(&["Enter"]);
-    tmux.wait_for("the recipients of both tenants", |s| {
-        s.contains("Recipients (2 tenants)") && s.contains("Included:")
-    });
+    tmux.open_the_campaign();
     tmux.send(&["p"]);
     tmux.wait_for("the plan", |s| s.contains("Apply Junk Email to"));
     tmux.send(&["Enter"]);

@@ -7,6 +7,7 @@ mod live;
 use super::action::Action;
 use super::input::TextInput;
 use super::keymap::{KeyChord, Keymap, Mode};
+use super::ui::count;
 use crate::engine::Command;
 use crate::engine::event::{EngineEvent, QueryErrorView};
 use crate::engine::metrics::RetractedMessage;
@@ -1405,10 +1406,10 @@ impl App {
                 self.focus = Pane::Jobs;
                 self.set_status(
                     format!(
-                        "applying plan {}: {} on {} copies",
+                        "applying plan {}: {} on {}",
                         short_digest(&summary.digest),
                         summary.action.label(),
-                        summary.copies_total
+                        count(summary.copies_total, "copy", "copies")
                     ),
                     false,
                 );
@@ -1920,7 +1921,10 @@ impl App {
                     Confirm::Restore { job, copies, .. } => {
                         self.jobs.restore_requested = Some(job.clone());
                         self.set_status(
-                            format!("restoring job {job}: {copies} copies back to where they were"),
+                            format!(
+                                "restoring job {job}: {} back to where they were",
+                                count(copies, "copy", "copies")
+                            ),
                             false,
                         );
                         self.jobs.starting += 1;
@@ -2283,9 +2287,12 @@ impl App {
                 self.set_status(
                     match restore_of {
                         Some(of) => {
-                            format!("restore job {job} (undo of job {of}) started: {total} copies")
+                            format!(
+                                "restore job {job} (undo of job {of}) started: {}",
+                                count(total, "copy", "copies")
+                            )
                         }
-                        None => format!("job {job} started: {total} items"),
+                        None => format!("job {job} started: {}", count(total, "item", "items")),
                     },
                     false,
                 );

@@ -5,7 +5,7 @@ use crate::tui::action::Action;
 use crate::tui::app::{App, Loadable};
 use crate::tui::theme::Theme;
 use crate::tui::ui::{
-    column_width, loadable, pane_block, scroll_indicator, state_message, thousands, visible_window,
+    column_width, count, loadable, pane_block, scroll_indicator, state_message, visible_window,
 };
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -52,7 +52,10 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         }
         Loadable::Ready(v) => match &v.broken_at {
             None => Line::from(Span::styled(
-                format!("Chain: verified, {} entries intact", thousands(v.entries)),
+                format!(
+                    "Chain: verified, {} intact",
+                    count(v.entries, "entry", "entries")
+                ),
                 theme.status_succeeded,
             )),
             Some((seq, why)) => Line::from(Span::styled(

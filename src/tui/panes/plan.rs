@@ -4,7 +4,7 @@ use crate::model::RetractAction;
 use crate::tui::action::Action;
 use crate::tui::app::{App, HARD_DELETE_DIGITS, Loadable, short_digest};
 use crate::tui::theme::Theme;
-use crate::tui::ui::{centered, pane_block, state_message, thousands};
+use crate::tui::ui::{centered, count, pane_block, state_message, thousands};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -61,9 +61,9 @@ pub fn render(frame: &mut Frame, body: Rect, app: &App, theme: &Theme) {
         Line::from(vec![
             Span::styled(
                 format!(
-                    "{} copies in {} mailboxes",
-                    thousands(summary.copies_total),
-                    thousands(summary.mailboxes)
+                    "{} in {}",
+                    count(summary.copies_total, "copy", "copies"),
+                    count(summary.mailboxes, "mailbox", "mailboxes")
                 ),
                 theme.header,
             ),
@@ -150,9 +150,9 @@ pub fn render(frame: &mut Frame, body: Rect, app: &App, theme: &Theme) {
         frame.render_widget(
             Span::styled(
                 format!(
-                    "Apply {} to {} copies?",
+                    "Apply {} to {}?",
                     summary.action.label(),
-                    thousands(summary.copies_total)
+                    count(summary.copies_total, "copy", "copies")
                 ),
                 theme.header,
             ),

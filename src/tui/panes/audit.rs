@@ -5,7 +5,8 @@ use crate::tui::action::Action;
 use crate::tui::app::{App, Loadable};
 use crate::tui::theme::Theme;
 use crate::tui::ui::{
-    column_width, count, loadable, pane_block, scroll_indicator, state_message, visible_window,
+    column_width, count, loadable, pane_block, scroll_indicator, spinner, state_message,
+    visible_window,
 };
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -46,7 +47,10 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             "Chain: not verified yet (v to verify)",
             theme.muted,
         )),
-        Loadable::Loading => Line::from(Span::styled("Chain: verifying...", theme.status_running)),
+        Loadable::Loading => Line::from(Span::styled(
+            format!("Chain: verifying... {}", spinner(app)),
+            theme.status_running,
+        )),
         Loadable::Failed(message) => {
             Line::from(Span::styled(format!("Chain: {message}"), theme.error))
         }

@@ -8,8 +8,8 @@ use crate::tui::action::Action;
 use crate::tui::app::{App, Loadable, Pane};
 use crate::tui::theme::Theme;
 use crate::tui::ui::{
-    column_width, count, loadable, noun, pane_block, scroll_indicator, state_message, thousands,
-    visible_window,
+    column_width, count, loadable, noun, pane_block, scroll_indicator, spinner, state_message,
+    thousands, visible_window,
 };
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -162,11 +162,12 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     if matches!(r.rows, Loadable::Loading) {
         let text = match r.progress {
             Some((done, total, secs)) => format!(
+                // The counts and seconds move by themselves: no spinner (it would not fit at 80).
                 "Loading recipients... {}/{} mailboxes located, {secs} s (esc cancels)",
                 thousands(done),
                 thousands(total)
             ),
-            None => "Loading recipients... (esc cancels)".to_string(),
+            None => format!("Loading recipients... (esc cancels) {}", spinner(app)),
         };
         state_message(frame, table_area, &text, theme.muted);
         return;

@@ -1641,3 +1641,75 @@ fn loading_recipients_shows_progress_and_esc_cancels_it() {
     let (again, _) = load_of(&keys(&mut app, &["ctrl+r"]));
     assert!(again > generation);
 }
+
+// ---- side by side (issue 15, build 5) ----
+
+/// The Message-IDs of the recipient loads among `commands`.
+fn recipient_loads(commands: &[Command]) -> Vec<Vec<String>> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::LoadRecipients { message_ids, .. } => Some(message_ids.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An app on a `width` x `height` screen, started (its startup commands returned) and with
+/// ten results in.
+fn sized_app_with_results(width: u16, height: u16) -> (App, Vec<Command>) {
+    let mut app = app();
+    app.set_screen_size(width, height);
+    let startup = app.startup();
+    let generation = app.search.generation;
+    app.on_engine(EngineEvent::SearchCompleted {
+        generation,
+        rows: search_rows(10),
+        total: 10,
+    });
+    (app, startup)
+}
+
+#[test]
+fn side_by_side_the_checklist_follows_the_selection_once_it_rests() {
+    let (mut app, startup) = sized_app_with_results(200, 50);
+    // The metrics strip needs the metrics and the jobs from the start.
+    assert!(startup.contains(&Command::LoadMetrics {
+        window: MetricsWindow::Day
+    }));
+    assert!(startup.contains(&Command::LoadJobs));
+    // Three moves in quick succession: nothing until the selection rests, then one load, for
+    // the row selected then (latest wins); the focus stays on the results.
+    let mut commands = keys(&mut app, &["j", "j"]);
+    commands.extend(ticks(&mut app, 1));
+    commands.extend(keys(&mut app, &["j"]));
+    assert!(recipient_loads(&commands).is_empty(), "{commands:?}");
+    let commands = ticks(&mut app, DEBOUNCE_TICKS);
+    let want = app.selected_message_ids();
+    assert_eq!(app.search.selected, 3);
+    assert_eq!(recipient_loads(&commands), vec![want.clone()]);
+    assert_eq!(app.focus, Pane::Search);
+    assert_eq!(app.recipients.message_ids, want);
+    // Moving on while that load runs: the old load is cancelled, the new one sent.
+    keys(&mut app, &["j"]);
+    let loading = app.recipients.generation;
+    let commands = ticks(&mut app, DEBOUNCE_TICKS);
+    assert!(commands.contains(&Command::CancelRecipients {
+        generation: loading
+    }));
+    assert_eq!(recipient_loads(&commands).len(), 1);
+    // Nothing more once it rests.
+    assert!(ticks(&mut app, 10).is_empty());
+}
+
+#[test]
+fn narrow_the_checklist_waits_for_enter() {
+    let (mut app, startup) = sized_app_with_results(80, 24);
+    assert!(!startup.contains(&Command::LoadJobs));
+    let mut commands = keys(&mut app, &["j", "j"]);
+    commands.extend(ticks(&mut app, 10));
+    assert!(recipient_loads(&commands).is_empty(), "{commands:?}");
+    // Widening the terminal loads what the strip shows.
+    let commands = app.update(Action::Resize(200, 50));
+    assert!(commands.contains(&Command::LoadJobs));
+}

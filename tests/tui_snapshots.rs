@@ -632,7 +632,8 @@ fn failed_counts_and_outcomes_use_status_failed() {
         let mut other_selected = jobs_populated();
         keys(&mut other_selected, &["j"]);
         let list = render_buffer(&other_selected, &theme, 160, 48);
-        let (x, y) = find(&list, "job-42").unwrap();
+        // (Not the metrics strip's "job job-42 running": the list's row.)
+        let (x, y) = find(&list, "08:41 job-42").unwrap();
         let line: String = (0..160)
             .map(|i| list[(i, y)].symbol().to_string())
             .collect();
@@ -886,4 +887,388 @@ fn recipients_loading_progress_and_cancelled() {
     keys(&mut app, &["esc"]);
     app.on_engine(EngineEvent::RecipientsCancelled { generation });
     snap("recipients_cancelled", &app);
+}
+
+// ---- layout: scroll positions, counts, spinner, chart (issue 15, build 4) ----
+
+/// The text of screen row `y`.
+fn row_text(buffer: &Buffer, y: u16) -> String {
+    (0..buffer.area.width)
+        .map(|x| buffer[(x, y)].symbol().to_string())
+        .collect()
+}
+
+#[test]
+fn every_list_shows_its_scroll_position_on_its_bottom_border() {
+    let theme = default_theme();
+    let mut last = with_results(60);
+    keys(&mut last, &["G"]);
+    snap("search_scrolled_to_last", &last);
+    let mut panes = vec![
+        ("search", with_results(60), " 1-18 of 60 "),
+        ("search at the end", last, " 43-60 of 60 "),
+        ("recipients", recipients_populated(), " 1-9 of 9 "),
+        ("jobs", jobs_populated(), " 1-2 of 2 "),
+        ("audit", audit_populated(), " 1-5 of 5 "),
+        ("tenants", tenants_populated(), " 1-3 of 3 "),
+    ];
+    let mut details = metrics_populated();
+    keys(&mut details, &["d"]);
+    details.on_engine(EngineEvent::MetricsDetailsLoaded {
+        window: MetricsWindow::Day,
+        messages: (0..3).map(|i| retracted(i, 10, 1, 0)).collect(),
+    });
+    panes.push(("metrics details", details, " 1-3 of 3 "));
+    for (what, app, indicator) in panes {
+        let buffer = render_buffer(&app, &theme, 80, 24);
+        let (x, y) = find(&buffer, indicator).unwrap_or_else(|| {
+            panic!(
+                "{what}: {indicator:?} not on screen:\n{}",
+                buffer_text(&buffer)
+            )
+        });
+        // On a border row (the list's box), right-aligned, in the title style.
+        let line = row_text(&buffer, y);
+        assert!(
+            line.trim_end().ends_with(&format!("{indicator}-+")),
+            "{what}: {line}"
+        );
+        assert!(shows(&buffer[(x + 1, y)], theme.title), "{what}");
+    }
+}
+
+#[test]
+fn counts_say_what_they_count_in_the_right_number() {
+    let one = render_text(&with_results(1), &default_theme(), 80, 24);
+    assert!(one.contains(" Search (1 message) "), "{one}");
+    assert!(!one.contains("1 messages"), "{one}");
+    let recipients = render_text(&recipients_populated(), &default_theme(), 80, 24);
+    // Recipients (rows) are named as such beside the copies the depth line counts; a deeper
+    // level counts what it adds.
+    assert!(
+        recipients.contains("Included: 2 of 3 recipients, 6 not tickable"),
+        "{recipients}"
+    );
+    assert!(
+        recipients
+            .contains("depth 0: 4 copies in 4 mailboxes   +1: 9 more copies, 6 more mailboxes"),
+        "{recipients}"
+    );
+    let mut one_copy = with_recipients();
+    let generation = one_copy.recipients.depth_generation;
+    one_copy.on_engine(EngineEvent::DepthPreviewed {
+        generation,
+        per_depth: vec![clawback::engine::view::DepthCount {
+            depth: 0,
+            copies: 1,
+            mailboxes: 1,
+        }],
+    });
+    let text = render_text(&one_copy, &default_theme(), 80, 24);
+    assert!(text.contains("depth 0: 1 copy in 1 mailbox "), "{text}");
+}
+
+#[test]
+fn a_running_search_keeps_the_count_and_turns_a_spinner() {
+    let theme = default_theme();
+    let mut app = with_results(60);
+    keys(&mut app, &["ctrl+r"]);
+    let before = render_text(&app, &theme, 80, 24);
+    assert!(
+        before.contains(" Search (60 rows; searching [=   ]) "),
+        "{before}"
+    );
+    for _ in 0..2 {
+        app.update(clawback::tui::action::Action::Tick);
+    }
+    assert!(app.dirty);
+    let after = render_text(&app, &theme, 80, 24);
+    assert!(
+        after.contains(" Search (60 rows; searching [  = ]) "),
+        "{after}"
+    );
+    // Once the results are in, the spinner stops and the new count shows.
+    let generation = search_generation(&app);
+    app.on_engine(EngineEvent::SearchCompleted {
+        generation,
+        rows: search_rows(5),
+        total: 5,
+    });
+    let done = render_text(&app, &theme, 80, 24);
+    assert!(done.contains(" Search (5 messages) "), "{done}");
+    assert!(!app.busy());
+}
+
+#[test]
+fn the_metrics_chart_has_a_value_and_a_time_axis() {
+    for (w, h) in SIZES {
+        let text = render_text(&metrics_populated(), &default_theme(), w, h);
+        // 48 buckets of 30 minutes over the last 24h; the peak (12 x 40) labels the top.
+        assert!(
+            text.contains("Retractions per 30 minutes, last 24h"),
+            "{text}"
+        );
+        assert!(text.contains("|480|"), "{text}");
+        assert!(text.contains("|  0|"), "{text}");
+        let axis = text
+            .lines()
+            .find(|l| l.contains("-24h"))
+            .unwrap_or_else(|| panic!("no time axis:\n{text}"));
+        assert!(axis.contains("now"), "{axis}");
+        assert!(!text.contains("1h 0m"), "{text}");
+    }
+}
+
+#[test]
+fn audit_columns_widen_to_their_content() {
+    let mut app = audit_populated();
+    let mut entries = audit_entries();
+    entries[0].action = "policy_confirm_hold".into();
+    entries[0].operator = "responder-on-call".into();
+    app.on_engine(EngineEvent::AuditLoaded(entries));
+    let text = render_text(&app, &default_theme(), 200, 50);
+    assert!(text.contains("responder-on-call"), "{text}");
+    assert!(text.contains("policy_confirm_hold"), "{text}");
+    assert!(text.contains("plan 3f2a9c0d1e5b: 10 copies junk"), "{text}");
+}
+
+// ---- hints, commands and help (issue 15, build 6) ----
+
+/// The hint bar (the last row) of `app` at `width` columns.
+fn hint_bar(app: &App, width: u16) -> String {
+    let mut app = app.clone();
+    app.status = None;
+    let buffer = render_buffer(&app, &default_theme(), width, 24);
+    row_text(&buffer, 23).trim_end().to_string()
+}
+
+#[test]
+fn the_hint_bar_offers_what_is_possible_now_at_80_and_200_columns() {
+    let mut finished_job = jobs_populated();
+    keys(&mut finished_job, &["j"]);
+    let mut depth_max = recipients_populated();
+    keys(&mut depth_max, &["+", "+", "+", "+", "+"]);
+    let mut nobody = recipients_populated();
+    keys(&mut nobody, &["n"]);
+    let states: Vec<(&str, App)> = vec![
+        ("search, no results yet", app()),
+        ("search with results", with_results(60)),
+        ("search typing", {
+            let mut a = with_results(60);
+            keys(&mut a, &["/"]);
+            a
+        }),
+        ("recipients, no message", on_pane("2")),
+        ("recipients", recipients_populated()),
+        ("recipients at max depth", depth_max),
+        ("recipients, nobody included", nobody),
+        ("jobs, running job with failures", jobs_populated()),
+        ("jobs, finished job without failures", finished_job),
+        ("jobs, in the outcomes", jobs_82()),
+        ("metrics", metrics_populated()),
+        ("help", {
+            let mut a = with_results(60);
+            keys(&mut a, &["?"]);
+            a
+        }),
+    ];
+    let mut text = String::new();
+    for (what, app) in &states {
+        for width in [80, 200] {
+            text.push_str(&format!("{what} @{width}:\n{}\n", hint_bar(app, width)));
+        }
+    }
+    insta::assert_snapshot!("hint_bars", text);
+    let bar = |i: usize, width: u16| hint_bar(&states[i].1, width);
+    // Nothing to open, select or group before results; esc is not advertised where it does
+    // nothing.
+    assert!(!bar(0, 200).contains("enter open") && !bar(0, 200).contains("down select"));
+    assert!(!bar(1, 200).contains("esc"));
+    assert!(bar(1, 80).starts_with(" enter open"));
+    // Depth only where it can still move; the plan only with someone included.
+    assert!(!bar(5, 200).contains("depth+") && bar(5, 200).contains("- depth-"));
+    assert!(!bar(6, 200).contains("p plan"));
+    // The selected job's own actions come first, so they survive 80 columns: cancel on a
+    // running job, restore on a finished one; retry only with failures.
+    assert!(
+        bar(7, 80).starts_with(" C cancel job  r retry failed"),
+        "{}",
+        bar(7, 80)
+    );
+    assert!(bar(8, 80).contains("u restore"), "{}", bar(8, 80));
+    assert!(!bar(8, 200).contains("retry"), "{}", bar(8, 200));
+    for (what, app) in &states {
+        assert!(hint_bar(app, 80).chars().count() <= 80, "{what}");
+        if !app.search.editing {
+            assert!(hint_bar(app, 80).ends_with("? help"), "{what}");
+        }
+    }
+}
+
+#[test]
+fn commands_complete_list_and_answer() {
+    let theme = default_theme();
+    let mut app = recipients_populated();
+    keys(&mut app, &[":"]);
+    // The list of commands shows above the line; tab completes a unique prefix.
+    let listed = render_text(&app, &theme, 80, 24);
+    assert!(
+        listed.contains("tab completes: search QUERY  depth 0-5"),
+        "{listed}"
+    );
+    type_text(&mut app, "de");
+    let narrowed = render_text(&app, &theme, 80, 24);
+    assert!(narrowed.contains("tab completes: depth 0-5"), "{narrowed}");
+    assert!(!narrowed.contains("search QUERY"), "{narrowed}");
+    keys(&mut app, &["tab"]);
+    assert_eq!(app.prompt.as_ref().unwrap().text.value(), "depth ");
+    snap("command_line_completed", &app);
+    // Too deep: says so, with the maximum.
+    type_text(&mut app, "9");
+    keys(&mut app, &["enter"]);
+    let status = app.status.clone().unwrap();
+    assert!(status.is_error);
+    assert_eq!(status.text, "depth 9 is too deep: the maximum is 5");
+    // A successful command replaces the error.
+    keys(&mut app, &[":"]);
+    type_text(&mut app, "depth 2");
+    keys(&mut app, &["enter"]);
+    assert_eq!(app.recipients.depth, 2);
+    let status = app.status.clone().unwrap();
+    assert!(!status.is_error, "{status:?}");
+    assert_eq!(status.text, "depth 2");
+    // :refresh says what it refreshes.
+    keys(&mut app, &[":"]);
+    type_text(&mut app, "refresh");
+    keys(&mut app, &["enter"]);
+    assert_eq!(app.status.clone().unwrap().text, "refreshing Recipients");
+    // No message open: said as such, not as a range problem.
+    let mut none = with_results(3);
+    keys(&mut none, &[":"]);
+    type_text(&mut none, "depth 1");
+    keys(&mut none, &["enter"]);
+    assert!(
+        none.status
+            .clone()
+            .unwrap()
+            .text
+            .contains("no message open")
+    );
+}
+
+#[test]
+fn depth_at_its_limits_says_so_and_x_cycles_both_ways() {
+    let mut app = recipients_populated();
+    keys(&mut app, &["+", "+", "+", "+"]);
+    assert_eq!(app.recipients.depth, 5);
+    let text = render_text(&app, &default_theme(), 80, 24);
+    assert!(text.contains("Depth: 5 (max)"), "{text}");
+    keys(&mut app, &["+"]);
+    assert_eq!(app.recipients.depth, 5);
+    assert_eq!(
+        app.status.clone().unwrap().text,
+        "depth is at its maximum (5)"
+    );
+    let start = app.recipients.action;
+    keys(&mut app, &["x"]);
+    assert_ne!(app.recipients.action, start);
+    keys(&mut app, &["X"]);
+    assert_eq!(app.recipients.action, start);
+    keys(&mut app, &["X"]);
+    assert_eq!(app.recipients.action, RetractAction::HardDelete);
+}
+
+#[test]
+fn every_help_is_complete_and_scrolls_at_80x24() {
+    let theme = default_theme();
+    // The Search help lists every query field with an example.
+    let mut search = with_results(60);
+    keys(&mut search, &["?"]);
+    let all: String = clawback::tui::ui::help_lines(&search, &theme)
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for field in clawback::trace::query::FIELDS {
+        assert!(
+            all.contains(&format!("{field}:")),
+            "{field} missing:\n{all}"
+        );
+    }
+    for pane in ["1", "2", "3", "4", "5", "6", "7"] {
+        let mut app = app();
+        keys(&mut app, &[pane, "?"]);
+        let lines = clawback::tui::ui::help_lines(&app, &theme);
+        // No heading without lines under it.
+        for pair in lines.windows(2) {
+            let is_heading =
+                |l: &ratatui::text::Line| l.spans.len() == 1 && l.spans[0].style == theme.header;
+            assert!(
+                !(is_heading(&pair[0]) && is_heading(&pair[1])),
+                "pane {pane}: empty section {}",
+                pair[0]
+            );
+        }
+        assert!(!is_empty_last(&lines), "pane {pane}");
+        // At 80x24 the end of the help is reachable: scrolled to the last line, the
+        // line-editing keys show.
+        app.set_screen_size(80, 24);
+        let top = render_text(&app, &theme, 80, 24);
+        keys(&mut app, &["G"]);
+        let bottom = render_text(&app, &theme, 80, 24);
+        assert!(bottom.contains("line editing"), "pane {pane}:\n{bottom}");
+        assert!(bottom.contains("ctrl+w"), "pane {pane}:\n{bottom}");
+        assert_ne!(top, bottom, "pane {pane}");
+        keys(&mut app, &["g"]);
+        assert_eq!(render_text(&app, &theme, 80, 24), top, "pane {pane}");
+    }
+    let mut tenants = tenants_populated();
+    keys(&mut tenants, &["?"]);
+    let text = render_text(&tenants, &theme, 160, 48);
+    assert!(text.contains("the Retract column"), "{text}");
+    snap("help_tenants", &tenants);
+}
+
+fn is_empty_last(lines: &[ratatui::text::Line]) -> bool {
+    lines.last().is_none_or(|l| l.width() == 0)
+}
+
+// ---- side by side from 160 columns (issue 15, build 5) ----
+
+#[test]
+fn wide_screens_show_results_and_checklist_side_by_side_with_a_metrics_strip() {
+    let theme = default_theme();
+    let mut app = recipients_populated();
+    keys(&mut app, &["1"]);
+    app.on_engine(EngineEvent::MetricsLoaded(metrics(
+        MetricsWindow::Day,
+        4000,
+    )));
+    app.on_engine(EngineEvent::JobsLoaded(jobs()));
+    let text = render_text(&app, &theme, 200, 50);
+    insta::assert_snapshot!("side_by_side@200x50", text);
+    let strip = text.lines().nth(1).unwrap();
+    assert_eq!(
+        strip.trim_end(),
+        " last 24h: 4,000 retractions, 96.5% ok  |  job job-42 running 503/1,000 50%  |  throttled 0"
+    );
+    // One screen row holds a search result and a checklist row.
+    assert!(
+        text.lines()
+            .any(|l| l.contains("11-22 08:34") && l.contains("alice@contoso.example")),
+        "{text}"
+    );
+    // Progress of a job this console runs moves the strip.
+    app.on_engine(EngineEvent::JobProgressed(job_progress()));
+    let moved = render_text(&app, &theme, 200, 50);
+    assert_ne!(moved.lines().nth(1), text.lines().nth(1));
+    // Below 160 columns: one pane, no strip.
+    let narrow = render_text(&app, &theme, 159, 50);
+    assert!(!narrow.contains("alice@contoso.example"), "{narrow}");
+    assert!(!narrow.contains("retractions, 96.5% ok"), "{narrow}");
+    // The focused pane's border is the focused one; the other is not.
+    let buffer = render_buffer(&app, &theme, 200, 50);
+    let (x, y) = find(&buffer, "+ Recipients").unwrap();
+    assert!(shows(&buffer[(x, y)], theme.border));
+    let (x, y) = find(&buffer, "+ Search").unwrap();
+    assert!(shows(&buffer[(x, y)], theme.border_focused));
 }

@@ -139,6 +139,21 @@ impl Tmux {
     }
 }
 
+impl Tmux {
+    /// From the Search pane: searches the campaign (as delivered to contoso) and opens its
+    /// recipients, in both tenants.
+    fn open_the_campaign(&self) {
+        self.send(&["/"]);
+        self.send_literal(&format!("msgid:{CAMPAIGN_MESSAGE_ID} tenant:contoso"));
+        self.send(&["Enter"]);
+        self.wait_for("one result", |s| s.contains("Search (1 message)"));
+        self.send(&["Enter"]);
+        self.wait_for("the recipients of both tenants", |s| {
+            s.contains("Recipients (2 tenants)") && s.contains("Included:")
+        });
+    }
+}
+
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.cmd().arg("kill-server").status();
@@ -246,14 +261,8 @@ fn demo_in_tmux_retracts_the_campaign_across_tenants_with_two_exclusions_at_dept
     tmux.wait_for("metrics before the job", |s| {
         s.contains("No retractions in the last 24h")
     });
-    tmux.send(&["1", "/"]);
-    tmux.send_literal(&format!("msgid:{CAMPAIGN_MESSAGE_ID} tenant:contoso"));
-    tmux.send(&["Enter"]);
-    tmux.wait_for("one result", |s| s.contains("Search (1 messages)"));
-    tmux.send(&["Enter"]);
-    tmux.wait_for("the recipients of both tenants", |s| {
-        s.contains("Recipients (2 tenants)") && s.contains("Included:")
-    });
+    tmux.send(&["1"]);
+    tmux.open_the_campaign();
     // Untick two recipients through the filter, then clear it.
     let excluded = two_to_exclude();
     for address in &excluded {
@@ -413,8 +422,9 @@ fn lab_copies(base: &str) -> std::collections::BTreeMap<(String, String), (Strin
 }
 
 /// The outcome position on the Jobs pane's detail border (`98-105 of 105`): (first, last, of).
+/// The detail box is the lower one: the job list's border above it has a position too.
 fn outcome_position(screen: &str) -> Option<(u64, u64, u64)> {
-    screen.lines().find_map(|l| {
+    screen.lines().rev().find_map(|l| {
         let text = l.strip_prefix('+')?.strip_suffix('+')?;
         let text = text.trim_matches('-').trim();
         let (range, of) = text.split_once(" of ")?;
@@ -438,7 +448,7 @@ fn demo_in_tmux_at_80x24_too_small_quit_scroll_and_undo() {
     tmux.send(&["/"]);
     tmux.send_literal(&format!("msgid:{CAMPAIGN_MESSAGE_ID} tenant:contoso"));
     tmux.send(&["Enter"]);
-    tmux.wait_for("one result", |s| s.contains("Search (1 messages)"));
+    tmux.wait_for("one result", |s| s.contains("Search (1 message)"));
     tmux.send(&["Enter"]);
     tmux.wait_for("the recipients", |s| {
         s.contains("Recipients") && s.contains("Included:") && s.contains("mailbox")
@@ -595,7 +605,7 @@ fn demo_in_tmux_a_long_query_is_edited_in_the_middle_and_searched() {
     );
     tmux.send(&["Enter"]);
     tmux.wait_for("the campaign in contoso", |s| {
-        s.contains("Search (1 messages)")
+        s.contains("Search (1 message)")
     });
     assert!(!tmux.cursor().2, "no cursor once the query is searched");
 
@@ -605,4 +615,62 @@ fn demo_in_tmux_a_long_query_is_edited_in_the_middle_and_searched() {
     tmux.wait_for("an empty query box", |s| s.contains("Query:  "));
     tmux.send_together(&["Escape", "3"]);
     tmux.wait_for("the Policy pane", |s| s.contains("Post Delivery Response"));
+}
+
+/// Issue 15 build 5: at 200x50 the results and the checklist are side by side (the checklist
+/// follows the selection), and the metrics strip on top changes while a job runs and when it
+/// ends; at 80x24 the one-pane tabs come back, without the strip.
+#[test]
+fn demo_in_tmux_side_by_side_at_200x50_and_tabs_at_80x24() {
+    if !tmux_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tmux = Tmux::demo("clawback-test-wide-", 200, 50, &data);
+    let strip = |s: &str| s.lines().nth(1).unwrap_or_default().to_string();
+    let before = tmux.wait_for("the metrics strip", |s| {
+        strip(s).contains("last 24h: 0 retractions")
+    });
+    assert!(
+        before
+            .lines()
+            .any(|l| l.contains("+ Search (") && l.contains("+ Recipients")),
+        "side by side:\n{before}"
+    );
+    // Moving the selection fills the checklist beside the results, the focus stays left.
+    tmux.send(&["j"]);
+    tmux.wait_for("the checklist of the selected message", |s| {
+        s.lines()
+            .any(|l| l.contains("+ Search (") && l.contains("+ Recipients") && l.contains(" from "))
+            && s.contains("Included:")
+    });
+    // Retract the campaign in contoso: the strip shows the job, then the retractions.
+    tmux.open_the_campaign();
+    tmux.send(&["p"]);
+    tmux.wait_for("the plan", |s| s.contains("Apply Junk Email to"));
+    tmux.send(&["Enter"]);
+    let after = tmux.wait_for("the strip to count the job", |s| {
+        let line = strip(s);
+        line.contains("ok") && !line.contains("last 24h: 0 retractions")
+    });
+    assert_ne!(strip(&after), strip(&before));
+    // Narrow: tabs, one pane, no strip.
+    tmux.resize(80, 24);
+    let narrow = tmux.wait_for("one pane at 80x24", |s| {
+        !s.contains("last 24h:") && s.lines().nth(1).is_some_and(|l| l.starts_with("+ "))
+    });
+    assert!(
+        !narrow
+            .lines()
+            .any(|l| l.contains("+ Search") && l.contains("+ Recipients")),
+        "{narrow}"
+    );
+    assert!(
+        narrow
+            .lines()
+            .next()
+            .unwrap()
+            .contains("1 Search 2 Recipients")
+    );
 }

@@ -30,6 +30,8 @@ pub enum Action {
     Cancel,
     /// Enter: submit / open / confirm, depending on the pane.
     Submit,
+    /// Tab on the `:` command line: complete the command name.
+    Complete,
     /// Yes to the question on screen (quit with a job running, restore, resume).
     Confirm,
 
@@ -54,6 +56,8 @@ pub enum Action {
     DepthIncrease,
     DepthDecrease,
     NextRetractAction,
+    /// Cycle the retract action backwards.
+    PrevRetractAction,
     PreviewPlan,
 
     // Jobs
@@ -126,6 +130,7 @@ impl Action {
             Action::ToggleMouse => "mouse on/off",
             Action::Cancel => "back",
             Action::Submit => "open",
+            Action::Complete => "complete",
             Action::Confirm => "yes",
             Action::MoveUp => "move up",
             Action::MoveDown => "move down",
@@ -143,6 +148,7 @@ impl Action {
             Action::DepthIncrease => "depth+",
             Action::DepthDecrease => "depth-",
             Action::NextRetractAction => "action",
+            Action::PrevRetractAction => "action back",
             Action::PreviewPlan => "plan",
             Action::CancelJob => "cancel job",
             Action::RetryFailed => "retry failed",

@@ -7,6 +7,7 @@ mod live;
 use super::action::Action;
 use super::input::TextInput;
 use super::keymap::{KeyChord, Keymap, Mode};
+use super::ui::count;
 use crate::engine::Command;
 use crate::engine::event::{EngineEvent, QueryErrorView};
 use crate::engine::metrics::RetractedMessage;
@@ -145,6 +146,9 @@ pub struct SearchState {
     pub error: Option<QueryErrorView>,
     pub selected: usize,
     pub grouped: bool,
+    /// The message count of the results a running search replaces: the title keeps it (with
+    /// a spinner) instead of dropping to no count while the search runs.
+    pub previous_count: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -174,6 +178,8 @@ pub struct RecipientsState {
     pub depth_generation: Generation,
     pub depth_preview: Loadable<Vec<DepthCount>>,
     pub preview_debounce: Option<u8>,
+    /// Side by side: ticks left before the checklist follows the search selection.
+    pub follow_debounce: Option<u8>,
     pub action: RetractAction,
 }
 
@@ -393,6 +399,99 @@ pub struct App {
     pub metrics: MetricsState,
     pub audit: AuditState,
     pub tenants: TenantsState,
+    /// Frame of the busy indicator: advanced by the tick while work runs (see `busy`).
+    pub spinner: u8,
+    /// First line of the help overlay on screen.
+    pub help_scroll: u16,
+    /// Rows of the screen last drawn (0 until known): how far the help can scroll.
+    pub screen_height: u16,
+    /// Columns of the screen last drawn (0 until known): side by side from 160.
+    pub screen_width: u16,
+}
+
+/// A `:` command: its name, what it takes, what it does (the list under the command line and
+/// in the help overlay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandSpec {
+    pub name: &'static str,
+    pub args: &'static str,
+    pub describe: &'static str,
+}
+
+/// Every `:` command, in the order they are listed.
+pub const COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "search",
+        args: "QUERY",
+        describe: "search now (also :s)",
+    },
+    CommandSpec {
+        name: "depth",
+        args: "0-5",
+        describe: "conversation depth of the open message",
+    },
+    CommandSpec {
+        name: "action",
+        args: "junk|trash|soft_delete|hard_delete",
+        describe: "retract action",
+    },
+    CommandSpec {
+        name: "refresh",
+        args: "",
+        describe: "reload this pane",
+    },
+    CommandSpec {
+        name: "mouse",
+        args: "",
+        describe: "mouse on/off",
+    },
+    CommandSpec {
+        name: "help",
+        args: "",
+        describe: "the help overlay",
+    },
+    CommandSpec {
+        name: "quit",
+        args: "",
+        describe: "quit (also :q)",
+    },
+];
+
+/// The commands whose name starts with the first word typed (all of them for an empty line;
+/// none once an argument is being typed).
+pub fn matching_commands(typed: &str) -> Vec<&'static CommandSpec> {
+    let typed = typed.trim_start();
+    if typed.contains(' ') {
+        return Vec::new();
+    }
+    COMMANDS
+        .iter()
+        .filter(|c| c.name.starts_with(typed))
+        .collect()
+}
+
+/// Tab on the command line: the one matching name (with a space when it takes an argument),
+/// or the longest prefix the matches share; `None` when that adds nothing.
+pub fn complete_command(typed: &str) -> Option<String> {
+    let matches = matching_commands(typed);
+    let done = match matches.as_slice() {
+        [] => return None,
+        [one] if one.args.is_empty() => one.name.to_string(),
+        [one] => format!("{} ", one.name),
+        [first, rest @ ..] => {
+            let mut prefix = first.name.to_string();
+            for c in rest {
+                let common = prefix
+                    .chars()
+                    .zip(c.name.chars())
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                prefix.truncate(common);
+            }
+            prefix
+        }
+    };
+    (done != typed.trim_start()).then_some(done)
 }
 
 fn step(index: usize, len: usize, delta: isize) -> usize {
@@ -449,6 +548,7 @@ impl App {
                 error: None,
                 selected: 0,
                 grouped: false,
+                previous_count: None,
             },
             recipients: RecipientsState {
                 message: None,
@@ -466,6 +566,7 @@ impl App {
                 depth_generation: 0,
                 depth_preview: Loadable::NotLoaded,
                 preview_debounce: None,
+                follow_debounce: None,
                 action: RetractAction::Junk,
             },
             jobs: JobsState {
@@ -512,13 +613,45 @@ impl App {
                 tenants: Loadable::NotLoaded,
                 selected: 0,
             },
+            spinner: 0,
+            help_scroll: 0,
+            screen_height: 0,
+            screen_width: 0,
         }
     }
 
     /// Commands to send once the first frame is on screen: the newest messages, and the
     /// interrupted jobs to offer for resume.
     pub fn startup(&mut self) -> Vec<Command> {
-        vec![self.send_search(), Command::FindInterruptedJobs]
+        let mut commands = vec![self.send_search(), Command::FindInterruptedJobs];
+        commands.extend(self.load_strip());
+        commands
+    }
+
+    /// Search results and the checklist side by side, and the metrics strip on every screen
+    /// (the screen last drawn is wide enough).
+    pub fn side_by_side(&self) -> bool {
+        self.screen_width >= crate::tui::ui::SIDE_BY_SIDE_WIDTH
+    }
+
+    /// Side by side, the metrics strip needs the metrics and the jobs: loaded once (the
+    /// live reload keeps them fresh from then on).
+    fn load_strip(&mut self) -> Vec<Command> {
+        let mut commands = Vec::new();
+        if !self.side_by_side() {
+            return commands;
+        }
+        if self.metrics.snapshot == Loadable::NotLoaded {
+            self.metrics.snapshot = Loadable::Loading;
+            commands.push(Command::LoadMetrics {
+                window: self.metrics.window,
+            });
+        }
+        if self.jobs.list == Loadable::NotLoaded {
+            self.jobs.list = Loadable::Loading;
+            commands.push(Command::LoadJobs);
+        }
+        commands
     }
 
     /// The keymap mode that receives keys now.
@@ -579,6 +712,8 @@ impl App {
 
     /// Records the size of the screen last drawn; below the layout's minimum, keys are inert.
     pub fn set_screen_size(&mut self, width: u16, height: u16) {
+        self.screen_height = height;
+        self.screen_width = width;
         let too_small = width < crate::tui::ui::MIN_WIDTH || height < crate::tui::ui::MIN_HEIGHT;
         if too_small != self.too_small {
             self.too_small = too_small;
@@ -619,7 +754,7 @@ impl App {
             Action::Tick => return self.tick(),
             Action::Resize(width, height) => {
                 self.set_screen_size(width, height);
-                return Vec::new();
+                return self.load_strip();
             }
             // A restore or resume question takes only its own answers; behind the too-small
             // screen (which hides it) quit still acts.
@@ -653,14 +788,28 @@ impl App {
             return self.update_prompt(action);
         }
         if self.help {
-            if matches!(action, Action::Help | Action::Cancel) {
-                self.help = false;
+            let max = crate::tui::ui::help_max_scroll(self, self.screen_height);
+            let at = self.help_scroll;
+            self.help_scroll = match action {
+                Action::Help | Action::Cancel => {
+                    self.help = false;
+                    0
+                }
+                Action::MoveDown => at.saturating_add(1),
+                Action::MoveUp => at.saturating_sub(1),
+                Action::PageDown => at.saturating_add(PAGE as u16),
+                Action::PageUp => at.saturating_sub(PAGE as u16),
+                Action::First => 0,
+                Action::Last => max,
+                _ => at,
             }
+            .min(max);
             return Vec::new();
         }
         match action {
             Action::Help => {
                 self.help = true;
+                self.help_scroll = 0;
                 Vec::new()
             }
             Action::NextPane | Action::PrevPane => {
@@ -717,6 +866,9 @@ impl App {
         if debounce_due(&mut self.audit.filter_debounce) {
             commands.extend(self.refresh_audit());
         }
+        if debounce_due(&mut self.recipients.follow_debounce) {
+            commands.extend(self.show_selected_message(false));
+        }
         if let Some(load) = self.tenants.loading.as_mut()
             && self.tenants.tenants == Loadable::Loading
         {
@@ -727,10 +879,29 @@ impl App {
                 self.dirty = true;
             }
         }
+        // Two ticks a frame: the spinner turns about ten times a second while work runs.
+        if self.busy() {
+            self.spinner = self.spinner.wrapping_add(1);
+            if self.spinner.is_multiple_of(2) {
+                self.dirty = true;
+            }
+        }
         if !commands.is_empty() {
             self.dirty = true;
         }
         commands
+    }
+
+    /// Work the operator waits for is running: a search, a recipients load, a plan or a chain
+    /// verification (the spinner turns; a running job has its own progress gauge).
+    pub fn busy(&self) -> bool {
+        self.search.results == Loadable::Loading
+            || self.recipients.rows == Loadable::Loading
+            || self
+                .plan
+                .as_ref()
+                .is_some_and(|p| p.summary == Loadable::Loading)
+            || self.audit.verification == Loadable::Loading
     }
 
     /// Focus a pane, loading its data the first time.
@@ -794,6 +965,9 @@ impl App {
     fn send_search(&mut self) -> Command {
         self.search.generation += 1;
         self.search.debounce = None;
+        if let Some(results) = self.search.results.ready() {
+            self.search.previous_count = Some(results.view.len());
+        }
         self.search.results = Loadable::Loading;
         Command::Search {
             generation: self.search.generation,
@@ -840,6 +1014,17 @@ impl App {
             .ready()
             .map(|r| r.view.len())
             .unwrap_or(0);
+        let before = self.search.selected;
+        let commands = self.move_in_search(action, len);
+        // Side by side the checklist follows the selection once it rests (latest wins: a
+        // load is sent only when the debounce runs out, for the row selected then).
+        if self.search.selected != before && self.side_by_side() {
+            self.recipients.follow_debounce = Some(DEBOUNCE_TICKS);
+        }
+        commands
+    }
+
+    fn move_in_search(&mut self, action: Action, len: usize) -> Vec<Command> {
         match action {
             Action::Filter => self.search.editing = true,
             Action::MoveUp => self.search.selected = step(self.search.selected, len, -1),
@@ -856,7 +1041,7 @@ impl App {
                 }
                 self.search.selected = 0;
             }
-            Action::Submit => return self.open_selected_message(),
+            Action::Submit => return self.show_selected_message(true),
             _ => {}
         }
         Vec::new()
@@ -900,11 +1085,17 @@ impl App {
         ids
     }
 
-    fn open_selected_message(&mut self) -> Vec<Command> {
+    /// The recipients of the selected message (or campaign) in the checklist; `focus` moves
+    /// to it (enter), or not (side by side, following the selection).
+    fn show_selected_message(&mut self, focus: bool) -> Vec<Command> {
+        self.recipients.follow_debounce = None;
         let Some(row) = self.selected_search_row().cloned() else {
             return Vec::new();
         };
         let message_ids = self.selected_message_ids();
+        if !focus && self.recipients.message_ids == message_ids {
+            return Vec::new();
+        }
         let r = &mut self.recipients;
         if r.message_ids != message_ids {
             // Other messages: nothing the operator chose for the last ones carries over.
@@ -930,8 +1121,18 @@ impl App {
         let r = &mut self.recipients;
         r.message = Some(row);
         r.message_ids = message_ids;
-        self.focus = Pane::Recipients;
-        self.load_recipients_again()
+        if focus {
+            self.focus = Pane::Recipients;
+        }
+        // A load still running for the message left behind is not waited for.
+        let mut commands = Vec::new();
+        if !focus && self.recipients.rows == Loadable::Loading {
+            commands.push(Command::CancelRecipients {
+                generation: self.recipients.generation,
+            });
+        }
+        commands.extend(self.load_recipients_again());
+        commands
     }
 
     // ---- recipients ----
@@ -1084,12 +1285,24 @@ impl App {
                     self.recipients.depth = depth;
                     return self.send_depth_preview();
                 }
+                // A key that cannot move the depth says why instead of doing nothing.
+                if action == Action::DepthIncrease {
+                    self.set_status(format!("depth is at its maximum ({MAX_DEPTH})"), false);
+                } else {
+                    self.set_status("depth is at its minimum (0: this message only)", false);
+                }
             }
-            Action::NextRetractAction => {
+            Action::NextRetractAction | Action::PrevRetractAction => {
+                let n = SELECTOR_ACTIONS.len();
+                let step = if action == Action::NextRetractAction {
+                    1
+                } else {
+                    n - 1
+                };
                 let i = SELECTOR_ACTIONS
                     .iter()
                     .position(|a| *a == self.recipients.action)
-                    .map(|i| (i + 1) % SELECTOR_ACTIONS.len())
+                    .map(|i| (i + step) % n)
                     .unwrap_or(0);
                 self.recipients.action = SELECTOR_ACTIONS[i];
             }
@@ -1193,10 +1406,10 @@ impl App {
                 self.focus = Pane::Jobs;
                 self.set_status(
                     format!(
-                        "applying plan {}: {} on {} copies",
+                        "applying plan {}: {} on {}",
                         short_digest(&summary.digest),
                         summary.action.label(),
-                        summary.copies_total
+                        count(summary.copies_total, "copy", "copies")
                     ),
                     false,
                 );
@@ -1229,6 +1442,14 @@ impl App {
             Action::Cancel if !prompt.text.is_empty() => prompt.text.clear(),
             Action::Cancel => {
                 self.prompt = None;
+                return Vec::new();
+            }
+            Action::Complete => {
+                if kind == PromptKind::Command
+                    && let Some(done) = complete_command(prompt.text.value())
+                {
+                    prompt.text.set(done);
+                }
                 return Vec::new();
             }
             Action::Submit => {
@@ -1279,25 +1500,46 @@ impl App {
         let text = text.trim();
         let (word, rest) = text.split_once(' ').unwrap_or((text, ""));
         let rest = rest.trim();
+        // A new command replaces what the last one said (an old error must not linger).
+        self.status = None;
         match word {
             "" => Vec::new(),
             "q" | "quit" => self.update(Action::Quit),
             "help" => {
                 self.help = true;
+                self.help_scroll = 0;
                 Vec::new()
             }
             "mouse" => self.update(Action::ToggleMouse),
-            "refresh" => self.refresh(),
+            "refresh" => {
+                self.set_status(format!("refreshing {}", self.focus.title()), false);
+                self.refresh()
+            }
             "search" | "s" => self.search_now(rest.to_string()),
             "depth" => match rest.parse::<u8>() {
-                Ok(d) if d <= MAX_DEPTH && self.recipients.rows.ready().is_some() => {
+                _ if self.recipients.rows.ready().is_none() => {
+                    self.set_status(
+                        "depth: no message open; pick one on Search (1) and press enter",
+                        true,
+                    );
+                    Vec::new()
+                }
+                Ok(d) if d <= MAX_DEPTH => {
                     self.focus = Pane::Recipients;
                     self.recipients.depth = d;
+                    self.set_status(format!("depth {d}"), false);
                     self.send_depth_preview()
                 }
-                _ => {
+                Ok(d) => {
                     self.set_status(
-                        format!("depth: give 0..{MAX_DEPTH} with a message open"),
+                        format!("depth {d} is too deep: the maximum is {MAX_DEPTH}"),
+                        true,
+                    );
+                    Vec::new()
+                }
+                Err(_) => {
+                    self.set_status(
+                        format!("depth: give a number from 0 to {MAX_DEPTH}, e.g. :depth 1"),
                         true,
                     );
                     Vec::new()
@@ -1306,6 +1548,7 @@ impl App {
             "action" => match rest.parse::<RetractAction>() {
                 Ok(a) if SELECTOR_ACTIONS.contains(&a) => {
                     self.recipients.action = a;
+                    self.set_status(format!("action {}", a.label()), false);
                     Vec::new()
                 }
                 _ => {
@@ -1314,9 +1557,11 @@ impl App {
                 }
             },
             other => {
+                let names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
                 self.set_status(
                     format!(
-                        "unknown command {other:?}; try: quit, search QUERY, depth N, action A, mouse, refresh, help"
+                        "unknown command {other:?}; commands: {} (tab completes)",
+                        names.join(", ")
                     ),
                     true,
                 );
@@ -1676,7 +1921,10 @@ impl App {
                     Confirm::Restore { job, copies, .. } => {
                         self.jobs.restore_requested = Some(job.clone());
                         self.set_status(
-                            format!("restoring job {job}: {copies} copies back to where they were"),
+                            format!(
+                                "restoring job {job}: {} back to where they were",
+                                count(copies, "copy", "copies")
+                            ),
                             false,
                         );
                         self.jobs.starting += 1;
@@ -2039,9 +2287,12 @@ impl App {
                 self.set_status(
                     match restore_of {
                         Some(of) => {
-                            format!("restore job {job} (undo of job {of}) started: {total} copies")
+                            format!(
+                                "restore job {job} (undo of job {of}) started: {}",
+                                count(total, "copy", "copies")
+                            )
                         }
-                        None => format!("job {job} started: {total} items"),
+                        None => format!("job {job} started: {}", count(total, "item", "items")),
                     },
                     false,
                 );

@@ -13,6 +13,10 @@ use ratatui::symbols;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 
+/// From this width the search results and the checklist are side by side, and the metrics
+/// strip shows on every screen.
+pub const SIDE_BY_SIDE_WIDTH: u16 = 160;
+
 /// Smallest screen the layout supports.
 pub const MIN_WIDTH: u16 = 80;
 pub const MIN_HEIGHT: u16 = 24;
@@ -97,6 +101,76 @@ pub fn visible_window(selected: usize, height: usize, len: usize) -> (usize, usi
     (offset, (offset + height).min(len))
 }
 
+/// The position of a list's window, `12-35 of 150` (rows are counted from 1), drawn on the
+/// bottom border of the pane that holds the list (`area` is the bordered area), right-aligned.
+/// Nothing is drawn for an empty list or where the border is too short to hold it.
+pub fn scroll_indicator(
+    frame: &mut Frame,
+    area: Rect,
+    window: (usize, usize),
+    len: usize,
+    theme: &Theme,
+) {
+    let Some(text) = scroll_text(window, len) else {
+        return;
+    };
+    let width = text.chars().count() as u16;
+    if area.height < 2 || area.width < width + 4 {
+        return;
+    }
+    let rect = Rect::new(
+        area.right().saturating_sub(width + 2),
+        area.bottom() - 1,
+        width,
+        1,
+    );
+    frame.render_widget(Paragraph::new(Span::styled(text, theme.title)), rect);
+}
+
+/// ` 12-35 of 150 ` for the rows `offset..end` of `len` (ASCII: a hyphen, not an en dash).
+pub fn scroll_text((offset, end): (usize, usize), len: usize) -> Option<String> {
+    if len == 0 {
+        return None;
+    }
+    let first = (offset + 1).min(len) as u64;
+    let last = end.clamp(offset + 1, len) as u64;
+    Some(format!(
+        " {}-{} of {} ",
+        thousands(first),
+        thousands(last),
+        thousands(len as u64)
+    ))
+}
+
+/// `1 message`, `2 messages`, `1,234 messages`: a count with its noun in the right number.
+pub fn count(n: u64, singular: &str, plural: &str) -> String {
+    format!("{} {}", thousands(n), noun(n, singular, plural))
+}
+
+/// The noun for `n` things: `singular` for exactly one.
+pub fn noun<'a>(n: u64, singular: &'a str, plural: &'a str) -> &'a str {
+    if n == 1 { singular } else { plural }
+}
+
+/// Frames of the busy indicator (ASCII; not `|`, which reads as a border), advanced by the
+/// app's tick while work runs.
+const SPINNER: [&str; 6] = ["[=   ]", "[ =  ]", "[  = ]", "[   =]", "[  = ]", "[ =  ]"];
+
+/// The busy indicator's current frame.
+pub fn spinner(app: &App) -> &'static str {
+    SPINNER[app.spinner as usize % SPINNER.len()]
+}
+
+/// The width a column needs for its header and values (in characters), at least `min`.
+pub fn column_width<'a>(header: &str, values: impl Iterator<Item = &'a str>, min: u16) -> u16 {
+    let widest = values
+        .map(|v| v.chars().count())
+        .chain(std::iter::once(header.chars().count()))
+        .max()
+        .unwrap_or(0);
+    (widest.min(u16::MAX as usize) as u16).max(min)
+}
+
 /// `1234567` → `1,234,567`.
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -150,6 +224,11 @@ pub fn hint_label(app: &App, mode: Mode, action: &Action) -> &'static str {
         (Mode::Query, Action::Cancel) => "stop typing",
         (Mode::Query, Action::NextPane) => "next pane",
         (Mode::Prompt, Action::Submit) => "run",
+        (Mode::Metrics, Action::Submit) => "search it",
+        (Mode::Metrics, Action::ViewDetails) if app.metrics.details.is_some() => "back",
+        (Mode::Recipients, Action::Cancel) => "cancel loading",
+        (Mode::Tenants, Action::Cancel) => "cancel check",
+        (Mode::Recipients, Action::ShowSearch) => "pick a message",
         (Mode::Prompt, Action::Cancel) => "cancel",
         (Mode::Jobs, Action::Submit) => "outcomes",
         (Mode::Jobs, Action::MoveDown | Action::MoveUp) if outcomes => "scroll",
@@ -158,6 +237,7 @@ pub fn hint_label(app: &App, mode: Mode, action: &Action) -> &'static str {
         (Mode::Jobs, Action::MoveRight) => "next reason",
         (Mode::Policy, Action::MoveDown) => "next row",
         (Mode::Policy, Action::MoveRight) => "next action",
+        (_, Action::MoveDown | Action::MoveUp) if app.help => "scroll",
         (_, Action::MoveDown | Action::MoveUp) => "select",
         (_, Action::Cancel) if app.help => "close help",
         _ => action.describe(),
@@ -217,6 +297,16 @@ pub fn hint_spans(
 //  key hint  key hint  ? help                                          status text
 //
 // Overlays (plan confirmation, help) are drawn centred over the body.
+//
+// From 160 columns (SIDE_BY_SIDE_WIDTH) a metrics strip sits under the tabs on every screen,
+// and Search and Recipients share the body:
+//
+//  clawback  1 Search  2 Recipients ...                                   role responder
+//  last 24h: 1,234 retractions, 96.5% ok | job 42 running 503/1,000 50% | throttled 3
+// +-Search (60 messages)------------------++-Recipients: "Invoice" from a@evil.example--+
+// | results (panes/search.rs)             || checklist (panes/recipients.rs)            |
+// +---------------------------------------++--------------------------------------------+
+//  key hint  key hint  ? help                                          status text
 
 /// Draws one whole frame.
 pub fn render(frame: &mut Frame, app: &App, theme: &Theme) {
@@ -226,14 +316,25 @@ pub fn render(frame: &mut Frame, app: &App, theme: &Theme) {
         render_too_small(frame, area, app, theme);
         return;
     }
-    let [header, body, footer] = Layout::vertical([
+    let wide = area.width >= SIDE_BY_SIDE_WIDTH;
+    let [header, strip, body, footer] = Layout::vertical([
         Constraint::Length(1),
+        Constraint::Length(u16::from(wide)),
         Constraint::Fill(1),
         Constraint::Length(1),
     ])
     .areas(area);
     render_header(frame, header, app, theme);
+    if wide {
+        render_strip(frame, strip, app, theme);
+    }
     match app.focus {
+        Pane::Search | Pane::Recipients if wide => {
+            let [left, right] =
+                Layout::horizontal([Constraint::Percentage(50), Constraint::Fill(1)]).areas(body);
+            panes::search::render(frame, left, app, theme);
+            panes::recipients::render(frame, right, app, theme);
+        }
         Pane::Search => panes::search::render(frame, body, app, theme),
         Pane::Recipients => panes::recipients::render(frame, body, app, theme),
         Pane::Policy => panes::policy::render(frame, body, app, theme),
@@ -251,7 +352,109 @@ pub fn render(frame: &mut Frame, app: &App, theme: &Theme) {
     if app.confirm.is_some() {
         panes::confirm::render(frame, body, app, theme);
     }
+    render_command_list(frame, body, app, theme);
     render_footer(frame, footer, app, theme);
+}
+
+/// While `:` is typed: the commands that match, on the row above the command line.
+fn render_command_list(frame: &mut Frame, body: Rect, app: &App, theme: &Theme) {
+    let Some(prompt) = app
+        .prompt
+        .as_ref()
+        .filter(|p| p.kind == PromptKind::Command)
+    else {
+        return;
+    };
+    let matches = super::app::matching_commands(prompt.text.value());
+    if matches.is_empty() || body.height == 0 {
+        return;
+    }
+    let mut spans = vec![Span::styled(" tab completes: ", theme.muted)];
+    for command in matches {
+        spans.push(Span::styled(command.name, theme.hint_key));
+        if !command.args.is_empty() {
+            spans.push(Span::styled(format!(" {}", command.args), theme.hint_text));
+        }
+        spans.push(Span::raw("  "));
+    }
+    let row = Rect::new(body.x, body.bottom() - 1, body.width, 1);
+    frame.render_widget(Clear, row);
+    frame.render_widget(Paragraph::new(Line::from(spans)).style(theme.overlay), row);
+}
+
+/// The live metrics strip: the metrics window's retractions and success, the jobs running
+/// (with progress where this console runs them) and throttling.
+fn render_strip(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let sep = || Span::styled("  |  ", theme.muted);
+    let mut spans = vec![Span::raw(" ")];
+    match &app.metrics.snapshot {
+        Loadable::Ready(s) => {
+            spans.push(Span::styled(
+                format!("last {}: ", s.window.as_str()),
+                theme.header,
+            ));
+            spans.push(Span::raw(count(s.total, "retraction", "retractions")));
+            if s.total > 0 {
+                spans.push(Span::styled(
+                    format!(
+                        ", {:.1}% ok",
+                        crate::engine::view::MetricsSnapshot::pct(s.succeeded, s.total)
+                    ),
+                    theme.status_succeeded,
+                ));
+            }
+        }
+        Loadable::Failed(_) => spans.push(Span::styled("metrics: could not load", theme.error)),
+        Loadable::Loading => spans.push(Span::styled("metrics: loading...", theme.muted)),
+        Loadable::NotLoaded => spans.push(Span::styled("metrics: -", theme.muted)),
+    }
+    spans.push(sep());
+    let running: Vec<&crate::engine::view::JobView> = app
+        .jobs
+        .list
+        .ready()
+        .map(|jobs| {
+            jobs.iter()
+                .filter(|j| j.state == crate::engine::view::JobPhase::Running)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut throttled = 0;
+    if running.is_empty() {
+        spans.push(Span::styled("no job running", theme.muted));
+    }
+    for (i, job) in running.iter().enumerate() {
+        if i > 0 {
+            spans.push(Span::raw(", "));
+        }
+        let (done, total) = match app.progress_of(&job.id) {
+            Some(p) => {
+                throttled += p.throttled_waits;
+                (p.done, p.done + p.remaining)
+            }
+            None => (job.succeeded + job.failed() + job.skipped, job.total),
+        };
+        spans.push(Span::styled(
+            format!(
+                "job {} running {}/{} {:.0}%",
+                job.id,
+                thousands(done),
+                thousands(total),
+                crate::engine::view::MetricsSnapshot::pct(done, total)
+            ),
+            theme.status_running,
+        ));
+    }
+    spans.push(sep());
+    spans.push(Span::styled(
+        format!("throttled {throttled}"),
+        if throttled > 0 {
+            theme.status_warning
+        } else {
+            theme.muted
+        },
+    ));
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
 /// Behind this screen no key acts but quit (and the answer to its question): the operator
@@ -349,7 +552,7 @@ pub fn footer_hints(app: &App) -> (Mode, Vec<Action>) {
     } else if app.prompt.is_some() {
         vec![Action::Submit, Action::Cancel]
     } else if app.help {
-        vec![Action::Cancel]
+        vec![Action::Cancel, Action::MoveDown]
     } else {
         match app.focus {
             Pane::Search => panes::search::hints(app),
@@ -430,7 +633,9 @@ pub fn centered(area: Rect, width: u16, height: u16) -> Rect {
     )
 }
 
-/// The `?` overlay: every binding of the global mode and the focused pane's mode, grouped.
+/// The `?` overlay: every binding of the global mode and the focused pane's mode, grouped;
+/// the Search help adds the query language, every help the `:` commands and the line-editing
+/// keys. A mode without bound keys gets no (empty) section.
 pub fn help_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
     let pane_mode = app.focus.mode();
@@ -440,11 +645,14 @@ pub fn help_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
     }
     modes.push(Mode::Global);
     for mode in modes {
+        let bindings = app.keymap.bindings(mode);
+        if bindings.iter().all(|b| b.keys.is_empty()) {
+            continue;
+        }
         lines.push(Line::from(Span::styled(
             format!("{} keys", mode.as_str()),
             theme.header,
         )));
-        let bindings = app.keymap.bindings(mode);
         let pairs: Vec<(String, &str)> = bindings
             .iter()
             .filter(|b| !b.keys.is_empty())
@@ -455,11 +663,39 @@ pub fn help_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
                         .map(|k| k.to_string())
                         .collect::<Vec<_>>()
                         .join(" "),
-                    b.action.describe(),
+                    help_label(mode, &b.action),
                 )
             })
             .collect();
         help_pairs(&mut lines, &pairs, theme);
+    }
+    if app.focus == Pane::Search {
+        lines.push(Line::from(Span::styled(
+            "query language (/ to type; enter searches)",
+            theme.header,
+        )));
+        for (example, what) in panes::search::QUERY_HELP {
+            lines.push(help_row(example, what, theme));
+        }
+    }
+    if app.focus == Pane::Tenants {
+        lines.push(Line::from(Span::styled("the Retract column", theme.header)));
+        for (state, what) in [
+            ("Granted", "clawback may retract here"),
+            ("Missing (P)", "the app lacks permission P (doctor)"),
+            ("Not in tenant", "not a domain of this tenant"),
+            ("Error: ...", "not checked (why: under the table)"),
+        ] {
+            lines.push(help_row(state, what, theme));
+        }
+    }
+    lines.push(Line::from(Span::styled(
+        "commands (: then tab completes)",
+        theme.header,
+    )));
+    for command in super::app::COMMANDS {
+        let usage = format!("{} {}", command.name, command.args);
+        lines.push(help_row(usage.trim_end(), command.describe, theme));
     }
     // The line-editing keys are fixed (one table in `tui::input`), the same in every input.
     lines.push(Line::from(Span::styled(
@@ -470,6 +706,28 @@ pub fn help_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
     let pairs: Vec<(String, &str)> = groups.iter().map(|(k, d)| (k.clone(), *d)).collect();
     help_pairs(&mut lines, &pairs, theme);
     lines
+}
+
+/// What a key does in `mode`, for the help overlay: where the generic description
+/// (`Action::describe`) would not say what happens in that mode.
+fn help_label(mode: Mode, action: &Action) -> &'static str {
+    match (mode, action) {
+        (Mode::Query, Action::Submit) => "search",
+        (Mode::Query, Action::Cancel) => "clear, then leave",
+        (Mode::Query, Action::MoveDown) => "to the results",
+        (Mode::Global, Action::Cancel) => "leave / close",
+        (Mode::Jobs, Action::Submit) => "outcomes",
+        (Mode::Metrics, Action::Submit) => "search it",
+        _ => action.describe(),
+    }
+}
+
+/// One help line: what to type (right-aligned), then what it does.
+fn help_row(typed: &str, what: &str, theme: &Theme) -> Line<'static> {
+    Line::from(vec![
+        Span::styled(format!("{typed:>26} "), theme.hint_key),
+        Span::styled(what.to_string(), theme.hint_text),
+    ])
 }
 
 /// Key / description pairs in two columns (to fit 80x24).
@@ -489,6 +747,36 @@ fn render_help(frame: &mut Frame, body: Rect, app: &App, theme: &Theme) {
     let width = if body.width < 90 { body.width } else { 76 };
     let area = centered(body, width, body.height);
     frame.render_widget(Clear, area);
-    let block = pane_block(" Help (? or esc to close) ", true, theme).style(theme.overlay);
-    frame.render_widget(Paragraph::new(help_lines(app, theme)).block(block), area);
+    let block =
+        pane_block(" Help (? or esc to close, j/k scroll) ", true, theme).style(theme.overlay);
+    let lines = help_lines(app, theme);
+    // Scrolled by the operator; never past the point where the last line is at the bottom.
+    let height = area.height.saturating_sub(2) as usize;
+    let scroll = (app.help_scroll as usize).min(lines.len().saturating_sub(height));
+    let len = lines.len();
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .scroll((scroll.min(u16::MAX as usize) as u16, 0)),
+        area,
+    );
+    scroll_indicator(
+        frame,
+        area,
+        (scroll, (scroll + height).min(len)),
+        len,
+        theme,
+    );
+}
+
+/// How far the help can scroll on a screen `screen_height` rows high (0 = not known yet: as
+/// far as the last line).
+pub fn help_max_scroll(app: &App, screen_height: u16) -> u16 {
+    let lines = help_lines(app, &Theme::default_theme()).len();
+    // Header, footer and the overlay's two borders.
+    let visible = match screen_height {
+        0 => 1,
+        h => h.saturating_sub(4).max(1) as usize,
+    };
+    lines.saturating_sub(visible).min(u16::MAX as usize) as u16
 }

@@ -1,21 +1,26 @@
 //! Audit log: the hash-chained entries (filterable) and the result of verifying the chain.
 
+use crate::engine::view::AuditEntryView;
 use crate::tui::action::Action;
 use crate::tui::app::{App, Loadable};
 use crate::tui::theme::Theme;
-use crate::tui::ui::{loadable, pane_block, state_message, thousands, visible_window};
+use crate::tui::ui::{
+    column_width, count, loadable, pane_block, scroll_indicator, spinner, state_message,
+    visible_window,
+};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
-pub fn hints(_app: &App) -> Vec<Action> {
-    vec![
-        Action::MoveDown,
-        Action::Filter,
-        Action::VerifyAudit,
-        Action::Refresh,
-    ]
+/// What the keys can do here now (moving only with more than one entry).
+pub fn hints(app: &App) -> Vec<Action> {
+    let mut hints = Vec::new();
+    if app.audit.entries.ready().is_some_and(|e| e.len() > 1) {
+        hints.push(Action::MoveDown);
+    }
+    hints.extend([Action::Filter, Action::VerifyAudit, Action::Refresh]);
+    hints
 }
 
 // Layout inside the pane:
@@ -42,13 +47,19 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             "Chain: not verified yet (v to verify)",
             theme.muted,
         )),
-        Loadable::Loading => Line::from(Span::styled("Chain: verifying...", theme.status_running)),
+        Loadable::Loading => Line::from(Span::styled(
+            format!("Chain: verifying... {}", spinner(app)),
+            theme.status_running,
+        )),
         Loadable::Failed(message) => {
             Line::from(Span::styled(format!("Chain: {message}"), theme.error))
         }
         Loadable::Ready(v) => match &v.broken_at {
             None => Line::from(Span::styled(
-                format!("Chain: verified, {} entries intact", thousands(v.entries)),
+                format!(
+                    "Chain: verified, {} intact",
+                    count(v.entries, "entry", "entries")
+                ),
                 theme.status_succeeded,
             )),
             Some((seq, why)) => Line::from(Span::styled(
@@ -83,14 +94,19 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             Cell::from(e.hash_prefix.as_str()).style(theme.muted),
         ])
     });
+    // Operator, role and action as wide as their widest value (capped, so Detail keeps room);
+    // Detail takes the rest, so a wide terminal shows more of it.
+    let width = |header: &str, value: fn(&AuditEntryView) -> &str, max: u16| {
+        column_width(header, entries.iter().map(value), 4).min(max)
+    };
     let table = Table::new(
         rows,
         [
             Constraint::Length(6),
             Constraint::Length(16),
-            Constraint::Length(10),
-            Constraint::Length(9),
-            Constraint::Length(12),
+            Constraint::Length(width("Operator", |e| e.operator.as_str(), 24)),
+            Constraint::Length(width("Role", |e| e.role.as_str(), 12)),
+            Constraint::Length(width("Action", |e| e.action.as_str(), 24)),
             Constraint::Fill(1),
             Constraint::Length(8),
         ],
@@ -105,4 +121,5 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     .row_highlight_style(theme.selection);
     let mut state = TableState::default().with_selected(Some(a.selected.saturating_sub(offset)));
     frame.render_stateful_widget(table, table_area, &mut state);
+    scroll_indicator(frame, area, (offset, end), entries.len(), theme);
 }

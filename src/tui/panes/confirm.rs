@@ -7,7 +7,7 @@ use crate::tui::action::Action;
 use crate::tui::app::{App, Confirm};
 use crate::tui::keymap::Mode;
 use crate::tui::theme::Theme;
-use crate::tui::ui::{centered, pane_block, thousands};
+use crate::tui::ui::{centered, count, pane_block, thousands};
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
@@ -94,8 +94,8 @@ pub fn question(app: &App, confirm: &Confirm) -> (String, Vec<String>) {
             format!(" Restore job {job}? "),
             vec![
                 format!(
-                    "Put {} copies that job {job} moved ({}) back into the folders they were in before.",
-                    thousands(*copies),
+                    "Put {} that job {job} moved ({}) back into the folders they were in before.",
+                    count(*copies, "copy", "copies"),
                     action.label()
                 ),
                 "A copy moved since by someone else is left where it is.".into(),

@@ -9,31 +9,50 @@ use crate::tui::app::{App, OutcomeFilter};
 use crate::tui::panes::policy::hold_line;
 use crate::tui::panes::recipients::outcome_style;
 use crate::tui::theme::Theme;
-use crate::tui::ui::{duration, loadable, pane_block, state_message, thousands, visible_window};
+use crate::tui::ui::{
+    duration, loadable, pane_block, scroll_indicator, scroll_text, state_message, thousands,
+    visible_window,
+};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
 /// What the keys can do here now: only what the selected job allows is offered.
+/// What the keys can do here now: only what the selected job allows is offered, and those
+/// come first (cancel, resume, restore, retry), so they survive a narrow terminal.
 pub fn hints(app: &App) -> Vec<Action> {
-    let mut hints = vec![Action::MoveDown];
-    if app.jobs.outcomes_focused {
-        hints.extend([Action::Cancel, Action::NextOutcomeFilter, Action::Filter]);
-    } else {
-        hints.push(Action::Submit);
-    }
+    let mut hints = Vec::new();
+    let jobs = app.jobs.list.ready().map_or(0, Vec::len);
     if let Some(job) = app.selected_job() {
-        if !job.failed_by_reason.is_empty() {
-            hints.extend([Action::MoveRight, Action::RetryFailed]);
-        }
-        if app.can_restore(job).is_ok() {
-            hints.push(Action::Restore);
-        }
         match job.state {
             JobPhase::Running => hints.push(Action::CancelJob),
             JobPhase::Interrupted | JobPhase::Cancelled => hints.push(Action::ResumeJob),
             JobPhase::Finished => {}
+        }
+        if app.can_restore(job).is_ok() {
+            hints.push(Action::Restore);
+        }
+        // Retry acts on the reason under the cursor: only offered when it has failures.
+        let reasons = job.failed_by_reason.iter().filter(|(_, n)| *n > 0).count();
+        if reasons > 0 {
+            hints.push(Action::RetryFailed);
+        }
+        if reasons > 1 {
+            hints.push(Action::MoveRight);
+        }
+    }
+    if app.jobs.outcomes_focused {
+        hints.extend([
+            Action::Cancel,
+            Action::MoveDown,
+            Action::NextOutcomeFilter,
+            Action::Filter,
+        ]);
+    } else if jobs > 0 {
+        hints.push(Action::Submit);
+        if jobs > 1 {
+            hints.push(Action::MoveDown);
         }
     }
     hints.push(Action::Refresh);
@@ -188,6 +207,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let mut state =
         TableState::default().with_selected(Some(app.jobs.selected.saturating_sub(offset)));
     frame.render_stateful_widget(table, inner, &mut state);
+    scroll_indicator(frame, list_area, (offset, end), jobs.len(), theme);
 
     let Some(job) = app.selected_job() else {
         return;
@@ -369,16 +389,9 @@ fn outcome_position(app: &App, offset: usize, end: usize, all: usize) -> String 
     if !app.jobs.outcome_text.is_empty() {
         filters.push(format!("/{}", app.jobs.outcome_text));
     }
-    let range = if shown == 0 {
-        "none".to_string()
-    } else {
-        format!(
-            "{}-{} of {}",
-            thousands(offset as u64 + 1),
-            thousands(end as u64),
-            thousands(shown as u64)
-        )
-    };
+    let range = scroll_text((offset, end), shown)
+        .map(|r| r.trim().to_string())
+        .unwrap_or_else(|| "none".to_string());
     if filters.is_empty() {
         format!(" {range} ")
     } else {

@@ -4,10 +4,11 @@
 use crate::engine::metrics::RetractedMessage;
 use crate::engine::view::{MetricsSnapshot, MetricsWindow};
 use crate::tui::action::Action;
-use crate::tui::app::App;
+use crate::tui::app::{App, Loadable};
 use crate::tui::theme::Theme;
 use crate::tui::ui::{
-    ASCII_BORDER, duration, loadable, pane_block, state_message, thousands, visible_window,
+    ASCII_BORDER, count, duration, loadable, pane_block, scroll_indicator, state_message,
+    thousands, visible_window,
 };
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -16,8 +17,18 @@ use ratatui::symbols;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Table, TableState};
 
-pub fn hints(_app: &App) -> Vec<Action> {
-    vec![Action::NextWindow, Action::ViewDetails, Action::Refresh]
+/// What the keys can do here now: in the details, open a message and go back.
+pub fn hints(app: &App) -> Vec<Action> {
+    match &app.metrics.details {
+        Some(Loadable::Ready(messages)) if !messages.is_empty() => vec![
+            Action::Submit,
+            Action::ViewDetails,
+            Action::MoveDown,
+            Action::NextWindow,
+        ],
+        Some(_) => vec![Action::ViewDetails, Action::NextWindow],
+        None => vec![Action::NextWindow, Action::ViewDetails, Action::Refresh],
+    }
 }
 
 /// ASCII bars for the sparkline (fancy block glyphs are opt-in).
@@ -96,7 +107,15 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     );
     if let Some(details) = &m.details {
         if let Some(messages) = loadable(frame, body, details, "retracted messages", theme) {
-            render_details(frame, body, messages, m.details_selected, m.window, theme);
+            render_details(
+                frame,
+                area,
+                body,
+                messages,
+                m.details_selected,
+                m.window,
+                theme,
+            );
         }
         return;
     }
@@ -195,28 +214,114 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         ])),
         dwell,
     );
+    render_chart(frame, spark, s, theme);
+}
+
+/// `hour`, `30 minutes`, `day`: the span of one bucket, for the chart title.
+fn bucket_label(secs: u64) -> String {
+    match secs {
+        60 => "minute".into(),
+        3600 => "hour".into(),
+        86_400 => "day".into(),
+        s if s.is_multiple_of(86_400) => format!("{} days", s / 86_400),
+        s if s.is_multiple_of(3600) => format!("{} hours", s / 3600),
+        s if s.is_multiple_of(60) => format!("{} minutes", s / 60),
+        s => format!("{s} seconds"),
+    }
+}
+
+/// An age on the time axis: `-24h`, `-30m`, `-7d`; 0 is `now`.
+fn age_label(secs: u64) -> String {
+    match secs {
+        0 => "now".into(),
+        s if s >= 2 * 86_400 && s.is_multiple_of(86_400) => format!("-{}d", s / 86_400),
+        s if s >= 3600 => format!("-{}h", s / 3600),
+        s => format!("-{}m", s / 60),
+    }
+}
+
+// The chart (the bars stretched over the width, newest at the right):
+//
+// +Retractions per 30 minutes, last 24h------------------------------------------+
+// | 520|          .-+*#                 .-+*#                                    |
+// |    |      .-+*#####             .-+*#####                                    |
+// |   0|_________________________________________________________________________|
+// |     -24h            -18h            -12h             -6h                 now |
+// +------------------------------------------------------------------------------+
+fn render_chart(frame: &mut Frame, area: Rect, s: &MetricsSnapshot, theme: &Theme) {
     let block = Block::default()
         .borders(Borders::ALL)
         .border_set(ASCII_BORDER)
         .border_style(theme.border)
         .title(
             Line::from(format!(
-                "Retractions over time (per {})",
-                duration(s.bucket_secs)
+                "Retractions per {}, last {}",
+                bucket_label(s.bucket_secs),
+                s.window.as_str()
             ))
             .style(theme.title),
         );
-    let spark_inner = block.inner(spark);
-    frame.render_widget(block, spark);
-    // Only the newest buckets that fit are drawn.
-    let width = spark_inner.width as usize;
-    let data = &s.series[s.series.len().saturating_sub(width)..];
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    if inner.height < 3 || s.series.is_empty() {
+        return;
+    }
+    let peak = s.series.iter().copied().max().unwrap_or(0);
+    // The value axis: the peak at the top, 0 at the bottom, then `|`.
+    let gutter = thousands(peak).len().max(1) as u16 + 1;
+    let [axis, bars_and_time] =
+        Layout::horizontal([Constraint::Length(gutter), Constraint::Fill(1)]).areas(inner);
+    let [bars, time] =
+        Layout::vertical([Constraint::Fill(1), Constraint::Length(1)]).areas(bars_and_time);
+    let mut axis_lines = vec![Line::from(format!("{}|", thousands(peak))).right_aligned()];
+    axis_lines.extend(
+        (2..bars.height).map(|_| Line::from(Span::styled("|", theme.muted)).right_aligned()),
+    );
+    axis_lines.push(Line::from("0|").right_aligned());
+    frame.render_widget(Paragraph::new(axis_lines).style(theme.muted), axis);
+    // Each column shows the bucket under it: the buckets are stretched over the width, or,
+    // when there are more buckets than columns, the newest that fit are drawn.
+    // Every bucket gets the same whole number of columns (so equal spans look equal).
+    let shown = &s.series[s.series.len().saturating_sub(bars.width as usize)..];
+    let per = (bars.width as usize / shown.len()).max(1);
+    let width = shown.len() * per;
+    let columns: Vec<u64> = (0..width).map(|x| shown[x / per]).collect();
     frame.render_widget(
         Sparkline::default()
-            .data(data)
+            .data(&columns)
+            .max(peak.max(1))
             .bar_set(ASCII_BARS)
             .style(Style::default().patch(theme.sparkline)),
-        spark_inner,
+        bars,
+    );
+    // The time axis: the age of the bucket under a label, about every 16 columns, and `now`
+    // at the right end.
+    let age_at = |x: usize| (shown.len() - x / per) as u64 * s.bucket_secs;
+    let mut axis_text = vec![' '; width];
+    let now = "now";
+    let last_start = width.saturating_sub(now.len());
+    let mut x = 0;
+    while x < last_start {
+        let label = age_label(age_at(x));
+        if x + label.len() + 2 > last_start {
+            break;
+        }
+        for (i, c) in label.chars().enumerate() {
+            axis_text[x + i] = c;
+        }
+        x += (label.len() + 2).max(16);
+    }
+    for (i, c) in now.chars().enumerate() {
+        if let Some(slot) = axis_text.get_mut(last_start + i) {
+            *slot = c;
+        }
+    }
+    frame.render_widget(
+        Paragraph::new(Line::from(Span::styled(
+            axis_text.into_iter().collect::<String>(),
+            theme.muted,
+        ))),
+        time,
     );
 }
 
@@ -227,6 +332,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
 // | 11-20 14:02             134       4     0     138  contoso,fabrikam Password expiry ...  |
 fn render_details(
     frame: &mut Frame,
+    pane: Rect,
     area: Rect,
     messages: &[RetractedMessage],
     selected: usize,
@@ -249,9 +355,9 @@ fn render_details(
         Paragraph::new(Line::from(vec![
             Span::styled(
                 format!(
-                    "{} messages, {} copies retracted in the last {} (by retraction time)",
-                    thousands(messages.len() as u64),
-                    thousands(copies),
+                    "{}, {} retracted in the last {} (by retraction time)",
+                    count(messages.len() as u64, "message", "messages"),
+                    count(copies, "copy", "copies"),
                     window.as_str()
                 ),
                 theme.header,
@@ -310,4 +416,5 @@ fn render_details(
     .row_highlight_style(theme.selection);
     let mut state = TableState::default().with_selected(Some(selected.saturating_sub(offset)));
     frame.render_stateful_widget(table, table_area, &mut state);
+    scroll_indicator(frame, pane, (offset, end), messages.len(), theme);
 }

@@ -4,7 +4,7 @@ use crate::model::RetractAction;
 use crate::tui::action::Action;
 use crate::tui::app::{App, HARD_DELETE_DIGITS, Loadable, short_digest};
 use crate::tui::theme::Theme;
-use crate::tui::ui::{centered, pane_block, state_message, thousands};
+use crate::tui::ui::{centered, count, pane_block, spinner, state_message, thousands};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -43,7 +43,12 @@ pub fn render(frame: &mut Frame, body: Rect, app: &App, theme: &Theme) {
     frame.render_widget(block, area);
     let summary = match &plan.summary {
         Loadable::NotLoaded | Loadable::Loading => {
-            state_message(frame, inner, "Building plan...", theme.muted);
+            state_message(
+                frame,
+                inner,
+                &format!("Building plan... {}", spinner(app)),
+                theme.muted,
+            );
             return;
         }
         Loadable::Failed(message) => {
@@ -61,9 +66,9 @@ pub fn render(frame: &mut Frame, body: Rect, app: &App, theme: &Theme) {
         Line::from(vec![
             Span::styled(
                 format!(
-                    "{} copies in {} mailboxes",
-                    thousands(summary.copies_total),
-                    thousands(summary.mailboxes)
+                    "{} in {}",
+                    count(summary.copies_total, "copy", "copies"),
+                    count(summary.mailboxes, "mailbox", "mailboxes")
                 ),
                 theme.header,
             ),
@@ -150,9 +155,9 @@ pub fn render(frame: &mut Frame, body: Rect, app: &App, theme: &Theme) {
         frame.render_widget(
             Span::styled(
                 format!(
-                    "Apply {} to {} copies?",
+                    "Apply {} to {}?",
                     summary.action.label(),
-                    thousands(summary.copies_total)
+                    count(summary.copies_total, "copy", "copies")
                 ),
                 theme.header,
             ),

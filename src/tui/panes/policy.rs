@@ -6,7 +6,7 @@ use crate::model::{Disposition, RetractAction, Role};
 use crate::tui::action::Action;
 use crate::tui::app::App;
 use crate::tui::theme::Theme;
-use crate::tui::ui::{duration, loadable, pane_block, thousands};
+use crate::tui::ui::{count, duration, loadable, pane_block};
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
@@ -163,9 +163,9 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             )));
             lines.push(Line::from(Span::styled(
                 format!(
-                    "    {} copies in {} messages; {}",
-                    thousands(h.copies),
-                    thousands(h.messages),
+                    "    {} in {}; {}",
+                    count(h.copies, "copy", "copies"),
+                    count(h.messages, "message", "messages"),
                     hold_next(h)
                 ),
                 theme.text,
@@ -200,11 +200,11 @@ pub fn hold_next(h: &HeldMatch) -> String {
 /// show them (the Jobs pane's line).
 pub fn hold_line(h: &HeldMatch) -> String {
     format!(
-        "#{} ({} copies): {}; {} in {} messages",
+        "#{} ({}): {}; {} in {}",
         h.id,
-        thousands(h.copies),
+        count(h.copies, "copy", "copies"),
         hold_next(h),
         h.indicator,
-        thousands(h.messages)
+        count(h.messages, "message", "messages")
     )
 }

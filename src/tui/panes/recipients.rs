@@ -5,28 +5,61 @@ use crate::engine::view::{CopyOutcome, GrantStatus, RecipientState};
 use crate::model::FailureReason;
 use crate::model::RetractAction;
 use crate::tui::action::Action;
-use crate::tui::app::{App, Loadable};
+use crate::tui::app::{App, Loadable, Pane};
 use crate::tui::theme::Theme;
-use crate::tui::ui::{loadable, pane_block, state_message, thousands, visible_window};
+use crate::tui::ui::{
+    column_width, count, loadable, noun, pane_block, scroll_indicator, spinner, state_message,
+    thousands, visible_window,
+};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
-pub fn hints(_app: &App) -> Vec<Action> {
-    vec![
-        // Most important first: at 80 columns the last ones give way.
-        Action::ToggleInclude,
-        Action::PreviewPlan,
-        Action::NextRetractAction,
-        Action::DepthIncrease,
-        Action::DepthDecrease,
-        Action::SelectAll,
-        Action::SelectNone,
-        Action::InvertSelection,
-        Action::Filter,
-    ]
+/// What the keys can do here now, most important first (at 80 columns the last ones give
+/// way): a box only on a tickable row, the plan only with someone included, depth only in the
+/// direction it can still move.
+pub fn hints(app: &App) -> Vec<Action> {
+    let r = &app.recipients;
+    if r.rows == Loadable::Loading {
+        return vec![Action::Cancel];
+    }
+    let Some(rows) = r.rows.ready() else {
+        return if r.message.is_none() {
+            vec![Action::ShowSearch]
+        } else {
+            vec![Action::Refresh]
+        };
+    };
+    let mut hints = Vec::new();
+    let on_tickable = r
+        .visible
+        .get(r.selected)
+        .and_then(|&i| rows.get(i))
+        .is_some_and(|row| row.tickable());
+    if on_tickable {
+        hints.push(Action::ToggleInclude);
+    }
+    if app.included_count() > 0 {
+        hints.push(Action::PreviewPlan);
+    }
+    hints.push(Action::NextRetractAction);
+    if r.depth < crate::tui::app::MAX_DEPTH {
+        hints.push(Action::DepthIncrease);
+    }
+    if r.depth > 0 {
+        hints.push(Action::DepthDecrease);
+    }
+    if rows.iter().any(|row| row.tickable()) {
+        hints.extend([
+            Action::SelectAll,
+            Action::SelectNone,
+            Action::InvertSelection,
+        ]);
+    }
+    hints.extend([Action::Filter, Action::PrevRetractAction]);
+    hints
 }
 
 pub fn grant_style(status: &GrantStatus, theme: &Theme) -> Style {
@@ -99,7 +132,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         Some(m) => format!(" Recipients: \"{}\" from {} ", m.subject, m.from),
         None => " Recipients ".to_string(),
     };
-    let block = pane_block(title, true, theme);
+    let block = pane_block(title, app.focus == Pane::Recipients, theme);
     let inner = block.inner(area);
     frame.render_widget(block, area);
     if r.message.is_none() {
@@ -129,11 +162,12 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     if matches!(r.rows, Loadable::Loading) {
         let text = match r.progress {
             Some((done, total, secs)) => format!(
+                // The counts and seconds move by themselves: no spinner (it would not fit at 80).
                 "Loading recipients... {}/{} mailboxes located, {secs} s (esc cancels)",
                 thousands(done),
                 thousands(total)
             ),
-            None => "Loading recipients... (esc cancels)".to_string(),
+            None => format!("Loading recipients... (esc cancels) {}", spinner(app)),
         };
         state_message(frame, table_area, &text, theme.muted);
         return;
@@ -151,15 +185,28 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let mut spans = vec![
         Span::styled("Action: ", theme.header),
         Span::styled(format!("[{}]", action_label(r.action)), action_style),
-        Span::raw("   "),
+        Span::raw("  "),
         Span::styled("Depth: ", theme.header),
         Span::styled(format!("{}", r.depth), theme.selection),
-        Span::styled(" (+/-)", theme.muted),
-        Span::raw("   "),
         Span::styled(
+            if r.depth >= crate::tui::app::MAX_DEPTH {
+                " (max)"
+            } else {
+                ""
+            },
+            theme.muted,
+        ),
+        Span::raw("  "),
+        Span::styled(
+            // Recipients (rows), not copies: the depth line below counts copies.
             format!(
-                "Included: {included} of {}, {not_tickable} not tickable",
-                rows.len() - not_tickable
+                "Included: {included} of {}, {} not tickable",
+                count(
+                    (rows.len() - not_tickable) as u64,
+                    "recipient",
+                    "recipients"
+                ),
+                thousands(not_tickable as u64)
             ),
             theme.text,
         ),
@@ -183,18 +230,22 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                 if !spans.is_empty() {
                     spans.push(Span::raw("   "));
                 }
+                // Each deeper level counts what it adds: more copies, and the mailboxes not
+                // reached at a shallower depth.
                 let text = if d.depth == 0 {
                     format!(
-                        "depth 0: {} copies in {} mailboxes",
-                        thousands(d.copies),
-                        thousands(d.mailboxes)
+                        "depth 0: {} in {}",
+                        count(d.copies, "copy", "copies"),
+                        count(d.mailboxes, "mailbox", "mailboxes")
                     )
                 } else {
                     format!(
-                        "+{}: {} copies in {} mailboxes",
+                        "+{}: {} more {}, {} more {}",
                         d.depth,
                         thousands(d.copies),
-                        thousands(d.mailboxes)
+                        noun(d.copies, "copy", "copies"),
+                        thousands(d.mailboxes),
+                        noun(d.mailboxes, "mailbox", "mailboxes")
                     )
                 };
                 spans.push(Span::styled(text, theme.text));
@@ -274,17 +325,36 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     ])
     .style(theme.header);
     let wide = table_area.width >= 120;
+    // Tenant, state and folder as wide as their widest value (over every row, so they do not
+    // jump while scrolling); below 120 columns the state is cut at 14 so the address fits.
+    let tenant_width = column_width("Tenant", rows.iter().map(|r| r.tenant.as_str()), 6)
+        .min(if wide { 16 } else { 8 });
+    let states: Vec<String> = rows.iter().map(|r| r.state.label()).collect();
+    let state_width =
+        column_width("State", states.iter().map(String::as_str), 7).min(if wide { 30 } else { 14 });
+    let folders: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.folder.as_ref().map(|f| f.label()))
+        .collect();
+    let folder_width = column_width("Folder", folders.iter().copied(), 6).min(16);
+    // The last outcome as wide as the widest (`failed: not_authorized`), so the address takes
+    // the rest.
+    let outcomes: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r.last_outcome.as_ref().map(|o| o.label()))
+        .collect();
+    let outcome_width =
+        column_width("Last outcome", outcomes.iter().map(String::as_str), 12).min(30);
     let table = Table::new(
         table_rows,
         [
             Constraint::Length(3),
-            Constraint::Length(if wide { 12 } else { 8 }),
-            Constraint::Fill(3),
-            // Wide screens show the whole state (`unresolved: provider_error`).
-            Constraint::Length(if wide { 26 } else { 14 }),
-            Constraint::Length(11),
+            Constraint::Length(tenant_width),
+            Constraint::Fill(1),
+            Constraint::Length(state_width),
+            Constraint::Length(folder_width),
             Constraint::Length(4),
-            Constraint::Fill(2),
+            Constraint::Length(outcome_width),
         ],
     )
     .header(header)
@@ -292,4 +362,5 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     .row_highlight_style(theme.selection);
     let mut state = TableState::default().with_selected(Some(r.selected.saturating_sub(offset)));
     frame.render_stateful_widget(table, table_area, &mut state);
+    scroll_indicator(frame, area, (offset, end), r.visible.len(), theme);
 }

@@ -3,28 +3,38 @@
 use crate::engine::view::{RetractionState, SearchRow};
 use crate::model::Disposition;
 use crate::tui::action::Action;
-use crate::tui::app::{App, Loadable, ResultRow};
+use crate::tui::app::{App, Loadable, Pane, ResultRow};
 use crate::tui::theme::Theme;
-use crate::tui::ui::{pane_block, state_message, thousands, visible_window};
+use crate::tui::ui::{
+    column_width, count, pane_block, scroll_indicator, spinner, state_message, thousands,
+    visible_window,
+};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
+/// What the keys can do here now, most useful first (the last ones give way on a narrow
+/// terminal): open and move only with results on screen.
 pub fn hints(app: &App) -> Vec<Action> {
     if app.search.editing {
-        vec![Action::Submit, Action::Cancel, Action::NextPane]
-    } else {
-        vec![
-            Action::Filter,
-            Action::MoveDown,
-            Action::Submit,
-            Action::ToggleGrouping,
-            Action::CommandLine,
-            Action::Quit,
-        ]
+        return vec![Action::Submit, Action::Cancel, Action::NextPane];
     }
+    let rows = app.search.results.ready().map_or(0, |r| r.view.len());
+    let mut hints = Vec::new();
+    if rows > 0 {
+        hints.push(Action::Submit);
+    }
+    hints.push(Action::Filter);
+    if rows > 1 {
+        hints.push(Action::MoveDown);
+    }
+    if rows > 0 {
+        hints.push(Action::ToggleGrouping);
+    }
+    hints.extend([Action::CommandLine, Action::Quit]);
+    hints
 }
 
 pub fn disposition_style(disposition: Option<Disposition>, theme: &Theme) -> Style {
@@ -47,6 +57,32 @@ fn retraction_style(state: RetractionState, theme: &Theme) -> Style {
 }
 
 const QUERY_LEAD: &str = "Query: ";
+
+/// The query language for the help overlay: each field (every one in
+/// `trace::query::FIELDS`) and the operators, with an example.
+pub const QUERY_HELP: &[(&str, &str)] = &[
+    ("from:evil.example", "sender address, domain or word"),
+    ("to:bob@corp.example", "a recipient"),
+    ("subject:invoice", "words in the subject"),
+    ("msgid:<id@host>", "one Message-ID"),
+    ("domain:evil.example", "sender or link domain"),
+    ("url:bit.ly/x", "a link in the body"),
+    ("sha256:<64 hex>", "an attachment hash"),
+    (
+        "disposition:malicious",
+        "also suspicious spoof spam bulk none any",
+    ),
+    ("tenant:contoso", "one configured tenant"),
+    ("since:24h", "30m 24h 7d 2w or 2026-11-20[T08:00]"),
+    ("until:2026-11-20", "the same forms as since"),
+    ("retracted:no", "yes or no"),
+    (
+        "invoice \"wire transfer\"",
+        "words / phrases anywhere (and)",
+    ),
+    ("-from:corp.example", "not"),
+    ("a OR (b c)", "either; parentheses group"),
+];
 
 /// The query line: a label, then the input (cursor on it while typing); the column of a parse
 /// error (1-based, `len + 1` = end) is underlined. Returns the input's horizontal scroll.
@@ -119,20 +155,37 @@ fn message_cells<'a>(row: &'a SearchRow, wide: bool, theme: &Theme) -> Vec<Cell<
 pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let title = match &app.search.results {
         Loadable::Ready(r) => {
-            let unit = if app.search.grouped {
-                format!("{} rows grouped", thousands(r.view.len() as u64))
+            // Say what is counted: rows shown, messages loaded, messages matching.
+            let messages = if r.total > r.rows.len() as u64 {
+                format!(
+                    "first {} of {} matching messages",
+                    thousands(r.rows.len() as u64),
+                    thousands(r.total)
+                )
             } else {
-                format!("{} messages", thousands(r.rows.len() as u64))
+                count(r.rows.len() as u64, "message", "messages")
             };
-            if r.total > r.rows.len() as u64 {
-                format!(" Search ({unit}, {} matches) ", thousands(r.total))
+            if app.search.grouped {
+                format!(
+                    " Search ({} grouped from {messages}) ",
+                    count(r.view.len() as u64, "row", "rows")
+                )
             } else {
-                format!(" Search ({unit}) ")
+                format!(" Search ({messages}) ")
             }
         }
+        // The count of the results on their way out stays, with the spinner beside it.
+        Loadable::Loading => match app.search.previous_count {
+            Some(n) => format!(
+                " Search ({}; searching {}) ",
+                count(n as u64, "row", "rows"),
+                spinner(app)
+            ),
+            None => format!(" Search (searching {}) ", spinner(app)),
+        },
         _ => " Search ".to_string(),
     };
-    let block = pane_block(title, true, theme);
+    let block = pane_block(title, app.focus == Pane::Search, theme);
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let error_height = u16::from(app.search.error.is_some());
@@ -159,7 +212,12 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             "Type a query with / (e.g. from:evil.example since:24h)",
             theme.muted,
         ),
-        Loadable::Loading => state_message(frame, table_area, "Searching...", theme.muted),
+        Loadable::Loading => state_message(
+            frame,
+            table_area,
+            &format!("Searching... {}", spinner(app)),
+            theme.muted,
+        ),
         Loadable::Failed(message) => {
             if app.search.error.is_none() {
                 state_message(
@@ -183,6 +241,25 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             let height = table_area.height.saturating_sub(1) as usize;
             let (offset, end) = visible_window(app.search.selected, height, results.view.len());
             let wide = table_area.width >= WIDE;
+            // The Tenant column is as wide as its widest name (over every row, so it does not
+            // jump while scrolling), between 6 and 16 columns.
+            let tenant_width = column_width(
+                "Tenant",
+                results.rows.iter().map(|r| r.message.tenant.as_str()),
+                6,
+            )
+            .min(16)
+            .max(
+                if results
+                    .view
+                    .iter()
+                    .any(|v| matches!(v, ResultRow::Campaign { tenants, .. } if *tenants > 1))
+                {
+                    9
+                } else {
+                    6
+                },
+            );
             let rows = results.view[offset..end]
                 .iter()
                 .filter_map(|item| match *item {
@@ -200,7 +277,11 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                         if tenants > 1 {
                             cells[1] = Cell::from(format!("{tenants} tenants"));
                         }
-                        cells[3] = Cell::from(format!("[{messages} msgs] {}", r.subject));
+                        cells[3] = Cell::from(format!(
+                            "[{}] {}",
+                            count(messages as u64, "msg", "msgs"),
+                            r.subject
+                        ));
                         cells[4] = Cell::from(format!("{:>6}", thousands(copies)));
                         Row::new(cells)
                     }),
@@ -219,7 +300,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                 rows,
                 [
                     Constraint::Length(if wide { 16 } else { 11 }),
-                    Constraint::Length(if wide { 10 } else { 9 }),
+                    Constraint::Length(tenant_width),
                     Constraint::Fill(2),
                     Constraint::Fill(3),
                     Constraint::Length(6),
@@ -236,6 +317,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             });
             let mut state = TableState::default().with_selected(Some(app.search.selected - offset));
             frame.render_stateful_widget(table, table_area, &mut state);
+            scroll_indicator(frame, area, (offset, end), results.view.len(), theme);
         }
     }
 }

@@ -5,7 +5,9 @@ use crate::tui::app::{App, Loadable, TenantsLoading};
 use crate::tui::keymap::Mode;
 use crate::tui::panes::recipients::grant_style;
 use crate::tui::theme::Theme;
-use crate::tui::ui::{loadable, pane_block, state_message, visible_window};
+use crate::tui::ui::{
+    column_width, loadable, pane_block, scroll_indicator, state_message, visible_window,
+};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::Line;
@@ -15,7 +17,12 @@ pub fn hints(app: &App) -> Vec<Action> {
     if app.tenants.loading.is_some() && app.tenants.tenants == Loadable::Loading {
         return vec![Action::Cancel];
     }
-    vec![Action::MoveDown, Action::Refresh]
+    let mut hints = Vec::new();
+    if app.tenants.tenants.ready().is_some_and(|t| t.len() > 1) {
+        hints.push(Action::MoveDown);
+    }
+    hints.push(Action::Refresh);
+    hints
 }
 
 /// The line shown while tenants are checked: how far, how long, how to stop.
@@ -117,11 +124,14 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let (offset, end) = visible_window(app.tenants.selected, height, lines.len());
     let len = lines.len();
     let rows: Vec<Row> = lines.into_iter().skip(offset).take(end - offset).collect();
+    // Names and kinds as wide as the widest (kinds go up to `google_workspace`).
+    let name_width = column_width("Tenant", tenants.iter().map(|t| t.name.as_str()), 8).min(30);
+    let kind_width = column_width("Kind", tenants.iter().map(|t| t.kind.as_str()), 4);
     let table = Table::new(
         rows,
         [
-            Constraint::Length(14),
-            Constraint::Length(17),
+            Constraint::Length(name_width),
+            Constraint::Length(kind_width),
             Constraint::Fill(1),
             Constraint::Fill(1),
         ],
@@ -132,4 +142,5 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let mut state = TableState::default()
         .with_selected((len > 0).then(|| app.tenants.selected.saturating_sub(offset)));
     frame.render_stateful_widget(table, inner, &mut state);
+    scroll_indicator(frame, area, (offset, end), len, theme);
 }

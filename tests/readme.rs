@@ -826,3 +826,38 @@ fn volatile_parts_are_normalized_and_dates_moved_to_the_readme_clock() {
     assert!(!matches_shown("a … c", "a b d"));
     assert!(matches_shown("x", "x"));
 }
+
+/// The README's key table is the default keymap (`src/tui/keymap.default.toml`), row for row:
+/// a key added, renamed or moved in the program must show in the README (the `X` and `tab`
+/// bindings once came without it).
+#[test]
+fn the_readme_key_table_is_the_default_keymap() {
+    use clawback::tui::keymap::{Keymap, Mode};
+    let keymap = Keymap::defaults().unwrap();
+    let mut expected = Vec::new();
+    for mode in Mode::ALL {
+        for b in keymap.bindings(mode) {
+            let keys: Vec<String> = b.keys.iter().map(|k| format!("`{k}`")).collect();
+            expected.push(format!(
+                "| {} | {} | `{}` | {} |",
+                mode.as_str(),
+                keys.join(" "),
+                b.action.name().unwrap(),
+                b.action.describe()
+            ));
+        }
+    }
+    let readme = readme();
+    let shown: Vec<String> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| Mode | Keys | Action (config name) | Does |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        shown == expected,
+        "the README's key table differs from the default keymap; it should read:\n{}",
+        expected.join("\n")
+    );
+}

@@ -861,3 +861,30 @@ fn the_readme_key_table_is_the_default_keymap() {
         expected.join("\n")
     );
 }
+
+/// The README's Jobs capture is the snapshot test's screen, line for line (it says it is "from
+/// the snapshot tests"), so a layout change that moves the snapshot moves the README too.
+#[test]
+fn the_readme_jobs_capture_is_the_snapshot() {
+    let snapshot = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/snapshots/tui_snapshots__jobs_running_progress@80x24.snap"
+    ))
+    .unwrap();
+    // insta's header (`---` … `---`), then the screen.
+    let screen = snapshot.splitn(3, "---\n").nth(2).unwrap().trim_end();
+    let readme = readme();
+    let after = readme
+        .split("The Jobs pane at 80x24 while a job runs (from the snapshot tests")
+        .nth(1)
+        .expect("the README introduces its Jobs capture");
+    let block = after
+        .split("```text\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("a text block follows");
+    assert_eq!(
+        block, screen,
+        "the README's Jobs capture differs from the snapshot"
+    );
+}

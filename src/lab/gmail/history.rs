@@ -150,15 +150,16 @@ fn record(change: &Change, mailbox: &str, types: &[String], label: Option<&str>)
     let mut any = false;
     let labelled = |p: &Placement| label.is_none_or(|l| labels_at(p).iter().any(|x| x == l));
     match &change.before {
-        None if after.folder != Folder::Purged => {
+        None if after.folder == Folder::Purged => {}
+        None => {
             if wanted("messageAdded") && labelled(after) {
                 rec["messagesAdded"] = json!([{ "message": message(after, true) }]);
                 any = true;
             }
         }
-        None => {}
         Some(before) if after.folder == Folder::Purged => {
-            if before.folder != Folder::Purged && wanted("messageDeleted") && labelled(before) {
+            let deleted = before.folder != Folder::Purged;
+            if deleted && wanted("messageDeleted") && labelled(before) {
                 rec["messagesDeleted"] = json!([{ "message": message(after, false) }]);
                 any = true;
             }

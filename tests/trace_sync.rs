@@ -1010,3 +1010,34 @@ async fn two_processes_syncing_through_cursors_at_once_stay_consistent() {
     assert_eq!((third.inserted, third.merged), (0, 0), "{third:?}");
     assert_eq!(third.mailboxes_from_changes, third.mailboxes_synced);
 }
+
+/// Issue 16, Build 3: the message trace names recipients by address and the trace keys them by
+/// sign-in name; the `/users` map that translates is listed once per client and kept, so a
+/// watch cycle that finds new deliveries does not list every user again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn log_syncs_keep_the_directory_map_across_syncs() {
+    let w = World::with_logs().await;
+    let clients = w.clients();
+    let mut store = w.store();
+    let options = SyncOptions::from_config(Some(&w.config));
+    let users = |s: &BTreeMap<String, u64>| s.get("GET /v1.0/users").copied().unwrap_or(0);
+    sync(&mut store, &clients, &options, |_| {}).await.unwrap();
+    let before = w.stats().await;
+    assert!(
+        users(&before) >= 1,
+        "the first log sync lists the directory"
+    );
+    for n in 0..2 {
+        let mailbox = a_granted_mailbox(&w, CONTOSO);
+        deliver_now(&w, CONTOSO, &mailbox, &format!("<cached-{n}@evil.example>")).await;
+        let r = sync(&mut store, &clients, &options, |_| {}).await.unwrap();
+        assert_eq!(r.inserted, 1, "{}", r.summary());
+        assert!(r.log_tenants.contains(&CONTOSO.to_string()));
+    }
+    assert_eq!(
+        users(&w.stats().await),
+        users(&before),
+        "/users listed again"
+    );
+    assert_eq!(indexed_copies(&store), delivered_copies(&w.server));
+}

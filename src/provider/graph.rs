@@ -78,6 +78,19 @@ pub struct GraphClient {
     domains: tokio::sync::OnceCell<Vec<String>>,
     /// Per mailbox: folder id → folder.
     folders: Mutex<HashMap<String, HashMap<String, Folder>>>,
+    /// The tenant's mail address → sign-in name map for the message trace, kept across log
+    /// reads (a watch cycle would otherwise list every user each time it finds deliveries).
+    sign_in: Mutex<SignInCache>,
+}
+
+/// What [`GraphClient::delivery_log`] knows of the directory's addresses.
+#[derive(Debug, Default)]
+struct SignInCache {
+    /// Mail address → sign-in name of every user (`None`: never listed).
+    users: Option<HashMap<String, String>>,
+    /// Recipients found in no listing since the last one (groups, contacts): they do not make
+    /// the next read list `/users` again.
+    unknown: std::collections::HashSet<String>,
 }
 
 impl GraphClient {
@@ -131,6 +144,7 @@ impl GraphClient {
             },
             domains: tokio::sync::OnceCell::new(),
             folders: Mutex::new(HashMap::new()),
+            sign_in: Mutex::new(SignInCache::default()),
         })
     }
 
@@ -938,16 +952,33 @@ impl GraphClient {
         }
         // The log names recipients by SMTP address; a mailbox is read by its sign-in name
         // (`/users/{mail}` is not found where the two differ), which the trace keys it by.
+        // The directory is listed once and again only when the log names an address it has
+        // not seen (a new user).
         if !out.is_empty() {
-            let sign_in: HashMap<String, String> = self
-                .list_users()
-                .await?
-                .into_iter()
-                .filter(|(mail, upn)| mail != upn)
-                .collect();
-            for d in &mut out {
-                if let Some(upn) = sign_in.get(&d.recipient) {
-                    d.recipient = upn.clone();
+            let stale = {
+                let cache = self.sign_in.lock().unwrap_or_else(|p| p.into_inner());
+                cache.users.as_ref().is_none_or(|users| {
+                    out.iter().any(|d| {
+                        !users.contains_key(&d.recipient) && !cache.unknown.contains(&d.recipient)
+                    })
+                })
+            };
+            if stale {
+                let users: HashMap<String, String> = self.list_users().await?.into_iter().collect();
+                let mut cache = self.sign_in.lock().unwrap_or_else(|p| p.into_inner());
+                cache.unknown = out
+                    .iter()
+                    .filter(|d| !users.contains_key(&d.recipient))
+                    .map(|d| d.recipient.clone())
+                    .collect();
+                cache.users = Some(users);
+            }
+            let cache = self.sign_in.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(users) = &cache.users {
+                for d in &mut out {
+                    if let Some(upn) = users.get(&d.recipient) {
+                        d.recipient = upn.clone();
+                    }
                 }
             }
         }

@@ -343,6 +343,17 @@ pub async fn sync(
             .map_or(options.since, |c| (c - LOG_OVERLAP).max(options.since));
         match clients[i].delivery_log(start, until).await {
             Ok(deliveries) => logged.push((i, deliveries)),
+            // Throttled (the trace allows 100 requests per 5 minutes) or failing: listing
+            // every mailbox instead would cost one request per mailbox (100,000 in a big
+            // tenant) for a log that answers again shortly. The tenant fails this sync; its
+            // cursor stays, so the next sync reads what this one missed.
+            Err(failure) if failure.reason == FailureReason::Throttled => {
+                report.failed.push(MailboxFailure {
+                    tenant: tenant.to_string(),
+                    mailbox: None,
+                    failure,
+                });
+            }
             Err(failure) => {
                 report.log_fallbacks.push(MailboxFailure {
                     tenant: tenant.to_string(),

@@ -487,38 +487,15 @@ async fn second_sync_adds_nothing_and_new_mail_is_picked_up_from_the_cursor() {
     );
 
     // New mail in both tenants arrives after the cursors: only it is indexed.
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let (contoso_box, fabrikam_box) = {
-        let state = w.server.lab.state();
-        let pick = |name: &str| {
-            let t = &state.tenants[state.tenant_index(name).unwrap()];
-            t.mailboxes
-                .keys()
-                .find(|a| t.mailbox_granted(a))
-                .unwrap()
-                .clone()
-        };
-        (pick(CONTOSO), pick(FABRIKAM))
-    };
+    let (contoso_box, fabrikam_box) = (
+        a_granted_mailbox(&w, CONTOSO),
+        a_granted_mailbox(&w, FABRIKAM),
+    );
     for (tenant, mailbox, mid) in [
         (CONTOSO, &contoso_box, "<late-1@evil.example>"),
         (FABRIKAM, &fabrikam_box, "<late-2@evil.example>"),
     ] {
-        let r = reqwest::Client::new()
-            .post(format!("{}/_lab/deliver", w.server.base_url()))
-            .json(&json!({"tenant": tenant, "message": {
-                "message_id": mid,
-                "from": "late@evil.example",
-                "to": [mailbox],
-                "subject": "Late arrival",
-                "date": now,
-                "body": "Click https://late.evil.example/x now",
-                "copy": [{"mailbox": mailbox}]
-            }}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 201);
+        deliver_now(&w, tenant, mailbox, mid).await;
     }
     let third = w.sync(&[]).await;
     assert_eq!(third.inserted, 2, "{third:?}");

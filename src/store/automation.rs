@@ -114,13 +114,7 @@ impl Store {
             stmt.query_map(params![since, with_disposition as i64], |r| r.get(0))?
                 .collect::<Result<_, _>>()?
         };
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(r) = self.trace_by_id(id)? {
-                out.push(r);
-            }
-        }
-        Ok(out)
+        self.records_by_ids(ids)
     }
 
     /// The delivered, not-yet-retracted records received since `since` that may carry one of
@@ -188,6 +182,11 @@ impl Store {
             stmt.query_map(params![since], |r| r.get(0))?
                 .collect::<Result<_, _>>()?
         };
+        self.records_by_ids(ids)
+    }
+
+    /// The records of these trace row ids, in order (a row deleted meanwhile is left out).
+    fn records_by_ids(&self, ids: Vec<i64>) -> Result<Vec<TraceRecord>, StoreError> {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(r) = self.trace_by_id(id)? {

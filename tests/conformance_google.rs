@@ -249,6 +249,12 @@ async fn emitted_json_fields_are_schema_properties() {
         .as_str()
         .expect("thread")
         .to_string();
+    // A history cursor from before the changes below, so history.list reports them.
+    let (_, profile) = fetch(reqwest::Method::GET, format!("{u}/profile"), None).await;
+    let start = profile["historyId"]
+        .as_str()
+        .expect("historyId")
+        .to_string();
     // (method, template, concrete path, body)
     let cases: Vec<(&str, &str, String, Option<Value>)> = vec![
         (
@@ -303,6 +309,18 @@ async fn emitted_json_fields_are_schema_properties() {
             "POST",
             "/gmail/v1/users/{userId}/messages/{id}/untrash",
             format!("{u}/messages/{id}/untrash"),
+            None,
+        ),
+        (
+            "GET",
+            "/gmail/v1/users/{userId}/profile",
+            format!("{u}/profile"),
+            None,
+        ),
+        (
+            "GET",
+            "/gmail/v1/users/{userId}/history",
+            format!("{u}/history?startHistoryId={start}"),
             None,
         ),
         (
@@ -380,6 +398,8 @@ async fn emitted_json_fields_are_schema_properties() {
         // A malformed id: 400 invalidArgument "Invalid id value" (PROVIDER-APIS.md §F.3).
         ("GET", format!("{u}/messages/AAMkAGI2THVSAAA%3D")),
         ("GET", format!("{u}/messages?q=subject%3A%22open")),
+        // An out-of-date startHistoryId: 404 (the client then lists the mailbox again).
+        ("GET", format!("{u}/history?startHistoryId=1")),
         (
             "GET",
             "/gmail/v1/users/bob@fabrikam.test/messages".to_string(),

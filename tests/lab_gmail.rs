@@ -1091,3 +1091,110 @@ async fn malformed_ids_are_invalid_arguments_and_unknown_ones_not_found() {
     }
     server.stop().await;
 }
+
+/// Gmail `users.getProfile` + `users.history.list`, fed by the lab's own changes: nothing after
+/// the profile's historyId at first; a delivery is `messagesAdded` (with its labels), a move to
+/// spam `labelsAdded`/`labelsRemoved`, a permanent delete `messagesDeleted`; `historyTypes`
+/// filters, `maxResults` pages with `nextPageToken`; an out-of-date `startHistoryId` is 404 and
+/// a missing one 400.
+#[tokio::test]
+async fn history_lists_the_mailboxs_changes_after_a_history_id() {
+    let server = start(LabOptions::default()).await;
+    let alice = "alice@fabrikam.test";
+    let t = token(&server, FULL, Some(alice)).await;
+    let get = |path: String| {
+        let (server, t) = (&server, &t);
+        async move { call(server, reqwest::Method::GET, &path, t, None).await }
+    };
+    let u = format!("/gmail/v1/users/{alice}");
+    let (s, profile) = get(format!("{u}/profile")).await;
+    assert_eq!(s, 200, "{profile}");
+    assert_eq!(profile["emailAddress"], alice);
+    let start = profile["historyId"].as_str().unwrap().to_string();
+    let (s, body) = get(format!("{u}/history?startHistoryId={start}")).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(body.get("history").is_none(), "{body}");
+    assert_eq!(body["historyId"], start.as_str());
+
+    let r = reqwest::Client::new()
+        .post(format!("{}/_lab/deliver", server.base_url()))
+        .json(&json!({"tenant": "fabrikam", "message": {
+            "message_id": "<hist-1@evil.example>", "from": "x@evil.example", "to": [alice],
+            "subject": "New", "date": chrono::Utc::now().to_rfc3339(), "body": "b",
+            "copy": [{"mailbox": alice}]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (_, body) = get(format!("{u}/history?startHistoryId={start}")).await;
+    let history = body["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "{body}");
+    let added = &history[0]["messagesAdded"][0]["message"];
+    let id = added["id"].as_str().unwrap().to_string();
+    assert_eq!(added["labelIds"], json!(["INBOX", "UNREAD"]));
+    assert_eq!(
+        folder_of(&server, alice, &id),
+        Folder::Inbox,
+        "the added id is the lab's copy"
+    );
+
+    let (s, _) = call(
+        &server,
+        reqwest::Method::POST,
+        &format!("{u}/messages/{id}/modify"),
+        &t,
+        Some(json!({"addLabelIds": ["SPAM"], "removeLabelIds": ["INBOX"]})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = call(
+        &server,
+        reqwest::Method::DELETE,
+        &format!("{u}/messages/{id}"),
+        &t,
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+    let (_, body) = get(format!("{u}/history?startHistoryId={start}")).await;
+    let history = body["history"].as_array().unwrap();
+    assert_eq!(history.len(), 3, "{body}");
+    assert_eq!(history[1]["labelsAdded"][0]["labelIds"], json!(["SPAM"]));
+    assert_eq!(history[1]["labelsRemoved"][0]["labelIds"], json!(["INBOX"]));
+    assert_eq!(
+        history[2]["messagesDeleted"][0]["message"]["id"],
+        id.as_str()
+    );
+    let ids: Vec<u64> = history
+        .iter()
+        .map(|h| h["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    // Only deliveries.
+    let (_, body) = get(format!(
+        "{u}/history?startHistoryId={start}&historyTypes=messageAdded"
+    ))
+    .await;
+    assert_eq!(body["history"].as_array().unwrap().len(), 1, "{body}");
+    // One record a page.
+    let (_, page1) = get(format!("{u}/history?startHistoryId={start}&maxResults=1")).await;
+    let token1 = page1["nextPageToken"].as_str().unwrap().to_string();
+    let (_, page2) = get(format!(
+        "{u}/history?startHistoryId={start}&maxResults=2&pageToken={token1}"
+    ))
+    .await;
+    assert_eq!(page1["history"].as_array().unwrap().len(), 1);
+    assert_eq!(page2["history"].as_array().unwrap().len(), 2, "{page2}");
+    assert!(page2.get("nextPageToken").is_none(), "{page2}");
+
+    // Out of date, and missing.
+    {
+        let mut state = server.lab.state();
+        let ti = state.tenant_index("fabrikam").unwrap();
+        assert!(state.expire_history(ti, alice));
+    }
+    let (s, body) = get(format!("{u}/history?startHistoryId={start}")).await;
+    assert_eq!((s, reason(&body)), (404, "notFound"), "{body}");
+    let (s, _) = get(format!("{u}/history")).await;
+    assert_eq!(s, 400);
+}

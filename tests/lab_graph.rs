@@ -13,6 +13,7 @@ use clawback::model::Folder;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use sha2::Digest;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 async fn start(options: LabOptions) -> LabServer {
@@ -1325,4 +1326,165 @@ async fn unknown_segments_are_400_bad_request_naming_the_segment() {
     }
     assert_eq!(by_id("ok")["status"], 200);
     server.stop().await;
+}
+
+/// One page of `messages/delta` with `Prefer: odata.maxpagesize` and immutable ids.
+async fn delta_page(g: &Graph, url: &str, page: usize) -> (u16, Value) {
+    let url = if url.starts_with("http") {
+        url.to_string()
+    } else {
+        format!("{}{url}", g.base)
+    };
+    let resp = g
+        .http
+        .get(url)
+        .bearer_auth(&g.token)
+        .header("Prefer", format!("odata.maxpagesize={page}"))
+        .header("Prefer", "IdType=\"ImmutableId\"")
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// A whole delta round: (messages by Internet Message-ID, removed ids, pages, deltaLink).
+async fn delta_round(
+    g: &Graph,
+    start: &str,
+) -> (BTreeSet<String>, BTreeSet<String>, usize, String) {
+    let (mut present, mut removed, mut pages) = (BTreeSet::new(), BTreeSet::new(), 0);
+    let mut next = start.to_string();
+    loop {
+        let (s, body) = delta_page(g, &next, 5).await;
+        assert_eq!(s, 200, "{body}");
+        pages += 1;
+        assert!(body["value"].as_array().unwrap().len() <= 5, "{body}");
+        for m in body["value"].as_array().unwrap() {
+            if m.get("@removed").is_some() {
+                assert_eq!(m["@removed"]["reason"], "deleted", "{m}");
+                removed.insert(m["id"].as_str().unwrap().to_string());
+            } else {
+                present.insert(m["internetMessageId"].as_str().unwrap().to_string());
+            }
+        }
+        match (
+            body["@odata.nextLink"].as_str(),
+            body["@odata.deltaLink"].as_str(),
+        ) {
+            (Some(n), None) => next = n.to_string(),
+            (None, Some(d)) => return (present, removed, pages, d.to_string()),
+            _ => panic!("a delta page has exactly one of nextLink and deltaLink: {body}"),
+        }
+    }
+}
+
+/// Graph `messages/delta` per folder, fed by the lab's own changes: a first round pages through
+/// the folder (maxpagesize) to a deltaLink; with nothing new the link answers an empty page; a
+/// delivery shows up, a move out is `@removed` there and present in the destination folder; an
+/// expired token is `410 SyncStateNotFound`; unsupported options are 400.
+#[tokio::test]
+async fn messages_delta_follows_deliveries_and_moves_per_folder() {
+    let server = start(LabOptions::default()).await;
+    let g = Graph::new(&server).await;
+    let bob = "bob@contoso.com";
+    let inbox_of_bob = |server: &LabServer| -> BTreeSet<String> {
+        let state = server.lab.state();
+        let t = state.tenant_index("contoso").unwrap();
+        state.tenants[t].mailboxes[bob]
+            .copies
+            .values()
+            .filter(|c| c.folder == Folder::Inbox)
+            .map(|c| c.content.internet_message_id.clone())
+            .collect()
+    };
+    let path =
+        format!("/users/{bob}/mailFolders/inbox/messages/delta?$select=internetMessageId,subject");
+    let (first, removed, pages, inbox_link) = delta_round(&g, &path).await;
+    assert_eq!(first, inbox_of_bob(&server));
+    assert!(
+        first.len() > 5 && pages > 1,
+        "{} messages in {pages} pages",
+        first.len()
+    );
+    assert!(removed.is_empty());
+    let (_, _, _, junk_link) = delta_round(
+        &g,
+        &format!("/users/{bob}/mailFolders/junkemail/messages/delta"),
+    )
+    .await;
+
+    // Nothing changed: one empty page.
+    let (again, removed, pages, inbox_link) = delta_round(&g, &inbox_link).await;
+    assert!(again.is_empty() && removed.is_empty() && pages == 1);
+
+    // A delivery.
+    let now = chrono::Utc::now().to_rfc3339();
+    let r = reqwest::Client::new()
+        .post(format!("{}/_lab/deliver", server.base_url()))
+        .json(&json!({"tenant": "contoso", "message": {
+            "message_id": "<delta-1@evil.example>", "from": "x@evil.example", "to": [bob],
+            "subject": "New", "date": now, "body": "b", "copy": [{"mailbox": bob}]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (new, removed, _, inbox_link) = delta_round(&g, &inbox_link).await;
+    assert_eq!(new, BTreeSet::from(["<delta-1@evil.example>".to_string()]));
+    assert!(removed.is_empty());
+
+    // A move to junk: removed from the inbox round, present in the junk round.
+    let found = g.find(bob, PHISH_ID).await;
+    let id = found[0]["id"].as_str().unwrap().to_string();
+    let (s, moved) = g
+        .send(
+            reqwest::Method::POST,
+            &format!("/users/{bob}/messages/{id}/move"),
+            Some(json!({"destinationId": "junkemail"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{moved}");
+    let (new, removed, _, inbox_link) = delta_round(&g, &inbox_link).await;
+    assert!(new.is_empty(), "{new:?}");
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    let immutable = {
+        let state = server.lab.state();
+        let t = state.tenant_index("contoso").unwrap();
+        state.tenants[t].mailboxes[bob]
+            .copies
+            .values()
+            .find(|c| c.content.internet_message_id == PHISH_ID)
+            .unwrap()
+            .immutable_id
+            .clone()
+    };
+    assert_eq!(removed, BTreeSet::from([immutable]));
+    let (junk, _, _, _) = delta_round(&g, &junk_link).await;
+    assert_eq!(junk, BTreeSet::from([PHISH_ID.to_string()]));
+
+    // The journal no longer reaches back: 410, and a first round starts over.
+    {
+        let mut state = server.lab.state();
+        let t = state.tenant_index("contoso").unwrap();
+        assert!(state.expire_history(t, bob));
+    }
+    let (s, body) = delta_page(&g, &inbox_link, 5).await;
+    assert_eq!((s, error_code(&body)), (410, "SyncStateNotFound"), "{body}");
+    let (restart, _, _, _) = delta_round(&g, &path).await;
+    assert_eq!(restart, inbox_of_bob(&server));
+
+    // What the delta function does not take.
+    for bad in [
+        "?$expand=attachments",
+        "?$filter=subject eq 'x'",
+        "?$deltatoken=garbage",
+    ] {
+        let (s, body) = delta_page(
+            &g,
+            &format!("/users/{bob}/mailFolders/inbox/messages/delta{bad}"),
+            5,
+        )
+        .await;
+        assert_eq!(s, 400, "{bad}: {body}");
+    }
 }

@@ -487,38 +487,15 @@ async fn second_sync_adds_nothing_and_new_mail_is_picked_up_from_the_cursor() {
     );
 
     // New mail in both tenants arrives after the cursors: only it is indexed.
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let (contoso_box, fabrikam_box) = {
-        let state = w.server.lab.state();
-        let pick = |name: &str| {
-            let t = &state.tenants[state.tenant_index(name).unwrap()];
-            t.mailboxes
-                .keys()
-                .find(|a| t.mailbox_granted(a))
-                .unwrap()
-                .clone()
-        };
-        (pick(CONTOSO), pick(FABRIKAM))
-    };
+    let (contoso_box, fabrikam_box) = (
+        a_granted_mailbox(&w, CONTOSO),
+        a_granted_mailbox(&w, FABRIKAM),
+    );
     for (tenant, mailbox, mid) in [
         (CONTOSO, &contoso_box, "<late-1@evil.example>"),
         (FABRIKAM, &fabrikam_box, "<late-2@evil.example>"),
     ] {
-        let r = reqwest::Client::new()
-            .post(format!("{}/_lab/deliver", w.server.base_url()))
-            .json(&json!({"tenant": tenant, "message": {
-                "message_id": mid,
-                "from": "late@evil.example",
-                "to": [mailbox],
-                "subject": "Late arrival",
-                "date": now,
-                "body": "Click https://late.evil.example/x now",
-                "copy": [{"mailbox": mailbox}]
-            }}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 201);
+        deliver_now(&w, tenant, mailbox, mid).await;
     }
     let third = w.sync(&[]).await;
     assert_eq!(third.inserted, 2, "{third:?}");
@@ -815,4 +792,229 @@ async fn sync_from_the_tenant_wide_logs_costs_requests_per_message_not_per_mailb
     let store = fallback.store();
     assert_eq!(indexed_copies(&store), fallback.visible_copies(None));
     eprintln!("MEASURED per-mailbox sync (fallback): {cost} sub-requests");
+}
+
+/// Delivers one message now to `mailbox` of `tenant` (`/_lab/deliver`).
+async fn deliver_now(w: &World, tenant: &str, mailbox: &str, message_id: &str) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/_lab/deliver", w.server.base_url()))
+        .json(&json!({"tenant": tenant, "message": {
+            "message_id": message_id,
+            "from": "late@evil.example",
+            "to": [mailbox],
+            "subject": "Late arrival",
+            "date": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "body": "Click https://late.evil.example/x now",
+            "copy": [{"mailbox": mailbox}]
+        }}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+}
+
+/// The first granted mailbox of a lab tenant (lowercase address).
+fn a_granted_mailbox(w: &World, tenant: &str) -> String {
+    let state = w.server.lab.state();
+    let t = &state.tenants[state.tenant_index(tenant).unwrap()];
+    t.mailboxes
+        .keys()
+        .find(|a| t.mailbox_granted(a))
+        .unwrap()
+        .clone()
+}
+
+/// Mail requests per route between two `/_lab/stats` snapshots (directory, domain and token
+/// routes left out).
+fn mail_requests(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .filter(|(k, _)| {
+            k.contains("/messages") || k.contains("/history") || k.contains("/profile")
+        })
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+const GRAPH_DELTA: &str = "GET /v1.0/users/{user}/mailFolders/{folder}/messages/delta";
+const GMAIL_HISTORY: &str = "GET /gmail/v1/users/{userId}/history";
+
+/// Issue 16, Build 2 (fallback): without the tenant-wide logs' permission the first sync lists
+/// every mailbox and takes delta (Graph, per followed folder) and history (Gmail, per mailbox)
+/// cursors; a second sync with nothing new costs exactly one request per mailbox-folder, no
+/// other mail request, and indexes nothing; new mail is then picked up through the cursors;
+/// an out-of-date cursor (Graph 410, Gmail 404) lists that mailbox again in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_the_logs_sync_follows_delta_and_history_cursors() {
+    let w = World::start().await;
+    let first = w.sync(&[]).await;
+    assert!(
+        first.inserted > 0 && first.mailboxes_from_changes == 0,
+        "{first:?}"
+    );
+    assert_eq!(indexed_copies(&w.store()), w.visible_copies(None));
+    let snapshot = all_records(&w.store());
+
+    // Mailbox-folders, from the lab: every granted mailbox; Graph follows five folders each.
+    let folders = clawback::provider::graph::DELTA_FOLDERS.len() as u64;
+    let granted = |tenant: &str| {
+        let state = w.server.lab.state();
+        let t = &state.tenants[state.tenant_index(tenant).unwrap()];
+        t.mailboxes.keys().filter(|a| t.mailbox_granted(a)).count() as u64
+    };
+    let mailbox_folders = granted(CONTOSO) * folders + granted(FABRIKAM);
+
+    let before = w.stats().await;
+    let second = w.sync(&[]).await;
+    let after = w.stats().await;
+    assert_eq!(
+        (second.inserted, second.merged, second.raw_fetched),
+        (0, 0, 0)
+    );
+    assert_eq!(all_records(&w.store()), snapshot);
+    assert_eq!(
+        second.mailboxes_from_changes, second.mailboxes_synced,
+        "{second:?}"
+    );
+    // Granted mailboxes: one delta request per followed folder, one history request per Gmail
+    // mailbox. Refused mailboxes (ungranted domains, not mailboxes) have no cursor and cost
+    // their one refused request, as before.
+    let mail = mail_requests(&before, &after);
+    let refused = |tenant: &str| {
+        (second.ungranted.iter().chain(&second.skipped))
+            .filter(|f| f.tenant == tenant)
+            .count() as u64
+    };
+    // `clawback doctor`'s probe: one list per domain of a tenant with refused mailboxes.
+    let probes: u64 = {
+        let state = w.server.lab.state();
+        state.tenants.iter().map(|t| t.domains.len() as u64).sum()
+    };
+    assert_eq!(
+        mail.get(GRAPH_DELTA).copied(),
+        Some(granted(CONTOSO) * folders + refused(CONTOSO)),
+        "{mail:?}"
+    );
+    assert_eq!(
+        mail.get(GMAIL_HISTORY).copied(),
+        Some(granted(FABRIKAM)),
+        "{mail:?}"
+    );
+    let rest: u64 = mail
+        .iter()
+        .filter(|(k, _)| *k != GRAPH_DELTA && *k != GMAIL_HISTORY)
+        .map(|(_, n)| n)
+        .sum();
+    assert!(rest <= refused(FABRIKAM) + probes, "{mail:?}");
+    let mailboxes_total_folders = mailbox_folders + refused(CONTOSO) * folders + refused(FABRIKAM);
+    assert!(
+        mail.values().sum::<u64>() <= mailboxes_total_folders + probes,
+        "{mail:?}: at most one request per mailbox-folder"
+    );
+
+    // New mail in both tenants: picked up through the cursors.
+    let (contoso_box, fabrikam_box) = (
+        a_granted_mailbox(&w, CONTOSO),
+        a_granted_mailbox(&w, FABRIKAM),
+    );
+    deliver_now(&w, CONTOSO, &contoso_box, "<delta-late-1@evil.example>").await;
+    deliver_now(&w, FABRIKAM, &fabrikam_box, "<delta-late-2@evil.example>").await;
+    let third = w.sync(&[]).await;
+    assert_eq!((third.inserted, third.raw_fetched), (2, 2), "{third:?}");
+    assert_eq!(third.mailboxes_from_changes, third.mailboxes_synced);
+    assert_eq!(indexed_copies(&w.store()), w.visible_copies(None));
+
+    // Both mailboxes' history expires; mail arrives meanwhile: they are listed again in full.
+    {
+        let mut state = w.server.lab.state();
+        for (tenant, mb) in [(CONTOSO, &contoso_box), (FABRIKAM, &fabrikam_box)] {
+            let t = state.tenant_index(tenant).unwrap();
+            assert!(state.expire_history(t, mb));
+        }
+    }
+    deliver_now(&w, FABRIKAM, &fabrikam_box, "<delta-late-3@evil.example>").await;
+    let fourth = w.sync(&[]).await;
+    assert_eq!(fourth.cursors_expired, 2, "{fourth:?}");
+    assert_eq!(fourth.inserted, 1, "{fourth:?}");
+    assert_eq!(fourth.mailboxes_from_changes, fourth.mailboxes_synced - 2);
+    assert_eq!(indexed_copies(&w.store()), w.visible_copies(None));
+    // And their fresh cursors work.
+    let fifth = w.sync(&[]).await;
+    assert_eq!((fifth.inserted, fifth.merged), (0, 0));
+    assert_eq!(fifth.mailboxes_from_changes, fifth.mailboxes_synced);
+}
+
+/// Two `clawback trace sync` processes over one store at once, twice (first listing, then
+/// through the cursors): one trace equal to the lab's copies, and cursors that still work
+/// (a third sync reads every mailbox through them and indexes nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_syncing_through_cursors_at_once_stay_consistent() {
+    let w = World::start().await;
+    let mut run = World::run_with(&w.config_path, &w.data_dir);
+    for round in 0..2 {
+        if round == 1 {
+            deliver_now(
+                &w,
+                CONTOSO,
+                &a_granted_mailbox(&w, CONTOSO),
+                "<both-1@evil.example>",
+            )
+            .await;
+            deliver_now(
+                &w,
+                FABRIKAM,
+                &a_granted_mailbox(&w, FABRIKAM),
+                "<both-2@evil.example>",
+            )
+            .await;
+        }
+        let (a, b) = (run(&["trace", "sync"]), run(&["trace", "sync"]));
+        for out in [a.await.unwrap(), b.await.unwrap()] {
+            let (stdout, stderr) = texts(&out);
+            assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+        }
+        assert_eq!(
+            indexed_copies(&w.store()),
+            w.visible_copies(None),
+            "round {round}"
+        );
+    }
+    let third = w.sync(&[]).await;
+    assert_eq!((third.inserted, third.merged), (0, 0), "{third:?}");
+    assert_eq!(third.mailboxes_from_changes, third.mailboxes_synced);
+}
+
+/// Issue 16, Build 3: the message trace names recipients by address and the trace keys them by
+/// sign-in name; the `/users` map that translates is listed once per client and kept, so a
+/// watch cycle that finds new deliveries does not list every user again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn log_syncs_keep_the_directory_map_across_syncs() {
+    let w = World::with_logs().await;
+    let clients = w.clients();
+    let mut store = w.store();
+    let options = SyncOptions::from_config(Some(&w.config));
+    let users = |s: &BTreeMap<String, u64>| s.get("GET /v1.0/users").copied().unwrap_or(0);
+    sync(&mut store, &clients, &options, |_| {}).await.unwrap();
+    let before = w.stats().await;
+    assert!(
+        users(&before) >= 1,
+        "the first log sync lists the directory"
+    );
+    for n in 0..2 {
+        let mailbox = a_granted_mailbox(&w, CONTOSO);
+        deliver_now(&w, CONTOSO, &mailbox, &format!("<cached-{n}@evil.example>")).await;
+        let r = sync(&mut store, &clients, &options, |_| {}).await.unwrap();
+        assert_eq!(r.inserted, 1, "{}", r.summary());
+        assert!(r.log_tenants.contains(&CONTOSO.to_string()));
+    }
+    assert_eq!(
+        users(&w.stats().await),
+        users(&before),
+        "/users listed again"
+    );
+    assert_eq!(indexed_copies(&store), delivered_copies(&w.server));
 }

@@ -424,7 +424,16 @@ impl<'e> Watcher<'e> {
             return Ok(());
         }
         let since = Utc::now().timestamp() - policy.post_delivery.effective_lookback_secs();
-        let records = self.engine.store().trace_for_automation(since, false)?;
+        // The store picks the candidates in SQL; each is confirmed by the indicators' matcher.
+        let wanted: Vec<(&str, &str)> = intel
+            .indicators
+            .iter()
+            .map(|i| (i.kind.as_str(), i.value.as_str()))
+            .collect();
+        let records = self
+            .engine
+            .store()
+            .trace_matching_indicators(since, &wanted)?;
         let matched: Vec<(TraceRecord, Vec<&Indicator>)> = records
             .into_iter()
             .filter_map(|r| {

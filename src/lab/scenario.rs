@@ -304,6 +304,8 @@ impl Scenario {
                 }
             }
         }
+        // Nobody holds a delta or history cursor yet: the loaded mail is the starting state.
+        state.clear_journals();
         Ok(state)
     }
 }

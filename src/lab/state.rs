@@ -63,6 +63,47 @@ pub struct Copy {
     #[serde(skip)]
     pub content: Arc<MessageContent>,
     pub received: DateTime<Utc>,
+    /// Sequence number of the last change to this copy in its mailbox's journal (Gmail's
+    /// `historyId` of the message).
+    #[serde(skip)]
+    pub changed: u64,
+}
+
+/// Where a copy was, or is, as a mailbox change sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The copy's regular id at that moment (Graph's changes on move).
+    pub id: String,
+    pub folder: Folder,
+    pub read: bool,
+    pub extra_labels: Vec<String>,
+}
+
+impl Placement {
+    pub fn of(copy: &Copy) -> Placement {
+        Placement {
+            id: copy.id.clone(),
+            folder: copy.folder.clone(),
+            read: copy.read,
+            extra_labels: copy.extra_labels.clone(),
+        }
+    }
+}
+
+/// One change to one copy, in its mailbox's journal: what Graph's `messages/delta` and Gmail's
+/// `users.history.list` report after a cursor.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Lab-wide increasing sequence number (Gmail history ids are increasing, not contiguous).
+    pub seq: u64,
+    /// The copy's immutable id (Gmail: its id).
+    pub immutable_id: String,
+    /// The message (shared with its copies).
+    pub content: Arc<MessageContent>,
+    /// `None`: delivered by this change.
+    pub before: Option<Placement>,
+    /// Where it is after the change (`Purged`: gone from every view).
+    pub after: Placement,
 }
 
 /// A user in the directory; `has_mailbox = false` models an account without Exchange/Gmail.
@@ -127,6 +168,13 @@ pub struct Credentials {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Mailbox {
     pub copies: BTreeMap<String, Copy>,
+    /// Changes since the journal was last cleared, oldest first.
+    #[serde(skip)]
+    pub changes: Vec<Change>,
+    /// Cursors (history ids, delta positions) below this are out of date: the journal no longer
+    /// reaches back that far (Gmail: 404, Graph: 410 → full resync).
+    #[serde(skip)]
+    pub history_floor: u64,
     /// Graph immutable id → current regular id.
     #[serde(skip)]
     immutable: BTreeMap<String, String>,
@@ -208,6 +256,8 @@ pub struct LabState {
     pub tenants: Vec<Tenant>,
     pub actions: Vec<ActionRecord>,
     id_counter: u64,
+    /// The last mailbox change sequence number given out.
+    change_seq: u64,
 }
 
 /// What happened when a copy was looked up.
@@ -224,6 +274,7 @@ impl LabState {
             tenants,
             actions: Vec::new(),
             id_counter: 0,
+            change_seq: 0,
         }
     }
 
@@ -270,8 +321,86 @@ impl LabState {
         }
     }
 
-    /// Records a mutating action for `/_lab/actions`.
+    /// The current change sequence number: a cursor taken now sees every later change.
+    pub fn change_seq(&self) -> u64 {
+        self.change_seq
+    }
+
+    /// Journals a change of the copy (now `after`, as stored in `mailbox`) for delta and
+    /// history readers, and stamps the copy with its sequence number.
+    fn journal(&mut self, t: TenantIdx, mailbox: &str, before: Option<Placement>, id: &str) {
+        self.change_seq += 1;
+        let seq = self.change_seq;
+        let Some(mb) = self.tenants[t].mailboxes.get_mut(mailbox) else {
+            return;
+        };
+        let Some(current) = mb.resolve(id).map(str::to_string) else {
+            return;
+        };
+        let Some(copy) = mb.copies.get_mut(&current) else {
+            return;
+        };
+        copy.changed = seq;
+        let change = Change {
+            seq,
+            immutable_id: copy.immutable_id.clone(),
+            content: copy.content.clone(),
+            before,
+            after: Placement::of(copy),
+        };
+        mb.changes.push(change);
+    }
+
+    /// Forgets every mailbox's journal (after a scenario is loaded: nobody holds a cursor
+    /// yet, and a 100,000-mailbox lab should not keep one entry per delivered copy).
+    pub fn clear_journals(&mut self) {
+        for t in &mut self.tenants {
+            for mb in t.mailboxes.values_mut() {
+                mb.changes = Vec::new();
+            }
+        }
+    }
+
+    /// Expires a mailbox's history: every cursor taken so far is out of date (Gmail 404 on
+    /// its `startHistoryId`, Graph 410 on its delta token). Returns whether the mailbox exists.
+    pub fn expire_history(&mut self, t: TenantIdx, mailbox: &str) -> bool {
+        self.change_seq += 1;
+        let floor = self.change_seq;
+        match self.tenants[t]
+            .mailboxes
+            .get_mut(&mailbox.to_ascii_lowercase())
+        {
+            Some(mb) => {
+                mb.changes.clear();
+                mb.history_floor = floor;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Records a mutating action for `/_lab/actions`, its copy's previous folder `from`
+    /// (read state and labels unchanged).
     pub fn record(&mut self, t: TenantIdx, mailbox: &str, copy: &Copy, action: &str, from: Folder) {
+        let before = Placement {
+            folder: from,
+            ..Placement::of(copy)
+        };
+        self.record_change(t, mailbox, copy, action, before);
+    }
+
+    /// Records a mutating action for `/_lab/actions` and journals it for delta/history
+    /// readers: the copy was at `before` and is now `copy`.
+    pub fn record_change(
+        &mut self,
+        t: TenantIdx,
+        mailbox: &str,
+        copy: &Copy,
+        action: &str,
+        before: Placement,
+    ) {
+        let from = before.folder.clone();
+        self.journal(t, mailbox, Some(before), &copy.id);
         let tenant = self.tenants[t].name.clone();
         self.actions.push(ActionRecord {
             tenant,
@@ -306,7 +435,7 @@ impl LabState {
             .get_mut(&mailbox.to_ascii_lowercase())
             .ok_or(Lookup::NoSuchMailbox)?;
         let mut copy = mb.remove(id).ok_or(Lookup::NoSuchCopy)?;
-        let from = copy.folder.clone();
+        let before = Placement::of(&copy);
         copy.folder = folder;
         if keep_id {
             // A Gmail copy: one id, kept for life.
@@ -315,7 +444,8 @@ impl LabState {
             copy.id = new_id;
         }
         mb.insert(copy.clone());
-        self.record(t, &mailbox.to_ascii_lowercase(), &copy, action, from);
+        self.record_change(t, &mailbox.to_ascii_lowercase(), &copy, action, before);
+        copy.changed = self.change_seq;
         Ok(copy)
     }
 
@@ -367,10 +497,12 @@ impl LabState {
                 extra_labels: Vec::new(),
                 content: content.clone(),
                 received: content.date,
+                changed: 0,
             };
             if let Some(mb) = self.tenants[t].mailboxes.get_mut(&key) {
                 mb.insert(copy);
             }
+            self.journal(t, &key, None, &id);
             placed.push((key, id));
         }
         (placed, unknown)

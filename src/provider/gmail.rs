@@ -18,6 +18,8 @@ use crate::config::{Config, LimitConfig, TenantConfig};
 use crate::model::{FailureReason, Folder, RetractAction, address_domain};
 use chrono::{DateTime, TimeZone, Utc};
 use futures_util::StreamExt;
+
+mod history;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -29,6 +31,8 @@ pub mod units {
     pub const TRASH: u32 = 5;
     pub const DELETE: u32 = 10;
     pub const BATCH_MODIFY: u32 = 50;
+    pub const HISTORY_LIST: u32 = 2;
+    pub const GET_PROFILE: u32 = 1;
 }
 
 /// Metadata GETs in flight per mailbox while listing recent mail (trace sync).
@@ -613,6 +617,17 @@ impl GmailClient {
                 break;
             }
         }
+        self.metadata_of(mailbox, ids, false).await
+    }
+
+    /// Trace-ready metadata of these messages of a mailbox (`messages.get?format=metadata`).
+    /// With `skip_gone`, a message deleted since its id was learned (404) is left out.
+    pub(crate) async fn metadata_of(
+        &self,
+        mailbox: &str,
+        ids: Vec<String>,
+        skip_gone: bool,
+    ) -> Result<Vec<MessageMeta>, Failure> {
         // The metadata GETs run a few at a time (in order); the pacer still spends the user's
         // quota units and bounds the per-mailbox concurrency.
         let answers: Vec<Result<SubResponse, Failure>> = futures_util::stream::iter(ids)
@@ -636,7 +651,10 @@ impl GmailClient {
             .await;
         let mut out = Vec::new();
         for r in answers {
-            let r = r?;
+            let r = match r {
+                Err(f) if skip_gone && f.status == Some(404) => continue,
+                r => r?,
+            };
             let m = &r.body;
             let headers: Vec<(String, String)> = m["payload"]["headers"]
                 .as_array()

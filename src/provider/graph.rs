@@ -15,6 +15,12 @@ use crate::config::{Config, LimitConfig, MicrosoftAuth, TenantConfig};
 use crate::model::{FailureReason, Folder, RetractAction, address_domain};
 use chrono::{DateTime, Utc};
 use reqwest::Method;
+
+mod delta;
+pub use delta::DELTA_FOLDERS;
+
+/// What `trace sync` reads of a message (listing and delta).
+const SYNC_SELECT: &str = "id,internetMessageId,from,toRecipients,ccRecipients,subject,receivedDateTime,isRead,parentFolderId,conversationId,internetMessageHeaders";
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -72,6 +78,19 @@ pub struct GraphClient {
     domains: tokio::sync::OnceCell<Vec<String>>,
     /// Per mailbox: folder id → folder.
     folders: Mutex<HashMap<String, HashMap<String, Folder>>>,
+    /// The tenant's mail address → sign-in name map for the message trace, kept across log
+    /// reads (a watch cycle would otherwise list every user each time it finds deliveries).
+    sign_in: Mutex<SignInCache>,
+}
+
+/// What [`GraphClient::delivery_log`] knows of the directory's addresses.
+#[derive(Debug, Default)]
+struct SignInCache {
+    /// Mail address → sign-in name of every user (`None`: never listed).
+    users: Option<HashMap<String, String>>,
+    /// Recipients found in no listing since the last one (groups, contacts): they do not make
+    /// the next read list `/users` again.
+    unknown: std::collections::HashSet<String>,
 }
 
 impl GraphClient {
@@ -125,6 +144,7 @@ impl GraphClient {
             },
             domains: tokio::sync::OnceCell::new(),
             folders: Mutex::new(HashMap::new()),
+            sign_in: Mutex::new(SignInCache::default()),
         })
     }
 
@@ -190,18 +210,24 @@ impl GraphClient {
                 out.extend(v.iter().cloned());
             }
             if let Some(link) = r.body["@odata.nextLink"].as_str() {
-                next = Some(link.strip_prefix(&self.base).unwrap_or(link).to_string());
-                if next.as_deref().is_some_and(|n| n.starts_with("http")) {
-                    // A link to another host: follow it only as a relative path of ours.
-                    next = url::Url::parse(link).ok().and_then(|u| {
-                        u.path()
-                            .strip_prefix("/v1.0")
-                            .map(|p| format!("{p}?{}", u.query().unwrap_or_default()))
-                    });
-                }
+                next = self.relative_link(link);
             }
         }
         Ok(out)
+    }
+
+    /// A `@odata.nextLink` / `deltaLink` as a path below our base URL (a link to another host
+    /// is followed only as a relative path of ours).
+    fn relative_link(&self, link: &str) -> Option<String> {
+        let rel = link.strip_prefix(&self.base).unwrap_or(link);
+        if !rel.starts_with("http") {
+            return Some(rel.to_string());
+        }
+        url::Url::parse(link).ok().and_then(|u| {
+            u.path()
+                .strip_prefix("/v1.0")
+                .map(|p| format!("{p}?{}", u.query().unwrap_or_default()))
+        })
     }
 
     fn messages_filter(mailbox: &str, filter: &str, folder: Option<&str>) -> String {
@@ -764,7 +790,7 @@ impl GraphClient {
         );
         let list = |scope: &str| {
             format!(
-                "/users/{}{scope}/messages?$filter={}&$select=id,internetMessageId,from,toRecipients,ccRecipients,subject,receivedDateTime,isRead,parentFolderId,conversationId,internetMessageHeaders&$top=100",
+                "/users/{}{scope}/messages?$filter={}&$select={SYNC_SELECT}&$top=100",
                 enc(mailbox),
                 enc(&filter)
             )
@@ -787,56 +813,59 @@ impl GraphClient {
         Ok(values
             .iter()
             .zip(copies)
-            .map(|(m, c)| {
-                let headers: Vec<(String, String)> = m["internetMessageHeaders"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|h| {
-                        (
-                            h["name"].as_str().unwrap_or_default().to_string(),
-                            h["value"].as_str().unwrap_or_default().to_string(),
-                        )
-                    })
-                    .collect();
-                let header = |name: &str| {
-                    headers
-                        .iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                        .map(|(_, v)| v.clone())
-                };
-                let addrs = |key: &str| -> Vec<String> {
-                    m[key]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|r| r["emailAddress"]["address"].as_str())
-                        .map(|s| s.to_ascii_lowercase())
-                        .collect()
-                };
-                MessageMeta {
-                    mailbox: c.mailbox.clone(),
-                    id: c.id.clone(),
-                    internet_message_id: c.internet_message_id.clone(),
-                    from: m["from"]["emailAddress"]["address"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_ascii_lowercase(),
-                    to: addrs("toRecipients"),
-                    cc: addrs("ccRecipients"),
-                    subject: m["subject"].as_str().unwrap_or_default().to_string(),
-                    date: c.received,
-                    in_reply_to: header("In-Reply-To"),
-                    references: header("References")
-                        .map(|r| r.split_whitespace().map(str::to_string).collect())
-                        .unwrap_or_default(),
-                    folder: c.folder.clone(),
-                    read: c.read,
-                    conversation_id: c.conversation_id.clone(),
-                    headers,
-                }
-            })
+            .map(|(m, c)| Self::meta_of(m, c))
             .collect())
+    }
+
+    /// Trace-ready metadata of one listed message and its copy.
+    fn meta_of(m: &Value, c: LocatedCopy) -> MessageMeta {
+        let headers: Vec<(String, String)> = m["internetMessageHeaders"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| {
+                (
+                    h["name"].as_str().unwrap_or_default().to_string(),
+                    h["value"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        let addrs = |key: &str| -> Vec<String> {
+            m[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["emailAddress"]["address"].as_str())
+                .map(|s| s.to_ascii_lowercase())
+                .collect()
+        };
+        MessageMeta {
+            mailbox: c.mailbox.clone(),
+            id: c.id.clone(),
+            internet_message_id: c.internet_message_id.clone(),
+            from: m["from"]["emailAddress"]["address"]
+                .as_str()
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
+            to: addrs("toRecipients"),
+            cc: addrs("ccRecipients"),
+            subject: m["subject"].as_str().unwrap_or_default().to_string(),
+            date: c.received,
+            in_reply_to: header("In-Reply-To"),
+            references: header("References")
+                .map(|r| r.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default(),
+            folder: c.folder.clone(),
+            read: c.read,
+            conversation_id: c.conversation_id.clone(),
+            headers,
+        }
     }
 
     /// The raw MIME of one message (`GET /users/{mailbox}/messages/{id}/$value`).
@@ -923,16 +952,33 @@ impl GraphClient {
         }
         // The log names recipients by SMTP address; a mailbox is read by its sign-in name
         // (`/users/{mail}` is not found where the two differ), which the trace keys it by.
+        // The directory is listed once and again only when the log names an address it has
+        // not seen (a new user).
         if !out.is_empty() {
-            let sign_in: HashMap<String, String> = self
-                .list_users()
-                .await?
-                .into_iter()
-                .filter(|(mail, upn)| mail != upn)
-                .collect();
-            for d in &mut out {
-                if let Some(upn) = sign_in.get(&d.recipient) {
-                    d.recipient = upn.clone();
+            let stale = {
+                let cache = self.sign_in.lock().unwrap_or_else(|p| p.into_inner());
+                cache.users.as_ref().is_none_or(|users| {
+                    out.iter().any(|d| {
+                        !users.contains_key(&d.recipient) && !cache.unknown.contains(&d.recipient)
+                    })
+                })
+            };
+            if stale {
+                let users: HashMap<String, String> = self.list_users().await?.into_iter().collect();
+                let mut cache = self.sign_in.lock().unwrap_or_else(|p| p.into_inner());
+                cache.unknown = out
+                    .iter()
+                    .filter(|d| !users.contains_key(&d.recipient))
+                    .map(|d| d.recipient.clone())
+                    .collect();
+                cache.users = Some(users);
+            }
+            let cache = self.sign_in.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(users) = &cache.users {
+                for d in &mut out {
+                    if let Some(upn) = users.get(&d.recipient) {
+                        d.recipient = upn.clone();
+                    }
                 }
             }
         }

@@ -157,6 +157,31 @@ pub struct LoggedDelivery {
     pub received: DateTime<Utc>,
 }
 
+/// The name of a Gmail mailbox's one change cursor (its `historyId`).
+pub const GMAIL_HISTORY_CURSOR: &str = "history";
+
+/// Where a Graph delta round starts.
+#[derive(Debug, Clone, Copy)]
+pub enum DeltaStart<'a> {
+    /// A previous round's `@odata.deltaLink`.
+    Cursor(&'a str),
+    /// A first round over the mail received since then.
+    Since(DateTime<Utc>),
+}
+
+/// One round of a mailbox folder's changes (Graph delta, Gmail history).
+#[derive(Debug, Clone, Default)]
+pub struct ChangeRound {
+    /// Messages added (or changed) there, with trace-ready metadata.
+    pub metas: Vec<MessageMeta>,
+    /// Messages that left the folder (Graph `@removed`): the trace keeps their delivery.
+    pub removed: u64,
+    /// Provider requests the round cost.
+    pub requests: u64,
+    /// The cursor for the next round (a deltaLink, a historyId).
+    pub cursor: String,
+}
+
 /// `[start, end)` cut into consecutive windows of at most `step` (a log query's limit).
 pub(crate) fn windows(
     start: DateTime<Utc>,
@@ -522,6 +547,64 @@ impl ProviderClient {
         end: DateTime<Utc>,
     ) -> Result<Vec<LoggedDelivery>, Failure> {
         dispatch!(self, c => c.delivery_log(start, end).await)
+    }
+
+    /// The change cursors trace sync keeps per mailbox: Graph one per followed folder
+    /// (`messages/delta`), Gmail one for the whole mailbox (`history.list`).
+    pub fn change_folders(&self) -> &'static [&'static str] {
+        match self {
+            ProviderClient::Graph(_) => graph::DELTA_FOLDERS,
+            ProviderClient::Gmail(_) => &[GMAIL_HISTORY_CURSOR],
+        }
+    }
+
+    /// A fresh change cursor for a folder of a mailbox, taken before the mailbox is listed in
+    /// full (Graph: a first delta round over the mail received since `since`, whose messages
+    /// come with it; Gmail: the current `historyId`).
+    pub async fn start_changes(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        since: DateTime<Utc>,
+    ) -> Result<ChangeRound, Failure> {
+        match self {
+            ProviderClient::Graph(c) => {
+                c.messages_delta(mailbox, folder, DeltaStart::Since(since))
+                    .await
+            }
+            ProviderClient::Gmail(c) => Ok(ChangeRound {
+                metas: Vec::new(),
+                removed: 0,
+                requests: 1,
+                cursor: c.current_history_id(mailbox).await?,
+            }),
+        }
+    }
+
+    /// What was added to a folder of a mailbox since its change cursor, and the next cursor.
+    /// An out-of-date cursor fails with [`ProviderClient::cursor_expired`] true.
+    pub async fn changes_since(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        cursor: &str,
+    ) -> Result<ChangeRound, Failure> {
+        match self {
+            ProviderClient::Graph(c) => {
+                c.messages_delta(mailbox, folder, DeltaStart::Cursor(cursor))
+                    .await
+            }
+            ProviderClient::Gmail(c) => c.messages_added_since(mailbox, cursor).await,
+        }
+    }
+
+    /// Whether a failure of [`ProviderClient::changes_since`] means the cursor is out of date
+    /// (Graph `410 Gone`, Gmail `404` on `startHistoryId`): list the mailbox again.
+    pub fn cursor_expired(&self, failure: &Failure) -> bool {
+        match self {
+            ProviderClient::Graph(_) => failure.status == Some(410),
+            ProviderClient::Gmail(_) => failure.status == Some(404),
+        }
     }
 
     /// Domains of the tenant and whether retraction is granted in each (doctor).

@@ -114,6 +114,79 @@ impl Store {
             stmt.query_map(params![since, with_disposition as i64], |r| r.get(0))?
                 .collect::<Result<_, _>>()?
         };
+        self.records_by_ids(ids)
+    }
+
+    /// The delivered, not-yet-retracted records received since `since` that may carry one of
+    /// these indicators (kind, value: `url`, `domain`, `sender`, `sha256`, `subject` glob),
+    /// chosen in SQL so Post Delivery does not load the whole look-back. A superset of the
+    /// exact matches (the caller confirms each with the indicator's own matcher): domains are
+    /// found as substrings of senders and URLs, and subjects with non-ASCII characters (whose
+    /// case SQLite does not fold) are always returned when a subject pattern is asked for.
+    pub fn trace_matching_indicators(
+        &self,
+        since: i64,
+        indicators: &[(&str, &str)],
+    ) -> Result<Vec<TraceRecord>, StoreError> {
+        if indicators.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.conn.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS post_delivery_indicator (
+                 kind TEXT NOT NULL, value TEXT NOT NULL, pattern TEXT NOT NULL,
+                 any_subject INTEGER NOT NULL);
+             DELETE FROM temp.post_delivery_indicator;",
+        )?;
+        {
+            let mut insert = self.conn.prepare_cached(
+                "INSERT INTO temp.post_delivery_indicator (kind, value, pattern, any_subject) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (kind, value) in indicators {
+                let value = value.to_ascii_lowercase();
+                let (value, pattern, any) = match *kind {
+                    "url" => (
+                        value.trim_end_matches('/').to_string(),
+                        String::new(),
+                        false,
+                    ),
+                    "subject" => {
+                        let pattern = like_pattern(&value);
+                        (value.clone(), pattern, !value.is_ascii())
+                    }
+                    _ => (value, String::new(), false),
+                };
+                insert.execute(params![kind, value, pattern, any as i64])?;
+            }
+        }
+        let ids: Vec<i64> = {
+            let mut stmt = self.conn.prepare_cached(
+                r"SELECT t.id FROM trace t WHERE t.received >= ?1
+                   AND (t.retraction_state IS NULL OR t.retraction_state <> 'retracted')
+                   AND EXISTS (SELECT 1 FROM temp.post_delivery_indicator i WHERE
+                     (i.kind = 'sender' AND (lower(t.sender) = i.value
+                          OR lower(coalesce(t.envelope_sender, '')) = i.value))
+                     OR (i.kind = 'sha256' AND EXISTS (SELECT 1 FROM trace_attachment a
+                          WHERE a.trace_id = t.id AND lower(a.sha256) = i.value))
+                     OR (i.kind = 'url' AND EXISTS (SELECT 1 FROM trace_url u
+                          WHERE u.trace_id = t.id AND rtrim(lower(u.url), '/') = i.value))
+                     OR (i.kind = 'domain' AND (instr(lower(t.sender), i.value) > 0
+                          OR instr(lower(coalesce(t.envelope_sender, '')), i.value) > 0
+                          OR EXISTS (SELECT 1 FROM trace_url u WHERE u.trace_id = t.id
+                                     AND instr(lower(u.url), i.value) > 0)))
+                     OR (i.kind = 'subject' AND (i.any_subject = 1
+                          OR lower(t.subject) LIKE i.pattern ESCAPE '\'
+                          OR t.subject GLOB '*[^ -~]*')))
+                   ORDER BY t.received, t.id",
+            )?;
+            stmt.query_map(params![since], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        self.records_by_ids(ids)
+    }
+
+    /// The records of these trace row ids, in order (a row deleted meanwhile is left out).
+    fn records_by_ids(&self, ids: Vec<i64>) -> Result<Vec<TraceRecord>, StoreError> {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(r) = self.trace_by_id(id)? {
@@ -675,6 +748,24 @@ impl Store {
     }
 }
 
+/// A subject glob (`*`, `?`; no wildcard: the whole subject) as a LIKE pattern with
+/// backslash escapes (LIKE folds ASCII case, as the matcher folds all case).
+fn like_pattern(glob: &str) -> String {
+    let mut out = String::with_capacity(glob.len());
+    for c in glob.chars() {
+        match c {
+            '*' => out.push('%'),
+            '?' => out.push('_'),
+            '%' | '_' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -691,6 +782,58 @@ mod tests {
     fn stored(s: &Store, mid: &str) -> (Option<Disposition>, Option<String>) {
         let r = s.trace_by_message_id(mid).unwrap();
         (r[0].disposition, r[0].disposition_source.clone())
+    }
+
+    /// Post Delivery's candidates come from SQL: each indicator kind finds its record (case
+    /// folded as the matcher folds it), an unrelated record and one older than the look-back
+    /// are not loaded; a subject with non-ASCII characters is always a candidate for a
+    /// subject pattern (the matcher decides).
+    #[test]
+    fn post_delivery_candidates_are_chosen_in_sql() {
+        let mut s = Store::open_in_memory().unwrap();
+        let rec = |mid: &str, sender: &str, subject: &str, received: i64| TraceRecord {
+            tenant: "contoso".into(),
+            message_id: mid.into(),
+            sender: sender.into(),
+            subject: subject.into(),
+            received,
+            ..TraceRecord::default()
+        };
+        let mut with_url = rec("<url@x>", "a@good.example", "hello", 100);
+        with_url.urls = vec!["https://Phish.Example/login/".into()];
+        let mut with_hash = rec("<hash@x>", "b@good.example", "hello", 100);
+        with_hash.attachments = vec!["ABCDEF".into()];
+        s.upsert_trace(&[
+            rec("<sender@x>", "boss@evil.example", "hello", 100),
+            with_url,
+            with_hash,
+            rec("<subject@x>", "c@good.example", "Invoice 42 overdue", 100),
+            rec("<unicode@x>", "d@good.example", "Überweisung", 100),
+            rec("<old@x>", "boss@evil.example", "Invoice 1", 10),
+            rec("<other@x>", "e@good.example", "lunch", 100),
+        ])
+        .unwrap();
+        let found = |ind: &[(&str, &str)]| -> Vec<String> {
+            s.trace_matching_indicators(50, ind)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.message_id)
+                .collect()
+        };
+        assert_eq!(found(&[("sender", "Boss@Evil.Example")]), ["<sender@x>"]);
+        assert_eq!(
+            found(&[("url", "https://phish.example/login")]),
+            ["<url@x>"]
+        );
+        assert_eq!(found(&[("sha256", "abcdef")]), ["<hash@x>"]);
+        assert_eq!(found(&[("domain", "phish.example")]), ["<url@x>"]);
+        assert_eq!(
+            found(&[("subject", "invoice*")]),
+            ["<subject@x>", "<unicode@x>"]
+        );
+        assert_eq!(found(&[("subject", "invoice 4?")]), ["<unicode@x>"]);
+        assert!(found(&[]).is_empty());
+        assert!(found(&[("sender", "nobody@x")]).is_empty());
     }
 
     #[test]

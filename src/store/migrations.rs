@@ -71,6 +71,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "restore_sent_copy",
         sql: super::jobs::SENT_SCHEMA,
     },
+    Migration {
+        version: 12,
+        name: "sync_change_cursor",
+        sql: super::sync::CHANGE_CURSOR_SCHEMA,
+    },
 ];
 
 /// The newest version this binary knows.

@@ -18,7 +18,77 @@ CREATE TABLE sync_cursor (
 ) WITHOUT ROWID;
 "#;
 
+/// Change cursors (Graph delta links per mail folder, Gmail history ids per mailbox).
+pub(crate) const CHANGE_CURSOR_SCHEMA: &str = r#"
+CREATE TABLE sync_change_cursor (
+    tenant    TEXT    NOT NULL,
+    mailbox   TEXT    NOT NULL,
+    -- Graph: the followed folder's well-known name; Gmail: "history".
+    folder    TEXT    NOT NULL,
+    -- The provider's opaque cursor: a deltaLink, a historyId.
+    cursor    TEXT    NOT NULL,
+    -- When the cursor last moved (Unix seconds).
+    synced_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, mailbox, folder)
+) WITHOUT ROWID;
+"#;
+
 impl Store {
+    /// Every change cursor of a tenant: mailbox → folder → cursor.
+    pub fn change_cursors(
+        &self,
+        tenant: &str,
+    ) -> Result<HashMap<String, HashMap<String, String>>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT mailbox, folder, cursor FROM sync_change_cursor WHERE tenant = ?1",
+        )?;
+        let mut out: HashMap<String, HashMap<String, String>> = HashMap::new();
+        let rows = stmt.query_map([tenant], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (mailbox, folder, cursor) = row?;
+            out.entry(mailbox).or_default().insert(folder, cursor);
+        }
+        Ok(out)
+    }
+
+    /// Moves a change cursor from `from` (the cursor the sync started with; `None`: there was
+    /// none) to `to`. Opaque cursors have no order, so "only forward" is a compare-and-set: when
+    /// another process moved the cursor meanwhile, its cursor (at least as new as `from`) is
+    /// kept and this returns false.
+    pub fn advance_change_cursor(
+        &mut self,
+        tenant: &str,
+        mailbox: &str,
+        folder: &str,
+        from: Option<&str>,
+        to: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let n = match from {
+            None => self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO sync_change_cursor (tenant, mailbox, folder, cursor, synced_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (tenant, mailbox, folder) DO NOTHING",
+                )?
+                .execute(params![tenant, mailbox, folder, to, now])?,
+            Some(from) => self
+                .conn
+                .prepare_cached(
+                    "UPDATE sync_change_cursor SET cursor = ?5, synced_at = ?6 \
+                     WHERE tenant = ?1 AND mailbox = ?2 AND folder = ?3 AND cursor = ?4",
+                )?
+                .execute(params![tenant, mailbox, folder, from, to, now])?,
+        };
+        Ok(n > 0)
+    }
+
     /// Every cursor of a tenant: mailbox → newest received time synced.
     pub fn sync_cursors(&self, tenant: &str) -> Result<HashMap<String, i64>, StoreError> {
         let mut stmt = self

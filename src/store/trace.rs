@@ -208,7 +208,12 @@ impl Store {
         &mut self,
         records: &[TraceRecord],
     ) -> Result<Vec<UpsertOutcome>, StoreError> {
-        let tx = self.conn.transaction()?;
+        // Immediate: a deferred transaction that reads first cannot upgrade to a write while
+        // another process (a second sync, watch) wrote meanwhile — SQLite answers "database is
+        // locked" at once instead of waiting out the busy timeout.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut out = Vec::with_capacity(records.len());
         for rec in records {
             out.push(upsert_one(&tx, rec)?);

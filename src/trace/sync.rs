@@ -167,6 +167,14 @@ pub struct SyncReport {
     pub log_deliveries: u64,
     /// Log deliveries without a usable Message-ID: not indexed (each is in `raw_failed`).
     pub log_unkeyed: u64,
+    /// Mailboxes read through their change cursors (Graph delta, Gmail history) alone.
+    pub mailboxes_from_changes: usize,
+    /// Mailboxes whose change cursor was out of date (Graph 410, Gmail 404): listed again.
+    pub cursors_expired: usize,
+    /// Messages the change cursors reported gone from a folder (the trace keeps deliveries).
+    pub removed_seen: u64,
+    /// Change cursors moved (or set).
+    pub change_cursors_advanced: usize,
     /// Tenants whose log could not be read, with why (a missing permission, most often): their
     /// mailboxes were listed one by one instead.
     pub log_fallbacks: Vec<MailboxFailure>,
@@ -214,6 +222,18 @@ impl SyncReport {
             s.push_str(&format!(
                 "; {}: tenant-wide log not used ({}: {}), every mailbox listed",
                 f.tenant, f.failure.reason, f.failure.message
+            ));
+        }
+        if self.mailboxes_from_changes > 0 {
+            s.push_str(&format!(
+                "; {} mailboxes read through delta/history cursors",
+                self.mailboxes_from_changes
+            ));
+        }
+        if self.cursors_expired > 0 {
+            s.push_str(&format!(
+                "; {} out-of-date cursors: those mailboxes listed again",
+                self.cursors_expired
             ));
         }
         if self.log_unkeyed > 0 {
@@ -323,6 +343,17 @@ pub async fn sync(
             .map_or(options.since, |c| (c - LOG_OVERLAP).max(options.since));
         match clients[i].delivery_log(start, until).await {
             Ok(deliveries) => logged.push((i, deliveries)),
+            // Throttled (the trace allows 100 requests per 5 minutes) or failing: listing
+            // every mailbox instead would cost one request per mailbox (100,000 in a big
+            // tenant) for a log that answers again shortly. The tenant fails this sync; its
+            // cursor stays, so the next sync reads what this one missed.
+            Err(failure) if failure.reason == FailureReason::Throttled => {
+                report.failed.push(MailboxFailure {
+                    tenant: tenant.to_string(),
+                    mailbox: None,
+                    failure,
+                });
+            }
             Err(failure) => {
                 report.log_fallbacks.push(MailboxFailure {
                     tenant: tenant.to_string(),
@@ -341,7 +372,7 @@ pub async fn sync(
             .map(|&i| async move { (i, clients[i].list_mailboxes().await) }),
     )
     .await;
-    let mut jobs: Vec<(usize, String, DateTime<Utc>, bool)> = Vec::new();
+    let mut jobs: Vec<MailboxJob> = Vec::new();
     for (i, result) in listed {
         let tenant = clients[i].tenant_name();
         match result {
@@ -353,13 +384,24 @@ pub async fn sync(
                 } else {
                     store.sync_cursors(tenant)?
                 };
+                // --full keeps the change cursors it starts from (so they move by
+                // compare-and-set) but does not read changes with them.
+                let mut changes = store.change_cursors(tenant)?;
                 for mb in mailboxes {
                     let cursor = cursors.get(&mb).copied();
                     let since = cursor
                         .and_then(|c| DateTime::from_timestamp(c, 0))
                         .map_or(options.since, |c| c.max(options.since));
                     // No cursor: clawback has never listed this mailbox (or --full).
-                    jobs.push((i, mb, since, cursor.is_none()));
+                    let changes = changes.remove(&mb).unwrap_or_default();
+                    jobs.push(MailboxJob {
+                        client: i,
+                        first: cursor.is_none() && changes.is_empty(),
+                        mailbox: mb,
+                        since,
+                        oldest: options.since,
+                        changes,
+                    });
                 }
             }
             Err(failure) => report.failed.push(MailboxFailure {
@@ -388,16 +430,32 @@ pub async fn sync(
     // (client, mailbox) → newest received time listed, for the cursors.
     let mut newest: Vec<(usize, String, Option<i64>)> = Vec::new();
     let mut done = 0usize;
-    let mut stream = stream::iter(jobs.into_iter().map(|(i, mb, since, first)| async move {
-        let r = clients[i].list_recent_messages(&mb, since, first).await;
-        (i, mb, r)
+    // (client, mailbox, folder, cursor read, cursor reached) for the change cursors.
+    let mut moved: Vec<(usize, String, String, Option<String>, String)> = Vec::new();
+    let full = options.full;
+    let mut stream = stream::iter(jobs.into_iter().map(|job| async move {
+        let r = list_mailbox(&clients[job.client], &job, full).await;
+        (job.client, job.mailbox, r)
     }))
     .buffer_unordered(conc);
     while let Some((i, mb, result)) = stream.next().await {
         done += 1;
         let tenant = clients[i].tenant_name().to_string();
         match result {
-            Ok(metas) => {
+            Ok(listing) => {
+                let metas = listing.metas;
+                match listing.how {
+                    Listing::Changes => report.mailboxes_from_changes += 1,
+                    Listing::Expired => report.cursors_expired += 1,
+                    Listing::Full => {}
+                }
+                report.removed_seen += listing.removed;
+                moved.extend(
+                    listing
+                        .cursors
+                        .into_iter()
+                        .map(|(f, from, to)| (i, mb.clone(), f, from, to)),
+                );
                 report.mailboxes_synced += 1;
                 report.messages_listed += metas.len() as u64;
                 let top = metas
@@ -595,6 +653,20 @@ pub async fn sync(
             report.cursors_advanced += 1;
         }
     }
+    for (i, mb, folder, from, to) in moved {
+        if from.as_deref() != Some(to.as_str())
+            && store.advance_change_cursor(
+                clients[i].tenant_name(),
+                &mb,
+                &folder,
+                from.as_deref(),
+                &to,
+                now,
+            )?
+        {
+            report.change_cursors_advanced += 1;
+        }
+    }
     for (i, top) in log_cursors {
         if store.advance_sync_cursor(clients[i].tenant_name(), LOG_CURSOR, top, now)? {
             report.cursors_advanced += 1;
@@ -603,6 +675,108 @@ pub async fn sync(
     report.elapsed = started.elapsed();
     progress(snapshot(SyncPhase::Done, &report, fetched, to_fetch, done));
     Ok(report)
+}
+
+/// One mailbox to list.
+struct MailboxJob {
+    client: usize,
+    mailbox: String,
+    /// Oldest received time a full listing asks for (the mailbox's received-time cursor).
+    since: DateTime<Utc>,
+    /// `--since`: what a listing after an out-of-date change cursor asks for.
+    oldest: DateTime<Utc>,
+    /// Never listed before: Microsoft mailboxes also list Recoverable Items.
+    first: bool,
+    /// Its change cursors (folder → cursor).
+    changes: HashMap<String, String>,
+}
+
+/// How a mailbox was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    /// Through its change cursors only.
+    Changes,
+    /// Listed in full (no cursors yet, or --full).
+    Full,
+    /// Listed in full because a change cursor was out of date.
+    Expired,
+}
+
+/// What listing one mailbox found.
+struct MailboxListing {
+    metas: Vec<MessageMeta>,
+    how: Listing,
+    removed: u64,
+    /// (folder, cursor read, cursor reached).
+    cursors: Vec<(String, Option<String>, String)>,
+}
+
+/// Lists one mailbox: through its change cursors when it has one for every followed folder
+/// (one request per folder when nothing changed), else in full (recent messages since
+/// `job.since`), taking fresh change cursors first so nothing delivered meanwhile is missed.
+async fn list_mailbox(
+    client: &ProviderClient,
+    job: &MailboxJob,
+    full: bool,
+) -> Result<MailboxListing, Failure> {
+    let folders = client.change_folders();
+    let mb = job.mailbox.as_str();
+    let mut how = Listing::Full;
+    if !full && folders.iter().all(|f| job.changes.contains_key(*f)) {
+        let mut metas = Vec::new();
+        let mut cursors = Vec::new();
+        let mut removed = 0;
+        how = Listing::Changes;
+        for f in folders {
+            let from = &job.changes[*f];
+            match client.changes_since(mb, f, from).await {
+                Ok(round) => {
+                    metas.extend(round.metas);
+                    removed += round.removed;
+                    cursors.push((f.to_string(), Some(from.clone()), round.cursor));
+                }
+                Err(e) if client.cursor_expired(&e) => {
+                    how = Listing::Expired;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if how == Listing::Changes {
+            return Ok(MailboxListing {
+                metas,
+                how,
+                removed,
+                cursors,
+            });
+        }
+    }
+    // A first delta round reads what arrived since shortly before now (the full listing
+    // below covers the rest); its cursor then follows the folder from there.
+    let recent = (Utc::now() - LOG_OVERLAP).max(job.since);
+    let mut metas = Vec::new();
+    let mut cursors = Vec::new();
+    for f in folders {
+        let round = client.start_changes(mb, f, recent).await?;
+        metas.extend(round.metas);
+        cursors.push((f.to_string(), job.changes.get(*f).cloned(), round.cursor));
+    }
+    // An out-of-date cursor may have missed anything: everything since `--since` again.
+    let since = if how == Listing::Expired {
+        job.oldest
+    } else {
+        job.since
+    };
+    metas.extend(client.list_recent_messages(mb, since, job.first).await?);
+    // The first rounds and the listing overlap: one copy per id.
+    let mut seen = std::collections::HashSet::new();
+    metas.retain(|m| seen.insert(m.id.clone()));
+    Ok(MailboxListing {
+        metas,
+        how,
+        removed: 0,
+        cursors,
+    })
 }
 
 /// Records from a log, the distinct messages, the deliveries without a usable Message-ID (not

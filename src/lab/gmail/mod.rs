@@ -10,12 +10,13 @@
 #![allow(clippy::result_large_err)]
 
 pub mod batch;
+pub mod history;
 pub mod query;
 
 use super::errors;
 use super::limits::{MailboxGuard, Throttle, ThrottleKind};
 use super::oauth_google::{check_bearer, insufficient_scopes};
-use super::state::{Copy, LabState, TenantIdx, gmail_thread_id};
+use super::state::{Copy, LabState, Placement, TenantIdx, gmail_thread_id};
 use super::{Lab, SharedLab};
 use crate::model::Folder;
 use axum::Router;
@@ -53,6 +54,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/gmail/v1/users/{userId}/messages/batchModify"),
     ("POST", "/gmail/v1/users/{userId}/messages/batchDelete"),
     ("GET", "/gmail/v1/users/{userId}/threads/{id}"),
+    ("GET", "/gmail/v1/users/{userId}/history"),
+    ("GET", "/gmail/v1/users/{userId}/profile"),
 ];
 
 /// HTTP batch paths: the discovery document's `batchPath` and the guide's per-API path.
@@ -69,6 +72,8 @@ pub mod units {
     pub const BATCH_MODIFY: u32 = 50;
     pub const BATCH_DELETE: u32 = 50;
     pub const THREADS_GET: u32 = 10;
+    pub const HISTORY_LIST: u32 = 2;
+    pub const GET_PROFILE: u32 = 1;
 }
 
 /// Most label ids per `addLabelIds` / `removeLabelIds` list.
@@ -91,6 +96,8 @@ pub fn routes() -> Router<SharedLab> {
         .route(&format!("{m}/batchModify"), post(batch_modify))
         .route(&format!("{m}/batchDelete"), post(batch_delete))
         .route("/gmail/v1/users/{userId}/threads/{id}", get(thread))
+        .route("/gmail/v1/users/{userId}/history", get(history::list))
+        .route("/gmail/v1/users/{userId}/profile", get(history::profile))
         .route("/batch", post(batch::handle))
         .route("/batch/gmail/v1", post(batch::handle))
 }
@@ -241,6 +248,11 @@ pub async fn enter<'a>(
 
 /// Gmail labels of a copy: its folder's system label, `UNREAD`, then its extra labels.
 pub fn labels_of(copy: &Copy) -> Vec<String> {
+    labels_at(&Placement::of(copy))
+}
+
+/// Gmail labels of a copy where a mailbox change put it.
+pub fn labels_at(copy: &Placement) -> Vec<String> {
     let mut out = Vec::new();
     let folder_label = match &copy.folder {
         Folder::Inbox => Some("INBOX"),
@@ -343,24 +355,22 @@ fn mutate(
     change: impl FnOnce(&mut Copy),
 ) -> Option<Copy> {
     let copy = state.copy_mut(t, mailbox, id).ok().filter(|c| visible(c))?;
-    let from = copy.folder.clone();
+    let before = Placement::of(copy);
     change(copy);
-    let after = copy.clone();
-    state.record(t, mailbox, &after, action, from);
+    let mut after = copy.clone();
+    state.record_change(t, mailbox, &after, action, before);
+    after.changed = state.change_seq();
     Some(after)
 }
 
-/// `historyId` of a copy: derived from the last recorded action that touched it, so it grows
-/// with every change (an approximation of Gmail's mailbox history).
-fn history_id(state: &LabState, t: TenantIdx, mailbox: &str, copy: &Copy) -> String {
-    let tenant = &state.tenants[t].name;
-    let last = state.actions.iter().rposition(|a| {
-        &a.tenant == tenant
-            && a.mailbox == mailbox
-            && a.internet_message_id == copy.content.internet_message_id
-    });
-    (1000 + last.map(|i| i + 1).unwrap_or(0)).to_string()
+/// `historyId` of a copy: the journal sequence number of its last change (mail loaded with
+/// the scenario: 0), offset so that ids look like Gmail's and never read 0.
+fn history_id(copy: &Copy) -> String {
+    (HISTORY_ID_BASE + copy.changed).to_string()
 }
+
+/// Added to journal sequence numbers to make Gmail history ids.
+pub const HISTORY_ID_BASE: u64 = 1000;
 
 /// `messages.get` / `threads.get` formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -518,7 +528,7 @@ async fn get_message(
         .filter(|c| visible(c))
     {
         Some(c) => {
-            let h = history_id(&state, caller.tenant, &caller.mailbox, c);
+            let h = history_id(c);
             Ok(axum::Json(message_json(c, &caller.mailbox, format, &wanted, &h)).into_response())
         }
         None => Err(not_found_now()),
@@ -592,7 +602,7 @@ async fn modify(
         |c| apply_labels(c, &req.add_label_ids, &req.remove_label_ids),
     ) {
         Some(c) => {
-            let h = history_id(&state, caller.tenant, &caller.mailbox, &c);
+            let h = history_id(&c);
             Ok(
                 axum::Json(message_json(&c, &caller.mailbox, Format::Minimal, &[], &h))
                     .into_response(),
@@ -645,7 +655,7 @@ async fn move_one(
         }
     }) {
         Some(c) => {
-            let h = history_id(&state, caller.tenant, &mailbox, &c);
+            let h = history_id(&c);
             Ok(axum::Json(message_json(&c, &mailbox, Format::Minimal, &[], &h)).into_response())
         }
         None => Err(not_found_now()),
@@ -772,10 +782,7 @@ async fn thread(
         return Err(not_found_now());
     }
     copies.sort_by(|a, b| a.received.cmp(&b.received).then_with(|| a.id.cmp(&b.id)));
-    let histories: Vec<String> = copies
-        .iter()
-        .map(|c| history_id(&state, caller.tenant, &caller.mailbox, c))
-        .collect();
+    let histories: Vec<String> = copies.iter().map(|c| history_id(c)).collect();
     let newest = histories
         .iter()
         .filter_map(|h| h.parse::<u64>().ok())
@@ -975,6 +982,7 @@ mod tests {
             read,
             extra_labels: vec!["STARRED".into()],
             received: date,
+            changed: 0,
             content: Arc::new(crate::lab::state::MessageContent {
                 internet_message_id: "<m@x>".into(),
                 raw: "Message-ID: <m@x>\r\nSubject: hi\r\n\r\nbody\r\n".into(),

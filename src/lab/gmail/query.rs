@@ -299,6 +299,7 @@ mod tests {
             read: false,
             extra_labels: vec![],
             received: date,
+            changed: 0,
             content: Arc::new(MessageContent {
                 internet_message_id: "<Abc.1@mail.example.com>".into(),
                 raw: String::new(),

@@ -1,6 +1,8 @@
 //! Graph mail routes: list/get messages, move, delete, permanentDelete, attachments, `$value`,
 //! mail folders.
 
+pub mod delta;
+
 use super::filter::{self, Clause};
 use super::json;
 use super::{

@@ -115,6 +115,12 @@ fn graph_routes() -> Router<SharedLab> {
             get(mail::list_messages),
         )
         .route("/users/{user}/mailFolders/{folder}", get(mail::get_folder))
+        // Not in the OpenAPI subset (like messageTraces): shapes from the Graph docs
+        // ("message: delta"), see `mail::delta`.
+        .route(
+            "/users/{user}/mailFolders/{folder}/messages/delta",
+            get(mail::delta::messages_delta),
+        )
         .route(msg, get(mail::get_message).delete(mail::delete_message))
         .route(fmsg, get(mail::get_message).delete(mail::delete_message))
         // Any other method on `…/{action}` names no resource either (a GET of `…/move`, or of

@@ -1018,3 +1018,61 @@ async fn log_syncs_keep_the_directory_map_across_syncs() {
     );
     assert_eq!(indexed_copies(&store), delivered_copies(&w.server));
 }
+
+/// A tenant-wide log that answers 429 (Graph's message trace allows 100 requests per 5 minutes)
+/// fails that tenant for this sync — reported as throttled, its log cursor kept — instead of
+/// listing every mailbox in its place (one request per mailbox: 100,000 in a big tenant); the
+/// other tenant syncs from its own log; once the window has passed, the next sync reads what
+/// the throttled one missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_throttled_log_fails_its_tenant_for_the_run_without_listing_every_mailbox() {
+    let w = World::with_logs().await;
+    let first = w.sync(&[]).await;
+    assert!(first.failed.is_empty(), "{}", first.summary());
+    let mailbox = a_granted_mailbox(&w, CONTOSO);
+    deliver_now(&w, CONTOSO, &mailbox, "<while-throttled@evil.example>").await;
+
+    // Use up contoso's message-trace window, as 100 earlier requests would have.
+    let contoso = w.server.lab.state().tenant_index(CONTOSO).unwrap();
+    w.server
+        .lab
+        .trace_windows
+        .lock()
+        .unwrap()
+        .insert(contoso, vec![std::time::Instant::now(); 100].into());
+    let before = w.stats().await;
+    let throttled = w.sync(&[]).await;
+    let after = w.stats().await;
+    let failed: Vec<_> = throttled
+        .failed
+        .iter()
+        .map(|f| (f.tenant.as_str(), f.mailbox.clone(), f.failure.reason))
+        .collect();
+    assert_eq!(
+        failed,
+        vec![(CONTOSO, None, FailureReason::Throttled)],
+        "{}",
+        throttled.summary()
+    );
+    assert!(
+        throttled.log_fallbacks.is_empty(),
+        "no fallback to listing: {}",
+        throttled.summary()
+    );
+    assert_eq!(throttled.inserted, 0, "{}", throttled.summary());
+    let listed = mail_requests(&before, &after);
+    assert!(
+        listed
+            .keys()
+            .all(|route| !route.starts_with("GET /v1.0/users/{user}/")),
+        "contoso's mailboxes were listed: {listed:?}"
+    );
+    assert!(throttled.log_tenants.contains(&FABRIKAM.to_string()));
+
+    // The window passes: the cursor was kept, so the missed delivery is read now.
+    w.server.lab.trace_windows.lock().unwrap().clear();
+    let later = w.sync(&[]).await;
+    assert!(later.failed.is_empty(), "{}", later.summary());
+    assert_eq!(later.inserted, 1, "{}", later.summary());
+    assert!(search(&w.store(), "msgid:<while-throttled@evil.example>").len() == 1);
+}

@@ -4,7 +4,8 @@ use super::auth::{AssertionAlg, Authenticator, Flow, MsCredential, load_certific
 use super::errors::{Failure, Operation, classify, error_code_message};
 use super::http::{Http, SubRequest, SubResponse, enc};
 use super::scheduler::{
-    Backend, Pacer, Step, UNCERTAIN, Work, call, call_all, call_each, call_ok, choose, first_error,
+    Backend, Pacer, Step, UNCERTAIN, Work, call, call_all, call_each, call_ok, call_ok_within,
+    choose, first_error,
 };
 use super::{
     AFTER_UNANSWERED, Applied, DomainRetract, DomainStatus, LocatedCopy, LoggedDelivery,
@@ -24,6 +25,7 @@ const SYNC_SELECT: &str = "id,internetMessageId,from,toRecipients,ccRecipients,s
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// Application permissions clawback needs.
 pub const NEEDED_ROLES: &[&str] = &[
@@ -43,6 +45,9 @@ const MESSAGE_TRACE_WINDOW_DAYS: i64 = 10;
 const MESSAGE_TRACE_RETENTION_DAYS: i64 = 90;
 /// Records per message-trace page (the most Graph serves).
 const MESSAGE_TRACE_PAGE: usize = 5000;
+/// The longest a message-trace read waits on `Retry-After` (Graph allows 100 requests per 5
+/// minutes, so its advice can be minutes) before the sync gives the tenant up for this run.
+const LOG_PATIENCE: Duration = Duration::from_secs(10);
 /// Statuses of a record whose message reached the recipient's mailbox (Junk included); a list
 /// (`expanded`), quarantined, failed or recalled mail left no copy there.
 const DELIVERED_STATUSES: &[&str] = &["delivered", "filteredAsSpam"];
@@ -202,10 +207,21 @@ impl GraphClient {
 
     /// GET with paging (`@odata.nextLink` followed verbatim).
     async fn get_all(&self, path: &str, mailbox: &str) -> Result<Vec<Value>, Failure> {
+        self.get_all_within(path, mailbox, Duration::MAX).await
+    }
+
+    /// [`Self::get_all`], giving up as throttled on a `Retry-After` longer than `patience`.
+    async fn get_all_within(
+        &self,
+        path: &str,
+        mailbox: &str,
+        patience: Duration,
+    ) -> Result<Vec<Value>, Failure> {
         let mut out = Vec::new();
         let mut next = Some(path.to_string());
         while let Some(p) = next.take() {
-            let r = call_ok(self, SubRequest::get(p, mailbox, 0), Operation::Directory).await?;
+            let request = SubRequest::get(p, mailbox, 0);
+            let r = call_ok_within(self, request, Operation::Directory, patience).await?;
             if let Some(v) = r.body["value"].as_array() {
                 out.extend(v.iter().cloned());
             }
@@ -924,7 +940,10 @@ impl GraphClient {
                 "/admin/exchange/tracing/messageTraces?$filter={}&$top={MESSAGE_TRACE_PAGE}",
                 enc(&filter)
             );
-            for r in self.get_all(&path, "").await? {
+            // The trace allows 100 requests per 5 minutes: its Retry-After can be minutes,
+            // which a sync or watch cycle must not sit out (the caller fails the tenant for
+            // this run and keeps its cursor).
+            for r in self.get_all_within(&path, "", LOG_PATIENCE).await? {
                 let status = r["status"].as_str().unwrap_or_default();
                 let (Some(mid), Some(recipient), Some(received)) = (
                     r["messageId"].as_str(),

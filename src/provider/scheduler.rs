@@ -713,6 +713,17 @@ async fn run_chunk<B: Backend>(
 /// answered by 5xx or a drop comes back as `Err` with code `uncertain`: the caller must look
 /// before trying again. Non-2xx final answers come back as `Ok` for the caller to classify.
 pub async fn call<B: Backend>(backend: &B, request: SubRequest) -> Result<SubResponse, Failure> {
+    call_within(backend, request, Duration::MAX).await
+}
+
+/// [`call`], but a `Retry-After` longer than `patience` is not waited out: the call fails at
+/// once as throttled. For reads a cycle depends on (the tenant-wide delivery log, whose
+/// window is 5 minutes): waiting would stall the whole sync or watch cycle for minutes.
+pub async fn call_within<B: Backend>(
+    backend: &B,
+    request: SubRequest,
+    patience: Duration,
+) -> Result<SubResponse, Failure> {
     let max_attempts = backend.limits().max_attempts.max(1);
     let mut attempts = 0;
     let mut refreshed = false;
@@ -761,14 +772,14 @@ pub async fn call<B: Backend>(backend: &B, request: SubRequest) -> Result<SubRes
             return Err(super::errors::internal("unreachable"));
         };
         if is_rate_limited(r.status, &super::errors::error_code_message(&r.body).0) {
-            if attempts >= max_attempts {
+            let wait = r
+                .retry_after
+                .unwrap_or_else(|| backoff(attempts).as_secs_f64());
+            if attempts >= max_attempts || wait > patience.as_secs_f64() {
                 let mut f = classify(r.status, &r.body, Operation::Read);
                 f.reason = FailureReason::Throttled;
                 return Err(f);
             }
-            let wait = r
-                .retry_after
-                .unwrap_or_else(|| backoff(attempts).as_secs_f64());
             tokio::time::sleep(Duration::from_secs_f64(wait)).await;
             continue;
         }
@@ -904,7 +915,17 @@ pub async fn call_ok<B: Backend>(
     request: SubRequest,
     op: Operation,
 ) -> Result<SubResponse, Failure> {
-    let r = call(backend, request).await?;
+    call_ok_within(backend, request, op, Duration::MAX).await
+}
+
+/// [`call_ok`] with [`call_within`]'s patience.
+pub async fn call_ok_within<B: Backend>(
+    backend: &B,
+    request: SubRequest,
+    op: Operation,
+    patience: Duration,
+) -> Result<SubResponse, Failure> {
+    let r = call_within(backend, request, patience).await?;
     if r.ok() {
         Ok(r)
     } else {

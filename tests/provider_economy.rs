@@ -409,7 +409,11 @@ async fn gmail_a_just_located_copy_is_acted_on_without_a_second_read() {
     assert_eq!(served(&l.server) - before, 2 * fresh.len(), "the locates");
     let out = retract_located(&l.client, &copies, true).await;
     assert!(out.values().all(|o| *o == Ok(Folder::Inbox)), "{out:?}");
-    assert_eq!(served(&l.server) - before, 3 * fresh.len(), "locate and act");
+    assert_eq!(
+        served(&l.server) - before,
+        3 * fresh.len(),
+        "locate and act"
+    );
 
     let mut copies = Vec::new();
     for mailbox in waited {
@@ -418,7 +422,11 @@ async fn gmail_a_just_located_copy_is_acted_on_without_a_second_read() {
     let before = served(&l.server);
     let out = retract_located(&l.client, &copies, false).await;
     assert!(out.values().all(|o| *o == Ok(Folder::Inbox)), "{out:?}");
-    assert_eq!(served(&l.server) - before, 2 * waited.len(), "read again, act");
+    assert_eq!(
+        served(&l.server) - before,
+        2 * waited.len(),
+        "read again, act"
+    );
 
     let (junk, actions) = lab_junk_and_actions(&l.server);
     assert_eq!(junk, MAILBOXES);
@@ -446,7 +454,10 @@ async fn gmail_a_copy_moved_after_its_locate_is_still_already_gone() {
 
     assert_eq!(
         out.get(&0),
-        Some(&Err((FailureReason::AlreadyGone, "already_moved".to_string())))
+        Some(&Err((
+            FailureReason::AlreadyGone,
+            "already_moved".to_string()
+        )))
     );
     assert_eq!(
         out.get(&1),
@@ -460,6 +471,14 @@ async fn gmail_a_copy_moved_after_its_locate_is_still_already_gone() {
         .filter(|(_, m, _)| mailboxes.iter().any(|x| x == m))
         .map(|(_, m, c)| (m.to_string(), c.folder.clone()))
         .collect();
-    assert_eq!(folders.get(&mailboxes[0]), Some(&Folder::Trash), "{folders:?}");
-    assert_eq!(folders.get(&mailboxes[2]), Some(&Folder::Junk), "{folders:?}");
+    assert_eq!(
+        folders.get(&mailboxes[0]),
+        Some(&Folder::Trash),
+        "{folders:?}"
+    );
+    assert_eq!(
+        folders.get(&mailboxes[2]),
+        Some(&Folder::Junk),
+        "{folders:?}"
+    );
 }

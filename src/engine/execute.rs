@@ -239,32 +239,37 @@ impl Engine {
                 items.push(skipped_row(s, plan.request.action));
             }
         }
-        let job = {
-            let mut store = self.store();
-            store.insert_plan(
-                &plan.id,
-                &plan.digest,
-                plan.created_at,
-                &plan.to_json_pretty(),
-            )?;
-            store.create_job(
-                &NewJob {
-                    kind: JobKind::Retract,
-                    plan_id: Some(plan.id.clone()),
-                    parent_job: None,
-                    trigger: plan.request.trigger,
-                    action: plan.request.action,
-                    operator: self.operator.name.clone(),
-                    role: self.operator.role,
-                    reason: plan.request.reason.clone(),
-                    dry_run,
-                    detected_at,
-                },
-                &items,
-            )?
-        };
+        let job = self.store_plan_and_job(plan, &plan.digest, dry_run, detected_at, &items)?;
         self.audit_plan_applied(plan, job)?;
         Ok(job)
+    }
+
+    /// Stores a plan (under `digest`) and creates its retract job with `items`.
+    pub(super) fn store_plan_and_job(
+        &self,
+        plan: &Plan,
+        digest: &str,
+        dry_run: bool,
+        detected_at: Option<DateTime<Utc>>,
+        items: &[ItemRow],
+    ) -> Result<i64, EngineError> {
+        let mut store = self.store();
+        store.insert_plan(&plan.id, digest, plan.created_at, &plan.to_json_pretty())?;
+        Ok(store.create_job(
+            &NewJob {
+                kind: JobKind::Retract,
+                plan_id: Some(plan.id.clone()),
+                parent_job: None,
+                trigger: plan.request.trigger,
+                action: plan.request.action,
+                operator: self.operator.name.clone(),
+                role: self.operator.role,
+                reason: plan.request.reason.clone(),
+                dry_run,
+                detected_at,
+            },
+            items,
+        )?)
     }
 
     /// Audits a plan becoming (or, made while its job ran, having become) job `job`.

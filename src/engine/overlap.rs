@@ -14,7 +14,7 @@ use super::plan::{Plan, PlanItem, RetractRequest, SkippedItem};
 use super::planner::{Located, PlanStream};
 use super::roles::Capability;
 use crate::model::Folder;
-use crate::store::jobs::{ItemRow, ItemState, JobKind, JobRow, NewJob};
+use crate::store::jobs::{ItemRow, ItemState, JobKind, JobRow};
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 use std::collections::{BTreeMap, BTreeSet};
@@ -109,30 +109,7 @@ impl Engine {
         // Message-IDs unknown to the trace, a bad query, an unknown tenant: refused now.
         self.expand_conversation(&request)?;
         let plan = Plan::new(self.operator.name.clone(), request, Vec::new(), Vec::new());
-        let job = {
-            let mut store = self.store();
-            store.insert_plan(
-                &plan.id,
-                PLANNING_DIGEST,
-                plan.created_at,
-                &plan.to_json_pretty(),
-            )?;
-            store.create_job(
-                &NewJob {
-                    kind: JobKind::Retract,
-                    plan_id: Some(plan.id.clone()),
-                    parent_job: None,
-                    trigger: plan.request.trigger,
-                    action: plan.request.action,
-                    operator: self.operator.name.clone(),
-                    role: self.operator.role,
-                    reason: plan.request.reason.clone(),
-                    dry_run: false,
-                    detected_at,
-                },
-                &[],
-            )?
-        };
+        let job = self.store_plan_and_job(&plan, PLANNING_DIGEST, false, detected_at, &[])?;
         Ok(job)
     }
 
@@ -308,14 +285,7 @@ impl Engine {
                 });
             }
         }
-        items.sort_by(|a, b| {
-            (a.depth, &a.tenant, &a.mailbox, &a.internet_message_id).cmp(&(
-                b.depth,
-                &b.tenant,
-                &b.mailbox,
-                &b.internet_message_id,
-            ))
-        });
+        super::planner::sort_items(&mut items);
         let mut plan = Plan::new(
             provisional.operator.clone(),
             provisional.request.clone(),

@@ -498,14 +498,7 @@ impl Engine {
             }
             items = kept;
         }
-        items.sort_by(|a, b| {
-            (a.depth, &a.tenant, &a.mailbox, &a.internet_message_id).cmp(&(
-                b.depth,
-                &b.tenant,
-                &b.mailbox,
-                &b.internet_message_id,
-            ))
-        });
+        sort_items(&mut items);
         skipped.sort_by(|a, b| {
             (&a.tenant, &a.address, &a.internet_message_id).cmp(&(
                 &b.tenant,
@@ -828,6 +821,18 @@ impl Engine {
             .iter()
             .any(|t| t.name != tenant && t.domains.iter().any(|d| d.eq_ignore_ascii_case(&domain)))
     }
+}
+
+/// A plan's items in plan order: by depth, tenant, mailbox, message.
+pub(crate) fn sort_items(items: &mut [PlanItem]) {
+    items.sort_by(|a, b| {
+        (a.depth, &a.tenant, &a.mailbox, &a.internet_message_id).cmp(&(
+            b.depth,
+            &b.tenant,
+            &b.mailbox,
+            &b.internet_message_id,
+        ))
+    });
 }
 
 /// The provider's code beside its message, for plan and job detail columns.

@@ -509,7 +509,12 @@ impl Engine {
         }
 
         let counts = self.store().item_counts(job)?;
-        let state = if counts.remaining() == 0 {
+        // A plan still provisional (stopped while planning) leaves the job to be resumed.
+        let planned = self.planning_plan(&row)?.is_none();
+        if !planned && stopped.is_none() {
+            stopped = Some("stopped while planning".into());
+        }
+        let state = if counts.remaining() == 0 && planned {
             JobState::Finished
         } else if shared.interrupted() && !shared.stopped_by_store.load(Ordering::SeqCst) {
             // Left running without a lease: an interrupted job, as after a crash.

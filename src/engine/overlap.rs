@@ -190,7 +190,10 @@ impl Engine {
                         rows.extend(items.iter().map(|p| item_row(p, at.flatten())));
                     }
                 }
-                if rows.is_empty() {
+                // Stopped (cancelled, or the lease taken over by a process that plans the
+                // job again): nothing more is recorded; the plan stays provisional for the
+                // run that resumes the job.
+                if rows.is_empty() || shared.should_stop() {
                     return Ok(());
                 }
                 // Durability: recorded before anything is sent for them.
@@ -218,6 +221,9 @@ impl Engine {
         let (resolution, acted) = tokio::join!(planning, acting);
         let resolution = resolution?;
         acted.into_iter().collect::<Result<Vec<()>, _>>()?;
+        if shared.should_stop() {
+            return Ok(());
+        }
 
         // The rest of the plan: what no streamed copy covered.
         let held = held.into_inner().unwrap_or_else(|p| p.into_inner());

@@ -364,3 +364,121 @@ async fn a_plan_locates_ten_mailboxes_a_batch() {
         (2 * targets).div_ceil(20) as u64
     );
 }
+
+/// Runs copies a plan located to Junk, acted on as located (`just_located`: moments ago, in
+/// this run) or read again first; returns the outcomes by key (Ok = the folder acted from).
+async fn retract_located(
+    client: &ProviderClient,
+    copies: &[clawback::provider::LocatedCopy],
+    just_located: bool,
+) -> BTreeMap<u64, Result<Folder, (FailureReason, String)>> {
+    let items: Vec<BulkItem> = copies
+        .iter()
+        .enumerate()
+        .map(|(i, c)| BulkItem {
+            key: i as u64,
+            mailbox: c.mailbox.clone(),
+            internet_message_id: CAMPAIGN_MESSAGE_ID.into(),
+            copy: Some(c.clone()),
+        })
+        .collect();
+    let mut out = BTreeMap::new();
+    client
+        .retract_located_until(items, RetractAction::Junk, just_located, &|| false, |e| {
+            if let ProgressEvent::Finished { key, outcome } = e {
+                out.insert(key, outcome.map(|a| a.from).map_err(|f| (f.reason, f.code)));
+            }
+        })
+        .await;
+    out
+}
+
+/// Gmail, copies a plan located moments ago (a fresh plan, `--yes`): the search and the get
+/// to locate, the modify to act — three sub-requests a copy, no second read of the labels. A
+/// plan that waited (not just located) keeps the read: four.
+#[tokio::test]
+async fn gmail_a_just_located_copy_is_acted_on_without_a_second_read() {
+    let l = lab(GenerateKind::GoogleWorkspace).await;
+    let (fresh, waited) = l.recipients.split_at(MAILBOXES / 2);
+    let before = served(&l.server);
+    let mut copies = Vec::new();
+    for mailbox in fresh {
+        copies.extend(l.client.locate(mailbox, CAMPAIGN_MESSAGE_ID).await.unwrap());
+    }
+    assert_eq!(copies.len(), fresh.len());
+    assert_eq!(served(&l.server) - before, 2 * fresh.len(), "the locates");
+    let out = retract_located(&l.client, &copies, true).await;
+    assert!(out.values().all(|o| *o == Ok(Folder::Inbox)), "{out:?}");
+    assert_eq!(
+        served(&l.server) - before,
+        3 * fresh.len(),
+        "locate and act"
+    );
+
+    let mut copies = Vec::new();
+    for mailbox in waited {
+        copies.extend(l.client.locate(mailbox, CAMPAIGN_MESSAGE_ID).await.unwrap());
+    }
+    let before = served(&l.server);
+    let out = retract_located(&l.client, &copies, false).await;
+    assert!(out.values().all(|o| *o == Ok(Folder::Inbox)), "{out:?}");
+    assert_eq!(
+        served(&l.server) - before,
+        2 * waited.len(),
+        "read again, act"
+    );
+
+    let (junk, actions) = lab_junk_and_actions(&l.server);
+    assert_eq!(junk, MAILBOXES);
+    assert!(actions.values().all(|n| *n == 1), "{actions:?}");
+}
+
+/// Acting without the second read keeps "already gone" right: a copy the user trashed after
+/// the plan located it is named by the modify's answer (its labels say Trash: already gone,
+/// not junked from the Inbox), and one the user deleted answers 404 and is located afresh
+/// (gone: not found). An untouched copy beside them is junked.
+#[tokio::test]
+async fn gmail_a_copy_moved_after_its_locate_is_still_already_gone() {
+    let l = lab(GenerateKind::GoogleWorkspace).await;
+    let tenant = l.client.tenant_name().to_string();
+    let mailboxes = &l.recipients[..3];
+    let mut copies = Vec::new();
+    for mailbox in mailboxes {
+        copies.extend(l.client.locate(mailbox, CAMPAIGN_MESSAGE_ID).await.unwrap());
+    }
+    assert_eq!(copies.len(), 3);
+    user_moves(&l.server, &tenant, &mailboxes[0], "trash").await;
+    user_moves(&l.server, &tenant, &mailboxes[1], "purged").await;
+
+    let out = retract_located(&l.client, &copies, true).await;
+
+    assert_eq!(
+        out.get(&0),
+        Some(&Err((
+            FailureReason::AlreadyGone,
+            "already_moved".to_string()
+        )))
+    );
+    assert_eq!(
+        out.get(&1),
+        Some(&Err((FailureReason::AlreadyGone, "not_found".to_string())))
+    );
+    assert_eq!(out.get(&2), Some(&Ok(Folder::Inbox)));
+    let state = l.server.lab.state();
+    let folders: BTreeMap<String, Folder> = state
+        .copies_of(CAMPAIGN_MESSAGE_ID)
+        .into_iter()
+        .filter(|(_, m, _)| mailboxes.iter().any(|x| x == m))
+        .map(|(_, m, c)| (m.to_string(), c.folder.clone()))
+        .collect();
+    assert_eq!(
+        folders.get(&mailboxes[0]),
+        Some(&Folder::Trash),
+        "{folders:?}"
+    );
+    assert_eq!(
+        folders.get(&mailboxes[2]),
+        Some(&Folder::Junk),
+        "{folders:?}"
+    );
+}

@@ -463,6 +463,9 @@ pub fn retract(args: RetractArgs, config_path: Option<&Path>, data_dir: Option<&
         return fail(e);
     }
     rt.block_on(async {
+        if args.yes && !args.dry_run {
+            return plan_while_acting(&engine, &args).await;
+        }
         let plan = match engine.build_plan(args.request.request()).await {
             Ok(p) => p,
             Err(e) => return fail(e),
@@ -492,6 +495,42 @@ pub fn retract(args: RetractArgs, config_path: Option<&Path>, data_dir: Option<&
             args.json,
         )
     })
+}
+
+/// `retract --yes`: nothing waits for a confirmation, so the job plans and acts at once
+/// (a copy located is a copy acted on); the plan, complete when the job has run, is printed
+/// then, with the job's outcome.
+async fn plan_while_acting(engine: &Engine, args: &RetractArgs) -> u8 {
+    let job = match engine.create_planning_job(args.request.request(), None) {
+        Ok(j) => j,
+        Err(e) => return fail(e),
+    };
+    let report = run_with_progress(engine, job, args.canary, args.json).await;
+    // One store lock at a time (a guard lives to the end of its statement).
+    let plan_id = engine
+        .store()
+        .job(job)
+        .ok()
+        .flatten()
+        .and_then(|row| row.plan_id);
+    let json = plan_id.and_then(|id| engine.store().plan_json(&id).ok().flatten());
+    let plan = json.and_then(|json| serde_json::from_str::<Plan>(&json).ok());
+    if let Some(plan) = &plan {
+        print_plan(plan);
+    }
+    let code = report_code(report, args.json);
+    match &plan {
+        // As when the plan comes first: nothing located to act on is said so.
+        Some(plan) if plan.items.is_empty() && code == exit::OK => {
+            outln!("nothing to act on");
+            if plan.skipped.is_empty() {
+                exit::OK
+            } else {
+                exit::PARTIAL
+            }
+        }
+        _ => code,
+    }
 }
 
 pub fn plan(args: PlanArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> u8 {

@@ -5,6 +5,7 @@
 //! acted on twice and nothing is lost. Canary runs, cancel, retry by reason and restore live here.
 
 use super::core::{Engine, EngineError};
+use super::overlap::{item_row, skipped_row};
 use super::plan::Plan;
 use super::planner::failure_detail;
 use super::roles::Capability;
@@ -32,7 +33,7 @@ const CHUNK: usize = 2_000;
 const FINISH_GROUP: usize = 64;
 
 /// What the parts of one job run share.
-struct RunShared<'a> {
+pub(super) struct RunShared<'a> {
     engine: &'a Engine,
     job: i64,
     /// Seconds the provider made us wait.
@@ -45,12 +46,15 @@ struct RunShared<'a> {
     interrupt: Option<&'a AtomicBool>,
     /// Set once the store said stop (a cancel from any process, or the lease lost).
     stopped_by_store: AtomicBool,
+    /// This run makes the job's plan (acting while planning): its copies were located moments
+    /// ago, by this run.
+    planning_here: AtomicBool,
 }
 
 impl RunShared<'_> {
     /// Asked before every batch: this process's cancel, an unrecordable `in_flight`, or the
     /// store — a cancel written by any process, or a lease taken over — stops the run.
-    fn should_stop(&self) -> bool {
+    pub(super) fn should_stop(&self) -> bool {
         if self.unrecorded.load(Ordering::SeqCst)
             || self.cancel.is_some_and(|c| c.load(Ordering::SeqCst))
             || self.interrupted()
@@ -95,6 +99,12 @@ type FinishedBuffer = std::sync::Mutex<Vec<(u64, Result<Applied, Failure>)>>;
 /// answers 404 and is then located afresh; Gmail ids survive label changes, so a Gmail copy's
 /// labels are read again (one get instead of a search and a get) before it is acted on.
 const PLANNED_COPY_FRESH: chrono::Duration = chrono::Duration::minutes(10);
+/// A job that makes its plan as it runs (nothing waits for a confirmation: `retract --yes`)
+/// located its copies moments ago, in this run: while its plan is younger than this, they are
+/// acted on as located, without reading them again first (Gmail: the modify's answer tells a
+/// copy trashed in between; a copy deleted since answers 404 and is located afresh). A plan
+/// made first and then confirmed or applied, a job resumed later, keeps the read.
+const PLANNED_COPY_JUST_LOCATED: chrono::Duration = chrono::Duration::seconds(60);
 /// Restores and reconciliation locates in flight at once.
 const SIDE_CONCURRENCY: usize = 32;
 
@@ -175,7 +185,7 @@ impl JobReport {
     }
 }
 
-type Sink<'a> = &'a (dyn Fn(JobEvent) + Send + Sync);
+pub(super) type Sink<'a> = &'a (dyn Fn(JobEvent) + Send + Sync);
 
 /// Where an action puts a copy (`RecoverableDeletions` and `Purged` are invisible to the APIs).
 pub fn target_folder(action: RetractAction) -> Option<Folder> {
@@ -223,64 +233,47 @@ impl Engine {
                         .and_then(|r| DateTime::from_timestamp(r.received, 0));
                     delivered.insert(key.clone(), at);
                 }
-                let mut row = ItemRow::pending(
-                    &p.tenant,
-                    &p.mailbox,
-                    &p.internet_message_id,
-                    p.folder.clone(),
-                    p.action,
-                    p.effective_action,
-                );
-                row.copy_id = Some(p.copy_id.clone());
-                row.read = p.read;
-                row.depth = p.depth;
-                row.note = p.note.clone();
-                row.detail = p
-                    .unresolved
-                    .as_ref()
-                    .map(|why| format!("unresolved when planned ({why}): located when run"));
-                row.delivered_at = delivered.get(&key).copied().flatten();
-                items.push(row);
+                items.push(item_row(p, delivered.get(&key).copied().flatten()));
             }
             for s in &plan.skipped {
-                let mut row = ItemRow::pending(
-                    s.tenant.as_deref().unwrap_or_default(),
-                    &s.address,
-                    &s.internet_message_id,
-                    Folder::Inbox,
-                    plan.request.action,
-                    plan.request.action,
-                );
-                row.state = ItemState::Skipped;
-                row.reason = Some(s.reason);
-                row.detail = Some(s.detail.clone());
-                items.push(row);
+                items.push(skipped_row(s, plan.request.action));
             }
         }
-        let job = {
-            let mut store = self.store();
-            store.insert_plan(
-                &plan.id,
-                &plan.digest,
-                plan.created_at,
-                &plan.to_json_pretty(),
-            )?;
-            store.create_job(
-                &NewJob {
-                    kind: JobKind::Retract,
-                    plan_id: Some(plan.id.clone()),
-                    parent_job: None,
-                    trigger: plan.request.trigger,
-                    action: plan.request.action,
-                    operator: self.operator.name.clone(),
-                    role: self.operator.role,
-                    reason: plan.request.reason.clone(),
-                    dry_run,
-                    detected_at,
-                },
-                &items,
-            )?
-        };
+        let job = self.store_plan_and_job(plan, &plan.digest, dry_run, detected_at, &items)?;
+        self.audit_plan_applied(plan, job)?;
+        Ok(job)
+    }
+
+    /// Stores a plan (under `digest`) and creates its retract job with `items`.
+    pub(super) fn store_plan_and_job(
+        &self,
+        plan: &Plan,
+        digest: &str,
+        dry_run: bool,
+        detected_at: Option<DateTime<Utc>>,
+        items: &[ItemRow],
+    ) -> Result<i64, EngineError> {
+        let mut store = self.store();
+        store.insert_plan(&plan.id, digest, plan.created_at, &plan.to_json_pretty())?;
+        Ok(store.create_job(
+            &NewJob {
+                kind: JobKind::Retract,
+                plan_id: Some(plan.id.clone()),
+                parent_job: None,
+                trigger: plan.request.trigger,
+                action: plan.request.action,
+                operator: self.operator.name.clone(),
+                role: self.operator.role,
+                reason: plan.request.reason.clone(),
+                dry_run,
+                detected_at,
+            },
+            items,
+        )?)
+    }
+
+    /// Audits a plan becoming (or, made while its job ran, having become) job `job`.
+    pub(super) fn audit_plan_applied(&self, plan: &Plan, job: i64) -> Result<(), EngineError> {
         let counts = plan.counts();
         self.audit(
             "retract",
@@ -306,7 +299,7 @@ impl Engine {
                 "only": plan.request.only,
             }),
         )?;
-        Ok(job)
+        Ok(())
     }
 
     /// Runs (or resumes) a job to the end, or until cancelled or a canary fails. The job's
@@ -422,7 +415,21 @@ impl Engine {
             cancel: options.cancel.as_deref(),
             interrupt: options.interrupt.as_deref(),
             stopped_by_store: AtomicBool::new(false),
+            planning_here: AtomicBool::new(false),
         };
+        // A plan made while the job runs: copies are acted on as they are located (a canary
+        // waits for the whole plan instead: its mailboxes go first).
+        if let Some(provisional) = self.planning_plan(&row)? {
+            shared.planning_here.store(true, Ordering::SeqCst);
+            self.plan_while_acting(&row, provisional, options.canary == 0, sink, &shared)
+                .await?;
+            let counts = self.store().item_counts(job)?;
+            sink(JobEvent::Started {
+                job,
+                total: counts.total(),
+                remaining: counts.remaining(),
+            });
+        }
         let mut pending = self.store().job_items(job, Some(ItemState::Pending))?;
         let mut stopped = None;
 
@@ -502,7 +509,12 @@ impl Engine {
         }
 
         let counts = self.store().item_counts(job)?;
-        let state = if counts.remaining() == 0 {
+        // A plan still provisional (stopped while planning) leaves the job to be resumed.
+        let planned = self.planning_plan(&row)?.is_none();
+        if !planned && stopped.is_none() {
+            stopped = Some("stopped while planning".into());
+        }
+        let state = if counts.remaining() == 0 && planned {
             JobState::Finished
         } else if shared.interrupted() && !shared.stopped_by_store.load(Ordering::SeqCst) {
             // Left running without a lease: an interrupted job, as after a crash.
@@ -537,8 +549,8 @@ impl Engine {
         Ok(report)
     }
 
-    /// Whether the job's plan is young enough for its located copies to be acted on directly.
-    fn plan_is_fresh(&self, row: &JobRow) -> bool {
+    /// Whether the job's plan is younger than `age` (a retract job's plan only).
+    fn plan_younger_than(&self, row: &JobRow, age: chrono::Duration) -> bool {
         if row.kind != JobKind::Retract {
             return false;
         }
@@ -546,7 +558,7 @@ impl Engine {
             .plan_id
             .as_deref()
             .and_then(|id| self.store().plan_created_at(id).ok().flatten());
-        made.is_some_and(|t| Utc::now().signed_duration_since(t) < PLANNED_COPY_FRESH)
+        made.is_some_and(|t| Utc::now().signed_duration_since(t) < age)
     }
 
     fn job_row(&self, job: i64) -> Result<JobRow, EngineError> {
@@ -705,7 +717,13 @@ impl Engine {
 
     /// Sends items through the provider schedulers (one per tenant and action, concurrently),
     /// committing each item's state as the scheduler reports it.
-    async fn act(&self, row: &JobRow, items: Vec<ItemRow>, sink: Sink<'_>, shared: &RunShared<'_>) {
+    pub(super) async fn act(
+        &self,
+        row: &JobRow,
+        items: Vec<ItemRow>,
+        sink: Sink<'_>,
+        shared: &RunShared<'_>,
+    ) {
         let mut groups: BTreeMap<(String, RetractAction), Vec<ItemRow>> = BTreeMap::new();
         for it in items {
             groups
@@ -734,7 +752,9 @@ impl Engine {
                         return;
                     }
                 };
-                let fresh = self.plan_is_fresh(row);
+                let fresh = self.plan_younger_than(row, PLANNED_COPY_FRESH);
+                let just_located = shared.planning_here.load(Ordering::SeqCst)
+                    && self.plan_younger_than(row, PLANNED_COPY_JUST_LOCATED);
                 let bulk: Vec<BulkItem> = items
                     .iter()
                     .map(|it| BulkItem {
@@ -746,9 +766,13 @@ impl Engine {
                     .collect();
                 let finished = std::sync::Mutex::new(Vec::new());
                 client
-                    .retract_many_until(bulk, action, &|| shared.should_stop(), |event| {
-                        self.on_progress(job, &by_key, event, sink, shared, &finished)
-                    })
+                    .retract_located_until(
+                        bulk,
+                        action,
+                        just_located,
+                        &|| shared.should_stop(),
+                        |event| self.on_progress(job, &by_key, event, sink, shared, &finished),
+                    )
                     .await;
                 self.flush_finished(job, &by_key, &finished, sink);
             });
@@ -1201,6 +1225,7 @@ impl Engine {
             cancel: options.cancel.as_deref(),
             interrupt: options.interrupt.as_deref(),
             stopped_by_store: AtomicBool::new(false),
+            planning_here: AtomicBool::new(false),
         };
         let shared = &shared;
         let results: Vec<_> = stream::iter(todo.into_iter().map(|it| async move {

@@ -11,6 +11,7 @@ pub mod event;
 pub mod execute;
 pub mod guard;
 pub mod metrics;
+pub mod overlap;
 pub mod plan;
 pub mod planner;
 pub mod policy;

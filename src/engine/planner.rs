@@ -25,7 +25,15 @@ const QUERY_SEED_LIMIT: usize = 500;
 type LocateResult = Result<Vec<LocatedCopy>, Failure>;
 
 /// A located (tenant, mailbox, message) with its depth.
-type Located = ((String, String, String), u8, LocateResult);
+pub(crate) type Located = ((String, String, String), u8, LocateResult);
+
+/// A plan made while its job runs ([`Engine::resolve_streaming`]): every copy located is
+/// handed over at once (a located copy is final: a later round never replaces it), and the
+/// job's own items are not counted as claims on its copies.
+pub(crate) struct PlanStream {
+    pub job: i64,
+    pub located: tokio::sync::mpsc::UnboundedSender<Located>,
+}
 
 /// One message of the plan with the depth it was reached at.
 #[derive(Debug, Clone)]
@@ -140,6 +148,19 @@ impl Engine {
         request: &RetractRequest,
         progress: Option<&LocateProgress>,
     ) -> Result<Resolution, EngineError> {
+        self.resolve_streaming(request, progress, None).await
+    }
+
+    /// [`Engine::resolve`] for a plan made while its job runs: located copies go to `stream`
+    /// as they are found.
+    pub(crate) async fn resolve_streaming(
+        &self,
+        request: &RetractRequest,
+        progress: Option<&LocateProgress>,
+        stream: Option<PlanStream>,
+    ) -> Result<Resolution, EngineError> {
+        let own_job = stream.as_ref().map(|s| s.job);
+        let sink = stream.map(|s| s.located);
         if request.message_ids.is_empty() && request.query.is_none() {
             return Err(EngineError::Invalid(
                 "nothing to retract: give a Message-ID or a query".into(),
@@ -237,7 +258,7 @@ impl Engine {
         }
         let mut located: Vec<Located> = Vec::new();
         let mut unresolved: BTreeMap<(String, String), Vec<Located>> = BTreeMap::new();
-        for entry in self.locate_all(first, progress).await {
+        for entry in self.locate_all(first, progress, sink.as_ref()).await {
             match &entry.2 {
                 // Google refuses a token for an address that is no user ("invalid_grant:
                 // Invalid email or User ID"): a group or a contact, for the directory to say.
@@ -366,7 +387,8 @@ impl Engine {
                 }
             }
         }
-        located.extend(self.locate_all(second, progress).await);
+        located.extend(self.locate_all(second, progress, sink.as_ref()).await);
+        drop(sink);
         // One entry per (tenant, mailbox, message): an address can be reached twice — its
         // own locate failed (kept, e.g. as unresolved) and a list it is in located it again.
         // A located answer wins over a failure; two items for one copy would act twice.
@@ -391,18 +413,7 @@ impl Engine {
 
         let mut items = Vec::new();
         let note_for = |tenant: &str, mailbox: &str, effective: RetractAction| {
-            if effective == RetractAction::HardDelete && self.is_held(tenant, mailbox) {
-                return Some(format!(
-                    "{RETAINED_BY_HOLD}: the mailbox is on hold; Hard Delete purges it for the user and the hold keeps it for admins (eDiscovery)"
-                ));
-            }
-            (effective != request.action).then(|| {
-                format!(
-                    "{} is not offered by Gmail: performed as {}",
-                    request.action.label(),
-                    effective.label()
-                )
-            })
+            self.plan_note(request.action, tenant, mailbox, effective)
         };
         for ((tenant, mailbox, mid), depth, result) in located {
             let kind = self
@@ -442,49 +453,15 @@ impl Engine {
                 }
                 Err(f) => skipped.push(skip(f.reason, failure_detail(&f))),
                 Ok(copies) => {
-                    let sender = messages
-                        .iter()
-                        .find(|m| m.record.message_id == mid)
-                        .map(|m| m.record.sender.as_str())
-                        .unwrap_or_default();
-                    let copies: Vec<LocatedCopy> = copies
-                        .into_iter()
-                        .filter(|c| {
-                            !matches!(c.folder, Folder::SentItems | Folder::Drafts)
-                                || mailbox == sender
-                        })
-                        .collect();
-                    if copies.is_empty() {
-                        skipped.push(skip(
-                            FailureReason::AlreadyGone,
-                            format!("no copy in {mailbox} (deleted by the user)"),
-                        ));
-                        continue;
-                    }
-                    let live: Vec<&LocatedCopy> =
-                        copies.iter().filter(|c| !c.folder.is_gone()).collect();
-                    if live.is_empty() {
-                        skipped.push(skip(
-                            FailureReason::AlreadyGone,
-                            format!("already in {}", copies[0].folder),
-                        ));
-                        continue;
-                    }
-                    for c in live {
-                        items.push(PlanItem {
-                            tenant: tenant.clone(),
-                            kind,
-                            mailbox: mailbox.clone(),
-                            internet_message_id: mid.clone(),
-                            copy_id: c.id.clone(),
-                            folder: c.folder.clone(),
-                            read: c.read,
-                            depth,
-                            action: request.action,
-                            effective_action: effective,
-                            note: note_for(&tenant, &mailbox, effective),
-                            unresolved: None,
-                        });
+                    match self.located_items(
+                        request,
+                        &messages,
+                        (&tenant, &mailbox, &mid),
+                        depth,
+                        copies,
+                    ) {
+                        Ok(found) => items.extend(found),
+                        Err(s) => skipped.push(s),
                     }
                 }
             }
@@ -495,7 +472,11 @@ impl Engine {
             let mut claims: BTreeMap<String, BTreeMap<(String, String), _>> = BTreeMap::new();
             for mid in items.iter().map(|i| &i.internet_message_id) {
                 if !claims.contains_key(mid) {
-                    claims.insert(mid.clone(), store.copy_claims(mid)?);
+                    let found = match own_job {
+                        Some(job) => store.copy_claims_except(mid, job)?,
+                        None => store.copy_claims(mid)?,
+                    };
+                    claims.insert(mid.clone(), found);
                 }
             }
             let mut kept = Vec::with_capacity(items.len());
@@ -517,14 +498,7 @@ impl Engine {
             }
             items = kept;
         }
-        items.sort_by(|a, b| {
-            (a.depth, &a.tenant, &a.mailbox, &a.internet_message_id).cmp(&(
-                b.depth,
-                &b.tenant,
-                &b.mailbox,
-                &b.internet_message_id,
-            ))
-        });
+        sort_items(&mut items);
         skipped.sort_by(|a, b| {
             (&a.tenant, &a.address, &a.internet_message_id).cmp(&(
                 &b.tenant,
@@ -547,6 +521,7 @@ impl Engine {
         &self,
         targets: BTreeMap<(String, String, String), u8>,
         progress: Option<&LocateProgress>,
+        stream: Option<&tokio::sync::mpsc::UnboundedSender<Located>>,
     ) -> Vec<Located> {
         if let Some(p) = progress {
             p.add_total(targets.len() as u64);
@@ -571,6 +546,7 @@ impl Engine {
             };
             let keys: Vec<Target> = targets.clone();
             let progress = progress.cloned();
+            let stream = stream.cloned();
             // Several mailboxes' locates in one request where the provider batches them
             // (Graph: ten locates in a `$batch` of 20 steps). As many groups in flight as there
             // were locates: Graph serves a batch's steps four at a time, so fewer batches in
@@ -583,6 +559,7 @@ impl Engine {
                 stream::iter(groups.into_iter().map(|group| {
                     let client = client.clone();
                     let progress = progress.clone();
+                    let stream = stream.clone();
                     async move {
                         let wanted: Vec<(String, String)> = group
                             .iter()
@@ -593,7 +570,7 @@ impl Engine {
                             p.done(group.len() as u64);
                         }
                         let mut found = found.into_iter();
-                        group
+                        let located = group
                             .into_iter()
                             .map(|(key, depth)| {
                                 let r = found.next().unwrap_or_else(|| {
@@ -601,7 +578,15 @@ impl Engine {
                                 });
                                 (key, depth, r)
                             })
-                            .collect::<Vec<Located>>()
+                            .collect::<Vec<Located>>();
+                        // A located copy is final (see `PlanStream`): handed over now. A
+                        // closed receiver (its job stopped) is the job's to account for.
+                        if let Some(stream) = &stream {
+                            for entry in located.iter().filter(|l| l.2.is_ok()) {
+                                let _ = stream.send(entry.clone());
+                            }
+                        }
+                        located
                     }
                 }))
                 .buffer_unordered(PLAN_CONCURRENCY)
@@ -727,6 +712,95 @@ impl Drop for AbortOnDrop {
 pub const RETAINED_BY_HOLD: &str = "retained_by_hold";
 
 impl Engine {
+    /// The items of the copies located in one mailbox, or why none is acted on: a copy in
+    /// Sent Items or Drafts only when the mailbox is the sender's, none at all or none
+    /// outside Junk/Trash/recoverable = already gone.
+    pub(crate) fn located_items(
+        &self,
+        request: &RetractRequest,
+        messages: &[PlannedMessage],
+        (tenant, mailbox, mid): (&str, &str, &str),
+        depth: u8,
+        copies: Vec<LocatedCopy>,
+    ) -> Result<Vec<PlanItem>, SkippedItem> {
+        let kind = self
+            .client(tenant)
+            .map(|c| c.kind())
+            .unwrap_or(TenantKind::Microsoft365);
+        let effective = request.action.effective_for(kind);
+        let skip = |reason, detail: String| SkippedItem {
+            tenant: Some(tenant.to_string()),
+            address: mailbox.to_string(),
+            internet_message_id: mid.to_string(),
+            reason,
+            detail,
+        };
+        let sender = messages
+            .iter()
+            .find(|m| m.record.message_id == mid)
+            .map(|m| m.record.sender.as_str())
+            .unwrap_or_default();
+        let copies: Vec<LocatedCopy> = copies
+            .into_iter()
+            .filter(|c| {
+                !matches!(c.folder, Folder::SentItems | Folder::Drafts) || mailbox == sender
+            })
+            .collect();
+        if copies.is_empty() {
+            return Err(skip(
+                FailureReason::AlreadyGone,
+                format!("no copy in {mailbox} (deleted by the user)"),
+            ));
+        }
+        let live: Vec<&LocatedCopy> = copies.iter().filter(|c| !c.folder.is_gone()).collect();
+        if live.is_empty() {
+            return Err(skip(
+                FailureReason::AlreadyGone,
+                format!("already in {}", copies[0].folder),
+            ));
+        }
+        Ok(live
+            .into_iter()
+            .map(|c| PlanItem {
+                tenant: tenant.to_string(),
+                kind,
+                mailbox: mailbox.to_string(),
+                internet_message_id: mid.to_string(),
+                copy_id: c.id.clone(),
+                folder: c.folder.clone(),
+                read: c.read,
+                depth,
+                action: request.action,
+                effective_action: effective,
+                note: self.plan_note(request.action, tenant, mailbox, effective),
+                unresolved: None,
+            })
+            .collect())
+    }
+
+    /// The note on an item: a Hard Delete in a mailbox on hold, or an action Gmail performs
+    /// as another.
+    fn plan_note(
+        &self,
+        asked: RetractAction,
+        tenant: &str,
+        mailbox: &str,
+        effective: RetractAction,
+    ) -> Option<String> {
+        if effective == RetractAction::HardDelete && self.is_held(tenant, mailbox) {
+            return Some(format!(
+                "{RETAINED_BY_HOLD}: the mailbox is on hold; Hard Delete purges it for the user and the hold keeps it for admins (eDiscovery)"
+            ));
+        }
+        (effective != asked).then(|| {
+            format!(
+                "{} is not offered by Gmail: performed as {}",
+                asked.label(),
+                effective.label()
+            )
+        })
+    }
+
     /// Whether the tenant's config lists `mailbox` as on hold.
     fn is_held(&self, tenant: &str, mailbox: &str) -> bool {
         self.config.tenants.iter().any(|t| {
@@ -747,6 +821,18 @@ impl Engine {
             .iter()
             .any(|t| t.name != tenant && t.domains.iter().any(|d| d.eq_ignore_ascii_case(&domain)))
     }
+}
+
+/// A plan's items in plan order: by depth, tenant, mailbox, message.
+pub(crate) fn sort_items(items: &mut [PlanItem]) {
+    items.sort_by(|a, b| {
+        (a.depth, &a.tenant, &a.mailbox, &a.internet_message_id).cmp(&(
+            b.depth,
+            &b.tenant,
+            &b.mailbox,
+            &b.internet_message_id,
+        ))
+    });
 }
 
 /// The provider's code beside its message, for plan and job detail columns.

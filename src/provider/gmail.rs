@@ -1004,6 +1004,34 @@ fn internal_date(m: &Value) -> Option<DateTime<Utc>> {
     Utc.timestamp_millis_opt(ms).single()
 }
 
+/// What the labels a modify answers with say about a Junk acted on without a second read:
+/// a copy that carries `TRASH` beside the added `SPAM` was trashed (by its user) before the
+/// modify landed — already gone, as a read before acting would have found it, not junked from
+/// where the plan saw it. Trash answers with `TRASH` whatever the copy's labels were, and
+/// Delete answers with no body: nothing to tell there.
+fn moved_before_acted(responses: &[SubResponse], effective: RetractAction) -> Option<Failure> {
+    if effective != RetractAction::Junk {
+        return None;
+    }
+    let labels: Vec<String> = responses
+        .first()?
+        .body
+        .get("labelIds")?
+        .as_array()?
+        .iter()
+        .filter_map(|l| l.as_str().map(String::from))
+        .collect();
+    let now = folder_of_labels(&labels);
+    (now != Folder::Junk && now.is_gone()).then(|| {
+        Failure::new(
+            FailureReason::AlreadyGone,
+            None,
+            "already_moved",
+            format!("the copy was already in {now} when the action landed"),
+        )
+    })
+}
+
 fn applied(
     copy: &LocatedCopy,
     asked: RetractAction,
@@ -1069,7 +1097,13 @@ impl Backend for GmailClient {
         self.send_batch(requests).await
     }
 
-    fn start(&self, copy: LocatedCopy, _mailbox: &str) -> Step {
+    fn start(&self, copy: LocatedCopy, mailbox: &str, just_located: bool) -> Step {
+        if just_located {
+            // Located moments ago by this run: acted on as located (no second read). A copy
+            // deleted since answers 404 (located afresh); one junked or trashed since is named
+            // by the labels the action answers with (see `advance`).
+            return choose(vec![copy], mailbox);
+        }
         // A Gmail id survives every label change, so a copy located earlier may have been
         // junked or trashed since: read its labels again (one get) before acting.
         Step::Resolve(vec![Value::String(copy.id)])
@@ -1155,7 +1189,10 @@ impl Backend for GmailClient {
             }
             Step::Act(copy) => match first_error(responses, Operation::Mutate) {
                 Some(f) => Step::Done(Err(f)),
-                None => Step::Done(Ok(applied(&copy, action, effective, ""))),
+                None => match moved_before_acted(responses, effective) {
+                    Some(f) => Step::Done(Err(f)),
+                    None => Step::Done(Ok(applied(&copy, action, effective, ""))),
+                },
             },
             Step::Verify(copy) => {
                 let r = responses.first();

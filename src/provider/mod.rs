@@ -501,12 +501,32 @@ impl ProviderClient {
     ) where
         F: FnMut(ProgressEvent) + Send,
     {
+        self.retract_located_until(items, action, false, stop, progress)
+            .await;
+    }
+
+    /// [`ProviderClient::retract_many_until`] for items whose copies a plan located.
+    /// `just_located`: moments ago, in this run (a fresh plan nobody waited on), so each copy is
+    /// acted on as located, without reading it again first (Gmail; Graph never reads again).
+    /// A copy gone since answers 404 and is located afresh; one a user junked or trashed in
+    /// between is named by the action's answer. Otherwise Gmail reads a copy's labels again
+    /// before acting (its ids survive label changes).
+    pub async fn retract_located_until<F>(
+        &self,
+        items: Vec<BulkItem>,
+        action: RetractAction,
+        just_located: bool,
+        stop: &(dyn Fn() -> bool + Sync),
+        progress: F,
+    ) where
+        F: FnMut(ProgressEvent) + Send,
+    {
         match self {
             ProviderClient::Graph(c) => {
-                scheduler::run(c.clone(), items, action, stop, progress).await;
+                scheduler::run(c.clone(), items, action, just_located, stop, progress).await;
             }
             ProviderClient::Gmail(c) => {
-                scheduler::run(c.clone(), items, action, stop, progress).await;
+                scheduler::run(c.clone(), items, action, just_located, stop, progress).await;
             }
         }
     }

@@ -77,8 +77,10 @@ pub trait Backend: Send + Sync + 'static {
         n
     }
     /// The first step for a copy located earlier (by a plan): act on it, unless it is already
-    /// gone. Gmail reads the message's labels again first (its ids survive moves).
-    fn start(&self, copy: LocatedCopy, mailbox: &str) -> Step {
+    /// gone. Gmail reads the message's labels again first (its ids survive moves), unless the
+    /// copy was `just_located` (moments ago, by this run's plan).
+    fn start(&self, copy: LocatedCopy, mailbox: &str, just_located: bool) -> Step {
+        let _ = just_located;
         choose(vec![copy], mailbox)
     }
     /// Forgets the token used for this mailbox (after a 401).
@@ -374,11 +376,14 @@ pub fn first_error(responses: &[SubResponse], op: Operation) -> Option<Failure> 
 /// failed: the job leaves it `in_flight`, to be reconciled by locating the copy.
 pub const UNCERTAIN: &str = "uncertain";
 
-/// Runs items to completion, reporting progress as it happens.
+/// Runs items to completion, reporting progress as it happens. `just_located`: the items'
+/// copies were located moments ago by this run (a fresh plan), so they are acted on as located
+/// (see [`Backend::start`]).
 pub async fn run<B: Backend, F>(
     backend: Arc<B>,
     items: Vec<BulkItem>,
     action: RetractAction,
+    just_located: bool,
     stop: &(dyn Fn() -> bool + Sync),
     progress: F,
 ) where
@@ -419,7 +424,7 @@ pub async fn run<B: Backend, F>(
             ))),
             Err(f) => Step::Done(Err(f)),
             Ok(true) => match item.copy {
-                Some(c) => backend.start(c, &item.mailbox),
+                Some(c) => backend.start(c, &item.mailbox, just_located),
                 None => Step::Locate,
             },
         };

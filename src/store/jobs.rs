@@ -593,6 +593,85 @@ fn restore_claim_on(
     })
 }
 
+/// Inserts a job's items (see [`Store::create_job`] for the claims): returns each item's id and
+/// the state it was stored in (a retract item whose copy another job holds is `skipped`).
+fn insert_items(
+    tx: &rusqlite::Transaction<'_>,
+    job_id: i64,
+    kind: JobKind,
+    dry_run: bool,
+    items: &[ItemRow],
+) -> Result<Vec<(i64, ItemState)>, StoreError> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut stmt = tx.prepare(
+        "INSERT INTO job_item (job_id, tenant, mailbox, message_id, copy_id, folder, read, \
+                 depth, action, effective_action, note, state, reason, provider_code, detail, \
+                 delivered_at, finished_at, source_item, to_folder) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+                 ?17, ?18, ?19)",
+    )?;
+    let mut claims: BTreeMap<String, BTreeMap<(String, String), CopyClaim>> = BTreeMap::new();
+    for it in items {
+        let mut it = std::borrow::Cow::Borrowed(it);
+        if it.state == ItemState::Pending && !dry_run {
+            let claim = match kind {
+                JobKind::Retract => {
+                    if !claims.contains_key(&it.message_id) {
+                        let found = claims_on_message(tx, &it.message_id, job_id)?;
+                        claims.insert(it.message_id.clone(), found);
+                    }
+                    claims
+                        .get(&it.message_id)
+                        .and_then(|m| m.get(&(it.tenant.clone(), it.mailbox.clone())))
+                        .cloned()
+                }
+                JobKind::Restore => match it.source_item {
+                    Some(source) => restore_claim_on(tx, source)?,
+                    None => None,
+                },
+            };
+            if let Some(claim) = claim {
+                let owned = it.to_mut();
+                owned.state = ItemState::Skipped;
+                owned.reason = Some(FailureReason::InAnotherJob);
+                owned.detail = Some(match kind {
+                    JobKind::Retract => claim.detail(),
+                    JobKind::Restore => format!(
+                        "restored by job {} ({}); not restored twice",
+                        claim.job,
+                        claim.state.as_str()
+                    ),
+                });
+                owned.finished_at = Some(Utc::now());
+            }
+        }
+        stmt.execute(params![
+            job_id,
+            it.tenant,
+            it.mailbox,
+            it.message_id,
+            it.copy_id,
+            folder_text(&it.folder),
+            it.read as i64,
+            it.depth as i64,
+            it.action.as_str(),
+            it.effective_action.as_str(),
+            it.note,
+            it.state.as_str(),
+            it.reason.map(|r| r.as_str()),
+            it.provider_code,
+            it.detail,
+            it.delivered_at.map(|t| t.timestamp()),
+            it.finished_at.map(|t| t.timestamp()),
+            it.source_item,
+            // A restore item keeps where the retraction put the copy: it acts only there.
+            it.to_folder.as_ref().map(folder_text),
+        ])?;
+        out.push((tx.last_insert_rowid(), it.state));
+    }
+    Ok(out)
+}
+
 impl Store {
     /// Keeps a plan (its JSON and digest) so a job can name it.
     pub fn insert_plan(
@@ -607,6 +686,48 @@ impl Store {
             params![id, digest, created_at.timestamp(), json],
         )?;
         Ok(())
+    }
+
+    /// Replaces a stored plan's digest and JSON (a plan made while its job ran: stored
+    /// provisional when the job was made, complete when planning ended).
+    pub fn update_plan(&mut self, id: &str, digest: &str, json: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE plan SET digest = ?2, json = ?3 WHERE id = ?1",
+            params![id, digest, json],
+        )?;
+        Ok(())
+    }
+
+    /// The digest of a stored plan.
+    pub fn plan_digest(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT digest FROM plan WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Adds items to an existing job, with the claims of [`Store::create_job`], in one
+    /// transaction under the store's write lock; returns each item's id and stored state.
+    pub fn append_job_items(
+        &mut self,
+        job: i64,
+        items: &[ItemRow],
+    ) -> Result<Vec<(i64, ItemState)>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (kind, dry_run): (String, bool) =
+            tx.query_row("SELECT kind, dry_run FROM job WHERE id = ?1", [job], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let kind = if kind == JobKind::Restore.as_str() {
+            JobKind::Restore
+        } else {
+            JobKind::Retract
+        };
+        let out = insert_items(&tx, job, kind, dry_run, items)?;
+        tx.commit()?;
+        Ok(out)
     }
 
     /// The JSON of a stored plan.
@@ -679,74 +800,7 @@ impl Store {
             ],
         )?;
         let job_id = tx.last_insert_rowid();
-        {
-            let mut stmt = tx.prepare(
-                "INSERT INTO job_item (job_id, tenant, mailbox, message_id, copy_id, folder, read, \
-                 depth, action, effective_action, note, state, reason, provider_code, detail, \
-                 delivered_at, finished_at, source_item, to_folder) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-                 ?17, ?18, ?19)",
-            )?;
-            let mut claims: BTreeMap<String, BTreeMap<(String, String), CopyClaim>> =
-                BTreeMap::new();
-            for it in items {
-                let mut it = std::borrow::Cow::Borrowed(it);
-                if it.state == ItemState::Pending && !job.dry_run {
-                    let claim = match job.kind {
-                        JobKind::Retract => {
-                            if !claims.contains_key(&it.message_id) {
-                                let found = claims_on_message(&tx, &it.message_id, job_id)?;
-                                claims.insert(it.message_id.clone(), found);
-                            }
-                            claims
-                                .get(&it.message_id)
-                                .and_then(|m| m.get(&(it.tenant.clone(), it.mailbox.clone())))
-                                .cloned()
-                        }
-                        JobKind::Restore => match it.source_item {
-                            Some(source) => restore_claim_on(&tx, source)?,
-                            None => None,
-                        },
-                    };
-                    if let Some(claim) = claim {
-                        let owned = it.to_mut();
-                        owned.state = ItemState::Skipped;
-                        owned.reason = Some(FailureReason::InAnotherJob);
-                        owned.detail = Some(match job.kind {
-                            JobKind::Retract => claim.detail(),
-                            JobKind::Restore => format!(
-                                "restored by job {} ({}); not restored twice",
-                                claim.job,
-                                claim.state.as_str()
-                            ),
-                        });
-                        owned.finished_at = Some(Utc::now());
-                    }
-                }
-                stmt.execute(params![
-                    job_id,
-                    it.tenant,
-                    it.mailbox,
-                    it.message_id,
-                    it.copy_id,
-                    folder_text(&it.folder),
-                    it.read as i64,
-                    it.depth as i64,
-                    it.action.as_str(),
-                    it.effective_action.as_str(),
-                    it.note,
-                    it.state.as_str(),
-                    it.reason.map(|r| r.as_str()),
-                    it.provider_code,
-                    it.detail,
-                    it.delivered_at.map(|t| t.timestamp()),
-                    it.finished_at.map(|t| t.timestamp()),
-                    it.source_item,
-                    // A restore item keeps where the retraction put the copy: it acts only there.
-                    it.to_folder.as_ref().map(folder_text),
-                ])?;
-            }
-        }
+        insert_items(&tx, job_id, job.kind, job.dry_run, items)?;
         tx.commit()?;
         Ok(job_id)
     }
@@ -760,6 +814,15 @@ impl Store {
         message_id: &str,
     ) -> Result<BTreeMap<(String, String), CopyClaim>, StoreError> {
         claims_on_message(&self.conn, message_id, 0)
+    }
+
+    /// [`Store::copy_claims`] against job `except`'s own items (a job planned while it runs).
+    pub fn copy_claims_except(
+        &self,
+        message_id: &str,
+        except: i64,
+    ) -> Result<BTreeMap<(String, String), CopyClaim>, StoreError> {
+        claims_on_message(&self.conn, message_id, except)
     }
 
     /// Takes the lease of `job` for `me`: free, already ours, or held by a holder that is no

@@ -224,6 +224,13 @@ fn errors_name_position_and_expectation() {
             "query:1:6: expected a search term before \"OR\"",
         ),
         ("subject:\"x", "query:1:11: expected a closing quote"),
+        // A NUL (the proptest below once made `subject:@b\0c`, which parsed and then failed
+        // in the search) or an escape sequence: refused where it is.
+        (
+            "subject:@b\0c",
+            "query:1:11: control character U+0000 is not allowed",
+        ),
+        ("\u{1b}[A", "query:1:1: control character U+001B"),
     ];
     for (q, prefix) in cases {
         let e = parse(q).unwrap_err().to_string();

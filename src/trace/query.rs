@@ -189,6 +189,20 @@ impl Tok {
 
 fn lex(input: &str) -> Result<Vec<Tok>, QueryError> {
     let chars: Vec<char> = input.chars().collect();
+    // A control character (NUL from a paste, an escape sequence) is never part of an address,
+    // subject or id: refused where it is, rather than failing the search further down.
+    if let Some(i) = chars
+        .iter()
+        .position(|c| c.is_control() && !c.is_whitespace())
+    {
+        return Err(QueryError {
+            column: i + 1,
+            message: format!(
+                "control character U+{:04X} is not allowed in a query",
+                u32::from(chars[i])
+            ),
+        });
+    }
     let mut i = 0;
     let mut out = Vec::new();
     // Whether the previous token was `field:` (then the next word is taken whole, colons included).

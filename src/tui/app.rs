@@ -7,7 +7,7 @@ mod live;
 use super::action::Action;
 use super::input::TextInput;
 use super::keymap::{KeyChord, Keymap, Mode};
-use super::ui::count;
+use super::widgets::count;
 use crate::engine::Command;
 use crate::engine::event::{EngineEvent, QueryErrorView};
 use crate::engine::metrics::RetractedMessage;

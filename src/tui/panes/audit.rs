@@ -4,7 +4,7 @@ use crate::engine::view::AuditEntryView;
 use crate::tui::action::Action;
 use crate::tui::app::{App, Loadable};
 use crate::tui::theme::Theme;
-use crate::tui::ui::{
+use crate::tui::widgets::{
     column_width, count, loadable, pane_block, scroll_indicator, spinner, state_message,
     visible_window,
 };
@@ -48,7 +48,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             theme.muted,
         )),
         Loadable::Loading => Line::from(Span::styled(
-            format!("Chain: verifying... {}", spinner(app)),
+            format!("Chain: verifying... {}", spinner(app.spinner)),
             theme.status_running,
         )),
         Loadable::Failed(message) => {

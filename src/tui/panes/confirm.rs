@@ -7,7 +7,7 @@ use crate::tui::action::Action;
 use crate::tui::app::{App, Confirm};
 use crate::tui::keymap::Mode;
 use crate::tui::theme::Theme;
-use crate::tui::ui::{centered, count, pane_block, thousands};
+use crate::tui::widgets::{centered, count, pane_block, thousands};
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};

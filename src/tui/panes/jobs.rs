@@ -7,9 +7,8 @@ use crate::model::{Folder, RetractAction};
 use crate::tui::action::Action;
 use crate::tui::app::{App, OutcomeFilter};
 use crate::tui::panes::policy::hold_line;
-use crate::tui::panes::recipients::outcome_style;
 use crate::tui::theme::Theme;
-use crate::tui::ui::{
+use crate::tui::widgets::{
     duration, loadable, pane_block, scroll_indicator, scroll_text, state_message, thousands,
     visible_window,
 };
@@ -57,16 +56,6 @@ pub fn hints(app: &App) -> Vec<Action> {
     }
     hints.push(Action::Refresh);
     hints
-}
-
-fn state_style(state: JobPhase, failed: u64, theme: &Theme) -> ratatui::style::Style {
-    match state {
-        JobPhase::Running => theme.status_running,
-        JobPhase::Finished if failed > 0 => theme.status_warning,
-        JobPhase::Finished => theme.status_succeeded,
-        JobPhase::Cancelled => theme.muted,
-        JobPhase::Interrupted => theme.status_failed,
-    }
 }
 
 /// `[#########-----------]` of `width` characters.
@@ -156,7 +145,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             Cell::from(j.id.0.as_str()),
             Cell::from(j.trigger.as_str()),
             Cell::from(j.action_label()),
-            Cell::from(j.state.label()).style(state_style(j.state, j.failed(), theme)),
+            Cell::from(j.state.label()).style(theme.job_phase(j.state, j.failed())),
             Cell::from(format!("{:>7}", thousands(j.total))),
             Cell::from(format!("{:>7}", thousands(j.succeeded))).style(theme.status_succeeded),
             Cell::from(format!("{:>6}", thousands(j.failed()))).style(if j.failed() > 0 {
@@ -447,7 +436,7 @@ fn render_outcomes(
         .map(|o| {
             Row::new(vec![
                 Cell::from(o.address.as_str()),
-                Cell::from(o.outcome.label()).style(outcome_style(&o.outcome, theme)),
+                Cell::from(o.outcome.label()).style(theme.outcome(&o.outcome)),
                 Cell::from(folders(o)),
             ])
         });

@@ -6,7 +6,7 @@ use crate::engine::view::{MetricsSnapshot, MetricsWindow};
 use crate::tui::action::Action;
 use crate::tui::app::{App, Loadable};
 use crate::tui::theme::Theme;
-use crate::tui::ui::{
+use crate::tui::widgets::{
     ASCII_BORDER, count, duration, loadable, pane_block, scroll_indicator, state_message,
     thousands, visible_window,
 };
@@ -123,7 +123,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         return;
     };
     if s.total == 0 {
-        crate::tui::ui::state_message(
+        crate::tui::widgets::state_message(
             frame,
             body,
             &format!("No retractions in the last {}", s.window.as_str()),

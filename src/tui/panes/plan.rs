@@ -4,7 +4,7 @@ use crate::model::RetractAction;
 use crate::tui::action::Action;
 use crate::tui::app::{App, HARD_DELETE_DIGITS, Loadable, short_digest};
 use crate::tui::theme::Theme;
-use crate::tui::ui::{centered, count, pane_block, spinner, state_message, thousands};
+use crate::tui::widgets::{centered, count, pane_block, spinner, state_message, thousands};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -46,7 +46,7 @@ pub fn render(frame: &mut Frame, body: Rect, app: &App, theme: &Theme) {
             state_message(
                 frame,
                 inner,
-                &format!("Building plan... {}", spinner(app)),
+                &format!("Building plan... {}", spinner(app.spinner)),
                 theme.muted,
             );
             return;

@@ -6,7 +6,7 @@ use crate::model::{Disposition, RetractAction, Role};
 use crate::tui::action::Action;
 use crate::tui::app::App;
 use crate::tui::theme::Theme;
-use crate::tui::ui::{count, duration, loadable, pane_block};
+use crate::tui::widgets::{count, duration, loadable, pane_block};
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};

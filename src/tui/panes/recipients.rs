@@ -1,19 +1,16 @@
 //! Recipient checklist for the selected message: include boxes, per-recipient status, the
 //! conversation depth stepper with its live preview, and the action selector.
 
-use crate::engine::view::{CopyOutcome, GrantStatus, RecipientState};
-use crate::model::FailureReason;
 use crate::model::RetractAction;
 use crate::tui::action::Action;
 use crate::tui::app::{App, Loadable, Pane};
 use crate::tui::theme::Theme;
-use crate::tui::ui::{
+use crate::tui::widgets::{
     column_width, count, loadable, noun, pane_block, scroll_indicator, spinner, state_message,
     thousands, visible_window,
 };
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
@@ -60,38 +57,6 @@ pub fn hints(app: &App) -> Vec<Action> {
     }
     hints.extend([Action::Filter, Action::PrevRetractAction]);
     hints
-}
-
-pub fn grant_style(status: &GrantStatus, theme: &Theme) -> Style {
-    match status {
-        GrantStatus::Granted => theme.status_succeeded,
-        GrantStatus::Missing { .. } => theme.status_failed,
-        GrantStatus::NotInTenant => theme.status_warning,
-    }
-}
-
-/// The State column's colour: located green, unresolved a warning, the rest by reason.
-pub fn state_style(state: &RecipientState, theme: &Theme) -> Style {
-    match state {
-        RecipientState::Located => theme.status_succeeded,
-        RecipientState::Unresolved { .. } => theme.status_warning,
-        RecipientState::NotActionable { reason, .. } => match reason {
-            FailureReason::NotAuthorized | FailureReason::ProviderError => theme.status_failed,
-            FailureReason::InAnotherJob => theme.status_running,
-            FailureReason::External => theme.status_warning,
-            _ => theme.muted,
-        },
-    }
-}
-
-pub fn outcome_style(outcome: &CopyOutcome, theme: &Theme) -> Style {
-    match outcome {
-        CopyOutcome::Pending => theme.status_pending,
-        CopyOutcome::InFlight => theme.status_running,
-        CopyOutcome::Succeeded { .. } | CopyOutcome::Restored => theme.status_succeeded,
-        CopyOutcome::Failed { .. } => theme.status_failed,
-        CopyOutcome::Skipped { .. } => theme.muted,
-    }
 }
 
 fn action_label(action: RetractAction) -> String {
@@ -167,7 +132,10 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                 thousands(done),
                 thousands(total)
             ),
-            None => format!("Loading recipients... (esc cancels) {}", spinner(app)),
+            None => format!(
+                "Loading recipients... (esc cancels) {}",
+                spinner(app.spinner)
+            ),
         };
         state_message(frame, table_area, &text, theme.muted);
         return;
@@ -279,7 +247,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         let row = rows.get(i)?;
         let on = r.included.get(i).copied().unwrap_or(false);
         let (last, last_style) = match &row.last_outcome {
-            Some(o) => (o.label(), outcome_style(o, theme)),
+            Some(o) => (o.label(), theme.outcome(o)),
             None => ("-".to_string(), theme.muted),
         };
         let (check, text_style) = match (row.tickable(), on) {
@@ -297,7 +265,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                     row.tenant.as_str()
                 }),
                 Cell::from(row.address.as_str()),
-                Cell::from(row.state.label()).style(state_style(&row.state, theme)),
+                Cell::from(row.state.label()).style(theme.recipient_state(&row.state)),
                 Cell::from(
                     row.folder
                         .as_ref()

@@ -1,11 +1,10 @@
 //! Message search: the query box (trace query language) and the results table.
 
-use crate::engine::view::{RetractionState, SearchRow};
-use crate::model::Disposition;
+use crate::engine::view::SearchRow;
 use crate::tui::action::Action;
 use crate::tui::app::{App, Loadable, Pane, ResultRow};
 use crate::tui::theme::Theme;
-use crate::tui::ui::{
+use crate::tui::widgets::{
     column_width, count, pane_block, scroll_indicator, spinner, state_message, thousands,
     visible_window,
 };
@@ -35,25 +34,6 @@ pub fn hints(app: &App) -> Vec<Action> {
     }
     hints.extend([Action::CommandLine, Action::Quit]);
     hints
-}
-
-pub fn disposition_style(disposition: Option<Disposition>, theme: &Theme) -> Style {
-    match disposition {
-        Some(Disposition::Malicious) => theme.status_failed,
-        Some(Disposition::Suspicious | Disposition::Spoof) => theme.status_warning,
-        Some(_) => theme.text,
-        None => theme.muted,
-    }
-}
-
-fn retraction_style(state: RetractionState, theme: &Theme) -> Style {
-    match state {
-        RetractionState::None => theme.muted,
-        RetractionState::InProgress => theme.status_running,
-        RetractionState::Partial => theme.status_warning,
-        RetractionState::Retracted => theme.status_succeeded,
-        RetractionState::Restored => theme.status_pending,
-    }
 }
 
 const QUERY_LEAD: &str = "Query: ";
@@ -138,8 +118,8 @@ fn message_cells<'a>(row: &'a SearchRow, wide: bool, theme: &Theme) -> Vec<Cell<
         Cell::from(&*row.subject),
         Cell::from(format!("{:>6}", thousands(row.copies))),
         Cell::from(row.disposition.map(|d| d.as_str()).unwrap_or("-"))
-            .style(disposition_style(row.disposition, theme)),
-        Cell::from(row.retraction.label()).style(retraction_style(row.retraction, theme)),
+            .style(theme.disposition(row.disposition)),
+        Cell::from(row.retraction.label()).style(theme.retraction(row.retraction)),
     ]
 }
 
@@ -179,9 +159,9 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             Some(n) => format!(
                 " Search ({}; searching {}) ",
                 count(n as u64, "row", "rows"),
-                spinner(app)
+                spinner(app.spinner)
             ),
-            None => format!(" Search (searching {}) ", spinner(app)),
+            None => format!(" Search (searching {}) ", spinner(app.spinner)),
         },
         _ => " Search ".to_string(),
     };
@@ -215,7 +195,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         Loadable::Loading => state_message(
             frame,
             table_area,
-            &format!("Searching... {}", spinner(app)),
+            &format!("Searching... {}", spinner(app.spinner)),
             theme.muted,
         ),
         Loadable::Failed(message) => {

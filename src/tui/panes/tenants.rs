@@ -3,9 +3,8 @@
 use crate::tui::action::Action;
 use crate::tui::app::{App, Loadable, TenantsLoading};
 use crate::tui::keymap::Mode;
-use crate::tui::panes::recipients::grant_style;
 use crate::tui::theme::Theme;
-use crate::tui::ui::{
+use crate::tui::widgets::{
     column_width, loadable, pane_block, scroll_indicator, state_message, visible_window,
 };
 use ratatui::Frame;
@@ -102,7 +101,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                 Cell::from(name),
                 Cell::from(kind),
                 Cell::from(d.domain.as_str()),
-                Cell::from(d.status.label()).style(grant_style(&d.status, theme)),
+                Cell::from(d.status.label()).style(theme.grant(&d.status)),
             ]));
         }
     }

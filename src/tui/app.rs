@@ -7,7 +7,9 @@ mod live;
 use super::action::Action;
 use super::input::TextInput;
 use super::keymap::{KeyChord, Keymap, Mode};
-use super::widgets::count;
+use super::panes::PaneCtx;
+pub use super::panes::tenants::{TenantsLoading, TenantsState};
+use super::widgets::{PAGE, count, debounce_due, step};
 use crate::engine::Command;
 use crate::engine::event::{EngineEvent, QueryErrorView};
 use crate::engine::metrics::RetractedMessage;
@@ -15,7 +17,7 @@ use crate::engine::view::{
     AuditEntryView, AuditFilter, AuditVerification, Confirmation, CopyOutcome, DepthCount,
     Generation, HeldMatch, JobId, JobKind, JobPhase, JobProgress, JobView, MetricsSnapshot,
     MetricsWindow, PlanSummary, PolicyMatrix, RecipientOutcome, RecipientRow, RetractRequest,
-    SearchRow, TenantView, TenantsProgress,
+    SearchRow,
 };
 use crate::model::{Disposition, FailureReason, RetractAction, Role, Trigger};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
@@ -94,8 +96,9 @@ impl Pane {
 }
 
 /// Data that arrives from the engine: every pane shows each of these states.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Loadable<T> {
+    #[default]
     NotLoaded,
     Loading,
     Ready(T),
@@ -332,30 +335,6 @@ pub struct AuditState {
     pub verification: Loadable<AuditVerification>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct TenantsState {
-    pub tenants: Loadable<Vec<TenantView>>,
-    pub selected: usize,
-    /// The load under way: how far it came and how long it has run.
-    pub loading: Option<TenantsLoading>,
-}
-
-/// Feedback on a tenants load while it runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct TenantsLoading {
-    /// Ticks of the event loop since the load was asked for (elapsed time without a clock).
-    pub ticks: u32,
-    /// The engine's last word on it (`None` until the first `TenantsProgress`).
-    pub progress: Option<TenantsProgress>,
-}
-
-impl TenantsLoading {
-    /// Whole seconds since the load was asked for.
-    pub fn elapsed_secs(&self) -> u64 {
-        u64::from(self.ticks) * crate::tui::event::TICK.as_millis() as u64 / 1000
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PromptKind {
     Command,
@@ -372,6 +351,19 @@ pub struct Prompt {
 pub struct StatusLine {
     pub text: String,
     pub is_error: bool,
+}
+
+/// The context a pane's update gets: disjoint borrows of the App's status line, prompt,
+/// keymap and role (a macro, so the pane's own state can be borrowed beside it).
+macro_rules! pane_ctx {
+    ($app:expr) => {
+        PaneCtx {
+            status: &mut $app.status,
+            prompt: &mut $app.prompt,
+            keymap: &$app.keymap,
+            role: $app.role,
+        }
+    };
 }
 
 /// The whole console state.
@@ -494,36 +486,6 @@ pub fn complete_command(typed: &str) -> Option<String> {
     (done != typed.trim_start()).then_some(done)
 }
 
-fn step(index: usize, len: usize, delta: isize) -> usize {
-    if len == 0 {
-        return 0;
-    }
-    let max = len - 1;
-    if delta < 0 {
-        index.saturating_sub(delta.unsigned_abs())
-    } else {
-        index.saturating_add(delta as usize).min(max)
-    }
-}
-
-/// Counts a debounce down by one tick: true when it runs out now (it is then cleared).
-fn debounce_due(left: &mut Option<u8>) -> bool {
-    match *left {
-        Some(n) if n <= 1 => {
-            *left = None;
-            true
-        }
-        Some(n) => {
-            *left = Some(n - 1);
-            false
-        }
-        None => false,
-    }
-}
-
-/// Rows a page key moves.
-const PAGE: isize = 10;
-
 impl App {
     pub fn new(keymap: Keymap, role: Role) -> App {
         App {
@@ -608,11 +570,7 @@ impl App {
                 selected: 0,
                 verification: Loadable::NotLoaded,
             },
-            tenants: TenantsState {
-                loading: None,
-                tenants: Loadable::NotLoaded,
-                selected: 0,
-            },
+            tenants: TenantsState::default(),
             spinner: 0,
             help_scroll: 0,
             screen_height: 0,
@@ -850,7 +808,7 @@ impl App {
                 Pane::Metrics => self.update_metrics(action),
                 Pane::Jobs => self.update_jobs(action),
                 Pane::Audit => self.update_audit(action),
-                Pane::Tenants => self.update_tenants(action),
+                Pane::Tenants => self.tenants.update(action, &mut pane_ctx!(self)),
             },
         }
     }
@@ -869,15 +827,9 @@ impl App {
         if debounce_due(&mut self.recipients.follow_debounce) {
             commands.extend(self.show_selected_message(false));
         }
-        if let Some(load) = self.tenants.loading.as_mut()
-            && self.tenants.tenants == Loadable::Loading
-        {
-            let shown = load.elapsed_secs();
-            load.ticks = load.ticks.saturating_add(1);
-            // Redrawn when the elapsed seconds shown change, not on every tick.
-            if load.elapsed_secs() != shown {
-                self.dirty = true;
-            }
+        // Redrawn when the elapsed seconds shown change, not on every tick.
+        if self.tenants.tick() {
+            self.dirty = true;
         }
         // Two ticks a frame: the spinner turns about ten times a second while work runs.
         if self.busy() {
@@ -942,11 +894,7 @@ impl App {
                 vec![Command::LoadJobs]
             }
             Pane::Audit => self.refresh_audit(),
-            Pane::Tenants => {
-                self.tenants.tenants = Loadable::Loading;
-                self.tenants.loading = Some(TenantsLoading::default());
-                vec![Command::LoadTenants]
-            }
+            Pane::Tenants => self.tenants.reload(),
         }
     }
 
@@ -2132,36 +2080,6 @@ impl App {
         Vec::new()
     }
 
-    fn update_tenants(&mut self, action: Action) -> Vec<Command> {
-        let len = self
-            .tenants
-            .tenants
-            .ready()
-            .map(|t| t.iter().map(|t| t.domains.len().max(1)).sum())
-            .unwrap_or(0);
-        match action {
-            Action::MoveUp => self.tenants.selected = step(self.tenants.selected, len, -1),
-            Action::MoveDown => self.tenants.selected = step(self.tenants.selected, len, 1),
-            Action::Cancel if self.tenants.tenants == Loadable::Loading => {
-                let secs = self
-                    .tenants
-                    .loading
-                    .take()
-                    .map(|l| l.elapsed_secs())
-                    .unwrap_or(0);
-                self.tenants.tenants = Loadable::Failed(format!(
-                    "cancelled after {secs} s; {} checks again",
-                    self.keymap
-                        .first_key(Mode::Tenants, &Action::Refresh)
-                        .unwrap_or_else(|| "refresh".into())
-                ));
-                return vec![Command::CancelTenants];
-            }
-            _ => {}
-        }
-        Vec::new()
-    }
-
     // ---- engine events ----
 
     /// Folds one engine event into the state. Stale answers (older generation) are dropped.
@@ -2409,17 +2327,8 @@ impl App {
             EngineEvent::AuditVerified(result) => {
                 self.audit.verification = Loadable::Ready(result);
             }
-            EngineEvent::TenantsLoaded(tenants) => {
-                self.tenants.loading = None;
-                self.tenants.tenants = Loadable::Ready(tenants);
-            }
-            EngineEvent::TenantsProgress(progress) => {
-                if let Some(load) = self.tenants.loading.as_mut()
-                    && self.tenants.tenants == Loadable::Loading
-                {
-                    load.progress = Some(progress);
-                }
-            }
+            EngineEvent::TenantsLoaded(tenants) => self.tenants.loaded(tenants),
+            EngineEvent::TenantsProgress(progress) => self.tenants.progressed(progress),
             // The pane said so when Esc was pressed.
             EngineEvent::TenantsCancelled => self.tenants.loading = None,
             EngineEvent::PolicyLoaded(policy) => {

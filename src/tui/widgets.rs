@@ -196,3 +196,34 @@ pub fn centered(area: Rect, width: u16, height: u16) -> Rect {
         h,
     )
 }
+
+/// Moves a list cursor by `delta` rows, within `0..len`.
+pub fn step(index: usize, len: usize, delta: isize) -> usize {
+    if len == 0 {
+        return 0;
+    }
+    let max = len - 1;
+    if delta < 0 {
+        index.saturating_sub(delta.unsigned_abs())
+    } else {
+        index.saturating_add(delta as usize).min(max)
+    }
+}
+
+/// Counts a debounce down by one tick: true when it runs out now (it is then cleared).
+pub fn debounce_due(left: &mut Option<u8>) -> bool {
+    match *left {
+        Some(n) if n <= 1 => {
+            *left = None;
+            true
+        }
+        Some(n) => {
+            *left = Some(n - 1);
+            false
+        }
+        None => false,
+    }
+}
+
+/// Rows a page key moves.
+pub const PAGE: isize = 10;

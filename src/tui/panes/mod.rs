@@ -1,4 +1,6 @@
-//! One pane per file: each has `render(frame, area, &App, &Theme)` and `hints(&App)`.
+//! One pane per file: each holds its state, the update for its own actions and engine answers,
+//! `render(frame, area, &App, &Theme)` and `hints(&App)`. The App keeps routing, global keys,
+//! overlays and the engine channel; a pane gets what else it needs through a `PaneCtx`.
 
 pub mod audit;
 pub mod confirm;
@@ -9,3 +11,34 @@ pub mod policy;
 pub mod recipients;
 pub mod search;
 pub mod tenants;
+
+use crate::model::Role;
+use crate::tui::app::{Prompt, PromptKind, StatusLine};
+use crate::tui::input::TextInput;
+use crate::tui::keymap::Keymap;
+
+/// What a pane's update may touch besides its own state: the status line, the prompt (a pane
+/// opens its filter there), the keymap (keys named in messages) and the operator's role.
+pub struct PaneCtx<'a> {
+    pub status: &'a mut Option<StatusLine>,
+    pub prompt: &'a mut Option<Prompt>,
+    pub keymap: &'a Keymap,
+    pub role: Role,
+}
+
+impl PaneCtx<'_> {
+    pub fn set_status(&mut self, text: impl Into<String>, is_error: bool) {
+        *self.status = Some(StatusLine {
+            text: text.into(),
+            is_error,
+        });
+    }
+
+    /// Opens the `/` filter line on `text` (the pane's filter so far).
+    pub fn open_filter(&mut self, text: &str) {
+        *self.prompt = Some(Prompt {
+            kind: PromptKind::Filter,
+            text: TextInput::new(text),
+        });
+    }
+}

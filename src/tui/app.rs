@@ -8,16 +8,16 @@ use super::action::Action;
 use super::input::TextInput;
 use super::keymap::{KeyChord, Keymap, Mode};
 use super::panes::PaneCtx;
+pub use super::panes::audit::AuditState;
 pub use super::panes::tenants::{TenantsLoading, TenantsState};
 use super::widgets::{PAGE, count, debounce_due, step};
 use crate::engine::Command;
 use crate::engine::event::{EngineEvent, QueryErrorView};
 use crate::engine::metrics::RetractedMessage;
 use crate::engine::view::{
-    AuditEntryView, AuditFilter, AuditVerification, Confirmation, CopyOutcome, DepthCount,
-    Generation, HeldMatch, JobId, JobKind, JobPhase, JobProgress, JobView, MetricsSnapshot,
-    MetricsWindow, PlanSummary, PolicyMatrix, RecipientOutcome, RecipientRow, RetractRequest,
-    SearchRow,
+    Confirmation, CopyOutcome, DepthCount, Generation, HeldMatch, JobId, JobKind, JobPhase,
+    JobProgress, JobView, MetricsSnapshot, MetricsWindow, PlanSummary, PolicyMatrix,
+    RecipientOutcome, RecipientRow, RetractRequest, SearchRow,
 };
 use crate::model::{Disposition, FailureReason, RetractAction, Role, Trigger};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
@@ -325,16 +325,6 @@ pub struct MetricsState {
     pub details_selected: usize,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuditState {
-    pub entries: Loadable<Vec<AuditEntryView>>,
-    pub filter: String,
-    /// Ticks left before the filter being typed is sent (the list filters live, debounced).
-    pub filter_debounce: Option<u8>,
-    pub selected: usize,
-    pub verification: Loadable<AuditVerification>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PromptKind {
     Command,
@@ -563,13 +553,7 @@ impl App {
                 details: None,
                 details_selected: 0,
             },
-            audit: AuditState {
-                entries: Loadable::NotLoaded,
-                filter: String::new(),
-                filter_debounce: None,
-                selected: 0,
-                verification: Loadable::NotLoaded,
-            },
+            audit: AuditState::default(),
             tenants: TenantsState::default(),
             spinner: 0,
             help_scroll: 0,
@@ -807,7 +791,7 @@ impl App {
                 Pane::Policy => self.update_policy(action),
                 Pane::Metrics => self.update_metrics(action),
                 Pane::Jobs => self.update_jobs(action),
-                Pane::Audit => self.update_audit(action),
+                Pane::Audit => self.audit.update(action, &mut pane_ctx!(self)),
                 Pane::Tenants => self.tenants.update(action, &mut pane_ctx!(self)),
             },
         }
@@ -821,9 +805,7 @@ impl App {
         if debounce_due(&mut self.recipients.preview_debounce) {
             commands.extend(self.send_depth_preview());
         }
-        if debounce_due(&mut self.audit.filter_debounce) {
-            commands.extend(self.refresh_audit());
-        }
+        commands.extend(self.audit.tick());
         if debounce_due(&mut self.recipients.follow_debounce) {
             commands.extend(self.show_selected_message(false));
         }
@@ -893,19 +875,9 @@ impl App {
                 self.jobs.list = Loadable::Loading;
                 vec![Command::LoadJobs]
             }
-            Pane::Audit => self.refresh_audit(),
+            Pane::Audit => self.audit.reload(),
             Pane::Tenants => self.tenants.reload(),
         }
-    }
-
-    fn refresh_audit(&mut self) -> Vec<Command> {
-        self.audit.filter_debounce = None;
-        self.audit.entries = Loadable::Loading;
-        vec![Command::LoadAudit {
-            filter: AuditFilter {
-                text: self.audit.filter.clone(),
-            },
-        }]
     }
 
     // ---- search ----
@@ -1434,10 +1406,7 @@ impl App {
                 Vec::new()
             }
             Pane::Audit => {
-                // The audit filter runs in the engine: sent once typing pauses.
-                self.audit.filter = text;
-                self.audit.selected = 0;
-                self.audit.filter_debounce = Some(DEBOUNCE_TICKS);
+                self.audit.set_filter(text);
                 Vec::new()
             }
             _ => Vec::new(),
@@ -2055,31 +2024,6 @@ impl App {
         }]
     }
 
-    fn update_audit(&mut self, action: Action) -> Vec<Command> {
-        let len = self.audit.entries.ready().map(Vec::len).unwrap_or(0);
-        let sel = self.audit.selected;
-        match action {
-            Action::MoveUp => self.audit.selected = step(sel, len, -1),
-            Action::MoveDown => self.audit.selected = step(sel, len, 1),
-            Action::PageUp => self.audit.selected = step(sel, len, -PAGE),
-            Action::PageDown => self.audit.selected = step(sel, len, PAGE),
-            Action::First => self.audit.selected = 0,
-            Action::Last => self.audit.selected = len.saturating_sub(1),
-            Action::Filter => {
-                self.prompt = Some(Prompt {
-                    kind: PromptKind::Filter,
-                    text: TextInput::new(self.audit.filter.clone()),
-                })
-            }
-            Action::VerifyAudit => {
-                self.audit.verification = Loadable::Loading;
-                return vec![Command::VerifyAudit];
-            }
-            _ => {}
-        }
-        Vec::new()
-    }
-
     // ---- engine events ----
 
     /// Folds one engine event into the state. Stale answers (older generation) are dropped.
@@ -2320,10 +2264,7 @@ impl App {
             }
             EngineEvent::StoreChanged(changes) => return self.reload_changed(changes),
             EngineEvent::JobsLoaded(jobs) => self.set_jobs(jobs),
-            EngineEvent::AuditLoaded(entries) => {
-                self.audit.selected = self.audit.selected.min(entries.len().saturating_sub(1));
-                self.audit.entries = Loadable::Ready(entries);
-            }
+            EngineEvent::AuditLoaded(entries) => self.audit.loaded(entries),
             EngineEvent::AuditVerified(result) => {
                 self.audit.verification = Loadable::Ready(result);
             }

@@ -7,17 +7,17 @@ mod live;
 use super::action::Action;
 use super::input::TextInput;
 use super::keymap::{KeyChord, Keymap, Mode};
-use super::panes::PaneCtx;
 pub use super::panes::audit::AuditState;
+pub use super::panes::metrics::MetricsState;
 pub use super::panes::tenants::{TenantsLoading, TenantsState};
+use super::panes::{PaneCtx, Then};
 use super::widgets::{PAGE, count, debounce_due, step};
 use crate::engine::Command;
 use crate::engine::event::{EngineEvent, QueryErrorView};
-use crate::engine::metrics::RetractedMessage;
 use crate::engine::view::{
     Confirmation, CopyOutcome, DepthCount, Generation, HeldMatch, JobId, JobKind, JobPhase,
-    JobProgress, JobView, MetricsSnapshot, MetricsWindow, PlanSummary, PolicyMatrix,
-    RecipientOutcome, RecipientRow, RetractRequest, SearchRow,
+    JobProgress, JobView, PlanSummary, PolicyMatrix, RecipientOutcome, RecipientRow,
+    RetractRequest, SearchRow,
 };
 use crate::model::{Disposition, FailureReason, RetractAction, Role, Trigger};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
@@ -315,16 +315,6 @@ pub struct PolicyState {
     pub held: Vec<HeldMatch>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct MetricsState {
-    pub window: MetricsWindow,
-    pub snapshot: Loadable<MetricsSnapshot>,
-    /// `d`: the messages retracted in the window (by retraction time), shown instead of the
-    /// cards until `d` again.
-    pub details: Option<Loadable<Vec<RetractedMessage>>>,
-    pub details_selected: usize,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PromptKind {
     Command,
@@ -352,6 +342,7 @@ macro_rules! pane_ctx {
             prompt: &mut $app.prompt,
             keymap: &$app.keymap,
             role: $app.role,
+            then: None,
         }
     };
 }
@@ -547,12 +538,7 @@ impl App {
                 saving: false,
                 held: Vec::new(),
             },
-            metrics: MetricsState {
-                window: MetricsWindow::Day,
-                snapshot: Loadable::NotLoaded,
-                details: None,
-                details_selected: 0,
-            },
+            metrics: MetricsState::default(),
             audit: AuditState::default(),
             tenants: TenantsState::default(),
             spinner: 0,
@@ -789,7 +775,12 @@ impl App {
                 Pane::Search => self.update_search(action),
                 Pane::Recipients => self.update_recipients(action),
                 Pane::Policy => self.update_policy(action),
-                Pane::Metrics => self.update_metrics(action),
+                Pane::Metrics => {
+                    let mut ctx = pane_ctx!(self);
+                    let commands = self.metrics.update(action, &mut ctx);
+                    let then = ctx.then;
+                    self.then(commands, then)
+                }
                 Pane::Jobs => self.update_jobs(action),
                 Pane::Audit => self.audit.update(action, &mut pane_ctx!(self)),
                 Pane::Tenants => self.tenants.update(action, &mut pane_ctx!(self)),
@@ -838,6 +829,15 @@ impl App {
             || self.audit.verification == Loadable::Loading
     }
 
+    /// What a pane asked of the rest of the console after its update, done after its commands.
+    fn then(&mut self, mut commands: Vec<Command>, then: Option<Then>) -> Vec<Command> {
+        match then {
+            Some(Then::Search(query)) => commands.extend(self.search_now(query)),
+            None => {}
+        }
+        commands
+    }
+
     /// Focus a pane, loading its data the first time.
     pub fn show(&mut self, pane: Pane) -> Vec<Command> {
         self.focus = pane;
@@ -865,12 +865,7 @@ impl App {
                 self.policy.loaded = Loadable::Loading;
                 vec![Command::LoadPolicy]
             }
-            Pane::Metrics => {
-                self.metrics.snapshot = Loadable::Loading;
-                vec![Command::LoadMetrics {
-                    window: self.metrics.window,
-                }]
-            }
+            Pane::Metrics => self.metrics.reload(),
             Pane::Jobs => {
                 self.jobs.list = Loadable::Loading;
                 vec![Command::LoadJobs]
@@ -1962,68 +1957,6 @@ impl App {
 
     // ---- metrics, audit, tenants ----
 
-    fn update_metrics(&mut self, action: Action) -> Vec<Command> {
-        let len = match &self.metrics.details {
-            Some(Loadable::Ready(m)) => m.len(),
-            _ => 0,
-        };
-        let sel = self.metrics.details_selected;
-        match action {
-            Action::NextWindow | Action::MoveRight => {
-                self.metrics.window = self.metrics.window.next();
-                let mut commands = self.refresh();
-                if self.metrics.details.is_some() {
-                    commands.extend(self.load_metrics_details());
-                }
-                commands
-            }
-            Action::ViewDetails if self.metrics.details.is_some() => {
-                self.metrics.details = None;
-                Vec::new()
-            }
-            Action::ViewDetails => self.load_metrics_details(),
-            Action::Cancel => {
-                self.metrics.details = None;
-                Vec::new()
-            }
-            Action::MoveUp => {
-                self.metrics.details_selected = step(sel, len, -1);
-                Vec::new()
-            }
-            Action::MoveDown => {
-                self.metrics.details_selected = step(sel, len, 1);
-                Vec::new()
-            }
-            Action::PageUp => {
-                self.metrics.details_selected = step(sel, len, -PAGE);
-                Vec::new()
-            }
-            Action::PageDown => {
-                self.metrics.details_selected = step(sel, len, PAGE);
-                Vec::new()
-            }
-            // Enter on a listed message: find it in the trace (its copies, its recipients).
-            Action::Submit => match &self.metrics.details {
-                Some(Loadable::Ready(messages)) => match messages.get(sel) {
-                    Some(m) => self.search_now(format!("msgid:{}", m.message_id)),
-                    None => Vec::new(),
-                },
-                Some(_) => Vec::new(),
-                None => self.load_metrics_details(),
-            },
-            _ => Vec::new(),
-        }
-    }
-
-    fn load_metrics_details(&mut self) -> Vec<Command> {
-        if !matches!(self.metrics.details, Some(Loadable::Ready(_))) {
-            self.metrics.details = Some(Loadable::Loading);
-        }
-        vec![Command::LoadMetricsDetails {
-            window: self.metrics.window,
-        }]
-    }
-
     // ---- engine events ----
 
     /// Folds one engine event into the state. Stale answers (older generation) are dropped.
@@ -2248,19 +2181,9 @@ impl App {
                     );
                 }
             }
-            EngineEvent::MetricsLoaded(snapshot) => {
-                if snapshot.window == self.metrics.window {
-                    self.metrics.snapshot = Loadable::Ready(snapshot);
-                }
-            }
+            EngineEvent::MetricsLoaded(snapshot) => self.metrics.loaded(snapshot),
             EngineEvent::MetricsDetailsLoaded { window, messages } => {
-                if window == self.metrics.window && self.metrics.details.is_some() {
-                    self.metrics.details_selected = self
-                        .metrics
-                        .details_selected
-                        .min(messages.len().saturating_sub(1));
-                    self.metrics.details = Some(Loadable::Ready(messages));
-                }
+                self.metrics.details_loaded(window, messages)
             }
             EngineEvent::StoreChanged(changes) => return self.reload_changed(changes),
             EngineEvent::JobsLoaded(jobs) => self.set_jobs(jobs),

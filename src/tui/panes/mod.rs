@@ -24,6 +24,15 @@ pub struct PaneCtx<'a> {
     pub prompt: &'a mut Option<Prompt>,
     pub keymap: &'a Keymap,
     pub role: Role,
+    /// What the pane asks of the rest of the console (done by the App after the update).
+    pub then: Option<Then>,
+}
+
+/// A pane's request beyond its own state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Then {
+    /// Search the trace for this query now (the Search pane takes the focus).
+    Search(String),
 }
 
 impl PaneCtx<'_> {

@@ -9,17 +9,17 @@ use super::input::TextInput;
 use super::keymap::{KeyChord, Keymap, Mode};
 pub use super::panes::audit::AuditState;
 pub use super::panes::metrics::MetricsState;
+pub use super::panes::policy::PolicyState;
 pub use super::panes::tenants::{TenantsLoading, TenantsState};
 use super::panes::{PaneCtx, Then};
 use super::widgets::{PAGE, count, debounce_due, step};
 use crate::engine::Command;
 use crate::engine::event::{EngineEvent, QueryErrorView};
 use crate::engine::view::{
-    Confirmation, CopyOutcome, DepthCount, Generation, HeldMatch, JobId, JobKind, JobPhase,
-    JobProgress, JobView, PlanSummary, PolicyMatrix, RecipientOutcome, RecipientRow,
-    RetractRequest, SearchRow,
+    Confirmation, CopyOutcome, DepthCount, Generation, JobId, JobKind, JobPhase, JobProgress,
+    JobView, PlanSummary, RecipientOutcome, RecipientRow, RetractRequest, SearchRow,
 };
-use crate::model::{Disposition, FailureReason, RetractAction, Role, Trigger};
+use crate::model::{FailureReason, RetractAction, Role, Trigger};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
 use tui_input::InputRequest;
 
@@ -302,19 +302,6 @@ pub enum Confirm {
     Resume { jobs: Vec<JobView> },
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct PolicyState {
-    pub loaded: Loadable<PolicyMatrix>,
-    pub draft: Option<PolicyMatrix>,
-    /// 0..5 dispositions, 5 = Post Delivery, 6 = Phish Submission.
-    pub row: usize,
-    /// Action column 0..5.
-    pub col: usize,
-    pub saving: bool,
-    /// Matches the automation guard holds open (shown here and in the Jobs pane).
-    pub held: Vec<HeldMatch>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PromptKind {
     Command,
@@ -530,14 +517,7 @@ impl App {
                 restore_requested: None,
                 restores_started: Vec::new(),
             },
-            policy: PolicyState {
-                loaded: Loadable::NotLoaded,
-                draft: None,
-                row: 0,
-                col: 0,
-                saving: false,
-                held: Vec::new(),
-            },
+            policy: PolicyState::default(),
             metrics: MetricsState::default(),
             audit: AuditState::default(),
             tenants: TenantsState::default(),
@@ -774,7 +754,7 @@ impl App {
             _ => match self.focus {
                 Pane::Search => self.update_search(action),
                 Pane::Recipients => self.update_recipients(action),
-                Pane::Policy => self.update_policy(action),
+                Pane::Policy => self.policy.update(action, &mut pane_ctx!(self)),
                 Pane::Metrics => {
                     let mut ctx = pane_ctx!(self);
                     let commands = self.metrics.update(action, &mut ctx);
@@ -861,10 +841,7 @@ impl App {
         match self.focus {
             Pane::Search => vec![self.send_search()],
             Pane::Recipients => self.load_recipients_again(),
-            Pane::Policy => {
-                self.policy.loaded = Loadable::Loading;
-                vec![Command::LoadPolicy]
-            }
+            Pane::Policy => self.policy.reload(),
             Pane::Metrics => self.metrics.reload(),
             Pane::Jobs => {
                 self.jobs.list = Loadable::Loading;
@@ -1887,72 +1864,9 @@ impl App {
         }
     }
 
-    // ---- policy ----
-
-    fn update_policy(&mut self, action: Action) -> Vec<Command> {
-        let Some(draft) = self.policy.draft.as_mut() else {
-            return Vec::new();
-        };
-        let rows = Disposition::ALL.len() + 2;
-        let cols = RetractAction::ALL.len();
-        match action {
-            Action::MoveUp => self.policy.row = step(self.policy.row, rows, -1),
-            Action::MoveDown => self.policy.row = step(self.policy.row, rows, 1),
-            Action::First => self.policy.row = 0,
-            Action::Last => self.policy.row = rows - 1,
-            Action::MoveLeft => self.policy.col = step(self.policy.col, cols, -1),
-            Action::MoveRight => self.policy.col = step(self.policy.col, cols, 1),
-            Action::SetPolicyCell | Action::Submit => match self.policy.row {
-                r if r < Disposition::ALL.len() => {
-                    draft
-                        .actions
-                        .insert(Disposition::ALL[r], RetractAction::ALL[self.policy.col]);
-                }
-                5 => draft.post_delivery.enabled = !draft.post_delivery.enabled,
-                _ => draft.phish_submission.enabled = !draft.phish_submission.enabled,
-            },
-            Action::TogglePostDelivery => {
-                draft.post_delivery.enabled = !draft.post_delivery.enabled
-            }
-            Action::TogglePhishSubmission => {
-                draft.phish_submission.enabled = !draft.phish_submission.enabled
-            }
-            Action::IntervalIncrease | Action::IntervalDecrease => {
-                let switch = match self.policy.row {
-                    6 => &mut draft.phish_submission,
-                    _ => &mut draft.post_delivery,
-                };
-                switch.interval_secs = if action == Action::IntervalIncrease {
-                    (switch.interval_secs + INTERVAL_STEP).min(INTERVAL_MAX)
-                } else {
-                    switch
-                        .interval_secs
-                        .saturating_sub(INTERVAL_STEP)
-                        .max(INTERVAL_MIN)
-                };
-            }
-            Action::SavePolicy => {
-                if self.role != Role::Admin {
-                    self.set_status(
-                        format!("saving the policy needs role admin (you are {})", self.role),
-                        true,
-                    );
-                    return Vec::new();
-                }
-                self.policy.saving = true;
-                return vec![Command::SavePolicy(draft.clone())];
-            }
-            _ => {}
-        }
-        Vec::new()
-    }
-
     /// True when the draft differs from the stored policy.
     pub fn policy_modified(&self) -> bool {
-        match (&self.policy.draft, self.policy.loaded.ready()) {
-            (Some(draft), Some(loaded)) => draft != loaded,
-            _ => false,
-        }
+        self.policy.modified()
     }
 
     // ---- metrics, audit, tenants ----
@@ -2195,18 +2109,14 @@ impl App {
             EngineEvent::TenantsProgress(progress) => self.tenants.progressed(progress),
             // The pane said so when Esc was pressed.
             EngineEvent::TenantsCancelled => self.tenants.loading = None,
-            EngineEvent::PolicyLoaded(policy) => {
-                self.policy.draft = Some(policy.clone());
-                self.policy.loaded = Loadable::Ready(policy);
-            }
+            EngineEvent::PolicyLoaded(policy) => self.policy.loaded(policy),
             EngineEvent::HoldsLoaded(held) => {
                 self.policy.held = held;
             }
             EngineEvent::PolicySaved(policy) => {
                 self.policy.saving = false;
                 self.set_status(format!("policy saved (version {})", policy.version), false);
-                self.policy.draft = Some(policy.clone());
-                self.policy.loaded = Loadable::Ready(policy);
+                self.policy.loaded(policy);
             }
             EngineEvent::Denied {
                 action,

@@ -8,6 +8,7 @@ use super::action::Action;
 use super::input::TextInput;
 use super::keymap::{KeyChord, Keymap, Mode};
 pub use super::panes::audit::AuditState;
+pub use super::panes::jobs::{JobsState, OutcomeFilter};
 pub use super::panes::metrics::MetricsState;
 pub use super::panes::policy::PolicyState;
 pub use super::panes::tenants::{TenantsLoading, TenantsState};
@@ -16,10 +17,10 @@ use super::widgets::{PAGE, count, debounce_due, step};
 use crate::engine::Command;
 use crate::engine::event::{EngineEvent, QueryErrorView};
 use crate::engine::view::{
-    Confirmation, CopyOutcome, DepthCount, Generation, JobId, JobKind, JobPhase, JobProgress,
-    JobView, PlanSummary, RecipientOutcome, RecipientRow, RetractRequest, SearchRow,
+    Confirmation, DepthCount, Generation, JobId, JobKind, JobPhase, JobProgress, JobView,
+    PlanSummary, RecipientRow, RetractRequest, SearchRow,
 };
-use crate::model::{FailureReason, RetractAction, Role, Trigger};
+use crate::model::{RetractAction, Role, Trigger};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
 use tui_input::InputRequest;
 
@@ -192,95 +193,6 @@ pub struct PlanState {
     /// What the operator typed (Hard Delete: the number of copies).
     pub typed: TextInput,
     pub refusal: Option<String>,
-}
-
-/// Which outcomes the Jobs pane lists (`f` cycles through them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OutcomeFilter {
-    #[default]
-    All,
-    Failed,
-    /// Pending or in flight.
-    Unsettled,
-    /// Succeeded or restored.
-    Done,
-    Skipped,
-}
-
-impl OutcomeFilter {
-    pub const ALL: [OutcomeFilter; 5] = [
-        OutcomeFilter::All,
-        OutcomeFilter::Failed,
-        OutcomeFilter::Unsettled,
-        OutcomeFilter::Done,
-        OutcomeFilter::Skipped,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            OutcomeFilter::All => "all",
-            OutcomeFilter::Failed => "failed",
-            OutcomeFilter::Unsettled => "not settled",
-            OutcomeFilter::Done => "ok",
-            OutcomeFilter::Skipped => "skipped",
-        }
-    }
-
-    pub fn next(self) -> OutcomeFilter {
-        let i = Self::ALL.iter().position(|f| *f == self).unwrap_or(0);
-        Self::ALL[(i + 1) % Self::ALL.len()]
-    }
-
-    pub fn matches(self, outcome: &CopyOutcome) -> bool {
-        match self {
-            OutcomeFilter::All => true,
-            OutcomeFilter::Failed => matches!(outcome, CopyOutcome::Failed { .. }),
-            OutcomeFilter::Unsettled => {
-                matches!(outcome, CopyOutcome::Pending | CopyOutcome::InFlight)
-            }
-            OutcomeFilter::Done => {
-                matches!(
-                    outcome,
-                    CopyOutcome::Succeeded { .. } | CopyOutcome::Restored
-                )
-            }
-            OutcomeFilter::Skipped => matches!(outcome, CopyOutcome::Skipped { .. }),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobsState {
-    pub list: Loadable<Vec<JobView>>,
-    pub selected: usize,
-    pub progress: Vec<JobProgress>,
-    /// Live failures (job, address, reason), newest last.
-    pub failures: Vec<(JobId, String, FailureReason)>,
-    /// The outcome per recipient of one job, failures first (as the engine sends them).
-    pub outcomes: Option<(JobId, Vec<RecipientOutcome>)>,
-    /// Index into the selected job's `failed_by_reason` for "retry failed".
-    pub reason_cursor: usize,
-    /// The job to select when the list next arrives: the one this console just started.
-    pub follow: Option<JobId>,
-    /// Keys move over the outcomes (after enter) rather than over the jobs.
-    pub outcomes_focused: bool,
-    pub outcome_filter: OutcomeFilter,
-    /// `/` filter over the outcomes: address, outcome or reason, folder (case-insensitive).
-    pub outcome_text: String,
-    /// Indexes into the outcomes that pass the filters, computed when they change.
-    pub outcome_rows: Vec<usize>,
-    /// Position in `outcome_rows`.
-    pub outcome_selected: usize,
-    /// Jobs this console started (or resumed) that have not ended: quitting asks first.
-    pub running: Vec<JobId>,
-    /// Commands sent that start a job (apply, retry, restore, resume) and are not answered
-    /// yet: quitting asks first here too.
-    pub starting: u32,
-    /// A restore this console asked for and the engine has not answered yet.
-    pub restore_requested: Option<JobId>,
-    /// Restores this console started: (retract job, its restore job). The list's
-    /// `restored_by` says the same once it is reloaded.
-    pub restores_started: Vec<(JobId, JobId)>,
 }
 
 /// A question asked before something that cannot be taken back; only `y` / `n` / `esc`
@@ -499,24 +411,7 @@ impl App {
                 follow_debounce: None,
                 action: RetractAction::Junk,
             },
-            jobs: JobsState {
-                list: Loadable::NotLoaded,
-                selected: 0,
-                progress: Vec::new(),
-                failures: Vec::new(),
-                outcomes: None,
-                reason_cursor: 0,
-                follow: None,
-                outcomes_focused: false,
-                outcome_filter: OutcomeFilter::All,
-                outcome_text: String::new(),
-                outcome_rows: Vec::new(),
-                outcome_selected: 0,
-                running: Vec::new(),
-                starting: 0,
-                restore_requested: None,
-                restores_started: Vec::new(),
-            },
+            jobs: JobsState::default(),
             policy: PolicyState::default(),
             metrics: MetricsState::default(),
             audit: AuditState::default(),
@@ -761,7 +656,12 @@ impl App {
                     let then = ctx.then;
                     self.then(commands, then)
                 }
-                Pane::Jobs => self.update_jobs(action),
+                Pane::Jobs => {
+                    let mut ctx = pane_ctx!(self);
+                    let commands = self.jobs.update(action, &mut ctx);
+                    let then = ctx.then;
+                    self.then(commands, then)
+                }
                 Pane::Audit => self.audit.update(action, &mut pane_ctx!(self)),
                 Pane::Tenants => self.tenants.update(action, &mut pane_ctx!(self)),
             },
@@ -813,6 +713,7 @@ impl App {
     fn then(&mut self, mut commands: Vec<Command>, then: Option<Then>) -> Vec<Command> {
         match then {
             Some(Then::Search(query)) => commands.extend(self.search_now(query)),
+            Some(Then::Ask(question)) => self.confirm = Some(question),
             None => {}
         }
         commands
@@ -843,10 +744,7 @@ impl App {
             Pane::Recipients => self.load_recipients_again(),
             Pane::Policy => self.policy.reload(),
             Pane::Metrics => self.metrics.reload(),
-            Pane::Jobs => {
-                self.jobs.list = Loadable::Loading;
-                vec![Command::LoadJobs]
-            }
+            Pane::Jobs => self.jobs.reload(),
             Pane::Audit => self.audit.reload(),
             Pane::Tenants => self.tenants.reload(),
         }
@@ -1367,9 +1265,7 @@ impl App {
     fn apply_filter(&mut self, text: String) -> Vec<Command> {
         match self.focus {
             Pane::Jobs => {
-                self.jobs.outcome_text = text;
-                self.jobs.outcome_selected = 0;
-                self.refilter_outcomes();
+                self.jobs.set_filter(text);
                 Vec::new()
             }
             Pane::Recipients => {
@@ -1463,302 +1359,17 @@ impl App {
 
     /// The job under the cursor.
     pub fn selected_job(&self) -> Option<&JobView> {
-        self.jobs.list.ready()?.get(self.jobs.selected)
+        self.jobs.selected_job()
     }
 
     /// Live progress of a job, if any arrived.
     pub fn progress_of(&self, job: &JobId) -> Option<&JobProgress> {
-        self.jobs.progress.iter().find(|p| &p.job == job)
-    }
-
-    /// The job an action targets: the selected one.
-    fn selected_job_id(&self) -> Option<JobId> {
-        self.selected_job().map(|j| j.id.clone())
+        self.jobs.progress_of(job)
     }
 
     /// Whether `u` may restore `job`: the number of copies it would put back, or why not.
     pub fn can_restore(&self, job: &JobView) -> Result<u64, String> {
-        let id = &job.id;
-        if job.kind == JobKind::Restore {
-            let of = job
-                .parent
-                .as_ref()
-                .map(|p| format!(" (it undoes job {p})"))
-                .unwrap_or_default();
-            return Err(format!("job {id} is itself a restore{of}: nothing to undo"));
-        }
-        if job.action == RetractAction::HardDelete {
-            return Err(format!(
-                "job {id} hard-deleted: no undo (admin recovery only: eDiscovery / Recoverable Items, Google Vault)"
-            ));
-        }
-        if job.state == JobPhase::Running {
-            return Err(format!(
-                "job {id} still running: restore once it ends (C cancels it)"
-            ));
-        }
-        if self.jobs.restore_requested.as_ref() == Some(id) {
-            return Err(format!("job {id} is being restored (starting)"));
-        }
-        let started_here = self
-            .jobs
-            .restores_started
-            .iter()
-            .filter(|(of, _)| of == id)
-            .map(|(_, r)| r);
-        let known = job.restored_by.iter().map(|(r, _)| r);
-        if let Some(restore) = known.chain(started_here).last() {
-            let phase = self
-                .jobs
-                .list
-                .ready()
-                .and_then(|l| l.iter().find(|j| &j.id == restore))
-                .map(|j| j.state)
-                .or_else(|| {
-                    job.restored_by
-                        .iter()
-                        .find(|(r, _)| r == restore)
-                        .map(|(_, p)| *p)
-                })
-                .unwrap_or(JobPhase::Running);
-            return Err(match phase {
-                // The status line may show only the first half: what matters comes first.
-                JobPhase::Running => {
-                    format!("job {id} is being restored by job {restore}: wait for it to end")
-                }
-                JobPhase::Interrupted | JobPhase::Cancelled => format!(
-                    "job {id} restore {restore} {}: select job {restore}, R resumes it",
-                    phase.label()
-                ),
-                JobPhase::Finished => format!(
-                    "job {id} already restored by job {restore}; the rest: `clawback restore {id}`"
-                ),
-            });
-        }
-        if job.restorable == 0 {
-            return Err(format!(
-                "job {id}: nothing to restore (no copy it moved is left to put back)"
-            ));
-        }
-        Ok(job.restorable)
-    }
-
-    fn update_jobs(&mut self, action: Action) -> Vec<Command> {
-        let len = self.jobs.list.ready().map(Vec::len).unwrap_or(0);
-        let sel = self.jobs.selected;
-        if self.jobs.outcomes_focused {
-            let rows = self.jobs.outcome_rows.len();
-            let at = self.jobs.outcome_selected;
-            let moved = match action {
-                Action::MoveUp => Some(step(at, rows, -1)),
-                Action::MoveDown => Some(step(at, rows, 1)),
-                Action::PageUp => Some(step(at, rows, -PAGE)),
-                Action::PageDown => Some(step(at, rows, PAGE)),
-                Action::First => Some(0),
-                Action::Last => Some(rows.saturating_sub(1)),
-                _ => None,
-            };
-            if let Some(at) = moved {
-                self.jobs.outcome_selected = at;
-                return Vec::new();
-            }
-            if action == Action::Cancel {
-                self.jobs.outcomes_focused = false;
-                return Vec::new();
-            }
-        }
-        match action {
-            Action::MoveUp => self.select_job(step(sel, len, -1)),
-            Action::MoveDown => self.select_job(step(sel, len, 1)),
-            Action::PageUp => self.select_job(step(sel, len, -PAGE)),
-            Action::PageDown => self.select_job(step(sel, len, PAGE)),
-            Action::First => self.select_job(0),
-            Action::Last => self.select_job(len.saturating_sub(1)),
-            Action::MoveLeft => self.jobs.reason_cursor = self.jobs.reason_cursor.saturating_sub(1),
-            Action::MoveRight => {
-                let reasons = self
-                    .selected_job()
-                    .map(|j| j.failed_by_reason.len())
-                    .unwrap_or(0);
-                self.jobs.reason_cursor = step(self.jobs.reason_cursor, reasons, 1);
-            }
-            Action::Submit => {
-                if let Some(job) = self.selected_job_id() {
-                    self.jobs.outcomes_focused = true;
-                    return vec![Command::LoadJobOutcomes { job }];
-                }
-            }
-            Action::NextOutcomeFilter | Action::Filter => {
-                let Some(job) = self.selected_job_id() else {
-                    return Vec::new();
-                };
-                if action == Action::Filter {
-                    self.prompt = Some(Prompt {
-                        kind: PromptKind::Filter,
-                        text: TextInput::new(self.jobs.outcome_text.clone()),
-                    });
-                } else {
-                    self.jobs.outcome_filter = self.jobs.outcome_filter.next();
-                    self.refilter_outcomes();
-                }
-                self.jobs.outcomes_focused = true;
-                if self.jobs.outcomes.as_ref().is_none_or(|(id, _)| *id != job) {
-                    return vec![Command::LoadJobOutcomes { job }];
-                }
-            }
-            Action::CancelJob => {
-                if let Some(job) = self.selected_job().filter(|j| j.state == JobPhase::Running) {
-                    return vec![Command::CancelJob {
-                        job: job.id.clone(),
-                    }];
-                }
-            }
-            Action::RetryFailed => {
-                let target = self.selected_job().and_then(|j| {
-                    j.failed_by_reason
-                        .get(self.jobs.reason_cursor)
-                        .filter(|(_, n)| *n > 0)
-                        .map(|(reason, _)| (j.id.clone(), *reason))
-                });
-                if let Some((job, reason)) = target {
-                    self.jobs.starting += 1;
-                    return vec![Command::RetryFailed { job, reason }];
-                }
-            }
-            Action::Restore => {
-                let Some(job) = self.selected_job().cloned() else {
-                    return Vec::new();
-                };
-                match self.can_restore(&job) {
-                    Ok(copies) => {
-                        self.confirm = Some(Confirm::Restore {
-                            job: job.id,
-                            copies,
-                            action: job.action,
-                        })
-                    }
-                    Err(why) => self.set_status(why, true),
-                }
-            }
-            Action::ResumeJob => {
-                let Some(job) = self.selected_job().cloned() else {
-                    return Vec::new();
-                };
-                match job.state {
-                    JobPhase::Interrupted | JobPhase::Cancelled => {
-                        self.set_status(format!("resuming job {}", job.id), false);
-                        self.jobs.starting += 1;
-                        return vec![Command::ResumeJob { job: job.id }];
-                    }
-                    JobPhase::Running => self.set_status(
-                        format!("job {} is running: nothing to resume", job.id),
-                        true,
-                    ),
-                    JobPhase::Finished => self.set_status(
-                        format!(
-                            "job {} is finished: nothing to resume (r retries a failure reason)",
-                            job.id
-                        ),
-                        true,
-                    ),
-                }
-            }
-            _ => {}
-        }
-        Vec::new()
-    }
-
-    /// Moves the jobs cursor; the failure-reason cursor starts over on another job.
-    fn select_job(&mut self, index: usize) {
-        let before = self.selected_job_id();
-        self.jobs.selected = index;
-        if self.selected_job_id() != before {
-            self.jobs.reason_cursor = 0;
-        }
-    }
-
-    /// Recomputes which outcomes pass the filters (once per change, not per frame).
-    fn refilter_outcomes(&mut self) {
-        let filter = self.jobs.outcome_filter;
-        let needle = self.jobs.outcome_text.to_lowercase();
-        self.jobs.outcome_rows = match &self.jobs.outcomes {
-            Some((_, outcomes)) => outcomes
-                .iter()
-                .enumerate()
-                .filter(|(_, o)| filter.matches(&o.outcome))
-                .filter(|(_, o)| {
-                    needle.is_empty()
-                        || o.address.to_lowercase().contains(&needle)
-                        || o.outcome.label().to_lowercase().contains(&needle)
-                        || [&o.from_folder, &o.to_folder].iter().any(|f| {
-                            f.as_ref()
-                                .is_some_and(|f| f.label().to_lowercase().contains(&needle))
-                        })
-                })
-                .map(|(i, _)| i)
-                .collect(),
-            None => Vec::new(),
-        };
-        self.jobs.outcome_selected = self
-            .jobs
-            .outcome_selected
-            .min(self.jobs.outcome_rows.len().saturating_sub(1));
-    }
-
-    /// New outcomes for a job: kept when it is the job on screen (or none is shown yet).
-    fn set_outcomes(&mut self, job: JobId, outcomes: Vec<RecipientOutcome>) {
-        let shown = self.jobs.outcomes.as_ref().map(|(id, _)| id.clone());
-        let selected = self.selected_job_id();
-        // The job about to be selected (just started here) counts as selected.
-        let wanted = [selected.as_ref(), shown.as_ref(), self.jobs.follow.as_ref()];
-        if shown.is_some() && !wanted.contains(&Some(&job)) {
-            return;
-        }
-        if shown.as_ref() != Some(&job) {
-            self.jobs.outcome_selected = 0;
-        }
-        self.jobs.outcomes = Some((job, outcomes));
-        self.refilter_outcomes();
-    }
-
-    /// Replaces the list, keeping the cursor on the same job (new jobs come first) or moving
-    /// it to the job this console just started.
-    fn set_jobs(&mut self, jobs: Vec<JobView>) {
-        let before = self.selected_job_id();
-        let follow = self.jobs.follow.clone();
-        let index = follow
-            .as_ref()
-            .and_then(|f| jobs.iter().position(|j| &j.id == f))
-            .or_else(|| {
-                before
-                    .as_ref()
-                    .and_then(|b| jobs.iter().position(|j| &j.id == b))
-            })
-            .unwrap_or_else(|| self.jobs.selected.min(jobs.len().saturating_sub(1)));
-        if follow.is_some_and(|f| jobs.iter().any(|j| j.id == f)) {
-            self.jobs.follow = None;
-            self.jobs.outcomes_focused = false;
-        }
-        if jobs.get(index).map(|j| &j.id) != before.as_ref() {
-            self.jobs.reason_cursor = 0;
-        }
-        // Jobs this console started that the store no longer shows running have ended.
-        self.jobs.running.retain(|r| {
-            jobs.iter()
-                .find(|j| &j.id == r)
-                .is_none_or(|j| j.state == JobPhase::Running)
-        });
-        self.jobs.list = Loadable::Ready(jobs);
-        self.jobs.selected = index;
-    }
-
-    fn upsert_job(&mut self, job: JobView) {
-        let mut jobs = self.jobs.list.ready().cloned().unwrap_or_default();
-        match jobs.iter_mut().find(|j| j.id == job.id) {
-            Some(existing) => *existing = job,
-            None => jobs.insert(0, job),
-        }
-        self.set_jobs(jobs);
+        self.jobs.can_restore(job)
     }
 
     // ---- questions ----
@@ -2010,17 +1621,7 @@ impl App {
                 }
                 return vec![Command::LoadJobs];
             }
-            EngineEvent::JobProgressed(progress) => {
-                match self
-                    .jobs
-                    .progress
-                    .iter_mut()
-                    .find(|p| p.job == progress.job)
-                {
-                    Some(p) => *p = progress,
-                    None => self.jobs.progress.push(progress),
-                }
-            }
+            EngineEvent::JobProgressed(progress) => self.jobs.progressed(progress),
             EngineEvent::ItemFailed {
                 job,
                 address,
@@ -2053,15 +1654,15 @@ impl App {
                 self.jobs.running.retain(|r| *r != job.id);
                 let id = job.id.clone();
                 let restore = job.kind == JobKind::Restore;
-                self.upsert_job(job);
-                self.set_outcomes(id, outcomes);
+                self.jobs.upsert_job(job);
+                self.jobs.set_outcomes(id, outcomes);
                 // A restore changes its retract job (restorable, restored by): list again.
                 if restore {
                     return vec![Command::LoadJobs];
                 }
             }
             EngineEvent::JobOutcomesLoaded { job, outcomes } => {
-                self.set_outcomes(job, outcomes);
+                self.jobs.set_outcomes(job, outcomes);
             }
             EngineEvent::JobLeased { job, holder } => {
                 self.jobs.starting = self.jobs.starting.saturating_sub(1);
@@ -2100,7 +1701,7 @@ impl App {
                 self.metrics.details_loaded(window, messages)
             }
             EngineEvent::StoreChanged(changes) => return self.reload_changed(changes),
-            EngineEvent::JobsLoaded(jobs) => self.set_jobs(jobs),
+            EngineEvent::JobsLoaded(jobs) => self.jobs.set_jobs(jobs),
             EngineEvent::AuditLoaded(entries) => self.audit.loaded(entries),
             EngineEvent::AuditVerified(result) => {
                 self.audit.verification = Loadable::Ready(result);

@@ -13,7 +13,7 @@ pub mod search;
 pub mod tenants;
 
 use crate::model::Role;
-use crate::tui::app::{Prompt, PromptKind, StatusLine};
+use crate::tui::app::{Confirm, Prompt, PromptKind, StatusLine};
 use crate::tui::input::TextInput;
 use crate::tui::keymap::Keymap;
 
@@ -33,6 +33,8 @@ pub struct PaneCtx<'a> {
 pub enum Then {
     /// Search the trace for this query now (the Search pane takes the focus).
     Search(String),
+    /// Ask this yes/no question (an overlay only `y` / `n` / `esc` answer).
+    Ask(Confirm),
 }
 
 impl PaneCtx<'_> {

@@ -11,11 +11,12 @@ pub use super::panes::audit::AuditState;
 pub use super::panes::jobs::{JobsState, OutcomeFilter};
 pub use super::panes::metrics::MetricsState;
 pub use super::panes::policy::PolicyState;
+pub use super::panes::search::{ResultRow, SearchResults, SearchState, build_view};
 pub use super::panes::tenants::{TenantsLoading, TenantsState};
 use super::panes::{PaneCtx, Then};
 use super::widgets::{PAGE, count, debounce_due, step};
 use crate::engine::Command;
-use crate::engine::event::{EngineEvent, QueryErrorView};
+use crate::engine::event::EngineEvent;
 use crate::engine::view::{
     Confirmation, DepthCount, Generation, JobId, JobKind, JobPhase, JobProgress, JobView,
     PlanSummary, RecipientRow, RetractRequest, SearchRow,
@@ -113,46 +114,6 @@ impl<T> Loadable<T> {
             _ => None,
         }
     }
-}
-
-/// One displayed row of the results table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResultRow {
-    /// Index into the result rows.
-    Message(usize),
-    /// A campaign (grouping on): its first message, message count and copies.
-    Campaign {
-        first: usize,
-        messages: usize,
-        copies: u64,
-        /// Tenants holding its messages (one campaign often lands in two).
-        tenants: usize,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SearchResults {
-    pub rows: Vec<SearchRow>,
-    pub total: u64,
-    /// What the table shows (messages, or campaigns when grouped), computed once per result.
-    pub view: Vec<ResultRow>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SearchState {
-    pub query: TextInput,
-    pub editing: bool,
-    /// Generation of the newest search sent.
-    pub generation: Generation,
-    /// Ticks left before the typed query is sent.
-    pub debounce: Option<u8>,
-    pub results: Loadable<SearchResults>,
-    pub error: Option<QueryErrorView>,
-    pub selected: usize,
-    pub grouped: bool,
-    /// The message count of the results a running search replaces: the title keeps it (with
-    /// a spinner) instead of dropping to no count while the search runs.
-    pub previous_count: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -381,17 +342,7 @@ impl App {
             should_quit: false,
             dirty: true,
             status: None,
-            search: SearchState {
-                query: TextInput::default(),
-                editing: false,
-                generation: 0,
-                debounce: None,
-                results: Loadable::NotLoaded,
-                error: None,
-                selected: 0,
-                grouped: false,
-                previous_count: None,
-            },
+            search: SearchState::default(),
             recipients: RecipientsState {
                 message: None,
                 generation: 0,
@@ -426,7 +377,7 @@ impl App {
     /// Commands to send once the first frame is on screen: the newest messages, and the
     /// interrupted jobs to offer for resume.
     pub fn startup(&mut self) -> Vec<Command> {
-        let mut commands = vec![self.send_search(), Command::FindInterruptedJobs];
+        let mut commands = vec![self.search.send(), Command::FindInterruptedJobs];
         commands.extend(self.load_strip());
         commands
     }
@@ -647,7 +598,19 @@ impl App {
             }
             Action::Refresh => self.refresh(),
             _ => match self.focus {
-                Pane::Search => self.update_search(action),
+                Pane::Search => {
+                    let before = self.search.selected;
+                    let mut ctx = pane_ctx!(self);
+                    let commands = self.search.update(action, &mut ctx);
+                    let then = ctx.then;
+                    // Side by side the checklist follows the selection once it rests (latest
+                    // wins: a load is sent only when the debounce runs out, for the row
+                    // selected then).
+                    if self.search.selected != before && self.side_by_side() {
+                        self.recipients.follow_debounce = Some(DEBOUNCE_TICKS);
+                    }
+                    self.then(commands, then)
+                }
                 Pane::Recipients => self.update_recipients(action),
                 Pane::Policy => self.policy.update(action, &mut pane_ctx!(self)),
                 Pane::Metrics => {
@@ -670,9 +633,7 @@ impl App {
 
     fn tick(&mut self) -> Vec<Command> {
         let mut commands = Vec::new();
-        if debounce_due(&mut self.search.debounce) {
-            commands.push(self.send_search());
-        }
+        commands.extend(self.search.tick());
         if debounce_due(&mut self.recipients.preview_debounce) {
             commands.extend(self.send_depth_preview());
         }
@@ -714,6 +675,7 @@ impl App {
         match then {
             Some(Then::Search(query)) => commands.extend(self.search_now(query)),
             Some(Then::Ask(question)) => self.confirm = Some(question),
+            Some(Then::OpenMessage) => commands.extend(self.show_selected_message(true)),
             None => {}
         }
         commands
@@ -740,7 +702,7 @@ impl App {
 
     fn refresh(&mut self) -> Vec<Command> {
         match self.focus {
-            Pane::Search => vec![self.send_search()],
+            Pane::Search => vec![self.search.send()],
             Pane::Recipients => self.load_recipients_again(),
             Pane::Policy => self.policy.reload(),
             Pane::Metrics => self.metrics.reload(),
@@ -752,18 +714,15 @@ impl App {
 
     // ---- search ----
 
-    fn send_search(&mut self) -> Command {
-        self.search.generation += 1;
-        self.search.debounce = None;
-        if let Some(results) = self.search.results.ready() {
-            self.search.previous_count = Some(results.view.len());
-        }
-        self.search.results = Loadable::Loading;
-        Command::Search {
-            generation: self.search.generation,
-            query: self.search.query.value().to_string(),
-            limit: SEARCH_LIMIT,
-        }
+    /// The search row under the cursor (the first message of a campaign when grouped).
+    pub fn selected_search_row(&self) -> Option<&SearchRow> {
+        self.search.selected_row()
+    }
+
+    /// The Message-IDs behind the search row under the cursor: its message, or every message
+    /// of its campaign when grouped.
+    pub fn selected_message_ids(&self) -> Vec<String> {
+        self.search.selected_message_ids()
     }
 
     /// Replace the query and search now (used by "view details" and `:search`).
@@ -772,107 +731,7 @@ impl App {
         self.search.error = None;
         self.focus = Pane::Search;
         self.search.editing = false;
-        vec![self.send_search()]
-    }
-
-    fn update_search(&mut self, action: Action) -> Vec<Command> {
-        if self.search.editing {
-            match action {
-                // The edit is made in the guard; only a changed text searches again.
-                Action::Edit(edit) if self.search.query.edit(edit) => {
-                    self.search.debounce = Some(DEBOUNCE_TICKS);
-                }
-                Action::Submit => {
-                    self.search.editing = false;
-                    return vec![self.send_search()];
-                }
-                // The first esc clears the query (the results follow, as when typing), the
-                // second leaves the box.
-                Action::Cancel if !self.search.query.is_empty() => {
-                    self.search.query.clear();
-                    self.search.debounce = Some(DEBOUNCE_TICKS);
-                }
-                Action::Cancel => self.search.editing = false,
-                Action::MoveDown => self.search.editing = false,
-                _ => {}
-            }
-            return Vec::new();
-        }
-        let len = self
-            .search
-            .results
-            .ready()
-            .map(|r| r.view.len())
-            .unwrap_or(0);
-        let before = self.search.selected;
-        let commands = self.move_in_search(action, len);
-        // Side by side the checklist follows the selection once it rests (latest wins: a
-        // load is sent only when the debounce runs out, for the row selected then).
-        if self.search.selected != before && self.side_by_side() {
-            self.recipients.follow_debounce = Some(DEBOUNCE_TICKS);
-        }
-        commands
-    }
-
-    fn move_in_search(&mut self, action: Action, len: usize) -> Vec<Command> {
-        match action {
-            Action::Filter => self.search.editing = true,
-            Action::MoveUp => self.search.selected = step(self.search.selected, len, -1),
-            Action::MoveDown => self.search.selected = step(self.search.selected, len, 1),
-            Action::PageUp => self.search.selected = step(self.search.selected, len, -PAGE),
-            Action::PageDown => self.search.selected = step(self.search.selected, len, PAGE),
-            Action::First => self.search.selected = 0,
-            Action::Last => self.search.selected = len.saturating_sub(1),
-            Action::ToggleGrouping => {
-                self.search.grouped = !self.search.grouped;
-                let grouped = self.search.grouped;
-                if let Loadable::Ready(results) = &mut self.search.results {
-                    results.view = build_view(&results.rows, grouped);
-                }
-                self.search.selected = 0;
-            }
-            Action::Submit => return self.show_selected_message(true),
-            _ => {}
-        }
-        Vec::new()
-    }
-
-    /// The search row under the cursor (the first message of a campaign when grouped).
-    pub fn selected_search_row(&self) -> Option<&SearchRow> {
-        let results = self.search.results.ready()?;
-        let index = match results.view.get(self.search.selected)? {
-            ResultRow::Message(i) => *i,
-            ResultRow::Campaign { first, .. } => *first,
-        };
-        results.rows.get(index)
-    }
-
-    /// The Message-IDs behind the search row under the cursor: its message, or every message
-    /// of its campaign when grouped.
-    pub fn selected_message_ids(&self) -> Vec<String> {
-        let Some(results) = self.search.results.ready() else {
-            return Vec::new();
-        };
-        let mut ids: Vec<String> = match results.view.get(self.search.selected) {
-            Some(ResultRow::Message(i)) => results
-                .rows
-                .get(*i)
-                .map(|r| vec![r.message.message_id.clone()])
-                .unwrap_or_default(),
-            Some(ResultRow::Campaign { first, .. }) => {
-                let key = results.rows.get(*first).and_then(|r| r.campaign);
-                results
-                    .rows
-                    .iter()
-                    .filter(|r| r.campaign.is_some() && r.campaign == key)
-                    .map(|r| r.message.message_id.clone())
-                    .collect()
-            }
-            None => Vec::new(),
-        };
-        ids.sort();
-        ids.dedup();
-        ids
+        vec![self.search.send()]
     }
 
     /// The recipients of the selected message (or campaign) in the checklist; `focus` moves
@@ -1492,21 +1351,9 @@ impl App {
                 generation,
                 rows,
                 total,
-            } => {
-                if generation != self.search.generation {
-                    return Vec::new();
-                }
-                let view = build_view(&rows, self.search.grouped);
-                self.search.error = None;
-                self.search.selected = self.search.selected.min(view.len().saturating_sub(1));
-                self.search.results = Loadable::Ready(SearchResults { rows, total, view });
-            }
+            } => self.search.completed(generation, rows, total),
             EngineEvent::SearchFailed { generation, error } => {
-                if generation != self.search.generation {
-                    return Vec::new();
-                }
-                self.search.results = Loadable::Failed(error.message.clone());
-                self.search.error = Some(error);
+                self.search.failed(generation, error)
             }
             EngineEvent::RecipientsLoaded {
                 generation, rows, ..
@@ -1779,51 +1626,6 @@ impl App {
         fail(&mut self.tenants.tenants, message);
         self.policy.saving = false;
     }
-}
-
-/// Builds the displayed rows: one per message, or one per campaign (messages without a campaign
-/// stay single) in first-seen order.
-pub fn build_view(rows: &[SearchRow], grouped: bool) -> Vec<ResultRow> {
-    if !grouped {
-        return (0..rows.len()).map(ResultRow::Message).collect();
-    }
-    let mut view: Vec<ResultRow> = Vec::new();
-    // Campaign key -> (its row in `view`, the tenants seen so far).
-    let mut campaign_index: std::collections::HashMap<u64, (usize, Vec<&str>)> =
-        std::collections::HashMap::new();
-    for (i, row) in rows.iter().enumerate() {
-        match row.campaign {
-            Some(key) => match campaign_index.get_mut(&key) {
-                Some((at, seen)) => {
-                    if !seen.contains(&row.message.tenant.as_str()) {
-                        seen.push(&row.message.tenant);
-                    }
-                    if let Some(ResultRow::Campaign {
-                        messages,
-                        copies,
-                        tenants,
-                        ..
-                    }) = view.get_mut(*at)
-                    {
-                        *messages += 1;
-                        *copies += row.copies;
-                        *tenants = seen.len();
-                    }
-                }
-                None => {
-                    campaign_index.insert(key, (view.len(), vec![&row.message.tenant]));
-                    view.push(ResultRow::Campaign {
-                        first: i,
-                        messages: 1,
-                        copies: row.copies,
-                        tenants: 1,
-                    });
-                }
-            },
-            None => view.push(ResultRow::Message(i)),
-        }
-    }
-    view
 }
 
 /// The first 12 hex digits of a digest, for screens.

@@ -35,6 +35,8 @@ pub enum Then {
     Search(String),
     /// Ask this yes/no question (an overlay only `y` / `n` / `esc` answer).
     Ask(Confirm),
+    /// Open the selected search result's recipients (the Recipients pane takes the focus).
+    OpenMessage,
 }
 
 impl PaneCtx<'_> {

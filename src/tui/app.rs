@@ -11,15 +11,16 @@ pub use super::panes::audit::AuditState;
 pub use super::panes::jobs::{JobsState, OutcomeFilter};
 pub use super::panes::metrics::MetricsState;
 pub use super::panes::policy::PolicyState;
+pub use super::panes::recipients::RecipientsState;
 pub use super::panes::search::{ResultRow, SearchResults, SearchState, build_view};
 pub use super::panes::tenants::{TenantsLoading, TenantsState};
 use super::panes::{PaneCtx, Then};
-use super::widgets::{PAGE, count, debounce_due, step};
+use super::widgets::{PAGE, count, debounce_due};
 use crate::engine::Command;
 use crate::engine::event::EngineEvent;
 use crate::engine::view::{
-    Confirmation, DepthCount, Generation, JobId, JobKind, JobPhase, JobProgress, JobView,
-    PlanSummary, RecipientRow, RetractRequest, SearchRow,
+    Confirmation, JobId, JobKind, JobPhase, JobProgress, JobView, PlanSummary, RetractRequest,
+    SearchRow,
 };
 use crate::model::{RetractAction, Role, Trigger};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
@@ -114,38 +115,6 @@ impl<T> Loadable<T> {
             _ => None,
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecipientsState {
-    /// The row the messages were opened from (the title).
-    pub message: Option<SearchRow>,
-    /// The Message-IDs opened: one message, or every message of a campaign; in every tenant
-    /// that holds them.
-    pub message_ids: Vec<String>,
-    pub generation: Generation,
-    pub rows: Loadable<Vec<RecipientRow>>,
-    /// Progress of the load running now: (mailboxes located, to locate, seconds).
-    pub progress: Option<(u64, u64, u64)>,
-    /// The last load was cancelled (Esc) before it finished.
-    pub cancelled: bool,
-    /// Include boxes, parallel to `rows` (only located rows can be ticked).
-    pub included: Vec<bool>,
-    /// The operator's exclusions (lower-case addresses): kept across a refresh and reopening
-    /// the same messages, cleared when other messages are opened.
-    pub excluded: std::collections::BTreeSet<String>,
-    /// Indexes of rows matching the filter.
-    pub visible: Vec<usize>,
-    pub filter: String,
-    /// Position in `visible`.
-    pub selected: usize,
-    pub depth: u8,
-    pub depth_generation: Generation,
-    pub depth_preview: Loadable<Vec<DepthCount>>,
-    pub preview_debounce: Option<u8>,
-    /// Side by side: ticks left before the checklist follows the search selection.
-    pub follow_debounce: Option<u8>,
-    pub action: RetractAction,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -343,25 +312,7 @@ impl App {
             dirty: true,
             status: None,
             search: SearchState::default(),
-            recipients: RecipientsState {
-                message: None,
-                generation: 0,
-                rows: Loadable::NotLoaded,
-                message_ids: Vec::new(),
-                progress: None,
-                cancelled: false,
-                included: Vec::new(),
-                excluded: Default::default(),
-                visible: Vec::new(),
-                filter: String::new(),
-                selected: 0,
-                depth: 0,
-                depth_generation: 0,
-                depth_preview: Loadable::NotLoaded,
-                preview_debounce: None,
-                follow_debounce: None,
-                action: RetractAction::Junk,
-            },
+            recipients: RecipientsState::default(),
             jobs: JobsState::default(),
             policy: PolicyState::default(),
             metrics: MetricsState::default(),
@@ -611,7 +562,12 @@ impl App {
                     }
                     self.then(commands, then)
                 }
-                Pane::Recipients => self.update_recipients(action),
+                Pane::Recipients => {
+                    let mut ctx = pane_ctx!(self);
+                    let commands = self.recipients.update(action, &mut ctx);
+                    let then = ctx.then;
+                    self.then(commands, then)
+                }
                 Pane::Policy => self.policy.update(action, &mut pane_ctx!(self)),
                 Pane::Metrics => {
                     let mut ctx = pane_ctx!(self);
@@ -635,7 +591,7 @@ impl App {
         let mut commands = Vec::new();
         commands.extend(self.search.tick());
         if debounce_due(&mut self.recipients.preview_debounce) {
-            commands.extend(self.send_depth_preview());
+            commands.extend(self.recipients.send_depth_preview());
         }
         commands.extend(self.audit.tick());
         if debounce_due(&mut self.recipients.follow_debounce) {
@@ -676,6 +632,7 @@ impl App {
             Some(Then::Search(query)) => commands.extend(self.search_now(query)),
             Some(Then::Ask(question)) => self.confirm = Some(question),
             Some(Then::OpenMessage) => commands.extend(self.show_selected_message(true)),
+            Some(Then::BuildPlan) => commands.extend(self.build_plan()),
             None => {}
         }
         commands
@@ -703,7 +660,7 @@ impl App {
     fn refresh(&mut self) -> Vec<Command> {
         match self.focus {
             Pane::Search => vec![self.search.send()],
-            Pane::Recipients => self.load_recipients_again(),
+            Pane::Recipients => self.recipients.load_again(),
             Pane::Policy => self.policy.reload(),
             Pane::Metrics => self.metrics.reload(),
             Pane::Jobs => self.jobs.reload(),
@@ -780,194 +737,20 @@ impl App {
                 generation: self.recipients.generation,
             });
         }
-        commands.extend(self.load_recipients_again());
+        commands.extend(self.recipients.load_again());
         commands
     }
 
     // ---- recipients ----
 
-    fn load_recipients_again(&mut self) -> Vec<Command> {
-        if self.recipients.message_ids.is_empty() {
-            return Vec::new();
-        }
-        self.recipients.generation += 1;
-        self.recipients.rows = Loadable::Loading;
-        self.recipients.progress = None;
-        self.recipients.cancelled = false;
-        self.recipients.depth_preview = Loadable::NotLoaded;
-        vec![Command::LoadRecipients {
-            generation: self.recipients.generation,
-            message_ids: self.recipients.message_ids.clone(),
-        }]
-    }
-
-    /// The exclusions the plan gets: the located rows left unticked. A row that cannot be
-    /// ticked (a list, external, not authorized, gone, unresolved…) is not an exclusion: it
-    /// must not keep that mailbox out at deeper conversation depths (a user who deleted the
-    /// phish may still hold a forward of it), and an unresolved mailbox stays in the plan.
+    /// The exclusions the plan gets (see `RecipientsState::excluded`).
     pub fn excluded(&self) -> Vec<String> {
-        let mut excluded = Vec::new();
-        if let Some(rows) = self.recipients.rows.ready() {
-            for (row, on) in rows.iter().zip(&self.recipients.included) {
-                if row.tickable() && !*on {
-                    excluded.push(row.address.to_ascii_lowercase());
-                }
-            }
-        }
-        excluded.sort();
-        excluded.dedup();
-        excluded
+        self.recipients.excluded()
     }
 
     /// Ticked rows (what the plan acts on at depth 0, beside unresolved mailboxes).
     pub fn included_count(&self) -> usize {
-        self.recipients.included.iter().filter(|on| **on).count()
-    }
-
-    fn send_depth_preview(&mut self) -> Vec<Command> {
-        if self.recipients.message_ids.is_empty() || self.recipients.rows.ready().is_none() {
-            return Vec::new();
-        }
-        let excluded = self.excluded();
-        self.recipients.depth_generation += 1;
-        self.recipients.depth_preview = Loadable::Loading;
-        self.recipients.preview_debounce = None;
-        vec![Command::PreviewDepth {
-            generation: self.recipients.depth_generation,
-            message_ids: self.recipients.message_ids.clone(),
-            depth: self.recipients.depth,
-            excluded,
-        }]
-    }
-
-    /// Sets include box `i` (a located row only) and keeps the operator's exclusions in step.
-    fn set_included(&mut self, i: usize, on: bool) {
-        let Some(address) = self
-            .recipients
-            .rows
-            .ready()
-            .and_then(|rows| rows.get(i))
-            .filter(|r| r.tickable())
-            .map(|r| r.address.to_ascii_lowercase())
-        else {
-            return;
-        };
-        if let Some(slot) = self.recipients.included.get_mut(i) {
-            *slot = on;
-        }
-        if on {
-            self.recipients.excluded.remove(&address);
-        } else {
-            self.recipients.excluded.insert(address);
-        }
-    }
-
-    fn refilter_recipients(&mut self) {
-        let needle = self.recipients.filter.to_lowercase();
-        self.recipients.visible = match self.recipients.rows.ready() {
-            Some(rows) => rows
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| needle.is_empty() || r.address.to_lowercase().contains(&needle))
-                .map(|(i, _)| i)
-                .collect(),
-            None => Vec::new(),
-        };
-        self.recipients.selected = self
-            .recipients
-            .selected
-            .min(self.recipients.visible.len().saturating_sub(1));
-    }
-
-    fn update_recipients(&mut self, action: Action) -> Vec<Command> {
-        if matches!(self.recipients.rows, Loadable::Loading) && action == Action::Cancel {
-            return vec![Command::CancelRecipients {
-                generation: self.recipients.generation,
-            }];
-        }
-        if self.recipients.rows.ready().is_none() {
-            return Vec::new();
-        }
-        let len = self.recipients.visible.len();
-        let sel = self.recipients.selected;
-        let mut selection_changed = false;
-        match action {
-            Action::MoveUp => self.recipients.selected = step(sel, len, -1),
-            Action::MoveDown => self.recipients.selected = step(sel, len, 1),
-            Action::PageUp => self.recipients.selected = step(sel, len, -PAGE),
-            Action::PageDown => self.recipients.selected = step(sel, len, PAGE),
-            Action::First => self.recipients.selected = 0,
-            Action::Last => self.recipients.selected = len.saturating_sub(1),
-            Action::ToggleInclude => {
-                let Some(&i) = self.recipients.visible.get(sel) else {
-                    return Vec::new();
-                };
-                let row = self.recipients.rows.ready().and_then(|rows| rows.get(i));
-                if let Some(why) = row.and_then(|r| r.state.why_not_tickable()) {
-                    let address = row.map(|r| r.address.as_str()).unwrap_or_default();
-                    self.set_status(format!("{address} cannot be ticked: {why}"), true);
-                    return Vec::new();
-                }
-                let on = self.recipients.included.get(i).copied().unwrap_or(false);
-                self.set_included(i, !on);
-                selection_changed = true;
-            }
-            Action::SelectAll | Action::SelectNone | Action::InvertSelection => {
-                for i in self.recipients.visible.clone() {
-                    let on = self.recipients.included.get(i).copied().unwrap_or(false);
-                    let on = match action {
-                        Action::SelectAll => true,
-                        Action::SelectNone => false,
-                        _ => !on,
-                    };
-                    self.set_included(i, on);
-                }
-                selection_changed = true;
-            }
-            Action::DepthIncrease | Action::DepthDecrease => {
-                let depth = if action == Action::DepthIncrease {
-                    (self.recipients.depth + 1).min(MAX_DEPTH)
-                } else {
-                    self.recipients.depth.saturating_sub(1)
-                };
-                if depth != self.recipients.depth {
-                    self.recipients.depth = depth;
-                    return self.send_depth_preview();
-                }
-                // A key that cannot move the depth says why instead of doing nothing.
-                if action == Action::DepthIncrease {
-                    self.set_status(format!("depth is at its maximum ({MAX_DEPTH})"), false);
-                } else {
-                    self.set_status("depth is at its minimum (0: this message only)", false);
-                }
-            }
-            Action::NextRetractAction | Action::PrevRetractAction => {
-                let n = SELECTOR_ACTIONS.len();
-                let step = if action == Action::NextRetractAction {
-                    1
-                } else {
-                    n - 1
-                };
-                let i = SELECTOR_ACTIONS
-                    .iter()
-                    .position(|a| *a == self.recipients.action)
-                    .map(|i| (i + step) % n)
-                    .unwrap_or(0);
-                self.recipients.action = SELECTOR_ACTIONS[i];
-            }
-            Action::Filter => {
-                self.prompt = Some(Prompt {
-                    kind: PromptKind::Filter,
-                    text: TextInput::new(self.recipients.filter.clone()),
-                });
-            }
-            Action::PreviewPlan | Action::Submit => return self.build_plan(),
-            _ => {}
-        }
-        if selection_changed {
-            self.recipients.preview_debounce = Some(DEBOUNCE_TICKS);
-        }
-        Vec::new()
+        self.recipients.included_count()
     }
 
     fn build_plan(&mut self) -> Vec<Command> {
@@ -1129,7 +912,7 @@ impl App {
             }
             Pane::Recipients => {
                 self.recipients.filter = text;
-                self.refilter_recipients();
+                self.recipients.refilter();
                 Vec::new()
             }
             Pane::Audit => {
@@ -1172,7 +955,7 @@ impl App {
                     self.focus = Pane::Recipients;
                     self.recipients.depth = d;
                     self.set_status(format!("depth {d}"), false);
-                    self.send_depth_preview()
+                    self.recipients.send_depth_preview()
                 }
                 Ok(d) => {
                     self.set_status(
@@ -1357,20 +1140,7 @@ impl App {
             }
             EngineEvent::RecipientsLoaded {
                 generation, rows, ..
-            } => {
-                if generation != self.recipients.generation {
-                    return Vec::new();
-                }
-                let excluded = &self.recipients.excluded;
-                self.recipients.included = rows
-                    .iter()
-                    .map(|r| r.tickable() && !excluded.contains(&r.address.to_ascii_lowercase()))
-                    .collect();
-                self.recipients.rows = Loadable::Ready(rows);
-                self.recipients.progress = None;
-                self.refilter_recipients();
-                return self.send_depth_preview();
-            }
+            } => return self.recipients.loaded(generation, rows),
             EngineEvent::RecipientsProgressed {
                 generation,
                 done,

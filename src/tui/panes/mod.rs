@@ -37,6 +37,8 @@ pub enum Then {
     Ask(Confirm),
     /// Open the selected search result's recipients (the Recipients pane takes the focus).
     OpenMessage,
+    /// Build the plan for the checklist (the plan overlay opens).
+    BuildPlan,
 }
 
 impl PaneCtx<'_> {

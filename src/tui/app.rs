@@ -10,6 +10,7 @@ use super::keymap::{KeyChord, Keymap, Mode};
 pub use super::panes::audit::AuditState;
 pub use super::panes::jobs::{JobsState, OutcomeFilter};
 pub use super::panes::metrics::MetricsState;
+pub use super::panes::plan::{PlanExit, PlanState};
 pub use super::panes::policy::PolicyState;
 pub use super::panes::recipients::RecipientsState;
 pub use super::panes::search::{ResultRow, SearchResults, SearchState, build_view};
@@ -19,12 +20,10 @@ use super::widgets::{PAGE, count, debounce_due};
 use crate::engine::Command;
 use crate::engine::event::EngineEvent;
 use crate::engine::view::{
-    Confirmation, JobId, JobKind, JobPhase, JobProgress, JobView, PlanSummary, RetractRequest,
-    SearchRow,
+    Confirmation, JobId, JobKind, JobPhase, JobProgress, JobView, RetractRequest, SearchRow,
 };
 use crate::model::{RetractAction, Role, Trigger};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
-use tui_input::InputRequest;
 
 /// Rows asked of a search.
 pub const SEARCH_LIMIT: usize = 100_000;
@@ -115,14 +114,6 @@ impl<T> Loadable<T> {
             _ => None,
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlanState {
-    pub summary: Loadable<PlanSummary>,
-    /// What the operator typed (Hard Delete: the number of copies).
-    pub typed: TextInput,
-    pub refusal: Option<String>,
 }
 
 /// A question asked before something that cannot be taken back; only `y` / `n` / `esc`
@@ -762,11 +753,7 @@ impl App {
             self.set_status("no recipient included: tick at least one (space)", true);
             return Vec::new();
         }
-        self.plan = Some(PlanState {
-            summary: Loadable::Loading,
-            typed: TextInput::default(),
-            refusal: None,
-        });
+        self.plan = Some(PlanState::building());
         vec![Command::BuildPlan(RetractRequest {
             message_ids: self.recipients.message_ids.clone(),
             query: None,
@@ -783,58 +770,16 @@ impl App {
     // ---- plan overlay ----
 
     fn update_plan(&mut self, action: Action) -> Vec<Command> {
-        let Some(plan) = self.plan.as_mut() else {
+        let Some(exit) = self.plan.as_mut().and_then(|plan| plan.update(action)) else {
             return Vec::new();
         };
-        match action {
-            // The first esc clears what was typed, the second closes the plan.
-            Action::Cancel if !plan.typed.is_empty() => {
-                plan.typed.clear();
-                plan.refusal = None;
-            }
-            Action::Cancel => {
-                let discard = plan.summary.ready().map(|s| Command::DiscardPlan {
-                    plan_id: s.plan_id.clone(),
-                });
-                self.plan = None;
-                return discard.into_iter().collect();
-            }
-            // Only the Hard Delete confirmation takes typing, and only digits.
-            Action::Edit(edit)
-                if plan
-                    .summary
-                    .ready()
-                    .is_some_and(|s| s.action == RetractAction::HardDelete) =>
-            {
-                let typed = match edit {
-                    InputRequest::InsertChar(c) => {
-                        c.is_ascii_digit() && plan.typed.char_count() < HARD_DELETE_DIGITS
-                    }
-                    _ => true,
-                };
-                if typed && plan.typed.edit(edit) {
-                    plan.refusal = None;
-                }
-            }
-            Action::Submit => {
-                let Some(summary) = plan.summary.ready().cloned() else {
-                    return Vec::new();
-                };
-                let typed_copies = if summary.action == RetractAction::HardDelete {
-                    match plan.typed.value().parse::<u64>() {
-                        Ok(n) if n == summary.copies_total => Some(n),
-                        _ => {
-                            plan.refusal = Some(format!(
-                                "type {} (the number of copies) to hard delete",
-                                summary.copies_total
-                            ));
-                            return Vec::new();
-                        }
-                    }
-                } else {
-                    None
-                };
-                self.plan = None;
+        self.plan = None;
+        match exit {
+            PlanExit::Cancelled(discard) => discard.into_iter().collect(),
+            PlanExit::Apply {
+                summary,
+                typed_copies,
+            } => {
                 self.focus = Pane::Jobs;
                 self.set_status(
                     format!(
@@ -846,14 +791,12 @@ impl App {
                     false,
                 );
                 self.jobs.starting += 1;
-                return vec![Command::ApplyPlan {
+                vec![Command::ApplyPlan {
                     plan_id: summary.plan_id,
                     confirmation: Confirmation { typed_copies },
-                }];
+                }]
             }
-            _ => {}
         }
-        Vec::new()
     }
 
     // ---- prompt ----

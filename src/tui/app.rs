@@ -8,6 +8,7 @@ use super::action::Action;
 use super::input::TextInput;
 use super::keymap::{KeyChord, Keymap, Mode};
 pub use super::panes::audit::AuditState;
+pub use super::panes::confirm::Confirm;
 pub use super::panes::jobs::{JobsState, OutcomeFilter};
 pub use super::panes::metrics::MetricsState;
 pub use super::panes::plan::{PlanExit, PlanState};
@@ -114,25 +115,6 @@ impl<T> Loadable<T> {
             _ => None,
         }
     }
-}
-
-/// A question asked before something that cannot be taken back; only `y` / `n` / `esc`
-/// answer it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Confirm {
-    /// `q` with jobs running here or unsaved policy changes.
-    Quit {
-        running: Vec<JobId>,
-        unsaved_policy: bool,
-    },
-    /// `u`: restore the copies of a retract job.
-    Restore {
-        job: JobId,
-        copies: u64,
-        action: RetractAction,
-    },
-    /// Interrupted jobs found at start.
-    Resume { jobs: Vec<JobView> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

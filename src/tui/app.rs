@@ -149,6 +149,16 @@ macro_rules! pane_ctx {
     };
 }
 
+/// A pane's update with its context, then what it asked of the rest of the console.
+macro_rules! route {
+    ($app:expr, $pane:ident, $action:expr) => {{
+        let mut ctx = pane_ctx!($app);
+        let commands = $app.$pane.update($action, &mut ctx);
+        let then = ctx.then;
+        $app.then(commands, then)
+    }};
+}
+
 /// The whole console state.
 #[derive(Debug, Clone)]
 pub struct App {
@@ -524,38 +534,21 @@ impl App {
             _ => match self.focus {
                 Pane::Search => {
                     let before = self.search.selected;
-                    let mut ctx = pane_ctx!(self);
-                    let commands = self.search.update(action, &mut ctx);
-                    let then = ctx.then;
+                    let commands = route!(self, search, action);
                     // Side by side the checklist follows the selection once it rests (latest
                     // wins: a load is sent only when the debounce runs out, for the row
                     // selected then).
                     if self.search.selected != before && self.side_by_side() {
                         self.recipients.follow_debounce = Some(DEBOUNCE_TICKS);
                     }
-                    self.then(commands, then)
+                    commands
                 }
-                Pane::Recipients => {
-                    let mut ctx = pane_ctx!(self);
-                    let commands = self.recipients.update(action, &mut ctx);
-                    let then = ctx.then;
-                    self.then(commands, then)
-                }
-                Pane::Policy => self.policy.update(action, &mut pane_ctx!(self)),
-                Pane::Metrics => {
-                    let mut ctx = pane_ctx!(self);
-                    let commands = self.metrics.update(action, &mut ctx);
-                    let then = ctx.then;
-                    self.then(commands, then)
-                }
-                Pane::Jobs => {
-                    let mut ctx = pane_ctx!(self);
-                    let commands = self.jobs.update(action, &mut ctx);
-                    let then = ctx.then;
-                    self.then(commands, then)
-                }
-                Pane::Audit => self.audit.update(action, &mut pane_ctx!(self)),
-                Pane::Tenants => self.tenants.update(action, &mut pane_ctx!(self)),
+                Pane::Recipients => route!(self, recipients, action),
+                Pane::Policy => route!(self, policy, action),
+                Pane::Metrics => route!(self, metrics, action),
+                Pane::Jobs => route!(self, jobs, action),
+                Pane::Audit => route!(self, audit, action),
+                Pane::Tenants => route!(self, tenants, action),
             },
         }
     }

@@ -3,6 +3,7 @@
 //! cursor arithmetic of a list. Panes and the screen layout (`ui.rs`) both import these; nothing
 //! here imports a pane or the layout.
 
+use super::action::Action;
 use super::app::Loadable;
 use super::theme::Theme;
 use ratatui::Frame;
@@ -227,3 +228,17 @@ pub fn debounce_due(left: &mut Option<u8>) -> bool {
 
 /// Rows a page key moves.
 pub const PAGE: isize = 10;
+
+/// Where a list key (up, down, page up/down, first, last) takes a cursor at `at` over `len`
+/// rows; `None` for any other action.
+pub fn list_move(action: &Action, at: usize, len: usize) -> Option<usize> {
+    match action {
+        Action::MoveUp => Some(step(at, len, -1)),
+        Action::MoveDown => Some(step(at, len, 1)),
+        Action::PageUp => Some(step(at, len, -PAGE)),
+        Action::PageDown => Some(step(at, len, PAGE)),
+        Action::First => Some(0),
+        Action::Last => Some(len.saturating_sub(1)),
+        _ => None,
+    }
+}

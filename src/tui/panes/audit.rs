@@ -7,8 +7,8 @@ use crate::tui::action::Action;
 use crate::tui::app::{App, DEBOUNCE_TICKS, Loadable};
 use crate::tui::theme::Theme;
 use crate::tui::widgets::{
-    PAGE, column_width, count, debounce_due, loadable, pane_block, scroll_indicator, spinner,
-    state_message, step, visible_window,
+    column_width, count, debounce_due, list_move, loadable, pane_block, scroll_indicator, spinner,
+    state_message, visible_window,
 };
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -39,14 +39,11 @@ impl AuditState {
 
     pub fn update(&mut self, action: Action, ctx: &mut PaneCtx) -> Vec<Command> {
         let len = self.entries.ready().map(Vec::len).unwrap_or(0);
-        let sel = self.selected;
+        if let Some(at) = list_move(&action, self.selected, len) {
+            self.selected = at;
+            return Vec::new();
+        }
         match action {
-            Action::MoveUp => self.selected = step(sel, len, -1),
-            Action::MoveDown => self.selected = step(sel, len, 1),
-            Action::PageUp => self.selected = step(sel, len, -PAGE),
-            Action::PageDown => self.selected = step(sel, len, PAGE),
-            Action::First => self.selected = 0,
-            Action::Last => self.selected = len.saturating_sub(1),
             Action::Filter => ctx.open_filter(&self.filter),
             Action::VerifyAudit => {
                 self.verification = Loadable::Loading;

@@ -13,7 +13,7 @@ use crate::tui::app::{App, Confirm, Loadable};
 use crate::tui::panes::policy::hold_line;
 use crate::tui::theme::Theme;
 use crate::tui::widgets::{
-    PAGE, duration, loadable, pane_block, scroll_indicator, scroll_text, state_message, step,
+    duration, list_move, loadable, pane_block, scroll_indicator, scroll_text, state_message, step,
     thousands, visible_window,
 };
 use ratatui::Frame;
@@ -221,16 +221,7 @@ impl JobsState {
         if self.outcomes_focused {
             let rows = self.outcome_rows.len();
             let at = self.outcome_selected;
-            let moved = match action {
-                Action::MoveUp => Some(step(at, rows, -1)),
-                Action::MoveDown => Some(step(at, rows, 1)),
-                Action::PageUp => Some(step(at, rows, -PAGE)),
-                Action::PageDown => Some(step(at, rows, PAGE)),
-                Action::First => Some(0),
-                Action::Last => Some(rows.saturating_sub(1)),
-                _ => None,
-            };
-            if let Some(at) = moved {
+            if let Some(at) = list_move(&action, at, rows) {
                 self.outcome_selected = at;
                 return Vec::new();
             }
@@ -239,13 +230,11 @@ impl JobsState {
                 return Vec::new();
             }
         }
+        if let Some(at) = list_move(&action, sel, len) {
+            self.select_job(at);
+            return Vec::new();
+        }
         match action {
-            Action::MoveUp => self.select_job(step(sel, len, -1)),
-            Action::MoveDown => self.select_job(step(sel, len, 1)),
-            Action::PageUp => self.select_job(step(sel, len, -PAGE)),
-            Action::PageDown => self.select_job(step(sel, len, PAGE)),
-            Action::First => self.select_job(0),
-            Action::Last => self.select_job(len.saturating_sub(1)),
             Action::MoveLeft => self.reason_cursor = self.reason_cursor.saturating_sub(1),
             Action::MoveRight => {
                 let reasons = self

@@ -9,8 +9,8 @@ use crate::tui::action::Action;
 use crate::tui::app::{App, DEBOUNCE_TICKS, Loadable, MAX_DEPTH, Pane, SELECTOR_ACTIONS};
 use crate::tui::theme::Theme;
 use crate::tui::widgets::{
-    PAGE, column_width, count, loadable, noun, pane_block, scroll_indicator, spinner,
-    state_message, step, thousands, visible_window,
+    column_width, count, list_move, loadable, noun, pane_block, scroll_indicator, spinner,
+    state_message, thousands, visible_window,
 };
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -177,14 +177,12 @@ impl RecipientsState {
         }
         let len = self.visible.len();
         let sel = self.selected;
+        if let Some(at) = list_move(&action, sel, len) {
+            self.selected = at;
+            return Vec::new();
+        }
         let mut selection_changed = false;
         match action {
-            Action::MoveUp => self.selected = step(sel, len, -1),
-            Action::MoveDown => self.selected = step(sel, len, 1),
-            Action::PageUp => self.selected = step(sel, len, -PAGE),
-            Action::PageDown => self.selected = step(sel, len, PAGE),
-            Action::First => self.selected = 0,
-            Action::Last => self.selected = len.saturating_sub(1),
             Action::ToggleInclude => {
                 let Some(&i) = self.visible.get(sel) else {
                     return Vec::new();

@@ -9,8 +9,8 @@ use crate::tui::app::{App, DEBOUNCE_TICKS, Loadable, Pane, SEARCH_LIMIT};
 use crate::tui::input::TextInput;
 use crate::tui::theme::Theme;
 use crate::tui::widgets::{
-    PAGE, column_width, count, debounce_due, pane_block, scroll_indicator, spinner, state_message,
-    step, thousands, visible_window,
+    column_width, count, debounce_due, list_move, pane_block, scroll_indicator, spinner,
+    state_message, thousands, visible_window,
 };
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -110,14 +110,12 @@ impl SearchState {
     }
 
     fn move_in_results(&mut self, action: Action, len: usize, ctx: &mut PaneCtx) {
+        if let Some(at) = list_move(&action, self.selected, len) {
+            self.selected = at;
+            return;
+        }
         match action {
             Action::Filter => self.editing = true,
-            Action::MoveUp => self.selected = step(self.selected, len, -1),
-            Action::MoveDown => self.selected = step(self.selected, len, 1),
-            Action::PageUp => self.selected = step(self.selected, len, -PAGE),
-            Action::PageDown => self.selected = step(self.selected, len, PAGE),
-            Action::First => self.selected = 0,
-            Action::Last => self.selected = len.saturating_sub(1),
             Action::ToggleGrouping => {
                 self.grouped = !self.grouped;
                 let grouped = self.grouped;

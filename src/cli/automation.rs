@@ -590,15 +590,9 @@ pub fn watch(args: WatchArgs, config_path: Option<&Path>, data_dir: Option<&Path
     }
     options.sync = !args.no_sync;
     options.force_responses = args.once;
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match super::runtime("clawback") {
         Ok(rt) => rt,
-        Err(e) => {
-            errln!("clawback: cannot start the runtime: {e}");
-            return exit::FAILURE;
-        }
+        Err(code) => return code,
     };
     rt.block_on(async {
         let mut watcher = Watcher::new(&engine, options);

@@ -59,16 +59,6 @@ fn init_file_log(data_dir: &Path) -> Option<tracing_appender::non_blocking::Work
     Some(guard)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, u8> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            errln!("clawback: cannot start the runtime: {e}");
-            exit::FAILURE
-        })
-}
-
 /// The console draws on a terminal and reads keys from it: without one (a pipe, cron, CI) say
 /// so and where to go instead, rather than a bare `No such device or address (os error 6)`.
 fn need_terminal(command: &str) -> Result<(), u8> {
@@ -159,7 +149,7 @@ pub fn console(args: ConsoleArgs, config_path: Option<&Path>, data_dir: Option<&
             return exit::FAILURE;
         }
     };
-    let rt = match runtime() {
+    let rt = match super::runtime("clawback") {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -188,7 +178,7 @@ pub fn demo(args: DemoArgs, console: ConsoleArgs, data_dir: Option<&Path>) -> u8
         },
     };
     let _log = init_file_log(&dir);
-    let rt = match runtime() {
+    let rt = match super::runtime("clawback") {
         Ok(r) => r,
         Err(code) => return code,
     };

@@ -54,15 +54,9 @@ pub fn run(config_path: Option<&std::path::Path>) -> u8 {
     for w in config.warnings() {
         errln!("clawback: {w}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime("clawback") {
         Ok(r) => r,
-        Err(e) => {
-            errln!("clawback: cannot start the async runtime: {e}");
-            return exit::FAILURE;
-        }
+        Err(code) => return code,
     };
     let mut line = |text: &str| {
         out!("{text}\n");

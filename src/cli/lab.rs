@@ -133,12 +133,9 @@ fn serve(a: ServeArgs) -> u8 {
         retry_advice: a.retry_after,
         ..Default::default()
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match super::runtime("clawback lab serve") {
         Ok(r) => r,
-        Err(e) => {
-            errln!("clawback lab serve: cannot start the async runtime: {e}");
-            return exit::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let server = match LabServer::start(&scenario, options, a.addr).await {

@@ -81,6 +81,19 @@ pub enum CliCommand {
     Watch(automation::WatchArgs),
 }
 
+/// The tokio runtime every command that talks to a provider, the store's engine or the lab runs
+/// on (one builder for all of them); when it cannot start, says so on stderr (prefixed with
+/// `who`) and gives the exit code.
+fn runtime(who: &str) -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            out::errln!("{who}: cannot start the async runtime: {e}");
+            exit::FAILURE
+        })
+}
+
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> ExitCode {
     // Everything clawback writes (store, WAL, logs, plans, exports, head file) is private:

@@ -154,16 +154,6 @@ fn build(config: Config, store: crate::store::Store) -> Result<Engine, u8> {
     })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, u8> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            errln!("clawback: cannot start the runtime: {e}");
-            exit::FAILURE
-        })
-}
-
 fn fail(e: EngineError) -> u8 {
     errln!("clawback: {e}");
     match e {
@@ -353,7 +343,7 @@ fn engine_and_runtime(
     data_dir: Option<&Path>,
 ) -> Result<(Engine, tokio::runtime::Runtime), u8> {
     let engine = engine(config_path, data_dir)?;
-    Ok((engine, runtime()?))
+    Ok((engine, super::runtime("clawback")?))
 }
 
 /// Prints a job's outcome and returns its exit code (or the error's).
@@ -602,7 +592,7 @@ pub fn apply(args: ApplyArgs, config_path: Option<&Path>, data_dir: Option<&Path
         Ok(j) => j,
         Err(code) => return code,
     };
-    let rt = match runtime() {
+    let rt = match super::runtime("clawback") {
         Ok(r) => r,
         Err(code) => return code,
     };

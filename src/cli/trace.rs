@@ -177,15 +177,9 @@ fn sync(args: SyncArgs, config_path: Option<&Path>, data_dir: Option<&Path>) -> 
             return exit::USAGE;
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime("clawback") {
         Ok(r) => r,
-        Err(e) => {
-            errln!("clawback: cannot start the async runtime: {e}");
-            return exit::FAILURE;
-        }
+        Err(code) => return code,
     };
     let tty = std::io::stderr().is_terminal();
     let mut last = std::time::Instant::now();

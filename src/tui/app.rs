@@ -7,19 +7,24 @@ mod live;
 use super::action::Action;
 use super::input::TextInput;
 use super::keymap::{KeyChord, Keymap, Mode};
-use super::ui::count;
+pub use super::panes::audit::AuditState;
+pub use super::panes::confirm::Confirm;
+pub use super::panes::jobs::{JobsState, OutcomeFilter};
+pub use super::panes::metrics::MetricsState;
+pub use super::panes::plan::{PlanExit, PlanState};
+pub use super::panes::policy::PolicyState;
+pub use super::panes::recipients::RecipientsState;
+pub use super::panes::search::{ResultRow, SearchResults, SearchState, build_view};
+pub use super::panes::tenants::{TenantsLoading, TenantsState};
+use super::panes::{PaneCtx, Then};
+use super::widgets::{PAGE, count, debounce_due};
 use crate::engine::Command;
-use crate::engine::event::{EngineEvent, QueryErrorView};
-use crate::engine::metrics::RetractedMessage;
+use crate::engine::event::EngineEvent;
 use crate::engine::view::{
-    AuditEntryView, AuditFilter, AuditVerification, Confirmation, CopyOutcome, DepthCount,
-    Generation, HeldMatch, JobId, JobKind, JobPhase, JobProgress, JobView, MetricsSnapshot,
-    MetricsWindow, PlanSummary, PolicyMatrix, RecipientOutcome, RecipientRow, RetractRequest,
-    SearchRow, TenantView, TenantsProgress,
+    Confirmation, JobId, JobKind, JobPhase, JobProgress, JobView, RetractRequest, SearchRow,
 };
-use crate::model::{Disposition, FailureReason, RetractAction, Role, Trigger};
+use crate::model::{RetractAction, Role, Trigger};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
-use tui_input::InputRequest;
 
 /// Rows asked of a search.
 pub const SEARCH_LIMIT: usize = 100_000;
@@ -94,8 +99,9 @@ impl Pane {
 }
 
 /// Data that arrives from the engine: every pane shows each of these states.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Loadable<T> {
+    #[default]
     NotLoaded,
     Loading,
     Ready(T),
@@ -108,251 +114,6 @@ impl<T> Loadable<T> {
             Loadable::Ready(t) => Some(t),
             _ => None,
         }
-    }
-}
-
-/// One displayed row of the results table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResultRow {
-    /// Index into the result rows.
-    Message(usize),
-    /// A campaign (grouping on): its first message, message count and copies.
-    Campaign {
-        first: usize,
-        messages: usize,
-        copies: u64,
-        /// Tenants holding its messages (one campaign often lands in two).
-        tenants: usize,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SearchResults {
-    pub rows: Vec<SearchRow>,
-    pub total: u64,
-    /// What the table shows (messages, or campaigns when grouped), computed once per result.
-    pub view: Vec<ResultRow>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SearchState {
-    pub query: TextInput,
-    pub editing: bool,
-    /// Generation of the newest search sent.
-    pub generation: Generation,
-    /// Ticks left before the typed query is sent.
-    pub debounce: Option<u8>,
-    pub results: Loadable<SearchResults>,
-    pub error: Option<QueryErrorView>,
-    pub selected: usize,
-    pub grouped: bool,
-    /// The message count of the results a running search replaces: the title keeps it (with
-    /// a spinner) instead of dropping to no count while the search runs.
-    pub previous_count: Option<usize>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecipientsState {
-    /// The row the messages were opened from (the title).
-    pub message: Option<SearchRow>,
-    /// The Message-IDs opened: one message, or every message of a campaign; in every tenant
-    /// that holds them.
-    pub message_ids: Vec<String>,
-    pub generation: Generation,
-    pub rows: Loadable<Vec<RecipientRow>>,
-    /// Progress of the load running now: (mailboxes located, to locate, seconds).
-    pub progress: Option<(u64, u64, u64)>,
-    /// The last load was cancelled (Esc) before it finished.
-    pub cancelled: bool,
-    /// Include boxes, parallel to `rows` (only located rows can be ticked).
-    pub included: Vec<bool>,
-    /// The operator's exclusions (lower-case addresses): kept across a refresh and reopening
-    /// the same messages, cleared when other messages are opened.
-    pub excluded: std::collections::BTreeSet<String>,
-    /// Indexes of rows matching the filter.
-    pub visible: Vec<usize>,
-    pub filter: String,
-    /// Position in `visible`.
-    pub selected: usize,
-    pub depth: u8,
-    pub depth_generation: Generation,
-    pub depth_preview: Loadable<Vec<DepthCount>>,
-    pub preview_debounce: Option<u8>,
-    /// Side by side: ticks left before the checklist follows the search selection.
-    pub follow_debounce: Option<u8>,
-    pub action: RetractAction,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlanState {
-    pub summary: Loadable<PlanSummary>,
-    /// What the operator typed (Hard Delete: the number of copies).
-    pub typed: TextInput,
-    pub refusal: Option<String>,
-}
-
-/// Which outcomes the Jobs pane lists (`f` cycles through them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OutcomeFilter {
-    #[default]
-    All,
-    Failed,
-    /// Pending or in flight.
-    Unsettled,
-    /// Succeeded or restored.
-    Done,
-    Skipped,
-}
-
-impl OutcomeFilter {
-    pub const ALL: [OutcomeFilter; 5] = [
-        OutcomeFilter::All,
-        OutcomeFilter::Failed,
-        OutcomeFilter::Unsettled,
-        OutcomeFilter::Done,
-        OutcomeFilter::Skipped,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            OutcomeFilter::All => "all",
-            OutcomeFilter::Failed => "failed",
-            OutcomeFilter::Unsettled => "not settled",
-            OutcomeFilter::Done => "ok",
-            OutcomeFilter::Skipped => "skipped",
-        }
-    }
-
-    pub fn next(self) -> OutcomeFilter {
-        let i = Self::ALL.iter().position(|f| *f == self).unwrap_or(0);
-        Self::ALL[(i + 1) % Self::ALL.len()]
-    }
-
-    pub fn matches(self, outcome: &CopyOutcome) -> bool {
-        match self {
-            OutcomeFilter::All => true,
-            OutcomeFilter::Failed => matches!(outcome, CopyOutcome::Failed { .. }),
-            OutcomeFilter::Unsettled => {
-                matches!(outcome, CopyOutcome::Pending | CopyOutcome::InFlight)
-            }
-            OutcomeFilter::Done => {
-                matches!(
-                    outcome,
-                    CopyOutcome::Succeeded { .. } | CopyOutcome::Restored
-                )
-            }
-            OutcomeFilter::Skipped => matches!(outcome, CopyOutcome::Skipped { .. }),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobsState {
-    pub list: Loadable<Vec<JobView>>,
-    pub selected: usize,
-    pub progress: Vec<JobProgress>,
-    /// Live failures (job, address, reason), newest last.
-    pub failures: Vec<(JobId, String, FailureReason)>,
-    /// The outcome per recipient of one job, failures first (as the engine sends them).
-    pub outcomes: Option<(JobId, Vec<RecipientOutcome>)>,
-    /// Index into the selected job's `failed_by_reason` for "retry failed".
-    pub reason_cursor: usize,
-    /// The job to select when the list next arrives: the one this console just started.
-    pub follow: Option<JobId>,
-    /// Keys move over the outcomes (after enter) rather than over the jobs.
-    pub outcomes_focused: bool,
-    pub outcome_filter: OutcomeFilter,
-    /// `/` filter over the outcomes: address, outcome or reason, folder (case-insensitive).
-    pub outcome_text: String,
-    /// Indexes into the outcomes that pass the filters, computed when they change.
-    pub outcome_rows: Vec<usize>,
-    /// Position in `outcome_rows`.
-    pub outcome_selected: usize,
-    /// Jobs this console started (or resumed) that have not ended: quitting asks first.
-    pub running: Vec<JobId>,
-    /// Commands sent that start a job (apply, retry, restore, resume) and are not answered
-    /// yet: quitting asks first here too.
-    pub starting: u32,
-    /// A restore this console asked for and the engine has not answered yet.
-    pub restore_requested: Option<JobId>,
-    /// Restores this console started: (retract job, its restore job). The list's
-    /// `restored_by` says the same once it is reloaded.
-    pub restores_started: Vec<(JobId, JobId)>,
-}
-
-/// A question asked before something that cannot be taken back; only `y` / `n` / `esc`
-/// answer it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Confirm {
-    /// `q` with jobs running here or unsaved policy changes.
-    Quit {
-        running: Vec<JobId>,
-        unsaved_policy: bool,
-    },
-    /// `u`: restore the copies of a retract job.
-    Restore {
-        job: JobId,
-        copies: u64,
-        action: RetractAction,
-    },
-    /// Interrupted jobs found at start.
-    Resume { jobs: Vec<JobView> },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct PolicyState {
-    pub loaded: Loadable<PolicyMatrix>,
-    pub draft: Option<PolicyMatrix>,
-    /// 0..5 dispositions, 5 = Post Delivery, 6 = Phish Submission.
-    pub row: usize,
-    /// Action column 0..5.
-    pub col: usize,
-    pub saving: bool,
-    /// Matches the automation guard holds open (shown here and in the Jobs pane).
-    pub held: Vec<HeldMatch>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct MetricsState {
-    pub window: MetricsWindow,
-    pub snapshot: Loadable<MetricsSnapshot>,
-    /// `d`: the messages retracted in the window (by retraction time), shown instead of the
-    /// cards until `d` again.
-    pub details: Option<Loadable<Vec<RetractedMessage>>>,
-    pub details_selected: usize,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuditState {
-    pub entries: Loadable<Vec<AuditEntryView>>,
-    pub filter: String,
-    /// Ticks left before the filter being typed is sent (the list filters live, debounced).
-    pub filter_debounce: Option<u8>,
-    pub selected: usize,
-    pub verification: Loadable<AuditVerification>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct TenantsState {
-    pub tenants: Loadable<Vec<TenantView>>,
-    pub selected: usize,
-    /// The load under way: how far it came and how long it has run.
-    pub loading: Option<TenantsLoading>,
-}
-
-/// Feedback on a tenants load while it runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct TenantsLoading {
-    /// Ticks of the event loop since the load was asked for (elapsed time without a clock).
-    pub ticks: u32,
-    /// The engine's last word on it (`None` until the first `TenantsProgress`).
-    pub progress: Option<TenantsProgress>,
-}
-
-impl TenantsLoading {
-    /// Whole seconds since the load was asked for.
-    pub fn elapsed_secs(&self) -> u64 {
-        u64::from(self.ticks) * crate::tui::event::TICK.as_millis() as u64 / 1000
     }
 }
 
@@ -372,6 +133,30 @@ pub struct Prompt {
 pub struct StatusLine {
     pub text: String,
     pub is_error: bool,
+}
+
+/// The context a pane's update gets: disjoint borrows of the App's status line, prompt,
+/// keymap and role (a macro, so the pane's own state can be borrowed beside it).
+macro_rules! pane_ctx {
+    ($app:expr) => {
+        PaneCtx {
+            status: &mut $app.status,
+            prompt: &mut $app.prompt,
+            keymap: &$app.keymap,
+            role: $app.role,
+            then: None,
+        }
+    };
+}
+
+/// A pane's update with its context, then what it asked of the rest of the console.
+macro_rules! route {
+    ($app:expr, $pane:ident, $action:expr) => {{
+        let mut ctx = pane_ctx!($app);
+        let commands = $app.$pane.update($action, &mut ctx);
+        let then = ctx.then;
+        $app.then(commands, then)
+    }};
 }
 
 /// The whole console state.
@@ -494,36 +279,6 @@ pub fn complete_command(typed: &str) -> Option<String> {
     (done != typed.trim_start()).then_some(done)
 }
 
-fn step(index: usize, len: usize, delta: isize) -> usize {
-    if len == 0 {
-        return 0;
-    }
-    let max = len - 1;
-    if delta < 0 {
-        index.saturating_sub(delta.unsigned_abs())
-    } else {
-        index.saturating_add(delta as usize).min(max)
-    }
-}
-
-/// Counts a debounce down by one tick: true when it runs out now (it is then cleared).
-fn debounce_due(left: &mut Option<u8>) -> bool {
-    match *left {
-        Some(n) if n <= 1 => {
-            *left = None;
-            true
-        }
-        Some(n) => {
-            *left = Some(n - 1);
-            false
-        }
-        None => false,
-    }
-}
-
-/// Rows a page key moves.
-const PAGE: isize = 10;
-
 impl App {
     pub fn new(keymap: Keymap, role: Role) -> App {
         App {
@@ -539,80 +294,13 @@ impl App {
             should_quit: false,
             dirty: true,
             status: None,
-            search: SearchState {
-                query: TextInput::default(),
-                editing: false,
-                generation: 0,
-                debounce: None,
-                results: Loadable::NotLoaded,
-                error: None,
-                selected: 0,
-                grouped: false,
-                previous_count: None,
-            },
-            recipients: RecipientsState {
-                message: None,
-                generation: 0,
-                rows: Loadable::NotLoaded,
-                message_ids: Vec::new(),
-                progress: None,
-                cancelled: false,
-                included: Vec::new(),
-                excluded: Default::default(),
-                visible: Vec::new(),
-                filter: String::new(),
-                selected: 0,
-                depth: 0,
-                depth_generation: 0,
-                depth_preview: Loadable::NotLoaded,
-                preview_debounce: None,
-                follow_debounce: None,
-                action: RetractAction::Junk,
-            },
-            jobs: JobsState {
-                list: Loadable::NotLoaded,
-                selected: 0,
-                progress: Vec::new(),
-                failures: Vec::new(),
-                outcomes: None,
-                reason_cursor: 0,
-                follow: None,
-                outcomes_focused: false,
-                outcome_filter: OutcomeFilter::All,
-                outcome_text: String::new(),
-                outcome_rows: Vec::new(),
-                outcome_selected: 0,
-                running: Vec::new(),
-                starting: 0,
-                restore_requested: None,
-                restores_started: Vec::new(),
-            },
-            policy: PolicyState {
-                loaded: Loadable::NotLoaded,
-                draft: None,
-                row: 0,
-                col: 0,
-                saving: false,
-                held: Vec::new(),
-            },
-            metrics: MetricsState {
-                window: MetricsWindow::Day,
-                snapshot: Loadable::NotLoaded,
-                details: None,
-                details_selected: 0,
-            },
-            audit: AuditState {
-                entries: Loadable::NotLoaded,
-                filter: String::new(),
-                filter_debounce: None,
-                selected: 0,
-                verification: Loadable::NotLoaded,
-            },
-            tenants: TenantsState {
-                loading: None,
-                tenants: Loadable::NotLoaded,
-                selected: 0,
-            },
+            search: SearchState::default(),
+            recipients: RecipientsState::default(),
+            jobs: JobsState::default(),
+            policy: PolicyState::default(),
+            metrics: MetricsState::default(),
+            audit: AuditState::default(),
+            tenants: TenantsState::default(),
             spinner: 0,
             help_scroll: 0,
             screen_height: 0,
@@ -623,7 +311,7 @@ impl App {
     /// Commands to send once the first frame is on screen: the newest messages, and the
     /// interrupted jobs to offer for resume.
     pub fn startup(&mut self) -> Vec<Command> {
-        let mut commands = vec![self.send_search(), Command::FindInterruptedJobs];
+        let mut commands = vec![self.search.send(), Command::FindInterruptedJobs];
         commands.extend(self.load_strip());
         commands
     }
@@ -844,40 +532,40 @@ impl App {
             }
             Action::Refresh => self.refresh(),
             _ => match self.focus {
-                Pane::Search => self.update_search(action),
-                Pane::Recipients => self.update_recipients(action),
-                Pane::Policy => self.update_policy(action),
-                Pane::Metrics => self.update_metrics(action),
-                Pane::Jobs => self.update_jobs(action),
-                Pane::Audit => self.update_audit(action),
-                Pane::Tenants => self.update_tenants(action),
+                Pane::Search => {
+                    let before = self.search.selected;
+                    let commands = route!(self, search, action);
+                    // Side by side the checklist follows the selection once it rests (latest
+                    // wins: a load is sent only when the debounce runs out, for the row
+                    // selected then).
+                    if self.search.selected != before && self.side_by_side() {
+                        self.recipients.follow_debounce = Some(DEBOUNCE_TICKS);
+                    }
+                    commands
+                }
+                Pane::Recipients => route!(self, recipients, action),
+                Pane::Policy => route!(self, policy, action),
+                Pane::Metrics => route!(self, metrics, action),
+                Pane::Jobs => route!(self, jobs, action),
+                Pane::Audit => route!(self, audit, action),
+                Pane::Tenants => route!(self, tenants, action),
             },
         }
     }
 
     fn tick(&mut self) -> Vec<Command> {
         let mut commands = Vec::new();
-        if debounce_due(&mut self.search.debounce) {
-            commands.push(self.send_search());
-        }
+        commands.extend(self.search.tick());
         if debounce_due(&mut self.recipients.preview_debounce) {
-            commands.extend(self.send_depth_preview());
+            commands.extend(self.recipients.send_depth_preview());
         }
-        if debounce_due(&mut self.audit.filter_debounce) {
-            commands.extend(self.refresh_audit());
-        }
+        commands.extend(self.audit.tick());
         if debounce_due(&mut self.recipients.follow_debounce) {
             commands.extend(self.show_selected_message(false));
         }
-        if let Some(load) = self.tenants.loading.as_mut()
-            && self.tenants.tenants == Loadable::Loading
-        {
-            let shown = load.elapsed_secs();
-            load.ticks = load.ticks.saturating_add(1);
-            // Redrawn when the elapsed seconds shown change, not on every tick.
-            if load.elapsed_secs() != shown {
-                self.dirty = true;
-            }
+        // Redrawn when the elapsed seconds shown change, not on every tick.
+        if self.tenants.tick() {
+            self.dirty = true;
         }
         // Two ticks a frame: the spinner turns about ten times a second while work runs.
         if self.busy() {
@@ -904,6 +592,18 @@ impl App {
             || self.audit.verification == Loadable::Loading
     }
 
+    /// What a pane asked of the rest of the console after its update, done after its commands.
+    fn then(&mut self, mut commands: Vec<Command>, then: Option<Then>) -> Vec<Command> {
+        match then {
+            Some(Then::Search(query)) => commands.extend(self.search_now(query)),
+            Some(Then::Ask(question)) => self.confirm = Some(question),
+            Some(Then::OpenMessage) => commands.extend(self.show_selected_message(true)),
+            Some(Then::BuildPlan) => commands.extend(self.build_plan()),
+            None => {}
+        }
+        commands
+    }
+
     /// Focus a pane, loading its data the first time.
     pub fn show(&mut self, pane: Pane) -> Vec<Command> {
         self.focus = pane;
@@ -925,55 +625,27 @@ impl App {
 
     fn refresh(&mut self) -> Vec<Command> {
         match self.focus {
-            Pane::Search => vec![self.send_search()],
-            Pane::Recipients => self.load_recipients_again(),
-            Pane::Policy => {
-                self.policy.loaded = Loadable::Loading;
-                vec![Command::LoadPolicy]
-            }
-            Pane::Metrics => {
-                self.metrics.snapshot = Loadable::Loading;
-                vec![Command::LoadMetrics {
-                    window: self.metrics.window,
-                }]
-            }
-            Pane::Jobs => {
-                self.jobs.list = Loadable::Loading;
-                vec![Command::LoadJobs]
-            }
-            Pane::Audit => self.refresh_audit(),
-            Pane::Tenants => {
-                self.tenants.tenants = Loadable::Loading;
-                self.tenants.loading = Some(TenantsLoading::default());
-                vec![Command::LoadTenants]
-            }
+            Pane::Search => vec![self.search.send()],
+            Pane::Recipients => self.recipients.load_again(),
+            Pane::Policy => self.policy.reload(),
+            Pane::Metrics => self.metrics.reload(),
+            Pane::Jobs => self.jobs.reload(),
+            Pane::Audit => self.audit.reload(),
+            Pane::Tenants => self.tenants.reload(),
         }
-    }
-
-    fn refresh_audit(&mut self) -> Vec<Command> {
-        self.audit.filter_debounce = None;
-        self.audit.entries = Loadable::Loading;
-        vec![Command::LoadAudit {
-            filter: AuditFilter {
-                text: self.audit.filter.clone(),
-            },
-        }]
     }
 
     // ---- search ----
 
-    fn send_search(&mut self) -> Command {
-        self.search.generation += 1;
-        self.search.debounce = None;
-        if let Some(results) = self.search.results.ready() {
-            self.search.previous_count = Some(results.view.len());
-        }
-        self.search.results = Loadable::Loading;
-        Command::Search {
-            generation: self.search.generation,
-            query: self.search.query.value().to_string(),
-            limit: SEARCH_LIMIT,
-        }
+    /// The search row under the cursor (the first message of a campaign when grouped).
+    pub fn selected_search_row(&self) -> Option<&SearchRow> {
+        self.search.selected_row()
+    }
+
+    /// The Message-IDs behind the search row under the cursor: its message, or every message
+    /// of its campaign when grouped.
+    pub fn selected_message_ids(&self) -> Vec<String> {
+        self.search.selected_message_ids()
     }
 
     /// Replace the query and search now (used by "view details" and `:search`).
@@ -982,107 +654,7 @@ impl App {
         self.search.error = None;
         self.focus = Pane::Search;
         self.search.editing = false;
-        vec![self.send_search()]
-    }
-
-    fn update_search(&mut self, action: Action) -> Vec<Command> {
-        if self.search.editing {
-            match action {
-                // The edit is made in the guard; only a changed text searches again.
-                Action::Edit(edit) if self.search.query.edit(edit) => {
-                    self.search.debounce = Some(DEBOUNCE_TICKS);
-                }
-                Action::Submit => {
-                    self.search.editing = false;
-                    return vec![self.send_search()];
-                }
-                // The first esc clears the query (the results follow, as when typing), the
-                // second leaves the box.
-                Action::Cancel if !self.search.query.is_empty() => {
-                    self.search.query.clear();
-                    self.search.debounce = Some(DEBOUNCE_TICKS);
-                }
-                Action::Cancel => self.search.editing = false,
-                Action::MoveDown => self.search.editing = false,
-                _ => {}
-            }
-            return Vec::new();
-        }
-        let len = self
-            .search
-            .results
-            .ready()
-            .map(|r| r.view.len())
-            .unwrap_or(0);
-        let before = self.search.selected;
-        let commands = self.move_in_search(action, len);
-        // Side by side the checklist follows the selection once it rests (latest wins: a
-        // load is sent only when the debounce runs out, for the row selected then).
-        if self.search.selected != before && self.side_by_side() {
-            self.recipients.follow_debounce = Some(DEBOUNCE_TICKS);
-        }
-        commands
-    }
-
-    fn move_in_search(&mut self, action: Action, len: usize) -> Vec<Command> {
-        match action {
-            Action::Filter => self.search.editing = true,
-            Action::MoveUp => self.search.selected = step(self.search.selected, len, -1),
-            Action::MoveDown => self.search.selected = step(self.search.selected, len, 1),
-            Action::PageUp => self.search.selected = step(self.search.selected, len, -PAGE),
-            Action::PageDown => self.search.selected = step(self.search.selected, len, PAGE),
-            Action::First => self.search.selected = 0,
-            Action::Last => self.search.selected = len.saturating_sub(1),
-            Action::ToggleGrouping => {
-                self.search.grouped = !self.search.grouped;
-                let grouped = self.search.grouped;
-                if let Loadable::Ready(results) = &mut self.search.results {
-                    results.view = build_view(&results.rows, grouped);
-                }
-                self.search.selected = 0;
-            }
-            Action::Submit => return self.show_selected_message(true),
-            _ => {}
-        }
-        Vec::new()
-    }
-
-    /// The search row under the cursor (the first message of a campaign when grouped).
-    pub fn selected_search_row(&self) -> Option<&SearchRow> {
-        let results = self.search.results.ready()?;
-        let index = match results.view.get(self.search.selected)? {
-            ResultRow::Message(i) => *i,
-            ResultRow::Campaign { first, .. } => *first,
-        };
-        results.rows.get(index)
-    }
-
-    /// The Message-IDs behind the search row under the cursor: its message, or every message
-    /// of its campaign when grouped.
-    pub fn selected_message_ids(&self) -> Vec<String> {
-        let Some(results) = self.search.results.ready() else {
-            return Vec::new();
-        };
-        let mut ids: Vec<String> = match results.view.get(self.search.selected) {
-            Some(ResultRow::Message(i)) => results
-                .rows
-                .get(*i)
-                .map(|r| vec![r.message.message_id.clone()])
-                .unwrap_or_default(),
-            Some(ResultRow::Campaign { first, .. }) => {
-                let key = results.rows.get(*first).and_then(|r| r.campaign);
-                results
-                    .rows
-                    .iter()
-                    .filter(|r| r.campaign.is_some() && r.campaign == key)
-                    .map(|r| r.message.message_id.clone())
-                    .collect()
-            }
-            None => Vec::new(),
-        };
-        ids.sort();
-        ids.dedup();
-        ids
+        vec![self.search.send()]
     }
 
     /// The recipients of the selected message (or campaign) in the checklist; `focus` moves
@@ -1131,194 +703,20 @@ impl App {
                 generation: self.recipients.generation,
             });
         }
-        commands.extend(self.load_recipients_again());
+        commands.extend(self.recipients.load_again());
         commands
     }
 
     // ---- recipients ----
 
-    fn load_recipients_again(&mut self) -> Vec<Command> {
-        if self.recipients.message_ids.is_empty() {
-            return Vec::new();
-        }
-        self.recipients.generation += 1;
-        self.recipients.rows = Loadable::Loading;
-        self.recipients.progress = None;
-        self.recipients.cancelled = false;
-        self.recipients.depth_preview = Loadable::NotLoaded;
-        vec![Command::LoadRecipients {
-            generation: self.recipients.generation,
-            message_ids: self.recipients.message_ids.clone(),
-        }]
-    }
-
-    /// The exclusions the plan gets: the located rows left unticked. A row that cannot be
-    /// ticked (a list, external, not authorized, gone, unresolved…) is not an exclusion: it
-    /// must not keep that mailbox out at deeper conversation depths (a user who deleted the
-    /// phish may still hold a forward of it), and an unresolved mailbox stays in the plan.
+    /// The exclusions the plan gets (see `RecipientsState::excluded`).
     pub fn excluded(&self) -> Vec<String> {
-        let mut excluded = Vec::new();
-        if let Some(rows) = self.recipients.rows.ready() {
-            for (row, on) in rows.iter().zip(&self.recipients.included) {
-                if row.tickable() && !*on {
-                    excluded.push(row.address.to_ascii_lowercase());
-                }
-            }
-        }
-        excluded.sort();
-        excluded.dedup();
-        excluded
+        self.recipients.excluded()
     }
 
     /// Ticked rows (what the plan acts on at depth 0, beside unresolved mailboxes).
     pub fn included_count(&self) -> usize {
-        self.recipients.included.iter().filter(|on| **on).count()
-    }
-
-    fn send_depth_preview(&mut self) -> Vec<Command> {
-        if self.recipients.message_ids.is_empty() || self.recipients.rows.ready().is_none() {
-            return Vec::new();
-        }
-        let excluded = self.excluded();
-        self.recipients.depth_generation += 1;
-        self.recipients.depth_preview = Loadable::Loading;
-        self.recipients.preview_debounce = None;
-        vec![Command::PreviewDepth {
-            generation: self.recipients.depth_generation,
-            message_ids: self.recipients.message_ids.clone(),
-            depth: self.recipients.depth,
-            excluded,
-        }]
-    }
-
-    /// Sets include box `i` (a located row only) and keeps the operator's exclusions in step.
-    fn set_included(&mut self, i: usize, on: bool) {
-        let Some(address) = self
-            .recipients
-            .rows
-            .ready()
-            .and_then(|rows| rows.get(i))
-            .filter(|r| r.tickable())
-            .map(|r| r.address.to_ascii_lowercase())
-        else {
-            return;
-        };
-        if let Some(slot) = self.recipients.included.get_mut(i) {
-            *slot = on;
-        }
-        if on {
-            self.recipients.excluded.remove(&address);
-        } else {
-            self.recipients.excluded.insert(address);
-        }
-    }
-
-    fn refilter_recipients(&mut self) {
-        let needle = self.recipients.filter.to_lowercase();
-        self.recipients.visible = match self.recipients.rows.ready() {
-            Some(rows) => rows
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| needle.is_empty() || r.address.to_lowercase().contains(&needle))
-                .map(|(i, _)| i)
-                .collect(),
-            None => Vec::new(),
-        };
-        self.recipients.selected = self
-            .recipients
-            .selected
-            .min(self.recipients.visible.len().saturating_sub(1));
-    }
-
-    fn update_recipients(&mut self, action: Action) -> Vec<Command> {
-        if matches!(self.recipients.rows, Loadable::Loading) && action == Action::Cancel {
-            return vec![Command::CancelRecipients {
-                generation: self.recipients.generation,
-            }];
-        }
-        if self.recipients.rows.ready().is_none() {
-            return Vec::new();
-        }
-        let len = self.recipients.visible.len();
-        let sel = self.recipients.selected;
-        let mut selection_changed = false;
-        match action {
-            Action::MoveUp => self.recipients.selected = step(sel, len, -1),
-            Action::MoveDown => self.recipients.selected = step(sel, len, 1),
-            Action::PageUp => self.recipients.selected = step(sel, len, -PAGE),
-            Action::PageDown => self.recipients.selected = step(sel, len, PAGE),
-            Action::First => self.recipients.selected = 0,
-            Action::Last => self.recipients.selected = len.saturating_sub(1),
-            Action::ToggleInclude => {
-                let Some(&i) = self.recipients.visible.get(sel) else {
-                    return Vec::new();
-                };
-                let row = self.recipients.rows.ready().and_then(|rows| rows.get(i));
-                if let Some(why) = row.and_then(|r| r.state.why_not_tickable()) {
-                    let address = row.map(|r| r.address.as_str()).unwrap_or_default();
-                    self.set_status(format!("{address} cannot be ticked: {why}"), true);
-                    return Vec::new();
-                }
-                let on = self.recipients.included.get(i).copied().unwrap_or(false);
-                self.set_included(i, !on);
-                selection_changed = true;
-            }
-            Action::SelectAll | Action::SelectNone | Action::InvertSelection => {
-                for i in self.recipients.visible.clone() {
-                    let on = self.recipients.included.get(i).copied().unwrap_or(false);
-                    let on = match action {
-                        Action::SelectAll => true,
-                        Action::SelectNone => false,
-                        _ => !on,
-                    };
-                    self.set_included(i, on);
-                }
-                selection_changed = true;
-            }
-            Action::DepthIncrease | Action::DepthDecrease => {
-                let depth = if action == Action::DepthIncrease {
-                    (self.recipients.depth + 1).min(MAX_DEPTH)
-                } else {
-                    self.recipients.depth.saturating_sub(1)
-                };
-                if depth != self.recipients.depth {
-                    self.recipients.depth = depth;
-                    return self.send_depth_preview();
-                }
-                // A key that cannot move the depth says why instead of doing nothing.
-                if action == Action::DepthIncrease {
-                    self.set_status(format!("depth is at its maximum ({MAX_DEPTH})"), false);
-                } else {
-                    self.set_status("depth is at its minimum (0: this message only)", false);
-                }
-            }
-            Action::NextRetractAction | Action::PrevRetractAction => {
-                let n = SELECTOR_ACTIONS.len();
-                let step = if action == Action::NextRetractAction {
-                    1
-                } else {
-                    n - 1
-                };
-                let i = SELECTOR_ACTIONS
-                    .iter()
-                    .position(|a| *a == self.recipients.action)
-                    .map(|i| (i + step) % n)
-                    .unwrap_or(0);
-                self.recipients.action = SELECTOR_ACTIONS[i];
-            }
-            Action::Filter => {
-                self.prompt = Some(Prompt {
-                    kind: PromptKind::Filter,
-                    text: TextInput::new(self.recipients.filter.clone()),
-                });
-            }
-            Action::PreviewPlan | Action::Submit => return self.build_plan(),
-            _ => {}
-        }
-        if selection_changed {
-            self.recipients.preview_debounce = Some(DEBOUNCE_TICKS);
-        }
-        Vec::new()
+        self.recipients.included_count()
     }
 
     fn build_plan(&mut self) -> Vec<Command> {
@@ -1330,11 +728,7 @@ impl App {
             self.set_status("no recipient included: tick at least one (space)", true);
             return Vec::new();
         }
-        self.plan = Some(PlanState {
-            summary: Loadable::Loading,
-            typed: TextInput::default(),
-            refusal: None,
-        });
+        self.plan = Some(PlanState::building());
         vec![Command::BuildPlan(RetractRequest {
             message_ids: self.recipients.message_ids.clone(),
             query: None,
@@ -1351,58 +745,16 @@ impl App {
     // ---- plan overlay ----
 
     fn update_plan(&mut self, action: Action) -> Vec<Command> {
-        let Some(plan) = self.plan.as_mut() else {
+        let Some(exit) = self.plan.as_mut().and_then(|plan| plan.update(action)) else {
             return Vec::new();
         };
-        match action {
-            // The first esc clears what was typed, the second closes the plan.
-            Action::Cancel if !plan.typed.is_empty() => {
-                plan.typed.clear();
-                plan.refusal = None;
-            }
-            Action::Cancel => {
-                let discard = plan.summary.ready().map(|s| Command::DiscardPlan {
-                    plan_id: s.plan_id.clone(),
-                });
-                self.plan = None;
-                return discard.into_iter().collect();
-            }
-            // Only the Hard Delete confirmation takes typing, and only digits.
-            Action::Edit(edit)
-                if plan
-                    .summary
-                    .ready()
-                    .is_some_and(|s| s.action == RetractAction::HardDelete) =>
-            {
-                let typed = match edit {
-                    InputRequest::InsertChar(c) => {
-                        c.is_ascii_digit() && plan.typed.char_count() < HARD_DELETE_DIGITS
-                    }
-                    _ => true,
-                };
-                if typed && plan.typed.edit(edit) {
-                    plan.refusal = None;
-                }
-            }
-            Action::Submit => {
-                let Some(summary) = plan.summary.ready().cloned() else {
-                    return Vec::new();
-                };
-                let typed_copies = if summary.action == RetractAction::HardDelete {
-                    match plan.typed.value().parse::<u64>() {
-                        Ok(n) if n == summary.copies_total => Some(n),
-                        _ => {
-                            plan.refusal = Some(format!(
-                                "type {} (the number of copies) to hard delete",
-                                summary.copies_total
-                            ));
-                            return Vec::new();
-                        }
-                    }
-                } else {
-                    None
-                };
-                self.plan = None;
+        self.plan = None;
+        match exit {
+            PlanExit::Cancelled(discard) => discard.into_iter().collect(),
+            PlanExit::Apply {
+                summary,
+                typed_copies,
+            } => {
                 self.focus = Pane::Jobs;
                 self.set_status(
                     format!(
@@ -1414,14 +766,12 @@ impl App {
                     false,
                 );
                 self.jobs.starting += 1;
-                return vec![Command::ApplyPlan {
+                vec![Command::ApplyPlan {
                     plan_id: summary.plan_id,
                     confirmation: Confirmation { typed_copies },
-                }];
+                }]
             }
-            _ => {}
         }
-        Vec::new()
     }
 
     // ---- prompt ----
@@ -1475,21 +825,16 @@ impl App {
     fn apply_filter(&mut self, text: String) -> Vec<Command> {
         match self.focus {
             Pane::Jobs => {
-                self.jobs.outcome_text = text;
-                self.jobs.outcome_selected = 0;
-                self.refilter_outcomes();
+                self.jobs.set_filter(text);
                 Vec::new()
             }
             Pane::Recipients => {
                 self.recipients.filter = text;
-                self.refilter_recipients();
+                self.recipients.refilter();
                 Vec::new()
             }
             Pane::Audit => {
-                // The audit filter runs in the engine: sent once typing pauses.
-                self.audit.filter = text;
-                self.audit.selected = 0;
-                self.audit.filter_debounce = Some(DEBOUNCE_TICKS);
+                self.audit.set_filter(text);
                 Vec::new()
             }
             _ => Vec::new(),
@@ -1528,7 +873,7 @@ impl App {
                     self.focus = Pane::Recipients;
                     self.recipients.depth = d;
                     self.set_status(format!("depth {d}"), false);
-                    self.send_depth_preview()
+                    self.recipients.send_depth_preview()
                 }
                 Ok(d) => {
                     self.set_status(
@@ -1574,302 +919,17 @@ impl App {
 
     /// The job under the cursor.
     pub fn selected_job(&self) -> Option<&JobView> {
-        self.jobs.list.ready()?.get(self.jobs.selected)
+        self.jobs.selected_job()
     }
 
     /// Live progress of a job, if any arrived.
     pub fn progress_of(&self, job: &JobId) -> Option<&JobProgress> {
-        self.jobs.progress.iter().find(|p| &p.job == job)
-    }
-
-    /// The job an action targets: the selected one.
-    fn selected_job_id(&self) -> Option<JobId> {
-        self.selected_job().map(|j| j.id.clone())
+        self.jobs.progress_of(job)
     }
 
     /// Whether `u` may restore `job`: the number of copies it would put back, or why not.
     pub fn can_restore(&self, job: &JobView) -> Result<u64, String> {
-        let id = &job.id;
-        if job.kind == JobKind::Restore {
-            let of = job
-                .parent
-                .as_ref()
-                .map(|p| format!(" (it undoes job {p})"))
-                .unwrap_or_default();
-            return Err(format!("job {id} is itself a restore{of}: nothing to undo"));
-        }
-        if job.action == RetractAction::HardDelete {
-            return Err(format!(
-                "job {id} hard-deleted: no undo (admin recovery only: eDiscovery / Recoverable Items, Google Vault)"
-            ));
-        }
-        if job.state == JobPhase::Running {
-            return Err(format!(
-                "job {id} still running: restore once it ends (C cancels it)"
-            ));
-        }
-        if self.jobs.restore_requested.as_ref() == Some(id) {
-            return Err(format!("job {id} is being restored (starting)"));
-        }
-        let started_here = self
-            .jobs
-            .restores_started
-            .iter()
-            .filter(|(of, _)| of == id)
-            .map(|(_, r)| r);
-        let known = job.restored_by.iter().map(|(r, _)| r);
-        if let Some(restore) = known.chain(started_here).last() {
-            let phase = self
-                .jobs
-                .list
-                .ready()
-                .and_then(|l| l.iter().find(|j| &j.id == restore))
-                .map(|j| j.state)
-                .or_else(|| {
-                    job.restored_by
-                        .iter()
-                        .find(|(r, _)| r == restore)
-                        .map(|(_, p)| *p)
-                })
-                .unwrap_or(JobPhase::Running);
-            return Err(match phase {
-                // The status line may show only the first half: what matters comes first.
-                JobPhase::Running => {
-                    format!("job {id} is being restored by job {restore}: wait for it to end")
-                }
-                JobPhase::Interrupted | JobPhase::Cancelled => format!(
-                    "job {id} restore {restore} {}: select job {restore}, R resumes it",
-                    phase.label()
-                ),
-                JobPhase::Finished => format!(
-                    "job {id} already restored by job {restore}; the rest: `clawback restore {id}`"
-                ),
-            });
-        }
-        if job.restorable == 0 {
-            return Err(format!(
-                "job {id}: nothing to restore (no copy it moved is left to put back)"
-            ));
-        }
-        Ok(job.restorable)
-    }
-
-    fn update_jobs(&mut self, action: Action) -> Vec<Command> {
-        let len = self.jobs.list.ready().map(Vec::len).unwrap_or(0);
-        let sel = self.jobs.selected;
-        if self.jobs.outcomes_focused {
-            let rows = self.jobs.outcome_rows.len();
-            let at = self.jobs.outcome_selected;
-            let moved = match action {
-                Action::MoveUp => Some(step(at, rows, -1)),
-                Action::MoveDown => Some(step(at, rows, 1)),
-                Action::PageUp => Some(step(at, rows, -PAGE)),
-                Action::PageDown => Some(step(at, rows, PAGE)),
-                Action::First => Some(0),
-                Action::Last => Some(rows.saturating_sub(1)),
-                _ => None,
-            };
-            if let Some(at) = moved {
-                self.jobs.outcome_selected = at;
-                return Vec::new();
-            }
-            if action == Action::Cancel {
-                self.jobs.outcomes_focused = false;
-                return Vec::new();
-            }
-        }
-        match action {
-            Action::MoveUp => self.select_job(step(sel, len, -1)),
-            Action::MoveDown => self.select_job(step(sel, len, 1)),
-            Action::PageUp => self.select_job(step(sel, len, -PAGE)),
-            Action::PageDown => self.select_job(step(sel, len, PAGE)),
-            Action::First => self.select_job(0),
-            Action::Last => self.select_job(len.saturating_sub(1)),
-            Action::MoveLeft => self.jobs.reason_cursor = self.jobs.reason_cursor.saturating_sub(1),
-            Action::MoveRight => {
-                let reasons = self
-                    .selected_job()
-                    .map(|j| j.failed_by_reason.len())
-                    .unwrap_or(0);
-                self.jobs.reason_cursor = step(self.jobs.reason_cursor, reasons, 1);
-            }
-            Action::Submit => {
-                if let Some(job) = self.selected_job_id() {
-                    self.jobs.outcomes_focused = true;
-                    return vec![Command::LoadJobOutcomes { job }];
-                }
-            }
-            Action::NextOutcomeFilter | Action::Filter => {
-                let Some(job) = self.selected_job_id() else {
-                    return Vec::new();
-                };
-                if action == Action::Filter {
-                    self.prompt = Some(Prompt {
-                        kind: PromptKind::Filter,
-                        text: TextInput::new(self.jobs.outcome_text.clone()),
-                    });
-                } else {
-                    self.jobs.outcome_filter = self.jobs.outcome_filter.next();
-                    self.refilter_outcomes();
-                }
-                self.jobs.outcomes_focused = true;
-                if self.jobs.outcomes.as_ref().is_none_or(|(id, _)| *id != job) {
-                    return vec![Command::LoadJobOutcomes { job }];
-                }
-            }
-            Action::CancelJob => {
-                if let Some(job) = self.selected_job().filter(|j| j.state == JobPhase::Running) {
-                    return vec![Command::CancelJob {
-                        job: job.id.clone(),
-                    }];
-                }
-            }
-            Action::RetryFailed => {
-                let target = self.selected_job().and_then(|j| {
-                    j.failed_by_reason
-                        .get(self.jobs.reason_cursor)
-                        .filter(|(_, n)| *n > 0)
-                        .map(|(reason, _)| (j.id.clone(), *reason))
-                });
-                if let Some((job, reason)) = target {
-                    self.jobs.starting += 1;
-                    return vec![Command::RetryFailed { job, reason }];
-                }
-            }
-            Action::Restore => {
-                let Some(job) = self.selected_job().cloned() else {
-                    return Vec::new();
-                };
-                match self.can_restore(&job) {
-                    Ok(copies) => {
-                        self.confirm = Some(Confirm::Restore {
-                            job: job.id,
-                            copies,
-                            action: job.action,
-                        })
-                    }
-                    Err(why) => self.set_status(why, true),
-                }
-            }
-            Action::ResumeJob => {
-                let Some(job) = self.selected_job().cloned() else {
-                    return Vec::new();
-                };
-                match job.state {
-                    JobPhase::Interrupted | JobPhase::Cancelled => {
-                        self.set_status(format!("resuming job {}", job.id), false);
-                        self.jobs.starting += 1;
-                        return vec![Command::ResumeJob { job: job.id }];
-                    }
-                    JobPhase::Running => self.set_status(
-                        format!("job {} is running: nothing to resume", job.id),
-                        true,
-                    ),
-                    JobPhase::Finished => self.set_status(
-                        format!(
-                            "job {} is finished: nothing to resume (r retries a failure reason)",
-                            job.id
-                        ),
-                        true,
-                    ),
-                }
-            }
-            _ => {}
-        }
-        Vec::new()
-    }
-
-    /// Moves the jobs cursor; the failure-reason cursor starts over on another job.
-    fn select_job(&mut self, index: usize) {
-        let before = self.selected_job_id();
-        self.jobs.selected = index;
-        if self.selected_job_id() != before {
-            self.jobs.reason_cursor = 0;
-        }
-    }
-
-    /// Recomputes which outcomes pass the filters (once per change, not per frame).
-    fn refilter_outcomes(&mut self) {
-        let filter = self.jobs.outcome_filter;
-        let needle = self.jobs.outcome_text.to_lowercase();
-        self.jobs.outcome_rows = match &self.jobs.outcomes {
-            Some((_, outcomes)) => outcomes
-                .iter()
-                .enumerate()
-                .filter(|(_, o)| filter.matches(&o.outcome))
-                .filter(|(_, o)| {
-                    needle.is_empty()
-                        || o.address.to_lowercase().contains(&needle)
-                        || o.outcome.label().to_lowercase().contains(&needle)
-                        || [&o.from_folder, &o.to_folder].iter().any(|f| {
-                            f.as_ref()
-                                .is_some_and(|f| f.label().to_lowercase().contains(&needle))
-                        })
-                })
-                .map(|(i, _)| i)
-                .collect(),
-            None => Vec::new(),
-        };
-        self.jobs.outcome_selected = self
-            .jobs
-            .outcome_selected
-            .min(self.jobs.outcome_rows.len().saturating_sub(1));
-    }
-
-    /// New outcomes for a job: kept when it is the job on screen (or none is shown yet).
-    fn set_outcomes(&mut self, job: JobId, outcomes: Vec<RecipientOutcome>) {
-        let shown = self.jobs.outcomes.as_ref().map(|(id, _)| id.clone());
-        let selected = self.selected_job_id();
-        // The job about to be selected (just started here) counts as selected.
-        let wanted = [selected.as_ref(), shown.as_ref(), self.jobs.follow.as_ref()];
-        if shown.is_some() && !wanted.contains(&Some(&job)) {
-            return;
-        }
-        if shown.as_ref() != Some(&job) {
-            self.jobs.outcome_selected = 0;
-        }
-        self.jobs.outcomes = Some((job, outcomes));
-        self.refilter_outcomes();
-    }
-
-    /// Replaces the list, keeping the cursor on the same job (new jobs come first) or moving
-    /// it to the job this console just started.
-    fn set_jobs(&mut self, jobs: Vec<JobView>) {
-        let before = self.selected_job_id();
-        let follow = self.jobs.follow.clone();
-        let index = follow
-            .as_ref()
-            .and_then(|f| jobs.iter().position(|j| &j.id == f))
-            .or_else(|| {
-                before
-                    .as_ref()
-                    .and_then(|b| jobs.iter().position(|j| &j.id == b))
-            })
-            .unwrap_or_else(|| self.jobs.selected.min(jobs.len().saturating_sub(1)));
-        if follow.is_some_and(|f| jobs.iter().any(|j| j.id == f)) {
-            self.jobs.follow = None;
-            self.jobs.outcomes_focused = false;
-        }
-        if jobs.get(index).map(|j| &j.id) != before.as_ref() {
-            self.jobs.reason_cursor = 0;
-        }
-        // Jobs this console started that the store no longer shows running have ended.
-        self.jobs.running.retain(|r| {
-            jobs.iter()
-                .find(|j| &j.id == r)
-                .is_none_or(|j| j.state == JobPhase::Running)
-        });
-        self.jobs.list = Loadable::Ready(jobs);
-        self.jobs.selected = index;
-    }
-
-    fn upsert_job(&mut self, job: JobView) {
-        let mut jobs = self.jobs.list.ready().cloned().unwrap_or_default();
-        match jobs.iter_mut().find(|j| j.id == job.id) {
-            Some(existing) => *existing = job,
-            None => jobs.insert(0, job),
-        }
-        self.set_jobs(jobs);
+        self.jobs.can_restore(job)
     }
 
     // ---- questions ----
@@ -1975,192 +1035,12 @@ impl App {
         }
     }
 
-    // ---- policy ----
-
-    fn update_policy(&mut self, action: Action) -> Vec<Command> {
-        let Some(draft) = self.policy.draft.as_mut() else {
-            return Vec::new();
-        };
-        let rows = Disposition::ALL.len() + 2;
-        let cols = RetractAction::ALL.len();
-        match action {
-            Action::MoveUp => self.policy.row = step(self.policy.row, rows, -1),
-            Action::MoveDown => self.policy.row = step(self.policy.row, rows, 1),
-            Action::First => self.policy.row = 0,
-            Action::Last => self.policy.row = rows - 1,
-            Action::MoveLeft => self.policy.col = step(self.policy.col, cols, -1),
-            Action::MoveRight => self.policy.col = step(self.policy.col, cols, 1),
-            Action::SetPolicyCell | Action::Submit => match self.policy.row {
-                r if r < Disposition::ALL.len() => {
-                    draft
-                        .actions
-                        .insert(Disposition::ALL[r], RetractAction::ALL[self.policy.col]);
-                }
-                5 => draft.post_delivery.enabled = !draft.post_delivery.enabled,
-                _ => draft.phish_submission.enabled = !draft.phish_submission.enabled,
-            },
-            Action::TogglePostDelivery => {
-                draft.post_delivery.enabled = !draft.post_delivery.enabled
-            }
-            Action::TogglePhishSubmission => {
-                draft.phish_submission.enabled = !draft.phish_submission.enabled
-            }
-            Action::IntervalIncrease | Action::IntervalDecrease => {
-                let switch = match self.policy.row {
-                    6 => &mut draft.phish_submission,
-                    _ => &mut draft.post_delivery,
-                };
-                switch.interval_secs = if action == Action::IntervalIncrease {
-                    (switch.interval_secs + INTERVAL_STEP).min(INTERVAL_MAX)
-                } else {
-                    switch
-                        .interval_secs
-                        .saturating_sub(INTERVAL_STEP)
-                        .max(INTERVAL_MIN)
-                };
-            }
-            Action::SavePolicy => {
-                if self.role != Role::Admin {
-                    self.set_status(
-                        format!("saving the policy needs role admin (you are {})", self.role),
-                        true,
-                    );
-                    return Vec::new();
-                }
-                self.policy.saving = true;
-                return vec![Command::SavePolicy(draft.clone())];
-            }
-            _ => {}
-        }
-        Vec::new()
-    }
-
     /// True when the draft differs from the stored policy.
     pub fn policy_modified(&self) -> bool {
-        match (&self.policy.draft, self.policy.loaded.ready()) {
-            (Some(draft), Some(loaded)) => draft != loaded,
-            _ => false,
-        }
+        self.policy.modified()
     }
 
     // ---- metrics, audit, tenants ----
-
-    fn update_metrics(&mut self, action: Action) -> Vec<Command> {
-        let len = match &self.metrics.details {
-            Some(Loadable::Ready(m)) => m.len(),
-            _ => 0,
-        };
-        let sel = self.metrics.details_selected;
-        match action {
-            Action::NextWindow | Action::MoveRight => {
-                self.metrics.window = self.metrics.window.next();
-                let mut commands = self.refresh();
-                if self.metrics.details.is_some() {
-                    commands.extend(self.load_metrics_details());
-                }
-                commands
-            }
-            Action::ViewDetails if self.metrics.details.is_some() => {
-                self.metrics.details = None;
-                Vec::new()
-            }
-            Action::ViewDetails => self.load_metrics_details(),
-            Action::Cancel => {
-                self.metrics.details = None;
-                Vec::new()
-            }
-            Action::MoveUp => {
-                self.metrics.details_selected = step(sel, len, -1);
-                Vec::new()
-            }
-            Action::MoveDown => {
-                self.metrics.details_selected = step(sel, len, 1);
-                Vec::new()
-            }
-            Action::PageUp => {
-                self.metrics.details_selected = step(sel, len, -PAGE);
-                Vec::new()
-            }
-            Action::PageDown => {
-                self.metrics.details_selected = step(sel, len, PAGE);
-                Vec::new()
-            }
-            // Enter on a listed message: find it in the trace (its copies, its recipients).
-            Action::Submit => match &self.metrics.details {
-                Some(Loadable::Ready(messages)) => match messages.get(sel) {
-                    Some(m) => self.search_now(format!("msgid:{}", m.message_id)),
-                    None => Vec::new(),
-                },
-                Some(_) => Vec::new(),
-                None => self.load_metrics_details(),
-            },
-            _ => Vec::new(),
-        }
-    }
-
-    fn load_metrics_details(&mut self) -> Vec<Command> {
-        if !matches!(self.metrics.details, Some(Loadable::Ready(_))) {
-            self.metrics.details = Some(Loadable::Loading);
-        }
-        vec![Command::LoadMetricsDetails {
-            window: self.metrics.window,
-        }]
-    }
-
-    fn update_audit(&mut self, action: Action) -> Vec<Command> {
-        let len = self.audit.entries.ready().map(Vec::len).unwrap_or(0);
-        let sel = self.audit.selected;
-        match action {
-            Action::MoveUp => self.audit.selected = step(sel, len, -1),
-            Action::MoveDown => self.audit.selected = step(sel, len, 1),
-            Action::PageUp => self.audit.selected = step(sel, len, -PAGE),
-            Action::PageDown => self.audit.selected = step(sel, len, PAGE),
-            Action::First => self.audit.selected = 0,
-            Action::Last => self.audit.selected = len.saturating_sub(1),
-            Action::Filter => {
-                self.prompt = Some(Prompt {
-                    kind: PromptKind::Filter,
-                    text: TextInput::new(self.audit.filter.clone()),
-                })
-            }
-            Action::VerifyAudit => {
-                self.audit.verification = Loadable::Loading;
-                return vec![Command::VerifyAudit];
-            }
-            _ => {}
-        }
-        Vec::new()
-    }
-
-    fn update_tenants(&mut self, action: Action) -> Vec<Command> {
-        let len = self
-            .tenants
-            .tenants
-            .ready()
-            .map(|t| t.iter().map(|t| t.domains.len().max(1)).sum())
-            .unwrap_or(0);
-        match action {
-            Action::MoveUp => self.tenants.selected = step(self.tenants.selected, len, -1),
-            Action::MoveDown => self.tenants.selected = step(self.tenants.selected, len, 1),
-            Action::Cancel if self.tenants.tenants == Loadable::Loading => {
-                let secs = self
-                    .tenants
-                    .loading
-                    .take()
-                    .map(|l| l.elapsed_secs())
-                    .unwrap_or(0);
-                self.tenants.tenants = Loadable::Failed(format!(
-                    "cancelled after {secs} s; {} checks again",
-                    self.keymap
-                        .first_key(Mode::Tenants, &Action::Refresh)
-                        .unwrap_or_else(|| "refresh".into())
-                ));
-                return vec![Command::CancelTenants];
-            }
-            _ => {}
-        }
-        Vec::new()
-    }
 
     // ---- engine events ----
 
@@ -2172,38 +1052,13 @@ impl App {
                 generation,
                 rows,
                 total,
-            } => {
-                if generation != self.search.generation {
-                    return Vec::new();
-                }
-                let view = build_view(&rows, self.search.grouped);
-                self.search.error = None;
-                self.search.selected = self.search.selected.min(view.len().saturating_sub(1));
-                self.search.results = Loadable::Ready(SearchResults { rows, total, view });
-            }
+            } => self.search.completed(generation, rows, total),
             EngineEvent::SearchFailed { generation, error } => {
-                if generation != self.search.generation {
-                    return Vec::new();
-                }
-                self.search.results = Loadable::Failed(error.message.clone());
-                self.search.error = Some(error);
+                self.search.failed(generation, error)
             }
             EngineEvent::RecipientsLoaded {
                 generation, rows, ..
-            } => {
-                if generation != self.recipients.generation {
-                    return Vec::new();
-                }
-                let excluded = &self.recipients.excluded;
-                self.recipients.included = rows
-                    .iter()
-                    .map(|r| r.tickable() && !excluded.contains(&r.address.to_ascii_lowercase()))
-                    .collect();
-                self.recipients.rows = Loadable::Ready(rows);
-                self.recipients.progress = None;
-                self.refilter_recipients();
-                return self.send_depth_preview();
-            }
+            } => return self.recipients.loaded(generation, rows),
             EngineEvent::RecipientsProgressed {
                 generation,
                 done,
@@ -2301,17 +1156,7 @@ impl App {
                 }
                 return vec![Command::LoadJobs];
             }
-            EngineEvent::JobProgressed(progress) => {
-                match self
-                    .jobs
-                    .progress
-                    .iter_mut()
-                    .find(|p| p.job == progress.job)
-                {
-                    Some(p) => *p = progress,
-                    None => self.jobs.progress.push(progress),
-                }
-            }
+            EngineEvent::JobProgressed(progress) => self.jobs.progressed(progress),
             EngineEvent::ItemFailed {
                 job,
                 address,
@@ -2344,15 +1189,15 @@ impl App {
                 self.jobs.running.retain(|r| *r != job.id);
                 let id = job.id.clone();
                 let restore = job.kind == JobKind::Restore;
-                self.upsert_job(job);
-                self.set_outcomes(id, outcomes);
+                self.jobs.upsert_job(job);
+                self.jobs.set_outcomes(id, outcomes);
                 // A restore changes its retract job (restorable, restored by): list again.
                 if restore {
                     return vec![Command::LoadJobs];
                 }
             }
             EngineEvent::JobOutcomesLoaded { job, outcomes } => {
-                self.set_outcomes(job, outcomes);
+                self.jobs.set_outcomes(job, outcomes);
             }
             EngineEvent::JobLeased { job, holder } => {
                 self.jobs.starting = self.jobs.starting.saturating_sub(1);
@@ -2386,54 +1231,28 @@ impl App {
                     );
                 }
             }
-            EngineEvent::MetricsLoaded(snapshot) => {
-                if snapshot.window == self.metrics.window {
-                    self.metrics.snapshot = Loadable::Ready(snapshot);
-                }
-            }
+            EngineEvent::MetricsLoaded(snapshot) => self.metrics.loaded(snapshot),
             EngineEvent::MetricsDetailsLoaded { window, messages } => {
-                if window == self.metrics.window && self.metrics.details.is_some() {
-                    self.metrics.details_selected = self
-                        .metrics
-                        .details_selected
-                        .min(messages.len().saturating_sub(1));
-                    self.metrics.details = Some(Loadable::Ready(messages));
-                }
+                self.metrics.details_loaded(window, messages)
             }
             EngineEvent::StoreChanged(changes) => return self.reload_changed(changes),
-            EngineEvent::JobsLoaded(jobs) => self.set_jobs(jobs),
-            EngineEvent::AuditLoaded(entries) => {
-                self.audit.selected = self.audit.selected.min(entries.len().saturating_sub(1));
-                self.audit.entries = Loadable::Ready(entries);
-            }
+            EngineEvent::JobsLoaded(jobs) => self.jobs.set_jobs(jobs),
+            EngineEvent::AuditLoaded(entries) => self.audit.loaded(entries),
             EngineEvent::AuditVerified(result) => {
                 self.audit.verification = Loadable::Ready(result);
             }
-            EngineEvent::TenantsLoaded(tenants) => {
-                self.tenants.loading = None;
-                self.tenants.tenants = Loadable::Ready(tenants);
-            }
-            EngineEvent::TenantsProgress(progress) => {
-                if let Some(load) = self.tenants.loading.as_mut()
-                    && self.tenants.tenants == Loadable::Loading
-                {
-                    load.progress = Some(progress);
-                }
-            }
+            EngineEvent::TenantsLoaded(tenants) => self.tenants.loaded(tenants),
+            EngineEvent::TenantsProgress(progress) => self.tenants.progressed(progress),
             // The pane said so when Esc was pressed.
             EngineEvent::TenantsCancelled => self.tenants.loading = None,
-            EngineEvent::PolicyLoaded(policy) => {
-                self.policy.draft = Some(policy.clone());
-                self.policy.loaded = Loadable::Ready(policy);
-            }
+            EngineEvent::PolicyLoaded(policy) => self.policy.loaded(policy),
             EngineEvent::HoldsLoaded(held) => {
                 self.policy.held = held;
             }
             EngineEvent::PolicySaved(policy) => {
                 self.policy.saving = false;
                 self.set_status(format!("policy saved (version {})", policy.version), false);
-                self.policy.draft = Some(policy.clone());
-                self.policy.loaded = Loadable::Ready(policy);
+                self.policy.loaded(policy);
             }
             EngineEvent::Denied {
                 action,
@@ -2495,51 +1314,6 @@ impl App {
         fail(&mut self.tenants.tenants, message);
         self.policy.saving = false;
     }
-}
-
-/// Builds the displayed rows: one per message, or one per campaign (messages without a campaign
-/// stay single) in first-seen order.
-pub fn build_view(rows: &[SearchRow], grouped: bool) -> Vec<ResultRow> {
-    if !grouped {
-        return (0..rows.len()).map(ResultRow::Message).collect();
-    }
-    let mut view: Vec<ResultRow> = Vec::new();
-    // Campaign key -> (its row in `view`, the tenants seen so far).
-    let mut campaign_index: std::collections::HashMap<u64, (usize, Vec<&str>)> =
-        std::collections::HashMap::new();
-    for (i, row) in rows.iter().enumerate() {
-        match row.campaign {
-            Some(key) => match campaign_index.get_mut(&key) {
-                Some((at, seen)) => {
-                    if !seen.contains(&row.message.tenant.as_str()) {
-                        seen.push(&row.message.tenant);
-                    }
-                    if let Some(ResultRow::Campaign {
-                        messages,
-                        copies,
-                        tenants,
-                        ..
-                    }) = view.get_mut(*at)
-                    {
-                        *messages += 1;
-                        *copies += row.copies;
-                        *tenants = seen.len();
-                    }
-                }
-                None => {
-                    campaign_index.insert(key, (view.len(), vec![&row.message.tenant]));
-                    view.push(ResultRow::Campaign {
-                        first: i,
-                        messages: 1,
-                        copies: row.copies,
-                        tenants: 1,
-                    });
-                }
-            },
-            None => view.push(ResultRow::Message(i)),
-        }
-    }
-    view
 }
 
 /// The first 12 hex digits of a digest, for screens.

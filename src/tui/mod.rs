@@ -14,6 +14,7 @@ pub mod panes;
 pub mod terminal;
 pub mod theme;
 pub mod ui;
+pub mod widgets;
 
 use crate::config::Config;
 use crate::engine::EngineHandle;

@@ -3,6 +3,8 @@
 //! `NO_COLOR` strips every colour and keeps the modifiers, so meaning survives as bold /
 //! reverse / underline.
 
+use crate::engine::view::{CopyOutcome, GrantStatus, JobPhase, RecipientState, RetractionState};
+use crate::model::{Disposition, FailureReason};
 use ratatui::style::{Color, Modifier, Style};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -436,4 +438,68 @@ fn approximate(colour: Color, depth: ColourDepth) -> Color {
 /// True when the `NO_COLOR` convention asks for no colours (set and non-empty).
 pub fn no_color_requested() -> bool {
     std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+/// Style lookups: the colour of each state the panes show.
+impl Theme {
+    pub fn disposition(&self, disposition: Option<Disposition>) -> Style {
+        match disposition {
+            Some(Disposition::Malicious) => self.status_failed,
+            Some(Disposition::Suspicious | Disposition::Spoof) => self.status_warning,
+            Some(_) => self.text,
+            None => self.muted,
+        }
+    }
+
+    pub fn retraction(&self, state: RetractionState) -> Style {
+        match state {
+            RetractionState::None => self.muted,
+            RetractionState::InProgress => self.status_running,
+            RetractionState::Partial => self.status_warning,
+            RetractionState::Retracted => self.status_succeeded,
+            RetractionState::Restored => self.status_pending,
+        }
+    }
+
+    pub fn grant(&self, status: &GrantStatus) -> Style {
+        match status {
+            GrantStatus::Granted => self.status_succeeded,
+            GrantStatus::Missing { .. } => self.status_failed,
+            GrantStatus::NotInTenant => self.status_warning,
+        }
+    }
+
+    /// The State column's colour: located green, unresolved a warning, the rest by reason.
+    pub fn recipient_state(&self, state: &RecipientState) -> Style {
+        match state {
+            RecipientState::Located => self.status_succeeded,
+            RecipientState::Unresolved { .. } => self.status_warning,
+            RecipientState::NotActionable { reason, .. } => match reason {
+                FailureReason::NotAuthorized | FailureReason::ProviderError => self.status_failed,
+                FailureReason::InAnotherJob => self.status_running,
+                FailureReason::External => self.status_warning,
+                _ => self.muted,
+            },
+        }
+    }
+
+    pub fn outcome(&self, outcome: &CopyOutcome) -> Style {
+        match outcome {
+            CopyOutcome::Pending => self.status_pending,
+            CopyOutcome::InFlight => self.status_running,
+            CopyOutcome::Succeeded { .. } | CopyOutcome::Restored => self.status_succeeded,
+            CopyOutcome::Failed { .. } => self.status_failed,
+            CopyOutcome::Skipped { .. } => self.muted,
+        }
+    }
+
+    pub fn job_phase(&self, state: JobPhase, failed: u64) -> Style {
+        match state {
+            JobPhase::Running => self.status_running,
+            JobPhase::Finished if failed > 0 => self.status_warning,
+            JobPhase::Finished => self.status_succeeded,
+            JobPhase::Cancelled => self.muted,
+            JobPhase::Interrupted => self.status_failed,
+        }
+    }
 }

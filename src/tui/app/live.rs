@@ -70,7 +70,7 @@ impl App {
             Loadable::Ready(_) | Loadable::Failed(_)
         );
         if changes.jobs && recipients_shown {
-            commands.extend(self.load_recipients_again());
+            commands.extend(self.recipients.load_again());
         }
         if !commands.is_empty() {
             self.dirty = true;

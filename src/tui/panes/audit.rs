@@ -1,17 +1,79 @@
 //! Audit log: the hash-chained entries (filterable) and the result of verifying the chain.
 
-use crate::engine::view::AuditEntryView;
+use super::PaneCtx;
+use crate::engine::Command;
+use crate::engine::view::{AuditEntryView, AuditFilter, AuditVerification};
 use crate::tui::action::Action;
-use crate::tui::app::{App, Loadable};
+use crate::tui::app::{App, DEBOUNCE_TICKS, Loadable};
 use crate::tui::theme::Theme;
-use crate::tui::ui::{
-    column_width, count, loadable, pane_block, scroll_indicator, spinner, state_message,
-    visible_window,
+use crate::tui::widgets::{
+    column_width, count, debounce_due, list_move, loadable, pane_block, scroll_indicator, spinner,
+    state_message, visible_window,
 };
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AuditState {
+    pub entries: Loadable<Vec<AuditEntryView>>,
+    pub filter: String,
+    /// Ticks left before the filter being typed is sent (the list filters live, debounced).
+    pub filter_debounce: Option<u8>,
+    pub selected: usize,
+    pub verification: Loadable<AuditVerification>,
+}
+
+impl AuditState {
+    /// Lists the entries (again) with the filter typed so far.
+    pub fn reload(&mut self) -> Vec<Command> {
+        self.filter_debounce = None;
+        self.entries = Loadable::Loading;
+        vec![Command::LoadAudit {
+            filter: AuditFilter {
+                text: self.filter.clone(),
+            },
+        }]
+    }
+
+    pub fn update(&mut self, action: Action, ctx: &mut PaneCtx) -> Vec<Command> {
+        let len = self.entries.ready().map(Vec::len).unwrap_or(0);
+        if let Some(at) = list_move(&action, self.selected, len) {
+            self.selected = at;
+            return Vec::new();
+        }
+        match action {
+            Action::Filter => ctx.open_filter(&self.filter),
+            Action::VerifyAudit => {
+                self.verification = Loadable::Loading;
+                return vec![Command::VerifyAudit];
+            }
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    /// The filter as it is typed: it runs in the engine, sent once typing pauses.
+    pub fn set_filter(&mut self, text: String) {
+        self.filter = text;
+        self.selected = 0;
+        self.filter_debounce = Some(DEBOUNCE_TICKS);
+    }
+
+    /// One tick: the filter is sent when typing has paused.
+    pub fn tick(&mut self) -> Vec<Command> {
+        if debounce_due(&mut self.filter_debounce) {
+            return self.reload();
+        }
+        Vec::new()
+    }
+
+    pub fn loaded(&mut self, entries: Vec<AuditEntryView>) {
+        self.selected = self.selected.min(entries.len().saturating_sub(1));
+        self.entries = Loadable::Ready(entries);
+    }
+}
 
 /// What the keys can do here now (moving only with more than one entry).
 pub fn hints(app: &App) -> Vec<Action> {
@@ -48,7 +110,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             theme.muted,
         )),
         Loadable::Loading => Line::from(Span::styled(
-            format!("Chain: verifying... {}", spinner(app)),
+            format!("Chain: verifying... {}", spinner(app.spinner)),
             theme.status_running,
         )),
         Loadable::Failed(message) => {

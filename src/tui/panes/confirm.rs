@@ -2,16 +2,36 @@
 //! (or unsaved policy changes), restoring a job's copies, resuming interrupted jobs. Only the
 //! `confirm` keys answer them (`y`, `n`/`esc` by default).
 
-use crate::engine::view::JobId;
+use crate::engine::view::{JobId, JobView};
+use crate::model::RetractAction;
 use crate::tui::action::Action;
-use crate::tui::app::{App, Confirm};
+use crate::tui::app::App;
 use crate::tui::keymap::Mode;
 use crate::tui::theme::Theme;
-use crate::tui::ui::{centered, count, pane_block, thousands};
+use crate::tui::widgets::{centered, count, pane_block, thousands};
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph, Wrap};
+
+/// A question asked before something that cannot be taken back; only `y` / `n` / `esc`
+/// answer it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Confirm {
+    /// `q` with jobs running here or unsaved policy changes.
+    Quit {
+        running: Vec<JobId>,
+        unsaved_policy: bool,
+    },
+    /// `u`: restore the copies of a retract job.
+    Restore {
+        job: JobId,
+        copies: u64,
+        action: RetractAction,
+    },
+    /// Interrupted jobs found at start.
+    Resume { jobs: Vec<JobView> },
+}
 
 pub fn hints(_app: &App) -> Vec<Action> {
     vec![Action::Confirm, Action::Cancel]

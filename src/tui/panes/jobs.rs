@@ -2,16 +2,19 @@
 //! failures by reason (retry one reason), the outcome per recipient (failures first,
 //! scrollable, filtered by outcome or text), undo (restore) and resume.
 
-use crate::engine::view::{JobKind, JobPhase, JobView, RecipientOutcome};
-use crate::model::{Folder, RetractAction};
+use super::{PaneCtx, Then};
+use crate::engine::Command;
+use crate::engine::view::{
+    CopyOutcome, JobId, JobKind, JobPhase, JobProgress, JobView, RecipientOutcome,
+};
+use crate::model::{FailureReason, Folder, RetractAction};
 use crate::tui::action::Action;
-use crate::tui::app::{App, OutcomeFilter};
+use crate::tui::app::{App, Confirm, Loadable};
 use crate::tui::panes::policy::hold_line;
-use crate::tui::panes::recipients::outcome_style;
 use crate::tui::theme::Theme;
-use crate::tui::ui::{
-    duration, loadable, pane_block, scroll_indicator, scroll_text, state_message, thousands,
-    visible_window,
+use crate::tui::widgets::{
+    duration, list_move, loadable, pane_block, scroll_indicator, scroll_text, state_message, step,
+    thousands, visible_window,
 };
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -21,6 +24,401 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 /// What the keys can do here now: only what the selected job allows is offered.
 /// What the keys can do here now: only what the selected job allows is offered, and those
 /// come first (cancel, resume, restore, retry), so they survive a narrow terminal.
+/// Which outcomes the Jobs pane lists (`f` cycles through them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutcomeFilter {
+    #[default]
+    All,
+    Failed,
+    /// Pending or in flight.
+    Unsettled,
+    /// Succeeded or restored.
+    Done,
+    Skipped,
+}
+
+impl OutcomeFilter {
+    pub const ALL: [OutcomeFilter; 5] = [
+        OutcomeFilter::All,
+        OutcomeFilter::Failed,
+        OutcomeFilter::Unsettled,
+        OutcomeFilter::Done,
+        OutcomeFilter::Skipped,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            OutcomeFilter::All => "all",
+            OutcomeFilter::Failed => "failed",
+            OutcomeFilter::Unsettled => "not settled",
+            OutcomeFilter::Done => "ok",
+            OutcomeFilter::Skipped => "skipped",
+        }
+    }
+
+    pub fn next(self) -> OutcomeFilter {
+        let i = Self::ALL.iter().position(|f| *f == self).unwrap_or(0);
+        Self::ALL[(i + 1) % Self::ALL.len()]
+    }
+
+    pub fn matches(self, outcome: &CopyOutcome) -> bool {
+        match self {
+            OutcomeFilter::All => true,
+            OutcomeFilter::Failed => matches!(outcome, CopyOutcome::Failed { .. }),
+            OutcomeFilter::Unsettled => {
+                matches!(outcome, CopyOutcome::Pending | CopyOutcome::InFlight)
+            }
+            OutcomeFilter::Done => {
+                matches!(
+                    outcome,
+                    CopyOutcome::Succeeded { .. } | CopyOutcome::Restored
+                )
+            }
+            OutcomeFilter::Skipped => matches!(outcome, CopyOutcome::Skipped { .. }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobsState {
+    pub list: Loadable<Vec<JobView>>,
+    pub selected: usize,
+    pub progress: Vec<JobProgress>,
+    /// Live failures (job, address, reason), newest last.
+    pub failures: Vec<(JobId, String, FailureReason)>,
+    /// The outcome per recipient of one job, failures first (as the engine sends them).
+    pub outcomes: Option<(JobId, Vec<RecipientOutcome>)>,
+    /// Index into the selected job's `failed_by_reason` for "retry failed".
+    pub reason_cursor: usize,
+    /// The job to select when the list next arrives: the one this console just started.
+    pub follow: Option<JobId>,
+    /// Keys move over the outcomes (after enter) rather than over the jobs.
+    pub outcomes_focused: bool,
+    pub outcome_filter: OutcomeFilter,
+    /// `/` filter over the outcomes: address, outcome or reason, folder (case-insensitive).
+    pub outcome_text: String,
+    /// Indexes into the outcomes that pass the filters, computed when they change.
+    pub outcome_rows: Vec<usize>,
+    /// Position in `outcome_rows`.
+    pub outcome_selected: usize,
+    /// Jobs this console started (or resumed) that have not ended: quitting asks first.
+    pub running: Vec<JobId>,
+    /// Commands sent that start a job (apply, retry, restore, resume) and are not answered
+    /// yet: quitting asks first here too.
+    pub starting: u32,
+    /// A restore this console asked for and the engine has not answered yet.
+    pub restore_requested: Option<JobId>,
+    /// Restores this console started: (retract job, its restore job). The list's
+    /// `restored_by` says the same once it is reloaded.
+    pub restores_started: Vec<(JobId, JobId)>,
+}
+
+impl JobsState {
+    /// Lists the jobs (again).
+    pub fn reload(&mut self) -> Vec<Command> {
+        self.list = Loadable::Loading;
+        vec![Command::LoadJobs]
+    }
+
+    /// The `/` filter over the outcomes, as it is typed.
+    pub fn set_filter(&mut self, text: String) {
+        self.outcome_text = text;
+        self.outcome_selected = 0;
+        self.refilter_outcomes();
+    }
+
+    /// Live progress of a job arrived.
+    pub fn progressed(&mut self, progress: JobProgress) {
+        match self.progress.iter_mut().find(|p| p.job == progress.job) {
+            Some(p) => *p = progress,
+            None => self.progress.push(progress),
+        }
+    }
+
+    /// The job under the cursor.
+    pub fn selected_job(&self) -> Option<&JobView> {
+        self.list.ready()?.get(self.selected)
+    }
+
+    /// Live progress of a job, if any arrived.
+    pub fn progress_of(&self, job: &JobId) -> Option<&JobProgress> {
+        self.progress.iter().find(|p| &p.job == job)
+    }
+
+    /// The job an action targets: the selected one.
+    pub fn selected_job_id(&self) -> Option<JobId> {
+        self.selected_job().map(|j| j.id.clone())
+    }
+
+    /// Whether `u` may restore `job`: the number of copies it would put back, or why not.
+    pub fn can_restore(&self, job: &JobView) -> Result<u64, String> {
+        let id = &job.id;
+        if job.kind == JobKind::Restore {
+            let of = job
+                .parent
+                .as_ref()
+                .map(|p| format!(" (it undoes job {p})"))
+                .unwrap_or_default();
+            return Err(format!("job {id} is itself a restore{of}: nothing to undo"));
+        }
+        if job.action == RetractAction::HardDelete {
+            return Err(format!(
+                "job {id} hard-deleted: no undo (admin recovery only: eDiscovery / Recoverable Items, Google Vault)"
+            ));
+        }
+        if job.state == JobPhase::Running {
+            return Err(format!(
+                "job {id} still running: restore once it ends (C cancels it)"
+            ));
+        }
+        if self.restore_requested.as_ref() == Some(id) {
+            return Err(format!("job {id} is being restored (starting)"));
+        }
+        let started_here = self
+            .restores_started
+            .iter()
+            .filter(|(of, _)| of == id)
+            .map(|(_, r)| r);
+        let known = job.restored_by.iter().map(|(r, _)| r);
+        if let Some(restore) = known.chain(started_here).last() {
+            let phase = self
+                .list
+                .ready()
+                .and_then(|l| l.iter().find(|j| &j.id == restore))
+                .map(|j| j.state)
+                .or_else(|| {
+                    job.restored_by
+                        .iter()
+                        .find(|(r, _)| r == restore)
+                        .map(|(_, p)| *p)
+                })
+                .unwrap_or(JobPhase::Running);
+            return Err(match phase {
+                // The status line may show only the first half: what matters comes first.
+                JobPhase::Running => {
+                    format!("job {id} is being restored by job {restore}: wait for it to end")
+                }
+                JobPhase::Interrupted | JobPhase::Cancelled => format!(
+                    "job {id} restore {restore} {}: select job {restore}, R resumes it",
+                    phase.label()
+                ),
+                JobPhase::Finished => format!(
+                    "job {id} already restored by job {restore}; the rest: `clawback restore {id}`"
+                ),
+            });
+        }
+        if job.restorable == 0 {
+            return Err(format!(
+                "job {id}: nothing to restore (no copy it moved is left to put back)"
+            ));
+        }
+        Ok(job.restorable)
+    }
+
+    pub fn update(&mut self, action: Action, ctx: &mut PaneCtx) -> Vec<Command> {
+        let len = self.list.ready().map(Vec::len).unwrap_or(0);
+        let sel = self.selected;
+        if self.outcomes_focused {
+            let rows = self.outcome_rows.len();
+            let at = self.outcome_selected;
+            if let Some(at) = list_move(&action, at, rows) {
+                self.outcome_selected = at;
+                return Vec::new();
+            }
+            if action == Action::Cancel {
+                self.outcomes_focused = false;
+                return Vec::new();
+            }
+        }
+        if let Some(at) = list_move(&action, sel, len) {
+            self.select_job(at);
+            return Vec::new();
+        }
+        match action {
+            Action::MoveLeft => self.reason_cursor = self.reason_cursor.saturating_sub(1),
+            Action::MoveRight => {
+                let reasons = self
+                    .selected_job()
+                    .map(|j| j.failed_by_reason.len())
+                    .unwrap_or(0);
+                self.reason_cursor = step(self.reason_cursor, reasons, 1);
+            }
+            Action::Submit => {
+                if let Some(job) = self.selected_job_id() {
+                    self.outcomes_focused = true;
+                    return vec![Command::LoadJobOutcomes { job }];
+                }
+            }
+            Action::NextOutcomeFilter | Action::Filter => {
+                let Some(job) = self.selected_job_id() else {
+                    return Vec::new();
+                };
+                if action == Action::Filter {
+                    ctx.open_filter(&self.outcome_text);
+                } else {
+                    self.outcome_filter = self.outcome_filter.next();
+                    self.refilter_outcomes();
+                }
+                self.outcomes_focused = true;
+                if self.outcomes.as_ref().is_none_or(|(id, _)| *id != job) {
+                    return vec![Command::LoadJobOutcomes { job }];
+                }
+            }
+            Action::CancelJob => {
+                if let Some(job) = self.selected_job().filter(|j| j.state == JobPhase::Running) {
+                    return vec![Command::CancelJob {
+                        job: job.id.clone(),
+                    }];
+                }
+            }
+            Action::RetryFailed => {
+                let target = self.selected_job().and_then(|j| {
+                    j.failed_by_reason
+                        .get(self.reason_cursor)
+                        .filter(|(_, n)| *n > 0)
+                        .map(|(reason, _)| (j.id.clone(), *reason))
+                });
+                if let Some((job, reason)) = target {
+                    self.starting += 1;
+                    return vec![Command::RetryFailed { job, reason }];
+                }
+            }
+            Action::Restore => {
+                let Some(job) = self.selected_job().cloned() else {
+                    return Vec::new();
+                };
+                match self.can_restore(&job) {
+                    Ok(copies) => {
+                        ctx.then = Some(Then::Ask(Confirm::Restore {
+                            job: job.id,
+                            copies,
+                            action: job.action,
+                        }))
+                    }
+                    Err(why) => ctx.set_status(why, true),
+                }
+            }
+            Action::ResumeJob => {
+                let Some(job) = self.selected_job().cloned() else {
+                    return Vec::new();
+                };
+                match job.state {
+                    JobPhase::Interrupted | JobPhase::Cancelled => {
+                        ctx.set_status(format!("resuming job {}", job.id), false);
+                        self.starting += 1;
+                        return vec![Command::ResumeJob { job: job.id }];
+                    }
+                    JobPhase::Running => ctx.set_status(
+                        format!("job {} is running: nothing to resume", job.id),
+                        true,
+                    ),
+                    JobPhase::Finished => ctx.set_status(
+                        format!(
+                            "job {} is finished: nothing to resume (r retries a failure reason)",
+                            job.id
+                        ),
+                        true,
+                    ),
+                }
+            }
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    /// Moves the jobs cursor; the failure-reason cursor starts over on another job.
+    fn select_job(&mut self, index: usize) {
+        let before = self.selected_job_id();
+        self.selected = index;
+        if self.selected_job_id() != before {
+            self.reason_cursor = 0;
+        }
+    }
+
+    /// Recomputes which outcomes pass the filters (once per change, not per frame).
+    pub fn refilter_outcomes(&mut self) {
+        let filter = self.outcome_filter;
+        let needle = self.outcome_text.to_lowercase();
+        self.outcome_rows = match &self.outcomes {
+            Some((_, outcomes)) => outcomes
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| filter.matches(&o.outcome))
+                .filter(|(_, o)| {
+                    needle.is_empty()
+                        || o.address.to_lowercase().contains(&needle)
+                        || o.outcome.label().to_lowercase().contains(&needle)
+                        || [&o.from_folder, &o.to_folder].iter().any(|f| {
+                            f.as_ref()
+                                .is_some_and(|f| f.label().to_lowercase().contains(&needle))
+                        })
+                })
+                .map(|(i, _)| i)
+                .collect(),
+            None => Vec::new(),
+        };
+        self.outcome_selected = self
+            .outcome_selected
+            .min(self.outcome_rows.len().saturating_sub(1));
+    }
+
+    /// New outcomes for a job: kept when it is the job on screen (or none is shown yet).
+    pub fn set_outcomes(&mut self, job: JobId, outcomes: Vec<RecipientOutcome>) {
+        let shown = self.outcomes.as_ref().map(|(id, _)| id.clone());
+        let selected = self.selected_job_id();
+        // The job about to be selected (just started here) counts as selected.
+        let wanted = [selected.as_ref(), shown.as_ref(), self.follow.as_ref()];
+        if shown.is_some() && !wanted.contains(&Some(&job)) {
+            return;
+        }
+        if shown.as_ref() != Some(&job) {
+            self.outcome_selected = 0;
+        }
+        self.outcomes = Some((job, outcomes));
+        self.refilter_outcomes();
+    }
+
+    /// Replaces the list, keeping the cursor on the same job (new jobs come first) or moving
+    /// it to the job this console just started.
+    pub fn set_jobs(&mut self, jobs: Vec<JobView>) {
+        let before = self.selected_job_id();
+        let follow = self.follow.clone();
+        let index = follow
+            .as_ref()
+            .and_then(|f| jobs.iter().position(|j| &j.id == f))
+            .or_else(|| {
+                before
+                    .as_ref()
+                    .and_then(|b| jobs.iter().position(|j| &j.id == b))
+            })
+            .unwrap_or_else(|| self.selected.min(jobs.len().saturating_sub(1)));
+        if follow.is_some_and(|f| jobs.iter().any(|j| j.id == f)) {
+            self.follow = None;
+            self.outcomes_focused = false;
+        }
+        if jobs.get(index).map(|j| &j.id) != before.as_ref() {
+            self.reason_cursor = 0;
+        }
+        // Jobs this console started that the store no longer shows running have ended.
+        self.running.retain(|r| {
+            jobs.iter()
+                .find(|j| &j.id == r)
+                .is_none_or(|j| j.state == JobPhase::Running)
+        });
+        self.list = Loadable::Ready(jobs);
+        self.selected = index;
+    }
+
+    pub fn upsert_job(&mut self, job: JobView) {
+        let mut jobs = self.list.ready().cloned().unwrap_or_default();
+        match jobs.iter_mut().find(|j| j.id == job.id) {
+            Some(existing) => *existing = job,
+            None => jobs.insert(0, job),
+        }
+        self.set_jobs(jobs);
+    }
+}
+
 pub fn hints(app: &App) -> Vec<Action> {
     let mut hints = Vec::new();
     let jobs = app.jobs.list.ready().map_or(0, Vec::len);
@@ -57,16 +455,6 @@ pub fn hints(app: &App) -> Vec<Action> {
     }
     hints.push(Action::Refresh);
     hints
-}
-
-fn state_style(state: JobPhase, failed: u64, theme: &Theme) -> ratatui::style::Style {
-    match state {
-        JobPhase::Running => theme.status_running,
-        JobPhase::Finished if failed > 0 => theme.status_warning,
-        JobPhase::Finished => theme.status_succeeded,
-        JobPhase::Cancelled => theme.muted,
-        JobPhase::Interrupted => theme.status_failed,
-    }
 }
 
 /// `[#########-----------]` of `width` characters.
@@ -156,7 +544,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             Cell::from(j.id.0.as_str()),
             Cell::from(j.trigger.as_str()),
             Cell::from(j.action_label()),
-            Cell::from(j.state.label()).style(state_style(j.state, j.failed(), theme)),
+            Cell::from(j.state.label()).style(theme.job_phase(j.state, j.failed())),
             Cell::from(format!("{:>7}", thousands(j.total))),
             Cell::from(format!("{:>7}", thousands(j.succeeded))).style(theme.status_succeeded),
             Cell::from(format!("{:>6}", thousands(j.failed()))).style(if j.failed() > 0 {
@@ -447,7 +835,7 @@ fn render_outcomes(
         .map(|o| {
             Row::new(vec![
                 Cell::from(o.address.as_str()),
-                Cell::from(o.outcome.label()).style(outcome_style(&o.outcome, theme)),
+                Cell::from(o.outcome.label()).style(theme.outcome(&o.outcome)),
                 Cell::from(folders(o)),
             ])
         });

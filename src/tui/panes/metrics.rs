@@ -1,14 +1,16 @@
 //! Live metrics (DESIGN §2): total retractions, success %, fail % by reason, unread / read,
 //! auto / manual, dwell time, and a sparkline of retractions over time.
 
+use super::{PaneCtx, Then};
+use crate::engine::Command;
 use crate::engine::metrics::RetractedMessage;
 use crate::engine::view::{MetricsSnapshot, MetricsWindow};
 use crate::tui::action::Action;
 use crate::tui::app::{App, Loadable};
 use crate::tui::theme::Theme;
-use crate::tui::ui::{
-    ASCII_BORDER, count, duration, loadable, pane_block, scroll_indicator, state_message,
-    thousands, visible_window,
+use crate::tui::widgets::{
+    ASCII_BORDER, PAGE, count, duration, loadable, pane_block, scroll_indicator, state_message,
+    step, thousands, visible_window,
 };
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -18,6 +20,114 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Table, TableState};
 
 /// What the keys can do here now: in the details, open a message and go back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsState {
+    pub window: MetricsWindow,
+    pub snapshot: Loadable<MetricsSnapshot>,
+    /// `d`: the messages retracted in the window (by retraction time), shown instead of the
+    /// cards until `d` again.
+    pub details: Option<Loadable<Vec<RetractedMessage>>>,
+    pub details_selected: usize,
+}
+
+impl Default for MetricsState {
+    fn default() -> MetricsState {
+        MetricsState {
+            window: MetricsWindow::Day,
+            snapshot: Loadable::NotLoaded,
+            details: None,
+            details_selected: 0,
+        }
+    }
+}
+
+impl MetricsState {
+    /// Loads the snapshot of the window (again).
+    pub fn reload(&mut self) -> Vec<Command> {
+        self.snapshot = Loadable::Loading;
+        vec![Command::LoadMetrics {
+            window: self.window,
+        }]
+    }
+
+    pub fn update(&mut self, action: Action, ctx: &mut PaneCtx) -> Vec<Command> {
+        let len = match &self.details {
+            Some(Loadable::Ready(m)) => m.len(),
+            _ => 0,
+        };
+        let sel = self.details_selected;
+        match action {
+            Action::NextWindow | Action::MoveRight => {
+                self.window = self.window.next();
+                let mut commands = self.reload();
+                if self.details.is_some() {
+                    commands.extend(self.load_details());
+                }
+                commands
+            }
+            Action::ViewDetails if self.details.is_some() => {
+                self.details = None;
+                Vec::new()
+            }
+            Action::ViewDetails => self.load_details(),
+            Action::Cancel => {
+                self.details = None;
+                Vec::new()
+            }
+            Action::MoveUp => {
+                self.details_selected = step(sel, len, -1);
+                Vec::new()
+            }
+            Action::MoveDown => {
+                self.details_selected = step(sel, len, 1);
+                Vec::new()
+            }
+            Action::PageUp => {
+                self.details_selected = step(sel, len, -PAGE);
+                Vec::new()
+            }
+            Action::PageDown => {
+                self.details_selected = step(sel, len, PAGE);
+                Vec::new()
+            }
+            // Enter on a listed message: find it in the trace (its copies, its recipients).
+            Action::Submit => match &self.details {
+                Some(Loadable::Ready(messages)) => {
+                    if let Some(m) = messages.get(sel) {
+                        ctx.then = Some(Then::Search(format!("msgid:{}", m.message_id)));
+                    }
+                    Vec::new()
+                }
+                Some(_) => Vec::new(),
+                None => self.load_details(),
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    fn load_details(&mut self) -> Vec<Command> {
+        if !matches!(self.details, Some(Loadable::Ready(_))) {
+            self.details = Some(Loadable::Loading);
+        }
+        vec![Command::LoadMetricsDetails {
+            window: self.window,
+        }]
+    }
+
+    pub fn loaded(&mut self, snapshot: MetricsSnapshot) {
+        if snapshot.window == self.window {
+            self.snapshot = Loadable::Ready(snapshot);
+        }
+    }
+
+    pub fn details_loaded(&mut self, window: MetricsWindow, messages: Vec<RetractedMessage>) {
+        if window == self.window && self.details.is_some() {
+            self.details_selected = self.details_selected.min(messages.len().saturating_sub(1));
+            self.details = Some(Loadable::Ready(messages));
+        }
+    }
+}
+
 pub fn hints(app: &App) -> Vec<Action> {
     match &app.metrics.details {
         Some(Loadable::Ready(messages)) if !messages.is_empty() => vec![
@@ -123,7 +233,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         return;
     };
     if s.total == 0 {
-        crate::tui::ui::state_message(
+        crate::tui::widgets::state_message(
             frame,
             body,
             &format!("No retractions in the last {}", s.window.as_str()),

@@ -1,14 +1,106 @@
 //! Plan preview and confirmation overlay (Hard Delete: type the number of copies).
 
+use crate::engine::Command;
+use crate::engine::view::PlanSummary;
 use crate::model::RetractAction;
 use crate::tui::action::Action;
 use crate::tui::app::{App, HARD_DELETE_DIGITS, Loadable, short_digest};
+use crate::tui::input::TextInput;
 use crate::tui::theme::Theme;
-use crate::tui::ui::{centered, count, pane_block, spinner, state_message, thousands};
+use crate::tui::widgets::{centered, count, pane_block, spinner, state_message, thousands};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph, Wrap};
+use tui_input::InputRequest;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanState {
+    pub summary: Loadable<PlanSummary>,
+    /// What the operator typed (Hard Delete: the number of copies).
+    pub typed: TextInput,
+    pub refusal: Option<String>,
+}
+
+/// How the operator leaves the plan overlay.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlanExit {
+    /// Closed without applying: the built plan (if any) is discarded.
+    Cancelled(Option<Command>),
+    /// Confirmed: apply this plan (Hard Delete: with the count typed).
+    Apply {
+        summary: PlanSummary,
+        typed_copies: Option<u64>,
+    },
+}
+
+impl PlanState {
+    /// A plan being built.
+    pub fn building() -> PlanState {
+        PlanState {
+            summary: Loadable::Loading,
+            typed: TextInput::default(),
+            refusal: None,
+        }
+    }
+
+    /// A key in the overlay: typing and refusals are handled here; leaving it is returned.
+    pub fn update(&mut self, action: Action) -> Option<PlanExit> {
+        match action {
+            // The first esc clears what was typed, the second closes the plan.
+            Action::Cancel if !self.typed.is_empty() => {
+                self.typed.clear();
+                self.refusal = None;
+            }
+            Action::Cancel => {
+                let discard = self.summary.ready().map(|s| Command::DiscardPlan {
+                    plan_id: s.plan_id.clone(),
+                });
+                return Some(PlanExit::Cancelled(discard));
+            }
+            // Only the Hard Delete confirmation takes typing, and only digits.
+            Action::Edit(edit)
+                if self
+                    .summary
+                    .ready()
+                    .is_some_and(|s| s.action == RetractAction::HardDelete) =>
+            {
+                let typed = match edit {
+                    InputRequest::InsertChar(c) => {
+                        c.is_ascii_digit() && self.typed.char_count() < HARD_DELETE_DIGITS
+                    }
+                    _ => true,
+                };
+                if typed && self.typed.edit(edit) {
+                    self.refusal = None;
+                }
+            }
+            Action::Submit => {
+                let summary = self.summary.ready().cloned()?;
+                let typed_copies = if summary.action == RetractAction::HardDelete {
+                    match self.typed.value().parse::<u64>() {
+                        Ok(n) if n == summary.copies_total => Some(n),
+                        _ => {
+                            self.refusal = Some(format!(
+                                "type {} (the number of copies) to hard delete",
+                                summary.copies_total
+                            ));
+                            return None;
+                        }
+                    }
+                } else {
+                    None
+                };
+                return Some(PlanExit::Apply {
+                    summary,
+                    typed_copies,
+                });
+            }
+            _ => {}
+        }
+        None
+    }
+}
 
 pub fn hints(_app: &App) -> Vec<Action> {
     vec![Action::Submit, Action::Cancel]
@@ -46,7 +138,7 @@ pub fn render(frame: &mut Frame, body: Rect, app: &App, theme: &Theme) {
             state_message(
                 frame,
                 inner,
-                &format!("Building plan... {}", spinner(app)),
+                &format!("Building plan... {}", spinner(app.spinner)),
                 theme.muted,
             );
             return;

@@ -1,16 +1,111 @@
 //! Auto-retract disposition matrix: 5 dispositions x 5 actions, plus the Post Delivery and
 //! Phish Submission Response switches with their intervals.
 
-use crate::engine::view::{HeldMatch, HoldState};
+use super::PaneCtx;
+use crate::engine::Command;
+use crate::engine::view::{HeldMatch, HoldState, PolicyMatrix};
 use crate::model::{Disposition, RetractAction, Role};
 use crate::tui::action::Action;
-use crate::tui::app::App;
+use crate::tui::app::{App, INTERVAL_MAX, INTERVAL_MIN, INTERVAL_STEP, Loadable};
 use crate::tui::theme::Theme;
-use crate::tui::ui::{count, duration, loadable, pane_block};
+use crate::tui::widgets::{count, duration, loadable, pane_block, step};
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PolicyState {
+    pub loaded: Loadable<PolicyMatrix>,
+    pub draft: Option<PolicyMatrix>,
+    /// 0..5 dispositions, 5 = Post Delivery, 6 = Phish Submission.
+    pub row: usize,
+    /// Action column 0..5.
+    pub col: usize,
+    pub saving: bool,
+    /// Matches the automation guard holds open (shown here and in the Jobs pane).
+    pub held: Vec<HeldMatch>,
+}
+
+impl PolicyState {
+    /// Loads the stored policy (again).
+    pub fn reload(&mut self) -> Vec<Command> {
+        self.loaded = Loadable::Loading;
+        vec![Command::LoadPolicy]
+    }
+
+    pub fn update(&mut self, action: Action, ctx: &mut PaneCtx) -> Vec<Command> {
+        let Some(draft) = self.draft.as_mut() else {
+            return Vec::new();
+        };
+        let rows = Disposition::ALL.len() + 2;
+        let cols = RetractAction::ALL.len();
+        match action {
+            Action::MoveUp => self.row = step(self.row, rows, -1),
+            Action::MoveDown => self.row = step(self.row, rows, 1),
+            Action::First => self.row = 0,
+            Action::Last => self.row = rows - 1,
+            Action::MoveLeft => self.col = step(self.col, cols, -1),
+            Action::MoveRight => self.col = step(self.col, cols, 1),
+            Action::SetPolicyCell | Action::Submit => match self.row {
+                r if r < Disposition::ALL.len() => {
+                    draft
+                        .actions
+                        .insert(Disposition::ALL[r], RetractAction::ALL[self.col]);
+                }
+                5 => draft.post_delivery.enabled = !draft.post_delivery.enabled,
+                _ => draft.phish_submission.enabled = !draft.phish_submission.enabled,
+            },
+            Action::TogglePostDelivery => {
+                draft.post_delivery.enabled = !draft.post_delivery.enabled
+            }
+            Action::TogglePhishSubmission => {
+                draft.phish_submission.enabled = !draft.phish_submission.enabled
+            }
+            Action::IntervalIncrease | Action::IntervalDecrease => {
+                let switch = match self.row {
+                    6 => &mut draft.phish_submission,
+                    _ => &mut draft.post_delivery,
+                };
+                switch.interval_secs = if action == Action::IntervalIncrease {
+                    (switch.interval_secs + INTERVAL_STEP).min(INTERVAL_MAX)
+                } else {
+                    switch
+                        .interval_secs
+                        .saturating_sub(INTERVAL_STEP)
+                        .max(INTERVAL_MIN)
+                };
+            }
+            Action::SavePolicy => {
+                if ctx.role != Role::Admin {
+                    ctx.set_status(
+                        format!("saving the policy needs role admin (you are {})", ctx.role),
+                        true,
+                    );
+                    return Vec::new();
+                }
+                self.saving = true;
+                return vec![Command::SavePolicy(draft.clone())];
+            }
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    /// True when the draft differs from the stored policy.
+    pub fn modified(&self) -> bool {
+        match (&self.draft, self.loaded.ready()) {
+            (Some(draft), Some(loaded)) => draft != loaded,
+            _ => false,
+        }
+    }
+
+    /// The stored policy arrived (loaded, or saved): the draft starts from it.
+    pub fn loaded(&mut self, policy: PolicyMatrix) {
+        self.draft = Some(policy.clone());
+        self.loaded = Loadable::Ready(policy);
+    }
+}
 
 pub fn hints(app: &App) -> Vec<Action> {
     let mut hints = vec![

@@ -1,25 +1,277 @@
 //! Recipient checklist for the selected message: include boxes, per-recipient status, the
 //! conversation depth stepper with its live preview, and the action selector.
 
-use crate::engine::view::{CopyOutcome, GrantStatus, RecipientState};
-use crate::model::FailureReason;
+use super::{PaneCtx, Then};
+use crate::engine::Command;
+use crate::engine::view::{DepthCount, Generation, RecipientRow, SearchRow};
 use crate::model::RetractAction;
 use crate::tui::action::Action;
-use crate::tui::app::{App, Loadable, Pane};
+use crate::tui::app::{App, DEBOUNCE_TICKS, Loadable, MAX_DEPTH, Pane, SELECTOR_ACTIONS};
 use crate::tui::theme::Theme;
-use crate::tui::ui::{
-    column_width, count, loadable, noun, pane_block, scroll_indicator, spinner, state_message,
-    thousands, visible_window,
+use crate::tui::widgets::{
+    column_width, count, list_move, loadable, noun, pane_block, scroll_indicator, spinner,
+    state_message, thousands, visible_window,
 };
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
 /// What the keys can do here now, most important first (at 80 columns the last ones give
 /// way): a box only on a tickable row, the plan only with someone included, depth only in the
 /// direction it can still move.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecipientsState {
+    /// The row the messages were opened from (the title).
+    pub message: Option<SearchRow>,
+    /// The Message-IDs opened: one message, or every message of a campaign; in every tenant
+    /// that holds them.
+    pub message_ids: Vec<String>,
+    pub generation: Generation,
+    pub rows: Loadable<Vec<RecipientRow>>,
+    /// Progress of the load running now: (mailboxes located, to locate, seconds).
+    pub progress: Option<(u64, u64, u64)>,
+    /// The last load was cancelled (Esc) before it finished.
+    pub cancelled: bool,
+    /// Include boxes, parallel to `rows` (only located rows can be ticked).
+    pub included: Vec<bool>,
+    /// The operator's exclusions (lower-case addresses): kept across a refresh and reopening
+    /// the same messages, cleared when other messages are opened.
+    pub excluded: std::collections::BTreeSet<String>,
+    /// Indexes of rows matching the filter.
+    pub visible: Vec<usize>,
+    pub filter: String,
+    /// Position in `visible`.
+    pub selected: usize,
+    pub depth: u8,
+    pub depth_generation: Generation,
+    pub depth_preview: Loadable<Vec<DepthCount>>,
+    pub preview_debounce: Option<u8>,
+    /// Side by side: ticks left before the checklist follows the search selection.
+    pub follow_debounce: Option<u8>,
+    pub action: RetractAction,
+}
+
+impl Default for RecipientsState {
+    fn default() -> RecipientsState {
+        RecipientsState {
+            message: None,
+            generation: 0,
+            rows: Loadable::NotLoaded,
+            message_ids: Vec::new(),
+            progress: None,
+            cancelled: false,
+            included: Vec::new(),
+            excluded: Default::default(),
+            visible: Vec::new(),
+            filter: String::new(),
+            selected: 0,
+            depth: 0,
+            depth_generation: 0,
+            depth_preview: Loadable::NotLoaded,
+            preview_debounce: None,
+            follow_debounce: None,
+            action: RetractAction::Junk,
+        }
+    }
+}
+
+impl RecipientsState {
+    pub fn load_again(&mut self) -> Vec<Command> {
+        if self.message_ids.is_empty() {
+            return Vec::new();
+        }
+        self.generation += 1;
+        self.rows = Loadable::Loading;
+        self.progress = None;
+        self.cancelled = false;
+        self.depth_preview = Loadable::NotLoaded;
+        vec![Command::LoadRecipients {
+            generation: self.generation,
+            message_ids: self.message_ids.clone(),
+        }]
+    }
+
+    /// The exclusions the plan gets: the located rows left unticked. A row that cannot be
+    /// ticked (a list, external, not authorized, gone, unresolved…) is not an exclusion: it
+    /// must not keep that mailbox out at deeper conversation depths (a user who deleted the
+    /// phish may still hold a forward of it), and an unresolved mailbox stays in the plan.
+    pub fn excluded(&self) -> Vec<String> {
+        let mut excluded = Vec::new();
+        if let Some(rows) = self.rows.ready() {
+            for (row, on) in rows.iter().zip(&self.included) {
+                if row.tickable() && !*on {
+                    excluded.push(row.address.to_ascii_lowercase());
+                }
+            }
+        }
+        excluded.sort();
+        excluded.dedup();
+        excluded
+    }
+
+    /// Ticked rows (what the plan acts on at depth 0, beside unresolved mailboxes).
+    pub fn included_count(&self) -> usize {
+        self.included.iter().filter(|on| **on).count()
+    }
+
+    pub fn send_depth_preview(&mut self) -> Vec<Command> {
+        if self.message_ids.is_empty() || self.rows.ready().is_none() {
+            return Vec::new();
+        }
+        let excluded = self.excluded();
+        self.depth_generation += 1;
+        self.depth_preview = Loadable::Loading;
+        self.preview_debounce = None;
+        vec![Command::PreviewDepth {
+            generation: self.depth_generation,
+            message_ids: self.message_ids.clone(),
+            depth: self.depth,
+            excluded,
+        }]
+    }
+
+    /// Sets include box `i` (a located row only) and keeps the operator's exclusions in step.
+    fn set_included(&mut self, i: usize, on: bool) {
+        let Some(address) = self
+            .rows
+            .ready()
+            .and_then(|rows| rows.get(i))
+            .filter(|r| r.tickable())
+            .map(|r| r.address.to_ascii_lowercase())
+        else {
+            return;
+        };
+        if let Some(slot) = self.included.get_mut(i) {
+            *slot = on;
+        }
+        if on {
+            self.excluded.remove(&address);
+        } else {
+            self.excluded.insert(address);
+        }
+    }
+
+    pub fn refilter(&mut self) {
+        let needle = self.filter.to_lowercase();
+        self.visible = match self.rows.ready() {
+            Some(rows) => rows
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| needle.is_empty() || r.address.to_lowercase().contains(&needle))
+                .map(|(i, _)| i)
+                .collect(),
+            None => Vec::new(),
+        };
+        self.selected = self.selected.min(self.visible.len().saturating_sub(1));
+    }
+
+    pub fn update(&mut self, action: Action, ctx: &mut PaneCtx) -> Vec<Command> {
+        if matches!(self.rows, Loadable::Loading) && action == Action::Cancel {
+            return vec![Command::CancelRecipients {
+                generation: self.generation,
+            }];
+        }
+        if self.rows.ready().is_none() {
+            return Vec::new();
+        }
+        let len = self.visible.len();
+        let sel = self.selected;
+        if let Some(at) = list_move(&action, sel, len) {
+            self.selected = at;
+            return Vec::new();
+        }
+        let mut selection_changed = false;
+        match action {
+            Action::ToggleInclude => {
+                let Some(&i) = self.visible.get(sel) else {
+                    return Vec::new();
+                };
+                let row = self.rows.ready().and_then(|rows| rows.get(i));
+                if let Some(why) = row.and_then(|r| r.state.why_not_tickable()) {
+                    let address = row.map(|r| r.address.as_str()).unwrap_or_default();
+                    ctx.set_status(format!("{address} cannot be ticked: {why}"), true);
+                    return Vec::new();
+                }
+                let on = self.included.get(i).copied().unwrap_or(false);
+                self.set_included(i, !on);
+                selection_changed = true;
+            }
+            Action::SelectAll | Action::SelectNone | Action::InvertSelection => {
+                for i in self.visible.clone() {
+                    let on = self.included.get(i).copied().unwrap_or(false);
+                    let on = match action {
+                        Action::SelectAll => true,
+                        Action::SelectNone => false,
+                        _ => !on,
+                    };
+                    self.set_included(i, on);
+                }
+                selection_changed = true;
+            }
+            Action::DepthIncrease | Action::DepthDecrease => {
+                let depth = if action == Action::DepthIncrease {
+                    (self.depth + 1).min(MAX_DEPTH)
+                } else {
+                    self.depth.saturating_sub(1)
+                };
+                if depth != self.depth {
+                    self.depth = depth;
+                    return self.send_depth_preview();
+                }
+                // A key that cannot move the depth says why instead of doing nothing.
+                if action == Action::DepthIncrease {
+                    ctx.set_status(format!("depth is at its maximum ({MAX_DEPTH})"), false);
+                } else {
+                    ctx.set_status("depth is at its minimum (0: this message only)", false);
+                }
+            }
+            Action::NextRetractAction | Action::PrevRetractAction => {
+                let n = SELECTOR_ACTIONS.len();
+                let step = if action == Action::NextRetractAction {
+                    1
+                } else {
+                    n - 1
+                };
+                let i = SELECTOR_ACTIONS
+                    .iter()
+                    .position(|a| *a == self.action)
+                    .map(|i| (i + step) % n)
+                    .unwrap_or(0);
+                self.action = SELECTOR_ACTIONS[i];
+            }
+            Action::Filter => {
+                ctx.open_filter(&self.filter);
+            }
+            Action::PreviewPlan | Action::Submit => {
+                ctx.then = Some(Then::BuildPlan);
+                return Vec::new();
+            }
+            _ => {}
+        }
+        if selection_changed {
+            self.preview_debounce = Some(DEBOUNCE_TICKS);
+        }
+        Vec::new()
+    }
+
+    /// The recipients of the open messages arrived: rows the operator excluded stay unticked.
+    pub fn loaded(&mut self, generation: Generation, rows: Vec<RecipientRow>) -> Vec<Command> {
+        if generation != self.generation {
+            return Vec::new();
+        }
+        let excluded = &self.excluded;
+        self.included = rows
+            .iter()
+            .map(|r| r.tickable() && !excluded.contains(&r.address.to_ascii_lowercase()))
+            .collect();
+        self.rows = Loadable::Ready(rows);
+        self.progress = None;
+        self.refilter();
+        self.send_depth_preview()
+    }
+}
+
 pub fn hints(app: &App) -> Vec<Action> {
     let r = &app.recipients;
     if r.rows == Loadable::Loading {
@@ -60,38 +312,6 @@ pub fn hints(app: &App) -> Vec<Action> {
     }
     hints.extend([Action::Filter, Action::PrevRetractAction]);
     hints
-}
-
-pub fn grant_style(status: &GrantStatus, theme: &Theme) -> Style {
-    match status {
-        GrantStatus::Granted => theme.status_succeeded,
-        GrantStatus::Missing { .. } => theme.status_failed,
-        GrantStatus::NotInTenant => theme.status_warning,
-    }
-}
-
-/// The State column's colour: located green, unresolved a warning, the rest by reason.
-pub fn state_style(state: &RecipientState, theme: &Theme) -> Style {
-    match state {
-        RecipientState::Located => theme.status_succeeded,
-        RecipientState::Unresolved { .. } => theme.status_warning,
-        RecipientState::NotActionable { reason, .. } => match reason {
-            FailureReason::NotAuthorized | FailureReason::ProviderError => theme.status_failed,
-            FailureReason::InAnotherJob => theme.status_running,
-            FailureReason::External => theme.status_warning,
-            _ => theme.muted,
-        },
-    }
-}
-
-pub fn outcome_style(outcome: &CopyOutcome, theme: &Theme) -> Style {
-    match outcome {
-        CopyOutcome::Pending => theme.status_pending,
-        CopyOutcome::InFlight => theme.status_running,
-        CopyOutcome::Succeeded { .. } | CopyOutcome::Restored => theme.status_succeeded,
-        CopyOutcome::Failed { .. } => theme.status_failed,
-        CopyOutcome::Skipped { .. } => theme.muted,
-    }
 }
 
 fn action_label(action: RetractAction) -> String {
@@ -167,7 +387,10 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                 thousands(done),
                 thousands(total)
             ),
-            None => format!("Loading recipients... (esc cancels) {}", spinner(app)),
+            None => format!(
+                "Loading recipients... (esc cancels) {}",
+                spinner(app.spinner)
+            ),
         };
         state_message(frame, table_area, &text, theme.muted);
         return;
@@ -279,7 +502,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         let row = rows.get(i)?;
         let on = r.included.get(i).copied().unwrap_or(false);
         let (last, last_style) = match &row.last_outcome {
-            Some(o) => (o.label(), outcome_style(o, theme)),
+            Some(o) => (o.label(), theme.outcome(o)),
             None => ("-".to_string(), theme.muted),
         };
         let (check, text_style) = match (row.tickable(), on) {
@@ -297,7 +520,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                     row.tenant.as_str()
                 }),
                 Cell::from(row.address.as_str()),
-                Cell::from(row.state.label()).style(state_style(&row.state, theme)),
+                Cell::from(row.state.label()).style(theme.recipient_state(&row.state)),
                 Cell::from(
                     row.folder
                         .as_ref()

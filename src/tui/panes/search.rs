@@ -1,13 +1,16 @@
 //! Message search: the query box (trace query language) and the results table.
 
-use crate::engine::view::{RetractionState, SearchRow};
-use crate::model::Disposition;
+use super::{PaneCtx, Then};
+use crate::engine::Command;
+use crate::engine::event::QueryErrorView;
+use crate::engine::view::{Generation, SearchRow};
 use crate::tui::action::Action;
-use crate::tui::app::{App, Loadable, Pane, ResultRow};
+use crate::tui::app::{App, DEBOUNCE_TICKS, Loadable, Pane, SEARCH_LIMIT};
+use crate::tui::input::TextInput;
 use crate::tui::theme::Theme;
-use crate::tui::ui::{
-    column_width, count, pane_block, scroll_indicator, spinner, state_message, thousands,
-    visible_window,
+use crate::tui::widgets::{
+    column_width, count, debounce_due, list_move, pane_block, scroll_indicator, spinner,
+    state_message, thousands, visible_window,
 };
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -17,6 +20,217 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
 /// What the keys can do here now, most useful first (the last ones give way on a narrow
 /// terminal): open and move only with results on screen.
+/// One displayed row of the results table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultRow {
+    /// Index into the result rows.
+    Message(usize),
+    /// A campaign (grouping on): its first message, message count and copies.
+    Campaign {
+        first: usize,
+        messages: usize,
+        copies: u64,
+        /// Tenants holding its messages (one campaign often lands in two).
+        tenants: usize,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchResults {
+    pub rows: Vec<SearchRow>,
+    pub total: u64,
+    /// What the table shows (messages, or campaigns when grouped), computed once per result.
+    pub view: Vec<ResultRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SearchState {
+    pub query: TextInput,
+    pub editing: bool,
+    /// Generation of the newest search sent.
+    pub generation: Generation,
+    /// Ticks left before the typed query is sent.
+    pub debounce: Option<u8>,
+    pub results: Loadable<SearchResults>,
+    pub error: Option<QueryErrorView>,
+    pub selected: usize,
+    pub grouped: bool,
+    /// The message count of the results a running search replaces: the title keeps it (with
+    /// a spinner) instead of dropping to no count while the search runs.
+    pub previous_count: Option<usize>,
+}
+
+impl SearchState {
+    pub fn send(&mut self) -> Command {
+        self.generation += 1;
+        self.debounce = None;
+        if let Some(results) = self.results.ready() {
+            self.previous_count = Some(results.view.len());
+        }
+        self.results = Loadable::Loading;
+        Command::Search {
+            generation: self.generation,
+            query: self.query.value().to_string(),
+            limit: SEARCH_LIMIT,
+        }
+    }
+
+    /// One tick: the typed query is sent once typing has paused.
+    pub fn tick(&mut self) -> Option<Command> {
+        debounce_due(&mut self.debounce).then(|| self.send())
+    }
+
+    /// An action on the Search pane: typing in the query box, or moving over the results.
+    pub fn update(&mut self, action: Action, ctx: &mut PaneCtx) -> Vec<Command> {
+        if self.editing {
+            match action {
+                // The edit is made in the guard; only a changed text searches again.
+                Action::Edit(edit) if self.query.edit(edit) => {
+                    self.debounce = Some(DEBOUNCE_TICKS);
+                }
+                Action::Submit => {
+                    self.editing = false;
+                    return vec![self.send()];
+                }
+                // The first esc clears the query (the results follow, as when typing), the
+                // second leaves the box.
+                Action::Cancel if !self.query.is_empty() => {
+                    self.query.clear();
+                    self.debounce = Some(DEBOUNCE_TICKS);
+                }
+                Action::Cancel => self.editing = false,
+                Action::MoveDown => self.editing = false,
+                _ => {}
+            }
+            return Vec::new();
+        }
+        let len = self.results.ready().map(|r| r.view.len()).unwrap_or(0);
+        self.move_in_results(action, len, ctx);
+        Vec::new()
+    }
+
+    fn move_in_results(&mut self, action: Action, len: usize, ctx: &mut PaneCtx) {
+        if let Some(at) = list_move(&action, self.selected, len) {
+            self.selected = at;
+            return;
+        }
+        match action {
+            Action::Filter => self.editing = true,
+            Action::ToggleGrouping => {
+                self.grouped = !self.grouped;
+                let grouped = self.grouped;
+                if let Loadable::Ready(results) = &mut self.results {
+                    results.view = build_view(&results.rows, grouped);
+                }
+                self.selected = 0;
+            }
+            Action::Submit => ctx.then = Some(Then::OpenMessage),
+            _ => {}
+        }
+    }
+
+    /// The search row under the cursor (the first message of a campaign when grouped).
+    pub fn selected_row(&self) -> Option<&SearchRow> {
+        let results = self.results.ready()?;
+        let index = match results.view.get(self.selected)? {
+            ResultRow::Message(i) => *i,
+            ResultRow::Campaign { first, .. } => *first,
+        };
+        results.rows.get(index)
+    }
+
+    /// The Message-IDs behind the search row under the cursor: its message, or every message
+    /// of its campaign when grouped.
+    pub fn selected_message_ids(&self) -> Vec<String> {
+        let Some(results) = self.results.ready() else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = match results.view.get(self.selected) {
+            Some(ResultRow::Message(i)) => results
+                .rows
+                .get(*i)
+                .map(|r| vec![r.message.message_id.clone()])
+                .unwrap_or_default(),
+            Some(ResultRow::Campaign { first, .. }) => {
+                let key = results.rows.get(*first).and_then(|r| r.campaign);
+                results
+                    .rows
+                    .iter()
+                    .filter(|r| r.campaign.is_some() && r.campaign == key)
+                    .map(|r| r.message.message_id.clone())
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    pub fn completed(&mut self, generation: Generation, rows: Vec<SearchRow>, total: u64) {
+        if generation != self.generation {
+            return;
+        }
+        let view = build_view(&rows, self.grouped);
+        self.error = None;
+        self.selected = self.selected.min(view.len().saturating_sub(1));
+        self.results = Loadable::Ready(SearchResults { rows, total, view });
+    }
+
+    pub fn failed(&mut self, generation: Generation, error: QueryErrorView) {
+        if generation != self.generation {
+            return;
+        }
+        self.results = Loadable::Failed(error.message.clone());
+        self.error = Some(error);
+    }
+}
+
+/// Builds the displayed rows: one per message, or one per campaign (messages without a campaign
+/// stay single) in first-seen order.
+pub fn build_view(rows: &[SearchRow], grouped: bool) -> Vec<ResultRow> {
+    if !grouped {
+        return (0..rows.len()).map(ResultRow::Message).collect();
+    }
+    let mut view: Vec<ResultRow> = Vec::new();
+    // Campaign key -> (its row in `view`, the tenants seen so far).
+    let mut campaign_index: std::collections::HashMap<u64, (usize, Vec<&str>)> =
+        std::collections::HashMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        match row.campaign {
+            Some(key) => match campaign_index.get_mut(&key) {
+                Some((at, seen)) => {
+                    if !seen.contains(&row.message.tenant.as_str()) {
+                        seen.push(&row.message.tenant);
+                    }
+                    if let Some(ResultRow::Campaign {
+                        messages,
+                        copies,
+                        tenants,
+                        ..
+                    }) = view.get_mut(*at)
+                    {
+                        *messages += 1;
+                        *copies += row.copies;
+                        *tenants = seen.len();
+                    }
+                }
+                None => {
+                    campaign_index.insert(key, (view.len(), vec![&row.message.tenant]));
+                    view.push(ResultRow::Campaign {
+                        first: i,
+                        messages: 1,
+                        copies: row.copies,
+                        tenants: 1,
+                    });
+                }
+            },
+            None => view.push(ResultRow::Message(i)),
+        }
+    }
+    view
+}
+
 pub fn hints(app: &App) -> Vec<Action> {
     if app.search.editing {
         return vec![Action::Submit, Action::Cancel, Action::NextPane];
@@ -35,25 +249,6 @@ pub fn hints(app: &App) -> Vec<Action> {
     }
     hints.extend([Action::CommandLine, Action::Quit]);
     hints
-}
-
-pub fn disposition_style(disposition: Option<Disposition>, theme: &Theme) -> Style {
-    match disposition {
-        Some(Disposition::Malicious) => theme.status_failed,
-        Some(Disposition::Suspicious | Disposition::Spoof) => theme.status_warning,
-        Some(_) => theme.text,
-        None => theme.muted,
-    }
-}
-
-fn retraction_style(state: RetractionState, theme: &Theme) -> Style {
-    match state {
-        RetractionState::None => theme.muted,
-        RetractionState::InProgress => theme.status_running,
-        RetractionState::Partial => theme.status_warning,
-        RetractionState::Retracted => theme.status_succeeded,
-        RetractionState::Restored => theme.status_pending,
-    }
 }
 
 const QUERY_LEAD: &str = "Query: ";
@@ -138,8 +333,8 @@ fn message_cells<'a>(row: &'a SearchRow, wide: bool, theme: &Theme) -> Vec<Cell<
         Cell::from(&*row.subject),
         Cell::from(format!("{:>6}", thousands(row.copies))),
         Cell::from(row.disposition.map(|d| d.as_str()).unwrap_or("-"))
-            .style(disposition_style(row.disposition, theme)),
-        Cell::from(row.retraction.label()).style(retraction_style(row.retraction, theme)),
+            .style(theme.disposition(row.disposition)),
+        Cell::from(row.retraction.label()).style(theme.retraction(row.retraction)),
     ]
 }
 
@@ -179,9 +374,9 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             Some(n) => format!(
                 " Search ({}; searching {}) ",
                 count(n as u64, "row", "rows"),
-                spinner(app)
+                spinner(app.spinner)
             ),
-            None => format!(" Search (searching {}) ", spinner(app)),
+            None => format!(" Search (searching {}) ", spinner(app.spinner)),
         },
         _ => " Search ".to_string(),
     };
@@ -215,7 +410,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         Loadable::Loading => state_message(
             frame,
             table_area,
-            &format!("Searching... {}", spinner(app)),
+            &format!("Searching... {}", spinner(app.spinner)),
             theme.muted,
         ),
         Loadable::Failed(message) => {

@@ -1,17 +1,101 @@
 //! Tenants and their domains: Retract Granted / Missing (permission) / Not in tenant.
 
+use super::PaneCtx;
+use crate::engine::Command;
+use crate::engine::view::{TenantView, TenantsProgress};
 use crate::tui::action::Action;
-use crate::tui::app::{App, Loadable, TenantsLoading};
+use crate::tui::app::{App, Loadable};
 use crate::tui::keymap::Mode;
-use crate::tui::panes::recipients::grant_style;
 use crate::tui::theme::Theme;
-use crate::tui::ui::{
-    column_width, loadable, pane_block, scroll_indicator, state_message, visible_window,
+use crate::tui::widgets::{
+    column_width, loadable, pane_block, scroll_indicator, state_message, step, visible_window,
 };
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::Line;
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TenantsState {
+    pub tenants: Loadable<Vec<TenantView>>,
+    pub selected: usize,
+    /// The load under way: how far it came and how long it has run.
+    pub loading: Option<TenantsLoading>,
+}
+
+/// Feedback on a tenants load while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TenantsLoading {
+    /// Ticks of the event loop since the load was asked for (elapsed time without a clock).
+    pub ticks: u32,
+    /// The engine's last word on it (`None` until the first `TenantsProgress`).
+    pub progress: Option<TenantsProgress>,
+}
+
+impl TenantsLoading {
+    /// Whole seconds since the load was asked for.
+    pub fn elapsed_secs(&self) -> u64 {
+        u64::from(self.ticks) * crate::tui::event::TICK.as_millis() as u64 / 1000
+    }
+}
+
+impl TenantsState {
+    /// Checks the tenants (again).
+    pub fn reload(&mut self) -> Vec<Command> {
+        self.tenants = Loadable::Loading;
+        self.loading = Some(TenantsLoading::default());
+        vec![Command::LoadTenants]
+    }
+
+    pub fn update(&mut self, action: Action, ctx: &mut PaneCtx) -> Vec<Command> {
+        let len = self
+            .tenants
+            .ready()
+            .map(|t| t.iter().map(|t| t.domains.len().max(1)).sum())
+            .unwrap_or(0);
+        match action {
+            Action::MoveUp => self.selected = step(self.selected, len, -1),
+            Action::MoveDown => self.selected = step(self.selected, len, 1),
+            Action::Cancel if self.tenants == Loadable::Loading => {
+                let secs = self.loading.take().map(|l| l.elapsed_secs()).unwrap_or(0);
+                self.tenants = Loadable::Failed(format!(
+                    "cancelled after {secs} s; {} checks again",
+                    ctx.keymap
+                        .first_key(Mode::Tenants, &Action::Refresh)
+                        .unwrap_or_else(|| "refresh".into())
+                ));
+                return vec![Command::CancelTenants];
+            }
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    /// One tick of the event loop: true when the elapsed seconds shown changed (redraw).
+    pub fn tick(&mut self) -> bool {
+        if let Some(load) = self.loading.as_mut()
+            && self.tenants == Loadable::Loading
+        {
+            let shown = load.elapsed_secs();
+            load.ticks = load.ticks.saturating_add(1);
+            return load.elapsed_secs() != shown;
+        }
+        false
+    }
+
+    pub fn loaded(&mut self, tenants: Vec<TenantView>) {
+        self.loading = None;
+        self.tenants = Loadable::Ready(tenants);
+    }
+
+    pub fn progressed(&mut self, progress: TenantsProgress) {
+        if let Some(load) = self.loading.as_mut()
+            && self.tenants == Loadable::Loading
+        {
+            load.progress = Some(progress);
+        }
+    }
+}
 
 pub fn hints(app: &App) -> Vec<Action> {
     if app.tenants.loading.is_some() && app.tenants.tenants == Loadable::Loading {
@@ -102,7 +186,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                 Cell::from(name),
                 Cell::from(kind),
                 Cell::from(d.domain.as_str()),
-                Cell::from(d.status.label()).style(grant_style(&d.status, theme)),
+                Cell::from(d.status.label()).style(theme.grant(&d.status)),
             ]));
         }
     }

@@ -656,17 +656,7 @@ impl GmailClient {
                 r => r?,
             };
             let m = &r.body;
-            let headers: Vec<(String, String)> = m["payload"]["headers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|h| {
-                    (
-                        h["name"].as_str().unwrap_or_default().to_string(),
-                        h["value"].as_str().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect();
+            let headers = super::header_pairs(&m["payload"]["headers"]);
             let mid = header(m, "Message-ID").unwrap_or_default();
             let copy = Self::to_copy(mailbox, &mid, m);
             let list = |name: &str| -> Vec<String> {

@@ -835,17 +835,7 @@ impl GraphClient {
 
     /// Trace-ready metadata of one listed message and its copy.
     fn meta_of(m: &Value, c: LocatedCopy) -> MessageMeta {
-        let headers: Vec<(String, String)> = m["internetMessageHeaders"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|h| {
-                (
-                    h["name"].as_str().unwrap_or_default().to_string(),
-                    h["value"].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect();
+        let headers = super::header_pairs(&m["internetMessageHeaders"]);
         let header = |name: &str| {
             headers
                 .iter()

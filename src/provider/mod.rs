@@ -769,6 +769,21 @@ pub(crate) fn pick_restore(
     ))
 }
 
+/// A message's headers as (name, value) pairs from a provider's list of `{name, value}`
+/// objects (Graph `internetMessageHeaders`, Gmail `payload.headers`); anything else is empty.
+fn header_pairs(list: &serde_json::Value) -> Vec<(String, String)> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| {
+            (
+                h["name"].as_str().unwrap_or_default().to_string(),
+                h["value"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::windows;

@@ -622,7 +622,7 @@ impl ProviderClient {
     /// (Graph `410 Gone`, Gmail `404` on `startHistoryId`): list the mailbox again.
     pub fn cursor_expired(&self, failure: &Failure) -> bool {
         match self {
-            ProviderClient::Graph(_) => failure.status == Some(410),
+            ProviderClient::Graph(_) => graph_delta_expired(failure),
             ProviderClient::Gmail(_) => failure.status == Some(404),
         }
     }
@@ -784,8 +784,33 @@ fn header_pairs(list: &serde_json::Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether a Graph delta round failed because its token is out of date. Outlook delta tokens
+/// that fell out of the service's cache answer `410 Gone`; Graph's delta overview also names
+/// `syncStateNotFound` (a 400 for other resources). Either way the mailbox must be read again
+/// in full, or its cursor would fail every sync from then on.
+fn graph_delta_expired(failure: &Failure) -> bool {
+    failure.status == Some(410)
+        || (failure.status == Some(400) && failure.code.eq_ignore_ascii_case("syncStateNotFound"))
+}
+
 #[cfg(test)]
 mod tests {
+    use super::{Failure, graph_delta_expired};
+    use crate::model::FailureReason;
+
+    #[test]
+    fn a_graph_delta_token_is_out_of_date_on_410_or_sync_state_not_found() {
+        let f = |status, code: &str| {
+            Failure::new(FailureReason::ProviderError, Some(status), code, "x")
+        };
+        assert!(graph_delta_expired(&f(410, "SyncStateNotFound")));
+        assert!(graph_delta_expired(&f(410, "")));
+        assert!(graph_delta_expired(&f(400, "syncStateNotFound")));
+        assert!(!graph_delta_expired(&f(400, "BadRequest")));
+        assert!(!graph_delta_expired(&f(404, "ErrorItemNotFound")));
+        assert!(!graph_delta_expired(&f(403, "ErrorAccessDenied")));
+    }
+
     use super::windows;
     use chrono::{Duration, TimeZone, Utc};
 

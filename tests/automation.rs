@@ -1355,3 +1355,155 @@ async fn watch_on_a_big_tenant_retracts_exactly_the_lure_and_idle_cycles_cost_no
         r.detecting_cycle_requests
     );
 }
+
+/// Issue 14: an auto-retract whose copies the trace names (within the guard's copy cap) acts
+/// while it plans, like `retract --yes`: every copy exactly once, and the same accounting as
+/// planning first — the same `auto_retract` audit (plan digest, copies, skipped, already
+/// retracted) and the same plan lines. A watcher whose `max_copies_per_cycle` is below the
+/// message's copies plans first; the audit order tells the two apart (acting while planning
+/// audits the decision when the plan is sealed, after its job ended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_retract_acts_while_planning_with_the_accounting_of_planning_first() {
+    const OUTSIDE: &str = "someone@outside-partner.example";
+    let mid = "<overlap-0001@evil-journal.example>";
+    // (max_copies_per_cycle, acts while planning)
+    let mut seen = Vec::new();
+    for (cap, overlapped) in [(500u64, true), (1, false)] {
+        let w = world(LabOptions::default()).await;
+        w.set_policy(|p| {
+            p.actions
+                .insert(Disposition::Malicious, RetractAction::Junk);
+        });
+        let mut config = w.config.clone();
+        config.watch = WatchConfig {
+            max_copies_per_cycle: cap,
+            ..config.watch.clone()
+        };
+        let engine = Engine::new(config, Store::open_in_dir(&w.data).unwrap()).unwrap();
+        let journal = w.dir.path().join("journal");
+        std::fs::create_dir_all(&journal).unwrap();
+        let contoso = w
+            .scenario
+            .tenants
+            .iter()
+            .find(|t| t.name == CONTOSO)
+            .unwrap();
+        let mailboxes: Vec<String> = contoso
+            .users
+            .iter()
+            .filter(|u| {
+                u.mailbox && u.address.ends_with("@contoso.com") && u.address != DEMO_HOLD_MAILBOX
+            })
+            .map(|u| u.address.to_ascii_lowercase())
+            .take(6)
+            .collect();
+        let now = chrono::Utc::now();
+        let body = serde_json::json!({
+            "tenant": CONTOSO,
+            "message": {
+                "message_id": mid, "from": "billing@evil-journal.example", "to": mailboxes,
+                "subject": "Overdue invoice", "date": now.to_rfc3339(), "body": "pay now",
+                "copy": mailboxes.iter().map(|m| serde_json::json!({"mailbox": m})).collect::<Vec<_>>(),
+            }
+        });
+        let resp = reqwest::Client::new()
+            .post(format!("{}/_lab/deliver", w.server.base_url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success());
+        let eml = format!(
+            "From: billing@evil-journal.example\r\nTo: {}, {OUTSIDE}\r\nSubject: Overdue invoice\r\n\
+             Message-ID: {mid}\r\nDate: {}\r\nX-Clawback-Disposition: malicious\r\n\r\npay now\r\n",
+            mailboxes.join(", "),
+            now.to_rfc2822()
+        );
+        std::fs::write(journal.join("lure.eml"), eml).unwrap();
+        let from = log_len(&w.server);
+        let r = once(
+            &engine,
+            WatchOptions {
+                sync: false,
+                journal_dir: Some(journal),
+                ..options(None)
+            },
+        )
+        .await;
+        let want: BTreeSet<CopyKey> = mailboxes
+            .iter()
+            .map(|m| (CONTOSO.to_string(), m.clone(), mid.to_string()))
+            .collect();
+        assert_exactly_once(&actions_since(&w.server, from), &want, "auto-retract");
+        let job = r
+            .jobs
+            .iter()
+            .find(|j| j.message_id == mid)
+            .unwrap_or_else(|| panic!("no job for the lure: {r:?}"));
+        assert_eq!(job.copies, mailboxes.len(), "{r:?}");
+        assert_eq!(job.succeeded, mailboxes.len() as u64, "{r:?}");
+
+        // The decision's audit entry, and where it stands against its job's end.
+        let entries = engine.store().audit_entries().unwrap().unwrap();
+        let job_id = job.job.to_string();
+        let position = |section: &str, action: &str| {
+            let at: Vec<usize> = entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| {
+                    e.record.section == section
+                        && e.record.action == action
+                        && e.record.job_id.as_deref() == Some(&job_id)
+                })
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(at.len(), 1, "{section}/{action} for job {job_id}: {at:?}");
+            at[0]
+        };
+        let decided = position("automation", "auto_retract");
+        let ended = position("job", "job_finished");
+        position("retract", "plan_applied");
+        assert_eq!(decided > ended, overlapped, "cap {cap}: audit order");
+        let decision = &entries[decided].record;
+        let digest = decision.plan_digest.clone().unwrap();
+        assert!(digest.starts_with("sha256:"), "{digest}");
+
+        // The plan the job holds, as lines.
+        let row = engine.store().job(job.job).unwrap().unwrap();
+        let plan_id = row.plan_id.unwrap();
+        assert_eq!(
+            engine.store().plan_digest(&plan_id).unwrap().as_deref(),
+            Some(digest.as_str())
+        );
+        let plan: serde_json::Value =
+            serde_json::from_str(&engine.store().plan_json(&plan_id).unwrap().unwrap()).unwrap();
+        let lines = |key: &str, fields: &[&str]| -> BTreeSet<String> {
+            plan[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| {
+                    fields
+                        .iter()
+                        .map(|f| v[*f].to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect()
+        };
+        let items = lines("items", &["tenant", "mailbox", "folder", "action"]);
+        let skipped = lines("skipped", &["address", "reason"]);
+        assert_eq!(items.len(), mailboxes.len(), "{items:?}");
+        assert!(
+            skipped.iter().any(|s| s.contains(OUTSIDE)),
+            "the outside recipient is accounted for: {skipped:?}"
+        );
+        seen.push((
+            decision.counts.clone(),
+            decision.detail.clone(),
+            items,
+            skipped,
+        ));
+    }
+    assert_eq!(seen[0], seen[1], "acting while planning vs planning first");
+}

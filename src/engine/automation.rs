@@ -185,6 +185,16 @@ pub struct Watcher<'e> {
     /// A second connection for the sync (the engine's store is behind a lock that must not be
     /// held across `.await`); in a Mutex only so the watcher is `Sync`.
     sync_store: std::sync::Mutex<Option<Store>>,
+    /// Jobs started planning while they act, by job: their `auto_retract` entry, written
+    /// once the plan is sealed.
+    overlapped: std::sync::Mutex<BTreeMap<i64, AutoDecision>>,
+}
+
+/// What an `auto_retract` audit entry says about a decision, beside its plan's counts.
+#[derive(Debug, Clone)]
+struct AutoDecision {
+    already_retracted: u64,
+    detail: serde_json::Value,
 }
 
 fn severity_min(a: Option<Disposition>, b: Option<Disposition>) -> Option<Disposition> {
@@ -207,6 +217,7 @@ impl<'e> Watcher<'e> {
             last_phish: None,
             intel_checked: false,
             sync_store: std::sync::Mutex::new(None),
+            overlapped: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -219,12 +230,24 @@ impl<'e> Watcher<'e> {
                 continue;
             }
             tracing::info!(job = row.id, trigger = %row.trigger, "resuming unfinished automation job");
+            // A job stopped while it planned: its `auto_retract` entry waits for its plan.
+            let planning = self.engine.planning_plan(&row)?.is_some();
             match self
                 .engine
                 .run_job(row.id, &RunOptions::default(), &|_| {})
                 .await
             {
-                Ok(_) => out.push(row.id),
+                Ok(_) => {
+                    out.push(row.id);
+                    let decision = self
+                        .overlapped
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&row.id);
+                    if planning || decision.is_some() {
+                        self.audit_sealed(row.id, decision, &mut CycleReport::default())?;
+                    }
+                }
                 // Another live process runs it (a second watcher, a console): its job.
                 Err(e @ EngineError::JobLeased { .. }) => tracing::info!("{e}"),
                 Err(e) => return Err(e),
@@ -1081,8 +1104,17 @@ impl<'e> Watcher<'e> {
         Ok(())
     }
 
-    /// Plans and creates the job retracting one message per the matrix, unless there is
-    /// nothing (new) to do. Every decision to act (or that nothing is left) is audited.
+    /// Creates the job retracting one message per the matrix, unless there is nothing (new)
+    /// to do. Every decision to act (or that nothing is left) is audited (`auto_retract`,
+    /// with the plan's digest and copy count).
+    ///
+    /// When the trace names copies not retracted yet, and no more than the guard's
+    /// `max_copies_per_cycle`, the job plans while it acts (as `retract --yes`): it is created
+    /// at once and its `auto_retract` entry is written when [`Watcher::run`] has sealed its
+    /// plan. A job made this way whose plan finds nothing left to act on finishes holding only
+    /// its skipped lines, like a `retract --yes` job. Otherwise (nothing known up front, or
+    /// more than the guard's cap) the plan is made first and no job is made for an empty plan.
+    /// The guard itself holds an indicator before this is reached (Post Delivery).
     async fn start(
         &self,
         policy: &PolicyMatrix,
@@ -1126,22 +1158,52 @@ impl<'e> Watcher<'e> {
             trigger,
             reason: format!("{trigger}: {disposition} ({source})"),
         };
-        let plan = match self.engine.build_plan(request).await {
-            Ok(p) => p,
-            Err(e) => {
-                report
-                    .errors
-                    .push(format!("{} {}: cannot plan: {e}", r.tenant, r.message_id));
-                return Ok(None);
-            }
+        let decision = AutoDecision {
+            already_retracted: retracted.len() as u64,
+            detail: serde_json::json!({
+                "tenant": r.tenant,
+                "message_id": r.message_id,
+                "disposition": disposition.as_str(),
+                "source": source,
+                "action": action.as_str(),
+                "trigger": trigger.as_str(),
+            }),
         };
-        let job = if plan.items.is_empty() {
-            None
+        let up_front = r
+            .delivered_to()
+            .into_iter()
+            .filter(|a| *a != r.sender && !retracted.contains(*a))
+            .count() as u64;
+        let overlap = up_front > 0 && up_front <= self.engine.config.watch.max_copies_per_cycle;
+        let (job, plan) = if overlap {
+            match self.engine.create_planning_job(request, Some(detected_at)) {
+                Ok(job) => (Some(job), None),
+                Err(e) => {
+                    report
+                        .errors
+                        .push(format!("{} {}: cannot plan: {e}", r.tenant, r.message_id));
+                    return Ok(None);
+                }
+            }
         } else {
-            Some(
-                self.engine
-                    .create_job_detected(&plan, false, Some(detected_at))?,
-            )
+            let plan = match self.engine.build_plan(request).await {
+                Ok(p) => p,
+                Err(e) => {
+                    report
+                        .errors
+                        .push(format!("{} {}: cannot plan: {e}", r.tenant, r.message_id));
+                    return Ok(None);
+                }
+            };
+            let job = if plan.items.is_empty() {
+                None
+            } else {
+                Some(
+                    self.engine
+                        .create_job_detected(&plan, false, Some(detected_at))?,
+                )
+            };
+            (job, Some(plan))
         };
         self.engine.store().set_auto_handled(
             &r.tenant,
@@ -1151,6 +1213,40 @@ impl<'e> Watcher<'e> {
             trigger.as_str(),
             job,
         )?;
+        match &plan {
+            Some(plan) => self.audit_auto_retract(plan, job, &decision)?,
+            // Audited once its plan is sealed (see `run`).
+            None => {
+                if let Some(job) = job {
+                    self.overlapped
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(job, decision);
+                }
+            }
+        }
+        if let Some(job) = job {
+            report.jobs.push(AutoJob {
+                job,
+                trigger,
+                tenant: r.tenant.clone(),
+                message_id: r.message_id.clone(),
+                action,
+                copies: plan.as_ref().map_or(0, |p| p.items.len()),
+                succeeded: 0,
+                failed: 0,
+            });
+        }
+        Ok(job)
+    }
+
+    /// The `auto_retract` entry of a decision whose plan is complete.
+    fn audit_auto_retract(
+        &self,
+        plan: &super::plan::Plan,
+        job: Option<i64>,
+        decision: &AutoDecision,
+    ) -> Result<(), EngineError> {
         self.engine.audit(
             "automation",
             "auto_retract",
@@ -1159,34 +1255,57 @@ impl<'e> Watcher<'e> {
             BTreeMap::from([
                 ("copies".to_string(), plan.items.len() as u64),
                 ("skipped".to_string(), plan.skipped.len() as u64),
-                ("already_retracted".to_string(), retracted.len() as u64),
+                ("already_retracted".to_string(), decision.already_retracted),
             ]),
-            serde_json::json!({
-                "tenant": r.tenant,
-                "message_id": r.message_id,
-                "disposition": disposition.as_str(),
-                "source": source,
-                "action": action.as_str(),
-                "trigger": trigger.as_str(),
-            }),
+            decision.detail.clone(),
         )?;
         tracing::info!(
-            tenant = %r.tenant, message_id = %r.message_id, %trigger, %action,
-            copies = plan.items.len(), job = ?job, "automation: {disposition} ({source})"
+            tenant = %plan.request.tenants.join(","),
+            message_id = %plan.request.message_ids.join(","),
+            action = %plan.request.action,
+            copies = plan.items.len(),
+            job = ?job,
+            "automation: {}",
+            plan.request.reason
         );
-        if let Some(job) = job {
-            report.jobs.push(AutoJob {
-                job,
-                trigger,
-                tenant: r.tenant.clone(),
-                message_id: r.message_id.clone(),
-                action,
-                copies: plan.items.len(),
-                succeeded: 0,
-                failed: 0,
-            });
+        Ok(())
+    }
+
+    /// After a run of a job that planned while acting: its `auto_retract` entry, once its
+    /// plan is sealed (a run stopped while planning leaves it to the run that resumes the
+    /// job). `decision` is what this watcher decided; a job resumed from an earlier process
+    /// is described from its plan's request.
+    fn audit_sealed(
+        &self,
+        job: i64,
+        decision: Option<AutoDecision>,
+        report: &mut CycleReport,
+    ) -> Result<(), EngineError> {
+        let Some(plan) = self.engine.sealed_plan(job)? else {
+            if let Some(d) = decision {
+                self.overlapped
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(job, d);
+            }
+            return Ok(());
+        };
+        let decision = decision.unwrap_or_else(|| AutoDecision {
+            already_retracted: plan.request.exclude.len() as u64,
+            detail: serde_json::json!({
+                "tenant": plan.request.tenants.first(),
+                "message_id": plan.request.message_ids.first(),
+                "action": plan.request.action.as_str(),
+                "trigger": plan.request.trigger.as_str(),
+                "reason": plan.request.reason,
+                "resumed": true,
+            }),
+        });
+        self.audit_auto_retract(&plan, Some(job), &decision)?;
+        if let Some(j) = report.jobs.iter_mut().find(|j| j.job == job) {
+            j.copies = plan.items.len();
         }
-        Ok(job)
+        Ok(())
     }
 
     async fn run(&self, job: i64, report: &mut CycleReport) -> Result<(), EngineError> {
@@ -1194,6 +1313,14 @@ impl<'e> Watcher<'e> {
             .engine
             .run_job(job, &RunOptions::default(), &|_| {})
             .await?;
+        let decision = self
+            .overlapped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&job);
+        if let Some(decision) = decision {
+            self.audit_sealed(job, Some(decision), report)?;
+        }
         if let Some(j) = report.jobs.iter_mut().find(|j| j.job == job) {
             j.succeeded = r.counts.succeeded;
             j.failed = r.counts.failed;

@@ -134,6 +134,26 @@ impl Engine {
         })
     }
 
+    /// The complete plan of a retract job, once sealed (`None` while it is still being made,
+    /// or for a job without a plan).
+    pub(super) fn sealed_plan(&self, job: i64) -> Result<Option<Plan>, EngineError> {
+        let Some(row) = self.store().job(job)? else {
+            return Ok(None);
+        };
+        let Some(id) = row.plan_id.as_deref() else {
+            return Ok(None);
+        };
+        if self.store().plan_digest(id)?.as_deref() == Some(PLANNING_DIGEST) {
+            return Ok(None);
+        }
+        let Some(json) = self.store().plan_json(id)? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&json).map(Some).map_err(|e| {
+            EngineError::Invalid(format!("job {job}: its plan {id} cannot be read ({e})"))
+        })
+    }
+
     /// Plans the job's request, recording each located copy as an item and (when `act`)
     /// acting on it at once; then adds the rest of the plan and stores the complete plan.
     pub(super) async fn plan_while_acting(

@@ -228,13 +228,20 @@ pub async fn batch(State(lab): State<SharedLab>, headers: HeaderMap, body: Bytes
             results[i] = Some((status, item));
         }
     }
-    let mut items: Vec<Value> = results.into_iter().flatten().map(|(_, v)| v).collect();
-    let identity = items.clone();
+    let mut items: Vec<Option<Value>> = results
+        .into_iter()
+        .flatten()
+        .map(|(_, v)| Some(v))
+        .collect();
+    // The seeded order is drawn over positions (the same permutation as over the items, which
+    // are all distinct by their ids), not by shuffling and comparing clones of every response.
+    let mut order: Vec<usize> = (0..items.len()).collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(lab.options.seed ^ items.len() as u64);
-    items.shuffle(&mut rng);
-    if items.len() > 1 && items == identity {
-        items.rotate_left(1);
+    order.shuffle(&mut rng);
+    if order.len() > 1 && order.iter().enumerate().all(|(i, j)| i == *j) {
+        order.rotate_left(1);
     }
+    let items: Vec<Value> = order.into_iter().filter_map(|i| items[i].take()).collect();
     ok_json(StatusCode::OK, json!({ "responses": items }))
 }
 

@@ -129,6 +129,21 @@ fn get(rt: &tokio::runtime::Runtime, url: &str) -> Value {
     })
 }
 
+/// CPU seconds (user + system) from `/proc/{pid}/stat`: the process's own (`children` false),
+/// or what its waited-for children used (`children` true). Linux counts in USER_HZ, which is
+/// 100 on every Linux ABI.
+fn cpu_secs(pid: &str, children: bool) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime, stime, cutime, cstime are fields 14..=17 of the whole line; `rest` starts at 3.
+    let at = if children { 13 } else { 11 };
+    let ticks: u64 =
+        fields.get(at)?.parse::<u64>().ok()? + fields.get(at + 1)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
 /// Peak resident set size of a process so far, in KiB (Linux).
 fn vm_hwm_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -307,6 +322,9 @@ fn run(o: &Options, kind: GenerateKind, warm: bool) -> bool {
         .expect("runtime");
     let stats_url = format!("{}/_lab/stats", lab.base);
     let before = get(&rt, &stats_url);
+    let lab_pid = lab.child.id().to_string();
+    let lab_cpu_before = cpu_secs(&lab_pid, false);
+    let children_cpu_before = cpu_secs("self", true);
 
     let started = Instant::now();
     let mut child = retract("--yes")
@@ -330,6 +348,13 @@ fn run(o: &Options, kind: GenerateKind, warm: bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     };
     let wall = started.elapsed().as_secs_f64();
+    // The retract process is waited for: its CPU is in this process's children's account.
+    let client_cpu = cpu_secs("self", true)
+        .zip(children_cpu_before)
+        .map(|(a, b)| a - b);
+    let lab_cpu = cpu_secs(&lab_pid, false)
+        .zip(lab_cpu_before)
+        .map(|(a, b)| a - b);
     let mut out = String::new();
     if let Some(mut so) = child.stdout.take() {
         let _ = so.read_to_string(&mut out);
@@ -385,6 +410,15 @@ fn run(o: &Options, kind: GenerateKind, warm: bool) -> bool {
         "  per-tenant bound       {ideal_parallel:.2} s  (tenants served in parallel; ratio {:.2}×)",
         wall / ideal_parallel
     );
+    if let (Some(c), Some(l)) = (client_cpu, lab_cpu) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        println!(
+            "  CPU                    clawback {c:.2} s ({:.0} µs per copy), lab {l:.2} s ({:.0} µs per copy); (clawback + lab) ÷ {cores} cores = {:.2} s",
+            c * 1e6 / o.mailboxes.max(1) as f64,
+            l * 1e6 / o.mailboxes.max(1) as f64,
+            (c + l) / cores as f64
+        );
+    }
     println!(
         "  peak RSS (VmHWM)       {:.1} MiB",
         peak_kib as f64 / 1024.0

@@ -164,7 +164,8 @@ impl Http {
         Ok(RawResponse {
             status,
             headers,
-            body: body.to_vec(),
+            // Taken over without a copy where reqwest's buffer allows it.
+            body: body.into(),
         })
     }
 

@@ -11,10 +11,10 @@ use clawback::lab::{LabOptions, LabServer};
 use clawback::model::{Disposition, FailureReason, Folder};
 use clawback::provider::ProviderClient;
 use clawback::store::Store;
+use clawback::trace::TraceRecord;
 use clawback::trace::ingest::{IngestOptions, ingest_paths};
 use clawback::trace::query;
 use clawback::trace::sync::{SyncOptions, SyncReport, sync};
-use clawback::trace::{RecipientKind, TraceRecord};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -198,15 +198,7 @@ fn texts(out: &Output) -> (String, String) {
 
 /// (tenant, Message-ID, envelope mailbox) of every trace record.
 fn indexed_copies(store: &Store) -> BTreeSet<(String, String, String)> {
-    let mut out = BTreeSet::new();
-    for r in all_records(store) {
-        for rc in &r.recipients {
-            if rc.kind == RecipientKind::Envelope {
-                out.insert((r.tenant.clone(), r.message_id.clone(), rc.address.clone()));
-            }
-        }
-    }
-    out
+    trace_sync_scale::indexed(store)
 }
 
 fn all_records(store: &Store) -> Vec<TraceRecord> {
@@ -645,20 +637,7 @@ async fn cli_sync_exits_0_with_ungranted_domains_reported_and_3_when_an_endpoint
 /// Every (tenant, Message-ID, mailbox) delivered in the lab, whatever happened to the copy
 /// since (the tenant-wide logs record deliveries).
 fn delivered_copies(server: &LabServer) -> BTreeSet<(String, String, String)> {
-    let state = server.lab.state();
-    let mut out = BTreeSet::new();
-    for t in &state.tenants {
-        for (addr, mb) in &t.mailboxes {
-            for c in mb.copies.values() {
-                out.insert((
-                    t.name.clone(),
-                    c.content.internet_message_id.clone(),
-                    addr.clone(),
-                ));
-            }
-        }
-    }
-    out
+    trace_sync_scale::delivered(server)
 }
 
 /// Sub-requests the lab served (every tenant, batched ones counted one by one).
@@ -668,55 +647,46 @@ async fn served(w: &World) -> u64 {
         .unwrap()
 }
 
-/// Issue 16, Build 2: on a generated 2,000-mailbox lab granting both tenant-wide logs,
-/// `trace sync` indexes every delivered copy (compared with the lab's own state) with
-/// sub-requests proportional to messages: a per-mailbox sync would need at least one per
-/// mailbox, ten times the bound asserted. A second sync re-reads only the log's overlap and
-/// changes nothing. With the permission withdrawn, the sync says so once per tenant, lists
-/// every mailbox and still indexes every copy the mailboxes show.
+#[path = "../benches/support/trace_sync_scale.rs"]
+mod trace_sync_scale;
+
+/// Issue 16, acceptance: on a generated 100,000-mailbox lab granting both tenant-wide logs,
+/// `trace sync` indexes every delivered copy the lab holds (compared with the lab's own
+/// state) with sub-requests proportional to messages: a per-mailbox sync needs at least one
+/// per mailbox, more than ten times the bound asserted. A second sync re-reads only the log's
+/// overlap and changes nothing. `cargo bench --bench trace_sync_scale` prints the numbers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sync_from_the_tenant_wide_logs_costs_requests_per_message_not_per_mailbox() {
-    use clawback::lab::generate::{GenerateKind, GenerateOptions, generate};
-    const MAILBOXES: usize = 2_000;
-    let scenario = generate(&GenerateOptions {
-        mailboxes: MAILBOXES,
-        campaign_recipients: 600,
-        seed: 16,
-        kind: GenerateKind::Mixed,
-        background_messages: 16,
-    })
-    .unwrap();
-    let w = World::of(&scenario).await;
-    let expected = delivered_copies(&w.server);
-    let messages: BTreeSet<(String, String)> = expected
+async fn sync_from_the_tenant_wide_logs_at_100000_mailboxes_costs_requests_per_message() {
+    const MAILBOXES: usize = 100_000;
+    let r = trace_sync_scale::run(MAILBOXES, 10_000, 200).await;
+    let messages: BTreeSet<(String, String)> = r
+        .delivered
         .iter()
         .map(|(t, m, _)| (t.clone(), m.clone()))
         .collect();
-    assert!(expected.len() > 600, "{}", expected.len());
-
-    let before = served(&w).await;
-    let report = w.sync(&[]).await;
-    let cost = served(&w).await - before;
+    assert!(r.delivered.len() > 10_000, "{}", r.delivered.len());
     assert_eq!(
-        report.log_tenants,
+        r.first.log_tenants,
         vec![CONTOSO.to_string(), FABRIKAM.to_string()]
     );
     assert!(
-        report.log_fallbacks.is_empty(),
+        r.first.log_fallbacks.is_empty(),
         "{:?}",
-        report.log_fallbacks
+        r.first.log_fallbacks
     );
-    assert_eq!(report.mailboxes_total, 0, "no mailbox listed");
+    assert_eq!(r.first.mailboxes_total, 0, "no mailbox listed");
     assert!(
-        report.complete() && report.raw_failed.is_empty(),
+        r.first.complete() && r.first.raw_failed.is_empty(),
         "{}",
-        report.summary()
+        r.first.summary()
     );
-    let store = w.store();
-    assert_indexed_exactly(&store, &expected);
-    assert_eq!(store.trace_count().unwrap(), messages.len() as u64);
-    // The raw MIME was read (one located copy per message): the campaign has its URL and
-    // its disposition header.
+    let missing: Vec<_> = r.delivered.difference(&r.indexed).take(5).collect();
+    let extra: Vec<_> = r.indexed.difference(&r.delivered).take(5).collect();
+    assert!(missing.is_empty(), "not indexed: {missing:?}");
+    assert!(extra.is_empty(), "indexed but not in the lab: {extra:?}");
+    assert_eq!(r.records, messages.len() as u64);
+    // The raw MIME was read (one located copy per message): the campaign has its URL.
+    let store = Store::open_in_dir(&r.dir.path().join("data")).unwrap();
     let campaign = search(&store, &format!("msgid:{CAMPAIGN_MESSAGE_ID}"));
     assert_eq!(
         campaign_tenants(&campaign),
@@ -728,36 +698,57 @@ async fn sync_from_the_tenant_wide_logs_costs_requests_per_message_not_per_mailb
             .all(|r| r.urls.iter().any(|u| u == CAMPAIGN_URL)),
         "{campaign:?}"
     );
-    drop(store);
+    let cost = r.first_served;
     eprintln!(
-        "MEASURED log sync: {MAILBOXES} mailboxes, {} messages, {} copies: {cost} sub-requests ({:.2} per message)",
+        "MEASURED log sync: {MAILBOXES} mailboxes, {} messages, {} copies: {cost} sub-requests ({:.2} per message); {:?}",
         messages.len(),
-        expected.len(),
-        cost as f64 / messages.len() as f64
+        r.delivered.len(),
+        cost as f64 / messages.len() as f64,
+        r.first_requests
+    );
+    // Per message: locating and reading one copy (a handful of sub-requests, a token per
+    // impersonated Gmail user). Per page: the logs (5,000 and 1,000 records a page) and the
+    // Graph directory map (999 users a page) — pages, not mailboxes.
+    let pages = r.delivered.len() as u64 / 1_000 + MAILBOXES as u64 / 999 + 20;
+    assert!(
+        cost <= 12 * messages.len() as u64 + pages,
+        "{cost} sub-requests for {} messages",
+        messages.len()
     );
     assert!(
         cost * 10 <= MAILBOXES as u64,
         "{cost} sub-requests for {MAILBOXES} mailboxes: not 10x below one per mailbox"
     );
-    assert!(
-        cost <= 12 * messages.len() as u64 + 20,
-        "{cost} sub-requests for {} messages",
-        messages.len()
-    );
 
     // Again: only the log's overlap is read, nothing fetched, nothing changed.
-    let before = served(&w).await;
-    let again = w.sync(&[]).await;
-    let cost = served(&w).await - before;
     assert_eq!(
-        (again.inserted, again.merged, again.raw_fetched),
+        (r.second.inserted, r.second.merged, r.second.raw_fetched),
         (0, 0, 0),
         "{}",
-        again.summary()
+        r.second.summary()
     );
-    assert!(cost <= 4, "second sync: {cost} sub-requests");
+    assert!(
+        r.second_served <= 4 + r.delivered.len() as u64 / 1_000,
+        "second sync: {} sub-requests",
+        r.second_served
+    );
+}
 
-    // The permission withdrawn: fallback, said once per tenant, everything visible indexed.
+/// Issue 16, Build 2: with the logs' permission withdrawn on a generated 2,000-mailbox lab,
+/// the sync says so once per tenant, lists every mailbox (at least one sub-request each) and
+/// still indexes every copy the mailboxes show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_the_log_permission_sync_says_so_and_lists_every_mailbox() {
+    use clawback::lab::generate::{GenerateKind, GenerateOptions, generate};
+    const MAILBOXES: usize = 2_000;
+    let scenario = generate(&GenerateOptions {
+        mailboxes: MAILBOXES,
+        campaign_recipients: 600,
+        seed: 16,
+        kind: GenerateKind::Mixed,
+        background_messages: 16,
+    })
+    .unwrap();
     let fallback = World::of(&scenario).await;
     lab_support::withdraw_trace_log(&fallback.server, &[]);
     let before = served(&fallback).await;

@@ -302,3 +302,163 @@ fn removed_id(req: &MailRequest<'_>, immutable: &str, known: &str) -> String {
         known.to_string()
     }
 }
+
+/// The mailFolder properties the lab gives (PROVIDER-APIS.md, mailFolder in v1.0 CSDL).
+const FOLDER_PROPERTIES: &[&str] = &[
+    "id",
+    "displayName",
+    "parentFolderId",
+    "childFolderCount",
+    "unreadItemCount",
+    "totalItemCount",
+    "isHidden",
+];
+
+/// `GET /users/{u}/mailFolders/delta` ("mailFolder: delta"): the mailbox's folder tree,
+/// child folders included, flat. A first round lists every folder of the IPM subtree (the
+/// standard ones, then the user's own by path); following its `@odata.deltaLink` later
+/// returns the folders added since. The lab's users never rename or delete a folder, so no
+/// `@removed` entry is ever due. `$select` (`id` always comes) is the only query option
+/// besides the tokens; paging and `410 Gone` as for messages.
+pub async fn folders_delta(
+    State(lab): State<SharedLab>,
+    Path(user): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let mut token: Option<DeltaState> = None;
+    let mut new_round = false;
+    let mut select: Option<Vec<String>> = None;
+    for (name, value) in url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
+        match name.to_ascii_lowercase().as_str() {
+            "$skiptoken" => match decode(&value) {
+                Some(s) => token = Some(s),
+                None => return bad_request("Invalid $skiptoken value."),
+            },
+            "$deltatoken" => match decode(&value) {
+                Some(s) => {
+                    new_round = true;
+                    token = Some(s);
+                }
+                None => return bad_request("Invalid $deltatoken value."),
+            },
+            "$select" => {
+                let list: Vec<String> = value
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                if let Some(bad) = list
+                    .iter()
+                    .find(|p| !FOLDER_PROPERTIES.iter().any(|k| k.eq_ignore_ascii_case(p)))
+                {
+                    return bad_request(&format!(
+                        "Could not find a property named '{bad}' on type 'microsoft.graph.mailFolder'."
+                    ));
+                }
+                select = Some(list);
+            }
+            other => {
+                return bad_request(&format!(
+                    "The query option '{other}' is not supported by delta queries on mail folders."
+                ));
+            }
+        }
+    }
+    if let Some(t) = &token {
+        select = t.select.clone();
+    }
+    let size = max_page_size(&headers);
+    let req = match begin(&lab, &headers, &user, false).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let (items, state) = {
+        let lab_state = lab.state();
+        let mb = match mailbox_of(&lab_state, req.caller.t, &req.mailbox) {
+            Ok(m) => m,
+            Err(r) => return r,
+        };
+        let mut state = token.unwrap_or_else(|| DeltaState {
+            after: None,
+            upto: lab_state.change_seq(),
+            offset: 0,
+            filter: None,
+            select: select.clone(),
+        });
+        if state.after.is_some_and(|a| a < mb.history_floor) || state.upto < mb.history_floor {
+            return gone();
+        }
+        if new_round {
+            state.upto = lab_state.change_seq();
+            state.offset = 0;
+        }
+        let user_folders = mb
+            .folders
+            .iter()
+            .filter(|(_, seq)| state.after.is_none_or(|a| **seq > a) && **seq <= state.upto)
+            .map(|(path, _)| Folder::Other(path.clone()));
+        let standard = state
+            .after
+            .is_none()
+            .then_some(crate::lab::graph::json::TREE_FOLDERS)
+            .unwrap_or_default()
+            .iter()
+            .cloned();
+        let items: Vec<Value> = standard
+            .chain(user_folders)
+            .map(|f| {
+                let all = crate::lab::graph::json::mail_folder(
+                    &req.mailbox,
+                    &f,
+                    super::folder_counts(mb, &f),
+                );
+                match &select {
+                    None => all,
+                    Some(list) => Value::Object(
+                        all.as_object()
+                            .into_iter()
+                            .flatten()
+                            .filter(|(k, _)| {
+                                *k == "id" || list.iter().any(|s| s.eq_ignore_ascii_case(k))
+                            })
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    ),
+                }
+            })
+            .collect();
+        (items, state)
+    };
+    let total = items.len();
+    let start = state.offset.min(total);
+    let end = (start + size).min(total);
+    let link = |param: &str, s: &DeltaState| {
+        format!(
+            "{}/v1.0/users/{user}/mailFolders/delta?{param}={}",
+            lab.base_url(),
+            encode(s)
+        )
+    };
+    let mut body = json!({
+        "@odata.context": context(&lab, "Collection(mailFolder)"),
+        "value": items[start..end],
+    });
+    if end < total {
+        let next = DeltaState {
+            offset: end,
+            ..state.clone()
+        };
+        body["@odata.nextLink"] = json!(link("$skiptoken", &next));
+    } else {
+        let next = DeltaState {
+            after: Some(state.upto),
+            upto: state.upto,
+            offset: 0,
+            filter: None,
+            select: state.select.clone(),
+        };
+        body["@odata.deltaLink"] = json!(link("$deltatoken", &next));
+    }
+    ok_json(StatusCode::OK, body)
+}

@@ -398,13 +398,12 @@ pub async fn folders_delta(
             .iter()
             .filter(|(_, seq)| state.after.is_none_or(|a| **seq > a) && **seq <= state.upto)
             .map(|(path, _)| Folder::Other(path.clone()));
-        let standard = state
-            .after
-            .is_none()
-            .then_some(crate::lab::graph::json::TREE_FOLDERS)
-            .unwrap_or_default()
-            .iter()
-            .cloned();
+        let standard: &[Folder] = if state.after.is_none() {
+            crate::lab::graph::json::TREE_FOLDERS
+        } else {
+            &[]
+        };
+        let standard = standard.iter().cloned();
         let items: Vec<Value> = standard
             .chain(user_folders)
             .map(|f| {

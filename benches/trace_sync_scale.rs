@@ -9,17 +9,11 @@
 //! cargo bench --bench trace_sync_scale -- --mailboxes 20000 --campaign 5000 --background 100
 //! ```
 
+#[path = "support/arg.rs"]
+mod arg;
 #[path = "support/trace_sync_scale.rs"]
 mod trace_sync_scale;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use arg::arg;
 
 fn main() {
     let mailboxes = arg("--mailboxes", 100_000) as usize;

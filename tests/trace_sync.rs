@@ -885,11 +885,7 @@ async fn without_the_logs_sync_follows_delta_and_history_cursors() {
     let snapshot = all_records(&w.store());
 
     let mailbox_folders = mailbox_folders(&w);
-    let granted = |tenant: &str| {
-        let state = w.server.lab.state();
-        let t = &state.tenants[state.tenant_index(tenant).unwrap()];
-        t.mailboxes.keys().filter(|a| t.mailbox_granted(a)).count() as u64
-    };
+    let granted = |tenant: &str| granted_mailboxes(&w, tenant);
 
     let before = w.stats().await;
     let second = w.sync(&[]).await;
@@ -996,6 +992,28 @@ async fn user_moves(w: &World, tenant: &str, mailbox: &str, message_id: &str, fo
     assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
 }
 
+/// Mail that reached `mailbox` since the last sync without passing through its inbox: one
+/// message filed straight into `filed` (an inbox rule, a filter), one delivered to the inbox
+/// and moved by the user to `moved` before the next sync.
+async fn file_and_move(
+    w: &World,
+    tenant: &str,
+    mailbox: &str,
+    (filed_id, filed): (&str, &str),
+    (moved_id, moved): (&str, &str),
+) {
+    deliver_into(w, tenant, mailbox, filed_id, json!({ "other": filed })).await;
+    deliver_now(w, tenant, mailbox, moved_id).await;
+    user_moves(w, tenant, mailbox, moved_id, json!({ "other": moved })).await;
+}
+
+/// Granted mailboxes of a lab tenant.
+fn granted_mailboxes(w: &World, tenant: &str) -> u64 {
+    let state = w.server.lab.state();
+    let t = &state.tenants[state.tenant_index(tenant).unwrap()];
+    t.mailboxes.keys().filter(|a| t.mailbox_granted(a)).count() as u64
+}
+
 /// Issue 16, delta beyond the well-known folders: without the logs, a Microsoft mailbox's
 /// cursor syncs follow its whole folder tree (`mailFolders/delta`), so mail an inbox rule files
 /// into a new child folder, and mail a user moves into a child of the Inbox before the next
@@ -1007,21 +1025,12 @@ async fn graph_cursor_syncs_follow_the_users_own_folders_and_child_folders() {
     let w = World::start().await;
     w.sync(&[CONTOSO]).await;
     let mb = a_granted_mailbox(&w, CONTOSO);
-    deliver_into(
+    file_and_move(
         &w,
         CONTOSO,
         &mb,
-        "<filed-1@evil.example>",
-        json!({"other": "Projects/2026"}),
-    )
-    .await;
-    deliver_now(&w, CONTOSO, &mb, "<filed-2@evil.example>").await;
-    user_moves(
-        &w,
-        CONTOSO,
-        &mb,
-        "<filed-2@evil.example>",
-        json!({"other": "Inbox/Invoices"}),
+        ("<filed-1@evil.example>", "Projects/2026"),
+        ("<filed-2@evil.example>", "Inbox/Invoices"),
     )
     .await;
     let r = w.sync(&[CONTOSO]).await;
@@ -1058,11 +1067,7 @@ async fn graph_cursor_syncs_follow_the_users_own_folders_and_child_folders() {
     assert_eq!((idle.inserted, idle.merged), (0, 0), "{}", idle.summary());
     assert_eq!(all_records(&w.store()), snapshot);
     let refused = (idle.ungranted.len() + idle.skipped.len()) as u64;
-    let granted = {
-        let state = w.server.lab.state();
-        let t = &state.tenants[state.tenant_index(CONTOSO).unwrap()];
-        t.mailboxes.keys().filter(|a| t.mailbox_granted(a)).count() as u64
-    };
+    let granted = granted_mailboxes(&w, CONTOSO);
     assert_eq!(
         mail.get(GRAPH_DELTA).copied(),
         Some(mailbox_folders(&w)[CONTOSO]),
@@ -1108,21 +1113,12 @@ async fn gmail_history_covers_user_labels() {
     assert_eq!((r.inserted, r.merged), (0, 0), "{}", r.summary());
     assert_eq!(indexed_copies(&w.store()), w.visible_copies(Some(FABRIKAM)));
 
-    deliver_into(
+    file_and_move(
         &w,
         FABRIKAM,
         &mb,
-        "<labelled-1@evil.example>",
-        json!({"other": "Projects"}),
-    )
-    .await;
-    deliver_now(&w, FABRIKAM, &mb, "<labelled-2@evil.example>").await;
-    user_moves(
-        &w,
-        FABRIKAM,
-        &mb,
-        "<labelled-2@evil.example>",
-        json!({"other": "Receipts"}),
+        ("<labelled-1@evil.example>", "Projects"),
+        ("<labelled-2@evil.example>", "Receipts"),
     )
     .await;
     let r = w.sync(&[FABRIKAM]).await;

@@ -42,17 +42,6 @@ pub const WELL_KNOWN_FOLDERS: &[&str] = &[
     "syncissues",
 ];
 
-/// The folders every lab mailbox has.
-const STANDARD_FOLDERS: &[Folder] = &[
-    Folder::Inbox,
-    Folder::Junk,
-    Folder::Trash,
-    Folder::SentItems,
-    Folder::Archive,
-    Folder::Drafts,
-    Folder::RecoverableDeletions,
-];
-
 /// A mail request that passed authentication, permission, mailbox and limit checks.
 struct MailRequest<'a> {
     caller: Caller,
@@ -123,8 +112,10 @@ fn resolve_folder(mailbox: &str, mb: &Mailbox, key: &str) -> Option<Folder> {
     {
         return Some(Folder::from_graph_name(name));
     }
-    if let Some(f) = STANDARD_FOLDERS
+    // Every lab mailbox has the folder tree's standard folders and Recoverable Items.
+    if let Some(f) = json::TREE_FOLDERS
         .iter()
+        .chain([&Folder::RecoverableDeletions])
         .find(|f| json::folder_id(mailbox, f) == key)
     {
         return Some(f.clone());

@@ -11,19 +11,13 @@
 //! The message trace allows 100 requests per 5 minutes per tenant: a cycle every 3 s is the
 //! most it sustains, so delivery → first retraction is at most one interval plus a cycle.
 
+#[path = "support/arg.rs"]
+mod arg;
 #[path = "support/watch_scale.rs"]
 mod watch_scale;
+use arg::arg;
 
 use std::time::Duration;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     let mailboxes = arg("--mailboxes", 100_000) as usize;

@@ -13,7 +13,7 @@ use clawback::model::Folder;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use sha2::Digest;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 async fn start(options: LabOptions) -> LabServer {
@@ -1487,4 +1487,179 @@ async fn messages_delta_follows_deliveries_and_moves_per_folder() {
         .await;
         assert_eq!(s, 400, "{bad}: {body}");
     }
+}
+
+/// A whole `mailFolders/delta` round two folders a page: (folders by displayName, pages,
+/// deltaLink).
+async fn folder_round(g: &Graph, start: &str) -> (BTreeMap<String, Value>, usize, String) {
+    let (mut folders, mut pages) = (BTreeMap::new(), 0);
+    let mut next = start.to_string();
+    loop {
+        let (s, body) = delta_page(g, &next, 2).await;
+        assert_eq!(s, 200, "{body}");
+        pages += 1;
+        assert!(body["value"].as_array().unwrap().len() <= 2, "{body}");
+        for f in body["value"].as_array().unwrap() {
+            assert!(
+                f.get("@removed").is_none(),
+                "the lab's users remove no folder: {f}"
+            );
+            let name = f["displayName"].as_str().unwrap().to_string();
+            assert!(
+                folders.insert(name, f.clone()).is_none(),
+                "listed twice: {f}"
+            );
+        }
+        match (
+            body["@odata.nextLink"].as_str(),
+            body["@odata.deltaLink"].as_str(),
+        ) {
+            (Some(n), None) => next = n.to_string(),
+            (None, Some(d)) => return (folders, pages, d.to_string()),
+            _ => panic!("a delta page has exactly one of nextLink and deltaLink: {body}"),
+        }
+    }
+}
+
+/// Graph `mailFolders/delta` ("mailFolder: delta"): a first round pages (maxpagesize) through
+/// the mailbox's whole folder tree, child folders included, flat — the standard folders of the
+/// IPM subtree (not Recoverable Items) and the user's own, each with its parent and counts;
+/// the deltaLink later answers the folders added since (an empty page when none); every id
+/// listed names its folder for `mailFolders/{id}` and its messages' delta; `$select` keeps
+/// `id`; other options and bad tokens are 400; an expired token is 410.
+#[tokio::test]
+async fn mail_folders_delta_lists_the_folder_tree_and_the_folders_added_since() {
+    let server = start(LabOptions::default()).await;
+    let g = Graph::new(&server).await;
+    let bob = "bob@contoso.com";
+    let deliver = |mid: &'static str, folder: Value| {
+        let url = format!("{}/_lab/deliver", server.base_url());
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .json(&json!({"tenant": "contoso", "message": {
+                    "message_id": mid, "from": "x@evil.example", "to": [bob],
+                    "subject": "Filed", "date": chrono::Utc::now().to_rfc3339(), "body": "b",
+                    "copy": [{"mailbox": bob, "folder": folder}]}}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }
+    };
+    deliver("<tree-1@evil.example>", json!({"other": "Projects/2026"})).await;
+    deliver("<tree-2@evil.example>", json!({"other": "Inbox/Invoices"})).await;
+
+    let (tree, pages, link) = folder_round(&g, &format!("/users/{bob}/mailFolders/delta")).await;
+    let names: BTreeSet<&str> = tree.keys().map(String::as_str).collect();
+    let user_folders: Vec<String> = {
+        let state = server.lab.state();
+        let t = state.tenant_index("contoso").unwrap();
+        state.tenants[t].mailboxes[bob]
+            .folders
+            .keys()
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        user_folders,
+        ["Inbox/Invoices", "Projects", "Projects/2026"]
+    );
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "Inbox",
+            "Junk Email",
+            "Deleted Items",
+            "Sent Items",
+            "Archive",
+            "Drafts",
+            "Projects",
+            "2026",
+            "Invoices",
+        ]),
+        "{tree:?}"
+    );
+    assert!(pages >= 5, "{pages} pages of two");
+    let id = |name: &str| tree[name]["id"].as_str().unwrap().to_string();
+    let (s, inbox) = g.get(&format!("/users/{bob}/mailFolders/inbox")).await;
+    assert_eq!(s, 200, "{inbox}");
+    assert_eq!(inbox["id"], tree["Inbox"]["id"]);
+    assert_eq!(tree["Inbox"]["childFolderCount"], 1);
+    assert_eq!(tree["Invoices"]["parentFolderId"], inbox["id"]);
+    assert_eq!(
+        tree["2026"]["parentFolderId"].as_str().unwrap(),
+        id("Projects")
+    );
+    assert_eq!(tree["Projects"]["childFolderCount"], 1);
+    assert_eq!(tree["Projects"]["totalItemCount"], 0);
+    assert_eq!(tree["2026"]["totalItemCount"], 1);
+    assert_eq!(tree["2026"]["unreadItemCount"], 1);
+    assert_eq!(tree["Projects"]["parentFolderId"], inbox["parentFolderId"]);
+    // Each id names its folder, and its messages have a delta of their own.
+    for name in ["2026", "Invoices"] {
+        let (s, f) = g
+            .get(&format!("/users/{bob}/mailFolders/{}", id(name)))
+            .await;
+        assert_eq!((s, f["displayName"].as_str()), (200, Some(name)), "{f}");
+        let (msgs, _, _, _) = delta_round(
+            &g,
+            &format!("/users/{bob}/mailFolders/{}/messages/delta", id(name)),
+        )
+        .await;
+        let want = if name == "2026" {
+            "<tree-1@evil.example>"
+        } else {
+            "<tree-2@evil.example>"
+        };
+        assert_eq!(msgs, BTreeSet::from([want.to_string()]));
+    }
+
+    // Nothing new: one empty page. A folder made since (a user files mail there): only it.
+    let (none, pages, link) = folder_round(&g, &link).await;
+    assert!(none.is_empty() && pages == 1, "{none:?}");
+    let r = reqwest::Client::new()
+        .post(format!("{}/_lab/user-action", server.base_url()))
+        .json(
+            &json!({"tenant": "contoso", "mailbox": bob, "message_id": PHISH_ID,
+            "folder": {"other": "Projects/2026/Q3"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let (added, _, link) = folder_round(&g, &link).await;
+    assert_eq!(added.keys().collect::<Vec<_>>(), ["Q3"], "{added:?}");
+    assert_eq!(added["Q3"]["parentFolderId"].as_str().unwrap(), id("2026"));
+
+    // $select: the properties asked for, and id.
+    let (s, body) = delta_page(
+        &g,
+        &format!("/users/{bob}/mailFolders/delta?$select=displayName"),
+        50,
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    for f in body["value"].as_array().unwrap() {
+        let keys: BTreeSet<&str> = f.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, BTreeSet::from(["id", "displayName"]), "{f}");
+    }
+
+    // What the function does not take.
+    for bad in [
+        "?$filter=displayName eq 'x'",
+        "?$deltatoken=garbage",
+        "?$select=nope",
+    ] {
+        let (s, body) = delta_page(&g, &format!("/users/{bob}/mailFolders/delta{bad}"), 5).await;
+        assert_eq!(s, 400, "{bad}: {body}");
+    }
+    // The journal no longer reaches back: 410.
+    {
+        let mut state = server.lab.state();
+        let t = state.tenant_index("contoso").unwrap();
+        assert!(state.expire_history(t, bob));
+    }
+    let (s, body) = delta_page(&g, &link, 5).await;
+    assert_eq!((s, error_code(&body)), (410, "SyncStateNotFound"), "{body}");
 }

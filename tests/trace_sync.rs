@@ -11,10 +11,10 @@ use clawback::lab::{LabOptions, LabServer};
 use clawback::model::{Disposition, FailureReason, Folder};
 use clawback::provider::ProviderClient;
 use clawback::store::Store;
+use clawback::trace::TraceRecord;
 use clawback::trace::ingest::{IngestOptions, ingest_paths};
 use clawback::trace::query;
 use clawback::trace::sync::{SyncOptions, SyncReport, sync};
-use clawback::trace::{RecipientKind, TraceRecord};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -198,15 +198,7 @@ fn texts(out: &Output) -> (String, String) {
 
 /// (tenant, Message-ID, envelope mailbox) of every trace record.
 fn indexed_copies(store: &Store) -> BTreeSet<(String, String, String)> {
-    let mut out = BTreeSet::new();
-    for r in all_records(store) {
-        for rc in &r.recipients {
-            if rc.kind == RecipientKind::Envelope {
-                out.insert((r.tenant.clone(), r.message_id.clone(), rc.address.clone()));
-            }
-        }
-    }
-    out
+    trace_sync_scale::indexed(store)
 }
 
 fn all_records(store: &Store) -> Vec<TraceRecord> {
@@ -645,20 +637,7 @@ async fn cli_sync_exits_0_with_ungranted_domains_reported_and_3_when_an_endpoint
 /// Every (tenant, Message-ID, mailbox) delivered in the lab, whatever happened to the copy
 /// since (the tenant-wide logs record deliveries).
 fn delivered_copies(server: &LabServer) -> BTreeSet<(String, String, String)> {
-    let state = server.lab.state();
-    let mut out = BTreeSet::new();
-    for t in &state.tenants {
-        for (addr, mb) in &t.mailboxes {
-            for c in mb.copies.values() {
-                out.insert((
-                    t.name.clone(),
-                    c.content.internet_message_id.clone(),
-                    addr.clone(),
-                ));
-            }
-        }
-    }
-    out
+    trace_sync_scale::delivered(server)
 }
 
 /// Sub-requests the lab served (every tenant, batched ones counted one by one).
@@ -668,55 +647,46 @@ async fn served(w: &World) -> u64 {
         .unwrap()
 }
 
-/// Issue 16, Build 2: on a generated 2,000-mailbox lab granting both tenant-wide logs,
-/// `trace sync` indexes every delivered copy (compared with the lab's own state) with
-/// sub-requests proportional to messages: a per-mailbox sync would need at least one per
-/// mailbox, ten times the bound asserted. A second sync re-reads only the log's overlap and
-/// changes nothing. With the permission withdrawn, the sync says so once per tenant, lists
-/// every mailbox and still indexes every copy the mailboxes show.
+#[path = "../benches/support/trace_sync_scale.rs"]
+mod trace_sync_scale;
+
+/// Issue 16, acceptance: on a generated 100,000-mailbox lab granting both tenant-wide logs,
+/// `trace sync` indexes every delivered copy the lab holds (compared with the lab's own
+/// state) with sub-requests proportional to messages: a per-mailbox sync needs at least one
+/// per mailbox, more than ten times the bound asserted. A second sync re-reads only the log's
+/// overlap and changes nothing. `cargo bench --bench trace_sync_scale` prints the numbers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sync_from_the_tenant_wide_logs_costs_requests_per_message_not_per_mailbox() {
-    use clawback::lab::generate::{GenerateKind, GenerateOptions, generate};
-    const MAILBOXES: usize = 2_000;
-    let scenario = generate(&GenerateOptions {
-        mailboxes: MAILBOXES,
-        campaign_recipients: 600,
-        seed: 16,
-        kind: GenerateKind::Mixed,
-        background_messages: 16,
-    })
-    .unwrap();
-    let w = World::of(&scenario).await;
-    let expected = delivered_copies(&w.server);
-    let messages: BTreeSet<(String, String)> = expected
+async fn sync_from_the_tenant_wide_logs_at_100000_mailboxes_costs_requests_per_message() {
+    const MAILBOXES: usize = 100_000;
+    let r = trace_sync_scale::run(MAILBOXES, 10_000, 200).await;
+    let messages: BTreeSet<(String, String)> = r
+        .delivered
         .iter()
         .map(|(t, m, _)| (t.clone(), m.clone()))
         .collect();
-    assert!(expected.len() > 600, "{}", expected.len());
-
-    let before = served(&w).await;
-    let report = w.sync(&[]).await;
-    let cost = served(&w).await - before;
+    assert!(r.delivered.len() > 10_000, "{}", r.delivered.len());
     assert_eq!(
-        report.log_tenants,
+        r.first.log_tenants,
         vec![CONTOSO.to_string(), FABRIKAM.to_string()]
     );
     assert!(
-        report.log_fallbacks.is_empty(),
+        r.first.log_fallbacks.is_empty(),
         "{:?}",
-        report.log_fallbacks
+        r.first.log_fallbacks
     );
-    assert_eq!(report.mailboxes_total, 0, "no mailbox listed");
+    assert_eq!(r.first.mailboxes_total, 0, "no mailbox listed");
     assert!(
-        report.complete() && report.raw_failed.is_empty(),
+        r.first.complete() && r.first.raw_failed.is_empty(),
         "{}",
-        report.summary()
+        r.first.summary()
     );
-    let store = w.store();
-    assert_indexed_exactly(&store, &expected);
-    assert_eq!(store.trace_count().unwrap(), messages.len() as u64);
-    // The raw MIME was read (one located copy per message): the campaign has its URL and
-    // its disposition header.
+    let missing: Vec<_> = r.delivered.difference(&r.indexed).take(5).collect();
+    let extra: Vec<_> = r.indexed.difference(&r.delivered).take(5).collect();
+    assert!(missing.is_empty(), "not indexed: {missing:?}");
+    assert!(extra.is_empty(), "indexed but not in the lab: {extra:?}");
+    assert_eq!(r.records, messages.len() as u64);
+    // The raw MIME was read (one located copy per message): the campaign has its URL.
+    let store = Store::open_in_dir(&r.dir.path().join("data")).unwrap();
     let campaign = search(&store, &format!("msgid:{CAMPAIGN_MESSAGE_ID}"));
     assert_eq!(
         campaign_tenants(&campaign),
@@ -728,36 +698,57 @@ async fn sync_from_the_tenant_wide_logs_costs_requests_per_message_not_per_mailb
             .all(|r| r.urls.iter().any(|u| u == CAMPAIGN_URL)),
         "{campaign:?}"
     );
-    drop(store);
+    let cost = r.first_served;
     eprintln!(
-        "MEASURED log sync: {MAILBOXES} mailboxes, {} messages, {} copies: {cost} sub-requests ({:.2} per message)",
+        "MEASURED log sync: {MAILBOXES} mailboxes, {} messages, {} copies: {cost} sub-requests ({:.2} per message); {:?}",
         messages.len(),
-        expected.len(),
-        cost as f64 / messages.len() as f64
+        r.delivered.len(),
+        cost as f64 / messages.len() as f64,
+        r.first_requests
+    );
+    // Per message: locating and reading one copy (a handful of sub-requests, a token per
+    // impersonated Gmail user). Per page: the logs (5,000 and 1,000 records a page) and the
+    // Graph directory map (999 users a page) — pages, not mailboxes.
+    let pages = r.delivered.len() as u64 / 1_000 + MAILBOXES as u64 / 999 + 20;
+    assert!(
+        cost <= 12 * messages.len() as u64 + pages,
+        "{cost} sub-requests for {} messages",
+        messages.len()
     );
     assert!(
         cost * 10 <= MAILBOXES as u64,
         "{cost} sub-requests for {MAILBOXES} mailboxes: not 10x below one per mailbox"
     );
-    assert!(
-        cost <= 12 * messages.len() as u64 + 20,
-        "{cost} sub-requests for {} messages",
-        messages.len()
-    );
 
     // Again: only the log's overlap is read, nothing fetched, nothing changed.
-    let before = served(&w).await;
-    let again = w.sync(&[]).await;
-    let cost = served(&w).await - before;
     assert_eq!(
-        (again.inserted, again.merged, again.raw_fetched),
+        (r.second.inserted, r.second.merged, r.second.raw_fetched),
         (0, 0, 0),
         "{}",
-        again.summary()
+        r.second.summary()
     );
-    assert!(cost <= 4, "second sync: {cost} sub-requests");
+    assert!(
+        r.second_served <= 4 + r.delivered.len() as u64 / 1_000,
+        "second sync: {} sub-requests",
+        r.second_served
+    );
+}
 
-    // The permission withdrawn: fallback, said once per tenant, everything visible indexed.
+/// Issue 16, Build 2: with the logs' permission withdrawn on a generated 2,000-mailbox lab,
+/// the sync says so once per tenant, lists every mailbox (at least one sub-request each) and
+/// still indexes every copy the mailboxes show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_the_log_permission_sync_says_so_and_lists_every_mailbox() {
+    use clawback::lab::generate::{GenerateKind, GenerateOptions, generate};
+    const MAILBOXES: usize = 2_000;
+    let scenario = generate(&GenerateOptions {
+        mailboxes: MAILBOXES,
+        campaign_recipients: 600,
+        seed: 16,
+        kind: GenerateKind::Mixed,
+        background_messages: 16,
+    })
+    .unwrap();
     let fallback = World::of(&scenario).await;
     lab_support::withdraw_trace_log(&fallback.server, &[]);
     let before = served(&fallback).await;
@@ -796,6 +787,12 @@ async fn sync_from_the_tenant_wide_logs_costs_requests_per_message_not_per_mailb
 
 /// Delivers one message now to `mailbox` of `tenant` (`/_lab/deliver`).
 async fn deliver_now(w: &World, tenant: &str, mailbox: &str, message_id: &str) {
+    deliver_into(w, tenant, mailbox, message_id, json!("inbox")).await
+}
+
+/// Delivers one message now into a folder (`{"other": "Projects/2026"}`: a user's own folder
+/// or label) of `mailbox`, as an inbox rule or a filter files it.
+async fn deliver_into(w: &World, tenant: &str, mailbox: &str, message_id: &str, folder: Value) {
     let r = reqwest::Client::new()
         .post(format!("{}/_lab/deliver", w.server.base_url()))
         .json(&json!({"tenant": tenant, "message": {
@@ -805,7 +802,7 @@ async fn deliver_now(w: &World, tenant: &str, mailbox: &str, message_id: &str) {
             "subject": "Late arrival",
             "date": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "body": "Click https://late.evil.example/x now",
-            "copy": [{"mailbox": mailbox}]
+            "copy": [{"mailbox": mailbox, "folder": folder}]
         }}))
         .send()
         .await
@@ -833,7 +830,10 @@ fn mail_requests(
     after
         .iter()
         .filter(|(k, _)| {
-            k.contains("/messages") || k.contains("/history") || k.contains("/profile")
+            k.contains("/messages")
+                || k.contains("/history")
+                || k.contains("/profile")
+                || k.contains("/mailFolders")
         })
         .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
         .filter(|(_, n)| *n > 0)
@@ -841,6 +841,31 @@ fn mail_requests(
 }
 
 const GRAPH_DELTA: &str = "GET /v1.0/users/{user}/mailFolders/{folder}/messages/delta";
+const GRAPH_FOLDER_TREE: &str = "GET /v1.0/users/{user}/mailFolders/delta";
+
+/// Mailbox-folders per tenant, from the lab: every granted Microsoft mailbox's folder tree
+/// (the standard folders of the IPM subtree and the user's own, child folders included);
+/// one per granted Gmail mailbox (its history covers every label).
+fn mailbox_folders(w: &World) -> BTreeMap<&'static str, u64> {
+    let state = w.server.lab.state();
+    let mut out = BTreeMap::new();
+    for name in [CONTOSO, FABRIKAM] {
+        let t = &state.tenants[state.tenant_index(name).unwrap()];
+        let n = t
+            .mailboxes
+            .iter()
+            .filter(|(a, _)| t.mailbox_granted(a))
+            .map(|(_, mb)| match t.kind {
+                clawback::model::TenantKind::Microsoft365 => {
+                    (clawback::lab::graph::json::TREE_FOLDERS.len() + mb.folders.len()) as u64
+                }
+                clawback::model::TenantKind::GoogleWorkspace => 1,
+            })
+            .sum();
+        out.insert(name, n);
+    }
+    out
+}
 const GMAIL_HISTORY: &str = "GET /gmail/v1/users/{userId}/history";
 
 /// Issue 16, Build 2 (fallback): without the tenant-wide logs' permission the first sync lists
@@ -859,14 +884,8 @@ async fn without_the_logs_sync_follows_delta_and_history_cursors() {
     assert_eq!(indexed_copies(&w.store()), w.visible_copies(None));
     let snapshot = all_records(&w.store());
 
-    // Mailbox-folders, from the lab: every granted mailbox; Graph follows five folders each.
-    let folders = clawback::provider::graph::DELTA_FOLDERS.len() as u64;
-    let granted = |tenant: &str| {
-        let state = w.server.lab.state();
-        let t = &state.tenants[state.tenant_index(tenant).unwrap()];
-        t.mailboxes.keys().filter(|a| t.mailbox_granted(a)).count() as u64
-    };
-    let mailbox_folders = granted(CONTOSO) * folders + granted(FABRIKAM);
+    let mailbox_folders = mailbox_folders(&w);
+    let granted = |tenant: &str| granted_mailboxes(&w, tenant);
 
     let before = w.stats().await;
     let second = w.sync(&[]).await;
@@ -880,9 +899,9 @@ async fn without_the_logs_sync_follows_delta_and_history_cursors() {
         second.mailboxes_from_changes, second.mailboxes_synced,
         "{second:?}"
     );
-    // Granted mailboxes: one delta request per followed folder, one history request per Gmail
-    // mailbox. Refused mailboxes (ungranted domains, not mailboxes) have no cursor and cost
-    // their one refused request, as before.
+    // Granted mailboxes: Graph one folder-tree request and one delta request per folder of
+    // the tree; Gmail one history request. Refused mailboxes (ungranted domains, not
+    // mailboxes) have no cursor and cost their one refused request, as before.
     let mail = mail_requests(&before, &after);
     let refused = |tenant: &str| {
         (second.ungranted.iter().chain(&second.skipped))
@@ -895,8 +914,13 @@ async fn without_the_logs_sync_follows_delta_and_history_cursors() {
         state.tenants.iter().map(|t| t.domains.len() as u64).sum()
     };
     assert_eq!(
+        mail.get(GRAPH_FOLDER_TREE).copied(),
+        Some(granted(CONTOSO) + refused(CONTOSO)),
+        "{mail:?}"
+    );
+    assert_eq!(
         mail.get(GRAPH_DELTA).copied(),
-        Some(granted(CONTOSO) * folders + refused(CONTOSO)),
+        Some(mailbox_folders[CONTOSO]),
         "{mail:?}"
     );
     assert_eq!(
@@ -906,14 +930,20 @@ async fn without_the_logs_sync_follows_delta_and_history_cursors() {
     );
     let rest: u64 = mail
         .iter()
-        .filter(|(k, _)| *k != GRAPH_DELTA && *k != GMAIL_HISTORY)
+        .filter(|(k, _)| ![GRAPH_DELTA, GRAPH_FOLDER_TREE, GMAIL_HISTORY].contains(&k.as_str()))
         .map(|(_, n)| n)
         .sum();
     assert!(rest <= refused(FABRIKAM) + probes, "{mail:?}");
-    let mailboxes_total_folders = mailbox_folders + refused(CONTOSO) * folders + refused(FABRIKAM);
+    // At most one request per mailbox-folder, plus one per Graph mailbox for its folder tree.
+    let bound = mailbox_folders[CONTOSO]
+        + mailbox_folders[FABRIKAM]
+        + granted(CONTOSO)
+        + refused(CONTOSO)
+        + refused(FABRIKAM)
+        + probes;
     assert!(
-        mail.values().sum::<u64>() <= mailboxes_total_folders + probes,
-        "{mail:?}: at most one request per mailbox-folder"
+        mail.values().sum::<u64>() <= bound,
+        "{mail:?}: at most one request per mailbox-folder (+ the folder tree)"
     );
 
     // New mail in both tenants: picked up through the cursors.
@@ -948,6 +978,160 @@ async fn without_the_logs_sync_follows_delta_and_history_cursors() {
     assert_eq!(fifth.mailboxes_from_changes, fifth.mailboxes_synced);
 }
 
+/// A user's move (`/_lab/user-action`) of their copy of `message_id` to `folder`.
+async fn user_moves(w: &World, tenant: &str, mailbox: &str, message_id: &str, folder: Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/_lab/user-action", w.server.base_url()))
+        .json(
+            &json!({"tenant": tenant, "mailbox": mailbox, "message_id": message_id,
+            "folder": folder}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
+}
+
+/// Mail that reached `mailbox` since the last sync without passing through its inbox: one
+/// message filed straight into `filed` (an inbox rule, a filter), one delivered to the inbox
+/// and moved by the user to `moved` before the next sync.
+async fn file_and_move(
+    w: &World,
+    tenant: &str,
+    mailbox: &str,
+    (filed_id, filed): (&str, &str),
+    (moved_id, moved): (&str, &str),
+) {
+    deliver_into(w, tenant, mailbox, filed_id, json!({ "other": filed })).await;
+    deliver_now(w, tenant, mailbox, moved_id).await;
+    user_moves(w, tenant, mailbox, moved_id, json!({ "other": moved })).await;
+}
+
+/// Granted mailboxes of a lab tenant.
+fn granted_mailboxes(w: &World, tenant: &str) -> u64 {
+    let state = w.server.lab.state();
+    let t = &state.tenants[state.tenant_index(tenant).unwrap()];
+    t.mailboxes.keys().filter(|a| t.mailbox_granted(a)).count() as u64
+}
+
+/// Issue 16, delta beyond the well-known folders: without the logs, a Microsoft mailbox's
+/// cursor syncs follow its whole folder tree (`mailFolders/delta`), so mail an inbox rule files
+/// into a new child folder, and mail a user moves into a child of the Inbox before the next
+/// sync, is indexed through the cursors alone; a folder once followed reports what arrives
+/// later; a sync with nothing new then costs one request per folder followed plus one for the
+/// tree, and indexes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graph_cursor_syncs_follow_the_users_own_folders_and_child_folders() {
+    let w = World::start().await;
+    w.sync(&[CONTOSO]).await;
+    let mb = a_granted_mailbox(&w, CONTOSO);
+    file_and_move(
+        &w,
+        CONTOSO,
+        &mb,
+        ("<filed-1@evil.example>", "Projects/2026"),
+        ("<filed-2@evil.example>", "Inbox/Invoices"),
+    )
+    .await;
+    let r = w.sync(&[CONTOSO]).await;
+    assert_eq!((r.inserted, r.raw_fetched), (2, 2), "{}", r.summary());
+    assert_eq!(
+        r.mailboxes_from_changes,
+        r.mailboxes_synced,
+        "{}",
+        r.summary()
+    );
+    assert_eq!(indexed_copies(&w.store()), w.visible_copies(Some(CONTOSO)));
+
+    deliver_into(
+        &w,
+        CONTOSO,
+        &mb,
+        "<filed-3@evil.example>",
+        json!({"other": "Projects/2026"}),
+    )
+    .await;
+    let r = w.sync(&[CONTOSO]).await;
+    assert_eq!(r.inserted, 1, "{}", r.summary());
+    assert_eq!(
+        r.mailboxes_from_changes,
+        r.mailboxes_synced,
+        "{}",
+        r.summary()
+    );
+    assert_eq!(indexed_copies(&w.store()), w.visible_copies(Some(CONTOSO)));
+
+    let (before, snapshot) = (w.stats().await, all_records(&w.store()));
+    let idle = w.sync(&[CONTOSO]).await;
+    let mail = mail_requests(&before, &w.stats().await);
+    assert_eq!((idle.inserted, idle.merged), (0, 0), "{}", idle.summary());
+    assert_eq!(all_records(&w.store()), snapshot);
+    let refused = (idle.ungranted.len() + idle.skipped.len()) as u64;
+    let granted = granted_mailboxes(&w, CONTOSO);
+    assert_eq!(
+        mail.get(GRAPH_DELTA).copied(),
+        Some(mailbox_folders(&w)[CONTOSO]),
+        "{mail:?}"
+    );
+    assert_eq!(
+        mail.get(GRAPH_FOLDER_TREE).copied(),
+        Some(granted + refused),
+        "{mail:?}"
+    );
+}
+
+/// Issue 16: Gmail's history is mailbox-wide, so user labels need no cursor of their own: a
+/// copy a user moves to a label of their own stays indexed (nothing new, nothing lost), and
+/// mail a filter files under a label — or that a user moves there before the next sync — is
+/// found through the one history cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gmail_history_covers_user_labels() {
+    let w = World::start().await;
+    w.sync(&[FABRIKAM]).await;
+    let mb = a_granted_mailbox(&w, FABRIKAM);
+    let indexed_here = {
+        let state = w.server.lab.state();
+        let t = &state.tenants[state.tenant_index(FABRIKAM).unwrap()];
+        t.mailboxes[&mb]
+            .copies
+            .values()
+            .find(|c| c.folder == Folder::Inbox)
+            .unwrap()
+            .content
+            .internet_message_id
+            .clone()
+    };
+    user_moves(
+        &w,
+        FABRIKAM,
+        &mb,
+        &indexed_here,
+        json!({"other": "Projects"}),
+    )
+    .await;
+    let r = w.sync(&[FABRIKAM]).await;
+    assert_eq!((r.inserted, r.merged), (0, 0), "{}", r.summary());
+    assert_eq!(indexed_copies(&w.store()), w.visible_copies(Some(FABRIKAM)));
+
+    file_and_move(
+        &w,
+        FABRIKAM,
+        &mb,
+        ("<labelled-1@evil.example>", "Projects"),
+        ("<labelled-2@evil.example>", "Receipts"),
+    )
+    .await;
+    let r = w.sync(&[FABRIKAM]).await;
+    assert_eq!(r.inserted, 2, "{}", r.summary());
+    assert_eq!(
+        r.mailboxes_from_changes,
+        r.mailboxes_synced,
+        "{}",
+        r.summary()
+    );
+    assert_eq!(indexed_copies(&w.store()), w.visible_copies(Some(FABRIKAM)));
+}
+
 /// Two `clawback trace sync` processes over one store at once, twice (first listing, then
 /// through the cursors): one trace equal to the lab's copies, and cursors that still work
 /// (a third sync reads every mailbox through them and indexes nothing).
@@ -971,6 +1155,15 @@ async fn two_processes_syncing_through_cursors_at_once_stay_consistent() {
                 "<both-2@evil.example>",
             )
             .await;
+            // A folder new to both processes: each follows it, one cursor stays.
+            deliver_into(
+                &w,
+                CONTOSO,
+                &a_granted_mailbox(&w, CONTOSO),
+                "<both-3@evil.example>",
+                json!({"other": "Projects/2026"}),
+            )
+            .await;
         }
         let (a, b) = (run(&["trace", "sync"]), run(&["trace", "sync"]));
         for out in [a.await.unwrap(), b.await.unwrap()] {
@@ -986,6 +1179,72 @@ async fn two_processes_syncing_through_cursors_at_once_stay_consistent() {
     let third = w.sync(&[]).await;
     assert_eq!((third.inserted, third.merged), (0, 0), "{third:?}");
     assert_eq!(third.mailboxes_from_changes, third.mailboxes_synced);
+    // The new folder's cursor survived both writers: what arrives there is found.
+    deliver_into(
+        &w,
+        CONTOSO,
+        &a_granted_mailbox(&w, CONTOSO),
+        "<both-4@evil.example>",
+        json!({"other": "Projects/2026"}),
+    )
+    .await;
+    let fourth = w.sync(&[]).await;
+    assert_eq!(fourth.inserted, 1, "{}", fourth.summary());
+    assert_eq!(fourth.mailboxes_from_changes, fourth.mailboxes_synced);
+}
+
+/// A store from before every folder was followed keeps Graph cursors under five well-known
+/// names: such a mailbox (no folder-tree cursor) is listed in full once, its old cursors are
+/// dropped and its folders followed by id from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graph_cursors_kept_by_an_earlier_version_are_replaced_by_the_folder_tree() {
+    let w = World::start().await;
+    w.sync(&[CONTOSO]).await;
+    let mb = a_granted_mailbox(&w, CONTOSO);
+    {
+        let mut store = w.store();
+        let ours = store.change_cursors(CONTOSO).unwrap().remove(&mb).unwrap();
+        assert!(ours.contains_key("(folders)"), "{ours:?}");
+        for (folder, cursor) in &ours {
+            assert!(
+                store
+                    .drop_change_cursor(CONTOSO, &mb, folder, Some(cursor))
+                    .unwrap()
+            );
+        }
+        for name in clawback::provider::graph::LEGACY_DELTA_FOLDERS {
+            let link = format!(
+                "{}/v1.0/users/{mb}/mailFolders/{name}/messages/delta?$deltatoken=old",
+                w.server.base_url()
+            );
+            assert!(
+                store
+                    .advance_change_cursor(CONTOSO, &mb, name, None, &link, 0)
+                    .unwrap()
+            );
+        }
+    }
+    let r = w.sync(&[CONTOSO]).await;
+    assert_eq!(
+        r.mailboxes_from_changes,
+        r.mailboxes_synced - 1,
+        "{}",
+        r.summary()
+    );
+    assert!(r.complete(), "{}", r.summary());
+    let now = w
+        .store()
+        .change_cursors(CONTOSO)
+        .unwrap()
+        .remove(&mb)
+        .unwrap();
+    assert!(now.contains_key("(folders)"), "{now:?}");
+    for name in clawback::provider::graph::LEGACY_DELTA_FOLDERS {
+        assert!(!now.contains_key(*name), "{name} kept: {now:?}");
+    }
+    assert_eq!(indexed_copies(&w.store()), w.visible_copies(Some(CONTOSO)));
+    let again = w.sync(&[CONTOSO]).await;
+    assert_eq!(again.mailboxes_from_changes, again.mailboxes_synced);
 }
 
 /// Issue 16, Build 3: the message trace names recipients by address and the trace keys them by

@@ -175,6 +175,11 @@ pub struct Mailbox {
     /// reaches back that far (Gmail: 404, Graph: 410 → full resync).
     #[serde(skip)]
     pub history_floor: u64,
+    /// The user's own folders (Graph) / labels (Gmail) by path (`Projects/2026`: a child of
+    /// `Projects`; `Inbox/Invoices`: a child of the Inbox), each with the change sequence
+    /// number that created it. A folder stays when it empties, as in Exchange.
+    #[serde(skip)]
+    pub folders: BTreeMap<String, u64>,
     /// Graph immutable id → current regular id.
     #[serde(skip)]
     immutable: BTreeMap<String, String>,
@@ -341,6 +346,19 @@ impl LabState {
             return;
         };
         copy.changed = seq;
+        if let Folder::Other(path) = &copy.folder {
+            // The folder and every parent on its path exist from the first copy put there.
+            let mut end = 0;
+            while end < path.len() {
+                end = path[end..].find('/').map_or(path.len(), |i| end + i);
+                let prefix = &path[..end];
+                let standard = crate::lab::graph::json::standard_folder_named(prefix).is_some();
+                if !prefix.is_empty() && !standard && !mb.folders.contains_key(prefix) {
+                    mb.folders.insert(prefix.to_string(), seq);
+                }
+                end += 1;
+            }
+        }
         let change = Change {
             seq,
             immutable_id: copy.immutable_id.clone(),

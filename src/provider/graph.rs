@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use reqwest::Method;
 
 mod delta;
-pub use delta::DELTA_FOLDERS;
+pub use delta::LEGACY_DELTA_FOLDERS;
 
 /// What `trace sync` reads of a message (listing and delta).
 const SYNC_SELECT: &str = "id,internetMessageId,from,toRecipients,ccRecipients,subject,receivedDateTime,isRead,parentFolderId,conversationId,internetMessageHeaders";

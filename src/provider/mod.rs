@@ -159,6 +159,9 @@ pub struct LoggedDelivery {
 
 /// The name of a Gmail mailbox's one change cursor (its `historyId`).
 pub const GMAIL_HISTORY_CURSOR: &str = "history";
+/// The change-cursor key of a Graph mailbox's folder tree (`mailFolders/delta`); never a
+/// folder id.
+pub const FOLDER_TREE_CURSOR: &str = "(folders)";
 
 /// Where a Graph delta round starts.
 #[derive(Debug, Clone, Copy)]
@@ -179,6 +182,18 @@ pub struct ChangeRound {
     /// Provider requests the round cost.
     pub requests: u64,
     /// The cursor for the next round (a deltaLink, a historyId).
+    pub cursor: String,
+}
+
+/// One round of a mailbox's folder tree (Graph `mailFolders/delta`).
+#[derive(Debug, Clone, Default)]
+pub struct FolderRound {
+    /// Folder ids listed (every folder on a first round; added or changed ones later).
+    pub folders: Vec<String>,
+    /// Folder ids removed since the previous round.
+    pub removed: Vec<String>,
+    pub requests: u64,
+    /// The cursor for the next round (a deltaLink).
     pub cursor: String,
 }
 
@@ -569,13 +584,35 @@ impl ProviderClient {
         dispatch!(self, c => c.delivery_log(start, end).await)
     }
 
-    /// The change cursors trace sync keeps per mailbox: Graph one per followed folder
-    /// (`messages/delta`), Gmail one for the whole mailbox (`history.list`).
-    pub fn change_folders(&self) -> &'static [&'static str] {
+    /// The change cursor a mailbox must have to be read through its cursors: Graph the folder
+    /// tree's (`mailFolders/delta`; one more per folder followed, by folder id), Gmail the
+    /// mailbox's history (`history.list` covers every label).
+    pub fn mailbox_cursor(&self) -> &'static str {
         match self {
-            ProviderClient::Graph(_) => graph::DELTA_FOLDERS,
-            ProviderClient::Gmail(_) => &[GMAIL_HISTORY_CURSOR],
+            ProviderClient::Graph(_) => FOLDER_TREE_CURSOR,
+            ProviderClient::Gmail(_) => GMAIL_HISTORY_CURSOR,
         }
+    }
+
+    /// One round of a mailbox's folder tree (`from: None`: every folder), for providers whose
+    /// change cursors are per folder (Graph); `None` for Gmail, whose history is mailbox-wide.
+    pub async fn folder_changes(
+        &self,
+        mailbox: &str,
+        from: Option<&str>,
+    ) -> Option<Result<FolderRound, Failure>> {
+        match self {
+            ProviderClient::Graph(c) => Some(c.folders_delta(mailbox, from).await),
+            ProviderClient::Gmail(_) => None,
+        }
+    }
+
+    /// Whether a change cursor failed because its folder is gone (Graph 404 on the folder):
+    /// the folder is no longer followed.
+    pub fn folder_gone(&self, failure: &Failure) -> bool {
+        matches!(self, ProviderClient::Graph(_))
+            && failure.status == Some(404)
+            && failure.code.eq_ignore_ascii_case("ErrorItemNotFound")
     }
 
     /// A fresh change cursor for a folder of a mailbox, taken before the mailbox is listed in

@@ -18,7 +18,9 @@ CREATE TABLE sync_cursor (
 ) WITHOUT ROWID;
 "#;
 
-/// Change cursors (Graph delta links per mail folder, Gmail history ids per mailbox).
+/// Change cursors (Graph delta links per mail folder, Gmail history ids per mailbox). Since
+/// issue 16 a Graph mailbox's `folder` is a folder id, or `(folders)` for its folder tree's
+/// cursor; the comment below names what an earlier version kept (the table is unchanged).
 pub(crate) const CHANGE_CURSOR_SCHEMA: &str = r#"
 CREATE TABLE sync_change_cursor (
     tenant    TEXT    NOT NULL,
@@ -86,6 +88,26 @@ impl Store {
                 )?
                 .execute(params![tenant, mailbox, folder, from, to, now])?,
         };
+        Ok(n > 0)
+    }
+
+    /// Drops a change cursor of a folder no longer followed (removed from the mailbox, or an
+    /// earlier version's key), if it still holds `cursor` (`None`: whatever it holds): a
+    /// cursor another process moved meanwhile is its to drop.
+    pub fn drop_change_cursor(
+        &mut self,
+        tenant: &str,
+        mailbox: &str,
+        folder: &str,
+        cursor: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM sync_change_cursor WHERE tenant = ?1 AND mailbox = ?2 \
+                 AND folder = ?3 AND (?4 IS NULL OR cursor = ?4)",
+            )?
+            .execute(params![tenant, mailbox, folder, cursor])?;
         Ok(n > 0)
     }
 

@@ -430,8 +430,9 @@ pub async fn sync(
     // (client, mailbox) → newest received time listed, for the cursors.
     let mut newest: Vec<(usize, String, Option<i64>)> = Vec::new();
     let mut done = 0usize;
-    // (client, mailbox, folder, cursor read, cursor reached) for the change cursors.
-    let mut moved: Vec<(usize, String, String, Option<String>, String)> = Vec::new();
+    // (client, mailbox, folder, cursor read, cursor reached or `None`: dropped) for the
+    // change cursors, in the order they are written.
+    let mut moved: Vec<(usize, String, CursorMove)> = Vec::new();
     let full = options.full;
     let mut stream = stream::iter(jobs.into_iter().map(|job| async move {
         let r = list_mailbox(&clients[job.client], &job, full).await;
@@ -450,12 +451,7 @@ pub async fn sync(
                     Listing::Full => {}
                 }
                 report.removed_seen += listing.removed;
-                moved.extend(
-                    listing
-                        .cursors
-                        .into_iter()
-                        .map(|(f, from, to)| (i, mb.clone(), f, from, to)),
-                );
+                moved.extend(listing.cursors.into_iter().map(|m| (i, mb.clone(), m)));
                 report.mailboxes_synced += 1;
                 report.messages_listed += metas.len() as u64;
                 let top = metas
@@ -653,16 +649,14 @@ pub async fn sync(
             report.cursors_advanced += 1;
         }
     }
-    for (i, mb, folder, from, to) in moved {
+    for (i, mb, (folder, from, to)) in moved {
+        let tenant = clients[i].tenant_name();
+        let Some(to) = to else {
+            store.drop_change_cursor(tenant, &mb, &folder, from.as_deref())?;
+            continue;
+        };
         if from.as_deref() != Some(to.as_str())
-            && store.advance_change_cursor(
-                clients[i].tenant_name(),
-                &mb,
-                &folder,
-                from.as_deref(),
-                &to,
-                now,
-            )?
+            && store.advance_change_cursor(tenant, &mb, &folder, from.as_deref(), &to, now)?
         {
             report.change_cursors_advanced += 1;
         }
@@ -702,47 +696,99 @@ enum Listing {
     Expired,
 }
 
+/// (folder, cursor read, cursor reached; `None`: the folder is no longer followed).
+type CursorMove = (String, Option<String>, Option<String>);
+
 /// What listing one mailbox found.
 struct MailboxListing {
     metas: Vec<MessageMeta>,
     how: Listing,
     removed: u64,
-    /// (folder, cursor read, cursor reached).
-    cursors: Vec<(String, Option<String>, String)>,
+    /// (folder, cursor read, cursor reached; `None`: the folder is no longer followed), in
+    /// the order they must be written: the folder tree's cursor last, so a folder it reports
+    /// is followed (its cursor written) before the tree moves past it.
+    cursors: Vec<CursorMove>,
 }
 
-/// Lists one mailbox: through its change cursors when it has one for every followed folder
-/// (one request per folder when nothing changed), else in full (recent messages since
-/// `job.since`), taking fresh change cursors first so nothing delivered meanwhile is missed.
+/// Lists one mailbox: through its change cursors when it has them (Graph: one request for the
+/// folder tree and one per folder followed when nothing changed; Gmail: one for its history),
+/// else in full (recent messages since `job.since`), taking fresh change cursors first so
+/// nothing delivered meanwhile is missed. Graph follows every folder of the mailbox's tree,
+/// child folders and the user's own included: a folder new since the last round is read from
+/// `--since` on (whatever was moved or delivered into it), a folder removed is dropped.
 async fn list_mailbox(
     client: &ProviderClient,
     job: &MailboxJob,
     full: bool,
 ) -> Result<MailboxListing, Failure> {
-    let folders = client.change_folders();
     let mb = job.mailbox.as_str();
+    let tree = client.mailbox_cursor();
     let mut how = Listing::Full;
-    if !full && folders.iter().all(|f| job.changes.contains_key(*f)) {
+    if !full && let Some((tree_key, tree_from)) = job.changes.get_key_value(tree) {
         let mut metas = Vec::new();
         let mut cursors = Vec::new();
         let mut removed = 0;
         how = Listing::Changes;
-        for f in folders {
-            let from = &job.changes[*f];
-            match client.changes_since(mb, f, from).await {
-                Ok(round) => {
-                    metas.extend(round.metas);
-                    removed += round.removed;
-                    cursors.push((f.to_string(), Some(from.clone()), round.cursor));
+        // The folder tree first (Graph): folders added and removed since.
+        let mut followed: Vec<&String> = job.changes.keys().filter(|f| *f != tree).collect();
+        let mut added: Vec<String> = Vec::new();
+        let mut tree_to: Option<String> = None;
+        match client.folder_changes(mb, Some(tree_from)).await {
+            None => followed = vec![tree_key],
+            Some(Ok(round)) => {
+                for gone in &round.removed {
+                    if followed.contains(&gone) {
+                        cursors.push((gone.clone(), job.changes.get(gone).cloned(), None));
+                    }
                 }
-                Err(e) if client.cursor_expired(&e) => {
-                    how = Listing::Expired;
-                    break;
+                followed.retain(|f| !round.removed.contains(f));
+                added = round
+                    .folders
+                    .into_iter()
+                    .filter(|f| !job.changes.contains_key(f))
+                    .collect();
+                added.dedup();
+                tree_to = Some(round.cursor);
+            }
+            Some(Err(e)) if client.cursor_expired(&e) => how = Listing::Expired,
+            Some(Err(e)) => return Err(e),
+        }
+        if how == Listing::Changes {
+            for f in followed {
+                let from = &job.changes[f];
+                match client.changes_since(mb, f, from).await {
+                    Ok(round) => {
+                        metas.extend(round.metas);
+                        removed += round.removed;
+                        cursors.push((f.clone(), Some(from.clone()), Some(round.cursor)));
+                    }
+                    Err(e) if client.cursor_expired(&e) => {
+                        how = Listing::Expired;
+                        break;
+                    }
+                    // Removed after the tree round: no longer followed.
+                    Err(e) if client.folder_gone(&e) => {
+                        cursors.push((f.clone(), Some(from.clone()), None));
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
             }
         }
         if how == Listing::Changes {
+            // A folder new to us: everything in it since `--since` (moved or delivered there).
+            for f in added {
+                match client.start_changes(mb, &f, job.oldest).await {
+                    Ok(round) => {
+                        metas.extend(round.metas);
+                        cursors.push((f, None, Some(round.cursor)));
+                    }
+                    Err(e) if client.folder_gone(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if let Some(to) = tree_to {
+                cursors.push((tree.to_string(), Some(tree_from.clone()), Some(to)));
+            }
             return Ok(MailboxListing {
                 metas,
                 how,
@@ -756,10 +802,27 @@ async fn list_mailbox(
     let recent = (Utc::now() - LOG_OVERLAP).max(job.since);
     let mut metas = Vec::new();
     let mut cursors = Vec::new();
+    let (folders, tree_to) = match client.folder_changes(mb, None).await {
+        None => (vec![tree.to_string()], None),
+        Some(round) => {
+            let round = round?;
+            (round.folders, Some(round.cursor))
+        }
+    };
+    // Cursors of an earlier clawback's well-known folder names: replaced by folder ids.
+    for (f, from) in &job.changes {
+        if crate::provider::graph::LEGACY_DELTA_FOLDERS.contains(&f.as_str()) {
+            cursors.push((f.clone(), Some(from.clone()), None));
+        }
+    }
     for f in folders {
-        let round = client.start_changes(mb, f, recent).await?;
+        let round = client.start_changes(mb, &f, recent).await?;
         metas.extend(round.metas);
-        cursors.push((f.to_string(), job.changes.get(*f).cloned(), round.cursor));
+        let from = job.changes.get(&f).cloned();
+        cursors.push((f, from, Some(round.cursor)));
+    }
+    if let Some(to) = tree_to {
+        cursors.push((tree.to_string(), job.changes.get(tree).cloned(), Some(to)));
     }
     // An out-of-date cursor may have missed anything: everything since `--since` again.
     let since = if how == Listing::Expired {

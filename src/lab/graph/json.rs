@@ -94,7 +94,42 @@ pub fn folder_id(mailbox: &str, folder: &Folder) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// The Outlook display name of a folder.
+/// The folders a mailbox's folder tree (`mailFolders/delta`) shows besides the user's own:
+/// the IPM subtree (Recoverable Items is outside it).
+pub const TREE_FOLDERS: &[Folder] = &[
+    Folder::Inbox,
+    Folder::Junk,
+    Folder::Trash,
+    Folder::SentItems,
+    Folder::Archive,
+    Folder::Drafts,
+];
+
+/// The standard folder whose display name this is (case-insensitive): the first segment of a
+/// user folder path like `Inbox/Invoices` names its parent.
+pub fn standard_folder_named(name: &str) -> Option<Folder> {
+    TREE_FOLDERS
+        .iter()
+        .find(|f| folder_display_name(f).eq_ignore_ascii_case(name))
+        .cloned()
+}
+
+/// The id of a folder's parent: for a user folder path `A/B`, the folder `A` (a standard one
+/// when `A` is its display name); otherwise the root (`msgfolderroot`).
+pub fn folder_parent_id(mailbox: &str, folder: &Folder) -> String {
+    let parent = match folder {
+        Folder::Other(path) => path.rsplit_once('/').map(|(parent, _)| {
+            standard_folder_named(parent).unwrap_or_else(|| Folder::Other(parent.to_string()))
+        }),
+        _ => None,
+    };
+    folder_id(
+        mailbox,
+        &parent.unwrap_or_else(|| Folder::Other("msgfolderroot".into())),
+    )
+}
+
+/// The Outlook display name of a folder (a user folder's last path segment).
 pub fn folder_display_name(folder: &Folder) -> &str {
     match folder {
         Folder::Inbox => "Inbox",
@@ -105,7 +140,7 @@ pub fn folder_display_name(folder: &Folder) -> &str {
         Folder::Drafts => "Drafts",
         Folder::RecoverableDeletions => "Deletions",
         Folder::Purged => "Purges",
-        Folder::Other(name) => name,
+        Folder::Other(name) => name.rsplit('/').next().unwrap_or(name),
     }
 }
 
@@ -203,12 +238,16 @@ pub fn message(copy: &Copy, mailbox: &str, select: Option<&[String]>) -> Value {
 }
 
 /// A mail folder with its counts.
-pub fn mail_folder(mailbox: &str, folder: &Folder, total: usize, unread: usize) -> Value {
+pub fn mail_folder(
+    mailbox: &str,
+    folder: &Folder,
+    (total, unread, children): (usize, usize, usize),
+) -> Value {
     json!({
         "id": folder_id(mailbox, folder),
         "displayName": folder_display_name(folder),
-        "parentFolderId": folder_id(mailbox, &Folder::Other("msgfolderroot".into())),
-        "childFolderCount": 0,
+        "parentFolderId": folder_parent_id(mailbox, folder),
+        "childFolderCount": children,
         "unreadItemCount": unread,
         "totalItemCount": total,
         "isHidden": *folder == Folder::RecoverableDeletions,

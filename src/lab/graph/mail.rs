@@ -42,17 +42,6 @@ pub const WELL_KNOWN_FOLDERS: &[&str] = &[
     "syncissues",
 ];
 
-/// The folders every lab mailbox has.
-const STANDARD_FOLDERS: &[Folder] = &[
-    Folder::Inbox,
-    Folder::Junk,
-    Folder::Trash,
-    Folder::SentItems,
-    Folder::Archive,
-    Folder::Drafts,
-    Folder::RecoverableDeletions,
-];
-
 /// A mail request that passed authentication, permission, mailbox and limit checks.
 struct MailRequest<'a> {
     caller: Caller,
@@ -123,16 +112,44 @@ fn resolve_folder(mailbox: &str, mb: &Mailbox, key: &str) -> Option<Folder> {
     {
         return Some(Folder::from_graph_name(name));
     }
-    let user_folders = mb
+    // Every lab mailbox has the folder tree's standard folders and Recoverable Items.
+    if let Some(f) = json::TREE_FOLDERS
+        .iter()
+        .chain([&Folder::RecoverableDeletions])
+        .find(|f| json::folder_id(mailbox, f) == key)
+    {
+        return Some(f.clone());
+    }
+    mb.folders
+        .keys()
+        .map(|path| Folder::Other(path.clone()))
+        .chain(
+            mb.copies
+                .values()
+                .map(|c| &c.folder)
+                .filter(|f| matches!(f, Folder::Other(_)))
+                .cloned(),
+        )
+        .find(|f| json::folder_id(mailbox, f) == key)
+}
+
+/// A folder's `(totalItemCount, unreadItemCount, childFolderCount)`.
+fn folder_counts(mb: &Mailbox, folder: &Folder) -> (usize, usize, usize) {
+    let (total, unread) = mb
         .copies
         .values()
-        .map(|c| &c.folder)
-        .filter(|f| matches!(f, Folder::Other(_)));
-    STANDARD_FOLDERS
-        .iter()
-        .chain(user_folders)
-        .find(|f| json::folder_id(mailbox, f) == key)
-        .cloned()
+        .filter(|c| c.folder == *folder)
+        .fold((0, 0), |(t, u), c| (t + 1, u + usize::from(!c.read)));
+    let children = mb
+        .folders
+        .keys()
+        .filter_map(|path| path.rsplit_once('/').map(|(parent, _)| parent))
+        .filter(|parent| match folder {
+            Folder::Other(path) => parent == path,
+            standard => json::standard_folder_named(parent).as_ref() == Some(standard),
+        })
+        .count();
+    (total, unread, children)
 }
 
 fn mailbox_of<'s>(
@@ -324,12 +341,7 @@ pub async fn get_folder(
     let Some(folder) = resolve_folder(&req.mailbox, mb, &folder_key) else {
         return folder_not_found();
     };
-    let (total, unread) = mb
-        .copies
-        .values()
-        .filter(|c| c.folder == folder)
-        .fold((0, 0), |(t, u), c| (t + 1, u + usize::from(!c.read)));
-    let mut body = json::mail_folder(&req.mailbox, &folder, total, unread);
+    let mut body = json::mail_folder(&req.mailbox, &folder, folder_counts(mb, &folder));
     body["@odata.context"] = json!(context(
         &lab,
         &format!("users('{user}')/mailFolders/$entity")

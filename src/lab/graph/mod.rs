@@ -121,6 +121,12 @@ fn graph_routes() -> Router<SharedLab> {
             "/users/{user}/mailFolders/{folder}/messages/delta",
             get(mail::delta::messages_delta),
         )
+        // "mailFolder: delta", also outside the subset: the folder tree, child folders
+        // included (see `mail::delta::folders_delta`).
+        .route(
+            "/users/{user}/mailFolders/delta",
+            get(mail::delta::folders_delta),
+        )
         .route(msg, get(mail::get_message).delete(mail::delete_message))
         .route(fmsg, get(mail::get_message).delete(mail::delete_message))
         // Any other method on `…/{action}` names no resource either (a GET of `…/move`, or of

@@ -90,34 +90,41 @@ enum Item {
     Removed(String),
 }
 
-/// `GET /users/{u}/mailFolders/{f}/messages/delta`
-pub async fn messages_delta(
-    State(lab): State<SharedLab>,
-    Path((user, folder_key)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    // Query options: a token, or the first round's $filter / $select.
-    let mut token: Option<DeltaState> = None;
-    let mut new_round = false;
-    let (mut filter, mut select) = (None, None);
-    for (name, value) in url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
+/// A delta request's query options: a token (and whether it opens a new round: a
+/// `$deltatoken`), or the first round's `$filter` / `$select` (a token carries those).
+struct DeltaQuery {
+    token: Option<DeltaState>,
+    new_round: bool,
+    filter: Option<String>,
+    select: Option<Vec<String>>,
+}
+
+/// Parses a delta request's query. `$filter` and `$orderby` are taken on messages only; any
+/// other option but the tokens and `$select` is 400.
+fn parse_delta_query(raw: Option<&str>, messages: bool) -> Result<DeltaQuery, Response> {
+    let mut q = DeltaQuery {
+        token: None,
+        new_round: false,
+        filter: None,
+        select: None,
+    };
+    for (name, value) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         match name.to_ascii_lowercase().as_str() {
             "$skiptoken" => match decode(&value) {
-                Some(s) => token = Some(s),
-                None => return bad_request("Invalid $skiptoken value."),
+                Some(s) => q.token = Some(s),
+                None => return Err(bad_request("Invalid $skiptoken value.")),
             },
             // A new round: it reads the changes up to now.
             "$deltatoken" => match decode(&value) {
                 Some(s) => {
-                    new_round = true;
-                    token = Some(s);
+                    q.new_round = true;
+                    q.token = Some(s);
                 }
-                None => return bad_request("Invalid $deltatoken value."),
+                None => return Err(bad_request("Invalid $deltatoken value.")),
             },
-            "$filter" => filter = Some(value.into_owned()),
+            "$filter" if messages => q.filter = Some(value.into_owned()),
             "$select" => {
-                select = Some(
+                q.select = Some(
                     value
                         .split(',')
                         .map(|s| s.trim().to_string())
@@ -125,19 +132,106 @@ pub async fn messages_delta(
                         .collect::<Vec<_>>(),
                 )
             }
-            "$orderby" => {}
+            "$orderby" if messages => {}
             other => {
-                return bad_request(&format!(
-                    "The query option '{other}' is not supported by delta queries on messages."
-                ));
+                let what = if messages { "messages" } else { "mail folders" };
+                return Err(bad_request(&format!(
+                    "The query option '{other}' is not supported by delta queries on {what}."
+                )));
             }
         }
     }
-    if let Some(t) = &token {
-        // The token carries the first round's options.
-        filter = t.filter.clone();
-        select = t.select.clone();
+    if let Some(t) = &q.token {
+        q.filter = t.filter.clone();
+        q.select = t.select.clone();
     }
+    Ok(q)
+}
+
+/// The state of this request's round: the token's (a new round reads up to `now`), or a first
+/// round's with its options; `410` when the mailbox's journal no longer reaches the token.
+fn round_state(
+    token: Option<DeltaState>,
+    new_round: bool,
+    (filter, select): (Option<String>, Option<Vec<String>>),
+    now: u64,
+    mb: &Mailbox,
+) -> Result<DeltaState, Response> {
+    let mut state = token.unwrap_or(DeltaState {
+        after: None,
+        upto: now,
+        offset: 0,
+        filter,
+        select,
+    });
+    if state.after.is_some_and(|a| a < mb.history_floor) || state.upto < mb.history_floor {
+        return Err(gone());
+    }
+    if new_round {
+        state.upto = now;
+        state.offset = 0;
+    }
+    Ok(state)
+}
+
+/// The items of a round this page shows.
+fn page_range(state: &DeltaState, total: usize, size: usize) -> std::ops::Range<usize> {
+    let start = state.offset.min(total);
+    start..(start + size).min(total)
+}
+
+/// A delta page of `value` (a `type_name` collection) under `/v1.0/{path}`: with a nextLink
+/// while the round has items after `end` (of `total`), else with the round's deltaLink.
+fn page_body(
+    lab: &SharedLab,
+    path: &str,
+    type_name: &str,
+    value: Vec<Value>,
+    state: &DeltaState,
+    (end, total): (usize, usize),
+) -> Value {
+    let link = |param: &str, s: &DeltaState| {
+        format!("{}/v1.0/{path}?{param}={}", lab.base_url(), encode(s))
+    };
+    let mut body = json!({
+        "@odata.context": context(lab, &format!("Collection({type_name})")),
+        "value": value,
+    });
+    if end < total {
+        let next = DeltaState {
+            offset: end,
+            ..state.clone()
+        };
+        body["@odata.nextLink"] = json!(link("$skiptoken", &next));
+    } else {
+        let next = DeltaState {
+            after: Some(state.upto),
+            upto: state.upto,
+            offset: 0,
+            filter: state.filter.clone(),
+            select: state.select.clone(),
+        };
+        body["@odata.deltaLink"] = json!(link("$deltatoken", &next));
+    }
+    body
+}
+
+/// `GET /users/{u}/mailFolders/{f}/messages/delta`
+pub async fn messages_delta(
+    State(lab): State<SharedLab>,
+    Path((user, folder_key)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let DeltaQuery {
+        token,
+        new_round,
+        filter,
+        select,
+    } = match parse_delta_query(raw.as_deref(), true) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
     let filters = match filter.as_deref().map(message_filters).transpose() {
         Ok(f) => f.unwrap_or_default(),
         Err(r) => return r,
@@ -165,27 +259,16 @@ pub async fn messages_delta(
         let Some(folder) = resolve_folder(&req.mailbox, mb, &folder_key) else {
             return folder_not_found();
         };
-        let mut state = token.unwrap_or_else(|| DeltaState {
-            after: None,
-            upto: lab_state.change_seq(),
-            offset: 0,
-            filter: filter.clone(),
-            select: select.clone(),
-        });
-        if state.after.is_some_and(|a| a < mb.history_floor) || state.upto < mb.history_floor {
-            return gone();
-        }
-        if new_round {
-            state.upto = lab_state.change_seq();
-            state.offset = 0;
-        }
+        let first = (filter.clone(), select.clone());
+        let state = match round_state(token, new_round, first, lab_state.change_seq(), mb) {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
         let items = round(mb, &folder, &state, &req, |c| matches(c, &filters));
         (items, state)
     };
-    let total = items.len();
-    let start = state.offset.min(total);
-    let end = (start + size).min(total);
-    let value: Vec<Value> = items[start..end]
+    let range = page_range(&state, items.len(), size);
+    let value: Vec<Value> = items[range.clone()]
         .iter()
         .map(|item| match item {
             Item::Present(c) => json::message(c, &req.mailbox, select.as_deref()),
@@ -196,33 +279,15 @@ pub async fn messages_delta(
             }),
         })
         .collect();
-    let link = |param: &str, s: &DeltaState| {
-        format!(
-            "{}/v1.0/users/{user}/mailFolders/{folder_key}/messages/delta?{param}={}",
-            lab.base_url(),
-            encode(s)
-        )
-    };
-    let mut body = json!({
-        "@odata.context": context(&lab, "Collection(message)"),
-        "value": value,
-    });
-    if end < total {
-        let next = DeltaState {
-            offset: end,
-            ..state.clone()
-        };
-        body["@odata.nextLink"] = json!(link("$skiptoken", &next));
-    } else {
-        let next = DeltaState {
-            after: Some(state.upto),
-            upto: state.upto,
-            offset: 0,
-            filter: state.filter.clone(),
-            select: state.select.clone(),
-        };
-        body["@odata.deltaLink"] = json!(link("$deltatoken", &next));
-    }
+    let path = format!("users/{user}/mailFolders/{folder_key}/messages/delta");
+    let body = page_body(
+        &lab,
+        &path,
+        "message",
+        value,
+        &state,
+        (range.end, items.len()),
+    );
     let mut r = ok_json(StatusCode::OK, body);
     if req.immutable_ids {
         r.headers_mut().insert(
@@ -301,4 +366,109 @@ fn removed_id(req: &MailRequest<'_>, immutable: &str, known: &str) -> String {
     } else {
         known.to_string()
     }
+}
+
+/// The mailFolder properties the lab gives (PROVIDER-APIS.md, mailFolder in v1.0 CSDL).
+const FOLDER_PROPERTIES: &[&str] = &[
+    "id",
+    "displayName",
+    "parentFolderId",
+    "childFolderCount",
+    "unreadItemCount",
+    "totalItemCount",
+    "isHidden",
+];
+
+/// `GET /users/{u}/mailFolders/delta` ("mailFolder: delta"): the mailbox's folder tree,
+/// child folders included, flat. A first round lists every folder of the IPM subtree (the
+/// standard ones, then the user's own by path); following its `@odata.deltaLink` later
+/// returns the folders added since. The lab's users never rename or delete a folder, so no
+/// `@removed` entry is ever due. `$select` (`id` always comes) is the only query option
+/// besides the tokens; paging and `410 Gone` as for messages.
+pub async fn folders_delta(
+    State(lab): State<SharedLab>,
+    Path(user): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let DeltaQuery {
+        token,
+        new_round,
+        select,
+        ..
+    } = match parse_delta_query(raw.as_deref(), false) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    if let Some(bad) = select
+        .iter()
+        .flatten()
+        .find(|p| !FOLDER_PROPERTIES.iter().any(|k| k.eq_ignore_ascii_case(p)))
+    {
+        return bad_request(&format!(
+            "Could not find a property named '{bad}' on type 'microsoft.graph.mailFolder'."
+        ));
+    }
+    let size = max_page_size(&headers);
+    let req = match begin(&lab, &headers, &user, false).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let (items, state) = {
+        let lab_state = lab.state();
+        let mb = match mailbox_of(&lab_state, req.caller.t, &req.mailbox) {
+            Ok(m) => m,
+            Err(r) => return r,
+        };
+        let first = (None, select.clone());
+        let state = match round_state(token, new_round, first, lab_state.change_seq(), mb) {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        let user_folders = mb
+            .folders
+            .iter()
+            .filter(|(_, seq)| state.after.is_none_or(|a| **seq > a) && **seq <= state.upto)
+            .map(|(path, _)| Folder::Other(path.clone()));
+        let standard: &[Folder] = if state.after.is_none() {
+            crate::lab::graph::json::TREE_FOLDERS
+        } else {
+            &[]
+        };
+        let standard = standard.iter().cloned();
+        let items: Vec<Value> = standard
+            .chain(user_folders)
+            .map(|f| {
+                let all = crate::lab::graph::json::mail_folder(
+                    &req.mailbox,
+                    &f,
+                    super::folder_counts(mb, &f),
+                );
+                match &select {
+                    None => all,
+                    Some(list) => Value::Object(
+                        all.as_object()
+                            .into_iter()
+                            .flatten()
+                            .filter(|(k, _)| {
+                                *k == "id" || list.iter().any(|s| s.eq_ignore_ascii_case(k))
+                            })
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    ),
+                }
+            })
+            .collect();
+        (items, state)
+    };
+    let range = page_range(&state, items.len(), size);
+    let (end, total) = (range.end, items.len());
+    let value = items
+        .into_iter()
+        .skip(range.start)
+        .take(range.len())
+        .collect();
+    let path = format!("users/{user}/mailFolders/delta");
+    let body = page_body(&lab, &path, "mailFolder", value, &state, (end, total));
+    ok_json(StatusCode::OK, body)
 }

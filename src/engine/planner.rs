@@ -469,23 +469,10 @@ impl Engine {
         // A copy another job holds is not planned again: shown with that job.
         {
             let store = self.store();
-            let mut claims: BTreeMap<String, BTreeMap<(String, String), _>> = BTreeMap::new();
-            for mid in items.iter().map(|i| &i.internet_message_id) {
-                if !claims.contains_key(mid) {
-                    let found = match own_job {
-                        Some(job) => store.copy_claims_except(mid, job)?,
-                        None => store.copy_claims(mid)?,
-                    };
-                    claims.insert(mid.clone(), found);
-                }
-            }
             let mut kept = Vec::with_capacity(items.len());
             for item in items {
-                let claim = claims
-                    .get(&item.internet_message_id)
-                    .and_then(|m| m.get(&(item.tenant.clone(), item.mailbox.clone())))
-                    .cloned();
-                match claim {
+                let copy = (item.tenant.as_str(), item.mailbox.as_str());
+                match store.copy_claim(&item.internet_message_id, copy, own_job)? {
                     Some(claim) => skipped.push(SkippedItem {
                         tenant: Some(item.tenant.clone()),
                         address: item.mailbox.clone(),

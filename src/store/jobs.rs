@@ -522,15 +522,20 @@ fn lease_of(conn: &rusqlite::Connection, job: i64) -> Result<Option<JobLease>, S
 /// The live claims on the copies of one message against a new retract job (`except` = that
 /// job's id), by (tenant, mailbox): items of other retract jobs that are pending or in flight,
 /// or that succeeded and were not restored since. One query per message, not per copy.
-fn claims_on_message(
+/// The claim on one copy of a message against a new job (the copy's items in other live
+/// retract jobs, except job `except`), read through the `job_item_message (message_id,
+/// mailbox)` index: a job planned in many small groups reads only its copies' rows, not every
+/// item of the message (its own and earlier jobs') once per group.
+fn claim_on_copy(
     conn: &rusqlite::Connection,
     message_id: &str,
+    (tenant, mailbox): (&str, &str),
     except: i64,
-) -> Result<BTreeMap<(String, String), CopyClaim>, StoreError> {
+) -> Result<Option<CopyClaim>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT i.tenant, i.mailbox, i.job_id, i.state, i.effective_action FROM job_item i \
          JOIN job j ON j.id = i.job_id \
-         WHERE i.message_id = ?1 AND i.job_id != ?2 \
+         WHERE i.message_id = ?1 AND i.mailbox = ?3 AND i.job_id != ?2 \
          AND j.kind = 'retract' AND j.dry_run = 0 \
          AND (i.state IN ('pending', 'in_flight') \
               OR (i.state = 'succeeded' \
@@ -538,18 +543,22 @@ fn claims_on_message(
                                   AND r.state = 'succeeded'))) \
          ORDER BY i.id",
     )?;
-    let rows = stmt.query_map(params![message_id, except], |r| {
-        Ok((
+    let mut found = claims_from(stmt.query(params![message_id, except, mailbox])?)?;
+    Ok(found.remove(&(tenant.to_string(), mailbox.to_string())))
+}
+
+fn claims_from(
+    mut rows: rusqlite::Rows<'_>,
+) -> Result<BTreeMap<(String, String), CopyClaim>, StoreError> {
+    let mut out: BTreeMap<(String, String), CopyClaim> = BTreeMap::new();
+    while let Some(r) = rows.next()? {
+        let (tenant, mailbox, job, state, action) = (
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
             r.get::<_, i64>(2)?,
             r.get::<_, String>(3)?,
             r.get::<_, String>(4)?,
-        ))
-    })?;
-    let mut out: BTreeMap<(String, String), CopyClaim> = BTreeMap::new();
-    for row in rows {
-        let (tenant, mailbox, job, state, action) = row?;
+        );
         let claim = CopyClaim {
             job,
             state: ItemState::parse(&state),
@@ -610,20 +619,12 @@ fn insert_items(
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
                  ?17, ?18, ?19)",
     )?;
-    let mut claims: BTreeMap<String, BTreeMap<(String, String), CopyClaim>> = BTreeMap::new();
     for it in items {
         let mut it = std::borrow::Cow::Borrowed(it);
         if it.state == ItemState::Pending && !dry_run {
             let claim = match kind {
                 JobKind::Retract => {
-                    if !claims.contains_key(&it.message_id) {
-                        let found = claims_on_message(tx, &it.message_id, job_id)?;
-                        claims.insert(it.message_id.clone(), found);
-                    }
-                    claims
-                        .get(&it.message_id)
-                        .and_then(|m| m.get(&(it.tenant.clone(), it.mailbox.clone())))
-                        .cloned()
+                    claim_on_copy(tx, &it.message_id, (&it.tenant, &it.mailbox), job_id)?
                 }
                 JobKind::Restore => match it.source_item {
                     Some(source) => restore_claim_on(tx, source)?,
@@ -805,24 +806,18 @@ impl Store {
         Ok(job_id)
     }
 
-    /// Who holds the copies of a message against a new retract job, by (tenant, mailbox): an
-    /// item of another retract job that is pending or in flight, or that succeeded and has not
-    /// been restored since (a copy is retracted by one job at a time; to act on it anew,
-    /// restore that job first).
-    pub fn copy_claims(
+    /// Who holds a copy (tenant, mailbox) of a message against a new retract job: an item of
+    /// another retract job that is pending or in flight, or that succeeded and has not been
+    /// restored since (a copy is retracted by one job at a time; to act on it anew, restore
+    /// that job first). With `except`, against that job's own items (a job planned while it
+    /// runs).
+    pub fn copy_claim(
         &self,
         message_id: &str,
-    ) -> Result<BTreeMap<(String, String), CopyClaim>, StoreError> {
-        claims_on_message(&self.conn, message_id, 0)
-    }
-
-    /// [`Store::copy_claims`] against job `except`'s own items (a job planned while it runs).
-    pub fn copy_claims_except(
-        &self,
-        message_id: &str,
-        except: i64,
-    ) -> Result<BTreeMap<(String, String), CopyClaim>, StoreError> {
-        claims_on_message(&self.conn, message_id, except)
+        copy: (&str, &str),
+        except: Option<i64>,
+    ) -> Result<Option<CopyClaim>, StoreError> {
+        claim_on_copy(&self.conn, message_id, copy, except.unwrap_or(0))
     }
 
     /// Takes the lease of `job` for `me`: free, already ours, or held by a holder that is no

@@ -237,6 +237,18 @@ impl Store {
         Ok(total)
     }
 
+    /// Bytes each table and index takes in the store file, largest first (SQLite's `dbstat`;
+    /// for benchmarks: what the trace spends its space on).
+    pub fn space_by_table(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY sum(pgsize) DESC",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     /// The schema version the store is at.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         Ok(self

@@ -6,7 +6,9 @@
 //! cargo bench --bench trace -- --records 1000000      # the DESIGN target size
 //! cargo bench --bench trace -- --records 1000000 --eml 50000 --runs 30
 //! cargo bench --bench trace -- --records 1000 --eml 100 --references 400000
+//! cargo bench --bench trace -- --records 1000000 --store /tmp/t.sqlite3   # keep the store
 //! ```
+//! `TRACE_BENCH_EXPLAIN=1` prints each query's plan.
 //! The last part parses and stores one message whose References holds `--references` ids
 //! (default 200,000; issue 11: it took 30 s when the ids were deduplicated quadratically).
 //! Goals (DESIGN §9): search p95 ≤ 25 ms on 1,000,000 messages; ingest ≥ 5,000 EML/s.
@@ -76,6 +78,9 @@ struct Args {
     eml: usize,
     runs: usize,
     references: usize,
+    /// `--store PATH`: build the trace store there and keep it (for EXPLAIN QUERY PLAN and
+    /// timing by hand afterwards) instead of in a temporary directory.
+    store: Option<std::path::PathBuf>,
 }
 
 fn args() -> Args {
@@ -84,10 +89,18 @@ fn args() -> Args {
         eml: 20_000,
         runs: 20,
         references: 200_000,
+        store: None,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < argv.len() {
+        if argv[i] == "--store"
+            && let Some(p) = argv.get(i + 1)
+        {
+            a.store = Some(p.into());
+            i += 2;
+            continue;
+        }
         let next = argv
             .get(i + 1)
             .and_then(|v| v.replace('_', "").parse::<usize>().ok());
@@ -219,7 +232,14 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let path = dir.path().join("trace-bench.sqlite3");
+    let path = a
+        .store
+        .clone()
+        .unwrap_or_else(|| dir.path().join("trace-bench.sqlite3"));
+    if path.exists() {
+        eprintln!("bench: {} exists; give a new path", path.display());
+        std::process::exit(2);
+    }
     let mut store = Store::open(&path).expect("open store");
     let mut rng = ChaCha8Rng::seed_from_u64(7);
 
@@ -254,6 +274,12 @@ fn main() {
         size as f64 / 1e6,
         size as f64 / 1e6 * 1e6 / a.records.max(1) as f64
     );
+    for (name, bytes) in store.space_by_table().expect("dbstat").iter().take(12) {
+        println!(
+            "  {name:<32} {:>8.1} MB per million records",
+            *bytes as f64 / 1e6 * 1e6 / a.records.max(1) as f64
+        );
+    }
 
     // 2. Searches.
     let p = &probes[probes.len() / 2];

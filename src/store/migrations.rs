@@ -76,6 +76,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "sync_change_cursor",
         sql: super::sync::CHANGE_CURSOR_SCHEMA,
     },
+    Migration {
+        version: 13,
+        name: "trace_search",
+        sql: super::trace::SEARCH_SCHEMA,
+    },
 ];
 
 /// The newest version this binary knows.
@@ -128,6 +133,83 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version, i as i64 + 1, "migration {}", m.name);
         }
+    }
+
+    /// A store written by a binary at schema 12 (before `trace_search`) migrates when opened
+    /// and answers every search as it did, by both search strategies.
+    #[test]
+    fn a_store_at_schema_12_migrates_and_searches_the_same() {
+        use crate::trace::query::parse;
+        use crate::trace::{Recipient, RecipientKind, TraceRecord};
+        const NOW: i64 = 1_795_132_800;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite3");
+        let conn = Connection::open(&path).unwrap();
+        for m in MIGRATIONS.iter().filter(|m| m.version <= 12) {
+            conn.execute_batch(m.sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 12).unwrap();
+        let mut old = super::super::Store {
+            conn,
+            path: Some(path.clone()),
+            search_window: 0,
+            window_cache: Default::default(),
+            head_file: None,
+        };
+        let words = ["invoice", "lunch", "wire", "report"];
+        let records: Vec<TraceRecord> = (0..300)
+            .map(|i| TraceRecord {
+                tenant: ["contoso", "fabrikam"][i % 2].into(),
+                message_id: format!("<m{i}@x.example>"),
+                sender: format!("s{}@x.example", i % 5),
+                subject: format!("{} {}", words[i % 4], words[(i / 4) % 4]),
+                received: NOW - ((i * 7919) % 300) as i64 * 60,
+                recipients: vec![Recipient {
+                    address: format!("u{}@contoso.com", i % 9),
+                    kind: RecipientKind::Envelope,
+                }],
+                retracted_at: (i % 11 == 0).then_some(NOW - 30),
+                retraction_state: (i % 11 == 0).then(|| "retracted".to_string()),
+                ..TraceRecord::default()
+            })
+            .collect();
+        old.upsert_trace(&records).unwrap();
+        let queries = [
+            "",
+            "retracted:yes",
+            "retracted:yes invoice",
+            "retracted:no lunch",
+            "to:u3@contoso.com invoice",
+            "from:s1@x.example to:u2@contoso.com wire",
+            "from:s1",
+        ];
+        let answers = |s: &mut super::super::Store| -> Vec<Vec<String>> {
+            let mut out = Vec::new();
+            for q in queries {
+                for window in [0, 40] {
+                    s.set_search_window(window);
+                    let found = s.search_at(&parse(q).unwrap(), 10, 3, NOW).unwrap();
+                    out.push(found.into_iter().map(|r| r.message_id).collect());
+                }
+            }
+            out
+        };
+        let before = answers(&mut old);
+        assert!(before.iter().all(|a| !a.is_empty()), "{before:?}");
+        drop(old);
+
+        let mut s = super::super::Store::open(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), latest_version());
+        let index: i64 = s
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'trace_retracted_received'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(index, 1);
+        assert_eq!(answers(&mut s), before);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! within the tenant's limits (DESIGN §3):
 //! - at most `limits.max_in_flight` sub-requests in flight for the tenant,
 //! - at most `limits.per_mailbox` per mailbox (Graph allows 4),
-//! - Gmail quota units per user within `gmail_units_per_second` and for the whole Cloud project
-//!   within `gmail_project_units_per_minute` (token buckets), and at most
+//! - Gmail quota units per user within `gmail_units_per_second` (a token bucket), at most
+//!   `gmail_project_units_per_minute` for the whole Cloud project in any 60 seconds (Google
+//!   documents the project quota per minute, so a run may spend it at once), and at most
 //!   `gmail_project_units_per_day` units in any 24 hours (past it nothing is sent: the requests
 //!   are answered here as Gmail would, 403 `dailyLimitExceeded`, and end `throttled`),
 //! - `Retry-After` honoured (fractions too), otherwise exponential backoff with jitter,
@@ -99,8 +100,8 @@ pub struct Pacer {
     mailboxes: Mutex<HashMap<String, Arc<Semaphore>>>,
     units_per_second: Option<f64>,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
-    /// Gmail: the project's bucket (units a second, level, last refill).
-    project: Option<(f64, Mutex<(f64, Instant)>)>,
+    /// Gmail: the project's units sent over the last minute, against the per-minute quota.
+    project: Option<Mutex<MinuteWindow>>,
     /// Gmail: units sent per minute over the last 24 hours, against the daily budget.
     day: Option<Mutex<DayLedger>>,
     /// What the tenant's semaphore currently allows (≤ `tenant_size`): halved when the service
@@ -169,6 +170,68 @@ impl DayLedger {
     }
 }
 
+/// Quota units spent (or scheduled) in 100 ms slots over a sliding minute: Gmail's project quota
+/// is "1,200,000 quota units per minute" (PROVIDER-APIS.md B.4). A bucket refilled at a
+/// sixtieth of it a second, holding one second's worth (as before), kept a run to 20,000 units a
+/// second from its start: a 10,000-mailbox retraction (150,000 units) waited 6.5 s on a quota it
+/// never came near. Here units wait only when the last 60 seconds already hold the quota.
+#[derive(Debug)]
+struct MinuteWindow {
+    quota: u64,
+    started: Instant,
+    /// (slot since `started`, units sent in it), in slot order; slots may lie ahead of now
+    /// (units told to wait until then).
+    slots: std::collections::VecDeque<(u64, u64)>,
+    total: u64,
+}
+
+impl MinuteWindow {
+    const SLOT: Duration = Duration::from_millis(100);
+    const SLOTS: u64 = 600;
+
+    fn new(quota: u64) -> MinuteWindow {
+        MinuteWindow {
+            quota: quota.max(1),
+            started: Instant::now(),
+            slots: std::collections::VecDeque::new(),
+            total: 0,
+        }
+    }
+
+    /// Records `units` and returns how long to wait before sending them: zero when the last
+    /// minute leaves room; otherwise until enough of its oldest units leave the window (units
+    /// beyond the whole quota wait for an empty window).
+    fn reserve(&mut self, units: u64, now: Instant) -> Duration {
+        let slot_of = |t: Duration| (t.as_nanos() / Self::SLOT.as_nanos()) as u64;
+        let elapsed = now.duration_since(self.started);
+        let current = slot_of(elapsed);
+        while let Some(&(s, n)) = self.slots.front() {
+            if s + Self::SLOTS > current {
+                break;
+            }
+            self.total -= n;
+            self.slots.pop_front();
+        }
+        let need = units.min(self.quota);
+        let mut at = current;
+        let mut left = self.total;
+        for &(s, n) in &self.slots {
+            if left + need <= self.quota {
+                break;
+            }
+            left -= n;
+            at = at.max(s + Self::SLOTS);
+        }
+        self.total += units;
+        match self.slots.iter().rposition(|&(s, _)| s <= at) {
+            Some(i) if self.slots[i].0 == at => self.slots[i].1 += units,
+            Some(i) => self.slots.insert(i + 1, (at, units)),
+            None => self.slots.push_front((at, units)),
+        }
+        (Self::SLOT * at as u32).saturating_sub(elapsed)
+    }
+}
+
 /// The answer given for requests the daily budget refuses: what Gmail answers when a project's
 /// daily limit is spent (403 `dailyLimitExceeded`), so they take the rate-limit path.
 pub fn daily_budget_answer(spent: u64, budget: u64) -> SubResponse {
@@ -195,8 +258,9 @@ impl Pacer {
             units_per_second: gmail.then_some(f64::from(limits.gmail_units_per_second.max(1))),
             buckets: Mutex::new(HashMap::new()),
             project: gmail.then(|| {
-                let rate = f64::from(limits.gmail_project_units_per_minute.max(1)) / 60.0;
-                (rate, Mutex::new((rate, Instant::now())))
+                Mutex::new(MinuteWindow::new(u64::from(
+                    limits.gmail_project_units_per_minute,
+                )))
             }),
             day: gmail.then(|| Mutex::new(DayLedger::new(limits.gmail_project_units_per_day))),
             allowed: Mutex::new(Allowed {
@@ -317,10 +381,10 @@ impl Pacer {
             take_from_bucket(slot, rate, units, now)
         };
         let project = match &self.project {
-            Some((rate, bucket)) => {
-                let mut slot = bucket.lock().unwrap_or_else(|p| p.into_inner());
-                take_from_bucket(&mut slot, *rate, units, now)
-            }
+            Some(window) => window
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .reserve(u64::from(units), now),
             None => Duration::ZERO,
         };
         user.max(project)
@@ -989,20 +1053,45 @@ mod tests {
     }
 
     #[test]
-    fn gmail_project_bucket_is_shared_by_every_user() {
+    fn gmail_project_quota_is_per_minute_and_shared_by_every_user() {
         let limits = LimitConfig {
             gmail_units_per_second: 1000,
-            gmail_project_units_per_minute: 6000, // 100 a second for the whole project
+            gmail_project_units_per_minute: 6000,
             ..Default::default()
         };
         let pacer = Pacer::new(&limits, true);
-        assert_eq!(pacer.reserve("a", 60), Duration::ZERO);
-        assert_eq!(pacer.reserve("b", 40), Duration::ZERO); // the project's second is spent
-        let wait = pacer.reserve("c", 50); // a fresh user still waits for the project
+        // The whole minute's quota may go at once, by many users (each within its own bucket).
+        for user in 0..10 {
+            assert_eq!(pacer.reserve(&format!("u{user}"), 600), Duration::ZERO);
+        }
+        // Past it, a fresh user waits until the minute's first units leave the window.
+        let wait = pacer.reserve("fresh", 50);
         assert!(
-            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
+            wait > Duration::from_secs(59) && wait <= Duration::from_secs(60),
             "{wait:?}"
         );
+        // And the next one after it, not at the same moment beside it beyond the quota.
+        let wait = pacer.reserve("another", 50);
+        assert!(wait > Duration::from_secs(59), "{wait:?}");
+    }
+
+    #[test]
+    fn the_minute_window_frees_units_as_they_age_out() {
+        let mut w = MinuteWindow::new(100);
+        let t0 = w.started;
+        assert_eq!(w.reserve(60, t0), Duration::ZERO);
+        assert_eq!(w.reserve(40, t0 + Duration::from_secs(30)), Duration::ZERO);
+        // Full: 10 more wait until the 60 sent at 0 s leave (at 60 s), i.e. 30 s from 30 s.
+        let wait = w.reserve(10, t0 + Duration::from_secs(30));
+        assert_eq!(wait, Duration::from_secs(30));
+        // At 61 s only the 40 (sent at 30 s) and the 10 (sent at 60 s) count: 50 fit now.
+        assert_eq!(w.reserve(50, t0 + Duration::from_secs(61)), Duration::ZERO);
+        // 1 more waits for the 40 of 30 s to leave, at 90 s.
+        let wait = w.reserve(1, t0 + Duration::from_secs(61));
+        assert_eq!(wait, Duration::from_secs(29));
+        // A request above the whole quota waits for an empty window instead of forever.
+        let wait = w.reserve(500, t0 + Duration::from_secs(61));
+        assert!(wait >= Duration::from_secs(59), "{wait:?}");
     }
 
     #[test]

@@ -719,45 +719,8 @@ async fn journal_directory_message_with_a_disposition_is_retracted() {
     let r = watcher.cycle().await.unwrap();
     assert!(r.jobs.is_empty(), "{r:?}");
 
-    let contoso = w
-        .scenario
-        .tenants
-        .iter()
-        .find(|t| t.name == CONTOSO)
-        .unwrap();
-    let mailboxes: Vec<String> = contoso
-        .users
-        .iter()
-        .filter(|u| {
-            u.mailbox && u.address.ends_with("@contoso.com") && u.address != DEMO_HOLD_MAILBOX
-        })
-        .map(|u| u.address.to_ascii_lowercase())
-        .take(3)
-        .collect();
     let mid = "<journal-0001@evil-journal.example>";
-    let now = chrono::Utc::now();
-    let body = serde_json::json!({
-        "tenant": CONTOSO,
-        "message": {
-            "message_id": mid, "from": "billing@evil-journal.example", "to": mailboxes,
-            "subject": "Overdue invoice", "date": now.to_rfc3339(), "body": "pay now",
-            "copy": mailboxes.iter().map(|m| serde_json::json!({"mailbox": m})).collect::<Vec<_>>(),
-        }
-    });
-    let resp = reqwest::Client::new()
-        .post(format!("{}/_lab/deliver", w.server.base_url()))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
-    let eml = format!(
-        "From: billing@evil-journal.example\r\nTo: {}\r\nSubject: Overdue invoice\r\n\
-         Message-ID: {mid}\r\nDate: {}\r\nX-Clawback-Disposition: malicious\r\n\r\npay now\r\n",
-        mailboxes.join(", "),
-        now.to_rfc2822()
-    );
-    std::fs::write(journal.join("lure.eml"), eml).unwrap();
+    let mailboxes = journal_lure(&w, &journal, mid, 3, "").await;
     let from = log_len(&w.server);
     let r = watcher.cycle().await.unwrap();
     assert_eq!(r.journal_files, 1, "{r:?}");
@@ -1388,44 +1351,7 @@ async fn auto_retract_acts_while_planning_with_the_accounting_of_planning_first(
         let engine = Engine::new(config, Store::open_in_dir(&w.data).unwrap()).unwrap();
         let journal = w.dir.path().join("journal");
         std::fs::create_dir_all(&journal).unwrap();
-        let contoso = w
-            .scenario
-            .tenants
-            .iter()
-            .find(|t| t.name == CONTOSO)
-            .unwrap();
-        let mailboxes: Vec<String> = contoso
-            .users
-            .iter()
-            .filter(|u| {
-                u.mailbox && u.address.ends_with("@contoso.com") && u.address != DEMO_HOLD_MAILBOX
-            })
-            .map(|u| u.address.to_ascii_lowercase())
-            .take(6)
-            .collect();
-        let now = chrono::Utc::now();
-        let body = serde_json::json!({
-            "tenant": CONTOSO,
-            "message": {
-                "message_id": mid, "from": "billing@evil-journal.example", "to": mailboxes,
-                "subject": "Overdue invoice", "date": now.to_rfc3339(), "body": "pay now",
-                "copy": mailboxes.iter().map(|m| serde_json::json!({"mailbox": m})).collect::<Vec<_>>(),
-            }
-        });
-        let resp = reqwest::Client::new()
-            .post(format!("{}/_lab/deliver", w.server.base_url()))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success());
-        let eml = format!(
-            "From: billing@evil-journal.example\r\nTo: {}, {OUTSIDE}\r\nSubject: Overdue invoice\r\n\
-             Message-ID: {mid}\r\nDate: {}\r\nX-Clawback-Disposition: malicious\r\n\r\npay now\r\n",
-            mailboxes.join(", "),
-            now.to_rfc2822()
-        );
-        std::fs::write(journal.join("lure.eml"), eml).unwrap();
+        let mailboxes = journal_lure(&w, &journal, mid, 6, &format!(", {OUTSIDE}")).await;
         let from = log_len(&w.server);
         let r = once(
             &engine,
@@ -1512,4 +1438,55 @@ async fn auto_retract_acts_while_planning_with_the_accounting_of_planning_first(
         ));
     }
     assert_eq!(seen[0], seen[1], "acting while planning vs planning first");
+}
+
+/// A journal lure: delivered by the lab to `count` Contoso mailboxes (not the hold mailbox) and
+/// written as `lure.eml` into `journal` with a malicious disposition; `more_to` is appended to
+/// its To header as it is. Returns the mailboxes.
+async fn journal_lure(
+    w: &World,
+    journal: &std::path::Path,
+    mid: &str,
+    count: usize,
+    more_to: &str,
+) -> Vec<String> {
+    let contoso = w
+        .scenario
+        .tenants
+        .iter()
+        .find(|t| t.name == CONTOSO)
+        .unwrap();
+    let mailboxes: Vec<String> = contoso
+        .users
+        .iter()
+        .filter(|u| {
+            u.mailbox && u.address.ends_with("@contoso.com") && u.address != DEMO_HOLD_MAILBOX
+        })
+        .map(|u| u.address.to_ascii_lowercase())
+        .take(count)
+        .collect();
+    let now = chrono::Utc::now();
+    let body = serde_json::json!({
+        "tenant": CONTOSO,
+        "message": {
+            "message_id": mid, "from": "billing@evil-journal.example", "to": mailboxes,
+            "subject": "Overdue invoice", "date": now.to_rfc3339(), "body": "pay now",
+            "copy": mailboxes.iter().map(|m| serde_json::json!({"mailbox": m})).collect::<Vec<_>>(),
+        }
+    });
+    let resp = reqwest::Client::new()
+        .post(format!("{}/_lab/deliver", w.server.base_url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let eml = format!(
+        "From: billing@evil-journal.example\r\nTo: {}{more_to}\r\nSubject: Overdue invoice\r\n\
+         Message-ID: {mid}\r\nDate: {}\r\nX-Clawback-Disposition: malicious\r\n\r\npay now\r\n",
+        mailboxes.join(", "),
+        now.to_rfc2822()
+    );
+    std::fs::write(journal.join("lure.eml"), eml).unwrap();
+    mailboxes
 }

@@ -155,6 +155,9 @@ pub struct Config {
     /// `[auth]`: how access tokens are kept.
     #[serde(default, skip_serializing_if = "AuthConfig::is_default")]
     pub auth: AuthConfig,
+    /// `[store]`: a shared PostgreSQL store instead of the embedded SQLite file.
+    #[serde(default, skip_serializing_if = "StoreConfig::is_unset")]
+    pub store: StoreConfig,
     /// Where the file was loaded from (for error messages and relative paths).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -184,6 +187,31 @@ impl Default for AuthConfig {
 impl AuthConfig {
     fn is_default(&self) -> bool {
         *self == AuthConfig::default()
+    }
+}
+
+/// Environment variable naming the store (`postgres://…`); it wins over `[store] url`.
+pub const STORE_URL_ENV: &str = "CLAWBACK_STORE_URL";
+
+/// `[store]`: where the store lives. Unset: the embedded SQLite file in the data directory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// A PostgreSQL connection string (`postgres://USER@HOST:PORT/DATABASE?sslmode=…`, or the
+    /// libpq `key=value` form). Never with a password: see `password_file`/`password_env`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// A private (0600) file holding the database password. Relative to the config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// An environment variable holding the database password (libpq's `PGPASSWORD` works too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+}
+
+impl StoreConfig {
+    fn is_unset(&self) -> bool {
+        self.url.is_none() && self.password_file.is_none() && self.password_env.is_none()
     }
 }
 
@@ -849,6 +877,7 @@ impl Config {
             &mut config.automation.intel_dir,
             &mut config.automation.journal_dir,
             &mut config.audit.head_file,
+            &mut config.store.password_file,
         ]
         .into_iter()
         .flatten()
@@ -902,6 +931,26 @@ impl Config {
 
     /// Structural checks that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.store.url {
+            let problem = if !crate::store::pg::is_postgres_url(url) && !url.contains('=') {
+                Some(format!(
+                    "[store] url = {:?}: only PostgreSQL (postgres://…) is a store URL; leave it unset for the embedded SQLite store in the data directory",
+                    crate::store::pg::redact(url)
+                ))
+            } else if crate::store::pg::PgLocator::has_password(url) {
+                Some(
+                    "[store] url carries a password: the config file is no place for it; put it in a 0600 file named by [store] password_file, or in the environment ([store] password_env, PGPASSWORD)".to_string(),
+                )
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(ConfigError::Unsafe {
+                    path: self.path(),
+                    problem,
+                });
+            }
+        }
         let mut seen = std::collections::BTreeSet::new();
         for t in &self.tenants {
             if t.name.trim().is_empty() {

@@ -142,7 +142,7 @@ pub fn console(args: ConsoleArgs, config_path: Option<&Path>, data_dir: Option<&
     }
     let dir = config::data_dir(data_dir, Some(&config));
     let _log = init_file_log(&dir);
-    let store = match Store::open_in_dir(&dir) {
+    let store = match Store::open_configured(Some(&config), &dir) {
         Ok(s) => s,
         Err(e) => {
             errln!("clawback: {e}");

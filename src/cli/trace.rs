@@ -72,7 +72,7 @@ pub(crate) fn open_store(
         None => None,
     };
     let dir = config::data_dir(data_dir, config.as_ref());
-    match Store::open_in_dir(&dir) {
+    match Store::open_configured(config.as_ref(), &dir) {
         Ok(mut s) => {
             s.set_head_file(config.as_ref().and_then(|c| c.audit.head_file.clone()));
             Ok((config, s))

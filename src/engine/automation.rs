@@ -310,9 +310,8 @@ impl<'e> Watcher<'e> {
         if self.options.sync {
             let slot = self.sync_store.get_mut().unwrap_or_else(|p| p.into_inner());
             if slot.is_none() {
-                let path = self.engine.store().path().map(PathBuf::from);
-                match path {
-                    Some(p) => *slot = Some(Store::open(&p)?),
+                match self.engine.store().open_again() {
+                    Some(again) => *slot = Some(again?),
                     None => report
                         .errors
                         .push("sync needs a store file (in-memory store)".into()),

@@ -30,40 +30,10 @@ impl Store {
     /// Chains `record` after the newest entry and stores it with the new head, in one
     /// transaction.
     pub fn audit_append(&mut self, record: AuditRecord) -> Result<AuditEntry, StoreError> {
-        // Immediate: another process appending at the same time waits for the write lock
-        // instead of both reading the same head (a deferred read-then-write fails with
-        // SQLITE_BUSY instead of waiting).
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let last: Option<(i64, String, String, String)> = tx
-            .query_row(
-                "SELECT seq, record, prev_hash, hash FROM audit ORDER BY pos DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
-        let prev = last.and_then(|(seq, rec, prev_hash, hash)| {
-            Some(AuditEntry {
-                seq: seq as u64,
-                record: serde_json::from_str(&rec).ok()?,
-                prev_hash,
-                hash,
-            })
-        });
-        let entry = audit::chain(prev.as_ref(), record);
-        let json = serde_json::to_string(&entry.record)
-            .map_err(|e| StoreError::Sql(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
-        tx.execute(
-            "INSERT INTO audit (seq, record, prev_hash, hash) VALUES (?1, ?2, ?3, ?4)",
-            params![entry.seq as i64, json, entry.prev_hash, entry.hash],
-        )?;
-        tx.execute(
-            "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?1, ?2) \
-             ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-            params![entry.seq as i64, entry.hash],
-        )?;
-        tx.commit()?;
+        let entry = match &mut self.db {
+            super::Db::Sqlite(conn) => sqlite_append(conn, record)?,
+            super::Db::Postgres(pg) => super::pg::audit::append(pg, record)?,
+        };
         if let Some(path) = &self.head_file {
             append_head(
                 path,
@@ -79,7 +49,48 @@ impl Store {
         }
         Ok(entry)
     }
+}
 
+fn sqlite_append(
+    conn: &mut rusqlite::Connection,
+    record: AuditRecord,
+) -> Result<AuditEntry, StoreError> {
+    // Immediate: another process appending at the same time waits for the write lock
+    // instead of both reading the same head (a deferred read-then-write fails with
+    // SQLITE_BUSY instead of waiting).
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let last: Option<(i64, String, String, String)> = tx
+        .query_row(
+            "SELECT seq, record, prev_hash, hash FROM audit ORDER BY pos DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let prev = last.and_then(|(seq, rec, prev_hash, hash)| {
+        Some(AuditEntry {
+            seq: seq as u64,
+            record: serde_json::from_str(&rec).ok()?,
+            prev_hash,
+            hash,
+        })
+    });
+    let entry = audit::chain(prev.as_ref(), record);
+    let json = serde_json::to_string(&entry.record)
+        .map_err(|e| StoreError::Sql(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+    tx.execute(
+        "INSERT INTO audit (seq, record, prev_hash, hash) VALUES (?1, ?2, ?3, ?4)",
+        params![entry.seq as i64, json, entry.prev_hash, entry.hash],
+    )?;
+    tx.execute(
+        "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?1, ?2) \
+         ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+        params![entry.seq as i64, entry.hash],
+    )?;
+    tx.commit()?;
+    Ok(entry)
+}
+
+impl Store {
     /// Appends every new head to `path` too (`[audit] head_file`): a file outside the data
     /// directory (another mount, or one shipped by syslog) that `audit verify` checks against.
     pub fn set_head_file(&mut self, path: Option<std::path::PathBuf>) {
@@ -88,8 +99,11 @@ impl Store {
 
     /// The newest entry as `(seq, hash)`, or `None` for an empty log.
     pub fn audit_head(&self) -> Result<Option<AuditHead>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::audit::head(pg);
+        }
         Ok(self
-            .conn
+            .conn()?
             .query_row(
                 "SELECT seq, hash FROM audit ORDER BY pos DESC LIMIT 1",
                 [],
@@ -105,8 +119,11 @@ impl Store {
 
     /// Every entry in stored order; a row whose record no longer parses is reported by `seq`.
     pub fn audit_entries(&self) -> Result<Result<Vec<AuditEntry>, AuditBreak>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::audit::entries(pg);
+        }
         let mut stmt = self
-            .conn
+            .conn()?
             .prepare("SELECT seq, record, prev_hash, hash FROM audit ORDER BY pos")?;
         let rows = stmt
             .query_map([], |r| {
@@ -154,8 +171,11 @@ impl Store {
     }
 
     fn stored_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::audit::stored_head(pg);
+        }
         Ok(self
-            .conn
+            .conn()?
             .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })

@@ -60,7 +60,7 @@ impl Store {
         message_id: &str,
     ) -> Result<Option<(String, u64)>, StoreError> {
         Ok(self
-            .conn
+            .conn()?
             .query_row(
                 "SELECT disposition, copies FROM auto_handled WHERE tenant = ?1 AND message_id = ?2",
                 params![tenant, message_id],
@@ -79,7 +79,7 @@ impl Store {
         trigger: &str,
         job: Option<i64>,
     ) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.conn()?.execute(
             "INSERT INTO auto_handled (tenant, message_id, disposition, copies, trigger, job_id, at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
              ON CONFLICT (tenant, message_id) DO UPDATE SET disposition = ?3, copies = ?4, \
@@ -105,7 +105,7 @@ impl Store {
         with_disposition: bool,
     ) -> Result<Vec<TraceRecord>, StoreError> {
         let ids: Vec<i64> = {
-            let mut stmt = self.conn.prepare_cached(
+            let mut stmt = self.conn()?.prepare_cached(
                 "SELECT id FROM trace WHERE received >= ?1 \
                  AND (?2 = 0 OR disposition IS NOT NULL) \
                  AND (retraction_state IS NULL OR retraction_state <> 'retracted') \
@@ -131,14 +131,14 @@ impl Store {
         if indicators.is_empty() {
             return Ok(Vec::new());
         }
-        self.conn.execute_batch(
+        self.conn()?.execute_batch(
             "CREATE TEMP TABLE IF NOT EXISTS post_delivery_indicator (
                  kind TEXT NOT NULL, value TEXT NOT NULL, pattern TEXT NOT NULL,
                  any_subject INTEGER NOT NULL);
              DELETE FROM temp.post_delivery_indicator;",
         )?;
         {
-            let mut insert = self.conn.prepare_cached(
+            let mut insert = self.conn()?.prepare_cached(
                 "INSERT INTO temp.post_delivery_indicator (kind, value, pattern, any_subject) \
                  VALUES (?1, ?2, ?3, ?4)",
             )?;
@@ -160,7 +160,7 @@ impl Store {
             }
         }
         let ids: Vec<i64> = {
-            let mut stmt = self.conn.prepare_cached(
+            let mut stmt = self.conn()?.prepare_cached(
                 r"SELECT t.id FROM trace t WHERE t.received >= ?1
                    AND (t.retraction_state IS NULL OR t.retraction_state <> 'retracted')
                    AND EXISTS (SELECT 1 FROM temp.post_delivery_indicator i WHERE
@@ -204,7 +204,7 @@ impl Store {
         report_id: &str,
     ) -> Result<bool, StoreError> {
         Ok(self
-            .conn
+            .conn()?
             .query_row(
                 "SELECT 1 FROM phish_report WHERE tenant = ?1 AND mailbox = ?2 AND report_id = ?3",
                 params![tenant, mailbox, report_id],
@@ -216,7 +216,7 @@ impl Store {
 
     /// Records a decision (the first decision of a report stands).
     pub fn record_report(&mut self, d: &ReportDecision) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.conn()?.execute(
             "INSERT OR IGNORE INTO phish_report \
              (tenant, mailbox, report_id, reporter, original, verdict, reason, decided_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -237,7 +237,7 @@ impl Store {
     /// Distinct reporters recorded for an original.
     pub fn reporters_of(&self, original: &str) -> Result<BTreeSet<String>, StoreError> {
         let mut stmt = self
-            .conn
+            .conn()?
             .prepare_cached("SELECT DISTINCT reporter FROM phish_report WHERE original = ?1")?;
         let rows = stmt
             .query_map([original], |r| r.get(0))?
@@ -247,7 +247,7 @@ impl Store {
 
     /// Every decided report, oldest first.
     pub fn report_decisions(&self) -> Result<Vec<ReportDecision>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn()?.prepare_cached(
             "SELECT tenant, mailbox, report_id, reporter, original, verdict, reason \
              FROM phish_report ORDER BY decided_at, tenant, mailbox, report_id",
         )?;
@@ -446,7 +446,7 @@ impl Store {
     /// Messages (one per tenant) traced at or after `since` (Unix seconds): the denominator
     /// of the guard's share-of-trace limit.
     pub fn trace_messages_since(&self, since: i64) -> Result<u64, StoreError> {
-        let n: i64 = self.conn.query_row(
+        let n: i64 = self.conn()?.query_row(
             "SELECT count(*) FROM trace WHERE received >= ?1",
             [since],
             |r| r.get(0),
@@ -466,7 +466,7 @@ impl Store {
     ) -> Result<(HeldMatch, HoldChange), StoreError> {
         let now = Utc::now().timestamp();
         let tx = self
-            .conn
+            .conn_mut()?
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let open: Option<i64> = tx
             .query_row(
@@ -543,7 +543,7 @@ impl Store {
     /// One hold by id.
     pub fn hold(&self, id: i64) -> Result<Option<HeldMatch>, StoreError> {
         Ok(self
-            .conn
+            .conn()?
             .query_row(
                 &format!("SELECT {HOLD_COLUMNS} FROM automation_hold WHERE id = ?1"),
                 [id],
@@ -555,7 +555,7 @@ impl Store {
     /// Holds, newest first: only those still open (waiting for confirmation or release), or
     /// all of them.
     pub fn holds(&self, open_only: bool) -> Result<Vec<HeldMatch>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
+        let mut stmt = self.conn()?.prepare_cached(&format!(
             "SELECT {HOLD_COLUMNS} FROM automation_hold \
              WHERE ?1 = 0 OR state IN ('needs_confirmation', 'confirmed') ORDER BY id DESC"
         ))?;
@@ -567,7 +567,7 @@ impl Store {
 
     /// The messages of a hold.
     pub fn hold_messages(&self, id: i64) -> Result<Vec<HeldMessage>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn()?.prepare_cached(
             "SELECT tenant, message_id, copies FROM automation_hold_message WHERE hold_id = ?1 \
              ORDER BY tenant, message_id",
         )?;
@@ -593,7 +593,7 @@ impl Store {
         by: Option<&str>,
     ) -> Result<bool, StoreError> {
         let now = Utc::now().timestamp();
-        let n = self.conn.execute(
+        let n = self.conn()?.execute(
             "UPDATE automation_hold SET state = ?3, updated_at = ?4, \
              confirmed_by = CASE WHEN ?3 = 'confirmed' THEN ?5 ELSE confirmed_by END, \
              confirmed_at = CASE WHEN ?3 = 'confirmed' THEN ?4 ELSE confirmed_at END, \
@@ -615,7 +615,7 @@ impl Store {
         source: &str,
     ) -> Result<DispositionUpdate, StoreError> {
         let tx = self
-            .conn
+            .conn_mut()?
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let before: Vec<(Option<String>, Option<String>)> = {
             let mut stmt = tx.prepare_cached(
@@ -673,7 +673,7 @@ impl Store {
 
     /// Intel verdicts in force.
     pub fn intel_verdicts_active(&self) -> Result<Vec<IntelVerdict>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn()?.prepare_cached(
             "SELECT tenant, message_id, indicator_file, indicator_kind, indicator_value, \
              disposition, source FROM intel_verdict WHERE expired_at IS NULL \
              ORDER BY tenant, message_id",
@@ -708,7 +708,7 @@ impl Store {
         message_id: &str,
     ) -> Result<Option<bool>, StoreError> {
         let tx = self
-            .conn
+            .conn_mut()?
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let row: Option<(String, String, Option<String>, Option<String>)> = tx
             .query_row(

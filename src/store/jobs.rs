@@ -682,7 +682,7 @@ impl Store {
         created_at: DateTime<Utc>,
         json: &str,
     ) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.conn()?.execute(
             "INSERT OR IGNORE INTO plan (id, digest, created_at, json) VALUES (?1, ?2, ?3, ?4)",
             params![id, digest, created_at.timestamp(), json],
         )?;
@@ -692,7 +692,7 @@ impl Store {
     /// Replaces a stored plan's digest and JSON (a plan made while its job ran: stored
     /// provisional when the job was made, complete when planning ended).
     pub fn update_plan(&mut self, id: &str, digest: &str, json: &str) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.conn()?.execute(
             "UPDATE plan SET digest = ?2, json = ?3 WHERE id = ?1",
             params![id, digest, json],
         )?;
@@ -702,7 +702,7 @@ impl Store {
     /// The digest of a stored plan.
     pub fn plan_digest(&self, id: &str) -> Result<Option<String>, StoreError> {
         Ok(self
-            .conn
+            .conn()?
             .query_row("SELECT digest FROM plan WHERE id = ?1", [id], |r| r.get(0))
             .optional()?)
     }
@@ -715,7 +715,7 @@ impl Store {
         items: &[ItemRow],
     ) -> Result<Vec<(i64, ItemState)>, StoreError> {
         let tx = self
-            .conn
+            .conn_mut()?
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (kind, dry_run): (String, bool) =
             tx.query_row("SELECT kind, dry_run FROM job WHERE id = ?1", [job], |r| {
@@ -734,7 +734,7 @@ impl Store {
     /// The JSON of a stored plan.
     pub fn plan_json(&self, id: &str) -> Result<Option<String>, StoreError> {
         Ok(self
-            .conn
+            .conn()?
             .query_row("SELECT json FROM plan WHERE id = ?1", [id], |r| r.get(0))
             .optional()?)
     }
@@ -742,7 +742,7 @@ impl Store {
     /// When a stored plan was made.
     pub fn plan_created_at(&self, id: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         let secs: Option<i64> = self
-            .conn
+            .conn()?
             .query_row("SELECT created_at FROM plan WHERE id = ?1", [id], |r| {
                 r.get(0)
             })
@@ -761,7 +761,7 @@ impl Store {
     ///   restore item whose retraction is already being (or was) restored likewise.
     pub fn create_job(&mut self, job: &NewJob, items: &[ItemRow]) -> Result<i64, StoreError> {
         let tx = self
-            .conn
+            .conn_mut()?
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         if job.kind == JobKind::Retract
             && job.parent_job.is_none()
@@ -817,7 +817,7 @@ impl Store {
         copy: (&str, &str),
         except: Option<i64>,
     ) -> Result<Option<CopyClaim>, StoreError> {
-        claim_on_copy(&self.conn, message_id, copy, except.unwrap_or(0))
+        claim_on_copy(self.conn()?, message_id, copy, except.unwrap_or(0))
     }
 
     /// Takes the lease of `job` for `me`: free, already ours, or held by a holder that is no
@@ -829,7 +829,7 @@ impl Store {
         me: &LeaseHolder,
         stale_after: chrono::Duration,
     ) -> Result<Result<LeaseTaken, JobLease>, StoreError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.conn()?.unchecked_transaction()?;
         // Take the write lock first, so the read below cannot go stale before the update.
         tx.execute("UPDATE job SET id = id WHERE id = ?1", [job])?;
         let current = lease_of(&tx, job)?;
@@ -850,7 +850,7 @@ impl Store {
 
     /// Renews the lease; `false` when this holder no longer has it (taken over).
     pub fn heartbeat_job_lease(&self, job: i64, owner: &str) -> Result<bool, StoreError> {
-        let n = self.conn.execute(
+        let n = self.conn()?.execute(
             "UPDATE job SET lease_heartbeat = ?3 WHERE id = ?1 AND lease_owner = ?2",
             params![job, owner, Utc::now().timestamp()],
         )?;
@@ -859,7 +859,7 @@ impl Store {
 
     /// Gives the lease up (only if this holder has it).
     pub fn release_job_lease(&self, job: i64, owner: &str) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.conn()?.execute(
             "UPDATE job SET lease_owner = NULL, lease_pid = NULL, lease_host = NULL, \
              lease_heartbeat = NULL WHERE id = ?1 AND lease_owner = ?2",
             params![job, owner],
@@ -869,14 +869,14 @@ impl Store {
 
     /// The lease of a job, if one is recorded (live or not).
     pub fn job_lease(&self, job: i64) -> Result<Option<JobLease>, StoreError> {
-        lease_of(&self.conn, job)
+        lease_of(self.conn()?, job)
     }
 
     /// A job's state and whether `owner` still holds its lease: what a running job checks
     /// before every batch (a cancel or a takeover by another process stops it).
     pub fn job_run_check(&self, job: i64, owner: &str) -> Result<(JobState, bool), StoreError> {
         let (state, lease): (String, Option<String>) = self
-            .conn
+            .conn()?
             .prepare_cached("SELECT state, lease_owner FROM job WHERE id = ?1")?
             .query_row([job], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok((JobState::parse(&state), lease.as_deref() == Some(owner)))
@@ -885,7 +885,7 @@ impl Store {
     /// Records a cancel: only a running job can be cancelled. Returns the state the job was
     /// in (`Running` when this call cancelled it).
     pub fn request_cancel(&self, job: i64) -> Result<Option<JobState>, StoreError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.conn()?.unchecked_transaction()?;
         let n = tx.execute(
             "UPDATE job SET state = 'cancelled' WHERE id = ?1 AND state = 'running'",
             [job],
@@ -906,7 +906,7 @@ impl Store {
     /// The retract job made from a plan, if the plan was applied (a plan is spent once).
     pub fn job_of_plan(&self, plan_id: &str) -> Result<Option<i64>, StoreError> {
         Ok(self
-            .conn
+            .conn()?
             .query_row(
                 "SELECT id FROM job WHERE plan_id = ?1 AND kind = 'retract' \
                  AND parent_job IS NULL ORDER BY id LIMIT 1",
@@ -918,7 +918,7 @@ impl Store {
 
     /// The restore jobs made of a retract job (its undos), oldest first, with their state.
     pub fn restore_jobs_of(&self, job: i64) -> Result<Vec<(i64, JobState)>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn()?.prepare_cached(
             "SELECT id, state FROM job WHERE parent_job = ?1 AND kind = 'restore' ORDER BY id",
         )?;
         let rows = stmt
@@ -935,7 +935,7 @@ impl Store {
     /// One job.
     pub fn job(&self, id: i64) -> Result<Option<JobRow>, StoreError> {
         Ok(self
-            .conn
+            .conn()?
             .query_row(
                 &format!("SELECT {JOB_COLUMNS} FROM job WHERE id = ?1"),
                 [id],
@@ -946,7 +946,7 @@ impl Store {
 
     /// The newest jobs first.
     pub fn jobs(&self, limit: usize) -> Result<Vec<JobRow>, StoreError> {
-        let mut stmt = self.conn.prepare(&format!(
+        let mut stmt = self.conn()?.prepare(&format!(
             "SELECT {JOB_COLUMNS} FROM job ORDER BY id DESC LIMIT ?1"
         ))?;
         let rows = stmt
@@ -957,7 +957,7 @@ impl Store {
 
     /// Jobs left `running` (by a crash or a kill): to resume.
     pub fn unfinished_jobs(&self) -> Result<Vec<JobRow>, StoreError> {
-        let mut stmt = self.conn.prepare(&format!(
+        let mut stmt = self.conn()?.prepare(&format!(
             "SELECT {JOB_COLUMNS} FROM job WHERE state = 'running' ORDER BY id"
         ))?;
         let rows = stmt
@@ -972,7 +972,7 @@ impl Store {
         job: i64,
         state: Option<ItemState>,
     ) -> Result<Vec<ItemRow>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
+        let mut stmt = self.conn()?.prepare_cached(&format!(
             "SELECT {ITEM_COLUMNS} FROM job_item WHERE job_id = ?1 AND (?2 IS NULL OR state = ?2) \
              ORDER BY id"
         ))?;
@@ -984,7 +984,7 @@ impl Store {
 
     /// Counts per state of a job's items.
     pub fn item_counts(&self, job: i64) -> Result<ItemCounts, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn()?.prepare_cached(
             "SELECT state, count(*) FROM job_item WHERE job_id = ?1 GROUP BY state",
         )?;
         let mut c = ItemCounts::default();
@@ -1008,7 +1008,7 @@ impl Store {
         &self,
         f: impl FnOnce(&Store) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.conn()?.unchecked_transaction()?;
         let out = f(self)?;
         tx.commit()?;
         Ok(out)
@@ -1024,7 +1024,7 @@ impl Store {
         lease_owner: &str,
     ) -> Result<(), StoreError> {
         let n = self
-            .conn
+            .conn()?
             .prepare_cached(
                 "UPDATE job_item SET state = 'in_flight', copy_id = ?2 \
                  WHERE id = ?1 AND state IN ('pending', 'in_flight') \
@@ -1049,7 +1049,7 @@ impl Store {
         lease_owner: &str,
     ) -> Result<(), StoreError> {
         let n = self
-            .conn
+            .conn()?
             .prepare_cached(
                 "UPDATE job_item SET sent_id = ?2, sent_version = ?3 \
                  WHERE id = ?1 AND state = 'in_flight' \
@@ -1067,7 +1067,7 @@ impl Store {
     /// ever about to be sent for it.
     pub fn sent_copy(&self, item: i64) -> Result<Option<(String, Option<String>)>, StoreError> {
         Ok(self
-            .conn
+            .conn()?
             .query_row(
                 "SELECT sent_id, sent_version FROM job_item WHERE id = ?1",
                 [item],
@@ -1092,7 +1092,7 @@ impl Store {
         to: &Folder,
         detail: &str,
     ) -> Result<(), StoreError> {
-        self.conn
+        self.conn()?
             .prepare_cached(
                 "UPDATE job_item SET state = 'succeeded', folder = ?2, read = ?3, new_id = ?4, \
                  to_folder = ?5, detail = ?6, finished_at = ?7, reason = NULL, \
@@ -1118,7 +1118,7 @@ impl Store {
         provider_code: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
-        self.conn
+        self.conn()?
             .prepare_cached(
                 "UPDATE job_item SET state = 'failed', reason = ?2, provider_code = ?3, \
                  detail = ?4, finished_at = ?5 WHERE id = ?1 AND state IN ('pending', 'in_flight')",
@@ -1135,7 +1135,7 @@ impl Store {
 
     /// Back to pending (a reconciled in-flight item whose copy has not moved).
     pub fn reset_item_pending(&self, item: i64) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.conn()?.execute(
             "UPDATE job_item SET state = 'pending' WHERE id = ?1 AND state = 'in_flight'",
             [item],
         )?;
@@ -1144,7 +1144,7 @@ impl Store {
 
     /// Records the audit head written after a run of `job` ended.
     pub fn set_job_audit_head(&self, job: i64, head: &str) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.conn()?.execute(
             "UPDATE job SET audit_head = ?2 WHERE id = ?1",
             rusqlite::params![job, head],
         )?;
@@ -1155,7 +1155,7 @@ impl Store {
     /// whose lease was taken over leaves the state to the new holder). `false` if not held.
     pub fn end_job_run(&self, job: i64, owner: &str, state: JobState) -> Result<bool, StoreError> {
         let finished = (state == JobState::Finished).then(|| Utc::now().timestamp());
-        let n = self.conn.execute(
+        let n = self.conn()?.execute(
             "UPDATE job SET state = ?3, finished_at = ?4 WHERE id = ?1 AND lease_owner = ?2",
             params![job, owner, state.as_str(), finished],
         )?;
@@ -1165,7 +1165,7 @@ impl Store {
     /// Sets a job's state (and its finish time when finished).
     pub fn set_job_state(&self, job: i64, state: JobState) -> Result<(), StoreError> {
         let finished = (state == JobState::Finished).then(|| Utc::now().timestamp());
-        self.conn.execute(
+        self.conn()?.execute(
             "UPDATE job SET state = ?2, finished_at = ?3 WHERE id = ?1",
             params![job, state.as_str(), finished],
         )?;
@@ -1175,7 +1175,7 @@ impl Store {
     /// The newest settled item (not skipped) for each mailbox of a message, across jobs: the
     /// "last outcome" column of the recipient checklist.
     pub fn last_outcomes(&self, message_id: &str) -> Result<Vec<ItemRow>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
+        let mut stmt = self.conn()?.prepare_cached(&format!(
             "SELECT {ITEM_COLUMNS} FROM job_item WHERE message_id = ?1 \
              AND state IN ('succeeded', 'failed') ORDER BY id"
         ))?;
@@ -1188,7 +1188,7 @@ impl Store {
     /// Mailboxes in which a message was already retracted successfully by a retract job that
     /// has not been restored since (automation must not act twice).
     pub fn retracted_mailboxes(&self, message_id: &str) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn()?.prepare_cached(
             "SELECT DISTINCT i.mailbox FROM job_item i JOIN job j ON j.id = i.job_id \
              WHERE i.message_id = ?1 AND i.state = 'succeeded' AND j.kind = 'retract' \
              AND NOT EXISTS (SELECT 1 FROM job_item r WHERE r.source_item = i.id \
@@ -1206,7 +1206,7 @@ impl Store {
         &self,
         job: i64,
     ) -> Result<std::collections::BTreeSet<i64>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn()?.prepare_cached(
             "SELECT i.id FROM job_item i WHERE i.job_id = ?1 AND i.state = 'succeeded' \
              AND i.effective_action != 'hard_delete' \
              AND NOT EXISTS (SELECT 1 FROM job_item r WHERE r.source_item = i.id \
@@ -1224,7 +1224,7 @@ impl Store {
         since: Option<DateTime<Utc>>,
         until: Option<DateTime<Utc>>,
     ) -> Result<Vec<(ItemOutcome, String)>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn()?.prepare_cached(
             "SELECT i.tenant, j.trigger, i.state, i.reason, j.dry_run, i.read, i.finished_at, \
              i.delivered_at, COALESCE(j.detected_at, j.created_at), i.message_id, \
              i.note LIKE 'retained_by_hold%' \

@@ -20,11 +20,11 @@ impl Store {
     pub fn plan_key(&self) -> Result<Vec<u8>, StoreError> {
         let mut fresh = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut fresh);
-        self.conn.execute(
+        self.conn()?.execute(
             "INSERT OR IGNORE INTO store_key (name, value) VALUES (?1, ?2)",
             rusqlite::params![PLAN_KEY, fresh.as_slice()],
         )?;
-        Ok(self.conn.query_row(
+        Ok(self.conn()?.query_row(
             "SELECT value FROM store_key WHERE name = ?1",
             [PLAN_KEY],
             |r| r.get(0),

@@ -150,8 +150,9 @@ mod tests {
         }
         conn.pragma_update(None, "user_version", 12).unwrap();
         let mut old = super::super::Store {
-            conn,
+            db: super::super::Db::Sqlite(conn),
             path: Some(path.clone()),
+            local_dir: None,
             search_window: 0,
             window_cache: Default::default(),
             head_file: None,
@@ -201,7 +202,8 @@ mod tests {
         let mut s = super::super::Store::open(&path).unwrap();
         assert_eq!(s.schema_version().unwrap(), latest_version());
         let index: i64 = s
-            .conn
+            .conn()
+            .unwrap()
             .query_row(
                 "SELECT count(*) FROM sqlite_master WHERE name = 'trace_retracted_received'",
                 [],
@@ -220,7 +222,8 @@ mod tests {
         assert_eq!(s.schema_version().unwrap(), latest_version());
         drop(s);
         let s = super::super::Store::open(&path).unwrap();
-        s.conn
+        s.conn()
+            .unwrap()
             .pragma_update(None, "user_version", latest_version() + 1)
             .unwrap();
         drop(s);

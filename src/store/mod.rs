@@ -12,6 +12,7 @@ pub mod chain;
 pub mod jobs;
 pub mod keys;
 pub mod migrations;
+pub mod pg;
 pub mod policy;
 pub mod stamp;
 pub mod sync;
@@ -70,6 +71,16 @@ pub enum StoreError {
     },
     #[error("job item {item} is settled or its job's lease is held by another process")]
     NotLeased { item: i64 },
+    #[error("store URL {url}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("PostgreSQL store: {what}: {reason}")]
+    Postgres { what: String, reason: String },
+    #[error(
+        "{what} is not available on a PostgreSQL store yet (issue 17: the shared store covers the audit log so far); use the embedded SQLite store for it"
+    )]
+    NotOnPostgres { what: &'static str },
+    #[error("store password: {0}")]
+    Password(String),
 }
 
 /// The store holds the whole trace and the audit: its directory is made 0700 and the file
@@ -113,10 +124,20 @@ fn make_private(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Where the rows live.
+pub(crate) enum Db {
+    /// The embedded default: one SQLite file in the data directory.
+    Sqlite(Connection),
+    /// A shared PostgreSQL store (`[store] url`).
+    Postgres(Box<pg::PgConn>),
+}
+
 /// A handle on the store. Not `Sync`: open one per thread (WAL lets readers run beside a writer).
 pub struct Store {
-    pub(crate) conn: Connection,
+    pub(crate) db: Db,
     path: Option<PathBuf>,
+    /// The local data directory of a PostgreSQL store's process (logs, token cache, locks).
+    local_dir: Option<PathBuf>,
     /// Rows of the newest-first search window (see `Store::search_at`).
     pub(crate) search_window: usize,
     /// `((newest id, window rows), (since, id floor))` of the windows computed for the newest id.
@@ -134,9 +155,95 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// The data directory of a store opened from a file (`None` in memory).
+    /// The data directory of a store opened from a file (`None` in memory); for a PostgreSQL
+    /// store, the local data directory it was opened with.
     pub fn data_dir(&self) -> Option<&Path> {
-        self.path.as_deref().and_then(Path::parent)
+        match &self.db {
+            Db::Postgres(_) => self.local_dir.as_deref(),
+            Db::Sqlite(_) => self.path.as_deref().and_then(Path::parent),
+        }
+    }
+
+    /// The SQLite connection; a clear error on a PostgreSQL store for what it does not offer
+    /// yet (nothing is read or written then).
+    #[track_caller]
+    pub(crate) fn conn(&self) -> Result<&Connection, StoreError> {
+        match &self.db {
+            Db::Sqlite(c) => Ok(c),
+            Db::Postgres(_) => Err(StoreError::NotOnPostgres {
+                what: caller_area(std::panic::Location::caller().file()),
+            }),
+        }
+    }
+
+    /// The SQLite connection, for a transaction (see [`Store::conn`]).
+    #[track_caller]
+    pub(crate) fn conn_mut(&mut self) -> Result<&mut Connection, StoreError> {
+        match &mut self.db {
+            Db::Sqlite(c) => Ok(c),
+            Db::Postgres(_) => Err(StoreError::NotOnPostgres {
+                what: caller_area(std::panic::Location::caller().file()),
+            }),
+        }
+    }
+
+    /// True for a shared PostgreSQL store.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.db, Db::Postgres(_))
+    }
+
+    /// Opens the store a configuration names: `$CLAWBACK_STORE_URL` or `[store] url` (a
+    /// PostgreSQL store; its password from `[store] password_file`, `[store] password_env` or
+    /// `PGPASSWORD`), else the SQLite file in `data_dir`.
+    pub fn open_configured(
+        config: Option<&crate::config::Config>,
+        data_dir: &Path,
+    ) -> Result<Store, StoreError> {
+        match StoreTarget::from_config(config)? {
+            None => Self::open_in_dir(data_dir),
+            Some(locator) => Self::open_postgres(&locator, Some(data_dir)),
+        }
+    }
+
+    /// Opens (creating its schema if needed) a PostgreSQL store.
+    pub fn open_postgres(
+        locator: &pg::PgLocator,
+        data_dir: Option<&Path>,
+    ) -> Result<Store, StoreError> {
+        let mut conn = pg::PgConn::connect(locator)?;
+        pg::migrations::migrate(&mut conn)?;
+        Ok(Store {
+            db: Db::Postgres(Box::new(conn)),
+            path: None,
+            local_dir: data_dir.map(Path::to_path_buf),
+            search_window: trace::RECENT_WINDOW,
+            window_cache: std::cell::RefCell::new(Vec::new()),
+            head_file: None,
+        })
+    }
+
+    /// Another handle on the same store (a second connection), e.g. for a task that writes
+    /// beside the engine's handle. `None` for an in-memory store.
+    pub fn open_again(&self) -> Option<Result<Store, StoreError>> {
+        let mut again = match &self.db {
+            Db::Postgres(pg) => Self::open_postgres(pg.locator(), self.local_dir.as_deref()),
+            Db::Sqlite(_) => Self::open(self.path.as_deref()?),
+        };
+        if let Ok(s) = &mut again {
+            s.head_file = self.head_file.clone();
+        }
+        Some(again)
+    }
+
+    /// Where the store lives, for messages: the file, or the PostgreSQL URL without password.
+    pub fn describe(&self) -> String {
+        match &self.db {
+            Db::Postgres(pg) => pg.locator().to_string(),
+            Db::Sqlite(_) => match &self.path {
+                Some(p) => p.display().to_string(),
+                None => ":memory:".into(),
+            },
+        }
     }
 
     /// The store file inside a data directory.
@@ -196,13 +303,16 @@ impl Store {
         // waits for another's transaction instead of failing with "database is locked".
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let mut store = Store {
-            conn,
+            db: Db::Sqlite(conn),
             path,
+            local_dir: None,
             search_window: trace::RECENT_WINDOW,
             window_cache: std::cell::RefCell::new(Vec::new()),
             head_file: None,
         };
-        migrations::migrate(&mut store.conn, store.path.as_deref())?;
+        if let Db::Sqlite(conn) = &mut store.db {
+            migrations::migrate(conn, store.path.as_deref())?;
+        }
         Ok(store)
     }
 
@@ -220,9 +330,12 @@ impl Store {
     /// Refreshes the planner statistics (`PRAGMA optimize`, which runs ANALYZE where useful) and
     /// checkpoints the WAL. Call after large ingests.
     pub fn optimize(&self) -> Result<(), StoreError> {
-        self.conn.execute_batch("PRAGMA optimize=0x10002;")?;
+        if let Db::Postgres(pg) = &self.db {
+            return pg.batch("ANALYZE");
+        }
+        self.conn()?.execute_batch("PRAGMA optimize=0x10002;")?;
         if self.path.is_some() {
-            self.conn
+            self.conn()?
                 .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
         }
         Ok(())
@@ -245,7 +358,7 @@ impl Store {
     /// Bytes each table and index takes in the store file, largest first (SQLite's `dbstat`;
     /// for benchmarks: what the trace spends its space on).
     pub fn space_by_table(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn()?.prepare(
             "SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY sum(pgsize) DESC",
         )?;
         let rows = stmt
@@ -256,8 +369,76 @@ impl Store {
 
     /// The schema version the store is at.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return Ok(pg::migrations::versions(pg)?
+                .iter()
+                .map(|(_, v)| i64::from(*v))
+                .sum());
+        }
         Ok(self
-            .conn
+            .conn()?
             .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+}
+
+/// The area of the store a call came from (`src/store/jobs.rs` → "jobs"), for
+/// [`StoreError::NotOnPostgres`].
+fn caller_area(file: &str) -> &'static str {
+    let name = file.rsplit(['/', '\\']).next().unwrap_or(file);
+    match name {
+        "jobs.rs" => "the job ledger (plans, jobs, leases, claims)",
+        "trace.rs" => "the trace (records and search)",
+        "automation.rs" => "the automation state (holds, reports, intel verdicts)",
+        "policy.rs" => "the policy",
+        "sync.rs" => "the sync cursors",
+        "keys.rs" => "the store key",
+        "stamp.rs" => "the store stamp",
+        _ => "this store operation",
+    }
+}
+
+/// Which store a configuration names.
+pub struct StoreTarget;
+
+impl StoreTarget {
+    /// `$CLAWBACK_STORE_URL`, else `[store] url`; `None` for the embedded SQLite store.
+    pub fn from_config(
+        config: Option<&crate::config::Config>,
+    ) -> Result<Option<pg::PgLocator>, StoreError> {
+        let env = std::env::var(crate::config::STORE_URL_ENV)
+            .ok()
+            .filter(|u| !u.trim().is_empty());
+        let store = config.map(|c| &c.store);
+        let Some(url) = env.or_else(|| store.and_then(|s| s.url.clone())) else {
+            return Ok(None);
+        };
+        if !pg::is_postgres_url(&url) && !url.contains('=') {
+            return Err(StoreError::Url {
+                url: pg::redact(&url),
+                reason: "only PostgreSQL (postgres://…) is a store URL".into(),
+            });
+        }
+        // A 0600 file, a named variable, else libpq's PGPASSWORD (the driver reads no
+        // environment itself).
+        let secret = store.and_then(|s| {
+            s.password_file
+                .as_deref()
+                .map(crate::secret::read_secret_file)
+                .or_else(|| {
+                    s.password_env
+                        .as_deref()
+                        .map(crate::secret::read_secret_env)
+                })
+        });
+        let password = match secret {
+            Some(r) => Some(
+                r.map_err(|e| StoreError::Password(e.to_string()))?
+                    .expose()
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
+            ),
+            None => std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty()),
+        };
+        pg::PgLocator::parse(&url, password.as_deref()).map(Some)
     }
 }

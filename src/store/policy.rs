@@ -17,7 +17,7 @@ impl Store {
     /// The newest policy version and its JSON.
     pub fn policy_latest(&self) -> Result<Option<(u64, String)>, StoreError> {
         Ok(self
-            .conn
+            .conn()?
             .query_row(
                 "SELECT version, json FROM policy ORDER BY version DESC LIMIT 1",
                 [],
@@ -33,7 +33,7 @@ impl Store {
         json: &str,
         operator: &str,
     ) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.conn()?.execute(
             "INSERT INTO policy (version, json, operator, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![version as i64, json, operator, Utc::now().timestamp()],
         )?;

@@ -23,7 +23,7 @@ impl Store {
     /// The current [`ChangeStamp`]. Every part is an index lookup except the unfinished jobs,
     /// which are few.
     pub fn change_stamp(&self) -> Result<ChangeStamp, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn()?.prepare_cached(
             "SELECT \
                (SELECT COALESCE(MAX(id), 0) FROM job), \
                (SELECT COALESCE(group_concat(id || ':' || state), '') FROM job \

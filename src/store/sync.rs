@@ -41,7 +41,7 @@ impl Store {
         &self,
         tenant: &str,
     ) -> Result<HashMap<String, HashMap<String, String>>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn()?.prepare_cached(
             "SELECT mailbox, folder, cursor FROM sync_change_cursor WHERE tenant = ?1",
         )?;
         let mut out: HashMap<String, HashMap<String, String>> = HashMap::new();
@@ -74,14 +74,14 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let n = match from {
             None => self
-                .conn
+                .conn()?
                 .prepare_cached(
                     "INSERT INTO sync_change_cursor (tenant, mailbox, folder, cursor, synced_at) \
                      VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (tenant, mailbox, folder) DO NOTHING",
                 )?
                 .execute(params![tenant, mailbox, folder, to, now])?,
             Some(from) => self
-                .conn
+                .conn()?
                 .prepare_cached(
                     "UPDATE sync_change_cursor SET cursor = ?5, synced_at = ?6 \
                      WHERE tenant = ?1 AND mailbox = ?2 AND folder = ?3 AND cursor = ?4",
@@ -102,7 +102,7 @@ impl Store {
         cursor: Option<&str>,
     ) -> Result<bool, StoreError> {
         let n = self
-            .conn
+            .conn()?
             .prepare_cached(
                 "DELETE FROM sync_change_cursor WHERE tenant = ?1 AND mailbox = ?2 \
                  AND folder = ?3 AND (?4 IS NULL OR cursor = ?4)",
@@ -114,7 +114,7 @@ impl Store {
     /// Every cursor of a tenant: mailbox → newest received time synced.
     pub fn sync_cursors(&self, tenant: &str) -> Result<HashMap<String, i64>, StoreError> {
         let mut stmt = self
-            .conn
+            .conn()?
             .prepare_cached("SELECT mailbox, received FROM sync_cursor WHERE tenant = ?1")?;
         let rows = stmt
             .query_map([tenant], |r| {
@@ -127,7 +127,7 @@ impl Store {
     /// The cursor of one mailbox.
     pub fn sync_cursor(&self, tenant: &str, mailbox: &str) -> Result<Option<i64>, StoreError> {
         Ok(self
-            .conn
+            .conn()?
             .prepare_cached("SELECT received FROM sync_cursor WHERE tenant = ?1 AND mailbox = ?2")?
             .query_row(params![tenant, mailbox], |r| r.get(0))
             .optional()?)
@@ -141,7 +141,7 @@ impl Store {
         received: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let n = self.conn.prepare_cached(
+        let n = self.conn()?.prepare_cached(
             "INSERT INTO sync_cursor (tenant, mailbox, received, synced_at) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT (tenant, mailbox) DO UPDATE SET received = excluded.received, \
              synced_at = excluded.synced_at WHERE excluded.received > sync_cursor.received",
@@ -153,7 +153,7 @@ impl Store {
     /// Whether the trace has a record of this (tenant, normalized Message-ID).
     pub fn trace_known(&self, tenant: &str, message_id: &str) -> Result<bool, StoreError> {
         Ok(self
-            .conn
+            .conn()?
             .prepare_cached("SELECT 1 FROM trace WHERE message_id = ?1 AND tenant = ?2")?
             .query_row(params![message_id, tenant], |_| Ok(()))
             .optional()?

@@ -222,7 +222,7 @@ impl Store {
         // another process (a second sync, watch) wrote meanwhile — SQLite answers "database is
         // locked" at once instead of waiting out the busy timeout.
         let tx = self
-            .conn
+            .conn_mut()?
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut out = Vec::with_capacity(records.len());
         for rec in records {
@@ -241,12 +241,12 @@ impl Store {
         disposition: Disposition,
         source: &str,
     ) -> Result<DispositionUpdate, StoreError> {
-        let matched: i64 = self.conn.query_row(
+        let matched: i64 = self.conn()?.query_row(
             "SELECT count(*) FROM trace WHERE message_id = ?1 AND (?2 IS NULL OR tenant = ?2)",
             params![message_id, tenant],
             |r| r.get(0),
         )?;
-        let upgraded = self.conn.execute(
+        let upgraded = self.conn()?.execute(
             "UPDATE trace SET disposition = ?3, disposition_rank = ?4, disposition_source = ?5 \
              WHERE message_id = ?1 AND (?2 IS NULL OR tenant = ?2) \
              AND (disposition_rank IS NULL OR disposition_rank > ?4)",
@@ -271,7 +271,7 @@ impl Store {
         retracted_at: Option<i64>,
         state: Option<&str>,
     ) -> Result<bool, StoreError> {
-        Ok(self.conn.execute(
+        Ok(self.conn()?.execute(
             "UPDATE trace SET retracted_at = ?2, retraction_state = ?3 WHERE id = ?1",
             params![id, retracted_at, state],
         )? == 1)
@@ -280,7 +280,7 @@ impl Store {
     /// One record by row id, with its recipients, URLs and attachments.
     pub fn trace_by_id(&self, id: i64) -> Result<Option<TraceRecord>, StoreError> {
         let rec = self
-            .conn
+            .conn()?
             .prepare_cached(&format!("SELECT {COLUMNS} FROM trace t WHERE t.id = ?1"))?
             .query_row([id], row_to_record)
             .optional()?;
@@ -295,7 +295,7 @@ impl Store {
         let Some(id) = crate::model::normalize_message_id(message_id) else {
             return Ok(Vec::new());
         };
-        let mut stmt = self.conn.prepare_cached(&format!(
+        let mut stmt = self.conn()?.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM trace t WHERE t.message_id = ?1 ORDER BY t.tenant"
         ))?;
         let recs = stmt
@@ -310,7 +310,7 @@ impl Store {
         let mut ids = BTreeSet::new();
         for chunk in message_ids.chunks(500) {
             let marks = vec!["?"; chunk.len()].join(",");
-            let mut stmt = self.conn.prepare(&format!(
+            let mut stmt = self.conn()?.prepare(&format!(
                 "SELECT DISTINCT trace_id FROM trace_ref WHERE ref_id IN ({marks})"
             ))?;
             for id in stmt.query_map(params_from_iter(chunk), |r| r.get::<_, i64>(0))? {
@@ -428,7 +428,7 @@ impl Store {
         // Rows are only ever added (received never changes), so the window is valid as long as
         // the newest row id and the window size are the same.
         let newest: Option<i64> = self
-            .conn
+            .conn()?
             .prepare_cached("SELECT max(id) FROM trace")?
             .query_row([], |r| r.get(0))?;
         let Some(newest) = newest else {
@@ -439,13 +439,13 @@ impl Store {
             return Ok(*w);
         }
         let since: Option<i64> = self
-            .conn
+            .conn()?
             .prepare_cached("SELECT received FROM trace ORDER BY received DESC LIMIT 1 OFFSET ?1")?
             .query_row([window as i64 - 1], |r| r.get(0))
             .optional()?;
         let found = match since {
             Some(since) => self
-                .conn
+                .conn()?
                 .prepare_cached("SELECT min(id) FROM trace WHERE received >= ?1")?
                 .query_row([since], |r| r.get::<_, Option<i64>>(0))?
                 .map(|floor| (since, floor)),
@@ -471,7 +471,7 @@ impl Store {
             limit.min(i64::MAX as usize),
             offset.min(i64::MAX as usize)
         );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut stmt = self.conn()?.prepare_cached(&sql)?;
         let rows = stmt
             .query_map(params_from_iter(params), read)?
             .collect::<Result<Vec<_>, _>>()?;
@@ -492,7 +492,7 @@ impl Store {
         let ids: Vec<i64> = at.keys().copied().collect();
         for chunk in ids.chunks(500) {
             let marks = vec!["?"; chunk.len()].join(",");
-            let mut stmt = self.conn.prepare(&format!(
+            let mut stmt = self.conn()?.prepare(&format!(
                 "SELECT trace_id, address, kind FROM trace_recipient WHERE trace_id IN ({marks}) ORDER BY trace_id, \
                  CASE kind WHEN 'envelope' THEN 0 WHEN 'to' THEN 1 WHEN 'cc' THEN 2 ELSE 3 END, address"
             ))?;
@@ -507,7 +507,7 @@ impl Store {
                 }
             }
             for (table, column) in [("trace_url", "url"), ("trace_attachment", "sha256")] {
-                let mut stmt = self.conn.prepare(&format!(
+                let mut stmt = self.conn()?.prepare(&format!(
                     "SELECT trace_id, {column} FROM {table} WHERE trace_id IN ({marks}) ORDER BY trace_id, {column}"
                 ))?;
                 let mut rows = stmt.query(params_from_iter(chunk))?;
@@ -552,7 +552,7 @@ impl Store {
                 "SELECT count(*) FROM (SELECT 1 FROM trace WHERE sender = ?1 LIMIT ?2)"
             };
             let n: i64 = self
-                .conn
+                .conn()?
                 .prepare_cached(sql)?
                 .query_row(params![address, FEW_ROWS + 1], |r| r.get(0))?;
             if n <= FEW_ROWS {
@@ -572,7 +572,7 @@ impl Store {
         let mut c = Compiler::new(now, None, self.few_rows(query)?);
         let cond = c.compile(query);
         let n: i64 = self
-            .conn
+            .conn()?
             .prepare_cached(&format!("SELECT count(*) FROM trace t WHERE {cond}"))?
             .query_row(params_from_iter(c.params), |r| r.get(0))?;
         Ok(n.max(0) as u64)
@@ -581,7 +581,7 @@ impl Store {
     /// Total trace rows.
     pub fn trace_count(&self) -> Result<u64, StoreError> {
         let n: i64 = self
-            .conn
+            .conn()?
             .query_row("SELECT count(*) FROM trace", [], |r| r.get(0))?;
         Ok(n.max(0) as u64)
     }
@@ -593,7 +593,7 @@ impl Store {
         let sql = format!(
             "EXPLAIN QUERY PLAN SELECT {COLUMNS} FROM trace t WHERE {cond} ORDER BY t.received DESC, t.id DESC LIMIT 50"
         );
-        let mut stmt = self.conn.prepare(&sql)?;
+        let mut stmt = self.conn()?.prepare(&sql)?;
         let rows = stmt
             .query_map(params_from_iter(c.params), |r| r.get::<_, String>(3))?
             .collect::<Result<Vec<_>, _>>()?;

@@ -1,0 +1,121 @@
+//! The audit log on PostgreSQL: the same rows and chain arithmetic as SQLite (`store::chain`).
+//! Writers on many hosts form one chain: an append takes the head row `FOR UPDATE` first, so
+//! concurrent appends queue on that lock and each chains after the one before it.
+
+use super::migrations::Step;
+use super::{PgConn, get};
+use crate::store::StoreError;
+use crate::store::chain::{self, AuditBreak, AuditEntry, AuditHead, AuditRecord, GENESIS};
+
+pub const STEPS: &[Step] = &[Step {
+    name: "audit",
+    sql: r#"
+CREATE TABLE audit (
+    pos       BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    seq       BIGINT NOT NULL,
+    record    TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL
+);
+-- The head row exists from the start (seq 0 = empty log), so that the first two appends of a
+-- new store also queue on its lock.
+CREATE TABLE audit_head (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    seq  BIGINT NOT NULL,
+    hash TEXT NOT NULL
+);
+INSERT INTO audit_head (id, seq, hash)
+    VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+"#,
+}];
+
+/// Chains `record` after the newest entry; stores it and the new head in one transaction.
+pub fn append(conn: &mut PgConn, record: AuditRecord) -> Result<AuditEntry, StoreError> {
+    conn.transaction(|tx| {
+        tx.query_one("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE", &[])?;
+        let prev = match tx.query_opt(
+            "SELECT seq, record, prev_hash, hash FROM audit ORDER BY pos DESC LIMIT 1",
+            &[],
+        )? {
+            Some(row) => {
+                let seq: i64 = get(&row, 0)?;
+                let rec: String = get(&row, 1)?;
+                serde_json::from_str(&rec)
+                    .ok()
+                    .map(|record| -> Result<AuditEntry, StoreError> {
+                        Ok(AuditEntry {
+                            seq: seq as u64,
+                            record,
+                            prev_hash: get(&row, 2)?,
+                            hash: get(&row, 3)?,
+                        })
+                    })
+                    .transpose()?
+            }
+            None => None,
+        };
+        let entry = chain::chain(prev.as_ref(), record);
+        let json = serde_json::to_string(&entry.record).map_err(|e| StoreError::Postgres {
+            what: "audit append".into(),
+            reason: format!("record does not serialize: {e}"),
+        })?;
+        let seq = entry.seq as i64;
+        tx.execute(
+            "INSERT INTO audit (seq, record, prev_hash, hash) VALUES ($1, $2, $3, $4)",
+            &[&seq, &json, &entry.prev_hash, &entry.hash],
+        )?;
+        tx.execute(
+            "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
+            &[&seq, &entry.hash],
+        )?;
+        Ok(entry)
+    })
+}
+
+/// The newest entry as `(seq, hash)`, or `None` for an empty log.
+pub fn head(conn: &PgConn) -> Result<Option<AuditHead>, StoreError> {
+    conn.query_opt("SELECT seq, hash FROM audit ORDER BY pos DESC LIMIT 1", &[])?
+        .map(|r| {
+            Ok(AuditHead {
+                seq: get::<i64>(&r, 0)? as u64,
+                hash: get(&r, 1)?,
+            })
+        })
+        .transpose()
+}
+
+/// The separately kept head (`None` while the log is empty).
+pub fn stored_head(conn: &PgConn) -> Result<Option<(i64, String)>, StoreError> {
+    let row = conn.query_opt("SELECT seq, hash FROM audit_head WHERE id = 1", &[])?;
+    match row {
+        Some(r) => {
+            let seq: i64 = get(&r, 0)?;
+            let hash: String = get(&r, 1)?;
+            Ok((seq > 0 || hash != GENESIS).then_some((seq, hash)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Every entry in stored order; a row whose record no longer parses is reported by `seq`.
+pub fn entries(conn: &PgConn) -> Result<Result<Vec<AuditEntry>, AuditBreak>, StoreError> {
+    let rows = conn.query(
+        "SELECT seq, record, prev_hash, hash FROM audit ORDER BY pos",
+        &[],
+    )?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let seq = get::<i64>(r, 0)? as u64;
+        let rec: String = get(r, 1)?;
+        match serde_json::from_str::<AuditRecord>(&rec) {
+            Ok(record) => out.push(AuditEntry {
+                seq,
+                record,
+                prev_hash: get(r, 2)?,
+                hash: get(r, 3)?,
+            }),
+            Err(_) => return Ok(Err(AuditBreak::Edited { seq })),
+        }
+    }
+    Ok(Ok(out))
+}

@@ -1,0 +1,295 @@
+//! The PostgreSQL backend (DESIGN §5 "Team scale", issue 17): one shared store for a SOC on
+//! several hosts. SQLite stays the embedded default; `[store] url = "postgres://…"` (or
+//! `$CLAWBACK_STORE_URL`) selects this one.
+//!
+//! The store's API is synchronous (rusqlite). PostgreSQL is reached through `tokio-postgres`: one
+//! process-wide runtime thread drives every connection's socket, and the store's methods wait on
+//! the client's request futures with a plain executor. That works the same from a tokio worker
+//! (the engine holds the store behind a mutex in async code) and from a plain thread, which the
+//! blocking `postgres` crate does not (it panics inside a runtime).
+//!
+//! Each area of the store keeps its PostgreSQL schema beside its queries (`pg/<area>.rs`) and
+//! lists it in [`migrations::AREAS`]; versions are counted per area, so areas are added without
+//! renumbering each other.
+
+pub mod audit;
+pub mod migrations;
+pub mod testing;
+
+use super::StoreError;
+use std::sync::OnceLock;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+/// Parameters of one statement.
+pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// Where a PostgreSQL store lives and how to sign in: the connection string (URL or libpq
+/// key=value form) with the password kept apart, so that the locator can be shown.
+#[derive(Clone)]
+pub struct PgLocator {
+    config: tokio_postgres::Config,
+    shown: String,
+}
+
+impl std::fmt::Debug for PgLocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl std::fmt::Display for PgLocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+/// True when `url` names a PostgreSQL store (`postgres://` or `postgresql://`).
+pub fn is_postgres_url(url: &str) -> bool {
+    let lower = url.trim().to_ascii_lowercase();
+    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+}
+
+impl PgLocator {
+    /// Parses a connection string. `password` (from a 0600 file or the environment) replaces
+    /// any password in the string; the shown form never carries one.
+    pub fn parse(url: &str, password: Option<&str>) -> Result<PgLocator, StoreError> {
+        let mut config: tokio_postgres::Config =
+            url.trim().parse().map_err(|e| StoreError::Url {
+                url: redact(url),
+                reason: format!("{e}"),
+            })?;
+        if let Some(p) = password {
+            config.password(p);
+        }
+        if config.get_dbname().is_none() {
+            return Err(StoreError::Url {
+                url: redact(url),
+                reason: "it names no database (postgres://user@host/DATABASE)".into(),
+            });
+        }
+        Ok(PgLocator {
+            config,
+            shown: redact(url),
+        })
+    }
+
+    /// True when the connection string itself carries a password.
+    pub fn has_password(url: &str) -> bool {
+        url.trim()
+            .parse::<tokio_postgres::Config>()
+            .map(|c| c.get_password().is_some())
+            .unwrap_or(false)
+    }
+
+    /// The database name.
+    pub fn database(&self) -> &str {
+        self.config.get_dbname().unwrap_or_default()
+    }
+}
+
+/// The connection string without its password (`postgres://user:***@host/db`).
+pub fn redact(url: &str) -> String {
+    let url = url.trim();
+    if is_postgres_url(url) {
+        if let Ok(mut u) = url::Url::parse(url) {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if k.eq_ignore_ascii_case("password") {
+                        "***".to_string()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            if !pairs.is_empty() {
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            return u.to_string();
+        }
+        return "postgres://(unparsable)".into();
+    }
+    // key=value form: drop the password pair.
+    url.split_whitespace()
+        .map(|kv| {
+            if kv.to_ascii_lowercase().starts_with("password=") {
+                "password=***"
+            } else {
+                kv
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The runtime that drives every PostgreSQL connection's socket in this process.
+fn runtime() -> Result<&'static tokio::runtime::Handle, StoreError> {
+    static HANDLE: OnceLock<Result<tokio::runtime::Handle, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name("clawback-pg".into())
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => {
+                            let _ = tx.send(Ok(rt.handle().clone()));
+                            rt.block_on(std::future::pending::<()>());
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(format!("{e}")));
+                        }
+                    }
+                })
+                .map_err(|e| format!("{e}"))?;
+            rx.recv().map_err(|e| format!("{e}"))?
+        })
+        .as_ref()
+        .map_err(|e| StoreError::Postgres {
+            what: "start the connection thread".into(),
+            reason: e.clone(),
+        })
+}
+
+/// Waits for a future on this thread (the connection's socket is driven elsewhere).
+fn wait<F: std::future::Future>(f: F) -> F::Output {
+    futures_executor::block_on(f)
+}
+
+/// One connection to a PostgreSQL store.
+pub struct PgConn {
+    client: tokio_postgres::Client,
+    locator: PgLocator,
+}
+
+impl std::fmt::Debug for PgConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PgConn({})", self.locator)
+    }
+}
+
+/// A PostgreSQL error as a store error, with the server's message (never the password).
+pub fn pg_err(e: tokio_postgres::Error) -> StoreError {
+    let reason = match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => format!("{e}"),
+    };
+    StoreError::Postgres {
+        what: "query".into(),
+        reason,
+    }
+}
+
+impl PgConn {
+    /// Connects (TLS is not offered yet: `sslmode=require` fails with the driver's message).
+    pub fn connect(locator: &PgLocator) -> Result<PgConn, StoreError> {
+        let handle = runtime()?;
+        let config = locator.config.clone();
+        let joined = wait(handle.spawn(async move {
+            let (client, connection) = config.connect(NoTls).await?;
+            tokio::spawn(async move {
+                // The connection ends when the client is dropped or the server goes away; the
+                // client's next request then fails with the reason.
+                let _ = connection.await;
+            });
+            Ok::<_, tokio_postgres::Error>(client)
+        }));
+        let client = joined
+            .map_err(|e| StoreError::Postgres {
+                what: format!("connect to {locator}"),
+                reason: format!("{e}"),
+            })?
+            .map_err(|e| StoreError::Postgres {
+                what: format!("connect to {locator}"),
+                reason: match e.as_db_error() {
+                    Some(db) => db.message().to_string(),
+                    None => format!("{e}"),
+                },
+            })?;
+        Ok(PgConn {
+            client,
+            locator: locator.clone(),
+        })
+    }
+
+    /// The locator this connection was made from (shown without its password).
+    pub fn locator(&self) -> &PgLocator {
+        &self.locator
+    }
+
+    pub fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64, StoreError> {
+        wait(self.client.execute(sql, params)).map_err(pg_err)
+    }
+
+    pub fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
+        wait(self.client.query(sql, params)).map_err(pg_err)
+    }
+
+    pub fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, StoreError> {
+        wait(self.client.query_opt(sql, params)).map_err(pg_err)
+    }
+
+    pub fn query_one(&self, sql: &str, params: Params<'_>) -> Result<Row, StoreError> {
+        wait(self.client.query_one(sql, params)).map_err(pg_err)
+    }
+
+    /// Runs several statements (no parameters), e.g. a schema.
+    pub fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        wait(self.client.batch_execute(sql)).map_err(pg_err)
+    }
+
+    /// Runs `f` in one transaction: committed when `f` returns `Ok`, rolled back otherwise.
+    pub fn transaction<T>(
+        &mut self,
+        f: impl FnOnce(&PgTx<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let tx = wait(self.client.transaction()).map_err(pg_err)?;
+        let tx = PgTx { tx };
+        let out = f(&tx)?;
+        wait(tx.tx.commit()).map_err(pg_err)?;
+        Ok(out)
+    }
+}
+
+/// An open transaction (see [`PgConn::transaction`]).
+pub struct PgTx<'a> {
+    tx: tokio_postgres::Transaction<'a>,
+}
+
+impl PgTx<'_> {
+    pub fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64, StoreError> {
+        wait(self.tx.execute(sql, params)).map_err(pg_err)
+    }
+
+    pub fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
+        wait(self.tx.query(sql, params)).map_err(pg_err)
+    }
+
+    pub fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, StoreError> {
+        wait(self.tx.query_opt(sql, params)).map_err(pg_err)
+    }
+
+    pub fn query_one(&self, sql: &str, params: Params<'_>) -> Result<Row, StoreError> {
+        wait(self.tx.query_one(sql, params)).map_err(pg_err)
+    }
+
+    pub fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        wait(self.tx.batch_execute(sql)).map_err(pg_err)
+    }
+}
+
+/// Reads column `idx` of a row, as a store error when the type does not match.
+pub fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    idx: usize,
+) -> Result<T, StoreError> {
+    row.try_get(idx).map_err(pg_err)
+}

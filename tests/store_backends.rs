@@ -1,0 +1,172 @@
+//! The store's areas on both backends (issue 17): the embedded SQLite file and a shared
+//! PostgreSQL database (a throwaway cluster, see `clawback::store::pg::testing`). Each test runs
+//! the same assertions on both.
+
+use chrono::{TimeZone, Utc};
+use clawback::model::Role;
+use clawback::store::chain::{AuditBreak, AuditRecord};
+use clawback::store::pg::{PgLocator, testing};
+use clawback::store::{Store, StoreError};
+use std::collections::BTreeMap;
+use std::process::Command;
+
+mod store_support;
+use store_support::backends;
+
+fn record(n: u64) -> AuditRecord {
+    AuditRecord {
+        at: Utc
+            .timestamp_opt(1_700_000_000 + n as i64, 0)
+            .single()
+            .expect("time"),
+        os_user: "tester".into(),
+        operator: "tester".into(),
+        role: Role::Admin,
+        section: "test".into(),
+        action: format!("step_{n}"),
+        plan_digest: None,
+        job_id: None,
+        counts: BTreeMap::from([("n".to_string(), n)]),
+        detail: serde_json::Value::Null,
+    }
+}
+
+#[test]
+fn the_audit_chain_is_the_same_and_catches_the_same_edits_on_both_backends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut heads = Vec::new();
+    for raw in backends(&dir) {
+        let name = raw.name();
+        let mut store = raw.open();
+        assert_eq!(store.audit_head().expect("head"), None, "{name}: empty log");
+        assert_eq!(store.audit_verify().expect("verify"), Ok(0), "{name}");
+        for n in 1..=5 {
+            let e = store.audit_append(record(n)).expect("append");
+            assert_eq!(e.seq, n, "{name}");
+        }
+        let head = store.audit_head().expect("head").expect("a head");
+        assert_eq!(head.seq, 5, "{name}");
+        assert_eq!(store.audit_verify().expect("verify"), Ok(5), "{name}");
+        heads.push(head.clone());
+
+        // An edited record is named by its seq.
+        raw.exec("UPDATE audit SET record = replace(record, 'step_3', 'step_x') WHERE seq = 3");
+        assert_eq!(
+            store.audit_verify().expect("verify"),
+            Err(AuditBreak::Edited { seq: 3 }),
+            "{name}: an edit is found"
+        );
+        raw.exec("UPDATE audit SET record = replace(record, 'step_x', 'step_3') WHERE seq = 3");
+        // Removal from the end is caught by the separately kept head.
+        raw.exec("DELETE FROM audit WHERE seq = 5");
+        assert_eq!(
+            store.audit_verify().expect("verify"),
+            Err(AuditBreak::Truncated {
+                last: 4,
+                head_seq: 5
+            }),
+            "{name}: truncation is found"
+        );
+        // And by a head recorded outside the store.
+        assert!(
+            matches!(
+                store.audit_verify_heads(&[head]).expect("verify"),
+                Err(AuditBreak::Anchor { seq: 5, .. })
+            ),
+            "{name}: the outside head names the lost entry"
+        );
+    }
+    // The same records chain to the same hashes on both backends.
+    assert_eq!(heads[0], heads[1], "one chain arithmetic for both backends");
+}
+
+const CHILD_ENV: &str = "CLAWBACK_TEST_AUDIT_CHILD";
+
+/// Child process: appends `APPENDS` entries to the store named in its environment.
+#[test]
+#[ignore = "run as a child process by several_processes_appending_at_once_form_one_chain"]
+fn audit_append_child() {
+    let Ok(tag) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let appends: u64 = std::env::var("APPENDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let mut store = if let Ok(p) = std::env::var("STORE_SQLITE") {
+        Store::open(std::path::Path::new(&p)).expect("open sqlite")
+    } else {
+        let url = std::env::var("STORE_PG").expect("STORE_PG");
+        let loc = PgLocator::parse(&url, None).expect("locator");
+        Store::open_postgres(&loc, None).expect("open postgres")
+    };
+    for n in 1..=appends {
+        let mut r = record(n);
+        r.operator = tag.clone();
+        store.audit_append(r).expect("append");
+    }
+}
+
+#[test]
+fn several_processes_appending_at_once_form_one_chain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = std::env::current_exe().expect("test binary");
+    const PROCESSES: u64 = 4;
+    const APPENDS: u64 = 25;
+    for raw in backends(&dir) {
+        let name = raw.name();
+        let (key, value) = raw.env();
+        // Each child opens the store itself (on PostgreSQL the first opens migrate it, at once).
+        let children: Vec<_> = (0..PROCESSES)
+            .map(|i| {
+                Command::new(&exe)
+                    .args(["--exact", "audit_append_child", "--ignored", "--nocapture"])
+                    .env(CHILD_ENV, format!("writer-{i}"))
+                    .env("APPENDS", APPENDS.to_string())
+                    .env(key, &value)
+                    .spawn()
+                    .expect("spawn child")
+            })
+            .collect();
+        for mut c in children {
+            let status = c.wait().expect("child");
+            assert!(status.success(), "{name}: a child failed: {status}");
+        }
+        let store = raw.open();
+        let total = PROCESSES * APPENDS;
+        assert_eq!(
+            store.audit_verify().expect("verify"),
+            Ok(total),
+            "{name}: every append of every process in one intact chain"
+        );
+        let entries = store.audit_entries().expect("entries").expect("readable");
+        for i in 0..PROCESSES {
+            let mine: Vec<u64> = entries
+                .iter()
+                .filter(|e| e.record.operator == format!("writer-{i}"))
+                .map(|e| e.record.counts["n"])
+                .collect();
+            assert_eq!(
+                mine,
+                (1..=APPENDS).collect::<Vec<_>>(),
+                "{name}: writer {i}'s entries, all there and in its own order"
+            );
+        }
+        assert_eq!(
+            store.audit_head().expect("head").map(|h| h.seq),
+            Some(total),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn what_postgres_does_not_hold_yet_fails_clearly_and_touches_nothing() {
+    let loc = testing::fresh_database().expect("a PostgreSQL server for the tests");
+    let store = Store::open_postgres(&loc, None).expect("open");
+    let err = store.jobs(10).expect_err("jobs are not on PostgreSQL yet");
+    assert!(matches!(err, StoreError::NotOnPostgres { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("job ledger"), "names what is missing: {text}");
+    assert!(text.contains("SQLite"), "says what to use instead: {text}");
+}

@@ -1,0 +1,59 @@
+//! Both store backends for tests (issue 17): the embedded SQLite file and a PostgreSQL
+//! database of its own on a throwaway cluster (`clawback::store::pg::testing`).
+#![allow(dead_code)]
+
+use clawback::store::Store;
+use clawback::store::pg::{PgConn, PgLocator, testing};
+
+/// One store per backend, each with a way to reach its rows behind the store's back.
+#[allow(clippy::large_enum_variant)] // a handful per test
+pub enum Raw {
+    Sqlite(std::path::PathBuf),
+    Postgres(PgLocator),
+}
+
+impl Raw {
+    /// Runs one SQL statement directly (tampering, as an attacker with database access would).
+    pub fn exec(&self, sql: &str) {
+        match self {
+            Raw::Sqlite(p) => {
+                let c = rusqlite::Connection::open(p).expect("sqlite");
+                c.execute_batch(sql).expect("raw sql");
+            }
+            Raw::Postgres(l) => {
+                let c = PgConn::connect(l).expect("pg");
+                c.batch(sql).expect("raw sql");
+            }
+        }
+    }
+
+    pub fn open(&self) -> Store {
+        match self {
+            Raw::Sqlite(p) => Store::open(p).expect("open sqlite"),
+            Raw::Postgres(l) => Store::open_postgres(l, None).expect("open postgres"),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Raw::Sqlite(_) => "sqlite",
+            Raw::Postgres(_) => "postgres",
+        }
+    }
+
+    /// What a child process is told to open.
+    pub fn env(&self) -> (&'static str, String) {
+        match self {
+            Raw::Sqlite(p) => ("STORE_SQLITE", p.display().to_string()),
+            Raw::Postgres(l) => ("STORE_PG", l.to_string()),
+        }
+    }
+}
+
+pub fn backends(dir: &tempfile::TempDir) -> Vec<Raw> {
+    let pg = testing::fresh_database().expect("a PostgreSQL server for the tests");
+    vec![
+        Raw::Sqlite(dir.path().join("clawback.sqlite3")),
+        Raw::Postgres(pg),
+    ]
+}

@@ -14,6 +14,7 @@ mod out;
 mod report;
 mod retract;
 mod search;
+mod store;
 mod trace;
 
 /// Exit codes (DESIGN §8).
@@ -79,6 +80,8 @@ pub enum CliCommand {
     Policy(automation::PolicyArgs),
     /// Automation: follow new mail, Post Delivery and Phish Submission Response, auto-retract.
     Watch(automation::WatchArgs),
+    /// The store itself: copy an embedded SQLite store into a shared PostgreSQL store.
+    Store(store::StoreArgs),
 }
 
 /// The tokio runtime every command that talks to a provider, the store's engine or the lab runs
@@ -148,6 +151,7 @@ pub fn main() -> ExitCode {
         Some(CliCommand::Watch(args)) => {
             automation::watch(args, cli.config.as_deref(), cli.data_dir.as_deref())
         }
+        Some(CliCommand::Store(args)) => store::run(args),
         Some(CliCommand::Demo(args)) => console::demo(args, cli.console, cli.data_dir.as_deref()),
         None => console::console(cli.console, cli.config.as_deref(), cli.data_dir.as_deref()),
     };

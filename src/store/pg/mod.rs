@@ -13,6 +13,7 @@
 //! renumbering each other.
 
 pub mod audit;
+pub mod copy;
 pub mod migrations;
 pub mod testing;
 
@@ -283,6 +284,24 @@ impl PgTx<'_> {
 
     pub fn batch(&self, sql: &str) -> Result<(), StoreError> {
         wait(self.tx.batch_execute(sql)).map_err(pg_err)
+    }
+
+    /// `COPY … FROM STDIN` with `data` in COPY's text format, in chunks; the rows copied.
+    pub fn copy_in(
+        &self,
+        statement: &str,
+        data: impl IntoIterator<Item = bytes::Bytes>,
+    ) -> Result<u64, StoreError> {
+        use futures_util::SinkExt;
+        wait(async {
+            let sink = self.tx.copy_in::<_, bytes::Bytes>(statement).await?;
+            let mut sink = std::pin::pin!(sink);
+            for chunk in data {
+                sink.send(chunk).await?;
+            }
+            sink.as_mut().finish().await
+        })
+        .map_err(pg_err)
     }
 }
 

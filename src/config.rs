@@ -1537,4 +1537,33 @@ endpoints = { login = "http://127.0.0.1:9", graph = "http://127.0.0.1:9" }
             .to_string();
         assert!(err.contains("only allowed for the lab"), "{err}");
     }
+
+    #[test]
+    fn store_url_with_a_password_or_not_postgres_is_refused_and_never_echoed() {
+        let err = Config::parse(
+            "[store]\nurl = \"postgres://soc:hunter2@db.example/clawback\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("password_file"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = Config::parse(
+            "[store]\nurl = \"mysql://db.example/clawback\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("only PostgreSQL"), "{err}");
+        let c = Config::parse(
+            "[store]\nurl = \"postgres://soc@db.example/clawback\"\npassword_file = \"pw\"\n",
+            Path::new("/etc/clawback/c.toml"),
+        )
+        .expect("parse");
+        assert_eq!(
+            c.store.password_file.as_deref(),
+            Some(Path::new("/etc/clawback/pw")),
+            "relative to the config file"
+        );
+    }
 }

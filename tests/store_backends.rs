@@ -170,3 +170,31 @@ fn what_postgres_does_not_hold_yet_fails_clearly_and_touches_nothing() {
     assert!(text.contains("job ledger"), "names what is missing: {text}");
     assert!(text.contains("SQLite"), "says what to use instead: {text}");
 }
+
+#[test]
+fn a_connection_the_server_closed_is_opened_again_at_the_next_call() {
+    let loc = testing::fresh_database().expect("a PostgreSQL server for the tests");
+    let conn = clawback::store::pg::PgConn::connect(&loc).expect("connect");
+    let pid: i32 = conn
+        .query_one("SELECT pg_backend_pid()", &[])
+        .expect("pid")
+        .get(0);
+    let admin = clawback::store::pg::PgConn::connect(&loc).expect("connect");
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .expect("terminate");
+    // The call that finds the connection gone may fail (the server closed it under us); a
+    // later one runs on a new connection.
+    let mut new_pid = None;
+    for _ in 0..100 {
+        if let Ok(row) = conn.query_one("SELECT pg_backend_pid()", &[]) {
+            let p: i32 = row.get(0);
+            if p != pid {
+                new_pid = Some(p);
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(new_pid.is_some(), "the connection was opened again");
+}

@@ -165,9 +165,12 @@ fn wait<F: std::future::Future>(f: F) -> F::Output {
     futures_executor::block_on(f)
 }
 
-/// One connection to a PostgreSQL store.
+/// One connection to a PostgreSQL store. A connection the server closed (a restart, a fail-over,
+/// an idle timeout) is opened again at the next call: a long-running `watch` outlives it. The
+/// call that found it broken fails with the reason and is not repeated (a write whose answer was
+/// lost may have been applied).
 pub struct PgConn {
-    client: tokio_postgres::Client,
+    client: std::cell::RefCell<tokio_postgres::Client>,
     locator: PgLocator,
 }
 
@@ -192,6 +195,13 @@ pub fn pg_err(e: tokio_postgres::Error) -> StoreError {
 impl PgConn {
     /// Connects (TLS is not offered yet: `sslmode=require` fails with the driver's message).
     pub fn connect(locator: &PgLocator) -> Result<PgConn, StoreError> {
+        Ok(PgConn {
+            client: std::cell::RefCell::new(Self::open_client(locator)?),
+            locator: locator.clone(),
+        })
+    }
+
+    fn open_client(locator: &PgLocator) -> Result<tokio_postgres::Client, StoreError> {
         let handle = runtime()?;
         let config = locator.config.clone();
         let joined = wait(handle.spawn(async move {
@@ -215,10 +225,16 @@ impl PgConn {
                     None => format!("{e}"),
                 },
             })?;
-        Ok(PgConn {
-            client,
-            locator: locator.clone(),
-        })
+        Ok(client)
+    }
+
+    /// The client, opened again first if the server closed the connection.
+    fn client(&self) -> Result<std::cell::Ref<'_, tokio_postgres::Client>, StoreError> {
+        if self.client.borrow().is_closed() {
+            let fresh = Self::open_client(&self.locator)?;
+            *self.client.borrow_mut() = fresh;
+        }
+        Ok(self.client.borrow())
     }
 
     /// The locator this connection was made from (shown without its password).
@@ -227,24 +243,24 @@ impl PgConn {
     }
 
     pub fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64, StoreError> {
-        wait(self.client.execute(sql, params)).map_err(pg_err)
+        wait(self.client()?.execute(sql, params)).map_err(pg_err)
     }
 
     pub fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
-        wait(self.client.query(sql, params)).map_err(pg_err)
+        wait(self.client()?.query(sql, params)).map_err(pg_err)
     }
 
     pub fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, StoreError> {
-        wait(self.client.query_opt(sql, params)).map_err(pg_err)
+        wait(self.client()?.query_opt(sql, params)).map_err(pg_err)
     }
 
     pub fn query_one(&self, sql: &str, params: Params<'_>) -> Result<Row, StoreError> {
-        wait(self.client.query_one(sql, params)).map_err(pg_err)
+        wait(self.client()?.query_one(sql, params)).map_err(pg_err)
     }
 
     /// Runs several statements (no parameters), e.g. a schema.
     pub fn batch(&self, sql: &str) -> Result<(), StoreError> {
-        wait(self.client.batch_execute(sql)).map_err(pg_err)
+        wait(self.client()?.batch_execute(sql)).map_err(pg_err)
     }
 
     /// Runs `f` in one transaction: committed when `f` returns `Ok`, rolled back otherwise.
@@ -252,7 +268,9 @@ impl PgConn {
         &mut self,
         f: impl FnOnce(&PgTx<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let tx = wait(self.client.transaction()).map_err(pg_err)?;
+        drop(self.client()?);
+        let client = self.client.get_mut();
+        let tx = wait(client.transaction()).map_err(pg_err)?;
         let tx = PgTx { tx };
         let out = f(&tx)?;
         wait(tx.tx.commit()).map_err(pg_err)?;
@@ -311,4 +329,43 @@ pub fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
     idx: usize,
 ) -> Result<T, StoreError> {
     row.try_get(idx).map_err(pg_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shown_locator_never_carries_the_password() {
+        for (url, hidden) in [
+            ("postgres://soc:hunter2@db.example:5432/clawback", "hunter2"),
+            (
+                "postgresql://soc@db.example/clawback?password=hunter2&sslmode=require",
+                "hunter2",
+            ),
+            (
+                "host=db.example user=soc password=hunter2 dbname=clawback",
+                "hunter2",
+            ),
+        ] {
+            let shown = redact(url);
+            assert!(!shown.contains(hidden), "{shown}");
+            assert!(shown.contains("db.example"), "{shown}");
+            assert!(PgLocator::has_password(url), "{url}");
+            let loc = PgLocator::parse(url, None).expect("parses");
+            assert!(!format!("{loc} {loc:?}").contains(hidden));
+        }
+        assert!(!PgLocator::has_password(
+            "postgres://soc@db.example/clawback"
+        ));
+    }
+
+    #[test]
+    fn a_locator_without_a_database_or_unparsable_is_refused_with_the_reason() {
+        let e = PgLocator::parse("postgres://soc@db.example", None).expect_err("no database");
+        assert!(e.to_string().contains("names no database"), "{e}");
+        let e = PgLocator::parse("postgres://soc:pw@db.example:notaport/x", None)
+            .expect_err("bad port");
+        assert!(!e.to_string().contains(":pw@"), "{e}");
+    }
 }

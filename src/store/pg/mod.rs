@@ -16,6 +16,7 @@ pub mod audit;
 pub mod copy;
 pub mod migrations;
 pub mod testing;
+pub mod tls;
 
 use super::StoreError;
 use std::sync::OnceLock;
@@ -30,6 +31,7 @@ pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 #[derive(Clone)]
 pub struct PgLocator {
     config: tokio_postgres::Config,
+    tls: tls::TlsSettings,
     shown: String,
 }
 
@@ -55,11 +57,16 @@ impl PgLocator {
     /// Parses a connection string. `password` (from a 0600 file or the environment) replaces
     /// any password in the string; the shown form never carries one.
     pub fn parse(url: &str, password: Option<&str>) -> Result<PgLocator, StoreError> {
+        let (rest, tls) = tls::split_tls(url).map_err(|reason| StoreError::Url {
+            url: redact(url),
+            reason,
+        })?;
         let mut config: tokio_postgres::Config =
-            url.trim().parse().map_err(|e| StoreError::Url {
+            rest.trim().parse().map_err(|e| StoreError::Url {
                 url: redact(url),
                 reason: format!("{e}"),
             })?;
+        config.ssl_mode(tls.mode.driver());
         if let Some(p) = password {
             config.password(p);
         }
@@ -71,13 +78,17 @@ impl PgLocator {
         }
         Ok(PgLocator {
             config,
+            tls,
             shown: redact(url),
         })
     }
 
     /// True when the connection string itself carries a password.
     pub fn has_password(url: &str) -> bool {
-        url.trim()
+        let rest = tls::split_tls(url)
+            .map(|(r, _)| r)
+            .unwrap_or_else(|_| url.to_string());
+        rest.trim()
             .parse::<tokio_postgres::Config>()
             .map(|c| c.get_password().is_some())
             .unwrap_or(false)
@@ -180,11 +191,26 @@ impl std::fmt::Debug for PgConn {
     }
 }
 
+/// An error with its causes (`error performing TLS handshake: invalid peer certificate: …`).
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// A PostgreSQL error as a store error, with the server's message (never the password).
 pub fn pg_err(e: tokio_postgres::Error) -> StoreError {
     let reason = match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => format!("{e}"),
+        None => with_sources(&e),
     };
     StoreError::Postgres {
         what: "query".into(),
@@ -193,7 +219,7 @@ pub fn pg_err(e: tokio_postgres::Error) -> StoreError {
 }
 
 impl PgConn {
-    /// Connects (TLS is not offered yet: `sslmode=require` fails with the driver's message).
+    /// Connects, with TLS as `sslmode` says (see [`tls`]).
     pub fn connect(locator: &PgLocator) -> Result<PgConn, StoreError> {
         Ok(PgConn {
             client: std::cell::RefCell::new(Self::open_client(locator)?),
@@ -204,13 +230,35 @@ impl PgConn {
     fn open_client(locator: &PgLocator) -> Result<tokio_postgres::Client, StoreError> {
         let handle = runtime()?;
         let config = locator.config.clone();
+        // As libpq: no TLS over a Unix socket (the server refuses it there).
+        let unix_only = config
+            .get_hosts()
+            .iter()
+            .all(|h| !matches!(h, tokio_postgres::config::Host::Tcp(_)));
+        let tls = match locator.tls.mode {
+            _ if unix_only => None,
+            tls::SslMode::Disable => None,
+            _ => Some(tls::connector(&locator.tls)?),
+        };
+        let mut config = config;
+        if tls.is_none() {
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        }
         let joined = wait(handle.spawn(async move {
-            let (client, connection) = config.connect(NoTls).await?;
-            tokio::spawn(async move {
-                // The connection ends when the client is dropped or the server goes away; the
-                // client's next request then fails with the reason.
-                let _ = connection.await;
-            });
+            // The connection task ends when the client is dropped or the server goes away; the
+            // client's next request then fails with the reason.
+            let client = match tls {
+                Some(tls) => {
+                    let (client, connection) = config.connect(tls).await?;
+                    tokio::spawn(connection);
+                    client
+                }
+                None => {
+                    let (client, connection) = config.connect(NoTls).await?;
+                    tokio::spawn(connection);
+                    client
+                }
+            };
             Ok::<_, tokio_postgres::Error>(client)
         }));
         let client = joined
@@ -222,7 +270,7 @@ impl PgConn {
                 what: format!("connect to {locator}"),
                 reason: match e.as_db_error() {
                     Some(db) => db.message().to_string(),
-                    None => format!("{e}"),
+                    None => with_sources(&e),
                 },
             })?;
         Ok(client)

@@ -123,6 +123,27 @@ fn cluster_parent() -> PathBuf {
 }
 
 fn start_private_cluster() -> Result<String, String> {
+    start_cluster(&ClusterOptions::default()).map(|c| c.url)
+}
+
+/// How a private cluster listens.
+#[derive(Debug, Default, Clone)]
+pub struct ClusterOptions {
+    /// Also listen on 127.0.0.1 at this port (TCP), else only on the Unix socket.
+    pub tcp_port: Option<u16>,
+    /// Offer TLS with this certificate and key (PEM files; copied into the cluster).
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// A private cluster: its Unix-socket connection string and its directory.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub url: String,
+    pub dir: PathBuf,
+}
+
+/// Starts a private cluster (stopped and removed when this process ends).
+pub fn start_cluster(options: &ClusterOptions) -> Result<Cluster, String> {
     let bin = server_bin_dir().ok_or_else(|| {
         format!(
             "PostgreSQL tests need a server: install the distribution's PostgreSQL server package (Debian: apt-get install postgresql), set PG_BIN to its bin directory, or set {TEST_URL_ENV}"
@@ -164,6 +185,29 @@ fn start_private_cluster() -> Result<String, String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
+    let mut extra = String::new();
+    if options.tcp_port.is_some() {
+        extra.push_str(" -c listen_addresses=127.0.0.1");
+    } else {
+        extra.push_str(" -c listen_addresses=''");
+    }
+    if let Some((cert, key)) = &options.tls {
+        // The server insists on a private key file that only it can read.
+        for (src, name) in [(cert, "server.crt"), (key, "server.key")] {
+            let dst = data.join(name);
+            std::fs::copy(src, &dst).map_err(|e| format!("{}: {e}", src.display()))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("{}: {e}", dst.display()))?;
+            if is_root()
+                && let Some(user) = nix::unistd::User::from_name("postgres").ok().flatten()
+            {
+                nix::unistd::chown(&dst, Some(user.uid), Some(user.gid))
+                    .map_err(|e| format!("chown {}: {e}", dst.display()))?;
+            }
+        }
+        extra.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+    }
     // The server, and a watchdog that stops it and removes the cluster once this process ends.
     let postgres = bin.join("postgres");
     // setpriv execs (no fork in between), so `$pid` is the server itself.
@@ -173,7 +217,7 @@ fn start_private_cluster() -> Result<String, String> {
         ""
     };
     let script = format!(
-        "{runner}'{pg}' -D '{data}' -k '{dir}' -p 5432 -c listen_addresses='' -c fsync=off \
+        "{runner}'{pg}' -D '{data}' -k '{dir}' -p {port}{extra} -c fsync=off \
          -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
          >'{dir}/log' 2>&1 & pid=$!; \
          while kill -0 {me} 2>/dev/null && kill -0 $pid 2>/dev/null; do sleep 0.5; done; \
@@ -182,6 +226,7 @@ fn start_private_cluster() -> Result<String, String> {
         data = data.display(),
         dir = dir.display(),
         me = std::process::id(),
+        port = options.tcp_port.unwrap_or(5432),
     );
     Command::new("sh")
         .args(["-c", &script])
@@ -191,14 +236,15 @@ fn start_private_cluster() -> Result<String, String> {
         .spawn()
         .map_err(|e| format!("start postgres: {e}"))?;
     let url = format!(
-        "host={} port=5432 user=postgres dbname=postgres",
-        dir.display()
+        "host={} port={} user=postgres dbname=postgres",
+        dir.display(),
+        options.tcp_port.unwrap_or(5432)
     );
     let locator = PgLocator::parse(&url, None).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match super::PgConn::connect(&locator) {
-            Ok(_) => return Ok(url),
+            Ok(_) => return Ok(Cluster { url, dir }),
             Err(e) if Instant::now() > deadline => {
                 let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
                 return Err(format!("postgres did not start: {e}\n{log}"));

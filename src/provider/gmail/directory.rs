@@ -5,10 +5,11 @@ use super::GmailClient;
 use super::units;
 use crate::model::address_domain;
 use crate::provider::auth::{DIRECTORY_SCOPES, GMAIL_SCOPE};
+use crate::provider::directory::domain_retract;
 use crate::provider::errors::{Failure, Operation, classify, error_code_message};
 use crate::provider::http::{SubRequest, enc};
-use crate::provider::scheduler::{Backend, call};
-use crate::provider::{DomainRetract, DomainStatus, Permissions, Resolved};
+use crate::provider::scheduler::Backend;
+use crate::provider::{DomainStatus, Permissions, Resolved};
 
 impl GmailClient {
     pub(super) fn managed(&self) -> Vec<String> {
@@ -189,35 +190,18 @@ impl GmailClient {
             } else {
                 return Err(classify(r.status, &r.body, Operation::Directory));
             };
-            let retract = match (in_tenant, user) {
-                (false, _) => DomainRetract::NotInTenant,
-                (true, None) => DomainRetract::Unknown {
-                    detail: "no user in this domain to probe".into(),
-                },
-                (true, Some(user)) => {
-                    let probe = SubRequest::get(
+            let probe = user.map(|user| {
+                (
+                    SubRequest::get(
                         format!("{}/messages?maxResults=1", Self::user_path(&user)),
                         &user,
                         units::LIST,
-                    );
-                    match call(self, probe).await {
-                        Ok(r) if r.ok() => DomainRetract::Granted,
-                        Ok(r) if matches!(r.status, 401 | 403) => {
-                            let (code, message) = error_code_message(&r.body);
-                            DomainRetract::Missing {
-                                permission: format!("{GMAIL_SCOPE} (domain-wide delegation)"),
-                                detail: format!("HTTP {} {code}: {message}", r.status),
-                            }
-                        }
-                        Ok(r) => DomainRetract::Unknown {
-                            detail: classify(r.status, &r.body, Operation::Read).to_string(),
-                        },
-                        Err(f) => DomainRetract::Unknown {
-                            detail: f.to_string(),
-                        },
-                    }
-                }
-            };
+                    ),
+                    format!("{GMAIL_SCOPE} (domain-wide delegation)"),
+                )
+            });
+            let retract =
+                domain_retract(self, in_tenant, probe, "no user in this domain to probe").await;
             out.push(DomainStatus {
                 domain,
                 configured: true,

@@ -3,10 +3,11 @@
 
 use super::{GraphClient, NEEDED_ROLES};
 use crate::model::{FailureReason, address_domain};
-use crate::provider::errors::{Failure, Operation, classify, error_code_message};
+use crate::provider::directory::domain_retract;
+use crate::provider::errors::{Failure, Operation, classify};
 use crate::provider::http::{SubRequest, enc};
 use crate::provider::scheduler::{Backend, call};
-use crate::provider::{DomainRetract, DomainStatus, Permissions, Resolved};
+use crate::provider::{DomainStatus, Permissions, Resolved};
 
 /// Mailboxes `doctor` reads (one message id each) to find mail access granted by Exchange RBAC
 /// for Applications, which the token's roles do not show.
@@ -278,44 +279,23 @@ impl GraphClient {
                     .iter()
                     .any(|d| d.eq_ignore_ascii_case(&domain));
             let present = in_tenant.contains(&domain);
-            let retract = if !present {
-                DomainRetract::NotInTenant
-            } else {
-                match users
-                    .iter()
-                    .find(|(mail, _)| address_domain(mail).as_deref() == Some(domain.as_str()))
-                    .map(|(_, upn)| upn)
-                {
-                    None => DomainRetract::Unknown {
-                        detail: "no mailbox in this domain to probe".into(),
-                    },
-                    Some(user) => {
-                        let probe = SubRequest::get(
+            let probe = users
+                .iter()
+                .find(|(mail, _)| address_domain(mail).as_deref() == Some(domain.as_str()))
+                .map(|(_, user)| {
+                    (
+                        SubRequest::get(
                             format!("/users/{}/messages?$top=1&$select=id", enc(user)),
                             user,
                             0,
-                        );
-                        match call(self, probe).await {
-                            Ok(r) if r.ok() => DomainRetract::Granted,
-                            Ok(r) if matches!(r.status, 401 | 403) => {
-                                let (code, message) = error_code_message(&r.body);
-                                DomainRetract::Missing {
-                                    permission: format!(
-                                        "Mail.ReadWrite for {user} (outside the app's Exchange RBAC scope or application access policy; one mailbox probed, a scope by group or filter may still cover others)"
-                                    ),
-                                    detail: format!("HTTP {} {code}: {message}", r.status),
-                                }
-                            }
-                            Ok(r) => DomainRetract::Unknown {
-                                detail: classify(r.status, &r.body, Operation::Read).to_string(),
-                            },
-                            Err(f) => DomainRetract::Unknown {
-                                detail: f.to_string(),
-                            },
-                        }
-                    }
-                }
-            };
+                        ),
+                        format!(
+                            "Mail.ReadWrite for {user} (outside the app's Exchange RBAC scope or application access policy; one mailbox probed, a scope by group or filter may still cover others)"
+                        ),
+                    )
+                });
+            let retract =
+                domain_retract(self, present, probe, "no mailbox in this domain to probe").await;
             out.push(DomainStatus {
                 domain,
                 configured,

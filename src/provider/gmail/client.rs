@@ -1,14 +1,16 @@
 //! Gmail transport: the multipart batch (one request as itself, up to 50 as one batch) with
 //! one token per impersonated user, and Directory / Reports API calls as the admin.
 
-use super::GmailClient;
+use super::{GmailClient, next_page};
 use crate::model::FailureReason;
 use crate::provider::auth::GMAIL_SCOPE;
-use crate::provider::errors::Failure;
+use crate::provider::directory::all_pages;
+use crate::provider::errors::{Failure, Operation, classify};
 use crate::provider::graph::token_answer;
 use crate::provider::http::{SubRequest, SubResponse};
 use crate::provider::multipart;
 use reqwest::Method;
+use serde_json::Value;
 
 impl GmailClient {
     /// Directory call impersonating the admin.
@@ -76,6 +78,29 @@ impl GmailClient {
                 .await?;
         }
         Ok(r)
+    }
+
+    /// Every item under `items` of a Directory or Reports API listing (as the admin, with a
+    /// token for `scopes`), page by page; a page that is not a listing fails it whole.
+    pub(super) async fn admin_list(
+        &self,
+        path: String,
+        scopes: &str,
+        items: &str,
+    ) -> Result<Vec<Value>, Failure> {
+        all_pages(
+            path.clone(),
+            items,
+            |p| async move {
+                let r = self.admin_get(&p, scopes).await?;
+                if !r.ok() {
+                    return Err(classify(r.status, &r.body, Operation::Directory));
+                }
+                Ok(r.body)
+            },
+            |page| next_page(&path, page),
+        )
+        .await
     }
 
     pub(super) async fn send_batch(

@@ -59,33 +59,22 @@ impl GmailClient {
         let mut member_mailboxes = Vec::new();
         let mut external_members = Vec::new();
         let managed = self.managed();
-        let mut page: Option<String> = None;
-        loop {
-            let mut path = format!(
-                "/admin/directory/v1/groups/{}/members?includeDerivedMembership=true&maxResults=200",
-                enc(&address)
-            );
-            if let Some(p) = &page {
-                path.push_str(&format!("&pageToken={}", enc(p)));
-            }
-            let r = self.directory_get(&path).await?;
-            if !r.ok() {
-                return Err(classify(r.status, &r.body, Operation::Directory));
-            }
-            for m in r.body["members"].as_array().into_iter().flatten() {
-                let Some(email) = m["email"].as_str().map(str::to_ascii_lowercase) else {
-                    continue;
-                };
-                let internal = address_domain(&email).is_some_and(|d| managed.contains(&d));
-                match m["type"].as_str().unwrap_or("USER") {
-                    "GROUP" => {}
-                    "USER" if internal => member_mailboxes.push(email),
-                    _ => external_members.push(email),
-                }
-            }
-            page = r.body["nextPageToken"].as_str().map(str::to_string);
-            if page.is_none() {
-                break;
+        let path = format!(
+            "/admin/directory/v1/groups/{}/members?includeDerivedMembership=true&maxResults=200",
+            enc(&address)
+        );
+        let members = self
+            .admin_list(path, &self.directory_scopes, "members")
+            .await?;
+        for m in &members {
+            let Some(email) = m["email"].as_str().map(str::to_ascii_lowercase) else {
+                continue;
+            };
+            let internal = address_domain(&email).is_some_and(|d| managed.contains(&d));
+            match m["type"].as_str().unwrap_or("USER") {
+                "GROUP" => {}
+                "USER" if internal => member_mailboxes.push(email),
+                _ => external_members.push(email),
             }
         }
         member_mailboxes.sort();
@@ -102,27 +91,16 @@ impl GmailClient {
     pub async fn list_mailboxes(&self) -> Result<Vec<String>, Failure> {
         let mut out = Vec::new();
         for domain in self.managed() {
-            let mut page: Option<String> = None;
-            loop {
-                let mut path = format!(
-                    "/admin/directory/v1/users?domain={}&maxResults=500",
-                    enc(&domain)
-                );
-                if let Some(p) = &page {
-                    path.push_str(&format!("&pageToken={}", enc(p)));
-                }
-                let r = self.directory_get(&path).await?;
-                if !r.ok() {
-                    return Err(classify(r.status, &r.body, Operation::Directory));
-                }
-                for u in r.body["users"].as_array().into_iter().flatten() {
-                    if let Some(e) = u["primaryEmail"].as_str() {
-                        out.push(e.to_ascii_lowercase());
-                    }
-                }
-                page = r.body["nextPageToken"].as_str().map(str::to_string);
-                if page.is_none() {
-                    break;
+            let path = format!(
+                "/admin/directory/v1/users?domain={}&maxResults=500",
+                enc(&domain)
+            );
+            for u in self
+                .admin_list(path, &self.directory_scopes, "users")
+                .await?
+            {
+                if let Some(e) = u["primaryEmail"].as_str() {
+                    out.push(e.to_ascii_lowercase());
                 }
             }
         }

@@ -1,10 +1,11 @@
 //! Gmail mail reads: locating a message's copies (folder from labels), a thread, recent mail
 //! for trace sync, raw MIME and the Gmail log (Admin SDK Reports).
 
-use super::{GmailClient, units};
+use super::{GmailClient, next_page, units};
 use crate::model::Folder;
 use crate::provider::auth::REPORTS_SCOPE;
-use crate::provider::errors::{Failure, Operation, classify};
+use crate::provider::directory::all_pages;
+use crate::provider::errors::{Failure, Operation};
 use crate::provider::http::{SubRequest, SubResponse, enc};
 use crate::provider::scheduler::call_ok;
 use crate::provider::{LocatedCopy, LoggedDelivery, MessageMeta, windows};
@@ -142,28 +143,14 @@ impl GmailClient {
         let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut out = Vec::new();
         for (from, to) in windows(start, end, chrono::Duration::days(GMAIL_LOG_WINDOW_DAYS)) {
-            let mut page: Option<String> = None;
-            loop {
-                let mut path = format!(
-                    "/admin/reports/v1/activity/users/all/applications/gmail?eventName=delivery&filters={}&startTime={}&endTime={}&maxResults=1000",
-                    enc("event_info.mail_event_type==2"),
-                    enc(&stamp(from)),
-                    enc(&stamp(to))
-                );
-                if let Some(p) = &page {
-                    path.push_str(&format!("&pageToken={}", enc(p)));
-                }
-                let r = self.admin_get(&path, REPORTS_SCOPE).await?;
-                if !r.ok() {
-                    return Err(classify(r.status, &r.body, Operation::Directory));
-                }
-                for item in r.body["items"].as_array().into_iter().flatten() {
-                    out.extend(logged_deliveries(item));
-                }
-                page = r.body["nextPageToken"].as_str().map(str::to_string);
-                if page.is_none() {
-                    break;
-                }
+            let path = format!(
+                "/admin/reports/v1/activity/users/all/applications/gmail?eventName=delivery&filters={}&startTime={}&endTime={}&maxResults=1000",
+                enc("event_info.mail_event_type==2"),
+                enc(&stamp(from)),
+                enc(&stamp(to))
+            );
+            for item in self.admin_list(path, REPORTS_SCOPE, "items").await? {
+                out.extend(logged_deliveries(&item));
             }
         }
         Ok(out)
@@ -174,33 +161,25 @@ impl GmailClient {
         mailbox: &str,
         since: DateTime<Utc>,
     ) -> Result<Vec<MessageMeta>, Failure> {
-        let mut ids = Vec::new();
-        let mut page: Option<String> = None;
-        loop {
-            let mut path = format!(
-                "{}/messages?q={}&includeSpamTrash=true&maxResults=500",
-                Self::user_path(mailbox),
-                enc(&format!("after:{}", since.timestamp()))
-            );
-            if let Some(p) = &page {
-                path.push_str(&format!("&pageToken={}", enc(p)));
-            }
-            let r = call_ok(
-                self,
-                SubRequest::get(path, mailbox, units::LIST),
-                Operation::Read,
-            )
-            .await?;
-            for m in r.body["messages"].as_array().into_iter().flatten() {
-                if let Some(id) = m["id"].as_str() {
-                    ids.push(id.to_string());
-                }
-            }
-            page = r.body["nextPageToken"].as_str().map(str::to_string);
-            if page.is_none() {
-                break;
-            }
-        }
+        let path = format!(
+            "{}/messages?q={}&includeSpamTrash=true&maxResults=500",
+            Self::user_path(mailbox),
+            enc(&format!("after:{}", since.timestamp()))
+        );
+        let listed = all_pages(
+            path.clone(),
+            "messages",
+            |p| async move {
+                let request = SubRequest::get(p, mailbox, units::LIST);
+                Ok(call_ok(self, request, Operation::Read).await?.body)
+            },
+            |page| next_page(&path, page),
+        )
+        .await?;
+        let ids = listed
+            .iter()
+            .filter_map(|m| m["id"].as_str().map(str::to_string))
+            .collect();
         self.metadata_of(mailbox, ids, false).await
     }
 

@@ -50,6 +50,14 @@ pub struct GmailClient {
 
 /// Directory API requests in flight at once per tenant.
 const DIRECTORY_IN_FLIGHT: usize = 16;
+/// The path of the page after `page` of the listing at `path` (Google's `nextPageToken`), if
+/// `page` was not the last.
+fn next_page(path: &str, page: &serde_json::Value) -> Option<String> {
+    page["nextPageToken"]
+        .as_str()
+        .map(|token| format!("{path}&pageToken={}", enc(token)))
+}
+
 impl GmailClient {
     pub fn new(config: &Config, tenant: &TenantConfig) -> Result<GmailClient, ProviderError> {
         let json = config.service_account_json(tenant)?;

@@ -2,6 +2,7 @@
 //! token it carries, and paging through `@odata.nextLink`.
 
 use super::GraphClient;
+use crate::provider::directory::all_pages;
 use crate::provider::errors::{Failure, Operation};
 use crate::provider::http::{SubRequest, SubResponse};
 use crate::provider::scheduler::call_ok_within;
@@ -22,19 +23,21 @@ impl GraphClient {
         mailbox: &str,
         patience: Duration,
     ) -> Result<Vec<Value>, Failure> {
-        let mut out = Vec::new();
-        let mut next = Some(path.to_string());
-        while let Some(p) = next.take() {
-            let request = SubRequest::get(p, mailbox, 0);
-            let r = call_ok_within(self, request, Operation::Directory, patience).await?;
-            if let Some(v) = r.body["value"].as_array() {
-                out.extend(v.iter().cloned());
-            }
-            if let Some(link) = r.body["@odata.nextLink"].as_str() {
-                next = self.relative_link(link);
-            }
-        }
-        Ok(out)
+        all_pages(
+            path.to_string(),
+            "value",
+            |p| async move {
+                let request = SubRequest::get(p, mailbox, 0);
+                let r = call_ok_within(self, request, Operation::Directory, patience).await?;
+                Ok(r.body)
+            },
+            |page| {
+                page["@odata.nextLink"]
+                    .as_str()
+                    .and_then(|link| self.relative_link(link))
+            },
+        )
+        .await
     }
 
     /// A `@odata.nextLink` / `deltaLink` as a path below our base URL (a link to another host

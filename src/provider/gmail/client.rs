@@ -14,8 +14,9 @@ use serde_json::Value;
 
 impl GmailClient {
     /// Directory call impersonating the admin.
-    /// A Directory API GET as the admin: at most [`DIRECTORY_IN_FLIGHT`] at once, retried on
-    /// throttling (honouring `Retry-After`) and 5xx, like every other read.
+    /// A Directory API GET as the admin: at most
+    /// [`DIRECTORY_IN_FLIGHT`](super::DIRECTORY_IN_FLIGHT) at once, retried on throttling
+    /// (honouring `Retry-After`) and 5xx, like every other read.
     pub(super) async fn directory_get(&self, path: &str) -> Result<SubResponse, Failure> {
         self.admin_get(path, &self.directory_scopes).await
     }

@@ -5,18 +5,23 @@ mod lab_support;
 use lab_support::{GMAIL_PHISH as PHISH, LostRestore, gmail_scenario, restore_with_lost_answer};
 
 use clawback::config::Config;
+use clawback::lab::scenario::Scenario;
 use clawback::lab::{LabOptions, LabServer};
 use clawback::model::{FailureReason, Folder, RetractAction};
 use clawback::provider::{BulkItem, ProgressEvent, ProviderClient, Resolved};
 
 async fn lab(options: LabOptions) -> (LabServer, ProviderClient, tempfile::TempDir) {
-    let server = LabServer::start(
-        &gmail_scenario(),
-        options,
-        "127.0.0.1:0".parse().expect("addr"),
-    )
-    .await
-    .expect("lab starts");
+    lab_of(&gmail_scenario(), options).await
+}
+
+/// A lab serving `scenario`, and the client of its (first) tenant.
+async fn lab_of(
+    scenario: &Scenario,
+    options: LabOptions,
+) -> (LabServer, ProviderClient, tempfile::TempDir) {
+    let server = LabServer::start(scenario, options, "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("lab starts");
     let dir = tempfile::tempdir().expect("tmp");
     let config: Config = server
         .write_config(&dir.path().join("lab.toml"))
@@ -320,4 +325,55 @@ async fn an_earlier_attempt_is_judged_by_the_recorded_copy() {
     assert!(f.message.contains(MAY_HAVE_LANDED), "{f:?}");
     assert_eq!(lab_copy(&server, alice, PHISH), (vec![Folder::Trash], 5));
     server.stop().await;
+}
+
+/// The Directory API serves users 500 and group members 200 a page: listing every mailbox and
+/// expanding a large group follow `nextPageToken` to the last page, and no member or mailbox
+/// is lost or counted twice between pages.
+#[tokio::test]
+async fn directory_listings_follow_every_page() {
+    const USERS: usize = 1_205;
+    const MEMBERS: usize = 450;
+    let mut scenario = serde_json::to_value(gmail_scenario()).expect("scenario as JSON");
+    let tenant = &mut scenario["tenant"][0];
+    let users: Vec<String> = (0..USERS)
+        .map(|i| format!("u{i:04}@fabrikam.test"))
+        .collect();
+    for u in &users {
+        tenant["user"]
+            .as_array_mut()
+            .expect("users")
+            .push(serde_json::json!({ "address": u }));
+    }
+    tenant["group"]
+        .as_array_mut()
+        .expect("groups")
+        .push(serde_json::json!({ "address": "big@fabrikam.test", "members": &users[..MEMBERS] }));
+    let scenario = Scenario::parse(&scenario.to_string(), false, "test").expect("scenario parses");
+    let (_server, client, _dir) = lab_of(&scenario, LabOptions::default()).await;
+
+    let mut listed = client.list_mailboxes().await.expect("listed");
+    let count = listed.len();
+    listed.sort();
+    listed.dedup();
+    assert_eq!(listed.len(), count, "a mailbox listed twice");
+    for u in &users {
+        assert!(listed.binary_search(u).is_ok(), "{u} not listed");
+    }
+    assert!(
+        listed.len() > USERS,
+        "the scenario's own users too: {}",
+        listed.len()
+    );
+
+    let Resolved::Group {
+        member_mailboxes,
+        external_members,
+        ..
+    } = client.resolve("big@fabrikam.test").await.expect("resolved")
+    else {
+        panic!("not a group");
+    };
+    assert_eq!(member_mailboxes, users[..MEMBERS].to_vec());
+    assert!(external_members.is_empty(), "{external_members:?}");
 }

@@ -10,6 +10,7 @@
 //! the action succeeded.
 
 pub mod auth;
+mod directory;
 pub mod errors;
 pub mod gmail;
 pub mod graph;

@@ -77,7 +77,10 @@ fn the_audit_chain_is_the_same_and_catches_the_same_edits_on_both_backends() {
         );
     }
     // The same records chain to the same hashes on both backends.
-    assert_eq!(heads[0], heads[1], "one chain arithmetic for both backends");
+    assert!(
+        heads.windows(2).all(|w| w[0] == w[1]),
+        "one chain arithmetic for both backends: {heads:?}"
+    );
 }
 
 const CHILD_ENV: &str = "CLAWBACK_TEST_AUDIT_CHILD";
@@ -162,7 +165,9 @@ fn several_processes_appending_at_once_form_one_chain() {
 
 #[test]
 fn what_postgres_does_not_hold_yet_fails_clearly_and_touches_nothing() {
-    let loc = testing::fresh_database().expect("a PostgreSQL server for the tests");
+    let Some(loc) = testing::fresh_database_or_skip() else {
+        return;
+    };
     let store = Store::open_postgres(&loc, None).expect("open");
     let err = store.jobs(10).expect_err("jobs are not on PostgreSQL yet");
     assert!(matches!(err, StoreError::NotOnPostgres { .. }), "{err:?}");
@@ -173,7 +178,9 @@ fn what_postgres_does_not_hold_yet_fails_clearly_and_touches_nothing() {
 
 #[test]
 fn a_connection_the_server_closed_is_opened_again_at_the_next_call() {
-    let loc = testing::fresh_database().expect("a PostgreSQL server for the tests");
+    let Some(loc) = testing::fresh_database_or_skip() else {
+        return;
+    };
     let conn = clawback::store::pg::PgConn::connect(&loc).expect("connect");
     let pid: i32 = conn
         .query_one("SELECT pg_backend_pid()", &[])

@@ -312,6 +312,56 @@ async fn graph_locates_many_mailboxes_in_batches_of_twenty_steps() {
     assert_eq!(batches(&l.server) - before_batches, 7);
 }
 
+/// Gmail HTTP batch requests the lab has served (each carries up to 50 calls).
+fn gmail_batches(server: &LabServer) -> u64 {
+    let requests = server.lab.stats.requests.lock().unwrap();
+    requests
+        .iter()
+        .filter(|(k, _)| k.ends_with("/batch/gmail/v1"))
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+/// Gmail, many mailboxes located together: their searches share HTTP batches of 50 calls
+/// across mailboxes, then their gets do (it was two requests of their own per copy); each copy
+/// is named by its own mailbox's answers (one in Spam is Junk), and a target that cannot be
+/// asked for (a malformed Message-ID) gets its own error without holding the others back.
+#[tokio::test]
+async fn gmail_locates_many_mailboxes_in_batches_of_fifty_calls() {
+    let l = lab(GenerateKind::GoogleWorkspace).await;
+    let tenant = l.client.tenant_name().to_string();
+    assert_eq!(l.client.locate_group(), 50);
+    user_moves(&l.server, &tenant, &l.recipients[3], "junk").await;
+    let mut targets: Vec<(String, String)> = l
+        .recipients
+        .iter()
+        .map(|m| (m.clone(), CAMPAIGN_MESSAGE_ID.to_string()))
+        .collect();
+    targets.insert(5, (l.recipients[0].clone(), "not a message id".to_string()));
+    let before = served(&l.server);
+    let before_batches = gmail_batches(&l.server);
+
+    let found = l.client.locate_many(&targets).await;
+
+    assert_eq!(found.len(), targets.len());
+    assert!(found[5].is_err(), "{:?}", found[5]);
+    for (i, r) in found.iter().enumerate().filter(|(i, _)| *i != 5) {
+        let k = if i < 5 { i } else { i - 1 };
+        let copies = r.as_ref().unwrap();
+        let want = if k == 3 { Folder::Junk } else { Folder::Inbox };
+        assert_eq!(
+            copies.iter().map(|c| c.folder.clone()).collect::<Vec<_>>(),
+            vec![want],
+            "{}",
+            l.recipients[k]
+        );
+        assert!(copies.iter().all(|c| c.mailbox == l.recipients[k]));
+    }
+    // A search and a get a mailbox, in batches of at most 50: two rounds of two batches.
+    assert_eq!(served(&l.server) - before, 2 * MAILBOXES);
+    assert_eq!(gmail_batches(&l.server) - before_batches, 4);
+}
+
 /// The planner locates a campaign's mailboxes ten to a `$batch`: a plan of 60 Inbox copies
 /// (and the list the campaign was also sent to) costs seven `$batch`es of locate steps (it
 /// was one per mailbox), and accounts for every copy and the list.

@@ -255,14 +255,25 @@ async fn above_capacity(kind: GenerateKind, n: usize) {
     assert!(actions.values().all(|n| *n == 1), "{actions:?}");
 }
 
-/// The `$batch` requests the lab has served (each carries up to 20 sub-requests).
-fn batches(server: &LabServer) -> u64 {
+/// The batch requests the lab has served on the route ending in `route` (Graph `/$batch`,
+/// up to 20 sub-requests each; Gmail `/batch/gmail/v1`, up to 50 calls each).
+fn batches(server: &LabServer, route: &str) -> u64 {
     let requests = server.lab.stats.requests.lock().unwrap();
     requests
         .iter()
-        .filter(|(k, _)| k.ends_with("/$batch"))
+        .filter(|(k, _)| k.ends_with(route))
         .map(|(_, v)| *v)
         .sum()
+}
+
+/// The campaign in every recipient's mailbox, with a malformed Message-ID at index 5.
+fn campaign_targets_and_a_malformed_id(recipients: &[String]) -> Vec<(String, String)> {
+    let mut targets: Vec<(String, String)> = recipients
+        .iter()
+        .map(|m| (m.clone(), CAMPAIGN_MESSAGE_ID.to_string()))
+        .collect();
+    targets.insert(5, (recipients[0].clone(), "not a message id".to_string()));
+    targets
 }
 
 /// Graph, many mailboxes located together: ten locates (two steps each) share a `$batch` of
@@ -275,13 +286,8 @@ async fn graph_locates_many_mailboxes_in_batches_of_twenty_steps() {
     let tenant = l.client.tenant_name().to_string();
     assert_eq!(l.client.locate_group(), 10);
     user_moves(&l.server, &tenant, &l.recipients[3], "junkemail").await;
-    let mut targets: Vec<(String, String)> = l
-        .recipients
-        .iter()
-        .map(|m| (m.clone(), CAMPAIGN_MESSAGE_ID.to_string()))
-        .collect();
-    targets.insert(5, (l.recipients[0].clone(), "not a message id".to_string()));
-    let (before, before_batches) = (served(&l.server), batches(&l.server));
+    let targets = campaign_targets_and_a_malformed_id(&l.recipients);
+    let (before, before_batches) = (served(&l.server), batches(&l.server, "/$batch"));
 
     let found = l.client.locate_many(&targets).await;
 
@@ -309,7 +315,42 @@ async fn graph_locates_many_mailboxes_in_batches_of_twenty_steps() {
     // Two steps a mailbox in six `$batch`es; the copy in Junk then asks for Recoverable Items
     // and the six folder ids in a seventh.
     assert_eq!(served(&l.server) - before, 2 * MAILBOXES + 7);
-    assert_eq!(batches(&l.server) - before_batches, 7);
+    assert_eq!(batches(&l.server, "/$batch") - before_batches, 7);
+}
+
+/// Gmail, many mailboxes located together: their searches share HTTP batches of 50 calls
+/// across mailboxes, then their gets do (it was two requests of their own per copy); each copy
+/// is named by its own mailbox's answers (one in Spam is Junk), and a target that cannot be
+/// asked for (a malformed Message-ID) gets its own error without holding the others back.
+#[tokio::test]
+async fn gmail_locates_many_mailboxes_in_batches_of_fifty_calls() {
+    let l = lab(GenerateKind::GoogleWorkspace).await;
+    let tenant = l.client.tenant_name().to_string();
+    assert_eq!(l.client.locate_group(), 50);
+    user_moves(&l.server, &tenant, &l.recipients[3], "junk").await;
+    let targets = campaign_targets_and_a_malformed_id(&l.recipients);
+    let before = served(&l.server);
+    let before_batches = batches(&l.server, "/batch/gmail/v1");
+
+    let found = l.client.locate_many(&targets).await;
+
+    assert_eq!(found.len(), targets.len());
+    assert!(found[5].is_err(), "{:?}", found[5]);
+    for (i, r) in found.iter().enumerate().filter(|(i, _)| *i != 5) {
+        let k = if i < 5 { i } else { i - 1 };
+        let copies = r.as_ref().unwrap();
+        let want = if k == 3 { Folder::Junk } else { Folder::Inbox };
+        assert_eq!(
+            copies.iter().map(|c| c.folder.clone()).collect::<Vec<_>>(),
+            vec![want],
+            "{}",
+            l.recipients[k]
+        );
+        assert!(copies.iter().all(|c| c.mailbox == l.recipients[k]));
+    }
+    // A search and a get a mailbox, in batches of at most 50: two rounds of two batches.
+    assert_eq!(served(&l.server) - before, 2 * MAILBOXES);
+    assert_eq!(batches(&l.server, "/batch/gmail/v1") - before_batches, 4);
 }
 
 /// The planner locates a campaign's mailboxes ten to a `$batch`: a plan of 60 Inbox copies
@@ -329,7 +370,7 @@ async fn a_plan_locates_ten_mailboxes_a_batch() {
     let lab = synced_lab(&scenario, LabOptions::default(), &[], 100_000).await;
     let tenant = lab.config.tenants[0].name.clone();
     let engine = Engine::new(lab.config, lab.store).unwrap();
-    let (before, before_batches) = (served(&lab.server), batches(&lab.server));
+    let (before, before_batches) = (served(&lab.server), batches(&lab.server, "/$batch"));
     let plan = engine
         .build_plan(RetractRequest {
             message_ids: vec![CAMPAIGN_MESSAGE_ID.into()],
@@ -360,7 +401,7 @@ async fn a_plan_locates_ten_mailboxes_a_batch() {
     let targets = MAILBOXES + 1;
     assert_eq!(served(&lab.server) - before, 2 * targets + 1);
     assert_eq!(
-        batches(&lab.server) - before_batches,
+        batches(&lab.server, "/$batch") - before_batches,
         (2 * targets).div_ceil(20) as u64
     );
 }

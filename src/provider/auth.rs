@@ -301,6 +301,19 @@ struct TokenResponse {
     refresh_token: Option<String>,
 }
 
+/// RS256 signatures made at once in this process: one per core. A cold Google run asks for
+/// thousands of users' tokens together; unbounded, the blocking pool started a thread per
+/// waiting signature (up to 512), each faulting in its own stack and allocator heap (a tenth
+/// of the run's CPU went to zeroing fresh pages), and the signatures crowded out the async
+/// workers serving the other tenants. Bounded, the same signatures take the same cores' time.
+fn signers() -> &'static tokio::sync::Semaphore {
+    static SIGNERS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SIGNERS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        tokio::sync::Semaphore::new(cores)
+    })
+}
+
 /// Gets and caches tokens for one tenant.
 pub struct Authenticator {
     http: Http,
@@ -500,7 +513,12 @@ impl Authenticator {
         match &self.flow {
             Flow::Google { token_url, account } => {
                 // An RS256 signature per impersonated user costs about half a millisecond of CPU:
-                // signed off the async workers so a burst of new users does not stall I/O.
+                // signed off the async workers so a burst of new users does not stall I/O, and
+                // at most one per core at a time (see `SIGNERS`).
+                let _signer = signers()
+                    .acquire()
+                    .await
+                    .map_err(|e| super::errors::internal(&format!("signing slot: {e}")))?;
                 let assertion = {
                     let (account, url, sub, scopes) = (
                         account.clone(),

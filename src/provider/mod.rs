@@ -383,35 +383,27 @@ impl ProviderClient {
     }
 
     /// How many `(mailbox, Message-ID)` targets [`ProviderClient::locate_many`] sends together
-    /// to good effect: Graph, a `$batch` of 20 steps over locates of at most two; Gmail, one
-    /// (its locates are sent one target at a time, as [`ProviderClient::locate`] does).
+    /// to good effect: Graph, a `$batch` of 20 steps over locates of at most two; Gmail, an
+    /// HTTP batch of 50 lists (then one of their gets).
     pub fn locate_group(&self) -> usize {
         match self {
             ProviderClient::Graph(c) => scheduler::Backend::batch_max(c.as_ref()) / 2,
-            ProviderClient::Gmail(_) => 1,
+            ProviderClient::Gmail(c) => scheduler::Backend::batch_max(c.as_ref()),
         }
     }
 
     /// [`ProviderClient::locate`] for each `(mailbox, Internet Message-ID)`, in that order;
-    /// Graph sends their first rounds together (see [`ProviderClient::locate_group`]).
+    /// their rounds are sent together (see [`ProviderClient::locate_group`]).
     pub async fn locate_many(
         &self,
         targets: &[(String, String)],
     ) -> Vec<Result<Vec<LocatedCopy>, Failure>> {
-        let ProviderClient::Graph(c) = self else {
-            return futures_util::future::join_all(
-                targets
-                    .iter()
-                    .map(|(mailbox, mid)| self.locate(mailbox, mid)),
-            )
-            .await;
-        };
         let checked: Vec<Result<(String, String), Failure>> = targets
             .iter()
             .map(|(mailbox, mid)| Ok((mailbox.clone(), errors::checked_message_id(mid)?)))
             .collect();
         let valid: Vec<(String, String)> = checked.iter().flatten().cloned().collect();
-        let mut located = c.locate_many(&valid).await.into_iter();
+        let mut located = dispatch!(self, c => c.locate_many(&valid).await).into_iter();
         checked
             .into_iter()
             .map(|t| match t {

@@ -427,6 +427,42 @@ pub fn choose(copies: Vec<LocatedCopy>, mailbox: &str) -> Step {
     }
 }
 
+/// Sends a batch in a task of its own, which gives the tenant's slots back (`permits`) the
+/// moment the answer is in: not when the round's task, which also records outcomes in the
+/// store and builds and reads the other batches, next gets to it. The service's slots are free
+/// once it has answered; holding ours longer left the tenant's capacity idle between batches.
+/// Dropped (the run cancelled), the send is dropped too, as it would be inline.
+async fn send_apart<B: Backend>(
+    backend: &Arc<B>,
+    group: &[SubRequest],
+    permits: Vec<OwnedSemaphorePermit>,
+) -> Vec<Result<SubResponse, Failure>> {
+    let (backend, requests) = (Arc::clone(backend), group.to_vec());
+    let task = tokio::spawn(async move {
+        let answers = backend.send(&requests).await;
+        drop(permits);
+        answers
+    });
+    let abort = task.abort_handle();
+    let _abort_on_drop = AbortOnDrop(abort);
+    match task.await {
+        Ok(answers) => answers,
+        Err(e) => {
+            let f = super::errors::transport(&format!("send task: {e}"));
+            vec![Err(f); group.len()]
+        }
+    }
+}
+
+/// Aborts a task when its awaiting future is dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The first non-2xx response classified, if any.
 pub fn first_error(responses: &[SubResponse], op: Operation) -> Option<Failure> {
     responses
@@ -529,7 +565,7 @@ pub async fn run<B: Backend, F>(
     futures_util::stream::iter(
         chunks
             .into_iter()
-            .map(|c| run_chunk(backend.as_ref(), c, action, stop, &emit)),
+            .map(|c| run_chunk(&backend, c, action, stop, &emit)),
     )
     .buffer_unordered(window)
     .for_each(|()| async {})
@@ -558,7 +594,7 @@ fn round_batch_size<B: Backend>(backend: &B) -> usize {
 }
 
 async fn run_chunk<B: Backend>(
-    backend: &B,
+    backend: &Arc<B>,
     mut works: Vec<Work>,
     action: RetractAction,
     stop: &(dyn Fn() -> bool + Sync),
@@ -582,7 +618,7 @@ async fn run_chunk<B: Backend>(
         // batches that keep each item whole).
         let mut requests = Vec::new();
         let mut owner = Vec::new();
-        let batch = round_batch_size(backend);
+        let batch = round_batch_size(backend.as_ref());
         let mut batches: Vec<std::ops::Range<usize>> = Vec::new();
         let mut open = 0..0;
         // `InFlight` events by the batch that carries all of their item's requests; an item
@@ -628,7 +664,7 @@ async fn run_chunk<B: Backend>(
                 }
                 backend.prepare(group).await;
                 let slots = backend.service_slots(group.len());
-                let _permits = backend.pacer().enter(group, slots).await;
+                let permits = backend.pacer().enter(group, slots).await;
                 // Committed `in_flight` only now, right before the mutation is sent: an item
                 // waiting for a slot is still `pending` (a crash leaves less to reconcile).
                 if !events.is_empty() {
@@ -637,7 +673,7 @@ async fn run_chunk<B: Backend>(
                 if stop() {
                     return (range.start, None);
                 }
-                (range.start, Some(backend.send(group).await))
+                (range.start, Some(send_apart(backend, group, permits).await))
             });
         }
         let mut stopped = false;

@@ -5,9 +5,9 @@ use super::{GmailClient, next_page, units};
 use crate::model::Folder;
 use crate::provider::auth::REPORTS_SCOPE;
 use crate::provider::directory::all_pages;
-use crate::provider::errors::{Failure, Operation};
+use crate::provider::errors::{Failure, Operation, classify};
 use crate::provider::http::{SubRequest, SubResponse, enc};
-use crate::provider::scheduler::call_ok;
+use crate::provider::scheduler::{call_each, call_ok};
 use crate::provider::{LocatedCopy, LoggedDelivery, MessageMeta, windows};
 use chrono::{DateTime, TimeZone, Utc};
 use futures_util::StreamExt;
@@ -100,6 +100,56 @@ impl GmailClient {
             out.push(Self::to_copy(mailbox, internet_message_id, &g.body));
         }
         Ok(out)
+    }
+
+    /// Locates each `(mailbox, Internet Message-ID)` as [`GmailClient::locate`] does, in two
+    /// rounds sent in HTTP batches across mailboxes: every target's list, then a get for every
+    /// id listed. One request per call cost each copy two HTTP exchanges of its own on both
+    /// sides; batched, they share a `multipart/mixed` request each of up to 50 calls. Each
+    /// target's outcome is its own (one mailbox's error answer is not another's).
+    pub async fn locate_many(
+        &self,
+        targets: &[(String, String)],
+    ) -> Vec<Result<Vec<LocatedCopy>, Failure>> {
+        let lists = call_each(
+            self,
+            targets
+                .iter()
+                .map(|(mailbox, mid)| Self::list_request(mailbox, mid))
+                .collect(),
+        )
+        .await;
+        let mut out: Vec<Result<Vec<LocatedCopy>, Failure>> = Vec::with_capacity(targets.len());
+        let (mut owners, mut gets) = (Vec::new(), Vec::new());
+        for (k, ((mailbox, _), listed)) in targets.iter().zip(lists).enumerate() {
+            out.push(match listed {
+                Err(f) => Err(f),
+                Ok(r) if !r.ok() => Err(classify(r.status, &r.body, Operation::Directory)),
+                Ok(r) => {
+                    for id in r.body["messages"].as_array().into_iter().flatten() {
+                        owners.push(k);
+                        gets.push(Self::get_request(
+                            mailbox,
+                            id["id"].as_str().unwrap_or_default(),
+                        ));
+                    }
+                    Ok(Vec::new())
+                }
+            });
+        }
+        let got = call_each(self, gets).await;
+        for (k, answer) in owners.into_iter().zip(got) {
+            let (mailbox, mid) = &targets[k];
+            let Some(Ok(copies)) = out.get_mut(k) else {
+                continue;
+            };
+            match answer {
+                Ok(r) if r.ok() => copies.push(Self::to_copy(mailbox, mid, &r.body)),
+                Ok(r) => out[k] = Err(classify(r.status, &r.body, Operation::Read)),
+                Err(f) => out[k] = Err(f),
+            }
+        }
+        out
     }
 
     pub async fn conversation(

@@ -13,7 +13,12 @@
 //! renumbering each other.
 
 pub mod audit;
+pub mod automation;
+pub mod keys;
+pub mod leader;
 pub mod migrations;
+pub mod policy;
+pub mod stamp;
 pub mod testing;
 
 use super::StoreError;

@@ -349,36 +349,59 @@ fn intel_trace(raw: &Raw) {
     );
 }
 
-/// Post Delivery's candidates by the store's API; on a PostgreSQL store whose trace records
-/// are not readable yet (the trace area ported apart), by the candidate query itself.
-fn candidates(raw: &Raw, s: &Store, since: i64, ind: &[(&str, &str)]) -> Vec<String> {
-    match s.trace_matching_indicators(since, ind) {
+/// Message-IDs of these trace rows.
+fn message_ids(raw: &Raw, ids: &[i64]) -> Vec<String> {
+    ids.iter()
+        .map(|id| {
+            raw_rows(
+                raw,
+                &format!("SELECT message_id FROM trace WHERE id = {id}"),
+            )[0][0]
+                .clone()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Records chosen by the store's API; on a PostgreSQL store whose trace records are not
+/// readable yet (the trace area is ported apart), the rows the query itself chose.
+fn chosen(
+    raw: &Raw,
+    by_store: Result<Vec<clawback::trace::TraceRecord>, StoreError>,
+    by_query: impl FnOnce(&PgConn) -> Vec<i64>,
+) -> Vec<String> {
+    match by_store {
         Ok(recs) => recs.into_iter().map(|r| r.message_id).collect(),
         Err(StoreError::NotOnPostgres { .. }) => {
             let Raw::Postgres(l) = raw else {
                 panic!("SQLite answered NotOnPostgres")
             };
-            let conn = PgConn::connect(l).unwrap();
-            let rows = clawback::store::automation::indicator_rows(ind);
-            let ids = if ind.is_empty() {
-                Vec::new()
-            } else {
-                clawback::store::pg::automation::matching_indicator_ids(&conn, since, &rows)
-                    .unwrap()
-            };
-            ids.iter()
-                .map(|id| {
-                    raw_rows(
-                        raw,
-                        &format!("SELECT message_id FROM trace WHERE id = {id}"),
-                    )[0][0]
-                        .clone()
-                        .unwrap()
-                })
-                .collect()
+            message_ids(raw, &by_query(&PgConn::connect(l).unwrap()))
         }
         Err(e) => panic!("{e}"),
     }
+}
+
+/// Post Delivery's candidates.
+fn candidates(raw: &Raw, s: &Store, since: i64, ind: &[(&str, &str)]) -> Vec<String> {
+    chosen(raw, s.trace_matching_indicators(since, ind), |conn| {
+        if ind.is_empty() {
+            return Vec::new();
+        }
+        let rows = clawback::store::automation::indicator_rows(ind);
+        clawback::store::pg::automation::matching_indicator_ids(conn, since, &rows).unwrap()
+    })
+}
+
+/// The auto-retract matrix's records.
+fn for_automation(raw: &Raw, s: &Store, since: i64, with_disposition: bool) -> Vec<String> {
+    chosen(
+        raw,
+        s.trace_for_automation(since, with_disposition),
+        |conn| {
+            clawback::store::pg::automation::automation_ids(conn, since, with_disposition).unwrap()
+        },
+    )
 }
 
 /// Intel verdicts set, keep their first base and expire to it (unless something else set the
@@ -394,6 +417,29 @@ fn intel_verdicts_and_post_delivery_candidates_are_the_same_on_both_backends() {
         intel_trace(&raw);
         let mut out = Vec::new();
         out.push(s.trace_messages_since(50).unwrap().to_string());
+        raw.exec("UPDATE trace SET retraction_state = 'retracted' WHERE message_id = '<other@x>'");
+        assert_eq!(
+            for_automation(&raw, &s, 50, true),
+            Vec::<String>::new(),
+            "{name}"
+        );
+        assert_eq!(
+            for_automation(&raw, &s, 0, true),
+            ["<a@x>"],
+            "{name}: only what has a disposition"
+        );
+        assert_eq!(
+            for_automation(&raw, &s, 50, false),
+            [
+                "<sender@x>",
+                "<url@x>",
+                "<hash@x>",
+                "<subject@x>",
+                "<unicode@x>",
+                "<kelvin@x>"
+            ],
+            "{name}: not retracted, oldest first (then by row)"
+        );
 
         let found = |ind: &[(&str, &str)]| candidates(&raw, &s, 50, ind);
         assert_eq!(

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod lab_support;
-use lab_support::{CopyKey, expected_copies};
+use lab_support::{CopyKey, assert_acted_on_once as assert_exactly_once, expected_copies};
 
 use clawback::config::Config;
 use clawback::lab::demo::{self, CONTOSO, DEMO_CONTOSO_REPORT_MAILBOX, MALICIOUS_MESSAGE_ID};
@@ -19,20 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn actions(server: &LabServer) -> BTreeMap<CopyKey, usize> {
-    let state = server.lab.state();
-    let mut out = BTreeMap::new();
-    for a in state.actions.iter() {
-        if a.action.starts_with("user:") {
-            continue;
-        }
-        *out.entry((
-            a.tenant.clone(),
-            a.mailbox.to_ascii_lowercase(),
-            a.internet_message_id.clone(),
-        ))
-        .or_insert(0) += 1;
-    }
-    out
+    lab_support::lab_actions_since(server, 0)
 }
 
 fn of_message(all: &BTreeMap<CopyKey, usize>, mid: &str) -> BTreeMap<CopyKey, usize> {
@@ -40,16 +27,6 @@ fn of_message(all: &BTreeMap<CopyKey, usize>, mid: &str) -> BTreeMap<CopyKey, us
         .filter(|(k, _)| k.2 == mid)
         .map(|(k, n)| (k.clone(), *n))
         .collect()
-}
-
-fn assert_exactly_once(got: &BTreeMap<CopyKey, usize>, want: &BTreeSet<CopyKey>, what: &str) {
-    let keys: BTreeSet<CopyKey> = got.keys().cloned().collect();
-    assert_eq!(&keys, want, "{what}: the copies acted on");
-    let twice: Vec<_> = got.iter().filter(|(_, n)| **n != 1).collect();
-    assert!(
-        twice.is_empty(),
-        "{what}: acted on more than once: {twice:?}"
-    );
 }
 
 fn clawback(config: &Path, data: &Path) -> Command {

@@ -303,18 +303,23 @@ pub fn report_decisions(conn: &PgConn) -> Result<Vec<ReportDecision>, StoreError
     .collect()
 }
 
+/// The indicator in columns 2–5 (file, kind, value, disposition) of a hold or verdict row.
+fn indicator_at(r: &Row) -> Result<IndicatorKey, StoreError> {
+    let disposition: String = get(r, 5)?;
+    Ok(IndicatorKey {
+        file: get(r, 2)?,
+        kind: get(r, 3)?,
+        value: get(r, 4)?,
+        disposition: disposition.parse().unwrap_or(Disposition::Malicious),
+    })
+}
+
 fn row_to_hold(r: &Row) -> Result<HeldMatch, StoreError> {
     let state: String = get(r, 1)?;
-    let disposition: String = get(r, 5)?;
     Ok(HeldMatch {
         id: get(r, 0)?,
         state: HoldState::parse(&state),
-        indicator: IndicatorKey {
-            file: get(r, 2)?,
-            kind: get(r, 3)?,
-            value: get(r, 4)?,
-            disposition: disposition.parse().unwrap_or(Disposition::Malicious),
-        },
+        indicator: indicator_at(r)?,
         reason: get(r, 6)?,
         messages: get::<i64>(r, 7)? as u64,
         copies: get::<i64>(r, 8)? as u64,
@@ -548,16 +553,10 @@ pub fn intel_verdicts_active(conn: &PgConn) -> Result<Vec<IntelVerdict>, StoreEr
     )?
     .iter()
     .map(|r| {
-        let d: String = get(r, 5)?;
         Ok(IntelVerdict {
             tenant: get(r, 0)?,
             message_id: get(r, 1)?,
-            indicator: IndicatorKey {
-                file: get(r, 2)?,
-                kind: get(r, 3)?,
-                value: get(r, 4)?,
-                disposition: d.parse().unwrap_or(Disposition::Malicious),
-            },
+            indicator: indicator_at(r)?,
             source: get(r, 6)?,
         })
     })

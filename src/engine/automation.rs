@@ -366,6 +366,13 @@ impl<'e> Watcher<'e> {
             .iter()
             .filter(|h| h.state == HoldState::NeedsConfirmation)
             .count();
+        // Renewed at the end too: the lease then outlasts the pause until the next cycle
+        // (interval + margin from now), however long this cycle took.
+        if let Some(lease) = &self.lease
+            && let Err(e) = lease.try_lead(&mut self.engine.store())
+        {
+            report.errors.push(format!("watch lead: {e}"));
+        }
         Ok(report)
     }
 

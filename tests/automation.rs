@@ -97,20 +97,7 @@ fn set(ids: &[&str]) -> BTreeSet<String> {
 
 /// API actions per copy recorded by the lab since `from` (index into its action log).
 fn actions_since(server: &LabServer, from: usize) -> BTreeMap<CopyKey, usize> {
-    let state = server.lab.state();
-    let mut out = BTreeMap::new();
-    for a in state.actions.iter().skip(from) {
-        if a.action.starts_with("user:") {
-            continue;
-        }
-        *out.entry((
-            a.tenant.clone(),
-            a.mailbox.to_ascii_lowercase(),
-            a.internet_message_id.clone(),
-        ))
-        .or_insert(0) += 1;
-    }
-    out
+    lab_support::lab_actions_since(server, from)
 }
 
 fn log_len(server: &LabServer) -> usize {
@@ -118,18 +105,7 @@ fn log_len(server: &LabServer) -> usize {
 }
 
 fn assert_exactly_once(got: &BTreeMap<CopyKey, usize>, want: &BTreeSet<CopyKey>, what: &str) {
-    let keys: BTreeSet<CopyKey> = got.keys().cloned().collect();
-    let missing: Vec<_> = want.difference(&keys).collect();
-    let extra: Vec<_> = keys.difference(want).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "{what}: missing {missing:?}, extra {extra:?}"
-    );
-    let twice: Vec<_> = got.iter().filter(|(_, n)| **n != 1).collect();
-    assert!(
-        twice.is_empty(),
-        "{what}: acted on more than once: {twice:?}"
-    );
+    lab_support::assert_acted_on_once(got, want, what)
 }
 
 fn options(intel: Option<PathBuf>) -> WatchOptions {

@@ -4,12 +4,13 @@
 use crate::cli::exit;
 use crate::cli::out::{errln, out, outln};
 use crate::cli::retract::engine;
-use crate::engine::automation::{WatchOptions, Watcher};
+use crate::engine::automation::{WatchLease, WatchOptions, Watcher};
 use crate::engine::policy::{MAX_INTERVAL_SECS, MAX_LOOKBACK_SECS, format_duration};
 use crate::engine::view::{PolicyMatrix, ResponseSwitch};
 use crate::engine::{Engine, EngineError};
 use crate::model::{Disposition, RetractAction};
 use crate::store::automation::{HeldMatch, HoldState};
+use crate::store::leader::WatchLead;
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -594,26 +595,65 @@ pub fn watch(args: WatchArgs, config_path: Option<&Path>, data_dir: Option<&Path
         Ok(rt) => rt,
         Err(code) => return code,
     };
+    // One watcher at a time: the leader lease of the store (issue 17).
+    let lease = WatchLease::for_interval(interval);
+    let resign = || {
+        if let Err(e) = lease.resign(&mut engine.store()) {
+            tracing::warn!("watch: could not give up the lead: {e}");
+        }
+    };
     rt.block_on(async {
         let mut watcher = Watcher::new(&engine, options);
+        watcher.lead_with(lease.clone());
         tracing::info!(
             log = %dir.join("watch.log").display(),
             interval_secs = interval.as_secs_f64(),
             once = args.once,
+            lease_secs = lease.length().as_secs_f64(),
             "watch: starting"
         );
         let stop = shutdown_signal();
         tokio::pin!(stop);
+        // `--once` behind another watcher waits for the lead up to two lease lengths (a dead
+        // leader's lease lapses within one), then leaves the work to the live leader.
+        let once_until = Instant::now() + 2 * lease.length();
         loop {
             let started = Instant::now();
-            let outcome = tokio::select! {
-                r = watcher.cycle() => Some(r),
-                _ = &mut stop => None,
+            let outcome = {
+                let cycle = watcher.cycle();
+                tokio::pin!(cycle);
+                // A leader renews its lease while a long cycle runs.
+                let mut renew = tokio::time::interval(lease.renew_every());
+                renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                renew.tick().await;
+                loop {
+                    tokio::select! {
+                        r = &mut cycle => break Some(r),
+                        _ = &mut stop => break None,
+                        _ = renew.tick() => renew_lead(&engine, &lease),
+                    }
+                }
             };
+            let mut wait = interval;
             match outcome {
                 None => {
+                    resign();
                     tracing::info!("watch: stopped by signal mid-cycle; unfinished jobs resume at the next start");
                     return exit::OK;
+                }
+                Some(Ok(report)) if report.following.is_some() => {
+                    tracing::info!("{}", report.summary());
+                    // Try again as soon as the leader's lease would lapse.
+                    let left = report
+                        .following
+                        .as_ref()
+                        .map(|l| l.expires_in() + Duration::from_millis(50))
+                        .unwrap_or(interval);
+                    if args.once && Instant::now() + left > once_until {
+                        tracing::info!("watch: another watcher leads; it does this cycle's work");
+                        return exit::OK;
+                    }
+                    wait = if args.once { left } else { left.min(interval) };
                 }
                 Some(Ok(report)) => {
                     for e in &report.errors {
@@ -627,6 +667,7 @@ pub fn watch(args: WatchArgs, config_path: Option<&Path>, data_dir: Option<&Path
                     }
                     tracing::info!("{} ({:.2}s)", report.summary(), started.elapsed().as_secs_f64());
                     if args.once {
+                        resign();
                         let failed = report.jobs.iter().any(|j| j.failed > 0);
                         // Mailboxes in ungranted domains are not sync failures (the sync
                         // reports them apart); anything else the sync could not read is.
@@ -643,19 +684,34 @@ pub fn watch(args: WatchArgs, config_path: Option<&Path>, data_dir: Option<&Path
                 Some(Err(e)) => {
                     tracing::error!("watch: cycle failed: {e}");
                     if args.once {
+                        resign();
                         return fail(e);
                     }
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = &mut stop => {
+                    resign();
                     tracing::info!("watch: stopped by signal");
                     return exit::OK;
                 }
             }
         }
     })
+}
+
+/// Renews the lead during a long cycle; says so when another watcher took it meanwhile (this
+/// process stalled past its lease): the cycle's running jobs finish — their copy claims keep
+/// every copy acted on once — and the next cycle follows.
+fn renew_lead(engine: &Engine, lease: &WatchLease) {
+    match lease.try_lead(&mut engine.store()) {
+        Ok(WatchLead::Leading(_)) => {}
+        Ok(WatchLead::Following(leader)) => {
+            tracing::warn!("watch: the lead passed to {leader} during this cycle")
+        }
+        Err(e) => tracing::warn!("watch: could not renew the lead: {e}"),
+    }
 }
 
 #[cfg(test)]

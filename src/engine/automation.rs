@@ -31,7 +31,8 @@ use crate::store::Store;
 use crate::store::automation::{
     HeldMatch, HeldMessage, HoldChange, HoldState, IntelVerdict, ReportDecision,
 };
-use crate::store::jobs::JobState;
+use crate::store::jobs::{JobState, LeaseHolder};
+use crate::store::leader::{WatchLead, WatchLeader};
 use crate::trace::TraceRecord;
 use crate::trace::ingest::{IngestOptions, ingest_paths, parse_message};
 use crate::trace::sync::{SyncOptions, sync};
@@ -126,11 +127,16 @@ pub struct CycleReport {
     pub verdicts_expired: usize,
     /// Open holds expired for the same reason.
     pub holds_expired: Vec<i64>,
+    /// Another watcher leads: this cycle acted on nothing (see [`WatchLease`]).
+    pub following: Option<WatchLeader>,
 }
 
 impl CycleReport {
     /// One line for the log.
     pub fn summary(&self) -> String {
+        if let Some(leader) = &self.following {
+            return format!("cycle: following the leading {leader}; nothing acted on");
+        }
         let copies: u64 = self.jobs.iter().map(|j| j.succeeded).sum();
         let failed: u64 = self.jobs.iter().map(|j| j.failed).sum();
         let malicious = self
@@ -170,6 +176,52 @@ impl CycleReport {
     }
 }
 
+/// One watcher at a time (issue 17): several `clawback watch` processes may share a store for
+/// availability; each cycle starts by taking or renewing the store's leader lease, and only
+/// the holder acts. A follower's cycle does nothing and says whom it follows. The lease lasts
+/// one interval plus [`WatchLease::MARGIN`], and the leader renews it at every cycle (and
+/// more often during a long one, see [`WatchLease::renew_every`]): a leader that dies is
+/// replaced once its lease lapses, within one interval and the margin.
+#[derive(Debug, Clone)]
+pub struct WatchLease {
+    holder: LeaseHolder,
+    length: std::time::Duration,
+}
+
+impl WatchLease {
+    /// What the lease adds to the interval: room for a cycle to start late (a busy store, a
+    /// slow host) without a live leader losing the lead.
+    pub const MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// A lease for this process, for watch cycles every `interval`.
+    pub fn for_interval(interval: std::time::Duration) -> WatchLease {
+        WatchLease {
+            holder: LeaseHolder::this_process(),
+            length: interval + Self::MARGIN,
+        }
+    }
+
+    /// How long the lease lasts unless renewed.
+    pub fn length(&self) -> std::time::Duration {
+        self.length
+    }
+
+    /// How often a leader in a long cycle renews.
+    pub fn renew_every(&self) -> std::time::Duration {
+        (self.length / 3).max(std::time::Duration::from_millis(100))
+    }
+
+    /// Takes or renews the lead.
+    pub fn try_lead(&self, store: &mut Store) -> Result<WatchLead, crate::store::StoreError> {
+        store.watch_lead(&self.holder, self.length)
+    }
+
+    /// Gives the lead up (a clean stop), so that a follower leads at its next cycle.
+    pub fn resign(&self, store: &mut Store) -> Result<bool, crate::store::StoreError> {
+        store.watch_resign(&self.holder)
+    }
+}
+
 /// Runs automation cycles over one engine. Keeps what it must remember between cycles (intel
 /// files' stamps, journal files seen, when each response last ran) in memory; everything that
 /// must survive a restart is in the store.
@@ -188,6 +240,8 @@ pub struct Watcher<'e> {
     /// Jobs started planning while they act, by job: their `auto_retract` entry, written
     /// once the plan is sealed.
     overlapped: std::sync::Mutex<BTreeMap<i64, AutoDecision>>,
+    /// Leads only while it holds this lease (none: always leads).
+    lease: Option<WatchLease>,
 }
 
 /// What an `auto_retract` audit entry says about a decision, beside its plan's counts.
@@ -218,7 +272,13 @@ impl<'e> Watcher<'e> {
             intel_checked: false,
             sync_store: std::sync::Mutex::new(None),
             overlapped: std::sync::Mutex::new(BTreeMap::new()),
+            lease: None,
         }
+    }
+
+    /// Leads only while holding `lease` against the other watchers of the store.
+    pub fn lead_with(&mut self, lease: WatchLease) {
+        self.lease = Some(lease);
     }
 
     /// Finishes automation jobs a previous run left unfinished (crash, kill); `run_job`
@@ -258,6 +318,14 @@ impl<'e> Watcher<'e> {
 
     /// One full cycle.
     pub async fn cycle(&mut self) -> Result<CycleReport, EngineError> {
+        if let Some(lease) = &self.lease
+            && let WatchLead::Following(leader) = lease.try_lead(&mut self.engine.store())?
+        {
+            return Ok(CycleReport {
+                following: Some(leader),
+                ..CycleReport::default()
+            });
+        }
         let mut report = CycleReport {
             resumed: self.resume().await?,
             ..CycleReport::default()
@@ -298,6 +366,13 @@ impl<'e> Watcher<'e> {
             .iter()
             .filter(|h| h.state == HoldState::NeedsConfirmation)
             .count();
+        // Renewed at the end too: the lease then outlasts the pause until the next cycle
+        // (interval + margin from now), however long this cycle took.
+        if let Some(lease) = &self.lease
+            && let Err(e) = lease.try_lead(&mut self.engine.store())
+        {
+            report.errors.push(format!("watch lead: {e}"));
+        }
         Ok(report)
     }
 
@@ -1342,6 +1417,7 @@ impl<'e> Watcher<'e> {
 /// (the engine notices store changes).
 pub async fn watch_in_process(engine: std::sync::Arc<Engine>, every: std::time::Duration) {
     let mut watcher = Watcher::new(&engine, WatchOptions::from_config(&engine));
+    watcher.lead_with(WatchLease::for_interval(every));
     loop {
         let started = Instant::now();
         match watcher.cycle().await {

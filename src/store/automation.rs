@@ -59,6 +59,9 @@ impl Store {
         tenant: &str,
         message_id: &str,
     ) -> Result<Option<(String, u64)>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::automation::auto_handled(pg, tenant, message_id);
+        }
         Ok(self
             .conn()?
             .query_row(
@@ -79,6 +82,18 @@ impl Store {
         trigger: &str,
         job: Option<i64>,
     ) -> Result<(), StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            let mark = super::pg::automation::AutoHandled {
+                tenant,
+                message_id,
+                disposition,
+                copies,
+                trigger,
+                job,
+                at: Utc::now().timestamp(),
+            };
+            return super::pg::automation::set_auto_handled(pg, &mark);
+        }
         self.conn()?.execute(
             "INSERT INTO auto_handled (tenant, message_id, disposition, copies, trigger, job_id, at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
@@ -104,6 +119,10 @@ impl Store {
         since: i64,
         with_disposition: bool,
     ) -> Result<Vec<TraceRecord>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            let ids = super::pg::automation::automation_ids(pg, since, with_disposition)?;
+            return self.records_by_ids(ids);
+        }
         let ids: Vec<i64> = {
             let mut stmt = self.conn()?.prepare_cached(
                 "SELECT id FROM trace WHERE received >= ?1 \
@@ -131,6 +150,11 @@ impl Store {
         if indicators.is_empty() {
             return Ok(Vec::new());
         }
+        if let super::Db::Postgres(pg) = &self.db {
+            let rows = indicator_rows(indicators);
+            let ids = super::pg::automation::matching_indicator_ids(pg, since, &rows)?;
+            return self.records_by_ids(ids);
+        }
         self.conn()?.execute_batch(
             "CREATE TEMP TABLE IF NOT EXISTS post_delivery_indicator (
                  kind TEXT NOT NULL, value TEXT NOT NULL, pattern TEXT NOT NULL,
@@ -142,21 +166,8 @@ impl Store {
                 "INSERT INTO temp.post_delivery_indicator (kind, value, pattern, any_subject) \
                  VALUES (?1, ?2, ?3, ?4)",
             )?;
-            for (kind, value) in indicators {
-                let value = value.to_ascii_lowercase();
-                let (value, pattern, any) = match *kind {
-                    "url" => (
-                        value.trim_end_matches('/').to_string(),
-                        String::new(),
-                        false,
-                    ),
-                    "subject" => {
-                        let pattern = like_pattern(&value);
-                        (value.clone(), pattern, !value.is_ascii())
-                    }
-                    _ => (value, String::new(), false),
-                };
-                insert.execute(params![kind, value, pattern, any as i64])?;
+            for i in indicator_rows(indicators) {
+                insert.execute(params![i.kind, i.value, i.pattern, i.any_subject as i64])?;
             }
         }
         let ids: Vec<i64> = {
@@ -203,6 +214,9 @@ impl Store {
         mailbox: &str,
         report_id: &str,
     ) -> Result<bool, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::automation::report_decided(pg, tenant, mailbox, report_id);
+        }
         Ok(self
             .conn()?
             .query_row(
@@ -216,6 +230,9 @@ impl Store {
 
     /// Records a decision (the first decision of a report stands).
     pub fn record_report(&mut self, d: &ReportDecision) -> Result<(), StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::automation::record_report(pg, d, Utc::now().timestamp());
+        }
         self.conn()?.execute(
             "INSERT OR IGNORE INTO phish_report \
              (tenant, mailbox, report_id, reporter, original, verdict, reason, decided_at) \
@@ -236,6 +253,9 @@ impl Store {
 
     /// Distinct reporters recorded for an original.
     pub fn reporters_of(&self, original: &str) -> Result<BTreeSet<String>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::automation::reporters_of(pg, original);
+        }
         let mut stmt = self
             .conn()?
             .prepare_cached("SELECT DISTINCT reporter FROM phish_report WHERE original = ?1")?;
@@ -247,6 +267,9 @@ impl Store {
 
     /// Every decided report, oldest first.
     pub fn report_decisions(&self) -> Result<Vec<ReportDecision>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::automation::report_decisions(pg);
+        }
         let mut stmt = self.conn()?.prepare_cached(
             "SELECT tenant, mailbox, report_id, reporter, original, verdict, reason \
              FROM phish_report ORDER BY decided_at, tenant, mailbox, report_id",
@@ -338,7 +361,7 @@ impl HoldState {
         }
     }
 
-    fn parse(s: &str) -> HoldState {
+    pub(crate) fn parse(s: &str) -> HoldState {
         match s {
             "confirmed" => HoldState::Confirmed,
             "released" => HoldState::Released,
@@ -410,11 +433,11 @@ pub struct IntelVerdict {
     pub source: String,
 }
 
-const HOLD_COLUMNS: &str = "id, state, indicator_file, indicator_kind, indicator_value, \
+pub(crate) const HOLD_COLUMNS: &str = "id, state, indicator_file, indicator_kind, indicator_value, \
     disposition, reason, messages, copies, trace_messages, created_at, updated_at, \
     confirmed_by, confirmed_at, closed_at";
 
-fn time(secs: i64) -> DateTime<Utc> {
+pub(crate) fn time(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(secs, 0).unwrap_or_default()
 }
 
@@ -446,6 +469,9 @@ impl Store {
     /// Messages (one per tenant) traced at or after `since` (Unix seconds): the denominator
     /// of the guard's share-of-trace limit.
     pub fn trace_messages_since(&self, since: i64) -> Result<u64, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::automation::trace_messages_since(pg, since);
+        }
         let n: i64 = self.conn()?.query_row(
             "SELECT count(*) FROM trace WHERE received >= ?1",
             [since],
@@ -465,6 +491,16 @@ impl Store {
         messages: &[HeldMessage],
     ) -> Result<(HeldMatch, HoldChange), StoreError> {
         let now = Utc::now().timestamp();
+        if let super::Db::Postgres(pg) = &mut self.db {
+            return super::pg::automation::hold_record(
+                pg,
+                indicator,
+                reason,
+                trace_messages,
+                messages,
+                now,
+            );
+        }
         let tx = self
             .conn_mut()?
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -542,6 +578,9 @@ impl Store {
 
     /// One hold by id.
     pub fn hold(&self, id: i64) -> Result<Option<HeldMatch>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::automation::hold(pg, id);
+        }
         Ok(self
             .conn()?
             .query_row(
@@ -555,6 +594,9 @@ impl Store {
     /// Holds, newest first: only those still open (waiting for confirmation or release), or
     /// all of them.
     pub fn holds(&self, open_only: bool) -> Result<Vec<HeldMatch>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::automation::holds(pg, open_only);
+        }
         let mut stmt = self.conn()?.prepare_cached(&format!(
             "SELECT {HOLD_COLUMNS} FROM automation_hold \
              WHERE ?1 = 0 OR state IN ('needs_confirmation', 'confirmed') ORDER BY id DESC"
@@ -567,6 +609,9 @@ impl Store {
 
     /// The messages of a hold.
     pub fn hold_messages(&self, id: i64) -> Result<Vec<HeldMessage>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::automation::hold_messages(pg, id);
+        }
         let mut stmt = self.conn()?.prepare_cached(
             "SELECT tenant, message_id, copies FROM automation_hold_message WHERE hold_id = ?1 \
              ORDER BY tenant, message_id",
@@ -593,6 +638,9 @@ impl Store {
         by: Option<&str>,
     ) -> Result<bool, StoreError> {
         let now = Utc::now().timestamp();
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::automation::hold_transition(pg, id, from, to, by, now);
+        }
         let n = self.conn()?.execute(
             "UPDATE automation_hold SET state = ?3, updated_at = ?4, \
              confirmed_by = CASE WHEN ?3 = 'confirmed' THEN ?5 ELSE confirmed_by END, \
@@ -614,6 +662,12 @@ impl Store {
         indicator: &IndicatorKey,
         source: &str,
     ) -> Result<DispositionUpdate, StoreError> {
+        if let super::Db::Postgres(pg) = &mut self.db {
+            let now = Utc::now().timestamp();
+            return super::pg::automation::set_intel_disposition(
+                pg, tenant, message_id, indicator, source, now,
+            );
+        }
         let tx = self
             .conn_mut()?
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -673,6 +727,9 @@ impl Store {
 
     /// Intel verdicts in force.
     pub fn intel_verdicts_active(&self) -> Result<Vec<IntelVerdict>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::automation::intel_verdicts_active(pg);
+        }
         let mut stmt = self.conn()?.prepare_cached(
             "SELECT tenant, message_id, indicator_file, indicator_kind, indicator_value, \
              disposition, source FROM intel_verdict WHERE expired_at IS NULL \
@@ -707,6 +764,10 @@ impl Store {
         tenant: &str,
         message_id: &str,
     ) -> Result<Option<bool>, StoreError> {
+        if let super::Db::Postgres(pg) = &mut self.db {
+            let now = Utc::now().timestamp();
+            return super::pg::automation::expire_intel_verdict(pg, tenant, message_id, now);
+        }
         let tx = self
             .conn_mut()?
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -746,6 +807,43 @@ impl Store {
         tx.commit()?;
         Ok(Some(reverted > 0))
     }
+}
+
+/// One indicator as the candidate queries compare it: the value folded (ASCII) as the
+/// columns are, a URL without its trailing slash, a subject glob as a LIKE pattern, and whether
+/// every non-ASCII subject is a candidate.
+pub struct IndicatorRow {
+    pub kind: String,
+    pub value: String,
+    pub pattern: String,
+    pub any_subject: bool,
+}
+
+pub fn indicator_rows(indicators: &[(&str, &str)]) -> Vec<IndicatorRow> {
+    indicators
+        .iter()
+        .map(|(kind, value)| {
+            let value = value.to_ascii_lowercase();
+            let (value, pattern, any_subject) = match *kind {
+                "url" => (
+                    value.trim_end_matches('/').to_string(),
+                    String::new(),
+                    false,
+                ),
+                "subject" => {
+                    let pattern = like_pattern(&value);
+                    (value.clone(), pattern, !value.is_ascii())
+                }
+                _ => (value, String::new(), false),
+            };
+            IndicatorRow {
+                kind: kind.to_string(),
+                value,
+                pattern,
+                any_subject,
+            }
+        })
+        .collect()
 }
 
 /// A subject glob (`*`, `?`; no wildcard: the whole subject) as a LIKE pattern with

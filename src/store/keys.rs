@@ -20,6 +20,9 @@ impl Store {
     pub fn plan_key(&self) -> Result<Vec<u8>, StoreError> {
         let mut fresh = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut fresh);
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::keys::key(pg, PLAN_KEY, &fresh);
+        }
         self.conn()?.execute(
             "INSERT OR IGNORE INTO store_key (name, value) VALUES (?1, ?2)",
             rusqlite::params![PLAN_KEY, fresh.as_slice()],

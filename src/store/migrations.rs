@@ -81,6 +81,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "trace_search",
         sql: super::trace::SEARCH_SCHEMA,
     },
+    Migration {
+        version: 14,
+        name: "watch_leader",
+        sql: super::leader::SCHEMA,
+    },
 ];
 
 /// The newest version this binary knows.

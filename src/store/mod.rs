@@ -11,6 +11,7 @@ pub mod automation;
 pub mod chain;
 pub mod jobs;
 pub mod keys;
+pub mod leader;
 pub mod migrations;
 pub mod pg;
 pub mod policy;
@@ -393,6 +394,7 @@ fn caller_area(file: &str) -> &'static str {
         "sync.rs" => "the sync cursors",
         "keys.rs" => "the store key",
         "stamp.rs" => "the store stamp",
+        "leader.rs" => "the watch leader lease",
         _ => "this store operation",
     }
 }

@@ -16,6 +16,9 @@ CREATE TABLE policy (
 impl Store {
     /// The newest policy version and its JSON.
     pub fn policy_latest(&self) -> Result<Option<(u64, String)>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::policy::latest(pg);
+        }
         Ok(self
             .conn()?
             .query_row(
@@ -33,6 +36,9 @@ impl Store {
         json: &str,
         operator: &str,
     ) -> Result<(), StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::policy::insert(pg, version, json, operator, Utc::now().timestamp());
+        }
         self.conn()?.execute(
             "INSERT INTO policy (version, json, operator, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![version as i64, json, operator, Utc::now().timestamp()],

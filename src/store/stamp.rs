@@ -23,6 +23,9 @@ impl Store {
     /// The current [`ChangeStamp`]. Every part is an index lookup except the unfinished jobs,
     /// which are few.
     pub fn change_stamp(&self) -> Result<ChangeStamp, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::stamp::change_stamp(pg);
+        }
         let mut stmt = self.conn()?.prepare_cached(
             "SELECT \
                (SELECT COALESCE(MAX(id), 0) FROM job), \

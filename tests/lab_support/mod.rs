@@ -120,6 +120,48 @@ pub fn expected_copies(scenario: &Scenario, messages: &BTreeSet<String>) -> BTre
     out
 }
 
+/// API actions per copy the lab recorded since `from` (an index into its action log), leaving
+/// out the users' own (`user:` actions).
+pub fn lab_actions_since(
+    server: &LabServer,
+    from: usize,
+) -> std::collections::BTreeMap<CopyKey, usize> {
+    let state = server.lab.state();
+    let mut out = std::collections::BTreeMap::new();
+    for a in state.actions.iter().skip(from) {
+        if a.action.starts_with("user:") {
+            continue;
+        }
+        *out.entry((
+            a.tenant.clone(),
+            a.mailbox.to_ascii_lowercase(),
+            a.internet_message_id.clone(),
+        ))
+        .or_insert(0) += 1;
+    }
+    out
+}
+
+/// Every copy of `want` acted on, nothing else, and each exactly once.
+pub fn assert_acted_on_once(
+    got: &std::collections::BTreeMap<CopyKey, usize>,
+    want: &BTreeSet<CopyKey>,
+    what: &str,
+) {
+    let keys: BTreeSet<CopyKey> = got.keys().cloned().collect();
+    let missing: Vec<_> = want.difference(&keys).collect();
+    let extra: Vec<_> = keys.difference(want).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{what}: missing {missing:?}, extra {extra:?}"
+    );
+    let twice: Vec<_> = got.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{what}: acted on more than once: {twice:?}"
+    );
+}
+
 /// GETs a `/_lab/` control path as JSON (the request must succeed).
 pub async fn lab_get(http: &reqwest::Client, base: &str, path: &str) -> serde_json::Value {
     let url = format!("{base}{path}");

@@ -13,8 +13,13 @@
 //! renumbering each other.
 
 pub mod audit;
+pub mod automation;
 pub mod copy;
+pub mod keys;
+pub mod leader;
 pub mod migrations;
+pub mod policy;
+pub mod stamp;
 pub mod testing;
 pub mod tls;
 

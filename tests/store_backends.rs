@@ -97,7 +97,7 @@ fn audit_append_child() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
     let mut store = if let Ok(p) = std::env::var("STORE_SQLITE") {
-        Store::open(std::path::Path::new(&p)).expect("open sqlite")
+        Store::open(std::path::Path::new(&p)).unwrap_or_else(|e| panic!("open sqlite: {e}"))
     } else {
         let url = std::env::var("STORE_PG").expect("STORE_PG");
         let loc = PgLocator::parse(&url, None).expect("locator");

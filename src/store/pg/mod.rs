@@ -13,6 +13,7 @@
 //! renumbering each other.
 
 pub mod audit;
+pub mod jobs;
 pub mod migrations;
 pub mod testing;
 

@@ -610,6 +610,22 @@ fn restore_claim_on(
     })
 }
 
+/// A pending item whose copy (or, for a restore, whose retraction) another job holds: stored
+/// `skipped` with reason `in_another_job`, saying which job.
+pub(super) fn skip_claimed(it: &mut ItemRow, kind: JobKind, claim: &CopyClaim) {
+    it.state = ItemState::Skipped;
+    it.reason = Some(FailureReason::InAnotherJob);
+    it.detail = Some(match kind {
+        JobKind::Retract => claim.detail(),
+        JobKind::Restore => format!(
+            "restored by job {} ({}); not restored twice",
+            claim.job,
+            claim.state.as_str()
+        ),
+    });
+    it.finished_at = Some(Utc::now());
+}
+
 /// Inserts a job's items (see [`Store::create_job`] for the claims): returns each item's id and
 /// the state it was stored in (a retract item whose copy another job holds is `skipped`).
 fn insert_items(
@@ -640,18 +656,7 @@ fn insert_items(
                 },
             };
             if let Some(claim) = claim {
-                let owned = it.to_mut();
-                owned.state = ItemState::Skipped;
-                owned.reason = Some(FailureReason::InAnotherJob);
-                owned.detail = Some(match kind {
-                    JobKind::Retract => claim.detail(),
-                    JobKind::Restore => format!(
-                        "restored by job {} ({}); not restored twice",
-                        claim.job,
-                        claim.state.as_str()
-                    ),
-                });
-                owned.finished_at = Some(Utc::now());
+                skip_claimed(it.to_mut(), kind, &claim);
             }
         }
         stmt.execute(params![

@@ -26,7 +26,8 @@ use crate::model::{FailureReason, Folder, ItemOutcome};
 use crate::store::StoreError;
 use crate::store::jobs::{
     CopyClaim, ITEM_COLUMNS, ItemCounts, ItemRow, ItemState, JOB_COLUMNS, JobKind, JobLease,
-    JobRow, JobState, LeaseHolder, LeaseTaken, NewJob, folder_parse, folder_text, keep_claim, ts,
+    JobRow, JobState, LeaseHolder, LeaseTaken, NewJob, folder_parse, folder_text, keep_claim,
+    skip_claimed, ts,
 };
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
@@ -415,18 +416,7 @@ fn insert_items(
                 },
             };
             if let Some(claim) = claim {
-                let owned = it.to_mut();
-                owned.state = ItemState::Skipped;
-                owned.reason = Some(FailureReason::InAnotherJob);
-                owned.detail = Some(match kind {
-                    JobKind::Retract => claim.detail(),
-                    JobKind::Restore => format!(
-                        "restored by job {} ({}); not restored twice",
-                        claim.job,
-                        claim.state.as_str()
-                    ),
-                });
-                owned.finished_at = Some(Utc::now());
+                skip_claimed(it.to_mut(), kind, &claim);
             }
         }
         let row = tx.query_one(

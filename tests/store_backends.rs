@@ -169,10 +169,16 @@ fn what_postgres_does_not_hold_yet_fails_clearly_and_touches_nothing() {
         return;
     };
     let store = Store::open_postgres(&loc, None).expect("open");
-    let err = store.jobs(10).expect_err("jobs are not on PostgreSQL yet");
+    // SQLite's page statistics (`dbstat`) have no PostgreSQL counterpart here.
+    let err = store
+        .space_by_table()
+        .expect_err("page statistics are SQLite's");
     assert!(matches!(err, StoreError::NotOnPostgres { .. }), "{err:?}");
     let text = err.to_string();
-    assert!(text.contains("job ledger"), "names what is missing: {text}");
+    assert!(
+        text.contains("store operation"),
+        "names what is missing: {text}"
+    );
     assert!(text.contains("SQLite"), "says what to use instead: {text}");
 }
 

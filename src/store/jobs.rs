@@ -242,7 +242,7 @@ impl JobState {
             JobState::Finished => "finished",
         }
     }
-    fn parse(s: &str) -> JobState {
+    pub(super) fn parse(s: &str) -> JobState {
         match s {
             "cancelled" => JobState::Cancelled,
             "finished" => JobState::Finished,
@@ -271,7 +271,7 @@ impl ItemState {
             ItemState::Skipped => "skipped",
         }
     }
-    fn parse(s: &str) -> ItemState {
+    pub(super) fn parse(s: &str) -> ItemState {
         match s {
             "in_flight" => ItemState::InFlight,
             "succeeded" => ItemState::Succeeded,
@@ -411,15 +411,15 @@ impl ItemCounts {
     }
 }
 
-fn folder_text(f: &Folder) -> String {
+pub(super) fn folder_text(f: &Folder) -> String {
     serde_json::to_string(f).unwrap_or_else(|_| "\"inbox\"".into())
 }
 
-fn folder_parse(s: &str) -> Folder {
+pub(super) fn folder_parse(s: &str) -> Folder {
     serde_json::from_str(s).unwrap_or_else(|_| Folder::Other(s.to_string()))
 }
 
-fn ts(t: Option<i64>) -> Option<DateTime<Utc>> {
+pub(super) fn ts(t: Option<i64>) -> Option<DateTime<Utc>> {
     t.and_then(|s| DateTime::from_timestamp(s, 0))
 }
 
@@ -433,7 +433,7 @@ fn word<T: FromStr>(s: String, col: usize) -> rusqlite::Result<T> {
     })
 }
 
-const JOB_COLUMNS: &str = "id, kind, plan_id, parent_job, trigger, action, state, operator, role, \
+pub(super) const JOB_COLUMNS: &str = "id, kind, plan_id, parent_job, trigger, action, state, operator, role, \
      reason, dry_run, created_at, finished_at, detected_at, audit_head";
 
 fn row_to_job(r: &Row<'_>) -> rusqlite::Result<JobRow> {
@@ -461,7 +461,7 @@ fn row_to_job(r: &Row<'_>) -> rusqlite::Result<JobRow> {
     })
 }
 
-const ITEM_COLUMNS: &str = "id, job_id, tenant, mailbox, message_id, copy_id, folder, read, depth, \
+pub(super) const ITEM_COLUMNS: &str = "id, job_id, tenant, mailbox, message_id, copy_id, folder, read, depth, \
      action, effective_action, note, state, reason, provider_code, detail, new_id, to_folder, \
      delivered_at, finished_at, source_item";
 
@@ -564,20 +564,28 @@ fn claims_from(
             state: ItemState::parse(&state),
             action: word(action, 4)?,
         };
-        // A job that will act (pending, in flight) is named before one that has acted.
-        let entry = out.entry((tenant, mailbox));
-        match entry {
-            std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert(claim);
-            }
-            std::collections::btree_map::Entry::Occupied(mut o) => {
-                if o.get().state == ItemState::Succeeded || claim.state != ItemState::Succeeded {
-                    o.insert(claim);
-                }
+        keep_claim(&mut out, (tenant, mailbox), claim);
+    }
+    Ok(out)
+}
+
+/// Adds a claim on a copy (rows in id order): a job that will act (pending, in flight) is
+/// named before one that has acted.
+pub(super) fn keep_claim(
+    out: &mut BTreeMap<(String, String), CopyClaim>,
+    copy: (String, String),
+    claim: CopyClaim,
+) {
+    match out.entry(copy) {
+        std::collections::btree_map::Entry::Vacant(v) => {
+            v.insert(claim);
+        }
+        std::collections::btree_map::Entry::Occupied(mut o) => {
+            if o.get().state == ItemState::Succeeded || claim.state != ItemState::Succeeded {
+                o.insert(claim);
             }
         }
     }
-    Ok(out)
 }
 
 /// The restore item that already undoes (or is undoing) retract item `source`, if any.
@@ -600,6 +608,22 @@ fn restore_claim_on(
         }),
         None => None,
     })
+}
+
+/// A pending item whose copy (or, for a restore, whose retraction) another job holds: stored
+/// `skipped` with reason `in_another_job`, saying which job.
+pub(super) fn skip_claimed(it: &mut ItemRow, kind: JobKind, claim: &CopyClaim) {
+    it.state = ItemState::Skipped;
+    it.reason = Some(FailureReason::InAnotherJob);
+    it.detail = Some(match kind {
+        JobKind::Retract => claim.detail(),
+        JobKind::Restore => format!(
+            "restored by job {} ({}); not restored twice",
+            claim.job,
+            claim.state.as_str()
+        ),
+    });
+    it.finished_at = Some(Utc::now());
 }
 
 /// Inserts a job's items (see [`Store::create_job`] for the claims): returns each item's id and
@@ -632,18 +656,7 @@ fn insert_items(
                 },
             };
             if let Some(claim) = claim {
-                let owned = it.to_mut();
-                owned.state = ItemState::Skipped;
-                owned.reason = Some(FailureReason::InAnotherJob);
-                owned.detail = Some(match kind {
-                    JobKind::Retract => claim.detail(),
-                    JobKind::Restore => format!(
-                        "restored by job {} ({}); not restored twice",
-                        claim.job,
-                        claim.state.as_str()
-                    ),
-                });
-                owned.finished_at = Some(Utc::now());
+                skip_claimed(it.to_mut(), kind, &claim);
             }
         }
         stmt.execute(params![
@@ -682,6 +695,9 @@ impl Store {
         created_at: DateTime<Utc>,
         json: &str,
     ) -> Result<(), StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::insert_plan(pg, id, digest, created_at, json);
+        }
         self.conn()?.execute(
             "INSERT OR IGNORE INTO plan (id, digest, created_at, json) VALUES (?1, ?2, ?3, ?4)",
             params![id, digest, created_at.timestamp(), json],
@@ -692,6 +708,9 @@ impl Store {
     /// Replaces a stored plan's digest and JSON (a plan made while its job ran: stored
     /// provisional when the job was made, complete when planning ended).
     pub fn update_plan(&mut self, id: &str, digest: &str, json: &str) -> Result<(), StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::update_plan(pg, id, digest, json);
+        }
         self.conn()?.execute(
             "UPDATE plan SET digest = ?2, json = ?3 WHERE id = ?1",
             params![id, digest, json],
@@ -701,6 +720,9 @@ impl Store {
 
     /// The digest of a stored plan.
     pub fn plan_digest(&self, id: &str) -> Result<Option<String>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::plan_digest(pg, id);
+        }
         Ok(self
             .conn()?
             .query_row("SELECT digest FROM plan WHERE id = ?1", [id], |r| r.get(0))
@@ -714,6 +736,9 @@ impl Store {
         job: i64,
         items: &[ItemRow],
     ) -> Result<Vec<(i64, ItemState)>, StoreError> {
+        if let super::Db::Postgres(pg) = &mut self.db {
+            return super::pg::jobs::append_job_items(pg, job, items);
+        }
         let tx = self
             .conn_mut()?
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -733,6 +758,9 @@ impl Store {
 
     /// The JSON of a stored plan.
     pub fn plan_json(&self, id: &str) -> Result<Option<String>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::plan_json(pg, id);
+        }
         Ok(self
             .conn()?
             .query_row("SELECT json FROM plan WHERE id = ?1", [id], |r| r.get(0))
@@ -741,6 +769,9 @@ impl Store {
 
     /// When a stored plan was made.
     pub fn plan_created_at(&self, id: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::plan_created_at(pg, id);
+        }
         let secs: Option<i64> = self
             .conn()?
             .query_row("SELECT created_at FROM plan WHERE id = ?1", [id], |r| {
@@ -760,6 +791,9 @@ impl Store {
     ///   holds ([`Store::copy_claim`]) is stored `skipped` with reason `in_another_job`; a
     ///   restore item whose retraction is already being (or was) restored likewise.
     pub fn create_job(&mut self, job: &NewJob, items: &[ItemRow]) -> Result<i64, StoreError> {
+        if let super::Db::Postgres(pg) = &mut self.db {
+            return super::pg::jobs::create_job(pg, job, items);
+        }
         let tx = self
             .conn_mut()?
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -817,6 +851,9 @@ impl Store {
         copy: (&str, &str),
         except: Option<i64>,
     ) -> Result<Option<CopyClaim>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::copy_claim(pg, message_id, copy, except);
+        }
         claim_on_copy(self.conn()?, message_id, copy, except.unwrap_or(0))
     }
 
@@ -829,6 +866,9 @@ impl Store {
         me: &LeaseHolder,
         stale_after: chrono::Duration,
     ) -> Result<Result<LeaseTaken, JobLease>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::acquire_job_lease(pg, job, me, stale_after);
+        }
         let tx = self.conn()?.unchecked_transaction()?;
         // Take the write lock first, so the read below cannot go stale before the update.
         tx.execute("UPDATE job SET id = id WHERE id = ?1", [job])?;
@@ -850,6 +890,9 @@ impl Store {
 
     /// Renews the lease; `false` when this holder no longer has it (taken over).
     pub fn heartbeat_job_lease(&self, job: i64, owner: &str) -> Result<bool, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::heartbeat_job_lease(pg, job, owner);
+        }
         let n = self.conn()?.execute(
             "UPDATE job SET lease_heartbeat = ?3 WHERE id = ?1 AND lease_owner = ?2",
             params![job, owner, Utc::now().timestamp()],
@@ -859,6 +902,9 @@ impl Store {
 
     /// Gives the lease up (only if this holder has it).
     pub fn release_job_lease(&self, job: i64, owner: &str) -> Result<(), StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::release_job_lease(pg, job, owner);
+        }
         self.conn()?.execute(
             "UPDATE job SET lease_owner = NULL, lease_pid = NULL, lease_host = NULL, \
              lease_heartbeat = NULL WHERE id = ?1 AND lease_owner = ?2",
@@ -869,12 +915,18 @@ impl Store {
 
     /// The lease of a job, if one is recorded (live or not).
     pub fn job_lease(&self, job: i64) -> Result<Option<JobLease>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::job_lease(pg, job);
+        }
         lease_of(self.conn()?, job)
     }
 
     /// A job's state and whether `owner` still holds its lease: what a running job checks
     /// before every batch (a cancel or a takeover by another process stops it).
     pub fn job_run_check(&self, job: i64, owner: &str) -> Result<(JobState, bool), StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::job_run_check(pg, job, owner);
+        }
         let (state, lease): (String, Option<String>) = self
             .conn()?
             .prepare_cached("SELECT state, lease_owner FROM job WHERE id = ?1")?
@@ -885,6 +937,9 @@ impl Store {
     /// Records a cancel: only a running job can be cancelled. Returns the state the job was
     /// in (`Running` when this call cancelled it).
     pub fn request_cancel(&self, job: i64) -> Result<Option<JobState>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::request_cancel(pg, job);
+        }
         let tx = self.conn()?.unchecked_transaction()?;
         let n = tx.execute(
             "UPDATE job SET state = 'cancelled' WHERE id = ?1 AND state = 'running'",
@@ -905,6 +960,9 @@ impl Store {
 
     /// The retract job made from a plan, if the plan was applied (a plan is spent once).
     pub fn job_of_plan(&self, plan_id: &str) -> Result<Option<i64>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::job_of_plan(pg, plan_id);
+        }
         Ok(self
             .conn()?
             .query_row(
@@ -918,6 +976,9 @@ impl Store {
 
     /// The restore jobs made of a retract job (its undos), oldest first, with their state.
     pub fn restore_jobs_of(&self, job: i64) -> Result<Vec<(i64, JobState)>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::restore_jobs_of(pg, job);
+        }
         let mut stmt = self.conn()?.prepare_cached(
             "SELECT id, state FROM job WHERE parent_job = ?1 AND kind = 'restore' ORDER BY id",
         )?;
@@ -934,6 +995,9 @@ impl Store {
 
     /// One job.
     pub fn job(&self, id: i64) -> Result<Option<JobRow>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::job(pg, id);
+        }
         Ok(self
             .conn()?
             .query_row(
@@ -946,6 +1010,9 @@ impl Store {
 
     /// The newest jobs first.
     pub fn jobs(&self, limit: usize) -> Result<Vec<JobRow>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::jobs(pg, limit);
+        }
         let mut stmt = self.conn()?.prepare(&format!(
             "SELECT {JOB_COLUMNS} FROM job ORDER BY id DESC LIMIT ?1"
         ))?;
@@ -957,6 +1024,9 @@ impl Store {
 
     /// Jobs left `running` (by a crash or a kill): to resume.
     pub fn unfinished_jobs(&self) -> Result<Vec<JobRow>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::unfinished_jobs(pg);
+        }
         let mut stmt = self.conn()?.prepare(&format!(
             "SELECT {JOB_COLUMNS} FROM job WHERE state = 'running' ORDER BY id"
         ))?;
@@ -972,6 +1042,9 @@ impl Store {
         job: i64,
         state: Option<ItemState>,
     ) -> Result<Vec<ItemRow>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::job_items(pg, job, state);
+        }
         let mut stmt = self.conn()?.prepare_cached(&format!(
             "SELECT {ITEM_COLUMNS} FROM job_item WHERE job_id = ?1 AND (?2 IS NULL OR state = ?2) \
              ORDER BY id"
@@ -984,6 +1057,9 @@ impl Store {
 
     /// Counts per state of a job's items.
     pub fn item_counts(&self, job: i64) -> Result<ItemCounts, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::item_counts(pg, job);
+        }
         let mut stmt = self.conn()?.prepare_cached(
             "SELECT state, count(*) FROM job_item WHERE job_id = ?1 GROUP BY state",
         )?;
@@ -1008,6 +1084,9 @@ impl Store {
         &self,
         f: impl FnOnce(&Store) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::in_transaction(pg, || f(self));
+        }
         let tx = self.conn()?.unchecked_transaction()?;
         let out = f(self)?;
         tx.commit()?;
@@ -1023,6 +1102,9 @@ impl Store {
         copy_id: &str,
         lease_owner: &str,
     ) -> Result<(), StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::mark_in_flight(pg, item, copy_id, lease_owner);
+        }
         let n = self
             .conn()?
             .prepare_cached(
@@ -1048,6 +1130,9 @@ impl Store {
         sent_version: Option<&str>,
         lease_owner: &str,
     ) -> Result<(), StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::record_sending(pg, item, sent_id, sent_version, lease_owner);
+        }
         let n = self
             .conn()?
             .prepare_cached(
@@ -1066,6 +1151,9 @@ impl Store {
     /// What [`Store::record_sending`] recorded for an item: (id, version), if a request was
     /// ever about to be sent for it.
     pub fn sent_copy(&self, item: i64) -> Result<Option<(String, Option<String>)>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::sent_copy(pg, item);
+        }
         Ok(self
             .conn()?
             .query_row(
@@ -1092,6 +1180,16 @@ impl Store {
         to: &Folder,
         detail: &str,
     ) -> Result<(), StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::finish_item_succeeded(
+                pg,
+                item,
+                (from, read),
+                new_id,
+                to,
+                detail,
+            );
+        }
         self.conn()?
             .prepare_cached(
                 "UPDATE job_item SET state = 'succeeded', folder = ?2, read = ?3, new_id = ?4, \
@@ -1118,6 +1216,9 @@ impl Store {
         provider_code: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::finish_item_failed(pg, item, reason, provider_code, detail);
+        }
         self.conn()?
             .prepare_cached(
                 "UPDATE job_item SET state = 'failed', reason = ?2, provider_code = ?3, \
@@ -1135,6 +1236,9 @@ impl Store {
 
     /// Back to pending (a reconciled in-flight item whose copy has not moved).
     pub fn reset_item_pending(&self, item: i64) -> Result<(), StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::reset_item_pending(pg, item);
+        }
         self.conn()?.execute(
             "UPDATE job_item SET state = 'pending' WHERE id = ?1 AND state = 'in_flight'",
             [item],
@@ -1144,6 +1248,9 @@ impl Store {
 
     /// Records the audit head written after a run of `job` ended.
     pub fn set_job_audit_head(&self, job: i64, head: &str) -> Result<(), StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::set_job_audit_head(pg, job, head);
+        }
         self.conn()?.execute(
             "UPDATE job SET audit_head = ?2 WHERE id = ?1",
             rusqlite::params![job, head],
@@ -1154,6 +1261,9 @@ impl Store {
     /// Sets the state a run ends in, only while `owner` holds the job's lease (a process
     /// whose lease was taken over leaves the state to the new holder). `false` if not held.
     pub fn end_job_run(&self, job: i64, owner: &str, state: JobState) -> Result<bool, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::end_job_run(pg, job, owner, state);
+        }
         let finished = (state == JobState::Finished).then(|| Utc::now().timestamp());
         let n = self.conn()?.execute(
             "UPDATE job SET state = ?3, finished_at = ?4 WHERE id = ?1 AND lease_owner = ?2",
@@ -1164,6 +1274,9 @@ impl Store {
 
     /// Sets a job's state (and its finish time when finished).
     pub fn set_job_state(&self, job: i64, state: JobState) -> Result<(), StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::set_job_state(pg, job, state);
+        }
         let finished = (state == JobState::Finished).then(|| Utc::now().timestamp());
         self.conn()?.execute(
             "UPDATE job SET state = ?2, finished_at = ?3 WHERE id = ?1",
@@ -1175,6 +1288,9 @@ impl Store {
     /// The newest settled item (not skipped) for each mailbox of a message, across jobs: the
     /// "last outcome" column of the recipient checklist.
     pub fn last_outcomes(&self, message_id: &str) -> Result<Vec<ItemRow>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::last_outcomes(pg, message_id);
+        }
         let mut stmt = self.conn()?.prepare_cached(&format!(
             "SELECT {ITEM_COLUMNS} FROM job_item WHERE message_id = ?1 \
              AND state IN ('succeeded', 'failed') ORDER BY id"
@@ -1188,6 +1304,9 @@ impl Store {
     /// Mailboxes in which a message was already retracted successfully by a retract job that
     /// has not been restored since (automation must not act twice).
     pub fn retracted_mailboxes(&self, message_id: &str) -> Result<Vec<String>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::retracted_mailboxes(pg, message_id);
+        }
         let mut stmt = self.conn()?.prepare_cached(
             "SELECT DISTINCT i.mailbox FROM job_item i JOIN job j ON j.id = i.job_id \
              WHERE i.message_id = ?1 AND i.state = 'succeeded' AND j.kind = 'retract' \
@@ -1206,6 +1325,9 @@ impl Store {
         &self,
         job: i64,
     ) -> Result<std::collections::BTreeSet<i64>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::unrestored_items(pg, job);
+        }
         let mut stmt = self.conn()?.prepare_cached(
             "SELECT i.id FROM job_item i WHERE i.job_id = ?1 AND i.state = 'succeeded' \
              AND i.effective_action != 'hard_delete' \
@@ -1224,6 +1346,9 @@ impl Store {
         since: Option<DateTime<Utc>>,
         until: Option<DateTime<Utc>>,
     ) -> Result<Vec<(ItemOutcome, String)>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::item_outcomes(pg, since, until);
+        }
         let mut stmt = self.conn()?.prepare_cached(
             "SELECT i.tenant, j.trigger, i.state, i.reason, j.dry_run, i.read, i.finished_at, \
              i.delivered_at, COALESCE(j.detected_at, j.created_at), i.message_id, \

@@ -15,6 +15,7 @@
 pub mod audit;
 pub mod automation;
 pub mod copy;
+pub mod jobs;
 pub mod keys;
 pub mod leader;
 pub mod migrations;

@@ -13,7 +13,10 @@ pub struct Step {
 }
 
 /// Every area with its steps, in order. Never edit a shipped step; append one.
-pub const AREAS: &[(&str, &[Step])] = &[("audit", super::audit::STEPS)];
+pub const AREAS: &[(&str, &[Step])] = &[
+    ("audit", super::audit::STEPS),
+    ("sync", super::sync::STEPS),
+];
 
 /// Advisory lock key of migrations ("clawback" in ASCII, as a number).
 const MIGRATION_LOCK: i64 = 0x636c_6177_6261_636b;

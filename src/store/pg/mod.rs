@@ -14,6 +14,7 @@
 
 pub mod audit;
 pub mod migrations;
+pub mod sync;
 pub mod testing;
 
 use super::StoreError;

@@ -16,6 +16,7 @@ pub mod audit;
 pub mod migrations;
 pub mod sync;
 pub mod testing;
+pub mod trace;
 
 use super::StoreError;
 use std::sync::OnceLock;

@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
-use clawback::store::Store;
-use clawback::store::pg::PgLocator;
 use std::collections::{BTreeMap, HashMap};
 use std::process::Command;
 
@@ -119,12 +117,7 @@ fn sync_cursor_child() {
     let Ok(tag) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let mut s = if let Ok(p) = std::env::var("STORE_SQLITE") {
-        Store::open(std::path::Path::new(&p)).unwrap()
-    } else {
-        let loc = PgLocator::parse(&std::env::var("STORE_PG").unwrap(), None).unwrap();
-        Store::open_postgres(&loc, None).unwrap()
-    };
+    let mut s = store_support::open_from_env();
     let me: i64 = tag.parse().unwrap();
     for n in 0..MOVES {
         let mailbox = format!("m{}@c.com", n % MAILBOXES);

@@ -9,7 +9,6 @@
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 use clawback::model::Disposition;
-use clawback::store::pg::PgLocator;
 use clawback::store::{Store, UpsertOutcome};
 use clawback::trace::query::parse;
 use clawback::trace::{Recipient, RecipientKind, TraceRecord};
@@ -404,12 +403,7 @@ fn trace_upsert_child() {
     let Ok(tag) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let mut store = if let Ok(p) = std::env::var("STORE_SQLITE") {
-        Store::open(std::path::Path::new(&p)).unwrap()
-    } else {
-        let loc = PgLocator::parse(&std::env::var("STORE_PG").unwrap(), None).unwrap();
-        Store::open_postgres(&loc, None).unwrap()
-    };
+    let mut store = store_support::open_from_env();
     let me: usize = tag.parse().unwrap();
     let mut inserted = 0;
     // Each process walks the messages in its own order, in batches of 20.

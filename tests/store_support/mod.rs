@@ -50,6 +50,18 @@ impl Raw {
     }
 }
 
+/// In a child process: the store its parent named with [`Raw::env`].
+pub fn open_from_env() -> Store {
+    match std::env::var("STORE_SQLITE") {
+        Ok(p) => Store::open(std::path::Path::new(&p)).expect("open sqlite"),
+        Err(_) => {
+            let url = std::env::var("STORE_PG").expect("STORE_SQLITE or STORE_PG");
+            let loc = PgLocator::parse(&url, None).expect("locator");
+            Store::open_postgres(&loc, None).expect("open postgres")
+        }
+    }
+}
+
 pub fn backends(dir: &tempfile::TempDir) -> Vec<Raw> {
     let pg = testing::fresh_database().expect("a PostgreSQL server for the tests");
     vec![

@@ -69,6 +69,9 @@ CREATE TABLE trace (
     fts_recipients     TEXT     NOT NULL DEFAULT '',
     fts_urls           TEXT     NOT NULL DEFAULT '',
     fts                TSVECTOR NOT NULL DEFAULT ''::tsvector,
+    -- True when the words did not fit a tsvector (PostgreSQL's limit is 1 MB: a message to
+    -- some 60,000 mailboxes): `fts` is empty and searches test the words columns of the row.
+    fts_partial        BOOLEAN  NOT NULL DEFAULT FALSE,
     UNIQUE (message_id, tenant)
 );
 CREATE INDEX trace_received ON trace (received, id);
@@ -79,6 +82,7 @@ CREATE INDEX trace_disposition ON trace (disposition, received) WHERE dispositio
 CREATE INDEX trace_retracted ON trace (retracted_at) WHERE retracted_at IS NOT NULL;
 CREATE INDEX trace_retracted_received ON trace (received, id) WHERE retracted_at IS NOT NULL;
 CREATE INDEX trace_fts ON trace USING GIN (fts);
+CREATE INDEX trace_fts_partial ON trace (id) WHERE fts_partial;
 
 CREATE TABLE trace_recipient (
     trace_id BIGINT NOT NULL REFERENCES trace (id) ON DELETE CASCADE,
@@ -121,6 +125,10 @@ const TRACE_LOCK: i64 = 0x6362_2074_7261_6365;
 /// word is indexed by its first bytes; a query for it matches those as a prefix and is then
 /// checked exactly against the column's words.
 const MAX_LEXEME: usize = 1000;
+
+/// Bytes a `tsvector` may take before the row's words are left to its words columns
+/// (PostgreSQL refuses more than 1 MiB).
+const MAX_TSVECTOR: usize = 900_000;
 
 /// The full-text columns, in FTS5's order, with the weight of their lexemes.
 const FTS_COLUMNS: [(&str, char); 4] = [
@@ -293,8 +301,9 @@ fn quote(lexeme: &str) -> String {
 }
 
 /// The `tsvector` of a record's words: each distinct word once, with the weight of every
-/// column that holds it (position 1..4 = the column).
-fn tsvector(words: &Words) -> String {
+/// column that holds it (position 1..4 = the column). `None` when it would not fit in
+/// PostgreSQL's limit (then the row is searched through its words columns, `fts_partial`).
+fn tsvector(words: &Words) -> Option<String> {
     let mut lexemes: BTreeMap<&str, Vec<(usize, char)>> = BTreeMap::new();
     for (i, ((_, weight), col)) in FTS_COLUMNS.iter().zip(words).enumerate() {
         for w in col {
@@ -303,6 +312,15 @@ fn tsvector(words: &Words) -> String {
                 at.push((i + 1, *weight));
             }
         }
+    }
+    // PostgreSQL's layout: an entry of 4 bytes, the lexeme (padded to 2), a count of positions
+    // and 2 bytes per position.
+    let size: usize = lexemes
+        .iter()
+        .map(|(lex, at)| 4 + lex.len().next_multiple_of(2) + 2 + 2 * at.len())
+        .sum();
+    if size > MAX_TSVECTOR {
+        return None;
     }
     let mut out = String::new();
     for (lex, at) in lexemes {
@@ -314,7 +332,7 @@ fn tsvector(words: &Words) -> String {
         let at: Vec<String> = at.iter().map(|(p, w)| format!("{p}{w}")).collect();
         out.push_str(&at.join(","));
     }
-    out
+    Some(out)
 }
 
 /// The words of a record as stored by SQLite's upsert: subject, sender with its display name,
@@ -494,12 +512,15 @@ fn insert_rows(
         int(&|r| r.retracted_at),
     ];
     let mut fts_columns: Vec<Vec<String>> = vec![Vec::new(); 5];
+    let mut partial: Vec<bool> = Vec::new();
     for &i in new {
         let w = &words[i];
         for (k, col) in w.iter().enumerate() {
             fts_columns[k].push(col.join(" "));
         }
-        fts_columns[4].push(tsvector(w));
+        let v = tsvector(w);
+        partial.push(v.is_none());
+        fts_columns[4].push(v.unwrap_or_default());
     }
     let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
     for c in &text_columns {
@@ -511,24 +532,26 @@ fn insert_rows(
     for c in &fts_columns {
         params.push(c);
     }
+    params.push(&partial);
     let rows = tx.query(
         "INSERT INTO trace (tenant, message_id, sender, sender_domain, sender_name, \
          envelope_sender, subject, in_reply_to, refs, thread_index, disposition, \
          disposition_source, retraction_state, synthetic_id, received, size, disposition_rank, \
-         retracted_at, fts_subject, fts_sender, fts_recipients, fts_urls, fts) \
+         retracted_at, fts_subject, fts_sender, fts_recipients, fts_urls, fts, fts_partial) \
          SELECT tenant, message_id, sender, sender_domain, sender_name, envelope_sender, subject, \
          in_reply_to, refs, thread_index, disposition, disposition_source, retraction_state, \
          synthetic_id, received, size, disposition_rank, retracted_at, fts_subject, fts_sender, \
-         fts_recipients, fts_urls, fts::tsvector \
+         fts_recipients, fts_urls, fts::tsvector, fts_partial \
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
               $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
               $13::text[], $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], \
-              $18::bigint[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[]) \
+              $18::bigint[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], \
+              $24::boolean[]) \
               WITH ORDINALITY AS u (tenant, message_id, sender, sender_domain, sender_name, \
               envelope_sender, subject, in_reply_to, refs, thread_index, disposition, \
               disposition_source, retraction_state, synthetic_id, received, size, \
               disposition_rank, retracted_at, fts_subject, fts_sender, fts_recipients, fts_urls, \
-              fts, n) \
+              fts, fts_partial, n) \
          ORDER BY n \
          RETURNING id, message_id, tenant",
         &params,
@@ -659,16 +682,18 @@ fn refresh_words(tx: &PgTx<'_>, id: i64) -> Result<(), StoreError> {
         return Err(read_err("refresh words", format!("row {id}: no words")));
     };
     let joined: Vec<String> = w.iter().map(|c| c.join(" ")).collect();
+    let v = tsvector(w);
     tx.execute(
         "UPDATE trace SET fts_subject = $2, fts_sender = $3, fts_recipients = $4, fts_urls = $5, \
-         fts = $6::text::tsvector WHERE id = $1",
+         fts = $6::text::tsvector, fts_partial = $7 WHERE id = $1",
         &[
             &id,
             &joined[0],
             &joined[1],
             &joined[2],
             &joined[3],
-            &tsvector(w),
+            &v.clone().unwrap_or_default(),
+            &v.is_none(),
         ],
     )?;
     Ok(())
@@ -963,15 +988,17 @@ impl Compiler {
 
     /// The condition of several phrases that must all match: one `tsquery` for the GIN index,
     /// plus an exact check of the words' order where a phrase has more than one word (or a word
-    /// longer than a lexeme).
+    /// longer than a lexeme); on a row whose words did not fit a `tsvector` (`fts_partial`),
+    /// the exact check of every phrase.
     fn phrases(&mut self, phrases: &[Phrase]) -> String {
         let mut query = Vec::new();
         let mut exact = Vec::new();
+        let mut exact_all = Vec::new();
+        if phrases.iter().any(|p| p.words.is_empty()) {
+            // FTS5: a phrase with no words matches nothing (checked before anything is bound).
+            return "FALSE".into();
+        }
         for p in phrases {
-            if p.words.is_empty() {
-                // FTS5: a phrase with no words matches nothing.
-                return "FALSE".into();
-            }
             let weight = p.column.map(|c| FTS_COLUMNS[c].1.to_string());
             let mut cut_any = false;
             for (i, w) in p.words.iter().enumerate() {
@@ -989,29 +1016,40 @@ impl Compiler {
                     format!("{}:{label}", quote(lex))
                 });
             }
+            let check = self.exact(p);
             if p.words.len() > 1 || cut_any {
-                let joined = p.words.join(" ");
-                let (needle, hay_end) = if p.prefix {
-                    (format!(" {joined}"), "")
-                } else {
-                    (format!(" {joined} "), " || ' '")
-                };
-                let needle = self.bind(needle);
-                let columns: Vec<&str> = match p.column {
-                    Some(c) => vec![FTS_COLUMNS[c].0],
-                    None => FTS_COLUMNS.iter().map(|(c, _)| *c).collect(),
-                };
-                let tests: Vec<String> = columns
-                    .iter()
-                    .map(|c| format!("strpos(' ' || t.{c}{hay_end}, {needle}) > 0"))
-                    .collect();
-                exact.push(format!("({})", tests.join(" OR ")));
+                exact.push(check.clone());
             }
+            exact_all.push(check);
         }
         let q = self.bind(query.join(" & "));
-        let mut cond = vec![format!("t.fts @@ {q}::text::tsquery")];
-        cond.extend(exact);
-        cond.join(" AND ")
+        let mut indexed = vec![format!("t.fts @@ {q}::text::tsquery")];
+        indexed.extend(exact);
+        format!(
+            "(({}) OR (t.fts_partial AND {}))",
+            indexed.join(" AND "),
+            exact_all.join(" AND ")
+        )
+    }
+
+    /// The phrase's words, in order, in its column's words (any column's when it has none).
+    fn exact(&mut self, p: &Phrase) -> String {
+        let joined = p.words.join(" ");
+        let (needle, hay_end) = if p.prefix {
+            (format!(" {joined}"), "")
+        } else {
+            (format!(" {joined} "), " || ' '")
+        };
+        let needle = self.bind(needle);
+        let columns: Vec<&str> = match p.column {
+            Some(c) => vec![FTS_COLUMNS[c].0],
+            None => FTS_COLUMNS.iter().map(|(c, _)| *c).collect(),
+        };
+        let tests: Vec<String> = columns
+            .iter()
+            .map(|c| format!("strpos(' ' || t.{c}{hay_end}, {needle}) > 0"))
+            .collect();
+        format!("({})", tests.join(" OR "))
     }
 
     fn compile(&mut self, q: &Query) -> Result<String, StoreError> {
@@ -1131,7 +1169,17 @@ mod tests {
             vec![],
             vec!["b\\".into(), "a".into()],
         ];
-        assert_eq!(tsvector(&w), r"'a':1A,2B,4D 'b\\':4D 'it''s':1A");
+        assert_eq!(
+            tsvector(&w).as_deref(),
+            Some(r"'a':1A,2B,4D 'b\\':4D 'it''s':1A")
+        );
+        let many: Words = [
+            vec![],
+            vec![],
+            (0..70_000).map(|i| format!("u{i}")).collect(),
+            vec![],
+        ];
+        assert_eq!(tsvector(&many), None, "too large for PostgreSQL");
         let long = "x".repeat(MAX_LEXEME + 5);
         assert_eq!(lexeme(&long), (&long[..MAX_LEXEME], true));
     }

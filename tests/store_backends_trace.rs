@@ -95,14 +95,15 @@ fn record(rng: &mut rand_chacha::ChaCha8Rng, i: usize) -> TraceRecord {
             "zoë.bob@evil.example",
         ][i % 3]
             .into(),
-        sender_name: (i % 4 == 0).then(|| "Mallory Évil-Twin".to_string()),
+        sender_name: i.is_multiple_of(4).then(|| "Mallory Évil-Twin".to_string()),
         subject: subject.join(" "),
         // Few distinct times: the id tie-break decides much of the order.
         received: T - rng.gen_range(0..30) * 3600,
         size: 1000 + i as u64,
         recipients,
         urls,
-        attachments: (i % 5 == 0)
+        attachments: i
+            .is_multiple_of(5)
             .then(|| format!("{:064x}", i % 3))
             .into_iter()
             .collect(),

@@ -270,7 +270,7 @@ fn words<const N: usize>(rows: &[[&str; N]]) -> Result<Vec<[Vec<String>; N]>, St
                 .map_err(tokenizer_err)?
                 .collect::<Result<_, _>>()
                 .map_err(tokenizer_err)?;
-            found.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+            found.sort_unstable_by_key(|a| (a.0, a.1, a.2));
             for (doc, col, _, term) in found {
                 if let Some(slot) = out.get_mut(doc).and_then(|w| w.get_mut(col)) {
                     slot.push(term);
@@ -422,7 +422,9 @@ fn upsert_run(
     let ids: Vec<i64> = records.iter().map(id_of).collect::<Result<_, _>>()?;
 
     // A more severe disposition on a stored row (checked again against the row as it is now).
-    let mut upgrade: (Vec<i64>, Vec<&str>, Vec<i64>, Vec<Option<&str>>) = Default::default();
+    // Columns of (id, disposition, rank, source).
+    type Upgrades<'a> = (Vec<i64>, Vec<&'a str>, Vec<i64>, Vec<Option<&'a str>>);
+    let mut upgrade: Upgrades<'_> = Default::default();
     for (rec, id) in records.iter().zip(&ids) {
         if let (Some(d), Some((_, rank))) = (rec.disposition, existing.get(&key(rec)))
             && rank.is_none_or(|r| r > i64::from(d.severity()))

@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::Command;
 
 mod store_support;
 use store_support::backends;
@@ -148,20 +147,12 @@ fn sync_cursor_child() {
 fn processes_moving_the_same_cursors_at_once_lose_nothing() {
     const PROCESSES: i64 = 3;
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     for raw in backends(&dir) {
         let name = raw.name();
         drop(raw.open());
-        let (key, value) = raw.env();
         let children: Vec<_> = (0..PROCESSES)
             .map(|i| {
-                Command::new(&exe)
-                    .args(["--exact", "sync_cursor_child", "--ignored", "--nocapture"])
-                    .env(CHILD_ENV, i.to_string())
-                    .env(key, &value)
-                    .stdout(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap()
+                store_support::spawn_child(&raw, "sync_cursor_child", CHILD_ENV, &i.to_string())
             })
             .collect();
         // mailbox -> from -> to, from every process's successful moves.

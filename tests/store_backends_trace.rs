@@ -14,7 +14,6 @@ use clawback::trace::query::parse;
 use clawback::trace::{Recipient, RecipientKind, TraceRecord};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
-use std::process::Command;
 
 mod store_support;
 use store_support::backends;
@@ -440,20 +439,12 @@ const PROCESSES: usize = 3;
 #[test]
 fn two_processes_storing_the_same_messages_at_once_insert_each_once() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     for raw in backends(&dir) {
         let name = raw.name();
         drop(raw.open()); // the schema, before the writers race
-        let (key, value) = raw.env();
         let children: Vec<_> = (0..PROCESSES)
             .map(|i| {
-                Command::new(&exe)
-                    .args(["--exact", "trace_upsert_child", "--ignored", "--nocapture"])
-                    .env(CHILD_ENV, i.to_string())
-                    .env(key, &value)
-                    .stdout(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap()
+                store_support::spawn_child(&raw, "trace_upsert_child", CHILD_ENV, &i.to_string())
             })
             .collect();
         let mut inserted = 0;

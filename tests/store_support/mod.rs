@@ -62,6 +62,19 @@ pub fn open_from_env() -> Store {
     }
 }
 
+/// Runs the ignored test `test` of this test binary as a child process on `raw`'s store, with
+/// `tag` in `child_env` and its standard output captured (read it with `wait_with_output`).
+pub fn spawn_child(raw: &Raw, test: &str, child_env: &str, tag: &str) -> std::process::Child {
+    let (key, value) = raw.env();
+    std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", test, "--ignored", "--nocapture"])
+        .env(child_env, tag)
+        .env(key, value)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn child")
+}
+
 pub fn backends(dir: &tempfile::TempDir) -> Vec<Raw> {
     let pg = testing::fresh_database().expect("a PostgreSQL server for the tests");
     vec![

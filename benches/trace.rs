@@ -7,7 +7,11 @@
 //! cargo bench --bench trace -- --records 1000000 --eml 50000 --runs 30
 //! cargo bench --bench trace -- --records 1000 --eml 100 --references 400000
 //! cargo bench --bench trace -- --records 1000000 --store /tmp/t.sqlite3   # keep the store
+//! cargo bench --bench trace -- --records 1000000 --eml 0 --store postgres  # issue 17
 //! ```
+//! `--store postgres` builds the trace in a new database on `$CLAWBACK_TEST_PG_URL` (e.g. the
+//! cluster `.ci/postgres.sh` starts), or on a private throwaway cluster when it is unset
+//! (`clawback::store::pg::testing`); the EML and References parts stay on SQLite.
 //! `TRACE_BENCH_EXPLAIN=1` prints each query's plan.
 //! The last part parses and stores one message whose References holds `--references` ids
 //! (default 200,000; issue 11: it took 30 s when the ids were deduplicated quadratically).
@@ -79,7 +83,8 @@ struct Args {
     runs: usize,
     references: usize,
     /// `--store PATH`: build the trace store there and keep it (for EXPLAIN QUERY PLAN and
-    /// timing by hand afterwards) instead of in a temporary directory.
+    /// timing by hand afterwards) instead of in a temporary directory. `--store postgres`: on
+    /// PostgreSQL (see the module documentation).
     store: Option<std::path::PathBuf>,
 }
 
@@ -232,15 +237,27 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let postgres = match a.store.as_deref() {
+        Some(p) if p == std::path::Path::new("postgres") => {
+            Some(clawback::store::pg::testing::fresh_database().expect("a PostgreSQL database"))
+        }
+        _ => None,
+    };
     let path = a
         .store
         .clone()
         .unwrap_or_else(|| dir.path().join("trace-bench.sqlite3"));
-    if path.exists() {
+    if postgres.is_none() && path.exists() {
         eprintln!("bench: {} exists; give a new path", path.display());
         std::process::exit(2);
     }
-    let mut store = Store::open(&path).expect("open store");
+    let mut store = match &postgres {
+        Some(loc) => {
+            println!("store: PostgreSQL {loc}");
+            Store::open_postgres(loc, None).expect("open store")
+        }
+        None => Store::open(&path).expect("open store"),
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(7);
 
     // 1. Bulk insert.
@@ -262,7 +279,18 @@ fn main() {
     }
     let insert = started.elapsed();
     store.optimize().expect("optimize");
-    let size = store.file_size().expect("size");
+    let size = match &postgres {
+        Some(loc) => {
+            let conn = clawback::store::pg::PgConn::connect(loc).expect("connect");
+            let row = conn
+                .query_one("SELECT pg_database_size(current_database())", &[])
+                .expect("database size");
+            clawback::store::pg::get::<i64>(&row, 0)
+                .expect("size")
+                .max(0) as u64
+        }
+        None => store.file_size().expect("size"),
+    };
     println!(
         "insert: {} records in {:.1}s = {:.0} records/s (50,000 per transaction)",
         a.records,
@@ -274,7 +302,12 @@ fn main() {
         size as f64 / 1e6,
         size as f64 / 1e6 * 1e6 / a.records.max(1) as f64
     );
-    for (name, bytes) in store.space_by_table().expect("dbstat").iter().take(12) {
+    let space = if postgres.is_some() {
+        Vec::new() // SQLite's dbstat
+    } else {
+        store.space_by_table().expect("dbstat")
+    };
+    for (name, bytes) in space.iter().take(12) {
         println!(
             "  {name:<32} {:>8.1} MB per million records",
             *bytes as f64 / 1e6 * 1e6 / a.records.max(1) as f64

@@ -1,6 +1,7 @@
 //! Trace-sync cursors: per (tenant, mailbox), the newest received time already synced, so the
 //! next `trace sync` asks the provider only for newer mail.
 
+use super::pg::sync as pg;
 use super::{Store, StoreError};
 use rusqlite::{OptionalExtension, params};
 use std::collections::HashMap;
@@ -41,6 +42,9 @@ impl Store {
         &self,
         tenant: &str,
     ) -> Result<HashMap<String, HashMap<String, String>>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return pg::change_cursors(pg, tenant);
+        }
         let mut stmt = self.conn()?.prepare_cached(
             "SELECT mailbox, folder, cursor FROM sync_change_cursor WHERE tenant = ?1",
         )?;
@@ -72,6 +76,9 @@ impl Store {
         to: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return pg::advance_change_cursor(pg, (tenant, mailbox, folder), from, to, now);
+        }
         let n = match from {
             None => self
                 .conn()?
@@ -101,6 +108,9 @@ impl Store {
         folder: &str,
         cursor: Option<&str>,
     ) -> Result<bool, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return pg::drop_change_cursor(pg, (tenant, mailbox, folder), cursor);
+        }
         let n = self
             .conn()?
             .prepare_cached(
@@ -113,6 +123,9 @@ impl Store {
 
     /// Every cursor of a tenant: mailbox → newest received time synced.
     pub fn sync_cursors(&self, tenant: &str) -> Result<HashMap<String, i64>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return pg::sync_cursors(pg, tenant);
+        }
         let mut stmt = self
             .conn()?
             .prepare_cached("SELECT mailbox, received FROM sync_cursor WHERE tenant = ?1")?;
@@ -126,6 +139,9 @@ impl Store {
 
     /// The cursor of one mailbox.
     pub fn sync_cursor(&self, tenant: &str, mailbox: &str) -> Result<Option<i64>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return pg::sync_cursor(pg, tenant, mailbox);
+        }
         Ok(self
             .conn()?
             .prepare_cached("SELECT received FROM sync_cursor WHERE tenant = ?1 AND mailbox = ?2")?
@@ -141,6 +157,9 @@ impl Store {
         received: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return pg::advance_sync_cursor(pg, tenant, mailbox, received, now);
+        }
         let n = self.conn()?.prepare_cached(
             "INSERT INTO sync_cursor (tenant, mailbox, received, synced_at) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT (tenant, mailbox) DO UPDATE SET received = excluded.received, \
@@ -152,6 +171,9 @@ impl Store {
 
     /// Whether the trace has a record of this (tenant, normalized Message-ID).
     pub fn trace_known(&self, tenant: &str, message_id: &str) -> Result<bool, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return pg::trace_known(pg, tenant, message_id);
+        }
         Ok(self
             .conn()?
             .prepare_cached("SELECT 1 FROM trace WHERE message_id = ?1 AND tenant = ?2")?

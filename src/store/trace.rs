@@ -5,7 +5,8 @@
 //! The engine records retractions in `trace.retracted_at` / `trace.retraction_state` through
 //! [`Store::set_retraction`]; `retracted:yes|no` reads them.
 
-use super::{Store, StoreError};
+use super::pg::trace as pg;
+use super::{Db, Store, StoreError};
 use crate::model::{Disposition, address_domain};
 use crate::trace::query::{AddressFilter, DispositionFilter, Query, Term};
 use crate::trace::{Recipient, RecipientKind};
@@ -124,7 +125,7 @@ const COLUMNS: &str = "t.id, t.tenant, t.message_id, t.synthetic_id, t.sender, t
     t.envelope_sender, t.subject, t.received, t.size, t.in_reply_to, t.refs, t.thread_index, \
     t.disposition, t.disposition_source, t.retracted_at, t.retraction_state";
 
-fn split_ids(s: &str) -> Vec<String> {
+pub(crate) fn split_ids(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_string).collect()
 }
 
@@ -196,14 +197,14 @@ fn row_to_summary(r: &Row<'_>) -> rusqlite::Result<TraceSummary> {
     })
 }
 
-fn url_host(url: &str) -> String {
+pub(crate) fn url_host(url: &str) -> String {
     url::Url::parse(url)
         .ok()
         .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
         .unwrap_or_default()
 }
 
-fn fts_sender(rec: &TraceRecord) -> String {
+pub(crate) fn fts_sender(rec: &TraceRecord) -> String {
     match &rec.sender_name {
         Some(n) => format!("{} {n}", rec.sender),
         None => rec.sender.clone(),
@@ -218,6 +219,9 @@ impl Store {
         &mut self,
         records: &[TraceRecord],
     ) -> Result<Vec<UpsertOutcome>, StoreError> {
+        if let Db::Postgres(pg) = &mut self.db {
+            return pg::upsert(pg, records);
+        }
         // Immediate: a deferred transaction that reads first cannot upgrade to a write while
         // another process (a second sync, watch) wrote meanwhile — SQLite answers "database is
         // locked" at once instead of waiting out the busy timeout.
@@ -241,6 +245,9 @@ impl Store {
         disposition: Disposition,
         source: &str,
     ) -> Result<DispositionUpdate, StoreError> {
+        if let Db::Postgres(pg) = &mut self.db {
+            return pg::set_disposition(pg, tenant, message_id, disposition, source);
+        }
         let matched: i64 = self.conn()?.query_row(
             "SELECT count(*) FROM trace WHERE message_id = ?1 AND (?2 IS NULL OR tenant = ?2)",
             params![message_id, tenant],
@@ -271,6 +278,9 @@ impl Store {
         retracted_at: Option<i64>,
         state: Option<&str>,
     ) -> Result<bool, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg::set_retraction(pg, id, retracted_at, state);
+        }
         Ok(self.conn()?.execute(
             "UPDATE trace SET retracted_at = ?2, retraction_state = ?3 WHERE id = ?1",
             params![id, retracted_at, state],
@@ -279,6 +289,9 @@ impl Store {
 
     /// One record by row id, with its recipients, URLs and attachments.
     pub fn trace_by_id(&self, id: i64) -> Result<Option<TraceRecord>, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg::by_id(pg, id);
+        }
         let rec = self
             .conn()?
             .prepare_cached(&format!("SELECT {COLUMNS} FROM trace t WHERE t.id = ?1"))?
@@ -292,6 +305,9 @@ impl Store {
 
     /// Every record with this Message-ID (one per tenant). The id is normalized first.
     pub fn trace_by_message_id(&self, message_id: &str) -> Result<Vec<TraceRecord>, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg::by_message_id(pg, message_id);
+        }
         let Some(id) = crate::model::normalize_message_id(message_id) else {
             return Ok(Vec::new());
         };
@@ -307,6 +323,9 @@ impl Store {
     /// Records whose In-Reply-To or References name any of `message_ids` (one step of the
     /// conversation graph; call again with their ids for the next depth).
     pub fn replies_to(&self, message_ids: &[String]) -> Result<Vec<TraceRecord>, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg::replies_to(pg, message_ids);
+        }
         let mut ids = BTreeSet::new();
         for chunk in message_ids.chunks(500) {
             let marks = vec!["?"; chunk.len()].join(",");
@@ -346,6 +365,9 @@ impl Store {
         offset: usize,
         now: i64,
     ) -> Result<Vec<TraceRecord>, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg::search(pg, query, limit, offset, now);
+        }
         let recs = self.search_rows(query, limit, offset, now, COLUMNS, row_to_record)?;
         self.with_details(recs)
     }
@@ -374,6 +396,9 @@ impl Store {
         now: i64,
         mut map: impl FnMut(TraceSummary) -> T,
     ) -> Result<Vec<T>, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg::search_summaries(pg, query, limit, offset, now, map);
+        }
         self.search_rows(query, limit, offset, now, SUMMARY_COLUMNS, |r| {
             row_to_summary(r).map(&mut map)
         })
@@ -569,6 +594,9 @@ impl Store {
 
     /// [`Store::count`] with an explicit "now".
     pub fn count_at(&self, query: &Query, now: i64) -> Result<u64, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg::count(pg, query, now);
+        }
         let mut c = Compiler::new(now, None, self.few_rows(query)?);
         let cond = c.compile(query);
         let n: i64 = self
@@ -580,6 +608,9 @@ impl Store {
 
     /// Total trace rows.
     pub fn trace_count(&self) -> Result<u64, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg::trace_count(pg);
+        }
         let n: i64 = self
             .conn()?
             .query_row("SELECT count(*) FROM trace", [], |r| r.get(0))?;
@@ -588,6 +619,9 @@ impl Store {
 
     /// The SQL plan of a query (for benchmarks and debugging).
     pub fn explain_search(&self, query: &Query) -> Result<Vec<String>, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg::explain(pg, query, 0);
+        }
         let mut c = Compiler::new(0, None, self.few_rows(query)?);
         let cond = c.compile(query);
         let sql = format!(

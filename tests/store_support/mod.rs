@@ -50,6 +50,31 @@ impl Raw {
     }
 }
 
+/// In a child process: the store its parent named with [`Raw::env`].
+pub fn open_from_env() -> Store {
+    match std::env::var("STORE_SQLITE") {
+        Ok(p) => Store::open(std::path::Path::new(&p)).expect("open sqlite"),
+        Err(_) => {
+            let url = std::env::var("STORE_PG").expect("STORE_SQLITE or STORE_PG");
+            let loc = PgLocator::parse(&url, None).expect("locator");
+            Store::open_postgres(&loc, None).expect("open postgres")
+        }
+    }
+}
+
+/// Runs the ignored test `test` of this test binary as a child process on `raw`'s store, with
+/// `tag` in `child_env` and its standard output captured (read it with `wait_with_output`).
+pub fn spawn_child(raw: &Raw, test: &str, child_env: &str, tag: &str) -> std::process::Child {
+    let (key, value) = raw.env();
+    std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", test, "--ignored", "--nocapture"])
+        .env(child_env, tag)
+        .env(key, value)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn child")
+}
+
 pub fn backends(dir: &tempfile::TempDir) -> Vec<Raw> {
     let mut all = vec![Raw::Sqlite(dir.path().join("clawback.sqlite3"))];
     // Without a PostgreSQL server (outside CI) the SQLite half still runs.

@@ -15,6 +15,8 @@ pub struct Step {
 /// Every area with its steps, in order. Never edit a shipped step; append one.
 pub const AREAS: &[(&str, &[Step])] = &[
     ("audit", super::audit::STEPS),
+    ("trace", super::trace::STEPS),
+    ("sync", super::sync::STEPS),
     ("jobs", super::jobs::STEPS),
     ("automation", super::automation::STEPS),
     ("policy", super::policy::STEPS),

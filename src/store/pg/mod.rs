@@ -21,8 +21,10 @@ pub mod leader;
 pub mod migrations;
 pub mod policy;
 pub mod stamp;
+pub mod sync;
 pub mod testing;
 pub mod tls;
+pub mod trace;
 
 use super::StoreError;
 use std::sync::OnceLock;

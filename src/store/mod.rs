@@ -77,7 +77,7 @@ pub enum StoreError {
     #[error("PostgreSQL store: {what}: {reason}")]
     Postgres { what: String, reason: String },
     #[error(
-        "{what} is not available on a PostgreSQL store yet (issue 17: the shared store covers the audit log so far); use the embedded SQLite store for it"
+        "{what} is not available on a PostgreSQL store (it is SQLite's own); use the embedded SQLite store for it"
     )]
     NotOnPostgres { what: &'static str },
     #[error("store password: {0}")]

@@ -2,34 +2,13 @@
 //! PostgreSQL database (a throwaway cluster, see `clawback::store::pg::testing`). Each test runs
 //! the same assertions on both.
 
-use chrono::{TimeZone, Utc};
-use clawback::model::Role;
-use clawback::store::chain::{AuditBreak, AuditRecord};
+use clawback::store::chain::AuditBreak;
 use clawback::store::pg::{PgLocator, testing};
 use clawback::store::{Store, StoreError};
-use std::collections::BTreeMap;
 use std::process::Command;
 
 mod store_support;
-use store_support::backends;
-
-fn record(n: u64) -> AuditRecord {
-    AuditRecord {
-        at: Utc
-            .timestamp_opt(1_700_000_000 + n as i64, 0)
-            .single()
-            .expect("time"),
-        os_user: "tester".into(),
-        operator: "tester".into(),
-        role: Role::Admin,
-        section: "test".into(),
-        action: format!("step_{n}"),
-        plan_digest: None,
-        job_id: None,
-        counts: BTreeMap::from([("n".to_string(), n)]),
-        detail: serde_json::Value::Null,
-    }
-}
+use store_support::{audit_record as record, backends};
 
 #[test]
 fn the_audit_chain_is_the_same_and_catches_the_same_edits_on_both_backends() {

@@ -3,7 +3,7 @@
 //! from the target's own rows; a target holding data and a password on the command line are
 //! refused.
 
-use chrono::{TimeZone, Utc};
+use chrono::Utc;
 use clawback::model::{Folder, RetractAction, Role, Trigger};
 use clawback::store::chain::AuditRecord;
 use clawback::store::jobs::{ItemRow, JobKind, NewJob};
@@ -12,6 +12,8 @@ use clawback::store::{Store, TraceRecord};
 use clawback::trace::{Recipient, RecipientKind};
 use std::collections::BTreeMap;
 use std::process::Command;
+
+mod store_support;
 
 const TRACE_RECORDS: usize = 100_000;
 
@@ -73,22 +75,9 @@ fn source_store(dir: &std::path::Path) -> Store {
         .collect();
     s.create_job(&job, &items).expect("job");
     for n in 1..=7u64 {
-        s.audit_append(AuditRecord {
-            at: Utc
-                .timestamp_opt(1_700_000_000 + n as i64, 0)
-                .single()
-                .expect("time"),
-            os_user: "tester".into(),
-            operator: "tester".into(),
-            role: Role::Admin,
-            section: "test".into(),
-            action: format!("step_{n}"),
-            plan_digest: None,
-            job_id: None,
-            counts: BTreeMap::new(),
-            detail: serde_json::json!({"text": "tab\there, newline\nthere, backslash \\ end"}),
-        })
-        .expect("audit");
+        let mut r = store_support::audit_record(n);
+        r.detail = serde_json::json!({"text": "tab\there, newline\nthere, backslash \\ end"});
+        s.audit_append(r).expect("audit");
     }
     s
 }

@@ -142,35 +142,25 @@ fn sslmode_is_honoured_as_libpq_defines_it() {
     let other = certs.path().join("other.pem");
     let url =
         |host: &str, extra: &str| format!("postgres://postgres@{host}:{port}/postgres?{extra}");
+    let rooted = |host: &str, mode: &str, root: &Path| {
+        url(
+            host,
+            &format!("sslmode={mode}&sslrootcert={}", root.display()),
+        )
+    };
 
     // verify-full: the chain and the name.
     assert_eq!(
-        encrypted(&url(
-            "localhost",
-            &format!("sslmode=verify-full&sslrootcert={}", ca.display())
-        )),
+        encrypted(&rooted("localhost", "verify-full", &ca)),
         Ok(true)
     );
-    let e = encrypted(&url(
-        "127.0.0.1",
-        &format!("sslmode=verify-full&sslrootcert={}", ca.display()),
-    ))
-    .expect_err("the certificate does not name 127.0.0.1");
+    let e = encrypted(&rooted("127.0.0.1", "verify-full", &ca))
+        .expect_err("the certificate does not name 127.0.0.1");
     assert!(e.to_lowercase().contains("certificate"), "{e}");
     // verify-ca: the chain only.
-    assert_eq!(
-        encrypted(&url(
-            "127.0.0.1",
-            &format!("sslmode=verify-ca&sslrootcert={}", ca.display())
-        )),
-        Ok(true)
-    );
+    assert_eq!(encrypted(&rooted("127.0.0.1", "verify-ca", &ca)), Ok(true));
     // A server whose certificate chains to another CA is refused.
-    let e = encrypted(&url(
-        "localhost",
-        &format!("sslmode=verify-full&sslrootcert={}", other.display()),
-    ))
-    .expect_err("not our CA");
+    let e = encrypted(&rooted("localhost", "verify-full", &other)).expect_err("not our CA");
     assert!(e.to_lowercase().contains("certificate"), "{e}");
     // The key=value form too.
     assert_eq!(

@@ -81,3 +81,23 @@ pub fn backends(dir: &tempfile::TempDir) -> Vec<Raw> {
     all.extend(testing::fresh_database_or_skip().map(Raw::Postgres));
     all
 }
+
+/// The `n`th test audit record (fixed time, `counts.n = n`).
+pub fn audit_record(n: u64) -> clawback::store::chain::AuditRecord {
+    use chrono::TimeZone;
+    clawback::store::chain::AuditRecord {
+        at: chrono::Utc
+            .timestamp_opt(1_700_000_000 + n as i64, 0)
+            .single()
+            .expect("time"),
+        os_user: "tester".into(),
+        operator: "tester".into(),
+        role: clawback::model::Role::Admin,
+        section: "test".into(),
+        action: format!("step_{n}"),
+        plan_digest: None,
+        job_id: None,
+        counts: std::collections::BTreeMap::from([("n".to_string(), n)]),
+        detail: serde_json::Value::Null,
+    }
+}

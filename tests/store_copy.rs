@@ -165,6 +165,27 @@ fn store_copy_moves_a_sqlite_store_into_postgres_with_its_audit_head() {
     assert!(compared >= 2, "at least the audit tables were compared");
     // The chain, verified through a store opened on the target.
     let store = Store::open_postgres(&target, None).expect("open target");
+    // Search finds on the target what it found on the source.
+    let source = Store::open_in_dir(dir.path()).expect("open source");
+    for q in [
+        "subject:\"subject 7 of the copy\"",
+        "from:s5@example.net",
+        "to:u42@contoso.com",
+        "copy test 11",
+    ] {
+        let query = clawback::trace::query::parse(q).expect("query");
+        let ids = |s: &Store| -> Vec<String> {
+            s.search_at(&query, 100_000, 0, 1_800_000_000)
+                .expect("search")
+                .into_iter()
+                .map(|r| r.message_id)
+                .collect()
+        };
+        let want = ids(&source);
+        assert!(!want.is_empty(), "{q} finds something on the source");
+        assert_eq!(ids(&store), want, "{q}: the same answer after the move");
+    }
+    drop(source);
     assert_eq!(store.audit_head().expect("head"), Some(head.clone()));
     assert_eq!(store.audit_verify().expect("verify"), Ok(7));
     // New entries continue the copied chain.

@@ -4,7 +4,8 @@
 //! Both schemas keep the same table and column names, so the copy is by table: every table the
 //! two stores share, in the SQLite store's creation order (parents before children), the
 //! columns both have (a PostgreSQL-only generated column, e.g. a search vector, is computed by
-//! the server), through `COPY … FROM STDIN`. Row ids are kept: jobs, plans and audit positions
+//! the server), through `COPY … FROM STDIN`; the trace's search words are then made from the
+//! copied rows, as an upsert makes them. Row ids are kept: jobs, plans and audit positions
 //! are the same numbers after the move, and identity sequences continue after them. The target
 //! must be new: a store that already holds data is refused, so nothing is merged or lost. The
 //! audit chain is copied byte for byte; the copy is verified by row counts per table and by the
@@ -224,6 +225,11 @@ pub fn copy_sqlite_to_postgres(from: &Path, to: &PgLocator) -> Result<CopyReport
                 }
             }
             tables.push((t.clone(), count));
+        }
+        // The trace's words (the tsvector and the words columns) are PostgreSQL's own: made
+        // here from the copied rows, as an upsert makes them, so search finds what it found.
+        if shared.iter().any(|t| t == "trace") {
+            super::trace::refresh_all_words(tx)?;
         }
         Ok(())
     })?;

@@ -651,55 +651,92 @@ fn insert_children(
 /// Rewrites a row's words from the stored row after recipients or URLs were merged in, as
 /// SQLite's `refresh_fts` does: distinct recipient addresses and URLs in byte order.
 fn refresh_words(tx: &PgTx<'_>, id: i64) -> Result<(), StoreError> {
-    let row = tx.query_one(
-        "SELECT subject, sender, sender_name FROM trace WHERE id = $1",
-        &[&id],
+    refresh_words_of(tx, &[id]).map(|_| ())
+}
+
+/// Recomputes the words columns and the `tsvector` of every trace row (after `store copy`
+/// brought rows in without them), a thousand rows a round; the rows done.
+pub fn refresh_all_words(tx: &PgTx<'_>) -> Result<u64, StoreError> {
+    let ids: Vec<i64> = tx
+        .query("SELECT id FROM trace ORDER BY id", &[])?
+        .iter()
+        .map(|r| get(r, 0))
+        .collect::<Result<_, _>>()?;
+    let mut done = 0;
+    for chunk in ids.chunks(1000) {
+        done += refresh_words_of(tx, chunk)?;
+    }
+    Ok(done)
+}
+
+/// The words of the rows `ids` from what they hold now (subject, sender and display name,
+/// recipients, URLs), as an upsert writes them.
+fn refresh_words_of(tx: &PgTx<'_>, ids: &[i64]) -> Result<u64, StoreError> {
+    let ids = ids.to_vec();
+    let rows = tx.query(
+        "SELECT t.id, t.subject, t.sender, t.sender_name, \
+           (SELECT string_agg(a, ' ' ORDER BY a) FROM (SELECT DISTINCT address COLLATE \"C\" AS a \
+              FROM trace_recipient WHERE trace_id = t.id) d), \
+           (SELECT string_agg(url, ' ' ORDER BY url COLLATE \"C\") FROM trace_url WHERE trace_id = t.id) \
+         FROM trace t WHERE t.id = ANY($1) ORDER BY t.id",
+        &[&ids],
     )?;
-    let subject: String = get(&row, 0)?;
-    let sender: String = get(&row, 1)?;
-    let name: Option<String> = get(&row, 2)?;
-    let recipients: Vec<String> = tx
-        .query(
-            "SELECT DISTINCT address COLLATE \"C\" FROM trace_recipient WHERE trace_id = $1 \
-             ORDER BY 1",
-            &[&id],
-        )?
+    let mut texts: Vec<(i64, [String; 4])> = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let id: i64 = get(row, 0)?;
+        let subject: String = get(row, 1)?;
+        let sender: String = get(row, 2)?;
+        let name: Option<String> = get(row, 3)?;
+        let recipients: Option<String> = get(row, 4)?;
+        let urls: Option<String> = get(row, 5)?;
+        let sender = match name {
+            Some(n) => format!("{sender} {n}"),
+            None => sender,
+        };
+        texts.push((
+            id,
+            [
+                subject,
+                sender,
+                recipients.unwrap_or_default(),
+                urls.unwrap_or_default(),
+            ],
+        ));
+    }
+    let refs: Vec<[&str; 4]> = texts
         .iter()
-        .map(|r| get(r, 0))
-        .collect::<Result<_, _>>()?;
-    let urls: Vec<String> = tx
-        .query(
-            "SELECT url FROM trace_url WHERE trace_id = $1 ORDER BY url COLLATE \"C\"",
-            &[&id],
-        )?
-        .iter()
-        .map(|r| get(r, 0))
-        .collect::<Result<_, _>>()?;
-    let sender = match name {
-        Some(n) => format!("{sender} {n}"),
-        None => sender,
-    };
-    let (recipients, urls) = (recipients.join(" "), urls.join(" "));
-    let w = words(&[[subject.as_str(), &sender, &recipients, &urls]])?;
-    let Some(w) = w.first() else {
-        return Err(read_err("refresh words", format!("row {id}: no words")));
-    };
-    let joined: Vec<String> = w.iter().map(|c| c.join(" ")).collect();
-    let v = tsvector(w);
+        .map(|(_, t)| [t[0].as_str(), &t[1], &t[2], &t[3]])
+        .collect();
+    let all = words(&refs)?;
+    if all.len() != texts.len() {
+        return Err(read_err(
+            "refresh words",
+            format!("{} rows, words for {}", texts.len(), all.len()),
+        ));
+    }
+    // One statement for the whole round.
+    let mut cols: [Vec<String>; 4] = Default::default();
+    let (mut vectors, mut partial) = (Vec::new(), Vec::new());
+    for w in &all {
+        for (c, words) in cols.iter_mut().zip(w.iter()) {
+            c.push(words.join(" "));
+        }
+        let v = tsvector(w);
+        partial.push(v.is_none());
+        vectors.push(v.unwrap_or_default());
+    }
+    let ids: Vec<i64> = texts.iter().map(|(id, _)| *id).collect();
     tx.execute(
-        "UPDATE trace SET fts_subject = $2, fts_sender = $3, fts_recipients = $4, fts_urls = $5, \
-         fts = $6::text::tsvector, fts_partial = $7 WHERE id = $1",
+        "UPDATE trace SET fts_subject = u.s, fts_sender = u.se, fts_recipients = u.r, \
+         fts_urls = u.ur, fts = u.v::tsvector, fts_partial = u.p \
+         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                     $7::bool[]) AS u(id, s, se, r, ur, v, p) \
+         WHERE trace.id = u.id",
         &[
-            &id,
-            &joined[0],
-            &joined[1],
-            &joined[2],
-            &joined[3],
-            &v.clone().unwrap_or_default(),
-            &v.is_none(),
+            &ids, &cols[0], &cols[1], &cols[2], &cols[3], &vectors, &partial,
         ],
     )?;
-    Ok(())
+    Ok(texts.len() as u64)
 }
 
 /// Sets a more severe disposition on every row with this Message-ID (see `Store::set_disposition`).

@@ -560,10 +560,10 @@ pub fn watch(args: WatchArgs, config_path: Option<&Path>, data_dir: Option<&Path
         errln!("clawback: {e}");
         return exit::USAGE;
     }
+    // The data directory, also on a PostgreSQL store (each host logs beside its own files).
     let dir = engine
         .store()
-        .path()
-        .and_then(Path::parent)
+        .data_dir()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     let _guard = init_log(&dir);
@@ -617,20 +617,23 @@ pub fn watch(args: WatchArgs, config_path: Option<&Path>, data_dir: Option<&Path
         // `--once` behind another watcher waits for the lead up to two lease lengths (a dead
         // leader's lease lapses within one), then leaves the work to the live leader.
         let once_until = Instant::now() + 2 * lease.length();
+        // The lease is renewed (or, by a follower, tried for) every third of its length, in a
+        // cycle and between cycles: it is shorter than the interval, so a dead leader is
+        // replaced within one interval.
+        let mut renew = tokio::time::interval(lease.renew_every());
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        renew.tick().await;
+        let mut leading = false;
         loop {
             let started = Instant::now();
             let outcome = {
                 let cycle = watcher.cycle();
                 tokio::pin!(cycle);
-                // A leader renews its lease while a long cycle runs.
-                let mut renew = tokio::time::interval(lease.renew_every());
-                renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                renew.tick().await;
                 loop {
                     tokio::select! {
                         r = &mut cycle => break Some(r),
                         _ = &mut stop => break None,
-                        _ = renew.tick() => renew_lead(&engine, &lease),
+                        _ = renew.tick() => renew_lead(&engine, &lease, &mut leading),
                     }
                 }
             };
@@ -689,26 +692,35 @@ pub fn watch(args: WatchArgs, config_path: Option<&Path>, data_dir: Option<&Path
                     }
                 }
             }
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = &mut stop => {
-                    resign();
-                    tracing::info!("watch: stopped by signal");
-                    return exit::OK;
+            let pause = tokio::time::sleep(wait);
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    _ = &mut pause => break,
+                    _ = renew.tick() => renew_lead(&engine, &lease, &mut leading),
+                    _ = &mut stop => {
+                        resign();
+                        tracing::info!("watch: stopped by signal");
+                        return exit::OK;
+                    }
                 }
             }
         }
     })
 }
 
-/// Renews the lead during a long cycle; says so when another watcher took it meanwhile (this
-/// process stalled past its lease): the cycle's running jobs finish — their copy claims keep
-/// every copy acted on once — and the next cycle follows.
-fn renew_lead(engine: &Engine, lease: &WatchLease) {
+/// Renews the lead (a follower takes it once the leader's lease lapsed, and leads from its
+/// next cycle). A leader that finds another watcher leading says so (this process stalled past
+/// its lease): the cycle's running jobs finish — their copy claims keep every copy acted on
+/// once — and the next cycle follows.
+/// `leading`: whether the last renewal led (updated here).
+fn renew_lead(engine: &Engine, lease: &WatchLease, leading: &mut bool) {
     match lease.try_lead(&mut engine.store()) {
-        Ok(WatchLead::Leading(_)) => {}
+        Ok(WatchLead::Leading(_)) => *leading = true,
         Ok(WatchLead::Following(leader)) => {
-            tracing::warn!("watch: the lead passed to {leader} during this cycle")
+            if std::mem::replace(leading, false) {
+                tracing::warn!("watch: the lead passed to {leader}")
+            }
         }
         Err(e) => tracing::warn!("watch: could not renew the lead: {e}"),
     }

@@ -178,10 +178,11 @@ impl CycleReport {
 
 /// One watcher at a time (issue 17): several `clawback watch` processes may share a store for
 /// availability; each cycle starts by taking or renewing the store's leader lease, and only
-/// the holder acts. A follower's cycle does nothing and says whom it follows. The lease lasts
-/// one interval plus [`WatchLease::MARGIN`], and the leader renews it at every cycle (and
-/// more often during a long one, see [`WatchLease::renew_every`]): a leader that dies is
-/// replaced once its lease lapses, within one interval and the margin.
+/// the holder acts. A follower's cycle does nothing and says whom it follows. The lease is
+/// shorter than the interval (two thirds of it, from [`WatchLease::SHORTEST`] to
+/// [`WatchLease::LONGEST`]) and renewed every third of its length — during a cycle and
+/// between cycles alike (see [`WatchLease::renew_every`]): a leader that dies is replaced as
+/// soon as its lease lapses, within one interval (for intervals from 0.9 s up).
 #[derive(Debug, Clone)]
 pub struct WatchLease {
     holder: LeaseHolder,
@@ -189,15 +190,17 @@ pub struct WatchLease {
 }
 
 impl WatchLease {
-    /// What the lease adds to the interval: room for a cycle to start late (a busy store, a
-    /// slow host) without a live leader losing the lead.
-    pub const MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
+    /// The shortest lease: renewals (every third of it) stay a few a second.
+    pub const SHORTEST: std::time::Duration = std::time::Duration::from_millis(600);
+    /// The longest lease: a dead leader of a slow watch is still replaced within 30 s.
+    pub const LONGEST: std::time::Duration = std::time::Duration::from_secs(30);
 
-    /// A lease for this process, for watch cycles every `interval`.
+    /// A lease for this process, for watch cycles every `interval`: two thirds of it, so that
+    /// a dead leader's lease lapses, and a follower leads, within one interval.
     pub fn for_interval(interval: std::time::Duration) -> WatchLease {
         WatchLease {
             holder: LeaseHolder::this_process(),
-            length: interval + Self::MARGIN,
+            length: (interval * 2 / 3).clamp(Self::SHORTEST, Self::LONGEST),
         }
     }
 
@@ -206,7 +209,8 @@ impl WatchLease {
         self.length
     }
 
-    /// How often a leader in a long cycle renews.
+    /// How often a watcher renews (a leader) or tries for (a follower) the lead, in a cycle
+    /// and between cycles.
     pub fn renew_every(&self) -> std::time::Duration {
         (self.length / 3).max(std::time::Duration::from_millis(100))
     }
@@ -366,8 +370,7 @@ impl<'e> Watcher<'e> {
             .iter()
             .filter(|h| h.state == HoldState::NeedsConfirmation)
             .count();
-        // Renewed at the end too: the lease then outlasts the pause until the next cycle
-        // (interval + margin from now), however long this cycle took.
+        // Renewed at the end too (the watch loop also renews between cycles).
         if let Some(lease) = &self.lease
             && let Err(e) = lease.try_lead(&mut self.engine.store())
         {

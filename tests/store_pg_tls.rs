@@ -136,6 +136,7 @@ fn sslmode_is_honoured_as_libpq_defines_it() {
             certs.path().join("server.crt"),
             certs.path().join("server.key"),
         )),
+        ..ClusterOptions::default()
     })
     .expect("a TLS cluster");
     let ca = certs.path().join("ca.pem");

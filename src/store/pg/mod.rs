@@ -274,12 +274,21 @@ impl PgConn {
                 what: format!("connect to {locator}"),
                 reason: format!("{e}"),
             })?
-            .map_err(|e| StoreError::Postgres {
-                what: format!("connect to {locator}"),
-                reason: match e.as_db_error() {
+            .map_err(|e| {
+                let mut reason = match e.as_db_error() {
                     Some(db) => db.message().to_string(),
                     None => with_sources(&e),
-                },
+                };
+                // The server asked for a password: say where clawback takes one from.
+                if reason.contains("password") {
+                    reason.push_str(
+                        " (the store's password comes from [store] password_file (a 0600 file), [store] password_env, or PGPASSWORD)",
+                    );
+                }
+                StoreError::Postgres {
+                    what: format!("connect to {locator}"),
+                    reason,
+                }
             })?;
         Ok(client)
     }

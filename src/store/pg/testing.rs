@@ -151,6 +151,9 @@ fn start_private_cluster() -> Result<String, String> {
 pub struct ClusterOptions {
     /// Also listen on 127.0.0.1 at this port (TCP), else only on the Unix socket.
     pub tcp_port: Option<u16>,
+    /// TCP connections must give their password (scram-sha-256); the Unix socket stays
+    /// trusted for setting up roles.
+    pub password_auth: bool,
     /// Offer TLS with this certificate and key (PEM files; copied into the cluster).
     pub tls: Option<(PathBuf, PathBuf)>,
 }
@@ -186,8 +189,12 @@ pub fn start_cluster(options: &ClusterOptions) -> Result<Cluster, String> {
     }
     let out = as_server_user(&bin.join("initdb"))
         .args([
-            "-A",
-            "trust",
+            "--auth-local=trust",
+            if options.password_auth {
+                "--auth-host=scram-sha-256"
+            } else {
+                "--auth-host=trust"
+            },
             "-U",
             "postgres",
             "-E",

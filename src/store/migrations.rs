@@ -161,6 +161,7 @@ mod tests {
             search_window: 0,
             window_cache: Default::default(),
             head_file: None,
+            checkpointer: None,
         };
         let words = ["invoice", "lunch", "wire", "report"];
         let records: Vec<TraceRecord> = (0..300)

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 pub mod audit;
 pub mod automation;
 pub mod chain;
+pub mod checkpoint;
 pub mod jobs;
 pub mod keys;
 pub mod leader;
@@ -145,6 +146,8 @@ pub struct Store {
     pub(crate) window_cache: std::cell::RefCell<Vec<WindowCache>>,
     /// Where each new audit head is appended too (`[audit] head_file`).
     pub(crate) head_file: Option<PathBuf>,
+    /// The WAL's background checkpoints (a file store).
+    pub(crate) checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 pub(crate) type WindowCache = ((i64, usize), Option<(i64, i64)>);
@@ -220,6 +223,7 @@ impl Store {
             search_window: trace::RECENT_WINDOW,
             window_cache: std::cell::RefCell::new(Vec::new()),
             head_file: None,
+            checkpointer: None,
         })
     }
 
@@ -295,7 +299,15 @@ impl Store {
         // spent a third of its time re-reading their pages from the file.
         conn.pragma_update(None, "cache_size", -65_536)
             .map_err(open_err)?;
-        Self::prepare(conn, Some(path.to_path_buf()))
+        // Checkpoints run in the background, not in the commit that holds the store.
+        let checkpointer = checkpoint::Checkpointer::start(path);
+        if checkpointer.is_some() {
+            conn.pragma_update(None, "wal_autocheckpoint", 0)
+                .map_err(open_err)?;
+        }
+        let mut store = Self::prepare(conn, Some(path.to_path_buf()))?;
+        store.checkpointer = checkpointer;
+        Ok(store)
     }
 
     /// Opens the store of a data directory (`<data_dir>/clawback.sqlite3`).
@@ -324,6 +336,7 @@ impl Store {
             search_window: trace::RECENT_WINDOW,
             window_cache: std::cell::RefCell::new(Vec::new()),
             head_file: None,
+            checkpointer: None,
         };
         if let Db::Sqlite(conn) = &mut store.db {
             migrations::migrate(conn, store.path.as_deref())?;

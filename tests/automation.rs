@@ -1305,8 +1305,9 @@ async fn watch_on_a_big_tenant_retracts_exactly_the_lure_and_idle_cycles_cost_no
 /// while it plans, like `retract --yes`: every copy exactly once, and the same accounting as
 /// planning first — the same `auto_retract` audit (plan digest, copies, skipped, already
 /// retracted) and the same plan lines. A watcher whose `max_copies_per_cycle` is below the
-/// message's copies plans first; the audit order tells the two apart (acting while planning
-/// audits the decision when the plan is sealed, after its job ended).
+/// message's copies plans first. Either way the decision is audited right after its plan
+/// (`plan_applied`, then `auto_retract`) and before its job ends; acting while planning writes
+/// both with the sealed plan, in one transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_retract_acts_while_planning_with_the_accounting_of_planning_first() {
     const OUTSIDE: &str = "someone@outside-partner.example";
@@ -1370,8 +1371,12 @@ async fn auto_retract_acts_while_planning_with_the_accounting_of_planning_first(
         };
         let decided = position("automation", "auto_retract");
         let ended = position("job", "job_finished");
-        position("retract", "plan_applied");
-        assert_eq!(decided > ended, overlapped, "cap {cap}: audit order");
+        let applied = position("retract", "plan_applied");
+        assert_eq!(
+            (applied + 1, decided < ended),
+            (decided, true),
+            "cap {cap} (acts while planning: {overlapped}): audit order"
+        );
         let decision = &entries[decided].record;
         let digest = decision.plan_digest.clone().unwrap();
         assert!(digest.starts_with("sha256:"), "{digest}");

@@ -8,7 +8,7 @@ use clawback::store::{Store, StoreError};
 use std::process::Command;
 
 mod store_support;
-use store_support::{audit_record as record, backends};
+use store_support::{audit_record as record, backends, spawn_child};
 
 #[test]
 fn the_audit_chain_is_the_same_and_catches_the_same_edits_on_both_backends() {
@@ -189,4 +189,92 @@ fn a_connection_the_server_closed_is_opened_again_at_the_next_call() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(new_pid.is_some(), "the connection was opened again");
+}
+
+const SEAL_ENV: &str = "CLAWBACK_TEST_SEAL_CHILD";
+
+/// Child process: tries to seal the plan `racing` with two entries; prints `sealed` or `refused`.
+#[test]
+#[ignore = "run as a child process by a_plan_is_sealed_once_with_its_entries_in_one_transaction"]
+fn seal_plan_child() {
+    let Ok(tag) = std::env::var(SEAL_ENV) else {
+        return;
+    };
+    let mut store = store_support::open_from_env();
+    let records = [1, 2].map(|n| {
+        let mut r = record(n);
+        r.operator = tag.clone();
+        r
+    });
+    match store.seal_plan_audited(
+        "racing",
+        "planning",
+        &format!("sha256:{tag}"),
+        "{}",
+        records.to_vec(),
+    ) {
+        Ok(entries) => {
+            assert_eq!(entries.len(), 2);
+            println!("sealed");
+        }
+        Err(StoreError::PlanSealed { .. }) => println!("refused"),
+        Err(e) => panic!("{tag}: {e}"),
+    }
+}
+
+/// A plan made while its job ran is stored as complete together with its audit entries, in
+/// one transaction: processes racing to seal the same plan — one seals it and appends its
+/// entries, next to each other; every other is refused and appends nothing; the chain is
+/// intact.
+#[test]
+fn a_plan_is_sealed_once_with_its_entries_in_one_transaction() {
+    const PROCESSES: usize = 5;
+    let dir = tempfile::tempdir().expect("tempdir");
+    for raw in backends(&dir) {
+        let name = raw.name();
+        {
+            let mut store = raw.open();
+            store.audit_append(record(0)).expect("an entry before");
+            store
+                .insert_plan("racing", "planning", chrono::Utc::now(), "{}")
+                .expect("plan");
+        }
+        let children: Vec<_> = (0..PROCESSES)
+            .map(|i| spawn_child(&raw, "seal_plan_child", SEAL_ENV, &format!("sealer-{i}")))
+            .collect();
+        let mut said = Vec::new();
+        for c in children {
+            let out = c.wait_with_output().expect("child");
+            assert!(out.status.success(), "{name}: a child failed: {out:?}");
+            said.push(String::from_utf8_lossy(&out.stdout).to_string());
+        }
+        let sealed = said.iter().filter(|s| s.contains("sealed")).count();
+        let refused = said.iter().filter(|s| s.contains("refused")).count();
+        assert_eq!((sealed, refused), (1, PROCESSES - 1), "{name}: {said:?}");
+        let store = raw.open();
+        let entries = store.audit_entries().expect("entries").expect("readable");
+        assert_eq!(
+            entries.len(),
+            3,
+            "{name}: the entry before and the winner's two"
+        );
+        let winner = &entries[1].record.operator;
+        assert_eq!(
+            &entries[2].record.operator, winner,
+            "{name}: one transaction"
+        );
+        assert_eq!(
+            store.plan_digest("racing").expect("digest").as_deref(),
+            Some(format!("sha256:{winner}").as_str()),
+            "{name}: the plan is the winner's"
+        );
+        assert_eq!(store.audit_verify().expect("verify"), Ok(3), "{name}");
+        // Sealed already: refused, and nothing appended.
+        let mut store = store;
+        assert!(matches!(
+            store.seal_plan_audited("racing", "planning", "sha256:late", "{}", vec![record(9)]),
+            Err(StoreError::PlanSealed { .. })
+        ));
+        assert_eq!(store.audit_verify().expect("verify"), Ok(3), "{name}");
+    }
 }

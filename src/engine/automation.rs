@@ -241,18 +241,72 @@ pub struct Watcher<'e> {
     /// A second connection for the sync (the engine's store is behind a lock that must not be
     /// held across `.await`); in a Mutex only so the watcher is `Sync`.
     sync_store: std::sync::Mutex<Option<Store>>,
-    /// Jobs started planning while they act, by job: their `auto_retract` entry, written
-    /// once the plan is sealed.
-    overlapped: std::sync::Mutex<BTreeMap<i64, AutoDecision>>,
     /// Leads only while it holds this lease (none: always leads).
     lease: Option<WatchLease>,
 }
 
-/// What an `auto_retract` audit entry says about a decision, beside its plan's counts.
-#[derive(Debug, Clone)]
-struct AutoDecision {
-    already_retracted: u64,
-    detail: serde_json::Value,
+/// The reason an automation's request gives: `{trigger}: {disposition} ({source})`.
+fn auto_reason(trigger: Trigger, disposition: Disposition, source: &str) -> String {
+    format!("{trigger}: {disposition} ({source})")
+}
+
+/// The disposition and source an automation's reason names ([`auto_reason`]).
+fn parse_auto_reason(reason: &str, trigger: Trigger) -> Option<(&str, &str)> {
+    let rest = reason.strip_prefix(&format!("{trigger}: "))?;
+    let (disposition, source) = rest.split_once(" (")?;
+    Some((disposition, source.strip_suffix(')')?))
+}
+
+/// Logs an automation decision whose plan is complete.
+fn log_decision(plan: &super::plan::Plan, job: Option<i64>) {
+    tracing::info!(
+        tenant = %plan.request.tenants.join(","),
+        message_id = %plan.request.message_ids.join(","),
+        action = %plan.request.action,
+        copies = plan.items.len(),
+        job = ?job,
+        "automation: {}",
+        plan.request.reason
+    );
+}
+
+impl Engine {
+    /// The `auto_retract` entry of an automation's decision whose plan is complete: the
+    /// plan's digest and counts, and the decision (tenant, message, disposition and its
+    /// source, action, trigger) as its request records it — so a decision reads the same
+    /// whether its plan was made first or while its job acted, and after a resume.
+    pub(super) fn auto_retract_record(
+        &self,
+        plan: &super::plan::Plan,
+        job: Option<i64>,
+    ) -> crate::store::chain::AuditRecord {
+        let request = &plan.request;
+        let (disposition, source) = parse_auto_reason(&request.reason, request.trigger)
+            .map_or((None, None), |(d, s)| (Some(d), Some(s)));
+        self.new_record(
+            "automation",
+            "auto_retract",
+            Some(&plan.digest),
+            job,
+            BTreeMap::from([
+                ("copies".to_string(), plan.items.len() as u64),
+                ("skipped".to_string(), plan.skipped.len() as u64),
+                // Recipients already retracted are left out of the request.
+                (
+                    "already_retracted".to_string(),
+                    request.exclude.len() as u64,
+                ),
+            ]),
+            serde_json::json!({
+                "tenant": request.tenants.first(),
+                "message_id": request.message_ids.first(),
+                "disposition": disposition,
+                "source": source,
+                "action": request.action.as_str(),
+                "trigger": request.trigger.as_str(),
+            }),
+        )
+    }
 }
 
 fn severity_min(a: Option<Disposition>, b: Option<Disposition>) -> Option<Disposition> {
@@ -275,7 +329,6 @@ impl<'e> Watcher<'e> {
             last_phish: None,
             intel_checked: false,
             sync_store: std::sync::Mutex::new(None),
-            overlapped: std::sync::Mutex::new(BTreeMap::new()),
             lease: None,
         }
     }
@@ -294,24 +347,12 @@ impl<'e> Watcher<'e> {
                 continue;
             }
             tracing::info!(job = row.id, trigger = %row.trigger, "resuming unfinished automation job");
-            // A job stopped while it planned: its `auto_retract` entry waits for its plan.
-            let planning = self.engine.planning_plan(&row)?.is_some();
             match self
                 .engine
                 .run_job(row.id, &RunOptions::default(), &|_| {})
                 .await
             {
-                Ok(_) => {
-                    out.push(row.id);
-                    let decision = self
-                        .overlapped
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&row.id);
-                    if planning || decision.is_some() {
-                        self.audit_sealed(row.id, decision, &mut CycleReport::default())?;
-                    }
-                }
+                Ok(_) => out.push(row.id),
                 // Another live process runs it (a second watcher, a console): its job.
                 Err(e @ EngineError::JobLeased { .. }) => tracing::info!("{e}"),
                 Err(e) => return Err(e),
@@ -1187,8 +1228,8 @@ impl<'e> Watcher<'e> {
     ///
     /// When the trace names copies not retracted yet, and no more than the guard's
     /// `max_copies_per_cycle`, the job plans while it acts (as `retract --yes`): it is created
-    /// at once and its `auto_retract` entry is written when [`Watcher::run`] has sealed its
-    /// plan. A job made this way whose plan finds nothing left to act on finishes holding only
+    /// at once and its `auto_retract` entry is written with its `plan_applied` entry, in the
+    /// transaction that seals its plan. A job made this way whose plan finds nothing left to act on finishes holding only
     /// its skipped lines, like a `retract --yes` job. Otherwise (nothing known up front, or
     /// more than the guard's cap) the plan is made first and no job is made for an empty plan.
     /// The guard itself holds an indicator before this is reached (Post Delivery).
@@ -1233,18 +1274,7 @@ impl<'e> Watcher<'e> {
             depth: 0,
             action,
             trigger,
-            reason: format!("{trigger}: {disposition} ({source})"),
-        };
-        let decision = AutoDecision {
-            already_retracted: retracted.len() as u64,
-            detail: serde_json::json!({
-                "tenant": r.tenant,
-                "message_id": r.message_id,
-                "disposition": disposition.as_str(),
-                "source": source,
-                "action": action.as_str(),
-                "trigger": trigger.as_str(),
-            }),
+            reason: auto_reason(trigger, disposition, source),
         };
         let up_front = r
             .delivered_to()
@@ -1290,17 +1320,12 @@ impl<'e> Watcher<'e> {
             trigger.as_str(),
             job,
         )?;
-        match &plan {
-            Some(plan) => self.audit_auto_retract(plan, job, &decision)?,
-            // Audited once its plan is sealed (see `run`).
-            None => {
-                if let Some(job) = job {
-                    self.overlapped
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(job, decision);
-                }
-            }
+        // A job that plans while it acts is audited when its plan is sealed, in the same
+        // transaction (`Engine::auto_retract_record`).
+        if let Some(plan) = &plan {
+            self.engine
+                .audit_record(self.engine.auto_retract_record(plan, job))?;
+            log_decision(plan, job);
         }
         if let Some(job) = job {
             report.jobs.push(AutoJob {
@@ -1317,86 +1342,18 @@ impl<'e> Watcher<'e> {
         Ok(job)
     }
 
-    /// The `auto_retract` entry of a decision whose plan is complete.
-    fn audit_auto_retract(
-        &self,
-        plan: &super::plan::Plan,
-        job: Option<i64>,
-        decision: &AutoDecision,
-    ) -> Result<(), EngineError> {
-        self.engine.audit(
-            "automation",
-            "auto_retract",
-            Some(&plan.digest),
-            job,
-            BTreeMap::from([
-                ("copies".to_string(), plan.items.len() as u64),
-                ("skipped".to_string(), plan.skipped.len() as u64),
-                ("already_retracted".to_string(), decision.already_retracted),
-            ]),
-            decision.detail.clone(),
-        )?;
-        tracing::info!(
-            tenant = %plan.request.tenants.join(","),
-            message_id = %plan.request.message_ids.join(","),
-            action = %plan.request.action,
-            copies = plan.items.len(),
-            job = ?job,
-            "automation: {}",
-            plan.request.reason
-        );
-        Ok(())
-    }
-
-    /// After a run of a job that planned while acting: its `auto_retract` entry, once its
-    /// plan is sealed (a run stopped while planning leaves it to the run that resumes the
-    /// job). `decision` is what this watcher decided; a job resumed from an earlier process
-    /// is described from its plan's request.
-    fn audit_sealed(
-        &self,
-        job: i64,
-        decision: Option<AutoDecision>,
-        report: &mut CycleReport,
-    ) -> Result<(), EngineError> {
-        let Some(plan) = self.engine.sealed_plan(job)? else {
-            if let Some(d) = decision {
-                self.overlapped
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(job, d);
-            }
-            return Ok(());
-        };
-        let decision = decision.unwrap_or_else(|| AutoDecision {
-            already_retracted: plan.request.exclude.len() as u64,
-            detail: serde_json::json!({
-                "tenant": plan.request.tenants.first(),
-                "message_id": plan.request.message_ids.first(),
-                "action": plan.request.action.as_str(),
-                "trigger": plan.request.trigger.as_str(),
-                "reason": plan.request.reason,
-                "resumed": true,
-            }),
-        });
-        self.audit_auto_retract(&plan, Some(job), &decision)?;
-        if let Some(j) = report.jobs.iter_mut().find(|j| j.job == job) {
-            j.copies = plan.items.len();
-        }
-        Ok(())
-    }
-
     async fn run(&self, job: i64, report: &mut CycleReport) -> Result<(), EngineError> {
         let r = self
             .engine
             .run_job(job, &RunOptions::default(), &|_| {})
             .await?;
-        let decision = self
-            .overlapped
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&job);
-        if let Some(decision) = decision {
-            self.audit_sealed(job, Some(decision), report)?;
+        // A job that planned while it acted: its copies, now that its plan is sealed.
+        if let Some(plan) = self.engine.sealed_plan(job)?
+            && let Some(j) = report.jobs.iter_mut().find(|j| j.job == job)
+            && j.copies == 0
+        {
+            j.copies = plan.items.len();
+            log_decision(&plan, Some(job));
         }
         if let Some(j) = report.jobs.iter_mut().find(|j| j.job == job) {
             j.succeeded = r.counts.succeeded;
@@ -1453,4 +1410,35 @@ pub fn attached_original(raw: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The decision's disposition and source come back from its request's reason — also a
+    /// source with parentheses and spaces — and a hand-written reason gives none.
+    #[test]
+    fn an_automation_reason_gives_its_disposition_and_source_back() {
+        for trigger in [
+            Trigger::Auto,
+            Trigger::PostDelivery,
+            Trigger::PhishSubmission,
+        ] {
+            for source in ["header:X-Clawback-Disposition", "intel feed (bad).csv"] {
+                let reason = auto_reason(trigger, Disposition::Malicious, source);
+                assert_eq!(
+                    parse_auto_reason(&reason, trigger),
+                    Some(("malicious", source)),
+                    "{reason}"
+                );
+            }
+        }
+        assert_eq!(
+            parse_auto_reason("INC-4411 payroll lure", Trigger::Auto),
+            None
+        );
+        let other = auto_reason(Trigger::Auto, Disposition::Spam, "x");
+        assert_eq!(parse_auto_reason(&other, Trigger::PostDelivery), None);
+    }
 }

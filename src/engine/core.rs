@@ -179,11 +179,33 @@ impl Engine {
         counts: BTreeMap<String, u64>,
         detail: serde_json::Value,
     ) -> Result<AuditEntry, EngineError> {
+        self.audit_record(self.new_record(section, action, plan_digest, job_id, counts, detail))
+    }
+
+    /// An audit record by this operator (appended by [`Engine::audit_record`], or with other
+    /// store changes in one transaction).
+    pub(crate) fn new_record(
+        &self,
+        section: &str,
+        action: &str,
+        plan_digest: Option<&str>,
+        job_id: Option<i64>,
+        counts: BTreeMap<String, u64>,
+        detail: serde_json::Value,
+    ) -> crate::store::chain::AuditRecord {
         let mut record = self.operator.record(section, action);
         record.plan_digest = plan_digest.map(str::to_string);
         record.job_id = job_id.map(|j| j.to_string());
         record.counts = counts;
         record.detail = detail;
+        record
+    }
+
+    /// Appends `record` to the audit log.
+    pub(crate) fn audit_record(
+        &self,
+        record: crate::store::chain::AuditRecord,
+    ) -> Result<AuditEntry, EngineError> {
         Ok(self.store().audit_append(record)?)
     }
 

@@ -274,8 +274,18 @@ impl Engine {
 
     /// Audits a plan becoming (or, made while its job ran, having become) job `job`.
     pub(super) fn audit_plan_applied(&self, plan: &Plan, job: i64) -> Result<(), EngineError> {
+        self.audit_record(self.plan_applied_record(plan, job))?;
+        Ok(())
+    }
+
+    /// The `plan_applied` entry of a plan becoming job `job`.
+    pub(super) fn plan_applied_record(
+        &self,
+        plan: &Plan,
+        job: i64,
+    ) -> crate::store::chain::AuditRecord {
         let counts = plan.counts();
-        self.audit(
+        self.new_record(
             "retract",
             "plan_applied",
             Some(&plan.digest),
@@ -298,8 +308,7 @@ impl Engine {
                 "exclude": plan.request.exclude,
                 "only": plan.request.only,
             }),
-        )?;
-        Ok(())
+        )
     }
 
     /// Runs (or resumes) a job to the end, or until cancelled or a canary fails. The job's

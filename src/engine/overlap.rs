@@ -321,9 +321,20 @@ impl Engine {
         plan.id = provisional.id.clone();
         plan.created_at = provisional.created_at;
         self.seal_plan(&mut plan)?;
-        self.store()
-            .update_plan(&plan.id, &plan.digest, &plan.to_json_pretty())?;
-        self.audit_plan_applied(&plan, job)?;
+        // The complete plan and what it means for the audit, in one transaction: a crash
+        // leaves the provisional plan (planned again on resume) or both, never a sealed plan
+        // without its entries. An automation's decision is audited here too (`auto_retract`).
+        let mut records = vec![self.plan_applied_record(&plan, job)];
+        if plan.request.trigger.is_auto() {
+            records.push(self.auto_retract_record(&plan, Some(job)));
+        }
+        self.store().seal_plan_audited(
+            &plan.id,
+            PLANNING_DIGEST,
+            &plan.digest,
+            &plan.to_json_pretty(),
+            records,
+        )?;
         Ok(())
     }
 

@@ -34,6 +34,54 @@ impl Store {
             super::Db::Sqlite(conn) => sqlite_append(conn, record)?,
             super::Db::Postgres(pg) => super::pg::audit::append(pg, record)?,
         };
+        self.head_appended(&entry)?;
+        Ok(entry)
+    }
+
+    /// Stores a plan made while its job ran as complete (its digest and JSON, replacing the
+    /// provisional digest `provisional`) and appends `records` (what it means: `plan_applied`,
+    /// an automation's `auto_retract`) in ONE transaction: a crash leaves either the
+    /// provisional plan and no entries (the run that resumes the job plans again) or the
+    /// sealed plan with every entry — never a sealed plan whose entries are missing. A plan
+    /// no longer provisional is [`StoreError::PlanSealed`], and nothing is appended.
+    pub fn seal_plan_audited(
+        &mut self,
+        id: &str,
+        provisional: &str,
+        digest: &str,
+        json: &str,
+        records: Vec<AuditRecord>,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let entries = match &mut self.db {
+            super::Db::Sqlite(conn) => {
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let sealed = tx.execute(
+                    "UPDATE plan SET digest = ?2, json = ?3 WHERE id = ?1 AND digest = ?4",
+                    params![id, digest, json, provisional],
+                )?;
+                if sealed != 1 {
+                    return Err(StoreError::PlanSealed { plan: id.into() });
+                }
+                let mut entries = Vec::with_capacity(records.len());
+                for record in records {
+                    entries.push(sqlite_append_in(&tx, record)?);
+                }
+                tx.commit()?;
+                entries
+            }
+            super::Db::Postgres(pg) => {
+                super::pg::audit::seal_plan(pg, id, provisional, digest, json, records)?
+            }
+        };
+        for entry in &entries {
+            self.head_appended(entry)?;
+        }
+        Ok(entries)
+    }
+
+    /// Appends a new head to the configured head file.
+    fn head_appended(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         if let Some(path) = &self.head_file {
             append_head(
                 path,
@@ -47,7 +95,7 @@ impl Store {
                 source,
             })?;
         }
-        Ok(entry)
+        Ok(())
     }
 }
 
@@ -59,6 +107,16 @@ fn sqlite_append(
     // instead of both reading the same head (a deferred read-then-write fails with
     // SQLITE_BUSY instead of waiting).
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let entry = sqlite_append_in(&tx, record)?;
+    tx.commit()?;
+    Ok(entry)
+}
+
+/// Chains `record` after the newest entry inside the caller's (immediate) transaction.
+fn sqlite_append_in(
+    tx: &rusqlite::Transaction<'_>,
+    record: AuditRecord,
+) -> Result<AuditEntry, StoreError> {
     let last: Option<(i64, String, String, String)> = tx
         .query_row(
             "SELECT seq, record, prev_hash, hash FROM audit ORDER BY pos DESC LIMIT 1",
@@ -86,7 +144,6 @@ fn sqlite_append(
          ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
         params![entry.seq as i64, entry.hash],
     )?;
-    tx.commit()?;
     Ok(entry)
 }
 

@@ -71,6 +71,8 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("plan {plan} was completed already (by another run): nothing recorded")]
+    PlanSealed { plan: String },
     #[error("job item {item} is settled or its job's lease is held by another process")]
     NotLeased { item: i64 },
     #[error("store URL {url}: {reason}")]

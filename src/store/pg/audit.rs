@@ -3,7 +3,7 @@
 //! concurrent appends queue on that lock and each chains after the one before it.
 
 use super::migrations::Step;
-use super::{PgConn, get};
+use super::{PgConn, PgTx, get};
 use crate::store::StoreError;
 use crate::store::chain::{self, AuditBreak, AuditEntry, AuditHead, AuditRecord, GENESIS};
 
@@ -32,44 +32,79 @@ INSERT INTO audit_head (id, seq, hash)
 /// Chains `record` after the newest entry; stores it and the new head in one transaction.
 pub fn append(conn: &mut PgConn, record: AuditRecord) -> Result<AuditEntry, StoreError> {
     conn.transaction(|tx| {
-        tx.query_one("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE", &[])?;
-        let prev = match tx.query_opt(
-            "SELECT seq, record, prev_hash, hash FROM audit ORDER BY pos DESC LIMIT 1",
-            &[],
-        )? {
-            Some(row) => {
-                let seq: i64 = get(&row, 0)?;
-                let rec: String = get(&row, 1)?;
-                serde_json::from_str(&rec)
-                    .ok()
-                    .map(|record| -> Result<AuditEntry, StoreError> {
-                        Ok(AuditEntry {
-                            seq: seq as u64,
-                            record,
-                            prev_hash: get(&row, 2)?,
-                            hash: get(&row, 3)?,
-                        })
-                    })
-                    .transpose()?
-            }
-            None => None,
-        };
-        let entry = chain::chain(prev.as_ref(), record);
-        let json = serde_json::to_string(&entry.record).map_err(|e| StoreError::Postgres {
-            what: "audit append".into(),
-            reason: format!("record does not serialize: {e}"),
-        })?;
-        let seq = entry.seq as i64;
-        tx.execute(
-            "INSERT INTO audit (seq, record, prev_hash, hash) VALUES ($1, $2, $3, $4)",
-            &[&seq, &json, &entry.prev_hash, &entry.hash],
-        )?;
-        tx.execute(
-            "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
-            &[&seq, &entry.hash],
-        )?;
-        Ok(entry)
+        lock_head(tx)?;
+        append_in(tx, record)
     })
+}
+
+/// Stores a plan as complete and appends `records` in one transaction (see
+/// `Store::seal_plan_audited`).
+pub fn seal_plan(
+    conn: &mut PgConn,
+    id: &str,
+    provisional: &str,
+    digest: &str,
+    json: &str,
+    records: Vec<AuditRecord>,
+) -> Result<Vec<AuditEntry>, StoreError> {
+    conn.transaction(|tx| {
+        lock_head(tx)?;
+        let sealed = tx.execute(
+            "UPDATE plan SET digest = $2, json = $3 WHERE id = $1 AND digest = $4",
+            &[&id, &digest, &json, &provisional],
+        )?;
+        if sealed != 1 {
+            return Err(StoreError::PlanSealed { plan: id.into() });
+        }
+        records.into_iter().map(|r| append_in(tx, r)).collect()
+    })
+}
+
+/// Queues on the head row: appends from every host chain one after the other.
+fn lock_head(tx: &PgTx<'_>) -> Result<(), StoreError> {
+    tx.query_one("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE", &[])?;
+    Ok(())
+}
+
+/// Chains `record` after the newest entry inside the caller's transaction (holding the head
+/// row's lock).
+fn append_in(tx: &PgTx<'_>, record: AuditRecord) -> Result<AuditEntry, StoreError> {
+    let prev = match tx.query_opt(
+        "SELECT seq, record, prev_hash, hash FROM audit ORDER BY pos DESC LIMIT 1",
+        &[],
+    )? {
+        Some(row) => {
+            let seq: i64 = get(&row, 0)?;
+            let rec: String = get(&row, 1)?;
+            serde_json::from_str(&rec)
+                .ok()
+                .map(|record| -> Result<AuditEntry, StoreError> {
+                    Ok(AuditEntry {
+                        seq: seq as u64,
+                        record,
+                        prev_hash: get(&row, 2)?,
+                        hash: get(&row, 3)?,
+                    })
+                })
+                .transpose()?
+        }
+        None => None,
+    };
+    let entry = chain::chain(prev.as_ref(), record);
+    let json = serde_json::to_string(&entry.record).map_err(|e| StoreError::Postgres {
+        what: "audit append".into(),
+        reason: format!("record does not serialize: {e}"),
+    })?;
+    let seq = entry.seq as i64;
+    tx.execute(
+        "INSERT INTO audit (seq, record, prev_hash, hash) VALUES ($1, $2, $3, $4)",
+        &[&seq, &json, &entry.prev_hash, &entry.hash],
+    )?;
+    tx.execute(
+        "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
+        &[&seq, &entry.hash],
+    )?;
+    Ok(entry)
 }
 
 /// The newest entry as `(seq, hash)`, or `None` for an empty log.

@@ -629,8 +629,18 @@ fn jobs_child() {
             won.push(job.to_string());
         }
     }
-    let plan = match store.create_job(&new_job(JobKind::Retract, Some("shared"), None, false), &[])
-    {
+    // The plan's job is made with its audit entry, in one transaction.
+    let plan = match store.create_job_audited(
+        &new_job(JobKind::Retract, Some("shared"), None, false),
+        &[],
+        |job| {
+            let mut r = store_support::audit_record(1);
+            r.action = "plan_applied".into();
+            r.operator = tag.clone();
+            r.job_id = Some(job.to_string());
+            vec![r]
+        },
+    ) {
         Ok(_) => "won".to_string(),
         Err(StoreError::PlanSpent { .. }) => "spent".to_string(),
         Err(e) => panic!("create_job: {e}"),
@@ -757,6 +767,21 @@ fn processes_racing_for_one_lease_one_plan_and_the_same_copies_find_one_winner_e
         }
         let plan_winners = results.iter().filter(|r| r.0 == "won").count();
         assert_eq!(plan_winners, 1, "{name}: a plan is spent once: {results:?}");
+        // …and audited once, by the process whose job holds it, with that job's id.
+        let entries = store.audit_entries().expect("audit").expect("readable");
+        let spent_by = store
+            .job_of_plan("shared")
+            .expect("job of plan")
+            .expect("a job");
+        assert_eq!(
+            entries
+                .iter()
+                .map(|e| e.record.job_id.clone())
+                .collect::<Vec<_>>(),
+            vec![Some(spent_by.to_string())],
+            "{name}: one plan_applied entry, the spending job's"
+        );
+        assert_eq!(store.audit_verify().expect("verify"), Ok(1), "{name}");
         assert_eq!(
             results.iter().filter(|r| r.0 == "spent").count(),
             PROCESSES - 1,

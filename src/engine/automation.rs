@@ -1320,11 +1320,14 @@ impl<'e> Watcher<'e> {
             trigger.as_str(),
             job,
         )?;
-        // A job that plans while it acts is audited when its plan is sealed, in the same
-        // transaction (`Engine::auto_retract_record`).
+        // The decision is audited (`auto_retract`) with its job, in the transaction that
+        // creates the job — or, for a job that plans while it acts, that seals its plan. A
+        // plan that left nothing to do makes no job: its decision is audited alone.
         if let Some(plan) = &plan {
-            self.engine
-                .audit_record(self.engine.auto_retract_record(plan, job))?;
+            if job.is_none() {
+                self.engine
+                    .audit_record(self.engine.auto_retract_record(plan, None))?;
+            }
             log_decision(plan, job);
         }
         if let Some(job) = job {

@@ -239,12 +239,13 @@ impl Engine {
                 items.push(skipped_row(s, plan.request.action));
             }
         }
-        let job = self.store_plan_and_job(plan, &plan.digest, dry_run, detected_at, &items)?;
-        self.audit_plan_applied(plan, job)?;
-        Ok(job)
+        self.store_plan_and_job(plan, &plan.digest, dry_run, detected_at, &items)
     }
 
-    /// Stores a plan (under `digest`) and creates its retract job with `items`.
+    /// Stores a plan (under `digest`) and creates its retract job with `items`. A complete
+    /// plan's audit entries — `plan_applied`, and an automation's `auto_retract` — are
+    /// appended in the job's transaction; a plan still being made (`PLANNING_DIGEST`) is
+    /// audited when it is sealed.
     pub(super) fn store_plan_and_job(
         &self,
         plan: &Plan,
@@ -255,7 +256,8 @@ impl Engine {
     ) -> Result<i64, EngineError> {
         let mut store = self.store();
         store.insert_plan(&plan.id, digest, plan.created_at, &plan.to_json_pretty())?;
-        Ok(store.create_job(
+        let complete = digest != super::overlap::PLANNING_DIGEST;
+        let (job, _) = store.create_job_audited(
             &NewJob {
                 kind: JobKind::Retract,
                 plan_id: Some(plan.id.clone()),
@@ -269,13 +271,18 @@ impl Engine {
                 detected_at,
             },
             items,
-        )?)
-    }
-
-    /// Audits a plan becoming (or, made while its job ran, having become) job `job`.
-    pub(super) fn audit_plan_applied(&self, plan: &Plan, job: i64) -> Result<(), EngineError> {
-        self.audit_record(self.plan_applied_record(plan, job))?;
-        Ok(())
+            |job| {
+                let mut records = Vec::new();
+                if complete {
+                    records.push(self.plan_applied_record(plan, job));
+                    if plan.request.trigger.is_auto() {
+                        records.push(self.auto_retract_record(plan, Some(job)));
+                    }
+                }
+                records
+            },
+        )?;
+        Ok(job)
     }
 
     /// The `plan_applied` entry of a plan becoming job `job`.

@@ -81,7 +81,7 @@ impl Store {
     }
 
     /// Appends a new head to the configured head file.
-    fn head_appended(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+    pub(super) fn head_appended(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         if let Some(path) = &self.head_file {
             append_head(
                 path,
@@ -113,7 +113,7 @@ fn sqlite_append(
 }
 
 /// Chains `record` after the newest entry inside the caller's (immediate) transaction.
-fn sqlite_append_in(
+pub(super) fn sqlite_append_in(
     tx: &rusqlite::Transaction<'_>,
     record: AuditRecord,
 ) -> Result<AuditEntry, StoreError> {

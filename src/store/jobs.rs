@@ -791,8 +791,34 @@ impl Store {
     ///   holds ([`Store::copy_claim`]) is stored `skipped` with reason `in_another_job`; a
     ///   restore item whose retraction is already being (or was) restored likewise.
     pub fn create_job(&mut self, job: &NewJob, items: &[ItemRow]) -> Result<i64, StoreError> {
+        self.create_job_audited(job, items, |_| Vec::new())
+            .map(|(id, _)| id)
+    }
+
+    /// [`Store::create_job`], appending the audit entries `records(job id)` gives (what the
+    /// new job means: `plan_applied`, an automation's `auto_retract`) in the same
+    /// transaction: a crash leaves no job, or the job with its entries.
+    pub fn create_job_audited(
+        &mut self,
+        job: &NewJob,
+        items: &[ItemRow],
+        records: impl FnOnce(i64) -> Vec<crate::store::chain::AuditRecord>,
+    ) -> Result<(i64, Vec<crate::store::chain::AuditEntry>), StoreError> {
+        let (id, entries) = self.create_job_in(job, items, records)?;
+        for entry in &entries {
+            self.head_appended(entry)?;
+        }
+        Ok((id, entries))
+    }
+
+    fn create_job_in(
+        &mut self,
+        job: &NewJob,
+        items: &[ItemRow],
+        records: impl FnOnce(i64) -> Vec<crate::store::chain::AuditRecord>,
+    ) -> Result<(i64, Vec<crate::store::chain::AuditEntry>), StoreError> {
         if let super::Db::Postgres(pg) = &mut self.db {
-            return super::pg::jobs::create_job(pg, job, items);
+            return super::pg::jobs::create_job(pg, job, items, records);
         }
         let tx = self
             .conn_mut()?
@@ -836,8 +862,12 @@ impl Store {
         )?;
         let job_id = tx.last_insert_rowid();
         insert_items(&tx, job_id, job.kind, job.dry_run, items)?;
+        let entries = records(job_id)
+            .into_iter()
+            .map(|r| super::audit::sqlite_append_in(&tx, r))
+            .collect::<Result<Vec<_>, _>>()?;
         tx.commit()?;
-        Ok(job_id)
+        Ok((job_id, entries))
     }
 
     /// Who holds a copy (tenant, mailbox) of a message against a new retract job: an item of

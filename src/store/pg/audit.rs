@@ -61,14 +61,14 @@ pub fn seal_plan(
 }
 
 /// Queues on the head row: appends from every host chain one after the other.
-fn lock_head(tx: &PgTx<'_>) -> Result<(), StoreError> {
+pub(super) fn lock_head(tx: &PgTx<'_>) -> Result<(), StoreError> {
     tx.query_one("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE", &[])?;
     Ok(())
 }
 
 /// Chains `record` after the newest entry inside the caller's transaction (holding the head
 /// row's lock).
-fn append_in(tx: &PgTx<'_>, record: AuditRecord) -> Result<AuditEntry, StoreError> {
+pub(super) fn append_in(tx: &PgTx<'_>, record: AuditRecord) -> Result<AuditEntry, StoreError> {
     let prev = match tx.query_opt(
         "SELECT seq, record, prev_hash, hash FROM audit ORDER BY pos DESC LIMIT 1",
         &[],

@@ -285,7 +285,14 @@ fn spent_by<C: Sql>(c: &C, plan: &str) -> Result<Option<i64>, StoreError> {
 }
 
 /// See `Store::create_job`: under [`LEDGER_LOCK`].
-pub fn create_job(conn: &mut PgConn, job: &NewJob, items: &[ItemRow]) -> Result<i64, StoreError> {
+/// See `Store::create_job_audited`: under [`LEDGER_LOCK`], then (for entries) the audit head
+/// row's lock — always in that order, so no two transactions wait for each other.
+pub fn create_job(
+    conn: &mut PgConn,
+    job: &NewJob,
+    items: &[ItemRow],
+    records: impl FnOnce(i64) -> Vec<crate::store::chain::AuditRecord>,
+) -> Result<(i64, Vec<crate::store::chain::AuditEntry>), StoreError> {
     conn.transaction(|tx| {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LEDGER_LOCK])?;
         if job.kind == JobKind::Retract
@@ -318,7 +325,15 @@ pub fn create_job(conn: &mut PgConn, job: &NewJob, items: &[ItemRow]) -> Result<
         )?;
         let job_id: i64 = get(&row, 0)?;
         insert_items(tx, job_id, job.kind, job.dry_run, items)?;
-        Ok(job_id)
+        let records = records(job_id);
+        if !records.is_empty() {
+            super::audit::lock_head(tx)?;
+        }
+        let entries = records
+            .into_iter()
+            .map(|r| super::audit::append_in(tx, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((job_id, entries))
     })
 }
 

@@ -547,3 +547,90 @@ async fn three_workers_on_postgres_act_on_each_of_6000_copies_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     three_workers_share_one_job(Raw::Postgres(db), dir.path()).await;
 }
+
+/// Three workers; one is SIGKILLed while it holds items. The other two take its items over
+/// (its registration ended and audited; what it had in flight settled by locating) and finish
+/// the job: every copy still acted on exactly once, the job ended once, the chain intact.
+async fn a_killed_workers_items_are_finished_by_the_others(raw: Raw, dir: &Path) {
+    let name = raw.name();
+    // Slower service, so the job lasts several seconds and the kill lands mid-job.
+    let lab = worker_lab(&raw, dir, MAILBOXES, Duration::from_millis(15)).await;
+    let data = dir.join("data");
+    let job = queue_campaign(&lab, &data).await;
+    let before = lab.server.lab.state().actions.len();
+    let mut workers: Vec<KillOnDrop> = (0..3).map(|_| spawn_worker(&lab, &data)).collect();
+    let victim = workers[0].0.id();
+    let store = match &raw {
+        Raw::Sqlite(_) => Store::open_in_dir(&data).expect("open"),
+        Raw::Postgres(_) => raw.open(),
+    };
+    // Wait until the store shows the victim holding items, having settled some already.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let held = loop {
+        let me = store
+            .job_workers(job)
+            .expect("workers")
+            .into_iter()
+            .find(|w| w.holder.pid == victim && w.ended.is_none());
+        if let Some(w) = me
+            && w.held > 0
+            && w.succeeded > 0
+        {
+            break w.held;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: the victim never held items"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut killed = workers.remove(0);
+    killed.0.kill().expect("SIGKILL"); // Child::kill is SIGKILL on Unix
+    let status = killed.0.wait().expect("reap");
+    assert!(!status.success(), "{name}: the victim was killed");
+    assert!(
+        lab.server.lab.state().actions.len() - before < lab.want.len(),
+        "{name}: the kill landed mid-job"
+    );
+    wait_all(workers).await;
+    assert_finished_once(&raw, &lab, &data, job, before).await;
+    // The victim's registration was ended by a survivor, and that is on record.
+    let entries = store.audit_entries().expect("read").expect("chain");
+    let taken_over: Vec<_> = entries
+        .iter()
+        .filter(|e| e.record.action == "worker_taken_over")
+        .collect();
+    assert_eq!(taken_over.len(), 1, "{name}: one take-over audited");
+    assert_eq!(
+        taken_over[0].record.detail["previous_pid"].as_u64(),
+        Some(u64::from(victim)),
+        "{name}"
+    );
+    let victim_row = store
+        .job_workers(job)
+        .expect("workers")
+        .into_iter()
+        .find(|w| w.holder.pid == victim)
+        .expect("victim registered");
+    assert!(victim_row.taken_over, "{name}: {victim_row:?}");
+    assert_eq!(
+        victim_row.held, 0,
+        "{name}: it holds nothing now (held {held} at the kill)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_worker_on_sqlite_is_taken_over_and_each_copy_acted_on_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raw = Raw::Sqlite(dir.path().join("data").join("clawback.sqlite3"));
+    a_killed_workers_items_are_finished_by_the_others(raw, dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_worker_on_postgres_is_taken_over_and_each_copy_acted_on_once() {
+    let Some(db) = clawback::store::pg::testing::fresh_database_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    a_killed_workers_items_are_finished_by_the_others(Raw::Postgres(db), dir.path()).await;
+}

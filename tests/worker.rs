@@ -634,3 +634,131 @@ async fn a_sigkilled_worker_on_postgres_is_taken_over_and_each_copy_acted_on_onc
     let dir = tempfile::tempdir().expect("tempdir");
     a_killed_workers_items_are_finished_by_the_others(Raw::Postgres(db), dir.path()).await;
 }
+
+/// A job is run by workers or by one process holding its lease, never both: `jobs resume`
+/// refuses a job live workers share (naming them, as `jobs list` does), and a worker does not
+/// join a job a process runs alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_is_run_by_workers_or_by_one_process_never_both() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raw = Raw::Sqlite(dir.path().join("data").join("clawback.sqlite3"));
+    let lab = worker_lab(&raw, dir.path(), 30, Duration::from_millis(1)).await;
+    let data = dir.path().join("data");
+    let job = queue_campaign(&lab, &data).await;
+    let before = lab.server.lab.state().actions.len();
+    let mut store = Store::open_in_dir(&data).expect("open");
+
+    // A live worker (another host) shares the job.
+    let worker = holder("worker-elsewhere");
+    store.join_job(job, &worker).expect("join");
+    assert_eq!(
+        store.take_items(job, &worker.owner, 5).expect("take").len(),
+        5
+    );
+    let listed = text(&run(&lab.config, &data, &["jobs", "list"]).await);
+    assert!(
+        listed.contains(&format!(
+            "worker worker-host:{} (held 5, done 0)",
+            worker.pid
+        )),
+        "{listed}"
+    );
+    let resumed = run(&lab.config, &data, &["jobs", "resume", &job.to_string()]).await;
+    assert_eq!(resumed.status.code(), Some(1), "{}", text(&resumed));
+    assert!(
+        text(&resumed).contains(&format!(
+            "1 `clawback worker` process (pid {} on worker-host)",
+            worker.pid
+        )),
+        "{}",
+        text(&resumed)
+    );
+    assert_eq!(lab.server.lab.state().actions.len(), before, "nothing sent");
+    store.leave_job(job, &worker.owner).expect("leave");
+
+    // A process runs the job alone (its lease is live): a worker does not join.
+    let alone = holder("single-run");
+    let taken = store
+        .acquire_job_lease(job, &alone, chrono::Duration::seconds(30))
+        .expect("lease");
+    assert!(taken.is_ok());
+    let refused = run(
+        &lab.config,
+        &data,
+        &["worker", "--exit-when-idle", "--job", &job.to_string()],
+    )
+    .await;
+    assert!(refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains(&format!("job {job} is run by pid {}", alone.pid))
+            && text(&refused).contains("not joined"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(lab.server.lab.state().actions.len(), before, "nothing sent");
+    assert_eq!(
+        store.item_counts(job).expect("counts").pending as usize,
+        lab.want.len()
+    );
+
+    // Lease given up: a worker finishes the job.
+    store.release_job_lease(job, &alone.owner).expect("release");
+    let worked = run(
+        &lab.config,
+        &data,
+        &["worker", "--exit-when-idle", "--job", &job.to_string()],
+    )
+    .await;
+    assert!(worked.status.success(), "{}", text(&worked));
+    assert_acted_on_once(
+        &lab_actions_since(&lab.server, before),
+        &lab.want,
+        "one worker after the lease",
+    );
+    assert_eq!(
+        store.job(job).expect("job").expect("exists").state,
+        JobState::Finished
+    );
+}
+
+/// `jobs cancel` stops the workers before their next batch; pending items stay pending and the
+/// job is not ended by them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_stops_the_workers_before_their_next_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raw = Raw::Sqlite(dir.path().join("data").join("clawback.sqlite3"));
+    let lab = worker_lab(&raw, dir.path(), 600, Duration::from_millis(20)).await;
+    let data = dir.path().join("data");
+    let job = queue_campaign(&lab, &data).await;
+    let before = lab.server.lab.state().actions.len();
+    let worker = KillOnDrop(
+        clawback(
+            &lab.config,
+            &data,
+            &["worker", "--exit-when-idle", "--batch", "20"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn worker"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lab.server.lab.state().actions.len() == before {
+        assert!(Instant::now() < deadline, "the worker never acted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cancelled = run(&lab.config, &data, &["jobs", "cancel", &job.to_string()]).await;
+    assert!(cancelled.status.success(), "{}", text(&cancelled));
+    wait_all(vec![worker]).await;
+    let store = Store::open_in_dir(&data).expect("open");
+    let counts = store.item_counts(job).expect("counts");
+    assert_eq!(
+        store.job(job).expect("job").expect("exists").state,
+        JobState::Cancelled
+    );
+    assert!(counts.pending > 0, "stopped before the end: {counts:?}");
+    assert_eq!(counts.in_flight, 0, "{counts:?}");
+    let acted = lab_actions_since(&lab.server, before);
+    assert_eq!(acted.len() as u64, counts.succeeded, "{counts:?}");
+    assert!(acted.values().all(|n| *n == 1));
+}

@@ -762,3 +762,65 @@ async fn a_cancel_stops_the_workers_before_their_next_batch() {
     assert_eq!(acted.len() as u64, counts.succeeded, "{counts:?}");
     assert!(acted.values().all(|n| *n == 1));
 }
+
+/// A worker on another host that went silent (its heartbeat older than `[jobs]
+/// lease_stale_secs`) holding items, one of them in flight: a worker here takes them over once
+/// the heartbeat lapsed — the in-flight one settled by locating (still in the inbox: acted on
+/// once, here) — and finishes the job. `jobs show` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_worker_on_another_host_is_taken_over_once_its_heartbeat_lapsed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for raw in backends(&dir) {
+        let name = raw.name();
+        let sub = dir.path().join(name);
+        std::fs::create_dir_all(&sub).expect("dir");
+        let raw = match raw {
+            Raw::Sqlite(_) => Raw::Sqlite(sub.join("data").join("clawback.sqlite3")),
+            pg => pg,
+        };
+        let lab = worker_lab(&raw, &sub, 30, Duration::from_millis(1)).await;
+        let data = sub.join("data");
+        let job = queue_campaign(&lab, &data).await;
+        let before = lab.server.lab.state().actions.len();
+        let store = match &raw {
+            Raw::Sqlite(_) => Store::open_in_dir(&data).expect("open"),
+            Raw::Postgres(_) => raw.open(),
+        };
+        let silent = holder("silent-elsewhere");
+        store.join_job(job, &silent).expect("join");
+        let held = store.take_items(job, &silent.owner, 5).expect("take");
+        store
+            .mark_in_flight(
+                held[0].id,
+                held[0].copy_id.as_deref().unwrap_or(""),
+                &silent.owner,
+            )
+            .expect("in flight");
+        // Its last heartbeat a minute ago (the config's limit is 6 s).
+        raw.exec("UPDATE job_worker SET heartbeat = heartbeat - 60");
+        let worked = run(
+            &lab.config,
+            &data,
+            &["worker", "--exit-when-idle", "--job", &job.to_string()],
+        )
+        .await;
+        assert!(worked.status.success(), "{name}: {}", text(&worked));
+        assert!(
+            text(&worked).contains(&format!(
+                "worker worker-host:{} lapsed; its 5 items taken over",
+                silent.pid
+            )),
+            "{name}: {}",
+            text(&worked)
+        );
+        assert_finished_once(&raw, &lab, &data, job, before).await;
+        let shown = text(&run(&lab.config, &data, &["jobs", "show", &job.to_string()]).await);
+        assert!(
+            shown.lines().any(
+                |l| l.starts_with(&format!("worker worker-host:{}", silent.pid))
+                    && l.contains("lapsed (items taken over)")
+            ),
+            "{name}: {shown}"
+        );
+    }
+}

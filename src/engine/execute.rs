@@ -1057,11 +1057,14 @@ impl Engine {
     }
 
     /// Unfinished jobs that no live process runs: interrupted (a console quit mid-job, a
-    /// crash, a kill), to offer for resume. A job live workers share is not offered.
+    /// crash, a kill), to offer for resume. A job queued for `clawback worker` is the
+    /// workers' to take up, not offered here (`clawback jobs resume ID` still runs it alone
+    /// when no worker is on it).
     pub fn interrupted_jobs(&self) -> Result<Vec<JobRow>, EngineError> {
         let mut out = Vec::new();
         for row in self.unfinished_jobs()? {
-            if self.live_lease(row.id)?.is_none() && self.live_workers(row.id)?.is_empty() {
+            let queued = self.store().job_queued(row.id)?;
+            if !queued && self.live_lease(row.id)?.is_none() {
                 out.push(row);
             }
         }

@@ -286,6 +286,14 @@ fn a_job_several_workers_finish_at_once_is_ended_exactly_once() {
 
 // ---- real processes against the lab ----
 
+/// The store the processes share: the SQLite file in `data`, or the PostgreSQL database.
+fn open_store(raw: &Raw, data: &Path) -> Store {
+    match raw {
+        Raw::Sqlite(_) => Store::open_in_dir(data).expect("open"),
+        Raw::Postgres(_) => raw.open(),
+    }
+}
+
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_clawback")
 }
@@ -386,10 +394,7 @@ async fn worker_lab(raw: &Raw, dir: &Path, mailboxes: usize, latency: Duration) 
             r
         })
         .collect();
-    let mut store = match raw {
-        Raw::Sqlite(_) => Store::open_in_dir(&dir.join("data")).expect("open"),
-        Raw::Postgres(_) => raw.open(),
-    };
+    let mut store = open_store(raw, &dir.join("data"));
     store.upsert_trace(&records).expect("trace");
     WorkerLab {
         server,
@@ -469,10 +474,7 @@ async fn assert_finished_once(raw: &Raw, lab: &WorkerLab, data: &Path, job: i64,
         &lab.want,
         &format!("{name}: three workers"),
     );
-    let store = match raw {
-        Raw::Sqlite(_) => Store::open_in_dir(data).expect("open"),
-        Raw::Postgres(_) => raw.open(),
-    };
+    let store = open_store(raw, data);
     let row = store.job(job).expect("job").expect("exists");
     assert_eq!(row.state, JobState::Finished, "{name}");
     let counts = store.item_counts(job).expect("counts");
@@ -560,10 +562,7 @@ async fn a_killed_workers_items_are_finished_by_the_others(raw: Raw, dir: &Path)
     let before = lab.server.lab.state().actions.len();
     let mut workers: Vec<KillOnDrop> = (0..3).map(|_| spawn_worker(&lab, &data)).collect();
     let victim = workers[0].0.id();
-    let store = match &raw {
-        Raw::Sqlite(_) => Store::open_in_dir(&data).expect("open"),
-        Raw::Postgres(_) => raw.open(),
-    };
+    let store = open_store(&raw, &data);
     // Wait until the store shows the victim holding items, having settled some already.
     let deadline = Instant::now() + Duration::from_secs(120);
     let held = loop {
@@ -782,10 +781,7 @@ async fn a_silent_worker_on_another_host_is_taken_over_once_its_heartbeat_lapsed
         let data = sub.join("data");
         let job = queue_campaign(&lab, &data).await;
         let before = lab.server.lab.state().actions.len();
-        let store = match &raw {
-            Raw::Sqlite(_) => Store::open_in_dir(&data).expect("open"),
-            Raw::Postgres(_) => raw.open(),
-        };
+        let store = open_store(&raw, &data);
         let silent = holder("silent-elsewhere");
         store.join_job(job, &silent).expect("join");
         let held = store.take_items(job, &silent.owner, 5).expect("take");

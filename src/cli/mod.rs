@@ -83,9 +83,10 @@ pub enum CliCommand {
     Watch(automation::WatchArgs),
     /// The store itself: copy an embedded SQLite store into a shared PostgreSQL store.
     Store(store::StoreArgs),
-    /// Team scale: work on jobs queued with `retract --queue` / `apply --queue`, together with
-    /// any other workers sharing the store (several hosts on PostgreSQL, or several processes on
-    /// one SQLite data directory). Each takes batches of pending items; a worker that dies has
+    /// Team scale: work on jobs queued with `retract --queue` / `apply --queue`, with other workers.
+    ///
+    /// Any number of workers share the queued jobs of one store (several hosts on PostgreSQL, or
+    /// several processes on one SQLite data directory). Each takes batches of pending items; a worker that dies has
     /// its items taken over once its heartbeat lapses (`[jobs] lease_stale_secs`), what it had in
     /// flight settled by locating the copy, so every copy is acted on once. Ctrl-C / SIGTERM
     /// finish the batch in flight and give the rest back.

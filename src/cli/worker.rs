@@ -26,18 +26,7 @@ pub struct WorkerArgs {
 /// given back to the other workers, the worker leaves its job.
 fn stop_on_signals(stop: Arc<AtomicBool>) {
     tokio::spawn(async move {
-        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-        match term {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        super::automation::shutdown_signal().await;
         errln!("worker: stopping after the batch in flight");
         stop.store(true, Ordering::SeqCst);
     });

@@ -1473,6 +1473,29 @@ endpoints = { login = "http://127.0.0.1:9", graph = "http://127.0.0.1:9" }
     }
 
     #[test]
+    fn jobs_lease_stale_defaults_to_30_s_and_refuses_less_than_three_heartbeats() {
+        let c = Config::parse(LAB, Path::new("lab.toml")).expect("parse");
+        assert_eq!(c.jobs.lease_stale(), chrono::Duration::seconds(30));
+        let ok = format!("{LAB}\n[jobs]\nlease_stale_secs = 6\n");
+        let c = Config::parse(&ok, Path::new("lab.toml")).expect("parse");
+        assert_eq!(c.jobs.lease_stale(), chrono::Duration::seconds(6));
+        for v in ["5", "0", "-1", "86401"] {
+            let text = format!("{LAB}\n[jobs]\nlease_stale_secs = {v}\n");
+            let err = Config::parse(&text, Path::new("lab.toml"))
+                .unwrap_err()
+                .to_string();
+            let want_line = text.lines().count();
+            assert!(err.starts_with(&format!("lab.toml:{want_line}: ")), "{err}");
+            assert!(
+                err.contains(&format!(
+                    "[jobs] lease_stale_secs = {v}: must be from 6 (three heartbeats) to 86400"
+                )),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn http_timeouts_default_parse_and_refuse_out_of_range_naming_file_line_and_key() {
         let c = Config::parse(LAB, Path::new("lab.toml")).expect("parse");
         assert_eq!(c.http, HttpConfig::default());

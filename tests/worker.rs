@@ -820,3 +820,58 @@ async fn a_silent_worker_on_another_host_is_taken_over_once_its_heartbeat_lapsed
         );
     }
 }
+
+/// SIGTERM: the worker finishes the batch in flight, gives its untouched items back and leaves
+/// the job (not a lapse: nothing to take over); another worker then finishes the job, each copy
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_by_sigterm_gives_its_untouched_items_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raw = Raw::Sqlite(dir.path().join("data").join("clawback.sqlite3"));
+    let lab = worker_lab(&raw, dir.path(), 600, Duration::from_millis(20)).await;
+    let data = dir.path().join("data");
+    let job = queue_campaign(&lab, &data).await;
+    let before = lab.server.lab.state().actions.len();
+    let worker = KillOnDrop(
+        clawback(&lab.config, &data, &["worker", "--batch", "100"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn worker"),
+    );
+    let pid = worker.0.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lab.server.lab.state().actions.len() == before {
+        assert!(Instant::now() < deadline, "the worker never acted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(term.success());
+    wait_all(vec![worker]).await;
+    let store = open_store(&raw, &data);
+    let counts = store.item_counts(job).expect("counts");
+    assert_eq!(
+        counts.in_flight, 0,
+        "the batch in flight was finished: {counts:?}"
+    );
+    assert!(counts.pending > 0, "stopped before the end: {counts:?}");
+    let w = store
+        .job_workers(job)
+        .expect("workers")
+        .into_iter()
+        .find(|w| w.holder.pid == pid)
+        .expect("registered");
+    assert!(w.ended.is_some() && !w.taken_over, "it left: {w:?}");
+    assert_eq!(w.held, 0, "its untouched items were given back");
+    assert_eq!(
+        store.job(job).expect("job").expect("exists").state,
+        JobState::Running
+    );
+    let rest = run(&lab.config, &data, &["worker", "--exit-when-idle"]).await;
+    assert!(rest.status.success(), "{}", text(&rest));
+    assert!(!text(&rest).contains("lapsed"), "{}", text(&rest));
+    assert_finished_once(&raw, &lab, &data, job, before).await;
+}

@@ -18,7 +18,10 @@
 //! - **Acting only under the lease**: `mark_in_flight` and `record_sending` lock the job row
 //!   `FOR SHARE` while they check its lease owner, so a takeover (an `UPDATE` of that row) waits
 //!   for them to commit, and they re-check the owner after a takeover that committed meanwhile:
-//!   once a lease has changed hands, the old holder cannot mark another item in flight.
+//!   once a lease has changed hands, the old holder cannot mark another item in flight. An item
+//!   of a job shared by workers (`store::pg::workers`) is marked only by the worker named on the
+//!   item row (re-checked on the locked row), while its registration, locked `FOR SHARE`, is
+//!   active: a worker whose items were taken over cannot mark them.
 
 use super::migrations::Step;
 use super::{Params, PgConn, PgTx, get};

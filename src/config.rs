@@ -149,6 +149,9 @@ pub struct Config {
     /// retract in one cycle before it waits for `clawback policy confirm`.
     #[serde(default)]
     pub watch: WatchConfig,
+    /// `[jobs]`: how long a silent job runner (a process or a `clawback worker`) keeps its work.
+    #[serde(default, skip_serializing_if = "JobsConfig::is_default")]
+    pub jobs: JobsConfig,
     /// Provider HTTP timeouts (`[http]`), for every tenant.
     #[serde(default)]
     pub http: HttpConfig,
@@ -853,6 +856,57 @@ fn de_trace_share_min_messages<'de, D: serde::Deserializer<'de>>(d: D) -> Result
     Ok(v as u64)
 }
 
+/// `[jobs]`: the lease of a job run by one process and the registrations of workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    /// A job runner whose heartbeat (every 2 s) is older than this many seconds is taken to be
+    /// gone: another process takes its job (or, for a worker, its items) over, settling what it
+    /// had in flight by locating. Default 30, at least 6 (three heartbeats).
+    #[serde(
+        default = "default_lease_stale_secs",
+        deserialize_with = "de_lease_stale_secs"
+    )]
+    pub lease_stale_secs: u64,
+}
+
+/// Smallest accepted `[jobs] lease_stale_secs`: three heartbeats, so a busy runner is not
+/// taken for dead.
+pub const MIN_LEASE_STALE_SECS: u64 = 6;
+
+fn default_lease_stale_secs() -> u64 {
+    30
+}
+
+fn de_lease_stale_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = i64::deserialize(d)?;
+    if v < MIN_LEASE_STALE_SECS as i64 || v > 86_400 {
+        return Err(serde::de::Error::custom(format!(
+            "[jobs] lease_stale_secs = {v}: must be from {MIN_LEASE_STALE_SECS} (three heartbeats) to 86400"
+        )));
+    }
+    Ok(v as u64)
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            lease_stale_secs: default_lease_stale_secs(),
+        }
+    }
+}
+
+impl JobsConfig {
+    fn is_default(&self) -> bool {
+        *self == JobsConfig::default()
+    }
+
+    /// How old a heartbeat may be before its holder is taken to be gone.
+    pub fn lease_stale(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::try_from(self.lease_stale_secs).unwrap_or(i64::MAX / 1000))
+    }
+}
+
 impl Default for WatchConfig {
     fn default() -> Self {
         WatchConfig {
@@ -1415,6 +1469,29 @@ endpoints = { login = "http://127.0.0.1:9", graph = "http://127.0.0.1:9" }
             let want_line = text.lines().count();
             assert!(err.starts_with(&format!("lab.toml:{want_line}: ")), "{err}");
             assert!(err.contains(&format!("[watch] {key}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn jobs_lease_stale_defaults_to_30_s_and_refuses_less_than_three_heartbeats() {
+        let c = Config::parse(LAB, Path::new("lab.toml")).expect("parse");
+        assert_eq!(c.jobs.lease_stale(), chrono::Duration::seconds(30));
+        let ok = format!("{LAB}\n[jobs]\nlease_stale_secs = 6\n");
+        let c = Config::parse(&ok, Path::new("lab.toml")).expect("parse");
+        assert_eq!(c.jobs.lease_stale(), chrono::Duration::seconds(6));
+        for v in ["5", "0", "-1", "86401"] {
+            let text = format!("{LAB}\n[jobs]\nlease_stale_secs = {v}\n");
+            let err = Config::parse(&text, Path::new("lab.toml"))
+                .unwrap_err()
+                .to_string();
+            let want_line = text.lines().count();
+            assert!(err.starts_with(&format!("lab.toml:{want_line}: ")), "{err}");
+            assert!(
+                err.contains(&format!(
+                    "[jobs] lease_stale_secs = {v}: must be from 6 (three heartbeats) to 86400"
+                )),
+                "{err}"
+            );
         }
     }
 

@@ -529,7 +529,7 @@ fn init_log(data_dir: &Path) -> Option<tracing_appender::non_blocking::WorkerGua
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());

@@ -16,6 +16,7 @@ mod retract;
 mod search;
 mod store;
 mod trace;
+mod worker;
 
 /// Exit codes (DESIGN §8).
 pub mod exit {
@@ -82,6 +83,14 @@ pub enum CliCommand {
     Watch(automation::WatchArgs),
     /// The store itself: copy an embedded SQLite store into a shared PostgreSQL store.
     Store(store::StoreArgs),
+    /// Team scale: work on jobs queued with `retract --queue` / `apply --queue`, with other workers.
+    ///
+    /// Any number of workers share the queued jobs of one store (several hosts on PostgreSQL, or
+    /// several processes on one SQLite data directory). Each takes batches of pending items; a worker that dies has
+    /// its items taken over once its heartbeat lapses (`[jobs] lease_stale_secs`), what it had in
+    /// flight settled by locating the copy, so every copy is acted on once. Ctrl-C / SIGTERM
+    /// finish the batch in flight and give the rest back.
+    Worker(worker::WorkerArgs),
 }
 
 /// The tokio runtime every command that talks to a provider, the store's engine or the lab runs
@@ -152,6 +161,9 @@ pub fn main() -> ExitCode {
             automation::watch(args, cli.config.as_deref(), cli.data_dir.as_deref())
         }
         Some(CliCommand::Store(args)) => store::run(args),
+        Some(CliCommand::Worker(args)) => {
+            worker::run(args, cli.config.as_deref(), cli.data_dir.as_deref())
+        }
         Some(CliCommand::Demo(args)) => console::demo(args, cli.console, cli.data_dir.as_deref()),
         None => console::console(cli.console, cli.config.as_deref(), cli.data_dir.as_deref()),
     };

@@ -75,6 +75,10 @@ pub struct RetractArgs {
     /// Act on N mailboxes first, verify, then fan out.
     #[arg(long, default_value_t = 0)]
     pub canary: usize,
+    /// Make the job and leave it to `clawback worker` processes (any host sharing the store)
+    /// instead of running it here.
+    #[arg(long, conflicts_with_all = ["dry_run", "canary"])]
+    pub queue: bool,
     /// Print the plan / outcome as JSON.
     #[arg(long)]
     pub json: bool,
@@ -97,6 +101,9 @@ pub struct ApplyArgs {
     pub canary: usize,
     #[arg(long)]
     pub yes: bool,
+    /// Make the job and leave it to `clawback worker` processes instead of running it here.
+    #[arg(long, conflicts_with = "canary")]
+    pub queue: bool,
 }
 
 #[derive(Debug, Args)]
@@ -154,7 +161,7 @@ fn build(config: Config, store: crate::store::Store) -> Result<Engine, u8> {
     })
 }
 
-fn fail(e: EngineError) -> u8 {
+pub(super) fn fail(e: EngineError) -> u8 {
     errln!("clawback: {e}");
     match e {
         EngineError::Store(crate::store::StoreError::PlanSpent { .. }) => exit::USAGE,
@@ -208,6 +215,17 @@ fn print_plan(plan: &Plan) {
     for (reason, n) in &c.skipped_by_reason {
         outln!("  cannot  {:<14} {n}", reason.as_str());
     }
+}
+
+/// Leaves a made job to the workers and says so.
+fn queue(engine: &Engine, job: i64) -> u8 {
+    if let Err(e) = engine.queue_job(job) {
+        return fail(e);
+    }
+    outln!(
+        "job {job} queued: run `clawback worker` (on any host sharing this store) to work on it; `clawback jobs show {job}` follows it"
+    );
+    exit::OK
 }
 
 /// Asks for confirmation (unless `yes`), then makes the plan's job; `Err` is the exit code.
@@ -338,7 +356,7 @@ impl Progress {
 }
 
 /// Builds the engine and a runtime for a command (errors already printed: the exit code).
-fn engine_and_runtime(
+pub(super) fn engine_and_runtime(
     config_path: Option<&Path>,
     data_dir: Option<&Path>,
 ) -> Result<(Engine, tokio::runtime::Runtime), u8> {
@@ -357,7 +375,7 @@ fn report_code(result: Result<JobReport, EngineError>, json: bool) -> u8 {
     }
 }
 
-fn print_report(r: &JobReport, json: bool) {
+pub(super) fn print_report(r: &JobReport, json: bool) {
     if json {
         let v = serde_json::json!({
             "job": r.job,
@@ -453,7 +471,7 @@ pub fn retract(args: RetractArgs, config_path: Option<&Path>, data_dir: Option<&
         return fail(e);
     }
     rt.block_on(async {
-        if args.yes && !args.dry_run {
+        if args.yes && !args.dry_run && !args.queue {
             return plan_while_acting(&engine, &args).await;
         }
         let plan = match engine.build_plan(args.request.request()).await {
@@ -480,6 +498,9 @@ pub fn retract(args: RetractArgs, config_path: Option<&Path>, data_dir: Option<&
             Ok(j) => j,
             Err(code) => return code,
         };
+        if args.queue {
+            return queue(&engine, job);
+        }
         report_code(
             run_with_progress(&engine, job, args.canary, args.json).await,
             args.json,
@@ -592,6 +613,9 @@ pub fn apply(args: ApplyArgs, config_path: Option<&Path>, data_dir: Option<&Path
         Ok(j) => j,
         Err(code) => return code,
     };
+    if args.queue {
+        return queue(&engine, job);
+    }
     let rt = match super::runtime("clawback") {
         Ok(r) => r,
         Err(code) => return code,
@@ -631,14 +655,36 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
             let here = crate::store::jobs::LeaseHolder::this_process().host;
             for j in rows {
                 let c = engine.store().item_counts(j.id).unwrap_or_default();
+                let workers = match engine.live_workers(j.id) {
+                    Ok(w) => w,
+                    Err(e) => return fail(e),
+                };
+                let queued = engine.store().job_queued(j.id).unwrap_or(false);
                 // Which process runs it now (a live lease), so a second terminal knows.
-                let holder = match engine.store().job_lease(j.id) {
+                let lease = engine.store().job_lease(j.id);
+                let holder = match lease {
+                    // Shared work: which worker (host:pid) holds how many items, done how many.
+                    _ if !workers.is_empty() => workers
+                        .iter()
+                        .map(|w| {
+                            format!(
+                                "worker {} (held {}, done {})",
+                                w.name(),
+                                w.held,
+                                w.succeeded + w.failed
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     Ok(Some(l)) if j.state == JobState::Running => {
-                        if l.is_live(&here, crate::engine::execute::LEASE_STALE) {
+                        if l.is_live(&here, engine.lease_stale()) {
                             l.to_string()
                         } else {
                             format!("nobody (last {l}; `clawback jobs resume {}`)", j.id)
                         }
+                    }
+                    Ok(None) if j.state == JobState::Running && queued => {
+                        "no worker now (queued: `clawback worker`)".to_string()
                     }
                     Ok(None) if j.state == JobState::Running => {
                         format!("nobody (`clawback jobs resume {}`)", j.id)
@@ -696,6 +742,30 @@ pub fn jobs(args: JobsArgs, config_path: Option<&Path>, data_dir: Option<&Path>)
             );
             if let Some(h) = &j.audit_head {
                 outln!("audit head after it: {h}");
+            }
+            let workers = match store.job_workers(job) {
+                Ok(w) => w,
+                Err(e) => return fail(e.into()),
+            };
+            let here = crate::store::jobs::LeaseHolder::this_process().host;
+            for w in &workers {
+                let state = if w.is_live(&here, engine.lease_stale()) {
+                    "live"
+                } else if w.taken_over {
+                    "lapsed (items taken over)"
+                } else if w.ended.is_some() {
+                    "left"
+                } else {
+                    "lapsed"
+                };
+                outln!(
+                    "worker {:<28} {state:<25} held {:>6}  succeeded {:>6}  failed {:>6}  since {}",
+                    w.name(),
+                    w.held,
+                    w.succeeded,
+                    w.failed,
+                    w.started.format("%Y-%m-%d %H:%M:%S")
+                );
             }
             let items = store.job_items(job, None).unwrap_or_default();
             for it in items {

@@ -49,9 +49,12 @@ pub(super) struct RunShared<'a> {
     /// This run makes the job's plan (acting while planning): its copies were located moments
     /// ago, by this run.
     planning_here: AtomicBool,
+    /// A `clawback worker` runs this part of the job: it goes on while its registration is
+    /// active (not while it holds the job's lease).
+    worker: bool,
 }
 
-impl RunShared<'_> {
+impl<'a> RunShared<'a> {
     /// Asked before every batch: this process's cancel, an unrecordable `in_flight`, or the
     /// store — a cancel written by any process, or a lease taken over — stops the run.
     pub(super) fn should_stop(&self) -> bool {
@@ -62,11 +65,13 @@ impl RunShared<'_> {
         {
             return true;
         }
-        let go_on = match self
-            .engine
-            .store()
-            .job_run_check(self.job, &self.engine.lease.owner)
-        {
+        let owner = &self.engine.lease.owner;
+        let check = if self.worker {
+            self.engine.store().worker_check(self.job, owner)
+        } else {
+            self.engine.store().job_run_check(self.job, owner)
+        };
+        let go_on = match check {
             Ok((state, ours)) => state == JobState::Running && ours,
             Err(e) => {
                 tracing::error!(job = self.job, "cannot read the job's state: {e}");
@@ -79,6 +84,32 @@ impl RunShared<'_> {
         !go_on
     }
 
+    /// A worker's share of `job`: stops when `stop` is set (the worker was asked to end), at a
+    /// cancel, or when its registration was ended by another worker.
+    pub(super) fn for_worker(engine: &'a Engine, job: i64, stop: &'a AtomicBool) -> RunShared<'a> {
+        RunShared {
+            engine,
+            job,
+            throttled: std::sync::Mutex::new(0f64),
+            unrecorded: AtomicBool::new(false),
+            cancel: None,
+            interrupt: Some(stop),
+            stopped_by_store: AtomicBool::new(false),
+            planning_here: AtomicBool::new(false),
+            worker: true,
+        }
+    }
+
+    /// Whether an item could not be marked in flight (nothing more was sent).
+    pub(super) fn unrecorded(&self) -> bool {
+        self.unrecorded.load(Ordering::SeqCst)
+    }
+
+    /// Seconds the provider made this run wait.
+    pub(super) fn throttled_secs(&self) -> f64 {
+        *self.throttled.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The front end that runs the job is closing (and nobody cancelled it).
     fn interrupted(&self) -> bool {
         self.interrupt.is_some_and(|i| i.load(Ordering::SeqCst))
@@ -87,10 +118,11 @@ impl RunShared<'_> {
 }
 
 /// A lease whose heartbeat is older than this is taken over (its holder hung or its host is
-/// gone); on the same host a dead holder's lease is taken over at once.
+/// gone); on the same host a dead holder's lease is taken over at once. The default of
+/// `[jobs] lease_stale_secs` ([`Engine::lease_stale`]).
 pub const LEASE_STALE: chrono::Duration = chrono::Duration::seconds(30);
 /// How often a running job renews its lease.
-const LEASE_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
+pub(super) const LEASE_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Outcomes reported by the scheduler, not committed yet.
 type FinishedBuffer = std::sync::Mutex<Vec<(u64, Result<Applied, Failure>)>>;
@@ -361,7 +393,30 @@ impl Engine {
     ) -> Result<T, EngineError> {
         let taken = self
             .store()
-            .acquire_job_lease(job, &self.lease, LEASE_STALE)?;
+            .acquire_job_lease(job, &self.lease, self.lease_stale())?;
+        // Workers register before they look at the lease, a run takes the lease before it looks
+        // at the workers: whichever comes second sees the other, so a job is never run by both.
+        if taken.is_ok() {
+            let workers = self.live_workers(job)?;
+            if !workers.is_empty() {
+                if let Err(e) = self.store().release_job_lease(job, &self.lease.owner) {
+                    tracing::error!(job, "cannot release the lease: {e}");
+                }
+                return Err(EngineError::JobLeased {
+                    job,
+                    holder: format!(
+                        "{} `clawback worker` process{} ({})",
+                        workers.len(),
+                        if workers.len() == 1 { "" } else { "es" },
+                        workers
+                            .iter()
+                            .map(|w| format!("pid {} on {}", w.holder.pid, w.holder.host))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+        }
         match taken {
             Err(holder) => {
                 return Err(EngineError::JobLeased {
@@ -432,6 +487,7 @@ impl Engine {
             interrupt: options.interrupt.as_deref(),
             stopped_by_store: AtomicBool::new(false),
             planning_here: AtomicBool::new(false),
+            worker: false,
         };
         // A plan made while the job runs: copies are acted on as they are located (a canary
         // waits for the whole plan instead: its mailboxes go first).
@@ -577,15 +633,21 @@ impl Engine {
         made.is_some_and(|t| Utc::now().signed_duration_since(t) < age)
     }
 
-    fn job_row(&self, job: i64) -> Result<JobRow, EngineError> {
+    pub(super) fn job_row(&self, job: i64) -> Result<JobRow, EngineError> {
         self.store().job(job)?.ok_or(EngineError::UnknownJob(job))
     }
 
-    fn failed_by_reason(&self, job: i64) -> Result<BTreeMap<FailureReason, u64>, EngineError> {
+    pub(super) fn failed_by_reason(
+        &self,
+        job: i64,
+    ) -> Result<BTreeMap<FailureReason, u64>, EngineError> {
         self.count_by_reason(job, ItemState::Failed)
     }
 
-    fn skipped_by_reason(&self, job: i64) -> Result<BTreeMap<FailureReason, u64>, EngineError> {
+    pub(super) fn skipped_by_reason(
+        &self,
+        job: i64,
+    ) -> Result<BTreeMap<FailureReason, u64>, EngineError> {
         self.count_by_reason(job, ItemState::Skipped)
     }
 
@@ -602,7 +664,11 @@ impl Engine {
         Ok(out)
     }
 
-    fn audit_job_end(&self, row: &JobRow, report: &mut JobReport) -> Result<(), EngineError> {
+    pub(super) fn audit_job_end(
+        &self,
+        row: &JobRow,
+        report: &mut JobReport,
+    ) -> Result<(), EngineError> {
         let mut counts = BTreeMap::from([
             ("succeeded".to_string(), report.counts.succeeded),
             ("failed".to_string(), report.counts.failed),
@@ -646,6 +712,16 @@ impl Engine {
     /// for deletes) = succeeded; still where they were = pending again.
     async fn reconcile(&self, row: &JobRow, sink: Sink<'_>) -> Result<(), EngineError> {
         let in_flight = self.store().job_items(row.id, Some(ItemState::InFlight))?;
+        self.reconcile_items(row, in_flight, sink).await
+    }
+
+    /// [`Engine::reconcile`] for these in-flight items only (a worker's, or those it took over).
+    pub(super) async fn reconcile_items(
+        &self,
+        row: &JobRow,
+        in_flight: Vec<ItemRow>,
+        sink: Sink<'_>,
+    ) -> Result<(), EngineError> {
         if in_flight.is_empty() {
             return Ok(());
         }
@@ -948,7 +1024,7 @@ impl Engine {
     }
 
     /// Records the retraction state of the job's messages in the trace.
-    fn mark_trace(&self, job: i64) -> Result<(), EngineError> {
+    pub(super) fn mark_trace(&self, job: i64) -> Result<(), EngineError> {
         let mut store = self.store();
         let items = store.job_items(job, None)?;
         let mut per_message: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
@@ -993,15 +1069,18 @@ impl Engine {
         Ok(self
             .store()
             .job_lease(job)?
-            .filter(|l| l.is_live(&self.lease.host, LEASE_STALE)))
+            .filter(|l| l.is_live(&self.lease.host, self.lease_stale())))
     }
 
     /// Unfinished jobs that no live process runs: interrupted (a console quit mid-job, a
-    /// crash, a kill), to offer for resume.
+    /// crash, a kill), to offer for resume. A job queued for `clawback worker` is the
+    /// workers' to take up, not offered here (`clawback jobs resume ID` still runs it alone
+    /// when no worker is on it).
     pub fn interrupted_jobs(&self) -> Result<Vec<JobRow>, EngineError> {
         let mut out = Vec::new();
         for row in self.unfinished_jobs()? {
-            if self.live_lease(row.id)?.is_none() {
+            let queued = self.store().job_queued(row.id)?;
+            if !queued && self.live_lease(row.id)?.is_none() {
                 out.push(row);
             }
         }
@@ -1031,7 +1110,7 @@ impl Engine {
         let holder = self
             .store()
             .job_lease(job)?
-            .filter(|l| l.is_live(&self.lease.host, LEASE_STALE));
+            .filter(|l| l.is_live(&self.lease.host, self.lease_stale()));
         self.audit(
             "job",
             "job_cancelled",
@@ -1242,6 +1321,7 @@ impl Engine {
             interrupt: options.interrupt.as_deref(),
             stopped_by_store: AtomicBool::new(false),
             planning_here: AtomicBool::new(false),
+            worker: false,
         };
         let shared = &shared;
         let results: Vec<_> = stream::iter(todo.into_iter().map(|it| async move {

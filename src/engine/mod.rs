@@ -19,6 +19,7 @@ pub mod roles;
 pub mod seal;
 pub mod service;
 pub mod view;
+pub mod worker;
 
 pub use command::Command;
 pub use core::{Engine, EngineError, Operator};

@@ -465,7 +465,7 @@ pub(super) const ITEM_COLUMNS: &str = "id, job_id, tenant, mailbox, message_id, 
      action, effective_action, note, state, reason, provider_code, detail, new_id, to_folder, \
      delivered_at, finished_at, source_item";
 
-fn row_to_item(r: &Row<'_>) -> rusqlite::Result<ItemRow> {
+pub(super) fn row_to_item(r: &Row<'_>) -> rusqlite::Result<ItemRow> {
     let reason: Option<String> = r.get(13)?;
     let to_folder: Option<String> = r.get(17)?;
     Ok(ItemRow {
@@ -1124,7 +1124,9 @@ impl Store {
     }
 
     /// Durability rule, first half: committed before the provider call — and only while
-    /// `lease_owner` holds the item's job (a process whose lease was taken over must not act).
+    /// `lease_owner` holds the item's job (a process whose lease was taken over must not act),
+    /// or, for a job run by workers, while `lease_owner` is the active worker holding the item
+    /// (a worker whose items were taken over must not act on them).
     /// Fails with [`StoreError::NotLeased`] when the item is settled or the lease is not ours.
     pub fn mark_in_flight(
         &self,
@@ -1140,8 +1142,11 @@ impl Store {
             .prepare_cached(
                 "UPDATE job_item SET state = 'in_flight', copy_id = ?2 \
                  WHERE id = ?1 AND state IN ('pending', 'in_flight') \
-                 AND EXISTS (SELECT 1 FROM job WHERE job.id = job_item.job_id \
-                             AND job.lease_owner = ?3)",
+                 AND (EXISTS (SELECT 1 FROM job WHERE job.id = job_item.job_id \
+                              AND job.lease_owner = ?3) \
+                      OR (worker = ?3 AND EXISTS (SELECT 1 FROM job_worker w \
+                          WHERE w.job_id = job_item.job_id AND w.owner = ?3 \
+                          AND w.ended IS NULL)))",
             )?
             .execute(params![item, copy_id, lease_owner])?;
         if n != 1 {
@@ -1168,8 +1173,11 @@ impl Store {
             .prepare_cached(
                 "UPDATE job_item SET sent_id = ?2, sent_version = ?3 \
                  WHERE id = ?1 AND state = 'in_flight' \
-                 AND EXISTS (SELECT 1 FROM job WHERE job.id = job_item.job_id \
-                             AND job.lease_owner = ?4)",
+                 AND (EXISTS (SELECT 1 FROM job WHERE job.id = job_item.job_id \
+                              AND job.lease_owner = ?4) \
+                      OR (worker = ?4 AND EXISTS (SELECT 1 FROM job_worker w \
+                          WHERE w.job_id = job_item.job_id AND w.owner = ?4 \
+                          AND w.ended IS NULL)))",
             )?
             .execute(params![item, sent_id, sent_version, lease_owner])?;
         if n != 1 {

@@ -86,6 +86,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "watch_leader",
         sql: super::leader::SCHEMA,
     },
+    Migration {
+        version: 15,
+        name: "job_workers",
+        sql: super::workers::SCHEMA,
+    },
 ];
 
 /// The newest version this binary knows.

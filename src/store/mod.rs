@@ -19,6 +19,7 @@ pub mod policy;
 pub mod stamp;
 pub mod sync;
 pub mod trace;
+pub mod workers;
 
 pub use trace::{TraceRecord, UpsertOutcome};
 

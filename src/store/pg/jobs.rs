@@ -18,7 +18,10 @@
 //! - **Acting only under the lease**: `mark_in_flight` and `record_sending` lock the job row
 //!   `FOR SHARE` while they check its lease owner, so a takeover (an `UPDATE` of that row) waits
 //!   for them to commit, and they re-check the owner after a takeover that committed meanwhile:
-//!   once a lease has changed hands, the old holder cannot mark another item in flight.
+//!   once a lease has changed hands, the old holder cannot mark another item in flight. An item
+//!   of a job shared by workers (`store::pg::workers`) is marked only by the worker named on the
+//!   item row (re-checked on the locked row), while its registration, locked `FOR SHARE`, is
+//!   active: a worker whose items were taken over cannot mark them.
 
 use super::migrations::Step;
 use super::{Params, PgConn, PgTx, get};
@@ -37,9 +40,10 @@ use tokio_postgres::Row;
 /// The ledger's schema: SQLite's tables after all its job migrations (2, 7, 9, 11), with
 /// SQLite's INTEGER columns as BIGINT. Ids are `BY DEFAULT` identities so that a store copied
 /// from SQLite keeps its job and item ids (the audit and operators name them).
-pub const STEPS: &[Step] = &[Step {
-    name: "jobs",
-    sql: r#"
+pub const STEPS: &[Step] = &[
+    Step {
+        name: "jobs",
+        sql: r#"
 CREATE TABLE plan (
     id          TEXT PRIMARY KEY,
     digest      TEXT NOT NULL,
@@ -98,7 +102,12 @@ CREATE INDEX job_item_message ON job_item(message_id, mailbox);
 CREATE INDEX job_item_source ON job_item(source_item);
 CREATE INDEX job_plan ON job(plan_id);
 "#,
-}];
+    },
+    Step {
+        name: "job_workers",
+        sql: super::workers::SCHEMA,
+    },
+];
 
 /// Advisory lock key of job creation and item appends ("cb-jobs!" in ASCII, as a number).
 pub const LEDGER_LOCK: i64 = 0x6362_2d6a_6f62_7321;
@@ -175,7 +184,7 @@ fn job_row(r: &Row) -> Result<JobRow, StoreError> {
     })
 }
 
-fn item_row(r: &Row) -> Result<ItemRow, StoreError> {
+pub(super) fn item_row(r: &Row) -> Result<ItemRow, StoreError> {
     let to_folder: Option<String> = get(r, 17)?;
     Ok(ItemRow {
         id: get(r, 0)?,
@@ -567,11 +576,18 @@ fn update_leased_item(
     states: &str,
     params: Params<'_>,
 ) -> Result<(), StoreError> {
+    // A worker-run job's item: held by the worker `$2` (checked on the row itself, so a
+    // concurrent take-over is seen), whose registration is locked `FOR SHARE` like the job
+    // row above: ending it waits for this transaction, and a mark after it sees it ended.
     let sql = format!(
         "WITH held AS (SELECT j.id FROM job j JOIN job_item i ON i.job_id = j.id \
-                       WHERE i.id = $1 AND j.lease_owner = $2 FOR SHARE OF j) \
+                       WHERE i.id = $1 AND j.lease_owner = $2 FOR SHARE OF j), \
+         registered AS (SELECT w.job_id FROM job_worker w JOIN job_item i \
+                        ON i.job_id = w.job_id WHERE i.id = $1 AND w.owner = $2 \
+                        AND w.ended IS NULL FOR SHARE OF w) \
          UPDATE job_item SET {set} WHERE id = $1 AND state IN ({states}) \
-         AND job_id IN (SELECT id FROM held)"
+         AND (job_id IN (SELECT id FROM held) \
+              OR (worker = $2 AND job_id IN (SELECT job_id FROM registered)))"
     );
     if conn.execute(&sql, params)? != 1 {
         return Err(StoreError::NotLeased { item });

@@ -25,6 +25,7 @@ pub mod sync;
 pub mod testing;
 pub mod tls;
 pub mod trace;
+pub mod workers;
 
 use super::StoreError;
 use std::sync::OnceLock;

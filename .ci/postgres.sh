@@ -20,10 +20,19 @@ if [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ]; then
     pg_run=(setpriv --reuid=postgres --regid=postgres --init-groups)
     pg_parent=/var/tmp
   fi
-  pg_dir="$(mktemp -d "$pg_parent/clawback-ci-pg.XXXXXX")"
-  chmod 0755 "$pg_dir"
-  [ "$(id -u)" = 0 ] && chown postgres:postgres "$pg_dir"
-  "${pg_run[@]}" "$pg_bin/initdb" -A trust -U postgres -E UTF8 --no-sync -D "$pg_dir/data" >/dev/null
+  # A fresh directory per attempt: an initdb that failed (seen once: "Permission denied" on
+  # the new directory) is tried again in a new one rather than failing the whole run.
+  for pg_try in 1 2 3; do
+    pg_dir="$(mktemp -d "$pg_parent/clawback-ci-pg.XXXXXX")"
+    chmod 0755 "$pg_dir"
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$pg_dir"
+    if "${pg_run[@]}" "$pg_bin/initdb" -A trust -U postgres -E UTF8 --no-sync -D "$pg_dir/data" >"$pg_dir/initdb.log" 2>&1; then
+      break
+    fi
+    echo "warning: initdb in $pg_dir failed (attempt $pg_try): $(tail -n 3 "$pg_dir/initdb.log")"
+    rm -rf "$pg_dir"
+    sleep 1
+  done
   "${pg_run[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w \
     -o "-k $pg_dir -p 5432 -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=500" \
     start >/dev/null

@@ -14,11 +14,11 @@
 //! `tsvector` positions stop at 16,383). A single word needs only the GIN index.
 //!
 //! **Order.** Searches are newest first (`received DESC, id DESC`) through the B-tree index
-//! `(received, id)`, with PostgreSQL's planner choosing between walking it and the GIN bitmap
-//! then a sort. The newest-first window strategy of the SQLite store is not ported yet
-//! (`set_search_window` has no effect here): the trace bench at 1M records shows selective
-//! queries at 1-10 ms p95 but common words and `domain:` at 120-390 ms, where the planner
-//! bitmaps every match and sorts it; the window is the way to bound them.
+//! `(received, id)`, with the SQLite store's newest-first window (`Store::windowed`, sized by
+//! `set_search_window`): the query runs first among the rows received since the newest
+//! window/20 rows, then the window, then unbounded, every subquery bounded by the window's
+//! smallest id. Without it the planner bitmapped every match of a common word or `domain:` and
+//! sorted them (120-390 ms at 1M records); inside the window it reads a few hundred rows.
 //!
 //! **Writers.** `upsert_trace` and `set_disposition` take one transaction-scoped advisory lock
 //! ([`TRACE_LOCK`]): trace writers queue as they do on SQLite's single write lock, so a batch's
@@ -827,7 +827,7 @@ pub fn replies_to(conn: &PgConn, message_ids: &[String]) -> Result<Vec<TraceReco
 }
 
 /// Loads recipients, URLs and attachments of many records, in SQLite's order.
-fn with_details(conn: &PgConn, mut recs: Vec<TraceRecord>) -> Result<Vec<TraceRecord>, StoreError> {
+pub fn with_details(conn: &PgConn, mut recs: Vec<TraceRecord>) -> Result<Vec<TraceRecord>, StoreError> {
     if recs.is_empty() {
         return Ok(recs);
     }
@@ -871,17 +871,21 @@ fn with_details(conn: &PgConn, mut recs: Vec<TraceRecord>) -> Result<Vec<TraceRe
     Ok(recs)
 }
 
-/// Records matching `query`, newest first, with their recipients, URLs and attachments.
+/// Records matching `query`, newest first, without their recipients, URLs and attachments
+/// ([`with_details`] adds them); inside the window `bounds` (`(since, id floor)`, see
+/// `Store::windowed`) when given.
 pub fn search(
     conn: &PgConn,
     query: &Query,
     limit: usize,
     offset: usize,
     now: i64,
+    bounds: Option<(i64, i64)>,
 ) -> Result<Vec<TraceRecord>, StoreError> {
-    let rows = select(conn, COLUMNS, query, limit, offset, now)?;
-    let recs = rows.iter().map(row_to_record).collect::<Result<_, _>>()?;
-    with_details(conn, recs)
+    select(conn, COLUMNS, query, limit, offset, now, bounds)?
+        .iter()
+        .map(row_to_record)
+        .collect()
 }
 
 /// The same records as [`search`], as summaries through `map`.
@@ -891,12 +895,36 @@ pub fn search_summaries<T>(
     limit: usize,
     offset: usize,
     now: i64,
+    bounds: Option<(i64, i64)>,
     mut map: impl FnMut(TraceSummary) -> T,
 ) -> Result<Vec<T>, StoreError> {
-    select(conn, SUMMARY_COLUMNS, query, limit, offset, now)?
+    select(conn, SUMMARY_COLUMNS, query, limit, offset, now, bounds)?
         .iter()
         .map(|r| row_to_summary(r).map(&mut map))
         .collect()
+}
+
+/// The largest row id (`None`: an empty trace).
+pub fn newest_id(conn: &PgConn) -> Result<Option<i64>, StoreError> {
+    get(&conn.query_one("SELECT max(id) FROM trace", &[])?, 0)
+}
+
+/// `(received, smallest id)` of the rows at least as new as the `window`-th newest row;
+/// `None` when the trace has fewer rows (`Store::recent_window`).
+pub fn window_bounds(conn: &PgConn, window: usize) -> Result<Option<(i64, i64)>, StoreError> {
+    let Some(row) = conn.query_opt(
+        "SELECT received FROM trace ORDER BY received DESC LIMIT 1 OFFSET $1",
+        &[&(window.min(i64::MAX as usize) as i64 - 1).max(0)],
+    )?
+    else {
+        return Ok(None);
+    };
+    let since: i64 = get(&row, 0)?;
+    let floor: Option<i64> = get(
+        &conn.query_one("SELECT min(id) FROM trace WHERE received >= $1", &[&since])?,
+        0,
+    )?;
+    Ok(floor.map(|floor| (since, floor)))
 }
 
 fn select(
@@ -906,11 +934,12 @@ fn select(
     limit: usize,
     offset: usize,
     now: i64,
+    bounds: Option<(i64, i64)>,
 ) -> Result<Vec<Row>, StoreError> {
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let (cond, params) = Compiler::run(query, now)?;
+    let (cond, params) = Compiler::run(query, now, bounds)?;
     let sql = format!(
         "SELECT {columns} FROM trace t WHERE {cond} ORDER BY t.received DESC, t.id DESC LIMIT {} OFFSET {}",
         limit.min(i64::MAX as usize),
@@ -920,7 +949,7 @@ fn select(
 }
 
 pub fn count(conn: &PgConn, query: &Query, now: i64) -> Result<u64, StoreError> {
-    let (cond, params) = Compiler::run(query, now)?;
+    let (cond, params) = Compiler::run(query, now, None)?;
     let n: i64 = get(
         &conn.query_one(
             &format!("SELECT count(*) FROM trace t WHERE {cond}"),
@@ -938,7 +967,7 @@ pub fn trace_count(conn: &PgConn) -> Result<u64, StoreError> {
 
 /// PostgreSQL's plan of a search (for benchmarks and debugging).
 pub fn explain(conn: &PgConn, query: &Query, now: i64) -> Result<Vec<String>, StoreError> {
-    let (cond, params) = Compiler::run(query, now)?;
+    let (cond, params) = Compiler::run(query, now, None)?;
     conn.query(
         &format!(
             "EXPLAIN SELECT {COLUMNS} FROM trace t WHERE {cond} ORDER BY t.received DESC, t.id DESC LIMIT 50"
@@ -981,16 +1010,46 @@ struct Phrase {
 struct Compiler {
     params: Params,
     now: i64,
+    /// The smallest row id that can match (the recent-window strategy), and its placeholder
+    /// once a subquery is bounded by it (bound on first use: PostgreSQL refuses a parameter
+    /// that no part of the statement gives a type).
+    id_floor: Option<(i64, Option<String>)>,
 }
 
 impl Compiler {
-    fn run(query: &Query, now: i64) -> Result<(String, Params), StoreError> {
+    /// The condition of `query`; inside the window `bounds` (`(since, id floor)`) when given.
+    fn run(
+        query: &Query,
+        now: i64,
+        bounds: Option<(i64, i64)>,
+    ) -> Result<(String, Params), StoreError> {
         let mut c = Compiler {
             params: Params::default(),
             now,
+            id_floor: None,
         };
+        let Some((since, floor)) = bounds else {
+            let cond = c.compile(query)?;
+            return Ok((cond, c.params));
+        };
+        c.id_floor = Some((floor, None));
+        let since = c.bind(since);
         let cond = c.compile(query)?;
-        Ok((cond, c.params))
+        Ok((format!("t.received >= {since} AND ({cond})"), c.params))
+    }
+
+    /// ` AND {column} >= floor` inside the window, else nothing.
+    fn floor(&mut self, column: &str) -> String {
+        let p = match self.id_floor {
+            None => return String::new(),
+            Some((_, Some(ref p))) => p.clone(),
+            Some((floor, None)) => {
+                let p = self.bind(floor);
+                self.id_floor = Some((floor, Some(p.clone())));
+                p
+            }
+        };
+        format!(" AND {column} >= {p}")
     }
 
     fn bind(&mut self, v: impl ToSql + Sync + Send + 'static) -> String {
@@ -1143,24 +1202,28 @@ impl Compiler {
                 format!("t.sender_domain = {}", self.bind(d.clone()))
             }
             Term::To(AddressFilter::Address(a)) => format!(
-                "t.id IN (SELECT trace_id FROM trace_recipient WHERE address = {})",
-                self.bind(a.clone())
+                "t.id IN (SELECT trace_id FROM trace_recipient WHERE address = {}{})",
+                self.bind(a.clone()),
+                self.floor("trace_id")
             ),
             Term::To(AddressFilter::Domain(d)) => format!(
-                "t.id IN (SELECT trace_id FROM trace_recipient WHERE domain = {})",
-                self.bind(d.clone())
+                "t.id IN (SELECT trace_id FROM trace_recipient WHERE domain = {}{})",
+                self.bind(d.clone()),
+                self.floor("trace_id")
             ),
             Term::MessageId(m) => format!("t.message_id = {}", self.bind(m.clone())),
             Term::Domain(d) => {
                 let p = self.bind(d.clone());
+                let f = self.floor("trace_id");
                 format!(
-                    "(t.sender_domain = {p} OR t.id IN (SELECT trace_id FROM trace_recipient WHERE domain = {p}) \
-                     OR t.id IN (SELECT trace_id FROM trace_url WHERE host = {p}))"
+                    "(t.sender_domain = {p} OR t.id IN (SELECT trace_id FROM trace_recipient WHERE domain = {p}{f}) \
+                     OR t.id IN (SELECT trace_id FROM trace_url WHERE host = {p}{f}))"
                 )
             }
             Term::Sha256(h) => format!(
-                "t.id IN (SELECT trace_id FROM trace_attachment WHERE sha256 = {})",
-                self.bind(h.clone())
+                "t.id IN (SELECT trace_id FROM trace_attachment WHERE sha256 = {}{})",
+                self.bind(h.clone()),
+                self.floor("trace_id")
             ),
             Term::Disposition(DispositionFilter::Is(d)) => {
                 format!("t.disposition = {}", self.bind(d.as_str().to_string()))

@@ -125,6 +125,8 @@ const QUERIES: &[&str] = &[
     "to:u3",
     "domain:contoso.com",
     "domain:h2.example",
+    "domain:contoso.com invoice -fresh",
+    "domain:evil.example -domain:h2.example",
     "url:h1.example",
     "sha256:0000000000000000000000000000000000000000000000000000000000000001",
     "disposition:malicious",
@@ -180,14 +182,12 @@ fn answer(s: &Store, q: &str, limit: usize, offset: usize) -> Answer {
 #[test]
 fn every_window_gives_the_unbounded_answer_on_both_backends() {
     let dir = tempfile::tempdir().unwrap();
-    let mut stores: Vec<(&str, Store)> = backends(&dir)
-        .iter()
-        .map(|raw| {
-            let mut s = raw.open();
-            fill(&mut s);
-            (raw.name(), s)
-        })
-        .collect();
+    let mut stores: Vec<(&str, Store)> = Vec::new();
+    for raw in backends(&dir) {
+        let mut s = raw.open();
+        fill(&mut s);
+        stores.push((raw.name(), s));
+    }
     // The reference: SQLite without a window.
     stores[0].1.set_search_window(0);
     let want: Vec<Vec<Answer>> = QUERIES

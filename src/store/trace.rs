@@ -101,6 +101,17 @@ const FEW_ROWS: i64 = 64;
 /// Rows in the newest-first window a search tries before running unbounded.
 pub const RECENT_WINDOW: usize = 10_000;
 
+/// Where one attempt of a search looks (`Store::windowed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Span {
+    /// The rows received at or after `since`, every subquery bounded to ids at or above `floor`.
+    Window { since: i64, floor: i64 },
+    /// The whole trace, after a window fell short: the query is sparse in recent mail.
+    AfterWindow,
+    /// The whole trace.
+    All,
+}
+
 /// What storing one record did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpsertOutcome {
@@ -366,8 +377,8 @@ impl Store {
         now: i64,
     ) -> Result<Vec<TraceRecord>, StoreError> {
         if let Db::Postgres(pg) = &self.db {
-            let recs = self.windowed(limit, offset, |bounds| {
-                pg::search(pg, query, limit, offset, now, bounds)
+            let recs = self.windowed(limit, offset, pg::windowed(query), |span| {
+                pg::search(pg, query, limit, offset, now, span)
             })?;
             return pg::with_details(pg, recs);
         }
@@ -400,8 +411,8 @@ impl Store {
         mut map: impl FnMut(TraceSummary) -> T,
     ) -> Result<Vec<T>, StoreError> {
         if let Db::Postgres(pg) = &self.db {
-            return self.windowed(limit, offset, |bounds| {
-                pg::search_summaries(pg, query, limit, offset, now, bounds, &mut map)
+            return self.windowed(limit, offset, pg::windowed(query), |span| {
+                pg::search_summaries(pg, query, limit, offset, now, span, &mut map)
             });
         }
         self.search_rows(query, limit, offset, now, SUMMARY_COLUMNS, |r| {
@@ -421,24 +432,26 @@ impl Store {
         mut read: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>, StoreError> {
         let few = self.few_rows(query)?;
-        self.windowed(limit, offset, |bounds| {
-            let mut c = Compiler::new(now, bounds.map(|(_, floor)| floor), few.clone());
+        self.windowed(limit, offset, true, |span| {
+            let floor = match span {
+                Span::Window { floor, .. } => Some(floor),
+                Span::AfterWindow | Span::All => None,
+            };
+            let mut c = Compiler::new(now, floor, few.clone());
             let cond = c.compile(query);
-            let cond = match bounds {
-                Some((since, _)) => {
+            let cond = match span {
+                Span::Window { since, .. } => {
                     let since = c.bind(since);
                     format!("t.received >= {since} AND ({cond})")
                 }
-                None => cond,
+                Span::AfterWindow | Span::All => cond,
             };
             self.select(columns, &cond, c.params, limit, offset, &mut read)
         })
     }
 
-    /// The newest-first search strategy of both backends: `attempt(bounds)` runs the search
-    /// (`limit` rows after `offset`, newest first) over the rows received at or after `since`,
-    /// with every subquery bounded to ids at or above `floor`, where `bounds` is
-    /// `Some((since, floor))`, and over the whole trace where it is `None`.
+    /// The newest-first search strategy of both backends: `attempt(span)` runs the search
+    /// (`limit` rows after `offset`, newest first) over the rows `span` says.
     ///
     /// The query is first run inside the newest 1/20 of the search window (`RECENT_WINDOW` rows
     /// unless [`Store::set_search_window`] says otherwise), then inside all of it, with every
@@ -446,30 +459,43 @@ impl Store {
     /// trace while ids follow arrival order). If a window yields `limit` rows after `offset` they
     /// are the answer (every row outside it is older), so the result is exact. Otherwise (a
     /// selective query, or one about older mail) the query runs unbounded, driven by its
-    /// indexes.
+    /// indexes. With `window` false (a query the backend answers best from its own indexes) it
+    /// runs unbounded at once.
     fn windowed<T>(
         &self,
         limit: usize,
         offset: usize,
-        mut attempt: impl FnMut(Option<(i64, i64)>) -> Result<Vec<T>, StoreError>,
+        window: bool,
+        mut attempt: impl FnMut(Span) -> Result<Vec<T>, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
         let want = limit.saturating_add(offset);
         if limit == 0 {
             return Ok(Vec::new());
         }
-        for window in [self.search_window / 20, self.search_window] {
+        let mut fell_short = false;
+        let windows = if window {
+            [self.search_window / 20, self.search_window]
+        } else {
+            [0, 0]
+        };
+        for window in windows {
             if window == 0 || want.saturating_mul(2) > window {
                 continue;
             }
-            let Some(bounds) = self.recent_window(window)? else {
+            let Some((since, floor)) = self.recent_window(window)? else {
                 continue;
             };
-            let rows = attempt(Some(bounds))?;
+            let rows = attempt(Span::Window { since, floor })?;
             if rows.len() >= limit {
                 return Ok(rows);
             }
+            fell_short = true;
         }
-        attempt(None)
+        attempt(if fell_short {
+            Span::AfterWindow
+        } else {
+            Span::All
+        })
     }
 
     /// `(received, smallest id)` of the rows at least as new as the window's last row;

@@ -273,7 +273,10 @@ fn main() {
         .clone()
         .unwrap_or_else(|| dir.path().join("trace-bench.sqlite3"));
     if postgres.is_none() && path.exists() && !a.reuse {
-        eprintln!("bench: {} exists; give a new path (or --reuse)", path.display());
+        eprintln!(
+            "bench: {} exists; give a new path (or --reuse)",
+            path.display()
+        );
         std::process::exit(2);
     }
     let mut store = match &postgres {

@@ -833,7 +833,10 @@ pub fn replies_to(conn: &PgConn, message_ids: &[String]) -> Result<Vec<TraceReco
 }
 
 /// Loads recipients, URLs and attachments of many records, in SQLite's order.
-pub fn with_details(conn: &PgConn, mut recs: Vec<TraceRecord>) -> Result<Vec<TraceRecord>, StoreError> {
+pub fn with_details(
+    conn: &PgConn,
+    mut recs: Vec<TraceRecord>,
+) -> Result<Vec<TraceRecord>, StoreError> {
     if recs.is_empty() {
         return Ok(recs);
     }
@@ -999,7 +1002,9 @@ fn select(
             format!("t.id IN (SELECT trace_id FROM trace_url WHERE host = {p})"),
         ]
         .iter()
-        .map(|arm| format!("(SELECT t.id FROM trace t WHERE ({rest}) AND {arm} {order} LIMIT {want})"))
+        .map(|arm| {
+            format!("(SELECT t.id FROM trace t WHERE ({rest}) AND {arm} {order} LIMIT {want})")
+        })
         .collect();
         let sql = format!(
             "SELECT {columns} FROM trace t WHERE t.id IN ({}) {order} {page}",

@@ -8,7 +8,7 @@
 //! cargo bench --bench trace -- --records 1000 --eml 100 --references 400000
 //! cargo bench --bench trace -- --records 1000000 --store /tmp/t.sqlite3   # keep the store
 //! cargo bench --bench trace -- --records 1000000 --eml 0 --store postgres  # issue 17
-//! cargo bench --bench trace -- --records 1000000 --eml 0 --reuse --store /tmp/t.sqlite3
+//! cargo bench --bench trace -- --records 1000000 --eml 0 --reuse --store /tmp/tb/t.sqlite3
 //! cargo bench --bench trace -- --records 1000000 --eml 0 --reuse --store 'host=/run/pg dbname=t'
 //! ```
 //! `--store postgres` builds the trace in a new database on `$CLAWBACK_TEST_PG_URL` (e.g. the
@@ -16,6 +16,8 @@
 //! (`clawback::store::pg::testing`), and prints its connection string; `--store` with a
 //! connection string (`postgres://…`, or `key=value` words with a `dbname=`) uses that database.
 //! The EML and References parts stay on SQLite.
+//! A SQLite `--store` goes in a directory of its own: opening a store makes its directory
+//! private (0700), which would lock others out of a shared one such as /tmp.
 //! `--window N` sets the newest-first search window (0: none, as the PostgreSQL store searched
 //! before it had one). `--reuse` times the searches on a store an earlier run built with the same `--records` (a
 //! SQLite file or a named PostgreSQL database): the records are generated again for the probes

@@ -914,8 +914,8 @@ pub(crate) fn search_summaries<T>(
 
 /// Rows in the newest-first window of a PostgreSQL store (`Store::set_search_window`). Smaller
 /// than SQLite's `RECENT_WINDOW`: here a window that falls short costs a test of each of its
-/// rows (SQLite bounds its index lookups by id instead); the trace bench at 1M records had p95
-/// 13 ms with 2,000 rows and 23 ms with 10,000.
+/// rows (SQLite bounds its index lookups by id instead); the trace bench at 1M records, on a
+/// busy machine, had p95 13 ms with 2,000 rows and 23 ms with 10,000.
 pub const RECENT_WINDOW: usize = 2_000;
 
 /// Whether a search of `query` tries the newest-first window first: not when one of its terms

@@ -6,7 +6,13 @@
 //! ```text
 //! cargo bench --bench retract_e2e
 //! cargo bench --bench retract_e2e -- --mailboxes 2000 --latency-ms 10 --capacity 64
+//! bash -c 'source .ci/postgres.sh; cargo bench --bench retract_e2e -- --store postgres'
 //! ```
+//!
+//! `--store postgres` keeps the store on PostgreSQL (issue 17): each run gets a new database on
+//! `$CLAWBACK_TEST_PG_URL` (e.g. the cluster `.ci/postgres.sh` starts), or on a private
+//! throwaway cluster when it is unset (`clawback::store::pg::testing`), and the retract process
+//! opens it through `CLAWBACK_STORE_URL`; everything else is the same as on SQLite (the default).
 //!
 //! Three runs by default (`--kinds microsoft365,google_warm,mixed`): Microsoft 365 only,
 //! Google Workspace only with every per-user token kept by an earlier `--dry-run` (not timed)
@@ -39,6 +45,8 @@ struct Options {
     latency_ms: u64,
     capacity: usize,
     kinds: Vec<String>,
+    /// `--store postgres`: the store on PostgreSQL (see the module documentation).
+    postgres: bool,
 }
 
 fn options() -> Options {
@@ -47,6 +55,7 @@ fn options() -> Options {
         latency_ms: 20,
         capacity: 256,
         kinds: vec!["microsoft365".into(), "google_warm".into(), "mixed".into()],
+        postgres: false,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -55,6 +64,18 @@ fn options() -> Options {
             && let Some(v) = args.get(i + 1)
         {
             o.kinds = v.split(',').map(|k| k.trim().to_string()).collect();
+            i += 2;
+            continue;
+        }
+        if args[i] == "--store" {
+            match args.get(i + 1).map(String::as_str) {
+                Some("postgres") => o.postgres = true,
+                Some("sqlite") => o.postgres = false,
+                other => {
+                    eprintln!("retract_e2e: --store takes sqlite or postgres, not {other:?}");
+                    std::process::exit(2);
+                }
+            }
             i += 2;
             continue;
         }
@@ -267,10 +288,16 @@ fn run(o: &Options, kind: GenerateKind, warm: bool) -> bool {
             records.push(r);
         }
     }
-    Store::open_in_dir(&data)
-        .expect("store")
-        .upsert_trace(&records)
-        .expect("trace");
+    let postgres = o.postgres.then(|| {
+        clawback::store::pg::testing::fresh_database().expect("a PostgreSQL database for the store")
+    });
+    let mut store = match &postgres {
+        Some(loc) => Store::open_postgres(loc, Some(&data)),
+        None => Store::open_in_dir(&data),
+    }
+    .expect("store");
+    store.upsert_trace(&records).expect("trace");
+    drop(store);
 
     // Copies (and Google users) per tenant, for the floor.
     let copies_per_tenant: BTreeMap<String, (u64, bool)> = scenario
@@ -304,6 +331,11 @@ fn run(o: &Options, kind: GenerateKind, warm: bool) -> bool {
                 extra,
             ])
             .stdin(Stdio::null());
+        match &postgres {
+            // The locator's shown form: a test cluster's connection string (no password).
+            Some(loc) => c.env(clawback::config::STORE_URL_ENV, loc.to_string()),
+            None => c.env_remove(clawback::config::STORE_URL_ENV),
+        };
         c
     };
     if warm {
@@ -383,11 +415,15 @@ fn run(o: &Options, kind: GenerateKind, warm: bool) -> bool {
         - before["throttled_total"].as_u64().unwrap_or(0);
 
     println!(
-        "retract_e2e {kind:?}{}: {} mailboxes, latency {} ms, capacity {} per tenant",
+        "retract_e2e {kind:?}{}: {} mailboxes, latency {} ms, capacity {} per tenant, store {}",
         if warm { " (warm: tokens kept)" } else { "" },
         o.mailboxes,
         o.latency_ms,
-        o.capacity
+        o.capacity,
+        match &postgres {
+            Some(loc) => format!("PostgreSQL ({})", loc.database()),
+            None => "SQLite".to_string(),
+        }
     );
     println!("  exit status            {status}");
     println!("  copies acted on (lab)  {actions}");

@@ -8,10 +8,20 @@
 //! cargo bench --bench trace -- --records 1000 --eml 100 --references 400000
 //! cargo bench --bench trace -- --records 1000000 --store /tmp/t.sqlite3   # keep the store
 //! cargo bench --bench trace -- --records 1000000 --eml 0 --store postgres  # issue 17
+//! cargo bench --bench trace -- --records 1000000 --eml 0 --reuse --store /tmp/tb/t.sqlite3
+//! cargo bench --bench trace -- --records 1000000 --eml 0 --reuse --store 'host=/run/pg dbname=t'
 //! ```
 //! `--store postgres` builds the trace in a new database on `$CLAWBACK_TEST_PG_URL` (e.g. the
 //! cluster `.ci/postgres.sh` starts), or on a private throwaway cluster when it is unset
-//! (`clawback::store::pg::testing`); the EML and References parts stay on SQLite.
+//! (`clawback::store::pg::testing`), and prints its connection string; `--store` with a
+//! connection string (`postgres://…`, or `key=value` words with a `dbname=`) uses that database.
+//! The EML and References parts stay on SQLite.
+//! A SQLite `--store` goes in a directory of its own: opening a store makes its directory
+//! private (0700), which would lock others out of a shared one such as /tmp.
+//! `--window N` sets the newest-first search window (0: none, as the PostgreSQL store searched
+//! before it had one). `--reuse` times the searches on a store an earlier run built with the same `--records` (a
+//! SQLite file or a named PostgreSQL database): the records are generated again for the probes
+//! but not inserted (inserting 1M rows into PostgreSQL takes ~10 minutes).
 //! `TRACE_BENCH_EXPLAIN=1` prints each query's plan.
 //! The last part parses and stores one message whose References holds `--references` ids
 //! (default 200,000; issue 11: it took 30 s when the ids were deduplicated quadratically).
@@ -86,6 +96,11 @@ struct Args {
     /// timing by hand afterwards) instead of in a temporary directory. `--store postgres`: on
     /// PostgreSQL (see the module documentation).
     store: Option<std::path::PathBuf>,
+    /// `--reuse`: the store already holds the records (see the module documentation).
+    reuse: bool,
+    /// `--window N`: the newest-first search window (`Store::set_search_window`; 0 = none, each
+    /// search runs unbounded), else the store's default.
+    window: Option<usize>,
 }
 
 fn args() -> Args {
@@ -95,6 +110,8 @@ fn args() -> Args {
         runs: 20,
         references: 200_000,
         store: None,
+        reuse: false,
+        window: None,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -106,6 +123,11 @@ fn args() -> Args {
             i += 2;
             continue;
         }
+        if argv[i] == "--reuse" {
+            a.reuse = true;
+            i += 1;
+            continue;
+        }
         let next = argv
             .get(i + 1)
             .and_then(|v| v.replace('_', "").parse::<usize>().ok());
@@ -114,6 +136,7 @@ fn args() -> Args {
             ("--eml", Some(n)) => a.eml = n,
             ("--runs", Some(n)) => a.runs = n.max(1),
             ("--references", Some(n)) => a.references = n,
+            ("--window", Some(n)) => a.window = Some(n),
             _ => {
                 i += 1;
                 continue;
@@ -237,18 +260,25 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let postgres = match a.store.as_deref() {
-        Some(p) if p == std::path::Path::new("postgres") => {
+    let store_arg = a.store.as_deref().and_then(|p| p.to_str());
+    let postgres = match store_arg {
+        Some("postgres") => {
             Some(clawback::store::pg::testing::fresh_database().expect("a PostgreSQL database"))
         }
+        Some(s) if clawback::store::pg::is_postgres_url(s) || s.contains("dbname=") => Some(
+            clawback::store::pg::PgLocator::parse(s, None).expect("a PostgreSQL connection string"),
+        ),
         _ => None,
     };
     let path = a
         .store
         .clone()
         .unwrap_or_else(|| dir.path().join("trace-bench.sqlite3"));
-    if postgres.is_none() && path.exists() {
-        eprintln!("bench: {} exists; give a new path", path.display());
+    if postgres.is_none() && path.exists() && !a.reuse {
+        eprintln!(
+            "bench: {} exists; give a new path (or --reuse)",
+            path.display()
+        );
         std::process::exit(2);
     }
     let mut store = match &postgres {
@@ -258,9 +288,22 @@ fn main() {
         }
         None => Store::open(&path).expect("open store"),
     };
+    let stored = store.trace_count().expect("count the stored trace") as usize;
+    let reuse = a.reuse && stored > 0;
+    if reuse && stored != a.records {
+        eprintln!(
+            "bench: the store holds {stored} records, not {}; give the same --records as the run that built it",
+            a.records
+        );
+        std::process::exit(2);
+    }
+    if !reuse && stored > 0 {
+        eprintln!("bench: the store already holds {stored} records (--reuse to time it)");
+        std::process::exit(2);
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(7);
 
-    // 1. Bulk insert.
+    // 1. Bulk insert (or, with --reuse, the same records generated again for the probes).
     println!("trace bench: {} synthetic records", a.records);
     let started = Instant::now();
     let mut i = 0;
@@ -274,7 +317,9 @@ fn main() {
         if let Some(r) = batch.iter().find(|r| !r.attachments.is_empty()) {
             probes.push(r.clone());
         }
-        store.upsert_trace(&batch).expect("insert");
+        if !reuse {
+            store.upsert_trace(&batch).expect("insert");
+        }
         i += n;
     }
     let insert = started.elapsed();
@@ -291,12 +336,16 @@ fn main() {
         }
         None => store.file_size().expect("size"),
     };
-    println!(
-        "insert: {} records in {:.1}s = {:.0} records/s (50,000 per transaction)",
-        a.records,
-        insert.as_secs_f64(),
-        a.records as f64 / insert.as_secs_f64()
-    );
+    if reuse {
+        println!("insert: skipped (--reuse: {stored} records already stored)");
+    } else {
+        println!(
+            "insert: {} records in {:.1}s = {:.0} records/s (50,000 per transaction)",
+            a.records,
+            insert.as_secs_f64(),
+            a.records as f64 / insert.as_secs_f64()
+        );
+    }
     println!(
         "store size: {:.1} MB = {:.0} MB per million records",
         size as f64 / 1e6,
@@ -315,6 +364,10 @@ fn main() {
     }
 
     // 2. Searches.
+    if let Some(w) = a.window {
+        store.set_search_window(w);
+        println!("search window: {w} rows");
+    }
     let p = &probes[probes.len() / 2];
     let mailbox = p.recipients[0].address.clone();
     let sender_domain = p

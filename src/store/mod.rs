@@ -223,7 +223,7 @@ impl Store {
             db: Db::Postgres(Box::new(conn)),
             path: None,
             local_dir: data_dir.map(Path::to_path_buf),
-            search_window: trace::RECENT_WINDOW,
+            search_window: pg::trace::RECENT_WINDOW,
             window_cache: std::cell::RefCell::new(Vec::new()),
             head_file: None,
             checkpointer: None,
@@ -347,8 +347,10 @@ impl Store {
         Ok(store)
     }
 
-    /// Sets the newest-first search window (rows; 0 disables it). Results do not depend on it,
-    /// only speed does; tests use a small window to exercise both search strategies.
+    /// Sets the newest-first search window (rows; 0 disables it; by default
+    /// `trace::RECENT_WINDOW` on SQLite, `pg::trace::RECENT_WINDOW` on PostgreSQL). Results do
+    /// not depend on it, only speed does; tests use a small window to exercise both search
+    /// strategies.
     pub fn set_search_window(&mut self, rows: usize) {
         self.search_window = rows;
     }

@@ -101,6 +101,17 @@ const FEW_ROWS: i64 = 64;
 /// Rows in the newest-first window a search tries before running unbounded.
 pub const RECENT_WINDOW: usize = 10_000;
 
+/// Where one attempt of a search looks (`Store::windowed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Span {
+    /// The rows received at or after `since`, every subquery bounded to ids at or above `floor`.
+    Window { since: i64, floor: i64 },
+    /// The whole trace, after a window fell short: the query is sparse in recent mail.
+    AfterWindow,
+    /// The whole trace.
+    All,
+}
+
 /// What storing one record did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpsertOutcome {
@@ -366,7 +377,10 @@ impl Store {
         now: i64,
     ) -> Result<Vec<TraceRecord>, StoreError> {
         if let Db::Postgres(pg) = &self.db {
-            return pg::search(pg, query, limit, offset, now);
+            let recs = self.windowed(limit, offset, pg::windowed(query), |span| {
+                pg::search(pg, query, limit, offset, now, span)
+            })?;
+            return pg::with_details(pg, recs);
         }
         let recs = self.search_rows(query, limit, offset, now, COLUMNS, row_to_record)?;
         self.with_details(recs)
@@ -397,21 +411,17 @@ impl Store {
         mut map: impl FnMut(TraceSummary) -> T,
     ) -> Result<Vec<T>, StoreError> {
         if let Db::Postgres(pg) = &self.db {
-            return pg::search_summaries(pg, query, limit, offset, now, map);
+            return self.windowed(limit, offset, pg::windowed(query), |span| {
+                pg::search_summaries(pg, query, limit, offset, now, span, &mut map)
+            });
         }
         self.search_rows(query, limit, offset, now, SUMMARY_COLUMNS, |r| {
             row_to_summary(r).map(&mut map)
         })
     }
 
-    /// Rows of `columns` over `trace t` matching `query`, newest first, each read by `read`.
-    ///
-    /// The query is first run inside the newest 1/20 of [`RECENT_WINDOW`] rows, then inside all
-    /// of it, with every subquery bounded to the window's smallest id (cheap even for words that
-    /// match most of the trace while ids follow arrival order). If a window yields `limit` rows
-    /// after `offset` they are the answer (every row outside it is older), so the result is
-    /// exact. Otherwise (a selective query, or one about older mail) the query runs unbounded,
-    /// driven by its indexes.
+    /// Rows of `columns` over `trace t` matching `query`, newest first, each read by `read`,
+    /// through the recent-window strategy of [`Store::windowed`].
     fn search_rows<T>(
         &self,
         query: &Query,
@@ -421,41 +431,85 @@ impl Store {
         columns: &str,
         mut read: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>, StoreError> {
+        let few = self.few_rows(query)?;
+        self.windowed(limit, offset, true, |span| {
+            let floor = match span {
+                Span::Window { floor, .. } => Some(floor),
+                Span::AfterWindow | Span::All => None,
+            };
+            let mut c = Compiler::new(now, floor, few.clone());
+            let cond = c.compile(query);
+            let cond = match span {
+                Span::Window { since, .. } => {
+                    let since = c.bind(since);
+                    format!("t.received >= {since} AND ({cond})")
+                }
+                Span::AfterWindow | Span::All => cond,
+            };
+            self.select(columns, &cond, c.params, limit, offset, &mut read)
+        })
+    }
+
+    /// The newest-first search strategy of both backends: `attempt(span)` runs the search
+    /// (`limit` rows after `offset`, newest first) over the rows `span` says.
+    ///
+    /// The query is first run inside the newest 1/20 of the search window (`RECENT_WINDOW` rows
+    /// unless [`Store::set_search_window`] says otherwise), then inside all of it, with every
+    /// subquery bounded to the window's smallest id (cheap even for words that match most of the
+    /// trace while ids follow arrival order). If a window yields `limit` rows after `offset` they
+    /// are the answer (every row outside it is older), so the result is exact. Otherwise (a
+    /// selective query, or one about older mail) the query runs unbounded, driven by its
+    /// indexes. With `window` false (a query the backend answers best from its own indexes) it
+    /// runs unbounded at once.
+    fn windowed<T>(
+        &self,
+        limit: usize,
+        offset: usize,
+        window: bool,
+        mut attempt: impl FnMut(Span) -> Result<Vec<T>, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
         let want = limit.saturating_add(offset);
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let few = self.few_rows(query)?;
-        for window in [self.search_window / 20, self.search_window] {
+        let mut fell_short = false;
+        let windows = if window {
+            [self.search_window / 20, self.search_window]
+        } else {
+            [0, 0]
+        };
+        for window in windows {
             if window == 0 || want.saturating_mul(2) > window {
                 continue;
             }
             let Some((since, floor)) = self.recent_window(window)? else {
                 continue;
             };
-            let mut c = Compiler::new(now, Some(floor), few.clone());
-            let cond = c.compile(query);
-            let since = c.bind(since);
-            let cond = format!("t.received >= {since} AND ({cond})");
-            let rows = self.select(columns, &cond, c.params, limit, offset, &mut read)?;
+            let rows = attempt(Span::Window { since, floor })?;
             if rows.len() >= limit {
                 return Ok(rows);
             }
+            fell_short = true;
         }
-        let mut c = Compiler::new(now, None, few);
-        let cond = c.compile(query);
-        self.select(columns, &cond, c.params, limit, offset, &mut read)
+        attempt(if fell_short {
+            Span::AfterWindow
+        } else {
+            Span::All
+        })
     }
 
     /// `(received, smallest id)` of the rows at least as new as the window's last row;
     /// `None` when the trace is smaller than the window.
     fn recent_window(&self, window: usize) -> Result<Option<(i64, i64)>, StoreError> {
         // Rows are only ever added (received never changes), so the window is valid as long as
-        // the newest row id and the window size are the same.
-        let newest: Option<i64> = self
-            .conn()?
-            .prepare_cached("SELECT max(id) FROM trace")?
-            .query_row([], |r| r.get(0))?;
+        // the newest row id and the window size are the same. (On PostgreSQL trace writers hold
+        // one lock, so a row never becomes visible after a row with a larger id.)
+        let newest = match &self.db {
+            Db::Postgres(pg) => pg::newest_id(pg)?,
+            Db::Sqlite(conn) => conn
+                .prepare_cached("SELECT max(id) FROM trace")?
+                .query_row([], |r| r.get(0))?,
+        };
         let Some(newest) = newest else {
             return Ok(None);
         };
@@ -463,18 +517,23 @@ impl Store {
         if let Some((_, w)) = self.window_cache.borrow().iter().find(|(k, _)| *k == key) {
             return Ok(*w);
         }
-        let since: Option<i64> = self
-            .conn()?
-            .prepare_cached("SELECT received FROM trace ORDER BY received DESC LIMIT 1 OFFSET ?1")?
-            .query_row([window as i64 - 1], |r| r.get(0))
-            .optional()?;
-        let found = match since {
-            Some(since) => self
-                .conn()?
-                .prepare_cached("SELECT min(id) FROM trace WHERE received >= ?1")?
-                .query_row([since], |r| r.get::<_, Option<i64>>(0))?
-                .map(|floor| (since, floor)),
-            None => None,
+        let found = match &self.db {
+            Db::Postgres(pg) => pg::window_bounds(pg, window)?,
+            Db::Sqlite(conn) => {
+                let since: Option<i64> = conn
+                    .prepare_cached(
+                        "SELECT received FROM trace ORDER BY received DESC LIMIT 1 OFFSET ?1",
+                    )?
+                    .query_row([window as i64 - 1], |r| r.get(0))
+                    .optional()?;
+                match since {
+                    Some(since) => conn
+                        .prepare_cached("SELECT min(id) FROM trace WHERE received >= ?1")?
+                        .query_row([since], |r| r.get::<_, Option<i64>>(0))?
+                        .map(|floor| (since, floor)),
+                    None => None,
+                }
+            }
         };
         let mut cache = self.window_cache.borrow_mut();
         cache.retain(|(k, _)| k.0 == newest);

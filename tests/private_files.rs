@@ -268,3 +268,29 @@ async fn plain_http_to_a_real_host_is_refused_before_any_connection() {
         text(&o)
     );
 }
+
+/// A store opened in a shared directory (sticky and world-writable, like /tmp and /var/tmp)
+/// leaves the directory as it is — making /var/tmp 0700 broke every other user of it — and
+/// keeps its own files private; a directory of its own is made private.
+#[test]
+fn a_store_in_a_shared_directory_leaves_the_directory_alone_and_its_files_private() {
+    let top = tempfile::tempdir().unwrap();
+    let shared = top.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    chmod(&shared, 0o1777);
+    let store = clawback::store::Store::open(&shared.join("bench.sqlite3")).unwrap();
+    drop(store);
+    let full = std::fs::metadata(&shared).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(full, 0o1777, "the shared directory is untouched");
+    assert_eq!(mode(&shared.join("bench.sqlite3")), 0o600);
+
+    let own = top.path().join("own");
+    std::fs::create_dir(&own).unwrap();
+    chmod(&own, 0o755);
+    drop(clawback::store::Store::open(&own.join("clawback.sqlite3")).unwrap());
+    assert_eq!(
+        mode(&own) & 0o777,
+        0o700,
+        "a directory of its own is made private"
+    );
+}

@@ -94,10 +94,15 @@ pub enum StoreError {
 fn make_private(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+        // The store's directory is made private — unless it is a shared one (sticky, like
+        // /tmp and /var/tmp) or another account's (a store file put in /var/tmp must not
+        // make /var/tmp 0700 for everyone): there the files alone are private (0600).
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
+            let meta = std::fs::metadata(dir)?;
+            let mode = meta.permissions().mode();
+            let shared = mode & 0o1000 != 0 || meta.uid() != nix::unistd::geteuid().as_raw();
+            if mode & 0o077 != 0 && !shared {
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))?;
             }
         }

@@ -192,46 +192,6 @@ fn wait<F: std::future::Future>(f: F) -> F::Output {
 pub struct PgConn {
     client: std::cell::RefCell<tokio_postgres::Client>,
     locator: PgLocator,
-    /// Statements prepared on this connection, by their SQL (see [`Statements`]).
-    statements: Statements,
-}
-
-/// Prepared statements of one connection, by their SQL. A statement sent as text is parsed
-/// by the server on every call, a round trip of its own before the one that runs it; a
-/// prepared one is parsed once. A job item's steps are a handful of statements each, so this
-/// halves the round trips of a job on PostgreSQL. Bounded (search builds SQL per query): a
-/// full cache starts again. Emptied when the connection is opened again.
-#[derive(Default)]
-struct Statements(std::cell::RefCell<std::collections::HashMap<String, tokio_postgres::Statement>>);
-
-/// Statements kept per connection before the cache starts again.
-const STATEMENTS_KEPT: usize = 512;
-
-impl Statements {
-    /// `sql` prepared by `prepare` once, then from the cache.
-    fn get<F>(
-        &self,
-        sql: &str,
-        prepare: impl FnOnce() -> F,
-    ) -> Result<tokio_postgres::Statement, StoreError>
-    where
-        F: std::future::Future<Output = Result<tokio_postgres::Statement, tokio_postgres::Error>>,
-    {
-        if let Some(st) = self.0.borrow().get(sql) {
-            return Ok(st.clone());
-        }
-        let st = wait(prepare()).map_err(pg_err)?;
-        let mut cache = self.0.borrow_mut();
-        if cache.len() >= STATEMENTS_KEPT {
-            cache.clear();
-        }
-        cache.insert(sql.to_string(), st.clone());
-        Ok(st)
-    }
-
-    fn clear(&self) {
-        self.0.borrow_mut().clear();
-    }
 }
 
 impl std::fmt::Debug for PgConn {
@@ -273,7 +233,6 @@ impl PgConn {
         Ok(PgConn {
             client: std::cell::RefCell::new(Self::open_client(locator)?),
             locator: locator.clone(),
-            statements: Statements::default(),
         })
     }
 
@@ -309,13 +268,6 @@ impl PgConn {
                     client
                 }
             };
-            // Prepared statements are kept (see `Statements`) for their round trip, not for
-            // a plan: each execution is planned for its values, as a statement sent as text
-            // is. (A generic plan after five executions changed which rows a concurrent
-            // worker's fenced update saw.)
-            client
-                .batch_execute("SET plan_cache_mode = force_custom_plan")
-                .await?;
             Ok::<_, tokio_postgres::Error>(client)
         }));
         let client = joined
@@ -346,20 +298,9 @@ impl PgConn {
     fn client(&self) -> Result<std::cell::Ref<'_, tokio_postgres::Client>, StoreError> {
         if self.client.borrow().is_closed() {
             let fresh = Self::open_client(&self.locator)?;
-            // Statements belong to the connection that prepared them.
-            self.statements.clear();
             *self.client.borrow_mut() = fresh;
         }
         Ok(self.client.borrow())
-    }
-
-    /// `sql` prepared on the current connection.
-    fn prepared(
-        &self,
-        client: &tokio_postgres::Client,
-        sql: &str,
-    ) -> Result<tokio_postgres::Statement, StoreError> {
-        self.statements.get(sql, || client.prepare(sql))
     }
 
     /// The locator this connection was made from (shown without its password).
@@ -368,27 +309,19 @@ impl PgConn {
     }
 
     pub fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64, StoreError> {
-        let client = self.client()?;
-        let st = self.prepared(&client, sql)?;
-        wait(client.execute(&st, params)).map_err(pg_err)
+        wait(self.client()?.execute(sql, params)).map_err(pg_err)
     }
 
     pub fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
-        let client = self.client()?;
-        let st = self.prepared(&client, sql)?;
-        wait(client.query(&st, params)).map_err(pg_err)
+        wait(self.client()?.query(sql, params)).map_err(pg_err)
     }
 
     pub fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, StoreError> {
-        let client = self.client()?;
-        let st = self.prepared(&client, sql)?;
-        wait(client.query_opt(&st, params)).map_err(pg_err)
+        wait(self.client()?.query_opt(sql, params)).map_err(pg_err)
     }
 
     pub fn query_one(&self, sql: &str, params: Params<'_>) -> Result<Row, StoreError> {
-        let client = self.client()?;
-        let st = self.prepared(&client, sql)?;
-        wait(client.query_one(&st, params)).map_err(pg_err)
+        wait(self.client()?.query_one(sql, params)).map_err(pg_err)
     }
 
     /// Runs several statements (no parameters), e.g. a schema.
@@ -404,10 +337,7 @@ impl PgConn {
         drop(self.client()?);
         let client = self.client.get_mut();
         let tx = wait(client.transaction()).map_err(pg_err)?;
-        let tx = PgTx {
-            tx,
-            statements: &self.statements,
-        };
+        let tx = PgTx { tx };
         let out = f(&tx)?;
         wait(tx.tx.commit()).map_err(pg_err)?;
         Ok(out)
@@ -417,34 +347,23 @@ impl PgConn {
 /// An open transaction (see [`PgConn::transaction`]).
 pub struct PgTx<'a> {
     tx: tokio_postgres::Transaction<'a>,
-    /// The connection's prepared statements.
-    statements: &'a Statements,
 }
 
 impl PgTx<'_> {
-    /// `sql` prepared on the transaction's connection.
-    fn prepared(&self, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
-        self.statements.get(sql, || self.tx.prepare(sql))
-    }
-
     pub fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64, StoreError> {
-        let st = self.prepared(sql)?;
-        wait(self.tx.execute(&st, params)).map_err(pg_err)
+        wait(self.tx.execute(sql, params)).map_err(pg_err)
     }
 
     pub fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
-        let st = self.prepared(sql)?;
-        wait(self.tx.query(&st, params)).map_err(pg_err)
+        wait(self.tx.query(sql, params)).map_err(pg_err)
     }
 
     pub fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, StoreError> {
-        let st = self.prepared(sql)?;
-        wait(self.tx.query_opt(&st, params)).map_err(pg_err)
+        wait(self.tx.query_opt(sql, params)).map_err(pg_err)
     }
 
     pub fn query_one(&self, sql: &str, params: Params<'_>) -> Result<Row, StoreError> {
-        let st = self.prepared(sql)?;
-        wait(self.tx.query_one(&st, params)).map_err(pg_err)
+        wait(self.tx.query_one(sql, params)).map_err(pg_err)
     }
 
     pub fn batch(&self, sql: &str) -> Result<(), StoreError> {

@@ -10,6 +10,7 @@ use clawback::lab::LabServer;
 use clawback::lab::demo::CAMPAIGN_MESSAGE_ID;
 use clawback::lab::generate::{GenerateKind, GenerateOptions, generate};
 use clawback::model::{Folder, RetractAction, Role, Trigger};
+use clawback::store::audit::JobEnd;
 use clawback::store::jobs::{ItemRow, ItemState, JobKind, JobState, LeaseHolder, NewJob};
 use clawback::store::{Store, StoreError};
 use clawback::trace::{RecipientKind, TraceRecord};
@@ -248,10 +249,21 @@ fn a_job_several_workers_finish_at_once_is_ended_exactly_once() {
         let name = raw.name();
         let mut store = raw.open();
         let job = queued_job(&mut store, 3);
-        assert!(
-            !store.finish_queued_job(job).expect("finish"),
-            "{name}: not while items are pending"
-        );
+        let end = |store: &mut Store, n: u64| {
+            let mut r = store_support::audit_record(n);
+            r.action = "job_finished".into();
+            r.job_id = Some(job.to_string());
+            store
+                .end_job_audited(job, JobEnd::Queued, r)
+                .expect("end")
+                .is_some()
+        };
+        let before = store
+            .audit_entries()
+            .expect("audit")
+            .expect("readable")
+            .len();
+        assert!(!end(&mut store, 0), "{name}: not while items are pending");
         for it in store.job_items(job, None).expect("items") {
             store
                 .finish_item_succeeded(it.id, &Folder::Inbox, false, None, &Folder::Junk, "ok")
@@ -263,9 +275,9 @@ fn a_job_several_workers_finish_at_once_is_ended_exactly_once() {
                 .map(|_| {
                     let (raw, barrier) = (&raw, &barrier);
                     s.spawn(move || {
-                        let store = raw.open();
+                        let mut store = raw.open();
                         barrier.wait();
-                        store.finish_queued_job(job).expect("finish")
+                        end(&mut store, 1)
                     })
                 })
                 .collect();
@@ -279,8 +291,18 @@ fn a_job_several_workers_finish_at_once_is_ended_exactly_once() {
             1,
             "{name}: exactly one finisher: {ended:?}"
         );
-        let row = raw.open().job(job).expect("job").expect("exists");
+        let store = raw.open();
+        let row = store.job(job).expect("job").expect("exists");
         assert_eq!(row.state, JobState::Finished, "{name}");
+        // One `job_finished` entry, written with the end: the job's audit head is it.
+        let entries = store.audit_entries().expect("audit").expect("readable");
+        assert_eq!(entries.len(), before + 1, "{name}: one entry for one end");
+        let last = entries.last().expect("an entry");
+        assert_eq!(
+            row.audit_head.as_deref(),
+            Some(format!("{} sha256:{}", last.seq, last.hash).as_str()),
+            "{name}"
+        );
     }
 }
 

@@ -602,7 +602,6 @@ impl Engine {
             ));
             JobState::Running
         };
-        self.store().end_job_run(job, &self.lease.owner, state)?;
         let failed_by_reason = self.failed_by_reason(job)?;
         self.mark_trace(job)?;
         let waited = *shared.throttled.lock().unwrap_or_else(|p| p.into_inner());
@@ -617,7 +616,11 @@ impl Engine {
             stopped,
             audit_head: None,
         };
-        self.audit_job_end(&row, &mut report)?;
+        let end = crate::store::audit::JobEnd::Run {
+            owner: &self.lease.owner,
+            state,
+        };
+        self.end_job_audited(&row, end, &mut report)?;
         Ok(report)
     }
 
@@ -664,11 +667,16 @@ impl Engine {
         Ok(out)
     }
 
-    pub(super) fn audit_job_end(
+    /// Ends the job as `end` says together with its `job_finished` / `job_stopped` entry (one
+    /// transaction, see [`crate::store::Store::end_job_audited`]) and puts the entry's head in
+    /// the report. False (nothing changed or appended) when a queued job was not this
+    /// worker's to end.
+    pub(super) fn end_job_audited(
         &self,
         row: &JobRow,
+        end: crate::store::audit::JobEnd<'_>,
         report: &mut JobReport,
-    ) -> Result<(), EngineError> {
+    ) -> Result<bool, EngineError> {
         let mut counts = BTreeMap::from([
             ("succeeded".to_string(), report.counts.succeeded),
             ("failed".to_string(), report.counts.failed),
@@ -687,7 +695,7 @@ impl Engine {
             JobState::Finished => "job_finished",
             _ => "job_stopped",
         };
-        let entry = self.audit(
+        let record = self.new_record(
             section,
             action,
             None,
@@ -698,14 +706,15 @@ impl Engine {
                 "action": row.action.as_str(),
                 "stopped": report.stopped,
             }),
-        )?;
-        let head = AuditHead {
+        );
+        let Some(entry) = self.store().end_job_audited(row.id, end, record)? else {
+            return Ok(false);
+        };
+        report.audit_head = Some(AuditHead {
             seq: entry.seq,
             hash: entry.hash,
-        };
-        self.store().set_job_audit_head(row.id, &head.to_string())?;
-        report.audit_head = Some(head);
-        Ok(())
+        });
+        Ok(true)
     }
 
     /// Settles `in_flight` items left by a crash: located where the action puts them (or gone,
@@ -1454,7 +1463,6 @@ impl Engine {
             // Outcomes nobody could tell: the job stays running for `jobs resume`.
             JobState::Running
         };
-        self.store().end_job_run(job, &self.lease.owner, state)?;
         // The trace shows the messages as restored — in the tenants this job restored them in.
         {
             let mut store = self.store();
@@ -1498,7 +1506,11 @@ impl Engine {
             stopped,
             audit_head: None,
         };
-        self.audit_job_end(row, &mut report)?;
+        let end = crate::store::audit::JobEnd::Run {
+            owner: &self.lease.owner,
+            state,
+        };
+        self.end_job_audited(row, end, &mut report)?;
         Ok(report)
     }
 }

@@ -226,8 +226,7 @@ impl Engine {
         sink(WorkerEvent::Left { job });
         let (taken, throttled) = worked?;
         summary.items += taken;
-        if self.store().finish_queued_job(job)? {
-            let report = self.end_shared_job(&row, throttled)?;
+        if let Some(report) = self.end_shared_job(&row, throttled)? {
             summary.finished.push(job);
             sink(WorkerEvent::Finished(report));
             return Ok(Visit::Worked);
@@ -356,12 +355,21 @@ impl Engine {
         Ok(())
     }
 
-    /// The end of a job its workers finished (called by the one worker whose update ended it):
-    /// the trace marked, `job_finished` audited with the counts and the audit head.
-    fn end_shared_job(&self, row: &JobRow, throttled: f64) -> Result<JobReport, EngineError> {
+    /// The end of a job its workers finished, by the one worker whose conditional update ends
+    /// it (running, nothing left), together with its `job_finished` entry (counts and audit
+    /// head) in one transaction; the trace marked first. `None` when the job is not done yet
+    /// or another worker ended it.
+    fn end_shared_job(
+        &self,
+        row: &JobRow,
+        throttled: f64,
+    ) -> Result<Option<JobReport>, EngineError> {
         let job = row.id;
-        self.mark_trace(job)?;
         let counts = self.store().item_counts(job)?;
+        if counts.remaining() > 0 {
+            return Ok(None);
+        }
+        self.mark_trace(job)?;
         let mut report = JobReport {
             job,
             state: JobState::Finished,
@@ -376,7 +384,7 @@ impl Engine {
             stopped: None,
             audit_head: None,
         };
-        self.audit_job_end(row, &mut report)?;
-        Ok(report)
+        let ended = self.end_job_audited(row, crate::store::audit::JobEnd::Queued, &mut report)?;
+        Ok(ended.then_some(report))
     }
 }

@@ -2,6 +2,7 @@
 //! `(seq, hash)` that catches removal from the end. The chain arithmetic is `store::chain`.
 
 use super::chain::{self as audit, AuditBreak, AuditEntry, AuditHead, AuditRecord};
+use super::jobs::JobState;
 use super::{Store, StoreError};
 use rusqlite::{OptionalExtension, params};
 use std::io::Write;
@@ -80,6 +81,61 @@ impl Store {
         Ok(entries)
     }
 
+    /// Ends job `job` as `end` says and appends `record` (its `job_finished` /
+    /// `job_stopped` entry) and stores that entry as the job's audit head — in ONE
+    /// transaction: a crash leaves the job unended and unaudited (it is resumed), or both.
+    /// `None` (nothing changed, nothing appended) when `end` is [`JobEnd::Queued`] and the
+    /// job is not the caller's to end (not running, or items left): another worker ended it.
+    pub fn end_job_audited(
+        &mut self,
+        job: i64,
+        end: JobEnd<'_>,
+        record: AuditRecord,
+    ) -> Result<Option<AuditEntry>, StoreError> {
+        let entry = match &mut self.db {
+            super::Db::Sqlite(conn) => {
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let ended = match end {
+                    JobEnd::Run { owner, state } => {
+                        let finished =
+                            (state == JobState::Finished).then(|| chrono::Utc::now().timestamp());
+                        // As `end_job_run`: the state only while `owner` holds the lease; the
+                        // end of the run is audited either way.
+                        tx.execute(
+                            "UPDATE job SET state = ?3, finished_at = ?4 \
+                             WHERE id = ?1 AND lease_owner = ?2",
+                            params![job, owner, state.as_str(), finished],
+                        )?;
+                        true
+                    }
+                    JobEnd::Queued => {
+                        tx.execute(
+                            &super::workers::sql::FINISH.replace('$', "?"),
+                            params![job, chrono::Utc::now().timestamp()],
+                        )? == 1
+                    }
+                };
+                if !ended {
+                    return Ok(None);
+                }
+                let entry = sqlite_append_in(&tx, record)?;
+                tx.execute(
+                    "UPDATE job SET audit_head = ?2 WHERE id = ?1",
+                    params![job, head_text(&entry)],
+                )?;
+                tx.commit()?;
+                entry
+            }
+            super::Db::Postgres(pg) => match super::pg::audit::end_job(pg, job, end, record)? {
+                Some(entry) => entry,
+                None => return Ok(None),
+            },
+        };
+        self.head_appended(&entry)?;
+        Ok(Some(entry))
+    }
+
     /// Appends a new head to the configured head file.
     pub(super) fn head_appended(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         if let Some(path) = &self.head_file {
@@ -97,6 +153,24 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// An entry as a job's stored audit head (`SEQ sha256:HEX`).
+pub(crate) fn head_text(entry: &AuditEntry) -> String {
+    AuditHead {
+        seq: entry.seq,
+        hash: entry.hash.clone(),
+    }
+    .to_string()
+}
+
+/// How [`Store::end_job_audited`] ends a job.
+#[derive(Debug, Clone, Copy)]
+pub enum JobEnd<'a> {
+    /// A run by the holder of the job's lease: the job takes `state` (while `owner` holds it).
+    Run { owner: &'a str, state: JobState },
+    /// The last worker of a queued job: finished, only if it is running with nothing left.
+    Queued,
 }
 
 fn sqlite_append(

@@ -315,18 +315,6 @@ impl Store {
         Ok(())
     }
 
-    /// Ends a queued job whose every item is settled: `true` for exactly one caller, however
-    /// many workers settle their last items at once.
-    pub fn finish_queued_job(&self, job: i64) -> Result<bool, StoreError> {
-        if let super::Db::Postgres(pg) = &self.db {
-            return super::pg::workers::finish_queued_job(pg, job);
-        }
-        let n = self
-            .conn()?
-            .execute(&sqlite(sql::FINISH), params![job, now()])?;
-        Ok(n == 1)
-    }
-
     /// A job's state and whether `owner` is still an active worker of it: what a worker checks
     /// before every batch (a cancel, or its items taken over, stops it).
     pub fn worker_check(&self, job: i64, owner: &str) -> Result<(JobState, bool), StoreError> {

@@ -60,6 +60,44 @@ pub fn seal_plan(
     })
 }
 
+/// See `Store::end_job_audited`: the head row's lock first (as every append), then the job's
+/// update, the entry and the job's audit head, in one transaction.
+pub fn end_job(
+    conn: &mut PgConn,
+    job: i64,
+    end: crate::store::audit::JobEnd<'_>,
+    record: AuditRecord,
+) -> Result<Option<AuditEntry>, StoreError> {
+    use crate::store::audit::JobEnd;
+    use crate::store::jobs::JobState;
+    conn.transaction(|tx| {
+        lock_head(tx)?;
+        let now = chrono::Utc::now().timestamp();
+        let ended = match end {
+            JobEnd::Run { owner, state } => {
+                let finished = (state == JobState::Finished).then_some(now);
+                tx.execute(
+                    "UPDATE job SET state = $3, finished_at = $4 WHERE id = $1 AND lease_owner = $2",
+                    &[&job, &owner, &state.as_str(), &finished],
+                )?;
+                true
+            }
+            JobEnd::Queued => {
+                tx.execute(crate::store::workers::sql::FINISH, &[&job, &now])? == 1
+            }
+        };
+        if !ended {
+            return Ok(None);
+        }
+        let entry = append_in(tx, record)?;
+        tx.execute(
+            "UPDATE job SET audit_head = $2 WHERE id = $1",
+            &[&job, &crate::store::audit::head_text(&entry)],
+        )?;
+        Ok(Some(entry))
+    })
+}
+
 /// Queues on the head row: appends from every host chain one after the other.
 pub(super) fn lock_head(tx: &PgTx<'_>) -> Result<(), StoreError> {
     tx.query_one("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE", &[])?;

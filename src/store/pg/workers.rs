@@ -146,10 +146,6 @@ pub fn leave_job(conn: &mut PgConn, job: i64, owner: &str) -> Result<(), StoreEr
     })
 }
 
-pub fn finish_queued_job(conn: &PgConn, job: i64) -> Result<bool, StoreError> {
-    Ok(conn.execute(sql::FINISH, &[&job, &now()])? == 1)
-}
-
 pub fn worker_check(conn: &PgConn, job: i64, owner: &str) -> Result<(JobState, bool), StoreError> {
     let r = conn
         .query_opt(sql::CHECK, &[&job, &owner])?

@@ -177,6 +177,34 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// Per 100 ms of the run: the mean slots in use and the sub-requests served, per tenant.
+fn print_timeline(samples: &[(f64, Value)], before: &Value) {
+    let mut last = served(before);
+    let mut bucket = 0usize;
+    let mut slots: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for (t, s) in samples {
+        for (k, v) in s["slots_in_use"].as_object().into_iter().flatten() {
+            let e = slots.entry(k.clone()).or_default();
+            e.0 += v.as_u64().unwrap_or(0);
+            e.1 += 1;
+        }
+        if (t * 10.0) as usize > bucket {
+            let now = served(s);
+            let line: Vec<String> = slots
+                .iter()
+                .map(|(k, (sum, n))| {
+                    let d = now.get(k).copied().unwrap_or(0) - last.get(k).copied().unwrap_or(0);
+                    format!("{k} slots {:>3} served {d:>5}", sum / (*n).max(1))
+                })
+                .collect();
+            println!("  t {:>4.1} s  {}", t, line.join("  "));
+            last = now;
+            slots.clear();
+            bucket = (t * 10.0) as usize;
+        }
+    }
+}
+
 fn served(stats: &Value) -> BTreeMap<String, u64> {
     stats["served"]
         .as_object()
@@ -370,9 +398,16 @@ fn run(o: &Options, kind: GenerateKind, warm: bool) -> bool {
         .expect("spawn retract");
     let pid = child.id();
     let mut peak_kib = 0u64;
+    // `E2E_TIMELINE=1`: the lab's slots in use and sub-requests served, sampled every 10 ms
+    // while the retraction runs (where the wall time over the ideal bound goes).
+    let timeline = std::env::var_os("E2E_TIMELINE").is_some();
+    let mut samples: Vec<(f64, Value)> = Vec::new();
     let status = loop {
         if let Some(kib) = vm_hwm_kib(pid) {
             peak_kib = peak_kib.max(kib);
+        }
+        if timeline {
+            samples.push((started.elapsed().as_secs_f64(), get(&rt, &stats_url)));
         }
         if let Some(s) = child.try_wait().expect("try_wait") {
             break s;
@@ -380,6 +415,9 @@ fn run(o: &Options, kind: GenerateKind, warm: bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     };
     let wall = started.elapsed().as_secs_f64();
+    if timeline {
+        print_timeline(&samples, &before);
+    }
     // The retract process is waited for: its CPU is in this process's children's account.
     let client_cpu = cpu_secs("self", true)
         .zip(children_cpu_before)

@@ -149,6 +149,12 @@ impl Engine {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The store itself, for work handed to a blocking thread (a long write that must not
+    /// hold up the async task meanwhile).
+    pub(crate) fn store_handle(&self) -> Arc<Mutex<Store>> {
+        Arc::clone(&self.store)
+    }
+
     /// The client of a tenant.
     pub fn client(&self, tenant: &str) -> Result<&ProviderClient, EngineError> {
         self.clients

@@ -73,6 +73,19 @@ pub(super) fn item_row(p: &PlanItem, delivered_at: Option<DateTime<Utc>>) -> Ite
 }
 
 /// A plan's skipped line as a settled job item.
+/// A line the job stored `skipped`, as the plan shows it.
+fn skipped_of_row(it: &ItemRow) -> SkippedItem {
+    SkippedItem {
+        tenant: (!it.tenant.is_empty()).then(|| it.tenant.clone()),
+        address: it.mailbox.clone(),
+        internet_message_id: it.message_id.clone(),
+        reason: it
+            .reason
+            .unwrap_or(crate::model::FailureReason::ProviderError),
+        detail: it.detail.clone().unwrap_or_default(),
+    }
+}
+
 pub(super) fn skipped_row(s: &SkippedItem, action: crate::model::RetractAction) -> ItemRow {
     let mut row = ItemRow::pending(
         s.tenant.as_deref().unwrap_or_default(),
@@ -184,9 +197,18 @@ impl Engine {
             }
             Some((chunk, rx))
         });
-        let (held_ref, messages_ref, delivered_ref) = (&held, &messages, &delivered);
-        let acting = chunks
-            .map(|chunk| async move {
+        // Lines stored `skipped` because another job holds their copy (the planner leaves the
+        // claim of a located copy to the job's own record of it, checked when it is stored).
+        let claimed: Mutex<BTreeSet<Key>> = Mutex::new(BTreeSet::new());
+        let (act_tx, act_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<ItemRow>>();
+        let (held_ref, claimed_ref, messages_ref, delivered_ref) =
+            (&held, &claimed, &messages, &delivered);
+        // Recording: each located copy becomes a job item as it comes (before anything is sent
+        // for it), handed to acting at once. It runs ahead of acting, so the complete plan can
+        // be sealed as soon as planning ends, while the last copies are still acted on.
+        let recording = async move {
+            let mut chunks = std::pin::pin!(chunks);
+            while let Some(chunk) = chunks.next().await {
                 let mut rows = Vec::new();
                 for ((tenant, mailbox, mid), depth, result) in chunk {
                     let Ok(copies) = result else { continue };
@@ -214,39 +236,88 @@ impl Engine {
                 // job again): nothing more is recorded; the plan stays provisional for the
                 // run that resumes the job.
                 if rows.is_empty() || shared.should_stop() {
-                    return Ok(());
+                    continue;
                 }
                 // Durability: recorded before anything is sent for them.
                 let stored = self.store().append_job_items(job, &rows)?;
                 let mut pending = Vec::new();
                 {
                     let mut held = held_ref.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut claimed = claimed_ref.lock().unwrap_or_else(|p| p.into_inner());
                     for (mut row, (id, state)) in rows.into_iter().zip(stored) {
                         held.insert(item_key(&row));
                         row.id = id;
                         row.job_id = job;
                         row.state = state;
-                        if state == ItemState::Pending {
-                            pending.push(row);
+                        match state {
+                            ItemState::Pending => pending.push(row),
+                            ItemState::Skipped => {
+                                claimed.insert(item_key(&row));
+                            }
+                            _ => {}
                         }
                     }
                 }
-                if act && !pending.is_empty() && !shared.should_stop() {
-                    self.act(row, pending, sink, shared).await;
+                if act && !pending.is_empty() {
+                    // A closed receiver: acting stopped (cancelled); the items stay pending.
+                    let _ = act_tx.send(pending);
                 }
-                Ok::<(), EngineError>(())
-            })
-            .buffer_unordered(ACTING_AT_ONCE)
-            .collect::<Vec<Result<(), EngineError>>>();
-        let (resolution, acted) = tokio::join!(planning, acting);
-        let resolution = resolution?;
-        acted.into_iter().collect::<Result<Vec<()>, _>>()?;
-        if shared.should_stop() {
-            return Ok(());
-        }
+            }
+            drop(act_tx);
+            Ok::<(), EngineError>(())
+        };
+        let acting = stream::unfold(act_rx, |mut rx| async move {
+            rx.recv().await.map(|pending| (pending, rx))
+        })
+        .map(|pending| async move {
+            if !shared.should_stop() {
+                self.act(row, pending, sink, shared).await;
+            }
+        })
+        .buffer_unordered(ACTING_AT_ONCE)
+        .collect::<Vec<()>>();
+        let sealing = async {
+            let (resolution, recorded) = tokio::join!(planning, recording);
+            let resolution = resolution?;
+            recorded?;
+            if shared.should_stop() {
+                return Ok(());
+            }
+            let claimed = claimed_ref
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let held = held_ref.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            self.seal_streamed_plan(
+                job,
+                &provisional,
+                resolution,
+                earlier,
+                &held,
+                &claimed,
+                &delivered,
+            )
+            .await
+        };
+        let (sealed, _) = tokio::join!(sealing, acting);
+        sealed
+    }
 
-        // The rest of the plan: what no streamed copy covered.
-        let held = held.into_inner().unwrap_or_else(|p| p.into_inner());
+    /// The rest of a plan made while its job acts (what no streamed copy covered) added to
+    /// the job, and the complete plan sealed and stored with its audit entries. The heavy part
+    /// (sorting, digest, seal, JSON, the store write) runs off the async task, which keeps
+    /// sending and settling the job's batches meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    async fn seal_streamed_plan(
+        &self,
+        job: i64,
+        provisional: &Plan,
+        resolution: super::planner::Resolution,
+        earlier: Vec<ItemRow>,
+        held: &BTreeSet<Key>,
+        claimed: &BTreeSet<Key>,
+        delivered: &BTreeMap<(String, String), Option<DateTime<Utc>>>,
+    ) -> Result<(), EngineError> {
         let earlier_keys: BTreeSet<Key> = earlier.iter().map(item_key).collect();
         let mut rest: Vec<ItemRow> = Vec::new();
         for p in &resolution.items {
@@ -260,36 +331,47 @@ impl Engine {
         }
         for s in &resolution.skipped {
             if !held.contains(&skipped_key(s)) {
-                rest.push(skipped_row(s, request.action));
+                rest.push(skipped_row(s, provisional.request.action));
             }
         }
         if !rest.is_empty() {
             self.store().append_job_items(job, &rest)?;
         }
+        // Copies another job holds, as the job recorded them when they were located: shown
+        // with that job, not planned here.
+        let mut claims: BTreeMap<Key, ItemRow> = BTreeMap::new();
+        if !claimed.is_empty() {
+            for it in self.store().job_items(job, Some(ItemState::Skipped))? {
+                let key = item_key(&it);
+                if claimed.contains(&key) {
+                    claims.insert(key, it);
+                }
+            }
+        }
 
         // The plan as this job holds it. Lines an earlier run of the job recorded stand as
         // recorded (planning now would find the copies it acted on already gone).
-        let mut items: Vec<PlanItem> = resolution
-            .items
-            .into_iter()
-            .filter(|p| !earlier_keys.contains(&plan_item_key(p)))
-            .collect();
-        let mut skipped: Vec<SkippedItem> = resolution
-            .skipped
-            .into_iter()
-            .filter(|s| !earlier_keys.contains(&skipped_key(s)))
-            .collect();
+        let mut items: Vec<PlanItem> = Vec::with_capacity(resolution.items.len());
+        let mut skipped: Vec<SkippedItem> = Vec::new();
+        for p in resolution.items {
+            let key = plan_item_key(&p);
+            if earlier_keys.contains(&key) {
+                continue;
+            }
+            match claims.remove(&key) {
+                Some(it) => skipped.push(skipped_of_row(&it)),
+                None => items.push(p),
+            }
+        }
+        skipped.extend(
+            resolution
+                .skipped
+                .into_iter()
+                .filter(|s| !earlier_keys.contains(&skipped_key(s))),
+        );
         for it in earlier {
             if it.state == ItemState::Skipped {
-                skipped.push(SkippedItem {
-                    tenant: (!it.tenant.is_empty()).then(|| it.tenant.clone()),
-                    address: it.mailbox.clone(),
-                    internet_message_id: it.message_id.clone(),
-                    reason: it
-                        .reason
-                        .unwrap_or(crate::model::FailureReason::ProviderError),
-                    detail: it.detail.clone().unwrap_or_default(),
-                });
+                skipped.push(skipped_of_row(&it));
             } else {
                 let kind = self
                     .client(&it.tenant)
@@ -311,16 +393,27 @@ impl Engine {
                 });
             }
         }
-        super::planner::sort_items(&mut items);
-        let mut plan = Plan::new(
-            provisional.operator.clone(),
-            provisional.request.clone(),
-            items,
-            skipped,
-        );
-        plan.id = provisional.id.clone();
-        plan.created_at = provisional.created_at;
-        self.seal_plan(&mut plan)?;
+        let key = self.store().plan_key()?;
+        let (operator, request) = (provisional.operator.clone(), provisional.request.clone());
+        let (id, created_at) = (provisional.id.clone(), provisional.created_at);
+        let (plan, json) = tokio::task::spawn_blocking(move || {
+            super::planner::sort_items(&mut items);
+            skipped.sort_by(|a, b| {
+                (&a.tenant, &a.address, &a.internet_message_id).cmp(&(
+                    &b.tenant,
+                    &b.address,
+                    &b.internet_message_id,
+                ))
+            });
+            let mut plan = Plan::new(operator, request, items, skipped);
+            plan.id = id;
+            plan.created_at = created_at;
+            plan.seal_with(&key);
+            let json = plan.to_json_pretty();
+            (plan, json)
+        })
+        .await
+        .map_err(|e| EngineError::Invalid(format!("job {job}: sealing its plan failed: {e}")))?;
         // The complete plan and what it means for the audit, in one transaction: a crash
         // leaves the provisional plan (planned again on resume) or both, never a sealed plan
         // without its entries. An automation's decision is audited here too (`auto_retract`).
@@ -328,13 +421,15 @@ impl Engine {
         if plan.request.trigger.is_auto() {
             records.push(self.auto_retract_record(&plan, Some(job)));
         }
-        self.store().seal_plan_audited(
-            &plan.id,
-            PLANNING_DIGEST,
-            &plan.digest,
-            &plan.to_json_pretty(),
-            records,
-        )?;
+        let store = self.store_handle();
+        tokio::task::spawn_blocking(move || {
+            store
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .seal_plan_audited(&plan.id, PLANNING_DIGEST, &plan.digest, &json, records)
+        })
+        .await
+        .map_err(|e| EngineError::Invalid(format!("job {job}: storing its plan failed: {e}")))??;
         Ok(())
     }
 

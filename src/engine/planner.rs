@@ -412,6 +412,7 @@ impl Engine {
             .collect();
 
         let mut items = Vec::new();
+        let mut streamed = Vec::new();
         let note_for = |tenant: &str, mailbox: &str, effective: RetractAction| {
             self.plan_note(request.action, tenant, mailbox, effective)
         };
@@ -460,6 +461,10 @@ impl Engine {
                         depth,
                         copies,
                     ) {
+                        // Streamed to its job, which checks the claim as it records the copy
+                        // (in the same transaction): asking here too would cost a store
+                        // query per copy on the task that also drives the job's batches.
+                        Ok(found) if own_job.is_some() => streamed.extend(found),
                         Ok(found) => items.extend(found),
                         Err(s) => skipped.push(s),
                     }
@@ -485,6 +490,7 @@ impl Engine {
             }
             items = kept;
         }
+        items.append(&mut streamed);
         sort_items(&mut items);
         skipped.sort_by(|a, b| {
             (&a.tenant, &a.address, &a.internet_message_id).cmp(&(

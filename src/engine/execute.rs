@@ -898,13 +898,30 @@ impl Engine {
                 if shared.unrecorded.load(Ordering::SeqCst) {
                     return; // Stopped: these will not be sent.
                 }
-                self.flush_finished(job, by_key, finished, sink);
-                let result = self.store().in_transaction(|s| {
+                // The outcomes so far go in the same transaction (one commit per batch).
+                let outcomes =
+                    std::mem::take(&mut *finished.lock().unwrap_or_else(|p| p.into_inner()));
+                let mark = |s: &crate::store::Store| {
                     items.iter().try_for_each(|(key, copy)| {
                         s.mark_in_flight(*key as i64, &copy.id, &self.lease.owner)
                     })
+                };
+                let together = self.store().in_transaction(|s| {
+                    commit_outcomes(s, &outcomes)?;
+                    mark(s)
                 });
-                if let Err(e) = result {
+                if together.is_ok() {
+                    report_outcomes(job, by_key, outcomes, sink);
+                    return;
+                }
+                // Apart, as if never tried together: the outcomes on their own (a failure
+                // there is logged), then the marks.
+                finished
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .splice(0..0, outcomes);
+                self.flush_finished(job, by_key, finished, sink);
+                if let Err(e) = self.store().in_transaction(mark) {
                     // Unrecorded, a mutation could not be reconciled after a crash: stop sending.
                     tracing::error!(job, items = items.len(), "cannot record in_flight: {e}");
                     shared.unrecorded.store(true, Ordering::SeqCst);
@@ -939,47 +956,13 @@ impl Engine {
         if outcomes.is_empty() {
             return;
         }
-        let result = self.store().in_transaction(|s| {
-            outcomes
-                .iter()
-                .try_for_each(|(key, outcome)| match outcome {
-                    // Unknown: left `in_flight` for reconciliation by locating.
-                    Err(f) if f.code == UNCERTAIN => Ok(()),
-                    Ok(applied) => s.finish_item_succeeded(
-                        *key as i64,
-                        &applied.from,
-                        applied.was_read,
-                        applied.new_id.as_deref(),
-                        &applied.to,
-                        &applied.detail,
-                    ),
-                    Err(f) => {
-                        s.finish_item_failed(*key as i64, f.reason, &f.code, &failure_detail(f))
-                    }
-                })
-        });
+        let result = self
+            .store()
+            .in_transaction(|s| commit_outcomes(s, &outcomes));
         if let Err(e) = result {
             tracing::error!(job, items = outcomes.len(), "cannot record outcomes: {e}");
         }
-        for (key, outcome) in outcomes {
-            let Some(it) = by_key.get(&key) else { continue };
-            if matches!(&outcome, Err(f) if f.code == UNCERTAIN) {
-                tracing::warn!(job, mailbox = %it.mailbox, "outcome unknown: left in flight");
-                continue;
-            }
-            sink(match outcome {
-                Ok(_) => JobEvent::ItemSucceeded {
-                    job,
-                    mailbox: it.mailbox.clone(),
-                },
-                Err(f) => JobEvent::ItemFailed {
-                    job,
-                    mailbox: it.mailbox.clone(),
-                    reason: f.reason,
-                    provider_code: f.code,
-                },
-            });
-        }
+        report_outcomes(job, by_key, outcomes, sink);
     }
 
     /// Locates every canary copy again: each succeeded item must sit where the action puts it
@@ -1533,4 +1516,54 @@ fn planned_copy(it: &ItemRow) -> Option<LocatedCopy> {
         received: it.delivered_at,
         version: None,
     })
+}
+
+/// Writes items' outcomes (inside the caller's transaction). An unknown outcome is left
+/// `in_flight`, for reconciliation by locating.
+fn commit_outcomes(
+    s: &crate::store::Store,
+    outcomes: &[(u64, Result<Applied, Failure>)],
+) -> Result<(), crate::store::StoreError> {
+    outcomes
+        .iter()
+        .try_for_each(|(key, outcome)| match outcome {
+            Err(f) if f.code == UNCERTAIN => Ok(()),
+            Ok(applied) => s.finish_item_succeeded(
+                *key as i64,
+                &applied.from,
+                applied.was_read,
+                applied.new_id.as_deref(),
+                &applied.to,
+                &applied.detail,
+            ),
+            Err(f) => s.finish_item_failed(*key as i64, f.reason, &f.code, &failure_detail(f)),
+        })
+}
+
+/// Reports committed outcomes to the job's sink.
+fn report_outcomes(
+    job: i64,
+    by_key: &BTreeMap<u64, ItemRow>,
+    outcomes: Vec<(u64, Result<Applied, Failure>)>,
+    sink: Sink<'_>,
+) {
+    for (key, outcome) in outcomes {
+        let Some(it) = by_key.get(&key) else { continue };
+        if matches!(&outcome, Err(f) if f.code == UNCERTAIN) {
+            tracing::warn!(job, mailbox = %it.mailbox, "outcome unknown: left in flight");
+            continue;
+        }
+        sink(match outcome {
+            Ok(_) => JobEvent::ItemSucceeded {
+                job,
+                mailbox: it.mailbox.clone(),
+            },
+            Err(f) => JobEvent::ItemFailed {
+                job,
+                mailbox: it.mailbox.clone(),
+                reason: f.reason,
+                provider_code: f.code,
+            },
+        });
+    }
 }

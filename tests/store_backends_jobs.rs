@@ -577,6 +577,113 @@ fn cancel_reset_and_transactions_behave_alike() {
     assert_eq!(seen[0].3, 0, "none after the window");
 }
 
+/// A job's outcome per (tenant, message), as the trace's retraction state is set from it:
+/// succeeded items, and items neither succeeded nor skipped, per message; a line skipped
+/// outside every tenant is not counted. The same on both backends, and as read item by item.
+#[test]
+fn outcomes_per_message_are_counted_alike_on_both_backends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut seen = Vec::new();
+    for raw in backends(&dir) {
+        let name = raw.name();
+        let mut store = raw.open();
+        let other = "<follow-up@evil.example>";
+        let mut items: Vec<ItemRow> = ["a@x", "b@x", "c@x", "d@x"].map(item).to_vec();
+        let mut second = item("a@x");
+        second.message_id = other.into();
+        let mut elsewhere = item("e@y");
+        elsewhere.tenant = "fabrikam".into();
+        let mut outside = item("f@outside.example");
+        outside.tenant = String::new();
+        outside.state = ItemState::Skipped;
+        outside.reason = Some(FailureReason::External);
+        items.extend([second, elsewhere, outside]);
+        store.insert_plan("p", "d", Utc::now(), "{}").expect("plan");
+        let job = store
+            .create_job(&new_job(JobKind::Retract, Some("p"), None, false), &items)
+            .expect("job");
+        let ids: BTreeMap<(String, String), i64> = store
+            .job_items(job, None)
+            .expect("items")
+            .iter()
+            .map(|it| ((it.mailbox.clone(), it.message_id.clone()), it.id))
+            .collect();
+        let id = |m: &str, mid: &str| ids[&(m.to_string(), mid.to_string())];
+        let moved = |s: &Store, item: i64| {
+            s.finish_item_succeeded(item, &Folder::Inbox, false, None, &Folder::Junk, "ok")
+        };
+        moved(&store, id("a@x", MESSAGE)).expect("a");
+        moved(&store, id("b@x", MESSAGE)).expect("b");
+        store
+            .finish_item_failed(
+                id("c@x", MESSAGE),
+                FailureReason::NotAuthorized,
+                "403",
+                "no",
+            )
+            .expect("c");
+        // d@x stays pending.
+        moved(&store, id("a@x", other)).expect("a, second message");
+        store
+            .finish_item_failed(
+                id("e@y", MESSAGE),
+                FailureReason::AlreadyGone,
+                "404",
+                "gone",
+            )
+            .expect("e");
+        let got: Vec<(String, String, u64, u64)> = store
+            .message_outcomes(job)
+            .expect("outcomes")
+            .into_iter()
+            .map(|m| (m.tenant, m.message_id, m.succeeded, m.unsettled_or_failed))
+            .collect();
+        // The same, item by item.
+        let mut by_item: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+        for it in store.job_items(job, None).expect("items") {
+            if it.state == ItemState::Skipped && it.tenant.is_empty() {
+                continue;
+            }
+            let e = by_item.entry((it.tenant, it.message_id)).or_default();
+            match it.state {
+                ItemState::Succeeded => e.0 += 1,
+                ItemState::Skipped => {}
+                _ => e.1 += 1,
+            }
+        }
+        let by_item: Vec<(String, String, u64, u64)> = by_item
+            .into_iter()
+            .map(|((t, m), (ok, not_ok))| (t, m, ok, not_ok))
+            .collect();
+        assert_eq!(got, by_item, "{name}");
+        seen.push(got);
+    }
+    assert_eq!(seen[0], seen[1], "the same on both backends");
+    assert_eq!(
+        seen[0],
+        vec![
+            (
+                "contoso".to_string(),
+                "<campaign@evil.example>".to_string(),
+                2,
+                2
+            ),
+            (
+                "contoso".to_string(),
+                "<follow-up@evil.example>".to_string(),
+                1,
+                0
+            ),
+            (
+                "fabrikam".to_string(),
+                "<campaign@evil.example>".to_string(),
+                0,
+                1
+            ),
+        ]
+    );
+}
+
 // ---- real processes ----
 
 const CHILD_ENV: &str = "CLAWBACK_TEST_JOBS_CHILD";

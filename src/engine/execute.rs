@@ -1018,23 +1018,11 @@ impl Engine {
     /// Records the retraction state of the job's messages in the trace.
     pub(super) fn mark_trace(&self, job: i64) -> Result<(), EngineError> {
         let mut store = self.store();
-        let items = store.job_items(job, None)?;
-        let mut per_message: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
-        for it in &items {
-            if it.state == ItemState::Skipped && it.tenant.is_empty() {
-                continue;
-            }
-            let e = per_message
-                .entry((it.tenant.clone(), it.message_id.clone()))
-                .or_default();
-            if it.state == ItemState::Succeeded {
-                e.0 += 1;
-            } else if it.state != ItemState::Skipped {
-                e.1 += 1;
-            }
-        }
+        let per_message = store.message_outcomes(job)?;
         let now = Utc::now().timestamp();
-        for ((tenant, mid), (ok, not_ok)) in per_message {
+        for m in per_message {
+            let (tenant, mid, ok, not_ok) =
+                (m.tenant, m.message_id, m.succeeded, m.unsettled_or_failed);
             if ok == 0 {
                 continue;
             }

@@ -547,6 +547,22 @@ fn claim_on_copy(
     Ok(found.remove(&(tenant.to_string(), mailbox.to_string())))
 }
 
+/// A job's items per (tenant, message): see [`Store::message_outcomes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageOutcome {
+    pub tenant: String,
+    pub message_id: String,
+    pub succeeded: u64,
+    /// Items neither succeeded nor skipped (failed, pending, in flight).
+    pub unsettled_or_failed: u64,
+}
+
+const MESSAGE_OUTCOMES_SQLITE: &str = "SELECT tenant, message_id, \
+     sum(CASE WHEN state = 'succeeded' THEN 1 ELSE 0 END), \
+     sum(CASE WHEN state IN ('succeeded', 'skipped') THEN 0 ELSE 1 END) \
+     FROM job_item WHERE job_id = ?1 AND NOT (state = 'skipped' AND tenant = '') \
+     GROUP BY tenant, message_id ORDER BY tenant, message_id";
+
 fn claims_from(
     mut rows: rusqlite::Rows<'_>,
 ) -> Result<BTreeMap<(String, String), CopyClaim>, StoreError> {
@@ -1106,6 +1122,25 @@ impl Store {
             }
         }
         Ok(c)
+    }
+
+    /// Per (tenant, message) of a job: its items that succeeded, and those neither succeeded
+    /// nor skipped. Lines skipped outside every tenant (tenant empty) are left out. One
+    /// aggregate instead of every item read back (the trace's retraction state at a job's end).
+    pub fn message_outcomes(&self, job: i64) -> Result<Vec<MessageOutcome>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return super::pg::jobs::message_outcomes(pg, job);
+        }
+        let mut stmt = self.conn()?.prepare_cached(MESSAGE_OUTCOMES_SQLITE)?;
+        let rows = stmt.query_map([job], |r| {
+            Ok(MessageOutcome {
+                tenant: r.get(0)?,
+                message_id: r.get(1)?,
+                succeeded: r.get::<_, i64>(2)?.max(0) as u64,
+                unsettled_or_failed: r.get::<_, i64>(3)?.max(0) as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     /// Runs `f` in one transaction: committed when it returns `Ok`, rolled back otherwise.

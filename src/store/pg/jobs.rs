@@ -544,6 +544,30 @@ pub fn item_counts(conn: &PgConn, job: i64) -> Result<ItemCounts, StoreError> {
     Ok(c)
 }
 
+/// [`crate::store::Store::message_outcomes`] on PostgreSQL.
+pub fn message_outcomes(
+    conn: &PgConn,
+    job: i64,
+) -> Result<Vec<crate::store::jobs::MessageOutcome>, StoreError> {
+    let mut out = Vec::new();
+    for r in conn.query(
+        "SELECT tenant, message_id, \
+         count(*) FILTER (WHERE state = 'succeeded'), \
+         count(*) FILTER (WHERE state NOT IN ('succeeded', 'skipped')) \
+         FROM job_item WHERE job_id = $1 AND NOT (state = 'skipped' AND tenant = '') \
+         GROUP BY tenant, message_id ORDER BY tenant, message_id",
+        &[&job],
+    )? {
+        out.push(crate::store::jobs::MessageOutcome {
+            tenant: get::<String>(&r, 0)?,
+            message_id: get::<String>(&r, 1)?,
+            succeeded: get::<i64>(&r, 2)?.max(0) as u64,
+            unsettled_or_failed: get::<i64>(&r, 3)?.max(0) as u64,
+        });
+    }
+    Ok(out)
+}
+
 /// Runs `f` between `BEGIN` and `COMMIT` on this connection (`ROLLBACK` when it fails): the
 /// store's methods `f` calls use the same connection, so they are inside the transaction.
 pub fn in_transaction<T>(

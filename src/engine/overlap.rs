@@ -266,8 +266,18 @@ impl Engine {
             drop(act_tx);
             Ok::<(), EngineError>(())
         };
+        // What waits is taken together, up to a chunk: recording runs ahead in handovers as
+        // small as one locate round (Graph: 10 mailboxes), and a few such at a time would
+        // leave most of the tenant's slots idle.
         let acting = stream::unfold(act_rx, |mut rx| async move {
-            rx.recv().await.map(|pending| (pending, rx))
+            let mut pending = rx.recv().await?;
+            while pending.len() < LOCATED_CHUNK {
+                match rx.try_recv() {
+                    Ok(more) => pending.extend(more),
+                    Err(_) => break,
+                }
+            }
+            Some((pending, rx))
         })
         .map(|pending| async move {
             if !shared.should_stop() {

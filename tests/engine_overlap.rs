@@ -335,6 +335,80 @@ async fn a_run_stopped_while_planning_is_resumed_exactly_once() {
     assert_eq!(plan_applied_counts(&engine, job).len(), 1);
 }
 
+/// The plan is sealed as soon as planning ends, while copies still wait to be acted on. A run
+/// stopped right then (its future dropped, as a kill would stop it) leaves a complete plan and
+/// a job holding every line; resumed, the job acts on each copy exactly once, without planning
+/// again, and the plan is audited once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stopped_after_its_plan_is_sealed_is_resumed_exactly_once() {
+    const MAILBOXES: usize = 120;
+    let scenario = generate(&GenerateOptions {
+        mailboxes: MAILBOXES,
+        campaign_recipients: MAILBOXES,
+        seed: 9,
+        kind: GenerateKind::Microsoft365,
+        background_messages: 0,
+    })
+    .unwrap();
+    // Few service slots, shared by locating and acting: when the last copy is located, most
+    // are still waiting for their action.
+    let options = LabOptions {
+        latency: std::time::Duration::from_millis(20),
+        capacity: 4,
+        ..Default::default()
+    };
+    let mut lab = synced_lab(&scenario, options, &[], 100_000).await;
+    lab.config.tenants[0].limits.max_in_flight = 4;
+    let engine = Engine::new(lab.config, lab.store).unwrap();
+    let mut req = request(vec![]);
+    req.depth = 0;
+    let job = engine.create_planning_job(req, None).unwrap();
+    let plan_id = engine.store().job(job).unwrap().unwrap().plan_id.unwrap();
+    let sealed = async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            let digest = engine.store().plan_digest(&plan_id).unwrap();
+            if digest.as_deref() != Some(PLANNING_DIGEST) {
+                return;
+            }
+        }
+    };
+    let options = RunOptions::default();
+    tokio::select! {
+        r = engine.run_job(job, &options, &|_| {}) => {
+            panic!("the run ended before its plan was seen sealed: {r:?}")
+        }
+        () = sealed => {}
+    }
+    let counts = engine.store().item_counts(job).unwrap();
+    let acted_before = engine_actions(&lab.server).len();
+    assert!(
+        acted_before < MAILBOXES && counts.pending > 0,
+        "stopped after every copy was acted on: not the case under test ({acted_before} acted, {counts:?})"
+    );
+    // Sealed means complete: every line is the job's already (the list too).
+    let plan = stored_plan(&engine, job);
+    engine.check_plan(&plan).unwrap();
+    assert_eq!(plan.items.len(), MAILBOXES);
+    assert_eq!(counts.total(), (MAILBOXES + 1) as u64, "{counts:?}");
+    assert_eq!(plan_applied_counts(&engine, job).len(), 1);
+
+    let report = engine
+        .run_job(job, &RunOptions::default(), &|_| {})
+        .await
+        .unwrap();
+
+    let acted = engine_actions(&lab.server);
+    assert_eq!(acted.len(), MAILBOXES, "{acted:?}");
+    assert!(acted.values().all(|n| *n == 1), "{acted:?}");
+    assert_eq!(report.counts.succeeded, MAILBOXES as u64, "{report:?}");
+    assert_eq!(report.counts.remaining(), 0);
+    assert_eq!(report.counts.skipped, 1, "{report:?}");
+    // The same plan, not a second one, and audited once.
+    assert_eq!(stored_plan(&engine, job).digest, plan.digest);
+    assert_eq!(plan_applied_counts(&engine, job).len(), 1);
+}
+
 /// Gmail, planning while acting: each copy costs the search and the get that locate it and
 /// the modify — three sub-requests, no second read of copies this run located moments ago
 /// (it was four). The list the campaign also went to costs a few requests of its own.

@@ -25,6 +25,10 @@
 //! `(sub-requests served during the run) × latency ÷ capacity` and their ratio (goal ≤ 1.25×),
 //! the stricter per-tenant bound (tenants are served in parallel), and the clawback process's
 //! peak RSS (VmHWM from /proc, sampled while it runs).
+//!
+//! `E2E_TIMELINE=1` also prints, per 100 ms of the run, the lab's slots in use and the
+//! sub-requests it served per tenant (a ramp, a stall or a tail shows where the wall time over
+//! the ideal bound goes); `E2E_STDERR=1` shows the retract command's stderr.
 
 #[path = "support/signing.rs"]
 mod support_signing;

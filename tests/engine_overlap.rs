@@ -245,23 +245,18 @@ async fn acting_while_planning_leaves_a_copy_another_job_holds() {
         && i.internet_message_id == held.internet_message_id));
 }
 
-/// A run stopped while it still plans (its future dropped after its first action, as a kill
-/// would stop it) leaves a job whose plan is provisional; resumed, it plans again, adds only
-/// the copies it does not hold, and ends with every copy acted on exactly once, one item per
-/// copy and a complete plan.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_stopped_while_planning_is_resumed_exactly_once() {
-    const MAILBOXES: usize = 120;
+/// A Microsoft 365 campaign to `mailboxes` mailboxes (and a list) on a lab with four service
+/// slots, the client allowed four: planning takes a while, and locating and acting share the
+/// slots. The engine, the lab (kept alive), and a planning job at depth 0.
+async fn slow_microsoft_job(mailboxes: usize, seed: u64) -> (Engine, SlowLab, i64) {
     let scenario = generate(&GenerateOptions {
-        mailboxes: MAILBOXES,
-        campaign_recipients: MAILBOXES,
-        seed: 5,
+        mailboxes,
+        campaign_recipients: mailboxes,
+        seed,
         kind: GenerateKind::Microsoft365,
         background_messages: 0,
     })
     .unwrap();
-    // Few service slots: planning takes a while, so the first action comes long before the
-    // last locate.
     let options = LabOptions {
         latency: std::time::Duration::from_millis(20),
         capacity: 4,
@@ -273,6 +268,28 @@ async fn a_run_stopped_while_planning_is_resumed_exactly_once() {
     let mut req = request(vec![]);
     req.depth = 0;
     let job = engine.create_planning_job(req, None).unwrap();
+    let lab = SlowLab {
+        server: lab.server,
+        _dir: lab.dir,
+    };
+    (engine, lab, job)
+}
+
+/// The lab of [`slow_microsoft_job`], kept alive with its directory.
+struct SlowLab {
+    server: LabServer,
+    _dir: tempfile::TempDir,
+}
+
+/// A run stopped while it still plans (its future dropped after its first action, as a kill
+/// would stop it) leaves a job whose plan is provisional; resumed, it plans again, adds only
+/// the copies it does not hold, and ends with every copy acted on exactly once, one item per
+/// copy and a complete plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stopped_while_planning_is_resumed_exactly_once() {
+    const MAILBOXES: usize = 120;
+    // Few service slots: the first action comes long before the last locate.
+    let (engine, lab, job) = slow_microsoft_job(MAILBOXES, 5).await;
 
     let acted = tokio::sync::Notify::new();
     let sink = |e: JobEvent| {
@@ -342,27 +359,9 @@ async fn a_run_stopped_while_planning_is_resumed_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_stopped_after_its_plan_is_sealed_is_resumed_exactly_once() {
     const MAILBOXES: usize = 120;
-    let scenario = generate(&GenerateOptions {
-        mailboxes: MAILBOXES,
-        campaign_recipients: MAILBOXES,
-        seed: 9,
-        kind: GenerateKind::Microsoft365,
-        background_messages: 0,
-    })
-    .unwrap();
     // Few service slots, shared by locating and acting: when the last copy is located, most
     // are still waiting for their action.
-    let options = LabOptions {
-        latency: std::time::Duration::from_millis(20),
-        capacity: 4,
-        ..Default::default()
-    };
-    let mut lab = synced_lab(&scenario, options, &[], 100_000).await;
-    lab.config.tenants[0].limits.max_in_flight = 4;
-    let engine = Engine::new(lab.config, lab.store).unwrap();
-    let mut req = request(vec![]);
-    req.depth = 0;
-    let job = engine.create_planning_job(req, None).unwrap();
+    let (engine, lab, job) = slow_microsoft_job(MAILBOXES, 9).await;
     let plan_id = engine.store().job(job).unwrap().unwrap().plan_id.unwrap();
     let sealed = async {
         loop {

@@ -281,6 +281,26 @@ struct SlowLab {
     _dir: tempfile::TempDir,
 }
 
+/// Runs the job again to its end and checks, by the lab's action log, that each of the
+/// `mailboxes` copies was acted on exactly once and that the job settled every one.
+async fn resume_and_check_each_copy_acted_once(
+    engine: &Engine,
+    lab: &SlowLab,
+    job: i64,
+    mailboxes: usize,
+) -> JobReport {
+    let report = engine
+        .run_job(job, &RunOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    let acted = engine_actions(&lab.server);
+    assert_eq!(acted.len(), mailboxes, "{acted:?}");
+    assert!(acted.values().all(|n| *n == 1), "{acted:?}");
+    assert_eq!(report.counts.succeeded, mailboxes as u64, "{report:?}");
+    assert_eq!(report.counts.remaining(), 0);
+    report
+}
+
 /// A run stopped while it still plans (its future dropped after its first action, as a kill
 /// would stop it) leaves a job whose plan is provisional; resumed, it plans again, adds only
 /// the copies it does not hold, and ends with every copy acted on exactly once, one item per
@@ -322,16 +342,7 @@ async fn a_run_stopped_while_planning_is_resumed_exactly_once() {
         .unwrap();
     assert!(skipped_before.is_empty(), "{skipped_before:?}");
 
-    let report = engine
-        .run_job(job, &RunOptions::default(), &|_| {})
-        .await
-        .unwrap();
-
-    let acted = engine_actions(&lab.server);
-    assert_eq!(acted.len(), MAILBOXES, "{acted:?}");
-    assert!(acted.values().all(|n| *n == 1), "{acted:?}");
-    assert_eq!(report.counts.succeeded, MAILBOXES as u64, "{report:?}");
-    assert_eq!(report.counts.remaining(), 0);
+    let report = resume_and_check_each_copy_acted_once(&engine, &lab, job, MAILBOXES).await;
     let items = engine.store().job_items(job, None).unwrap();
     let mut per_box: BTreeMap<&str, usize> = BTreeMap::new();
     for it in items.iter().filter(|it| it.state != ItemState::Skipped) {
@@ -392,16 +403,7 @@ async fn a_run_stopped_after_its_plan_is_sealed_is_resumed_exactly_once() {
     assert_eq!(counts.total(), (MAILBOXES + 1) as u64, "{counts:?}");
     assert_eq!(plan_applied_counts(&engine, job).len(), 1);
 
-    let report = engine
-        .run_job(job, &RunOptions::default(), &|_| {})
-        .await
-        .unwrap();
-
-    let acted = engine_actions(&lab.server);
-    assert_eq!(acted.len(), MAILBOXES, "{acted:?}");
-    assert!(acted.values().all(|n| *n == 1), "{acted:?}");
-    assert_eq!(report.counts.succeeded, MAILBOXES as u64, "{report:?}");
-    assert_eq!(report.counts.remaining(), 0);
+    let report = resume_and_check_each_copy_acted_once(&engine, &lab, job, MAILBOXES).await;
     assert_eq!(report.counts.skipped, 1, "{report:?}");
     // The same plan, not a second one, and audited once.
     assert_eq!(stored_plan(&engine, job).digest, plan.digest);

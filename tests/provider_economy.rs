@@ -256,7 +256,7 @@ async fn above_capacity(kind: GenerateKind, n: usize) {
 }
 
 /// The batch requests the lab has served on the route ending in `route` (Graph `/$batch`,
-/// up to 20 sub-requests each; Gmail `/batch/gmail/v1`, up to 50 calls each).
+/// up to 20 sub-requests each; Gmail `/batch/gmail/v1`, up to 25 calls each).
 fn batches(server: &LabServer, route: &str) -> u64 {
     let requests = server.lab.stats.requests.lock().unwrap();
     requests
@@ -318,15 +318,15 @@ async fn graph_locates_many_mailboxes_in_batches_of_twenty_steps() {
     assert_eq!(batches(&l.server, "/$batch") - before_batches, 7);
 }
 
-/// Gmail, many mailboxes located together: their searches share HTTP batches of 50 calls
+/// Gmail, many mailboxes located together: their searches share HTTP batches of 25 calls
 /// across mailboxes, then their gets do (it was two requests of their own per copy); each copy
 /// is named by its own mailbox's answers (one in Spam is Junk), and a target that cannot be
 /// asked for (a malformed Message-ID) gets its own error without holding the others back.
 #[tokio::test]
-async fn gmail_locates_many_mailboxes_in_batches_of_fifty_calls() {
+async fn gmail_locates_many_mailboxes_in_batches_of_twenty_five_calls() {
     let l = lab(GenerateKind::GoogleWorkspace).await;
     let tenant = l.client.tenant_name().to_string();
-    assert_eq!(l.client.locate_group(), 50);
+    assert_eq!(l.client.locate_group(), 25);
     user_moves(&l.server, &tenant, &l.recipients[3], "junk").await;
     let targets = campaign_targets_and_a_malformed_id(&l.recipients);
     let before = served(&l.server);
@@ -348,9 +348,9 @@ async fn gmail_locates_many_mailboxes_in_batches_of_fifty_calls() {
         );
         assert!(copies.iter().all(|c| c.mailbox == l.recipients[k]));
     }
-    // A search and a get a mailbox, in batches of at most 50: two rounds of two batches.
+    // A search and a get a mailbox, in batches of at most 25: two rounds of three batches.
     assert_eq!(served(&l.server) - before, 2 * MAILBOXES);
-    assert_eq!(batches(&l.server, "/batch/gmail/v1") - before_batches, 4);
+    assert_eq!(batches(&l.server, "/batch/gmail/v1") - before_batches, 6);
 }
 
 /// The planner locates a campaign's mailboxes ten to a `$batch`: a plan of 60 Inbox copies

@@ -384,7 +384,7 @@ impl ProviderClient {
 
     /// How many `(mailbox, Message-ID)` targets [`ProviderClient::locate_many`] sends together
     /// to good effect: Graph, a `$batch` of 20 steps over locates of at most two; Gmail, an
-    /// HTTP batch of 50 lists (then one of their gets).
+    /// HTTP batch of 25 lists (then one of their gets).
     pub fn locate_group(&self) -> usize {
         match self {
             ProviderClient::Graph(c) => scheduler::Backend::batch_max(c.as_ref()) / 2,

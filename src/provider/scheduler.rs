@@ -573,7 +573,7 @@ pub async fn run<B: Backend, F>(
 }
 
 /// Sub-requests per batch: the provider's maximum, but never more than the tenant may have in
-/// flight (a Gmail batch of 50 runs all 50 at once).
+/// flight (a Gmail batch of 25 runs all 25 at once).
 fn batch_size<B: Backend>(backend: &B) -> usize {
     backend
         .batch_max()
@@ -582,7 +582,7 @@ fn batch_size<B: Backend>(backend: &B) -> usize {
 }
 
 /// [`batch_size`], but never a batch that needs more of the tenant's slots than the pacer
-/// allows now: after throttling halved it, a Gmail batch of 50 (all served at once) would be
+/// allows now: after throttling halved it, a Gmail batch of 25 (all served at once) would be
 /// refused in most of its parts.
 fn round_batch_size<B: Backend>(backend: &B) -> usize {
     let allowed = backend.pacer().allowed();

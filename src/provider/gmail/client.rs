@@ -1,4 +1,4 @@
-//! Gmail transport: the multipart batch (one request as itself, up to 50 as one batch) with
+//! Gmail transport: the multipart batch (one request as itself, up to 25 as one batch) with
 //! one token per impersonated user, and Directory / Reports API calls as the admin.
 
 use super::{GmailClient, next_page};

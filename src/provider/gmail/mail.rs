@@ -105,7 +105,7 @@ impl GmailClient {
     /// Locates each `(mailbox, Internet Message-ID)` as [`GmailClient::locate`] does, in two
     /// rounds sent in HTTP batches across mailboxes: every target's list, then a get for every
     /// id listed. One request per call cost each copy two HTTP exchanges of its own on both
-    /// sides; batched, they share a `multipart/mixed` request each of up to 50 calls. Each
+    /// sides; batched, they share a `multipart/mixed` request each of up to 25 calls. Each
     /// target's outcome is its own (one mailbox's error answer is not another's).
     pub async fn locate_many(
         &self,

@@ -220,8 +220,13 @@ impl Backend for GmailClient {
         &self.pacer
     }
 
+    /// Calls per HTTP batch. Gmail takes up to 100 and advises at most 50; 25 measured better:
+    /// a batch holds its calls' slots until its last call is answered, and parts are parsed,
+    /// served and assembled one batch at a time, so a smaller batch wastes less of its slots
+    /// (Google warm retract_e2e: 2.97-3.14 s against 3.09-3.25 s with 50, alternated run
+    /// for run; the mixed cold run, bound by CPU, the same either way).
     fn batch_max(&self) -> usize {
-        50
+        25
     }
 
     async fn is_internal(&self, mailbox: &str) -> Result<bool, Failure> {

@@ -72,7 +72,6 @@ pub(super) fn item_row(p: &PlanItem, delivered_at: Option<DateTime<Utc>>) -> Ite
     row
 }
 
-/// A plan's skipped line as a settled job item.
 /// A line the job stored `skipped`, as the plan shows it.
 fn skipped_of_row(it: &ItemRow) -> SkippedItem {
     SkippedItem {
@@ -86,6 +85,7 @@ fn skipped_of_row(it: &ItemRow) -> SkippedItem {
     }
 }
 
+/// A plan's skipped line as a settled job item.
 pub(super) fn skipped_row(s: &SkippedItem, action: crate::model::RetractAction) -> ItemRow {
     let mut row = ItemRow::pending(
         s.tenant.as_deref().unwrap_or_default(),

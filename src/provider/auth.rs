@@ -514,12 +514,14 @@ impl Authenticator {
             Flow::Google { token_url, account } => {
                 // An RS256 signature per impersonated user costs about half a millisecond of CPU:
                 // signed off the async workers so a burst of new users does not stall I/O, and
-                // at most one per core at a time (see `SIGNERS`).
-                let _signer = signers()
-                    .acquire()
-                    .await
-                    .map_err(|e| super::errors::internal(&format!("signing slot: {e}")))?;
+                // at most one per core at a time (see `SIGNERS`). The slot is held for the
+                // signature only, not for the token request after it: held across that round
+                // trip, a core sat idle for every token in flight.
                 let assertion = {
+                    let _signer = signers()
+                        .acquire()
+                        .await
+                        .map_err(|e| super::errors::internal(&format!("signing slot: {e}")))?;
                     let (account, url, sub, scopes) = (
                         account.clone(),
                         token_url.clone(),

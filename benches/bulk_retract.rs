@@ -2,15 +2,17 @@
 //! on the lab (latency 20 ms, capacity S = 256) through `ProviderClient::retract_many`, for
 //! Graph and Gmail. Reports wall time against the lab's ideal bound
 //! `served sub-requests × latency ÷ S`, where the sub-requests are counted by the lab itself
-//! (`/_lab/stats` → `served`). Goal: ≤ 1.25×. Checks afterwards that every copy moved exactly
+//! (`/_lab/stats` → `served`), for information. Checks afterwards that every copy moved exactly
 //! once (no item lost or doubled).
 //!
 //! Also prints, per provider (issue 14): sub-requests per copy, wall against the
 //! **minimal-work floor** (2 sub-requests per copy — one locate, one action — × latency ÷ S;
-//! for Gmail cold plus the RS256 signing floor) and wall ÷ floor; Gmail twice, cold (every
+//! for Gmail cold plus the RS256 signing floor) and wall ÷ floor, DESIGN §9's budget (goal ≤ 2.0×
+//! for every unthrottled run; the last line names the worst); Gmail twice, cold (every
 //! per-user token signed and fetched) and warm (tokens kept by an earlier client in the token
 //! file); and a throttled run (lab capacity 16, the client allowed 64 in flight, whole-second
-//! `Retry-After`) that must still act on every copy exactly once, with the time spent waiting.
+//! `Retry-After`) that must still act on every copy exactly once, with the time spent waiting
+//! (no time goal: a whole second per refusal is the service's advice, not the client's work).
 //!
 //! `cargo bench --bench bulk_retract` — environment: `BULK_MAILBOXES` (default 10000),
 //! `BULK_PROVIDERS` (`graph,gmail`), `BULK_THROTTLED_MAILBOXES` (default 1000; 0 skips the
@@ -92,8 +94,8 @@ fn main() {
         }
     }
     println!(
-        "worst ratio {worst:.2}× (goal ≤ 1.25×): {}",
-        if worst <= 1.25 { "met" } else { "MISSED" }
+        "worst wall ÷ floor of the unthrottled runs {worst:.2}× (goal ≤ 2.0×): {}",
+        if worst <= 2.0 { "met" } else { "MISSED" }
     );
 }
 
@@ -125,7 +127,7 @@ impl Run {
     }
 }
 
-/// Returns wall ÷ the lab's ideal bound (unthrottled runs; 0 for a throttled one).
+/// Returns wall ÷ the minimal-work floor (unthrottled runs; 0 for a throttled one).
 async fn run(r: &Run) -> Result<f64, String> {
     let (kind, mailboxes) = (r.kind, r.mailboxes);
     let scenario = generate(&GenerateOptions {
@@ -282,7 +284,7 @@ async fn run(r: &Run) -> Result<f64, String> {
     };
     println!(
         "  {label}: {:.2} sub-requests per copy; wall {:.2} s; minimal-work floor {floor:.2} s \
-         (2 × {} copies × {} ms ÷ {}{}); wall ÷ floor {:.2}× (goal ≤ 2.0×)",
+         (2 × {} copies × {} ms ÷ {}{}); wall ÷ floor {:.2}×{}",
         served as f64 / recipients.len().max(1) as f64,
         wall.as_secs_f64(),
         recipients.len(),
@@ -293,7 +295,12 @@ async fn run(r: &Run) -> Result<f64, String> {
         } else {
             String::new()
         },
-        wall.as_secs_f64() / floor.max(1e-9)
+        wall.as_secs_f64() / floor.max(1e-9),
+        if r.throttled() {
+            " (no time goal: whole-second Retry-After)"
+        } else {
+            " (goal ≤ 2.0×)"
+        }
     );
     if r.throttled() {
         println!(
@@ -307,7 +314,11 @@ async fn run(r: &Run) -> Result<f64, String> {
             recipients.len() - once
         ));
     }
-    Ok(if r.throttled() { 0.0 } else { ratio })
+    Ok(if r.throttled() {
+        0.0
+    } else {
+        wall.as_secs_f64() / floor.max(1e-9)
+    })
 }
 
 /// Gmail acts as each user through a token of that user's own (domain-wide delegation), and

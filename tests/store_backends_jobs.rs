@@ -6,7 +6,7 @@
 use chrono::{TimeZone, Utc};
 use clawback::model::{FailureReason, Folder, RetractAction, Role, Trigger};
 use clawback::store::jobs::{
-    ItemRow, ItemState, JobKind, JobState, LeaseHolder, LeaseTaken, NewJob, host_name,
+    ItemFinish, ItemRow, ItemState, JobKind, JobState, LeaseHolder, LeaseTaken, NewJob, host_name,
 };
 use clawback::store::pg::PgLocator;
 use clawback::store::{Store, StoreError};
@@ -575,6 +575,178 @@ fn cancel_reset_and_transactions_behave_alike() {
     assert_eq!(seen[0], seen[1], "the same on both backends");
     assert_eq!(seen[0].2, 1, "one settled retract item");
     assert_eq!(seen[0].3, 0, "none after the window");
+}
+
+/// What an item holds after acting, without its mailbox and times: (state, copy id, folder,
+/// read, new id, to folder, reason, provider code, detail).
+type Acted = (
+    ItemState,
+    Option<String>,
+    Folder,
+    bool,
+    Option<String>,
+    Option<Folder>,
+    Option<FailureReason>,
+    Option<String>,
+    Option<String>,
+);
+
+fn acted(store: &Store, job: i64) -> Vec<Acted> {
+    store
+        .job_items(job, None)
+        .expect("items")
+        .into_iter()
+        .map(|it| {
+            (
+                it.state,
+                it.copy_id,
+                it.folder,
+                it.read,
+                it.new_id,
+                it.to_folder,
+                it.reason,
+                it.provider_code,
+                it.detail,
+            )
+        })
+        .collect()
+}
+
+/// A planned outcome of a test item: where the copy was (read?), its new id, where it went;
+/// or why it failed.
+type Outcome = (
+    i64,
+    Result<(Folder, bool, Option<&'static str>, Folder), FailureReason>,
+);
+
+fn as_finish((item, o): &Outcome) -> ItemFinish<'_> {
+    match o {
+        Ok((from, read, new_id, to)) => ItemFinish::Succeeded {
+            item: *item,
+            from,
+            read: *read,
+            new_id: *new_id,
+            to,
+            detail: "moved",
+        },
+        Err(reason) => ItemFinish::Failed {
+            item: *item,
+            reason: *reason,
+            provider_code: "ErrorItemNotFound",
+            detail: "gone",
+        },
+    }
+}
+
+/// A batch's marks and outcomes written at once (one statement each on PostgreSQL) leave
+/// exactly what one item at a time leaves, on both backends: the fence refuses the whole
+/// batch when one item's job is not ours (naming that item, nothing left marked), a success
+/// keeps where the copy was and went, a failure its reason, and a settled item stays settled.
+#[test]
+fn marks_and_outcomes_of_a_batch_at_once_are_those_of_one_item_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut seen = Vec::new();
+    for raw in backends(&dir) {
+        let name = raw.name();
+        let mut store = raw.open();
+        let at_once = plan_and_job(&mut store, "p1", &["a1@x", "a2@x", "a3@x", "a4@x"]);
+        let one_by_one = plan_and_job(&mut store, "p2", &["b1@x", "b2@x", "b3@x", "b4@x"]);
+        let theirs = plan_and_job(&mut store, "p3", &["c1@x"]);
+        for (job, owner) in [(at_once, "me"), (one_by_one, "me"), (theirs, "other")] {
+            store
+                .acquire_job_lease(job, &holder(owner, "h"), STALE)
+                .expect("lease")
+                .expect("free");
+        }
+        let ids = |job: i64| -> Vec<i64> {
+            store
+                .job_items(job, None)
+                .expect("items")
+                .iter()
+                .map(|it| it.id)
+                .collect()
+        };
+        let (a, b, c) = (ids(at_once), ids(one_by_one), ids(theirs));
+
+        // One item of another holder's job: the batch is refused, naming it, and rolled back.
+        let refused = store.in_transaction(|s| {
+            s.mark_items_in_flight(&[(a[0], "id-0"), (c[0], "id-c"), (a[1], "id-1")], "me")
+        });
+        assert!(
+            matches!(refused, Err(StoreError::NotLeased { item }) if item == c[0]),
+            "{name}: {refused:?}"
+        );
+        assert_eq!(
+            store.item_counts(at_once).expect("c").in_flight,
+            0,
+            "{name}"
+        );
+        assert_eq!(store.item_counts(theirs).expect("c").in_flight, 0, "{name}");
+
+        let marks = [(0, "id-0"), (1, "id-1"), (2, "id-2"), (3, "id-3")];
+        let batch: Vec<(i64, &str)> = marks.iter().map(|(i, c)| (a[*i], *c)).collect();
+        store
+            .in_transaction(|s| s.mark_items_in_flight(&batch, "me"))
+            .expect("marked");
+        for (i, c) in marks {
+            store.mark_in_flight(b[i], c, "me").expect("marked");
+        }
+        let outcomes = |items: &[i64]| -> Vec<Outcome> {
+            vec![
+                (
+                    items[0],
+                    Ok((Folder::Inbox, true, Some("new-0"), Folder::Junk)),
+                ),
+                (items[1], Ok((Folder::Archive, false, None, Folder::Trash))),
+                (items[2], Err(FailureReason::AlreadyGone)),
+            ]
+        };
+        let mine = outcomes(&a);
+        let finishes: Vec<ItemFinish<'_>> = mine.iter().map(as_finish).collect();
+        store
+            .in_transaction(|s| s.finish_items(&finishes))
+            .expect("finished");
+        for o in &outcomes(&b) {
+            match as_finish(o) {
+                ItemFinish::Succeeded {
+                    item,
+                    from,
+                    read,
+                    new_id,
+                    to,
+                    detail,
+                } => store.finish_item_succeeded(item, from, read, new_id, to, detail),
+                ItemFinish::Failed {
+                    item,
+                    reason,
+                    provider_code,
+                    detail,
+                } => store.finish_item_failed(item, reason, provider_code, detail),
+            }
+            .expect("finished");
+        }
+        // Settled stays settled, at once as one by one.
+        let late = [ItemFinish::Failed {
+            item: a[0],
+            reason: FailureReason::ProviderError,
+            provider_code: "500",
+            detail: "late",
+        }];
+        store.finish_items(&late).expect("no-op");
+        store
+            .finish_item_failed(b[0], FailureReason::ProviderError, "500", "late")
+            .expect("no-op");
+
+        let (batch_items, single_items) = (acted(&store, at_once), acted(&store, one_by_one));
+        assert_eq!(batch_items, single_items, "{name}");
+        assert_eq!(batch_items[0].0, ItemState::Succeeded, "{name}");
+        assert_eq!(batch_items[0].4.as_deref(), Some("new-0"), "{name}");
+        assert_eq!(batch_items[2].0, ItemState::Failed, "{name}");
+        assert_eq!(batch_items[3].0, ItemState::InFlight, "{name}");
+        assert_eq!(batch_items[3].1.as_deref(), Some("id-3"), "{name}");
+        seen.push(batch_items);
+    }
+    assert_eq!(seen[0], seen[1], "the same on both backends");
 }
 
 /// A job's outcome per (tenant, message), as the trace's retraction state is set from it:

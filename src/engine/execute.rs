@@ -17,7 +17,8 @@ use crate::provider::{
 };
 use crate::store::chain::AuditHead;
 use crate::store::jobs::{
-    ItemCounts, ItemRow, ItemState, JobKind, JobLease, JobRow, JobState, LeaseTaken, NewJob,
+    ItemCounts, ItemFinish, ItemRow, ItemState, JobKind, JobLease, JobRow, JobState, LeaseTaken,
+    NewJob,
 };
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
@@ -901,11 +902,12 @@ impl Engine {
                 // The outcomes so far go in the same transaction (one commit per batch).
                 let outcomes =
                     std::mem::take(&mut *finished.lock().unwrap_or_else(|p| p.into_inner()));
-                let mark = |s: &crate::store::Store| {
-                    items.iter().try_for_each(|(key, copy)| {
-                        s.mark_in_flight(*key as i64, &copy.id, &self.lease.owner)
-                    })
-                };
+                let marks: Vec<(i64, &str)> = items
+                    .iter()
+                    .map(|(key, copy)| (*key as i64, copy.id.as_str()))
+                    .collect();
+                let mark =
+                    |s: &crate::store::Store| s.mark_items_in_flight(&marks, &self.lease.owner);
                 let together = self.store().in_transaction(|s| {
                     commit_outcomes(s, &outcomes)?;
                     mark(s)
@@ -1512,20 +1514,35 @@ fn commit_outcomes(
     s: &crate::store::Store,
     outcomes: &[(u64, Result<Applied, Failure>)],
 ) -> Result<(), crate::store::StoreError> {
-    outcomes
+    let details: Vec<String> = outcomes
         .iter()
-        .try_for_each(|(key, outcome)| match outcome {
-            Err(f) if f.code == UNCERTAIN => Ok(()),
-            Ok(applied) => s.finish_item_succeeded(
-                *key as i64,
-                &applied.from,
-                applied.was_read,
-                applied.new_id.as_deref(),
-                &applied.to,
-                &applied.detail,
-            ),
-            Err(f) => s.finish_item_failed(*key as i64, f.reason, &f.code, &failure_detail(f)),
+        .map(|(_, o)| match o {
+            Err(f) if f.code != UNCERTAIN => failure_detail(f),
+            _ => String::new(),
         })
+        .collect();
+    let items: Vec<ItemFinish<'_>> = outcomes
+        .iter()
+        .zip(&details)
+        .filter_map(|((key, outcome), detail)| match outcome {
+            Err(f) if f.code == UNCERTAIN => None,
+            Ok(applied) => Some(ItemFinish::Succeeded {
+                item: *key as i64,
+                from: &applied.from,
+                read: applied.was_read,
+                new_id: applied.new_id.as_deref(),
+                to: &applied.to,
+                detail: &applied.detail,
+            }),
+            Err(f) => Some(ItemFinish::Failed {
+                item: *key as i64,
+                reason: f.reason,
+                provider_code: &f.code,
+                detail,
+            }),
+        })
+        .collect();
+    s.finish_items(&items)
 }
 
 /// Reports committed outcomes to the job's sink.

@@ -28,9 +28,9 @@ use super::{Params, PgConn, PgTx, get};
 use crate::model::{FailureReason, Folder, ItemOutcome};
 use crate::store::StoreError;
 use crate::store::jobs::{
-    CopyClaim, ITEM_COLUMNS, ItemCounts, ItemRow, ItemState, JOB_COLUMNS, JobKind, JobLease,
-    JobRow, JobState, LeaseHolder, LeaseTaken, NewJob, folder_parse, folder_text, keep_claim,
-    skip_claimed, ts,
+    CopyClaim, ITEM_COLUMNS, ItemCounts, ItemFinish, ItemRow, ItemState, JOB_COLUMNS, JobKind,
+    JobLease, JobRow, JobState, LeaseHolder, LeaseTaken, NewJob, folder_parse, folder_text,
+    keep_claim, skip_claimed, ts,
 };
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
@@ -632,6 +632,113 @@ pub fn mark_in_flight(
         "'pending', 'in_flight'",
         &[&item, &lease_owner, &copy_id],
     )
+}
+
+/// [`mark_in_flight`] for several items in one statement, under the same fence (the job rows
+/// and worker registrations locked `FOR SHARE`): every item marked, or `NotLeased` naming one
+/// that was not (the caller's transaction rolls the others back).
+pub fn mark_items_in_flight(
+    conn: &PgConn,
+    items: &[(i64, &str)],
+    lease_owner: &str,
+) -> Result<(), StoreError> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = items.iter().map(|(id, _)| *id).collect();
+    let copies: Vec<&str> = items.iter().map(|(_, c)| *c).collect();
+    let rows = conn.query(
+        "WITH v AS (SELECT * FROM unnest($1::bigint[], $3::text[]) AS v(id, copy_id)), \
+         held AS (SELECT j.id FROM job j WHERE j.lease_owner = $2 \
+                  AND j.id IN (SELECT i.job_id FROM job_item i WHERE i.id = ANY($1)) \
+                  FOR SHARE OF j), \
+         registered AS (SELECT w.job_id FROM job_worker w WHERE w.owner = $2 \
+                        AND w.ended IS NULL \
+                        AND w.job_id IN (SELECT i.job_id FROM job_item i WHERE i.id = ANY($1)) \
+                        FOR SHARE OF w) \
+         UPDATE job_item SET state = 'in_flight', copy_id = v.copy_id FROM v \
+         WHERE job_item.id = v.id AND job_item.state IN ('pending', 'in_flight') \
+         AND (job_item.job_id IN (SELECT id FROM held) \
+              OR (job_item.worker = $2 AND job_item.job_id IN (SELECT job_id FROM registered))) \
+         RETURNING job_item.id",
+        &[&ids, &lease_owner, &copies],
+    )?;
+    let marked: BTreeSet<i64> = rows
+        .iter()
+        .map(|r| get::<i64>(r, 0))
+        .collect::<Result<_, _>>()?;
+    match ids.iter().find(|id| !marked.contains(id)) {
+        Some(&item) => Err(StoreError::NotLeased { item }),
+        None => Ok(()),
+    }
+}
+
+/// [`finish_item_succeeded`] and [`finish_item_failed`] for several items: one statement for
+/// the successes, one for the failures.
+pub fn finish_items(conn: &PgConn, items: &[ItemFinish<'_>]) -> Result<(), StoreError> {
+    let (mut ids, mut froms, mut reads, mut new_ids, mut tos, mut details) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    let (mut f_ids, mut reasons, mut codes, mut f_details) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in items {
+        match i {
+            ItemFinish::Succeeded {
+                item,
+                from,
+                read,
+                new_id,
+                to,
+                detail,
+            } => {
+                ids.push(*item);
+                froms.push(folder_text(from));
+                reads.push(i64::from(*read));
+                new_ids.push(*new_id);
+                tos.push(folder_text(to));
+                details.push(*detail);
+            }
+            ItemFinish::Failed {
+                item,
+                reason,
+                provider_code,
+                detail,
+            } => {
+                f_ids.push(*item);
+                reasons.push(reason.as_str());
+                codes.push(*provider_code);
+                f_details.push(*detail);
+            }
+        }
+    }
+    let at = now();
+    if !ids.is_empty() {
+        conn.execute(
+            "UPDATE job_item SET state = 'succeeded', folder = v.folder, read = v.read, \
+             new_id = v.new_id, to_folder = v.to_folder, detail = v.detail, finished_at = $7, \
+             reason = NULL, provider_code = NULL \
+             FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
+                         $6::text[]) AS v(id, folder, read, new_id, to_folder, detail) \
+             WHERE job_item.id = v.id AND job_item.state IN ('pending', 'in_flight')",
+            &[&ids, &froms, &reads, &new_ids, &tos, &details, &at],
+        )?;
+    }
+    if !f_ids.is_empty() {
+        conn.execute(
+            "UPDATE job_item SET state = 'failed', reason = v.reason, \
+             provider_code = v.provider_code, detail = v.detail, finished_at = $5 \
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) \
+                  AS v(id, reason, provider_code, detail) \
+             WHERE job_item.id = v.id AND job_item.state IN ('pending', 'in_flight')",
+            &[&f_ids, &reasons, &codes, &f_details, &at],
+        )?;
+    }
+    Ok(())
 }
 
 pub fn record_sending(

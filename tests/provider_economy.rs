@@ -218,6 +218,38 @@ async fn gmail_locates_and_acts_in_three_sub_requests_a_copy() {
     assert!(actions.values().all(|n| *n == 1), "{actions:?}");
 }
 
+/// Google, cold: one token per impersonated user, each an RS256 signature made here and then a
+/// request to the token endpoint. The signing slots (one per core and one more) are held for
+/// the signature only: with the endpoint 200 ms away (the real one is tens of milliseconds
+/// away), the next users' tokens are signed while earlier ones are still on their way, so far
+/// more token requests are in flight at the lab than there are slots. (A slot held across the
+/// request let one token per slot be on its way, and a core sit idle for each.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gmail_signs_the_next_tokens_while_earlier_ones_are_on_their_way() {
+    let options = LabOptions {
+        token_latency: std::time::Duration::from_millis(200),
+        ..Default::default()
+    };
+    let l = lab_with(GenerateKind::GoogleWorkspace, MAILBOXES, options, None).await;
+    let out = retract(&l.client, items(&l.recipients)).await;
+    assert!(out.values().all(|o| o.is_ok()), "{out:?}");
+    assert_eq!(out.len(), MAILBOXES);
+    let slots = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) + 1;
+    let most = l
+        .server
+        .lab
+        .stats
+        .tokens_in_flight_max
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        most >= (2 * slots).min(MAILBOXES / 2),
+        "at most {most} token requests at once at the lab, with {slots} signing slots"
+    );
+    let (junk, actions) = lab_junk_and_actions(&l.server);
+    assert_eq!(junk, MAILBOXES);
+    assert!(actions.values().all(|n| *n == 1), "{actions:?}");
+}
+
 /// A client configured for four times what the service takes (lab capacity 16, client 64 in
 /// flight, whole-second `Retry-After`): it follows the service down instead of having most
 /// requests refused every round until their attempts run out, and acts on every copy exactly

@@ -58,6 +58,10 @@ pub struct LabOptions {
     /// How `Retry-After` is worded: whole seconds like the real services (default), or the
     /// lab's sub-second pace for experiments and tests that throttle on purpose.
     pub retry_advice: RetryAdvice,
+    /// Service time of Google's token endpoint (`POST /token`): zero by default. A real token
+    /// request crosses the internet to `oauth2.googleapis.com`, tens of milliseconds each,
+    /// which is what shows whether a client signs while earlier tokens are still on their way.
+    pub token_latency: Duration,
 }
 
 impl Default for LabOptions {
@@ -71,6 +75,7 @@ impl Default for LabOptions {
             seed: 1,
             gmail_units_per_sec: 250.0,
             retry_advice: RetryAdvice::WholeSeconds,
+            token_latency: Duration::ZERO,
         }
     }
 }
@@ -86,6 +91,10 @@ pub struct Stats {
     /// (`Prefer: IdType="ImmutableId"`) or `regular`.
     pub graph_id_types: Mutex<BTreeMap<String, u64>>,
     pub in_flight: AtomicUsize,
+    /// Google token requests being answered now, and the most at once (for tests and
+    /// benches in the lab's process; not in `/_lab/stats`).
+    pub tokens_in_flight: AtomicUsize,
+    pub tokens_in_flight_max: AtomicUsize,
     pub faults_5xx: AtomicU64,
     pub faults_dropped: AtomicU64,
 }

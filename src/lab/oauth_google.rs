@@ -51,11 +51,39 @@ fn invalid_grant(description: &str) -> Response {
     errors::oauth(StatusCode::BAD_REQUEST, "invalid_grant", description, None)
 }
 
+/// A token request being answered, counted in `Stats::tokens_in_flight` (and its most at
+/// once) until dropped.
+struct Answering(SharedLab);
+
+impl Answering {
+    fn enter(lab: &SharedLab) -> Answering {
+        use std::sync::atomic::Ordering;
+        let now = lab.stats.tokens_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        lab.stats
+            .tokens_in_flight_max
+            .fetch_max(now, Ordering::SeqCst);
+        Answering(lab.clone())
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0
+            .stats
+            .tokens_in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// `POST /token`: exchanges a signed service-account JWT for an access token.
 async fn token(
     State(lab): State<SharedLab>,
     axum::Form(form): axum::Form<HashMap<String, String>>,
 ) -> Response {
+    let _answering = Answering::enter(&lab);
+    if !lab.options.token_latency.is_zero() {
+        tokio::time::sleep(lab.options.token_latency).await;
+    }
     let grant = form.get("grant_type").map(String::as_str).unwrap_or("");
     if grant != JWT_BEARER {
         return errors::oauth(

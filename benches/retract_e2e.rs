@@ -23,8 +23,9 @@
 //!
 //! Reports the wall time of the retract command (plan + job), the lab's ideal bound
 //! `(sub-requests served during the run) × latency ÷ capacity` and their ratio (for information:
-//! DESIGN §9's budget is the floor above, which a client cannot lower by sending more), the stricter per-tenant bound (tenants are served in parallel), and the clawback process's
-//! peak RSS (VmHWM from /proc, sampled while it runs).
+//! DESIGN §9's budget is the floor above, which a client cannot lower by sending more), the
+//! stricter per-tenant bound (tenants are served in parallel), and the clawback process's peak
+//! RSS (VmHWM from /proc, sampled while it runs).
 //!
 //! `E2E_TIMELINE=1` also prints, per 100 ms of the run, the lab's slots in use and the
 //! sub-requests it served per tenant (a ramp, a stall or a tail shows where the wall time over

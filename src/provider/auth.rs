@@ -301,11 +301,12 @@ struct TokenResponse {
     refresh_token: Option<String>,
 }
 
-/// RS256 signatures made at once in this process: one per core, and one more. A cold Google run asks for
-/// thousands of users' tokens together; unbounded, the blocking pool started a thread per
-/// waiting signature (up to 512), each faulting in its own stack and allocator heap (a tenth
-/// of the run's CPU went to zeroing fresh pages), and the signatures crowded out the async
-/// workers serving the other tenants. Bounded, the same signatures take the same cores' time.
+/// RS256 signatures made at once in this process: one per core, and one more. A cold Google
+/// run asks for thousands of users' tokens together; unbounded, the blocking pool started a
+/// thread per waiting signature (up to 512), each faulting in its own stack and allocator heap
+/// (a tenth of the run's CPU went to zeroing fresh pages), and the signatures crowded out the
+/// async workers serving the other tenants. Bounded, the same signatures take the same cores'
+/// time.
 /// One more than the cores: a slot is also held while its signature waits for a blocking thread
 /// and its answer for an async worker, and with exactly one per core the 10,000-mailbox mixed
 /// cold run (`retract_e2e`) signed on fewer than two cores (2.71-2.93 s against 2.60-2.84 s
@@ -518,9 +519,9 @@ impl Authenticator {
             Flow::Google { token_url, account } => {
                 // An RS256 signature per impersonated user costs about half a millisecond of CPU:
                 // signed off the async workers so a burst of new users does not stall I/O, and
-                // at most one per core (and one more) at a time (see `SIGNERS`). The slot is held for the
-                // signature only, not for the token request after it: held across that round
-                // trip, a core sat idle for every token in flight.
+                // at most one per core (and one more) at a time (see `SIGNERS`). The slot is held
+                // for the signature only, not for the token request after it: held across that
+                // round trip, a core sat idle for every token in flight.
                 let assertion = {
                     let _signer = signers()
                         .acquire()
